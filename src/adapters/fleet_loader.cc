@@ -1,0 +1,26 @@
+#include "adapters/fleet_loader.h"
+
+#include <fmt/format.h>
+
+#include <fstream>
+#include <sstream>
+
+namespace gp {
+
+Result<Fleet> LoadFleet(const std::string& spec) {
+  if (LooksLikeFleetShorthand(spec)) return ParseFleetShorthand(spec);
+  std::ifstream in(spec, std::ios::binary);
+  if (!in) {
+    return Error(StatusCode::kNotFound,
+                 fmt::format("{}: cannot open fleet file (or give a shorthand such as 256x8xV100)", spec));
+  }
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  std::string text = std::move(ss).str();
+  Result<Fleet> fleet = spec.ends_with(".csv") ? ParseFleetNodeCsv(std::move(text), spec) : ParseFleetToml(text, spec);
+  if (!fleet) return fleet;
+  if (Status s = fleet->Validate(); !s.ok()) return InvalidArgument(fmt::format("{}: {}", spec, s.message()));
+  return fleet;
+}
+
+}  // namespace gp

@@ -1,0 +1,20 @@
+// Loading a fleet from what a user has: a fleet file in TOML (docs/fleet.md), a node-list CSV
+// (sn,cpu_milli,memory_mib,gpu,model: the Alibaba openb inventory), or the shorthand
+// "256x8xV100". Every error names the file, line and field. Does file I/O; call from one thread.
+#pragma once
+
+#include <string>
+#include <string_view>
+
+#include "core/fleet.h"
+#include "core/status.h"
+
+namespace gp {
+
+// Picks the reader by the argument: shorthand, *.csv, else TOML.
+Result<Fleet> LoadFleet(const std::string& spec);
+// `source` names the text in messages ("fleet.toml").
+Result<Fleet> ParseFleetToml(std::string_view text, const std::string& source);
+Result<Fleet> ParseFleetNodeCsv(std::string text, const std::string& source);
+
+}  // namespace gp

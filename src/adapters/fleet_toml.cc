@@ -1,0 +1,271 @@
+// The TOML fleet file (format in docs/fleet.md). toml++ lives in this one translation unit.
+// Every value is checked; an unknown key is an error (a typo must not pass silently), and
+// every message starts "file:line: [[section]] 'name': field: ...".
+#include <fmt/format.h>
+
+#include <set>
+#include <toml++/toml.h>
+
+#include "adapters/fleet_loader.h"
+#include "core/units.h"
+
+namespace gp {
+namespace {
+
+// Thrown inside this file only and turned into a Status at its edge.
+struct FieldError {
+  std::string message;
+};
+
+class Section {
+ public:
+  Section(const toml::table& t, const std::string& source, std::string where)
+      : t_(t), source_(source), where_(std::move(where)) {}
+
+  [[noreturn]] void Fail(const toml::node* at, std::string_view key, const std::string& what) const {
+    const auto line = at ? at->source().begin.line : t_.source().begin.line;
+    throw FieldError{fmt::format("{}:{}: {}: {}{}", source_, line, where_, key.empty() ? "" : std::string(key) + ": ", what)};
+  }
+
+  const toml::node* Get(std::string_view key) {
+    used_.insert(std::string(key));
+    return t_.get(key);
+  }
+
+  std::optional<std::string> String(std::string_view key) {
+    const toml::node* n = Get(key);
+    if (!n) return std::nullopt;
+    if (!n->is_string()) Fail(n, key, "expected a string");
+    return n->value<std::string>();
+  }
+  std::string RequiredString(std::string_view key) {
+    auto v = String(key);
+    if (!v || v->empty()) Fail(nullptr, key, "required");
+    return *v;
+  }
+  std::optional<int64_t> Int(std::string_view key, int64_t lo, int64_t hi) {
+    const toml::node* n = Get(key);
+    if (!n) return std::nullopt;
+    if (!n->is_integer()) Fail(n, key, "expected a whole number");
+    const int64_t v = *n->value<int64_t>();
+    if (v < lo || v > hi) Fail(n, key, fmt::format("must be {}..{}, got {}", lo, hi, v));
+    return v;
+  }
+  std::optional<double> Number(std::string_view key, double lo, double hi) {
+    const toml::node* n = Get(key);
+    if (!n) return std::nullopt;
+    if (!n->is_number()) Fail(n, key, "expected a number");
+    const double v = *n->value<double>();
+    if (!(v >= lo && v <= hi)) Fail(n, key, fmt::format("must be {}..{}, got {}", lo, hi, v));
+    return v;
+  }
+  // A string with units ("80GiB") parsed by `parse`; a bare number is taken in `bare_unit`.
+  template <typename T, typename Parse>
+  std::optional<T> Unit(std::string_view key, Parse parse, std::string_view bare_unit) {
+    const toml::node* n = Get(key);
+    if (!n) return std::nullopt;
+    std::string text;
+    if (n->is_string()) {
+      text = *n->value<std::string>();
+    } else if (n->is_number()) {
+      text = fmt::format("{}{}", *n->value<double>(), bare_unit);
+    } else {
+      Fail(n, key, "expected a string with a unit");
+    }
+    auto r = parse(text);
+    if (!r) Fail(n, key, r.error().message());
+    return *r;
+  }
+  const toml::table* Table(std::string_view key) {
+    const toml::node* n = Get(key);
+    if (!n) return nullptr;
+    if (!n->is_table()) Fail(n, key, "expected a table");
+    return n->as_table();
+  }
+  void RejectUnknown() const {
+    for (const auto& [k, v] : t_) {
+      if (!used_.count(std::string(k.str()))) {
+        std::string known;
+        for (const std::string& u : used_) known += (known.empty() ? "" : ", ") + u;
+        Fail(&v, k.str(), fmt::format("unknown field; expected one of: {}", known));
+      }
+    }
+  }
+  const std::string& where() const { return where_; }
+  // Once the entry's name is known, messages use it rather than its position.
+  void Rename(std::string where) { where_ = std::move(where); }
+
+ private:
+  const toml::table& t_;
+  const std::string& source_;
+  std::string where_;
+  std::set<std::string> used_;
+};
+
+template <typename F>
+void ForEachEntry(const toml::table& root, std::string_view key, const std::string& source, F&& f) {
+  const toml::node* n = root.get(key);
+  if (!n) return;
+  const toml::array* arr = n->as_array();
+  if (!arr) throw FieldError{fmt::format("{}:{}: '{}' must be an array of tables ([[{}]])", source, n->source().begin.line, key, key)};
+  int i = 0;
+  for (const toml::node& e : *arr) {
+    ++i;
+    if (!e.is_table()) throw FieldError{fmt::format("{}:{}: [[{}]] #{} is not a table", source, e.source().begin.line, key, i)};
+    f(*e.as_table(), i);
+  }
+}
+
+void ReadProvider(Fleet& fleet, const toml::table& t, const std::string& source, int i) {
+  Section s(t, source, fmt::format("[[provider]] #{}", i));
+  Provider p{.id = ProviderId{static_cast<uint32_t>(fleet.providers.size())}, .name = s.RequiredString("name")};
+  s.Rename(fmt::format("[[provider]] '{}'", p.name));
+  if (fleet.FindProvider(p.name)) s.Fail(nullptr, "name", "used by another provider");
+  if (auto kind = s.String("kind")) {
+    auto k = ParseProviderKind(*kind);
+    if (!k) s.Fail(t.get("kind"), "kind", k.error().message());
+    p.kind = *k;
+  }
+  if (const toml::table* prices = s.Table("prices")) {
+    for (const auto& [model, tiers] : *prices) {
+      auto id = fleet.InternModel(model.str());
+      if (!id) s.Fail(&tiers, "prices", id.error().message());
+      const toml::table* tt = tiers.as_table();
+      if (!tt) s.Fail(&tiers, "prices", fmt::format("{}: expected a table of tier = USD per GPU-hour", model.str()));
+      for (const auto& [tier, usd] : *tt) {
+        auto tr = ParsePriceTier(tier.str());
+        if (!tr) s.Fail(&usd, "prices", tr.error().message());
+        if (!usd.is_number() || *usd.value<double>() < 0 || *usd.value<double>() > 1e6) {
+          s.Fail(&usd, "prices", fmt::format("{}.{}: expected USD per GPU-hour (0..1e6)", model.str(), tier.str()));
+        }
+        p.prices.push_back(Price{.model = *id, .tier = *tr, .per_gpu_hour = UsdToMicro(*usd.value<double>())});
+      }
+    }
+  }
+  s.RejectUnknown();
+  fleet.providers.push_back(std::move(p));
+}
+
+void ReadSite(Fleet& fleet, const toml::table& t, const std::string& source, int i) {
+  Section s(t, source, fmt::format("[[site]] #{}", i));
+  Site site{.id = SiteId{static_cast<uint32_t>(fleet.sites.size())}, .name = s.RequiredString("name")};
+  s.Rename(fmt::format("[[site]] '{}'", site.name));
+  if (fleet.FindSite(site.name)) s.Fail(nullptr, "name", "used by another site");
+  site.region = s.String("region").value_or(site.name);
+  if (const toml::node* loc = s.Get("location")) {
+    const toml::array* a = loc->as_array();
+    if (!a || a->size() != 2 || !(*a)[0].is_number() || !(*a)[1].is_number()) {
+      s.Fail(loc, "location", "expected [latitude, longitude] in degrees");
+    }
+    site.location = GeoPoint{*(*a)[0].value<double>(), *(*a)[1].value<double>()};
+    if (std::abs(site.location.latitude_deg) > 90 || std::abs(site.location.longitude_deg) > 180) {
+      s.Fail(loc, "location", "latitude must be -90..90 and longitude -180..180");
+    }
+  }
+  s.RejectUnknown();
+  fleet.sites.push_back(std::move(site));
+}
+
+SiteId SiteNamed(const Fleet& fleet, Section& s, std::string_view key, const std::string& name) {
+  auto id = fleet.FindSite(name);
+  if (!id) s.Fail(nullptr, key, fmt::format("unknown site '{}' (declare it with [[site]])", name));
+  return *id;
+}
+
+void ReadLink(Fleet& fleet, const toml::table& t, const std::string& source, int i) {
+  Section s(t, source, fmt::format("[[link]] #{}", i));
+  const toml::node* sites = s.Get("sites");
+  const toml::array* a = sites ? sites->as_array() : nullptr;
+  if (!a || a->size() != 2 || !(*a)[0].is_string() || !(*a)[1].is_string()) {
+    s.Fail(sites, "sites", "expected [\"site-a\", \"site-b\"]");
+  }
+  Link l;
+  l.a = SiteNamed(fleet, s, "sites", *(*a)[0].value<std::string>());
+  l.b = SiteNamed(fleet, s, "sites", *(*a)[1].value<std::string>());
+  if (l.a == l.b) s.Fail(sites, "sites", "a link joins two different sites");
+  auto bw = s.Unit<BitsPerSecond>("bandwidth", ParseBandwidth, "bps");
+  if (!bw || bw->value() <= 0) s.Fail(nullptr, "bandwidth", "required, positive (e.g. \"10Gbps\")");
+  l.bandwidth = *bw;
+  if (auto lat = s.Unit<Millis>("latency", ParseDuration, "ms")) l.latency = Micros{lat->value() * 1000};
+  if (auto e = s.Number("egress_per_gb", 0, 1e6)) l.egress_per_gb = UsdToMicro(*e);
+  s.RejectUnknown();
+  fleet.links.push_back(l);
+}
+
+void ReadNodes(Fleet& fleet, const toml::table& t, const std::string& source, int i) {
+  Section s(t, source, fmt::format("[[nodes]] #{}", i));
+  NodeGroupSpec g;
+  g.name_prefix = s.RequiredString("name");
+  s.Rename(fmt::format("[[nodes]] '{}'", g.name_prefix));
+  g.count = static_cast<int>(s.Int("count", 1, 1'000'000).value_or(1));
+  g.gpus = static_cast<int>(s.Int("gpus", 0, kMaxGpusPerNode).value_or(0));
+  g.gpu_model = s.String("gpu_model").value_or("");
+  if (g.gpus > 0 && g.gpu_model.empty()) s.Fail(nullptr, "gpu_model", "required when gpus > 0");
+  g.gpu_memory = s.Unit<MiB>("gpu_memory", ParseMiB, "GiB");
+  if (auto cores = s.Number("cpu_cores", 0, 1e5)) g.cpu = MilliCpu{static_cast<int64_t>(*cores * 1000)};
+  g.memory = s.Unit<MiB>("memory", ParseMiB, "GiB");
+  if (auto nic = s.Unit<BitsPerSecond>("nic", ParseBandwidth, "Gbps")) g.nic = *nic;
+  g.site = SiteNamed(fleet, s, "site", s.RequiredString("site"));
+  const std::string provider = s.RequiredString("provider");
+  auto pid = fleet.FindProvider(provider);
+  if (!pid) s.Fail(nullptr, "provider", fmt::format("unknown provider '{}' (declare it with [[provider]])", provider));
+  g.provider = *pid;
+  if (auto tier = s.String("tier")) {
+    auto tr = ParsePriceTier(*tier);
+    if (!tr) s.Fail(t.get("tier"), "tier", tr.error().message());
+    g.tier = *tr;
+  }
+  if (auto nv = s.String("nvlink")) {
+    if (*nv == "all") g.nvlink = NodeGroupSpec::NvLink::kAll;
+    else if (*nv == "pairs") g.nvlink = NodeGroupSpec::NvLink::kPairs;
+    else if (*nv == "none") g.nvlink = NodeGroupSpec::NvLink::kNone;
+    else s.Fail(t.get("nvlink"), "nvlink", fmt::format("'{}': expected all, pairs or none", *nv));
+  }
+  if (const toml::table* labels = s.Table("labels")) {
+    for (const auto& [k, v] : *labels) {
+      if (!v.is_string()) s.Fail(&v, "labels", fmt::format("{}: expected a string", k.str()));
+      g.labels.emplace_back(std::string(k.str()), *v.value<std::string>());
+    }
+  }
+  if (const toml::table* u = s.Table("utilisation")) {
+    Section us(*u, source, s.where() + " utilisation");
+    auto frac = [&](std::string_view k) { return PerMille{static_cast<int64_t>(std::llround(us.Number(k, 0, 1).value_or(0) * 1000))}; };
+    Utilisation m{.cpu = frac("cpu"), .gpu = frac("gpu"), .memory = frac("memory")};
+    if (auto cap = us.Number("capacity", 0.001, 1000)) m.capacity = PerMille{static_cast<int64_t>(std::llround(*cap * 1000))};
+    us.RejectUnknown();
+    g.measured = m;
+  }
+  s.RejectUnknown();
+  if (Status st = AddNodeGroup(fleet, g, /*exact_name_for_single=*/true); !st.ok()) s.Fail(nullptr, "", st.message());
+}
+
+}  // namespace
+
+Result<Fleet> ParseFleetToml(std::string_view text, const std::string& source) {
+  toml::table root;
+  try {
+    root = toml::parse(text, source);
+  } catch (const toml::parse_error& e) {
+    return ParseError(fmt::format("{}:{}:{}: {}", source, e.source().begin.line, e.source().begin.column, e.description()));
+  }
+  Fleet fleet;
+  try {
+    for (const auto& [k, v] : root) {
+      const std::string_view key = k.str();
+      if (key != "provider" && key != "site" && key != "link" && key != "nodes" && key != "name") {
+        throw FieldError{fmt::format("{}:{}: unknown section '{}'; expected [[provider]], [[site]], [[link]] or [[nodes]]",
+                                     source, v.source().begin.line, key)};
+      }
+    }
+    ForEachEntry(root, "provider", source, [&](const toml::table& t, int i) { ReadProvider(fleet, t, source, i); });
+    ForEachEntry(root, "site", source, [&](const toml::table& t, int i) { ReadSite(fleet, t, source, i); });
+    ForEachEntry(root, "link", source, [&](const toml::table& t, int i) { ReadLink(fleet, t, source, i); });
+    ForEachEntry(root, "nodes", source, [&](const toml::table& t, int i) { ReadNodes(fleet, t, source, i); });
+  } catch (const FieldError& e) {
+    return InvalidArgument(e.message);
+  }
+  if (fleet.nodes.empty()) return InvalidArgument(fmt::format("{}: no [[nodes]]; a fleet needs at least one node", source));
+  return fleet;
+}
+
+}  // namespace gp

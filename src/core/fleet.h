@@ -1,0 +1,161 @@
+// The fleet model: providers (with prices), sites (with locations), links between sites, and
+// nodes with their GPUs. A Fleet is a plain value built once (from a fleet file, a shorthand such
+// as "256x8xV100", or a trace's node list) and then read by many; ids are dense indices into its
+// vectors (NodeId 5 is nodes[5]). Immutable after Validate(); safe to share read-only.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "core/ids.h"
+#include "core/models.h"
+#include "core/quantity.h"
+#include "core/status.h"
+
+namespace gp {
+
+inline constexpr int kMaxGpusPerNode = 16;
+// Model ids 0..62 name GPU models; bit 63 of a ModelMask stands for "a node with no GPU".
+inline constexpr int kMaxGpuModels = 63;
+inline constexpr int kNoGpuModelBit = 63;
+
+enum class ProviderKind : uint8_t { kOnPrem, kCloud, kPartner };
+enum class PriceTier : uint8_t { kOnDemand, kSpot, kReserved };
+inline constexpr int kPriceTierCount = 3;
+
+std::string_view ProviderKindName(ProviderKind k);
+Result<ProviderKind> ParseProviderKind(std::string_view s);
+std::string_view PriceTierName(PriceTier t);
+Result<PriceTier> ParsePriceTier(std::string_view s);
+
+struct GpuModelInfo {
+  std::string name;              // canonical, e.g. "H100"
+  MiB memory{0};                 // 0 when unknown
+  int compute_capability = 0;    // major*10 + minor: 90 is 9.0; 0 when unknown
+  MicroUsd list_price{0};        // default on-demand price per GPU-hour when a fleet gives none
+};
+
+struct Gpu {
+  int index = 0;                 // as CUDA_VISIBLE_DEVICES numbers it on the node
+  GpuModelId model;
+  MiB memory{0};
+  int compute_capability = 0;
+  std::string uuid;              // "GPU-..." from NVML, or synthesised for simulated GPUs
+  uint16_t nvlink_peers = 0;     // bit i set: NVLink to GPU index i on the same node
+};
+
+struct Node {
+  NodeId id;
+  std::string name;
+  SiteId site;
+  ProviderId provider;
+  PriceTier tier = PriceTier::kOnDemand;
+  std::vector<Gpu> gpus;         // all of one model (validated)
+  MilliCpu cpu{0};
+  MiB memory{0};
+  BitsPerSecond nic{0};
+  std::vector<std::pair<std::string, std::string>> labels;
+  std::optional<Utilisation> measured;  // utilisation given in the fleet file, if any
+
+  std::optional<GpuModelId> gpu_model() const {
+    if (gpus.empty()) return std::nullopt;
+    return gpus.front().model;
+  }
+};
+
+struct Site {
+  SiteId id;
+  std::string name;
+  std::string region;
+  GeoPoint location;
+};
+
+struct Price {
+  GpuModelId model;
+  PriceTier tier = PriceTier::kOnDemand;
+  MicroUsd per_gpu_hour{0};
+};
+
+struct Provider {
+  ProviderId id;
+  std::string name;
+  ProviderKind kind = ProviderKind::kOnPrem;
+  std::vector<Price> prices;
+};
+
+struct Link {
+  SiteId a;
+  SiteId b;
+  BitsPerSecond bandwidth{0};
+  std::optional<Micros> latency;  // measured; otherwise derived from distance
+  MicroUsd egress_per_gb{0};
+};
+
+class Fleet {
+ public:
+  std::vector<GpuModelInfo> models;
+  std::vector<Provider> providers;
+  std::vector<Site> sites;
+  std::vector<Link> links;
+  std::vector<Node> nodes;
+
+  // Returns the id of a model with this name, adding it (with catalog defaults when the name
+  // is a known model) if new. Fails past kMaxGpuModels distinct models.
+  Result<GpuModelId> InternModel(std::string_view name);
+  std::optional<GpuModelId> FindModel(std::string_view name) const;  // case-insensitive
+  std::optional<SiteId> FindSite(std::string_view name) const;
+  std::optional<ProviderId> FindProvider(std::string_view name) const;
+  std::optional<NodeId> FindNode(std::string_view name) const;
+
+  const GpuModelInfo& model(GpuModelId id) const { return models[id.value()]; }
+  const Site& site(SiteId id) const { return sites[id.value()]; }
+  const Provider& provider(ProviderId id) const { return providers[id.value()]; }
+  const Node& node(NodeId id) const { return nodes[id.value()]; }
+
+  // Price of one GPU-hour on this node: the provider's price for the node's model and tier,
+  // else its on-demand price for the model, else the model's list price. Zero for no GPUs.
+  MicroUsd PricePerGpuHour(const Node& node) const;
+  // The network path between two sites: the declared link (either direction), else a default
+  // WAN path (kDefaultWanBandwidth, latency from distance, no egress price). Same site: the
+  // site's LAN, latency zero and bandwidth unbounded (the node's NIC then bounds it).
+  NetworkPath PathBetween(SiteId from, SiteId to) const;
+
+  int TotalGpus() const;
+  // Checks every invariant the scheduler relies on; the message names the node or field.
+  Status Validate() const;
+};
+
+inline constexpr BitsPerSecond kDefaultWanBandwidth{1'000'000'000};  // 1 Gbit/s
+
+// "256x8xV100" -> 256 nodes of 8 V100 each at one site of one on-prem provider. "4x0" gives
+// CPU-only nodes. Defaults per node: 8 cores and 64 GiB per GPU (at least 16 cores, 64 GiB),
+// 100 Gbit/s NIC, NVLink between all GPUs of a node. The error names what was expected.
+Result<Fleet> ParseFleetShorthand(std::string_view text);
+bool LooksLikeFleetShorthand(std::string_view text);
+
+// Default nodes for a shorthand or a trace node list: n nodes of `gpus` GPUs of `model`.
+struct NodeGroupSpec {
+  std::string name_prefix = "node";
+  int count = 1;
+  int gpus = 0;
+  std::string gpu_model;
+  std::optional<MiB> gpu_memory;
+  std::optional<MilliCpu> cpu;
+  std::optional<MiB> memory;
+  BitsPerSecond nic{100'000'000'000};
+  SiteId site;
+  ProviderId provider;
+  PriceTier tier = PriceTier::kOnDemand;
+  enum class NvLink : uint8_t { kNone, kPairs, kAll } nvlink = NvLink::kAll;
+  std::vector<std::pair<std::string, std::string>> labels;
+  std::optional<Utilisation> measured;
+};
+// Appends the group's nodes, named "<prefix>-<k>" (k from 1, zero-padded to the group's width)
+// or exactly the prefix when count is 1 and `exact_name_for_single` holds.
+Status AddNodeGroup(Fleet& fleet, const NodeGroupSpec& group, bool exact_name_for_single = false);
+
+}  // namespace gp

@@ -1,0 +1,45 @@
+// Errors are values. `Status` says what went wrong in words a user can act on (naming the file,
+// line or field); `Result<T>` is either a T or a Status. Exceptions never cross a module.
+// Value types; safe anywhere.
+#pragma once
+
+#include <string>
+#include <utility>
+
+#include <tl/expected.hpp>
+
+namespace gp {
+
+enum class StatusCode { kOk, kInvalidArgument, kNotFound, kParse, kFailedPrecondition, kInternal };
+
+class Status {
+ public:
+  Status() = default;
+  Status(StatusCode code, std::string message) : code_(code), message_(std::move(message)) {}
+  static Status Ok() { return {}; }
+
+  bool ok() const { return code_ == StatusCode::kOk; }
+  StatusCode code() const { return code_; }
+  const std::string& message() const { return message_; }
+  // "invalid argument: fleet.toml:12: field 'gpus' must be 1..16, got 0"
+  std::string ToString() const;
+
+ private:
+  StatusCode code_ = StatusCode::kOk;
+  std::string message_;
+};
+
+template <typename T>
+using Result = tl::expected<T, Status>;
+
+inline tl::unexpected<Status> Error(StatusCode code, std::string message) {
+  return tl::unexpected<Status>(Status(code, std::move(message)));
+}
+inline tl::unexpected<Status> InvalidArgument(std::string message) {
+  return Error(StatusCode::kInvalidArgument, std::move(message));
+}
+inline tl::unexpected<Status> ParseError(std::string message) {
+  return Error(StatusCode::kParse, std::move(message));
+}
+
+}  // namespace gp

@@ -1,0 +1,43 @@
+// Why a node cannot take a task, with the numbers: what was asked, what is available, and the
+// node's capacity. Every filter answers with one of these, so `gpupool explain` and
+// `place --explain` can say "GPUs: asked 4, free 2 of 8" rather than "no".
+// Value types; thread-safe.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "core/fleet.h"
+#include "sched/pending.h"
+
+namespace gp {
+
+enum class ReasonCode : uint8_t {
+  kGpuModel,       // asked: -, available: the node's model id (or 63 for none)
+  kGpuMemory,      // MiB per GPU
+  kPriceCeiling,   // micro-USD per GPU-hour: asked = ceiling, available = node's price
+  kUnhealthy,      // available: Health value
+  kDraining,
+  kGpuCount,       // whole GPUs: asked, free, total
+  kGpuShare,       // thousandths of one GPU: asked, largest free part, 1000
+  kCpu,            // millicores
+  kMemory,         // MiB
+  kGangSize,       // tasks: asked, tasks that fit, -
+  kCount
+};
+inline constexpr int kReasonCodeCount = static_cast<int>(ReasonCode::kCount);
+
+struct Reason {
+  ReasonCode code = ReasonCode::kGpuCount;
+  int64_t asked = 0;
+  int64_t available = 0;
+  int64_t capacity = 0;
+};
+
+// Short stable name, e.g. "gpu-count".
+std::string_view ReasonName(ReasonCode code);
+// One line with the numbers, e.g. "GPUs: asked 4, free 2 of 8".
+std::string DescribeReason(const Reason& r, const Fleet& fleet, const PendingJob& job);
+
+}  // namespace gp

@@ -1,0 +1,112 @@
+#include "sched/registry.h"
+
+#include <fmt/format.h>
+
+namespace gp {
+namespace {
+
+template <typename Map>
+std::string KnownNames(const std::vector<std::string>& order, const Map&) {
+  std::string s;
+  for (const std::string& n : order) s += (s.empty() ? "" : ", ") + n;
+  return s;
+}
+
+}  // namespace
+
+void Registry::AddQueueOrder(std::string name, std::string description, Factory<QueueOrder> f) {
+  queue_order_.push_back(name);
+  queues_[std::move(name)] = {std::move(description), std::move(f)};
+}
+void Registry::AddFilter(std::string name, std::string description, Factory<Filter> f) {
+  filter_order_.push_back(name);
+  filters_[std::move(name)] = {std::move(description), std::move(f)};
+}
+void Registry::AddScorer(std::string name, std::string description, Factory<Scorer> f) {
+  scorer_order_.push_back(name);
+  scorers_[std::move(name)] = {std::move(description), std::move(f)};
+}
+void Registry::AddPolicy(PolicyRecipe recipe) { policies_.push_back(std::move(recipe)); }
+
+Result<Policy> Registry::MakePolicy(const PolicyRecipe& recipe) const {
+  Policy p{.name = recipe.name, .description = recipe.description, .queue_name = recipe.queue,
+           .order = recipe.order, .candidate_limit = recipe.candidate_limit};
+  auto q = queues_.find(recipe.queue);
+  if (q == queues_.end()) {
+    return InvalidArgument(fmt::format("unknown queue order '{}'; known: {}", recipe.queue,
+                                       KnownNames(queue_order_, queues_)));
+  }
+  p.queue = q->second.make();
+  p.filter_names = recipe.filters.empty() ? filter_order_ : recipe.filters;
+  for (const std::string& name : p.filter_names) {
+    auto f = filters_.find(name);
+    if (f == filters_.end()) {
+      return InvalidArgument(fmt::format("unknown filter '{}'; known: {}", name, KnownNames(filter_order_, filters_)));
+    }
+    p.filters.push_back(f->second.make());
+  }
+  for (const auto& [name, weight] : recipe.scorers) {
+    auto s = scorers_.find(name);
+    if (s == scorers_.end()) {
+      return InvalidArgument(fmt::format("unknown scorer '{}'; known: {}", name, KnownNames(scorer_order_, scorers_)));
+    }
+    if (!(weight >= 0)) return InvalidArgument(fmt::format("scorer '{}': weight must be >= 0", name));
+    p.scorers.push_back({name, weight, s->second.make()});
+  }
+  if (recipe.candidate_limit < 0) return InvalidArgument("candidate_limit must be >= 0");
+  return p;
+}
+
+Result<Policy> Registry::MakePolicy(const std::string& name) const {
+  std::string queue;
+  std::string placement = name;
+  if (auto slash = name.find('/'); slash != std::string::npos) {
+    queue = name.substr(0, slash);
+    placement = name.substr(slash + 1);
+  }
+  for (const PolicyRecipe& r : policies_) {
+    if (r.name != placement) continue;
+    PolicyRecipe copy = r;
+    if (!queue.empty()) {
+      copy.queue = queue;
+      copy.name = name;
+    }
+    return MakePolicy(copy);
+  }
+  std::string known;
+  for (const PolicyRecipe& r : policies_) known += (known.empty() ? "" : ", ") + r.name;
+  return InvalidArgument(fmt::format("unknown policy '{}'; known: {} (or QUEUE/POLICY, queues: {})",
+                                     placement, known, KnownNames(queue_order_, queues_)));
+}
+
+namespace {
+template <typename M>
+std::vector<Registry::Entry> Entries(const std::vector<std::string>& order, const M& m) {
+  std::vector<Registry::Entry> out;
+  for (const std::string& n : order) out.push_back({n, m.at(n).description});
+  return out;
+}
+}  // namespace
+
+std::vector<Registry::Entry> Registry::QueueOrders() const { return Entries(queue_order_, queues_); }
+std::vector<Registry::Entry> Registry::Filters() const { return Entries(filter_order_, filters_); }
+std::vector<Registry::Entry> Registry::Scorers() const { return Entries(scorer_order_, scorers_); }
+std::vector<Registry::Entry> Registry::Policies() const {
+  std::vector<Entry> out;
+  for (const PolicyRecipe& r : policies_) out.push_back({r.name, r.description});
+  return out;
+}
+
+const Registry& BuiltinRegistry() {
+  static const Registry* kRegistry = [] {
+    auto* r = new Registry();
+    RegisterQueueOrders(*r);
+    RegisterFilters(*r);
+    RegisterScorers(*r);
+    RegisterPolicies(*r);
+    return r;
+  }();
+  return *kRegistry;
+}
+
+}  // namespace gp

@@ -1,0 +1,97 @@
+// Plugins and policies register by name with a factory; configuration picks them by name.
+// A policy is a recipe (data): a queue order, filters, weighted scorers, the order in which
+// candidate nodes are visited and how many feasible ones are scored (Nomad's "limit").
+// "QUEUE/POLICY" (e.g. "sjf/cost") takes POLICY's placement with another queue order.
+// The built-in registry is built once and read-only after; safe to share between threads.
+#pragma once
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/status.h"
+#include "sched/plugin.h"
+
+namespace gp {
+
+enum class CandidateOrder : uint8_t {
+  kTightestFirst,  // nodes with the fewest free GPUs that still fit: packing
+  kEmptiestFirst,  // nodes with the most free GPUs: spreading
+};
+
+struct WeightedScorer {
+  std::string name;
+  double weight = 1.0;
+  std::unique_ptr<Scorer> scorer;
+};
+
+struct Policy {
+  std::string name;
+  std::string description;
+  std::string queue_name;
+  std::unique_ptr<QueueOrder> queue;
+  std::vector<std::string> filter_names;
+  std::vector<std::unique_ptr<Filter>> filters;
+  std::vector<WeightedScorer> scorers;
+  CandidateOrder order = CandidateOrder::kTightestFirst;
+  int candidate_limit = 8;  // feasible nodes scored per task; 0 = every feasible node
+};
+
+struct PolicyRecipe {
+  std::string name;
+  std::string description;
+  std::string queue;
+  std::vector<std::string> filters;  // empty: every registered filter, in registration order
+  std::vector<std::pair<std::string, double>> scorers;
+  CandidateOrder order = CandidateOrder::kTightestFirst;
+  int candidate_limit = 8;
+};
+
+class Registry {
+ public:
+  template <typename T>
+  using Factory = std::function<std::unique_ptr<T>()>;
+
+  void AddQueueOrder(std::string name, std::string description, Factory<QueueOrder> f);
+  void AddFilter(std::string name, std::string description, Factory<Filter> f);
+  void AddScorer(std::string name, std::string description, Factory<Scorer> f);
+  void AddPolicy(PolicyRecipe recipe);
+
+  // "las", "fifo", or "QUEUE/POLICY". The error lists what is known.
+  Result<Policy> MakePolicy(const std::string& name) const;
+  Result<Policy> MakePolicy(const PolicyRecipe& recipe) const;
+
+  struct Entry {
+    std::string name;
+    std::string description;
+  };
+  std::vector<Entry> QueueOrders() const;
+  std::vector<Entry> Filters() const;
+  std::vector<Entry> Scorers() const;
+  std::vector<Entry> Policies() const;  // in registration order
+
+ private:
+  template <typename T>
+  struct Slot {
+    std::string description;
+    Factory<T> make;
+  };
+  std::map<std::string, Slot<QueueOrder>> queues_;
+  std::vector<std::string> queue_order_;
+  std::map<std::string, Slot<Filter>> filters_;
+  std::vector<std::string> filter_order_;
+  std::map<std::string, Slot<Scorer>> scorers_;
+  std::vector<std::string> scorer_order_;
+  std::vector<PolicyRecipe> policies_;
+};
+
+// Registers the built-in plugins (queue_orders.cc, filters.cc, scorers.cc) and policies.
+void RegisterQueueOrders(Registry& r);
+void RegisterFilters(Registry& r);
+void RegisterScorers(Registry& r);
+void RegisterPolicies(Registry& r);
+const Registry& BuiltinRegistry();
+
+}  // namespace gp

@@ -1,0 +1,283 @@
+#include "sched/schedule.h"
+
+#include <algorithm>
+#include <bit>
+#include <limits>
+#include <unordered_map>
+
+#include "sched/index.h"
+
+namespace gp {
+
+std::string_view OutcomeName(Outcome o) {
+  switch (o) {
+    case Outcome::kPlaced: return "placed";
+    case Outcome::kNotNow: return "not-now";
+    case Outcome::kNever: return "never";
+  }
+  return "?";
+}
+
+TaskDemand DemandOf(const JobSpec& s) {
+  return TaskDemand{.gpus = s.gpus_per_task, .share = s.gpu_share, .cpu = s.cpu_per_task,
+                    .memory = s.memory_per_task};
+}
+
+std::vector<size_t> QueueOrderOf(std::span<const PendingJob> pending, const Policy& policy) {
+  std::vector<std::pair<QueueKey, size_t>> keyed;
+  keyed.reserve(pending.size());
+  for (size_t i = 0; i < pending.size(); ++i) keyed.emplace_back(policy.queue->Key(pending[i]), i);
+  auto less = [&](const auto& a, const auto& b) {
+    if (a.first != b.first) return a.first < b.first;
+    const JobId ia = pending[a.second].spec->id;
+    const JobId ib = pending[b.second].spec->id;
+    return ia != ib ? ia < ib : a.second < b.second;
+  };
+  if (!std::is_sorted(keyed.begin(), keyed.end(), less)) std::sort(keyed.begin(), keyed.end(), less);
+  std::vector<size_t> order;
+  order.reserve(keyed.size());
+  for (const auto& k : keyed) order.push_back(k.second);
+  return order;
+}
+
+namespace {
+
+MicroUsd MaxPrice(const std::vector<NodeState>& nodes) {
+  MicroUsd m{0};
+  for (const NodeState& n : nodes) m = std::max(m, n.price);
+  return m;
+}
+
+// Which GPUs of the node a task gets. Whole GPUs: grow the set greedily, each time taking the
+// free GPU with the most NVLink peers already chosen (lowest index on ties), so an 8-GPU NVLink
+// island is kept together. A share: the GPU with the least free part that still fits (packing
+// shares), lowest index on ties.
+uint16_t PickGpus(const NodeState& n, const Node& spec, const TaskDemand& d) {
+  if (d.gpus == 0) return 0;
+  if (d.share < kWholeGpu) {
+    int best = -1;
+    for (int i = 0; i < n.gpu_count; ++i) {
+      if (n.gpu_free[i] >= d.share.value() && (best < 0 || n.gpu_free[i] < n.gpu_free[best])) best = i;
+    }
+    return best < 0 ? 0 : static_cast<uint16_t>(1u << best);
+  }
+  const uint16_t free = n.WholeFreeMask();
+  uint16_t chosen = 0;
+  for (int k = 0; k < d.gpus; ++k) {
+    int best = -1;
+    int best_links = -1;
+    for (int i = 0; i < n.gpu_count; ++i) {
+      if (!(free >> i & 1) || (chosen >> i & 1)) continue;
+      const int links = std::popcount(static_cast<uint16_t>(spec.gpus[i].nvlink_peers & chosen));
+      if (links > best_links) {
+        best = i;
+        best_links = links;
+      }
+    }
+    if (best < 0) return 0;
+    chosen = static_cast<uint16_t>(chosen | (1u << best));
+  }
+  return chosen;
+}
+
+struct ShapeKey {
+  uint64_t mask;
+  int64_t cpu, memory, gpu_memory, price;
+  int32_t gpus, share, tasks;
+  bool operator==(const ShapeKey&) const = default;
+};
+struct ShapeHash {
+  size_t operator()(const ShapeKey& k) const {
+    uint64_t h = k.mask * 0x9E3779B97F4A7C15ULL;
+    for (int64_t v : {k.cpu, k.memory, k.gpu_memory, k.price, int64_t{k.gpus}, int64_t{k.share}, int64_t{k.tasks}}) {
+      h = (h ^ static_cast<uint64_t>(v)) * 0x100000001B3ULL;
+    }
+    return static_cast<size_t>(h);
+  }
+};
+
+class Pass {
+ public:
+  Pass(const ClusterSnapshot& snap, const Policy& policy, Rng& rng)
+      : snap_(snap), policy_(policy), rng_(rng), nodes_(snap.nodes) {
+    index_.Build(nodes_);
+    max_price_ = MaxPrice(nodes_);
+  }
+
+  // Places every task of the job or none. Returns the allocations, or nullopt.
+  std::optional<std::vector<TaskAllocation>> PlaceJob(const PendingJob& job) {
+    const TaskDemand d = DemandOf(*job.spec);
+    std::vector<TaskAllocation> done;
+    std::vector<NodeId> gang;
+    done.reserve(static_cast<size_t>(job.spec->tasks));
+    for (int t = 0; t < job.spec->tasks; ++t) {
+      std::optional<TaskAllocation> a = PlaceTask(job, d, gang);
+      if (!a) {
+        for (auto it = done.rbegin(); it != done.rend(); ++it) Undo(*it);
+        return std::nullopt;
+      }
+      done.push_back(*a);
+      if (std::find(gang.begin(), gang.end(), a->node) == gang.end()) gang.push_back(a->node);
+    }
+    return done;
+  }
+
+  Decision Explain(const PendingJob& job) const;
+
+ private:
+  std::optional<TaskAllocation> PlaceTask(const PendingJob& job, const TaskDemand& d,
+                                          std::span<const NodeId> gang) {
+    const ScoreContext ctx{.fleet = *snap_.fleet, .rng = rng_, .gang_nodes = gang, .max_price = max_price_};
+    int64_t best = -1;
+    double best_score = -std::numeric_limits<double>::infinity();
+    int feasible = 0;
+    const int limit = policy_.candidate_limit;
+    auto consider = [&](uint32_t pos) {
+      const NodeState& n = nodes_[pos];
+      for (const auto& f : policy_.filters) {
+        if (f->Check(job, d, n)) return true;
+      }
+      double score = 0;
+      for (const WeightedScorer& s : policy_.scorers) score += s.weight * s.scorer->Score(job, d, n, ctx);
+      if (score > best_score || (score == best_score && pos < best)) {
+        best = pos;
+        best_score = score;
+      }
+      ++feasible;
+      return limit == 0 || feasible < limit;
+    };
+    for (NodeId id : gang) consider(id.value());
+    if (limit == 0 || feasible < limit) {
+      index_.ForEach(job.model_mask, d.gpus, d.share < kWholeGpu, policy_.order, nodes_, consider);
+    }
+    if (best < 0) return std::nullopt;
+    NodeState& n = nodes_[static_cast<size_t>(best)];
+    TaskAllocation a{.node = n.id, .gpu_mask = PickGpus(n, snap_.fleet->node(n.id), d),
+                     .share = d.share, .cpu = d.cpu, .memory = d.memory};
+    if (!Allocate(n, a).ok()) return std::nullopt;  // a filter and Allocate disagree: refuse
+    index_.Moved(nodes_, static_cast<uint32_t>(best));
+    return a;
+  }
+
+  void Undo(const TaskAllocation& a) {
+    NodeState& n = nodes_[a.node.value()];
+    (void)Release(n, a);  // undoing our own Allocate cannot fail
+    index_.Moved(nodes_, a.node.value());
+  }
+
+  // Whether the job could ever run on this fleet: enough nodes whose static properties admit a
+  // task and whose total capacity holds one, counting how many tasks each could hold at once.
+  bool FitsCapacity(const PendingJob& job, const TaskDemand& d) const;
+
+  const ClusterSnapshot& snap_;
+  const Policy& policy_;
+  Rng& rng_;
+  std::vector<NodeState> nodes_;
+  FreeGpuIndex index_;
+  MicroUsd max_price_{0};
+};
+
+bool Pass::FitsCapacity(const PendingJob& job, const TaskDemand& d) const {
+  int64_t tasks = 0;
+  for (const NodeState& n : nodes_) {
+    if (!(job.model_mask >> n.model_bit & 1)) continue;
+    if (d.gpus > 0 && n.gpu_memory < job.spec->min_gpu_memory) continue;
+    const auto& ceiling = job.spec->max_price_per_gpu_hour;
+    if (d.gpus > 0 && ceiling && n.price > *ceiling) continue;
+    int64_t fit = job.spec->tasks;
+    if (d.gpus > 0) fit = std::min<int64_t>(fit, d.share < kWholeGpu ? n.gpu_count * (1000 / d.share.value()) : n.gpu_count / d.gpus);
+    if (d.cpu.value() > 0) fit = std::min(fit, n.cpu_total.value() / d.cpu.value());
+    if (d.memory.value() > 0) fit = std::min(fit, n.memory_total.value() / d.memory.value());
+    tasks += fit;
+    if (tasks >= job.spec->tasks) return true;
+  }
+  return false;
+}
+
+Decision Pass::Explain(const PendingJob& job) const {
+  const TaskDemand d = DemandOf(*job.spec);
+  Decision out{.job = job.spec->id};
+  std::array<ReasonCount, kReasonCodeCount> counts{};
+  int passing = 0;
+  for (const NodeState& n : nodes_) {
+    std::optional<Reason> r;
+    for (const auto& f : policy_.filters) {
+      if ((r = f->Check(job, d, n))) break;
+    }
+    if (!r) {
+      ++passing;
+      continue;
+    }
+    ReasonCount& c = counts[static_cast<size_t>(r->code)];
+    if (c.nodes++ == 0) c.example = *r;
+  }
+  for (const ReasonCount& c : counts) {
+    if (c.nodes > 0) out.reasons.push_back(c);
+  }
+  if (passing > 0) {
+    // Some nodes fit one task, but not enough of them for the whole gang at once.
+    out.reasons.push_back({Reason{ReasonCode::kGangSize, job.spec->tasks, passing, 0}, passing});
+  }
+  std::stable_sort(out.reasons.begin(), out.reasons.end(),
+                   [](const ReasonCount& a, const ReasonCount& b) { return a.nodes > b.nodes; });
+  out.outcome = FitsCapacity(job, d) ? Outcome::kNotNow : Outcome::kNever;
+  return out;
+}
+
+}  // namespace
+
+Plan Schedule(const ClusterSnapshot& snapshot, std::span<const PendingJob> pending,
+              const Policy& policy, Rng& rng) {
+  Plan plan;
+  plan.decisions.reserve(pending.size());
+  Pass pass(snapshot, policy, rng);
+  // Within one pass resources only shrink, so a job shape that failed once fails again: reuse
+  // its decision rather than search again (Kubernetes' equivalence classes).
+  std::unordered_map<ShapeKey, size_t, ShapeHash> failed;
+  for (size_t i : QueueOrderOf(pending, policy)) {
+    const PendingJob& job = pending[i];
+    const JobSpec& s = *job.spec;
+    const ShapeKey key{job.model_mask, s.cpu_per_task.value(), s.memory_per_task.value(),
+                       s.min_gpu_memory.value(),
+                       s.max_price_per_gpu_hour ? s.max_price_per_gpu_hour->value() : -1,
+                       s.gpus_per_task, static_cast<int32_t>(s.gpu_share.value()), s.tasks};
+    if (auto it = failed.find(key); it != failed.end()) {
+      Decision d = plan.decisions[it->second];
+      d.job = s.id;
+      plan.decisions.push_back(std::move(d));
+      continue;
+    }
+    if (auto tasks = pass.PlaceJob(job)) {
+      plan.placements.push_back(Placement{.job = s.id, .tasks = std::move(*tasks)});
+      plan.decisions.push_back(Decision{.job = s.id, .outcome = Outcome::kPlaced});
+      continue;
+    }
+    failed.emplace(key, plan.decisions.size());
+    plan.decisions.push_back(pass.Explain(job));
+  }
+  return plan;
+}
+
+std::vector<NodeEvaluation> EvaluateNodes(const ClusterSnapshot& snapshot, const PendingJob& job,
+                                          const Policy& policy, Rng& rng) {
+  const TaskDemand d = DemandOf(*job.spec);
+  const ScoreContext ctx{.fleet = *snapshot.fleet, .rng = rng, .gang_nodes = {},
+                         .max_price = MaxPrice(snapshot.nodes)};
+  std::vector<NodeEvaluation> out;
+  for (const NodeState& n : snapshot.nodes) {
+    NodeEvaluation e{.node = n.id};
+    for (const auto& f : policy.filters) {
+      if ((e.rejected = f->Check(job, d, n))) break;
+    }
+    for (const WeightedScorer& s : policy.scorers) {
+      s.scorer->Explain(job, d, n, ctx, e.terms);
+      const double score = s.scorer->Score(job, d, n, ctx);
+      e.terms.push_back({s.name, score});
+      e.total += s.weight * score;
+    }
+    out.push_back(std::move(e));
+  }
+  return out;
+}
+
+}  // namespace gp

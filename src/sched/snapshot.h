@@ -1,0 +1,67 @@
+// The scheduler's view of the cluster at one instant: per node, what is free and how loaded it
+// is. A ClusterSnapshot is a value: the state owner (server or simulator) builds or updates it,
+// and Schedule() reads it and works on its own copy. Allocate/Release are the one place that
+// changes a node's free resources, used by the scheduler's working copy and by the state owner
+// alike, so that both count the same way. Not thread-safe; one owner at a time.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <vector>
+
+#include "core/fleet.h"
+#include "core/quantity.h"
+#include "core/status.h"
+
+namespace gp {
+
+enum class Health : uint8_t { kHealthy, kSuspect, kUnhealthy };
+enum class Schedulability : uint8_t { kSchedulable, kDraining };
+
+struct NodeState {
+  NodeId id;
+  uint8_t model_bit = kNoGpuModelBit;  // GpuModelId value, or kNoGpuModelBit for no GPUs
+  uint8_t gpu_count = 0;
+  MiB gpu_memory{0};
+  SiteId site;
+  MicroUsd price{0};                   // per GPU-hour
+  BitsPerSecond nic{0};
+  std::array<int16_t, kMaxGpusPerNode> gpu_free{};  // free thousandths of each GPU
+  MilliCpu cpu_total{0};
+  MilliCpu cpu_free{0};
+  MiB memory_total{0};
+  MiB memory_free{0};
+  Utilisation load;                    // telemetry, plus what this pass has placed
+  Health health = Health::kHealthy;
+  Schedulability schedulability = Schedulability::kSchedulable;
+
+  int WholeFreeGpus() const;
+  uint16_t WholeFreeMask() const;
+  // The largest free part of any partly used GPU (0 when none is partly used).
+  int16_t LargestPartialFree() const;
+};
+
+struct ClusterSnapshot {
+  const Fleet* fleet = nullptr;
+  std::vector<NodeState> nodes;        // nodes[i].id == NodeId{i}
+};
+
+// Every node free and healthy; load from the fleet's measured utilisation where given.
+ClusterSnapshot MakeSnapshot(const Fleet& fleet);
+
+// One task's share of one node.
+struct TaskAllocation {
+  NodeId node;
+  uint16_t gpu_mask = 0;               // bit i: GPU index i
+  GpuMilli share = kWholeGpu;          // of each GPU in the mask
+  MilliCpu cpu{0};
+  MiB memory{0};
+};
+
+// Reserves the allocation on the node after re-checking every GPU, CPU and memory figure; on
+// failure changes nothing and says which figure did not fit. Adds the projected load.
+Status Allocate(NodeState& node, const TaskAllocation& a);
+// Gives the allocation back; fails (changing nothing) if it would free more than is used.
+Status Release(NodeState& node, const TaskAllocation& a);
+
+}  // namespace gp

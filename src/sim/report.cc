@@ -1,0 +1,79 @@
+// Report formats for the simulator. Numbers print with fixed precision so output is stable
+// byte for byte across runs.
+#include <fmt/format.h>
+
+#include <nlohmann/json.hpp>
+
+#include "core/units.h"
+#include "sim/engine.h"
+
+namespace gp {
+namespace {
+
+double Round(double v, int digits) {
+  const double scale = std::pow(10.0, digits);
+  return std::round(v * scale) / scale;
+}
+
+}  // namespace
+
+std::string FormatReportTable(const SimReport& r) {
+  std::string out;
+  auto row = [&](std::string_view k, const std::string& v) { out += fmt::format("  {:<22} {}\n", k, v); };
+  out += fmt::format("simulation report (policy {}, seed {})\n", r.policy, r.seed);
+  row("jobs", fmt::format("{} ({} finished, {} unschedulable)", r.jobs, r.finished, r.unschedulable));
+  row("average JCT", fmt::format("{:.1f} s", r.avg_jct_s));
+  row("median JCT", fmt::format("{:.1f} s", r.p50_jct_s));
+  row("p99 JCT", fmt::format("{:.1f} s", r.p99_jct_s));
+  row("average queueing", fmt::format("{:.1f} s", r.avg_queue_s));
+  row("makespan", fmt::format("{:.1f} s ({})", r.makespan_s, FormatMillis(Millis{static_cast<int64_t>(r.makespan_s * 1000)})));
+  row("GPU utilisation", fmt::format("{:.2f}%", r.gpu_utilization * 100));
+  row("fragmentation", fmt::format("{:.2f}% of free GPU-time while GPU jobs waited", r.fragmentation * 100));
+  row("cost", FormatUsd(r.cost));
+  row("scheduling passes", fmt::format("{}", r.passes));
+  return out;
+}
+
+std::string FormatReportJson(const SimReport& r) {
+  nlohmann::ordered_json j;
+  j["policy"] = r.policy;
+  j["seed"] = r.seed;
+  j["jobs"] = r.jobs;
+  j["finished"] = r.finished;
+  j["unschedulable"] = r.unschedulable;
+  j["avg_jct_s"] = Round(r.avg_jct_s, 3);
+  j["p50_jct_s"] = Round(r.p50_jct_s, 3);
+  j["p99_jct_s"] = Round(r.p99_jct_s, 3);
+  j["avg_queue_s"] = Round(r.avg_queue_s, 3);
+  j["makespan_s"] = Round(r.makespan_s, 3);
+  j["gpu_utilization"] = Round(r.gpu_utilization, 6);
+  j["fragmentation"] = Round(r.fragmentation, 6);
+  j["cost"] = Round(static_cast<double>(r.cost.value()) / kMicroUsdPerUsd, 2);
+  j["passes"] = r.passes;
+  return j.dump() + "\n";
+}
+
+std::string FormatReportCsv(const SimReport& r) {
+  return fmt::format(
+      "policy,seed,jobs,finished,unschedulable,avg_jct_s,p50_jct_s,p99_jct_s,avg_queue_s,makespan_s,"
+      "gpu_utilization,fragmentation,cost\n{},{},{},{},{},{:.3f},{:.3f},{:.3f},{:.3f},{:.3f},{:.6f},{:.6f},{:.2f}\n",
+      r.policy, r.seed, r.jobs, r.finished, r.unschedulable, r.avg_jct_s, r.p50_jct_s, r.p99_jct_s, r.avg_queue_s,
+      r.makespan_s, r.gpu_utilization, r.fragmentation, static_cast<double>(r.cost.value()) / kMicroUsdPerUsd);
+}
+
+std::string FormatJobsCsv(const SimReport& r, const Fleet& fleet) {
+  std::string out = "id,name,line,gpus,tasks,outcome,submit_s,start_s,finish_s,jct_s,node,cost\n";
+  for (const SimJobResult& j : r.per_job) {
+    const bool ran = j.outcome == Outcome::kPlaced;
+    out += fmt::format("{},{},{},{},{},{},{:.3f},{},{},{},{},{:.4f}\n", j.id.value(), j.name, j.line, j.gpus, j.tasks,
+                       ran ? "finished" : OutcomeName(j.outcome), static_cast<double>(j.submit.value()) / 1000,
+                       ran ? fmt::format("{:.3f}", static_cast<double>(j.start.value()) / 1000) : "",
+                       ran ? fmt::format("{:.3f}", static_cast<double>(j.finish.value()) / 1000) : "",
+                       ran ? fmt::format("{:.3f}", static_cast<double>((j.finish - j.submit).value()) / 1000) : "",
+                       ran ? fleet.node(j.first_node).name : "",
+                       static_cast<double>(j.cost.value()) / kMicroUsdPerUsd);
+  }
+  return out;
+}
+
+}  // namespace gp
