@@ -15,8 +15,10 @@ namespace {
 using Row = std::function<Status(const std::vector<std::string_view>& fields, const std::vector<size_t>& col,
                                  TraceJob& job)>;
 
-// Opens `path`, finds the named columns in its header, and turns each row into a TraceJob with
-// `row`; any error comes back as "path:line: ...".
+// Opens `path`, finds the named columns in its header (a name ending in '?' is optional and
+// gets kAbsent when missing), and turns each row into a TraceJob with `row`; any error comes
+// back as "path:line: ...".
+constexpr size_t kAbsent = SIZE_MAX;
 Result<Trace> ReadCsv(const std::string& path, std::string_view format,
                       const std::vector<std::string_view>& columns, const Row& row) {
   auto file = OpenDelimited(path, ',');
@@ -27,6 +29,12 @@ Result<Trace> ReadCsv(const std::string& path, std::string_view format,
   const size_t width = fields.size();
   std::vector<size_t> col;
   for (std::string_view c : columns) {
+    if (c.ends_with('?')) {
+      c.remove_suffix(1);
+      auto i = header.Require(*file, c);
+      col.push_back(i ? *i : kAbsent);
+      continue;
+    }
     auto i = header.Require(*file, c);
     if (!i) return tl::unexpected(i.error());
     col.push_back(*i);
@@ -152,8 +160,8 @@ class AlibabaReader final : public TraceReader {
   Result<Trace> Read(const std::string& path, const TraceOptions&) const override {
     return ReadCsv(
         path, name(),
-        {"name", "cpu_milli", "memory_mib", "num_gpu", "gpu_milli", "gpu_spec", "qos", "creation_time",
-         "deletion_time", "scheduled_time"},
+        {"name", "cpu_milli", "memory_mib", "num_gpu", "gpu_milli", "gpu_spec?", "qos?", "creation_time",
+         "deletion_time", "scheduled_time?"},
         [](const auto& f, const auto& c, TraceJob& j) -> Status {
           GP_TRY_ASSIGN(cpu, FieldInt("cpu_milli", f[c[1]]));
           GP_TRY_ASSIGN(mem, FieldInt("memory_mib", f[c[2]]));
@@ -167,7 +175,7 @@ class AlibabaReader final : public TraceReader {
             return Status(StatusCode::kInvalidArgument, fmt::format("gpu_milli: {} is out of range (0..1000)", milli));
           }
           Millis start = created;
-          if (!f[c[9]].empty()) {
+          if (c[9] != kAbsent && !f[c[9]].empty()) {
             GP_TRY_ASSIGN(sched, SecondsField("scheduled_time", f[c[9]]));
             start = sched;
           }
@@ -182,9 +190,9 @@ class AlibabaReader final : public TraceReader {
           if (gpus == 1 && milli > 0 && milli < 1000) j.gpu_share = GpuMilli{milli};
           j.cpu = MilliCpu{cpu};
           j.memory = MiB{mem};
-          const std::string_view qos = f[c[6]];
+          const std::string_view qos = c[6] == kAbsent ? std::string_view("BE") : f[c[6]];
           j.priority = qos == "LS" ? 2 : (qos == "BE" ? 0 : 1);
-          std::string_view spec = f[c[5]];
+          std::string_view spec = c[5] == kAbsent ? std::string_view() : f[c[5]];
           while (!spec.empty()) {
             const size_t bar = spec.find('|');
             if (std::string_view m = spec.substr(0, bar); !m.empty()) j.gpu_models.emplace_back(m);

@@ -1,6 +1,7 @@
 // Gavel and Shockwave .trace files: tab-separated, no header. Job length is total steps divided
 // by the isolated throughput of (job type, scale factor) from the throughput table, per GPU
-// model, so a job runs longer on a K80 than on a V100 exactly as the table says.
+// model, so a job runs longer on a K80 than on a V100 exactly as the table says. Where the
+// table has only (job type, 1), that throughput is used: the job gets no speed-up from more GPUs.
 //   Gavel 2019 (msr traces), 7 fields: job_type, command, num_steps_arg, needs_data_dir,
 //     total_steps, arrival_time, scale_factor
 //   Gavel current (physical_cluster), 10 fields: job_type, command, working_directory,
@@ -109,7 +110,10 @@ Result<Trace> GavelReader::Read(const std::string& path, const TraceOptions& opt
     j.submit = *arrival;
     const std::string type(f[0]);
     for (const std::string& w : workers) {
-      const auto thr = table->Get(w, type, j.gpus);
+      // Jobs the table measured only on one GPU (Gavel's Recommendation, CycleGAN, A3C are not
+      // data-parallel) hold all their GPUs but run at single-GPU speed: no speed-up assumed.
+      auto thr = table->Get(w, type, j.gpus);
+      if (!thr) thr = table->Get(w, type, 1);
       if (!thr) continue;
       std::string model = w;
       std::transform(model.begin(), model.end(), model.begin(), [](unsigned char c) { return static_cast<char>(std::toupper(c)); });
