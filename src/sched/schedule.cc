@@ -48,9 +48,11 @@ MicroUsd MaxPrice(const std::vector<NodeState>& nodes) {
   return m;
 }
 
-// Which GPUs of the node a task gets. Whole GPUs: grow the set greedily, each time taking the
-// free GPU with the most NVLink peers already chosen (lowest index on ties), so an 8-GPU NVLink
-// island is kept together. A share: the GPU with the least free part that still fits (packing
+// Which GPUs of the node a task gets. Whole GPUs, NVLink-aware and greedy: the first GPU is,
+// for a 1-GPU task, the free one with the fewest free NVLink peers (use up loose GPUs, keep
+// connected groups whole) and, for a multi-GPU task, the one with the most (start inside a free
+// group); each next GPU is the free one with the most NVLink peers among those chosen. Ties go
+// to the lowest index. A share: the GPU with the least free part that still fits (packing
 // shares), lowest index on ties.
 uint16_t PickGpus(const NodeState& n, const Node& spec, const TaskDemand& d) {
   if (d.gpus == 0) return 0;
@@ -62,16 +64,20 @@ uint16_t PickGpus(const NodeState& n, const Node& spec, const TaskDemand& d) {
     return best < 0 ? 0 : static_cast<uint16_t>(1u << best);
   }
   const uint16_t free = n.WholeFreeMask();
+  auto peers_in = [&](int i, uint16_t set) {
+    return std::popcount(static_cast<uint16_t>(spec.gpus[i].nvlink_peers & set));
+  };
   uint16_t chosen = 0;
   for (int k = 0; k < d.gpus; ++k) {
     int best = -1;
-    int best_links = -1;
+    int best_key = 0;
     for (int i = 0; i < n.gpu_count; ++i) {
       if (!(free >> i & 1) || (chosen >> i & 1)) continue;
-      const int links = std::popcount(static_cast<uint16_t>(spec.gpus[i].nvlink_peers & chosen));
-      if (links > best_links) {
+      int key = k > 0 ? peers_in(i, chosen) : peers_in(i, free);
+      if (k == 0 && d.gpus == 1) key = -key;
+      if (best < 0 || key > best_key) {
         best = i;
-        best_links = links;
+        best_key = key;
       }
     }
     if (best < 0) return 0;

@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# The gpupool binary as a user runs it: outputs, exit codes and error messages.
+# Usage: cli_test.sh GPUPOOL SOURCE_DIR TRACES_DIR
+set -u
+GP=$1
+SRC=$2
+TRACES=${GPUPOOL_TRACES:-$3}
+TMP=$(mktemp -d)
+trap 'rm -rf "$TMP"' EXIT
+pass=0
+fail=0
+
+check() {  # check NAME WANT_RC PATTERN -- CMD...
+  local name=$1 want_rc=$2 pattern=$3
+  shift 4
+  local out rc
+  out=$("$@" 2>&1)
+  rc=$?
+  if [ "$rc" -ne "$want_rc" ] || ! grep -qE -- "$pattern" <<<"$out"; then
+    echo "FAIL $name: rc=$rc (want $want_rc), wanted /$pattern/ in:"
+    echo "$out" | head -20
+    fail=$((fail + 1))
+  else
+    pass=$((pass + 1))
+  fi
+}
+
+SEED="$SRC/examples/fleets/seed-4-nodes.toml"
+check "seed chooses node-4" 0 "chose node-4" -- "$GP" place --fleet "$SEED" --policy least-loaded --explain
+for l in "node-1.*L=1.800" "node-2.*L=1.600" "node-3.*L=1.400" "node-4.*L=0.800"; do
+  check "seed explain $l" 0 "$l" -- "$GP" place --fleet "$SEED" --policy least-loaded --explain
+done
+check "gang across nodes" 0 "task 1 -> node-" -- "$GP" place --fleet 4x8xH100 --gpus 8 --tasks 2
+check "never fits" 3 "not placed \(never\)" -- "$GP" place --fleet 2x8xV100 --gpus 8 --tasks 3
+check "reason with numbers" 3 "2 node\(s\): gang: 3 tasks must start together, only 2 fit" -- "$GP" place --fleet 2x8xV100 --gpus 8 --tasks 3
+check "unknown model" 3 "no GPU model H100" -- "$GP" place --fleet 2x8xV100 --gpu-model H100
+check "unknown policy" 1 "unknown policy 'fastest'; known: balanced" -- "$GP" place --fleet 2x8xV100 --policy fastest
+check "gpus out of range" 2 "--gpus" -- "$GP" place --fleet 2x8xV100 --gpus 99
+check "bad shorthand" 1 "expected NODESxGPUSxMODEL" -- "$GP" place --fleet 2x99xV100
+check "data-local" 0 "chose eu-" -- "$GP" place --fleet "$SRC/examples/fleets/mixed.toml" --policy data-local --data partner-eu:2TB
+check "cost" 0 "chose west-l4" -- "$GP" place --fleet "$SRC/examples/fleets/mixed.toml" --policy cost
+check "policies list" 0 "least-loaded .*L = R / U" -- "$GP" policies
+
+printf '[[provider]]\nname = "p"\n[[site]]\nname = "s"\n[[nodes]]\nname = "n"\nsite = "s"\nprovider = "p"\ngpus = 40\n' >"$TMP/bad.toml"
+check "bad fleet names line and field" 1 "bad.toml:9: \[\[nodes\]\] 'n': gpus: must be 0..16, got 40" -- "$GP" place --fleet "$TMP/bad.toml"
+
+PHILLY="$TRACES/pollux-philly/philly.csv"
+check "sim json" 0 '"jobs":60,"finished":60' -- "$GP" sim --fleet 4x4xV100 --trace "$TRACES/tiresias/60_job.csv" --format json
+"$GP" sim --fleet 4x4xV100 --trace "$TRACES/tiresias/60_job.csv" --policy random --seed 9 --format json >"$TMP/a.json"
+"$GP" sim --fleet 4x4xV100 --trace "$TRACES/tiresias/60_job.csv" --policy random --seed 9 --format json >"$TMP/b.json"
+if cmp -s "$TMP/a.json" "$TMP/b.json" && [ -s "$TMP/a.json" ]; then pass=$((pass + 1)); else echo "FAIL same seed same bytes"; fail=$((fail + 1)); fi
+check "sim csv" 0 "^policy,seed,jobs" -- "$GP" sim --fleet 8x4xV100 --trace "$TRACES/gavel/physical_cluster/small_test.trace" --format csv
+check "sim out dir" 0 "simulation report" -- "$GP" sim --fleet 8x4xV100 --trace "$TRACES/tiresias/60_job.csv" --out "$TMP/out"
+if [ -s "$TMP/out/report.json" ] && [ "$(wc -l <"$TMP/out/jobs.csv")" -eq 61 ]; then pass=$((pass + 1)); else echo "FAIL --out files"; fail=$((fail + 1)); fi
+
+head -3 "$PHILLY" >"$TMP/broken.csv"
+echo "2017-10-09 07:01:55,66.0,lots,66.0,x" >>"$TMP/broken.csv"
+check "broken row" 1 "broken.csv:4: num_gpus: 'lots' is not a whole number" -- "$GP" sim --fleet 2x8xV100 --trace "$TMP/broken.csv"
+check "missing trace" 1 "nope.csv: cannot open" -- "$GP" sim --fleet 2x8xV100 --trace "$TMP/nope.csv"
+check "bad format flag" 2 "--format" -- "$GP" sim --fleet 2x8xV100 --trace "$PHILLY" --format xml
+
+echo "$pass passed, $fail failed"
+[ "$fail" -eq 0 ]

@@ -1,0 +1,128 @@
+// Properties that must hold for any fleet, any queue and any policy:
+//   1. every placement applies with Allocate() on the snapshot it was planned on, in order, so no
+//      GPU is given twice and no node goes over capacity (Allocate re-checks each figure);
+//   2. a gang is all or nothing: a placed job has exactly `tasks` tasks of `gpus_per_task` GPUs;
+//   3. one decision per pending job, "placed" exactly for the placed ones;
+//   4. the same inputs and seed give the same plan.
+#include <gtest/gtest.h>
+#include <rapidcheck.h>
+#include <rapidcheck/gtest.h>
+
+#include <bit>
+
+#include "core/rng.h"
+#include "fixtures.h"
+
+namespace gp {
+namespace {
+
+struct Scenario {
+  Fleet fleet;
+  std::deque<JobSpec> specs;
+  std::vector<PendingJob> pending;
+  ClusterSnapshot snap;
+};
+
+Scenario MakeScenario() {
+  Scenario sc;
+  sc.fleet.providers.push_back({.name = "p"});
+  sc.fleet.sites.push_back({.name = "s"});
+  const char* models[] = {"V100", "A100", "H100"};
+  const int groups = *rc::gen::inRange(1, 5);
+  for (int g = 0; g < groups; ++g) {
+    NodeGroupSpec spec{.name_prefix = "g" + std::to_string(g), .count = *rc::gen::inRange(1, 6),
+                       .gpus = *rc::gen::element(0, 1, 2, 4, 8), .gpu_model = models[*rc::gen::inRange(0, 3)],
+                       .cpu = MilliCpu{*rc::gen::inRange(4, 65) * 1000}, .memory = MiB{*rc::gen::inRange(8, 257) * 1024}};
+    RC_ASSERT(AddNodeGroup(sc.fleet, spec).ok());
+  }
+  sc.snap = MakeSnapshot(sc.fleet);
+  // Some GPUs already busy or partly shared.
+  for (NodeState& n : sc.snap.nodes) {
+    for (int i = 0; i < n.gpu_count; ++i) n.gpu_free[i] = static_cast<int16_t>(*rc::gen::element(0, 1000, 1000, 500));
+    if (*rc::gen::inRange(0, 10) == 0) n.health = Health::kUnhealthy;
+  }
+  const int jobs = *rc::gen::inRange(1, 40);
+  for (int j = 0; j < jobs; ++j) {
+    JobSpec s{.id = JobId{static_cast<uint64_t>(j + 1)}, .tasks = *rc::gen::element(1, 1, 2, 3),
+              .gpus_per_task = *rc::gen::element(0, 1, 1, 2, 4, 8), .priority = *rc::gen::inRange(0, 3),
+              .submit_time = Millis{*rc::gen::inRange(0, 20)}};
+    if (s.gpus_per_task == 1 && *rc::gen::inRange(0, 3) == 0) s.gpu_share = GpuMilli{*rc::gen::inRange(1, 1001)};
+    if (*rc::gen::inRange(0, 4) == 0) s.gpu_models = {models[*rc::gen::inRange(0, 3)]};
+    s.cpu_per_task = MilliCpu{*rc::gen::inRange(0, 17) * 1000};
+    s.memory_per_task = MiB{*rc::gen::inRange(0, 65) * 1024};
+    if (*rc::gen::inRange(0, 2) == 0) s.estimated_duration = Millis{*rc::gen::inRange(1, 1000)};
+    sc.specs.push_back(s);
+  }
+  for (const JobSpec& s : sc.specs) sc.pending.push_back(*CompileJob(s, sc.fleet));
+  return sc;
+}
+
+bool SamePlan(const Plan& a, const Plan& b) {
+  if (a.placements.size() != b.placements.size() || a.decisions.size() != b.decisions.size()) return false;
+  for (size_t i = 0; i < a.placements.size(); ++i) {
+    if (a.placements[i].job != b.placements[i].job) return false;
+    for (size_t t = 0; t < a.placements[i].tasks.size(); ++t) {
+      const auto& x = a.placements[i].tasks[t];
+      const auto& y = b.placements[i].tasks[t];
+      if (x.node != y.node || x.gpu_mask != y.gpu_mask || x.share != y.share) return false;
+    }
+  }
+  for (size_t i = 0; i < a.decisions.size(); ++i) {
+    if (a.decisions[i].job != b.decisions[i].job || a.decisions[i].outcome != b.decisions[i].outcome) return false;
+  }
+  return true;
+}
+
+RC_GTEST_PROP(SchedulerProperties, PlansAreSoundAndDeterministic, ()) {
+  Scenario sc = MakeScenario();
+  std::vector<std::string> names;
+  for (const auto& e : BuiltinRegistry().Policies()) names.push_back(e.name);
+  const Policy policy = testing::MakePolicy(*rc::gen::elementOf(names));
+  const uint64_t seed = *rc::gen::arbitrary<uint64_t>();
+  SplitMix64 rng(seed);
+  const Plan plan = Schedule(sc.snap, sc.pending, policy, rng);
+
+  ClusterSnapshot applied = sc.snap;
+  std::set<uint64_t> placed;
+  for (const Placement& p : plan.placements) {
+    const JobSpec& spec = sc.specs[p.job.value() - 1];
+    RC_ASSERT(placed.insert(p.job.value()).second);
+    RC_ASSERT(static_cast<int>(p.tasks.size()) == spec.tasks);
+    for (const TaskAllocation& t : p.tasks) {
+      RC_ASSERT(std::popcount(t.gpu_mask) == (spec.gpu_share < kWholeGpu ? 1 : spec.gpus_per_task));
+      RC_ASSERT(sc.snap.nodes[t.node.value()].health == Health::kHealthy);
+      RC_ASSERT(Allocate(applied.nodes[t.node.value()], t).ok());
+    }
+  }
+  for (const NodeState& n : applied.nodes) {
+    RC_ASSERT(n.cpu_free.value() >= 0);
+    RC_ASSERT(n.memory_free.value() >= 0);
+    for (int i = 0; i < n.gpu_count; ++i) RC_ASSERT(n.gpu_free[i] >= 0);
+  }
+  RC_ASSERT(plan.decisions.size() == sc.pending.size());
+  for (const Decision& d : plan.decisions) {
+    RC_ASSERT((d.outcome == Outcome::kPlaced) == (placed.count(d.job.value()) == 1));
+    if (d.outcome != Outcome::kPlaced) RC_ASSERT(!d.reasons.empty());
+  }
+  SplitMix64 again(seed);
+  RC_ASSERT(SamePlan(plan, Schedule(sc.snap, sc.pending, policy, again)));
+}
+
+// Allocate then Release restores a node exactly, load included.
+RC_GTEST_PROP(SchedulerProperties, ReleaseUndoesAllocate, ()) {
+  Scenario sc = MakeScenario();
+  const NodeState before = sc.snap.nodes[0];
+  NodeState n = before;
+  const TaskAllocation a{.node = n.id, .gpu_mask = static_cast<uint16_t>(n.WholeFreeMask() & 0b101),
+                         .cpu = MilliCpu{std::min<int64_t>(n.cpu_free.value(), 1500)}};
+  RC_ASSERT(Allocate(n, a).ok());
+  RC_ASSERT(Release(n, a).ok());
+  RC_ASSERT(n.gpu_free == before.gpu_free);
+  RC_ASSERT(n.cpu_free == before.cpu_free);
+  RC_ASSERT(n.load.gpu == before.load.gpu);
+  RC_ASSERT(n.load.cpu == before.load.cpu);
+  RC_ASSERT(!Release(n, a).ok() || a.gpu_mask == 0);  // a second release is refused
+}
+
+}  // namespace
+}  // namespace gp

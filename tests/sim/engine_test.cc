@@ -1,0 +1,127 @@
+// The simulator's arithmetic on scenes small enough to work out by hand, and its invariants on
+// the full Philly trace.
+#include <gtest/gtest.h>
+
+#include "adapters/fleet_loader.h"
+#include "sim/engine.h"
+#include "sim_fixtures.h"
+
+namespace gp {
+namespace {
+
+Policy P(const std::string& name) { return std::move(*BuiltinRegistry().MakePolicy(name)); }
+
+TraceJob Job(const char* name, double submit_s, double duration_s, int gpus) {
+  return TraceJob{.name = name, .submit = Millis{static_cast<int64_t>(submit_s * 1000)},
+                  .duration = Millis{static_cast<int64_t>(duration_s * 1000)}, .gpus = gpus};
+}
+
+TEST(SplitGangTest, Table) {
+  const struct {
+    int gpus, max, tasks, per;
+  } cases[] = {{1, 8, 1, 1}, {8, 8, 1, 8}, {16, 8, 2, 8}, {128, 8, 16, 8}, {12, 8, 2, 6}, {11, 8, 11, 1}, {4, 0, 1, 4}};
+  for (const auto& c : cases) {
+    EXPECT_EQ(SplitGang(c.gpus, c.max), std::make_pair(c.tasks, c.per)) << c.gpus << " on " << c.max;
+  }
+}
+
+// One node of 4 GPUs. A (t=0, 2 GPUs, 100 s) starts at once. B (t=0, 4 GPUs, 50 s) waits for A:
+// it starts at 100 and ends at 150.
+//   JCT: A 100, B 150 -> average 125, median 100 (nearest rank), p99 150.
+//   Queueing: A 0, B 100 -> average 50. Makespan 150.
+//   Busy GPU-time: 2 x 100 + 4 x 50 = 400 of 4 x 150 = 600 -> utilisation 0.6667.
+//   Free GPU-time: 2 GPUs x 100 s, all of it while B waited -> fragmentation 1.0.
+//   Cost at the V100 list price $0.90/GPU-h: 400 GPU-s = 0.1111 GPU-h -> $0.10.
+TEST(EngineTest, HandWorkedScene) {
+  const Fleet fleet = *ParseFleetShorthand("1x4xV100");
+  const Trace trace{.jobs = {Job("A", 0, 100, 2), Job("B", 0, 50, 4)}};
+  auto r = RunSimulation(fleet, trace, P("fifo"), {});
+  ASSERT_TRUE(r) << r.error().message();
+  EXPECT_EQ(r->finished, 2);
+  EXPECT_DOUBLE_EQ(r->avg_jct_s, 125);
+  EXPECT_DOUBLE_EQ(r->p50_jct_s, 100);
+  EXPECT_DOUBLE_EQ(r->p99_jct_s, 150);
+  EXPECT_DOUBLE_EQ(r->avg_queue_s, 50);
+  EXPECT_DOUBLE_EQ(r->makespan_s, 150);
+  EXPECT_NEAR(r->gpu_utilization, 400.0 / 600.0, 1e-9);
+  EXPECT_DOUBLE_EQ(r->fragmentation, 1.0);
+  EXPECT_EQ(r->cost.value(), 100'000);  // 0.9e6 * 400,000 milli-GPU-s... = $0.10
+  EXPECT_EQ(r->per_job[1].start.value(), 100'000);
+}
+
+// SJF lets the short job pass: on one 1-GPU node, L (t=0, 100 s) runs; then at t=1 S1 (50 s) and
+// at t=2 S2 (10 s) wait. FIFO runs S1 then S2; SJF runs S2 first.
+TEST(EngineTest, QueueOrderChangesWhoWaits) {
+  const Fleet fleet = *ParseFleetShorthand("1x1xV100");
+  const Trace trace{.jobs = {Job("L", 0, 100, 1), Job("S1", 1, 50, 1), Job("S2", 2, 10, 1)}};
+  auto fifo = RunSimulation(fleet, trace, P("fifo"), {});
+  auto sjf = RunSimulation(fleet, trace, P("sjf"), {});
+  ASSERT_TRUE(fifo && sjf);
+  EXPECT_EQ(fifo->per_job[1].start.value(), 100'000);
+  EXPECT_EQ(fifo->per_job[2].start.value(), 150'000);
+  EXPECT_EQ(sjf->per_job[2].start.value(), 100'000);
+  EXPECT_EQ(sjf->per_job[1].start.value(), 110'000);
+  // Average JCT: FIFO (100 + 149 + 158) / 3; SJF (100 + 159 + 108) / 3.
+  EXPECT_NEAR(fifo->avg_jct_s, 407.0 / 3, 1e-9);
+  EXPECT_NEAR(sjf->avg_jct_s, 367.0 / 3, 1e-9);
+}
+
+TEST(EngineTest, TooBigAndUnknownModelAreRefusedNotLost) {
+  const Fleet fleet = *ParseFleetShorthand("2x8xV100");
+  Trace trace{.jobs = {Job("ok", 0, 10, 8), Job("huge", 0, 10, 64), Job("h100", 0, 10, 1)}};
+  trace.jobs[2].gpu_models = {"H100"};
+  auto r = RunSimulation(fleet, trace, P("fifo"), {});
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->finished, 1);
+  EXPECT_EQ(r->unschedulable, 2);
+  EXPECT_EQ(r->per_job[1].outcome, Outcome::kNever);
+  EXPECT_EQ(r->per_job[2].outcome, Outcome::kNever);
+}
+
+// A Gavel job runs as long as the model it lands on makes it.
+TEST(EngineTest, RunTimeFollowsTheGpuModel) {
+  Fleet fleet;
+  fleet.providers.push_back({.name = "p"});
+  fleet.sites.push_back({.name = "s"});
+  ASSERT_TRUE(AddNodeGroup(fleet, {.name_prefix = "k", .gpus = 1, .gpu_model = "K80"}).ok());
+  TraceJob j = Job("J", 0, 100, 1);
+  j.duration_by_model = {{"V100", Millis{100'000}}, {"K80", Millis{500'000}}};
+  auto r = RunSimulation(fleet, Trace{.jobs = {j}}, P("fifo"), {});
+  ASSERT_TRUE(r);
+  EXPECT_DOUBLE_EQ(r->avg_jct_s, 500);
+}
+
+// The full Philly trace: every job finishes (the largest, 128 GPUs, fits 16 nodes), and busy
+// GPU-time equals the trace's own sum of duration x GPUs.
+TEST(EngineTest, FullPhillyConservesGpuTime) {
+  auto trace = ReadTrace(testing::Traces() + "/pollux-philly/philly.csv", "", {});
+  ASSERT_TRUE(trace);
+  const Fleet fleet = *ParseFleetShorthand("256x8xV100");
+  auto r = RunSimulation(fleet, *trace, P("fifo"), {});
+  ASSERT_TRUE(r) << r.error().message();
+  EXPECT_EQ(r->finished, 82'247);
+  EXPECT_EQ(r->unschedulable, 0);
+  double gpu_seconds = 0;
+  for (const TraceJob& j : trace->jobs) gpu_seconds += static_cast<double>(j.duration.value()) / 1000.0 * j.gpus;
+  EXPECT_NEAR(r->gpu_utilization * 2048 * r->makespan_s, gpu_seconds, gpu_seconds * 1e-9);
+  for (const SimJobResult& j : r->per_job) {
+    ASSERT_GE(j.start, j.submit);
+    ASSERT_GE(j.finish, j.start);
+  }
+}
+
+TEST(EngineTest, SameSeedSameBytes) {
+  auto trace = ReadTrace(testing::Traces() + "/tiresias/60_job.csv", "", {});
+  ASSERT_TRUE(trace);
+  const Fleet fleet = *ParseFleetShorthand("4x4xV100");
+  for (const char* policy : {"fifo", "random", "las", "least-loaded"}) {
+    auto a = RunSimulation(fleet, *trace, P(policy), {.seed = 42});
+    auto b = RunSimulation(fleet, *trace, P(policy), {.seed = 42});
+    ASSERT_TRUE(a && b);
+    EXPECT_EQ(FormatReportJson(*a), FormatReportJson(*b)) << policy;
+    EXPECT_EQ(FormatJobsCsv(*a, fleet), FormatJobsCsv(*b, fleet)) << policy;
+  }
+}
+
+}  // namespace
+}  // namespace gp
