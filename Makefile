@@ -31,8 +31,7 @@ run: build
 	$(BUILD)/gpupool place --fleet examples/fleets/seed-4-nodes.toml --policy least-loaded --explain
 
 bench: build
-	$(BUILD)/bench/gpupool_bench --benchmark_min_time=0.5
-	$(BUILD)/bench/sim_bench $(TRACES)
+	GPUPOOL_TRACES=$(abspath $(TRACES)) $(BUILD)/bench/gpupool_bench $(BENCH_ARGS)
 
 format:
 	clang-format -i $$(git ls-files '*.h' '*.cc')

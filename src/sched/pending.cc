@@ -13,11 +13,7 @@ Result<PendingJob> CompileJob(const JobSpec& spec, const Fleet& fleet) {
     for (size_t m = 0; m < fleet.models.size(); ++m) p.model_mask |= uint64_t{1} << m;
   } else {
     for (const std::string& name : spec.gpu_models) {
-      if (auto m = fleet.FindModel(name)) {
-        p.model_mask |= uint64_t{1} << m->value();
-      } else {
-        p.unknown_models.push_back(name);
-      }
+      if (auto m = fleet.FindModel(name)) p.model_mask |= uint64_t{1} << m->value();
     }
   }
   if (spec.data) {
@@ -26,6 +22,14 @@ Result<PendingJob> CompileJob(const JobSpec& spec, const Fleet& fleet) {
     p.data_site = *site;
   }
   return p;
+}
+
+std::vector<std::string> UnknownModels(const JobSpec& spec, const Fleet& fleet) {
+  std::vector<std::string> out;
+  for (const std::string& name : spec.gpu_models) {
+    if (!fleet.FindModel(name)) out.push_back(name);
+  }
+  return out;
 }
 
 }  // namespace gp

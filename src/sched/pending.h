@@ -16,8 +16,10 @@ struct PendingJob {
   uint64_t model_mask = 0;          // bit m: GPU model m allowed; bit 63: nodes with no GPU
   std::optional<SiteId> data_site;
   Millis attained{0};               // GPU-time already received (for least-attained-service)
-  std::vector<std::string> unknown_models;  // named by the job, absent from the fleet
 };
+
+// The GPU models the job names that the fleet does not have (for messages).
+std::vector<std::string> UnknownModels(const JobSpec& spec, const Fleet& fleet);
 
 // Fails (naming the field) when the spec is out of range or its data site is unknown. A GPU
 // model the fleet lacks is not an error: the job is compiled and the scheduler answers "never".

@@ -18,6 +18,7 @@ std::string_view ReasonName(ReasonCode code) {
     case ReasonCode::kCpu: return "cpu";
     case ReasonCode::kMemory: return "memory";
     case ReasonCode::kGangSize: return "gang-size";
+    case ReasonCode::kClusterGpus: return "cluster-gpus";
     case ReasonCode::kCount: break;
   }
   return "?";
@@ -53,6 +54,9 @@ std::string DescribeReason(const Reason& r, const Fleet& fleet, const PendingJob
       return fmt::format("memory: asked {} MiB, free {} of {} MiB", r.asked, r.available, r.capacity);
     case ReasonCode::kGangSize:
       return fmt::format("gang: {} tasks must start together, only {} fit at once", r.asked, r.available);
+    case ReasonCode::kClusterGpus:
+      return fmt::format("cluster: asked {:g} GPUs in all, {:g} free of {:g}", static_cast<double>(r.asked) / 1000,
+                         static_cast<double>(r.available) / 1000, static_cast<double>(r.capacity) / 1000);
     case ReasonCode::kCount: break;
   }
   return "?";

@@ -24,6 +24,7 @@ enum class ReasonCode : uint8_t {
   kCpu,            // millicores
   kMemory,         // MiB
   kGangSize,       // tasks: asked, tasks that fit, -
+  kClusterGpus,    // whole cluster, thousandths of GPUs: asked in all, free, total
   kCount
 };
 inline constexpr int kReasonCodeCount = static_cast<int>(ReasonCode::kCount);

@@ -18,6 +18,11 @@ std::string_view OutcomeName(Outcome o) {
   return "?";
 }
 
+const std::vector<ReasonCount>& Decision::reasons() const {
+  static const std::vector<ReasonCount> kNone;
+  return reason_set ? *reason_set : kNone;
+}
+
 TaskDemand DemandOf(const JobSpec& s) {
   return TaskDemand{.gpus = s.gpus_per_task, .share = s.gpu_share, .cpu = s.cpu_per_task,
                     .memory = s.memory_per_task};
@@ -102,13 +107,39 @@ struct ShapeHash {
   }
 };
 
+bool FitsNodes(const std::vector<NodeState>& nodes, const PendingJob& job, const TaskDemand& d) {
+  int64_t tasks = 0;
+  for (const NodeState& n : nodes) {
+    if (!(job.model_mask >> n.model_bit & 1)) continue;
+    if (d.gpus > 0 && n.gpu_memory < job.spec->min_gpu_memory) continue;
+    const auto& ceiling = job.spec->max_price_per_gpu_hour;
+    if (d.gpus > 0 && ceiling && n.price > *ceiling) continue;
+    int64_t fit = job.spec->tasks;
+    if (d.gpus > 0) fit = std::min<int64_t>(fit, d.share < kWholeGpu ? n.gpu_count * (1000 / d.share.value()) : n.gpu_count / d.gpus);
+    if (d.cpu.value() > 0) fit = std::min(fit, n.cpu_total.value() / d.cpu.value());
+    if (d.memory.value() > 0) fit = std::min(fit, n.memory_total.value() / d.memory.value());
+    tasks += fit;
+    if (tasks >= job.spec->tasks) return true;
+  }
+  return false;
+}
+
 class Pass {
  public:
   Pass(const ClusterSnapshot& snap, const Policy& policy, Rng& rng)
       : snap_(snap), policy_(policy), rng_(rng), nodes_(snap.nodes) {
     index_.Build(nodes_);
     max_price_ = MaxPrice(nodes_);
+    for (const NodeState& n : nodes_) {
+      for (int i = 0; i < n.gpu_count; ++i) free_gpu_milli_ += n.gpu_free[i];
+      total_gpu_milli_ += n.gpu_count * kWholeGpu.value();
+    }
   }
+
+  int64_t total_gpu_milli() const { return total_gpu_milli_; }
+
+  // Thousandths of a GPU free in the whole working copy.
+  int64_t free_gpu_milli() const { return free_gpu_milli_; }
 
   // Places every task of the job or none. Returns the allocations, or nullopt.
   std::optional<std::vector<TaskAllocation>> PlaceJob(const PendingJob& job) {
@@ -154,13 +185,14 @@ class Pass {
     };
     for (NodeId id : gang) consider(id.value());
     if (limit == 0 || feasible < limit) {
-      index_.ForEach(job.model_mask, d.gpus, d.share < kWholeGpu, policy_.order, nodes_, consider);
+      index_.ForEach(job.model_mask, d.gpus, d.share < kWholeGpu, policy_.order, consider);
     }
     if (best < 0) return std::nullopt;
     NodeState& n = nodes_[static_cast<size_t>(best)];
     TaskAllocation a{.node = n.id, .gpu_mask = PickGpus(n, snap_.fleet->node(n.id), d),
                      .share = d.share, .cpu = d.cpu, .memory = d.memory};
     if (!Allocate(n, a).ok()) return std::nullopt;  // a filter and Allocate disagree: refuse
+    free_gpu_milli_ -= std::popcount(a.gpu_mask) * a.share.value();
     index_.Moved(nodes_, static_cast<uint32_t>(best));
     return a;
   }
@@ -168,12 +200,9 @@ class Pass {
   void Undo(const TaskAllocation& a) {
     NodeState& n = nodes_[a.node.value()];
     (void)Release(n, a);  // undoing our own Allocate cannot fail
+    free_gpu_milli_ += std::popcount(a.gpu_mask) * a.share.value();
     index_.Moved(nodes_, a.node.value());
   }
-
-  // Whether the job could ever run on this fleet: enough nodes whose static properties admit a
-  // task and whose total capacity holds one, counting how many tasks each could hold at once.
-  bool FitsCapacity(const PendingJob& job, const TaskDemand& d) const;
 
   const ClusterSnapshot& snap_;
   const Policy& policy_;
@@ -181,24 +210,9 @@ class Pass {
   std::vector<NodeState> nodes_;
   FreeGpuIndex index_;
   MicroUsd max_price_{0};
+  int64_t free_gpu_milli_ = 0;
+  int64_t total_gpu_milli_ = 0;
 };
-
-bool Pass::FitsCapacity(const PendingJob& job, const TaskDemand& d) const {
-  int64_t tasks = 0;
-  for (const NodeState& n : nodes_) {
-    if (!(job.model_mask >> n.model_bit & 1)) continue;
-    if (d.gpus > 0 && n.gpu_memory < job.spec->min_gpu_memory) continue;
-    const auto& ceiling = job.spec->max_price_per_gpu_hour;
-    if (d.gpus > 0 && ceiling && n.price > *ceiling) continue;
-    int64_t fit = job.spec->tasks;
-    if (d.gpus > 0) fit = std::min<int64_t>(fit, d.share < kWholeGpu ? n.gpu_count * (1000 / d.share.value()) : n.gpu_count / d.gpus);
-    if (d.cpu.value() > 0) fit = std::min(fit, n.cpu_total.value() / d.cpu.value());
-    if (d.memory.value() > 0) fit = std::min(fit, n.memory_total.value() / d.memory.value());
-    tasks += fit;
-    if (tasks >= job.spec->tasks) return true;
-  }
-  return false;
-}
 
 Decision Pass::Explain(const PendingJob& job) const {
   const TaskDemand d = DemandOf(*job.spec);
@@ -217,16 +231,18 @@ Decision Pass::Explain(const PendingJob& job) const {
     ReasonCount& c = counts[static_cast<size_t>(r->code)];
     if (c.nodes++ == 0) c.example = *r;
   }
+  std::vector<ReasonCount> reasons;
   for (const ReasonCount& c : counts) {
-    if (c.nodes > 0) out.reasons.push_back(c);
+    if (c.nodes > 0) reasons.push_back(c);
   }
   if (passing > 0) {
     // Some nodes fit one task, but not enough of them for the whole gang at once.
-    out.reasons.push_back({Reason{ReasonCode::kGangSize, job.spec->tasks, passing, 0}, passing});
+    reasons.push_back({Reason{ReasonCode::kGangSize, job.spec->tasks, passing, 0}, passing});
   }
-  std::stable_sort(out.reasons.begin(), out.reasons.end(),
+  std::stable_sort(reasons.begin(), reasons.end(),
                    [](const ReasonCount& a, const ReasonCount& b) { return a.nodes > b.nodes; });
-  out.outcome = FitsCapacity(job, d) ? Outcome::kNotNow : Outcome::kNever;
+  out.reason_set = std::make_shared<const std::vector<ReasonCount>>(std::move(reasons));
+  out.outcome = FitsNodes(nodes_, job, d) ? Outcome::kNotNow : Outcome::kNever;
   return out;
 }
 
@@ -240,21 +256,40 @@ Plan Schedule(const ClusterSnapshot& snapshot, std::span<const PendingJob> pendi
   // Within one pass resources only shrink, so a job shape that failed once fails again: reuse
   // its decision rather than search again (Kubernetes' equivalence classes).
   std::unordered_map<ShapeKey, size_t, ShapeHash> failed;
+  // Jobs too big for what is free in the whole cluster, by GPUs needed; cleared on a placement
+  // (the free figure in their reason changes).
+  std::unordered_map<int64_t, size_t> too_big;
   for (size_t i : QueueOrderOf(pending, policy)) {
     const PendingJob& job = pending[i];
     const JobSpec& s = *job.spec;
+    const int64_t need = static_cast<int64_t>(s.tasks) * s.gpus_per_task * s.gpu_share.value();
+    if (need > pass.free_gpu_milli()) {
+      auto [it, fresh] = too_big.try_emplace(need, plan.decisions.size());
+      if (fresh) {
+        const Reason r{ReasonCode::kClusterGpus, need, pass.free_gpu_milli(), pass.total_gpu_milli()};
+        plan.decisions.push_back(Decision{
+            .job = s.id, .outcome = need > pass.total_gpu_milli() ? Outcome::kNever : Outcome::kNotNow,
+            .reason_set = std::make_shared<const std::vector<ReasonCount>>(
+                std::vector<ReasonCount>{{r, static_cast<int>(snapshot.nodes.size())}})});
+      } else {
+        const Decision& same = plan.decisions[it->second];
+        plan.decisions.push_back(Decision{.job = s.id, .outcome = same.outcome, .reason_set = same.reason_set});
+      }
+      continue;
+    }
+    ++plan.searched;
     const ShapeKey key{job.model_mask, s.cpu_per_task.value(), s.memory_per_task.value(),
                        s.min_gpu_memory.value(),
                        s.max_price_per_gpu_hour ? s.max_price_per_gpu_hour->value() : -1,
                        s.gpus_per_task, static_cast<int32_t>(s.gpu_share.value()), s.tasks};
     if (auto it = failed.find(key); it != failed.end()) {
-      Decision d = plan.decisions[it->second];
-      d.job = s.id;
-      plan.decisions.push_back(std::move(d));
+      const Decision& same = plan.decisions[it->second];
+      plan.decisions.push_back(Decision{.job = s.id, .outcome = same.outcome, .reason_set = same.reason_set});
       continue;
     }
     if (auto tasks = pass.PlaceJob(job)) {
       plan.placements.push_back(Placement{.job = s.id, .tasks = std::move(*tasks)});
+      too_big.clear();
       plan.decisions.push_back(Decision{.job = s.id, .outcome = Outcome::kPlaced});
       continue;
     }
@@ -262,6 +297,10 @@ Plan Schedule(const ClusterSnapshot& snapshot, std::span<const PendingJob> pendi
     plan.decisions.push_back(pass.Explain(job));
   }
   return plan;
+}
+
+bool FitsFleet(const ClusterSnapshot& snapshot, const PendingJob& job) {
+  return FitsNodes(snapshot.nodes, job, DemandOf(*job.spec));
 }
 
 std::vector<NodeEvaluation> EvaluateNodes(const ClusterSnapshot& snapshot, const PendingJob& job,

@@ -12,6 +12,7 @@
 // re-checks each node.
 #pragma once
 
+#include <memory>
 #include <optional>
 #include <span>
 #include <string_view>
@@ -35,7 +36,11 @@ struct ReasonCount {
 struct Decision {
   JobId job;
   Outcome outcome = Outcome::kNotNow;
-  std::vector<ReasonCount> reasons;  // most nodes first, then by reason code
+  // Most nodes first, then by reason code. Shared by every job of the same shape in one pass
+  // (they fail for the same reasons), so a long queue costs no copies.
+  std::shared_ptr<const std::vector<ReasonCount>> reason_set;
+
+  const std::vector<ReasonCount>& reasons() const;
 };
 
 struct Placement {
@@ -45,11 +50,23 @@ struct Placement {
 
 struct Plan {
   std::vector<Placement> placements;  // in the order they were made
-  std::vector<Decision> decisions;    // one per pending job, in queue order
+  // One per pending job, in queue order. A job that wants more GPUs than the whole cluster has
+  // free at its turn is not searched for: its decision carries one cluster-wide reason
+  // (kClusterGpus) and is kNever only if it exceeds every GPU of the fleet. This keeps a pass
+  // over a long queue on a full cluster O(1) per waiting job. (A job asking more GPUs per task
+  // than any node has is kNever when searched; state owners refuse it at admission with
+  // FitsFleet().)
+  std::vector<Decision> decisions;
+  int64_t searched = 0;  // jobs for which nodes were searched
 };
 
 Plan Schedule(const ClusterSnapshot& snapshot, std::span<const PendingJob> pending,
               const Policy& policy, Rng& rng);
+
+// Whether the job could ever run on this fleet: nodes whose static properties (model, GPU
+// memory, price) admit a task and whose total capacity could hold all its tasks at once,
+// whatever is in use now. The state owner asks at admission and refuses what never fits.
+bool FitsFleet(const ClusterSnapshot& snapshot, const PendingJob& job);
 
 // The order Schedule() would consider the jobs in (indices into `pending`).
 std::vector<size_t> QueueOrderOf(std::span<const PendingJob> pending, const Policy& policy);

@@ -70,6 +70,7 @@ class Engine {
   std::vector<SimJobResult> results_;
   std::priority_queue<Completion, std::vector<Completion>, std::greater<>> running_;
   std::vector<PendingJob> pending_;
+  std::vector<char> gone_;                 // scratch: by job id, jobs leaving the queue
 
   // Integrals over time, in milli-GPU x ms.
   Millis last_{0};
@@ -103,6 +104,7 @@ Status Engine::Load(const Trace& trace) {
                                     .tasks = tasks, .submit = t.submit});
   }
   compiled_.resize(jobs_.size());
+  gone_.assign(jobs_.size() + 1, 0);
   for (size_t i = 0; i < jobs_.size(); ++i) {
     auto p = CompileJob(jobs_[i].spec, fleet_);
     if (!p) {
@@ -111,6 +113,10 @@ Status Engine::Load(const Trace& trace) {
       continue;
     }
     compiled_[i] = *p;
+    if (!FitsFleet(snap_, compiled_[i])) {
+      results_[i].outcome = Outcome::kNever;  // refused at admission, as the server does
+      continue;
+    }
     arrival_order_.push_back(i);
   }
   std::stable_sort(arrival_order_.begin(), arrival_order_.end(),
@@ -197,7 +203,7 @@ Result<SimReport> Engine::Run() {
     ++passes_;
     const Plan plan = Schedule(snap_, candidates, policy_, rng_);
     if (Status s = StartPlacements(plan, now); !s.ok()) return tl::unexpected(s);
-    std::vector<bool> gone(jobs_.size() + 1, false);
+    std::vector<char>& gone = gone_;  // by job id; reset below
     bool any_gone = !plan.placements.empty();
     for (const Placement& p : plan.placements) gone[p.job.value()] = true;
     for (const Decision& d : plan.decisions) {
@@ -209,7 +215,11 @@ Result<SimReport> Engine::Run() {
       ++done_;
     }
     if (any_gone) {
-      std::erase_if(pending_, [&](const PendingJob& p) { return gone[p.spec->id.value()]; });
+      std::erase_if(pending_, [&](const PendingJob& p) {
+        const bool g = gone[p.spec->id.value()];
+        gone[p.spec->id.value()] = 0;
+        return g;
+      });
     }
     if (options_.progress && (passes_ & 1023) == 0) options_.progress(done_, total);
   }

@@ -32,7 +32,8 @@ for l in "node-1.*L=1.800" "node-2.*L=1.600" "node-3.*L=1.400" "node-4.*L=0.800"
 done
 check "gang across nodes" 0 "task 1 -> node-" -- "$GP" place --fleet 4x8xH100 --gpus 8 --tasks 2
 check "never fits" 3 "not placed \(never\)" -- "$GP" place --fleet 2x8xV100 --gpus 8 --tasks 3
-check "reason with numbers" 3 "2 node\(s\): gang: 3 tasks must start together, only 2 fit" -- "$GP" place --fleet 2x8xV100 --gpus 8 --tasks 3
+check "cluster-wide reason" 3 "cluster: asked 24 GPUs in all, 16 free of 16" -- "$GP" place --fleet 2x8xV100 --gpus 8 --tasks 3
+check "per-node reason with numbers" 3 "2 node\(s\): GPUs: asked 12, free 8 of 8" -- "$GP" place --fleet 2x8xV100 --gpus 12
 check "unknown model" 3 "no GPU model H100" -- "$GP" place --fleet 2x8xV100 --gpu-model H100
 check "unknown policy" 1 "unknown policy 'fastest'; known: balanced" -- "$GP" place --fleet 2x8xV100 --policy fastest
 check "gpus out of range" 2 "--gpus" -- "$GP" place --fleet 2x8xV100 --gpus 99

@@ -102,7 +102,7 @@ RC_GTEST_PROP(SchedulerProperties, PlansAreSoundAndDeterministic, ()) {
   RC_ASSERT(plan.decisions.size() == sc.pending.size());
   for (const Decision& d : plan.decisions) {
     RC_ASSERT((d.outcome == Outcome::kPlaced) == (placed.count(d.job.value()) == 1));
-    if (d.outcome != Outcome::kPlaced) RC_ASSERT(!d.reasons.empty());
+    if (d.outcome != Outcome::kPlaced) RC_ASSERT(!d.reasons().empty());
   }
   SplitMix64 again(seed);
   RC_ASSERT(SamePlan(plan, Schedule(sc.snap, sc.pending, policy, again)));

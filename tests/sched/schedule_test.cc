@@ -76,24 +76,26 @@ TEST(ScheduleTest, LeastLoadedCountsItsOwnPlacements) {
   EXPECT_EQ(nodes.size(), 4u);
 }
 
-// Two nodes with 4 GPUs free each. A gang of 3 tasks x 4 GPUs cannot start (it needs 12), so
-// none of its tasks may hold GPUs: the 4-GPU job queued behind it must still get a node.
+// Nodes with 4, 4 and 1 GPUs free (9). A gang of 3 tasks x 3 GPUs (9) places two tasks and
+// then finds no node for the third, so none of its tasks may keep GPUs: the 4-GPU job queued
+// behind it must still find a node with 4 free.
 TEST(ScheduleTest, GangIsAllOrNothing) {
-  const Fleet fleet = Uniform(2, 8);
+  const Fleet fleet = Uniform(3, 8);
   ClusterSnapshot s = MakeSnapshot(fleet);
   Occupy(s, 0, 4);
   Occupy(s, 1, 4);
+  Occupy(s, 2, 7);
   Jobs jobs(fleet);
-  jobs.Add({.tasks = 3, .gpus_per_task = 4, .submit_time = Millis{0}});
+  jobs.Add({.tasks = 3, .gpus_per_task = 3, .submit_time = Millis{0}});
   jobs.Add({.gpus_per_task = 4, .submit_time = Millis{1}});
   const Plan plan = RunPolicy(s, jobs.pending(), "fifo");
   ASSERT_EQ(plan.placements.size(), 1u);
   EXPECT_EQ(plan.placements[0].job, JobId{2});
   const Decision& gang = plan.decisions[0];
-  EXPECT_EQ(gang.outcome, Outcome::kNotNow) << "3 x 4 fits the fleet's 16 GPUs once they free";
-  ASSERT_FALSE(gang.reasons.empty());
-  EXPECT_EQ(gang.reasons[0].example.code, ReasonCode::kGangSize);
-  EXPECT_EQ(gang.reasons[0].example.available, 2) << "two nodes could take one task each";
+  EXPECT_EQ(gang.outcome, Outcome::kNotNow) << "3 x 3 fits the fleet once GPUs free";
+  ASSERT_FALSE(gang.reasons().empty());
+  EXPECT_EQ(gang.reasons()[0].example.code, ReasonCode::kGangSize);
+  EXPECT_EQ(gang.reasons()[0].example.available, 2) << "two nodes could take one task each";
 }
 
 TEST(ScheduleTest, GangSpansNodesAndPrefersOneNodeWhenItFits) {
@@ -112,28 +114,51 @@ TEST(ScheduleTest, GangSpansNodesAndPrefersOneNodeWhenItFits) {
   EXPECT_EQ(small[0].gpu_mask & small[1].gpu_mask, 0) << "different GPUs";
 }
 
+// Three 8-GPU nodes, one GPU busy on each (21 of 24 free).
 TEST(ScheduleTest, NeverVersusNotNow) {
-  const Fleet fleet = Uniform(2, 8);
+  const Fleet fleet = Uniform(3, 8);
   ClusterSnapshot s = MakeSnapshot(fleet);
-  Occupy(s, 0, 1);
-  Occupy(s, 1, 1);
+  for (uint32_t i = 0; i < 3; ++i) Occupy(s, i, 1);
   Jobs jobs(fleet);
   jobs.Add({.gpus_per_task = 16});                        // larger than any node
   jobs.Add({.gpus_per_task = 8});                         // fits an empty node; none is empty
   jobs.Add({.gpus_per_task = 1, .gpu_models = {"H100"}});  // no such model here
-  jobs.Add({.tasks = 3, .gpus_per_task = 8});             // 24 GPUs on a 16-GPU fleet
+  jobs.Add({.tasks = 4, .gpus_per_task = 8});             // 32 GPUs on a 24-GPU fleet
+  jobs.Add({.tasks = 3, .gpus_per_task = 8});             // 24: all of it, once it frees
   const Plan plan = RunPolicy(s, jobs.pending(), "fifo");
   EXPECT_TRUE(plan.placements.empty());
-  ASSERT_EQ(plan.decisions.size(), 4u);
+  ASSERT_EQ(plan.decisions.size(), 5u);
   EXPECT_EQ(plan.decisions[0].outcome, Outcome::kNever);
-  EXPECT_EQ(plan.decisions[0].reasons[0].example.code, ReasonCode::kGpuCount);
-  EXPECT_EQ(plan.decisions[0].reasons[0].nodes, 2);
+  EXPECT_EQ(plan.decisions[0].reasons()[0].example.code, ReasonCode::kGpuCount);
+  EXPECT_EQ(plan.decisions[0].reasons()[0].nodes, 3);
   EXPECT_EQ(plan.decisions[1].outcome, Outcome::kNotNow);
-  EXPECT_EQ(plan.decisions[1].reasons[0].example.asked, 8);
-  EXPECT_EQ(plan.decisions[1].reasons[0].example.available, 7);
+  EXPECT_EQ(plan.decisions[1].reasons()[0].example.asked, 8);
+  EXPECT_EQ(plan.decisions[1].reasons()[0].example.available, 7);
   EXPECT_EQ(plan.decisions[2].outcome, Outcome::kNever);
-  EXPECT_EQ(plan.decisions[2].reasons[0].example.code, ReasonCode::kGpuModel);
+  EXPECT_EQ(plan.decisions[2].reasons()[0].example.code, ReasonCode::kGpuModel);
+  // Too big for what is free in the whole cluster: not searched, one cluster-wide reason.
   EXPECT_EQ(plan.decisions[3].outcome, Outcome::kNever);
+  const Reason& cluster = plan.decisions[3].reasons()[0].example;
+  EXPECT_EQ(cluster.code, ReasonCode::kClusterGpus);
+  EXPECT_EQ(cluster.asked, 32'000);
+  EXPECT_EQ(cluster.available, 21'000);
+  EXPECT_EQ(cluster.capacity, 24'000);
+  EXPECT_EQ(plan.decisions[4].outcome, Outcome::kNotNow);
+  EXPECT_EQ(plan.searched, 3);
+}
+
+TEST(ScheduleTest, FitsFleetIsTheAdmissionCheck) {
+  const Fleet fleet = Uniform(3, 8);
+  ClusterSnapshot s = MakeSnapshot(fleet);
+  for (uint32_t i = 0; i < 3; ++i) Occupy(s, i, 8);  // all busy: admission ignores use
+  Jobs jobs(fleet);
+  EXPECT_FALSE(FitsFleet(s, jobs.Add({.gpus_per_task = 16})));
+  EXPECT_FALSE(FitsFleet(s, jobs.Add({.tasks = 4, .gpus_per_task = 8})));
+  EXPECT_FALSE(FitsFleet(s, jobs.Add({.gpus_per_task = 1, .gpu_models = {"H100"}})));
+  EXPECT_TRUE(FitsFleet(s, jobs.Add({.tasks = 3, .gpus_per_task = 8})));
+  EXPECT_TRUE(FitsFleet(s, jobs.Add({.tasks = 12, .gpus_per_task = 2})));
+  EXPECT_FALSE(FitsFleet(s, jobs.Add({.tasks = 13, .gpus_per_task = 2, .cpu_per_task = MilliCpu{16'000}})))
+      << "64 cores per node hold 4 such tasks: 12 in all";
 }
 
 // Shares of one GPU pack onto the GPU with the least room that still fits.
@@ -189,7 +214,7 @@ TEST(ScheduleTest, CostAndPriceCeiling) {
   const Plan none = RunPolicy(MakeSnapshot(fleet), capped.pending(), "fifo");
   ASSERT_TRUE(none.placements.empty());
   EXPECT_EQ(none.decisions[0].outcome, Outcome::kNever) << "no node will ever cost $1.00";
-  EXPECT_EQ(none.decisions[0].reasons[0].example.code, ReasonCode::kPriceCeiling);
+  EXPECT_EQ(none.decisions[0].reasons()[0].example.code, ReasonCode::kPriceCeiling);
 }
 
 // 500 GB of data at site "b". Across the default 1 Gbit/s WAN that is over an hour; on site it

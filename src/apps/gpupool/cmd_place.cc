@@ -93,11 +93,11 @@ int RunPlace(const PlaceArgs& a) {
   if (plan.placements.empty()) {
     const Decision& d = plan.decisions.front();
     fmt::print("not placed ({}):\n", OutcomeName(d.outcome));
-    for (const ReasonCount& rc : d.reasons) {
+    for (const ReasonCount& rc : d.reasons()) {
       fmt::print("  {} node(s): {}\n", rc.nodes, DescribeReason(rc.example, *fleet, *job));
     }
-    if (!job->unknown_models.empty()) {
-      fmt::print("  the fleet has no GPU model {}\n", fmt::join(job->unknown_models, ", "));
+    if (const auto unknown = UnknownModels(spec, *fleet); !unknown.empty()) {
+      fmt::print("  the fleet has no GPU model {}\n", fmt::join(unknown, ", "));
     }
     return 3;
   }

@@ -1,0 +1,95 @@
+// Placement throughput of Schedule(): one pass over a backlog on a large idle fleet, and the
+// cost of a pass as the fleet and the queue grow. Figures in docs/benchmarks.md.
+#include <benchmark/benchmark.h>
+
+#include <deque>
+
+#include "core/fleet.h"
+#include "core/rng.h"
+#include "sched/registry.h"
+#include "sched/schedule.h"
+
+namespace gp {
+namespace {
+
+// A backlog shaped like Philly's: 70% 1 GPU, 12% 2, 10% 4, 6% 8, 2% gangs of 2 x 8.
+struct Backlog {
+  std::deque<JobSpec> specs;
+  std::vector<PendingJob> pending;
+};
+
+Backlog MakeBacklog(const Fleet& fleet, int jobs) {
+  Backlog b;
+  SplitMix64 rng(7);
+  for (int i = 0; i < jobs; ++i) {
+    const uint64_t r = rng.Below(100);
+    JobSpec s{.id = JobId{static_cast<uint64_t>(i + 1)}, .gpus_per_task = r < 70 ? 1 : r < 82 ? 2 : r < 92 ? 4 : 8,
+              .submit_time = Millis{i}};
+    if (r >= 98) s.tasks = 2;
+    b.specs.push_back(s);
+  }
+  for (const JobSpec& s : b.specs) b.pending.push_back(*CompileJob(s, fleet));
+  return b;
+}
+
+const Fleet& FleetOf(int nodes) {
+  static std::map<int, Fleet> cache;
+  auto it = cache.find(nodes);
+  if (it == cache.end()) it = cache.emplace(nodes, *ParseFleetShorthand(std::to_string(nodes) + "x8xV100")).first;
+  return it->second;
+}
+
+// args: nodes, queued jobs; label: policy
+void RunPass(benchmark::State& state, const std::string& policy_name) {
+  const Fleet& fleet = FleetOf(static_cast<int>(state.range(0)));
+  const Backlog backlog = MakeBacklog(fleet, static_cast<int>(state.range(1)));
+  const ClusterSnapshot snap = MakeSnapshot(fleet);
+  const Policy policy = *BuiltinRegistry().MakePolicy(policy_name);
+  int64_t placements = 0;
+  for (auto _ : state) {
+    SplitMix64 rng(1);
+    const Plan plan = Schedule(snap, backlog.pending, policy, rng);
+    placements += static_cast<int64_t>(plan.placements.size());
+    benchmark::DoNotOptimize(plan);
+  }
+  state.counters["placements/s"] = benchmark::Counter(static_cast<double>(placements), benchmark::Counter::kIsRate);
+  state.counters["placed/pass"] = static_cast<double>(placements) / static_cast<double>(state.iterations());
+  state.counters["jobs/s"] = benchmark::Counter(static_cast<double>(state.range(1)) * static_cast<double>(state.iterations()),
+                                                benchmark::Counter::kIsRate);
+}
+
+void BM_Pass_Balanced(benchmark::State& s) { RunPass(s, "balanced"); }
+void BM_Pass_Fifo(benchmark::State& s) { RunPass(s, "fifo"); }
+void BM_Pass_LeastLoaded(benchmark::State& s) { RunPass(s, "least-loaded"); }
+void BM_Pass_Spread(benchmark::State& s) { RunPass(s, "spread"); }
+void BM_Pass_Cost(benchmark::State& s) { RunPass(s, "cost"); }
+
+// The target size: 10,000 nodes x 8 GPUs, 100,000 queued jobs.
+BENCHMARK(BM_Pass_Balanced)->Args({10'000, 100'000})->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_Pass_Fifo)->Args({10'000, 100'000})->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_Pass_LeastLoaded)->Args({10'000, 100'000})->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_Pass_Spread)->Args({10'000, 100'000})->Unit(benchmark::kMillisecond);
+// Scaling with size: nodes x jobs.
+BENCHMARK(BM_Pass_Balanced)->Args({1'000, 10'000})->Args({2'500, 25'000})->Args({5'000, 50'000})
+    ->Args({20'000, 200'000})->Unit(benchmark::kMillisecond);
+// Cost scores every feasible node (candidate_limit 0): O(nodes) per task, measured smaller.
+BENCHMARK(BM_Pass_Cost)->Args({1'000, 10'000})->Args({2'500, 25'000})->Unit(benchmark::kMillisecond);
+
+// One job arriving at a busy fleet: the latency of a pass of one (index build included).
+void BM_SingleArrival(benchmark::State& state) {
+  const Fleet& fleet = FleetOf(static_cast<int>(state.range(0)));
+  ClusterSnapshot snap = MakeSnapshot(fleet);
+  for (size_t i = 0; i < snap.nodes.size(); ++i) {  // 7 of 8 GPUs busy everywhere
+    (void)Allocate(snap.nodes[i], TaskAllocation{.node = NodeId{static_cast<uint32_t>(i)}, .gpu_mask = 0x7F});
+  }
+  const Backlog one = MakeBacklog(fleet, 1);
+  const Policy policy = *BuiltinRegistry().MakePolicy("balanced");
+  for (auto _ : state) {
+    SplitMix64 rng(1);
+    benchmark::DoNotOptimize(Schedule(snap, one.pending, policy, rng));
+  }
+}
+BENCHMARK(BM_SingleArrival)->Arg(1'000)->Arg(10'000)->Unit(benchmark::kMicrosecond);
+
+}  // namespace
+}  // namespace gp
