@@ -82,22 +82,17 @@ class MemoryFilter final : public Filter {
   }
 };
 
-template <typename T>
-Registry::Factory<Filter> Make() {
-  return [] { return std::make_unique<T>(); };
-}
-
 }  // namespace
 
 void RegisterFilters(Registry& r) {
-  r.AddFilter("health", "the node is healthy (F_i = 1)", Make<HealthFilter>());
-  r.AddFilter("draining", "the node is not draining", Make<DrainingFilter>());
-  r.AddFilter("gpu-model", "the node's GPU model is one the job allows", Make<GpuModelFilter>());
-  r.AddFilter("gpu-memory", "each GPU has at least the job's minimum memory", Make<GpuMemoryFilter>());
-  r.AddFilter("price-ceiling", "the node's GPU-hour price is within the job's ceiling", Make<PriceFilter>());
-  r.AddFilter("gpu-count", "enough free GPUs (or a large enough free share of one)", Make<GpuCountFilter>());
-  r.AddFilter("cpu", "enough free CPU", Make<CpuFilter>());
-  r.AddFilter("memory", "enough free memory", Make<MemoryFilter>());
+  r.AddFilter("health", "the node is healthy (F_i = 1)", Registry::Of<Filter, HealthFilter>());
+  r.AddFilter("draining", "the node is not draining", Registry::Of<Filter, DrainingFilter>());
+  r.AddFilter("gpu-model", "the node's GPU model is one the job allows", Registry::Of<Filter, GpuModelFilter>());
+  r.AddFilter("gpu-memory", "each GPU has at least the job's minimum memory", Registry::Of<Filter, GpuMemoryFilter>());
+  r.AddFilter("price-ceiling", "the node's GPU-hour price is within the job's ceiling", Registry::Of<Filter, PriceFilter>());
+  r.AddFilter("gpu-count", "enough free GPUs (or a large enough free share of one)", Registry::Of<Filter, GpuCountFilter>());
+  r.AddFilter("cpu", "enough free CPU", Registry::Of<Filter, CpuFilter>());
+  r.AddFilter("memory", "enough free memory", Registry::Of<Filter, MemoryFilter>());
 }
 
 }  // namespace gp

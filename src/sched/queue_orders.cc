@@ -44,13 +44,13 @@ class LeastAttained final : public QueueOrder {
 
 void RegisterQueueOrders(Registry& r) {
   r.AddQueueOrder("fifo", "first come, first served (by submit time)",
-                  [] { return std::make_unique<Fifo>(); });
+                  Registry::Of<QueueOrder, Fifo>());
   r.AddQueueOrder("priority", "highest priority first, then FIFO",
-                  [] { return std::make_unique<ByPriority>(); });
+                  Registry::Of<QueueOrder, ByPriority>());
   r.AddQueueOrder("sjf", "shortest estimated duration first; unknown durations last",
-                  [] { return std::make_unique<ShortestFirst>(); });
+                  Registry::Of<QueueOrder, ShortestFirst>());
   r.AddQueueOrder("las", "Tiresias two-queue least attained service (threshold 1 GPU-hour), FIFO within",
-                  [] { return std::make_unique<LeastAttained>(); });
+                  Registry::Of<QueueOrder, LeastAttained>());
 }
 
 }  // namespace gp

@@ -53,6 +53,11 @@ class Registry {
  public:
   template <typename T>
   using Factory = std::function<std::unique_ptr<T>()>;
+  // A factory for a plugin with a default constructor: Registry::Of<QueueOrder, Fifo>().
+  template <typename Base, typename T>
+  static Factory<Base> Of() {
+    return [] { return std::make_unique<T>(); };
+  }
 
   void AddQueueOrder(std::string name, std::string description, Factory<QueueOrder> f);
   void AddFilter(std::string name, std::string description, Factory<Filter> f);

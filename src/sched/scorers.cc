@@ -111,21 +111,16 @@ class RandomScore final : public Scorer {
   }
 };
 
-template <typename T>
-Registry::Factory<Scorer> Make() {
-  return [] { return std::make_unique<T>(); };
-}
-
 }  // namespace
 
 void RegisterScorers(Registry& r) {
-  r.AddScorer("least-loaded", "the seed's L = R / U from live telemetry; lower load wins", Make<LeastLoaded>());
-  r.AddScorer("best-fit", "fullest node after placement (packing, against fragmentation)", Make<BestFit>());
-  r.AddScorer("spread", "emptiest node after placement", Make<Spread>());
-  r.AddScorer("cost", "cheaper GPU-hour wins", Make<Cost>());
-  r.AddScorer("transfer-time", "shorter time to move the job's data to the node wins", Make<TransferTime>());
-  r.AddScorer("gang-locality", "nodes already holding a task of the same gang win", Make<GangLocality>());
-  r.AddScorer("random", "seeded random (a baseline)", Make<RandomScore>());
+  r.AddScorer("least-loaded", "the seed's L = R / U from live telemetry; lower load wins", Registry::Of<Scorer, LeastLoaded>());
+  r.AddScorer("best-fit", "fullest node after placement (packing, against fragmentation)", Registry::Of<Scorer, BestFit>());
+  r.AddScorer("spread", "emptiest node after placement", Registry::Of<Scorer, Spread>());
+  r.AddScorer("cost", "cheaper GPU-hour wins", Registry::Of<Scorer, Cost>());
+  r.AddScorer("transfer-time", "shorter time to move the job's data to the node wins", Registry::Of<Scorer, TransferTime>());
+  r.AddScorer("gang-locality", "nodes already holding a task of the same gang win", Registry::Of<Scorer, GangLocality>());
+  r.AddScorer("random", "seeded random (a baseline)", Registry::Of<Scorer, RandomScore>());
 }
 
 }  // namespace gp
