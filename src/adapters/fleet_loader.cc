@@ -3,12 +3,15 @@
 #include <fmt/format.h>
 
 #include <fstream>
+
+#include "adapters/local_fleet.h"
 #include <sstream>
 
 namespace gp {
 
 Result<Fleet> LoadFleet(const std::string& spec) {
   if (LooksLikeFleetShorthand(spec)) return ParseFleetShorthand(spec);
+  if (spec == "local" || spec.starts_with("local:")) return LoadLocalFleet(spec);
   std::ifstream in(spec, std::ios::binary);
   if (!in) {
     return Error(StatusCode::kNotFound,

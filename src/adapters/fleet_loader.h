@@ -11,7 +11,8 @@
 
 namespace gp {
 
-// Picks the reader by the argument: shorthand, *.csv, else TOML.
+// Picks the reader by the argument: shorthand, "local" (this machine, GPUs from NVML) or
+// "local:8xH100" (this machine with simulated GPUs), *.csv, else TOML.
 Result<Fleet> LoadFleet(const std::string& spec);
 // `source` names the text in messages ("fleet.toml").
 Result<Fleet> ParseFleetToml(std::string_view text, const std::string& source);

@@ -40,6 +40,13 @@ check "gpus out of range" 2 "--gpus" -- "$GP" place --fleet 2x8xV100 --gpus 99
 check "bad shorthand" 1 "expected NODESxGPUSxMODEL" -- "$GP" place --fleet 2x99xV100
 check "data-local" 0 "chose eu-" -- "$GP" place --fleet "$SRC/examples/fleets/mixed.toml" --policy data-local --data partner-eu:2TB
 check "cost" 0 "chose west-l4" -- "$GP" place --fleet "$SRC/examples/fleets/mixed.toml" --policy cost
+check "local fleet, simulated GPUs" 0 "task 0 -> .* GPUs \[0,1\]" -- "$GP" place --fleet local:4xH100 --gpus 2 --gpu-model H100
+check "probe simulated" 0 '"gpu_source": "simulated"' -- "$GP" probe --gpus 2xA100 --samples 2 --interval 10ms --json
+check "probe bad interval" 1 "--interval: 'soon'" -- "$GP" probe --gpus 2xA100 --interval soon
+if ! command -v nvidia-smi >/dev/null 2>&1; then
+  check "probe nvml without a driver" 1 "cannot load libnvidia-ml.so.1" -- "$GP" probe --gpus nvml
+  check "local fleet without a driver" 1 "local:8xH100" -- "$GP" place --fleet local
+fi
 check "policies list" 0 "least-loaded .*L = R / U" -- "$GP" policies
 
 printf '[[provider]]\nname = "p"\n[[site]]\nname = "s"\n[[nodes]]\nname = "n"\nsite = "s"\nprovider = "p"\ngpus = 40\n' >"$TMP/bad.toml"

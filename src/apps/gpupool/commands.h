@@ -10,5 +10,6 @@ namespace gp::app {
 void AddPlaceCommand(CLI::App& app, int* exit_code);
 void AddSimCommand(CLI::App& app, int* exit_code);
 void AddPoliciesCommand(CLI::App& app, int* exit_code);
+void AddProbeCommand(CLI::App& app, int* exit_code);
 
 }  // namespace gp::app

@@ -13,6 +13,7 @@ int main(int argc, char** argv) {
   gp::app::AddPlaceCommand(app, &exit_code);
   gp::app::AddSimCommand(app, &exit_code);
   gp::app::AddPoliciesCommand(app, &exit_code);
+  gp::app::AddProbeCommand(app, &exit_code);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
