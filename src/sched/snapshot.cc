@@ -27,7 +27,12 @@ int16_t NodeState::LargestPartialFree() const {
 ClusterSnapshot MakeSnapshot(const Fleet& fleet) {
   ClusterSnapshot snap{.fleet = &fleet};
   snap.nodes.reserve(fleet.nodes.size());
-  for (const Node& n : fleet.nodes) {
+  for (const Node& n : fleet.nodes) snap.nodes.push_back(MakeNodeState(fleet, n));
+  return snap;
+}
+
+NodeState MakeNodeState(const Fleet& fleet, const Node& n) {
+  {
     NodeState s;
     s.id = n.id;
     s.gpu_count = static_cast<uint8_t>(n.gpus.size());
@@ -40,9 +45,8 @@ ClusterSnapshot MakeSnapshot(const Fleet& fleet) {
     s.cpu_total = s.cpu_free = n.cpu;
     s.memory_total = s.memory_free = n.memory;
     if (n.measured) s.load = *n.measured;
-    snap.nodes.push_back(s);
+    return s;
   }
-  return snap;
 }
 
 namespace {

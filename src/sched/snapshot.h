@@ -48,6 +48,8 @@ struct ClusterSnapshot {
 
 // Every node free and healthy; load from the fleet's measured utilisation where given.
 ClusterSnapshot MakeSnapshot(const Fleet& fleet);
+// One node's state, all free (for a node that joins a live cluster).
+NodeState MakeNodeState(const Fleet& fleet, const Node& node);
 
 // One task's share of one node.
 struct TaskAllocation {

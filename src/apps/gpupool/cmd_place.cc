@@ -118,7 +118,7 @@ void AddPlaceCommand(CLI::App& app, int* exit_code) {
   cmd->add_option("--fleet", args->fleet, "fleet file (TOML or node-list CSV) or shorthand such as 256x8xV100")->required();
   cmd->add_option("--gpus", args->gpus, "GPUs per task")->check(CLI::Range(0, kMaxGpusPerNode));
   cmd->add_option("--tasks", args->tasks, "tasks (a gang: all or none)")->check(CLI::Range(1, kMaxTasksPerJob));
-  cmd->add_option("--gpu-model", args->models, "allowed GPU model (repeatable)");
+  cmd->add_option("--gpu-model", args->models, "allowed GPU model (repeatable)")->expected(1)->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
   cmd->add_option("--policy", args->policy, "policy name, or QUEUE/POLICY (see `gpupool policies`)");
   cmd->add_option("--cpu", args->cpu_cores, "CPU cores per task")->check(CLI::Range(0.0, 1e5));
   cmd->add_option("--memory", args->memory, "memory per task, e.g. 64GiB");

@@ -4,12 +4,19 @@
 #pragma once
 
 #include <CLI/CLI.hpp>
+#include <string>
+#include <vector>
 
 namespace gp::app {
+
+// The words after "--" on the command line (a job's command), set by main().
+std::vector<std::string>& TrailingCommand();
 
 void AddPlaceCommand(CLI::App& app, int* exit_code);
 void AddSimCommand(CLI::App& app, int* exit_code);
 void AddPoliciesCommand(CLI::App& app, int* exit_code);
 void AddProbeCommand(CLI::App& app, int* exit_code);
+void AddPoolCommands(CLI::App& app, int* exit_code);
+void AddClientCommands(CLI::App& app, int* exit_code);
 
 }  // namespace gp::app

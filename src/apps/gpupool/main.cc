@@ -2,6 +2,7 @@
 #include <fmt/format.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 
 #include "apps/gpupool/commands.h"
 
@@ -14,8 +15,20 @@ int main(int argc, char** argv) {
   gp::app::AddSimCommand(app, &exit_code);
   gp::app::AddPoliciesCommand(app, &exit_code);
   gp::app::AddProbeCommand(app, &exit_code);
+  gp::app::AddPoolCommands(app, &exit_code);
+  gp::app::AddClientCommands(app, &exit_code);
+  // Everything after the first "--" is a job's command, kept away from the option parser.
+  std::vector<std::string> args(argv + 1, argv + argc);
+  for (size_t i = 0; i < args.size(); ++i) {
+    if (args[i] == "--") {
+      gp::app::TrailingCommand().assign(args.begin() + static_cast<long>(i) + 1, args.end());
+      args.resize(i);
+      break;
+    }
+  }
+  std::reverse(args.begin(), args.end());  // CLI11 takes the arguments in reverse order
   try {
-    app.parse(argc, argv);
+    app.parse(args);
   } catch (const CLI::CallForHelp& e) {
     return app.exit(e);
   } catch (const CLI::CallForAllHelp& e) {

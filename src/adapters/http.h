@@ -1,0 +1,77 @@
+// HTTP/1.1 over Boost.Beast, kept in one translation unit (http.cc) behind this header.
+// EventLoop: one thread runs every handler and timer, so the controller needs no locks.
+// HttpServer: async accept and read on that loop; a handler may answer later (long poll).
+// HttpClient: a blocking client with a kept-alive connection, for the CLI and the agent.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+
+#include "core/quantity.h"
+#include "core/status.h"
+
+namespace gp {
+
+struct HttpRequest {
+  std::string method;  // "GET", "POST", ...
+  std::string path;    // "/v1/jobs/12"
+  std::map<std::string, std::string> query;
+  std::string body;
+  std::string authorization;
+};
+
+struct HttpResponse {
+  int status = 200;
+  std::string body;
+  std::string content_type = "application/json";
+};
+
+using Respond = std::function<void(HttpResponse)>;
+using HttpHandler = std::function<void(HttpRequest, Respond)>;
+
+class EventLoop {
+ public:
+  EventLoop();
+  ~EventLoop();
+  EventLoop(const EventLoop&) = delete;
+  EventLoop& operator=(const EventLoop&) = delete;
+
+  // Serves HTTP on "ADDR:PORT" (port 0 picks a free one); returns the bound port. Requests
+  // with bodies over `body_limit` get 413. Handlers run on the loop thread.
+  Result<uint16_t> Listen(const std::string& listen, HttpHandler handler, size_t body_limit);
+  // Runs fn on the loop thread after `delay`; the returned function cancels it.
+  std::function<void()> After(Millis delay, std::function<void()> fn);
+  void Every(Millis period, std::function<void()> fn);
+  void OnSignals(std::function<void(int)> fn);  // SIGINT, SIGTERM
+  void Run();
+  void Stop();
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+class HttpClient {
+ public:
+  // base: "http://127.0.0.1:7070" or "127.0.0.1:7070".
+  static Result<HttpClient> Create(const std::string& base, std::string token);
+  HttpClient(HttpClient&&) noexcept;
+  HttpClient& operator=(HttpClient&&) noexcept;
+  ~HttpClient();
+  // One request; reconnects once if the kept-alive connection was closed.
+  Result<HttpResponse> Call(const std::string& method, const std::string& target, const std::string& body = "",
+                            Millis timeout = Millis{30'000});
+
+ private:
+  HttpClient();
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// Percent-decoding of a query component ("a%20b" -> "a b").
+std::string UrlDecode(std::string_view s);
+
+}  // namespace gp

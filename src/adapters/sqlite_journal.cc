@@ -1,0 +1,116 @@
+#include "adapters/sqlite_journal.h"
+
+#include <fmt/format.h>
+#include <sqlite3.h>
+
+namespace gp {
+namespace {
+
+// Finalises a prepared statement when it leaves scope.
+struct Stmt {
+  sqlite3_stmt* s = nullptr;
+  ~Stmt() { sqlite3_finalize(s); }
+};
+
+}  // namespace
+
+Result<std::unique_ptr<SqliteJournal>> SqliteJournal::Open(const std::string& path) {
+  sqlite3* db = nullptr;
+  if (sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX, nullptr) !=
+      SQLITE_OK) {
+    std::string why = db ? sqlite3_errmsg(db) : "out of memory";
+    sqlite3_close(db);
+    return gp::Error(StatusCode::kFailedPrecondition, fmt::format("{}: cannot open the store: {}", path, why));
+  }
+  std::unique_ptr<SqliteJournal> j(new SqliteJournal(db, path));
+  for (const char* sql : {"PRAGMA journal_mode=WAL", "PRAGMA synchronous=FULL", "PRAGMA busy_timeout=5000",
+                          "CREATE TABLE IF NOT EXISTS jobs (id INTEGER PRIMARY KEY, json TEXT NOT NULL)",
+                          "CREATE TABLE IF NOT EXISTS nodes (name TEXT PRIMARY KEY, json TEXT NOT NULL)",
+                          "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)"}) {
+    if (Status s = j->Exec(sql); !s.ok()) return tl::unexpected(s);
+  }
+  return j;
+}
+
+SqliteJournal::~SqliteJournal() { sqlite3_close(db_); }
+
+Status SqliteJournal::Error(const std::string& what) const {
+  return Status(StatusCode::kInternal, fmt::format("{}: {}: {}", path_, what, sqlite3_errmsg(db_)));
+}
+
+Status SqliteJournal::Exec(const char* sql) {
+  char* err = nullptr;
+  if (sqlite3_exec(db_, sql, nullptr, nullptr, &err) != SQLITE_OK) {
+    std::string why = err ? err : "?";
+    sqlite3_free(err);
+    return Status(StatusCode::kInternal, fmt::format("{}: {}: {}", path_, sql, why));
+  }
+  return Status::Ok();
+}
+
+Status SqliteJournal::PutJobs(const std::vector<std::pair<uint64_t, std::string>>& jobs) {
+  if (jobs.empty()) return Status::Ok();
+  if (Status s = Exec("BEGIN IMMEDIATE"); !s.ok()) return s;
+  Stmt st;
+  if (sqlite3_prepare_v2(db_, "INSERT OR REPLACE INTO jobs (id, json) VALUES (?, ?)", -1, &st.s, nullptr) != SQLITE_OK) {
+    (void)Exec("ROLLBACK");
+    return Error("prepare");
+  }
+  for (const auto& [id, json] : jobs) {
+    sqlite3_bind_int64(st.s, 1, static_cast<sqlite3_int64>(id));
+    sqlite3_bind_text(st.s, 2, json.data(), static_cast<int>(json.size()), SQLITE_STATIC);
+    if (sqlite3_step(st.s) != SQLITE_DONE) {
+      Status e = Error("insert job");
+      (void)Exec("ROLLBACK");
+      return e;
+    }
+    sqlite3_reset(st.s);
+  }
+  return Exec("COMMIT");
+}
+
+Status SqliteJournal::PutNode(std::string_view name, std::string_view json) {
+  Stmt st;
+  if (sqlite3_prepare_v2(db_, "INSERT OR REPLACE INTO nodes (name, json) VALUES (?, ?)", -1, &st.s, nullptr) != SQLITE_OK) {
+    return Error("prepare");
+  }
+  sqlite3_bind_text(st.s, 1, name.data(), static_cast<int>(name.size()), SQLITE_STATIC);
+  sqlite3_bind_text(st.s, 2, json.data(), static_cast<int>(json.size()), SQLITE_STATIC);
+  return sqlite3_step(st.s) == SQLITE_DONE ? Status::Ok() : Error("insert node");
+}
+
+Status SqliteJournal::PutMeta(std::string_view key, std::string_view value) {
+  Stmt st;
+  if (sqlite3_prepare_v2(db_, "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", -1, &st.s, nullptr) != SQLITE_OK) {
+    return Error("prepare");
+  }
+  sqlite3_bind_text(st.s, 1, key.data(), static_cast<int>(key.size()), SQLITE_STATIC);
+  sqlite3_bind_text(st.s, 2, value.data(), static_cast<int>(value.size()), SQLITE_STATIC);
+  return sqlite3_step(st.s) == SQLITE_DONE ? Status::Ok() : Error("insert meta");
+}
+
+Result<JournalContents> SqliteJournal::Load() {
+  JournalContents c;
+  auto read = [&](const char* sql, auto&& row) -> Status {
+    Stmt st;
+    if (sqlite3_prepare_v2(db_, sql, -1, &st.s, nullptr) != SQLITE_OK) return Error("prepare");
+    int rc;
+    while ((rc = sqlite3_step(st.s)) == SQLITE_ROW) row(st.s);
+    return rc == SQLITE_DONE ? Status::Ok() : Error("read");
+  };
+  auto text = [](sqlite3_stmt* s, int col) {
+    const unsigned char* p = sqlite3_column_text(s, col);
+    return std::string(p ? reinterpret_cast<const char*>(p) : "", static_cast<size_t>(sqlite3_column_bytes(s, col)));
+  };
+  Status s = read("SELECT id, json FROM jobs", [&](sqlite3_stmt* st) {
+    c.jobs[static_cast<uint64_t>(sqlite3_column_int64(st, 0))] = text(st, 1);
+  });
+  if (!s.ok()) return tl::unexpected(s);
+  s = read("SELECT name, json FROM nodes", [&](sqlite3_stmt* st) { c.nodes[text(st, 0)] = text(st, 1); });
+  if (!s.ok()) return tl::unexpected(s);
+  s = read("SELECT key, value FROM meta", [&](sqlite3_stmt* st) { c.meta[text(st, 0)] = text(st, 1); });
+  if (!s.ok()) return tl::unexpected(s);
+  return c;
+}
+
+}  // namespace gp

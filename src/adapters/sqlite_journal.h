@@ -1,0 +1,33 @@
+// The controller's journal in a SQLite file: WAL mode with synchronous=FULL, so a Put has
+// reached the disk when it returns. One connection, used from the controller's loop only.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "state/journal.h"
+
+struct sqlite3;
+
+namespace gp {
+
+class SqliteJournal final : public Journal {
+ public:
+  static Result<std::unique_ptr<SqliteJournal>> Open(const std::string& path);
+  ~SqliteJournal() override;
+
+  Status PutJobs(const std::vector<std::pair<uint64_t, std::string>>& jobs) override;
+  Status PutNode(std::string_view name, std::string_view json) override;
+  Status PutMeta(std::string_view key, std::string_view value) override;
+  Result<JournalContents> Load() override;
+
+ private:
+  explicit SqliteJournal(sqlite3* db, std::string path) : db_(db), path_(std::move(path)) {}
+  Status Exec(const char* sql);
+  Status Error(const std::string& what) const;
+
+  sqlite3* db_;
+  std::string path_;
+};
+
+}  // namespace gp

@@ -1,0 +1,45 @@
+#include "adapters/tokens.h"
+
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <array>
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+
+namespace gp {
+
+Result<std::string> ReadToken(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return Error(StatusCode::kNotFound, fmt::format("{}: cannot read token", path));
+  std::string t;
+  std::getline(in, t);
+  while (!t.empty() && (t.back() == '\n' || t.back() == '\r' || t.back() == ' ')) t.pop_back();
+  if (t.empty()) return Error(StatusCode::kInvalidArgument, fmt::format("{}: empty token", path));
+  return t;
+}
+
+Result<std::string> LoadOrCreateToken(const std::string& path) {
+  if (access(path.c_str(), F_OK) == 0) return ReadToken(path);
+  std::array<unsigned char, 32> bytes{};
+  const int rnd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+  if (rnd < 0 || read(rnd, bytes.data(), bytes.size()) != static_cast<ssize_t>(bytes.size())) {
+    if (rnd >= 0) close(rnd);
+    return Error(StatusCode::kInternal, "cannot read /dev/urandom for a token");
+  }
+  close(rnd);
+  std::string token;
+  for (unsigned char b : bytes) token += fmt::format("{:02x}", b);
+  const int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (fd < 0) return Error(StatusCode::kFailedPrecondition, fmt::format("{}: cannot create: {}", path, std::strerror(errno)));
+  const std::string line = token + "\n";
+  const bool ok = write(fd, line.data(), line.size()) == static_cast<ssize_t>(line.size()) && fsync(fd) == 0;
+  close(fd);
+  if (!ok) return Error(StatusCode::kInternal, fmt::format("{}: cannot write the token", path));
+  return token;
+}
+
+}  // namespace gp

@@ -1,0 +1,75 @@
+// The node agent: registers the node's inventory with the server, then heartbeats with
+// telemetry and task news, and runs the tasks the server hands it as real process groups.
+// The heartbeat is a long poll while idle (new work arrives at once) and short while tasks run
+// (exits are reported within ~20 ms). Single-threaded; Run() blocks until `stop` is set.
+#pragma once
+
+#include <atomic>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+
+#include "adapters/http.h"
+#include "adapters/procfs.h"
+#include "telemetry/gpu_source.h"
+#include "wire/codec.h"
+
+namespace gp {
+
+struct AgentOptions {
+  std::string server = "127.0.0.1:7070";
+  std::string join_token;
+  std::string name;            // default: the host name
+  std::string site = "local";
+  std::string provider = "local";
+  std::string tier = "on-demand";
+  std::string address = "127.0.0.1";  // how other nodes reach this one (MASTER_ADDR)
+  std::string simulate_gpus;   // "8xH100"; empty: NVML
+  std::filesystem::path work_dir = "/tmp/gpupool-agent";
+  Millis interval{500};
+  Millis kill_grace{5'000};    // SIGTERM, then SIGKILL after this
+};
+
+class Agent {
+ public:
+  static Result<std::unique_ptr<Agent>> Create(AgentOptions options);
+  Status Run(const std::atomic<bool>& stop);
+
+ private:
+  struct Task {
+    TaskLaunch launch;
+    pid_t pid = -1;
+    int64_t started_ms = 0;
+    bool reported_running = false;
+    std::optional<int> exit_code;
+    std::optional<int> signal;
+    std::string error;
+    std::array<int64_t, 2> sent{};   // bytes of stdout, stderr shipped
+    int64_t kill_at_ms = 0;          // SIGKILL deadline after a cancel
+  };
+
+  Agent(AgentOptions o, std::unique_ptr<GpuSource> gpus, HttpClient client)
+      : o_(std::move(o)), gpus_(std::move(gpus)), client_(std::move(client)) {}
+  Status Register();
+  void Start(const TaskLaunch& l);
+  void Cancel(uint64_t job, int task);
+  void Reap();
+  void MarkGpus();
+  std::filesystem::path TaskDir(uint64_t job, int task) const;
+  bool ShipLogs(Task& t, TaskReport& r);
+
+  AgentOptions o_;
+  std::unique_ptr<GpuSource> gpus_;
+  HttpClient client_;
+  ProcfsHost host_;
+  std::map<std::pair<uint64_t, int>, Task> tasks_;
+  std::set<std::pair<uint64_t, int>> seen_;  // every task ever launched: a repeated launch is ignored
+  int64_t last_sample_ms_ = 0;
+  HostSample host_sample_;
+  std::vector<GpuSample> gpu_sample_;
+};
+
+}  // namespace gp

@@ -1,0 +1,383 @@
+// The user verbs: submit, jobs, job, logs, cancel, nodes, node, drain, undrain, wait, explain.
+// The server address and token come from --server/--token, then GPUPOOL_ADDR/GPUPOOL_TOKEN,
+// then ~/.config/gpupool/config ("server = HOST:PORT", "token = ..." or "token_file = PATH").
+// Exit codes: 0 done; 1 the server said no or could not be reached; 2 usage; `wait` exits with
+// the job's own exit code.
+#include <fmt/format.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "adapters/http.h"
+#include "adapters/tokens.h"
+#include "apps/gpupool/commands.h"
+#include "core/units.h"
+
+namespace gp::app {
+namespace {
+
+using nlohmann::json;
+
+struct Conn {
+  std::string server;
+  std::string token;
+  bool json_out = false;
+};
+
+std::string ConfigValue(const std::string& key) {
+  const char* home = std::getenv("HOME");
+  if (!home) return {};
+  std::ifstream in(std::string(home) + "/.config/gpupool/config");
+  std::string line;
+  while (std::getline(in, line)) {
+    const size_t eq = line.find('=');
+    if (eq == std::string::npos) continue;
+    auto trim = [](std::string s) {
+      while (!s.empty() && (s.front() == ' ' || s.front() == '"')) s.erase(0, 1);
+      while (!s.empty() && (s.back() == ' ' || s.back() == '"' || s.back() == '\r')) s.pop_back();
+      return s;
+    };
+    if (trim(line.substr(0, eq)) == key) return trim(line.substr(eq + 1));
+  }
+  return {};
+}
+
+Result<HttpClient> Connect(const Conn& c) {
+  std::string server = c.server;
+  if (server.empty()) server = std::getenv("GPUPOOL_ADDR") ? std::getenv("GPUPOOL_ADDR") : "";
+  if (server.empty()) server = ConfigValue("server");
+  if (server.empty()) server = "127.0.0.1:7070";
+  std::string token = c.token;
+  if (token.empty()) token = std::getenv("GPUPOOL_TOKEN") ? std::getenv("GPUPOOL_TOKEN") : "";
+  if (token.empty()) token = ConfigValue("token");
+  if (token.empty()) {
+    if (std::string file = ConfigValue("token_file"); !file.empty()) {
+      auto t = ReadToken(file);
+      if (!t) return tl::unexpected(t.error());
+      token = *t;
+    }
+  }
+  if (token.empty()) {
+    return InvalidArgument("no token: give --token, set GPUPOOL_TOKEN, or put token_file = PATH in ~/.config/gpupool/config");
+  }
+  return HttpClient::Create(server, token);
+}
+
+// Calls the server; on a non-2xx answer prints its message and returns nullopt.
+std::optional<std::string> Call(const Conn& c, const std::string& method, const std::string& target, const std::string& body = "") {
+  auto client = Connect(c);
+  if (!client) {
+    fmt::print(stderr, "gpupool: {}\n", client.error().message());
+    return std::nullopt;
+  }
+  auto r = client->Call(method, target, body);
+  if (!r) {
+    fmt::print(stderr, "gpupool: {}\n", r.error().message());
+    return std::nullopt;
+  }
+  if (r->status / 100 != 2) {
+    const json j = json::parse(r->body, nullptr, false);
+    fmt::print(stderr, "gpupool: {} (HTTP {})\n", j.is_object() && j.contains("error") ? j["error"].get<std::string>() : r->body,
+               r->status);
+    return std::nullopt;
+  }
+  return r->body;
+}
+
+void AddConn(CLI::App* cmd, const std::shared_ptr<Conn>& c) {
+  cmd->add_option("--server", c->server, "server HOST:PORT (default: $GPUPOOL_ADDR, config, 127.0.0.1:7070)");
+  cmd->add_option("--token", c->token, "bearer token (default: $GPUPOOL_TOKEN, config)");
+  cmd->add_flag("--json", c->json_out, "print JSON for scripts");
+}
+
+std::string Age(int64_t since_ms) {
+  if (since_ms <= 0) return "-";
+  const int64_t now = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+  return FormatMillis(Millis{std::max<int64_t>(0, now - since_ms)});
+}
+
+std::string GpuList(const json& j) {
+  std::string s;
+  for (const json& g : j["gpus"]) s += (s.empty() ? "" : ",") + std::to_string(g.get<int>());
+  return s.empty() ? "-" : s;
+}
+
+struct SubmitArgs {
+  int gpus = 0;
+  int tasks = 1;
+  std::vector<std::string> models;
+  int priority = 0;
+  std::string tenant, data, name, memory, gpu_memory, duration, workdir;
+  double cpu = 0;
+  double max_price = -1;
+  std::vector<std::string> env;
+  std::vector<std::string> command;
+};
+
+int Submit(const Conn& c, const SubmitArgs& a) {
+  json req{{"command", a.command}, {"gpus", a.gpus}, {"tasks", a.tasks}, {"priority", a.priority}};
+  if (!a.models.empty()) req["gpu_model"] = a.models;
+  if (!a.tenant.empty()) req["tenant"] = a.tenant;
+  if (!a.name.empty()) req["name"] = a.name;
+  if (a.cpu > 0) req["cpu"] = a.cpu;
+  if (!a.memory.empty()) req["memory"] = a.memory;
+  if (!a.gpu_memory.empty()) req["gpu_memory"] = a.gpu_memory;
+  if (!a.duration.empty()) req["duration"] = a.duration;
+  if (!a.workdir.empty()) req["workdir"] = a.workdir;
+  if (a.max_price >= 0) req["max_price"] = a.max_price;
+  if (!a.data.empty()) {
+    const size_t colon = a.data.find(':');
+    if (colon == std::string::npos) {
+      fmt::print(stderr, "gpupool submit: --data: expected SITE:SIZE, e.g. dc-east:100GB\n");
+      return 2;
+    }
+    req["data"] = {{"site", a.data.substr(0, colon)}, {"size", a.data.substr(colon + 1)}};
+  }
+  json env = json::object();
+  for (const std::string& kv : a.env) {
+    const size_t eq = kv.find('=');
+    if (eq == std::string::npos || eq == 0) {
+      fmt::print(stderr, "gpupool submit: --env: expected KEY=VALUE, got '{}'\n", kv);
+      return 2;
+    }
+    env[kv.substr(0, eq)] = kv.substr(eq + 1);
+  }
+  if (!env.empty()) req["env"] = env;
+  auto body = Call(c, "POST", "/v1/jobs", req.dump());
+  if (!body) return 1;
+  const json j = json::parse(*body);
+  if (c.json_out) {
+    fmt::print("{}\n", *body);
+  } else {
+    fmt::print("{}\n", j["id"].get<std::string>());
+  }
+  return 0;
+}
+
+int Jobs(const Conn& c, const std::string& query) {
+  auto body = Call(c, "GET", "/v1/jobs" + query);
+  if (!body) return 1;
+  if (c.json_out) {
+    fmt::print("{}\n", *body);
+    return 0;
+  }
+  const json j = json::parse(*body);
+  fmt::print("{:<6} {:<18} {:<10} {:<16} {:<10} {:>5} {:>10}  {}\n", "ID", "NAME", "STATE", "NODE", "GPUS", "EXIT", "AGE", "MESSAGE");
+  for (const json& job : j["jobs"]) {
+    fmt::print("{:<6} {:<18} {:<10} {:<16} {:<10} {:>5} {:>10}  {}\n", job["id"].get<std::string>(),
+               job["name"].get<std::string>().substr(0, 18), job["state"].get<std::string>(),
+               job["node"].is_null() ? "-" : job["node"].get<std::string>(), GpuList(job),
+               job["exit_code"].is_null() ? "-" : std::to_string(job["exit_code"].get<int>()), Age(job["submit_ms"].get<int64_t>()),
+               job["message"].get<std::string>());
+  }
+  return 0;
+}
+
+int ShowJob(const Conn& c, const std::string& id) {
+  auto body = Call(c, "GET", "/v1/jobs/" + id);
+  if (!body) return 1;
+  if (c.json_out) {
+    fmt::print("{}\n", *body);
+    return 0;
+  }
+  const json j = json::parse(*body);
+  fmt::print("job {} ({})\n  state      {}\n  command    {}\n  node       {}\n  gpus       {}\n  exit code  {}\n", j["id"].get<std::string>(),
+             j["name"].get<std::string>(), j["state"].get<std::string>(), fmt::join(j["command"].get<std::vector<std::string>>(), " "),
+             j["node"].is_null() ? "-" : j["node"].get<std::string>(), GpuList(j),
+             j["exit_code"].is_null() ? "-" : std::to_string(j["exit_code"].get<int>()));
+  if (!j["message"].get<std::string>().empty()) fmt::print("  message    {}\n", j["message"].get<std::string>());
+  for (size_t t = 0; t < j["placement"].size(); ++t) {
+    fmt::print("  task {}     {} GPU mask 0x{:x}\n", t, j["placement"][t]["node"].get<std::string>(), j["placement"][t]["gpu_mask"].get<int>());
+  }
+  return 0;
+}
+
+bool Terminal(const std::string& state) { return state == "succeeded" || state == "failed" || state == "cancelled"; }
+
+int Logs(const Conn& c, const std::string& id, int task, bool err, bool follow) {
+  size_t offset = 0;
+  while (true) {
+    auto body = Call(c, "GET", fmt::format("/v1/jobs/{}/logs?task={}&stream={}&offset={}", id, task, err ? "stderr" : "stdout", offset));
+    if (!body) return 1;
+    fmt::print("{}", *body);
+    std::fflush(stdout);
+    offset += body->size();
+    if (!follow) return 0;
+    auto job = Call(c, "GET", "/v1/jobs/" + id);
+    if (!job) return 1;
+    if (Terminal(json::parse(*job)["state"].get<std::string>()) && body->empty()) return 0;
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  }
+}
+
+int Wait(const Conn& c, const std::string& id, double timeout_s) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_s);
+  while (true) {
+    auto body = Call(c, "GET", "/v1/jobs/" + id);
+    if (!body) return 1;
+    const json j = json::parse(*body);
+    const std::string state = j["state"].get<std::string>();
+    if (Terminal(state)) {
+      if (c.json_out) fmt::print("{}\n", *body);
+      else fmt::print("job {} {}{}\n", id, state, j["exit_code"].is_null() ? "" : fmt::format(" (exit code {})", j["exit_code"].get<int>()));
+      if (state == "cancelled") return 130;
+      return j["exit_code"].is_null() ? 1 : std::clamp(j["exit_code"].get<int>(), 0, 255);
+    }
+    if (timeout_s > 0 && std::chrono::steady_clock::now() > deadline) {
+      fmt::print(stderr, "gpupool wait: job {} still {} after {}s\n", id, state, timeout_s);
+      return 124;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+}
+
+int Nodes(const Conn& c) {
+  auto body = Call(c, "GET", "/v1/nodes");
+  if (!body) return 1;
+  if (c.json_out) {
+    fmt::print("{}\n", *body);
+    return 0;
+  }
+  const json j = json::parse(*body);
+  fmt::print("{:<18} {:<9} {:<8} {:>4} {:>4} {:>6} {:>8} {:>6} {:<12} {:<10} {:>7}\n", "NAME", "STATE", "MODEL", "GPUS", "FREE", "CPUS",
+             "MEM GiB", "GPU%", "SITE", "PROVIDER", "$/GPU-h");
+  for (const json& n : j["nodes"]) {
+    int64_t util = 0;
+    for (const json& g : n["gpus"]) util += g.contains("load") ? g["load"]["utilisation"].get<int64_t>() : 0;
+    const size_t count = n["gpus"].size();
+    fmt::print("{:<18} {:<9} {:<8} {:>4} {:>4} {:>6} {:>8} {:>5}% {:<12} {:<10} {:>7.2f}\n", n["name"].get<std::string>(),
+               n["state"].get<std::string>(), n["model"].get<std::string>(), count, n["free_gpus"].get<int>(), n["cpu_cores"].get<int>(),
+               n["memory_mib"].get<int64_t>() / 1024, count ? util / static_cast<int64_t>(count) / 10 : 0, n["site"].get<std::string>(),
+               n["provider"].get<std::string>(), n["price_per_gpu_hour"].get<double>());
+  }
+  return 0;
+}
+
+int Simple(const Conn& c, const std::string& method, const std::string& target, const std::string& done) {
+  auto body = Call(c, method, target);
+  if (!body) return 1;
+  if (c.json_out) fmt::print("{}\n", *body);
+  else if (!done.empty()) fmt::print("{}\n", done);
+  else fmt::print("{}\n", json::parse(*body).dump(2));
+  return 0;
+}
+
+}  // namespace
+
+std::vector<std::string>& TrailingCommand() {
+  static std::vector<std::string> words;
+  return words;
+}
+
+void AddClientCommands(CLI::App& app, int* exit_code) {
+  auto conn = std::make_shared<Conn>();
+  auto sa = std::make_shared<SubmitArgs>();
+  CLI::App* submit = app.add_subcommand("submit", "Submit a job: gpupool submit --gpus 2 -- CMD ARGS...");
+  AddConn(submit, conn);
+  submit->add_option("--gpus", sa->gpus, "GPUs per task")->check(CLI::Range(0, 16));
+  submit->add_option("--tasks", sa->tasks, "tasks (a gang: all start together)")->check(CLI::Range(1, 4096));
+  submit->add_option("--gpu-model", sa->models, "allowed GPU model (repeatable)")->expected(1)->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+  submit->add_option("--priority", sa->priority, "priority (higher first under the priority policy)");
+  submit->add_option("--tenant", sa->tenant, "tenant");
+  submit->add_option("--data", sa->data, "data set as SITE:SIZE");
+  submit->add_option("--name", sa->name, "job name");
+  submit->add_option("--cpu", sa->cpu, "CPU cores per task");
+  submit->add_option("--memory", sa->memory, "memory per task, e.g. 16GiB");
+  submit->add_option("--gpu-memory", sa->gpu_memory, "minimum memory per GPU, e.g. 40GiB");
+  submit->add_option("--duration", sa->duration, "estimated run time, e.g. 2h");
+  submit->add_option("--max-price", sa->max_price, "price ceiling, USD per GPU-hour");
+  submit->add_option("--env", sa->env, "KEY=VALUE for the job (repeatable)")->expected(1)->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+  submit->add_option("--workdir", sa->workdir, "working directory on the node");
+  submit->add_option("command", sa->command, "the command, after --");
+  submit->callback([conn, sa, exit_code] {
+    if (sa->command.empty()) sa->command = TrailingCommand();
+    if (sa->command.empty()) {
+      fmt::print(stderr, "gpupool submit: no command; put it after --, e.g. gpupool submit --gpus 1 -- nvidia-smi\n");
+      *exit_code = 2;
+      return;
+    }
+    *exit_code = Submit(*conn, *sa);
+  });
+
+  auto jq = std::make_shared<std::array<std::string, 4>>();
+  CLI::App* jobs = app.add_subcommand("jobs", "List jobs, newest first");
+  AddConn(jobs, conn);
+  jobs->add_option("--state", (*jq)[0], "queued, starting, running, succeeded, failed or cancelled");
+  jobs->add_option("--tenant", (*jq)[1], "only this tenant's");
+  jobs->add_option("--node", (*jq)[2], "only jobs on this node");
+  jobs->add_option("--limit", (*jq)[3], "at most this many");
+  jobs->callback([conn, jq, exit_code] {
+    std::string q;
+    const char* keys[] = {"state", "tenant", "node", "limit"};
+    for (size_t i = 0; i < 4; ++i) {
+      if (!(*jq)[i].empty()) q += (q.empty() ? "?" : "&") + std::string(keys[i]) + "=" + (*jq)[i];
+    }
+    *exit_code = Jobs(*conn, q);
+  });
+
+  auto id = std::make_shared<std::string>();
+  CLI::App* job = app.add_subcommand("job", "Show one job");
+  AddConn(job, conn);
+  job->add_option("id", *id, "job id")->required();
+  job->callback([conn, id, exit_code] { *exit_code = ShowJob(*conn, *id); });
+
+  auto lo = std::make_shared<std::tuple<int, bool, bool>>(0, false, false);
+  CLI::App* logs = app.add_subcommand("logs", "Print a job's output");
+  AddConn(logs, conn);
+  logs->add_option("id", *id, "job id")->required();
+  logs->add_option("--task", std::get<0>(*lo), "task index");
+  logs->add_flag("--stderr", std::get<1>(*lo), "standard error instead of standard output");
+  logs->add_flag("-f,--follow", std::get<2>(*lo), "keep printing until the job ends");
+  logs->callback([conn, id, lo, exit_code] { *exit_code = Logs(*conn, *id, std::get<0>(*lo), std::get<1>(*lo), std::get<2>(*lo)); });
+
+  CLI::App* cancel = app.add_subcommand("cancel", "Cancel a job (its processes get SIGTERM, then SIGKILL)");
+  AddConn(cancel, conn);
+  cancel->add_option("id", *id, "job id")->required();
+  cancel->callback([conn, id, exit_code] { *exit_code = Simple(*conn, "POST", "/v1/jobs/" + *id + "/cancel", "cancelling job " + *id); });
+
+  auto timeout = std::make_shared<double>(0);
+  CLI::App* wait = app.add_subcommand("wait", "Wait for a job to end; exit with its exit code");
+  AddConn(wait, conn);
+  wait->add_option("id", *id, "job id")->required();
+  wait->add_option("--timeout", *timeout, "give up after this many seconds (exit 124)");
+  wait->callback([conn, id, timeout, exit_code] { *exit_code = Wait(*conn, *id, *timeout); });
+
+  CLI::App* explain = app.add_subcommand("explain", "Why a job waits (or where it runs)");
+  AddConn(explain, conn);
+  explain->add_option("id", *id, "job id")->required();
+  explain->callback([conn, id, exit_code] {
+    auto body = Call(*conn, "GET", "/v1/jobs/" + *id + "/explain");
+    if (!body) {
+      *exit_code = 1;
+      return;
+    }
+    if (conn->json_out) fmt::print("{}\n", *body);
+    else fmt::print("{}", json::parse(*body)["explain"].get<std::string>());
+    *exit_code = 0;
+  });
+
+  CLI::App* nodes = app.add_subcommand("nodes", "List nodes with their GPUs and live load");
+  AddConn(nodes, conn);
+  nodes->callback([conn, exit_code] { *exit_code = Nodes(*conn); });
+
+  auto node_name = std::make_shared<std::string>();
+  CLI::App* node = app.add_subcommand("node", "Show one node");
+  AddConn(node, conn);
+  node->add_option("name", *node_name, "node name")->required();
+  node->callback([conn, node_name, exit_code] { *exit_code = Simple(*conn, "GET", "/v1/nodes/" + *node_name, ""); });
+
+  for (const char* verb : {"drain", "undrain"}) {
+    CLI::App* d = app.add_subcommand(verb, std::string(verb) == "drain" ? "Stop placing new work on a node" : "Place work on a node again");
+    AddConn(d, conn);
+    d->add_option("name", *node_name, "node name")->required();
+    const std::string v = verb;
+    d->callback([conn, node_name, v, exit_code] {
+      *exit_code = Simple(*conn, "POST", "/v1/nodes/" + *node_name + "/" + v, fmt::format("{} {}", v == "drain" ? "draining" : "undrained", *node_name));
+    });
+  }
+}
+
+}  // namespace gp::app

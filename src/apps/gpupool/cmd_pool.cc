@@ -1,0 +1,253 @@
+// The live pool's daemons: `gpupool server`, `gpupool agent`, and `gpupool dev` (a server and
+// a few agents with simulated GPUs on this machine, for trying gpupool in one command).
+#include <fmt/format.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <filesystem>
+
+#include "adapters/fleet_loader.h"
+#include "adapters/http.h"
+#include "adapters/sqlite_journal.h"
+#include "adapters/tokens.h"
+#include "agent/agent.h"
+#include "apps/gpupool/commands.h"
+#include "controller/api.h"
+#include "core/units.h"
+
+namespace gp::app {
+namespace {
+
+class WallClock final : public Clock {
+ public:
+  Millis Now() const override {
+    return Millis{std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count()};
+  }
+};
+
+struct ServerArgs {
+  std::string listen = "127.0.0.1:7070";
+  std::string data_dir = "gpupool-data";
+  std::string fleet;  // providers, sites, links and prices; nodes come from agents
+  std::string policy = "balanced";
+  uint64_t seed = 1;
+  size_t body_limit = 1 << 20;
+};
+
+// Everything a running server holds; Serve() blocks until SIGINT/SIGTERM.
+struct Server {
+  std::unique_ptr<SqliteJournal> journal;
+  std::unique_ptr<Controller> controller;
+  std::unique_ptr<Api> api;
+  EventLoop loop;
+  WallClock clock;
+  uint16_t port = 0;
+  std::string admin_token_path;
+};
+
+Result<std::unique_ptr<Server>> StartServer(const ServerArgs& a) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  fs::create_directories(a.data_dir, ec);
+  if (ec) return Error(StatusCode::kFailedPrecondition, fmt::format("--data-dir {}: {}", a.data_dir, ec.message()));
+  fs::permissions(a.data_dir, fs::perms::owner_all, ec);
+  auto srv = std::make_unique<Server>();
+  srv->admin_token_path = (fs::path(a.data_dir) / "admin.token").string();
+  auto admin = LoadOrCreateToken(srv->admin_token_path);
+  if (!admin) return tl::unexpected(admin.error());
+  auto join = LoadOrCreateToken((fs::path(a.data_dir) / "join.token").string());
+  if (!join) return tl::unexpected(join.error());
+  auto journal = SqliteJournal::Open((fs::path(a.data_dir) / "gpupool.db").string());
+  if (!journal) return tl::unexpected(journal.error());
+  srv->journal = std::move(*journal);
+  Fleet base;
+  if (!a.fleet.empty()) {
+    auto f = LoadFleet(a.fleet);
+    if (!f) return tl::unexpected(f.error());
+    base = std::move(*f);
+  }
+  auto policy = BuiltinRegistry().MakePolicy(a.policy);
+  if (!policy) return tl::unexpected(Status(policy.error().code(), "--policy: " + policy.error().message()));
+  srv->controller = std::make_unique<Controller>(
+      std::move(base), *srv->journal, srv->clock,
+      ControllerOptions{.policy = a.policy, .seed = a.seed, .log_dir = fs::path(a.data_dir) / "logs"}, std::move(*policy));
+  if (Status s = srv->controller->Recover(); !s.ok()) return tl::unexpected(s);
+  srv->api = std::make_unique<Api>(*srv->controller, srv->loop, ApiOptions{.admin_token = *admin, .join_token = *join});
+  Api* api = srv->api.get();
+  auto port = srv->loop.Listen(a.listen, [api](HttpRequest r, Respond respond) { api->Handle(std::move(r), std::move(respond)); },
+                               a.body_limit);
+  if (!port) return tl::unexpected(port.error());
+  srv->port = *port;
+  Controller* c = srv->controller.get();
+  srv->loop.Every(Millis{250}, [c] { c->Tick(); });
+  EventLoop* loop = &srv->loop;
+  srv->loop.OnSignals([loop](int) { loop->Stop(); });
+  api->Poke();
+  return srv;
+}
+
+int RunServer(const ServerArgs& a) {
+  auto srv = StartServer(a);
+  if (!srv) {
+    fmt::print(stderr, "gpupool server: {}\n", srv.error().message());
+    return 1;
+  }
+  const std::string host = a.listen.substr(0, a.listen.rfind(':'));
+  fmt::print("gpupool server listening on http://{}:{}\n  admin token: {}\n  join token:  {}/join.token\n", host,
+             (*srv)->port, (*srv)->admin_token_path, a.data_dir);
+  std::fflush(stdout);
+  (*srv)->loop.Run();
+  return 0;
+}
+
+std::atomic<bool> g_stop{false};
+void OnStopSignal(int) { g_stop.store(true); }
+
+struct AgentArgs {
+  AgentOptions options;
+  std::string join_token_file;
+  std::string interval = "500ms";
+};
+
+int RunAgent(AgentArgs a) {
+  auto fail = [](const std::string& m) {
+    fmt::print(stderr, "gpupool agent: {}\n", m);
+    return 1;
+  };
+  if (a.options.join_token.empty() && !a.join_token_file.empty()) {
+    auto t = ReadToken(a.join_token_file);
+    if (!t) return fail(t.error().message());
+    a.options.join_token = *t;
+  }
+  if (a.options.join_token.empty()) return fail("--join-token or --join-token-file is required");
+  auto interval = ParseDuration(a.interval);
+  if (!interval || interval->value() < 10) return fail("--interval: expected a duration of at least 10ms, e.g. 500ms");
+  a.options.interval = *interval;
+  auto agent = Agent::Create(a.options);
+  if (!agent) return fail(agent.error().message());
+  signal(SIGINT, OnStopSignal);
+  signal(SIGTERM, OnStopSignal);
+  Status s = (*agent)->Run(g_stop);
+  if (!s.ok()) return fail(s.message());
+  return 0;
+}
+
+struct DevArgs {
+  std::string fleet;
+  std::string data_dir = "/tmp/gpupool-dev";
+  std::string listen = "127.0.0.1:7070";
+  int max_nodes = 4;
+};
+
+int RunDev(const DevArgs& a) {
+  namespace fs = std::filesystem;
+  auto fail = [](const std::string& m) {
+    fmt::print(stderr, "gpupool dev: {}\n", m);
+    return 1;
+  };
+  std::string fleet_path = a.fleet;
+  if (fleet_path.empty()) {
+    for (const char* p : {"examples/fleets/mixed.toml", "/usr/share/gpupool/fleets/mixed.toml"}) {
+      if (fs::exists(p)) {
+        fleet_path = p;
+        break;
+      }
+    }
+  }
+  Fleet fleet;
+  if (!fleet_path.empty()) {
+    auto f = LoadFleet(fleet_path);
+    if (!f) return fail(f.error().message());
+    fleet = std::move(*f);
+  } else {
+    fleet = *ParseFleetShorthand("2x8xH100");
+  }
+  // Scaled down: the first node of each group, up to max_nodes.
+  std::vector<const Node*> picks;
+  std::set<std::string> groups;
+  for (const Node& n : fleet.nodes) {
+    if (n.gpus.empty()) continue;
+    const std::string group = n.name.substr(0, n.name.rfind('-'));
+    if (groups.insert(group).second && static_cast<int>(picks.size()) < a.max_nodes) picks.push_back(&n);
+  }
+  ServerArgs sa{.listen = a.listen, .data_dir = a.data_dir, .fleet = fleet_path};
+  auto srv = StartServer(sa);
+  if (!srv) return fail(srv.error().message());
+  const std::string addr = fmt::format("127.0.0.1:{}", (*srv)->port);
+  std::vector<pid_t> agents;
+  for (const Node* n : picks) {
+    const std::string work = (fs::path(a.data_dir) / "agents" / n->name).string();
+    const std::string gpus = fmt::format("{}x{}", n->gpus.size(), fleet.model(n->gpus[0].model).name);
+    std::vector<std::string> args = {"/proc/self/exe", "agent", "--server", addr, "--join-token-file",
+                                     (fs::path(a.data_dir) / "join.token").string(), "--simulate-gpus", gpus,
+                                     "--name", n->name, "--site", fleet.site(n->site).name,
+                                     "--provider", fleet.provider(n->provider).name, "--tier",
+                                     std::string(PriceTierName(n->tier)), "--work-dir", work};
+    const pid_t pid = fork();
+    if (pid == 0) {
+      std::vector<char*> argv;
+      for (std::string& s : args) argv.push_back(s.data());
+      argv.push_back(nullptr);
+      execv("/proc/self/exe", argv.data());
+      _exit(127);
+    }
+    agents.push_back(pid);
+    fmt::print("  agent {} ({} simulated {}, {} / {})\n", n->name, n->gpus.size(), fleet.model(n->gpus[0].model).name,
+               fleet.site(n->site).name, fleet.provider(n->provider).name);
+  }
+  fmt::print(
+      "gpupool dev: server on http://{} with {} agents, policy {}\n"
+      "  admin token: {}/admin.token   data: {}\n"
+      "  try it (in another terminal):\n"
+      "    export GPUPOOL_ADDR={} GPUPOOL_TOKEN=$(cat {}/admin.token)\n"
+      "    gpupool submit --gpus 2 -- sh -c 'echo hello from $GPUPOOL_NODE on GPUs $CUDA_VISIBLE_DEVICES'\n"
+      "    gpupool jobs; gpupool logs 1; gpupool nodes\n"
+      "  Ctrl-C stops the pool.\n",
+      addr, agents.size(), sa.policy, a.data_dir, a.data_dir, addr, a.data_dir);
+  std::fflush(stdout);
+  (*srv)->loop.Run();
+  for (pid_t p : agents) kill(p, SIGTERM);
+  for (pid_t p : agents) waitpid(p, nullptr, 0);
+  return 0;
+}
+
+}  // namespace
+
+void AddPoolCommands(CLI::App& app, int* exit_code) {
+  auto s = std::make_shared<ServerArgs>();
+  CLI::App* server = app.add_subcommand("server", "Run the controller: REST API, scheduler, store");
+  server->add_option("--listen", s->listen, "address to serve on, HOST:PORT (port 0: any free port)");
+  server->add_option("--data-dir", s->data_dir, "store, tokens and job logs");
+  server->add_option("--fleet", s->fleet, "fleet file with providers, sites, links and prices (nodes come from agents)");
+  server->add_option("--policy", s->policy, "scheduling policy (see `gpupool policies`)");
+  server->add_option("--seed", s->seed, "seed for randomised policies");
+  server->callback([s, exit_code] { *exit_code = RunServer(*s); });
+
+  auto a = std::make_shared<AgentArgs>();
+  CLI::App* agent = app.add_subcommand("agent", "Run a node agent: report GPUs and load, run the jobs given");
+  agent->add_option("--server", a->options.server, "server address, HOST:PORT")->required();
+  agent->add_option("--join-token", a->options.join_token, "the server's join token");
+  agent->add_option("--join-token-file", a->join_token_file, "file holding the join token");
+  agent->add_option("--simulate-gpus", a->options.simulate_gpus, "simulated GPUs, COUNTxMODEL (default: real GPUs via NVML)");
+  agent->add_option("--work-dir", a->options.work_dir, "where task outputs are written");
+  agent->add_option("--name", a->options.name, "node name (default: host name)");
+  agent->add_option("--site", a->options.site, "site of this node");
+  agent->add_option("--provider", a->options.provider, "provider of this node");
+  agent->add_option("--tier", a->options.tier, "price tier: on-demand, spot or reserved");
+  agent->add_option("--address", a->options.address, "address other nodes use to reach this one (MASTER_ADDR)");
+  agent->add_option("--interval", a->interval, "heartbeat interval when idle");
+  agent->callback([a, exit_code] { *exit_code = RunAgent(*a); });
+
+  auto d = std::make_shared<DevArgs>();
+  CLI::App* dev = app.add_subcommand("dev", "A whole pool on this machine: server plus agents with simulated GPUs");
+  dev->add_option("--fleet", d->fleet, "fleet file (default: examples/fleets/mixed.toml, one node per group)");
+  dev->add_option("--data-dir", d->data_dir, "store, tokens, logs and agent work directories");
+  dev->add_option("--listen", d->listen, "server address, HOST:PORT");
+  dev->add_option("--nodes", d->max_nodes, "how many agents at most")->check(CLI::Range(1, 64));
+  dev->callback([d, exit_code] { *exit_code = RunDev(*d); });
+}
+
+}  // namespace gp::app

@@ -1,0 +1,256 @@
+#include "controller/api.h"
+
+#include <fmt/format.h>
+
+#include <charconv>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+namespace gp {
+namespace {
+
+HttpResponse Json(int status, std::string body) { return HttpResponse{status, std::move(body)}; }
+HttpResponse Fail(int status, std::string_view message) { return HttpResponse{status, ErrorJson(message)}; }
+
+int HttpStatusOf(const Status& s) {
+  switch (s.code()) {
+    case StatusCode::kInvalidArgument:
+    case StatusCode::kParse: return 400;
+    case StatusCode::kNotFound: return 404;
+    case StatusCode::kFailedPrecondition: return 409;
+    default: return 500;
+  }
+}
+
+std::vector<std::string_view> Split(std::string_view path) {
+  std::vector<std::string_view> parts;
+  while (!path.empty()) {
+    if (path.front() == '/') {
+      path.remove_prefix(1);
+      continue;
+    }
+    const size_t slash = path.find('/');
+    parts.push_back(path.substr(0, slash));
+    path = slash == std::string_view::npos ? std::string_view() : path.substr(slash);
+  }
+  return parts;
+}
+
+std::optional<JobId> ParseId(std::string_view s) {
+  uint64_t v = 0;
+  auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+  if (ec != std::errc() || p != s.data() + s.size() || v == 0) return std::nullopt;
+  return JobId{v};
+}
+
+// Compares without leaking the position of the first difference through timing.
+bool SameSecret(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) return false;
+  unsigned char diff = 0;
+  for (size_t i = 0; i < a.size(); ++i) diff = static_cast<unsigned char>(diff | (a[i] ^ b[i]));
+  return diff == 0;
+}
+
+}  // namespace
+
+Api::Api(Controller& controller, EventLoop& loop, ApiOptions options)
+    : c_(controller), loop_(loop), options_(std::move(options)) {
+  c_.on_work = [this](const std::string& node) { Wake(node); };
+}
+
+void Api::Poke() {
+  if (tick_pending_) return;
+  tick_pending_ = true;
+  loop_.After(Millis{0}, [this] {
+    tick_pending_ = false;
+    c_.Tick();
+  });
+}
+
+void Api::Wake(const std::string& node) {
+  // Answer after the current handler has finished its changes (the outbox is complete then).
+  loop_.After(Millis{0}, [this, node] {
+    auto it = parked_.find(node);
+    if (it == parked_.end() || !c_.HasWork(node)) return;
+    Parked p = std::move(it->second);
+    parked_.erase(it);
+    p.cancel_timer();
+    p.respond(Json(200, ReplyToJson(c_.TakeWork(node))));
+  });
+}
+
+Api::Caller Api::Authorise(const HttpRequest& r) const {
+  constexpr std::string_view kBearer = "Bearer ";
+  if (!r.authorization.starts_with(kBearer)) return Caller::kNone;
+  const std::string_view token = std::string_view(r.authorization).substr(kBearer.size());
+  if (SameSecret(token, options_.admin_token)) return Caller::kAdmin;
+  if (SameSecret(token, options_.join_token)) return Caller::kAgent;
+  return Caller::kNone;
+}
+
+void Api::Handle(HttpRequest r, Respond respond) {
+  const Caller caller = Authorise(r);
+  if (caller == Caller::kNone) {
+    respond(Fail(401, "missing or wrong bearer token (Authorization: Bearer TOKEN)"));
+    return;
+  }
+  const bool agent_path = r.path.starts_with("/v1/agent/");
+  if (agent_path != (caller == Caller::kAgent) && caller != Caller::kAdmin) {
+    respond(Fail(401, "the join token is for agents only"));
+    return;
+  }
+  Route(r, respond);
+}
+
+void Api::Route(const HttpRequest& r, Respond& respond) {
+  const auto p = Split(r.path);
+  const std::string& m = r.method;
+  auto no_route = [&] { respond(Fail(404, fmt::format("no such endpoint: {} {}", m, r.path))); };
+  if (p.size() < 2 || p[0] != "v1") return no_route();
+
+  if (p[1] == "health" && p.size() == 2 && m == "GET") {
+    respond(Json(200, nlohmann::json{{"status", "ok"}, {"nodes", c_.NodeNames().size()}, {"policy", c_.policy().name}}.dump()));
+    return;
+  }
+  if (p[1] == "policies" && p.size() == 2 && m == "GET") {
+    nlohmann::json list = nlohmann::json::array();
+    for (const auto& e : BuiltinRegistry().Policies()) list.push_back({{"name", e.name}, {"description", e.description}});
+    respond(Json(200, nlohmann::json{{"active", c_.policy().name}, {"policies", list}}.dump()));
+    return;
+  }
+  if (p[1] == "jobs") {
+    if (p.size() == 2 && m == "POST") {
+      auto req = ParseSubmitRequest(r.body);
+      if (!req) return respond(Fail(400, req.error().message()));
+      auto id = c_.Submit(std::move(*req));
+      if (!id) return respond(Fail(HttpStatusOf(id.error()), id.error().message()));
+      Poke();
+      return respond(Json(201, nlohmann::json{{"id", std::to_string(id->value())}}.dump()));
+    }
+    if (p.size() == 2 && m == "GET") {
+      JobFilter f;
+      if (auto it = r.query.find("state"); it != r.query.end() && !it->second.empty()) {
+        auto s = ParseJobState(it->second);
+        if (!s) return respond(Fail(400, "state: " + s.error().message()));
+        f.state = *s;
+      }
+      if (auto it = r.query.find("tenant"); it != r.query.end()) f.tenant = it->second;
+      if (auto it = r.query.find("node"); it != r.query.end()) f.node = it->second;
+      if (auto it = r.query.find("limit"); it != r.query.end()) {
+        size_t lim = 0;
+        auto [ptr, ec] = std::from_chars(it->second.data(), it->second.data() + it->second.size(), lim);
+        if (ec != std::errc() || ptr != it->second.data() + it->second.size() || lim == 0 || lim > 100'000) {
+          return respond(Fail(400, "limit: expected 1..100000"));
+        }
+        f.limit = lim;
+      }
+      std::string body = "{\"jobs\":[";
+      bool first = true;
+      for (const JobRecord* j : c_.ListJobs(f)) {
+        body += (first ? "" : ",") + JobToJson(*j);
+        first = false;
+      }
+      return respond(Json(200, body + "]}"));
+    }
+    if (p.size() >= 3) {
+      auto id = ParseId(p[2]);
+      const JobRecord* j = id ? c_.FindJob(*id) : nullptr;
+      if (!j) return respond(Fail(404, fmt::format("no job '{}'", p[2])));
+      if (p.size() == 3 && m == "GET") return respond(Json(200, JobToJson(*j)));
+      if ((p.size() == 3 && m == "DELETE") || (p.size() == 4 && p[3] == "cancel" && m == "POST")) {
+        Status s = c_.Cancel(*id);
+        if (!s.ok()) return respond(Fail(HttpStatusOf(s), s.message()));
+        Poke();
+        return respond(Json(200, JobToJson(*c_.FindJob(*id))));
+      }
+      if (p.size() == 4 && p[3] == "explain" && m == "GET") {
+        return respond(Json(200, nlohmann::json{{"id", std::to_string(id->value())}, {"explain", c_.Explain(*id)}}.dump()));
+      }
+      if (p.size() == 4 && p[3] == "logs" && m == "GET") {
+        int task = 0;
+        std::string stream = "stdout";
+        size_t offset = 0;
+        if (auto it = r.query.find("task"); it != r.query.end()) task = std::atoi(it->second.c_str());
+        if (auto it = r.query.find("stream"); it != r.query.end()) stream = it->second;
+        if (auto it = r.query.find("offset"); it != r.query.end()) offset = std::strtoull(it->second.c_str(), nullptr, 10);
+        if (stream != "stdout" && stream != "stderr") return respond(Fail(400, "stream: expected stdout or stderr"));
+        if (task < 0 || task >= std::max(1, j->spec.tasks)) return respond(Fail(400, fmt::format("task: expected 0..{}", j->spec.tasks - 1)));
+        std::ifstream in(c_.LogPath(*id, task, stream), std::ios::binary);
+        std::string text;
+        if (in) {
+          in.seekg(static_cast<std::streamoff>(offset));
+          std::ostringstream ss;
+          ss << in.rdbuf();
+          text = std::move(ss).str();
+        }
+        return respond(HttpResponse{200, std::move(text), "text/plain; charset=utf-8"});
+      }
+    }
+    return no_route();
+  }
+  if (p[1] == "nodes") {
+    if (p.size() == 2 && m == "GET") {
+      std::string body = "{\"nodes\":[";
+      bool first = true;
+      for (const std::string& n : c_.NodeNames()) {
+        body += (first ? "" : ",") + c_.NodeJson(n);
+        first = false;
+      }
+      return respond(Json(200, body + "]}"));
+    }
+    if (p.size() >= 3) {
+      const std::string name(p[2]);
+      if (!c_.FindNode(name)) return respond(Fail(404, fmt::format("no node '{}'", name)));
+      if (p.size() == 3 && m == "GET") return respond(Json(200, c_.NodeJson(name)));
+      if (p.size() == 4 && (p[3] == "drain" || p[3] == "undrain") && m == "POST") {
+        Status s = c_.SetDraining(name, p[3] == "drain");
+        if (!s.ok()) return respond(Fail(HttpStatusOf(s), s.message()));
+        Poke();
+        return respond(Json(200, c_.NodeJson(name)));
+      }
+    }
+    return no_route();
+  }
+  if (p[1] == "agent" && p.size() == 3 && m == "POST") {
+    if (p[2] == "register") {
+      auto reg = ParseRegister(r.body);
+      if (!reg) return respond(Fail(400, reg.error().message()));
+      auto name = c_.Register(*reg);
+      if (!name) return respond(Fail(HttpStatusOf(name.error()), name.error().message()));
+      Poke();
+      return respond(Json(200, nlohmann::json{{"node", *name}}.dump()));
+    }
+    if (p[2] == "heartbeat") return HeartbeatRoute(r, std::move(respond));
+  }
+  no_route();
+}
+
+void Api::HeartbeatRoute(const HttpRequest& r, Respond respond) {
+  auto hb = ParseHeartbeat(r.body);
+  if (!hb) return respond(Fail(400, hb.error().message()));
+  auto reply = c_.Heartbeat(*hb);
+  if (!reply) return respond(Fail(HttpStatusOf(reply.error()), reply.error().message()));
+  Poke();
+  if (!reply->start.empty() || !reply->cancel.empty() || hb->wait_ms == 0) {
+    return respond(Json(200, ReplyToJson(*reply)));
+  }
+  // Nothing to say now: hold the request until work arrives or the wait ends (long poll).
+  const std::string node = hb->node;
+  if (auto old = parked_.find(node); old != parked_.end()) {
+    old->second.cancel_timer();
+    old->second.respond(Json(200, ReplyToJson({})));
+    parked_.erase(old);
+  }
+  const Millis wait{std::min<int64_t>(hb->wait_ms, options_.max_poll.value())};
+  auto cancel = loop_.After(wait, [this, node] {
+    auto it = parked_.find(node);
+    if (it == parked_.end()) return;
+    Parked pk = std::move(it->second);
+    parked_.erase(it);
+    pk.respond(Json(200, ReplyToJson(c_.TakeWork(node))));
+  });
+  parked_[node] = Parked{std::move(respond), std::move(cancel)};
+}
+
+}  // namespace gp

@@ -1,0 +1,44 @@
+// The REST API (docs/api.md) over the Controller: routing, bearer-token checks, status codes,
+// and the agents' long-poll heartbeats. Runs on the event loop's thread, as the Controller does.
+#pragma once
+
+#include <map>
+#include <string>
+
+#include "adapters/http.h"
+#include "controller/controller.h"
+
+namespace gp {
+
+struct ApiOptions {
+  std::string admin_token;
+  std::string join_token;
+  Millis max_poll{2'000};  // the longest a heartbeat is held
+};
+
+class Api {
+ public:
+  Api(Controller& controller, EventLoop& loop, ApiOptions options);
+  void Handle(HttpRequest request, Respond respond);
+  // Runs a scheduling pass soon (coalesced): after anything that may change a placement.
+  void Poke();
+
+ private:
+  enum class Caller { kNone, kAgent, kAdmin };
+  Caller Authorise(const HttpRequest& r) const;
+  void Route(const HttpRequest& r, Respond& respond);
+  void HeartbeatRoute(const HttpRequest& r, Respond respond);
+  void Wake(const std::string& node);
+
+  Controller& c_;
+  EventLoop& loop_;
+  ApiOptions options_;
+  bool tick_pending_ = false;
+  struct Parked {
+    Respond respond;
+    std::function<void()> cancel_timer;
+  };
+  std::map<std::string, Parked> parked_;
+};
+
+}  // namespace gp

@@ -1,0 +1,564 @@
+#include "controller/controller.h"
+
+#include <fmt/format.h>
+
+#include <bit>
+#include <fstream>
+
+namespace gp {
+
+Controller::Controller(Fleet base, Journal& journal, const Clock& clock, ControllerOptions options, Policy policy)
+    : fleet_(std::move(base)), journal_(journal), clock_(clock), options_(std::move(options)), policy_(std::move(policy)),
+      rng_(options_.seed) {
+  fleet_.nodes.clear();
+  if (fleet_.providers.empty()) fleet_.providers.push_back(Provider{.id = ProviderId{0}, .name = "local"});
+  if (fleet_.sites.empty()) fleet_.sites.push_back(Site{.id = SiteId{0}, .name = "local", .region = "local"});
+  snapshot_.fleet = &fleet_;
+}
+
+Status Controller::Persist(const JobRecord& job) {
+  return journal_.PutJobs({{job.spec.id.value(), JobToJson(job)}});
+}
+
+Status Controller::PersistNode(const NodeSlot& slot) {
+  return journal_.PutNode(slot.record.spec.name, NodeToJson(slot.record, fleet_, "ready", 0));
+}
+
+Status Controller::Recover() {
+  auto contents = journal_.Load();
+  if (!contents) return contents.error();
+  for (const auto& [name, json] : contents->nodes) {
+    auto n = NodeFromJson(json);
+    if (!n) return Status(StatusCode::kInternal, fmt::format("journal: node '{}': {}", name, n.error().message()));
+    RegisterRequest r{.name = n->spec.name, .site = n->site, .provider = n->provider,
+                      .tier = std::string(PriceTierName(n->spec.tier)), .address = n->agent_address,
+                      .cpu_cores = static_cast<int>(n->spec.cpu.value() / 1000), .memory_mib = n->spec.memory.value(),
+                      .gpu_source = n->gpu_source};
+    for (const Gpu& g : n->spec.gpus) {
+      r.gpus.push_back(GpuDevice{.index = g.index, .uuid = g.uuid, .name = n->gpu_model, .memory = g.memory,
+                                 .compute_capability = g.compute_capability, .nvlink_peers = g.nvlink_peers});
+    }
+    r.labels = n->spec.labels;
+    auto id = AddOrUpdateNode(r);
+    if (!id) return id.error();
+    NodeSlot& slot = nodes_[id->value()];
+    slot.record.draining = n->draining;
+    slot.down = true;  // until its agent speaks again
+    RefreshNodeState(*id);
+  }
+  for (const auto& [id, json] : contents->jobs) {
+    auto job = JobFromJson(json);
+    if (!job) return Status(StatusCode::kInternal, fmt::format("journal: job {}: {}", id, job.error().message()));
+    next_id_ = std::max(next_id_, id + 1);
+    JobRecord& j = jobs_[id] = std::move(*job);
+    if (IsTerminal(j.state) || j.tasks.empty()) continue;
+    // Placed before the restart: hold its resources again; its agent will report on it.
+    for (TaskRecord& t : j.tasks) {
+      NodeSlot* slot = SlotByName(t.node);
+      if (!slot || t.exit_code || t.signal) continue;
+      t.allocation.node = slot->record.spec.id;
+      if (!Allocate(snapshot_.nodes[t.allocation.node.value()], t.allocation).ok()) {
+        t.exit_code = -1;
+        j.message = "lost on recovery: its node no longer has the resources";
+      }
+    }
+    // Tasks never seen running may or may not have reached their agent before the restart:
+    // hand them over again; an agent never starts the same task twice.
+    if (j.state == JobState::kStarting) Launch(j);
+  }
+  dirty_ = true;
+  return Status::Ok();
+}
+
+Result<JobId> Controller::Submit(JobRecord r) {
+  r.spec.id = JobId{next_id_};
+  r.spec.submit_time = clock_.Now();
+  r.state = JobState::kQueued;
+  r.tasks.clear();
+  r.exit_code.reset();
+  if (r.spec.name.empty()) r.spec.name = r.command.empty() ? "job" : std::filesystem::path(r.command[0]).filename().string();
+  if (r.spec.data && !fleet_.FindSite(r.spec.data->site)) {
+    return InvalidArgument(fmt::format("field 'data.site': unknown site '{}'", r.spec.data->site));
+  }
+  if (Status s = Persist(r); !s.ok()) return Error(StatusCode::kInternal, "could not store the job: " + s.message());
+  ++next_id_;
+  const JobId id = r.spec.id;
+  jobs_[id.value()] = std::move(r);
+  dirty_ = true;
+  return id;
+}
+
+const JobRecord* Controller::FindJob(JobId id) const {
+  auto it = jobs_.find(id.value());
+  return it == jobs_.end() ? nullptr : &it->second;
+}
+
+std::vector<const JobRecord*> Controller::ListJobs(const JobFilter& f) const {
+  std::vector<const JobRecord*> out;
+  for (auto it = jobs_.rbegin(); it != jobs_.rend() && out.size() < f.limit; ++it) {
+    const JobRecord& j = it->second;
+    if (f.state && j.state != *f.state) continue;
+    if (!f.tenant.empty() && j.spec.tenant != f.tenant) continue;
+    if (!f.node.empty()) {
+      bool on = false;
+      for (const TaskRecord& t : j.tasks) on = on || t.node == f.node;
+      if (!on) continue;
+    }
+    out.push_back(&j);
+  }
+  return out;
+}
+
+Status Controller::Cancel(JobId id) {
+  auto it = jobs_.find(id.value());
+  if (it == jobs_.end()) return Status(StatusCode::kNotFound, fmt::format("no job {}", id.value()));
+  JobRecord& j = it->second;
+  if (IsTerminal(j.state)) return Status(StatusCode::kFailedPrecondition, fmt::format("job {} already {}", id.value(), JobStateName(j.state)));
+  j.cancel_requested = true;
+  if (j.state == JobState::kQueued) {
+    j.state = JobState::kCancelled;
+    j.end_ms = clock_.Now().value();
+    j.message = "cancelled while queued";
+  } else {
+    for (size_t t = 0; t < j.tasks.size(); ++t) {
+      if (j.tasks[t].exit_code || j.tasks[t].signal) continue;
+      if (NodeSlot* slot = SlotByName(j.tasks[t].node)) {
+        // Not yet handed over: take it back; otherwise ask the agent to stop it.
+        auto& l = slot->launches;
+        const auto before = l.size();
+        std::erase_if(l, [&](const TaskLaunch& x) { return x.job == id.value() && x.task == static_cast<int>(t); });
+        if (l.size() != before) {
+          TaskEnded(j, static_cast<int>(t), std::nullopt, 15, "cancelled before it started");
+        } else {
+          slot->cancels.emplace_back(id.value(), static_cast<int>(t));
+          if (on_work) on_work(slot->record.spec.name);
+        }
+      }
+    }
+    j.message = "cancelling";
+  }
+  FinishIfDone(j);
+  return Persist(j);
+}
+
+Status Controller::SetDraining(const std::string& name, bool draining) {
+  NodeSlot* slot = SlotByName(name);
+  if (!slot) return Status(StatusCode::kNotFound, fmt::format("no node '{}'", name));
+  slot->record.draining = draining;
+  RefreshNodeState(slot->record.spec.id);
+  dirty_ = true;
+  return PersistNode(*slot);
+}
+
+const NodeRecord* Controller::FindNode(const std::string& name) const {
+  for (const NodeSlot& s : nodes_) {
+    if (s.record.spec.name == name) return &s.record;
+  }
+  return nullptr;
+}
+
+Controller::NodeSlot* Controller::SlotByName(const std::string& name) {
+  for (NodeSlot& s : nodes_) {
+    if (s.record.spec.name == name) return &s;
+  }
+  return nullptr;
+}
+
+std::vector<std::string> Controller::NodeNames() const {
+  std::vector<std::string> out;
+  for (const NodeSlot& s : nodes_) out.push_back(s.record.spec.name);
+  return out;
+}
+
+std::string Controller::NodeJson(const std::string& name) const {
+  for (const NodeSlot& s : nodes_) {
+    if (s.record.spec.name != name) continue;
+    const NodeState& st = snapshot_.nodes[s.record.spec.id.value()];
+    const char* state = s.down ? "down" : (s.record.draining ? "draining" : "ready");
+    return NodeToJson(s.record, fleet_, state, st.WholeFreeGpus());
+  }
+  return {};
+}
+
+std::filesystem::path Controller::LogPath(JobId id, int task, std::string_view stream) const {
+  return options_.log_dir / std::to_string(id.value()) / fmt::format("task-{}.{}", task, stream);
+}
+
+void Controller::AppendLog(JobId id, int task, std::string_view stream, const std::string& chunk) {
+  if (chunk.empty() || options_.log_dir.empty()) return;
+  const auto path = LogPath(id, task, stream);
+  std::error_code ec;
+  std::filesystem::create_directories(path.parent_path(), ec);
+  std::ofstream(path, std::ios::app | std::ios::binary) << chunk;
+}
+
+Result<NodeId> Controller::AddOrUpdateNode(const RegisterRequest& r) {
+  auto site = fleet_.FindSite(r.site);
+  if (!site) {
+    site = SiteId{static_cast<uint32_t>(fleet_.sites.size())};
+    fleet_.sites.push_back(Site{.id = *site, .name = r.site, .region = r.site});
+  }
+  auto provider = fleet_.FindProvider(r.provider);
+  if (!provider) {
+    provider = ProviderId{static_cast<uint32_t>(fleet_.providers.size())};
+    fleet_.providers.push_back(Provider{.id = *provider, .name = r.provider});
+  }
+  auto tier = ParsePriceTier(r.tier);
+  if (!tier) return tl::unexpected(tier.error());
+  Node n{.name = r.name, .site = *site, .provider = *provider, .tier = *tier, .cpu = MilliCpu{r.cpu_cores * 1000LL},
+         .memory = MiB{r.memory_mib}, .nic = BitsPerSecond{10'000'000'000}, .labels = r.labels};
+  std::string model_name;
+  for (const GpuDevice& d : r.gpus) {
+    model_name = ModelFromDeviceName(d.name);
+    auto model = fleet_.InternModel(model_name);
+    if (!model) return tl::unexpected(model.error());
+    n.gpus.push_back(Gpu{.index = d.index, .model = *model, .memory = d.memory, .compute_capability = d.compute_capability,
+                         .uuid = d.uuid, .nvlink_peers = d.nvlink_peers});
+  }
+  for (size_t i = 0; i < n.gpus.size(); ++i) {
+    if (n.gpus[i].index != static_cast<int>(i)) return InvalidArgument("gpus: indices must be 0..N-1 in order");
+    if (n.gpus[i].model != n.gpus[0].model) return InvalidArgument("gpus: a node holds one GPU model");
+  }
+  if (n.gpus.size() > kMaxGpusPerNode) return InvalidArgument(fmt::format("gpus: at most {}", kMaxGpusPerNode));
+  for (NodeSlot& s : nodes_) {
+    if (s.record.spec.name != r.name) continue;
+    // A known node again (agent or server restarted). Its resources in use stay as they are;
+    // its inventory must not have changed under running work.
+    if (s.record.spec.gpus.size() != n.gpus.size()) {
+      return Error(StatusCode::kFailedPrecondition,
+                   fmt::format("node '{}' registered with {} GPUs, now {}; drain it and rename it", r.name,
+                               s.record.spec.gpus.size(), n.gpus.size()));
+    }
+    n.id = s.record.spec.id;
+    s.record.spec = n;
+    s.record.site = r.site;
+    s.record.provider = r.provider;
+    s.record.agent_address = r.address;
+    s.record.gpu_source = r.gpu_source;
+    s.record.gpu_model = model_name;
+    fleet_.nodes[n.id.value()] = n;
+    return n.id;
+  }
+  n.id = NodeId{static_cast<uint32_t>(fleet_.nodes.size())};
+  fleet_.nodes.push_back(n);
+  snapshot_.nodes.push_back(MakeNodeState(fleet_, n));
+  NodeSlot slot;
+  slot.record.spec = n;
+  slot.record.site = r.site;
+  slot.record.provider = r.provider;
+  slot.record.agent_address = r.address;
+  slot.record.gpu_source = r.gpu_source;
+  slot.record.gpu_model = model_name;
+  nodes_.push_back(std::move(slot));
+  return n.id;
+}
+
+Result<std::string> Controller::Register(const RegisterRequest& r) {
+  auto id = AddOrUpdateNode(r);
+  if (!id) return tl::unexpected(id.error());
+  NodeSlot& slot = nodes_[id->value()];
+  slot.down = false;
+  slot.record.last_heartbeat_ms = clock_.Now().value();
+  RefreshNodeState(*id);
+  if (Status s = PersistNode(slot); !s.ok()) return tl::unexpected(s);
+  dirty_ = true;
+  return slot.record.spec.name;
+}
+
+void Controller::RefreshNodeState(NodeId id) {
+  NodeSlot& slot = nodes_[id.value()];
+  NodeState& st = snapshot_.nodes[id.value()];
+  st.health = slot.down ? Health::kUnhealthy : Health::kHealthy;
+  st.schedulability = slot.record.draining ? Schedulability::kDraining : Schedulability::kSchedulable;
+  st.price = fleet_.PricePerGpuHour(slot.record.spec);
+  st.site = slot.record.spec.site;
+  const HostSample& h = slot.record.host;
+  // Live load for the least-loaded scorer: the node's own measurements.
+  if (h.memory.total.value() > 0) {
+    st.load.cpu = h.cpu_busy;
+    st.load.memory = PerMille{(h.memory.total - h.memory.available).value() * 1000 / h.memory.total.value()};
+  }
+  if (!slot.record.gpus.empty()) {
+    int64_t sum = 0;
+    for (const GpuSample& g : slot.record.gpus) sum += g.utilisation.value();
+    st.load.gpu = PerMille{sum / static_cast<int64_t>(slot.record.gpus.size())};
+  }
+}
+
+bool Controller::HasWork(const std::string& node) const {
+  for (const NodeSlot& s : nodes_) {
+    if (s.record.spec.name == node) return !s.launches.empty() || !s.cancels.empty();
+  }
+  return false;
+}
+
+Result<HeartbeatReply> Controller::Heartbeat(const gp::Heartbeat& h) {
+  NodeSlot* slot = SlotByName(h.node);
+  if (!slot) return Error(StatusCode::kNotFound, fmt::format("node '{}' is not registered; register first", h.node));
+  const bool was_down = slot->down;
+  slot->down = false;
+  slot->record.last_heartbeat_ms = clock_.Now().value();
+  slot->record.host = h.host;
+  slot->record.gpus = h.gpus;
+  RefreshNodeState(slot->record.spec.id);
+  if (was_down) dirty_ = true;
+  std::vector<JobRecord*> changed;
+  for (const TaskReport& t : h.tasks) {
+    auto it = jobs_.find(t.job);
+    if (it == jobs_.end() || t.task < 0 || t.task >= static_cast<int>(it->second.tasks.size()) ||
+        it->second.tasks[static_cast<size_t>(t.task)].node != h.node) {
+      if (t.state == TaskReport::State::kRunning) slot->cancels.emplace_back(t.job, t.task);  // not ours: stop it
+      continue;
+    }
+    JobRecord& j = it->second;
+    TaskRecord& task = j.tasks[static_cast<size_t>(t.task)];
+    slot->delivered.erase({t.job, t.task});
+    AppendLog(j.spec.id, t.task, "stdout", t.stdout_chunk);
+    AppendLog(j.spec.id, t.task, "stderr", t.stderr_chunk);
+    if (task.exit_code || task.signal) continue;  // already ended
+    if (!task.started) {
+      task.started = true;
+      bool all = true;
+      for (const TaskRecord& x : j.tasks) all = all && x.started;
+      if (all && j.state == JobState::kStarting) {
+        j.state = JobState::kRunning;
+        j.start_ms = t.started_ms > 0 ? t.started_ms : clock_.Now().value();
+        j.message.clear();
+      }
+      changed.push_back(&j);
+    }
+    if (t.state == TaskReport::State::kExited) {
+      TaskEnded(j, t.task, t.exit_code, t.signal, t.error);
+      changed.push_back(&j);
+    }
+  }
+  // Tasks handed to this agent earlier that it neither runs nor reported: lost (the agent
+  // restarted, or the process vanished without a report).
+  std::set<std::pair<uint64_t, int>> running(h.running.begin(), h.running.end());
+  for (auto& [id, j] : jobs_) {
+    if (IsTerminal(j.state) || j.state == JobState::kQueued) continue;
+    for (size_t t = 0; t < j.tasks.size(); ++t) {
+      TaskRecord& task = j.tasks[t];
+      const std::pair<uint64_t, int> key{id, static_cast<int>(t)};
+      if (task.node != h.node || task.exit_code || task.signal || running.count(key)) continue;
+      const bool pending_launch = std::any_of(slot->launches.begin(), slot->launches.end(),
+                                              [&](const TaskLaunch& l) { return l.job == id && l.task == key.second; });
+      if (pending_launch) continue;
+      if (!task.started && !slot->delivered.count(key)) continue;
+      slot->delivered.erase(key);
+      TaskEnded(j, key.second, std::nullopt, std::nullopt, "lost: the agent no longer runs it");
+      changed.push_back(&j);
+    }
+  }
+  std::vector<std::pair<uint64_t, std::string>> batch;
+  for (JobRecord* j : changed) batch.emplace_back(j->spec.id.value(), JobToJson(*j));
+  if (!batch.empty()) {
+    if (Status s = journal_.PutJobs(batch); !s.ok()) return tl::unexpected(s);
+  }
+  return TakeWork(h.node);
+}
+
+HeartbeatReply Controller::TakeWork(const std::string& node) {
+  HeartbeatReply reply;
+  NodeSlot* slot = SlotByName(node);
+  if (!slot) return reply;
+  reply.start = std::move(slot->launches);
+  reply.cancel = std::move(slot->cancels);
+  slot->launches.clear();
+  slot->cancels.clear();
+  for (const TaskLaunch& l : reply.start) slot->delivered.insert({l.job, l.task});
+  return reply;
+}
+
+void Controller::ReleaseTask(const TaskRecord& t) {
+  NodeSlot* slot = SlotByName(t.node);
+  if (!slot) return;
+  TaskAllocation a = t.allocation;
+  a.node = slot->record.spec.id;
+  (void)Release(snapshot_.nodes[a.node.value()], a);
+  dirty_ = true;
+}
+
+void Controller::TaskEnded(JobRecord& j, int task, std::optional<int> code, std::optional<int> signal,
+                           const std::string& why) {
+  TaskRecord& t = j.tasks[static_cast<size_t>(task)];
+  if (t.exit_code || t.signal) return;
+  t.exit_code = code;
+  t.signal = signal;
+  if (!code && !signal) t.exit_code = -1;
+  ReleaseTask(t);
+  const bool failed = !why.empty() || (t.exit_code && *t.exit_code != 0) || t.signal;
+  if (failed && !j.exit_code) {
+    j.exit_code = t.exit_code;
+    j.signal = t.signal;
+    if (!why.empty()) j.message = fmt::format("task {}: {}", task, why);
+    // A gang lives or dies together: stop its other tasks.
+    for (size_t o = 0; o < j.tasks.size(); ++o) {
+      TaskRecord& other = j.tasks[o];
+      if (static_cast<int>(o) == task || other.exit_code || other.signal) continue;
+      if (NodeSlot* slot = SlotByName(other.node)) {
+        slot->cancels.emplace_back(j.spec.id.value(), static_cast<int>(o));
+        if (on_work) on_work(other.node);
+      }
+    }
+  }
+  FinishIfDone(j);
+}
+
+void Controller::FinishIfDone(JobRecord& j) {
+  if (IsTerminal(j.state) || j.tasks.empty()) return;
+  for (const TaskRecord& t : j.tasks) {
+    if (!t.exit_code && !t.signal) return;
+  }
+  j.end_ms = clock_.Now().value();
+  if (!j.exit_code) j.exit_code = 0;
+  if (j.cancel_requested) {
+    j.state = JobState::kCancelled;
+    if (j.message.empty() || j.message == "cancelling") j.message = "cancelled";
+  } else {
+    j.state = (*j.exit_code == 0 && !j.signal) ? JobState::kSucceeded : JobState::kFailed;
+  }
+}
+
+void Controller::Launch(JobRecord& j) {
+  const int world = static_cast<int>(j.tasks.size());
+  const NodeSlot* master = SlotByName(j.tasks.front().node);
+  std::map<std::string, int> local_world;
+  for (const TaskRecord& t : j.tasks) ++local_world[t.node];
+  for (int i = 0; i < world; ++i) {
+    TaskRecord& t = j.tasks[static_cast<size_t>(i)];
+    if (t.started || t.exit_code || t.signal) continue;
+    NodeSlot* slot = SlotByName(t.node);
+    std::string gpus;
+    for (int g = 0; g < 16; ++g) {
+      if (t.allocation.gpu_mask >> g & 1) gpus += (gpus.empty() ? "" : ",") + std::to_string(g);
+    }
+    TaskLaunch l{.job = j.spec.id.value(), .task = i, .command = j.command, .env = j.env, .workdir = j.workdir,
+                 .gpu_mask = t.allocation.gpu_mask, .cpu = t.allocation.cpu, .memory = t.allocation.memory};
+    auto set = [&](const std::string& k, const std::string& v) { l.env.emplace_back(k, v); };
+    set("CUDA_VISIBLE_DEVICES", gpus);
+    set("NVIDIA_VISIBLE_DEVICES", gpus.empty() ? "void" : gpus);
+    set("CUDA_DEVICE_ORDER", "PCI_BUS_ID");  // index order = NVML's, as the agent reported them
+    set("GPUPOOL_JOB_ID", std::to_string(j.spec.id.value()));
+    set("GPUPOOL_JOB_NAME", j.spec.name);
+    set("GPUPOOL_TASK_INDEX", std::to_string(i));
+    set("GPUPOOL_NODE", t.node);
+    set("GPUPOOL_GPUS", gpus);
+    set("RANK", std::to_string(i));
+    set("WORLD_SIZE", std::to_string(world));
+    int local = 0;
+    for (int k = 0; k < i; ++k) local += j.tasks[static_cast<size_t>(k)].node == t.node;
+    set("LOCAL_RANK", std::to_string(local));
+    set("LOCAL_WORLD_SIZE", std::to_string(local_world[t.node]));
+    set("MASTER_ADDR", master ? master->record.agent_address : "127.0.0.1");
+    set("MASTER_PORT", std::to_string(20000 + j.spec.id.value() % 20000));
+    if (slot) {
+      slot->launches.push_back(std::move(l));
+      if (on_work) on_work(t.node);
+    }
+  }
+}
+
+void Controller::ApplyPlan(const Plan& plan, const std::vector<PendingJob>&) {
+  std::vector<std::pair<uint64_t, std::string>> batch;
+  for (const Placement& p : plan.placements) {
+    JobRecord& j = jobs_.at(p.job.value());
+    // Re-check every node: a placement that no longer fits is dropped; the job stays queued.
+    std::vector<TaskAllocation> done;
+    bool ok = true;
+    for (const TaskAllocation& a : p.tasks) {
+      if (!Allocate(snapshot_.nodes[a.node.value()], a).ok()) {
+        ok = false;
+        break;
+      }
+      done.push_back(a);
+    }
+    if (!ok) {
+      for (const TaskAllocation& a : done) (void)Release(snapshot_.nodes[a.node.value()], a);
+      continue;
+    }
+    j.tasks.clear();
+    for (const TaskAllocation& a : p.tasks) j.tasks.push_back(TaskRecord{.node = fleet_.node(a.node).name, .allocation = a});
+    j.state = JobState::kStarting;
+    j.message.clear();
+    last_decision_.erase(p.job.value());
+    ++stats_.placed;
+    Launch(j);
+    batch.emplace_back(p.job.value(), JobToJson(j));
+  }
+  for (const Decision& d : plan.decisions) {
+    if (d.outcome == Outcome::kPlaced) continue;
+    JobRecord& j = jobs_.at(d.job.value());
+    std::string msg = d.outcome == Outcome::kNever ? "cannot run on the current fleet: " : "waiting: ";
+    if (!d.reasons().empty()) {
+      const PendingJob pj{.spec = &j.spec};
+      msg += DescribeReason(d.reasons().front().example, fleet_, pj);
+    }
+    if (msg != j.message) j.message = msg;
+    last_decision_[d.job.value()] = d;
+  }
+  if (!batch.empty()) (void)journal_.PutJobs(batch);
+}
+
+void Controller::Tick() {
+  const int64_t now = clock_.Now().value();
+  for (NodeSlot& s : nodes_) {
+    if (!s.down && now - s.record.last_heartbeat_ms > options_.node_timeout.value()) {
+      s.down = true;
+      RefreshNodeState(s.record.spec.id);
+      dirty_ = true;
+    }
+  }
+  if (!dirty_) return;
+  dirty_ = false;
+  std::vector<PendingJob> pending;
+  for (auto& [id, j] : jobs_) {
+    if (j.state != JobState::kQueued) continue;
+    auto p = CompileJob(j.spec, fleet_);
+    if (!p) {
+      j.state = JobState::kFailed;
+      j.message = p.error().message();
+      j.end_ms = now;
+      (void)Persist(j);
+      continue;
+    }
+    pending.push_back(*p);
+  }
+  if (pending.empty() || snapshot_.nodes.empty()) return;
+  ++stats_.passes;
+  const Plan plan = Schedule(snapshot_, pending, policy_, rng_);
+  ApplyPlan(plan, pending);
+}
+
+std::string Controller::Explain(JobId id) const {
+  const JobRecord* j = FindJob(id);
+  if (!j) return {};
+  std::string out = fmt::format("job {} ({}): {}\n", id.value(), j->spec.name, JobStateName(j->state));
+  if (j->state != JobState::kQueued) {
+    if (!j->tasks.empty()) {
+      for (size_t t = 0; t < j->tasks.size(); ++t) {
+        std::string gpus;
+        for (int g = 0; g < 16; ++g) {
+          if (j->tasks[t].allocation.gpu_mask >> g & 1) gpus += (gpus.empty() ? "" : ",") + std::to_string(g);
+        }
+        out += fmt::format("  task {} on {} GPUs [{}]\n", t, j->tasks[t].node, gpus);
+      }
+    }
+    if (!j->message.empty()) out += "  " + j->message + "\n";
+    return out;
+  }
+  auto it = last_decision_.find(id.value());
+  if (it == last_decision_.end()) {
+    out += nodes_.empty() ? "  no node has registered yet\n" : "  not yet considered by the scheduler\n";
+    return out;
+  }
+  const PendingJob pj{.spec = &j->spec};
+  out += fmt::format("  {} ({} nodes in the fleet)\n", it->second.outcome == Outcome::kNever ? "cannot run on this fleet" : "waiting for resources",
+                     nodes_.size());
+  for (const ReasonCount& rc : it->second.reasons()) {
+    out += fmt::format("  {} node(s): {}\n", rc.nodes, DescribeReason(rc.example, fleet_, pj));
+  }
+  return out;
+}
+
+}  // namespace gp

@@ -1,0 +1,124 @@
+// The controller: the single owner of the live pool's state. It accepts jobs (durably, before
+// acknowledging), runs the scheduling core whenever the queue or the fleet changes, hands
+// placements to agents through their heartbeats, and turns agent reports into job states.
+//
+// Threading: every method runs on the server's one event-loop thread; nothing here locks.
+// I/O: the Journal (durability) and job log files under options.log_dir.
+#pragma once
+
+#include <deque>
+#include <set>
+#include <filesystem>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "core/clock.h"
+#include "core/fleet.h"
+#include "core/rng.h"
+#include "sched/registry.h"
+#include "sched/schedule.h"
+#include "state/journal.h"
+#include "state/records.h"
+#include "wire/codec.h"
+
+namespace gp {
+
+struct ControllerOptions {
+  std::string policy = "balanced";
+  uint64_t seed = 1;
+  std::filesystem::path log_dir;       // job logs: log_dir/JOB/task-N.{stdout,stderr}
+  Millis node_timeout{10'000};         // a node not heard from this long counts as down
+};
+
+struct JobFilter {
+  std::optional<JobState> state;
+  std::string tenant;
+  std::string node;
+  size_t limit = 1000;
+};
+
+class Controller {
+ public:
+  // `base` gives providers, sites, links and prices; nodes join as agents register.
+  Controller(Fleet base, Journal& journal, const Clock& clock, ControllerOptions options, Policy policy);
+
+  // Reloads every job and node from the journal; running jobs wait for their agents to report.
+  Status Recover();
+
+  // --- the API ---
+  // Validates, stores durably, queues. The returned id is acknowledged.
+  Result<JobId> Submit(JobRecord request);
+  const JobRecord* FindJob(JobId id) const;
+  std::vector<const JobRecord*> ListJobs(const JobFilter& f) const;
+  Status Cancel(JobId id);
+  Status SetDraining(const std::string& node, bool draining);
+  const NodeRecord* FindNode(const std::string& name) const;
+  std::vector<std::string> NodeNames() const;
+  std::string NodeJson(const std::string& name) const;
+  // Why a job waits: the last pass's decision, per reason with node counts and numbers.
+  std::string Explain(JobId id) const;
+  const Fleet& fleet() const { return fleet_; }
+  const Policy& policy() const { return policy_; }
+  std::filesystem::path LogPath(JobId id, int task, std::string_view stream) const;
+
+  // --- agents ---
+  Result<std::string> Register(const RegisterRequest& r);
+  // Applies the agent's news and returns what it should start and stop now.
+  Result<HeartbeatReply> Heartbeat(const gp::Heartbeat& h);
+  bool HasWork(const std::string& node) const;
+  // What the node should start and stop now (its outbox, emptied).
+  HeartbeatReply TakeWork(const std::string& node);
+
+  // --- the loop ---
+  // Runs the scheduling core if anything changed since the last pass; marks silent nodes down.
+  void Tick();
+  // Called (on the loop thread) when a node's outbox gets work, so a parked heartbeat can answer.
+  std::function<void(const std::string& node)> on_work;
+
+  struct Stats {
+    int64_t passes = 0;
+    int64_t placed = 0;
+  };
+  const Stats& stats() const { return stats_; }
+
+ private:
+  struct NodeSlot {
+    NodeRecord record;
+    std::vector<TaskLaunch> launches;
+    std::vector<std::pair<uint64_t, int>> cancels;
+    std::set<std::pair<uint64_t, int>> delivered;  // launches handed to the agent, not yet seen running
+    bool down = false;
+  };
+
+  Status Persist(const JobRecord& job);
+  Status PersistNode(const NodeSlot& slot);
+  Result<NodeId> AddOrUpdateNode(const RegisterRequest& r);
+  void ApplyPlan(const Plan& plan, const std::vector<PendingJob>& pending);
+  void Launch(JobRecord& job);
+  void TaskEnded(JobRecord& job, int task, std::optional<int> code, std::optional<int> signal, const std::string& why);
+  void FinishIfDone(JobRecord& job);
+  void ReleaseTask(const TaskRecord& t);
+  void AppendLog(JobId id, int task, std::string_view stream, const std::string& chunk);
+  void RefreshNodeState(NodeId id);
+  NodeSlot* SlotByName(const std::string& name);
+
+  Fleet fleet_;
+  Journal& journal_;
+  const Clock& clock_;
+  ControllerOptions options_;
+  Policy policy_;
+  SplitMix64 rng_;
+  ClusterSnapshot snapshot_;
+  std::vector<NodeSlot> nodes_;         // by NodeId
+  std::map<uint64_t, JobRecord> jobs_;  // by id: ordered, so listings are stable
+  std::map<uint64_t, Decision> last_decision_;
+  uint64_t next_id_ = 1;
+  bool dirty_ = false;
+  Stats stats_;
+};
+
+}  // namespace gp

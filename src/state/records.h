@@ -1,0 +1,65 @@
+// What the controller remembers: jobs (the user's request, where it runs, how it ended) and
+// nodes (what an agent registered and last reported). Plain values; the controller's event
+// loop is their only writer.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "core/fleet.h"
+#include "core/job.h"
+#include "core/status.h"
+#include "sched/snapshot.h"
+#include "telemetry/gpu_source.h"
+#include "telemetry/host.h"
+
+namespace gp {
+
+enum class JobState : uint8_t { kQueued, kStarting, kRunning, kSucceeded, kFailed, kCancelled };
+std::string_view JobStateName(JobState s);
+Result<JobState> ParseJobState(std::string_view s);
+inline bool IsTerminal(JobState s) {
+  return s == JobState::kSucceeded || s == JobState::kFailed || s == JobState::kCancelled;
+}
+
+struct TaskRecord {
+  std::string node;                  // node name (stable across restarts)
+  TaskAllocation allocation;         // node id is the controller's current numbering
+  std::optional<int> exit_code;
+  std::optional<int> signal;
+  bool started = false;
+};
+
+struct JobRecord {
+  JobSpec spec;                      // spec.id is the job id; submit_time is wall-clock ms
+  std::vector<std::string> command;  // argv
+  std::vector<std::pair<std::string, std::string>> env;
+  std::string workdir;
+  JobState state = JobState::kQueued;
+  std::vector<TaskRecord> tasks;     // empty until placed
+  std::optional<int> exit_code;      // the job's: first non-zero task exit, else 0
+  std::optional<int> signal;
+  int64_t start_ms = 0;              // when the last task reported running
+  int64_t end_ms = 0;
+  std::string message;               // why it waits, or why it ended
+  bool cancel_requested = false;
+};
+
+struct NodeRecord {
+  Node spec;                         // inventory as registered (id = controller's numbering)
+  std::string site;
+  std::string provider;
+  std::string agent_address;         // host the agent runs on (for MASTER_ADDR)
+  bool draining = false;
+  int64_t last_heartbeat_ms = 0;
+  HostSample host;
+  std::vector<GpuSample> gpus;
+  std::string gpu_source;            // "nvml" or "simulated"
+  std::string gpu_model;             // model name of its GPUs ("H100"), empty without GPUs
+};
+
+}  // namespace gp

@@ -1,0 +1,92 @@
+// JSON on the wire and on disk: the REST API's request and response bodies, the agent's
+// messages, and the records the journal stores. Parsing is strict: an unknown field, a wrong
+// type or a value out of range is an error that names the field and what was expected.
+// Pure functions; thread-safe.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "core/status.h"
+#include "state/records.h"
+
+namespace gp {
+
+// POST /v1/jobs. The id and submit time are left for the controller to set.
+Result<JobRecord> ParseSubmitRequest(std::string_view body);
+
+// A job as the API shows it and the journal stores it (the one form serves both).
+std::string JobToJson(const JobRecord& job);
+Result<JobRecord> JobFromJson(std::string_view json);
+
+// A node as the API shows it and the journal stores it. `free_gpus` and `load` are
+// the controller's view at the time; `state` is ready, draining or down.
+std::string NodeToJson(const NodeRecord& node, const Fleet& fleet, std::string_view state, int free_gpus);
+Result<NodeRecord> NodeFromJson(std::string_view json);
+
+// Agent -> server: POST /v1/agent/register.
+struct RegisterRequest {
+  std::string name;
+  std::string site = "local";
+  std::string provider = "local";
+  std::string tier = "on-demand";
+  std::string address = "127.0.0.1";
+  int cpu_cores = 0;
+  int64_t memory_mib = 0;
+  std::string gpu_source;
+  std::vector<GpuDevice> gpus;
+  std::vector<std::pair<std::string, std::string>> labels;
+};
+std::string RegisterToJson(const RegisterRequest& r);
+Result<RegisterRequest> ParseRegister(std::string_view body);
+
+// One task's news in a heartbeat.
+struct TaskReport {
+  uint64_t job = 0;
+  int task = 0;
+  enum class State : uint8_t { kRunning, kExited } state = State::kRunning;
+  std::optional<int> exit_code;
+  std::optional<int> signal;
+  int64_t started_ms = 0;
+  std::string stdout_chunk;  // new output since the last report
+  std::string stderr_chunk;
+  std::string error;         // the agent could not start it (bad command, ...)
+};
+
+// Agent -> server: POST /v1/agent/heartbeat. Held by the server up to `wait_ms` when it has
+// nothing to say (long poll), so new work reaches the agent at once.
+struct Heartbeat {
+  std::string node;
+  HostSample host;
+  std::vector<GpuSample> gpus;
+  std::vector<TaskReport> tasks;
+  std::vector<std::pair<uint64_t, int>> running;  // every task the agent runs now
+  int wait_ms = 0;
+};
+std::string HeartbeatToJson(const Heartbeat& h);
+Result<Heartbeat> ParseHeartbeat(std::string_view body);
+
+// Server -> agent: what to start and what to stop.
+struct TaskLaunch {
+  uint64_t job = 0;
+  int task = 0;
+  std::vector<std::string> command;
+  std::vector<std::pair<std::string, std::string>> env;
+  std::string workdir;
+  uint16_t gpu_mask = 0;
+  MilliCpu cpu{0};
+  MiB memory{0};
+};
+struct HeartbeatReply {
+  std::vector<TaskLaunch> start;
+  std::vector<std::pair<uint64_t, int>> cancel;
+};
+std::string ReplyToJson(const HeartbeatReply& r);
+Result<HeartbeatReply> ParseReply(std::string_view body);
+
+// {"error": "..."} bodies.
+std::string ErrorJson(std::string_view message);
+
+}  // namespace gp
