@@ -58,6 +58,9 @@ class Session : public std::enable_shared_from_this<Session> {
 
   void OnRead(beast::error_code ec) {
     if (ec == http::error::body_limit) {
+      // Answer, then read and discard what the client is still sending (up to 64 MiB, 10 s),
+      // so it gets to read the 413 instead of a reset connection.
+      draining_ = true;
       Write(HttpResponse{413, fmt::format(R"({{"error":"request body over {} bytes"}})", limit_)}, false);
       return;
     }
@@ -92,7 +95,19 @@ class Session : public std::enable_shared_from_this<Session> {
       } else {
         beast::error_code ignored;
         self->stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
+        if (self->draining_) {
+          self->stream_.expires_after(std::chrono::seconds(10));
+          self->Discard();
+        }
       }
+    });
+  }
+
+  void Discard() {
+    discard_.resize(64 * 1024);
+    stream_.async_read_some(asio::buffer(discard_), [self = shared_from_this()](beast::error_code ec, size_t n) {
+      self->discarded_ += n;
+      if (!ec && self->discarded_ < (64u << 20)) self->Discard();
     });
   }
 
@@ -102,6 +117,9 @@ class Session : public std::enable_shared_from_this<Session> {
   const HttpHandler& handler_;
   size_t limit_;
   bool keep_alive_ = false;
+  bool draining_ = false;
+  std::vector<char> discard_;
+  size_t discarded_ = 0;
 };
 
 }  // namespace

@@ -1,0 +1,127 @@
+"""Helpers for the end-to-end tests: start a real gpupool server and agents on loopback, talk
+to the REST API, and stop everything afterwards. Standard library only."""
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Pool:
+    def __init__(self, gpupool, data_dir=None):
+        self.gpupool = gpupool
+        self.dir = data_dir or tempfile.mkdtemp(prefix="gpupool-e2e-")
+        self.port = free_port()
+        self.server = None
+        self.agents = []
+        self.token = None
+
+    def start_server(self, *extra):
+        self.server = subprocess.Popen(
+            [self.gpupool, "server", "--listen", f"127.0.0.1:{self.port}", "--data-dir", f"{self.dir}/server", *extra],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        line = self.server.stdout.readline()
+        if "listening" not in line:
+            raise RuntimeError(f"server did not start: {line}{self.server.stdout.read()}")
+        self.token = open(f"{self.dir}/server/admin.token").read().strip()
+        return self
+
+    def start_agent(self, name, gpus):
+        p = subprocess.Popen(
+            [self.gpupool, "agent", "--server", f"127.0.0.1:{self.port}", "--join-token-file",
+             f"{self.dir}/server/join.token", "--simulate-gpus", gpus, "--name", name,
+             "--work-dir", f"{self.dir}/agents/{name}", "--interval", "200ms"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        self.agents.append(p)
+        return p
+
+    def wait_nodes(self, n, timeout=20):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            status, body = self.call("GET", "/v1/nodes")
+            if status == 200 and sum(1 for x in body["nodes"] if x["state"] == "ready") >= n:
+                return
+            time.sleep(0.1)
+        raise RuntimeError(f"{n} nodes did not register")
+
+    def call(self, method, path, body=None, token="default", raw=None, timeout=30):
+        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+        req = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", data=data, method=method)
+        tok = self.token if token == "default" else token
+        if tok:
+            req.add_header("Authorization", f"Bearer {tok}")
+        req.add_header("Content-Type", "application/json")
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as r:
+                text = r.read().decode()
+                status = r.status
+        except urllib.error.HTTPError as e:
+            text = e.read().decode()
+            status = e.code
+        try:
+            return status, json.loads(text)
+        except ValueError:
+            return status, text
+
+    def submit(self, command, **fields):
+        status, body = self.call("POST", "/v1/jobs", {"command": command, **fields})
+        if status != 201:
+            raise RuntimeError(f"submit failed: {status} {body}")
+        return body["id"]
+
+    def wait_jobs(self, ids, timeout=60):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            status, body = self.call("GET", "/v1/jobs?limit=100000")
+            jobs = {j["id"]: j for j in body["jobs"]}
+            if all(jobs.get(i, {}).get("state") in ("succeeded", "failed", "cancelled") for i in ids):
+                return jobs
+            time.sleep(0.1)
+        raise RuntimeError("jobs did not finish: " + ", ".join(
+            f"{i}:{jobs.get(i, {}).get('state')}" for i in ids if jobs.get(i, {}).get("state") not in ("succeeded", "failed", "cancelled")))
+
+    def kill_server(self):
+        self.server.kill()
+        self.server.wait()
+
+    def stop(self):
+        for p in [self.server, *self.agents]:
+            if p and p.poll() is None:
+                try:
+                    os.killpg(p.pid, signal.SIGTERM) if p in self.agents else p.terminate()
+                except ProcessLookupError:
+                    pass
+        for p in [self.server, *self.agents]:
+            if p:
+                try:
+                    p.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+
+
+class Checks:
+    def __init__(self):
+        self.passed = 0
+        self.failed = 0
+
+    def check(self, ok, what):
+        if ok:
+            self.passed += 1
+        else:
+            self.failed += 1
+            print(f"FAIL {what}", flush=True)
+
+    def done(self):
+        print(f"{self.passed} passed, {self.failed} failed")
+        return 0 if self.failed == 0 else 1
