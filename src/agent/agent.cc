@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <fmt/format.h>
 #include <signal.h>
+#include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -80,7 +81,7 @@ void Agent::Start(const TaskLaunch& l) {
   std::filesystem::create_directories(dir, ec);
   const std::string out = (dir / "stdout").string();
   const std::string err = (dir / "stderr").string();
-  // Everything the child needs, prepared before fork (no allocation after it).
+  // The environment: the agent's own, with the job's variables set over it.
   std::vector<std::string> env_strings;
   for (char** e = environ; *e; ++e) {
     const std::string_view kv(*e);
@@ -97,29 +98,38 @@ void Agent::Start(const TaskLaunch& l) {
   for (std::string& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
   const std::string workdir = l.workdir.empty() ? dir.string() : l.workdir;
-  const pid_t pid = fork();
-  if (pid == 0) {
-    setsid();  // its own process group: a cancel kills the whole tree
-    const int o = open(out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    const int e = open(err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    const int in = open("/dev/null", O_RDONLY);
-    if (o < 0 || e < 0 || in < 0) _exit(126);
-    dup2(in, 0);
-    dup2(o, 1);
-    dup2(e, 2);
-    if (chdir(workdir.c_str()) != 0) {
-      dprintf(2, "gpupool agent: cannot enter working directory %s: %s\n", workdir.c_str(), strerror(errno));
-      _exit(126);
-    }
-    execvpe(argv[0], argv.data(), envp.data());
-    dprintf(2, "gpupool agent: cannot run %s: %s\n", argv[0], strerror(errno));
-    _exit(127);
-  }
-  if (pid < 0) {
-    t.exit_code = 126;
-    t.error = fmt::format("fork failed: {}", strerror(errno));
+  // posix_spawn (vfork-like) rather than fork: the agent's address space is not copied, which
+  // matters when hundreds of short tasks start each second. The task gets its own session
+  // (process group), so a cancel reaches everything it started.
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+  posix_spawn_file_actions_addopen(&fa, 1, out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  posix_spawn_file_actions_addopen(&fa, 2, err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  posix_spawn_file_actions_addchdir_np(&fa, workdir.c_str());
+  posix_spawnattr_t attr;
+  posix_spawnattr_init(&attr);
+  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+  sigset_t none;
+  sigemptyset(&none);
+  posix_spawnattr_setsigmask(&attr, &none);
+  sigset_t all;
+  sigfillset(&all);
+  posix_spawnattr_setsigdefault(&attr, &all);
+  pid_t pid = -1;
+  const int rc = posix_spawnp(&pid, argv[0], &fa, &attr, argv.data(), envp.data());
+  posix_spawn_file_actions_destroy(&fa);
+  posix_spawnattr_destroy(&attr);
+  if (rc != 0) {
+    // Not started (no such program, no such directory...): say so where the user will look.
+    std::ofstream(err, std::ios::app) << fmt::format("gpupool agent: cannot run {} in {}: {}\n", l.command[0], workdir,
+                                                     std::strerror(rc));
+    t.exit_code = rc == ENOENT ? 127 : 126;
+    t.error = fmt::format("cannot run {}: {}", l.command[0], std::strerror(rc));
+    pid = -1;
   }
   t.pid = pid;
+  if (pid > 0) by_pid_[pid] = key;
   tasks_[key] = std::move(t);
   MarkGpus();
 }
@@ -131,23 +141,33 @@ void Agent::Cancel(uint64_t job, int task) {
   it->second.kill_at_ms = NowMs() + o_.kill_grace.value();
 }
 
-void Agent::Reap() {
-  for (auto& [key, t] : tasks_) {
-    if (t.pid <= 0 || t.exit_code || t.signal) continue;
-    int status = 0;
-    const pid_t r = waitpid(t.pid, &status, WNOHANG);
-    if (r == t.pid) {
-      if (WIFEXITED(status)) t.exit_code = WEXITSTATUS(status);
-      if (WIFSIGNALED(status)) {
-        t.signal = WTERMSIG(status);
-        t.exit_code = 128 + WTERMSIG(status);
-      }
-      kill(-t.pid, SIGKILL);  // anything the task left behind in its group
-      MarkGpus();
-    } else if (t.kill_at_ms > 0 && NowMs() > t.kill_at_ms) {
-      kill(-t.pid, SIGKILL);
-    }
+void Agent::Exited(Task& t, int status) {
+  if (WIFEXITED(status)) t.exit_code = WEXITSTATUS(status);
+  if (WIFSIGNALED(status)) {
+    t.signal = WTERMSIG(status);
+    t.exit_code = 128 + WTERMSIG(status);
   }
+  kill(-t.pid, SIGKILL);  // anything the task left behind in its group
+}
+
+void Agent::Reap() {
+  bool any = false;
+  int status = 0;
+  pid_t pid;
+  while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+    auto it = by_pid_.find(pid);
+    if (it == by_pid_.end()) continue;
+    auto t = tasks_.find(it->second);
+    by_pid_.erase(it);
+    if (t == tasks_.end()) continue;
+    Exited(t->second, status);
+    any = true;
+  }
+  const int64_t now = NowMs();
+  for (auto& [key, t] : tasks_) {
+    if (t.kill_at_ms > 0 && !t.exit_code && !t.signal && now > t.kill_at_ms) kill(-t.pid, SIGKILL);
+  }
+  if (any) MarkGpus();
 }
 
 // Simulated GPUs follow the work: a GPU a running task holds reads as busy.
@@ -173,11 +193,12 @@ bool Agent::ShipLogs(Task& t, TaskReport& r) {
   bool complete = true;
   const auto dir = TaskDir(t.launch.job, t.launch.task);
   for (int s = 0; s < 2; ++s) {
-    std::ifstream in(dir / (s == 0 ? "stdout" : "stderr"), std::ios::binary);
+    const auto path = dir / (s == 0 ? "stdout" : "stderr");
+    std::error_code ec;
+    const int64_t size = static_cast<int64_t>(std::filesystem::file_size(path, ec));
+    if (ec || size <= t.sent[static_cast<size_t>(s)]) continue;
+    std::ifstream in(path, std::ios::binary);
     if (!in) continue;
-    in.seekg(0, std::ios::end);
-    const int64_t size = in.tellg();
-    if (size <= t.sent[static_cast<size_t>(s)]) continue;
     const int64_t n = std::min<int64_t>(size - t.sent[static_cast<size_t>(s)], kLogChunk);
     std::string chunk(static_cast<size_t>(n), '\0');
     in.seekg(t.sent[static_cast<size_t>(s)]);
@@ -216,10 +237,13 @@ Status Agent::Run(const std::atomic<bool>& stop) {
     Heartbeat hb{.node = o_.name, .host = host_sample_, .gpus = gpu_sample_};
     std::vector<std::pair<uint64_t, int>> done;
     bool active = false;
+    // Output of running tasks is shipped every interval; an ended task's, at once and in full.
+    const bool scan_logs = now - last_log_scan_ms_ >= o_.interval.value();
+    if (scan_logs) last_log_scan_ms_ = now;
     for (auto& [key, t] : tasks_) {
       TaskReport r{.job = key.first, .task = key.second, .started_ms = t.started_ms, .error = t.error};
       const bool ended = t.exit_code || t.signal;
-      const bool shipped = ShipLogs(t, r);
+      const bool shipped = (ended || scan_logs || !t.reported_running) ? ShipLogs(t, r) : false;
       if (ended && shipped) {
         r.state = TaskReport::State::kExited;
         r.exit_code = t.exit_code;

@@ -60,6 +60,7 @@ class Agent {
   void MarkGpus();
   std::filesystem::path TaskDir(uint64_t job, int task) const;
   bool ShipLogs(Task& t, TaskReport& r);
+  void Exited(Task& t, int status);
 
   AgentOptions o_;
   std::unique_ptr<GpuSource> gpus_;
@@ -67,6 +68,8 @@ class Agent {
   ProcfsHost host_;
   std::map<std::pair<uint64_t, int>, Task> tasks_;
   std::set<std::pair<uint64_t, int>> seen_;  // every task ever launched: a repeated launch is ignored
+  std::map<pid_t, std::pair<uint64_t, int>> by_pid_;
+  int64_t last_log_scan_ms_ = 0;
   int64_t last_sample_ms_ = 0;
   HostSample host_sample_;
   std::vector<GpuSample> gpu_sample_;

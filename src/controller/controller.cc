@@ -57,6 +57,7 @@ Status Controller::Recover() {
       NodeSlot* slot = SlotByName(t.node);
       if (!slot || t.exit_code || t.signal) continue;
       t.allocation.node = slot->record.spec.id;
+      slot->active.insert({id, static_cast<int>(&t - j.tasks.data())});
       if (!Allocate(snapshot_.nodes[t.allocation.node.value()], t.allocation).ok()) {
         t.exit_code = -1;
         j.message = "lost on recovery: its node no longer has the resources";
@@ -335,20 +336,20 @@ Result<HeartbeatReply> Controller::Heartbeat(const gp::Heartbeat& h) {
   // Tasks handed to this agent earlier that it neither runs nor reported: lost (the agent
   // restarted, or the process vanished without a report).
   std::set<std::pair<uint64_t, int>> running(h.running.begin(), h.running.end());
-  for (auto& [id, j] : jobs_) {
-    if (IsTerminal(j.state) || j.state == JobState::kQueued) continue;
-    for (size_t t = 0; t < j.tasks.size(); ++t) {
-      TaskRecord& task = j.tasks[t];
-      const std::pair<uint64_t, int> key{id, static_cast<int>(t)};
-      if (task.node != h.node || task.exit_code || task.signal || running.count(key)) continue;
-      const bool pending_launch = std::any_of(slot->launches.begin(), slot->launches.end(),
-                                              [&](const TaskLaunch& l) { return l.job == id && l.task == key.second; });
-      if (pending_launch) continue;
-      if (!task.started && !slot->delivered.count(key)) continue;
-      slot->delivered.erase(key);
-      TaskEnded(j, key.second, std::nullopt, std::nullopt, "lost: the agent no longer runs it");
-      changed.push_back(&j);
-    }
+  const std::vector<std::pair<uint64_t, int>> active(slot->active.begin(), slot->active.end());
+  for (const auto& key : active) {
+    auto it = jobs_.find(key.first);
+    if (it == jobs_.end()) continue;
+    JobRecord& j = it->second;
+    TaskRecord& task = j.tasks[static_cast<size_t>(key.second)];
+    if (task.exit_code || task.signal || running.count(key)) continue;
+    const bool pending_launch = std::any_of(slot->launches.begin(), slot->launches.end(),
+                                            [&](const TaskLaunch& l) { return l.job == key.first && l.task == key.second; });
+    if (pending_launch) continue;
+    if (!task.started && !slot->delivered.count(key)) continue;
+    slot->delivered.erase(key);
+    TaskEnded(j, key.second, std::nullopt, std::nullopt, "lost: the agent no longer runs it");
+    changed.push_back(&j);
   }
   std::vector<std::pair<uint64_t, std::string>> batch;
   for (JobRecord* j : changed) batch.emplace_back(j->spec.id.value(), JobToJson(*j));
@@ -386,6 +387,7 @@ void Controller::TaskEnded(JobRecord& j, int task, std::optional<int> code, std:
   t.exit_code = code;
   t.signal = signal;
   if (!code && !signal) t.exit_code = -1;
+  if (NodeSlot* slot = SlotByName(t.node)) slot->active.erase({j.spec.id.value(), task});
   ReleaseTask(t);
   const bool failed = !why.empty() || (t.exit_code && *t.exit_code != 0) || t.signal;
   if (failed && !j.exit_code) {
@@ -478,7 +480,10 @@ void Controller::ApplyPlan(const Plan& plan, const std::vector<PendingJob>&) {
       continue;
     }
     j.tasks.clear();
-    for (const TaskAllocation& a : p.tasks) j.tasks.push_back(TaskRecord{.node = fleet_.node(a.node).name, .allocation = a});
+    for (const TaskAllocation& a : p.tasks) {
+      nodes_[a.node.value()].active.insert({p.job.value(), static_cast<int>(j.tasks.size())});
+      j.tasks.push_back(TaskRecord{.node = fleet_.node(a.node).name, .allocation = a});
+    }
     j.state = JobState::kStarting;
     j.message.clear();
     last_decision_.erase(p.job.value());

@@ -91,6 +91,7 @@ class Controller {
     std::vector<TaskLaunch> launches;
     std::vector<std::pair<uint64_t, int>> cancels;
     std::set<std::pair<uint64_t, int>> delivered;  // launches handed to the agent, not yet seen running
+    std::set<std::pair<uint64_t, int>> active;     // tasks placed here that have not ended
     bool down = false;
   };
 

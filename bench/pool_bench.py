@@ -1,0 +1,92 @@
+"""Live-pool benchmark: a real server and one local agent (simulated GPUs) on loopback.
+  accept:     jobs/s accepted by POST /v1/jobs (4 keep-alive connections; no agent, so they queue)
+  throughput: trivial jobs/s run to completion end to end through one agent
+  latency:    submit-to-running, p50 and p99: from just before the submit is sent to the moment
+              the job's process runs (the job is `date +%s%N`, which prints that moment)
+Usage: python3 bench/pool_bench.py build/gpupool [jobs]. Figures go in docs/benchmarks.md."""
+import http.client
+import json
+import os
+import statistics
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests", "e2e"))
+from pool import Pool  # noqa: E402
+
+
+def submit_loop(port, token, n, out):
+    conn = http.client.HTTPConnection("127.0.0.1", port)
+    body = json.dumps({"command": ["true"], "gpus": 0})
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    ids = []
+    for _ in range(n):
+        conn.request("POST", "/v1/jobs", body, headers)
+        r = conn.getresponse()
+        data = r.read()
+        assert r.status == 201, data
+        ids.append(json.loads(data)["id"])
+    out.extend(ids)
+
+
+def accept_rate(gpupool, n):
+    pool = Pool(gpupool).start_server()
+    try:
+        ids, threads = [], []
+        t0 = time.perf_counter()
+        for _ in range(4):
+            th = threading.Thread(target=submit_loop, args=(pool.port, pool.token, n // 4, ids))
+            th.start()
+            threads.append(th)
+        for th in threads:
+            th.join()
+        return len(ids) / (time.perf_counter() - t0)
+    finally:
+        pool.stop()
+
+
+def end_to_end(gpupool, n):
+    pool = Pool(gpupool).start_server()
+    pool.start_agent("bench", "8xH100")
+    try:
+        pool.wait_nodes(1)
+        ids = []
+        t0 = time.perf_counter()
+        submit_loop(pool.port, pool.token, n, ids)
+        pool.wait_jobs(ids, timeout=600)
+        rate = n / (time.perf_counter() - t0)
+        latencies = []
+        conn = http.client.HTTPConnection("127.0.0.1", pool.port)
+        headers = {"Authorization": f"Bearer {pool.token}", "Content-Type": "application/json"}
+        for _ in range(200):
+            sent = time.time_ns()
+            conn.request("POST", "/v1/jobs", json.dumps({"command": ["date", "+%s%N"], "gpus": 1}), headers)
+            r = conn.getresponse()
+            jid = json.loads(r.read())["id"]
+            while True:
+                conn.request("GET", f"/v1/jobs/{jid}/logs?task=0&stream=stdout", headers=headers)
+                r = conn.getresponse()
+                text = r.read().decode().strip()
+                if text:
+                    break
+                time.sleep(0.002)
+            latencies.append((int(text) - sent) / 1e6)
+        latencies.sort()
+        return rate, statistics.median(latencies), latencies[int(len(latencies) * 0.99) - 1]
+    finally:
+        pool.stop()
+
+
+def main():
+    gpupool = sys.argv[1]
+    n = int(sys.argv[2]) if len(sys.argv) > 2 else 2000
+    accepted = accept_rate(gpupool, n)
+    rate, p50, p99 = end_to_end(gpupool, n)
+    print(f"accepted:        {accepted:8.0f} jobs/s  ({n} submits, 4 connections)")
+    print(f"run to completion: {rate:6.0f} jobs/s  ({n} trivial jobs, one agent, 8 simulated GPUs)")
+    print(f"submit-to-running: p50 {p50:.2f} ms, p99 {p99:.2f} ms  (200 jobs, one at a time)")
+
+
+if __name__ == "__main__":
+    main()
