@@ -130,6 +130,12 @@ void Agent::Start(const TaskLaunch& l) {
   }
   t.pid = pid;
   if (pid > 0) by_pid_[pid] = key;
+  if (pid > 0 && cgroups_.available() && (l.cpu.value() > 0 || l.memory.value() > 0)) {
+    // Limits apply from here on; what the task did in its first instant is not capped.
+    if (Status s = cgroups_.Place(pid, fmt::format("job-{}-task-{}", l.job, l.task), l.cpu, l.memory); !s.ok()) {
+      fmt::print(stderr, "gpupool agent: job {} task {}: no cgroup limits: {}\n", l.job, l.task, s.message());
+    }
+  }
   tasks_[key] = std::move(t);
   MarkGpus();
 }
@@ -161,6 +167,7 @@ void Agent::Reap() {
     by_pid_.erase(it);
     if (t == tasks_.end()) continue;
     Exited(t->second, status);
+    cgroups_.Remove(fmt::format("job-{}-task-{}", t->first.first, t->first.second));
     any = true;
   }
   const int64_t now = NowMs();
@@ -225,7 +232,8 @@ Status Agent::Run(const std::atomic<bool>& stop) {
       }
       registered = true;
       backoff = 200;
-      fmt::print(stderr, "gpupool agent: registered as {} with {}\n", o_.name, o_.server);
+      fmt::print(stderr, "gpupool agent: registered as {} with {}; cgroup limits: {}\n", o_.name, o_.server,
+                 cgroups_.available() ? "on" : "off (" + cgroups_.why_not() + ")");
     }
     Reap();
     const int64_t now = NowMs();

@@ -14,6 +14,7 @@
 
 #include "adapters/http.h"
 #include "adapters/procfs.h"
+#include "agent/cgroup.h"
 #include "telemetry/gpu_source.h"
 #include "wire/codec.h"
 
@@ -70,6 +71,7 @@ class Agent {
   std::set<std::pair<uint64_t, int>> seen_;  // every task ever launched: a repeated launch is ignored
   std::map<pid_t, std::pair<uint64_t, int>> by_pid_;
   int64_t last_log_scan_ms_ = 0;
+  CgroupLimiter cgroups_ = CgroupLimiter::Detect();
   int64_t last_sample_ms_ = 0;
   HostSample host_sample_;
   std::vector<GpuSample> gpu_sample_;

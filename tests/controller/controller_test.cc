@@ -1,0 +1,203 @@
+// The controller's job lifecycle without a network: agents are played by the test through
+// Register and Heartbeat, the journal is in memory, and the clock is manual.
+#include <gtest/gtest.h>
+#include <sys/vfs.h>
+
+#include "agent/cgroup.h"
+#include "controller/controller.h"
+#include "wire/codec.h"
+
+namespace gp {
+namespace {
+
+struct Scene {
+  MemoryJournal journal;
+  ManualClock clock{Millis{1'000'000}};
+  std::unique_ptr<Controller> c = Make();
+
+  std::unique_ptr<Controller> Make() {
+    return std::make_unique<Controller>(Fleet{}, journal, clock, ControllerOptions{},
+                                        std::move(*BuiltinRegistry().MakePolicy("fifo")));
+  }
+  void Join(const std::string& name, int gpus, Controller* ctl = nullptr) {
+    auto sim = SimulatedGpuSource::Parse(std::to_string(gpus) + "xH100", name);
+    RegisterRequest r{.name = name, .address = "10.0.0." + std::to_string(name.size()), .cpu_cores = 32,
+                      .memory_mib = 256 * 1024, .gpu_source = "simulated", .gpus = *sim->Devices()};
+    ASSERT_TRUE((ctl ? ctl : c.get())->Register(r));
+  }
+  JobId Submit(int gpus, int tasks = 1, std::vector<std::string> cmd = {"true"}) {
+    JobRecord r;
+    r.command = std::move(cmd);
+    r.spec.gpus_per_task = gpus;
+    r.spec.tasks = tasks;
+    return *c->Submit(r);
+  }
+  HeartbeatReply Beat(const std::string& node, std::vector<TaskReport> tasks = {},
+                      std::vector<std::pair<uint64_t, int>> running = {}) {
+    return *c->Heartbeat(Heartbeat{.node = node, .tasks = std::move(tasks), .running = std::move(running)});
+  }
+  std::string Var(const TaskLaunch& l, const std::string& key) {
+    for (const auto& [k, v] : l.env) {
+      if (k == key) return v;
+    }
+    return "<unset>";
+  }
+};
+
+TEST(ControllerTest, SubmitPlaceRunSucceed) {
+  Scene e;
+  e.Join("n1", 4);
+  const JobId id = e.Submit(2);
+  EXPECT_EQ(e.c->FindJob(id)->state, JobState::kQueued);
+  EXPECT_EQ(e.journal.Load()->jobs.count(id.value()), 1u) << "durable before acknowledged";
+  e.c->Tick();
+  EXPECT_EQ(e.c->FindJob(id)->state, JobState::kStarting);
+  HeartbeatReply r = e.Beat("n1");
+  ASSERT_EQ(r.start.size(), 1u);
+  EXPECT_EQ(e.Var(r.start[0], "CUDA_VISIBLE_DEVICES"), "0,1");
+  EXPECT_EQ(e.Var(r.start[0], "GPUPOOL_JOB_ID"), std::to_string(id.value()));
+  EXPECT_EQ(e.Var(r.start[0], "WORLD_SIZE"), "1");
+  EXPECT_TRUE(e.Beat("n1", {}, {{id.value(), 0}}).start.empty()) << "a launch is handed over once";
+  e.Beat("n1", {{.job = id.value(), .task = 0, .started_ms = 5, .stdout_chunk = "hi\n"}}, {{id.value(), 0}});
+  EXPECT_EQ(e.c->FindJob(id)->state, JobState::kRunning);
+  e.Beat("n1", {{.job = id.value(), .task = 0, .state = TaskReport::State::kExited, .exit_code = 0}});
+  const JobRecord* j = e.c->FindJob(id);
+  EXPECT_EQ(j->state, JobState::kSucceeded);
+  EXPECT_EQ(j->exit_code, 0);
+  auto stored = JobFromJson(e.journal.Load()->jobs.at(id.value()));
+  ASSERT_TRUE(stored);
+  EXPECT_EQ(stored->state, JobState::kSucceeded);
+}
+
+// A gang over two 8-GPU nodes: torchrun's variables, then one task fails with 2 and the other
+// is told to stop; the job fails with the first failure's code.
+TEST(ControllerTest, GangEnvAndFailure) {
+  Scene e;
+  e.Join("a", 8);
+  e.Join("b", 8);
+  const JobId id = e.Submit(8, 2);
+  e.c->Tick();
+  const HeartbeatReply ra = e.Beat("a");
+  const HeartbeatReply rb = e.Beat("b");
+  ASSERT_EQ(ra.start.size() + rb.start.size(), 2u);
+  const TaskLaunch& t0 = ra.start.size() == 1 && ra.start[0].task == 0 ? ra.start[0] : rb.start[0];
+  const TaskLaunch& t1 = ra.start.size() == 1 && ra.start[0].task == 1 ? ra.start[0] : rb.start[0];
+  EXPECT_EQ(e.Var(t0, "RANK"), "0");
+  EXPECT_EQ(e.Var(t1, "RANK"), "1");
+  EXPECT_EQ(e.Var(t1, "WORLD_SIZE"), "2");
+  EXPECT_EQ(e.Var(t1, "LOCAL_RANK"), "0");
+  EXPECT_EQ(e.Var(t0, "MASTER_ADDR"), e.Var(t1, "MASTER_ADDR"));
+  EXPECT_EQ(e.Var(t0, "MASTER_PORT"), e.Var(t1, "MASTER_PORT"));
+  const std::string node0 = e.c->FindJob(id)->tasks[0].node;
+  const std::string node1 = e.c->FindJob(id)->tasks[1].node;
+  e.Beat(node0, {{.job = id.value(), .task = 0}}, {{id.value(), 0}});
+  e.Beat(node1, {{.job = id.value(), .task = 1}}, {{id.value(), 1}});
+  const HeartbeatReply after = e.Beat(node1, {{.job = id.value(), .task = 1, .state = TaskReport::State::kExited, .exit_code = 2}});
+  const HeartbeatReply other = e.Beat(node0, {}, {{id.value(), 0}});
+  ASSERT_EQ(other.cancel.size(), 1u) << "the surviving task is stopped";
+  EXPECT_EQ(other.cancel[0], (std::pair<uint64_t, int>{id.value(), 0}));
+  e.Beat(node0, {{.job = id.value(), .task = 0, .state = TaskReport::State::kExited, .exit_code = 143, .signal = 15}});
+  EXPECT_EQ(e.c->FindJob(id)->state, JobState::kFailed);
+  EXPECT_EQ(e.c->FindJob(id)->exit_code, 2);
+}
+
+TEST(ControllerTest, CancelQueuedAndRunning) {
+  Scene e;
+  e.Join("n", 1);
+  const JobId running = e.Submit(1);
+  const JobId queued = e.Submit(1);
+  e.c->Tick();
+  e.Beat("n");
+  e.Beat("n", {{.job = running.value(), .task = 0}}, {{running.value(), 0}});
+  ASSERT_TRUE(e.c->Cancel(queued).ok());
+  EXPECT_EQ(e.c->FindJob(queued)->state, JobState::kCancelled);
+  ASSERT_TRUE(e.c->Cancel(running).ok());
+  const HeartbeatReply r = e.Beat("n", {}, {{running.value(), 0}});
+  ASSERT_EQ(r.cancel.size(), 1u);
+  e.Beat("n", {{.job = running.value(), .task = 0, .state = TaskReport::State::kExited, .exit_code = 143, .signal = 15}});
+  EXPECT_EQ(e.c->FindJob(running)->state, JobState::kCancelled);
+  EXPECT_FALSE(e.c->Cancel(running).ok()) << "cancelling an ended job is refused";
+  EXPECT_EQ(e.c->Cancel(JobId{999}).code(), StatusCode::kNotFound);
+}
+
+// A restart: the new controller reads the journal, holds the running job's GPUs again, and
+// the agent's report adopts it without a second launch.
+TEST(ControllerTest, RecoverAdoptsRunningJobs) {
+  Scene e;
+  e.Join("n", 2);
+  const JobId a = e.Submit(2);
+  const JobId b = e.Submit(1);
+  e.c->Tick();
+  e.Beat("n");
+  e.Beat("n", {{.job = a.value(), .task = 0}}, {{a.value(), 0}});
+  auto restarted = e.Make();
+  ASSERT_TRUE(restarted->Recover().ok());
+  e.c = std::move(restarted);
+  EXPECT_EQ(e.c->FindJob(a)->state, JobState::kRunning);
+  EXPECT_EQ(e.c->FindJob(b)->state, JobState::kQueued);
+  e.Join("n", 2);  // the agent registers again after the server restarted
+  e.c->Tick();
+  HeartbeatReply r = e.Beat("n", {}, {{a.value(), 0}});
+  EXPECT_TRUE(r.start.empty()) << "job b waits: job a still holds both GPUs; job a is not relaunched";
+  e.Beat("n", {{.job = a.value(), .task = 0, .state = TaskReport::State::kExited, .exit_code = 0}});
+  e.c->Tick();
+  r = e.Beat("n");
+  ASSERT_EQ(r.start.size(), 1u);
+  EXPECT_EQ(r.start[0].job, b.value());
+}
+
+TEST(ControllerTest, SilentNodeGoesDownAndLostTasksFail) {
+  Scene e;
+  e.Join("n", 1);
+  const JobId id = e.Submit(1);
+  e.c->Tick();
+  e.Beat("n");  // the launch is delivered...
+  e.Beat("n", {}, {});  // ...but the next heartbeat does not list it: lost
+  EXPECT_EQ(e.c->FindJob(id)->state, JobState::kFailed);
+  EXPECT_NE(e.c->FindJob(id)->message.find("lost"), std::string::npos);
+  e.clock.Advance(Millis{11'000});
+  e.c->Tick();
+  const JobId next = e.Submit(1);
+  e.c->Tick();
+  EXPECT_EQ(e.c->FindJob(next)->state, JobState::kQueued) << "a down node gets no work";
+  EXPECT_NE(e.c->Explain(next).find("unhealthy"), std::string::npos);
+}
+
+TEST(CodecTest, SubmitIsStrictAndRecordsRoundTrip) {
+  EXPECT_NE(ParseSubmitRequest(R"({"command":["x"],"gpus":1,"colour":"red"})").error().message().find("unknown field 'colour'"),
+            std::string::npos);
+  EXPECT_NE(ParseSubmitRequest(R"({"command":"x","gpus":17})").error().message().find("field 'gpus': must be 0..16, got 17"),
+            std::string::npos);
+  EXPECT_NE(ParseSubmitRequest(R"({"command":["x"],"memory":"lots"})").error().message().find("field 'memory'"),
+            std::string::npos);
+  auto ok = ParseSubmitRequest(
+      R"({"command":["python","train.py"],"gpus":2,"tasks":4,"gpu_model":"H100","memory":"16GiB","cpu":4.5,)"
+      R"("priority":3,"tenant":"vision","data":{"site":"dc","size":"2TB"},"duration":"3h","max_price":2.5,"env":{"A":"1"}})");
+  ASSERT_TRUE(ok) << ok.error().message();
+  ok->spec.id = JobId{7};
+  ok->state = JobState::kRunning;
+  ok->tasks.push_back(TaskRecord{.node = "n", .allocation = {.gpu_mask = 0b1100}});
+  auto back = JobFromJson(JobToJson(*ok));
+  ASSERT_TRUE(back) << back.error().message();
+  EXPECT_EQ(JobToJson(*back), JobToJson(*ok));
+  EXPECT_EQ(back->spec.cpu_per_task.value(), 4500);
+  EXPECT_EQ(back->spec.data->size.value(), 2'000'000'000'000);
+}
+
+TEST(CgroupTest, CpuMaxAndDetection) {
+  EXPECT_EQ(CpuMaxValue(MilliCpu{1500}), "150000 100000");
+  EXPECT_EQ(CpuMaxValue(MilliCpu{250}), "25000 100000");
+  EXPECT_EQ(CpuMaxValue(MilliCpu{0}), "max 100000");
+  const CgroupLimiter none = CgroupLimiter::Detect("/nonexistent");
+  EXPECT_FALSE(none.available());
+  EXPECT_NE(none.why_not().find("/nonexistent"), std::string::npos);
+  struct statfs fs {};
+  if (statfs("/sys/fs/cgroup", &fs) == 0 && static_cast<long>(fs.f_type) != 0x63677270) {
+    const CgroupLimiter v1 = CgroupLimiter::Detect();
+    EXPECT_FALSE(v1.available());
+    EXPECT_NE(v1.why_not().find("not a cgroup v2 mount"), std::string::npos);
+  }
+}
+
+}  // namespace
+}  // namespace gp
