@@ -5,7 +5,7 @@ TRACES  ?= ../shared/traces
 JOBS    ?= $(shell nproc)
 CMAKE_FLAGS ?= -DCMAKE_BUILD_TYPE=Release
 
-.PHONY: all bootstrap configure build test run bench clean format
+.PHONY: all bootstrap configure build test run sim-demo bench clean format
 
 all: build
 
@@ -23,15 +23,23 @@ build: configure
 test: build
 	cd $(BUILD) && GPUPOOL_TRACES=$(abspath $(TRACES)) ctest --output-on-failure -j $(JOBS) --timeout 600
 
-# The main job, for now: replay the Philly trace on 2,048 V100s, then the seed article's
-# four-node example through `place --explain`.
+# The main job: a whole pool on this machine (server + agents with simulated GPUs, real
+# processes). It prints the commands to submit a job; Ctrl-C stops it.
 run: build
+	$(BUILD)/gpupool dev --fleet examples/fleets/mixed.toml --data-dir $(DEV_DIR)
+
+DEV_DIR ?= /tmp/gpupool-dev
+
+# The scheduler without a pool: replay the Philly trace on 2,048 V100s, then the seed article's
+# four-node example through `place --explain`.
+sim-demo: build
 	$(BUILD)/gpupool sim --fleet 256x8xV100 --trace $(TRACES)/pollux-philly/philly.csv --policy fifo
 	@echo
 	$(BUILD)/gpupool place --fleet examples/fleets/seed-4-nodes.toml --policy least-loaded --explain
 
 bench: build
 	GPUPOOL_TRACES=$(abspath $(TRACES)) $(BUILD)/bench/gpupool_bench $(BENCH_ARGS)
+	python3 bench/pool_bench.py $(BUILD)/gpupool 2000
 
 format:
 	clang-format -i $$(git ls-files '*.h' '*.cc')

@@ -7,6 +7,8 @@
 #include <boost/beast/http.hpp>
 #include <charconv>
 
+#include "core/units.h"
+
 namespace gp {
 namespace asio = boost::asio;
 namespace beast = boost::beast;
@@ -254,16 +256,28 @@ Result<HttpClient> HttpClient::Create(const std::string& base, std::string token
 
 Result<HttpResponse> HttpClient::Call(const std::string& method, const std::string& target, const std::string& body,
                                       Millis timeout) {
+  // Asynchronous operations run to completion on this client's own io_context: Beast enforces
+  // a stream's timeout only on asynchronous operations, and a call must never hang on a server
+  // that went away mid-request.
   Impl& c = *impl_;
+  const auto limit = std::chrono::milliseconds(timeout.value());
   for (int attempt = 0; attempt < 2; ++attempt) {
     beast::error_code ec;
+    auto run = [&] {
+      c.io.restart();
+      c.io.run();
+    };
     if (!c.stream) {
       tcp::resolver resolver(c.io);
       auto endpoints = resolver.resolve(c.host, c.port, ec);
       if (ec) return Error(StatusCode::kNotFound, fmt::format("cannot resolve {}: {}", c.host, ec.message()));
       c.stream.emplace(c.io);
-      c.stream->expires_after(std::chrono::milliseconds(timeout.value()));
-      c.stream->connect(endpoints, ec);
+      c.stream->expires_after(limit);
+      c.stream->async_connect(endpoints, [&](beast::error_code e, const tcp::endpoint&) {
+        ec = e;
+        c.stream->expires_never();  // done: stop the timer, or run() would wait for it
+      });
+      run();
       if (ec) {
         c.stream.reset();
         return Error(StatusCode::kFailedPrecondition,
@@ -279,17 +293,30 @@ Result<HttpResponse> HttpClient::Call(const std::string& method, const std::stri
     req.keep_alive(true);
     req.body() = body;
     req.prepare_payload();
-    c.stream->expires_after(std::chrono::milliseconds(timeout.value()));
-    http::write(*c.stream, req, ec);
     http::response_parser<http::string_body> parser;
     parser.body_limit(256ull << 20);
-    if (!ec) http::read(*c.stream, c.buffer, parser, ec);
+    c.stream->expires_after(limit);
+    http::async_write(*c.stream, req, [&](beast::error_code e, size_t) {
+      ec = e;
+      if (e) {
+        c.stream->expires_never();
+        return;
+      }
+      http::async_read(*c.stream, c.buffer, parser, [&](beast::error_code e2, size_t) {
+        ec = e2;
+        c.stream->expires_never();
+      });
+    });
+    run();
     if (ec) {
       c.stream.reset();
       c.buffer.clear();
       if (attempt == 0 && (ec == http::error::end_of_stream || ec == asio::error::connection_reset ||
                            ec == asio::error::broken_pipe)) {
         continue;  // the kept-alive connection had closed: once more on a fresh one
+      }
+      if (ec == beast::error::timeout) {
+        return Error(StatusCode::kFailedPrecondition, fmt::format("{} {}: no answer within {}", method, target, FormatMillis(timeout)));
       }
       return Error(StatusCode::kFailedPrecondition, fmt::format("{} {}: {}", method, target, ec.message()));
     }

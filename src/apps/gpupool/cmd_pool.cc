@@ -2,6 +2,7 @@
 // a few agents with simulated GPUs on this machine, for trying gpupool in one command).
 #include <fmt/format.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -188,6 +189,7 @@ int RunDev(const DevArgs& a) {
                                      std::string(PriceTierName(n->tier)), "--work-dir", work};
     const pid_t pid = fork();
     if (pid == 0) {
+      prctl(PR_SET_PDEATHSIG, SIGTERM);  // agents go when dev goes, however it ends
       std::vector<char*> argv;
       for (std::string& s : args) argv.push_back(s.data());
       argv.push_back(nullptr);
@@ -198,19 +200,40 @@ int RunDev(const DevArgs& a) {
     fmt::print("  agent {} ({} simulated {}, {} / {})\n", n->name, n->gpus.size(), fleet.model(n->gpus[0].model).name,
                fleet.site(n->site).name, fleet.provider(n->provider).name);
   }
+  // The binary as the user can type it: relative to the working directory when it is below it.
+  std::error_code ec;
+  std::string self = fs::read_symlink("/proc/self/exe", ec).string();
+  if (const auto rel = fs::relative(self, fs::current_path(), ec); !ec && !rel.empty() && !rel.string().starts_with("..")) {
+    self = rel.string();
+  }
   fmt::print(
       "gpupool dev: server on http://{} with {} agents, policy {}\n"
       "  admin token: {}/admin.token   data: {}\n"
       "  try it (in another terminal):\n"
       "    export GPUPOOL_ADDR={} GPUPOOL_TOKEN=$(cat {}/admin.token)\n"
-      "    gpupool submit --gpus 2 -- sh -c 'echo hello from $GPUPOOL_NODE on GPUs $CUDA_VISIBLE_DEVICES'\n"
-      "    gpupool jobs; gpupool logs 1; gpupool nodes\n"
+      "    {} submit --gpus 2 -- sh -c 'echo hello from $GPUPOOL_NODE on GPUs $CUDA_VISIBLE_DEVICES'\n"
+      "    {} wait 1; {} logs 1; {} jobs; {} nodes\n"
       "  Ctrl-C stops the pool.\n",
-      addr, agents.size(), sa.policy, a.data_dir, a.data_dir, addr, a.data_dir);
+      addr, agents.size(), sa.policy, a.data_dir, a.data_dir, addr, a.data_dir, self, self, self, self, self);
   std::fflush(stdout);
   (*srv)->loop.Run();
   for (pid_t p : agents) kill(p, SIGTERM);
-  for (pid_t p : agents) waitpid(p, nullptr, 0);
+  // Agents finish their current heartbeat first; after 3 s they are stopped outright.
+  for (int waited = 0; waited < 300; ++waited) {
+    bool all = true;
+    for (pid_t& p : agents) {
+      if (p > 0 && waitpid(p, nullptr, WNOHANG) == p) p = -1;
+      all = all && p < 0;
+    }
+    if (all) break;
+    usleep(10'000);
+  }
+  for (pid_t p : agents) {
+    if (p > 0) {
+      kill(p, SIGKILL);
+      waitpid(p, nullptr, 0);
+    }
+  }
   return 0;
 }
 
