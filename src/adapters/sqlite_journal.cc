@@ -69,24 +69,20 @@ Status SqliteJournal::PutJobs(const std::vector<std::pair<uint64_t, std::string>
   return Exec("COMMIT");
 }
 
-Status SqliteJournal::PutNode(std::string_view name, std::string_view json) {
+Status SqliteJournal::Upsert(const char* sql, std::string_view key, std::string_view value) {
   Stmt st;
-  if (sqlite3_prepare_v2(db_, "INSERT OR REPLACE INTO nodes (name, json) VALUES (?, ?)", -1, &st.s, nullptr) != SQLITE_OK) {
-    return Error("prepare");
-  }
-  sqlite3_bind_text(st.s, 1, name.data(), static_cast<int>(name.size()), SQLITE_STATIC);
-  sqlite3_bind_text(st.s, 2, json.data(), static_cast<int>(json.size()), SQLITE_STATIC);
-  return sqlite3_step(st.s) == SQLITE_DONE ? Status::Ok() : Error("insert node");
+  if (sqlite3_prepare_v2(db_, sql, -1, &st.s, nullptr) != SQLITE_OK) return Error("prepare");
+  sqlite3_bind_text(st.s, 1, key.data(), static_cast<int>(key.size()), SQLITE_STATIC);
+  sqlite3_bind_text(st.s, 2, value.data(), static_cast<int>(value.size()), SQLITE_STATIC);
+  return sqlite3_step(st.s) == SQLITE_DONE ? Status::Ok() : Error(sql);
+}
+
+Status SqliteJournal::PutNode(std::string_view name, std::string_view json) {
+  return Upsert("INSERT OR REPLACE INTO nodes (name, json) VALUES (?, ?)", name, json);
 }
 
 Status SqliteJournal::PutMeta(std::string_view key, std::string_view value) {
-  Stmt st;
-  if (sqlite3_prepare_v2(db_, "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", -1, &st.s, nullptr) != SQLITE_OK) {
-    return Error("prepare");
-  }
-  sqlite3_bind_text(st.s, 1, key.data(), static_cast<int>(key.size()), SQLITE_STATIC);
-  sqlite3_bind_text(st.s, 2, value.data(), static_cast<int>(value.size()), SQLITE_STATIC);
-  return sqlite3_step(st.s) == SQLITE_DONE ? Status::Ok() : Error("insert meta");
+  return Upsert("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", key, value);
 }
 
 Result<JournalContents> SqliteJournal::Load() {

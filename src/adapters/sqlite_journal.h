@@ -24,6 +24,7 @@ class SqliteJournal final : public Journal {
  private:
   explicit SqliteJournal(sqlite3* db, std::string path) : db_(db), path_(std::move(path)) {}
   Status Exec(const char* sql);
+  Status Upsert(const char* sql, std::string_view key, std::string_view value);
   Status Error(const std::string& what) const;
 
   sqlite3* db_;

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <bit>
+#include <utility>
 #include <fstream>
 
 namespace gp {
@@ -152,17 +153,17 @@ Status Controller::SetDraining(const std::string& name, bool draining) {
 }
 
 const NodeRecord* Controller::FindNode(const std::string& name) const {
-  for (const NodeSlot& s : nodes_) {
-    if (s.record.spec.name == name) return &s.record;
-  }
-  return nullptr;
+  const NodeSlot* s = SlotByName(name);
+  return s ? &s->record : nullptr;
+}
+
+const Controller::NodeSlot* Controller::SlotByName(const std::string& name) const {
+  auto it = node_ids_.find(name);
+  return it == node_ids_.end() ? nullptr : &nodes_[it->second.value()];
 }
 
 Controller::NodeSlot* Controller::SlotByName(const std::string& name) {
-  for (NodeSlot& s : nodes_) {
-    if (s.record.spec.name == name) return &s;
-  }
-  return nullptr;
+  return const_cast<NodeSlot*>(std::as_const(*this).SlotByName(name));
 }
 
 std::vector<std::string> Controller::NodeNames() const {
@@ -172,13 +173,11 @@ std::vector<std::string> Controller::NodeNames() const {
 }
 
 std::string Controller::NodeJson(const std::string& name) const {
-  for (const NodeSlot& s : nodes_) {
-    if (s.record.spec.name != name) continue;
-    const NodeState& st = snapshot_.nodes[s.record.spec.id.value()];
-    const char* state = s.down ? "down" : (s.record.draining ? "draining" : "ready");
-    return NodeToJson(s.record, fleet_, state, st.WholeFreeGpus());
-  }
-  return {};
+  const NodeSlot* s = SlotByName(name);
+  if (!s) return {};
+  const NodeState& st = snapshot_.nodes[s->record.spec.id.value()];
+  const char* state = s->down ? "down" : (s->record.draining ? "draining" : "ready");
+  return NodeToJson(s->record, fleet_, state, st.WholeFreeGpus());
 }
 
 std::filesystem::path Controller::LogPath(JobId id, int task, std::string_view stream) const {
@@ -221,8 +220,8 @@ Result<NodeId> Controller::AddOrUpdateNode(const RegisterRequest& r) {
     if (n.gpus[i].model != n.gpus[0].model) return InvalidArgument("gpus: a node holds one GPU model");
   }
   if (n.gpus.size() > kMaxGpusPerNode) return InvalidArgument(fmt::format("gpus: at most {}", kMaxGpusPerNode));
-  for (NodeSlot& s : nodes_) {
-    if (s.record.spec.name != r.name) continue;
+  if (NodeSlot* known = SlotByName(r.name)) {
+    NodeSlot& s = *known;
     // A known node again (agent or server restarted). Its resources in use stay as they are;
     // its inventory must not have changed under running work.
     if (s.record.spec.gpus.size() != n.gpus.size()) {
@@ -251,6 +250,7 @@ Result<NodeId> Controller::AddOrUpdateNode(const RegisterRequest& r) {
   slot.record.gpu_source = r.gpu_source;
   slot.record.gpu_model = model_name;
   nodes_.push_back(std::move(slot));
+  node_ids_[n.name] = n.id;
   return n.id;
 }
 
@@ -287,10 +287,8 @@ void Controller::RefreshNodeState(NodeId id) {
 }
 
 bool Controller::HasWork(const std::string& node) const {
-  for (const NodeSlot& s : nodes_) {
-    if (s.record.spec.name == node) return !s.launches.empty() || !s.cancels.empty();
-  }
-  return false;
+  const NodeSlot* s = SlotByName(node);
+  return s && (!s->launches.empty() || !s->cancels.empty());
 }
 
 Result<HeartbeatReply> Controller::Heartbeat(const gp::Heartbeat& h) {

@@ -106,6 +106,7 @@ class Controller {
   void AppendLog(JobId id, int task, std::string_view stream, const std::string& chunk);
   void RefreshNodeState(NodeId id);
   NodeSlot* SlotByName(const std::string& name);
+  const NodeSlot* SlotByName(const std::string& name) const;
 
   Fleet fleet_;
   Journal& journal_;
@@ -115,6 +116,7 @@ class Controller {
   SplitMix64 rng_;
   ClusterSnapshot snapshot_;
   std::vector<NodeSlot> nodes_;         // by NodeId
+  std::map<std::string, NodeId> node_ids_;  // by name
   std::map<uint64_t, JobRecord> jobs_;  // by id: ordered, so listings are stable
   std::map<uint64_t, Decision> last_decision_;
   uint64_t next_id_ = 1;
