@@ -6,9 +6,12 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <filesystem>
+#include <fstream>
+#include <set>
 
 #include "adapters/fleet_loader.h"
 #include "adapters/http.h"
@@ -30,6 +33,7 @@ class WallClock final : public Clock {
 };
 
 struct ServerArgs {
+  std::string config;
   std::string listen = "127.0.0.1:7070";
   std::string data_dir = "gpupool-data";
   std::string fleet;  // providers, sites, links and prices; nodes come from agents
@@ -88,6 +92,37 @@ Result<std::unique_ptr<Server>> StartServer(const ServerArgs& a) {
   srv->loop.OnSignals([loop](int) { loop->Stop(); });
   api->Poke();
   return srv;
+}
+
+// `--config FILE`: lines of `key = value` (listen, data_dir, fleet, policy, seed); flags given
+// on the command line win. Unknown keys and bad lines are errors naming the line.
+Status ApplyConfig(const std::string& path, ServerArgs& a, const std::set<std::string>& given) {
+  std::ifstream in(path);
+  if (!in) return Status(StatusCode::kNotFound, fmt::format("{}: cannot open", path));
+  std::string line;
+  for (int n = 1; std::getline(in, line); ++n) {
+    const size_t hash = line.find('#');
+    if (hash != std::string::npos) line.resize(hash);
+    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+    const size_t eq = line.find('=');
+    auto trim = [](std::string v) {
+      while (!v.empty() && (v.front() == ' ' || v.front() == '\t' || v.front() == '"')) v.erase(0, 1);
+      while (!v.empty() && (v.back() == ' ' || v.back() == '\t' || v.back() == '"' || v.back() == '\r')) v.pop_back();
+      return v;
+    };
+    if (eq == std::string::npos) return Status(StatusCode::kInvalidArgument, fmt::format("{}:{}: expected key = value", path, n));
+    const std::string key = trim(line.substr(0, eq));
+    const std::string value = trim(line.substr(eq + 1));
+    if (given.count(key)) continue;
+    if (key == "listen") a.listen = value;
+    else if (key == "data_dir") a.data_dir = value;
+    else if (key == "fleet") a.fleet = value;
+    else if (key == "policy") a.policy = value;
+    else if (key == "seed") a.seed = std::strtoull(value.c_str(), nullptr, 10);
+    else return Status(StatusCode::kInvalidArgument,
+                       fmt::format("{}:{}: unknown key '{}'; expected listen, data_dir, fleet, policy or seed", path, n, key));
+  }
+  return Status::Ok();
 }
 
 int RunServer(const ServerArgs& a) {
@@ -247,7 +282,23 @@ void AddPoolCommands(CLI::App& app, int* exit_code) {
   server->add_option("--fleet", s->fleet, "fleet file with providers, sites, links and prices (nodes come from agents)");
   server->add_option("--policy", s->policy, "scheduling policy (see `gpupool policies`)");
   server->add_option("--seed", s->seed, "seed for randomised policies");
-  server->callback([s, exit_code] { *exit_code = RunServer(*s); });
+  server->add_option("--config", s->config, "file of `key = value` lines: listen, data_dir, fleet, policy, seed");
+  server->callback([s, server, exit_code] {
+    if (!s->config.empty()) {
+      std::set<std::string> given;
+      for (const char* flag : {"listen", "data_dir", "fleet", "policy", "seed"}) {
+        std::string name = std::string("--") + flag;
+        std::replace(name.begin(), name.end(), '_', '-');
+        if (server->count(name) > 0) given.insert(flag);
+      }
+      if (Status st = ApplyConfig(s->config, *s, given); !st.ok()) {
+        fmt::print(stderr, "gpupool server: --config: {}\n", st.message());
+        *exit_code = 1;
+        return;
+      }
+    }
+    *exit_code = RunServer(*s);
+  });
 
   auto a = std::make_shared<AgentArgs>();
   CLI::App* agent = app.add_subcommand("agent", "Run a node agent: report GPUs and load, run the jobs given");
