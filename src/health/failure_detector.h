@@ -1,0 +1,50 @@
+// The phi accrual failure detector (Hayashibara et al., 2004; as in Akka and Cassandra). It
+// keeps a window of heartbeat inter-arrival times and, at any instant, gives phi: how unlikely
+// it is, on a -log10 scale, that a heartbeat is merely late. phi = 1 means a 10% chance that
+// the node is alive and slow, phi = 8 one in 10^8. Adaptive: a node whose heartbeats jitter
+// (a busy machine) needs a longer silence before phi climbs.
+//
+// Worked example: heartbeats every 500 ms with little jitter (sigma at its 100 ms floor) and an
+// acceptable pause of 500 ms. After 1,000 ms of silence, z = (1000 - 500 - 500) / 100 = 0:
+// phi = 0.3. After 1,500 ms, z = 5: phi = 6.5. After 1,600 ms, z = 6: phi = 9.0, past the
+// default "down" threshold of 8: detection at about 1.6 s.
+//
+// Pure: time comes from the caller (the injected clock). Not thread-safe.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+
+#include "core/quantity.h"
+
+namespace gp {
+
+struct PhiOptions {
+  int window = 100;                  // inter-arrival samples kept
+  Millis min_stddev{100};            // floor on sigma: regular heartbeats are not "perfect"
+  Millis acceptable_pause{500};      // added to the mean: a GC pause or a busy core is not death
+  Millis first_interval{500};        // assumed before any sample: the configured heartbeat interval
+  double suspect_phi = 3.0;
+  double down_phi = 8.0;
+};
+
+enum class Liveness : uint8_t { kAlive, kSuspect, kDown };
+
+class PhiAccrualDetector {
+ public:
+  explicit PhiAccrualDetector(PhiOptions o = {}) : o_(o) {}
+  void Heartbeat(Millis now);
+  double Phi(Millis now) const;
+  Liveness Judge(Millis now) const;
+  bool started() const { return last_.value() >= 0; }
+  Millis last() const { return last_; }
+
+ private:
+  PhiOptions o_;
+  Millis last_{-1};
+  std::deque<int64_t> intervals_;
+  double sum_ = 0;
+  double sum_sq_ = 0;
+};
+
+}  // namespace gp
