@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -48,7 +49,10 @@ Result<std::unique_ptr<Agent>> Agent::Create(AgentOptions o) {
   if (ec) return Error(StatusCode::kFailedPrecondition, fmt::format("--work-dir {}: {}", o.work_dir.string(), ec.message()));
   auto client = HttpClient::Create(o.server, o.join_token);
   if (!client) return tl::unexpected(client.error());
-  return std::unique_ptr<Agent>(new Agent(std::move(o), std::move(gpus), std::move(*client)));
+  if (o.self_exe.empty()) o.self_exe = std::filesystem::read_symlink("/proc/self/exe", ec).string();
+  auto agent = std::unique_ptr<Agent>(new Agent(std::move(o), std::move(gpus), std::move(*client)));
+  agent->lease_file_ = (agent->o_.work_dir / "lease").string();
+  return agent;
 }
 
 Status Agent::Register() {
@@ -65,18 +69,30 @@ Status Agent::Register() {
     return Status(res->status == 401 ? StatusCode::kInvalidArgument : StatusCode::kFailedPrecondition,
                   fmt::format("register: HTTP {}: {}", res->status, res->body));
   }
+  const size_t at = res->body.find("\"lease_ms\":");
+  if (at != std::string::npos) lease_ms_ = std::max(200, std::atoi(res->body.c_str() + at + 11));
+  RenewLease();
   return Status::Ok();
 }
 
-std::filesystem::path Agent::TaskDir(uint64_t job, int task) const {
-  return o_.work_dir / fmt::format("job-{}-task-{}", job, task);
+// The lease of every attempt here: renewed after each heartbeat the server answered.
+void Agent::RenewLease() {
+  const int fd = open(lease_file_.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+  if (fd >= 0) {
+    futimens(fd, nullptr);
+    close(fd);
+  }
+}
+
+std::filesystem::path Agent::TaskDir(const TaskKey& k) const {
+  return o_.work_dir / fmt::format("job-{}-task-{}-attempt-{}", k.job, k.task, k.attempt);
 }
 
 void Agent::Start(const TaskLaunch& l) {
-  const auto key = std::pair{l.job, l.task};
+  const TaskKey key{l.job, l.task, l.attempt};
   if (!seen_.insert(key).second) return;  // already launched once: never twice
   Task t{.launch = l, .started_ms = NowMs()};
-  const auto dir = TaskDir(l.job, l.task);
+  const auto dir = TaskDir(key);
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);
   const std::string out = (dir / "stdout").string();
@@ -93,7 +109,10 @@ void Agent::Start(const TaskLaunch& l) {
   std::vector<char*> envp;
   for (std::string& s : env_strings) envp.push_back(s.data());
   envp.push_back(nullptr);
-  std::vector<std::string> args = l.command;
+  // The task runs under `gpupool supervise`, which stops it when the lease runs out.
+  std::vector<std::string> args = {o_.self_exe, "supervise", "--lease-file", lease_file_, "--lease-ms",
+                                   std::to_string(lease_ms_), "--grace-ms", std::to_string(o_.kill_grace.value()), "--"};
+  args.insert(args.end(), l.command.begin(), l.command.end());
   std::vector<char*> argv;
   for (std::string& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
@@ -122,17 +141,17 @@ void Agent::Start(const TaskLaunch& l) {
   posix_spawnattr_destroy(&attr);
   if (rc != 0) {
     // Not started (no such program, no such directory...): say so where the user will look.
-    std::ofstream(err, std::ios::app) << fmt::format("gpupool agent: cannot run {} in {}: {}\n", l.command[0], workdir,
+    std::ofstream(err, std::ios::app) << fmt::format("gpupool agent: cannot start {} in {}: {}\n", l.command[0], workdir,
                                                      std::strerror(rc));
-    t.exit_code = rc == ENOENT ? 127 : 126;
-    t.error = fmt::format("cannot run {}: {}", l.command[0], std::strerror(rc));
+    t.exit_code = 126;
+    t.error = fmt::format("cannot start {}: {}", l.command[0], std::strerror(rc));
     pid = -1;
   }
   t.pid = pid;
   if (pid > 0) by_pid_[pid] = key;
   if (pid > 0 && cgroups_.available() && (l.cpu.value() > 0 || l.memory.value() > 0)) {
     // Limits apply from here on; what the task did in its first instant is not capped.
-    if (Status s = cgroups_.Place(pid, fmt::format("job-{}-task-{}", l.job, l.task), l.cpu, l.memory); !s.ok()) {
+    if (Status s = cgroups_.Place(pid, TaskDir(key).filename().string(), l.cpu, l.memory); !s.ok()) {
       fmt::print(stderr, "gpupool agent: job {} task {}: no cgroup limits: {}\n", l.job, l.task, s.message());
     }
   }
@@ -140,8 +159,8 @@ void Agent::Start(const TaskLaunch& l) {
   MarkGpus();
 }
 
-void Agent::Cancel(uint64_t job, int task) {
-  auto it = tasks_.find({job, task});
+void Agent::Cancel(const TaskKey& key) {
+  auto it = tasks_.find(key);
   if (it == tasks_.end() || it->second.exit_code || it->second.signal || it->second.pid <= 0) return;
   kill(-it->second.pid, SIGTERM);
   it->second.kill_at_ms = NowMs() + o_.kill_grace.value();
@@ -167,7 +186,7 @@ void Agent::Reap() {
     by_pid_.erase(it);
     if (t == tasks_.end()) continue;
     Exited(t->second, status);
-    cgroups_.Remove(fmt::format("job-{}-task-{}", t->first.first, t->first.second));
+    cgroups_.Remove(TaskDir(t->first).filename().string());
     any = true;
   }
   const int64_t now = NowMs();
@@ -198,7 +217,7 @@ void Agent::MarkGpus() {
 // Appends new output to the report; true when everything written so far has been shipped.
 bool Agent::ShipLogs(Task& t, TaskReport& r) {
   bool complete = true;
-  const auto dir = TaskDir(t.launch.job, t.launch.task);
+  const auto dir = TaskDir(TaskKey{t.launch.job, t.launch.task, t.launch.attempt});
   for (int s = 0; s < 2; ++s) {
     const auto path = dir / (s == 0 ? "stdout" : "stderr");
     std::error_code ec;
@@ -243,13 +262,13 @@ Status Agent::Run(const std::atomic<bool>& stop) {
       last_sample_ms_ = now;
     }
     Heartbeat hb{.node = o_.name, .host = host_sample_, .gpus = gpu_sample_};
-    std::vector<std::pair<uint64_t, int>> done;
+    std::vector<TaskKey> done;
     bool active = false;
     // Output of running tasks is shipped every interval; an ended task's, at once and in full.
     const bool scan_logs = now - last_log_scan_ms_ >= o_.interval.value();
     if (scan_logs) last_log_scan_ms_ = now;
     for (auto& [key, t] : tasks_) {
-      TaskReport r{.job = key.first, .task = key.second, .started_ms = t.started_ms, .error = t.error};
+      TaskReport r{.job = key.job, .task = key.task, .attempt = key.attempt, .started_ms = t.started_ms, .error = t.error};
       const bool ended = t.exit_code || t.signal;
       const bool shipped = (ended || scan_logs || !t.reported_running) ? ShipLogs(t, r) : false;
       if (ended && shipped) {
@@ -277,7 +296,7 @@ Status Agent::Run(const std::atomic<bool>& stop) {
       // Logs already read were lost with the failed request: ship them again.
       for (auto& [key, t] : tasks_) {
         for (const TaskReport& r : hb.tasks) {
-          if (r.job == key.first && r.task == key.second) {
+          if (TaskKey{r.job, r.task, r.attempt} == key) {
             t.sent[0] -= static_cast<int64_t>(r.stdout_chunk.size());
             t.sent[1] -= static_cast<int64_t>(r.stderr_chunk.size());
           }
@@ -286,13 +305,14 @@ Status Agent::Run(const std::atomic<bool>& stop) {
       continue;
     }
     backoff = 200;
+    RenewLease();
     for (const auto& key : done) tasks_.erase(key);
     auto reply = ParseReply(res->body);
     if (!reply) {
       fmt::print(stderr, "gpupool agent: bad reply from server: {}\n", reply.error().message());
       continue;
     }
-    for (const auto& [job, task] : reply->cancel) Cancel(job, task);
+    for (const TaskKey& k : reply->cancel) Cancel(k);
     for (const TaskLaunch& l : reply->start) Start(l);
   }
   for (auto& [key, t] : tasks_) {

@@ -32,6 +32,7 @@ struct AgentOptions {
   std::filesystem::path work_dir = "/tmp/gpupool-agent";
   Millis interval{500};
   Millis kill_grace{5'000};    // SIGTERM, then SIGKILL after this
+  std::string self_exe;        // this binary, to run `gpupool supervise` (default /proc/self/exe)
 };
 
 class Agent {
@@ -56,10 +57,11 @@ class Agent {
       : o_(std::move(o)), gpus_(std::move(gpus)), client_(std::move(client)) {}
   Status Register();
   void Start(const TaskLaunch& l);
-  void Cancel(uint64_t job, int task);
+  void Cancel(const TaskKey& key);
+  void RenewLease();
   void Reap();
   void MarkGpus();
-  std::filesystem::path TaskDir(uint64_t job, int task) const;
+  std::filesystem::path TaskDir(const TaskKey& key) const;
   bool ShipLogs(Task& t, TaskReport& r);
   void Exited(Task& t, int status);
 
@@ -67,9 +69,11 @@ class Agent {
   std::unique_ptr<GpuSource> gpus_;
   HttpClient client_;
   ProcfsHost host_;
-  std::map<std::pair<uint64_t, int>, Task> tasks_;
-  std::set<std::pair<uint64_t, int>> seen_;  // every task ever launched: a repeated launch is ignored
-  std::map<pid_t, std::pair<uint64_t, int>> by_pid_;
+  std::map<TaskKey, Task> tasks_;
+  std::set<TaskKey> seen_;  // every task attempt ever launched: a repeated launch is ignored
+  std::map<pid_t, TaskKey> by_pid_;
+  int lease_ms_ = 2500;     // as the server says at registration
+  std::string lease_file_;
   int64_t last_log_scan_ms_ = 0;
   CgroupLimiter cgroups_ = CgroupLimiter::Detect();
   int64_t last_sample_ms_ = 0;

@@ -219,7 +219,7 @@ void Api::Route(const HttpRequest& r, Respond& respond) {
       auto name = c_.Register(*reg);
       if (!name) return respond(Fail(HttpStatusOf(name.error()), name.error().message()));
       Poke();
-      return respond(Json(200, nlohmann::json{{"node", *name}}.dump()));
+      return respond(Json(200, nlohmann::json{{"node", *name}, {"lease_ms", c_.lease().value()}}.dump()));
     }
     if (p[2] == "heartbeat") return HeartbeatRoute(r, std::move(respond));
   }

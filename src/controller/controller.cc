@@ -58,7 +58,7 @@ Status Controller::Recover() {
       NodeSlot* slot = SlotByName(t.node);
       if (!slot || t.exit_code || t.signal) continue;
       t.allocation.node = slot->record.spec.id;
-      slot->active.insert({id, static_cast<int>(&t - j.tasks.data())});
+      slot->active.insert(TaskKey{id, static_cast<int>(&t - j.tasks.data()), j.attempt});
       if (!Allocate(snapshot_.nodes[t.allocation.node.value()], t.allocation).ok()) {
         t.exit_code = -1;
         j.message = "lost on recovery: its node no longer has the resources";
@@ -122,21 +122,7 @@ Status Controller::Cancel(JobId id) {
     j.end_ms = clock_.Now().value();
     j.message = "cancelled while queued";
   } else {
-    for (size_t t = 0; t < j.tasks.size(); ++t) {
-      if (j.tasks[t].exit_code || j.tasks[t].signal) continue;
-      if (NodeSlot* slot = SlotByName(j.tasks[t].node)) {
-        // Not yet handed over: take it back; otherwise ask the agent to stop it.
-        auto& l = slot->launches;
-        const auto before = l.size();
-        std::erase_if(l, [&](const TaskLaunch& x) { return x.job == id.value() && x.task == static_cast<int>(t); });
-        if (l.size() != before) {
-          TaskEnded(j, static_cast<int>(t), std::nullopt, 15, "cancelled before it started");
-        } else {
-          slot->cancels.emplace_back(id.value(), static_cast<int>(t));
-          if (on_work) on_work(slot->record.spec.name);
-        }
-      }
-    }
+    for (size_t t = 0; t < j.tasks.size(); ++t) CancelTask(j, static_cast<int>(t));
     j.message = "cancelling";
   }
   FinishIfDone(j);
@@ -176,8 +162,15 @@ std::string Controller::NodeJson(const std::string& name) const {
   const NodeSlot* s = SlotByName(name);
   if (!s) return {};
   const NodeState& st = snapshot_.nodes[s->record.spec.id.value()];
-  const char* state = s->down ? "down" : (s->record.draining ? "draining" : "ready");
-  return NodeToJson(s->record, fleet_, state, st.WholeFreeGpus());
+  return NodeToJson(s->record, fleet_, NodeCondition(name), st.WholeFreeGpus());
+}
+
+std::string Controller::NodeCondition(const std::string& name) const {
+  const NodeSlot* s = SlotByName(name);
+  if (!s) return {};
+  if (s->down) return "down";
+  if (s->suspect) return "suspect";
+  return s->record.draining ? "draining" : "ready";
 }
 
 std::filesystem::path Controller::LogPath(JobId id, int task, std::string_view stream) const {
@@ -259,6 +252,9 @@ Result<std::string> Controller::Register(const RegisterRequest& r) {
   if (!id) return tl::unexpected(id.error());
   NodeSlot& slot = nodes_[id->value()];
   slot.down = false;
+  slot.suspect = false;
+  slot.detector = PhiAccrualDetector(options_.detector);
+  slot.detector.Heartbeat(clock_.Now());
   slot.record.last_heartbeat_ms = clock_.Now().value();
   RefreshNodeState(*id);
   if (Status s = PersistNode(slot); !s.ok()) return tl::unexpected(s);
@@ -269,7 +265,7 @@ Result<std::string> Controller::Register(const RegisterRequest& r) {
 void Controller::RefreshNodeState(NodeId id) {
   NodeSlot& slot = nodes_[id.value()];
   NodeState& st = snapshot_.nodes[id.value()];
-  st.health = slot.down ? Health::kUnhealthy : Health::kHealthy;
+  st.health = slot.down ? Health::kUnhealthy : (slot.suspect ? Health::kSuspect : Health::kHealthy);
   st.schedulability = slot.record.draining ? Schedulability::kDraining : Schedulability::kSchedulable;
   st.price = fleet_.PricePerGpuHour(slot.record.spec);
   st.site = slot.record.spec.site;
@@ -296,22 +292,33 @@ Result<HeartbeatReply> Controller::Heartbeat(const gp::Heartbeat& h) {
   if (!slot) return Error(StatusCode::kNotFound, fmt::format("node '{}' is not registered; register first", h.node));
   const bool was_down = slot->down;
   slot->down = false;
+  slot->suspect = false;
+  slot->detector.Heartbeat(clock_.Now());
   slot->record.last_heartbeat_ms = clock_.Now().value();
   slot->record.host = h.host;
   slot->record.gpus = h.gpus;
   RefreshNodeState(slot->record.spec.id);
   if (was_down) dirty_ = true;
   std::vector<JobRecord*> changed;
+  auto current = [&](uint64_t job, int task, int attempt) -> JobRecord* {
+    auto it = jobs_.find(job);
+    if (it == jobs_.end() || it->second.attempt != attempt || task < 0 ||
+        task >= static_cast<int>(it->second.tasks.size()) || it->second.tasks[static_cast<size_t>(task)].node != h.node) {
+      return nullptr;
+    }
+    return &it->second;
+  };
   for (const TaskReport& t : h.tasks) {
-    auto it = jobs_.find(t.job);
-    if (it == jobs_.end() || t.task < 0 || t.task >= static_cast<int>(it->second.tasks.size()) ||
-        it->second.tasks[static_cast<size_t>(t.task)].node != h.node) {
-      if (t.state == TaskReport::State::kRunning) slot->cancels.emplace_back(t.job, t.task);  // not ours: stop it
+    JobRecord* jp = current(t.job, t.task, t.attempt);
+    if (!jp) {
+      // An attempt the server has given up on (its node was declared down, the job moved):
+      // fencing says it must not run on.
+      if (t.state == TaskReport::State::kRunning) slot->cancels.push_back(TaskKey{t.job, t.task, t.attempt});
       continue;
     }
-    JobRecord& j = it->second;
+    JobRecord& j = *jp;
     TaskRecord& task = j.tasks[static_cast<size_t>(t.task)];
-    slot->delivered.erase({t.job, t.task});
+    slot->delivered.erase(TaskKey{t.job, t.task, t.attempt});
     AppendLog(j.spec.id, t.task, "stdout", t.stdout_chunk);
     AppendLog(j.spec.id, t.task, "stderr", t.stderr_chunk);
     if (task.exit_code || task.signal) continue;  // already ended
@@ -322,7 +329,7 @@ Result<HeartbeatReply> Controller::Heartbeat(const gp::Heartbeat& h) {
       if (all && j.state == JobState::kStarting) {
         j.state = JobState::kRunning;
         j.start_ms = t.started_ms > 0 ? t.started_ms : clock_.Now().value();
-        j.message.clear();
+        if (!j.failing_over) j.message.clear();
       }
       changed.push_back(&j);
     }
@@ -331,23 +338,27 @@ Result<HeartbeatReply> Controller::Heartbeat(const gp::Heartbeat& h) {
       changed.push_back(&j);
     }
   }
-  // Tasks handed to this agent earlier that it neither runs nor reported: lost (the agent
-  // restarted, or the process vanished without a report).
-  std::set<std::pair<uint64_t, int>> running(h.running.begin(), h.running.end());
-  const std::vector<std::pair<uint64_t, int>> active(slot->active.begin(), slot->active.end());
-  for (const auto& key : active) {
-    auto it = jobs_.find(key.first);
-    if (it == jobs_.end()) continue;
-    JobRecord& j = it->second;
-    TaskRecord& task = j.tasks[static_cast<size_t>(key.second)];
+  // Running attempts the server no longer assigns here: stop them (an agent back from a cut).
+  std::set<TaskKey> running(h.running.begin(), h.running.end());
+  for (const TaskKey& k : running) {
+    if (!current(k.job, k.task, k.attempt)) slot->cancels.push_back(k);
+  }
+  // Attempts handed to this agent that it neither runs nor reported: lost (the agent restarted,
+  // or the process vanished without a report). That is no fault of the job's: fail over.
+  const std::vector<TaskKey> active(slot->active.begin(), slot->active.end());
+  for (const TaskKey& key : active) {
+    JobRecord* jp = current(key.job, key.task, key.attempt);
+    if (!jp) continue;
+    TaskRecord& task = jp->tasks[static_cast<size_t>(key.task)];
     if (task.exit_code || task.signal || running.count(key)) continue;
-    const bool pending_launch = std::any_of(slot->launches.begin(), slot->launches.end(),
-                                            [&](const TaskLaunch& l) { return l.job == key.first && l.task == key.second; });
-    if (pending_launch) continue;
-    if (!task.started && !slot->delivered.count(key)) continue;
+    const bool pending_launch = std::any_of(slot->launches.begin(), slot->launches.end(), [&](const TaskLaunch& l) {
+      return l.job == key.job && l.task == key.task && l.attempt == key.attempt;
+    });
+    if (pending_launch || (!task.started && !slot->delivered.count(key))) continue;
     slot->delivered.erase(key);
-    TaskEnded(j, key.second, std::nullopt, std::nullopt, "lost: the agent no longer runs it");
-    changed.push_back(&j);
+    if (!jp->failing_over) FailOver(*jp, fmt::format("task {} lost on {}", key.task, h.node), 0);
+    TaskEnded(*jp, key.task, std::nullopt, std::nullopt, "lost: the agent no longer runs it");
+    changed.push_back(jp);
   }
   std::vector<std::pair<uint64_t, std::string>> batch;
   for (JobRecord* j : changed) batch.emplace_back(j->spec.id.value(), JobToJson(*j));
@@ -365,7 +376,7 @@ HeartbeatReply Controller::TakeWork(const std::string& node) {
   reply.cancel = std::move(slot->cancels);
   slot->launches.clear();
   slot->cancels.clear();
-  for (const TaskLaunch& l : reply.start) slot->delivered.insert({l.job, l.task});
+  for (const TaskLaunch& l : reply.start) slot->delivered.insert(TaskKey{l.job, l.task, l.attempt});
   return reply;
 }
 
@@ -378,6 +389,23 @@ void Controller::ReleaseTask(const TaskRecord& t) {
   dirty_ = true;
 }
 
+void Controller::CancelTask(JobRecord& j, int t) {
+  TaskRecord& task = j.tasks[static_cast<size_t>(t)];
+  if (task.exit_code || task.signal) return;
+  NodeSlot* slot = SlotByName(task.node);
+  if (!slot) return;
+  const TaskKey key{j.spec.id.value(), t, j.attempt};
+  // Not yet handed over: take it back; otherwise ask the agent to stop it.
+  const auto before = slot->launches.size();
+  std::erase_if(slot->launches, [&](const TaskLaunch& l) { return TaskKey{l.job, l.task, l.attempt} == key; });
+  if (slot->launches.size() != before) {
+    TaskEnded(j, t, std::nullopt, 15, "stopped before it started");
+    return;
+  }
+  slot->cancels.push_back(key);
+  if (on_work) on_work(slot->record.spec.name);
+}
+
 void Controller::TaskEnded(JobRecord& j, int task, std::optional<int> code, std::optional<int> signal,
                            const std::string& why) {
   TaskRecord& t = j.tasks[static_cast<size_t>(task)];
@@ -385,8 +413,9 @@ void Controller::TaskEnded(JobRecord& j, int task, std::optional<int> code, std:
   t.exit_code = code;
   t.signal = signal;
   if (!code && !signal) t.exit_code = -1;
-  if (NodeSlot* slot = SlotByName(t.node)) slot->active.erase({j.spec.id.value(), task});
+  if (NodeSlot* slot = SlotByName(t.node)) slot->active.erase(TaskKey{j.spec.id.value(), task, j.attempt});
   ReleaseTask(t);
+  if (j.failing_over) return;  // Tick requeues the job once all its tasks have ended
   const bool failed = !why.empty() || (t.exit_code && *t.exit_code != 0) || t.signal;
   if (failed && !j.exit_code) {
     j.exit_code = t.exit_code;
@@ -394,15 +423,65 @@ void Controller::TaskEnded(JobRecord& j, int task, std::optional<int> code, std:
     if (!why.empty()) j.message = fmt::format("task {}: {}", task, why);
     // A gang lives or dies together: stop its other tasks.
     for (size_t o = 0; o < j.tasks.size(); ++o) {
-      TaskRecord& other = j.tasks[o];
-      if (static_cast<int>(o) == task || other.exit_code || other.signal) continue;
-      if (NodeSlot* slot = SlotByName(other.node)) {
-        slot->cancels.emplace_back(j.spec.id.value(), static_cast<int>(o));
-        if (on_work) on_work(other.node);
-      }
+      if (static_cast<int>(o) != task) CancelTask(j, static_cast<int>(o));
     }
   }
   FinishIfDone(j);
+}
+
+void Controller::FailOver(JobRecord& j, const std::string& why, int64_t fence_until) {
+  if (IsTerminal(j.state) || j.failing_over) return;
+  j.failing_over = true;
+  j.fence_until_ms = std::max(j.fence_until_ms, fence_until);
+  j.message = fmt::format("attempt {} failed: {}; placing the job again", j.attempt, why);
+  ++stats_.failovers;
+  for (size_t t = 0; t < j.tasks.size(); ++t) {
+    const NodeSlot* slot = SlotByName(j.tasks[t].node);
+    if (slot && !slot->down) CancelTask(j, static_cast<int>(t));
+  }
+  (void)Persist(j);
+  dirty_ = true;
+}
+
+void Controller::NodeDown(NodeSlot& slot) {
+  slot.down = true;
+  RefreshNodeState(slot.record.spec.id);
+  // Its attempts' leases run out this long after its last heartbeat; only then may the jobs
+  // run elsewhere (the tasks stop themselves by then, even if the agent is hung).
+  const int64_t fence = slot.record.last_heartbeat_ms + options_.lease.value();
+  const std::vector<TaskKey> active(slot.active.begin(), slot.active.end());
+  for (const TaskKey& k : active) {
+    auto it = jobs_.find(k.job);
+    if (it == jobs_.end() || it->second.attempt != k.attempt) continue;
+    FailOver(it->second, fmt::format("node {} down", slot.record.spec.name), fence);
+  }
+  dirty_ = true;
+}
+
+void Controller::Requeue(JobRecord& j) {
+  const int64_t now = clock_.Now().value();
+  AttemptRecord a{.attempt = j.attempt, .start_ms = j.start_ms, .end_ms = now, .outcome = j.message};
+  for (const TaskRecord& t : j.tasks) a.nodes.push_back(t.node);
+  j.attempts.push_back(std::move(a));
+  j.tasks.clear();
+  j.failing_over = false;
+  j.fence_until_ms = 0;
+  j.exit_code.reset();
+  j.signal.reset();
+  const int limit = j.max_retries >= 0 ? j.max_retries : options_.max_retries;
+  const int retries = static_cast<int>(j.attempts.size());
+  if (retries > limit || j.cancel_requested) {
+    j.state = j.cancel_requested ? JobState::kCancelled : JobState::kFailed;
+    j.end_ms = now;
+    if (!j.cancel_requested) j.message = fmt::format("gave up after {} failed attempts: {}", retries, j.attempts.back().outcome);
+  } else {
+    j.state = JobState::kQueued;
+    // The first failover goes straight back; later ones wait 1 s, 2 s, 4 s ... (at most 60 s).
+    const int64_t wait = retries <= 1 ? 0 : std::min<int64_t>(options_.backoff.value() << std::min(retries - 2, 10), 60'000);
+    j.not_before_ms = now + wait;
+  }
+  (void)Persist(j);
+  dirty_ = true;
 }
 
 void Controller::FinishIfDone(JobRecord& j) {
@@ -433,7 +512,7 @@ void Controller::Launch(JobRecord& j) {
     for (int g = 0; g < 16; ++g) {
       if (t.allocation.gpu_mask >> g & 1) gpus += (gpus.empty() ? "" : ",") + std::to_string(g);
     }
-    TaskLaunch l{.job = j.spec.id.value(), .task = i, .command = j.command, .env = j.env, .workdir = j.workdir,
+    TaskLaunch l{.job = j.spec.id.value(), .task = i, .attempt = j.attempt, .command = j.command, .env = j.env, .workdir = j.workdir,
                  .gpu_mask = t.allocation.gpu_mask, .cpu = t.allocation.cpu, .memory = t.allocation.memory};
     auto set = [&](const std::string& k, const std::string& v) { l.env.emplace_back(k, v); };
     set("CUDA_VISIBLE_DEVICES", gpus);
@@ -442,6 +521,7 @@ void Controller::Launch(JobRecord& j) {
     set("GPUPOOL_JOB_ID", std::to_string(j.spec.id.value()));
     set("GPUPOOL_JOB_NAME", j.spec.name);
     set("GPUPOOL_TASK_INDEX", std::to_string(i));
+    set("GPUPOOL_ATTEMPT", std::to_string(j.attempt));
     set("GPUPOOL_NODE", t.node);
     set("GPUPOOL_GPUS", gpus);
     set("RANK", std::to_string(i));
@@ -478,8 +558,10 @@ void Controller::ApplyPlan(const Plan& plan, const std::vector<PendingJob>&) {
       continue;
     }
     j.tasks.clear();
+    ++j.attempt;
+    j.start_ms = 0;
     for (const TaskAllocation& a : p.tasks) {
-      nodes_[a.node.value()].active.insert({p.job.value(), static_cast<int>(j.tasks.size())});
+      nodes_[a.node.value()].active.insert(TaskKey{p.job.value(), static_cast<int>(j.tasks.size()), j.attempt});
       j.tasks.push_back(TaskRecord{.node = fleet_.node(a.node).name, .allocation = a});
     }
     j.state = JobState::kStarting;
@@ -506,17 +588,40 @@ void Controller::ApplyPlan(const Plan& plan, const std::vector<PendingJob>&) {
 void Controller::Tick() {
   const int64_t now = clock_.Now().value();
   for (NodeSlot& s : nodes_) {
-    if (!s.down && now - s.record.last_heartbeat_ms > options_.node_timeout.value()) {
-      s.down = true;
+    if (s.down || !s.detector.started()) continue;
+    const Liveness l = s.detector.Judge(clock_.Now());
+    if (l == Liveness::kDown) {
+      NodeDown(s);
+    } else if ((l == Liveness::kSuspect) != s.suspect) {
+      s.suspect = l == Liveness::kSuspect;
       RefreshNodeState(s.record.spec.id);
       dirty_ = true;
     }
   }
+  // Jobs failing over go back to the queue once every task has ended and the fence has passed.
+  for (auto& [id, j] : jobs_) {
+    if (!j.failing_over || now < j.fence_until_ms) continue;
+    bool all_ended = true;
+    for (size_t t = 0; t < j.tasks.size(); ++t) {
+      TaskRecord& task = j.tasks[t];
+      if (task.exit_code || task.signal) continue;
+      const NodeSlot* slot = SlotByName(task.node);
+      if (slot && slot->down) {
+        TaskEnded(j, static_cast<int>(t), std::nullopt, 9, "");  // its lease ran out: it has stopped
+      } else {
+        all_ended = false;
+      }
+    }
+    if (all_ended) Requeue(j);
+  }
+  bool waiting = false;
+  for (const auto& [id, j] : jobs_) waiting = waiting || (j.state == JobState::kQueued && j.not_before_ms > now);
+  if (waiting) dirty_ = true;  // look again when the backoff ends
   if (!dirty_) return;
   dirty_ = false;
   std::vector<PendingJob> pending;
   for (auto& [id, j] : jobs_) {
-    if (j.state != JobState::kQueued) continue;
+    if (j.state != JobState::kQueued || j.not_before_ms > now) continue;
     auto p = CompileJob(j.spec, fleet_);
     if (!p) {
       j.state = JobState::kFailed;

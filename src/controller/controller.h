@@ -20,6 +20,7 @@
 #include "core/fleet.h"
 #include "core/rng.h"
 #include "sched/registry.h"
+#include "health/failure_detector.h"
 #include "sched/schedule.h"
 #include "state/journal.h"
 #include "state/records.h"
@@ -31,7 +32,12 @@ struct ControllerOptions {
   std::string policy = "balanced";
   uint64_t seed = 1;
   std::filesystem::path log_dir;       // job logs: log_dir/JOB/task-N.{stdout,stderr}
-  Millis node_timeout{10'000};         // a node not heard from this long counts as down
+  PhiOptions detector;                 // when a silent node is suspect, then down
+  // An attempt's lease: its agent renews it with every heartbeat, and a task whose lease runs
+  // out stops itself (agent/supervisor). A job on a dead node is placed again only after that.
+  Millis lease{2'500};
+  int max_retries = 3;                 // failovers per job, unless the job says otherwise
+  Millis backoff{1'000};               // before the 2nd retry; doubles each time, at most 60 s
 };
 
 struct JobFilter {
@@ -63,6 +69,7 @@ class Controller {
   std::string Explain(JobId id) const;
   const Fleet& fleet() const { return fleet_; }
   const Policy& policy() const { return policy_; }
+  Millis lease() const { return options_.lease; }
   std::filesystem::path LogPath(JobId id, int task, std::string_view stream) const;
 
   // --- agents ---
@@ -82,17 +89,22 @@ class Controller {
   struct Stats {
     int64_t passes = 0;
     int64_t placed = 0;
+    int64_t failovers = 0;
   };
+  // What a node's detector says now ("ready", "suspect", "down", "draining").
+  std::string NodeCondition(const std::string& name) const;
   const Stats& stats() const { return stats_; }
 
  private:
   struct NodeSlot {
     NodeRecord record;
     std::vector<TaskLaunch> launches;
-    std::vector<std::pair<uint64_t, int>> cancels;
-    std::set<std::pair<uint64_t, int>> delivered;  // launches handed to the agent, not yet seen running
-    std::set<std::pair<uint64_t, int>> active;     // tasks placed here that have not ended
+    std::vector<TaskKey> cancels;
+    std::set<TaskKey> delivered;  // launches handed to the agent, not yet seen running
+    std::set<TaskKey> active;     // task attempts placed here that have not ended
     bool down = false;
+    bool suspect = false;
+    PhiAccrualDetector detector;
   };
 
   Status Persist(const JobRecord& job);
@@ -101,6 +113,12 @@ class Controller {
   void ApplyPlan(const Plan& plan, const std::vector<PendingJob>& pending);
   void Launch(JobRecord& job);
   void TaskEnded(JobRecord& job, int task, std::optional<int> code, std::optional<int> signal, const std::string& why);
+  // The job's current attempt failed through no fault of its own: stop its other tasks and
+  // requeue it (whole) once every task has ended and `fence_until` has passed.
+  void FailOver(JobRecord& job, const std::string& why, int64_t fence_until);
+  void NodeDown(NodeSlot& slot);
+  void Requeue(JobRecord& job);
+  void CancelTask(JobRecord& job, int task);
   void FinishIfDone(JobRecord& job);
   void ReleaseTask(const TaskRecord& t);
   void AppendLog(JobId id, int task, std::string_view stream, const std::string& chunk);

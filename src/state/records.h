@@ -34,6 +34,15 @@ struct TaskRecord {
   bool started = false;
 };
 
+// One placement of a job and how it ended.
+struct AttemptRecord {
+  int attempt = 0;
+  std::vector<std::string> nodes;
+  int64_t start_ms = 0;
+  int64_t end_ms = 0;
+  std::string outcome;               // "node n3 down", "lost", "exit 0", ...
+};
+
 struct JobRecord {
   JobSpec spec;                      // spec.id is the job id; submit_time is wall-clock ms
   std::vector<std::string> command;  // argv
@@ -47,6 +56,15 @@ struct JobRecord {
   int64_t end_ms = 0;
   std::string message;               // why it waits, or why it ended
   bool cancel_requested = false;
+  // Failover. `attempt` is the current placement's epoch (0 before the first). A job whose
+  // placement failed through no fault of its own (its node died, a task was lost) goes back
+  // to the queue until it has been retried `max_retries` times (-1: the server's default).
+  int attempt = 0;
+  int max_retries = -1;
+  std::vector<AttemptRecord> attempts;
+  bool failing_over = false;         // the current attempt is being stopped; requeue when it has
+  int64_t fence_until_ms = 0;        // and not before its lease on a dead node has run out
+  int64_t not_before_ms = 0;         // backoff: not placed again before this
 };
 
 struct NodeRecord {

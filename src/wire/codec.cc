@@ -116,7 +116,7 @@ Result<JobRecord> ParseSubmitRequest(std::string_view body) {
   return Guard([&]() -> Result<JobRecord> {
     const Json j = ParseObject(body, "request body");
     OnlyFields(j, {"command", "gpus", "tasks", "gpu_model", "gpu_memory", "cpu", "memory", "priority", "tenant", "name",
-                   "data", "duration", "max_price", "env", "workdir"});
+                   "data", "duration", "max_price", "env", "workdir", "max_retries"});
     JobRecord r;
     if (!j.contains("command")) throw Bad{"field 'command': required, e.g. [\"sh\", \"-c\", \"nvidia-smi\"]"};
     r.command = Strings(j, "command");
@@ -144,6 +144,7 @@ Result<JobRecord> ParseSubmitRequest(std::string_view body) {
     if (j.contains("max_price") && !j["max_price"].is_null()) s.max_price_per_gpu_hour = UsdToMicro(Number(j, "max_price", 0, 1e6, 0));
     r.env = StringMap(j, "env");
     r.workdir = Str(j, "workdir");
+    r.max_retries = static_cast<int>(Int(j, "max_retries", 0, 100, -1));
     if (Status st = ValidateJobSpec(s); !st.ok()) throw Bad{st.message()};
     return r;
   });
@@ -192,6 +193,17 @@ std::string JobToJson(const JobRecord& r) {
                      {"signal", t.signal ? Json(*t.signal) : Json(nullptr)}});
   }
   j["placement"] = tasks;
+  j["attempt"] = r.attempt;
+  j["max_retries"] = r.max_retries;
+  Json attempts = Json::array();
+  for (const AttemptRecord& a : r.attempts) {
+    attempts.push_back({{"attempt", a.attempt}, {"nodes", a.nodes}, {"start_ms", a.start_ms}, {"end_ms", a.end_ms},
+                        {"outcome", a.outcome}});
+  }
+  j["attempts"] = attempts;
+  j["failing_over"] = r.failing_over;
+  j["fence_until_ms"] = r.fence_until_ms;
+  j["not_before_ms"] = r.not_before_ms;
   return j.dump();
 }
 
@@ -226,6 +238,16 @@ Result<JobRecord> JobFromJson(std::string_view json) {
     r.end_ms = Int(j, "end_ms", 0, INT64_MAX, 0);
     r.message = Str(j, "message");
     r.cancel_requested = j.value("cancel_requested", false);
+    r.attempt = static_cast<int>(Int(j, "attempt", 0, 1'000'000, 0));
+    r.max_retries = static_cast<int>(Int(j, "max_retries", -1, 100, -1));
+    for (const Json& a : j.value("attempts", Json::array())) {
+      r.attempts.push_back(AttemptRecord{.attempt = static_cast<int>(Int(a, "attempt", 0, 1'000'000, 0)),
+                                         .nodes = Strings(a, "nodes"), .start_ms = Int(a, "start_ms", 0, INT64_MAX, 0),
+                                         .end_ms = Int(a, "end_ms", 0, INT64_MAX, 0), .outcome = Str(a, "outcome")});
+    }
+    r.failing_over = j.value("failing_over", false);
+    r.fence_until_ms = Int(j, "fence_until_ms", 0, INT64_MAX, 0);
+    r.not_before_ms = Int(j, "not_before_ms", 0, INT64_MAX, 0);
     if (j.contains("placement")) {
       for (const Json& t : j["placement"]) {
         TaskRecord tr{.node = Str(t, "node")};
@@ -395,7 +417,8 @@ std::string HeartbeatToJson(const Heartbeat& h) {
   j["gpus"] = gpus;
   Json tasks = Json::array();
   for (const TaskReport& t : h.tasks) {
-    Json e{{"job", t.job}, {"task", t.task}, {"state", t.state == TaskReport::State::kRunning ? "running" : "exited"},
+    Json e{{"job", t.job}, {"task", t.task}, {"attempt", t.attempt},
+           {"state", t.state == TaskReport::State::kRunning ? "running" : "exited"},
            {"started_ms", t.started_ms}};
     if (t.exit_code) e["exit_code"] = *t.exit_code;
     if (t.signal) e["signal"] = *t.signal;
@@ -406,7 +429,7 @@ std::string HeartbeatToJson(const Heartbeat& h) {
   }
   j["tasks"] = tasks;
   Json running = Json::array();
-  for (const auto& [job, task] : h.running) running.push_back({job, task});
+  for (const TaskKey& k : h.running) running.push_back({k.job, k.task, k.attempt});
   j["running"] = running;
   return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
@@ -424,7 +447,8 @@ Result<Heartbeat> ParseHeartbeat(std::string_view body) {
     if (j.contains("tasks")) {
       for (const Json& t : j["tasks"]) {
         TaskReport r{.job = static_cast<uint64_t>(Int(t, "job", 0, INT64_MAX, 0)),
-                     .task = static_cast<int>(Int(t, "task", 0, kMaxTasksPerJob, 0))};
+                     .task = static_cast<int>(Int(t, "task", 0, kMaxTasksPerJob, 0)),
+                     .attempt = static_cast<int>(Int(t, "attempt", 0, 1'000'000, 0))};
         const std::string state = Str(t, "state");
         if (state != "running" && state != "exited") throw Bad{"field 'tasks[].state': expected running or exited"};
         r.state = state == "running" ? TaskReport::State::kRunning : TaskReport::State::kExited;
@@ -439,8 +463,8 @@ Result<Heartbeat> ParseHeartbeat(std::string_view body) {
     }
     if (j.contains("running")) {
       for (const Json& p : j["running"]) {
-        if (!p.is_array() || p.size() != 2) throw Bad{"field 'running': expected [[job, task], ...]"};
-        h.running.emplace_back(p[0].get<uint64_t>(), p[1].get<int>());
+        if (!p.is_array() || p.size() != 3) throw Bad{"field 'running': expected [[job, task, attempt], ...]"};
+        h.running.push_back(TaskKey{p[0].get<uint64_t>(), p[1].get<int>(), p[2].get<int>()});
       }
     }
     return h;
@@ -450,11 +474,11 @@ Result<Heartbeat> ParseHeartbeat(std::string_view body) {
 std::string ReplyToJson(const HeartbeatReply& r) {
   Json start = Json::array();
   for (const TaskLaunch& t : r.start) {
-    start.push_back({{"job", t.job}, {"task", t.task}, {"command", t.command}, {"env", EnvJson(t.env)},
+    start.push_back({{"job", t.job}, {"task", t.task}, {"attempt", t.attempt}, {"command", t.command}, {"env", EnvJson(t.env)},
                      {"workdir", t.workdir}, {"gpu_mask", t.gpu_mask}, {"cpu", t.cpu.value()}, {"memory", t.memory.value()}});
   }
   Json cancel = Json::array();
-  for (const auto& [job, task] : r.cancel) cancel.push_back({job, task});
+  for (const TaskKey& k : r.cancel) cancel.push_back({k.job, k.task, k.attempt});
   return Json{{"start", start}, {"cancel", cancel}}.dump();
 }
 
@@ -465,11 +489,15 @@ Result<HeartbeatReply> ParseReply(std::string_view body) {
     for (const Json& t : j.value("start", Json::array())) {
       r.start.push_back(TaskLaunch{.job = static_cast<uint64_t>(Int(t, "job", 0, INT64_MAX, 0)),
                                    .task = static_cast<int>(Int(t, "task", 0, kMaxTasksPerJob, 0)),
+                                   .attempt = static_cast<int>(Int(t, "attempt", 0, 1'000'000, 0)),
                                    .command = Strings(t, "command"), .env = StringMap(t, "env"), .workdir = Str(t, "workdir"),
                                    .gpu_mask = static_cast<uint16_t>(Int(t, "gpu_mask", 0, 0xFFFF, 0)),
                                    .cpu = MilliCpu{Int(t, "cpu", 0, INT64_MAX, 0)}, .memory = MiB{Int(t, "memory", 0, INT64_MAX, 0)}});
     }
-    for (const Json& p : j.value("cancel", Json::array())) r.cancel.emplace_back(p[0].get<uint64_t>(), p[1].get<int>());
+    for (const Json& p : j.value("cancel", Json::array())) {
+      if (!p.is_array() || p.size() != 3) throw Bad{"field 'cancel': expected [[job, task, attempt], ...]"};
+      r.cancel.push_back(TaskKey{p[0].get<uint64_t>(), p[1].get<int>(), p[2].get<int>()});
+    }
     return r;
   });
 }

@@ -42,10 +42,20 @@ struct RegisterRequest {
 std::string RegisterToJson(const RegisterRequest& r);
 Result<RegisterRequest> ParseRegister(std::string_view body);
 
+// One attempt of one task: an attempt is an epoch; a report or a cancel for an older attempt
+// than the job's current one is about work the server has already given up on.
+struct TaskKey {
+  uint64_t job = 0;
+  int task = 0;
+  int attempt = 0;
+  auto operator<=>(const TaskKey&) const = default;
+};
+
 // One task's news in a heartbeat.
 struct TaskReport {
   uint64_t job = 0;
   int task = 0;
+  int attempt = 0;
   enum class State : uint8_t { kRunning, kExited } state = State::kRunning;
   std::optional<int> exit_code;
   std::optional<int> signal;
@@ -62,7 +72,7 @@ struct Heartbeat {
   HostSample host;
   std::vector<GpuSample> gpus;
   std::vector<TaskReport> tasks;
-  std::vector<std::pair<uint64_t, int>> running;  // every task the agent runs now
+  std::vector<TaskKey> running;  // every task attempt the agent runs now
   int wait_ms = 0;
 };
 std::string HeartbeatToJson(const Heartbeat& h);
@@ -72,6 +82,7 @@ Result<Heartbeat> ParseHeartbeat(std::string_view body);
 struct TaskLaunch {
   uint64_t job = 0;
   int task = 0;
+  int attempt = 0;
   std::vector<std::string> command;
   std::vector<std::pair<std::string, std::string>> env;
   std::string workdir;
@@ -81,7 +92,7 @@ struct TaskLaunch {
 };
 struct HeartbeatReply {
   std::vector<TaskLaunch> start;
-  std::vector<std::pair<uint64_t, int>> cancel;
+  std::vector<TaskKey> cancel;
 };
 std::string ReplyToJson(const HeartbeatReply& r);
 Result<HeartbeatReply> ParseReply(std::string_view body);

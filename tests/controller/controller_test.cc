@@ -33,7 +33,7 @@ struct Scene {
     return *c->Submit(r);
   }
   HeartbeatReply Beat(const std::string& node, std::vector<TaskReport> tasks = {},
-                      std::vector<std::pair<uint64_t, int>> running = {}) {
+                      std::vector<TaskKey> running = {}) {
     return *c->Heartbeat(Heartbeat{.node = node, .tasks = std::move(tasks), .running = std::move(running)});
   }
   std::string Var(const TaskLaunch& l, const std::string& key) {
@@ -57,10 +57,10 @@ TEST(ControllerTest, SubmitPlaceRunSucceed) {
   EXPECT_EQ(e.Var(r.start[0], "CUDA_VISIBLE_DEVICES"), "0,1");
   EXPECT_EQ(e.Var(r.start[0], "GPUPOOL_JOB_ID"), std::to_string(id.value()));
   EXPECT_EQ(e.Var(r.start[0], "WORLD_SIZE"), "1");
-  EXPECT_TRUE(e.Beat("n1", {}, {{id.value(), 0}}).start.empty()) << "a launch is handed over once";
-  e.Beat("n1", {{.job = id.value(), .task = 0, .started_ms = 5, .stdout_chunk = "hi\n"}}, {{id.value(), 0}});
+  EXPECT_TRUE(e.Beat("n1", {}, {{id.value(), 0, 1}}).start.empty()) << "a launch is handed over once";
+  e.Beat("n1", {{.job = id.value(), .task = 0, .attempt = 1, .started_ms = 5, .stdout_chunk = "hi\n"}}, {{id.value(), 0, 1}});
   EXPECT_EQ(e.c->FindJob(id)->state, JobState::kRunning);
-  e.Beat("n1", {{.job = id.value(), .task = 0, .state = TaskReport::State::kExited, .exit_code = 0}});
+  e.Beat("n1", {{.job = id.value(), .task = 0, .attempt = 1, .state = TaskReport::State::kExited, .exit_code = 0}});
   const JobRecord* j = e.c->FindJob(id);
   EXPECT_EQ(j->state, JobState::kSucceeded);
   EXPECT_EQ(j->exit_code, 0);
@@ -90,13 +90,13 @@ TEST(ControllerTest, GangEnvAndFailure) {
   EXPECT_EQ(e.Var(t0, "MASTER_PORT"), e.Var(t1, "MASTER_PORT"));
   const std::string node0 = e.c->FindJob(id)->tasks[0].node;
   const std::string node1 = e.c->FindJob(id)->tasks[1].node;
-  e.Beat(node0, {{.job = id.value(), .task = 0}}, {{id.value(), 0}});
-  e.Beat(node1, {{.job = id.value(), .task = 1}}, {{id.value(), 1}});
-  const HeartbeatReply after = e.Beat(node1, {{.job = id.value(), .task = 1, .state = TaskReport::State::kExited, .exit_code = 2}});
-  const HeartbeatReply other = e.Beat(node0, {}, {{id.value(), 0}});
+  e.Beat(node0, {{.job = id.value(), .task = 0, .attempt = 1}}, {{id.value(), 0, 1}});
+  e.Beat(node1, {{.job = id.value(), .task = 1, .attempt = 1}}, {{id.value(), 1, 1}});
+  const HeartbeatReply after = e.Beat(node1, {{.job = id.value(), .task = 1, .attempt = 1, .state = TaskReport::State::kExited, .exit_code = 2}});
+  const HeartbeatReply other = e.Beat(node0, {}, {{id.value(), 0, 1}});
   ASSERT_EQ(other.cancel.size(), 1u) << "the surviving task is stopped";
-  EXPECT_EQ(other.cancel[0], (std::pair<uint64_t, int>{id.value(), 0}));
-  e.Beat(node0, {{.job = id.value(), .task = 0, .state = TaskReport::State::kExited, .exit_code = 143, .signal = 15}});
+  EXPECT_EQ(other.cancel[0], (TaskKey{id.value(), 0, 1}));
+  e.Beat(node0, {{.job = id.value(), .task = 0, .attempt = 1, .state = TaskReport::State::kExited, .exit_code = 143, .signal = 15}});
   EXPECT_EQ(e.c->FindJob(id)->state, JobState::kFailed);
   EXPECT_EQ(e.c->FindJob(id)->exit_code, 2);
 }
@@ -108,13 +108,13 @@ TEST(ControllerTest, CancelQueuedAndRunning) {
   const JobId queued = e.Submit(1);
   e.c->Tick();
   e.Beat("n");
-  e.Beat("n", {{.job = running.value(), .task = 0}}, {{running.value(), 0}});
+  e.Beat("n", {{.job = running.value(), .task = 0, .attempt = 1}}, {{running.value(), 0, 1}});
   ASSERT_TRUE(e.c->Cancel(queued).ok());
   EXPECT_EQ(e.c->FindJob(queued)->state, JobState::kCancelled);
   ASSERT_TRUE(e.c->Cancel(running).ok());
-  const HeartbeatReply r = e.Beat("n", {}, {{running.value(), 0}});
+  const HeartbeatReply r = e.Beat("n", {}, {{running.value(), 0, 1}});
   ASSERT_EQ(r.cancel.size(), 1u);
-  e.Beat("n", {{.job = running.value(), .task = 0, .state = TaskReport::State::kExited, .exit_code = 143, .signal = 15}});
+  e.Beat("n", {{.job = running.value(), .task = 0, .attempt = 1, .state = TaskReport::State::kExited, .exit_code = 143, .signal = 15}});
   EXPECT_EQ(e.c->FindJob(running)->state, JobState::kCancelled);
   EXPECT_FALSE(e.c->Cancel(running).ok()) << "cancelling an ended job is refused";
   EXPECT_EQ(e.c->Cancel(JobId{999}).code(), StatusCode::kNotFound);
@@ -129,7 +129,7 @@ TEST(ControllerTest, RecoverAdoptsRunningJobs) {
   const JobId b = e.Submit(1);
   e.c->Tick();
   e.Beat("n");
-  e.Beat("n", {{.job = a.value(), .task = 0}}, {{a.value(), 0}});
+  e.Beat("n", {{.job = a.value(), .task = 0, .attempt = 1}}, {{a.value(), 0, 1}});
   auto restarted = e.Make();
   ASSERT_TRUE(restarted->Recover().ok());
   e.c = std::move(restarted);
@@ -137,30 +137,104 @@ TEST(ControllerTest, RecoverAdoptsRunningJobs) {
   EXPECT_EQ(e.c->FindJob(b)->state, JobState::kQueued);
   e.Join("n", 2);  // the agent registers again after the server restarted
   e.c->Tick();
-  HeartbeatReply r = e.Beat("n", {}, {{a.value(), 0}});
+  HeartbeatReply r = e.Beat("n", {}, {{a.value(), 0, 1}});
   EXPECT_TRUE(r.start.empty()) << "job b waits: job a still holds both GPUs; job a is not relaunched";
-  e.Beat("n", {{.job = a.value(), .task = 0, .state = TaskReport::State::kExited, .exit_code = 0}});
+  e.Beat("n", {{.job = a.value(), .task = 0, .attempt = 1, .state = TaskReport::State::kExited, .exit_code = 0}});
   e.c->Tick();
   r = e.Beat("n");
   ASSERT_EQ(r.start.size(), 1u);
   EXPECT_EQ(r.start[0].job, b.value());
 }
 
-TEST(ControllerTest, SilentNodeGoesDownAndLostTasksFail) {
+// A task the agent was given but no longer runs is lost: no fault of the job's, so the job
+// goes back to the queue (attempt 2) rather than failing.
+TEST(ControllerTest, LostTaskFailsOver) {
   Scene e;
   e.Join("n", 1);
   const JobId id = e.Submit(1);
   e.c->Tick();
-  e.Beat("n");  // the launch is delivered...
+  e.Beat("n");          // the launch is delivered...
   e.Beat("n", {}, {});  // ...but the next heartbeat does not list it: lost
+  e.c->Tick();
+  const JobRecord* j = e.c->FindJob(id);
+  ASSERT_EQ(j->attempts.size(), 1u);
+  EXPECT_NE(j->attempts[0].outcome.find("lost"), std::string::npos);
+  EXPECT_EQ(j->state, JobState::kStarting) << "placed again at once (first retry, no backoff)";
+  EXPECT_EQ(j->attempt, 2);
+  const HeartbeatReply r = e.Beat("n");
+  ASSERT_EQ(r.start.size(), 1u);
+  EXPECT_EQ(r.start[0].attempt, 2);
+}
+
+// The node falls silent: suspect, then down (phi accrual on the manual clock); its job waits
+// out the lease, then moves, whole, to the other node. The dead node's old attempt, if its
+// agent comes back, is told to stop.
+TEST(ControllerTest, DeadNodeJobMovesAfterTheLease) {
+  Scene e;
+  e.Join("a", 2);
+  e.Join("b", 2);
+  const JobId id = e.Submit(2);
+  e.c->Tick();
+  const std::string first = e.c->FindJob(id)->tasks[0].node;
+  const std::string other = first == "a" ? "b" : "a";
+  e.Beat(first);
+  e.Beat(first, {{.job = id.value(), .task = 0, .attempt = 1}}, {{id.value(), 0, 1}});
+  // 500 ms heartbeats from both nodes for a while, then `first` goes quiet.
+  for (int i = 0; i < 10; ++i) {
+    e.clock.Advance(Millis{500});
+    e.Beat(first, {}, {{id.value(), 0, 1}});
+    e.Beat(other);
+    e.c->Tick();
+  }
+  int64_t silent = 0;
+  while (e.c->NodeCondition(first) != "down" && silent < 10'000) {
+    e.clock.Advance(Millis{50});
+    silent += 50;
+    if (silent % 500 == 0) e.Beat(other);
+    e.c->Tick();
+    if (e.c->NodeCondition(first) == "suspect") {
+      EXPECT_EQ(e.c->FindJob(id)->state, JobState::kRunning) << "suspect is not down: the job stays";
+    }
+  }
+  EXPECT_GE(silent, 1000);
+  EXPECT_LE(silent, 2000) << "declared down within 2 s";
+  EXPECT_TRUE(e.c->FindJob(id)->failing_over);
+  // Not placed again before the lease (2.5 s after the last heartbeat) has run out.
+  while (silent < 2500) {
+    EXPECT_NE(e.c->FindJob(id)->state, JobState::kQueued);
+    EXPECT_TRUE(e.Beat(other).start.empty()) << "no second attempt while the first may still run";
+    e.clock.Advance(Millis{50});
+    silent += 50;
+    e.c->Tick();
+  }
+  e.c->Tick();
+  const HeartbeatReply r = e.Beat(other);
+  ASSERT_EQ(r.start.size(), 1u);
+  EXPECT_EQ(r.start[0].attempt, 2);
+  EXPECT_EQ(e.c->FindJob(id)->tasks[0].node, other);
+  EXPECT_EQ(e.c->FindJob(id)->attempts.back().outcome.find("attempt 1 failed: node " + first + " down"), 0u);
+  // The first node's agent was only cut off; it comes back still running attempt 1.
+  const HeartbeatReply back = e.Beat(first, {}, {{id.value(), 0, 1}});
+  ASSERT_EQ(back.cancel.size(), 1u);
+  EXPECT_EQ(back.cancel[0], (TaskKey{id.value(), 0, 1}));
+}
+
+TEST(ControllerTest, RetryLimit) {
+  Scene e;
+  e.Join("n", 1);
+  JobRecord r;
+  r.command = {"true"};
+  r.max_retries = 1;
+  const JobId id = *e.c->Submit(r);
+  e.c->Tick();
+  for (int attempt = 1; attempt <= 2; ++attempt) {
+    EXPECT_EQ(e.c->FindJob(id)->attempt, attempt);
+    e.Beat("n");
+    e.Beat("n", {}, {});  // lost again
+    e.c->Tick();          // requeued (the first retry has no backoff) and placed again, or given up
+  }
   EXPECT_EQ(e.c->FindJob(id)->state, JobState::kFailed);
-  EXPECT_NE(e.c->FindJob(id)->message.find("lost"), std::string::npos);
-  e.clock.Advance(Millis{11'000});
-  e.c->Tick();
-  const JobId next = e.Submit(1);
-  e.c->Tick();
-  EXPECT_EQ(e.c->FindJob(next)->state, JobState::kQueued) << "a down node gets no work";
-  EXPECT_NE(e.c->Explain(next).find("unhealthy"), std::string::npos);
+  EXPECT_NE(e.c->FindJob(id)->message.find("gave up after 2 failed attempts"), std::string::npos);
 }
 
 TEST(CodecTest, SubmitIsStrictAndRecordsRoundTrip) {

@@ -18,6 +18,7 @@
 #include "adapters/sqlite_journal.h"
 #include "adapters/tokens.h"
 #include "agent/agent.h"
+#include "agent/supervisor.h"
 #include "apps/gpupool/commands.h"
 #include "controller/api.h"
 #include "core/units.h"
@@ -314,6 +315,14 @@ void AddPoolCommands(CLI::App& app, int* exit_code) {
   agent->add_option("--address", a->options.address, "address other nodes use to reach this one (MASTER_ADDR)");
   agent->add_option("--interval", a->interval, "heartbeat interval when idle");
   agent->callback([a, exit_code] { *exit_code = RunAgent(*a); });
+
+  auto sv = std::make_shared<SuperviseOptions>();
+  CLI::App* supervise = app.add_subcommand("supervise", "");  // internal: the agent runs each task under it
+  supervise->group("");
+  supervise->add_option("--lease-file", sv->lease_file);
+  supervise->add_option("--lease-ms", sv->lease_ms);
+  supervise->add_option("--grace-ms", sv->grace_ms);
+  supervise->callback([sv, exit_code] { *exit_code = Supervise(*sv, TrailingCommand()); });
 
   auto d = std::make_shared<DevArgs>();
   CLI::App* dev = app.add_subcommand("dev", "A whole pool on this machine: server plus agents with simulated GPUs");

@@ -1,0 +1,23 @@
+// The per-attempt supervisor (Slurm's slurmstepd, Nomad's executor): a small process between
+// the agent and a task. It runs the task in a process group of its own and stops it when the
+// attempt's lease runs out: the agent renews the lease (touches a file) after every heartbeat
+// the server answers, so a dead, hung or cut-off agent stops renewing, and the task stops
+// itself within the lease even with no agent left to kill it. On SIGTERM it passes the signal
+// on, waits `grace`, then kills the group. It exits as the task did (same code, same signal).
+#pragma once
+
+#include <string>
+#include <vector>
+
+namespace gp {
+
+struct SuperviseOptions {
+  std::string lease_file;
+  int lease_ms = 2500;
+  int grace_ms = 5000;
+};
+
+// Runs argv[0] with argv; returns only on error (otherwise it exits as the task did).
+int Supervise(const SuperviseOptions& o, const std::vector<std::string>& argv);
+
+}  // namespace gp
