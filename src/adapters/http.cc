@@ -280,7 +280,7 @@ Result<HttpResponse> HttpClient::Call(const std::string& method, const std::stri
       run();
       if (ec) {
         c.stream.reset();
-        return Error(StatusCode::kFailedPrecondition,
+        return Error(ec == asio::error::connection_refused ? StatusCode::kUnavailable : StatusCode::kFailedPrecondition,
                      fmt::format("cannot reach the server at {}:{}: {}", c.host, c.port, ec.message()));
       }
       c.stream->socket().set_option(tcp::no_delay(true));

@@ -52,6 +52,9 @@ Result<std::unique_ptr<Agent>> Agent::Create(AgentOptions o) {
   if (o.self_exe.empty()) o.self_exe = std::filesystem::read_symlink("/proc/self/exe", ec).string();
   auto agent = std::unique_ptr<Agent>(new Agent(std::move(o), std::move(gpus), std::move(*client)));
   agent->lease_file_ = (agent->o_.work_dir / "lease").string();
+  // The small supervisor binary beside this one; else this binary's `supervise` verb.
+  const auto small = std::filesystem::path(agent->o_.self_exe).parent_path() / "gpupool-supervise";
+  agent->supervisor_ = std::filesystem::exists(small, ec) ? small.string() : agent->o_.self_exe;
   return agent;
 }
 
@@ -110,8 +113,9 @@ void Agent::Start(const TaskLaunch& l) {
   for (std::string& s : env_strings) envp.push_back(s.data());
   envp.push_back(nullptr);
   // The task runs under `gpupool supervise`, which stops it when the lease runs out.
-  std::vector<std::string> args = {o_.self_exe, "supervise", "--lease-file", lease_file_, "--lease-ms",
+  std::vector<std::string> args = {supervisor_, "--lease-file", lease_file_, "--lease-ms",
                                    std::to_string(lease_ms_), "--grace-ms", std::to_string(o_.kill_grace.value()), "--"};
+  if (supervisor_ == o_.self_exe) args.insert(args.begin() + 1, "supervise");
   args.insert(args.end(), l.command.begin(), l.command.end());
   std::vector<char*> argv;
   for (std::string& a : args) argv.push_back(a.data());
@@ -287,6 +291,10 @@ Status Agent::Run(const std::atomic<bool>& stop) {
     hb.wait_ms = active ? 20 : static_cast<int>(o_.interval.value());
     auto res = client_.Call("POST", "/v1/agent/heartbeat", HeartbeatToJson(hb), Millis{hb.wait_ms + 10'000});
     if (!res || res->status != 200) {
+      // Refused: the server's process is down and its host reachable, so no server can place
+      // this node's work elsewhere meanwhile; a restarted server recovers it from its journal.
+      // Keep the leases. A timeout (a cut network, a dead host) lets them run out.
+      if (!res && res.error().code() == StatusCode::kUnavailable) RenewLease();
       if (res && res->status == 404) registered = false;  // the server forgot us: register again
       if (res && res->status == 401) return Status(StatusCode::kInvalidArgument, "heartbeat: the join token was refused");
       // Reports are kept and sent again; tasks keep running while the server is away.

@@ -74,6 +74,7 @@ class Agent {
   std::map<pid_t, TaskKey> by_pid_;
   int lease_ms_ = 2500;     // as the server says at registration
   std::string lease_file_;
+  std::string supervisor_;  // gpupool-supervise beside the agent's binary, else the binary itself
   int64_t last_log_scan_ms_ = 0;
   CgroupLimiter cgroups_ = CgroupLimiter::Detect();
   int64_t last_sample_ms_ = 0;

@@ -1,20 +1,23 @@
 #include "agent/supervisor.h"
 
 #include <signal.h>
+#include <spawn.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
 
+extern char** environ;
+
 namespace gp {
 namespace {
 
-volatile sig_atomic_t g_term = 0;
-void OnTerm(int) { g_term = 1; }
+int g_term = 0;
 
 int64_t MonoMs() {
   timespec ts{};
@@ -34,22 +37,32 @@ int64_t LeaseAgeMs(const std::string& path) {
 
 int Supervise(const SuperviseOptions& o, const std::vector<std::string>& argv) {
   if (argv.empty()) return 2;
-  struct sigaction sa {};
-  sa.sa_handler = OnTerm;
-  sigaction(SIGTERM, &sa, nullptr);
-  sigaction(SIGINT, &sa, nullptr);
-  const pid_t child = fork();
-  if (child < 0) return 126;
-  if (child == 0) {
-    setpgid(0, 0);  // the task's own group: the supervisor can stop it without stopping itself
-    signal(SIGTERM, SIG_DFL);
-    signal(SIGINT, SIG_DFL);
-    std::vector<char*> args;
-    for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-    args.push_back(nullptr);
-    execvp(args[0], args.data());
-    std::fprintf(stderr, "gpupool agent: cannot run %s: %s\n", args[0], std::strerror(errno));
-    _exit(errno == ENOENT ? 127 : 126);
+  // SIGCHLD, SIGTERM and SIGINT are taken synchronously with sigtimedwait: the supervisor
+  // reacts to the task's exit at once and looks at the lease every 100 ms.
+  sigset_t wait_for;
+  sigemptyset(&wait_for);
+  sigaddset(&wait_for, SIGCHLD);
+  sigaddset(&wait_for, SIGTERM);
+  sigaddset(&wait_for, SIGINT);
+  sigprocmask(SIG_BLOCK, &wait_for, nullptr);
+  // The task in a process group of its own (so the supervisor can stop the whole group without
+  // stopping itself), with the signals the supervisor blocked unblocked again.
+  std::vector<char*> args;
+  for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+  args.push_back(nullptr);
+  posix_spawnattr_t attr;
+  posix_spawnattr_init(&attr);
+  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK);
+  posix_spawnattr_setpgroup(&attr, 0);
+  sigset_t none;
+  sigemptyset(&none);
+  posix_spawnattr_setsigmask(&attr, &none);
+  pid_t child = -1;
+  const int rc = posix_spawnp(&child, args[0], nullptr, &attr, args.data(), environ);
+  posix_spawnattr_destroy(&attr);
+  if (rc != 0) {
+    std::fprintf(stderr, "gpupool agent: cannot run %s: %s\n", args[0], std::strerror(rc));
+    return rc == ENOENT ? 127 : 126;
   }
   setpgid(child, child);
   int64_t kill_at = 0;  // when SIGKILL follows a SIGTERM
@@ -58,22 +71,29 @@ int Supervise(const SuperviseOptions& o, const std::vector<std::string>& argv) {
   while (true) {
     const pid_t r = waitpid(child, &status, WNOHANG);
     if (r == child) break;
+    const timespec tick{0, 100'000'000};
+    const int sig = sigtimedwait(&wait_for, nullptr, &tick);
+    if (sig == SIGTERM || sig == SIGINT) g_term = 1;
+    if (sig == SIGCHLD) continue;  // reap at the top
     const int64_t now = MonoMs();
-    if (kill_at == 0 && (g_term || (!o.lease_file.empty() && LeaseAgeMs(o.lease_file) > o.lease_ms))) {
+    // A lost lease stops the task before the lease's end, so that it is gone by the time the
+    // server (whose clock started a little earlier, when it answered) may place it again.
+    const int stop_at = std::max(100, o.lease_ms - 600);
+    if (kill_at == 0 && (g_term || (!o.lease_file.empty() && LeaseAgeMs(o.lease_file) > stop_at))) {
       if (!g_term) {
         fenced = true;
         std::fprintf(stderr, "gpupool: this attempt's lease ran out (no word from the server for %d ms); stopping it\n",
                      o.lease_ms);
       }
       kill(-child, SIGTERM);
-      kill_at = now + (fenced ? 500 : o.grace_ms);  // a fenced attempt must stop inside the lease margin
+      kill_at = now + (fenced ? 400 : o.grace_ms);  // a fenced attempt is killed 200 ms before its lease ends
     }
     if (kill_at != 0 && now >= kill_at) kill(-child, SIGKILL);
-    usleep(20'000);
   }
   kill(-child, SIGKILL);  // anything the task left behind in its group
   if (WIFEXITED(status)) _exit(WEXITSTATUS(status));
   if (WIFSIGNALED(status)) {
+    sigprocmask(SIG_UNBLOCK, &wait_for, nullptr);
     signal(WTERMSIG(status), SIG_DFL);
     raise(WTERMSIG(status));
   }

@@ -44,7 +44,12 @@ Status Controller::Recover() {
     if (!id) return id.error();
     NodeSlot& slot = nodes_[id->value()];
     slot.record.draining = n->draining;
-    slot.down = true;  // until its agent speaks again
+    // As if it had just spoken: an agent that is alive speaks within a heartbeat; one that died
+    // while the server was away is found down by the detector, and its work fails over.
+    slot.detector = PhiAccrualDetector(options_.detector);
+    slot.detector.Heartbeat(clock_.Now());
+    slot.lease_granted_ms = clock_.Now().value();
+    slot.record.last_heartbeat_ms = clock_.Now().value();
     RefreshNodeState(*id);
   }
   for (const auto& [id, json] : contents->jobs) {
@@ -372,6 +377,7 @@ HeartbeatReply Controller::TakeWork(const std::string& node) {
   HeartbeatReply reply;
   NodeSlot* slot = SlotByName(node);
   if (!slot) return reply;
+  slot->lease_granted_ms = clock_.Now().value();  // this answer renews the node's leases
   reply.start = std::move(slot->launches);
   reply.cancel = std::move(slot->cancels);
   slot->launches.clear();
@@ -448,7 +454,7 @@ void Controller::NodeDown(NodeSlot& slot) {
   RefreshNodeState(slot.record.spec.id);
   // Its attempts' leases run out this long after its last heartbeat; only then may the jobs
   // run elsewhere (the tasks stop themselves by then, even if the agent is hung).
-  const int64_t fence = slot.record.last_heartbeat_ms + options_.lease.value();
+  const int64_t fence = std::max(slot.lease_granted_ms, slot.record.last_heartbeat_ms) + options_.lease.value();
   const std::vector<TaskKey> active(slot.active.begin(), slot.active.end());
   for (const TaskKey& k : active) {
     auto it = jobs_.find(k.job);

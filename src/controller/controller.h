@@ -35,7 +35,7 @@ struct ControllerOptions {
   PhiOptions detector;                 // when a silent node is suspect, then down
   // An attempt's lease: its agent renews it with every heartbeat, and a task whose lease runs
   // out stops itself (agent/supervisor). A job on a dead node is placed again only after that.
-  Millis lease{2'500};
+  Millis lease{2'000};
   int max_retries = 3;                 // failovers per job, unless the job says otherwise
   Millis backoff{1'000};               // before the 2nd retry; doubles each time, at most 60 s
 };
@@ -105,6 +105,7 @@ class Controller {
     bool down = false;
     bool suspect = false;
     PhiAccrualDetector detector;
+    int64_t lease_granted_ms = 0;  // when the server last answered a heartbeat (renewing leases)
   };
 
   Status Persist(const JobRecord& job);

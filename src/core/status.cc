@@ -11,6 +11,7 @@ std::string Status::ToString() const {
     case StatusCode::kParse: name = "parse error"; break;
     case StatusCode::kFailedPrecondition: name = "failed precondition"; break;
     case StatusCode::kInternal: name = "internal error"; break;
+    case StatusCode::kUnavailable: name = "unavailable"; break;
   }
   return std::string(name) + ": " + message_;
 }

@@ -10,7 +10,8 @@
 
 namespace gp {
 
-enum class StatusCode { kOk, kInvalidArgument, kNotFound, kParse, kFailedPrecondition, kInternal };
+// kUnavailable: the peer refused the connection (its process is down; the host is reachable).
+enum class StatusCode { kOk, kInvalidArgument, kNotFound, kParse, kFailedPrecondition, kInternal, kUnavailable };
 
 class Status {
  public:
