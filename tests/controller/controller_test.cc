@@ -198,7 +198,9 @@ TEST(ControllerTest, DeadNodeJobMovesAfterTheLease) {
   }
   EXPECT_GE(silent, 1000);
   EXPECT_LE(silent, 2000) << "declared down within 2 s";
-  if (silent < 2000) EXPECT_TRUE(e.c->FindJob(id)->failing_over) << "down before the lease ends: waiting it out";
+  if (silent < 2000) {
+    EXPECT_TRUE(e.c->FindJob(id)->failing_over) << "down before the lease ends: waiting it out";
+  }
   // Not placed again before the lease (2 s after the server last answered it) has run out.
   while (silent < 2000) {
     EXPECT_NE(e.c->FindJob(id)->state, JobState::kQueued);
