@@ -37,11 +37,11 @@ class Pool:
         self.token = open(f"{self.dir}/server/admin.token").read().strip()
         return self
 
-    def start_agent(self, name, gpus):
+    def start_agent(self, name, gpus, interval="200ms"):
         p = subprocess.Popen(
             [self.gpupool, "agent", "--server", f"127.0.0.1:{self.port}", "--join-token-file",
              f"{self.dir}/server/join.token", "--simulate-gpus", gpus, "--name", name,
-             "--work-dir", f"{self.dir}/agents/{name}", "--interval", "200ms"],
+             "--work-dir", f"{self.dir}/agents/{name}", "--interval", interval],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         self.agents.append(p)
         return p
