@@ -113,6 +113,7 @@ struct SubmitArgs {
   std::string tenant, data, name, memory, gpu_memory, duration, workdir;
   double cpu = 0;
   double max_price = -1;
+  int max_retries = -1;
   std::vector<std::string> env;
   std::vector<std::string> command;
 };
@@ -128,6 +129,7 @@ int Submit(const Conn& c, const SubmitArgs& a) {
   if (!a.duration.empty()) req["duration"] = a.duration;
   if (!a.workdir.empty()) req["workdir"] = a.workdir;
   if (a.max_price >= 0) req["max_price"] = a.max_price;
+  if (a.max_retries >= 0) req["max_retries"] = a.max_retries;
   if (!a.data.empty()) {
     const size_t colon = a.data.find(':');
     if (colon == std::string::npos) {
@@ -191,6 +193,13 @@ int ShowJob(const Conn& c, const std::string& id) {
   if (!j["message"].get<std::string>().empty()) fmt::print("  message    {}\n", j["message"].get<std::string>());
   for (size_t t = 0; t < j["placement"].size(); ++t) {
     fmt::print("  task {}     {} GPU mask 0x{:x}\n", t, j["placement"][t]["node"].get<std::string>(), j["placement"][t]["gpu_mask"].get<int>());
+  }
+  if (j.contains("attempts") && !j["attempts"].empty()) {
+    fmt::print("  attempt    {} (earlier ones below)\n", j["attempt"].get<int>());
+    for (const json& a : j["attempts"]) {
+      fmt::print("    #{} on {}: {}\n", a["attempt"].get<int>(), fmt::join(a["nodes"].get<std::vector<std::string>>(), ","),
+                 a["outcome"].get<std::string>());
+    }
   }
   return 0;
 }
@@ -291,6 +300,8 @@ void AddClientCommands(CLI::App& app, int* exit_code) {
   submit->add_option("--max-price", sa->max_price, "price ceiling, USD per GPU-hour");
   submit->add_option("--env", sa->env, "KEY=VALUE for the job (repeatable)")->expected(1)->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
   submit->add_option("--workdir", sa->workdir, "working directory on the node");
+  submit->add_option("--max-retries", sa->max_retries, "placements after failures not the job's own (default: the server's)")
+      ->check(CLI::Range(0, 100));
   submit->add_option("command", sa->command, "the command, after --");
   submit->callback([conn, sa, exit_code] {
     if (sa->command.empty()) sa->command = TrailingCommand();

@@ -41,6 +41,8 @@ struct ServerArgs {
   std::string policy = "balanced";
   uint64_t seed = 1;
   size_t body_limit = 1 << 20;
+  std::string lease = "2s";
+  int max_retries = 3;
 };
 
 // Everything a running server holds; Serve() blocks until SIGINT/SIGTERM.
@@ -77,9 +79,13 @@ Result<std::unique_ptr<Server>> StartServer(const ServerArgs& a) {
   }
   auto policy = BuiltinRegistry().MakePolicy(a.policy);
   if (!policy) return tl::unexpected(Status(policy.error().code(), "--policy: " + policy.error().message()));
+  auto lease = ParseDuration(a.lease);
+  if (!lease || lease->value() < 500) return InvalidArgument("--lease: expected a duration of at least 500ms, e.g. 2s");
   srv->controller = std::make_unique<Controller>(
       std::move(base), *srv->journal, srv->clock,
-      ControllerOptions{.policy = a.policy, .seed = a.seed, .log_dir = fs::path(a.data_dir) / "logs"}, std::move(*policy));
+      ControllerOptions{.policy = a.policy, .seed = a.seed, .log_dir = fs::path(a.data_dir) / "logs", .lease = *lease,
+                        .max_retries = a.max_retries},
+      std::move(*policy));
   if (Status s = srv->controller->Recover(); !s.ok()) return tl::unexpected(s);
   srv->api = std::make_unique<Api>(*srv->controller, srv->loop, ApiOptions{.admin_token = *admin, .join_token = *join});
   Api* api = srv->api.get();
@@ -283,6 +289,11 @@ void AddPoolCommands(CLI::App& app, int* exit_code) {
   server->add_option("--fleet", s->fleet, "fleet file with providers, sites, links and prices (nodes come from agents)");
   server->add_option("--policy", s->policy, "scheduling policy (see `gpupool policies`)");
   server->add_option("--seed", s->seed, "seed for randomised policies");
+  server->add_option("--lease", s->lease,
+                     "how long a task runs on without word from the server before it stops itself; "
+                     "a dead node's jobs move after this (default 2s)");
+  server->add_option("--max-retries", s->max_retries, "how often a job is placed again after failures not its own")
+      ->check(CLI::Range(0, 100));
   server->add_option("--config", s->config, "file of `key = value` lines: listen, data_dir, fleet, policy, seed");
   server->callback([s, server, exit_code] {
     if (!s->config.empty()) {
