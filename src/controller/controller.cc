@@ -57,6 +57,8 @@ Status Controller::Recover() {
     if (!job) return Status(StatusCode::kInternal, fmt::format("journal: job {}: {}", id, job.error().message()));
     next_id_ = std::max(next_id_, id + 1);
     JobRecord& j = jobs_[id] = std::move(*job);
+    if (j.state == JobState::kQueued) queued_.insert(id);
+    if (j.failing_over) failing_.insert(id);
     if (IsTerminal(j.state) || j.tasks.empty()) continue;
     // Placed before the restart: hold its resources again; its agent will report on it.
     for (TaskRecord& t : j.tasks) {
@@ -91,6 +93,7 @@ Result<JobId> Controller::Submit(JobRecord r) {
   ++next_id_;
   const JobId id = r.spec.id;
   jobs_[id.value()] = std::move(r);
+  queued_.insert(id.value());
   dirty_ = true;
   return id;
 }
@@ -123,6 +126,7 @@ Status Controller::Cancel(JobId id) {
   if (IsTerminal(j.state)) return Status(StatusCode::kFailedPrecondition, fmt::format("job {} already {}", id.value(), JobStateName(j.state)));
   j.cancel_requested = true;
   if (j.state == JobState::kQueued) {
+    queued_.erase(id.value());
     j.state = JobState::kCancelled;
     j.end_ms = clock_.Now().value();
     j.message = "cancelled while queued";
@@ -438,6 +442,7 @@ void Controller::TaskEnded(JobRecord& j, int task, std::optional<int> code, std:
 void Controller::FailOver(JobRecord& j, const std::string& why, int64_t fence_until) {
   if (IsTerminal(j.state) || j.failing_over) return;
   j.failing_over = true;
+  failing_.insert(j.spec.id.value());
   j.fence_until_ms = std::max(j.fence_until_ms, fence_until);
   j.message = fmt::format("attempt {} failed: {}; placing the job again", j.attempt, why);
   ++stats_.failovers;
@@ -471,6 +476,7 @@ void Controller::Requeue(JobRecord& j) {
   j.attempts.push_back(std::move(a));
   j.tasks.clear();
   j.failing_over = false;
+  failing_.erase(j.spec.id.value());
   j.fence_until_ms = 0;
   j.exit_code.reset();
   j.signal.reset();
@@ -482,6 +488,7 @@ void Controller::Requeue(JobRecord& j) {
     if (!j.cancel_requested) j.message = fmt::format("gave up after {} failed attempts: {}", retries, j.attempts.back().outcome);
   } else {
     j.state = JobState::kQueued;
+    queued_.insert(j.spec.id.value());
     // The first failover goes straight back; later ones wait 1 s, 2 s, 4 s ... (at most 60 s).
     const int64_t wait = retries <= 1 ? 0 : std::min<int64_t>(options_.backoff.value() << std::min(retries - 2, 10), 60'000);
     j.not_before_ms = now + wait;
@@ -571,6 +578,7 @@ void Controller::ApplyPlan(const Plan& plan, const std::vector<PendingJob>&) {
       j.tasks.push_back(TaskRecord{.node = fleet_.node(a.node).name, .allocation = a});
     }
     j.state = JobState::kStarting;
+    queued_.erase(p.job.value());
     j.message.clear();
     last_decision_.erase(p.job.value());
     ++stats_.placed;
@@ -605,7 +613,9 @@ void Controller::Tick() {
     }
   }
   // Jobs failing over go back to the queue once every task has ended and the fence has passed.
-  for (auto& [id, j] : jobs_) {
+  const std::vector<uint64_t> failing(failing_.begin(), failing_.end());
+  for (uint64_t id : failing) {
+    JobRecord& j = jobs_.at(id);
     if (!j.failing_over || now < j.fence_until_ms) continue;
     bool all_ended = true;
     for (size_t t = 0; t < j.tasks.size(); ++t) {
@@ -621,15 +631,18 @@ void Controller::Tick() {
     if (all_ended) Requeue(j);
   }
   bool waiting = false;
-  for (const auto& [id, j] : jobs_) waiting = waiting || (j.state == JobState::kQueued && j.not_before_ms > now);
+  for (uint64_t id : queued_) waiting = waiting || jobs_.at(id).not_before_ms > now;
   if (waiting) dirty_ = true;  // look again when the backoff ends
   if (!dirty_) return;
   dirty_ = false;
   std::vector<PendingJob> pending;
-  for (auto& [id, j] : jobs_) {
-    if (j.state != JobState::kQueued || j.not_before_ms > now) continue;
+  const std::vector<uint64_t> queued(queued_.begin(), queued_.end());
+  for (uint64_t id : queued) {
+    JobRecord& j = jobs_.at(id);
+    if (j.not_before_ms > now) continue;
     auto p = CompileJob(j.spec, fleet_);
     if (!p) {
+      queued_.erase(id);
       j.state = JobState::kFailed;
       j.message = p.error().message();
       j.end_ms = now;

@@ -137,6 +137,9 @@ class Controller {
   std::vector<NodeSlot> nodes_;         // by NodeId
   std::map<std::string, NodeId> node_ids_;  // by name
   std::map<uint64_t, JobRecord> jobs_;  // by id: ordered, so listings are stable
+  // Indexes over jobs_, so a pass costs what is live, not the whole history.
+  std::set<uint64_t> queued_;           // state kQueued
+  std::set<uint64_t> failing_;          // failing_over
   std::map<uint64_t, Decision> last_decision_;
   uint64_t next_id_ = 1;
   bool dirty_ = false;
