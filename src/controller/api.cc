@@ -204,7 +204,8 @@ void Api::Route(const HttpRequest& r, Respond& respond) {
       if (!c_.FindNode(name)) return respond(Fail(404, fmt::format("no node '{}'", name)));
       if (p.size() == 3 && m == "GET") return respond(Json(200, c_.NodeJson(name)));
       if (p.size() == 4 && (p[3] == "drain" || p[3] == "undrain") && m == "POST") {
-        Status s = c_.SetDraining(name, p[3] == "drain");
+        const bool evict = p[3] == "drain" && r.query.count("evict") && r.query.at("evict") != "false";
+        Status s = evict ? c_.Evict(name) : c_.SetDraining(name, p[3] == "drain");
         if (!s.ok()) return respond(Fail(HttpStatusOf(s), s.message()));
         Poke();
         return respond(Json(200, c_.NodeJson(name)));

@@ -147,6 +147,18 @@ Status Controller::SetDraining(const std::string& name, bool draining) {
   return PersistNode(*slot);
 }
 
+Status Controller::Evict(const std::string& name) {
+  if (Status s = SetDraining(name, true); !s.ok()) return s;
+  NodeSlot* slot = SlotByName(name);
+  const std::vector<TaskKey> active(slot->active.begin(), slot->active.end());
+  for (const TaskKey& k : active) {
+    auto it = jobs_.find(k.job);
+    if (it == jobs_.end() || it->second.attempt != k.attempt) continue;
+    FailOver(it->second, fmt::format("evicted: node {} was drained", name), 0, /*counts=*/false);
+  }
+  return Status::Ok();
+}
+
 const NodeRecord* Controller::FindNode(const std::string& name) const {
   const NodeSlot* s = SlotByName(name);
   return s ? &s->record : nullptr;
@@ -439,9 +451,10 @@ void Controller::TaskEnded(JobRecord& j, int task, std::optional<int> code, std:
   FinishIfDone(j);
 }
 
-void Controller::FailOver(JobRecord& j, const std::string& why, int64_t fence_until) {
+void Controller::FailOver(JobRecord& j, const std::string& why, int64_t fence_until, bool counts) {
   if (IsTerminal(j.state) || j.failing_over) return;
   j.failing_over = true;
+  if (counts) ++j.failures;
   failing_.insert(j.spec.id.value());
   j.fence_until_ms = std::max(j.fence_until_ms, fence_until);
   j.message = fmt::format("attempt {} failed: {}; placing the job again", j.attempt, why);
@@ -481,11 +494,15 @@ void Controller::Requeue(JobRecord& j) {
   j.exit_code.reset();
   j.signal.reset();
   const int limit = j.max_retries >= 0 ? j.max_retries : options_.max_retries;
-  const int retries = static_cast<int>(j.attempts.size());
+  const int retries = j.failures;
   if (retries > limit || j.cancel_requested) {
     j.state = j.cancel_requested ? JobState::kCancelled : JobState::kFailed;
     j.end_ms = now;
     if (!j.cancel_requested) j.message = fmt::format("gave up after {} failed attempts: {}", retries, j.attempts.back().outcome);
+  } else if (retries == 0) {
+    j.state = JobState::kQueued;  // moved, not failed (an eviction): straight back
+    queued_.insert(j.spec.id.value());
+    j.not_before_ms = now;
   } else {
     j.state = JobState::kQueued;
     queued_.insert(j.spec.id.value());

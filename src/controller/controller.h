@@ -62,6 +62,9 @@ class Controller {
   std::vector<const JobRecord*> ListJobs(const JobFilter& f) const;
   Status Cancel(JobId id);
   Status SetDraining(const std::string& node, bool draining);
+  // Drain and move the node's running jobs elsewhere: their tasks get SIGTERM (then SIGKILL
+  // after the agent's grace) and the jobs go back to the queue. Not counted as failures.
+  Status Evict(const std::string& node);
   const NodeRecord* FindNode(const std::string& name) const;
   std::vector<std::string> NodeNames() const;
   std::string NodeJson(const std::string& name) const;
@@ -116,7 +119,7 @@ class Controller {
   void TaskEnded(JobRecord& job, int task, std::optional<int> code, std::optional<int> signal, const std::string& why);
   // The job's current attempt failed through no fault of its own: stop its other tasks and
   // requeue it (whole) once every task has ended and `fence_until` has passed.
-  void FailOver(JobRecord& job, const std::string& why, int64_t fence_until);
+  void FailOver(JobRecord& job, const std::string& why, int64_t fence_until, bool counts = true);
   void NodeDown(NodeSlot& slot);
   void Requeue(JobRecord& job);
   void CancelTask(JobRecord& job, int task);

@@ -61,6 +61,7 @@ struct JobRecord {
   // to the queue until it has been retried `max_retries` times (-1: the server's default).
   int attempt = 0;
   int max_retries = -1;
+  int failures = 0;                  // failovers that count against max_retries (not evictions)
   std::vector<AttemptRecord> attempts;
   bool failing_over = false;         // the current attempt is being stopped; requeue when it has
   int64_t fence_until_ms = 0;        // and not before its lease on a dead node has run out

@@ -195,6 +195,7 @@ std::string JobToJson(const JobRecord& r) {
   j["placement"] = tasks;
   j["attempt"] = r.attempt;
   j["max_retries"] = r.max_retries;
+  j["failures"] = r.failures;
   Json attempts = Json::array();
   for (const AttemptRecord& a : r.attempts) {
     attempts.push_back({{"attempt", a.attempt}, {"nodes", a.nodes}, {"start_ms", a.start_ms}, {"end_ms", a.end_ms},
@@ -240,6 +241,7 @@ Result<JobRecord> JobFromJson(std::string_view json) {
     r.cancel_requested = j.value("cancel_requested", false);
     r.attempt = static_cast<int>(Int(j, "attempt", 0, 1'000'000, 0));
     r.max_retries = static_cast<int>(Int(j, "max_retries", -1, 100, -1));
+    r.failures = static_cast<int>(Int(j, "failures", 0, 1'000'000, 0));
     for (const Json& a : j.value("attempts", Json::array())) {
       r.attempts.push_back(AttemptRecord{.attempt = static_cast<int>(Int(a, "attempt", 0, 1'000'000, 0)),
                                          .nodes = Strings(a, "nodes"), .start_ms = Int(a, "start_ms", 0, INT64_MAX, 0),

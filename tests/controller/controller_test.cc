@@ -239,6 +239,31 @@ TEST(ControllerTest, RetryLimit) {
   EXPECT_NE(e.c->FindJob(id)->message.find("gave up after 2 failed attempts"), std::string::npos);
 }
 
+// drain --evict: the running job gets SIGTERM (a cancel), then goes back to the queue and to
+// the other node; an eviction is not a failure, so the retry budget is untouched.
+TEST(ControllerTest, DrainEvictMovesRunningJobs) {
+  Scene e;
+  e.Join("a", 1);
+  e.Join("b", 1);
+  const JobId id = e.Submit(1);
+  e.c->Tick();
+  const std::string first = e.c->FindJob(id)->tasks[0].node;
+  const std::string other = first == "a" ? "b" : "a";
+  e.Beat(first);
+  e.Beat(first, {{.job = id.value(), .task = 0, .attempt = 1}}, {{id.value(), 0, 1}});
+  ASSERT_TRUE(e.c->Evict(first).ok());
+  const HeartbeatReply r = e.Beat(first, {}, {{id.value(), 0, 1}});
+  ASSERT_EQ(r.cancel.size(), 1u);
+  e.Beat(first, {{.job = id.value(), .task = 0, .attempt = 1, .state = TaskReport::State::kExited, .exit_code = 143, .signal = 15}});
+  e.c->Tick();
+  const JobRecord* j = e.c->FindJob(id);
+  EXPECT_EQ(j->attempt, 2);
+  EXPECT_EQ(j->tasks[0].node, other);
+  EXPECT_EQ(j->failures, 0);
+  EXPECT_NE(j->attempts.back().outcome.find("evicted"), std::string::npos);
+  EXPECT_EQ(e.c->NodeCondition(first), "draining");
+}
+
 TEST(CodecTest, SubmitIsStrictAndRecordsRoundTrip) {
   EXPECT_NE(ParseSubmitRequest(R"({"command":["x"],"gpus":1,"colour":"red"})").error().message().find("unknown field 'colour'"),
             std::string::npos);

@@ -380,13 +380,18 @@ void AddClientCommands(CLI::App& app, int* exit_code) {
   node->add_option("name", *node_name, "node name")->required();
   node->callback([conn, node_name, exit_code] { *exit_code = Simple(*conn, "GET", "/v1/nodes/" + *node_name, ""); });
 
+  auto evict = std::make_shared<bool>(false);
   for (const char* verb : {"drain", "undrain"}) {
     CLI::App* d = app.add_subcommand(verb, std::string(verb) == "drain" ? "Stop placing new work on a node" : "Place work on a node again");
     AddConn(d, conn);
     d->add_option("name", *node_name, "node name")->required();
     const std::string v = verb;
-    d->callback([conn, node_name, v, exit_code] {
-      *exit_code = Simple(*conn, "POST", "/v1/nodes/" + *node_name + "/" + v, fmt::format("{} {}", v == "drain" ? "draining" : "undrained", *node_name));
+    if (v == "drain") d->add_flag("--evict", *evict, "also move its running jobs elsewhere (they get SIGTERM first)");
+    d->callback([conn, node_name, v, evict, exit_code] {
+      const std::string q = (v == "drain" && *evict) ? "?evict=true" : "";
+      *exit_code = Simple(*conn, "POST", "/v1/nodes/" + *node_name + "/" + v + q,
+                          fmt::format("{} {}{}", v == "drain" ? "draining" : "undrained", *node_name,
+                                      q.empty() ? "" : "; its running jobs are being moved"));
     });
   }
 }
