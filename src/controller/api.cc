@@ -203,6 +203,28 @@ void Api::Route(const HttpRequest& r, Respond& respond) {
       const std::string name(p[2]);
       if (!c_.FindNode(name)) return respond(Fail(404, fmt::format("no node '{}'", name)));
       if (p.size() == 3 && m == "GET") return respond(Json(200, c_.NodeJson(name)));
+      // /v1/nodes/NAME/gpus/IDX/xid {"xid": 79} and /v1/nodes/NAME/gpus/IDX/undrain
+      if (p.size() == 6 && p[3] == "gpus" && m == "POST") {
+        int gpu = -1;
+        auto [ptr, ec] = std::from_chars(p[4].data(), p[4].data() + p[4].size(), gpu);
+        if (ec != std::errc() || ptr != p[4].data() + p[4].size()) return respond(Fail(404, fmt::format("no GPU '{}'", p[4])));
+        if (p[5] == "undrain") {
+          Status s = c_.UndrainGpu(name, gpu);
+          if (!s.ok()) return respond(Fail(HttpStatusOf(s), s.message()));
+          Poke();
+          return respond(Json(200, c_.NodeJson(name)));
+        }
+        if (p[5] == "xid") {
+          const nlohmann::json body = nlohmann::json::parse(r.body, nullptr, false);
+          if (!body.is_object() || !body.contains("xid") || !body["xid"].is_number_integer()) {
+            return respond(Fail(400, "expected {\"xid\": N} with N a whole number"));
+          }
+          auto what = c_.GpuXid(name, gpu, body["xid"].get<int>());
+          if (!what) return respond(Fail(HttpStatusOf(what.error()), what.error().message()));
+          Poke();
+          return respond(Json(200, nlohmann::json{{"node", name}, {"gpu", gpu}, {"result", *what}}.dump()));
+        }
+      }
       if (p.size() == 4 && (p[3] == "drain" || p[3] == "undrain") && m == "POST") {
         const bool evict = p[3] == "drain" && r.query.count("evict") && r.query.at("evict") != "false";
         Status s = evict ? c_.Evict(name) : c_.SetDraining(name, p[3] == "drain");

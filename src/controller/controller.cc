@@ -1,5 +1,7 @@
 #include "controller/controller.h"
 
+#include "health/gpu_health.h"
+
 #include <fmt/format.h>
 
 #include <bit>
@@ -22,7 +24,9 @@ Status Controller::Persist(const JobRecord& job) {
 }
 
 Status Controller::PersistNode(const NodeSlot& slot) {
-  return journal_.PutNode(slot.record.spec.name, NodeToJson(slot.record, fleet_, "ready", 0));
+  NodeRecord r = slot.record;
+  for (size_t g = 0; g < r.spec.gpus.size(); ++g) r.gpu_health.push_back(slot.quarantine[g].empty() ? "ok" : "quarantined: " + slot.quarantine[g]);
+  return journal_.PutNode(slot.record.spec.name, NodeToJson(r, fleet_, "ready", 0));
 }
 
 Status Controller::Recover() {
@@ -44,6 +48,12 @@ Status Controller::Recover() {
     if (!id) return id.error();
     NodeSlot& slot = nodes_[id->value()];
     slot.record.draining = n->draining;
+    for (size_t g = 0; g < n->gpu_health.size() && g < kMaxGpusPerNode; ++g) {
+      if (n->gpu_health[g].starts_with("quarantined: ")) {
+        slot.quarantine[g] = n->gpu_health[g].substr(13);
+        snapshot_.nodes[id->value()].quarantined = static_cast<uint16_t>(snapshot_.nodes[id->value()].quarantined | (1u << g));
+      }
+    }
     // As if it had just spoken: an agent that is alive speaks within a heartbeat; one that died
     // while the server was away is found down by the detector, and its work fails over.
     slot.detector = PhiAccrualDetector(options_.detector);
@@ -147,6 +157,52 @@ Status Controller::SetDraining(const std::string& name, bool draining) {
   return PersistNode(*slot);
 }
 
+void Controller::Quarantine(NodeSlot& slot, int gpu, const std::string& why) {
+  slot.quarantine[static_cast<size_t>(gpu)] = why;
+  NodeState& st = snapshot_.nodes[slot.record.spec.id.value()];
+  st.quarantined = static_cast<uint16_t>(st.quarantined | (1u << gpu));
+  const std::vector<TaskKey> active(slot.active.begin(), slot.active.end());
+  for (const TaskKey& k : active) {
+    auto it = jobs_.find(k.job);
+    if (it == jobs_.end() || it->second.attempt != k.attempt) continue;
+    const TaskRecord& t = it->second.tasks[static_cast<size_t>(k.task)];
+    if (t.allocation.gpu_mask >> gpu & 1) {
+      FailOver(it->second, fmt::format("GPU {} on {} quarantined: {}", gpu, slot.record.spec.name, why), 0);
+    }
+  }
+  (void)PersistNode(slot);
+  dirty_ = true;
+}
+
+Result<std::string> Controller::GpuXid(const std::string& name, int gpu, int xid) {
+  NodeSlot* slot = SlotByName(name);
+  if (!slot) return Error(StatusCode::kNotFound, fmt::format("no node '{}'", name));
+  if (gpu < 0 || gpu >= static_cast<int>(slot->record.spec.gpus.size())) {
+    return InvalidArgument(fmt::format("node '{}' has no GPU {}", name, gpu));
+  }
+  const XidClass c = ClassifyXid(xid);
+  const std::string what = fmt::format("XID {} ({})", xid, c.meaning);
+  switch (c.action) {
+    case GpuFaultAction::kQuarantine: Quarantine(*slot, gpu, what); return "quarantined: " + what;
+    case GpuFaultAction::kJobsFault: return "recorded, the GPU stays in service: " + what;
+    case GpuFaultAction::kNone: return "recorded: " + what;
+  }
+  return what;
+}
+
+Status Controller::UndrainGpu(const std::string& name, int gpu) {
+  NodeSlot* slot = SlotByName(name);
+  if (!slot) return Status(StatusCode::kNotFound, fmt::format("no node '{}'", name));
+  if (gpu < 0 || gpu >= static_cast<int>(slot->record.spec.gpus.size())) {
+    return Status(StatusCode::kInvalidArgument, fmt::format("node '{}' has no GPU {}", name, gpu));
+  }
+  slot->quarantine[static_cast<size_t>(gpu)].clear();
+  NodeState& st = snapshot_.nodes[slot->record.spec.id.value()];
+  st.quarantined = static_cast<uint16_t>(st.quarantined & ~(1u << gpu));
+  dirty_ = true;
+  return PersistNode(*slot);
+}
+
 Status Controller::Evict(const std::string& name) {
   if (Status s = SetDraining(name, true); !s.ok()) return s;
   NodeSlot* slot = SlotByName(name);
@@ -182,8 +238,10 @@ std::vector<std::string> Controller::NodeNames() const {
 std::string Controller::NodeJson(const std::string& name) const {
   const NodeSlot* s = SlotByName(name);
   if (!s) return {};
-  const NodeState& st = snapshot_.nodes[s->record.spec.id.value()];
-  return NodeToJson(s->record, fleet_, NodeCondition(name), st.WholeFreeGpus());
+  const gp::NodeState& st = snapshot_.nodes[s->record.spec.id.value()];
+  NodeRecord r = s->record;
+  for (size_t g = 0; g < r.spec.gpus.size(); ++g) r.gpu_health.push_back(s->quarantine[g].empty() ? "ok" : "quarantined: " + s->quarantine[g]);
+  return NodeToJson(r, fleet_, NodeCondition(name), st.WholeFreeGpus());
 }
 
 std::string Controller::NodeCondition(const std::string& name) const {
@@ -320,6 +378,15 @@ Result<HeartbeatReply> Controller::Heartbeat(const gp::Heartbeat& h) {
   slot->record.gpus = h.gpus;
   RefreshNodeState(slot->record.spec.id);
   if (was_down) dirty_ = true;
+  // Uncorrected ECC errors that rise mean the GPU's memory can no longer be trusted.
+  for (const GpuSample& g : h.gpus) {
+    if (g.index < 0 || g.index >= kMaxGpusPerNode || !g.ecc_uncorrected) continue;
+    int64_t& seen = slot->ecc[static_cast<size_t>(g.index)];
+    if (seen >= 0 && *g.ecc_uncorrected > seen && slot->quarantine[static_cast<size_t>(g.index)].empty()) {
+      Quarantine(*slot, g.index, fmt::format("uncorrected ECC errors rose from {} to {}", seen, *g.ecc_uncorrected));
+    }
+    seen = *g.ecc_uncorrected;
+  }
   std::vector<JobRecord*> changed;
   auto current = [&](uint64_t job, int task, int attempt) -> JobRecord* {
     auto it = jobs_.find(job);

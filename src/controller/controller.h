@@ -6,6 +6,7 @@
 // I/O: the Journal (durability) and job log files under options.log_dir.
 #pragma once
 
+#include <array>
 #include <deque>
 #include <set>
 #include <filesystem>
@@ -65,6 +66,10 @@ class Controller {
   // Drain and move the node's running jobs elsewhere: their tasks get SIGTERM (then SIGKILL
   // after the agent's grace) and the jobs go back to the queue. Not counted as failures.
   Status Evict(const std::string& node);
+  // A GPU error reported for (or injected on) a GPU, classified by health/gpu_health.h: a fault
+  // of the GPU quarantines that GPU alone and moves its jobs elsewhere.
+  Result<std::string> GpuXid(const std::string& node, int gpu, int xid);
+  Status UndrainGpu(const std::string& node, int gpu);
   const NodeRecord* FindNode(const std::string& name) const;
   std::vector<std::string> NodeNames() const;
   std::string NodeJson(const std::string& name) const;
@@ -109,6 +114,14 @@ class Controller {
     bool suspect = false;
     PhiAccrualDetector detector;
     int64_t lease_granted_ms = 0;  // when the server last answered a heartbeat (renewing leases)
+    std::array<std::string, kMaxGpusPerNode> quarantine;  // why each GPU is out of service ("" = in)
+    // Last uncorrected ECC count seen per GPU; -1 until the first report (a baseline: errors
+    // from before the agent started are history, a rise afterwards is news).
+    std::array<int64_t, kMaxGpusPerNode> ecc = [] {
+      std::array<int64_t, kMaxGpusPerNode> a{};
+      a.fill(-1);
+      return a;
+    }();
   };
 
   Status Persist(const JobRecord& job);
@@ -123,6 +136,7 @@ class Controller {
   void NodeDown(NodeSlot& slot);
   void Requeue(JobRecord& job);
   void CancelTask(JobRecord& job, int task);
+  void Quarantine(NodeSlot& slot, int gpu, const std::string& why);
   void FinishIfDone(JobRecord& job);
   void ReleaseTask(const TaskRecord& t);
   void AppendLog(JobId id, int task, std::string_view stream, const std::string& chunk);

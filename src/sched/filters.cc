@@ -56,7 +56,9 @@ class GpuCountFilter final : public Filter {
     if (d.gpus == 0) return std::nullopt;
     if (d.share < kWholeGpu) {
       int16_t best = 0;
-      for (int i = 0; i < n.gpu_count; ++i) best = std::max(best, n.gpu_free[i]);
+      for (int i = 0; i < n.gpu_count; ++i) {
+        if (!(n.quarantined >> i & 1)) best = std::max(best, n.gpu_free[i]);
+      }
       if (best >= d.share.value()) return std::nullopt;
       return Reason{ReasonCode::kGpuShare, d.share.value(), best, kWholeGpu.value()};
     }

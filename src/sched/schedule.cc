@@ -64,6 +64,7 @@ uint16_t PickGpus(const NodeState& n, const Node& spec, const TaskDemand& d) {
   if (d.share < kWholeGpu) {
     int best = -1;
     for (int i = 0; i < n.gpu_count; ++i) {
+      if (n.quarantined >> i & 1) continue;
       if (n.gpu_free[i] >= d.share.value() && (best < 0 || n.gpu_free[i] < n.gpu_free[best])) best = i;
     }
     return best < 0 ? 0 : static_cast<uint16_t>(1u << best);

@@ -11,7 +11,7 @@ int NodeState::WholeFreeGpus() const { return std::popcount(WholeFreeMask()); }
 uint16_t NodeState::WholeFreeMask() const {
   uint16_t m = 0;
   for (int i = 0; i < gpu_count; ++i) {
-    if (gpu_free[i] == kWholeGpu.value()) m = static_cast<uint16_t>(m | (1u << i));
+    if (gpu_free[i] == kWholeGpu.value() && !(quarantined >> i & 1)) m = static_cast<uint16_t>(m | (1u << i));
   }
   return m;
 }
@@ -19,7 +19,7 @@ uint16_t NodeState::WholeFreeMask() const {
 int16_t NodeState::LargestPartialFree() const {
   int16_t best = 0;
   for (int i = 0; i < gpu_count; ++i) {
-    if (gpu_free[i] < kWholeGpu.value() && gpu_free[i] > best) best = gpu_free[i];
+    if (gpu_free[i] < kWholeGpu.value() && gpu_free[i] > best && !(quarantined >> i & 1)) best = gpu_free[i];
   }
   return best;
 }
@@ -73,6 +73,7 @@ Status Allocate(NodeState& n, const TaskAllocation& a) {
   };
   if (a.share.value() <= 0 || a.share > kWholeGpu) return no("GPU share out of range");
   if ((a.gpu_mask >> n.gpu_count) != 0) return no("GPU index beyond the node's GPUs");
+  if (a.gpu_mask & n.quarantined) return no("a GPU asked for is quarantined");
   for (int i = 0; i < n.gpu_count; ++i) {
     if ((a.gpu_mask >> i & 1) && n.gpu_free[i] < a.share.value()) {
       return no(fmt::format("GPU {} has {} of 1000 free, asked {}", i, n.gpu_free[i], a.share.value()));

@@ -34,6 +34,7 @@ struct NodeState {
   Utilisation load;                    // telemetry, plus what this pass has placed
   Health health = Health::kHealthy;
   Schedulability schedulability = Schedulability::kSchedulable;
+  uint16_t quarantined = 0;            // bit i: GPU i is out of service (counts as not free)
 
   int WholeFreeGpus() const;
   uint16_t WholeFreeMask() const;

@@ -79,6 +79,7 @@ struct NodeRecord {
   std::vector<GpuSample> gpus;
   std::string gpu_source;            // "nvml" or "simulated"
   std::string gpu_model;             // model name of its GPUs ("H100"), empty without GPUs
+  std::vector<std::string> gpu_health;  // per GPU: "ok" or "quarantined: why" (as shown and stored)
 };
 
 }  // namespace gp

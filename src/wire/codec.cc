@@ -342,6 +342,7 @@ std::string NodeToJson(const NodeRecord& n, const Fleet& fleet, std::string_view
     for (const GpuSample& s : n.gpus) {
       if (s.index == g.index) e["load"] = GpuSampleJson(s);
     }
+    e["health"] = static_cast<size_t>(g.index) < n.gpu_health.size() ? n.gpu_health[static_cast<size_t>(g.index)] : "ok";
     gpus.push_back(e);
   }
   j["gpus"] = gpus;
@@ -373,6 +374,7 @@ Result<NodeRecord> NodeFromJson(std::string_view json) {
       const GpuDevice d = GpuDeviceFrom(g);
       n.spec.gpus.push_back(Gpu{.index = d.index, .memory = d.memory, .compute_capability = d.compute_capability,
                                 .uuid = d.uuid, .nvlink_peers = d.nvlink_peers});
+      n.gpu_health.push_back(Str(g, "health", "ok"));
     }
     for (const auto& [k, v] : StringMap(j, "labels")) n.spec.labels.emplace_back(k, v);
     return n;

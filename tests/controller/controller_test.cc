@@ -264,6 +264,39 @@ TEST(ControllerTest, DrainEvictMovesRunningJobs) {
   EXPECT_EQ(e.c->NodeCondition(first), "draining");
 }
 
+// XID 79 on the GPU a job runs on: that GPU alone goes out of service, and the job moves to
+// another GPU (here on the same node). XID 13 is the application's own fault: the GPU stays.
+TEST(ControllerTest, XidQuarantinesOneGpu) {
+  Scene e;
+  e.Join("n", 2);
+  const JobId id = e.Submit(1);
+  e.c->Tick();
+  e.Beat("n");
+  e.Beat("n", {{.job = id.value(), .task = 0, .attempt = 1}}, {{id.value(), 0, 1}});
+  const uint16_t first = e.c->FindJob(id)->tasks[0].allocation.gpu_mask;
+  const int gpu = first == 1 ? 0 : 1;
+  EXPECT_NE(e.c->GpuXid("n", gpu, 13)->find("stays in service"), std::string::npos);
+  EXPECT_FALSE(e.c->FindJob(id)->failing_over);
+  EXPECT_NE(e.c->GpuXid("n", gpu, 79)->find("quarantined: XID 79"), std::string::npos);
+  EXPECT_TRUE(e.c->FindJob(id)->failing_over);
+  const HeartbeatReply stop = e.Beat("n", {}, {{id.value(), 0, 1}});
+  ASSERT_EQ(stop.cancel.size(), 1u);
+  e.Beat("n", {{.job = id.value(), .task = 0, .attempt = 1, .state = TaskReport::State::kExited, .exit_code = 143, .signal = 15}});
+  e.c->Tick();
+  const JobRecord* j = e.c->FindJob(id);
+  EXPECT_EQ(j->attempt, 2);
+  EXPECT_NE(j->tasks[0].allocation.gpu_mask, first) << "placed on the other GPU";
+  EXPECT_NE(e.c->NodeJson("n").find("quarantined: XID 79"), std::string::npos);
+  // A third job cannot have the quarantined GPU; after undrain it can.
+  const JobId more = e.Submit(1);
+  e.c->Tick();
+  EXPECT_EQ(e.c->FindJob(more)->state, JobState::kQueued);
+  ASSERT_TRUE(e.c->UndrainGpu("n", gpu).ok());
+  e.c->Tick();
+  EXPECT_EQ(e.c->FindJob(more)->state, JobState::kStarting);
+  EXPECT_EQ(e.c->GpuXid("n", 7, 79).error().code(), StatusCode::kInvalidArgument);
+}
+
 TEST(CodecTest, SubmitIsStrictAndRecordsRoundTrip) {
   EXPECT_NE(ParseSubmitRequest(R"({"command":["x"],"gpus":1,"colour":"red"})").error().message().find("unknown field 'colour'"),
             std::string::npos);

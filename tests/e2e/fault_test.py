@@ -4,7 +4,8 @@ its attempts never overlap in time (the old one stops itself when its lease runs
 the time to detect the failure and the time to place the job again.
   kill: SIGKILL the agent (its tasks live on under their supervisors until the lease ends)
   hang: SIGSTOP the agent, then SIGCONT it after the job has moved (it must stop its old attempt)
-Not covered here yet (said in the output): network cuts, XID injection, server kills mid-burst."""
+  xid:  XID 79 (GPU fallen off the bus) on the job's GPU: that GPU is quarantined, the job moves
+Not covered here yet (said in the output): network cuts, server kills in the middle of a burst."""
 import os
 import signal
 import sys
@@ -30,27 +31,38 @@ def scenario(pool, c, out, name, agents, how):
     c.check(j["state"] == "running" and j["attempt"] == 1, f"{name}: first attempt running ({j['state']})")
     time.sleep(1.0)  # let heartbeats settle into their rhythm
     victim = agents[node]
+    gpu = j["gpus"][0]
     t_break = time.time()
-    os.killpg(victim.pid, signal.SIGKILL if how == "kill" else signal.SIGSTOP)
+    if how == "xid":
+        status, res = pool.call("POST", f"/v1/nodes/{node}/gpus/{gpu}/xid", {"xid": 79})
+        c.check(status == 200 and "quarantined" in res.get("result", ""), f"{name}: XID 79 quarantines ({res})")
+    else:
+        os.killpg(victim.pid, signal.SIGKILL if how == "kill" else signal.SIGSTOP)
     t_down = t_moved = None
     while time.time() - t_break < 15:
         if t_down is None:
             status, n = pool.call("GET", f"/v1/nodes/{node}")
-            if n.get("state") == "down":
+            if how == "xid" and n["gpus"][gpu]["health"].startswith("quarantined"):
+                t_down = time.time()
+            elif n.get("state") == "down":
                 t_down = time.time()
         j = job_state(pool, jid)
         if j["attempt"] >= 2 and j["state"] == "running":
             t_moved = time.time()
             break
         time.sleep(0.02)
-    c.check(t_down is not None, f"{name}: node {node} declared down")
+    c.check(t_down is not None, f"{name}: {'GPU quarantined' if how == 'xid' else 'node ' + node + ' declared down'}")
     c.check(t_moved is not None, f"{name}: job placed again and running ({j['state']}, attempt {j['attempt']}, {j['message']})")
     if t_down is None or t_moved is None:
         return None
     detect, replace = t_down - t_break, t_moved - t_down
-    print(f"{name}: {how} {node}: detected down after {detect:.2f} s, running again on {j['node']} "
+    what = f"GPU {gpu} quarantined" if how == "xid" else "detected down"
+    print(f"{name}: {how} {node}: {what} after {detect:.2f} s, running again on {j['node']} "
           f"{replace:.2f} s later (attempt {j['attempt']})", flush=True)
-    c.check(j["node"] != node, f"{name}: moved off {node}")
+    if how == "xid":
+        c.check(j["node"] != node or gpu not in j["gpus"], f"{name}: moved off GPU {gpu} of {node}")
+    else:
+        c.check(j["node"] != node, f"{name}: moved off {node}")
     c.check(detect <= 2.5, f"{name}: detection took {detect:.2f} s (target 2 s)")
     c.check(replace <= 1.5, f"{name}: re-placement took {replace:.2f} s after detection (target 1 s)")
     if how == "hang":
@@ -82,16 +94,16 @@ def main(gpupool):
         out = os.path.join(pool.dir, "faults")
         os.makedirs(out)
         results = []
-        for name, how in (("kill", "kill"), ("hang", "hang")):
+        for name, how in (("kill", "kill"), ("hang", "hang"), ("xid", "xid")):
             r = scenario(pool, c, out, name, agents, how)
-            if r:
+            if r and how != "xid":  # node failures; an XID is known the moment it is reported
                 results.append(r)
         if results:
             d = sorted(r[0] for r in results)
             p = sorted(r[1] for r in results)
-            print(f"detection: median {d[len(d) // 2]:.2f} s, worst {d[-1]:.2f} s; "
+            print(f"node failures: detection median {d[len(d) // 2]:.2f} s, worst {d[-1]:.2f} s; "
                   f"re-placement after detection: median {p[len(p) // 2]:.2f} s, worst {p[-1]:.2f} s")
-        print("skipped: network cut (namespaces), XID injection, server kill during a burst: not built yet")
+        print("skipped: network cut (namespaces), server kill during a burst: not built yet")
     finally:
         for p in pool.agents:
             try:

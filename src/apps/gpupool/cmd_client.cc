@@ -380,6 +380,34 @@ void AddClientCommands(CLI::App& app, int* exit_code) {
   node->add_option("name", *node_name, "node name")->required();
   node->callback([conn, node_name, exit_code] { *exit_code = Simple(*conn, "GET", "/v1/nodes/" + *node_name, ""); });
 
+  // gpupool gpu undrain NODE IDX | gpupool gpu xid NODE IDX XID
+  auto gpu_args = std::make_shared<std::tuple<std::string, int, int>>("", 0, 0);
+  CLI::App* gpu = app.add_subcommand("gpu", "A single GPU: put it back in service, or report an XID on it");
+  gpu->require_subcommand(1);
+  CLI::App* gundrain = gpu->add_subcommand("undrain", "Put a quarantined GPU back in service");
+  AddConn(gundrain, conn);
+  gundrain->add_option("node", std::get<0>(*gpu_args), "node name")->required();
+  gundrain->add_option("index", std::get<1>(*gpu_args), "GPU index")->required();
+  gundrain->callback([conn, gpu_args, exit_code] {
+    *exit_code = Simple(*conn, "POST", fmt::format("/v1/nodes/{}/gpus/{}/undrain", std::get<0>(*gpu_args), std::get<1>(*gpu_args)),
+                        fmt::format("GPU {} on {} is back in service", std::get<1>(*gpu_args), std::get<0>(*gpu_args)));
+  });
+  CLI::App* gxid = gpu->add_subcommand("xid", "Report an XID on a GPU (fault injection on simulated GPUs)");
+  AddConn(gxid, conn);
+  gxid->add_option("node", std::get<0>(*gpu_args), "node name")->required();
+  gxid->add_option("index", std::get<1>(*gpu_args), "GPU index")->required();
+  gxid->add_option("xid", std::get<2>(*gpu_args), "XID code, e.g. 79 (fallen off the bus)")->required();
+  gxid->callback([conn, gpu_args, exit_code] {
+    auto body = Call(*conn, "POST", fmt::format("/v1/nodes/{}/gpus/{}/xid", std::get<0>(*gpu_args), std::get<1>(*gpu_args)),
+                     json{{"xid", std::get<2>(*gpu_args)}}.dump());
+    if (!body) {
+      *exit_code = 1;
+      return;
+    }
+    fmt::print("{}\n", conn->json_out ? *body : json::parse(*body)["result"].get<std::string>());
+    *exit_code = 0;
+  });
+
   auto evict = std::make_shared<bool>(false);
   for (const char* verb : {"drain", "undrain"}) {
     CLI::App* d = app.add_subcommand(verb, std::string(verb) == "drain" ? "Stop placing new work on a node" : "Place work on a node again");
