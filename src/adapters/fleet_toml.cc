@@ -252,8 +252,8 @@ Result<Fleet> ParseFleetToml(std::string_view text, const std::string& source) {
   try {
     for (const auto& [k, v] : root) {
       const std::string_view key = k.str();
-      if (key != "provider" && key != "site" && key != "link" && key != "nodes" && key != "name") {
-        throw FieldError{fmt::format("{}:{}: unknown section '{}'; expected [[provider]], [[site]], [[link]] or [[nodes]]",
+      if (key != "provider" && key != "site" && key != "link" && key != "nodes" && key != "name" && key != "failures") {
+        throw FieldError{fmt::format("{}:{}: unknown section '{}'; expected [[provider]], [[site]], [[link]], [[nodes]] or [failures]",
                                      source, v.source().begin.line, key)};
       }
     }
@@ -261,6 +261,14 @@ Result<Fleet> ParseFleetToml(std::string_view text, const std::string& source) {
     ForEachEntry(root, "site", source, [&](const toml::table& t, int i) { ReadSite(fleet, t, source, i); });
     ForEachEntry(root, "link", source, [&](const toml::table& t, int i) { ReadLink(fleet, t, source, i); });
     ForEachEntry(root, "nodes", source, [&](const toml::table& t, int i) { ReadNodes(fleet, t, source, i); });
+    if (const toml::node* f = root.get("failures")) {
+      if (!f->is_table()) throw FieldError{fmt::format("{}:{}: [failures] must be a table", source, f->source().begin.line)};
+      Section fs(*f->as_table(), source, "[failures]");
+      if (auto v = fs.Unit<Millis>("node_mtbf", ParseDuration, "h")) fleet.failures.node_mtbf = *v;
+      if (auto v = fs.Unit<Millis>("node_repair", ParseDuration, "h")) fleet.failures.node_repair = *v;
+      if (auto v = fs.Unit<Millis>("spot_mtbf", ParseDuration, "h")) fleet.failures.spot_mtbf = *v;
+      fs.RejectUnknown();
+    }
   } catch (const FieldError& e) {
     return InvalidArgument(e.message);
   }

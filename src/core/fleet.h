@@ -95,6 +95,13 @@ struct Link {
   MicroUsd egress_per_gb{0};
 };
 
+// How often things break, for the simulator (`gpupool sim --failures`). Zero: never.
+struct FailureModel {
+  Millis node_mtbf{0};           // mean time between failures of one node
+  Millis node_repair{3'600'000}; // how long a failed node stays out
+  Millis spot_mtbf{0};           // mean time between reclaims of one spot-tier node
+};
+
 class Fleet {
  public:
   std::vector<GpuModelInfo> models;
@@ -102,6 +109,7 @@ class Fleet {
   std::vector<Site> sites;
   std::vector<Link> links;
   std::vector<Node> nodes;
+  FailureModel failures;  // from the fleet file's [failures] section
 
   // Returns the id of a model with this name, adding it (with catalog defaults when the name
   // is a known model) if new. Fails past kMaxGpuModels distinct models.

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <bit>
 #include <queue>
+#include <set>
 
 #include "core/models.h"
 
@@ -26,12 +27,31 @@ struct SimJob {
   std::vector<std::pair<GpuModelId, Millis>> duration_by_model;
   Millis duration{0};
   std::vector<TaskAllocation> tasks;  // while running
+  // Under failures: the share of its work done and kept (0..1), which placement this is (a
+  // completion event of an older one is stale), and the current placement's start and the
+  // run time of the whole job on its GPU model.
+  double progress = 0;
+  int epoch = 0;
+  Millis attempt_start{0};
+  Millis full_run{0};
 };
 
 struct Completion {
   Millis at;
   size_t job;
+  int epoch = 0;
   bool operator>(const Completion& o) const { return at != o.at ? at > o.at : job > o.job; }
+};
+
+// A node failing (or a spot node reclaimed), or coming back.
+struct Fault {
+  Millis at;
+  uint32_t node;
+  enum Kind : uint8_t { kFail, kReclaim, kRepair, kRepairReclaimed } kind;
+  bool operator>(const Fault& o) const {
+    if (at != o.at) return at > o.at;
+    return node != o.node ? node > o.node : kind > o.kind;
+  }
 };
 
 double Percentile(std::vector<double>& v, double p) {
@@ -55,6 +75,10 @@ class Engine {
  private:
   void Integrate(Millis until);
   Status StartPlacements(const Plan& plan, Millis now);
+  Status ReleaseJob(size_t i);
+  void ScheduleFault(uint32_t node, Fault::Kind kind, Millis after_time);
+  Status OnFault(const Fault& f, Millis now);
+  MicroUsd CostOf(const SimJob& j, Millis elapsed) const;
 
   const Fleet& fleet_;
   const Policy& policy_;
@@ -69,6 +93,13 @@ class Engine {
   std::vector<size_t> arrival_order_;
   std::vector<SimJobResult> results_;
   std::priority_queue<Completion, std::vector<Completion>, std::greater<>> running_;
+  std::priority_queue<Fault, std::vector<Fault>, std::greater<>> faults_;
+  std::set<size_t> running_jobs_;
+  std::vector<char> node_down_;
+  SplitMix64 fault_rng_{0};
+  int64_t failures_ = 0;
+  int64_t node_failures_ = 0;
+  double lost_gpu_milli_ms_ = 0;
   std::vector<PendingJob> pending_;
   std::vector<char> gone_;                 // scratch: by job id, jobs leaving the queue
 
@@ -145,48 +176,135 @@ Status Engine::StartPlacements(const Plan& plan, Millis now) {
     }
     j.tasks = p.tasks;
     const Node& first = fleet_.node(p.tasks.front().node);
-    Millis run = j.duration;
+    Millis full = j.duration;
     if (auto m = first.gpu_model()) {
       for (const auto& [model, d] : j.duration_by_model) {
-        if (model == *m) run = d;
+        if (model == *m) full = d;
       }
     }
+    const Millis run{static_cast<int64_t>(std::llround(static_cast<double>(full.value()) * (1.0 - j.progress)))};
+    j.full_run = full;
+    j.attempt_start = now;
+    ++j.epoch;
     SimJobResult& r = results_[i];
     r.outcome = Outcome::kPlaced;
-    r.start = now;
+    if (r.start.value() < 0) r.start = now;
     r.finish = now + run;
     r.first_node = first.id;
-    for (const TaskAllocation& a : p.tasks) {
-      const MicroUsd price = snap_.nodes[a.node.value()].price;
-      r.cost += GpuCost(price, GpuMilli{std::popcount(a.gpu_mask) * a.share.value()}, run);
-    }
     if (j.spec.gpus_per_task > 0) --waiting_gpu_jobs_;
-    running_.push({r.finish, i});
+    running_.push({r.finish, i, j.epoch});
+    running_jobs_.insert(i);
   }
   return Status::Ok();
 }
 
+MicroUsd Engine::CostOf(const SimJob& j, Millis elapsed) const {
+  MicroUsd c{0};
+  for (const TaskAllocation& a : j.tasks) {
+    c += GpuCost(snap_.nodes[a.node.value()].price, GpuMilli{std::popcount(a.gpu_mask) * a.share.value()}, elapsed);
+  }
+  return c;
+}
+
+Status Engine::ReleaseJob(size_t i) {
+  SimJob& j = jobs_[i];
+  for (const TaskAllocation& a : j.tasks) {
+    if (Status s = Release(snap_.nodes[a.node.value()], a); !s.ok()) return s;
+    busy_milli_ -= std::popcount(a.gpu_mask) * a.share.value();
+  }
+  j.tasks.clear();
+  running_jobs_.erase(i);
+  return Status::Ok();
+}
+
+// Exponential time to the next failure of this node, from the failure generator.
+void Engine::ScheduleFault(uint32_t node, Fault::Kind kind, Millis after) {
+  const FailureModel& m = *options_.failures;
+  const Millis mean = kind == Fault::kReclaim ? m.spot_mtbf : m.node_mtbf;
+  if (mean.value() <= 0) return;
+  const double u = fault_rng_.Unit();
+  const auto gap = static_cast<int64_t>(-static_cast<double>(mean.value()) * std::log1p(-u));
+  faults_.push({after + Millis{std::max<int64_t>(1, gap)}, node, kind});
+}
+
+// A node fails (or is reclaimed): every job with a task there loses the work since its last
+// checkpoint (all of it under kRestart), gives back its GPUs everywhere, and waits again.
+Status Engine::OnFault(const Fault& f, Millis now) {
+  NodeState& n = snap_.nodes[f.node];
+  if (f.kind == Fault::kRepair || f.kind == Fault::kRepairReclaimed) {
+    node_down_[f.node] = 0;
+    n.health = Health::kHealthy;
+    if (options_.failures) ScheduleFault(f.node, f.kind == Fault::kRepair ? Fault::kFail : Fault::kReclaim, now);
+    return Status::Ok();
+  }
+  if (node_down_[f.node]) return Status::Ok();
+  node_down_[f.node] = 1;
+  n.health = Health::kUnhealthy;
+  ++node_failures_;
+  bool hit = false;
+  const std::vector<size_t> victims(running_jobs_.begin(), running_jobs_.end());
+  for (size_t i : victims) {
+    SimJob& j = jobs_[i];
+    bool here = false;
+    for (const TaskAllocation& a : j.tasks) here = here || a.node.value() == f.node;
+    if (!here) continue;
+    hit = true;
+    const int64_t elapsed = (now - j.attempt_start).value();
+    const int64_t ckpt = options_.checkpoint_interval.value();
+    const int64_t kept = options_.recovery == Recovery::kCheckpoint && ckpt > 0 ? elapsed / ckpt * ckpt : 0;
+    int64_t gpu_milli = 0;
+    for (const TaskAllocation& a : j.tasks) gpu_milli += std::popcount(a.gpu_mask) * a.share.value();
+    lost_gpu_milli_ms_ += static_cast<double>(gpu_milli) * static_cast<double>(elapsed - kept);
+    results_[i].cost += CostOf(j, Millis{elapsed});
+    if (j.full_run.value() > 0) j.progress = std::min(0.999999, j.progress + static_cast<double>(kept) / static_cast<double>(j.full_run.value()));
+    if (Status s = ReleaseJob(i); !s.ok()) return s;
+    ++j.epoch;  // its completion event is now stale
+    pending_.push_back(compiled_[i]);
+    if (j.spec.gpus_per_task > 0) ++waiting_gpu_jobs_;
+  }
+  if (hit) ++failures_;
+  const Millis repair = options_.failures ? options_.failures->node_repair : Millis{3'600'000};
+  faults_.push({now + repair, f.node, f.kind == Fault::kReclaim ? Fault::kRepairReclaimed : Fault::kRepair});
+  return Status::Ok();
+}
+
 Result<SimReport> Engine::Run() {
+  node_down_.assign(snap_.nodes.size(), 0);
+  fault_rng_ = SplitMix64(options_.seed * 0x9E3779B97F4A7C15ULL + 0x5EED);
+  if (options_.failures) {
+    for (uint32_t n = 0; n < snap_.nodes.size(); ++n) {
+      ScheduleFault(n, Fault::kFail, Millis{0});
+      if (fleet_.nodes[n].tier == PriceTier::kSpot) ScheduleFault(n, Fault::kReclaim, Millis{0});
+    }
+  }
+  for (const auto& [at, node] : options_.scripted_failures) faults_.push({at, node.value(), Fault::kFail});
   size_t next = 0;  // into arrival_order_
   std::vector<PendingJob> fresh;
   const size_t total = jobs_.size();
   if (!arrival_order_.empty()) last_ = jobs_[arrival_order_.front()].spec.submit_time;
-  while (next < arrival_order_.size() || !running_.empty()) {
+  // Faults go on for ever; the replay ends when no job is left to arrive, run or wait.
+  while (next < arrival_order_.size() || !running_.empty() || (!pending_.empty() && !faults_.empty())) {
     Millis now{INT64_MAX};
     if (next < arrival_order_.size()) now = jobs_[arrival_order_[next]].spec.submit_time;
     if (!running_.empty()) now = std::min(now, running_.top().at);
+    if (!faults_.empty()) now = std::min(now, faults_.top().at);
     Integrate(now);
     bool freed = false;
     while (!running_.empty() && running_.top().at == now) {
-      SimJob& j = jobs_[running_.top().job];
+      const Completion c = running_.top();
       running_.pop();
-      for (const TaskAllocation& a : j.tasks) {
-        if (Status s = Release(snap_.nodes[a.node.value()], a); !s.ok()) return tl::unexpected(s);
-        busy_milli_ -= std::popcount(a.gpu_mask) * a.share.value();
-      }
-      j.tasks.clear();
+      SimJob& j = jobs_[c.job];
+      if (c.epoch != j.epoch) continue;  // that placement was lost to a failure
+      results_[c.job].cost += CostOf(j, now - j.attempt_start);
+      if (Status s = ReleaseJob(c.job); !s.ok()) return tl::unexpected(s);
       freed = true;
       ++done_;
+    }
+    while (!faults_.empty() && faults_.top().at == now) {
+      const Fault f = faults_.top();
+      faults_.pop();
+      if (Status s = OnFault(f, now); !s.ok()) return tl::unexpected(s);
+      freed = true;
     }
     fresh.clear();
     while (next < arrival_order_.size() && jobs_[arrival_order_[next]].spec.submit_time == now) {
@@ -225,7 +343,12 @@ Result<SimReport> Engine::Run() {
   }
   if (options_.progress) options_.progress(total, total);
 
-  SimReport r{.policy = policy_.name, .seed = options_.seed, .jobs = static_cast<int64_t>(total), .passes = passes_};
+  SimReport r{.policy = policy_.name, .seed = options_.seed, .jobs = static_cast<int64_t>(total), .passes = passes_,
+              .failures = failures_, .node_failures = node_failures_,
+              .lost_gpu_hours = lost_gpu_milli_ms_ / 1000.0 / 3'600'000.0};
+  if (options_.failures || !options_.scripted_failures.empty()) {
+    r.recovery = options_.recovery == Recovery::kCheckpoint ? "checkpoint" : "restart";
+  }
   std::vector<double> jct;
   double queue_sum = 0;
   Millis first{INT64_MAX};

@@ -13,6 +13,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -23,8 +24,20 @@
 
 namespace gp {
 
+enum class Recovery : uint8_t {
+  kRestart,     // a job hit by a failure starts again from the beginning
+  kCheckpoint,  // it resumes from its last checkpoint (every checkpoint_interval of run time)
+};
+
 struct SimOptions {
   uint64_t seed = 1;
+  // Failures: when set, nodes fail (and spot nodes are reclaimed) as the model says, with
+  // exponential times between events drawn from a generator seeded by `seed`.
+  std::optional<FailureModel> failures;
+  Recovery recovery = Recovery::kRestart;
+  Millis checkpoint_interval{1'800'000};
+  // Failures at given times, in addition to (or instead of) the random ones: for tests.
+  std::vector<std::pair<Millis, NodeId>> scripted_failures;
   // Called now and then with (jobs finished or refused, total jobs).
   std::function<void(size_t, size_t)> progress;
 };
@@ -58,6 +71,10 @@ struct SimReport {
   double fragmentation = 0;    // free GPU-time while a GPU job waited / all free GPU-time
   MicroUsd cost{0};            // sum of price x GPUs x run time
   int64_t passes = 0;          // scheduling passes run
+  int64_t failures = 0;        // node failures and spot reclaims that hit at least one job
+  int64_t node_failures = 0;   // all node failures and reclaims
+  double lost_gpu_hours = 0;   // GPU-time thrown away by failures (not kept by a checkpoint)
+  std::string recovery;        // "restart" or "checkpoint" when failures were simulated
   std::vector<SimJobResult> per_job;  // in trace order
 };
 

@@ -31,6 +31,11 @@ std::string FormatReportTable(const SimReport& r) {
   row("fragmentation", fmt::format("{:.2f}% of free GPU-time while GPU jobs waited", r.fragmentation * 100));
   row("cost", FormatUsd(r.cost));
   row("scheduling passes", fmt::format("{}", r.passes));
+  if (!r.recovery.empty()) {
+    row("failures", fmt::format("{} node failures/reclaims, {} hit running jobs (recovery: {})", r.node_failures, r.failures,
+                                r.recovery));
+    row("lost GPU-hours", fmt::format("{:.1f}", r.lost_gpu_hours));
+  }
   return out;
 }
 
@@ -50,6 +55,12 @@ std::string FormatReportJson(const SimReport& r) {
   j["fragmentation"] = Round(r.fragmentation, 6);
   j["cost"] = Round(static_cast<double>(r.cost.value()) / kMicroUsdPerUsd, 2);
   j["passes"] = r.passes;
+  if (!r.recovery.empty()) {
+    j["recovery"] = r.recovery;
+    j["node_failures"] = r.node_failures;
+    j["failures"] = r.failures;
+    j["lost_gpu_hours"] = Round(r.lost_gpu_hours, 3);
+  }
   return j.dump() + "\n";
 }
 

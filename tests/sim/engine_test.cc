@@ -110,6 +110,47 @@ TEST(EngineTest, FullPhillyConservesGpuTime) {
   }
 }
 
+// One node, one GPU, one 10-hour job; the node fails 4.5 h in and is repaired in 1 h.
+//   restart:    all 4.5 h are lost; it runs again from 5.5 h for 10 h: JCT 15.5 h, 4.5 GPU-h lost.
+//   checkpoint: hourly checkpoints keep 4 h; 6 h remain from 5.5 h: JCT 11.5 h, 0.5 GPU-h lost.
+TEST(EngineTest, FailureRecoveryStrategies) {
+  const Fleet fleet = *ParseFleetShorthand("1x1xV100");
+  const Trace trace{.jobs = {Job("long", 0, 36'000, 1)}};
+  SimOptions restart{.failures = FailureModel{.node_repair = Millis{3'600'000}},
+                     .scripted_failures = {{Millis{16'200'000}, NodeId{0}}}};
+  SimOptions checkpoint = restart;
+  checkpoint.recovery = Recovery::kCheckpoint;
+  checkpoint.checkpoint_interval = Millis{3'600'000};
+  auto r = RunSimulation(fleet, trace, P("fifo"), restart);
+  auto c = RunSimulation(fleet, trace, P("fifo"), checkpoint);
+  ASSERT_TRUE(r && c);
+  EXPECT_EQ(r->failures, 1);
+  EXPECT_DOUBLE_EQ(r->avg_jct_s, 15.5 * 3600);
+  EXPECT_DOUBLE_EQ(r->lost_gpu_hours, 4.5);
+  EXPECT_DOUBLE_EQ(c->avg_jct_s, 11.5 * 3600);
+  EXPECT_DOUBLE_EQ(c->lost_gpu_hours, 0.5);
+  EXPECT_EQ(r->recovery, "restart");
+  EXPECT_EQ(c->recovery, "checkpoint");
+  // Cost counts the GPU-time used, lost work included: 14.5 h vs 10.5 h at $0.90.
+  EXPECT_EQ(r->cost.value(), 13'050'000);
+  EXPECT_EQ(c->cost.value(), 9'450'000);
+}
+
+// Random failures on a real trace: same seed, same bytes; and checkpointing keeps work.
+TEST(EngineTest, RandomFailuresOnATrace) {
+  auto trace = ReadTrace(testing::Traces() + "/tiresias/60_job.csv", "", {});
+  ASSERT_TRUE(trace);
+  const Fleet fleet = *ParseFleetShorthand("4x4xV100");
+  SimOptions o{.seed = 3, .failures = FailureModel{.node_mtbf = Millis{1'800'000}, .node_repair = Millis{600'000}}};
+  auto a = RunSimulation(fleet, *trace, P("fifo"), o);
+  auto b = RunSimulation(fleet, *trace, P("fifo"), o);
+  ASSERT_TRUE(a && b);
+  EXPECT_EQ(FormatReportJson(*a), FormatReportJson(*b));
+  EXPECT_EQ(a->finished, 60) << "every job finishes despite failures";
+  EXPECT_GT(a->node_failures, 0);
+  EXPECT_GE(a->node_failures, a->failures);
+}
+
 TEST(EngineTest, SameSeedSameBytes) {
   auto trace = ReadTrace(testing::Traces() + "/tiresias/60_job.csv", "", {});
   ASSERT_TRUE(trace);

@@ -7,6 +7,7 @@
 
 #include "adapters/fleet_loader.h"
 #include "apps/gpupool/commands.h"
+#include "core/units.h"
 #include "sim/engine.h"
 
 namespace gp::app {
@@ -21,6 +22,10 @@ struct SimArgs {
   uint64_t seed = 1;
   std::string format = "table";
   std::string out;
+  bool failures = false;
+  std::string node_mtbf, node_repair, spot_mtbf;
+  std::string recovery = "restart";
+  std::string checkpoint_interval = "30m";
 };
 
 void DrawProgress(size_t done, size_t total) {
@@ -50,6 +55,28 @@ int RunSim(const SimArgs& a) {
   auto trace = ReadTrace(a.trace, a.trace_format, TraceOptions{.throughputs = a.throughputs});
   if (!trace) return fail(trace.error().message());
   SimOptions options{.seed = a.seed};
+  if (a.failures) {
+    FailureModel m = fleet->failures;
+    auto set = [&](const std::string& text, Millis& field, const char* flag) -> bool {
+      if (text.empty()) return true;
+      auto d = ParseDuration(text);
+      if (!d) {
+        fmt::print(stderr, "gpupool sim: {}: {}\n", flag, d.error().message());
+        return false;
+      }
+      field = *d;
+      return true;
+    };
+    if (!set(a.node_mtbf, m.node_mtbf, "--node-mtbf") || !set(a.node_repair, m.node_repair, "--node-repair") ||
+        !set(a.spot_mtbf, m.spot_mtbf, "--spot-mtbf") || !set(a.checkpoint_interval, options.checkpoint_interval, "--checkpoint-interval")) {
+      return 1;
+    }
+    if (m.node_mtbf.value() <= 0 && m.spot_mtbf.value() <= 0) {
+      return fail("--failures: no failure rate: give --node-mtbf (e.g. 720h) or a [failures] section in the fleet file");
+    }
+    options.failures = m;
+    options.recovery = a.recovery == "checkpoint" ? Recovery::kCheckpoint : Recovery::kRestart;
+  }
   if (isatty(STDERR_FILENO)) options.progress = DrawProgress;
   auto report = RunSimulation(*fleet, *trace, *policy, options);
   if (!report) return fail(report.error().message());
@@ -88,6 +115,12 @@ void AddSimCommand(CLI::App& app, int* exit_code) {
   cmd->add_option("--seed", args->seed, "random seed (same seed, same output)");
   cmd->add_option("--format", args->format, "report format")->check(CLI::IsMember({"table", "json", "csv"}));
   cmd->add_option("--out", args->out, "directory for report.json, report.csv and per-job jobs.csv");
+  cmd->add_flag("--failures", args->failures, "simulate node failures and spot reclaims (rates from the fleet file or below)");
+  cmd->add_option("--node-mtbf", args->node_mtbf, "mean time between failures of one node, e.g. 720h");
+  cmd->add_option("--node-repair", args->node_repair, "how long a failed node stays out (default 1h)");
+  cmd->add_option("--spot-mtbf", args->spot_mtbf, "mean time between reclaims of one spot node");
+  cmd->add_option("--recovery", args->recovery, "what a job hit by a failure keeps")->check(CLI::IsMember({"restart", "checkpoint"}));
+  cmd->add_option("--checkpoint-interval", args->checkpoint_interval, "run time between checkpoints (recovery checkpoint)");
   cmd->callback([args, exit_code] { *exit_code = RunSim(*args); });
 }
 
