@@ -619,6 +619,9 @@ void Controller::Launch(JobRecord& j) {
     set("GPUPOOL_JOB_NAME", j.spec.name);
     set("GPUPOOL_TASK_INDEX", std::to_string(i));
     set("GPUPOOL_ATTEMPT", std::to_string(j.attempt));
+    if (!options_.checkpoint_root.empty()) {
+      set("GPUPOOL_CHECKPOINT_DIR", (options_.checkpoint_root / std::to_string(j.spec.id.value())).string());
+    }
     set("GPUPOOL_NODE", t.node);
     set("GPUPOOL_GPUS", gpus);
     set("RANK", std::to_string(i));

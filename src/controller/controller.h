@@ -39,6 +39,10 @@ struct ControllerOptions {
   Millis lease{2'000};
   int max_retries = 3;                 // failovers per job, unless the job says otherwise
   Millis backoff{1'000};               // before the 2nd retry; doubles each time, at most 60 s
+  // Every attempt of job J gets GPUPOOL_CHECKPOINT_DIR=checkpoint_root/J, the same directory
+  // each time, so a job that checkpoints there resumes where it left off after a failover.
+  // It must be storage every node sees (shared); under `gpupool dev` all agents share a disk.
+  std::filesystem::path checkpoint_root;
 };
 
 struct JobFilter {

@@ -16,7 +16,7 @@ struct Scene {
   std::unique_ptr<Controller> c = Make();
 
   std::unique_ptr<Controller> Make() {
-    return std::make_unique<Controller>(Fleet{}, journal, clock, ControllerOptions{},
+    return std::make_unique<Controller>(Fleet{}, journal, clock, ControllerOptions{.checkpoint_root = "/ckpt"},
                                         std::move(*BuiltinRegistry().MakePolicy("fifo")));
   }
   void Join(const std::string& name, int gpus, Controller* ctl = nullptr) {
@@ -57,6 +57,7 @@ TEST(ControllerTest, SubmitPlaceRunSucceed) {
   EXPECT_EQ(e.Var(r.start[0], "CUDA_VISIBLE_DEVICES"), "0,1");
   EXPECT_EQ(e.Var(r.start[0], "GPUPOOL_JOB_ID"), std::to_string(id.value()));
   EXPECT_EQ(e.Var(r.start[0], "WORLD_SIZE"), "1");
+  EXPECT_EQ(e.Var(r.start[0], "GPUPOOL_CHECKPOINT_DIR"), "/ckpt/" + std::to_string(id.value()));
   EXPECT_TRUE(e.Beat("n1", {}, {{id.value(), 0, 1}}).start.empty()) << "a launch is handed over once";
   e.Beat("n1", {{.job = id.value(), .task = 0, .attempt = 1, .started_ms = 5, .stdout_chunk = "hi\n"}}, {{id.value(), 0, 1}});
   EXPECT_EQ(e.c->FindJob(id)->state, JobState::kRunning);
@@ -215,6 +216,7 @@ TEST(ControllerTest, DeadNodeJobMovesAfterTheLease) {
   EXPECT_EQ(r.start[0].attempt, 2);
   EXPECT_EQ(e.c->FindJob(id)->tasks[0].node, other);
   EXPECT_EQ(e.c->FindJob(id)->attempts.back().outcome.find("attempt 1 failed: node " + first + " down"), 0u);
+  EXPECT_EQ(e.Var(r.start[0], "GPUPOOL_ATTEMPT"), "2");
   // The first node's agent was only cut off; it comes back still running attempt 1.
   const HeartbeatReply back = e.Beat(first, {}, {{id.value(), 0, 1}});
   ASSERT_EQ(back.cancel.size(), 1u);

@@ -13,7 +13,8 @@ import time
 
 from pool import Checks, Pool
 
-JOB = ('echo "$GPUPOOL_ATTEMPT $GPUPOOL_NODE $(date +%s.%N)" >> {out}/{name}.starts; '
+JOB = ('mkdir -p "$GPUPOOL_CHECKPOINT_DIR" && echo "$GPUPOOL_ATTEMPT" >> "$GPUPOOL_CHECKPOINT_DIR/attempts"; '
+       'echo "$GPUPOOL_ATTEMPT $GPUPOOL_NODE $(date +%s.%N)" >> {out}/{name}.starts; '
        'while [ ! -e {out}/{name}.stop ]; do date +%s.%N > {out}/{name}.a$GPUPOOL_ATTEMPT; sleep 0.05; done')
 
 
@@ -80,6 +81,9 @@ def scenario(pool, c, out, name, agents, how):
     start_a2 = float(starts[1][2])
     c.check(last_a1 < start_a2, f"{name}: attempt 1 was last alive {last_a1 - start_a2:+.2f} s from attempt 2's start")
     print(f"{name}: attempt 1 last alive {start_a2 - last_a1:.2f} s before attempt 2 started", flush=True)
+    ckpt = f"{pool.dir}/server/checkpoints/{jid}/attempts"
+    seen = open(ckpt).read().split() if os.path.exists(ckpt) else []
+    c.check(seen == ["1", "2"], f"{name}: both attempts used the job's checkpoint directory ({seen})")
     return detect, replace
 
 

@@ -43,6 +43,7 @@ struct ServerArgs {
   size_t body_limit = 1 << 20;
   std::string lease = "2s";
   int max_retries = 3;
+  std::string checkpoint_root;  // default: DATA_DIR/checkpoints
 };
 
 // Everything a running server holds; Serve() blocks until SIGINT/SIGTERM.
@@ -84,7 +85,9 @@ Result<std::unique_ptr<Server>> StartServer(const ServerArgs& a) {
   srv->controller = std::make_unique<Controller>(
       std::move(base), *srv->journal, srv->clock,
       ControllerOptions{.policy = a.policy, .seed = a.seed, .log_dir = fs::path(a.data_dir) / "logs", .lease = *lease,
-                        .max_retries = a.max_retries},
+                        .max_retries = a.max_retries,
+                        .checkpoint_root = a.checkpoint_root.empty() ? fs::absolute(fs::path(a.data_dir) / "checkpoints")
+                                                                     : fs::path(a.checkpoint_root)},
       std::move(*policy));
   if (Status s = srv->controller->Recover(); !s.ok()) return tl::unexpected(s);
   srv->api = std::make_unique<Api>(*srv->controller, srv->loop, ApiOptions{.admin_token = *admin, .join_token = *join});
@@ -292,6 +295,8 @@ void AddPoolCommands(CLI::App& app, int* exit_code) {
   server->add_option("--lease", s->lease,
                      "how long a task runs on without word from the server before it stops itself; "
                      "a dead node's jobs move after this (default 2s)");
+  server->add_option("--checkpoint-root", s->checkpoint_root,
+                     "GPUPOOL_CHECKPOINT_DIR of job J is ROOT/J for every attempt; shared storage (default DATA_DIR/checkpoints)");
   server->add_option("--max-retries", s->max_retries, "how often a job is placed again after failures not its own")
       ->check(CLI::Range(0, 100));
   server->add_option("--config", s->config, "file of `key = value` lines: listen, data_dir, fleet, policy, seed");
