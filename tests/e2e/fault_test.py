@@ -15,7 +15,9 @@ from pool import Checks, Pool
 
 JOB = ('mkdir -p "$GPUPOOL_CHECKPOINT_DIR" && echo "$GPUPOOL_ATTEMPT" >> "$GPUPOOL_CHECKPOINT_DIR/attempts"; '
        'echo "$GPUPOOL_ATTEMPT $GPUPOOL_NODE $(date +%s.%N)" >> {out}/{name}.starts; '
-       'while [ ! -e {out}/{name}.stop ]; do date +%s.%N > {out}/{name}.a$GPUPOOL_ATTEMPT; sleep 0.05; done')
+       # Written whole and renamed: a kill in the middle never leaves a half-written time.
+       'while [ ! -e {out}/{name}.stop ]; do date +%s.%N > {out}/{name}.a$GPUPOOL_ATTEMPT.tmp && '
+       'mv {out}/{name}.a$GPUPOOL_ATTEMPT.tmp {out}/{name}.a$GPUPOOL_ATTEMPT; sleep 0.05; done')
 
 
 def job_state(pool, jid):
