@@ -97,7 +97,7 @@ Result<std::unique_ptr<Server>> StartServer(const ServerArgs& a) {
   if (!port) return tl::unexpected(port.error());
   srv->port = *port;
   Controller* c = srv->controller.get();
-  srv->loop.Every(Millis{250}, [c] { c->Tick(); });
+  srv->loop.Every(Millis{100}, [c] { c->Tick(); });  // detection, fences, backoffs: cheap (live jobs only)
   EventLoop* loop = &srv->loop;
   srv->loop.OnSignals([loop](int) { loop->Stop(); });
   api->Poke();

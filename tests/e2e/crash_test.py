@@ -1,0 +1,73 @@
+"""The server is killed with SIGKILL twice, at seeded random moments, while a client submits
+300 jobs as fast as it can (retrying when the server is away). Every acknowledged job must
+finish exactly once: each job appends its own id to a file, so a job run twice, or never,
+shows. Unacknowledged submits (the server died before answering) may or may not exist."""
+import os
+import random
+import sys
+import threading
+import time
+import urllib.error
+
+from pool import Checks, Pool
+
+
+def main(gpupool):
+    c = Checks()
+    rng = random.Random(7)
+    pool = Pool(gpupool)
+    try:
+        pool.start_server()
+        pool.start_agent("one", "4xH100")
+        pool.start_agent("two", "4xH100")
+        pool.wait_nodes(2)
+        out = os.path.join(pool.dir, "ran")
+        os.makedirs(out)
+        acked = []
+        done = threading.Event()
+
+        def submitter():
+            for i in range(300):
+                body = {"command": ["sh", "-c", f'echo "$GPUPOOL_JOB_ID" >> {out}/runs; sleep 0.0{i % 3}'],
+                        "gpus": i % 2, "name": f"c-{i}"}
+                while True:
+                    try:
+                        status, res = pool.call("POST", "/v1/jobs", body, timeout=5)
+                        if status == 201:
+                            acked.append(res["id"])
+                            break
+                    except (urllib.error.URLError, ConnectionError, OSError):
+                        pass
+                    time.sleep(0.05)  # the server is away: try again
+            done.set()
+
+        t = threading.Thread(target=submitter)
+        t.start()
+        kills = 0
+        while not done.is_set() and kills < 2:
+            time.sleep(rng.uniform(0.2, 0.6))
+            if done.is_set():
+                break
+            pool.kill_server()
+            kills += 1
+            print(f"killed the server after {len(acked)} acknowledged submits", flush=True)
+            time.sleep(rng.uniform(0.1, 0.5))
+            pool.start_server()
+        t.join()
+        c.check(kills == 2, f"the server was killed twice during the burst ({kills})")
+        jobs = pool.wait_jobs(acked, timeout=120)
+        runs = {}
+        for line in open(f"{out}/runs"):
+            runs[line.strip()] = runs.get(line.strip(), 0) + 1
+        for jid in acked:
+            c.check(jobs.get(jid, {}).get("state") == "succeeded", f"job {jid}: {jobs.get(jid, {}).get('state')}")
+            c.check(runs.get(jid, 0) == 1, f"job {jid} ran {runs.get(jid, 0)} times")
+        print(f"{len(acked)} acknowledged, {sum(1 for j in acked if runs.get(j) == 1)} ran exactly once; "
+              f"{len(runs)} distinct jobs ran", flush=True)
+    finally:
+        pool.stop()
+    return c.done()
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1]))
