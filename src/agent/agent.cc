@@ -51,7 +51,7 @@ Result<std::unique_ptr<Agent>> Agent::Create(AgentOptions o) {
   if (!client) return tl::unexpected(client.error());
   if (o.self_exe.empty()) o.self_exe = std::filesystem::read_symlink("/proc/self/exe", ec).string();
   auto agent = std::unique_ptr<Agent>(new Agent(std::move(o), std::move(gpus), std::move(*client)));
-  agent->lease_file_ = (agent->o_.work_dir / "lease").string();
+  agent->Adopt();
   // The small supervisor binary beside this one; else this binary's `supervise` verb.
   const auto small = std::filesystem::path(agent->o_.self_exe).parent_path() / "gpupool-supervise";
   agent->supervisor_ = std::filesystem::exists(small, ec) ? small.string() : agent->o_.self_exe;
@@ -78,13 +78,58 @@ Status Agent::Register() {
   return Status::Ok();
 }
 
-// The lease of every attempt here: renewed after each heartbeat the server answered.
-void Agent::RenewLease() {
-  const int fd = open(lease_file_.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+namespace {
+void Touch(const std::filesystem::path& p) {
+  const int fd = open(p.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
   if (fd >= 0) {
     futimens(fd, nullptr);
     close(fd);
   }
+}
+}  // namespace
+
+// Each attempt has a lease of its own, renewed after each heartbeat the server answered, for
+// the attempts this agent knows: an attempt nobody knows any more (left by an agent that died
+// and was not adopted) lets its lease run out and stops itself.
+void Agent::RenewLease() {
+  for (const auto& [key, t] : tasks_) {
+    if (!t.exit_code && !t.signal) Touch(TaskDir(key) / "lease");
+  }
+}
+
+void Agent::SaveShipped() {
+  for (auto& [key, t] : tasks_) {
+    if (t.sent == t.saved) continue;
+    std::ofstream(TaskDir(key) / "shipped") << t.sent[0] << " " << t.sent[1] << "\n";
+    t.saved = t.sent;
+  }
+}
+
+// An agent that restarts finds what the last one left: task directories whose supervisor still
+// runs (adopted: it reports them as running, renews their leases, and learns their end from the
+// status file the supervisor writes) or that ended meanwhile (their exit is reported).
+void Agent::Adopt() {
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator(o_.work_dir, ec)) {
+    unsigned long long job = 0;
+    int task = 0;
+    int attempt = 0;
+    if (std::sscanf(entry.path().filename().c_str(), "job-%llu-task-%d-attempt-%d", &job, &task, &attempt) != 3) continue;
+    const auto dir = entry.path();
+    if (std::filesystem::exists(dir / "reported", ec)) continue;  // an earlier agent finished with it
+    const TaskKey key{job, task, attempt};
+    Task t{.launch = TaskLaunch{.job = job, .task = task, .attempt = attempt}, .adopted = true};
+    std::ifstream pidf(dir / "pid");
+    pidf >> t.pid;
+    std::ifstream shipped(dir / "shipped");
+    shipped >> t.sent[0] >> t.sent[1];
+    t.saved = t.sent;
+    const bool alive = t.pid > 0 && kill(t.pid, 0) == 0;
+    if (!alive && !std::filesystem::exists(dir / "status", ec)) continue;  // gone without a word: the server finds it lost
+    seen_.insert(key);
+    tasks_[key] = t;
+  }
+  if (!tasks_.empty()) fmt::print(stderr, "gpupool agent: adopted {} task(s) left by an earlier agent\n", tasks_.size());
 }
 
 std::filesystem::path Agent::TaskDir(const TaskKey& k) const {
@@ -98,6 +143,7 @@ void Agent::Start(const TaskLaunch& l) {
   const auto dir = TaskDir(key);
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);
+  Touch(dir / "lease");  // the lease starts now
   const std::string out = (dir / "stdout").string();
   const std::string err = (dir / "stderr").string();
   // The environment: the agent's own, with the job's variables set over it.
@@ -113,8 +159,9 @@ void Agent::Start(const TaskLaunch& l) {
   for (std::string& s : env_strings) envp.push_back(s.data());
   envp.push_back(nullptr);
   // The task runs under `gpupool supervise`, which stops it when the lease runs out.
-  std::vector<std::string> args = {supervisor_, "--lease-file", lease_file_, "--lease-ms",
-                                   std::to_string(lease_ms_), "--grace-ms", std::to_string(o_.kill_grace.value()), "--"};
+  std::vector<std::string> args = {supervisor_, "--lease-file", (dir / "lease").string(), "--status-file",
+                                   (dir / "status").string(), "--lease-ms", std::to_string(lease_ms_), "--grace-ms",
+                                   std::to_string(o_.kill_grace.value()), "--"};
   if (supervisor_ == o_.self_exe) args.insert(args.begin() + 1, "supervise");
   args.insert(args.end(), l.command.begin(), l.command.end());
   std::vector<char*> argv;
@@ -152,7 +199,10 @@ void Agent::Start(const TaskLaunch& l) {
     pid = -1;
   }
   t.pid = pid;
-  if (pid > 0) by_pid_[pid] = key;
+  if (pid > 0) {
+    by_pid_[pid] = key;
+    std::ofstream(dir / "pid") << pid << "\n";
+  }
   if (pid > 0 && cgroups_.available() && (l.cpu.value() > 0 || l.memory.value() > 0)) {
     // Limits apply from here on; what the task did in its first instant is not capped.
     if (Status s = cgroups_.Place(pid, TaskDir(key).filename().string(), l.cpu, l.memory); !s.ok()) {
@@ -195,7 +245,26 @@ void Agent::Reap() {
   }
   const int64_t now = NowMs();
   for (auto& [key, t] : tasks_) {
-    if (t.kill_at_ms > 0 && !t.exit_code && !t.signal && now > t.kill_at_ms) kill(-t.pid, SIGKILL);
+    if (t.exit_code || t.signal) continue;
+    if (t.kill_at_ms > 0 && now > t.kill_at_ms) kill(-t.pid, SIGKILL);
+    if (!t.adopted) continue;
+    // Not our child: its supervisor's status file says how it ended.
+    std::ifstream st(TaskDir(key) / "status");
+    std::string kind;
+    int value = 0;
+    if (st >> kind >> value) {
+      if (kind == "signal") {
+        t.signal = value;
+        t.exit_code = 128 + value;
+      } else {
+        t.exit_code = value;
+      }
+      any = true;
+    } else if (kill(t.pid, 0) != 0) {
+      t.exit_code = -1;  // vanished without a status: it did not end normally
+      t.error = "its supervisor vanished";
+      any = true;
+    }
   }
   if (any) MarkGpus();
 }
@@ -314,7 +383,11 @@ Status Agent::Run(const std::atomic<bool>& stop) {
     }
     backoff = 200;
     RenewLease();
-    for (const auto& key : done) tasks_.erase(key);
+    SaveShipped();
+    for (const auto& key : done) {
+      std::ofstream(TaskDir(key) / "reported") << "1\n";  // the server has its end: never again
+      tasks_.erase(key);
+    }
     auto reply = ParseReply(res->body);
     if (!reply) {
       fmt::print(stderr, "gpupool agent: bad reply from server: {}\n", reply.error().message());

@@ -51,6 +51,8 @@ class Agent {
     std::string error;
     std::array<int64_t, 2> sent{};   // bytes of stdout, stderr shipped
     int64_t kill_at_ms = 0;          // SIGKILL deadline after a cancel
+    bool adopted = false;            // started by an earlier agent process: watch its status file
+    std::array<int64_t, 2> saved{};  // shipped offsets last written to the task's directory
   };
 
   Agent(AgentOptions o, std::unique_ptr<GpuSource> gpus, HttpClient client)
@@ -59,6 +61,8 @@ class Agent {
   void Start(const TaskLaunch& l);
   void Cancel(const TaskKey& key);
   void RenewLease();
+  void Adopt();           // the tasks an earlier agent process left running here
+  void SaveShipped();     // how much output went out, per task, for a later agent
   void Reap();
   void MarkGpus();
   std::filesystem::path TaskDir(const TaskKey& key) const;
@@ -73,7 +77,6 @@ class Agent {
   std::set<TaskKey> seen_;  // every task attempt ever launched: a repeated launch is ignored
   std::map<pid_t, TaskKey> by_pid_;
   int lease_ms_ = 2500;     // as the server says at registration
-  std::string lease_file_;
   std::string supervisor_;  // gpupool-supervise beside the agent's binary, else the binary itself
   int64_t last_log_scan_ms_ = 0;
   CgroupLimiter cgroups_ = CgroupLimiter::Detect();

@@ -91,6 +91,15 @@ int Supervise(const SuperviseOptions& o, const std::vector<std::string>& argv) {
     if (kill_at != 0 && now >= kill_at) kill(-child, SIGKILL);
   }
   kill(-child, SIGKILL);  // anything the task left behind in its group
+  if (!o.status_file.empty()) {
+    const std::string tmp = o.status_file + ".tmp";
+    if (FILE* f = std::fopen(tmp.c_str(), "w")) {
+      if (WIFSIGNALED(status)) std::fprintf(f, "signal %d\n", WTERMSIG(status));
+      else std::fprintf(f, "exit %d\n", WIFEXITED(status) ? WEXITSTATUS(status) : 1);
+      std::fclose(f);
+      std::rename(tmp.c_str(), o.status_file.c_str());
+    }
+  }
   if (WIFEXITED(status)) _exit(WEXITSTATUS(status));
   if (WIFSIGNALED(status)) {
     sigprocmask(SIG_UNBLOCK, &wait_for, nullptr);

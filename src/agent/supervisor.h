@@ -13,6 +13,8 @@ namespace gp {
 
 struct SuperviseOptions {
   std::string lease_file;
+  std::string status_file;  // written when the task ends: "exit N" or "signal S" (for an agent
+                            // that restarted meanwhile and cannot wait for it)
   int lease_ms = 2500;
   int grace_ms = 5000;
 };

@@ -36,7 +36,7 @@ struct ControllerOptions {
   PhiOptions detector;                 // when a silent node is suspect, then down
   // An attempt's lease: its agent renews it with every heartbeat, and a task whose lease runs
   // out stops itself (agent/supervisor). A job on a dead node is placed again only after that.
-  Millis lease{2'000};
+  Millis lease{1'800};
   int max_retries = 3;                 // failovers per job, unless the job says otherwise
   Millis backoff{1'000};               // before the 2nd retry; doubles each time, at most 60 s
   // Every attempt of job J gets GPUPOOL_CHECKPOINT_DIR=checkpoint_root/J, the same directory

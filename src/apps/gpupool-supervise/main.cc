@@ -23,6 +23,7 @@ int main(int argc, char** argv) {
       return 2;
     }
     if (a == "--lease-file") o.lease_file = argv[++i];
+    else if (a == "--status-file") o.status_file = argv[++i];
     else if (a == "--lease-ms") o.lease_ms = std::atoi(argv[++i]);
     else if (a == "--grace-ms") o.grace_ms = std::atoi(argv[++i]);
     else {

@@ -41,7 +41,7 @@ struct ServerArgs {
   std::string policy = "balanced";
   uint64_t seed = 1;
   size_t body_limit = 1 << 20;
-  std::string lease = "2s";
+  std::string lease = "1800ms";
   int max_retries = 3;
   std::string checkpoint_root;  // default: DATA_DIR/checkpoints
 };
@@ -294,7 +294,7 @@ void AddPoolCommands(CLI::App& app, int* exit_code) {
   server->add_option("--seed", s->seed, "seed for randomised policies");
   server->add_option("--lease", s->lease,
                      "how long a task runs on without word from the server before it stops itself; "
-                     "a dead node's jobs move after this (default 2s)");
+                     "a dead node's jobs move after this (default 1800ms)");
   server->add_option("--checkpoint-root", s->checkpoint_root,
                      "GPUPOOL_CHECKPOINT_DIR of job J is ROOT/J for every attempt; shared storage (default DATA_DIR/checkpoints)");
   server->add_option("--max-retries", s->max_retries, "how often a job is placed again after failures not its own")
@@ -336,6 +336,7 @@ void AddPoolCommands(CLI::App& app, int* exit_code) {
   CLI::App* supervise = app.add_subcommand("supervise", "");  // internal: the agent runs each task under it
   supervise->group("");
   supervise->add_option("--lease-file", sv->lease_file);
+  supervise->add_option("--status-file", sv->status_file);
   supervise->add_option("--lease-ms", sv->lease_ms);
   supervise->add_option("--grace-ms", sv->grace_ms);
   supervise->callback([sv, exit_code] { *exit_code = Supervise(*sv, TrailingCommand()); });
