@@ -334,7 +334,15 @@ Status Agent::Run(const std::atomic<bool>& stop) {
       if (auto g = gpus_->Sample()) gpu_sample_ = *g;
       last_sample_ms_ = now;
     }
+    // Start what the server gave, 100 ms of it at a time, so that a big batch does not keep
+    // the agent quiet long enough to look dead.
+    const int64_t spawn_until = NowMs() + 100;
+    while (!to_start_.empty() && NowMs() < spawn_until) {
+      Start(to_start_.front());
+      to_start_.pop_front();
+    }
     Heartbeat hb{.node = o_.name, .host = host_sample_, .gpus = gpu_sample_};
+    for (const TaskLaunch& l : to_start_) hb.running.push_back(TaskKey{l.job, l.task, l.attempt});  // held, starting soon
     std::vector<TaskKey> done;
     bool active = false;
     // Output of running tasks is shipped every interval; an ended task's, at once and in full.
@@ -357,7 +365,7 @@ Status Agent::Run(const std::atomic<bool>& stop) {
       }
       hb.tasks.push_back(std::move(r));
     }
-    hb.wait_ms = active ? 20 : static_cast<int>(o_.interval.value());
+    hb.wait_ms = !to_start_.empty() ? 0 : (active ? 20 : static_cast<int>(o_.interval.value()));
     auto res = client_.Call("POST", "/v1/agent/heartbeat", HeartbeatToJson(hb), Millis{hb.wait_ms + 10'000});
     if (!res || res->status != 200) {
       // Refused: the server's process is down and its host reachable, so no server can place
@@ -393,8 +401,11 @@ Status Agent::Run(const std::atomic<bool>& stop) {
       fmt::print(stderr, "gpupool agent: bad reply from server: {}\n", reply.error().message());
       continue;
     }
-    for (const TaskKey& k : reply->cancel) Cancel(k);
-    for (const TaskLaunch& l : reply->start) Start(l);
+    for (const TaskKey& k : reply->cancel) {
+      std::erase_if(to_start_, [&](const TaskLaunch& l) { return TaskKey{l.job, l.task, l.attempt} == k; });
+      Cancel(k);
+    }
+    for (const TaskLaunch& l : reply->start) to_start_.push_back(l);
   }
   for (auto& [key, t] : tasks_) {
     if (t.pid > 0 && !t.exit_code && !t.signal) kill(-t.pid, SIGTERM);

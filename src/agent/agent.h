@@ -6,6 +6,7 @@
 
 #include <atomic>
 #include <filesystem>
+#include <deque>
 #include <map>
 #include <memory>
 #include <optional>
@@ -76,6 +77,7 @@ class Agent {
   std::map<TaskKey, Task> tasks_;
   std::set<TaskKey> seen_;  // every task attempt ever launched: a repeated launch is ignored
   std::map<pid_t, TaskKey> by_pid_;
+  std::deque<TaskLaunch> to_start_;  // accepted, not yet started: spawned 100 ms at a time
   int lease_ms_ = 2500;     // as the server says at registration
   std::string supervisor_;  // gpupool-supervise beside the agent's binary, else the binary itself
   int64_t last_log_scan_ms_ = 0;

@@ -461,6 +461,7 @@ HeartbeatReply Controller::TakeWork(const std::string& node) {
   NodeSlot* slot = SlotByName(node);
   if (!slot) return reply;
   slot->lease_granted_ms = clock_.Now().value();  // this answer renews the node's leases
+  slot->detector.Replied(clock_.Now());
   reply.start = std::move(slot->launches);
   reply.cancel = std::move(slot->cancels);
   slot->launches.clear();
@@ -655,6 +656,7 @@ void Controller::ApplyPlan(const Plan& plan, const std::vector<PendingJob>&) {
     }
     if (!ok) {
       for (const TaskAllocation& a : done) (void)Release(snapshot_.nodes[a.node.value()], a);
+      dirty_ = true;  // the job stays queued: try again on the next tick
       continue;
     }
     j.tasks.clear();
@@ -724,9 +726,13 @@ void Controller::Tick() {
   dirty_ = false;
   std::vector<PendingJob> pending;
   const std::vector<uint64_t> queued(queued_.begin(), queued_.end());
+  bool backing_off = false;
   for (uint64_t id : queued) {
     JobRecord& j = jobs_.at(id);
-    if (j.not_before_ms > now) continue;
+    if (j.not_before_ms > now) {
+      backing_off = true;  // look again on a later tick: this pass is not its last chance
+      continue;
+    }
     auto p = CompileJob(j.spec, fleet_);
     if (!p) {
       queued_.erase(id);
@@ -738,6 +744,7 @@ void Controller::Tick() {
     }
     pending.push_back(*p);
   }
+  if (backing_off) dirty_ = true;
   if (pending.empty() || snapshot_.nodes.empty()) return;
   ++stats_.passes;
   const Plan plan = Schedule(snapshot_, pending, policy_, rng_);

@@ -34,6 +34,12 @@ class PhiAccrualDetector {
  public:
   explicit PhiAccrualDetector(PhiOptions o = {}) : o_(o) {}
   void Heartbeat(Millis now);
+  // The server answered the node at `now`: the silence that counts starts again here. With long
+  // polls the server, not the node, decides how long a request is held; measuring from the
+  // answer keeps an idle node's cadence (held 0.5 s) and a busy one's (answered at once) alike.
+  void Replied(Millis now) {
+    if (started() && now > last_) last_ = now;
+  }
   double Phi(Millis now) const;
   Liveness Judge(Millis now) const;
   bool started() const { return last_.value() >= 0; }

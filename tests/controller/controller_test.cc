@@ -299,6 +299,31 @@ TEST(ControllerTest, XidQuarantinesOneGpu) {
   EXPECT_EQ(e.c->GpuXid("n", 7, 79).error().code(), StatusCode::kInvalidArgument);
 }
 
+// A requeued job whose backoff ends between ticks is placed on a later tick even when nothing
+// else happens in the cluster (regression: the pass that skipped it used to forget it).
+TEST(ControllerTest, BackoffEndsOnAQuietCluster) {
+  Scene e;
+  e.Join("n", 1);
+  JobRecord r;
+  r.command = {"true"};
+  const JobId id = *e.c->Submit(r);
+  e.c->Tick();
+  e.Beat("n");
+  e.Beat("n", {}, {});  // lost: first failover, straight back
+  e.c->Tick();
+  e.Beat("n");
+  e.Beat("n", {}, {});  // lost again: the second retry waits 1 s
+  e.c->Tick();
+  EXPECT_EQ(e.c->FindJob(id)->state, JobState::kQueued);
+  for (int i = 0; i < 15 && e.c->FindJob(id)->state == JobState::kQueued; ++i) {
+    e.clock.Advance(Millis{100});
+    e.Beat("n");  // a quiet node: heartbeats, nothing else
+    e.c->Tick();
+  }
+  EXPECT_EQ(e.c->FindJob(id)->state, JobState::kStarting);
+  EXPECT_EQ(e.c->FindJob(id)->attempt, 3);
+}
+
 TEST(CodecTest, SubmitIsStrictAndRecordsRoundTrip) {
   EXPECT_NE(ParseSubmitRequest(R"({"command":["x"],"gpus":1,"colour":"red"})").error().message().find("unknown field 'colour'"),
             std::string::npos);

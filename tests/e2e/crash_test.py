@@ -1,4 +1,4 @@
-"""The server is killed with SIGKILL twice, at seeded random moments, while a client submits
+"""The server is killed with SIGKILL twice, at seeded random points of progress, while a client submits
 300 jobs as fast as it can (retrying when the server is away). Every acknowledged job must
 finish exactly once: each job appends its own id to a file, so a job run twice, or never,
 shows. Unacknowledged submits (the server died before answering) may or may not exist."""
@@ -44,10 +44,11 @@ def main(gpupool):
         t = threading.Thread(target=submitter)
         t.start()
         kills = 0
+        kill_points = [rng.randint(20, 120), rng.randint(150, 260)]  # acknowledged submits
         while not done.is_set() and kills < 2:
-            time.sleep(rng.uniform(0.2, 0.6))
-            if done.is_set():
-                break
+            if len(acked) < kill_points[kills]:
+                time.sleep(0.005)
+                continue
             pool.kill_server()
             kills += 1
             print(f"killed the server after {len(acked)} acknowledged submits", flush=True)

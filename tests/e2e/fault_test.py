@@ -5,9 +5,13 @@ the time to detect the failure and the time to place the job again.
   kill: SIGKILL the agent (its tasks live on under their supervisors until the lease ends)
   hang: SIGSTOP the agent, then SIGCONT it after the job has moved (it must stop its old attempt)
   xid:  XID 79 (GPU fallen off the bus) on the job's GPU: that GPU is quarantined, the job moves
-Not covered here yet (said in the output): network cuts, server kills in the middle of a burst."""
+  adopt: SIGKILL the agent and start it again at once: it adopts its running task
+  netcut: an agent in a network namespace of the test's own, joined by a veth pair, loses its
+        link (where the machine allows namespaces; the output says when it has to skip)
+Server kills in the middle of a burst are crash_test.py's."""
 import os
 import signal
+import subprocess
 import sys
 import time
 
@@ -114,14 +118,113 @@ def restart_scenario(pool, c, out, agents):
     print(f"{name}: agent on {node} killed and restarted; its running task was adopted, attempt 1 ended normally", flush=True)
 
 
+class Netns:
+    """A network namespace of this test's own, joined to the host by a veth pair on a /30."""
+
+    def __init__(self):
+        n = os.getpid() % 250 + 1
+        self.ns, self.host, self.peer = f"gpcut{n}", f"gpch{n}", f"gpca{n}"
+        self.host_ip, self.peer_ip = f"10.231.{n}.1", f"10.231.{n}.2"
+        self.ok = False
+
+    def run(self, *cmd):
+        return subprocess.run(cmd, capture_output=True, text=True).returncode == 0
+
+    def up(self):
+        if os.geteuid() != 0 or not self.run("ip", "-V"):
+            return "needs root and iproute2"
+        steps = [("ip", "netns", "add", self.ns),
+                 ("ip", "link", "add", self.host, "type", "veth", "peer", "name", self.peer),
+                 ("ip", "link", "set", self.peer, "netns", self.ns),
+                 ("ip", "addr", "add", f"{self.host_ip}/30", "dev", self.host),
+                 ("ip", "link", "set", self.host, "up"),
+                 ("ip", "netns", "exec", self.ns, "ip", "addr", "add", f"{self.peer_ip}/30", "dev", self.peer),
+                 ("ip", "netns", "exec", self.ns, "ip", "link", "set", self.peer, "up"),
+                 ("ip", "netns", "exec", self.ns, "ip", "link", "set", "lo", "up")]
+        for step in steps:
+            if not self.run(*step):
+                self.down()
+                return "could not set up: " + " ".join(step)
+        self.ok = True
+        return None
+
+    def cut(self, on):
+        self.run("ip", "link", "set", self.host, "down" if on else "up")
+
+    def down(self):
+        self.run("ip", "netns", "del", self.ns)
+        self.run("ip", "link", "del", self.host)
+
+
+def netcut_scenario(pool, c, out, agents, net):
+    name = "netcut"
+    for n in ("a", "b", "c"):
+        pool.call("POST", f"/v1/nodes/{n}/drain")
+    pool.call("POST", "/v1/nodes/cut/undrain")
+    jid = pool.submit(["sh", "-c", JOB.format(out=out, name=name)], gpus=2, name=name)
+    deadline = time.time() + 10
+    while time.time() < deadline and job_state(pool, jid)["state"] != "running":
+        time.sleep(0.02)
+    c.check(job_state(pool, jid)["node"] == "cut", f"{name}: the job runs on the namespaced node")
+    for n in ("a", "b", "c"):
+        pool.call("POST", f"/v1/nodes/{n}/undrain")
+    time.sleep(1.0)
+    t_break = time.time()
+    net.cut(True)
+    t_down = t_moved = None
+    j = job_state(pool, jid)
+    while time.time() - t_break < 15:
+        if t_down is None and pool.call("GET", "/v1/nodes/cut")[1].get("state") == "down":
+            t_down = time.time()
+        j = job_state(pool, jid)
+        if j["attempt"] >= 2 and j["state"] == "running":
+            t_moved = time.time()
+            break
+        time.sleep(0.02)
+    ok = t_down is not None and t_moved is not None
+    c.check(ok, f"{name}: moved ({j['state']}, attempt {j['attempt']}, {j['message']})")
+    if not ok:
+        print(pool.call("GET", f"/v1/jobs/{jid}/explain")[1].get("explain"), flush=True)
+        jj = job_state(pool, jid)
+        print({k: jj[k] for k in ("state", "attempt", "failures", "not_before_ms", "fence_until_ms", "failing_over", "submit_ms")},
+              int(time.time() * 1000), flush=True)
+        print([(n["name"], n["state"], n["free_gpus"]) for n in pool.call("GET", "/v1/nodes")[1]["nodes"]], flush=True)
+    if t_down and t_moved:
+        print(f"{name}: link cut: detected down after {t_down - t_break:.2f} s, running again on {j['node']} "
+              f"{t_moved - t_down:.2f} s later (attempt {j['attempt']})", flush=True)
+    net.cut(False)
+    time.sleep(2.5)
+    c.check(pool.call("GET", "/v1/nodes/cut")[1].get("state") == "ready", f"{name}: the node is back after the link returns")
+    open(f"{out}/{name}.stop", "w").close()
+    final = pool.wait_jobs([jid], timeout=20)[jid]
+    c.check(final["state"] == "succeeded", f"{name}: the job ends once ({final['state']})")
+    starts = [line.split() for line in open(f"{out}/{name}.starts")]
+    c.check([x[0] for x in starts] == ["1", "2"], f"{name}: attempts started {[x[0] for x in starts]}")
+    last_a1 = float(open(f"{out}/{name}.a1").read())
+    c.check(last_a1 < float(starts[1][2]), f"{name}: the cut-off attempt stopped before the new one started")
+    print(f"{name}: the cut-off attempt stopped itself {float(starts[1][2]) - last_a1:.2f} s before attempt 2 started", flush=True)
+    return (t_down - t_break, t_moved - t_down) if t_down and t_moved else None
+
+
 def main(gpupool):
     c = Checks()
     pool = Pool(gpupool)
+    net = Netns()
+    why_not = net.up()
     try:
-        pool.start_server()
+        if net.ok:
+            pool.start_server("--also-listen", f"{net.host_ip}:{pool.port}")
+        else:
+            pool.start_server()
         # The default heartbeat interval, 0.5 s: the figures are for what a user gets.
         agents = {n: pool.start_agent(n, "2xH100", interval="500ms") for n in ("a", "b", "c")}
-        pool.wait_nodes(3)
+        if net.ok:
+            agents["cut"] = pool.start_agent("cut", "2xH100", interval="500ms", server=f"{net.host_ip}:{pool.port}",
+                                             prefix=("ip", "netns", "exec", net.ns))
+            pool.wait_nodes(4)
+            pool.call("POST", "/v1/nodes/cut/drain")  # only its own scenario uses it
+        else:
+            pool.wait_nodes(3)
         out = os.path.join(pool.dir, "faults")
         os.makedirs(out)
         results = []
@@ -130,12 +233,17 @@ def main(gpupool):
             if r and how != "xid":  # node failures; an XID is known the moment it is reported
                 results.append(r)
         restart_scenario(pool, c, out, agents)
+        if net.ok:
+            r = netcut_scenario(pool, c, out, agents, net)
+            if r:
+                results.append(r)
         if results:
             d = sorted(r[0] for r in results)
             p = sorted(r[1] for r in results)
             print(f"node failures: detection median {d[len(d) // 2]:.2f} s, worst {d[-1]:.2f} s; "
                   f"re-placement after detection: median {p[len(p) // 2]:.2f} s, worst {p[-1]:.2f} s")
-        print("skipped: network cut (network namespaces): not built yet; server kills: crash_test.py")
+        if not net.ok:
+            print(f"skipped: network cut: network namespaces not available here ({why_not})")
     finally:
         for p in pool.agents:
             try:
@@ -143,6 +251,8 @@ def main(gpupool):
             except ProcessLookupError:
                 pass
         pool.stop()
+        if net.ok:
+            net.down()
     return c.done()
 
 

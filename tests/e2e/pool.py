@@ -28,8 +28,10 @@ class Pool:
         self.token = None
 
     def start_server(self, *extra):
+        self.server_extra = extra or getattr(self, "server_extra", ())
         self.server = subprocess.Popen(
-            [self.gpupool, "server", "--listen", f"127.0.0.1:{self.port}", "--data-dir", f"{self.dir}/server", *extra],
+            [self.gpupool, "server", "--listen", f"127.0.0.1:{self.port}", "--data-dir", f"{self.dir}/server",
+             *self.server_extra],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         line = self.server.stdout.readline()
         if "listening" not in line:
@@ -37,9 +39,9 @@ class Pool:
         self.token = open(f"{self.dir}/server/admin.token").read().strip()
         return self
 
-    def start_agent(self, name, gpus, interval="200ms"):
+    def start_agent(self, name, gpus, interval="200ms", server=None, prefix=()):
         p = subprocess.Popen(
-            [self.gpupool, "agent", "--server", f"127.0.0.1:{self.port}", "--join-token-file",
+            [*prefix, self.gpupool, "agent", "--server", server or f"127.0.0.1:{self.port}", "--join-token-file",
              f"{self.dir}/server/join.token", "--simulate-gpus", gpus, "--name", name,
              "--work-dir", f"{self.dir}/agents/{name}", "--interval", interval],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)

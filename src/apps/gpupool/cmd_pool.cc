@@ -36,6 +36,7 @@ class WallClock final : public Clock {
 struct ServerArgs {
   std::string config;
   std::string listen = "127.0.0.1:7070";
+  std::vector<std::string> also_listen;  // more addresses to serve on
   std::string data_dir = "gpupool-data";
   std::string fleet;  // providers, sites, links and prices; nodes come from agents
   std::string policy = "balanced";
@@ -96,6 +97,11 @@ Result<std::unique_ptr<Server>> StartServer(const ServerArgs& a) {
                                a.body_limit);
   if (!port) return tl::unexpected(port.error());
   srv->port = *port;
+  for (const std::string& more : a.also_listen) {
+    auto p = srv->loop.Listen(more, [api](HttpRequest r, Respond respond) { api->Handle(std::move(r), std::move(respond)); },
+                              a.body_limit);
+    if (!p) return tl::unexpected(p.error());
+  }
   Controller* c = srv->controller.get();
   srv->loop.Every(Millis{100}, [c] { c->Tick(); });  // detection, fences, backoffs: cheap (live jobs only)
   EventLoop* loop = &srv->loop;
@@ -288,6 +294,8 @@ void AddPoolCommands(CLI::App& app, int* exit_code) {
   auto s = std::make_shared<ServerArgs>();
   CLI::App* server = app.add_subcommand("server", "Run the controller: REST API, scheduler, store");
   server->add_option("--listen", s->listen, "address to serve on, HOST:PORT (port 0: any free port)");
+  server->add_option("--also-listen", s->also_listen, "another HOST:PORT to serve on (repeatable)")
+      ->expected(1)->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
   server->add_option("--data-dir", s->data_dir, "store, tokens and job logs");
   server->add_option("--fleet", s->fleet, "fleet file with providers, sites, links and prices (nodes come from agents)");
   server->add_option("--policy", s->policy, "scheduling policy (see `gpupool policies`)");
