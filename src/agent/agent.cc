@@ -213,11 +213,13 @@ void Agent::Start(const TaskLaunch& l) {
   MarkGpus();
 }
 
-void Agent::Cancel(const TaskKey& key) {
+void Agent::Cancel(const TaskKey& key, int grace_ms) {
   auto it = tasks_.find(key);
   if (it == tasks_.end() || it->second.exit_code || it->second.signal || it->second.pid <= 0) return;
+  // SIGTERM reaches the supervisor, which passes it to the task; SIGKILL follows after the
+  // grace (the server's, e.g. a reclaim notice, else the agent's own).
   kill(-it->second.pid, SIGTERM);
-  it->second.kill_at_ms = NowMs() + o_.kill_grace.value();
+  it->second.kill_at_ms = NowMs() + (grace_ms >= 0 ? grace_ms : o_.kill_grace.value());
 }
 
 void Agent::Exited(Task& t, int status) {
@@ -403,7 +405,8 @@ Status Agent::Run(const std::atomic<bool>& stop) {
     }
     for (const TaskKey& k : reply->cancel) {
       std::erase_if(to_start_, [&](const TaskLaunch& l) { return TaskKey{l.job, l.task, l.attempt} == k; });
-      Cancel(k);
+      auto g = reply->grace_ms.find(k);
+      Cancel(k, g == reply->grace_ms.end() ? -1 : g->second);
     }
     for (const TaskLaunch& l : reply->start) to_start_.push_back(l);
   }

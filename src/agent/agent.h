@@ -60,7 +60,7 @@ class Agent {
       : o_(std::move(o)), gpus_(std::move(gpus)), client_(std::move(client)) {}
   Status Register();
   void Start(const TaskLaunch& l);
-  void Cancel(const TaskKey& key);
+  void Cancel(const TaskKey& key, int grace_ms = -1);
   void RenewLease();
   void Adopt();           // the tasks an earlier agent process left running here
   void SaveShipped();     // how much output went out, per task, for a later agent

@@ -1,5 +1,7 @@
 #include "controller/api.h"
 
+#include "core/units.h"
+
 #include <fmt/format.h>
 
 #include <charconv>
@@ -224,6 +226,21 @@ void Api::Route(const HttpRequest& r, Respond& respond) {
           Poke();
           return respond(Json(200, nlohmann::json{{"node", name}, {"gpu", gpu}, {"result", *what}}.dump()));
         }
+      }
+      if (p.size() == 4 && p[3] == "reclaim" && m == "POST") {
+        const nlohmann::json body = nlohmann::json::parse(r.body.empty() ? "{}" : r.body, nullptr, false);
+        if (!body.is_object()) return respond(Fail(400, "malformed JSON; expected {\"notice\": \"30s\"}"));
+        Millis notice{30'000};
+        if (body.contains("notice")) {
+          auto d = body["notice"].is_string() ? ParseDuration(body["notice"].get<std::string>())
+                                              : Result<Millis>(InvalidArgument("expected a string such as \"30s\""));
+          if (!d) return respond(Fail(400, "field 'notice': " + d.error().message()));
+          notice = *d;
+        }
+        Status s = c_.Reclaim(name, notice);
+        if (!s.ok()) return respond(Fail(HttpStatusOf(s), s.message()));
+        Poke();
+        return respond(Json(200, c_.NodeJson(name)));
       }
       if (p.size() == 4 && (p[3] == "drain" || p[3] == "undrain") && m == "POST") {
         const bool evict = p[3] == "drain" && r.query.count("evict") && r.query.at("evict") != "false";

@@ -1,5 +1,6 @@
 #include "controller/controller.h"
 
+#include "core/units.h"
 #include "health/gpu_health.h"
 
 #include <fmt/format.h>
@@ -211,6 +212,19 @@ Status Controller::Evict(const std::string& name) {
     auto it = jobs_.find(k.job);
     if (it == jobs_.end() || it->second.attempt != k.attempt) continue;
     FailOver(it->second, fmt::format("evicted: node {} was drained", name), 0, /*counts=*/false);
+  }
+  return Status::Ok();
+}
+
+Status Controller::Reclaim(const std::string& name, Millis notice) {
+  if (Status s = SetDraining(name, true); !s.ok()) return s;
+  NodeSlot* slot = SlotByName(name);
+  const std::vector<TaskKey> active(slot->active.begin(), slot->active.end());
+  for (const TaskKey& k : active) {
+    auto it = jobs_.find(k.job);
+    if (it == jobs_.end() || it->second.attempt != k.attempt) continue;
+    FailOver(it->second, fmt::format("node {} reclaimed by its provider ({} notice)", name, FormatMillis(notice)), 0,
+             /*counts=*/false, static_cast<int>(notice.value()));
   }
   return Status::Ok();
 }
@@ -464,8 +478,10 @@ HeartbeatReply Controller::TakeWork(const std::string& node) {
   slot->detector.Replied(clock_.Now());
   reply.start = std::move(slot->launches);
   reply.cancel = std::move(slot->cancels);
+  reply.grace_ms = std::move(slot->cancel_grace);
   slot->launches.clear();
   slot->cancels.clear();
+  slot->cancel_grace.clear();
   for (const TaskLaunch& l : reply.start) slot->delivered.insert(TaskKey{l.job, l.task, l.attempt});
   return reply;
 }
@@ -479,7 +495,7 @@ void Controller::ReleaseTask(const TaskRecord& t) {
   dirty_ = true;
 }
 
-void Controller::CancelTask(JobRecord& j, int t) {
+void Controller::CancelTask(JobRecord& j, int t, int grace_ms) {
   TaskRecord& task = j.tasks[static_cast<size_t>(t)];
   if (task.exit_code || task.signal) return;
   NodeSlot* slot = SlotByName(task.node);
@@ -493,6 +509,7 @@ void Controller::CancelTask(JobRecord& j, int t) {
     return;
   }
   slot->cancels.push_back(key);
+  if (grace_ms >= 0) slot->cancel_grace[key] = grace_ms;
   if (on_work) on_work(slot->record.spec.name);
 }
 
@@ -519,7 +536,7 @@ void Controller::TaskEnded(JobRecord& j, int task, std::optional<int> code, std:
   FinishIfDone(j);
 }
 
-void Controller::FailOver(JobRecord& j, const std::string& why, int64_t fence_until, bool counts) {
+void Controller::FailOver(JobRecord& j, const std::string& why, int64_t fence_until, bool counts, int grace_ms) {
   if (IsTerminal(j.state) || j.failing_over) return;
   j.failing_over = true;
   if (counts) ++j.failures;
@@ -529,7 +546,7 @@ void Controller::FailOver(JobRecord& j, const std::string& why, int64_t fence_un
   ++stats_.failovers;
   for (size_t t = 0; t < j.tasks.size(); ++t) {
     const NodeSlot* slot = SlotByName(j.tasks[t].node);
-    if (slot && !slot->down) CancelTask(j, static_cast<int>(t));
+    if (slot && !slot->down) CancelTask(j, static_cast<int>(t), grace_ms);
   }
   (void)Persist(j);
   dirty_ = true;

@@ -70,6 +70,9 @@ class Controller {
   // Drain and move the node's running jobs elsewhere: their tasks get SIGTERM (then SIGKILL
   // after the agent's grace) and the jobs go back to the queue. Not counted as failures.
   Status Evict(const std::string& node);
+  // A provider reclaims the node (spot capacity) with `notice`: it is drained, and its jobs get
+  // SIGTERM with the notice as their grace (time to checkpoint), then move elsewhere.
+  Status Reclaim(const std::string& node, Millis notice);
   // A GPU error reported for (or injected on) a GPU, classified by health/gpu_health.h: a fault
   // of the GPU quarantines that GPU alone and moves its jobs elsewhere.
   Result<std::string> GpuXid(const std::string& node, int gpu, int xid);
@@ -112,6 +115,7 @@ class Controller {
     NodeRecord record;
     std::vector<TaskLaunch> launches;
     std::vector<TaskKey> cancels;
+    std::map<TaskKey, int> cancel_grace;  // grace for particular cancels (a reclaim notice)
     std::set<TaskKey> delivered;  // launches handed to the agent, not yet seen running
     std::set<TaskKey> active;     // task attempts placed here that have not ended
     bool down = false;
@@ -136,10 +140,10 @@ class Controller {
   void TaskEnded(JobRecord& job, int task, std::optional<int> code, std::optional<int> signal, const std::string& why);
   // The job's current attempt failed through no fault of its own: stop its other tasks and
   // requeue it (whole) once every task has ended and `fence_until` has passed.
-  void FailOver(JobRecord& job, const std::string& why, int64_t fence_until, bool counts = true);
+  void FailOver(JobRecord& job, const std::string& why, int64_t fence_until, bool counts = true, int grace_ms = -1);
   void NodeDown(NodeSlot& slot);
   void Requeue(JobRecord& job);
-  void CancelTask(JobRecord& job, int task);
+  void CancelTask(JobRecord& job, int task, int grace_ms = -1);
   void Quarantine(NodeSlot& slot, int gpu, const std::string& why);
   void FinishIfDone(JobRecord& job);
   void ReleaseTask(const TaskRecord& t);

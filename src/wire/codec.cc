@@ -482,7 +482,11 @@ std::string ReplyToJson(const HeartbeatReply& r) {
                      {"workdir", t.workdir}, {"gpu_mask", t.gpu_mask}, {"cpu", t.cpu.value()}, {"memory", t.memory.value()}});
   }
   Json cancel = Json::array();
-  for (const TaskKey& k : r.cancel) cancel.push_back({k.job, k.task, k.attempt});
+  for (const TaskKey& k : r.cancel) {
+    auto g = r.grace_ms.find(k);
+    if (g == r.grace_ms.end()) cancel.push_back({k.job, k.task, k.attempt});
+    else cancel.push_back({k.job, k.task, k.attempt, g->second});
+  }
   return Json{{"start", start}, {"cancel", cancel}}.dump();
 }
 
@@ -499,8 +503,9 @@ Result<HeartbeatReply> ParseReply(std::string_view body) {
                                    .cpu = MilliCpu{Int(t, "cpu", 0, INT64_MAX, 0)}, .memory = MiB{Int(t, "memory", 0, INT64_MAX, 0)}});
     }
     for (const Json& p : j.value("cancel", Json::array())) {
-      if (!p.is_array() || p.size() != 3) throw Bad{"field 'cancel': expected [[job, task, attempt], ...]"};
+      if (!p.is_array() || (p.size() != 3 && p.size() != 4)) throw Bad{"field 'cancel': expected [[job, task, attempt(, grace_ms)], ...]"};
       r.cancel.push_back(TaskKey{p[0].get<uint64_t>(), p[1].get<int>(), p[2].get<int>()});
+      if (p.size() == 4) r.grace_ms[r.cancel.back()] = p[3].get<int>();
     }
     return r;
   });

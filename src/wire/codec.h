@@ -4,6 +4,7 @@
 // Pure functions; thread-safe.
 #pragma once
 
+#include <map>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -93,6 +94,7 @@ struct TaskLaunch {
 struct HeartbeatReply {
   std::vector<TaskLaunch> start;
   std::vector<TaskKey> cancel;
+  std::map<TaskKey, int> grace_ms;  // a cancel's own grace before SIGKILL (else the agent's)
 };
 std::string ReplyToJson(const HeartbeatReply& r);
 Result<HeartbeatReply> ParseReply(std::string_view body);

@@ -1,5 +1,5 @@
 """The server is killed with SIGKILL twice, at seeded random points of progress, while a client submits
-300 jobs as fast as it can (retrying when the server is away). Every acknowledged job must
+1,000 jobs as fast as it can (retrying when the server is away). Every acknowledged job must
 finish exactly once: each job appends its own id to a file, so a job run twice, or never,
 shows. Unacknowledged submits (the server died before answering) may or may not exist."""
 import os
@@ -27,7 +27,7 @@ def main(gpupool):
         done = threading.Event()
 
         def submitter():
-            for i in range(300):
+            for i in range(1000):
                 body = {"command": ["sh", "-c", f'echo "$GPUPOOL_JOB_ID" >> {out}/runs; sleep 0.0{i % 3}'],
                         "gpus": i % 2, "name": f"c-{i}"}
                 while True:
@@ -44,7 +44,7 @@ def main(gpupool):
         t = threading.Thread(target=submitter)
         t.start()
         kills = 0
-        kill_points = [rng.randint(20, 120), rng.randint(150, 260)]  # acknowledged submits
+        kill_points = [rng.randint(50, 400), rng.randint(500, 900)]  # acknowledged submits
         while not done.is_set() and kills < 2:
             if len(acked) < kill_points[kills]:
                 time.sleep(0.005)

@@ -206,6 +206,37 @@ def netcut_scenario(pool, c, out, agents, net):
     return (t_down - t_break, t_moved - t_down) if t_down and t_moved else None
 
 
+CKPT_JOB = ('D="$GPUPOOL_CHECKPOINT_DIR"; mkdir -p "$D"; n=$(cat "$D/progress" 2>/dev/null || echo 0); '
+            'echo "$GPUPOOL_ATTEMPT $n $GPUPOOL_NODE" >> {out}/{name}.starts; '
+            "trap 'echo $n > \"$D/progress\"; exit 0' TERM; "
+            'while [ $n -lt 80 ]; do n=$((n+1)); sleep 0.05; done')
+
+
+def reclaim_scenario(pool, c, out):
+    """A provider reclaims a spot node with notice: the job saves its progress on SIGTERM in
+    GPUPOOL_CHECKPOINT_DIR, moves, and resumes from there; it is not counted as a failure."""
+    name = "reclaim"
+    for n in pool.call("GET", "/v1/nodes")[1]["nodes"]:  # earlier scenarios quarantined a GPU
+        for g in n["gpus"]:
+            pool.call("POST", f"/v1/nodes/{n['name']}/gpus/{g['index']}/undrain")
+    jid = pool.submit(["sh", "-c", CKPT_JOB.format(out=out, name=name)], gpus=2, name=name)
+    deadline = time.time() + 10
+    while time.time() < deadline and job_state(pool, jid)["state"] != "running":
+        time.sleep(0.02)
+    node = job_state(pool, jid)["node"]
+    time.sleep(1.5)  # some progress first
+    status, _ = pool.call("POST", f"/v1/nodes/{node}/reclaim", {"notice": "3s"})
+    c.check(status == 200, f"{name}: reclaim accepted")
+    final = pool.wait_jobs([jid], timeout=30)[jid]
+    starts = [line.split() for line in open(f"{out}/{name}.starts")]
+    c.check(final["state"] == "succeeded" and final["attempt"] == 2, f"{name}: ended on attempt 2 ({final['state']}, {final['attempt']})")
+    c.check(final["failures"] == 0, f"{name}: a reclaim is not a failure ({final['failures']})")
+    c.check(len(starts) == 2 and int(starts[1][1]) > 0 and starts[1][2] != node,
+            f"{name}: attempt 2 resumed from the checkpoint on another node ({starts})")
+    print(f"{name}: {node} reclaimed with 3 s notice; the job saved progress {starts[1][1] if len(starts) > 1 else '?'}/80 "
+          f"and resumed on {starts[1][2] if len(starts) > 1 else '?'}", flush=True)
+
+
 def main(gpupool):
     c = Checks()
     pool = Pool(gpupool)
@@ -237,6 +268,7 @@ def main(gpupool):
             r = netcut_scenario(pool, c, out, agents, net)
             if r:
                 results.append(r)
+        reclaim_scenario(pool, c, out)
         if results:
             d = sorted(r[0] for r in results)
             p = sorted(r[1] for r in results)

@@ -408,6 +408,21 @@ void AddClientCommands(CLI::App& app, int* exit_code) {
     *exit_code = 0;
   });
 
+  auto notice = std::make_shared<std::string>("30s");
+  CLI::App* reclaim = app.add_subcommand("reclaim", "A provider takes a node back (spot): its jobs get SIGTERM and the notice to checkpoint, then move");
+  AddConn(reclaim, conn);
+  reclaim->add_option("name", *node_name, "node name")->required();
+  reclaim->add_option("--notice", *notice, "time the jobs have before SIGKILL, e.g. 2m");
+  reclaim->callback([conn, node_name, notice, exit_code] {
+    auto body = Call(*conn, "POST", "/v1/nodes/" + *node_name + "/reclaim", json{{"notice", *notice}}.dump());
+    if (!body) {
+      *exit_code = 1;
+      return;
+    }
+    fmt::print("{}\n", conn->json_out ? *body : fmt::format("reclaiming {}: its jobs have {} to checkpoint, then move", *node_name, *notice));
+    *exit_code = 0;
+  });
+
   auto evict = std::make_shared<bool>(false);
   for (const char* verb : {"drain", "undrain"}) {
     CLI::App* d = app.add_subcommand(verb, std::string(verb) == "drain" ? "Stop placing new work on a node" : "Place work on a node again");
