@@ -36,10 +36,21 @@ constexpr int kEccUncorrected = 1;       // NVML_MEMORY_ERROR_TYPE_UNCORRECTED
 constexpr int kEccVolatile = 0;          // NVML_VOLATILE_ECC
 constexpr unsigned kMaxNvLinks = 18;     // NVML_NVLINK_MAX_LINKS
 constexpr unsigned kNameBuffer = 96;     // NVML_DEVICE_NAME_V2_BUFFER_SIZE / UUID_V2
+using NvmlEventSet = struct NvmlEventSetOpaque*;
+struct NvmlEventData {
+  NvmlDevice device;
+  unsigned long long event_type;
+  unsigned long long event_data;  // the XID, for XID events
+  unsigned int gpu_instance_id;
+  unsigned int compute_instance_id;
+};
+constexpr unsigned long long kEventXidCritical = 0x8;  // nvmlEventTypeXidCriticalError
+constexpr NvmlReturn kNvmlTimeout = 10;                 // NVML_ERROR_TIMEOUT
 
 class NvmlSource final : public GpuSource {
  public:
   ~NvmlSource() override {
+    if (events_ && event_free_) event_free_(events_);
     if (shutdown_) shutdown_();
     if (lib_) dlclose(lib_);
   }
@@ -47,8 +58,10 @@ class NvmlSource final : public GpuSource {
   std::string_view kind() const override { return "nvml"; }
   Result<std::vector<GpuDevice>> Devices() override;
   Result<std::vector<GpuSample>> Sample() override;
+  std::string_view xid_events() const override { return xid_status_; }
 
  private:
+  void WatchXids(const std::vector<NvmlDevice>& handles);
   template <typename F>
   bool Load(F& fn, const char* name) {
     fn = reinterpret_cast<F>(dlsym(lib_, name));
@@ -75,6 +88,13 @@ class NvmlSource final : public GpuSource {
   NvmlReturn (*nvlink_state_)(NvmlDevice, unsigned, int*) = nullptr;
   NvmlReturn (*nvlink_remote_)(NvmlDevice, unsigned, NvmlPciInfo*) = nullptr;
   NvmlReturn (*pci_)(NvmlDevice, NvmlPciInfo*) = nullptr;
+  NvmlReturn (*event_create_)(NvmlEventSet*) = nullptr;
+  NvmlReturn (*event_register_)(NvmlDevice, unsigned long long, NvmlEventSet) = nullptr;
+  NvmlReturn (*event_wait_)(NvmlEventSet, NvmlEventData*, unsigned) = nullptr;
+  NvmlReturn (*event_free_)(NvmlEventSet) = nullptr;
+  NvmlEventSet events_ = nullptr;
+  std::string xid_status_ = "not watched";
+  bool xid_tried_ = false;
 };
 
 Result<std::unique_ptr<GpuSource>> NvmlSource::Open(const std::string& library) {
@@ -101,6 +121,10 @@ Result<std::unique_ptr<GpuSource>> NvmlSource::Open(const std::string& library) 
   s->Load(s->nvlink_state_, "nvmlDeviceGetNvLinkState");
   s->Load(s->nvlink_remote_, "nvmlDeviceGetNvLinkRemotePciInfo_v2");
   s->Load(s->pci_, "nvmlDeviceGetPciInfo_v3");
+  s->Load(s->event_create_, "nvmlEventSetCreate");
+  s->Load(s->event_register_, "nvmlDeviceRegisterEvents");
+  s->Load(s->event_wait_, "nvmlEventSetWait_v2");
+  s->Load(s->event_free_, "nvmlEventSetFree");
   if (NvmlReturn r = s->init_(); r != kNvmlSuccess) {
     const std::string why = s->Why(r);
     s->shutdown_ = nullptr;
@@ -163,9 +187,34 @@ Result<std::vector<GpuDevice>> NvmlSource::Devices() {
   return out;
 }
 
+// Critical XID events (nvmlEventTypeXidCriticalError) on every GPU that supports them.
+void NvmlSource::WatchXids(const std::vector<NvmlDevice>& handles) {
+  xid_tried_ = true;
+  if (!event_create_ || !event_register_ || !event_wait_) {
+    xid_status_ = "not watched: this NVML has no event API";
+    return;
+  }
+  if (NvmlReturn r = event_create_(&events_); r != kNvmlSuccess) {
+    xid_status_ = "not watched: " + Why(r);
+    events_ = nullptr;
+    return;
+  }
+  int watched = 0;
+  std::string why;
+  for (NvmlDevice h : handles) {
+    const NvmlReturn r = event_register_(h, kEventXidCritical, events_);
+    if (r == kNvmlSuccess) ++watched;
+    else why = Why(r);
+  }
+  xid_status_ = watched == static_cast<int>(handles.size())
+                    ? fmt::format("watched on {} GPU(s)", watched)
+                    : fmt::format("watched on {} of {} GPU(s) ({})", watched, handles.size(), why);
+}
+
 Result<std::vector<GpuSample>> NvmlSource::Sample() {
   auto handles = Handles();
   if (!handles) return tl::unexpected(handles.error());
+  if (!xid_tried_) WatchXids(*handles);
   std::vector<GpuSample> out;
   for (size_t i = 0; i < handles->size(); ++i) {
     NvmlDevice h = (*handles)[i];
@@ -187,6 +236,15 @@ Result<std::vector<GpuSample>> NvmlSource::Sample() {
     unsigned long long ecc = 0;
     if (ecc_ && ecc_(h, kEccUncorrected, kEccVolatile, &ecc) == kNvmlSuccess) s.ecc_uncorrected = static_cast<int64_t>(ecc);
     out.push_back(s);
+  }
+  // Drain the XID events that arrived since the last sample (never blocking: timeout 0).
+  if (events_) {
+    NvmlEventData e{};
+    while (event_wait_(events_, &e, 0) == kNvmlSuccess) {
+      for (size_t i = 0; i < handles->size(); ++i) {
+        if ((*handles)[i] == e.device && (e.event_type & kEventXidCritical)) out[i].xids.push_back(static_cast<int>(e.event_data));
+      }
+    }
   }
   return out;
 }

@@ -392,6 +392,10 @@ Result<HeartbeatReply> Controller::Heartbeat(const gp::Heartbeat& h) {
   slot->record.gpus = h.gpus;
   RefreshNodeState(slot->record.spec.id);
   if (was_down) dirty_ = true;
+  // XID events the agent saw (NVML): classified as if reported through the API.
+  for (const GpuSample& g : h.gpus) {
+    for (int xid : g.xids) (void)GpuXid(h.node, g.index, xid);
+  }
   // Uncorrected ECC errors that rise mean the GPU's memory can no longer be trusted.
   for (const GpuSample& g : h.gpus) {
     if (g.index < 0 || g.index >= kMaxGpusPerNode || !g.ecc_uncorrected) continue;

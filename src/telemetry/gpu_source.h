@@ -33,6 +33,7 @@ struct GpuSample {
   std::optional<int> temperature_c;
   std::optional<int64_t> power_mw;
   std::optional<int64_t> ecc_uncorrected;  // volatile count since driver load
+  std::vector<int> xids;                   // XID events since the last sample
 };
 
 class GpuSource {
@@ -41,6 +42,8 @@ class GpuSource {
   virtual std::string_view kind() const = 0;  // "nvml" or "simulated"
   virtual Result<std::vector<GpuDevice>> Devices() = 0;
   virtual Result<std::vector<GpuSample>> Sample() = 0;
+  // Whether XID events are watched (NVML with event support); for `probe` and the docs.
+  virtual std::string_view xid_events() const { return "not watched"; }
 };
 
 // "8xH100" -> eight simulated H100s (memory and compute capability from the catalog). Their

@@ -287,6 +287,7 @@ Json GpuSampleJson(const GpuSample& s) {
   if (s.temperature_c) j["temperature_c"] = *s.temperature_c;
   if (s.power_mw) j["power_mw"] = *s.power_mw;
   if (s.ecc_uncorrected) j["ecc_uncorrected"] = *s.ecc_uncorrected;
+  if (!s.xids.empty()) j["xids"] = s.xids;
   return j;
 }
 
@@ -299,6 +300,12 @@ GpuSample GpuSampleFrom(const Json& g) {
   if (g.contains("temperature_c")) s.temperature_c = static_cast<int>(Int(g, "temperature_c", -100, 1000, 0));
   if (g.contains("power_mw")) s.power_mw = Int(g, "power_mw", 0, INT64_MAX, 0);
   if (g.contains("ecc_uncorrected")) s.ecc_uncorrected = Int(g, "ecc_uncorrected", 0, INT64_MAX, 0);
+  if (g.contains("xids")) {
+    for (const Json& x : g["xids"]) {
+      if (!x.is_number_integer()) throw Bad{"field 'gpus[].xids': expected whole numbers"};
+      s.xids.push_back(x.get<int>());
+    }
+  }
   return s;
 }
 

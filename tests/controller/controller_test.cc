@@ -324,6 +324,31 @@ TEST(ControllerTest, BackoffEndsOnAQuietCluster) {
   EXPECT_EQ(e.c->FindJob(id)->attempt, 3);
 }
 
+// An XID the agent saw through NVML arrives in a heartbeat's GPU sample: the same
+// classification as the API. Rising uncorrected ECC errors quarantine too (the first count
+// seen is a baseline).
+TEST(ControllerTest, XidsAndEccFromHeartbeats) {
+  Scene e;
+  e.Join("n", 4);
+  auto beat = [&](int gpu, std::vector<int> xids, int64_t ecc) {
+    std::vector<GpuSample> g(4);
+    for (int i = 0; i < 4; ++i) g[static_cast<size_t>(i)] = GpuSample{.index = i, .ecc_uncorrected = 7};
+    g[static_cast<size_t>(gpu)].xids = std::move(xids);
+    g[static_cast<size_t>(gpu)].ecc_uncorrected = ecc;
+    (void)e.c->Heartbeat(Heartbeat{.node = "n", .gpus = g});
+  };
+  beat(1, {}, 7);     // baseline: 7 uncorrected errors from before
+  beat(1, {13}, 7);   // an application fault: nothing quarantined
+  EXPECT_EQ(e.c->NodeJson("n").find("quarantined"), std::string::npos);
+  beat(2, {79}, 7);   // fallen off the bus
+  EXPECT_NE(e.c->NodeJson("n").find("quarantined: XID 79"), std::string::npos);
+  beat(3, {}, 9);     // ECC rose from 7 to 9
+  EXPECT_NE(e.c->NodeJson("n").find("uncorrected ECC errors rose from 7 to 9"), std::string::npos);
+  const JobId id = e.Submit(3);
+  e.c->Tick();
+  EXPECT_EQ(e.c->FindJob(id)->state, JobState::kQueued) << "2 of 4 GPUs in service";
+}
+
 TEST(CodecTest, SubmitIsStrictAndRecordsRoundTrip) {
   EXPECT_NE(ParseSubmitRequest(R"({"command":["x"],"gpus":1,"colour":"red"})").error().message().find("unknown field 'colour'"),
             std::string::npos);

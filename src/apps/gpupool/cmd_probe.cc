@@ -53,6 +53,10 @@ int RunProbe(const ProbeArgs& a) {
   ProcfsHost host;
   nlohmann::ordered_json out;
   out["gpu_source"] = gpus ? std::string(gpus->kind()) : "none";
+  if (gpus) {
+    (void)gpus->Sample();  // the first sample sets up event watching where there is any
+    out["xid_events"] = std::string(gpus->xid_events());
+  }
   if (!gpu_note.empty()) out["gpu_note"] = gpu_note;
   for (const GpuDevice& d : devices) {
     out["devices"].push_back({{"index", d.index}, {"uuid", d.uuid}, {"name", d.name}, {"model", ModelFromDeviceName(d.name)},
@@ -60,7 +64,8 @@ int RunProbe(const ProbeArgs& a) {
                               {"nvlink_peers", d.nvlink_peers}});
   }
   if (!a.json) {
-    fmt::print("GPUs ({}):\n", out["gpu_source"].get<std::string>());
+    fmt::print("GPUs ({}; XID events {}):\n", out["gpu_source"].get<std::string>(),
+               gpus ? std::string(gpus->xid_events()) : "-");
     if (!gpu_note.empty()) fmt::print("  none: {}\n", gpu_note);
     for (const GpuDevice& d : devices) {
       fmt::print("  {}  {:<22} {}  {} MiB  cc {}.{}  nvlink peers 0x{:x}\n", d.index, d.name, d.uuid, d.memory.value(),
@@ -89,6 +94,7 @@ int RunProbe(const ProbeArgs& a) {
         if (x.temperature_c) j["temperature_c"] = *x.temperature_c;
         if (x.power_mw) j["power_w"] = static_cast<double>(*x.power_mw) / 1000;
         if (x.ecc_uncorrected) j["ecc_uncorrected"] = *x.ecc_uncorrected;
+        if (!x.xids.empty()) j["xids"] = x.xids;
         s["gpus"].push_back(j);
         if (!a.json) {
           fmt::print("  gpu {}: {:.0f}% busy, memory {} / {} MiB, {} C, {:.1f} W, ECC uncorrected {}\n", x.index,
