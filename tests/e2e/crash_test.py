@@ -1,7 +1,9 @@
 """The server is killed with SIGKILL twice, at seeded random points of progress, while a client submits
 1,000 jobs as fast as it can (retrying when the server is away). Every acknowledged job must
 finish exactly once: each job appends its own id to a file, so a job run twice, or never,
-shows. Unacknowledged submits (the server died before answering) may or may not exist."""
+shows. No GPU may be double-booked across the restarts: jobs that overlapped in time on a node
+never shared a GPU. Unacknowledged submits (the server died before answering) may or may not
+exist."""
 import os
 import random
 import sys
@@ -28,7 +30,9 @@ def main(gpupool):
 
         def submitter():
             for i in range(1000):
-                body = {"command": ["sh", "-c", f'echo "$GPUPOOL_JOB_ID" >> {out}/runs; sleep 0.0{i % 3}'],
+                script = (f'echo "$GPUPOOL_JOB_ID" >> {out}/runs; s=$(date +%s.%N); sleep 0.0{i % 3}; '
+                          f'echo "$GPUPOOL_NODE;$CUDA_VISIBLE_DEVICES;$s;$(date +%s.%N)" > {out}/use-$GPUPOOL_JOB_ID')
+                body = {"command": ["sh", "-c", script],
                         "gpus": i % 2, "name": f"c-{i}"}
                 while True:
                     try:
@@ -63,6 +67,23 @@ def main(gpupool):
         for jid in acked:
             c.check(jobs.get(jid, {}).get("state") == "succeeded", f"job {jid}: {jobs.get(jid, {}).get('state')}")
             c.check(runs.get(jid, 0) == 1, f"job {jid} ran {runs.get(jid, 0)} times")
+        uses = []
+        for jid in acked:
+            path = f"{out}/use-{jid}"
+            if os.path.exists(path):
+                node, gpus, start, end = open(path).read().strip().split(";")
+                if gpus:
+                    uses.append((node, set(gpus.split(",")), float(start), float(end), jid))
+        shared = 0
+        for a in range(len(uses)):
+            for b in range(a + 1, len(uses)):
+                na, ga, sa, ea, ja = uses[a]
+                nb, gb, sb, eb, jb = uses[b]
+                if na == nb and sa < eb and sb < ea and ga & gb:
+                    shared += 1
+                    c.check(False, f"jobs {ja} and {jb} shared GPU {ga & gb} on {na} at the same time")
+        c.check(len(uses) > 0, "GPU jobs recorded their GPUs")
+        print(f"{len(uses)} GPU jobs checked pairwise: {shared} double-booked", flush=True)
         print(f"{len(acked)} acknowledged, {sum(1 for j in acked if runs.get(j) == 1)} ran exactly once; "
               f"{len(runs)} distinct jobs ran", flush=True)
     finally:

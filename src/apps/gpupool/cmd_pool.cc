@@ -45,6 +45,9 @@ struct ServerArgs {
   std::string lease = "1800ms";
   int max_retries = 3;
   std::string checkpoint_root;  // default: DATA_DIR/checkpoints
+  double suspect_phi = 3.0;
+  double down_phi = 8.0;
+  std::string acceptable_pause = "500ms";
 };
 
 // Everything a running server holds; Serve() blocks until SIGINT/SIGTERM.
@@ -81,11 +84,18 @@ Result<std::unique_ptr<Server>> StartServer(const ServerArgs& a) {
   }
   auto policy = BuiltinRegistry().MakePolicy(a.policy);
   if (!policy) return tl::unexpected(Status(policy.error().code(), "--policy: " + policy.error().message()));
+  auto pause = ParseDuration(a.acceptable_pause);
+  if (!pause) return InvalidArgument("--acceptable-pause: " + pause.error().message());
+  if (!(a.suspect_phi > 0 && a.down_phi > a.suspect_phi)) {
+    return InvalidArgument("--suspect-phi and --down-phi: expected 0 < suspect < down, e.g. 3 and 8");
+  }
   auto lease = ParseDuration(a.lease);
   if (!lease || lease->value() < 500) return InvalidArgument("--lease: expected a duration of at least 500ms, e.g. 2s");
   srv->controller = std::make_unique<Controller>(
       std::move(base), *srv->journal, srv->clock,
-      ControllerOptions{.policy = a.policy, .seed = a.seed, .log_dir = fs::path(a.data_dir) / "logs", .lease = *lease,
+      ControllerOptions{.policy = a.policy, .seed = a.seed, .log_dir = fs::path(a.data_dir) / "logs",
+                        .detector = PhiOptions{.acceptable_pause = *pause, .suspect_phi = a.suspect_phi, .down_phi = a.down_phi},
+                        .lease = *lease,
                         .max_retries = a.max_retries,
                         .checkpoint_root = a.checkpoint_root.empty() ? fs::absolute(fs::path(a.data_dir) / "checkpoints")
                                                                      : fs::path(a.checkpoint_root)},
@@ -303,6 +313,9 @@ void AddPoolCommands(CLI::App& app, int* exit_code) {
   server->add_option("--lease", s->lease,
                      "how long a task runs on without word from the server before it stops itself; "
                      "a dead node's jobs move after this (default 1800ms)");
+  server->add_option("--suspect-phi", s->suspect_phi, "phi at which a silent node is suspect (no new work), default 3");
+  server->add_option("--down-phi", s->down_phi, "phi at which it is down (its jobs move), default 8: about 1.1 s of silence");
+  server->add_option("--acceptable-pause", s->acceptable_pause, "silence always forgiven before phi rises, default 500ms");
   server->add_option("--checkpoint-root", s->checkpoint_root,
                      "GPUPOOL_CHECKPOINT_DIR of job J is ROOT/J for every attempt; shared storage (default DATA_DIR/checkpoints)");
   server->add_option("--max-retries", s->max_retries, "how often a job is placed again after failures not its own")
