@@ -267,6 +267,7 @@ Result<Fleet> ParseFleetToml(std::string_view text, const std::string& source) {
       if (auto v = fs.Unit<Millis>("node_mtbf", ParseDuration, "h")) fleet.failures.node_mtbf = *v;
       if (auto v = fs.Unit<Millis>("node_repair", ParseDuration, "h")) fleet.failures.node_repair = *v;
       if (auto v = fs.Unit<Millis>("spot_mtbf", ParseDuration, "h")) fleet.failures.spot_mtbf = *v;
+      if (auto v = fs.Unit<Millis>("gpu_xid_mtbf", ParseDuration, "h")) fleet.failures.gpu_xid_mtbf = *v;
       fs.RejectUnknown();
     }
   } catch (const FieldError& e) {

@@ -100,6 +100,7 @@ struct FailureModel {
   Millis node_mtbf{0};           // mean time between failures of one node
   Millis node_repair{3'600'000}; // how long a failed node stays out
   Millis spot_mtbf{0};           // mean time between reclaims of one spot-tier node
+  Millis gpu_xid_mtbf{0};        // mean time between fatal XIDs of one GPU (it alone goes out)
 };
 
 class Fleet {

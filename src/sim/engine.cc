@@ -47,10 +47,12 @@ struct Completion {
 struct Fault {
   Millis at;
   uint32_t node;
-  enum Kind : uint8_t { kFail, kReclaim, kRepair, kRepairReclaimed } kind;
+  enum Kind : uint8_t { kFail, kReclaim, kRepair, kRepairReclaimed, kGpuXid, kGpuRepair } kind;
+  int gpu = -1;  // for kGpuXid and kGpuRepair
   bool operator>(const Fault& o) const {
     if (at != o.at) return at > o.at;
-    return node != o.node ? node > o.node : kind > o.kind;
+    if (node != o.node) return node > o.node;
+    return kind != o.kind ? kind > o.kind : gpu > o.gpu;
   }
 };
 
@@ -76,7 +78,10 @@ class Engine {
   void Integrate(Millis until);
   Status StartPlacements(const Plan& plan, Millis now);
   Status ReleaseJob(size_t i);
-  void ScheduleFault(uint32_t node, Fault::Kind kind, Millis after_time);
+  void ScheduleFault(uint32_t node, Fault::Kind kind, Millis after_time, int gpu = -1);
+  // Jobs with a task on `node` (on GPU `gpu` only, when >= 0) lose their work since the last
+  // checkpoint and wait again. Returns whether any job was hit.
+  Result<bool> FailJobs(uint32_t node, int gpu, Millis now);
   Status OnFault(const Fault& f, Millis now);
   MicroUsd CostOf(const SimJob& j, Millis elapsed) const;
 
@@ -99,6 +104,7 @@ class Engine {
   SplitMix64 fault_rng_{0};
   int64_t failures_ = 0;
   int64_t node_failures_ = 0;
+  int64_t gpu_failures_ = 0;
   double lost_gpu_milli_ms_ = 0;
   std::vector<PendingJob> pending_;
   std::vector<char> gone_;                 // scratch: by job id, jobs leaving the queue
@@ -218,35 +224,24 @@ Status Engine::ReleaseJob(size_t i) {
 }
 
 // Exponential time to the next failure of this node, from the failure generator.
-void Engine::ScheduleFault(uint32_t node, Fault::Kind kind, Millis after) {
+void Engine::ScheduleFault(uint32_t node, Fault::Kind kind, Millis after, int gpu) {
   const FailureModel& m = *options_.failures;
-  const Millis mean = kind == Fault::kReclaim ? m.spot_mtbf : m.node_mtbf;
+  const Millis mean = kind == Fault::kReclaim ? m.spot_mtbf : (kind == Fault::kGpuXid ? m.gpu_xid_mtbf : m.node_mtbf);
   if (mean.value() <= 0) return;
   const double u = fault_rng_.Unit();
   const auto gap = static_cast<int64_t>(-static_cast<double>(mean.value()) * std::log1p(-u));
-  faults_.push({after + Millis{std::max<int64_t>(1, gap)}, node, kind});
+  faults_.push({after + Millis{std::max<int64_t>(1, gap)}, node, kind, gpu});
 }
 
-// A node fails (or is reclaimed): every job with a task there loses the work since its last
-// checkpoint (all of it under kRestart), gives back its GPUs everywhere, and waits again.
-Status Engine::OnFault(const Fault& f, Millis now) {
-  NodeState& n = snap_.nodes[f.node];
-  if (f.kind == Fault::kRepair || f.kind == Fault::kRepairReclaimed) {
-    node_down_[f.node] = 0;
-    n.health = Health::kHealthy;
-    if (options_.failures) ScheduleFault(f.node, f.kind == Fault::kRepair ? Fault::kFail : Fault::kReclaim, now);
-    return Status::Ok();
-  }
-  if (node_down_[f.node]) return Status::Ok();
-  node_down_[f.node] = 1;
-  n.health = Health::kUnhealthy;
-  ++node_failures_;
+Result<bool> Engine::FailJobs(uint32_t node, int gpu, Millis now) {
   bool hit = false;
   const std::vector<size_t> victims(running_jobs_.begin(), running_jobs_.end());
   for (size_t i : victims) {
     SimJob& j = jobs_[i];
     bool here = false;
-    for (const TaskAllocation& a : j.tasks) here = here || a.node.value() == f.node;
+    for (const TaskAllocation& a : j.tasks) {
+      here = here || (a.node.value() == node && (gpu < 0 || (a.gpu_mask >> gpu & 1)));
+    }
     if (!here) continue;
     hit = true;
     const int64_t elapsed = (now - j.attempt_start).value();
@@ -256,15 +251,56 @@ Status Engine::OnFault(const Fault& f, Millis now) {
     for (const TaskAllocation& a : j.tasks) gpu_milli += std::popcount(a.gpu_mask) * a.share.value();
     lost_gpu_milli_ms_ += static_cast<double>(gpu_milli) * static_cast<double>(elapsed - kept);
     results_[i].cost += CostOf(j, Millis{elapsed});
-    if (j.full_run.value() > 0) j.progress = std::min(0.999999, j.progress + static_cast<double>(kept) / static_cast<double>(j.full_run.value()));
-    if (Status s = ReleaseJob(i); !s.ok()) return s;
+    if (j.full_run.value() > 0) {
+      j.progress = std::min(0.999999, j.progress + static_cast<double>(kept) / static_cast<double>(j.full_run.value()));
+    }
+    if (Status s = ReleaseJob(i); !s.ok()) return tl::unexpected(s);
     ++j.epoch;  // its completion event is now stale
     pending_.push_back(compiled_[i]);
     if (j.spec.gpus_per_task > 0) ++waiting_gpu_jobs_;
   }
-  if (hit) ++failures_;
+  return hit;
+}
+
+// A node fails (or is reclaimed): every job with a task there loses the work since its last
+// checkpoint (all of it under kRestart), gives back its GPUs everywhere, and waits again.
+Status Engine::OnFault(const Fault& f, Millis now) {
+  NodeState& n = snap_.nodes[f.node];
   const Millis repair = options_.failures ? options_.failures->node_repair : Millis{3'600'000};
-  faults_.push({now + repair, f.node, f.kind == Fault::kReclaim ? Fault::kRepairReclaimed : Fault::kRepair});
+  switch (f.kind) {
+    case Fault::kRepair:
+    case Fault::kRepairReclaimed:
+      node_down_[f.node] = 0;
+      n.health = Health::kHealthy;
+      if (options_.failures) ScheduleFault(f.node, f.kind == Fault::kRepair ? Fault::kFail : Fault::kReclaim, now);
+      return Status::Ok();
+    case Fault::kGpuRepair:
+      n.quarantined = static_cast<uint16_t>(n.quarantined & ~(1u << f.gpu));
+      ScheduleFault(f.node, Fault::kGpuXid, now, f.gpu);
+      return Status::Ok();
+    case Fault::kGpuXid: {
+      // A fatal XID: that GPU alone goes out (as the live pool quarantines it) until repaired.
+      n.quarantined = static_cast<uint16_t>(n.quarantined | (1u << f.gpu));
+      ++gpu_failures_;
+      auto hit = FailJobs(f.node, f.gpu, now);
+      if (!hit) return hit.error();
+      if (*hit) ++failures_;
+      faults_.push({now + repair, f.node, Fault::kGpuRepair, f.gpu});
+      return Status::Ok();
+    }
+    case Fault::kFail:
+    case Fault::kReclaim: {
+      if (node_down_[f.node]) return Status::Ok();
+      node_down_[f.node] = 1;
+      n.health = Health::kUnhealthy;
+      ++node_failures_;
+      auto hit = FailJobs(f.node, -1, now);
+      if (!hit) return hit.error();
+      if (*hit) ++failures_;
+      faults_.push({now + repair, f.node, f.kind == Fault::kReclaim ? Fault::kRepairReclaimed : Fault::kRepair});
+      return Status::Ok();
+    }
+  }
   return Status::Ok();
 }
 
@@ -275,6 +311,7 @@ Result<SimReport> Engine::Run() {
     for (uint32_t n = 0; n < snap_.nodes.size(); ++n) {
       ScheduleFault(n, Fault::kFail, Millis{0});
       if (fleet_.nodes[n].tier == PriceTier::kSpot) ScheduleFault(n, Fault::kReclaim, Millis{0});
+      for (int g = 0; g < snap_.nodes[n].gpu_count; ++g) ScheduleFault(n, Fault::kGpuXid, Millis{0}, g);
     }
   }
   for (const auto& [at, node] : options_.scripted_failures) faults_.push({at, node.value(), Fault::kFail});
@@ -344,7 +381,7 @@ Result<SimReport> Engine::Run() {
   if (options_.progress) options_.progress(total, total);
 
   SimReport r{.policy = policy_.name, .seed = options_.seed, .jobs = static_cast<int64_t>(total), .passes = passes_,
-              .failures = failures_, .node_failures = node_failures_,
+              .failures = failures_, .node_failures = node_failures_, .gpu_failures = gpu_failures_,
               .lost_gpu_hours = lost_gpu_milli_ms_ / 1000.0 / 3'600'000.0};
   if (options_.failures || !options_.scripted_failures.empty()) {
     r.recovery = options_.recovery == Recovery::kCheckpoint ? "checkpoint" : "restart";

@@ -73,6 +73,7 @@ struct SimReport {
   int64_t passes = 0;          // scheduling passes run
   int64_t failures = 0;        // node failures and spot reclaims that hit at least one job
   int64_t node_failures = 0;   // all node failures and reclaims
+  int64_t gpu_failures = 0;    // fatal XIDs (one GPU out at a time)
   double lost_gpu_hours = 0;   // GPU-time thrown away by failures (not kept by a checkpoint)
   std::string recovery;        // "restart" or "checkpoint" when failures were simulated
   std::vector<SimJobResult> per_job;  // in trace order

@@ -32,8 +32,8 @@ std::string FormatReportTable(const SimReport& r) {
   row("cost", FormatUsd(r.cost));
   row("scheduling passes", fmt::format("{}", r.passes));
   if (!r.recovery.empty()) {
-    row("failures", fmt::format("{} node failures/reclaims, {} hit running jobs (recovery: {})", r.node_failures, r.failures,
-                                r.recovery));
+    row("failures", fmt::format("{} node failures/reclaims, {} GPU XIDs, {} hit running jobs (recovery: {})", r.node_failures,
+                                r.gpu_failures, r.failures, r.recovery));
     row("lost GPU-hours", fmt::format("{:.1f}", r.lost_gpu_hours));
   }
   return out;
@@ -58,6 +58,7 @@ std::string FormatReportJson(const SimReport& r) {
   if (!r.recovery.empty()) {
     j["recovery"] = r.recovery;
     j["node_failures"] = r.node_failures;
+    j["gpu_failures"] = r.gpu_failures;
     j["failures"] = r.failures;
     j["lost_gpu_hours"] = Round(r.lost_gpu_hours, 3);
   }

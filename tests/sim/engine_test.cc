@@ -141,14 +141,16 @@ TEST(EngineTest, RandomFailuresOnATrace) {
   auto trace = ReadTrace(testing::Traces() + "/tiresias/60_job.csv", "", {});
   ASSERT_TRUE(trace);
   const Fleet fleet = *ParseFleetShorthand("4x4xV100");
-  SimOptions o{.seed = 3, .failures = FailureModel{.node_mtbf = Millis{1'800'000}, .node_repair = Millis{600'000}}};
+  SimOptions o{.seed = 3, .failures = FailureModel{.node_mtbf = Millis{1'800'000}, .node_repair = Millis{600'000},
+                                                   .gpu_xid_mtbf = Millis{7'200'000}}};
   auto a = RunSimulation(fleet, *trace, P("fifo"), o);
   auto b = RunSimulation(fleet, *trace, P("fifo"), o);
   ASSERT_TRUE(a && b);
   EXPECT_EQ(FormatReportJson(*a), FormatReportJson(*b));
   EXPECT_EQ(a->finished, 60) << "every job finishes despite failures";
   EXPECT_GT(a->node_failures, 0);
-  EXPECT_GE(a->node_failures, a->failures);
+  EXPECT_GT(a->gpu_failures, 0);
+  EXPECT_GE(a->node_failures + a->gpu_failures, a->failures);
 }
 
 TEST(EngineTest, SameSeedSameBytes) {

@@ -23,7 +23,7 @@ struct SimArgs {
   std::string format = "table";
   std::string out;
   bool failures = false;
-  std::string node_mtbf, node_repair, spot_mtbf;
+  std::string node_mtbf, node_repair, spot_mtbf, gpu_xid_mtbf;
   std::string recovery = "restart";
   std::string checkpoint_interval = "30m";
 };
@@ -68,11 +68,12 @@ int RunSim(const SimArgs& a) {
       return true;
     };
     if (!set(a.node_mtbf, m.node_mtbf, "--node-mtbf") || !set(a.node_repair, m.node_repair, "--node-repair") ||
-        !set(a.spot_mtbf, m.spot_mtbf, "--spot-mtbf") || !set(a.checkpoint_interval, options.checkpoint_interval, "--checkpoint-interval")) {
+        !set(a.spot_mtbf, m.spot_mtbf, "--spot-mtbf") || !set(a.gpu_xid_mtbf, m.gpu_xid_mtbf, "--gpu-xid-mtbf") || !set(a.checkpoint_interval, options.checkpoint_interval, "--checkpoint-interval")) {
       return 1;
     }
-    if (m.node_mtbf.value() <= 0 && m.spot_mtbf.value() <= 0) {
-      return fail("--failures: no failure rate: give --node-mtbf (e.g. 720h) or a [failures] section in the fleet file");
+    if (m.node_mtbf.value() <= 0 && m.spot_mtbf.value() <= 0 && m.gpu_xid_mtbf.value() <= 0) {
+      return fail("--failures: no failure rate: give --node-mtbf (e.g. 720h), --gpu-xid-mtbf, --spot-mtbf, or a [failures] "
+                  "section in the fleet file");
     }
     options.failures = m;
     options.recovery = a.recovery == "checkpoint" ? Recovery::kCheckpoint : Recovery::kRestart;
@@ -119,6 +120,7 @@ void AddSimCommand(CLI::App& app, int* exit_code) {
   cmd->add_option("--node-mtbf", args->node_mtbf, "mean time between failures of one node, e.g. 720h");
   cmd->add_option("--node-repair", args->node_repair, "how long a failed node stays out (default 1h)");
   cmd->add_option("--spot-mtbf", args->spot_mtbf, "mean time between reclaims of one spot node");
+  cmd->add_option("--gpu-xid-mtbf", args->gpu_xid_mtbf, "mean time between fatal XIDs of one GPU (that GPU alone goes out)");
   cmd->add_option("--recovery", args->recovery, "what a job hit by a failure keeps")->check(CLI::IsMember({"restart", "checkpoint"}));
   cmd->add_option("--checkpoint-interval", args->checkpoint_interval, "run time between checkpoints (recovery checkpoint)");
   cmd->callback([args, exit_code] { *exit_code = RunSim(*args); });
