@@ -204,29 +204,28 @@ Status Controller::UndrainGpu(const std::string& name, int gpu) {
   return PersistNode(*slot);
 }
 
-Status Controller::Evict(const std::string& name) {
+// Drains the node and moves its running jobs elsewhere: each job's tasks get SIGTERM (with
+// `grace_ms` before SIGKILL, or the agent's own grace) and the job goes back to the queue.
+// Not counted as a failure: the job did nothing wrong.
+Status Controller::MoveJobsOff(const std::string& name, const std::string& why, int grace_ms) {
   if (Status s = SetDraining(name, true); !s.ok()) return s;
   NodeSlot* slot = SlotByName(name);
   const std::vector<TaskKey> active(slot->active.begin(), slot->active.end());
   for (const TaskKey& k : active) {
     auto it = jobs_.find(k.job);
     if (it == jobs_.end() || it->second.attempt != k.attempt) continue;
-    FailOver(it->second, fmt::format("evicted: node {} was drained", name), 0, /*counts=*/false);
+    FailOver(it->second, why, 0, /*counts=*/false, grace_ms);
   }
   return Status::Ok();
 }
 
+Status Controller::Evict(const std::string& name) {
+  return MoveJobsOff(name, fmt::format("evicted: node {} was drained", name), -1);
+}
+
 Status Controller::Reclaim(const std::string& name, Millis notice) {
-  if (Status s = SetDraining(name, true); !s.ok()) return s;
-  NodeSlot* slot = SlotByName(name);
-  const std::vector<TaskKey> active(slot->active.begin(), slot->active.end());
-  for (const TaskKey& k : active) {
-    auto it = jobs_.find(k.job);
-    if (it == jobs_.end() || it->second.attempt != k.attempt) continue;
-    FailOver(it->second, fmt::format("node {} reclaimed by its provider ({} notice)", name, FormatMillis(notice)), 0,
-             /*counts=*/false, static_cast<int>(notice.value()));
-  }
-  return Status::Ok();
+  return MoveJobsOff(name, fmt::format("node {} reclaimed by its provider ({} notice)", name, FormatMillis(notice)),
+                     static_cast<int>(notice.value()));
 }
 
 const NodeRecord* Controller::FindNode(const std::string& name) const {

@@ -142,6 +142,7 @@ class Controller {
   // requeue it (whole) once every task has ended and `fence_until` has passed.
   void FailOver(JobRecord& job, const std::string& why, int64_t fence_until, bool counts = true, int grace_ms = -1);
   void NodeDown(NodeSlot& slot);
+  Status MoveJobsOff(const std::string& node, const std::string& why, int grace_ms);
   void Requeue(JobRecord& job);
   void CancelTask(JobRecord& job, int task, int grace_ms = -1);
   void Quarantine(NodeSlot& slot, int gpu, const std::string& why);

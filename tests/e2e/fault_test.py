@@ -28,12 +28,16 @@ def job_state(pool, jid):
     return pool.call("GET", f"/v1/jobs/{jid}")[1]
 
 
-def scenario(pool, c, out, name, agents, how):
-    jid = pool.submit(["sh", "-c", JOB.format(out=out, name=name)], gpus=2, name=name)
-    deadline = time.time() + 10
+def wait_running(pool, jid, timeout=10):
+    deadline = time.time() + timeout
     while time.time() < deadline and job_state(pool, jid)["state"] != "running":
         time.sleep(0.02)
-    j = job_state(pool, jid)
+    return job_state(pool, jid)
+
+
+def scenario(pool, c, out, name, agents, how):
+    jid = pool.submit(["sh", "-c", JOB.format(out=out, name=name)], gpus=2, name=name)
+    j = wait_running(pool, jid)
     node = j["node"]
     c.check(j["state"] == "running" and j["attempt"] == 1, f"{name}: first attempt running ({j['state']})")
     time.sleep(1.0)  # let heartbeats settle into their rhythm
@@ -98,10 +102,7 @@ def restart_scenario(pool, c, out, agents):
     directory: it adopts the running task (its supervisor lives on); the job keeps attempt 1."""
     name = "adopt"
     jid = pool.submit(["sh", "-c", JOB.format(out=out, name=name)], gpus=2, name=name)
-    deadline = time.time() + 10
-    while time.time() < deadline and job_state(pool, jid)["state"] != "running":
-        time.sleep(0.02)
-    node = job_state(pool, jid)["node"]
+    node = wait_running(pool, jid)["node"]
     time.sleep(0.5)
     os.kill(agents[node].pid, signal.SIGKILL)  # the agent alone; its tasks' supervisors live on
     agents[node] = pool.start_agent(node, "2xH100", interval="500ms")
@@ -162,10 +163,7 @@ def netcut_scenario(pool, c, out, agents, net):
         pool.call("POST", f"/v1/nodes/{n}/drain")
     pool.call("POST", "/v1/nodes/cut/undrain")
     jid = pool.submit(["sh", "-c", JOB.format(out=out, name=name)], gpus=2, name=name)
-    deadline = time.time() + 10
-    while time.time() < deadline and job_state(pool, jid)["state"] != "running":
-        time.sleep(0.02)
-    c.check(job_state(pool, jid)["node"] == "cut", f"{name}: the job runs on the namespaced node")
+    c.check(wait_running(pool, jid)["node"] == "cut", f"{name}: the job runs on the namespaced node")
     for n in ("a", "b", "c"):
         pool.call("POST", f"/v1/nodes/{n}/undrain")
     time.sleep(1.0)
@@ -220,10 +218,7 @@ def reclaim_scenario(pool, c, out):
         for g in n["gpus"]:
             pool.call("POST", f"/v1/nodes/{n['name']}/gpus/{g['index']}/undrain")
     jid = pool.submit(["sh", "-c", CKPT_JOB.format(out=out, name=name)], gpus=2, name=name)
-    deadline = time.time() + 10
-    while time.time() < deadline and job_state(pool, jid)["state"] != "running":
-        time.sleep(0.02)
-    node = job_state(pool, jid)["node"]
+    node = wait_running(pool, jid)["node"]
     time.sleep(1.5)  # some progress first
     status, _ = pool.call("POST", f"/v1/nodes/{node}/reclaim", {"notice": "3s"})
     c.check(status == 200, f"{name}: reclaim accepted")
