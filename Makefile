@@ -23,9 +23,11 @@ build: configure
 test: build
 	cd $(BUILD) && GPUPOOL_TRACES=$(abspath $(TRACES)) ctest --output-on-failure -j $(JOBS) --timeout 600
 
-# The main job: a whole pool on this machine (server + agents with simulated GPUs, real
-# processes). It prints the commands to submit a job; Ctrl-C stops it.
-run: build
+# The main job: first the scheduler on its own (a 1-second replay of the Philly trace and the
+# seed article's example), then a whole pool on this machine (server + agents with simulated
+# GPUs, real processes), which prints the commands to submit a job; Ctrl-C stops it.
+run: sim-demo
+	@echo
 	$(BUILD)/gpupool dev --fleet examples/fleets/mixed.toml --data-dir $(DEV_DIR)
 
 DEV_DIR ?= /tmp/gpupool-dev
