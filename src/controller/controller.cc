@@ -159,6 +159,11 @@ Status Controller::SetDraining(const std::string& name, bool draining) {
 }
 
 void Controller::Quarantine(NodeSlot& slot, int gpu, const std::string& why) {
+  slot.last_fault_ms[static_cast<size_t>(gpu)] = clock_.Now().value();
+  if (!slot.quarantine[static_cast<size_t>(gpu)].empty()) {  // at fault again while out: probation restarts
+    slot.quarantine[static_cast<size_t>(gpu)] = why;
+    return;
+  }
   slot.quarantine[static_cast<size_t>(gpu)] = why;
   NodeState& st = snapshot_.nodes[slot.record.spec.id.value()];
   st.quarantined = static_cast<uint16_t>(st.quarantined | (1u << gpu));
@@ -399,10 +404,20 @@ Result<HeartbeatReply> Controller::Heartbeat(const gp::Heartbeat& h) {
   for (const GpuSample& g : h.gpus) {
     if (g.index < 0 || g.index >= kMaxGpusPerNode || !g.ecc_uncorrected) continue;
     int64_t& seen = slot->ecc[static_cast<size_t>(g.index)];
-    if (seen >= 0 && *g.ecc_uncorrected > seen && slot->quarantine[static_cast<size_t>(g.index)].empty()) {
+    if (seen >= 0 && *g.ecc_uncorrected > seen) {
       Quarantine(*slot, g.index, fmt::format("uncorrected ECC errors rose from {} to {}", seen, *g.ecc_uncorrected));
     }
     seen = *g.ecc_uncorrected;
+  }
+  // The health check: a quarantined GPU that reports in, clean, for the probation period is
+  // put back in service.
+  if (options_.gpu_probation.value() > 0) {
+    for (const GpuSample& g : h.gpus) {
+      if (g.index < 0 || g.index >= static_cast<int>(slot->record.spec.gpus.size())) continue;
+      const size_t i = static_cast<size_t>(g.index);
+      if (slot->quarantine[i].empty() || clock_.Now().value() - slot->last_fault_ms[i] < options_.gpu_probation.value()) continue;
+      (void)UndrainGpu(h.node, g.index);
+    }
   }
   std::vector<JobRecord*> changed;
   auto current = [&](uint64_t job, int task, int attempt) -> JobRecord* {

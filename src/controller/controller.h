@@ -43,6 +43,10 @@ struct ControllerOptions {
   // each time, so a job that checkpoints there resumes where it left off after a failover.
   // It must be storage every node sees (shared); under `gpupool dev` all agents share a disk.
   std::filesystem::path checkpoint_root;
+  // The health check of a quarantined GPU: it returns to service by itself once it has
+  // reported telemetry for this long with no new XID and no rise in uncorrected ECC errors.
+  // Zero: only `gpupool gpu undrain` brings it back.
+  Millis gpu_probation{600'000};
 };
 
 struct JobFilter {
@@ -123,6 +127,7 @@ class Controller {
     PhiAccrualDetector detector;
     int64_t lease_granted_ms = 0;  // when the server last answered a heartbeat (renewing leases)
     std::array<std::string, kMaxGpusPerNode> quarantine;  // why each GPU is out of service ("" = in)
+    std::array<int64_t, kMaxGpusPerNode> last_fault_ms{}; // its latest fault (probation counts from here)
     // Last uncorrected ECC count seen per GPU; -1 until the first report (a baseline: errors
     // from before the agent started are history, a rise afterwards is news).
     std::array<int64_t, kMaxGpusPerNode> ecc = [] {

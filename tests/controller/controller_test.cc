@@ -349,6 +349,31 @@ TEST(ControllerTest, XidsAndEccFromHeartbeats) {
   EXPECT_EQ(e.c->FindJob(id)->state, JobState::kQueued) << "2 of 4 GPUs in service";
 }
 
+// The health check: a quarantined GPU that reports clean telemetry for the probation period
+// (10 min by default) returns to service by itself; a new fault during probation restarts it.
+TEST(ControllerTest, QuarantinedGpuReturnsAfterCleanProbation) {
+  Scene e;
+  e.Join("n", 2);
+  auto beat = [&](std::vector<int> xids_on_1) {
+    std::vector<GpuSample> g = {GpuSample{.index = 0}, GpuSample{.index = 1, .xids = std::move(xids_on_1)}};
+    (void)e.c->Heartbeat(Heartbeat{.node = "n", .gpus = g});
+  };
+  ASSERT_TRUE(e.c->GpuXid("n", 1, 79));
+  auto minutes = [&](int m) {
+    for (int i = 0; i < m * 2; ++i) {
+      e.clock.Advance(Millis{30'000});
+      beat({});
+      e.c->Tick();
+    }
+  };
+  minutes(6);
+  beat({79});  // at fault again six minutes in: probation starts over
+  minutes(6);
+  EXPECT_NE(e.c->NodeJson("n").find("quarantined"), std::string::npos) << "12 min in, but only 6 clean";
+  minutes(5);
+  EXPECT_EQ(e.c->NodeJson("n").find("quarantined"), std::string::npos) << "10 clean minutes: back in service";
+}
+
 TEST(CodecTest, SubmitIsStrictAndRecordsRoundTrip) {
   EXPECT_NE(ParseSubmitRequest(R"({"command":["x"],"gpus":1,"colour":"red"})").error().message().find("unknown field 'colour'"),
             std::string::npos);

@@ -45,6 +45,7 @@ struct ServerArgs {
   std::string lease = "1800ms";
   int max_retries = 3;
   std::string checkpoint_root;  // default: DATA_DIR/checkpoints
+  std::string gpu_probation = "10m";
   double suspect_phi = 3.0;
   double down_phi = 8.0;
   std::string acceptable_pause = "500ms";
@@ -89,6 +90,8 @@ Result<std::unique_ptr<Server>> StartServer(const ServerArgs& a) {
   if (!(a.suspect_phi > 0 && a.down_phi > a.suspect_phi)) {
     return InvalidArgument("--suspect-phi and --down-phi: expected 0 < suspect < down, e.g. 3 and 8");
   }
+  auto probation = ParseDuration(a.gpu_probation);
+  if (!probation) return InvalidArgument("--gpu-probation: " + probation.error().message());
   auto lease = ParseDuration(a.lease);
   if (!lease || lease->value() < 500) return InvalidArgument("--lease: expected a duration of at least 500ms, e.g. 2s");
   srv->controller = std::make_unique<Controller>(
@@ -98,7 +101,8 @@ Result<std::unique_ptr<Server>> StartServer(const ServerArgs& a) {
                         .lease = *lease,
                         .max_retries = a.max_retries,
                         .checkpoint_root = a.checkpoint_root.empty() ? fs::absolute(fs::path(a.data_dir) / "checkpoints")
-                                                                     : fs::path(a.checkpoint_root)},
+                                                                     : fs::path(a.checkpoint_root),
+                        .gpu_probation = *probation},
       std::move(*policy));
   if (Status s = srv->controller->Recover(); !s.ok()) return tl::unexpected(s);
   srv->api = std::make_unique<Api>(*srv->controller, srv->loop, ApiOptions{.admin_token = *admin, .join_token = *join});
@@ -313,6 +317,8 @@ void AddPoolCommands(CLI::App& app, int* exit_code) {
   server->add_option("--lease", s->lease,
                      "how long a task runs on without word from the server before it stops itself; "
                      "a dead node's jobs move after this (default 1800ms)");
+  server->add_option("--gpu-probation", s->gpu_probation,
+                     "a quarantined GPU returns by itself after this long of clean telemetry (0: only `gpu undrain`)");
   server->add_option("--suspect-phi", s->suspect_phi, "phi at which a silent node is suspect (no new work), default 3");
   server->add_option("--down-phi", s->down_phi, "phi at which it is down (its jobs move), default 8: about 1.1 s of silence");
   server->add_option("--acceptable-pause", s->acceptable_pause, "silence always forgiven before phi rises, default 500ms");
