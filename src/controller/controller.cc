@@ -282,6 +282,18 @@ void Controller::AppendLog(JobId id, int task, std::string_view stream, const st
   std::ofstream(path, std::ios::app | std::ios::binary) << chunk;
 }
 
+namespace {
+// What a registration says about a node, whether it is new or known.
+void FillRecord(NodeRecord& rec, const Node& n, const RegisterRequest& r, const std::string& model) {
+  rec.spec = n;
+  rec.site = r.site;
+  rec.provider = r.provider;
+  rec.agent_address = r.address;
+  rec.gpu_source = r.gpu_source;
+  rec.gpu_model = model;
+}
+}  // namespace
+
 Result<NodeId> Controller::AddOrUpdateNode(const RegisterRequest& r) {
   auto site = fleet_.FindSite(r.site);
   if (!site) {
@@ -320,12 +332,7 @@ Result<NodeId> Controller::AddOrUpdateNode(const RegisterRequest& r) {
                                s.record.spec.gpus.size(), n.gpus.size()));
     }
     n.id = s.record.spec.id;
-    s.record.spec = n;
-    s.record.site = r.site;
-    s.record.provider = r.provider;
-    s.record.agent_address = r.address;
-    s.record.gpu_source = r.gpu_source;
-    s.record.gpu_model = model_name;
+    FillRecord(s.record, n, r, model_name);
     fleet_.nodes[n.id.value()] = n;
     return n.id;
   }
@@ -333,12 +340,7 @@ Result<NodeId> Controller::AddOrUpdateNode(const RegisterRequest& r) {
   fleet_.nodes.push_back(n);
   snapshot_.nodes.push_back(MakeNodeState(fleet_, n));
   NodeSlot slot;
-  slot.record.spec = n;
-  slot.record.site = r.site;
-  slot.record.provider = r.provider;
-  slot.record.agent_address = r.address;
-  slot.record.gpu_source = r.gpu_source;
-  slot.record.gpu_model = model_name;
+  FillRecord(slot.record, n, r, model_name);
   nodes_.push_back(std::move(slot));
   node_ids_[n.name] = n.id;
   return n.id;

@@ -28,6 +28,22 @@ def job_state(pool, jid):
     return pool.call("GET", f"/v1/jobs/{jid}")[1]
 
 
+def watch_failover(pool, jid, t_break, broken):
+    """Polls until the job runs again as a later attempt: returns (time the break was seen by
+    `broken(pool)`, time it ran again, the job), times None when they did not come in 15 s."""
+    t_down = t_moved = None
+    j = job_state(pool, jid)
+    while time.time() - t_break < 15:
+        if t_down is None and broken(pool):
+            t_down = time.time()
+        j = job_state(pool, jid)
+        if j["attempt"] >= 2 and j["state"] == "running":
+            t_moved = time.time()
+            break
+        time.sleep(0.02)
+    return t_down, t_moved, j
+
+
 def wait_running(pool, jid, timeout=10):
     deadline = time.time() + timeout
     while time.time() < deadline and job_state(pool, jid)["state"] != "running":
@@ -49,19 +65,11 @@ def scenario(pool, c, out, name, agents, how):
         c.check(status == 200 and "quarantined" in res.get("result", ""), f"{name}: XID 79 quarantines ({res})")
     else:
         os.killpg(victim.pid, signal.SIGKILL if how == "kill" else signal.SIGSTOP)
-    t_down = t_moved = None
-    while time.time() - t_break < 15:
-        if t_down is None:
-            status, n = pool.call("GET", f"/v1/nodes/{node}")
-            if how == "xid" and n["gpus"][gpu]["health"].startswith("quarantined"):
-                t_down = time.time()
-            elif n.get("state") == "down":
-                t_down = time.time()
-        j = job_state(pool, jid)
-        if j["attempt"] >= 2 and j["state"] == "running":
-            t_moved = time.time()
-            break
-        time.sleep(0.02)
+    if how == "xid":
+        broken = lambda p: p.call("GET", f"/v1/nodes/{node}")[1]["gpus"][gpu]["health"].startswith("quarantined")
+    else:
+        broken = lambda p: p.call("GET", f"/v1/nodes/{node}")[1].get("state") == "down"
+    t_down, t_moved, j = watch_failover(pool, jid, t_break, broken)
     c.check(t_down is not None, f"{name}: {'GPU quarantined' if how == 'xid' else 'node ' + node + ' declared down'}")
     c.check(t_moved is not None, f"{name}: job placed again and running ({j['state']}, attempt {j['attempt']}, {j['message']})")
     if t_down is None or t_moved is None:
@@ -169,16 +177,8 @@ def netcut_scenario(pool, c, out, agents, net):
     time.sleep(1.0)
     t_break = time.time()
     net.cut(True)
-    t_down = t_moved = None
-    j = job_state(pool, jid)
-    while time.time() - t_break < 15:
-        if t_down is None and pool.call("GET", "/v1/nodes/cut")[1].get("state") == "down":
-            t_down = time.time()
-        j = job_state(pool, jid)
-        if j["attempt"] >= 2 and j["state"] == "running":
-            t_moved = time.time()
-            break
-        time.sleep(0.02)
+    t_down, t_moved, j = watch_failover(pool, jid, t_break,
+                                        lambda p: p.call("GET", "/v1/nodes/cut")[1].get("state") == "down")
     ok = t_down is not None and t_moved is not None
     c.check(ok, f"{name}: moved ({j['state']}, attempt {j['attempt']}, {j['message']})")
     if not ok:
