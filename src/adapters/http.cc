@@ -43,18 +43,31 @@ void ParseTarget(std::string_view target, HttpRequest& r) {
 
 class Session : public std::enable_shared_from_this<Session> {
  public:
-  Session(tcp::socket socket, const HttpHandler& handler, size_t limit)
-      : stream_(std::move(socket)), handler_(handler), limit_(limit) {}
+  Session(tcp::socket socket, const HttpHandler& handler, const BodyLimits& limits)
+      : stream_(std::move(socket)), handler_(handler), limits_(limits) {}
 
   void Start() { Read(); }
 
  private:
   void Read() {
     parser_.emplace();
+    limit_ = limits_.normal;
     parser_->body_limit(limit_);
     stream_.expires_after(std::chrono::seconds(120));
-    http::async_read(stream_, buffer_, *parser_, [self = shared_from_this()](beast::error_code ec, size_t) {
-      self->OnRead(ec);
+    http::async_read_header(stream_, buffer_, *parser_, [self = shared_from_this()](beast::error_code ec, size_t) {
+      self->OnHeader(ec);
+    });
+  }
+
+  void OnHeader(beast::error_code ec) {
+    if (ec) return OnRead(ec);
+    if (!limits_.large_prefix.empty() && parser_->get().target().starts_with(limits_.large_prefix)) {
+      limit_ = std::max(limits_.large, limits_.normal);
+      parser_->body_limit(limit_);
+    }
+    if (parser_->is_done()) return OnRead(ec);
+    http::async_read(stream_, buffer_, *parser_, [self = shared_from_this()](beast::error_code e, size_t) {
+      self->OnRead(e);
     });
   }
 
@@ -117,7 +130,8 @@ class Session : public std::enable_shared_from_this<Session> {
   beast::flat_buffer buffer_;
   std::optional<http::request_parser<http::string_body>> parser_;
   const HttpHandler& handler_;
-  size_t limit_;
+  const BodyLimits& limits_;  // owned by the event loop, which outlives its sessions
+  size_t limit_ = 0;
   bool keep_alive_ = false;
   bool draining_ = false;
   std::vector<char> discard_;
@@ -151,16 +165,17 @@ struct EventLoop::Impl {
   asio::io_context io{1};
   std::vector<std::unique_ptr<tcp::acceptor>> acceptors;
   std::vector<std::unique_ptr<HttpHandler>> handlers;
+  std::vector<std::unique_ptr<BodyLimits>> limits;
   std::unique_ptr<asio::signal_set> signals;
   std::vector<std::shared_ptr<std::function<void()>>> ticks;
 
-  void Accept(tcp::acceptor& a, const HttpHandler& h, size_t limit) {
-    a.async_accept([this, &a, &h, limit](beast::error_code ec, tcp::socket s) {
+  void Accept(tcp::acceptor& a, const HttpHandler& h, const BodyLimits& lim) {
+    a.async_accept([this, &a, &h, &lim](beast::error_code ec, tcp::socket s) {
       if (!ec) {
         s.set_option(tcp::no_delay(true));
-        std::make_shared<Session>(std::move(s), h, limit)->Start();
+        std::make_shared<Session>(std::move(s), h, lim)->Start();
       }
-      if (a.is_open()) Accept(a, h, limit);
+      if (a.is_open()) Accept(a, h, lim);
     });
   }
 };
@@ -168,7 +183,7 @@ struct EventLoop::Impl {
 EventLoop::EventLoop() : impl_(std::make_unique<Impl>()) {}
 EventLoop::~EventLoop() = default;
 
-Result<uint16_t> EventLoop::Listen(const std::string& listen, HttpHandler handler, size_t body_limit) {
+Result<uint16_t> EventLoop::Listen(const std::string& listen, HttpHandler handler, BodyLimits body_limits) {
   auto hp = SplitHostPort(listen);
   if (!hp) return tl::unexpected(hp.error());
   beast::error_code ec;
@@ -188,7 +203,8 @@ Result<uint16_t> EventLoop::Listen(const std::string& listen, HttpHandler handle
   if (ec) return Error(StatusCode::kFailedPrecondition, fmt::format("cannot listen on {}: {}", listen, ec.message()));
   const uint16_t bound = acceptor->local_endpoint().port();
   impl_->handlers.push_back(std::make_unique<HttpHandler>(std::move(handler)));
-  impl_->Accept(*acceptor, *impl_->handlers.back(), body_limit);
+  impl_->limits.push_back(std::make_unique<BodyLimits>(std::move(body_limits)));
+  impl_->Accept(*acceptor, *impl_->handlers.back(), *impl_->limits.back());
   impl_->acceptors.push_back(std::move(acceptor));
   return bound;
 }

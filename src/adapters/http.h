@@ -30,6 +30,16 @@ struct HttpResponse {
 };
 
 using Respond = std::function<void(HttpResponse)>;
+
+// How big a request body may be: `normal`, or `large` for targets under `large_prefix` (uploads
+// such as checkpoint archives). The limit is chosen once the request's header is read.
+struct BodyLimits {
+  BodyLimits(size_t n = 1 << 20) : normal(n) {}  // NOLINT: a plain size is the common case
+  BodyLimits(size_t n, std::string prefix, size_t big) : normal(n), large_prefix(std::move(prefix)), large(big) {}
+  size_t normal;
+  std::string large_prefix;
+  size_t large = 0;
+};
 using HttpHandler = std::function<void(HttpRequest, Respond)>;
 
 class EventLoop {
@@ -40,8 +50,8 @@ class EventLoop {
   EventLoop& operator=(const EventLoop&) = delete;
 
   // Serves HTTP on "ADDR:PORT" (port 0 picks a free one); returns the bound port. Requests
-  // with bodies over `body_limit` get 413. Handlers run on the loop thread.
-  Result<uint16_t> Listen(const std::string& listen, HttpHandler handler, size_t body_limit);
+  // with bodies over their limit get 413. Handlers run on the loop thread.
+  Result<uint16_t> Listen(const std::string& listen, HttpHandler handler, BodyLimits limits);
   // Runs fn on the loop thread after `delay`; the returned function cancels it.
   std::function<void()> After(Millis delay, std::function<void()> fn);
   void Every(Millis period, std::function<void()> fn);

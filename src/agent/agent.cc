@@ -14,6 +14,7 @@
 #include <thread>
 
 #include "adapters/nvml.h"
+#include "core/units.h"
 
 extern char** environ;
 
@@ -51,6 +52,8 @@ Result<std::unique_ptr<Agent>> Agent::Create(AgentOptions o) {
   if (!client) return tl::unexpected(client.error());
   if (o.self_exe.empty()) o.self_exe = std::filesystem::read_symlink("/proc/self/exe", ec).string();
   auto agent = std::unique_ptr<Agent>(new Agent(std::move(o), std::move(gpus), std::move(*client)));
+  agent->carrier_ = std::make_unique<CheckpointCarrier>(agent->o_.server, agent->o_.join_token,
+                                                        agent->o_.checkpoint_max_mib << 20);
   agent->Adopt();
   // The small supervisor binary beside this one; else this binary's `supervise` verb.
   const auto small = std::filesystem::path(agent->o_.self_exe).parent_path() / "gpupool-supervise";
@@ -124,6 +127,12 @@ void Agent::Adopt() {
     std::ifstream shipped(dir / "shipped");
     shipped >> t.sent[0] >> t.sent[1];
     t.saved = t.sent;
+    std::string carry;
+    if (std::ifstream cf(dir / "carry"); cf && std::getline(cf, carry) && !carry.empty()) {
+      t.ckpt_dir = carry;
+      t.launch.carry_checkpoint = true;
+      t.ckpt_seen = SignTree(t.ckpt_dir);  // what was shipped is not known: ship it once more
+    }
     const bool alive = t.pid > 0 && kill(t.pid, 0) == 0;
     if (!alive && !std::filesystem::exists(dir / "status", ec)) continue;  // gone without a word: the server finds it lost
     seen_.insert(key);
@@ -136,47 +145,39 @@ std::filesystem::path Agent::TaskDir(const TaskKey& k) const {
   return o_.work_dir / fmt::format("job-{}-task-{}-attempt-{}", k.job, k.task, k.attempt);
 }
 
-void Agent::Start(const TaskLaunch& l) {
-  const TaskKey key{l.job, l.task, l.attempt};
-  if (!seen_.insert(key).second) return;  // already launched once: never twice
-  Task t{.launch = l, .started_ms = NowMs()};
-  const auto dir = TaskDir(key);
-  std::error_code ec;
-  std::filesystem::create_directories(dir, ec);
-  Touch(dir / "lease");  // the lease starts now
-  const std::string out = (dir / "stdout").string();
-  const std::string err = (dir / "stderr").string();
-  // The environment: the agent's own, with the job's variables set over it.
-  std::vector<std::string> env_strings;
+namespace {
+
+// The agent's own environment with `set` laid over it.
+std::vector<std::string> Environment(const std::vector<std::pair<std::string, std::string>>& set) {
+  std::vector<std::string> env;
   for (char** e = environ; *e; ++e) {
     const std::string_view kv(*e);
     bool overridden = false;
-    for (const auto& [k, v] : l.env) overridden = overridden || (kv.starts_with(k) && kv.size() > k.size() && kv[k.size()] == '=');
-    if (!overridden) env_strings.emplace_back(kv);
+    for (const auto& [k, v] : set) overridden = overridden || (kv.starts_with(k) && kv.size() > k.size() && kv[k.size()] == '=');
+    if (!overridden) env.emplace_back(kv);
   }
-  for (const auto& [k, v] : l.env) env_strings.push_back(k + "=" + v);
-  std::vector<char*> envp;
-  for (std::string& s : env_strings) envp.push_back(s.data());
-  envp.push_back(nullptr);
-  // The task runs under `gpupool supervise`, which stops it when the lease runs out.
-  std::vector<std::string> args = {supervisor_, "--lease-file", (dir / "lease").string(), "--status-file",
-                                   (dir / "status").string(), "--lease-ms", std::to_string(lease_ms_), "--grace-ms",
-                                   std::to_string(o_.kill_grace.value()), "--"};
-  if (supervisor_ == o_.self_exe) args.insert(args.begin() + 1, "supervise");
-  args.insert(args.end(), l.command.begin(), l.command.end());
+  for (const auto& [k, v] : set) env.push_back(k + "=" + v);
+  return env;
+}
+
+// posix_spawn (vfork-like) rather than fork: the agent's address space is not copied, which
+// matters when hundreds of short tasks start each second. The child gets its own session
+// (process group), so a signal reaches everything it started; stdin is /dev/null, and stdout
+// and stderr are appended to the files named. Returns the pid, or the errno of the failure.
+Result<pid_t> SpawnInSession(std::vector<std::string> args, std::vector<std::string> env, const std::string& out,
+                             const std::string& err, const std::string& workdir) {
   std::vector<char*> argv;
   for (std::string& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
-  const std::string workdir = l.workdir.empty() ? dir.string() : l.workdir;
-  // posix_spawn (vfork-like) rather than fork: the agent's address space is not copied, which
-  // matters when hundreds of short tasks start each second. The task gets its own session
-  // (process group), so a cancel reaches everything it started.
+  std::vector<char*> envp;
+  for (std::string& e : env) envp.push_back(e.data());
+  envp.push_back(nullptr);
   posix_spawn_file_actions_t fa;
   posix_spawn_file_actions_init(&fa);
   posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-  posix_spawn_file_actions_addopen(&fa, 1, out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  posix_spawn_file_actions_addopen(&fa, 2, err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  posix_spawn_file_actions_addchdir_np(&fa, workdir.c_str());
+  posix_spawn_file_actions_addopen(&fa, 1, out.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+  posix_spawn_file_actions_addopen(&fa, 2, err.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+  if (!workdir.empty()) posix_spawn_file_actions_addchdir_np(&fa, workdir.c_str());
   posix_spawnattr_t attr;
   posix_spawnattr_init(&attr);
   posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
@@ -190,27 +191,191 @@ void Agent::Start(const TaskLaunch& l) {
   const int rc = posix_spawnp(&pid, argv[0], &fa, &attr, argv.data(), envp.data());
   posix_spawn_file_actions_destroy(&fa);
   posix_spawnattr_destroy(&attr);
-  if (rc != 0) {
+  if (rc != 0) return Error(StatusCode::kFailedPrecondition, std::strerror(rc));
+  return pid;
+}
+
+}  // namespace
+
+std::filesystem::path Agent::CheckpointDir(const TaskKey& k) const {
+  return o_.work_dir / "checkpoints" / fmt::format("job-{}-task-{}", k.job, k.task);
+}
+
+void Agent::Start(const TaskLaunch& l, const std::string& note) {
+  const TaskKey key{l.job, l.task, l.attempt};
+  if (!seen_.insert(key).second) return;  // already launched once: never twice
+  Task t{.launch = l, .started_ms = NowMs()};
+  const auto dir = TaskDir(key);
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  Touch(dir / "lease");  // the lease starts now
+  const std::string out = (dir / "stdout").string();
+  const std::string err = (dir / "stderr").string();
+  std::ofstream(out, std::ios::trunc).close();
+  std::ofstream(err, std::ios::trunc) << note;  // what the agent did for it first (a restore)
+  auto env = l.env;
+  if (l.carry_checkpoint) {
+    t.ckpt_dir = CheckpointDir(key);
+    std::filesystem::create_directories(t.ckpt_dir, ec);
+    t.ckpt_seen = t.ckpt_sent = SignTree(t.ckpt_dir);  // what the pool has already
+    env.emplace_back("GPUPOOL_CHECKPOINT_DIR", t.ckpt_dir.string());
+    std::ofstream(dir / "carry") << t.ckpt_dir.string() << "\n";  // for an agent that adopts the task
+  }
+  // The task runs under `gpupool supervise`, which stops it when the lease runs out.
+  std::vector<std::string> args = {supervisor_, "--lease-file", (dir / "lease").string(), "--status-file",
+                                   (dir / "status").string(), "--lease-ms", std::to_string(lease_ms_), "--grace-ms",
+                                   std::to_string(o_.kill_grace.value()), "--"};
+  if (supervisor_ == o_.self_exe) args.insert(args.begin() + 1, "supervise");
+  args.insert(args.end(), l.command.begin(), l.command.end());
+  const std::string workdir = l.workdir.empty() ? dir.string() : l.workdir;
+  auto pid = SpawnInSession(std::move(args), Environment(env), out, err, workdir);
+  if (!pid) {
     // Not started (no such program, no such directory...): say so where the user will look.
     std::ofstream(err, std::ios::app) << fmt::format("gpupool agent: cannot start {} in {}: {}\n", l.command[0], workdir,
-                                                     std::strerror(rc));
+                                                     pid.error().message());
     t.exit_code = 126;
-    t.error = fmt::format("cannot start {}: {}", l.command[0], std::strerror(rc));
-    pid = -1;
+    t.error = fmt::format("cannot start {}: {}", l.command[0], pid.error().message());
+    t.ckpt_final = true;
+  } else {
+    t.pid = *pid;
+    by_pid_[t.pid] = key;
+    std::ofstream(dir / "pid") << t.pid << "\n";
   }
-  t.pid = pid;
-  if (pid > 0) {
-    by_pid_[pid] = key;
-    std::ofstream(dir / "pid") << pid << "\n";
-  }
-  if (pid > 0 && cgroups_.available() && (l.cpu.value() > 0 || l.memory.value() > 0)) {
+  if (t.pid > 0 && cgroups_.available() && (l.cpu.value() > 0 || l.memory.value() > 0)) {
     // Limits apply from here on; what the task did in its first instant is not capped.
-    if (Status s = cgroups_.Place(pid, TaskDir(key).filename().string(), l.cpu, l.memory); !s.ok()) {
+    if (Status s = cgroups_.Place(t.pid, TaskDir(key).filename().string(), l.cpu, l.memory); !s.ok()) {
       fmt::print(stderr, "gpupool agent: job {} task {}: no cgroup limits: {}\n", l.job, l.task, s.message());
     }
   }
   tasks_[key] = std::move(t);
   MarkGpus();
+}
+
+void Agent::StartSome() {
+  const int64_t until = NowMs() + 100;
+  while (!to_start_.empty() && NowMs() < until) {
+    TaskLaunch l = std::move(to_start_.front());
+    to_start_.pop_front();
+    const TaskKey key{l.job, l.task, l.attempt};
+    auto done = restored_.find(key);
+    if (done != restored_.end()) {
+      const std::string note = std::move(done->second);
+      restored_.erase(done);
+      Start(l, note);
+    } else if (l.carry_checkpoint && l.attempt > 1 && !seen_.count(key)) {
+      carrier_->Download(key, CheckpointDir(key));
+      restoring_[key] = std::move(l);
+    } else {
+      if (l.carry_checkpoint && l.attempt <= 1) {  // a first attempt starts clean
+        std::error_code ec;
+        std::filesystem::remove_all(CheckpointDir(key), ec);
+      }
+      Start(l);
+    }
+  }
+}
+
+void Agent::CarryCheckpoints(int64_t now) {
+  for (CheckpointCarrier::Done& d : carrier_->Take()) {
+    if (!d.upload) {
+      auto it = restoring_.find(d.key);
+      if (it == restoring_.end()) continue;  // cancelled meanwhile
+      restored_[d.key] = d.status.ok() ? fmt::format("gpupool agent: checkpoint: {}\n", d.note)
+                                       : fmt::format("gpupool agent: checkpoint not restored ({}); starting without it\n",
+                                                     d.status.message());
+      to_start_.push_front(std::move(it->second));
+      restoring_.erase(it);
+      continue;
+    }
+    auto it = tasks_.find(d.key);
+    if (it == tasks_.end()) continue;
+    Task& t = it->second;
+    t.ckpt_busy = false;
+    if (d.status.ok()) {
+      t.ckpt_sent = d.shipped;
+      t.ckpt_failures = 0;
+    } else if (d.status.code() == StatusCode::kFailedPrecondition) {
+      // Fenced off (the job moved on) or too big: shipping it again will not help.
+      fmt::print(stderr, "gpupool agent: job {} task {}: checkpoint not shipped: {}\n", d.key.job, d.key.task, d.status.message());
+      t.ckpt_sent = t.ckpt_seen;
+      t.ckpt_final = t.exit_code || t.signal;
+    } else if (++t.ckpt_failures >= 3 && (t.exit_code || t.signal)) {
+      fmt::print(stderr, "gpupool agent: job {} task {}: giving up shipping its last checkpoint: {}\n", d.key.job, d.key.task,
+                 d.status.message());
+      t.ckpt_final = true;
+    }
+  }
+  const bool scan = now - last_ckpt_scan_ms_ >= o_.checkpoint_sync.value();
+  if (scan) last_ckpt_scan_ms_ = now;
+  for (auto& [key, t] : tasks_) {
+    if (t.ckpt_dir.empty() || t.ckpt_busy || t.ckpt_final) continue;
+    const bool ended = t.exit_code || t.signal;
+    if (!ended && !scan) continue;
+    const TreeSignature sig = SignTree(t.ckpt_dir);
+    // While running, ship a change once it has been still for a period (not a half-written
+    // file); after the end, ship whatever differs at once, and hold the end's report until then.
+    const bool ship = sig != t.ckpt_sent && (ended || sig == t.ckpt_seen);
+    t.ckpt_seen = sig;
+    if (ship) {
+      carrier_->Upload(key, t.ckpt_dir);
+      t.ckpt_busy = true;
+    } else if (ended && sig == t.ckpt_sent) {
+      t.ckpt_final = true;
+    }
+  }
+}
+
+void Agent::StartSelfTest(int gpu) {
+  for (const auto& [pid, run] : selftests_) {
+    if (run.gpu == gpu) return;  // one at a time
+  }
+  auto devices = gpus_->Devices();
+  std::string uuid;
+  if (devices) {
+    for (const GpuDevice& d : *devices) {
+      if (d.index == gpu) uuid = d.uuid;
+    }
+  }
+  std::vector<std::string> args;
+  if (!o_.selftest_command.empty()) {
+    args = {"/bin/sh", "-c", o_.selftest_command};
+  } else if (gpus_->kind() == std::string_view("simulated")) {
+    selftest_results_.push_back(GpuSelfTest{.gpu = gpu, .passed = true, .detail = "simulated GPU: no hardware to test"});
+    return;
+  } else {
+    args = {o_.self_exe, "gpu-selftest", "--uuid", uuid};
+  }
+  const auto log = o_.work_dir / fmt::format("selftest-gpu{}.log", gpu);
+  std::ofstream(log, std::ios::trunc).close();
+  auto pid = SpawnInSession(std::move(args),
+                            Environment({{"CUDA_VISIBLE_DEVICES", std::to_string(gpu)}, {"CUDA_DEVICE_ORDER", "PCI_BUS_ID"},
+                                         {"GPUPOOL_SELFTEST_GPU", std::to_string(gpu)}, {"GPUPOOL_SELFTEST_UUID", uuid}}),
+                            log.string(), log.string(), o_.work_dir.string());
+  if (!pid) {
+    selftest_results_.push_back(GpuSelfTest{.gpu = gpu, .passed = false, .detail = "cannot start: " + pid.error().message()});
+    return;
+  }
+  selftests_[*pid] = SelfTestRun{.gpu = gpu, .deadline_ms = NowMs() + o_.selftest_timeout.value(), .log = log};
+}
+
+void Agent::SelfTestEnded(pid_t pid, int status) {
+  auto it = selftests_.find(pid);
+  if (it == selftests_.end()) return;
+  // The detail: the last line the test printed, and how it ended.
+  std::ifstream in(it->second.log);
+  std::string line;
+  std::string last;
+  while (std::getline(in, line)) {
+    if (line.find_first_not_of(" \t\r") != std::string::npos) last = line;
+  }
+  if (last.size() > 300) last.resize(300);
+  const bool passed = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+  std::string how = WIFEXITED(status) ? fmt::format("exit {}", WEXITSTATUS(status))
+                                      : fmt::format("killed by signal {}", WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+  if (status < 0) how = fmt::format("timed out after {}", FormatMillis(o_.selftest_timeout));
+  selftest_results_.push_back(GpuSelfTest{.gpu = it->second.gpu, .passed = passed && status >= 0,
+                                          .detail = last.empty() ? how : fmt::format("{} ({})", last, how)});
+  selftests_.erase(it);
 }
 
 void Agent::Cancel(const TaskKey& key, int grace_ms) {
@@ -236,6 +401,10 @@ void Agent::Reap() {
   int status = 0;
   pid_t pid;
   while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+    if (selftests_.count(pid)) {
+      SelfTestEnded(pid, status);
+      continue;
+    }
     auto it = by_pid_.find(pid);
     if (it == by_pid_.end()) continue;
     auto t = tasks_.find(it->second);
@@ -246,6 +415,14 @@ void Agent::Reap() {
     any = true;
   }
   const int64_t now = NowMs();
+  for (auto st = selftests_.begin(); st != selftests_.end();) {
+    const pid_t p = (st++)->first;
+    if (now > selftests_[p].deadline_ms) {
+      kill(-p, SIGKILL);
+      waitpid(p, nullptr, 0);
+      SelfTestEnded(p, -1);
+    }
+  }
   for (auto& [key, t] : tasks_) {
     if (t.exit_code || t.signal) continue;
     if (t.kill_at_ms > 0 && now > t.kill_at_ms) kill(-t.pid, SIGKILL);
@@ -338,13 +515,11 @@ Status Agent::Run(const std::atomic<bool>& stop) {
     }
     // Start what the server gave, 100 ms of it at a time, so that a big batch does not keep
     // the agent quiet long enough to look dead.
-    const int64_t spawn_until = NowMs() + 100;
-    while (!to_start_.empty() && NowMs() < spawn_until) {
-      Start(to_start_.front());
-      to_start_.pop_front();
-    }
-    Heartbeat hb{.node = o_.name, .host = host_sample_, .gpus = gpu_sample_};
+    CarryCheckpoints(now);
+    StartSome();
+    Heartbeat hb{.node = o_.name, .host = host_sample_, .gpus = gpu_sample_, .selftests = selftest_results_};
     for (const TaskLaunch& l : to_start_) hb.running.push_back(TaskKey{l.job, l.task, l.attempt});  // held, starting soon
+    for (const auto& [key, l] : restoring_) hb.running.push_back(key);
     std::vector<TaskKey> done;
     bool active = false;
     // Output of running tasks is shipped every interval; an ended task's, at once and in full.
@@ -354,7 +529,7 @@ Status Agent::Run(const std::atomic<bool>& stop) {
       TaskReport r{.job = key.job, .task = key.task, .attempt = key.attempt, .started_ms = t.started_ms, .error = t.error};
       const bool ended = t.exit_code || t.signal;
       const bool shipped = (ended || scan_logs || !t.reported_running) ? ShipLogs(t, r) : false;
-      if (ended && shipped) {
+      if (ended && shipped && (t.ckpt_dir.empty() || t.ckpt_final)) {
         r.state = TaskReport::State::kExited;
         r.exit_code = t.exit_code;
         r.signal = t.signal;
@@ -367,6 +542,7 @@ Status Agent::Run(const std::atomic<bool>& stop) {
       }
       hb.tasks.push_back(std::move(r));
     }
+    active = active || !restoring_.empty() || !selftests_.empty();
     hb.wait_ms = !to_start_.empty() ? 0 : (active ? 20 : static_cast<int>(o_.interval.value()));
     auto res = client_.Call("POST", "/v1/agent/heartbeat", HeartbeatToJson(hb), Millis{hb.wait_ms + 10'000});
     if (!res || res->status != 200) {
@@ -394,6 +570,7 @@ Status Agent::Run(const std::atomic<bool>& stop) {
     backoff = 200;
     RenewLease();
     SaveShipped();
+    selftest_results_.erase(selftest_results_.begin(), selftest_results_.begin() + static_cast<ptrdiff_t>(hb.selftests.size()));
     for (const auto& key : done) {
       std::ofstream(TaskDir(key) / "reported") << "1\n";  // the server has its end: never again
       tasks_.erase(key);
@@ -403,8 +580,11 @@ Status Agent::Run(const std::atomic<bool>& stop) {
       fmt::print(stderr, "gpupool agent: bad reply from server: {}\n", reply.error().message());
       continue;
     }
+    for (int gpu : reply->selftest) StartSelfTest(gpu);
     for (const TaskKey& k : reply->cancel) {
       std::erase_if(to_start_, [&](const TaskLaunch& l) { return TaskKey{l.job, l.task, l.attempt} == k; });
+      restoring_.erase(k);
+      restored_.erase(k);
       auto g = reply->grace_ms.find(k);
       Cancel(k, g == reply->grace_ms.end() ? -1 : g->second);
     }

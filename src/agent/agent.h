@@ -16,6 +16,7 @@
 #include "adapters/http.h"
 #include "adapters/procfs.h"
 #include "agent/cgroup.h"
+#include "agent/checkpoints.h"
 #include "telemetry/gpu_source.h"
 #include "wire/codec.h"
 
@@ -34,6 +35,14 @@ struct AgentOptions {
   Millis interval{500};
   Millis kill_grace{5'000};    // SIGTERM, then SIGKILL after this
   std::string self_exe;        // this binary, to run `gpupool supervise` (default /proc/self/exe)
+  // Carried checkpoints: how often a running task's directory is looked at (a change that has
+  // stayed still for one period is shipped), and the largest archive shipped.
+  Millis checkpoint_sync{5'000};
+  int64_t checkpoint_max_mib = 1024;
+  // A GPU's self-test: this command (exit 0 = healthy), else the built-in CUDA check on real
+  // GPUs; simulated GPUs pass when no command is given.
+  std::string selftest_command;
+  Millis selftest_timeout{120'000};
 };
 
 class Agent {
@@ -54,12 +63,32 @@ class Agent {
     int64_t kill_at_ms = 0;          // SIGKILL deadline after a cancel
     bool adopted = false;            // started by an earlier agent process: watch its status file
     std::array<int64_t, 2> saved{};  // shipped offsets last written to the task's directory
+    // Carried checkpoint (launch.carry_checkpoint): its directory here, what it held at the last
+    // look and at the last shipment, and whether its last shipment after the end is done.
+    std::filesystem::path ckpt_dir;
+    TreeSignature ckpt_seen;
+    TreeSignature ckpt_sent;
+    bool ckpt_busy = false;
+    bool ckpt_final = false;
+    int ckpt_failures = 0;
+  };
+  struct SelfTestRun {
+    int gpu = 0;
+    int64_t deadline_ms = 0;
+    std::filesystem::path log;
   };
 
   Agent(AgentOptions o, std::unique_ptr<GpuSource> gpus, HttpClient client)
       : o_(std::move(o)), gpus_(std::move(gpus)), client_(std::move(client)) {}
   Status Register();
-  void Start(const TaskLaunch& l);
+  void Start(const TaskLaunch& l, const std::string& note = {});
+  // Starts what the server gave, 100 ms of it at a time; a later attempt that carries a
+  // checkpoint waits for it to be restored first.
+  void StartSome();
+  void CarryCheckpoints(int64_t now);  // ship changed checkpoints; hold ended tasks until shipped
+  void StartSelfTest(int gpu);
+  void SelfTestEnded(pid_t pid, int status);
+  std::filesystem::path CheckpointDir(const TaskKey& key) const;
   void Cancel(const TaskKey& key, int grace_ms = -1);
   void RenewLease();
   void Adopt();           // the tasks an earlier agent process left running here
@@ -78,6 +107,12 @@ class Agent {
   std::set<TaskKey> seen_;  // every task attempt ever launched: a repeated launch is ignored
   std::map<pid_t, TaskKey> by_pid_;
   std::deque<TaskLaunch> to_start_;  // accepted, not yet started: spawned 100 ms at a time
+  std::map<TaskKey, TaskLaunch> restoring_;  // waiting for their checkpoint to arrive
+  std::map<TaskKey, std::string> restored_;  // arrived (or given up on): what to tell the task
+  std::unique_ptr<CheckpointCarrier> carrier_;
+  int64_t last_ckpt_scan_ms_ = 0;
+  std::map<pid_t, SelfTestRun> selftests_;
+  std::vector<GpuSelfTest> selftest_results_;  // to report in the next heartbeat
   int lease_ms_ = 2500;     // as the server says at registration
   std::string supervisor_;  // gpupool-supervise beside the agent's binary, else the binary itself
   int64_t last_log_scan_ms_ = 0;

@@ -166,6 +166,11 @@ void Api::Route(const HttpRequest& r, Respond& respond) {
         Poke();
         return respond(Json(200, JobToJson(*c_.FindJob(*id))));
       }
+      if (p.size() == 4 && p[3] == "checkpoint" && m == "GET") {
+        int task = 0;
+        if (auto it = r.query.find("task"); it != r.query.end()) task = std::atoi(it->second.c_str());
+        return respond(CheckpointFile(*id, task));
+      }
       if (p.size() == 4 && p[3] == "explain" && m == "GET") {
         return respond(Json(200, nlohmann::json{{"id", std::to_string(id->value())}, {"explain", c_.Explain(*id)}}.dump()));
       }
@@ -210,6 +215,11 @@ void Api::Route(const HttpRequest& r, Respond& respond) {
         int gpu = -1;
         auto [ptr, ec] = std::from_chars(p[4].data(), p[4].data() + p[4].size(), gpu);
         if (ec != std::errc() || ptr != p[4].data() + p[4].size()) return respond(Fail(404, fmt::format("no GPU '{}'", p[4])));
+        if (p[5] == "check") {
+          Status s = c_.CheckGpu(name, gpu);
+          if (!s.ok()) return respond(Fail(HttpStatusOf(s), s.message()));
+          return respond(Json(202, c_.NodeJson(name)));
+        }
         if (p[5] == "undrain") {
           Status s = c_.UndrainGpu(name, gpu);
           if (!s.ok()) return respond(Fail(HttpStatusOf(s), s.message()));
@@ -252,6 +262,27 @@ void Api::Route(const HttpRequest& r, Respond& respond) {
     }
     return no_route();
   }
+  // /v1/agent/checkpoints/JOB/TASK: a task's carried checkpoint (PUT ?attempt=A, GET)
+  if (p[1] == "agent" && p.size() == 5 && p[2] == "checkpoints") {
+    auto id = ParseId(p[3]);
+    int task = -1;
+    auto [tp, tec] = std::from_chars(p[4].data(), p[4].data() + p[4].size(), task);
+    if (!id || tec != std::errc() || tp != p[4].data() + p[4].size() || task < 0) {
+      return respond(Fail(404, fmt::format("no checkpoint '{}/{}'", p[3], p[4])));
+    }
+    if (m == "PUT") {
+      auto at = r.query.find("attempt");
+      int attempt = 0;
+      if (at == r.query.end() || std::from_chars(at->second.data(), at->second.data() + at->second.size(), attempt).ec != std::errc()) {
+        return respond(Fail(400, "attempt: expected ?attempt=N"));
+      }
+      Status s = c_.StoreCheckpoint(*id, task, attempt, r.body);
+      if (!s.ok()) return respond(Fail(HttpStatusOf(s), s.message()));
+      return respond(Json(200, nlohmann::json{{"stored", r.body.size()}}.dump()));
+    }
+    if (m == "GET") return respond(CheckpointFile(*id, task));
+    return no_route();
+  }
   if (p[1] == "agent" && p.size() == 3 && m == "POST") {
     if (p[2] == "register") {
       auto reg = ParseRegister(r.body);
@@ -266,13 +297,21 @@ void Api::Route(const HttpRequest& r, Respond& respond) {
   no_route();
 }
 
+HttpResponse Api::CheckpointFile(JobId id, int task) const {
+  std::ifstream in(c_.CheckpointPath(id, task), std::ios::binary);
+  if (!in) return Fail(404, fmt::format("job {} task {} has no carried checkpoint", id.value(), task));
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  return HttpResponse{200, std::move(ss).str(), "application/x-tar"};
+}
+
 void Api::HeartbeatRoute(const HttpRequest& r, Respond respond) {
   auto hb = ParseHeartbeat(r.body);
   if (!hb) return respond(Fail(400, hb.error().message()));
   auto reply = c_.Heartbeat(*hb);
   if (!reply) return respond(Fail(HttpStatusOf(reply.error()), reply.error().message()));
   Poke();
-  if (!reply->start.empty() || !reply->cancel.empty() || hb->wait_ms == 0) {
+  if (!reply->start.empty() || !reply->cancel.empty() || !reply->selftest.empty() || hb->wait_ms == 0) {
     return respond(Json(200, ReplyToJson(*reply)));
   }
   // Nothing to say now: hold the request until work arrives or the wait ends (long poll).

@@ -28,6 +28,7 @@ class Api {
   Caller Authorise(const HttpRequest& r) const;
   void Route(const HttpRequest& r, Respond& respond);
   void HeartbeatRoute(const HttpRequest& r, Respond respond);
+  HttpResponse CheckpointFile(JobId id, int task) const;
   void Wake(const std::string& node);
 
   Controller& c_;

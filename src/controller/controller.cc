@@ -5,7 +5,10 @@
 
 #include <fmt/format.h>
 
+#include <unistd.h>
+
 #include <bit>
+#include <cstdio>
 #include <utility>
 #include <fstream>
 
@@ -24,10 +27,17 @@ Status Controller::Persist(const JobRecord& job) {
   return journal_.PutJobs({{job.spec.id.value(), JobToJson(job)}});
 }
 
-Status Controller::PersistNode(const NodeSlot& slot) {
+NodeRecord Controller::Shown(const NodeSlot& slot) const {
   NodeRecord r = slot.record;
-  for (size_t g = 0; g < r.spec.gpus.size(); ++g) r.gpu_health.push_back(slot.quarantine[g].empty() ? "ok" : "quarantined: " + slot.quarantine[g]);
-  return journal_.PutNode(slot.record.spec.name, NodeToJson(r, fleet_, "ready", 0));
+  for (size_t g = 0; g < r.spec.gpus.size() && g < kMaxGpusPerNode; ++g) {
+    r.gpu_health.push_back(slot.quarantine[g].empty() ? "ok" : "quarantined: " + slot.quarantine[g]);
+    r.gpu_check.push_back(slot.last_check[g]);
+  }
+  return r;
+}
+
+Status Controller::PersistNode(const NodeSlot& slot) {
+  return journal_.PutNode(slot.record.spec.name, NodeToJson(Shown(slot), fleet_, "ready", 0));
 }
 
 Status Controller::Recover() {
@@ -52,8 +62,10 @@ Status Controller::Recover() {
     for (size_t g = 0; g < n->gpu_health.size() && g < kMaxGpusPerNode; ++g) {
       if (n->gpu_health[g].starts_with("quarantined: ")) {
         slot.quarantine[g] = n->gpu_health[g].substr(13);
+        slot.last_fault_ms[g] = clock_.Now().value();  // probation starts again
         snapshot_.nodes[id->value()].quarantined = static_cast<uint16_t>(snapshot_.nodes[id->value()].quarantined | (1u << g));
       }
+      if (g < n->gpu_check.size()) slot.last_check[g] = n->gpu_check[g];
     }
     // As if it had just spoken: an agent that is alive speaks within a heartbeat; one that died
     // while the server was away is found down by the detector, and its work fails over.
@@ -203,10 +215,76 @@ Status Controller::UndrainGpu(const std::string& name, int gpu) {
     return Status(StatusCode::kInvalidArgument, fmt::format("node '{}' has no GPU {}", name, gpu));
   }
   slot->quarantine[static_cast<size_t>(gpu)].clear();
+  slot->check_asked_ms[static_cast<size_t>(gpu)] = 0;
   NodeState& st = snapshot_.nodes[slot->record.spec.id.value()];
   st.quarantined = static_cast<uint16_t>(st.quarantined & ~(1u << gpu));
   dirty_ = true;
   return PersistNode(*slot);
+}
+
+Status Controller::CheckGpu(const std::string& name, int gpu) {
+  NodeSlot* slot = SlotByName(name);
+  if (!slot) return Status(StatusCode::kNotFound, fmt::format("no node '{}'", name));
+  if (gpu < 0 || gpu >= static_cast<int>(slot->record.spec.gpus.size())) {
+    return Status(StatusCode::kInvalidArgument, fmt::format("node '{}' has no GPU {}", name, gpu));
+  }
+  if (slot->quarantine[static_cast<size_t>(gpu)].empty()) {
+    return Status(StatusCode::kFailedPrecondition,
+                  fmt::format("GPU {} of {} is in service; only a quarantined GPU is self-tested (no job may share it)", gpu, name));
+  }
+  AskSelfTest(*slot, gpu);
+  return Status::Ok();
+}
+
+void Controller::AskSelfTest(NodeSlot& slot, int gpu) {
+  slot.check_asked_ms[static_cast<size_t>(gpu)] = clock_.Now().value();
+  if (std::find(slot.selftests.begin(), slot.selftests.end(), gpu) == slot.selftests.end()) slot.selftests.push_back(gpu);
+  if (on_work) on_work(slot.record.spec.name);
+}
+
+void Controller::SelfTested(NodeSlot& slot, const GpuSelfTest& r) {
+  if (r.gpu < 0 || r.gpu >= static_cast<int>(slot.record.spec.gpus.size())) return;
+  const size_t g = static_cast<size_t>(r.gpu);
+  slot.check_asked_ms[g] = 0;
+  slot.last_check[g] = fmt::format("{}: {}", r.passed ? "passed" : "failed", r.detail);
+  if (slot.quarantine[g].empty()) {  // undrained by hand meanwhile
+    (void)PersistNode(slot);
+    return;
+  }
+  if (r.passed) {
+    (void)UndrainGpu(slot.record.spec.name, r.gpu);  // persists
+    return;
+  }
+  slot.last_fault_ms[g] = clock_.Now().value();  // probation again, from now
+  (void)PersistNode(slot);
+}
+
+std::filesystem::path Controller::CheckpointPath(JobId id, int task) const {
+  return options_.checkpoint_store / std::to_string(id.value()) / fmt::format("task-{}.tar", task);
+}
+
+Status Controller::StoreCheckpoint(JobId id, int task, int attempt, std::string_view archive) {
+  auto it = jobs_.find(id.value());
+  if (it == jobs_.end()) return Status(StatusCode::kNotFound, fmt::format("no job {}", id.value()));
+  const JobRecord& j = it->second;
+  if (options_.checkpoint_store.empty()) return Status(StatusCode::kFailedPrecondition, "this server uses shared checkpoint storage");
+  if (j.attempt != attempt || task < 0 || task >= static_cast<int>(j.tasks.size()) || IsTerminal(j.state)) {
+    return Status(StatusCode::kFailedPrecondition,
+                  fmt::format("job {} task {} attempt {} is not the job's current attempt ({}); its checkpoint is refused",
+                              id.value(), task, attempt, j.attempt));
+  }
+  const auto path = CheckpointPath(id, task);
+  std::error_code ec;
+  std::filesystem::create_directories(path.parent_path(), ec);
+  const auto tmp = path.string() + ".tmp";
+  FILE* f = std::fopen(tmp.c_str(), "wb");
+  if (!f) return Status(StatusCode::kInternal, fmt::format("{}: cannot write", tmp));
+  const bool ok = std::fwrite(archive.data(), 1, archive.size(), f) == archive.size() && std::fflush(f) == 0 && fsync(fileno(f)) == 0;
+  std::fclose(f);
+  if (!ok) return Status(StatusCode::kInternal, fmt::format("{}: write failed", tmp));
+  std::filesystem::rename(tmp, path, ec);
+  if (ec) return Status(StatusCode::kInternal, fmt::format("{}: {}", path.string(), ec.message()));
+  return Status::Ok();
 }
 
 // Drains the node and moves its running jobs elsewhere: each job's tasks get SIGTERM (with
@@ -257,9 +335,7 @@ std::string Controller::NodeJson(const std::string& name) const {
   const NodeSlot* s = SlotByName(name);
   if (!s) return {};
   const gp::NodeState& st = snapshot_.nodes[s->record.spec.id.value()];
-  NodeRecord r = s->record;
-  for (size_t g = 0; g < r.spec.gpus.size(); ++g) r.gpu_health.push_back(s->quarantine[g].empty() ? "ok" : "quarantined: " + s->quarantine[g]);
-  return NodeToJson(r, fleet_, NodeCondition(name), st.WholeFreeGpus());
+  return NodeToJson(Shown(*s), fleet_, NodeCondition(name), st.WholeFreeGpus());
 }
 
 std::string Controller::NodeCondition(const std::string& name) const {
@@ -383,7 +459,7 @@ void Controller::RefreshNodeState(NodeId id) {
 
 bool Controller::HasWork(const std::string& node) const {
   const NodeSlot* s = SlotByName(node);
-  return s && (!s->launches.empty() || !s->cancels.empty());
+  return s && (!s->launches.empty() || !s->cancels.empty() || !s->selftests.empty());
 }
 
 Result<HeartbeatReply> Controller::Heartbeat(const gp::Heartbeat& h) {
@@ -411,14 +487,17 @@ Result<HeartbeatReply> Controller::Heartbeat(const gp::Heartbeat& h) {
     }
     seen = *g.ecc_uncorrected;
   }
+  for (const GpuSelfTest& t : h.selftests) SelfTested(*slot, t);
   // The health check: a quarantined GPU that reports in, clean, for the probation period is
-  // put back in service.
+  // self-tested by its agent (asked again if no answer came within a minute).
   if (options_.gpu_probation.value() > 0) {
+    const int64_t now = clock_.Now().value();
     for (const GpuSample& g : h.gpus) {
       if (g.index < 0 || g.index >= static_cast<int>(slot->record.spec.gpus.size())) continue;
       const size_t i = static_cast<size_t>(g.index);
-      if (slot->quarantine[i].empty() || clock_.Now().value() - slot->last_fault_ms[i] < options_.gpu_probation.value()) continue;
-      (void)UndrainGpu(h.node, g.index);
+      if (slot->quarantine[i].empty() || now - slot->last_fault_ms[i] < options_.gpu_probation.value()) continue;
+      if (slot->check_asked_ms[i] > 0 && now - slot->check_asked_ms[i] < 60'000) continue;
+      AskSelfTest(*slot, g.index);
     }
   }
   std::vector<JobRecord*> changed;
@@ -499,6 +578,8 @@ HeartbeatReply Controller::TakeWork(const std::string& node) {
   reply.start = std::move(slot->launches);
   reply.cancel = std::move(slot->cancels);
   reply.grace_ms = std::move(slot->cancel_grace);
+  reply.selftest = std::move(slot->selftests);
+  slot->selftests.clear();
   slot->launches.clear();
   slot->cancels.clear();
   slot->cancel_grace.clear();
@@ -632,6 +713,11 @@ void Controller::FinishIfDone(JobRecord& j) {
   } else {
     j.state = (*j.exit_code == 0 && !j.signal) ? JobState::kSucceeded : JobState::kFailed;
   }
+  // A finished job's carried checkpoints are done with; a failed one's are kept to look at.
+  if (j.state != JobState::kFailed && !options_.checkpoint_store.empty()) {
+    std::error_code ec;
+    std::filesystem::remove_all(options_.checkpoint_store / std::to_string(j.spec.id.value()), ec);
+  }
 }
 
 void Controller::Launch(JobRecord& j) {
@@ -659,6 +745,8 @@ void Controller::Launch(JobRecord& j) {
     set("GPUPOOL_ATTEMPT", std::to_string(j.attempt));
     if (!options_.checkpoint_root.empty()) {
       set("GPUPOOL_CHECKPOINT_DIR", (options_.checkpoint_root / std::to_string(j.spec.id.value())).string());
+    } else {
+      l.carry_checkpoint = true;  // the agent sets GPUPOOL_CHECKPOINT_DIR to a directory of its own
     }
     set("GPUPOOL_NODE", t.node);
     set("GPUPOOL_GPUS", gpus);

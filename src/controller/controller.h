@@ -41,10 +41,14 @@ struct ControllerOptions {
   Millis backoff{1'000};               // before the 2nd retry; doubles each time, at most 60 s
   // Every attempt of job J gets GPUPOOL_CHECKPOINT_DIR=checkpoint_root/J, the same directory
   // each time, so a job that checkpoints there resumes where it left off after a failover.
-  // It must be storage every node sees (shared); under `gpupool dev` all agents share a disk.
+  // It must be storage every node sees (shared). Empty: the pool carries checkpoints itself:
+  // each task checkpoints to a directory on its node, which its agent ships to the server
+  // (kept under checkpoint_store) and unpacks on the next attempt's node before it starts.
   std::filesystem::path checkpoint_root;
-  // The health check of a quarantined GPU: it returns to service by itself once it has
-  // reported telemetry for this long with no new XID and no rise in uncorrected ECC errors.
+  std::filesystem::path checkpoint_store;
+  // The health check of a quarantined GPU: once it has reported telemetry for this long with
+  // no new XID and no rise in uncorrected ECC errors, its agent runs an active self-test on it
+  // (agent/selftest.h); a pass returns it to service, a failure starts its probation again.
   // Zero: only `gpupool gpu undrain` brings it back.
   Millis gpu_probation{600'000};
 };
@@ -81,6 +85,13 @@ class Controller {
   // of the GPU quarantines that GPU alone and moves its jobs elsewhere.
   Result<std::string> GpuXid(const std::string& node, int gpu, int xid);
   Status UndrainGpu(const std::string& node, int gpu);
+  // Asks the GPU's agent to self-test it now (quarantined GPUs only: a test must not share the
+  // GPU with a job); a pass returns it to service.
+  Status CheckGpu(const std::string& node, int gpu);
+  // A task's checkpoint archive from its agent. Only the job's current attempt may write it
+  // (an attempt the server has given up on is fenced off); stored whole (written, then renamed).
+  Status StoreCheckpoint(JobId id, int task, int attempt, std::string_view archive);
+  std::filesystem::path CheckpointPath(JobId id, int task) const;
   const NodeRecord* FindNode(const std::string& name) const;
   std::vector<std::string> NodeNames() const;
   std::string NodeJson(const std::string& name) const;
@@ -128,6 +139,9 @@ class Controller {
     int64_t lease_granted_ms = 0;  // when the server last answered a heartbeat (renewing leases)
     std::array<std::string, kMaxGpusPerNode> quarantine;  // why each GPU is out of service ("" = in)
     std::array<int64_t, kMaxGpusPerNode> last_fault_ms{}; // its latest fault (probation counts from here)
+    std::array<int64_t, kMaxGpusPerNode> check_asked_ms{};  // a self-test asked for, not yet answered
+    std::array<std::string, kMaxGpusPerNode> last_check;    // the latest self-test's result
+    std::vector<int> selftests;   // self-tests to ask for in the next reply
     // Last uncorrected ECC count seen per GPU; -1 until the first report (a baseline: errors
     // from before the agent started are history, a rise afterwards is news).
     std::array<int64_t, kMaxGpusPerNode> ecc = [] {
@@ -139,6 +153,9 @@ class Controller {
 
   Status Persist(const JobRecord& job);
   Status PersistNode(const NodeSlot& slot);
+  NodeRecord Shown(const NodeSlot& slot) const;  // the record with its GPUs' health filled in
+  void AskSelfTest(NodeSlot& slot, int gpu);
+  void SelfTested(NodeSlot& slot, const GpuSelfTest& result);
   Result<NodeId> AddOrUpdateNode(const RegisterRequest& r);
   void ApplyPlan(const Plan& plan, const std::vector<PendingJob>& pending);
   void Launch(JobRecord& job);

@@ -80,6 +80,7 @@ struct NodeRecord {
   std::string gpu_source;            // "nvml" or "simulated"
   std::string gpu_model;             // model name of its GPUs ("H100"), empty without GPUs
   std::vector<std::string> gpu_health;  // per GPU: "ok" or "quarantined: why" (as shown and stored)
+  std::vector<std::string> gpu_check;   // per GPU: the latest self-test's result, "" if none
 };
 
 }  // namespace gp

@@ -350,6 +350,9 @@ std::string NodeToJson(const NodeRecord& n, const Fleet& fleet, std::string_view
       if (s.index == g.index) e["load"] = GpuSampleJson(s);
     }
     e["health"] = static_cast<size_t>(g.index) < n.gpu_health.size() ? n.gpu_health[static_cast<size_t>(g.index)] : "ok";
+    if (static_cast<size_t>(g.index) < n.gpu_check.size() && !n.gpu_check[static_cast<size_t>(g.index)].empty()) {
+      e["check"] = n.gpu_check[static_cast<size_t>(g.index)];
+    }
     gpus.push_back(e);
   }
   j["gpus"] = gpus;
@@ -382,6 +385,7 @@ Result<NodeRecord> NodeFromJson(std::string_view json) {
       n.spec.gpus.push_back(Gpu{.index = d.index, .memory = d.memory, .compute_capability = d.compute_capability,
                                 .uuid = d.uuid, .nvlink_peers = d.nvlink_peers});
       n.gpu_health.push_back(Str(g, "health", "ok"));
+      n.gpu_check.push_back(Str(g, "check"));
     }
     for (const auto& [k, v] : StringMap(j, "labels")) n.spec.labels.emplace_back(k, v);
     return n;
@@ -442,6 +446,11 @@ std::string HeartbeatToJson(const Heartbeat& h) {
   Json running = Json::array();
   for (const TaskKey& k : h.running) running.push_back({k.job, k.task, k.attempt});
   j["running"] = running;
+  if (!h.selftests.empty()) {
+    Json tests = Json::array();
+    for (const GpuSelfTest& t : h.selftests) tests.push_back({{"gpu", t.gpu}, {"passed", t.passed}, {"detail", t.detail}});
+    j["selftests"] = tests;
+  }
   return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
@@ -478,6 +487,13 @@ Result<Heartbeat> ParseHeartbeat(std::string_view body) {
         h.running.push_back(TaskKey{p[0].get<uint64_t>(), p[1].get<int>(), p[2].get<int>()});
       }
     }
+    for (const Json& t : j.value("selftests", Json::array())) {
+      if (!t.is_object() || !t.contains("passed") || !t["passed"].is_boolean()) {
+        throw Bad{"field 'selftests': expected [{\"gpu\": N, \"passed\": true|false, \"detail\": \"...\"}, ...]"};
+      }
+      h.selftests.push_back(GpuSelfTest{.gpu = static_cast<int>(Int(t, "gpu", 0, kMaxGpusPerNode - 1, 0)),
+                                        .passed = t["passed"].get<bool>(), .detail = Str(t, "detail")});
+    }
     return h;
   });
 }
@@ -487,6 +503,7 @@ std::string ReplyToJson(const HeartbeatReply& r) {
   for (const TaskLaunch& t : r.start) {
     start.push_back({{"job", t.job}, {"task", t.task}, {"attempt", t.attempt}, {"command", t.command}, {"env", EnvJson(t.env)},
                      {"workdir", t.workdir}, {"gpu_mask", t.gpu_mask}, {"cpu", t.cpu.value()}, {"memory", t.memory.value()}});
+    if (t.carry_checkpoint) start.back()["carry_checkpoint"] = true;
   }
   Json cancel = Json::array();
   for (const TaskKey& k : r.cancel) {
@@ -494,7 +511,9 @@ std::string ReplyToJson(const HeartbeatReply& r) {
     if (g == r.grace_ms.end()) cancel.push_back({k.job, k.task, k.attempt});
     else cancel.push_back({k.job, k.task, k.attempt, g->second});
   }
-  return Json{{"start", start}, {"cancel", cancel}}.dump();
+  Json out{{"start", start}, {"cancel", cancel}};
+  if (!r.selftest.empty()) out["selftest"] = r.selftest;
+  return out.dump();
 }
 
 Result<HeartbeatReply> ParseReply(std::string_view body) {
@@ -507,7 +526,12 @@ Result<HeartbeatReply> ParseReply(std::string_view body) {
                                    .attempt = static_cast<int>(Int(t, "attempt", 0, 1'000'000, 0)),
                                    .command = Strings(t, "command"), .env = StringMap(t, "env"), .workdir = Str(t, "workdir"),
                                    .gpu_mask = static_cast<uint16_t>(Int(t, "gpu_mask", 0, 0xFFFF, 0)),
-                                   .cpu = MilliCpu{Int(t, "cpu", 0, INT64_MAX, 0)}, .memory = MiB{Int(t, "memory", 0, INT64_MAX, 0)}});
+                                   .cpu = MilliCpu{Int(t, "cpu", 0, INT64_MAX, 0)}, .memory = MiB{Int(t, "memory", 0, INT64_MAX, 0)},
+                                   .carry_checkpoint = t.value("carry_checkpoint", false)});
+    }
+    for (const Json& g : j.value("selftest", Json::array())) {
+      if (!g.is_number_integer() || g.get<int>() < 0 || g.get<int>() >= kMaxGpusPerNode) throw Bad{"field 'selftest': expected GPU indexes"};
+      r.selftest.push_back(g.get<int>());
     }
     for (const Json& p : j.value("cancel", Json::array())) {
       if (!p.is_array() || (p.size() != 3 && p.size() != 4)) throw Bad{"field 'cancel': expected [[job, task, attempt(, grace_ms)], ...]"};

@@ -66,6 +66,13 @@ struct TaskReport {
   std::string error;         // the agent could not start it (bad command, ...)
 };
 
+// The result of an active health check of one GPU (agent/selftest.h).
+struct GpuSelfTest {
+  int gpu = 0;
+  bool passed = false;
+  std::string detail;
+};
+
 // Agent -> server: POST /v1/agent/heartbeat. Held by the server up to `wait_ms` when it has
 // nothing to say (long poll), so new work reaches the agent at once.
 struct Heartbeat {
@@ -74,6 +81,7 @@ struct Heartbeat {
   std::vector<GpuSample> gpus;
   std::vector<TaskReport> tasks;
   std::vector<TaskKey> running;  // every task attempt the agent runs now
+  std::vector<GpuSelfTest> selftests;  // results of GPU self-tests the server asked for
   int wait_ms = 0;
 };
 std::string HeartbeatToJson(const Heartbeat& h);
@@ -90,10 +98,14 @@ struct TaskLaunch {
   uint16_t gpu_mask = 0;
   MilliCpu cpu{0};
   MiB memory{0};
+  // No shared storage: the agent gives the task a local GPUPOOL_CHECKPOINT_DIR, restores it
+  // from the server before a later attempt starts, and ships it back as it changes.
+  bool carry_checkpoint = false;
 };
 struct HeartbeatReply {
   std::vector<TaskLaunch> start;
   std::vector<TaskKey> cancel;
+  std::vector<int> selftest;  // GPUs (indexes) to check now: quarantined ones on probation
   std::map<TaskKey, int> grace_ms;  // a cancel's own grace before SIGKILL (else the agent's)
 };
 std::string ReplyToJson(const HeartbeatReply& r);

@@ -1,7 +1,12 @@
 // The controller's job lifecycle without a network: agents are played by the test through
 // Register and Heartbeat, the journal is in memory, and the clock is manual.
 #include <gtest/gtest.h>
+#include <fmt/format.h>
 #include <sys/vfs.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
 
 #include "agent/cgroup.h"
 #include "controller/controller.h"
@@ -350,14 +355,18 @@ TEST(ControllerTest, XidsAndEccFromHeartbeats) {
 }
 
 // The health check: a quarantined GPU that reports clean telemetry for the probation period
-// (10 min by default) returns to service by itself; a new fault during probation restarts it.
-TEST(ControllerTest, QuarantinedGpuReturnsAfterCleanProbation) {
+// (10 min by default) is self-tested by its agent; a new fault during probation restarts it;
+// a pass returns it to service, a failure starts the probation again.
+TEST(ControllerTest, QuarantinedGpuIsSelfTestedAfterCleanProbation) {
   Scene e;
   e.Join("n", 2);
-  auto beat = [&](std::vector<int> xids_on_1) {
+  std::vector<int> asked;
+  auto beat = [&](std::vector<int> xids_on_1, std::vector<GpuSelfTest> results = {}) {
     std::vector<GpuSample> g = {GpuSample{.index = 0}, GpuSample{.index = 1, .xids = std::move(xids_on_1)}};
-    (void)e.c->Heartbeat(Heartbeat{.node = "n", .gpus = g});
+    auto r = e.c->Heartbeat(Heartbeat{.node = "n", .gpus = g, .selftests = std::move(results)});
+    asked.insert(asked.end(), r->selftest.begin(), r->selftest.end());
   };
+  auto quarantined = [&] { return e.c->NodeJson("n").find("quarantined") != std::string::npos; };
   ASSERT_TRUE(e.c->GpuXid("n", 1, 79));
   auto minutes = [&](int m) {
     for (int i = 0; i < m * 2; ++i) {
@@ -369,9 +378,85 @@ TEST(ControllerTest, QuarantinedGpuReturnsAfterCleanProbation) {
   minutes(6);
   beat({79});  // at fault again six minutes in: probation starts over
   minutes(6);
-  EXPECT_NE(e.c->NodeJson("n").find("quarantined"), std::string::npos) << "12 min in, but only 6 clean";
-  minutes(5);
-  EXPECT_EQ(e.c->NodeJson("n").find("quarantined"), std::string::npos) << "10 clean minutes: back in service";
+  EXPECT_TRUE(asked.empty()) << "12 min in, but only 6 clean: no self-test yet";
+  minutes(4);
+  EXPECT_EQ(asked, std::vector<int>{1}) << "10 clean minutes: GPU 1 is self-tested";
+  minutes(1);
+  EXPECT_EQ(asked, (std::vector<int>{1, 1})) << "no answer within a minute: asked again";
+  EXPECT_TRUE(quarantined()) << "it stays out until the test passes";
+  beat({}, {GpuSelfTest{.gpu = 1, .passed = false, .detail = "kernel: 12 of 100 results wrong"}});
+  EXPECT_TRUE(quarantined());
+  EXPECT_NE(e.c->NodeJson("n").find("failed: kernel: 12 of 100 results wrong"), std::string::npos) << e.c->NodeJson("n");
+  asked.clear();
+  minutes(9);
+  EXPECT_TRUE(asked.empty()) << "a failed test starts the probation over";
+  minutes(1);
+  ASSERT_EQ(asked, std::vector<int>{1});
+  beat({}, {GpuSelfTest{.gpu = 1, .passed = true, .detail = "ok"}});
+  EXPECT_FALSE(quarantined()) << "a pass puts it back: " << e.c->NodeJson("n");
+  EXPECT_NE(e.c->NodeJson("n").find("\"check\":\"passed: ok\""), std::string::npos);
+}
+
+TEST(ControllerTest, GpuCheckOnDemandOnlyForQuarantinedGpus) {
+  Scene e;
+  e.Join("n", 2);
+  EXPECT_EQ(e.c->CheckGpu("n", 0).code(), StatusCode::kFailedPrecondition) << "in service: a job may be on it";
+  EXPECT_EQ(e.c->CheckGpu("n", 5).code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(e.c->CheckGpu("m", 0).code(), StatusCode::kNotFound);
+  ASSERT_TRUE(e.c->GpuXid("n", 0, 48));  // double-bit ECC: quarantined
+  ASSERT_TRUE(e.c->CheckGpu("n", 0).ok());
+  EXPECT_TRUE(e.c->HasWork("n")) << "a parked heartbeat is answered at once";
+  EXPECT_EQ(e.Beat("n").selftest, std::vector<int>{0});
+  EXPECT_TRUE(e.Beat("n").selftest.empty()) << "asked once";
+}
+
+// Carried checkpoints are fenced like everything else: only the job's current attempt may
+// store one; an attempt the server has given up on, or a finished job, is refused.
+TEST(ControllerTest, CarriedCheckpointsAreFencedByAttempt) {
+  MemoryJournal journal;
+  ManualClock clock{Millis{1'000'000}};
+  const auto store = std::filesystem::temp_directory_path() / fmt::format("gp-ckpt-{}", getpid());
+  Controller c(Fleet{}, journal, clock, ControllerOptions{.checkpoint_store = store},
+               std::move(*BuiltinRegistry().MakePolicy("fifo")));
+  for (const char* n : {"a", "b"}) {
+    auto sim = SimulatedGpuSource::Parse("1xH100", n);
+    ASSERT_TRUE(c.Register(RegisterRequest{.name = n, .gpu_source = "simulated", .gpus = *sim->Devices()}));
+  }
+  JobRecord r;
+  r.command = {"train"};
+  r.spec.gpus_per_task = 1;
+  const JobId id = *c.Submit(r);
+  c.Tick();
+  const std::string first = c.FindJob(id)->tasks[0].node;
+  HeartbeatReply l = *c.Heartbeat(Heartbeat{.node = first});
+  ASSERT_EQ(l.start.size(), 1u);
+  EXPECT_TRUE(l.start[0].carry_checkpoint) << "no shared root: the agent carries the directory";
+  for (const auto& [k, v] : l.start[0].env) EXPECT_NE(k, "GPUPOOL_CHECKPOINT_DIR") << "the agent sets it, to a directory of its own";
+  (void)c.Heartbeat(Heartbeat{.node = first, .tasks = {{.job = id.value(), .task = 0, .attempt = 1}}, .running = {{id.value(), 0, 1}}});
+  EXPECT_TRUE(c.StoreCheckpoint(id, 0, 1, "v1").ok());
+  EXPECT_EQ(c.StoreCheckpoint(id, 0, 2, "future").code(), StatusCode::kFailedPrecondition);
+  EXPECT_EQ(c.StoreCheckpoint(id, 3, 1, "no such task").code(), StatusCode::kFailedPrecondition);
+  EXPECT_EQ(c.StoreCheckpoint(JobId{99}, 0, 1, "x").code(), StatusCode::kNotFound);
+  // The job moves (its node is drained with eviction): attempt 2 elsewhere.
+  ASSERT_TRUE(c.Evict(first).ok());
+  (void)c.Heartbeat(Heartbeat{.node = first, .tasks = {{.job = id.value(), .task = 0, .attempt = 1,
+                                                         .state = TaskReport::State::kExited, .exit_code = 143, .signal = 15}}});
+  c.Tick();
+  ASSERT_EQ(c.FindJob(id)->attempt, 2);
+  EXPECT_EQ(c.StoreCheckpoint(id, 0, 1, "stale").code(), StatusCode::kFailedPrecondition) << "attempt 1 is fenced off";
+  std::ifstream in(c.CheckpointPath(id, 0));
+  std::string kept((std::istreambuf_iterator<char>(in)), {});
+  EXPECT_EQ(kept, "v1") << "the stale write did not replace the checkpoint";
+  EXPECT_TRUE(c.StoreCheckpoint(id, 0, 2, "v2").ok());
+  // It succeeds: its carried checkpoints are removed, and late writes refused.
+  const std::string second = c.FindJob(id)->tasks[0].node;
+  (void)c.Heartbeat(Heartbeat{.node = second});
+  (void)c.Heartbeat(Heartbeat{.node = second, .tasks = {{.job = id.value(), .task = 0, .attempt = 2,
+                                                          .state = TaskReport::State::kExited, .exit_code = 0}}});
+  EXPECT_EQ(c.FindJob(id)->state, JobState::kSucceeded);
+  EXPECT_FALSE(std::filesystem::exists(c.CheckpointPath(id, 0)));
+  EXPECT_EQ(c.StoreCheckpoint(id, 0, 2, "late").code(), StatusCode::kFailedPrecondition);
+  std::filesystem::remove_all(store);
 }
 
 TEST(CodecTest, SubmitIsStrictAndRecordsRoundTrip) {

@@ -17,8 +17,11 @@ import time
 
 from pool import Checks, Pool
 
+# Each attempt adds itself to a file in its checkpoint directory, which the pool carries from
+# node to node (each agent has a work directory of its own: nothing is shared): the 4th field
+# of a start line is what the attempt found there.
 JOB = ('mkdir -p "$GPUPOOL_CHECKPOINT_DIR" && echo "$GPUPOOL_ATTEMPT" >> "$GPUPOOL_CHECKPOINT_DIR/attempts"; '
-       'echo "$GPUPOOL_ATTEMPT $GPUPOOL_NODE $(date +%s.%N)" >> {out}/{name}.starts; '
+       'echo "$GPUPOOL_ATTEMPT $GPUPOOL_NODE $(date +%s.%N) $(paste -sd, "$GPUPOOL_CHECKPOINT_DIR/attempts")" >> {out}/{name}.starts; '
        # Written whole and renamed: a kill in the middle never leaves a half-written time.
        'while [ ! -e {out}/{name}.stop ]; do date +%s.%N > {out}/{name}.a$GPUPOOL_ATTEMPT.tmp && '
        'mv {out}/{name}.a$GPUPOOL_ATTEMPT.tmp {out}/{name}.a$GPUPOOL_ATTEMPT; sleep 0.05; done')
@@ -99,9 +102,8 @@ def scenario(pool, c, out, name, agents, how):
     start_a2 = float(starts[1][2])
     c.check(last_a1 < start_a2, f"{name}: attempt 1 was last alive {last_a1 - start_a2:+.2f} s from attempt 2's start")
     print(f"{name}: attempt 1 last alive {start_a2 - last_a1:.2f} s before attempt 2 started", flush=True)
-    ckpt = f"{pool.dir}/server/checkpoints/{jid}/attempts"
-    seen = open(ckpt).read().split() if os.path.exists(ckpt) else []
-    c.check(seen == ["1", "2"], f"{name}: both attempts used the job's checkpoint directory ({seen})")
+    seen = starts[1][3] if len(starts) > 1 and len(starts[1]) > 3 else "?"
+    c.check(seen == "1,2", f"{name}: attempt 2 on {starts[1][1] if len(starts) > 1 else '?'} found attempt 1's checkpoint ({seen})")
     return detect, replace
 
 
@@ -113,7 +115,7 @@ def restart_scenario(pool, c, out, agents):
     node = wait_running(pool, jid)["node"]
     time.sleep(0.5)
     os.kill(agents[node].pid, signal.SIGKILL)  # the agent alone; its tasks' supervisors live on
-    agents[node] = pool.start_agent(node, "2xH100", interval="500ms")
+    agents[node] = pool.start_agent(node, "2xH100", interval="500ms", extra=pool.agent_extra)
     time.sleep(3.0)  # past detection and past the lease: the adopted task must still be there
     j = job_state(pool, jid)
     c.check(j["attempt"] == 1 and j["state"] == "running", f"{name}: adopted, not moved ({j['state']}, attempt {j['attempt']}, {j['message']})")
@@ -232,6 +234,41 @@ def reclaim_scenario(pool, c, out):
           f"and resumed on {starts[1][2] if len(starts) > 1 else '?'}", flush=True)
 
 
+def selftest_scenario(pool, c, out):
+    """`gpupool gpu check`: the agent self-tests a quarantined GPU (here with the command given
+    by --gpu-selftest, which fails while a file exists); a failure keeps it out, a pass puts it
+    back in service."""
+    name = "selftest"
+    node = next(n["name"] for n in pool.call("GET", "/v1/nodes")[1]["nodes"] if n["state"] == "ready" and n["name"] != "cut")
+    gpu = 1
+    status, _ = pool.call("POST", f"/v1/nodes/{node}/gpus/{gpu}/check")
+    c.check(status == 409, f"{name}: a GPU in service is not self-tested ({status})")
+    pool.call("POST", f"/v1/nodes/{node}/gpus/{gpu}/xid", {"xid": 79})
+
+    def check():
+        before = pool.call("GET", f"/v1/nodes/{node}")[1]["gpus"][gpu].get("check", "")
+        status, _ = pool.call("POST", f"/v1/nodes/{node}/gpus/{gpu}/check")
+        c.check(status == 202, f"{name}: check accepted ({status})")
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            g = pool.call("GET", f"/v1/nodes/{node}")[1]["gpus"][gpu]
+            if g.get("check", "") not in ("", before):
+                return g
+            time.sleep(0.05)
+        return pool.call("GET", f"/v1/nodes/{node}")[1]["gpus"][gpu]
+
+    open(f"{out}/selftest-fail", "w").close()
+    g = check()
+    c.check(g.get("check", "").startswith("failed") and "memory test failed on GPU 1" in g.get("check", ""),
+            f"{name}: the failing test is reported ({g.get('check')})")
+    c.check(g["health"].startswith("quarantined"), f"{name}: still quarantined after a failed test ({g['health']})")
+    os.remove(f"{out}/selftest-fail")
+    g = check()
+    c.check(g.get("check", "").startswith("passed"), f"{name}: the test passes ({g.get('check')})")
+    c.check(g["health"] == "ok", f"{name}: back in service after a pass ({g['health']})")
+    print(f"{name}: GPU {gpu} of {node}: failed self-test kept it out, a passing one put it back ({g.get('check')})", flush=True)
+
+
 def main(gpupool):
     c = Checks()
     pool = Pool(gpupool)
@@ -243,16 +280,21 @@ def main(gpupool):
         else:
             pool.start_server()
         # The default heartbeat interval, 0.5 s: the figures are for what a user gets.
-        agents = {n: pool.start_agent(n, "2xH100", interval="500ms") for n in ("a", "b", "c")}
+        out = os.path.join(pool.dir, "faults")
+        os.makedirs(out)
+        # Checkpoints are looked at every 200 ms (5 s by default), so that attempt 1's is shipped
+        # before its node is broken a second in.
+        selftest = (f'if [ -e {out}/selftest-fail ]; then echo "memory test failed on GPU $GPUPOOL_SELFTEST_GPU"; exit 1; fi; '
+                    'echo "GPU $GPUPOOL_SELFTEST_GPU ($GPUPOOL_SELFTEST_UUID) checked"')
+        extra = pool.agent_extra = ("--checkpoint-sync", "200ms", "--gpu-selftest", selftest)
+        agents = {n: pool.start_agent(n, "2xH100", interval="500ms", extra=extra) for n in ("a", "b", "c")}
         if net.ok:
             agents["cut"] = pool.start_agent("cut", "2xH100", interval="500ms", server=f"{net.host_ip}:{pool.port}",
-                                             prefix=("ip", "netns", "exec", net.ns))
+                                             prefix=("ip", "netns", "exec", net.ns), extra=extra)
             pool.wait_nodes(4)
             pool.call("POST", "/v1/nodes/cut/drain")  # only its own scenario uses it
         else:
             pool.wait_nodes(3)
-        out = os.path.join(pool.dir, "faults")
-        os.makedirs(out)
         results = []
         for name, how in (("kill", "kill"), ("hang", "hang"), ("xid", "xid")):
             r = scenario(pool, c, out, name, agents, how)
@@ -264,6 +306,7 @@ def main(gpupool):
             if r:
                 results.append(r)
         reclaim_scenario(pool, c, out)
+        selftest_scenario(pool, c, out)
         if results:
             d = sorted(r[0] for r in results)
             p = sorted(r[1] for r in results)

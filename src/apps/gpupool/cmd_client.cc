@@ -382,7 +382,7 @@ void AddClientCommands(CLI::App& app, int* exit_code) {
 
   // gpupool gpu undrain NODE IDX | gpupool gpu xid NODE IDX XID
   auto gpu_args = std::make_shared<std::tuple<std::string, int, int>>("", 0, 0);
-  CLI::App* gpu = app.add_subcommand("gpu", "A single GPU: put it back in service, or report an XID on it");
+  CLI::App* gpu = app.add_subcommand("gpu", "A single GPU: self-test it, put it back in service, or report an XID on it");
   gpu->require_subcommand(1);
   CLI::App* gundrain = gpu->add_subcommand("undrain", "Put a quarantined GPU back in service");
   AddConn(gundrain, conn);
@@ -391,6 +391,36 @@ void AddClientCommands(CLI::App& app, int* exit_code) {
   gundrain->callback([conn, gpu_args, exit_code] {
     *exit_code = Simple(*conn, "POST", fmt::format("/v1/nodes/{}/gpus/{}/undrain", std::get<0>(*gpu_args), std::get<1>(*gpu_args)),
                         fmt::format("GPU {} on {} is back in service", std::get<1>(*gpu_args), std::get<0>(*gpu_args)));
+  });
+  CLI::App* gcheck = gpu->add_subcommand("check", "Self-test a quarantined GPU now on its node; a pass puts it back in service");
+  AddConn(gcheck, conn);
+  gcheck->add_option("node", std::get<0>(*gpu_args), "node name")->required();
+  gcheck->add_option("index", std::get<1>(*gpu_args), "GPU index")->required();
+  gcheck->callback([conn, gpu_args, exit_code] {
+    const std::string& target = std::get<0>(*gpu_args);
+    const int index = std::get<1>(*gpu_args);
+    const std::string path = fmt::format("/v1/nodes/{}/gpus/{}", target, index);
+    auto check_of = [&](const std::string& body) {
+      const json n = json::parse(body, nullptr, false);
+      if (!n.is_object() || !n.contains("gpus") || index < 0 || index >= static_cast<int>(n["gpus"].size())) return std::string();
+      return n["gpus"][static_cast<size_t>(index)].value("check", std::string());
+    };
+    auto before = Call(*conn, "POST", path + "/check", "");
+    *exit_code = 1;
+    if (!before) return;
+    // The agent runs the test at its next heartbeat; its result arrives with the one after.
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::minutes(3);
+    while (std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+      auto now = Call(*conn, "GET", "/v1/nodes/" + target, "");
+      if (!now) return;
+      const std::string result = check_of(*now);
+      if (result.empty() || result == check_of(*before)) continue;
+      fmt::print("GPU {} on {}: self-test {}\n", index, target, result);
+      *exit_code = result.starts_with("passed") ? 0 : 1;
+      return;
+    }
+    fmt::print(stderr, "gpupool gpu check: no result from {} within 3 minutes\n", target);
   });
   CLI::App* gxid = gpu->add_subcommand("xid", "Report an XID on a GPU (fault injection on simulated GPUs)");
   AddConn(gxid, conn);

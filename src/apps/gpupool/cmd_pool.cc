@@ -44,7 +44,8 @@ struct ServerArgs {
   size_t body_limit = 1 << 20;
   std::string lease = "1800ms";
   int max_retries = 3;
-  std::string checkpoint_root;  // default: DATA_DIR/checkpoints
+  std::string checkpoint_root;  // shared storage; default: none, the pool carries checkpoints
+  int64_t checkpoint_max_mib = 1024;
   std::string gpu_probation = "10m";
   double suspect_phi = 3.0;
   double down_phi = 8.0;
@@ -100,20 +101,22 @@ Result<std::unique_ptr<Server>> StartServer(const ServerArgs& a) {
                         .detector = PhiOptions{.acceptable_pause = *pause, .suspect_phi = a.suspect_phi, .down_phi = a.down_phi},
                         .lease = *lease,
                         .max_retries = a.max_retries,
-                        .checkpoint_root = a.checkpoint_root.empty() ? fs::absolute(fs::path(a.data_dir) / "checkpoints")
-                                                                     : fs::path(a.checkpoint_root),
+                        .checkpoint_root = a.checkpoint_root.empty() ? fs::path() : fs::absolute(a.checkpoint_root),
+                        .checkpoint_store = fs::absolute(fs::path(a.data_dir) / "checkpoints"),
                         .gpu_probation = *probation},
       std::move(*policy));
   if (Status s = srv->controller->Recover(); !s.ok()) return tl::unexpected(s);
   srv->api = std::make_unique<Api>(*srv->controller, srv->loop, ApiOptions{.admin_token = *admin, .join_token = *join});
   Api* api = srv->api.get();
+  if (a.checkpoint_max_mib < 1) return InvalidArgument("--checkpoint-max-mib: expected at least 1");
+  const BodyLimits limits(a.body_limit, "/v1/agent/checkpoints/", static_cast<size_t>(a.checkpoint_max_mib) << 20);
   auto port = srv->loop.Listen(a.listen, [api](HttpRequest r, Respond respond) { api->Handle(std::move(r), std::move(respond)); },
-                               a.body_limit);
+                               limits);
   if (!port) return tl::unexpected(port.error());
   srv->port = *port;
   for (const std::string& more : a.also_listen) {
     auto p = srv->loop.Listen(more, [api](HttpRequest r, Respond respond) { api->Handle(std::move(r), std::move(respond)); },
-                              a.body_limit);
+                              limits);
     if (!p) return tl::unexpected(p.error());
   }
   Controller* c = srv->controller.get();
@@ -176,6 +179,8 @@ struct AgentArgs {
   AgentOptions options;
   std::string join_token_file;
   std::string interval = "500ms";
+  std::string checkpoint_sync = "5s";
+  std::string selftest_timeout = "2m";
 };
 
 int RunAgent(AgentArgs a) {
@@ -192,6 +197,12 @@ int RunAgent(AgentArgs a) {
   auto interval = ParseDuration(a.interval);
   if (!interval || interval->value() < 10) return fail("--interval: expected a duration of at least 10ms, e.g. 500ms");
   a.options.interval = *interval;
+  auto sync = ParseDuration(a.checkpoint_sync);
+  if (!sync || sync->value() < 10) return fail("--checkpoint-sync: expected a duration of at least 10ms, e.g. 5s");
+  a.options.checkpoint_sync = *sync;
+  auto st = ParseDuration(a.selftest_timeout);
+  if (!st || st->value() < 100) return fail("--gpu-selftest-timeout: expected a duration of at least 100ms, e.g. 2m");
+  a.options.selftest_timeout = *st;
   auto agent = Agent::Create(a.options);
   if (!agent) return fail(agent.error().message());
   signal(SIGINT, OnStopSignal);
@@ -323,7 +334,9 @@ void AddPoolCommands(CLI::App& app, int* exit_code) {
   server->add_option("--down-phi", s->down_phi, "phi at which it is down (its jobs move), default 8: about 1.1 s of silence");
   server->add_option("--acceptable-pause", s->acceptable_pause, "silence always forgiven before phi rises, default 500ms");
   server->add_option("--checkpoint-root", s->checkpoint_root,
-                     "GPUPOOL_CHECKPOINT_DIR of job J is ROOT/J for every attempt; shared storage (default DATA_DIR/checkpoints)");
+                     "shared storage every node mounts: GPUPOOL_CHECKPOINT_DIR of job J is ROOT/J for every attempt "
+                     "(default: none; agents carry each task's checkpoint directory through the server)");
+  server->add_option("--checkpoint-max-mib", s->checkpoint_max_mib, "largest carried checkpoint archive accepted, MiB (default 1024)");
   server->add_option("--max-retries", s->max_retries, "how often a job is placed again after failures not its own")
       ->check(CLI::Range(0, 100));
   server->add_option("--config", s->config, "file of `key = value` lines: listen, data_dir, fleet, policy, seed");
@@ -357,6 +370,14 @@ void AddPoolCommands(CLI::App& app, int* exit_code) {
   agent->add_option("--tier", a->options.tier, "price tier: on-demand, spot or reserved");
   agent->add_option("--address", a->options.address, "address other nodes use to reach this one (MASTER_ADDR)");
   agent->add_option("--interval", a->interval, "heartbeat interval when idle");
+  agent->add_option("--checkpoint-sync", a->checkpoint_sync,
+                    "how often a running task's checkpoint directory is looked at; a changed one that has been "
+                    "still for one period is shipped to the server (default 5s)");
+  agent->add_option("--checkpoint-max-mib", a->options.checkpoint_max_mib, "largest checkpoint archive shipped, MiB (default 1024)");
+  agent->add_option("--gpu-selftest", a->options.selftest_command,
+                    "command that checks one GPU (exit 0: healthy), run with CUDA_VISIBLE_DEVICES and GPUPOOL_SELFTEST_GPU "
+                    "set; default: the built-in CUDA check on real GPUs, none on simulated ones");
+  agent->add_option("--gpu-selftest-timeout", a->selftest_timeout, "a self-test that runs longer fails (default 2m)");
   agent->callback([a, exit_code] { *exit_code = RunAgent(*a); });
 
   auto sv = std::make_shared<SuperviseOptions>();

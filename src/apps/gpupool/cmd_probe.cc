@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
+#include "adapters/cuda_check.h"
 #include "adapters/nvml.h"
 #include "adapters/procfs.h"
 #include "apps/gpupool/commands.h"
@@ -114,6 +115,24 @@ int RunProbe(const ProbeArgs& a) {
 }  // namespace
 
 void AddProbeCommand(CLI::App& app, int* exit_code) {
+  auto check = std::make_shared<CudaCheckOptions>();
+  CLI::App* st = app.add_subcommand("gpu-selftest",
+                                    "Check one GPU of this machine through CUDA: memory written and read back, a kernel's results "
+                                    "(what an agent runs on a quarantined GPU)");
+  st->add_option("--uuid", check->uuid, "the GPU's UUID, as NVML and `probe` show it");
+  st->add_option("--index", check->ordinal, "CUDA device ordinal, when no --uuid");
+  st->add_option("--megabytes", check->megabytes, "device memory to check")->check(CLI::Range(2, 1 << 20));
+  st->callback([check, exit_code] {
+    auto r = CudaCheck(*check);
+    if (!r) {
+      fmt::print("gpu-selftest: FAILED: {}\n", r.error().message());
+      *exit_code = 1;
+      return;
+    }
+    fmt::print("gpu-selftest: passed: {}\n", *r);
+    *exit_code = 0;
+  });
+
   auto args = std::make_shared<ProbeArgs>();
   CLI::App* cmd = app.add_subcommand("probe", "Show this machine's GPUs, CPU, memory and network as an agent sees them");
   cmd->add_option("--gpus", args->gpus, "auto (NVML if present), nvml (required), or simulated COUNTxMODEL such as 8xH100");
