@@ -51,7 +51,9 @@ class Session : public std::enable_shared_from_this<Session> {
  private:
   void Read() {
     parser_.emplace();
-    limit_ = limits_.normal;
+    // The header parser checks Content-Length against the limit: the largest until the target
+    // is known, then the target's own (OnHeader).
+    limit_ = std::max(limits_.normal, limits_.large);
     parser_->body_limit(limit_);
     stream_.expires_after(std::chrono::seconds(120));
     http::async_read_header(stream_, buffer_, *parser_, [self = shared_from_this()](beast::error_code ec, size_t) {
@@ -61,10 +63,10 @@ class Session : public std::enable_shared_from_this<Session> {
 
   void OnHeader(beast::error_code ec) {
     if (ec) return OnRead(ec);
-    if (!limits_.large_prefix.empty() && parser_->get().target().starts_with(limits_.large_prefix)) {
-      limit_ = std::max(limits_.large, limits_.normal);
-      parser_->body_limit(limit_);
-    }
+    const bool large = !limits_.large_prefix.empty() && parser_->get().target().starts_with(limits_.large_prefix);
+    limit_ = large ? std::max(limits_.large, limits_.normal) : limits_.normal;
+    parser_->body_limit(limit_);
+    if (parser_->content_length() && *parser_->content_length() > limit_) return OnRead(http::error::body_limit);
     if (parser_->is_done()) return OnRead(ec);
     http::async_read(stream_, buffer_, *parser_, [self = shared_from_this()](beast::error_code e, size_t) {
       self->OnRead(e);

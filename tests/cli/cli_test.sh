@@ -45,6 +45,7 @@ check "probe simulated" 0 '"gpu_source": "simulated"' -- "$GP" probe --gpus 2xA1
 check "probe bad interval" 1 "--interval: 'soon'" -- "$GP" probe --gpus 2xA100 --interval soon
 if ! command -v nvidia-smi >/dev/null 2>&1; then
   check "probe nvml without a driver" 1 "cannot load libnvidia-ml.so.1" -- "$GP" probe --gpus nvml
+  check "gpu-selftest without a driver" 1 "FAILED: cannot load libcuda.so.1" -- "$GP" gpu-selftest --index 0
   check "local fleet without a driver" 1 "local:8xH100" -- "$GP" place --fleet local
 fi
 check "policies list" 0 "least-loaded .*L = R / U" -- "$GP" policies

@@ -8,7 +8,7 @@ def main(gpupool):
     c = Checks()
     pool = Pool(gpupool)
     try:
-        pool.start_server()
+        pool.start_server("--checkpoint-max-mib", "3")
         cases = [
             # (what, method, path, raw body, token, want status, want text in the error)
             ("malformed JSON", "POST", "/v1/jobs", b'{"command": ["true"', "default", 400, "malformed JSON"),
@@ -34,6 +34,15 @@ def main(gpupool):
             ("agent token on user API", "GET", "/v1/jobs", None, "JOIN", 401, "agents only"),
             ("malformed heartbeat", "POST", "/v1/agent/heartbeat", b'{"node": 5', "JOIN", 400, "malformed JSON"),
             ("heartbeat from a stranger", "POST", "/v1/agent/heartbeat", b'{"node": "ghost"}', "JOIN", 404, "not registered"),
+            ("checkpoint of an unknown job (2 MiB: over the API's limit, within the checkpoints')", "PUT",
+             "/v1/agent/checkpoints/999/0?attempt=1", b"x" * (2 << 20), "JOIN", 404, "no job 999"),
+            ("checkpoint over --checkpoint-max-mib", "PUT", "/v1/agent/checkpoints/999/0?attempt=1", b"x" * (4 << 20), "JOIN", 413, "over"),
+            ("checkpoint without its attempt", "PUT", "/v1/agent/checkpoints/999/0", b"x", "JOIN", 400, "attempt"),
+            ("checkpoint of task 'x'", "GET", "/v1/agent/checkpoints/999/x", None, "JOIN", 404, "no checkpoint '999/x'"),
+            ("checkpoint through the user token path", "GET", "/v1/jobs/999/checkpoint", None, "default", 404, "no job"),
+            ("GPU check on an unknown node", "POST", "/v1/nodes/nowhere/gpus/0/check", None, "default", 404, "no node 'nowhere'"),
+            ("self-test result without 'passed'", "POST", "/v1/agent/heartbeat", b'{"node": "ghost", "selftests": [{"gpu": 0}]}',
+             "JOIN", 400, "field 'selftests'"),
             ("register with 17 GPUs", "POST", "/v1/agent/register",
              b'{"name": "big", "gpus": [' + b",".join(b'{"index": %d}' % i for i in range(17)) + b"]}", "JOIN", 400, "at most 16"),
         ]
