@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <fmt/format.h>
+#include <prometheus/exposer.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/stat.h>
@@ -14,6 +15,7 @@
 #include <thread>
 
 #include "adapters/nvml.h"
+#include "core/models.h"
 #include "core/units.h"
 
 extern char** environ;
@@ -55,15 +57,71 @@ Result<std::unique_ptr<Agent>> Agent::Create(AgentOptions o) {
   agent->carrier_ = std::make_unique<CheckpointCarrier>(agent->o_.server, agent->o_.join_token,
                                                         agent->o_.checkpoint_max_mib << 20);
   agent->Adopt();
+  agent->StartMetrics();
   // The small supervisor binary beside this one; else this binary's `supervise` verb.
   const auto small = std::filesystem::path(agent->o_.self_exe).parent_path() / "gpupool-supervise";
   agent->supervisor_ = std::filesystem::exists(small, ec) ? small.string() : agent->o_.self_exe;
   return agent;
 }
 
+Agent::Agent(AgentOptions o, std::unique_ptr<GpuSource> gpus, HttpClient client)
+    : o_(std::move(o)), gpus_(std::move(gpus)), client_(std::move(client)) {}
+Agent::~Agent() = default;
+
+void Agent::StartMetrics() {
+  if (o_.metrics_listen.empty() || o_.metrics_listen == "off") return;
+  try {
+    exposer_ = std::make_unique<prometheus::Exposer>(o_.metrics_listen);
+    metrics_ = std::make_shared<SnapshotCollectable>();
+    exposer_->RegisterCollectable(metrics_);
+    const auto ports = exposer_->GetListeningPorts();
+    const std::string host = o_.metrics_listen.substr(0, o_.metrics_listen.rfind(':'));
+    fmt::print(stderr, "gpupool agent: metrics on http://{}:{}/metrics\n", host, ports.empty() ? 0 : ports.front());
+  } catch (const std::exception& e) {
+    // Work goes on without metrics; the operator is told why.
+    fmt::print(stderr, "gpupool agent: no metrics: --metrics-listen {}: {}\n", o_.metrics_listen, e.what());
+    exposer_.reset();
+    metrics_.reset();
+  }
+}
+
+void Agent::UpdateMetrics() {
+  if (!metrics_) return;
+  Families out;
+  std::vector<GpuView> gpus;
+  int64_t busy = 0;
+  for (const GpuDevice& d : devices_) {
+    GpuView v{.device = d};
+    for (const GpuSample& x : gpu_sample_) {
+      if (x.index != d.index) continue;
+      v.sample = x;
+      if (!x.xids.empty() && d.index >= 0 && d.index < kMaxGpusPerNode) last_xid_[static_cast<size_t>(d.index)] = x.xids.back();
+    }
+    if (d.index >= 0 && d.index < kMaxGpusPerNode) v.last_xid = last_xid_[static_cast<size_t>(d.index)];
+    busy += v.sample.utilisation.value();
+    gpus.push_back(std::move(v));
+  }
+  AddGpuFamilies(out, o_.name, gpus);
+  const Utilisation u{.cpu = host_sample_.cpu_busy,
+                      .gpu = PerMille{devices_.empty() ? 0 : busy / static_cast<int64_t>(devices_.size())},
+                      .memory = PerMille{host_sample_.memory.total.value() > 0
+                                             ? (host_sample_.memory.total.value() - host_sample_.memory.available.value()) * 1000 /
+                                                   host_sample_.memory.total.value()
+                                             : 0}};
+  const LoadTerms t = ComputeLoad(u);
+  AddNodeFamilies(out, o_.name, static_cast<double>(u.cpu.value()) / 1000, static_cast<double>(u.gpu.value()) / 1000,
+                  static_cast<double>(u.memory.value()) / 1000, t.r, t.l);
+  int running = 0;
+  for (const auto& [key, task] : tasks_) running += !task.exit_code && !task.signal;
+  AddValue(FamilyIn(out, "gpupool_agent_tasks_running", "Tasks this agent runs now.", prometheus::MetricType::Gauge),
+           {{"node", o_.name}}, running);
+  metrics_->Set(std::move(out));
+}
+
 Status Agent::Register() {
   auto devices = gpus_->Devices();
   if (!devices) return devices.error();
+  devices_ = *devices;
   auto host = host_.Sample();
   if (!host) return host.error();
   RegisterRequest r{.name = o_.name, .site = o_.site, .provider = o_.provider, .tier = o_.tier, .address = o_.address,
@@ -512,6 +570,7 @@ Status Agent::Run(const std::atomic<bool>& stop) {
       if (auto h = host_.Sample()) host_sample_ = *h;
       if (auto g = gpus_->Sample()) gpu_sample_ = *g;
       last_sample_ms_ = now;
+      UpdateMetrics();
     }
     // Start what the server gave, 100 ms of it at a time, so that a big batch does not keep
     // the agent quiet long enough to look dead.

@@ -17,6 +17,7 @@
 #include "adapters/procfs.h"
 #include "agent/cgroup.h"
 #include "agent/checkpoints.h"
+#include "observe/metrics.h"
 #include "telemetry/gpu_source.h"
 #include "wire/codec.h"
 
@@ -43,10 +44,19 @@ struct AgentOptions {
   // GPUs; simulated GPUs pass when no command is given.
   std::string selftest_command;
   Millis selftest_timeout{120'000};
+  // Prometheus /metrics (dcgm-exporter's names, on its port); "off": none.
+  std::string metrics_listen = "127.0.0.1:9400";
 };
+
+}  // namespace gp
+namespace prometheus {
+class Exposer;
+}
+namespace gp {
 
 class Agent {
  public:
+  ~Agent();
   static Result<std::unique_ptr<Agent>> Create(AgentOptions options);
   Status Run(const std::atomic<bool>& stop);
 
@@ -78,8 +88,7 @@ class Agent {
     std::filesystem::path log;
   };
 
-  Agent(AgentOptions o, std::unique_ptr<GpuSource> gpus, HttpClient client)
-      : o_(std::move(o)), gpus_(std::move(gpus)), client_(std::move(client)) {}
+  Agent(AgentOptions o, std::unique_ptr<GpuSource> gpus, HttpClient client);
   Status Register();
   void Start(const TaskLaunch& l, const std::string& note = {});
   // Starts what the server gave, 100 ms of it at a time; a later attempt that carries a
@@ -95,6 +104,8 @@ class Agent {
   void SaveShipped();     // how much output went out, per task, for a later agent
   void Reap();
   void MarkGpus();
+  void StartMetrics();
+  void UpdateMetrics();
   std::filesystem::path TaskDir(const TaskKey& key) const;
   bool ShipLogs(Task& t, TaskReport& r);
   void Exited(Task& t, int status);
@@ -120,6 +131,10 @@ class Agent {
   int64_t last_sample_ms_ = 0;
   HostSample host_sample_;
   std::vector<GpuSample> gpu_sample_;
+  std::unique_ptr<prometheus::Exposer> exposer_;
+  std::shared_ptr<SnapshotCollectable> metrics_;
+  std::array<int, kMaxGpusPerNode> last_xid_{};
+  std::vector<GpuDevice> devices_;
 };
 
 }  // namespace gp

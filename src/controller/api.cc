@@ -59,6 +59,33 @@ bool SameSecret(std::string_view a, std::string_view b) {
 Api::Api(Controller& controller, EventLoop& loop, ApiOptions options)
     : c_(controller), loop_(loop), options_(std::move(options)) {
   c_.on_work = [this](const std::string& node) { Wake(node); };
+  decision_seconds_ = &prometheus::BuildHistogram()
+                           .Name("gpupool_schedule_decision_seconds")
+                           .Help("Wall time of one scheduling pass (all queued jobs decided).")
+                           .Register(*registry_)
+                           .Add({}, prometheus::Histogram::BucketBoundaries{0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01,
+                                                                            0.025, 0.05, 0.1, 0.25, 0.5, 1});
+  pass_jobs_ = &prometheus::BuildHistogram()
+                    .Name("gpupool_schedule_pass_jobs")
+                    .Help("Queued jobs looked at by one scheduling pass.")
+                    .Register(*registry_)
+                    .Add({}, prometheus::Histogram::BucketBoundaries{1, 10, 100, 1000, 10000, 100000});
+  detection_seconds_ = &prometheus::BuildHistogram()
+                            .Name("gpupool_failure_detection_seconds")
+                            .Help("Silence of a node, from the server's last answer, when it was declared down.")
+                            .Register(*registry_)
+                            .Add({}, prometheus::Histogram::BucketBoundaries{0.5, 1, 1.5, 2, 3, 5, 10, 30, 60});
+  c_.on_pass = [this](double seconds, size_t pending, size_t) {
+    decision_seconds_->Observe(seconds);
+    pass_jobs_->Observe(static_cast<double>(pending));
+  };
+  c_.on_down = [this](const std::string&, double seconds) { detection_seconds_->Observe(seconds); };
+}
+
+std::string Api::Metrics() const {
+  Families out = registry_->Collect();
+  c_.CollectMetrics(out);
+  return SerializeText(out);
 }
 
 void Api::Poke() {
@@ -92,6 +119,11 @@ Api::Caller Api::Authorise(const HttpRequest& r) const {
 }
 
 void Api::Handle(HttpRequest r, Respond respond) {
+  // Prometheus scrapes without a token, as from dcgm-exporter or node-exporter: the series
+  // name nodes, GPUs and tenants, never jobs' commands or data.
+  if (r.path == "/metrics" && r.method == "GET") {
+    return respond(HttpResponse{200, Metrics(), "text/plain; version=0.0.4; charset=utf-8"});
+  }
   const Caller caller = Authorise(r);
   if (caller == Caller::kNone) {
     respond(Fail(401, "missing or wrong bearer token (Authorization: Bearer TOKEN)"));

@@ -8,6 +8,9 @@
 #include "adapters/http.h"
 #include "controller/controller.h"
 
+#include <prometheus/histogram.h>
+#include <prometheus/registry.h>
+
 namespace gp {
 
 struct ApiOptions {
@@ -31,8 +34,15 @@ class Api {
   HttpResponse CheckpointFile(JobId id, int task) const;
   void Wake(const std::string& node);
 
+  std::string Metrics() const;
+
   Controller& c_;
   EventLoop& loop_;
+  // Histograms of the controller's hooks; everything else is read at scrape time.
+  std::shared_ptr<prometheus::Registry> registry_ = std::make_shared<prometheus::Registry>();
+  prometheus::Histogram* decision_seconds_ = nullptr;
+  prometheus::Histogram* detection_seconds_ = nullptr;
+  prometheus::Histogram* pass_jobs_ = nullptr;
   ApiOptions options_;
   bool tick_pending_ = false;
   struct Parked {

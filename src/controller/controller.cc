@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <bit>
+#include <chrono>
 #include <cstdio>
 #include <utility>
 #include <fstream>
@@ -198,6 +199,7 @@ Result<std::string> Controller::GpuXid(const std::string& name, int gpu, int xid
   if (gpu < 0 || gpu >= static_cast<int>(slot->record.spec.gpus.size())) {
     return InvalidArgument(fmt::format("node '{}' has no GPU {}", name, gpu));
   }
+  slot->last_xid[static_cast<size_t>(gpu)] = xid;
   const XidClass c = ClassifyXid(xid);
   const std::string what = fmt::format("XID {} ({})", xid, c.meaning);
   switch (c.action) {
@@ -655,6 +657,7 @@ void Controller::FailOver(JobRecord& j, const std::string& why, int64_t fence_un
 
 void Controller::NodeDown(NodeSlot& slot) {
   slot.down = true;
+  if (on_down) on_down(slot.record.spec.name, static_cast<double>(clock_.Now().value() - slot.lease_granted_ms) / 1000.0);
   RefreshNodeState(slot.record.spec.id);
   // Its attempts' leases run out this long after its last heartbeat; only then may the jobs
   // run elsewhere (the tasks stop themselves by then, even if the agent is hung).
@@ -872,7 +875,11 @@ void Controller::Tick() {
   if (backing_off) dirty_ = true;
   if (pending.empty() || snapshot_.nodes.empty()) return;
   ++stats_.passes;
+  const auto t0 = std::chrono::steady_clock::now();
   const Plan plan = Schedule(snapshot_, pending, policy_, rng_);
+  if (on_pass) {
+    on_pass(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), pending.size(), plan.placements.size());
+  }
   ApplyPlan(plan, pending);
 }
 
@@ -905,6 +912,68 @@ std::string Controller::Explain(JobId id) const {
     out += fmt::format("  {} node(s): {}\n", rc.nodes, DescribeReason(rc.example, fleet_, pj));
   }
   return out;
+}
+
+}  // namespace gp
+
+namespace gp {
+
+void Controller::CollectMetrics(Families& out) const {
+  using prometheus::MetricType;
+  const int64_t now = clock_.Now().value();
+  for (const NodeSlot& s : nodes_) {
+    const std::string& name = s.record.spec.name;
+    std::vector<GpuView> gpus;
+    for (const Gpu& g : s.record.spec.gpus) {
+      GpuView v{.device = GpuDevice{.index = g.index, .uuid = g.uuid, .name = s.record.gpu_model, .memory = g.memory}};
+      for (const GpuSample& x : s.record.gpus) {
+        if (x.index == g.index) v.sample = x;
+      }
+      if (g.index >= 0 && g.index < kMaxGpusPerNode) v.last_xid = s.last_xid[static_cast<size_t>(g.index)];
+      gpus.push_back(std::move(v));
+    }
+    AddGpuFamilies(out, name, gpus);
+    const NodeState& st = snapshot_.nodes[s.record.spec.id.value()];
+    const LoadTerms t = ComputeLoad(st.load);
+    AddNodeFamilies(out, name, static_cast<double>(st.load.cpu.value()) / 1000.0, static_cast<double>(st.load.gpu.value()) / 1000.0,
+                    static_cast<double>(st.load.memory.value()) / 1000.0, t.r, t.l);
+    int quarantined = 0;
+    for (const std::string& q : s.quarantine) quarantined += !q.empty();
+    AddValue(FamilyIn(out, "gpupool_node_gpus_quarantined", "GPUs of the node out of service.", MetricType::Gauge),
+             {{"node", name}}, quarantined);
+    AddValue(FamilyIn(out, "gpupool_node_gpus_free", "Whole GPUs of the node free for placement.", MetricType::Gauge),
+             {{"node", name}}, st.WholeFreeGpus());
+  }
+  std::map<std::string, int> nodes_by_state = {{"ready", 0}, {"suspect", 0}, {"down", 0}, {"draining", 0}};
+  for (const NodeSlot& s : nodes_) ++nodes_by_state[NodeCondition(s.record.spec.name)];
+  auto& nodes = FamilyIn(out, "gpupool_nodes", "Nodes by state.", MetricType::Gauge);
+  for (const auto& [state, n] : nodes_by_state) AddValue(nodes, {{"state", state}}, n);
+  std::map<std::string, int> jobs_by_state;
+  for (int s = 0; s <= static_cast<int>(JobState::kCancelled); ++s) jobs_by_state[std::string(JobStateName(static_cast<JobState>(s)))] = 0;
+  for (const auto& [id, j] : jobs_) ++jobs_by_state[std::string(JobStateName(j.state))];
+  auto& jobs = FamilyIn(out, "gpupool_jobs", "Jobs by state.", MetricType::Gauge);
+  for (const auto& [state, n] : jobs_by_state) AddValue(jobs, {{"state", state}}, n);
+  // Why queued jobs wait: the first reason of the last pass's decision, per tenant.
+  std::map<std::pair<std::string, std::string>, int> queue;
+  for (uint64_t id : queued_) {
+    const JobRecord& j = jobs_.at(id);
+    std::string reason = "pending";  // not looked at by a pass yet
+    if (j.not_before_ms > now) {
+      reason = "backoff";
+    } else if (auto d = last_decision_.find(id); d != last_decision_.end() && !d->second.reasons().empty()) {
+      reason = std::string(ReasonName(d->second.reasons().front().example.code));
+      if (d->second.outcome == Outcome::kNever) reason = "never-fits:" + reason;
+    }
+    ++queue[{j.spec.tenant.empty() ? "default" : j.spec.tenant, reason}];
+  }
+  auto& q = FamilyIn(out, "gpupool_queue_length", "Queued jobs by tenant and the reason they wait.", MetricType::Gauge);
+  for (const auto& [k, n] : queue) AddValue(q, {{"tenant", k.first}, {"reason", k.second}}, n);
+  AddValue(FamilyIn(out, "gpupool_placements_total", "Jobs placed (attempts started) since the server started.", MetricType::Counter),
+           {}, static_cast<double>(stats_.placed));
+  AddValue(FamilyIn(out, "gpupool_failovers_total", "Jobs moved off a failed node or GPU since the server started.", MetricType::Counter),
+           {}, static_cast<double>(stats_.failovers));
+  AddValue(FamilyIn(out, "gpupool_schedule_passes_total", "Scheduling passes since the server started.", MetricType::Counter), {},
+           static_cast<double>(stats_.passes));
 }
 
 }  // namespace gp

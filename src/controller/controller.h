@@ -22,6 +22,7 @@
 #include "core/rng.h"
 #include "sched/registry.h"
 #include "health/failure_detector.h"
+#include "observe/metrics.h"
 #include "sched/schedule.h"
 #include "state/journal.h"
 #include "state/records.h"
@@ -121,6 +122,15 @@ class Controller {
     int64_t placed = 0;
     int64_t failovers = 0;
   };
+  // Called after each scheduling pass with its wall time (the decision latency) and size.
+  std::function<void(double seconds, size_t pending, size_t placed)> on_pass;
+  // Called when a node is declared down, with the silence that it took (the detection time).
+  std::function<void(const std::string& node, double seconds)> on_down;
+  // The fleet's and the scheduler's series as they stand (docs/observability.md): per-GPU
+  // DCGM series and node load for every node, jobs by state, nodes by state, the queue by
+  // tenant and wait reason, and counters. Cost: O(nodes x GPUs + live jobs + finished jobs).
+  void CollectMetrics(Families& out) const;
+
   // What a node's detector says now ("ready", "suspect", "down", "draining").
   std::string NodeCondition(const std::string& name) const;
   const Stats& stats() const { return stats_; }
@@ -140,6 +150,7 @@ class Controller {
     std::array<std::string, kMaxGpusPerNode> quarantine;  // why each GPU is out of service ("" = in)
     std::array<int64_t, kMaxGpusPerNode> last_fault_ms{}; // its latest fault (probation counts from here)
     std::array<int64_t, kMaxGpusPerNode> check_asked_ms{};  // a self-test asked for, not yet answered
+    std::array<int, kMaxGpusPerNode> last_xid{};            // the latest XID reported (0: none)
     std::array<std::string, kMaxGpusPerNode> last_check;    // the latest self-test's result
     std::vector<int> selftests;   // self-tests to ask for in the next reply
     // Last uncorrected ECC count seen per GPU; -1 until the first report (a baseline: errors

@@ -39,11 +39,11 @@ class Pool:
         self.token = open(f"{self.dir}/server/admin.token").read().strip()
         return self
 
-    def start_agent(self, name, gpus, interval="200ms", server=None, prefix=(), extra=()):
+    def start_agent(self, name, gpus, interval="200ms", server=None, prefix=(), extra=(), metrics="off"):
         p = subprocess.Popen(
             [*prefix, self.gpupool, "agent", "--server", server or f"127.0.0.1:{self.port}", "--join-token-file",
              f"{self.dir}/server/join.token", "--simulate-gpus", gpus, "--name", name,
-             "--work-dir", f"{self.dir}/agents/{name}", "--interval", interval, *extra],
+             "--work-dir", f"{self.dir}/agents/{name}", "--interval", interval, "--metrics-listen", metrics, *extra],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         self.agents.append(p)
         return p

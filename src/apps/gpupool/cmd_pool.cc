@@ -262,7 +262,8 @@ int RunDev(const DevArgs& a) {
                                      (fs::path(a.data_dir) / "join.token").string(), "--simulate-gpus", gpus,
                                      "--name", n->name, "--site", fleet.site(n->site).name,
                                      "--provider", fleet.provider(n->provider).name, "--tier",
-                                     std::string(PriceTierName(n->tier)), "--work-dir", work};
+                                     std::string(PriceTierName(n->tier)), "--work-dir", work, "--metrics-listen",
+                                     fmt::format("127.0.0.1:{}", 9400 + agents.size())};
     const pid_t pid = fork();
     if (pid == 0) {
       prctl(PR_SET_PDEATHSIG, SIGTERM);  // agents go when dev goes, however it ends
@@ -273,8 +274,9 @@ int RunDev(const DevArgs& a) {
       _exit(127);
     }
     agents.push_back(pid);
-    fmt::print("  agent {} ({} simulated {}, {} / {})\n", n->name, n->gpus.size(), fleet.model(n->gpus[0].model).name,
-               fleet.site(n->site).name, fleet.provider(n->provider).name);
+    fmt::print("  agent {} ({} simulated {}, {} / {}), metrics on http://127.0.0.1:{}/metrics\n", n->name, n->gpus.size(),
+               fleet.model(n->gpus[0].model).name, fleet.site(n->site).name, fleet.provider(n->provider).name,
+               9400 + agents.size() - 1);
   }
   // The binary as the user can type it: relative to the working directory when it is below it.
   std::error_code ec;
@@ -370,6 +372,8 @@ void AddPoolCommands(CLI::App& app, int* exit_code) {
   agent->add_option("--tier", a->options.tier, "price tier: on-demand, spot or reserved");
   agent->add_option("--address", a->options.address, "address other nodes use to reach this one (MASTER_ADDR)");
   agent->add_option("--interval", a->interval, "heartbeat interval when idle");
+  agent->add_option("--metrics-listen", a->options.metrics_listen,
+                    "Prometheus /metrics, HOST:PORT (default 127.0.0.1:9400, dcgm-exporter's port; off: none)");
   agent->add_option("--checkpoint-sync", a->checkpoint_sync,
                     "how often a running task's checkpoint directory is looked at; a changed one that has been "
                     "still for one period is shipped to the server (default 5s)");

@@ -1,0 +1,116 @@
+"""A real Prometheus (Debian's) scrapes a running server and two agents. The test checks that the
+per-GPU series arrive with dcgm-exporter's names and labels, and that the node-load and
+scheduler series arrive too, through Prometheus' own query API. `promtool check metrics`
+checks both expositions. dcgm-exporter's label `modelName` is camelCase, and promtool's lint
+flags camelCase label names. That warning alone is allowed: it is the price of working with
+existing DCGM dashboards. Any other problem fails the test."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+
+from pool import Checks, Pool, free_port
+
+ALLOWED_LINT = "label names should be written in 'snake_case' not 'camelCase'"
+
+
+def get(url):
+    with urllib.request.urlopen(url, timeout=10) as r:
+        return r.read().decode()
+
+
+def promtool(c, name, text):
+    p = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, text=True)
+    problems = [l for l in (p.stdout + p.stderr).splitlines() if l.strip()]
+    other = [l for l in problems if ALLOWED_LINT not in l or not l.startswith("DCGM_FI_")]
+    c.check(p.returncode in (0, 3) and not other, f"promtool check metrics on the {name}: rc {p.returncode}, {other[:5]}")
+    return len(problems)
+
+
+def query(prom, q):
+    body = json.loads(get(f"http://127.0.0.1:{prom}/api/v1/query?query={urllib.parse.quote(q)}"))
+    return body["data"]["result"] if body.get("status") == "success" else []
+
+
+def main(gpupool):
+    c = Checks()
+    if not shutil.which("prometheus") or not shutil.which("promtool"):
+        print("FAIL prometheus and promtool are needed (Debian package prometheus; scripts/bootstrap installs it)")
+        return 1
+    pool = Pool(gpupool)
+    prom_proc = None
+    try:
+        pool.start_server()
+        ports = {"a": free_port(), "b": free_port()}
+        pool.start_agent("a", "2xH100", metrics=f"127.0.0.1:{ports['a']}")
+        pool.start_agent("b", "4xA100", metrics=f"127.0.0.1:{ports['b']}")
+        pool.wait_nodes(2)
+        # Work for the scheduler series: a job that runs, and one that waits (no node has 8 GPUs).
+        done = pool.submit(["true"], gpus=1, name="quick")
+        pool.call("POST", "/v1/jobs", {"command": ["true"], "gpus": 8, "tenant": "vision", "name": "too-big"})
+        pool.wait_jobs([done], timeout=20)
+        time.sleep(0.6)  # a sample after the job, on both agents
+        server_text = get(f"http://127.0.0.1:{pool.port}/metrics")
+        agent_text = get(f"http://127.0.0.1:{ports['a']}/metrics")
+        promtool(c, "server's /metrics", server_text)
+        promtool(c, "agent's /metrics", agent_text)
+
+        prom = free_port()
+        d = os.path.join(pool.dir, "prometheus")
+        os.makedirs(d)
+        with open(f"{d}/prometheus.yml", "w") as f:
+            f.write("global:\n  scrape_interval: 1s\n  scrape_timeout: 900ms\nscrape_configs:\n"
+                    f"  - job_name: gpupool-server\n    static_configs:\n      - targets: ['127.0.0.1:{pool.port}']\n"
+                    "  - job_name: gpupool-agent\n    static_configs:\n"
+                    f"      - targets: ['127.0.0.1:{ports['a']}', '127.0.0.1:{ports['b']}']\n")
+        prom_proc = subprocess.Popen(
+            ["prometheus", f"--config.file={d}/prometheus.yml", f"--storage.tsdb.path={d}/data",
+             f"--web.listen-address=127.0.0.1:{prom}"], stdout=open(f"{d}/log", "w"), stderr=subprocess.STDOUT)
+        want = {
+            'up{job="gpupool-server"} == 1': 1,
+            'up{job="gpupool-agent"} == 1': 2,
+            'DCGM_FI_DEV_GPU_UTIL{job="gpupool-agent", Hostname="a", gpu="1", UUID="GPU-sim-a-01", device="nvidia1", '
+            'modelName="Simulated H100"}': 1,
+            'DCGM_FI_DEV_FB_FREE{job="gpupool-agent", Hostname="b"}': 4,
+            'DCGM_FI_DEV_FB_USED{job="gpupool-agent"}': 6,
+            'DCGM_FI_DEV_POWER_USAGE{job="gpupool-agent"}': 6,
+            'DCGM_FI_DEV_GPU_TEMP{job="gpupool-agent"}': 6,
+            'DCGM_FI_DEV_XID_ERRORS{job="gpupool-agent"}': 6,
+            'DCGM_FI_DEV_GPU_UTIL{job="gpupool-server", Hostname="b"}': 4,
+            'gpupool_node_load_l{job="gpupool-agent", node="a"}': 1,
+            'gpupool_node_load_r{job="gpupool-server"}': 2,
+            'gpupool_queue_length{job="gpupool-server", tenant="vision", reason=~"never-fits:.*"} == 1': 1,
+            'gpupool_jobs{job="gpupool-server", state="succeeded"} == 1': 1,
+            'gpupool_placements_total{job="gpupool-server"} >= 1': 1,
+            'gpupool_schedule_decision_seconds_count{job="gpupool-server"} >= 1': 1,
+            'gpupool_nodes{job="gpupool-server", state="ready"} == 2': 1,
+            'gpupool_agent_tasks_running{job="gpupool-agent"}': 2,
+        }
+        got = {}
+        deadline = time.time() + 40
+        while time.time() < deadline:
+            try:
+                got = {q: len(query(prom, q)) for q in want}
+            except OSError:
+                got = {}
+            if got and all(got[q] == n for q, n in want.items()):
+                break
+            time.sleep(0.5)
+        for q, n in want.items():
+            c.check(got.get(q) == n, f"Prometheus has {n} series for {q} (got {got.get(q)})")
+        ok = sum(1 for q, n in want.items() if got.get(q) == n)
+        print(f"Prometheus scraped the server and 2 agents: {ok}/{len(want)} expected series queries answered")
+    finally:
+        if prom_proc:
+            prom_proc.terminate()
+            prom_proc.wait(timeout=10)
+        pool.stop()
+    return c.done()
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1]))
