@@ -26,7 +26,10 @@ Result<std::unique_ptr<SqliteJournal>> SqliteJournal::Open(const std::string& pa
   for (const char* sql : {"PRAGMA journal_mode=WAL", "PRAGMA synchronous=FULL", "PRAGMA busy_timeout=5000",
                           "CREATE TABLE IF NOT EXISTS jobs (id INTEGER PRIMARY KEY, json TEXT NOT NULL)",
                           "CREATE TABLE IF NOT EXISTS nodes (name TEXT PRIMARY KEY, json TEXT NOT NULL)",
-                          "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)"}) {
+                          "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+                          "CREATE TABLE IF NOT EXISTS events (seq INTEGER PRIMARY KEY, time_ms INTEGER NOT NULL, "
+                          "type TEXT NOT NULL, subject TEXT NOT NULL, data TEXT NOT NULL)",
+                          "CREATE TABLE IF NOT EXISTS sinks (name TEXT PRIMARY KEY, delivered INTEGER NOT NULL)"}) {
     if (Status s = j->Exec(sql); !s.ok()) return tl::unexpected(s);
   }
   return j;
@@ -48,13 +51,33 @@ Status SqliteJournal::Exec(const char* sql) {
   return Status::Ok();
 }
 
-Status SqliteJournal::PutJobs(const std::vector<std::pair<uint64_t, std::string>>& jobs) {
-  if (jobs.empty()) return Status::Ok();
+Status SqliteJournal::InsertEvents(const Events& events) {
+  if (events.empty()) return Status::Ok();
+  Stmt st;
+  if (sqlite3_prepare_v2(db_, "INSERT INTO events (seq, time_ms, type, subject, data) VALUES (?, ?, ?, ?, ?)", -1, &st.s,
+                         nullptr) != SQLITE_OK) {
+    return Error("prepare");
+  }
+  for (const EventRecord& e : events) {
+    sqlite3_bind_int64(st.s, 1, static_cast<sqlite3_int64>(e.seq));
+    sqlite3_bind_int64(st.s, 2, e.time_ms);
+    sqlite3_bind_text(st.s, 3, e.type.data(), static_cast<int>(e.type.size()), SQLITE_STATIC);
+    sqlite3_bind_text(st.s, 4, e.subject.data(), static_cast<int>(e.subject.size()), SQLITE_STATIC);
+    sqlite3_bind_text(st.s, 5, e.data.data(), static_cast<int>(e.data.size()), SQLITE_STATIC);
+    if (sqlite3_step(st.s) != SQLITE_DONE) return Error("insert event");
+    sqlite3_reset(st.s);
+  }
+  return Status::Ok();
+}
+
+Status SqliteJournal::PutJobs(const std::vector<std::pair<uint64_t, std::string>>& jobs, const Events& events) {
+  if (jobs.empty() && events.empty()) return Status::Ok();
   if (Status s = Exec("BEGIN IMMEDIATE"); !s.ok()) return s;
   Stmt st;
   if (sqlite3_prepare_v2(db_, "INSERT OR REPLACE INTO jobs (id, json) VALUES (?, ?)", -1, &st.s, nullptr) != SQLITE_OK) {
+    Status e = Error("prepare");
     (void)Exec("ROLLBACK");
-    return Error("prepare");
+    return e;
   }
   for (const auto& [id, json] : jobs) {
     sqlite3_bind_int64(st.s, 1, static_cast<sqlite3_int64>(id));
@@ -66,7 +89,35 @@ Status SqliteJournal::PutJobs(const std::vector<std::pair<uint64_t, std::string>
     }
     sqlite3_reset(st.s);
   }
+  if (Status e = InsertEvents(events); !e.ok()) {
+    (void)Exec("ROLLBACK");
+    return e;
+  }
   return Exec("COMMIT");
+}
+
+Status SqliteJournal::PutEvents(const Events& events) { return PutJobs({}, events); }
+
+Result<Events> SqliteJournal::EventsAfter(uint64_t after, size_t limit) {
+  Stmt st;
+  if (sqlite3_prepare_v2(db_, "SELECT seq, time_ms, type, subject, data FROM events WHERE seq > ? ORDER BY seq LIMIT ?", -1,
+                         &st.s, nullptr) != SQLITE_OK) {
+    return tl::unexpected(Error("prepare"));
+  }
+  sqlite3_bind_int64(st.s, 1, static_cast<sqlite3_int64>(after));
+  sqlite3_bind_int64(st.s, 2, static_cast<sqlite3_int64>(limit));
+  auto text = [&](int col) {
+    const unsigned char* p = sqlite3_column_text(st.s, col);
+    return std::string(p ? reinterpret_cast<const char*>(p) : "", static_cast<size_t>(sqlite3_column_bytes(st.s, col)));
+  };
+  Events out;
+  int rc;
+  while ((rc = sqlite3_step(st.s)) == SQLITE_ROW) {
+    out.push_back(EventRecord{.seq = static_cast<uint64_t>(sqlite3_column_int64(st.s, 0)), .time_ms = sqlite3_column_int64(st.s, 1),
+                              .type = text(2), .subject = text(3), .data = text(4)});
+  }
+  if (rc != SQLITE_DONE) return tl::unexpected(Error("read events"));
+  return out;
 }
 
 Status SqliteJournal::Upsert(const char* sql, std::string_view key, std::string_view value) {
@@ -77,8 +128,16 @@ Status SqliteJournal::Upsert(const char* sql, std::string_view key, std::string_
   return sqlite3_step(st.s) == SQLITE_DONE ? Status::Ok() : Error(sql);
 }
 
-Status SqliteJournal::PutNode(std::string_view name, std::string_view json) {
-  return Upsert("INSERT OR REPLACE INTO nodes (name, json) VALUES (?, ?)", name, json);
+Status SqliteJournal::PutNode(std::string_view name, std::string_view json, const Events& events) {
+  if (events.empty()) return Upsert("INSERT OR REPLACE INTO nodes (name, json) VALUES (?, ?)", name, json);
+  if (Status s = Exec("BEGIN IMMEDIATE"); !s.ok()) return s;
+  Status s = Upsert("INSERT OR REPLACE INTO nodes (name, json) VALUES (?, ?)", name, json);
+  if (s.ok()) s = InsertEvents(events);
+  if (!s.ok()) {
+    (void)Exec("ROLLBACK");
+    return s;
+  }
+  return Exec("COMMIT");
 }
 
 Status SqliteJournal::PutMeta(std::string_view key, std::string_view value) {
@@ -105,6 +164,9 @@ Result<JournalContents> SqliteJournal::Load() {
   s = read("SELECT name, json FROM nodes", [&](sqlite3_stmt* st) { c.nodes[text(st, 0)] = text(st, 1); });
   if (!s.ok()) return tl::unexpected(s);
   s = read("SELECT key, value FROM meta", [&](sqlite3_stmt* st) { c.meta[text(st, 0)] = text(st, 1); });
+  if (!s.ok()) return tl::unexpected(s);
+  s = read("SELECT IFNULL(MAX(seq), 0) FROM events",
+           [&](sqlite3_stmt* st) { c.last_event_seq = static_cast<uint64_t>(sqlite3_column_int64(st, 0)); });
   if (!s.ok()) return tl::unexpected(s);
   return c;
 }

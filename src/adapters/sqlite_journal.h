@@ -16,8 +16,10 @@ class SqliteJournal final : public Journal {
   static Result<std::unique_ptr<SqliteJournal>> Open(const std::string& path);
   ~SqliteJournal() override;
 
-  Status PutJobs(const std::vector<std::pair<uint64_t, std::string>>& jobs) override;
-  Status PutNode(std::string_view name, std::string_view json) override;
+  Status PutJobs(const std::vector<std::pair<uint64_t, std::string>>& jobs, const Events& events) override;
+  Status PutNode(std::string_view name, std::string_view json, const Events& events) override;
+  Status PutEvents(const Events& events) override;
+  Result<Events> EventsAfter(uint64_t after, size_t limit) override;
   Status PutMeta(std::string_view key, std::string_view value) override;
   Result<JournalContents> Load() override;
 
@@ -26,6 +28,7 @@ class SqliteJournal final : public Journal {
   Status Exec(const char* sql);
   Status Upsert(const char* sql, std::string_view key, std::string_view value);
   Status Error(const std::string& what) const;
+  Status InsertEvents(const Events& events);  // inside a transaction
 
   sqlite3* db_;
   std::string path_;

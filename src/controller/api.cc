@@ -80,6 +80,64 @@ Api::Api(Controller& controller, EventLoop& loop, ApiOptions options)
     pass_jobs_->Observe(static_cast<double>(pending));
   };
   c_.on_down = [this](const std::string&, double seconds) { detection_seconds_->Observe(seconds); };
+  c_.on_events = [this] { AnswerEventWaiters(); };
+}
+
+namespace {
+std::string Ndjson(const Events& events, std::string_view source) {
+  std::string out;
+  for (const EventRecord& e : events) out += EventToCloudEvent(e, source) + "\n";
+  return out;
+}
+}  // namespace
+
+void Api::EventsRoute(const HttpRequest& r, Respond respond) {
+  uint64_t since = 0;
+  size_t limit = 1000;
+  Millis wait{0};
+  auto number = [&](const char* key, auto& out, auto lo, auto hi) {
+    auto it = r.query.find(key);
+    if (it == r.query.end()) return true;
+    auto [p, ec] = std::from_chars(it->second.data(), it->second.data() + it->second.size(), out);
+    return ec == std::errc() && p == it->second.data() + it->second.size() && out >= lo && out <= hi;
+  };
+  if (!number("since", since, uint64_t{0}, UINT64_MAX)) return respond(Fail(400, "since: expected an event number (0: from the start)"));
+  if (!number("limit", limit, size_t{1}, size_t{100'000})) return respond(Fail(400, "limit: expected 1..100000"));
+  if (auto it = r.query.find("wait"); it != r.query.end()) {
+    auto d = ParseDuration(it->second);
+    if (!d || d->value() > 300'000) return respond(Fail(400, "wait: expected a duration up to 5m, e.g. 30s"));
+    wait = *d;
+  }
+  auto events = c_.EventsAfter(since, limit);
+  if (!events) return respond(Fail(500, events.error().message()));
+  if (!events->empty() || wait.value() == 0) {
+    return respond(HttpResponse{200, Ndjson(*events, options_.event_source), "application/x-ndjson"});
+  }
+  // Nothing yet: hold the request until an event is stored or the wait ends.
+  const uint64_t id = next_waiter_++;
+  auto cancel = loop_.After(wait, [this, id] {
+    auto it = event_waiters_.find(id);
+    if (it == event_waiters_.end()) return;
+    Respond done = std::move(it->second.respond);
+    event_waiters_.erase(it);
+    done(HttpResponse{200, "", "application/x-ndjson"});
+  });
+  event_waiters_[id] = EventWaiter{since, limit, std::move(respond), std::move(cancel)};
+}
+
+void Api::AnswerEventWaiters() {
+  if (event_waiters_.empty()) return;
+  auto waiters = std::move(event_waiters_);
+  event_waiters_.clear();
+  for (auto& [id, w] : waiters) {
+    w.cancel_timer();
+    auto events = c_.EventsAfter(w.since, w.limit);
+    if (!events) {
+      w.respond(Fail(500, events.error().message()));
+    } else {
+      w.respond(HttpResponse{200, Ndjson(*events, options_.event_source), "application/x-ndjson"});
+    }
+  }
 }
 
 std::string Api::Metrics() const {
@@ -135,6 +193,7 @@ void Api::Handle(HttpRequest r, Respond respond) {
     return;
   }
   Route(r, respond);
+  c_.FlushEvents();  // what the request changed without a durable write (none usually)
 }
 
 void Api::Route(const HttpRequest& r, Respond& respond) {
@@ -147,6 +206,7 @@ void Api::Route(const HttpRequest& r, Respond& respond) {
     respond(Json(200, nlohmann::json{{"status", "ok"}, {"nodes", c_.NodeNames().size()}, {"policy", c_.policy().name}}.dump()));
     return;
   }
+  if (p[1] == "events" && p.size() == 2 && m == "GET") return EventsRoute(r, std::move(respond));
   if (p[1] == "policies" && p.size() == 2 && m == "GET") {
     nlohmann::json list = nlohmann::json::array();
     for (const auto& e : BuiltinRegistry().Policies()) list.push_back({{"name", e.name}, {"description", e.description}});

@@ -16,6 +16,7 @@ namespace gp {
 struct ApiOptions {
   std::string admin_token;
   std::string join_token;
+  std::string event_source = "gpupool";  // CloudEvents `source` (the server's name or address)
   Millis max_poll{2'000};  // the longest a heartbeat is held
 };
 
@@ -35,6 +36,17 @@ class Api {
   void Wake(const std::string& node);
 
   std::string Metrics() const;
+  // GET /v1/events?since=N&limit=L&wait=D: NDJSON, one CloudEvent per line.
+  void EventsRoute(const HttpRequest& r, Respond respond);
+  void AnswerEventWaiters();
+  struct EventWaiter {
+    uint64_t since = 0;
+    size_t limit = 0;
+    Respond respond;
+    std::function<void()> cancel_timer;
+  };
+  std::map<uint64_t, EventWaiter> event_waiters_;
+  uint64_t next_waiter_ = 0;
 
   Controller& c_;
   EventLoop& loop_;

@@ -4,6 +4,7 @@
 #include "health/gpu_health.h"
 
 #include <fmt/format.h>
+#include <nlohmann/json.hpp>
 
 #include <unistd.h>
 
@@ -24,8 +25,41 @@ Controller::Controller(Fleet base, Journal& journal, const Clock& clock, Control
   snapshot_.fleet = &fleet_;
 }
 
+Status Controller::WriteWithEvents(const std::function<Status(const Events&)>& put) {
+  Status s = put(pending_events_);
+  if (s.ok() && !pending_events_.empty()) {
+    pending_events_.clear();
+    if (on_events) on_events();
+  }
+  return s;
+}
+
 Status Controller::Persist(const JobRecord& job) {
-  return journal_.PutJobs({{job.spec.id.value(), JobToJson(job)}});
+  return WriteWithEvents([&](const Events& e) { return journal_.PutJobs({{job.spec.id.value(), JobToJson(job)}}, e); });
+}
+
+void Controller::FlushEvents() {
+  if (!pending_events_.empty()) (void)WriteWithEvents([&](const Events& e) { return journal_.PutEvents(e); });
+}
+
+void Controller::Emit(std::string type, std::string subject, std::string data) {
+  pending_events_.push_back(EventRecord{.seq = next_event_seq_++, .time_ms = clock_.Now().value(), .type = std::move(type),
+                                        .subject = std::move(subject), .data = std::move(data)});
+}
+
+void Controller::JobEvent(const JobRecord& j, std::string_view what) {
+  nlohmann::json d{{"id", std::to_string(j.spec.id.value())}, {"name", j.spec.name}, {"tenant", j.spec.tenant},
+                   {"state", JobStateName(j.state)}, {"attempt", j.attempt}};
+  if (!j.message.empty()) d["message"] = j.message;
+  if (j.exit_code) d["exit_code"] = *j.exit_code;
+  std::vector<std::string> nodes;
+  for (const TaskRecord& t : j.tasks) nodes.push_back(t.node);
+  if (!nodes.empty()) d["nodes"] = nodes;
+  if (what == "submitted") {
+    d["gpus_per_task"] = j.spec.gpus_per_task;
+    d["tasks"] = j.spec.tasks;
+  }
+  Emit(fmt::format("job.{}", what), fmt::format("job/{}", j.spec.id.value()), d.dump());
 }
 
 NodeRecord Controller::Shown(const NodeSlot& slot) const {
@@ -38,12 +72,14 @@ NodeRecord Controller::Shown(const NodeSlot& slot) const {
 }
 
 Status Controller::PersistNode(const NodeSlot& slot) {
-  return journal_.PutNode(slot.record.spec.name, NodeToJson(Shown(slot), fleet_, "ready", 0));
+  return WriteWithEvents(
+      [&](const Events& e) { return journal_.PutNode(slot.record.spec.name, NodeToJson(Shown(slot), fleet_, "ready", 0), e); });
 }
 
 Status Controller::Recover() {
   auto contents = journal_.Load();
   if (!contents) return contents.error();
+  next_event_seq_ = contents->last_event_seq + 1;
   for (const auto& [name, json] : contents->nodes) {
     auto n = NodeFromJson(json);
     if (!n) return Status(StatusCode::kInternal, fmt::format("journal: node '{}': {}", name, n.error().message()));
@@ -113,7 +149,12 @@ Result<JobId> Controller::Submit(JobRecord r) {
   if (r.spec.data && !fleet_.FindSite(r.spec.data->site)) {
     return InvalidArgument(fmt::format("field 'data.site': unknown site '{}'", r.spec.data->site));
   }
-  if (Status s = Persist(r); !s.ok()) return Error(StatusCode::kInternal, "could not store the job: " + s.message());
+  JobEvent(r, "submitted");
+  if (Status s = Persist(r); !s.ok()) {
+    pending_events_.pop_back();
+    --next_event_seq_;
+    return Error(StatusCode::kInternal, "could not store the job: " + s.message());
+  }
   ++next_id_;
   const JobId id = r.spec.id;
   jobs_[id.value()] = std::move(r);
@@ -154,6 +195,7 @@ Status Controller::Cancel(JobId id) {
     j.state = JobState::kCancelled;
     j.end_ms = clock_.Now().value();
     j.message = "cancelled while queued";
+    JobEvent(j, "cancelled");
   } else {
     for (size_t t = 0; t < j.tasks.size(); ++t) CancelTask(j, static_cast<int>(t));
     j.message = "cancelling";
@@ -165,6 +207,9 @@ Status Controller::Cancel(JobId id) {
 Status Controller::SetDraining(const std::string& name, bool draining) {
   NodeSlot* slot = SlotByName(name);
   if (!slot) return Status(StatusCode::kNotFound, fmt::format("no node '{}'", name));
+  if (slot->record.draining != draining) {
+    Emit(draining ? "node.drained" : "node.undrained", "node/" + name, nlohmann::json{{"node", name}}.dump());
+  }
   slot->record.draining = draining;
   RefreshNodeState(slot->record.spec.id);
   dirty_ = true;
@@ -178,6 +223,8 @@ void Controller::Quarantine(NodeSlot& slot, int gpu, const std::string& why) {
     return;
   }
   slot.quarantine[static_cast<size_t>(gpu)] = why;
+  Emit("gpu.quarantined", fmt::format("node/{}/gpu/{}", slot.record.spec.name, gpu),
+       nlohmann::json{{"node", slot.record.spec.name}, {"gpu", gpu}, {"reason", why}}.dump());
   NodeState& st = snapshot_.nodes[slot.record.spec.id.value()];
   st.quarantined = static_cast<uint16_t>(st.quarantined | (1u << gpu));
   const std::vector<TaskKey> active(slot.active.begin(), slot.active.end());
@@ -216,6 +263,9 @@ Status Controller::UndrainGpu(const std::string& name, int gpu) {
   if (gpu < 0 || gpu >= static_cast<int>(slot->record.spec.gpus.size())) {
     return Status(StatusCode::kInvalidArgument, fmt::format("node '{}' has no GPU {}", name, gpu));
   }
+  if (!slot->quarantine[static_cast<size_t>(gpu)].empty()) {
+    Emit("gpu.returned", fmt::format("node/{}/gpu/{}", name, gpu), nlohmann::json{{"node", name}, {"gpu", gpu}}.dump());
+  }
   slot->quarantine[static_cast<size_t>(gpu)].clear();
   slot->check_asked_ms[static_cast<size_t>(gpu)] = 0;
   NodeState& st = snapshot_.nodes[slot->record.spec.id.value()];
@@ -249,6 +299,8 @@ void Controller::SelfTested(NodeSlot& slot, const GpuSelfTest& r) {
   const size_t g = static_cast<size_t>(r.gpu);
   slot.check_asked_ms[g] = 0;
   slot.last_check[g] = fmt::format("{}: {}", r.passed ? "passed" : "failed", r.detail);
+  Emit("gpu.selftest", fmt::format("node/{}/gpu/{}", slot.record.spec.name, r.gpu),
+       nlohmann::json{{"node", slot.record.spec.name}, {"gpu", r.gpu}, {"passed", r.passed}, {"detail", r.detail}}.dump());
   if (slot.quarantine[g].empty()) {  // undrained by hand meanwhile
     (void)PersistNode(slot);
     return;
@@ -434,6 +486,10 @@ Result<std::string> Controller::Register(const RegisterRequest& r) {
   slot.detector.Heartbeat(clock_.Now());
   slot.record.last_heartbeat_ms = clock_.Now().value();
   RefreshNodeState(*id);
+  Emit("node.joined", "node/" + slot.record.spec.name,
+       nlohmann::json{{"node", slot.record.spec.name}, {"site", r.site}, {"provider", r.provider}, {"tier", r.tier},
+                      {"gpus", r.gpus.size()}, {"model", slot.record.gpu_model}, {"gpu_source", r.gpu_source}}
+           .dump());
   if (Status s = PersistNode(slot); !s.ok()) return tl::unexpected(s);
   dirty_ = true;
   return slot.record.spec.name;
@@ -533,6 +589,7 @@ Result<HeartbeatReply> Controller::Heartbeat(const gp::Heartbeat& h) {
         j.state = JobState::kRunning;
         j.start_ms = t.started_ms > 0 ? t.started_ms : clock_.Now().value();
         if (!j.failing_over) j.message.clear();
+        JobEvent(j, "started");
       }
       changed.push_back(&j);
     }
@@ -566,7 +623,7 @@ Result<HeartbeatReply> Controller::Heartbeat(const gp::Heartbeat& h) {
   std::vector<std::pair<uint64_t, std::string>> batch;
   for (JobRecord* j : changed) batch.emplace_back(j->spec.id.value(), JobToJson(*j));
   if (!batch.empty()) {
-    if (Status s = journal_.PutJobs(batch); !s.ok()) return tl::unexpected(s);
+    if (Status s = WriteWithEvents([&](const Events& e) { return journal_.PutJobs(batch, e); }); !s.ok()) return tl::unexpected(s);
   }
   return TakeWork(h.node);
 }
@@ -647,6 +704,7 @@ void Controller::FailOver(JobRecord& j, const std::string& why, int64_t fence_un
   j.fence_until_ms = std::max(j.fence_until_ms, fence_until);
   j.message = fmt::format("attempt {} failed: {}; placing the job again", j.attempt, why);
   ++stats_.failovers;
+  JobEvent(j, "failing_over");
   for (size_t t = 0; t < j.tasks.size(); ++t) {
     const NodeSlot* slot = SlotByName(j.tasks[t].node);
     if (slot && !slot->down) CancelTask(j, static_cast<int>(t), grace_ms);
@@ -657,7 +715,9 @@ void Controller::FailOver(JobRecord& j, const std::string& why, int64_t fence_un
 
 void Controller::NodeDown(NodeSlot& slot) {
   slot.down = true;
-  if (on_down) on_down(slot.record.spec.name, static_cast<double>(clock_.Now().value() - slot.lease_granted_ms) / 1000.0);
+  const double silence = static_cast<double>(clock_.Now().value() - slot.lease_granted_ms) / 1000.0;
+  if (on_down) on_down(slot.record.spec.name, silence);
+  Emit("node.down", "node/" + slot.record.spec.name, nlohmann::json{{"node", slot.record.spec.name}, {"silent_s", silence}}.dump());
   RefreshNodeState(slot.record.spec.id);
   // Its attempts' leases run out this long after its last heartbeat; only then may the jobs
   // run elsewhere (the tasks stop themselves by then, even if the agent is hung).
@@ -688,6 +748,7 @@ void Controller::Requeue(JobRecord& j) {
     j.state = j.cancel_requested ? JobState::kCancelled : JobState::kFailed;
     j.end_ms = now;
     if (!j.cancel_requested) j.message = fmt::format("gave up after {} failed attempts: {}", retries, j.attempts.back().outcome);
+    JobEvent(j, j.cancel_requested ? "cancelled" : "failed");
   } else if (retries == 0) {
     j.state = JobState::kQueued;  // moved, not failed (an eviction): straight back
     queued_.insert(j.spec.id.value());
@@ -699,6 +760,7 @@ void Controller::Requeue(JobRecord& j) {
     const int64_t wait = retries <= 1 ? 0 : std::min<int64_t>(options_.backoff.value() << std::min(retries - 2, 10), 60'000);
     j.not_before_ms = now + wait;
   }
+  if (j.state == JobState::kQueued) JobEvent(j, "requeued");
   (void)Persist(j);
   dirty_ = true;
 }
@@ -716,6 +778,7 @@ void Controller::FinishIfDone(JobRecord& j) {
   } else {
     j.state = (*j.exit_code == 0 && !j.signal) ? JobState::kSucceeded : JobState::kFailed;
   }
+  JobEvent(j, JobStateName(j.state));
   // A finished job's carried checkpoints are done with; a failed one's are kept to look at.
   if (j.state != JobState::kFailed && !options_.checkpoint_store.empty()) {
     std::error_code ec;
@@ -799,6 +862,7 @@ void Controller::ApplyPlan(const Plan& plan, const std::vector<PendingJob>&) {
     j.message.clear();
     last_decision_.erase(p.job.value());
     ++stats_.placed;
+    JobEvent(j, "placed");
     Launch(j);
     batch.emplace_back(p.job.value(), JobToJson(j));
   }
@@ -813,10 +877,35 @@ void Controller::ApplyPlan(const Plan& plan, const std::vector<PendingJob>&) {
     if (msg != j.message) j.message = msg;
     last_decision_[d.job.value()] = d;
   }
-  if (!batch.empty()) (void)journal_.PutJobs(batch);
+  if (!batch.empty()) (void)WriteWithEvents([&](const Events& e) { return journal_.PutJobs(batch, e); });
 }
 
 void Controller::Tick() {
+  TickOnce();
+  const int64_t now = clock_.Now().value();
+  if (options_.telemetry_events.value() > 0 && now - last_telemetry_event_ms_ >= options_.telemetry_events.value()) {
+    last_telemetry_event_ms_ = now;
+    for (const NodeSlot& slot : nodes_) {
+      if (slot.down) continue;
+      nlohmann::json gpus = nlohmann::json::array();
+      for (const GpuSample& g : slot.record.gpus) {
+        gpus.push_back({{"gpu", g.index}, {"utilisation", static_cast<double>(g.utilisation.value()) / 1000},
+                        {"memory_used_mib", g.memory_used.value()}, {"memory_total_mib", g.memory_total.value()}});
+      }
+      const HostSample& h = slot.record.host;
+      Emit("node.telemetry", "node/" + slot.record.spec.name,
+           nlohmann::json{{"node", slot.record.spec.name},
+                          {"cpu_busy", static_cast<double>(h.cpu_busy.value()) / 1000},
+                          {"memory_total_mib", h.memory.total.value()},
+                          {"memory_available_mib", h.memory.available.value()},
+                          {"gpus", gpus}}
+               .dump());
+    }
+  }
+  FlushEvents();
+}
+
+void Controller::TickOnce() {
   const int64_t now = clock_.Now().value();
   for (NodeSlot& s : nodes_) {
     if (s.down || !s.detector.started()) continue;
@@ -825,6 +914,8 @@ void Controller::Tick() {
       NodeDown(s);
     } else if ((l == Liveness::kSuspect) != s.suspect) {
       s.suspect = l == Liveness::kSuspect;
+      Emit(s.suspect ? "node.suspect" : "node.ready", "node/" + s.record.spec.name,
+           nlohmann::json{{"node", s.record.spec.name}}.dump());
       RefreshNodeState(s.record.spec.id);
       dirty_ = true;
     }
@@ -867,6 +958,7 @@ void Controller::Tick() {
       j.state = JobState::kFailed;
       j.message = p.error().message();
       j.end_ms = now;
+      JobEvent(j, "failed");
       (void)Persist(j);
       continue;
     }

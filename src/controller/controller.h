@@ -52,6 +52,8 @@ struct ControllerOptions {
   // (agent/selftest.h); a pass returns it to service, a failure starts its probation again.
   // Zero: only `gpupool gpu undrain` brings it back.
   Millis gpu_probation{600'000};
+  // A node.telemetry event per node this often (host and GPU samples); zero: none.
+  Millis telemetry_events{0};
 };
 
 struct JobFilter {
@@ -131,6 +133,15 @@ class Controller {
   // tenant and wait reason, and counters. Cost: O(nodes x GPUs + live jobs + finished jobs).
   void CollectMetrics(Families& out) const;
 
+  // --- events (docs/events.md) ---
+  // Stored events after `after`, oldest first (what GET /v1/events and the sinks deliver).
+  Result<Events> EventsAfter(uint64_t after, size_t limit) const { return journal_.EventsAfter(after, limit); }
+  uint64_t last_event_seq() const { return next_event_seq_ - 1; }
+  // Writes the events that no state change has carried yet (a node turning suspect changes
+  // nothing durable). The API calls it after every request and tick.
+  void FlushEvents();
+  std::function<void()> on_events;  // new events are in the store
+
   // What a node's detector says now ("ready", "suspect", "down", "draining").
   std::string NodeCondition(const std::string& name) const;
   const Stats& stats() const { return stats_; }
@@ -163,6 +174,12 @@ class Controller {
   };
 
   Status Persist(const JobRecord& job);
+  void TickOnce();
+  // Adds an event to those the next write carries (data: a JSON object's text).
+  void Emit(std::string type, std::string subject, std::string data);
+  void JobEvent(const JobRecord& j, std::string_view what);
+  // Runs one journal write with the pending events; they are cleared only if it succeeds.
+  Status WriteWithEvents(const std::function<Status(const Events&)>& put);
   Status PersistNode(const NodeSlot& slot);
   NodeRecord Shown(const NodeSlot& slot) const;  // the record with its GPUs' health filled in
   void AskSelfTest(NodeSlot& slot, int gpu);
@@ -203,6 +220,9 @@ class Controller {
   uint64_t next_id_ = 1;
   bool dirty_ = false;
   Stats stats_;
+  Events pending_events_;
+  uint64_t next_event_seq_ = 1;
+  int64_t last_telemetry_event_ms_ = 0;
 };
 
 }  // namespace gp

@@ -14,32 +14,62 @@
 
 namespace gp {
 
+// A state change as an event (docs/events.md): numbered in the order the changes happened,
+// and stored in the same transaction as the change it describes (an outbox), so a sink that
+// delivers from the store after a crash misses nothing and invents nothing.
+struct EventRecord {
+  uint64_t seq = 0;
+  int64_t time_ms = 0;
+  std::string type;     // "job.placed", "node.down", "gpu.quarantined", ...
+  std::string subject;  // "job/12", "node/a", "node/a/gpu/1"
+  std::string data;     // a JSON object
+};
+using Events = std::vector<EventRecord>;
+
 struct JournalContents {
   std::map<uint64_t, std::string> jobs;     // id -> JSON
   std::map<std::string, std::string> nodes; // name -> JSON
   std::map<std::string, std::string> meta;
+  uint64_t last_event_seq = 0;
 };
 
 class Journal {
  public:
   virtual ~Journal() = default;
-  // Writes all of them in one transaction (group commit).
-  virtual Status PutJobs(const std::vector<std::pair<uint64_t, std::string>>& jobs) = 0;
-  virtual Status PutNode(std::string_view name, std::string_view json) = 0;
+  // Each writes its records and the events given in one transaction.
+  virtual Status PutJobs(const std::vector<std::pair<uint64_t, std::string>>& jobs, const Events& events) = 0;
+  virtual Status PutNode(std::string_view name, std::string_view json, const Events& events) = 0;
+  virtual Status PutEvents(const Events& events) = 0;
   virtual Status PutMeta(std::string_view key, std::string_view value) = 0;
   virtual Result<JournalContents> Load() = 0;
+  // Events with seq > after, oldest first, at most `limit`.
+  virtual Result<Events> EventsAfter(uint64_t after, size_t limit) = 0;
 };
 
 // For tests and `sim`: keeps everything in memory.
 class MemoryJournal final : public Journal {
  public:
-  Status PutJobs(const std::vector<std::pair<uint64_t, std::string>>& jobs) override {
+  Status PutJobs(const std::vector<std::pair<uint64_t, std::string>>& jobs, const Events& events) override {
     for (const auto& [id, json] : jobs) c_.jobs[id] = json;
+    return PutEvents(events);
+  }
+  Status PutNode(std::string_view name, std::string_view json, const Events& events) override {
+    c_.nodes[std::string(name)] = json;
+    return PutEvents(events);
+  }
+  Status PutEvents(const Events& events) override {
+    for (const EventRecord& e : events) {
+      events_.push_back(e);
+      c_.last_event_seq = e.seq;
+    }
     return Status::Ok();
   }
-  Status PutNode(std::string_view name, std::string_view json) override {
-    c_.nodes[std::string(name)] = json;
-    return Status::Ok();
+  Result<Events> EventsAfter(uint64_t after, size_t limit) override {
+    Events out;
+    for (const EventRecord& e : events_) {
+      if (e.seq > after && out.size() < limit) out.push_back(e);
+    }
+    return out;
   }
   Status PutMeta(std::string_view key, std::string_view value) override {
     c_.meta[std::string(key)] = value;
@@ -49,6 +79,7 @@ class MemoryJournal final : public Journal {
 
  private:
   JournalContents c_;
+  Events events_;
 };
 
 }  // namespace gp

@@ -1,5 +1,7 @@
 #include "wire/codec.h"
 
+#include <ctime>
+
 #include <fmt/format.h>
 
 #include <nlohmann/json.hpp>
@@ -540,6 +542,26 @@ Result<HeartbeatReply> ParseReply(std::string_view body) {
     }
     return r;
   });
+}
+
+std::string EventToCloudEvent(const EventRecord& e, std::string_view source) {
+  const std::time_t secs = static_cast<std::time_t>(e.time_ms / 1000);
+  std::tm tm{};
+  gmtime_r(&secs, &tm);
+  char when[32];
+  std::strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%S", &tm);
+  Json data = Json::parse(e.data, nullptr, false);
+  if (data.is_discarded()) data = Json::object();
+  return Json{{"specversion", "1.0"},
+              {"id", std::to_string(e.seq)},
+              {"sequence", e.seq},
+              {"source", source},
+              {"type", "io.gpupool." + e.type},
+              {"subject", e.subject},
+              {"time", fmt::format("{}.{:03d}Z", when, static_cast<int>(e.time_ms % 1000))},
+              {"datacontenttype", "application/json"},
+              {"data", data}}
+      .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
 std::string ErrorJson(std::string_view message) { return Json{{"error", message}}.dump(); }

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "core/status.h"
+#include "state/journal.h"
 #include "state/records.h"
 
 namespace gp {
@@ -110,6 +111,11 @@ struct HeartbeatReply {
 };
 std::string ReplyToJson(const HeartbeatReply& r);
 Result<HeartbeatReply> ParseReply(std::string_view body);
+
+// An event as a CloudEvents 1.0 JSON object (structured mode): id and the `sequence`
+// extension are the event's number, type is "io.gpupool." + its type, source names the
+// server, data is the event's JSON object.
+std::string EventToCloudEvent(const EventRecord& e, std::string_view source);
 
 // {"error": "..."} bodies.
 std::string ErrorJson(std::string_view message);

@@ -459,6 +459,50 @@ TEST(ControllerTest, CarriedCheckpointsAreFencedByAttempt) {
   std::filesystem::remove_all(store);
 }
 
+// Every state change is an event, numbered in order and stored with the change (the outbox);
+// events of changes that write nothing durable (a node turning suspect) are flushed by Tick.
+TEST(ControllerTest, StateChangesAreNumberedEvents) {
+  Scene e;
+  e.Join("a", 1);
+  e.Join("b", 1);
+  const JobId id = e.Submit(1);
+  e.c->Tick();
+  const std::string first = e.c->FindJob(id)->tasks[0].node;
+  const std::string other = first == "a" ? "b" : "a";
+  e.Beat(first);
+  e.Beat(first, {{.job = id.value(), .task = 0, .attempt = 1}}, {{id.value(), 0, 1}});
+  ASSERT_TRUE(e.c->GpuXid(first, 0, 79));  // quarantined: the job moves
+  e.Beat(first, {{.job = id.value(), .task = 0, .attempt = 1, .state = TaskReport::State::kExited, .exit_code = 143, .signal = 15}});
+  e.c->Tick();
+  e.Beat(other);
+  e.Beat(other, {{.job = id.value(), .task = 0, .attempt = 2, .state = TaskReport::State::kExited, .exit_code = 0}});
+  for (int i = 0; i < 20; ++i) {  // `other` falls silent: suspect, then down
+    e.clock.Advance(Millis{100});
+    e.Beat(first);
+    e.c->Tick();
+  }
+  auto events = e.c->EventsAfter(0, 1000);
+  ASSERT_TRUE(events);
+  std::vector<std::string> got;
+  for (size_t i = 0; i < events->size(); ++i) {
+    EXPECT_EQ((*events)[i].seq, i + 1) << "numbered from 1 without a gap";
+    got.push_back((*events)[i].type + " " + (*events)[i].subject);
+  }
+  const std::vector<std::string> want = {
+      "node.joined node/a", "node.joined node/b", "job.submitted job/1", "job.placed job/1", "job.started job/1",
+      fmt::format("gpu.quarantined node/{}/gpu/0", first), "job.failing_over job/1", "job.requeued job/1",
+      "job.placed job/1", "job.started job/1", "job.succeeded job/1", fmt::format("node.suspect node/{}", other), fmt::format("node.down node/{}", other)};
+  EXPECT_EQ(got, want);
+  EXPECT_EQ(e.c->last_event_seq(), want.size());
+  EXPECT_EQ(e.c->EventsAfter(10, 1000)->size(), 3u);
+  EXPECT_NE((*events)[10].data.find("\"exit_code\":0"), std::string::npos) << (*events)[10].data;
+  // A new controller on the same journal goes on numbering where the last one stopped.
+  e.c = e.Make();
+  ASSERT_TRUE(e.c->Recover().ok());
+  e.Submit(0);
+  EXPECT_EQ(e.c->last_event_seq(), want.size() + 1);
+}
+
 TEST(CodecTest, SubmitIsStrictAndRecordsRoundTrip) {
   EXPECT_NE(ParseSubmitRequest(R"({"command":["x"],"gpus":1,"colour":"red"})").error().message().find("unknown field 'colour'"),
             std::string::npos);

@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <sstream>
 #include <thread>
 
 #include "adapters/http.h"
@@ -265,6 +266,41 @@ int Nodes(const Conn& c) {
   return 0;
 }
 
+// `gpupool events [-f] [--since N]`: the event log; -f follows it, resuming from the last
+// event seen across server restarts (the log is durable, so nothing is missed).
+int EventsCmd(const Conn& c, uint64_t since, bool follow) {
+  int failures = 0;
+  for (;;) {
+    auto body = Call(c, "GET", fmt::format("/v1/events?since={}&limit=1000{}", since, follow ? "&wait=25s" : ""));
+    if (!body) {
+      if (!follow || ++failures > 120) return 1;
+      std::this_thread::sleep_for(std::chrono::seconds(1));  // the server restarts: keep trying
+      continue;
+    }
+    failures = 0;
+    size_t n = 0;
+    std::istringstream lines(*body);
+    std::string line;
+    while (std::getline(lines, line)) {
+      if (line.empty()) continue;
+      ++n;
+      const json e = json::parse(line, nullptr, false);
+      if (!e.is_object()) continue;
+      since = std::max<uint64_t>(since, e.value("sequence", uint64_t{0}));
+      if (c.json_out) {
+        fmt::print("{}\n", line);
+      } else {
+        std::string type = e.value("type", "");
+        if (type.starts_with("io.gpupool.")) type = type.substr(11);
+        fmt::print("{:>7}  {}  {:<18} {:<16} {}\n", e.value("sequence", uint64_t{0}), e.value("time", ""), type,
+                   e.value("subject", ""), e.contains("data") ? e["data"].dump() : "{}");
+      }
+    }
+    std::fflush(stdout);
+    if (!follow && n < 1000) return 0;
+  }
+}
+
 int Simple(const Conn& c, const std::string& method, const std::string& target, const std::string& done) {
   auto body = Call(c, method, target);
   if (!body) return 1;
@@ -373,6 +409,13 @@ void AddClientCommands(CLI::App& app, int* exit_code) {
   CLI::App* nodes = app.add_subcommand("nodes", "List nodes with their GPUs and live load");
   AddConn(nodes, conn);
   nodes->callback([conn, exit_code] { *exit_code = Nodes(*conn); });
+
+  auto ev = std::make_shared<std::pair<uint64_t, bool>>(0, false);
+  CLI::App* events = app.add_subcommand("events", "The event log: jobs, nodes and GPUs changing state (-f follows it)");
+  AddConn(events, conn);
+  events->add_option("--since", ev->first, "only events after this number (0: from the start)");
+  events->add_flag("-f,--follow", ev->second, "keep printing new events as they happen");
+  events->callback([conn, ev, exit_code] { *exit_code = EventsCmd(*conn, ev->first, ev->second); });
 
   auto node_name = std::make_shared<std::string>();
   CLI::App* node = app.add_subcommand("node", "Show one node");

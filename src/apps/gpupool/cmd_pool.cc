@@ -106,7 +106,8 @@ Result<std::unique_ptr<Server>> StartServer(const ServerArgs& a) {
                         .gpu_probation = *probation},
       std::move(*policy));
   if (Status s = srv->controller->Recover(); !s.ok()) return tl::unexpected(s);
-  srv->api = std::make_unique<Api>(*srv->controller, srv->loop, ApiOptions{.admin_token = *admin, .join_token = *join});
+  srv->api = std::make_unique<Api>(*srv->controller, srv->loop,
+                                   ApiOptions{.admin_token = *admin, .join_token = *join, .event_source = "gpupool://" + a.listen});
   Api* api = srv->api.get();
   if (a.checkpoint_max_mib < 1) return InvalidArgument("--checkpoint-max-mib: expected at least 1");
   const BodyLimits limits(a.body_limit, "/v1/agent/checkpoints/", static_cast<size_t>(a.checkpoint_max_mib) << 20);
