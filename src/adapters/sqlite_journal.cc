@@ -98,6 +98,22 @@ Status SqliteJournal::PutJobs(const std::vector<std::pair<uint64_t, std::string>
 
 Status SqliteJournal::PutEvents(const Events& events) { return PutJobs({}, events); }
 
+Result<uint64_t> SqliteJournal::SinkOffset(const std::string& sink) {
+  Stmt st;
+  if (sqlite3_prepare_v2(db_, "SELECT delivered FROM sinks WHERE name = ?", -1, &st.s, nullptr) != SQLITE_OK) {
+    return tl::unexpected(Error("prepare"));
+  }
+  sqlite3_bind_text(st.s, 1, sink.data(), static_cast<int>(sink.size()), SQLITE_STATIC);
+  const int rc = sqlite3_step(st.s);
+  if (rc == SQLITE_ROW) return static_cast<uint64_t>(sqlite3_column_int64(st.s, 0));
+  if (rc == SQLITE_DONE) return uint64_t{0};
+  return tl::unexpected(Error("read sink offset"));
+}
+
+Status SqliteJournal::SetSinkOffset(const std::string& sink, uint64_t seq) {
+  return Upsert("INSERT OR REPLACE INTO sinks (name, delivered) VALUES (?, ?)", sink, std::to_string(seq));
+}
+
 Result<Events> SqliteJournal::EventsAfter(uint64_t after, size_t limit) {
   Stmt st;
   if (sqlite3_prepare_v2(db_, "SELECT seq, time_ms, type, subject, data FROM events WHERE seq > ? ORDER BY seq LIMIT ?", -1,

@@ -80,7 +80,10 @@ Api::Api(Controller& controller, EventLoop& loop, ApiOptions options)
     pass_jobs_->Observe(static_cast<double>(pending));
   };
   c_.on_down = [this](const std::string&, double seconds) { detection_seconds_->Observe(seconds); };
-  c_.on_events = [this] { AnswerEventWaiters(); };
+  c_.on_events = [this] {
+    AnswerEventWaiters();
+    for (const auto& fn : event_listeners_) fn();
+  };
 }
 
 namespace {
@@ -143,6 +146,7 @@ void Api::AnswerEventWaiters() {
 std::string Api::Metrics() const {
   Families out = registry_->Collect();
   c_.CollectMetrics(out);
+  for (const auto& fn : metric_sources_) fn(out);
   return SerializeText(out);
 }
 

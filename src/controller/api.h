@@ -26,6 +26,10 @@ class Api {
   void Handle(HttpRequest request, Respond respond);
   // Runs a scheduling pass soon (coalesced): after anything that may change a placement.
   void Poke();
+  // Called when new events are in the store (an event sink's wake-up).
+  void AddEventListener(std::function<void()> fn) { event_listeners_.push_back(std::move(fn)); }
+  // More series for /metrics (an event sink's progress).
+  void AddMetrics(std::function<void(Families&)> fn) { metric_sources_.push_back(std::move(fn)); }
 
  private:
   enum class Caller { kNone, kAgent, kAdmin };
@@ -46,6 +50,8 @@ class Api {
     std::function<void()> cancel_timer;
   };
   std::map<uint64_t, EventWaiter> event_waiters_;
+  std::vector<std::function<void()>> event_listeners_;
+  std::vector<std::function<void(Families&)>> metric_sources_;
   uint64_t next_waiter_ = 0;
 
   Controller& c_;

@@ -21,6 +21,7 @@
 #include "agent/supervisor.h"
 #include "apps/gpupool/commands.h"
 #include "controller/api.h"
+#include "events/kafka_sink.h"
 #include "core/units.h"
 
 namespace gp::app {
@@ -50,6 +51,8 @@ struct ServerArgs {
   double suspect_phi = 3.0;
   double down_phi = 8.0;
   std::string acceptable_pause = "500ms";
+  std::string events;            // kafka://BROKERS/TOPIC: deliver the event log there
+  std::string telemetry_events = "0s";
 };
 
 // Everything a running server holds; Serve() blocks until SIGINT/SIGTERM.
@@ -57,6 +60,7 @@ struct Server {
   std::unique_ptr<SqliteJournal> journal;
   std::unique_ptr<Controller> controller;
   std::unique_ptr<Api> api;
+  std::unique_ptr<KafkaSink> kafka;  // destroyed before the controller and loop it is wired to
   EventLoop loop;
   WallClock clock;
   uint16_t port = 0;
@@ -93,6 +97,8 @@ Result<std::unique_ptr<Server>> StartServer(const ServerArgs& a) {
   }
   auto probation = ParseDuration(a.gpu_probation);
   if (!probation) return InvalidArgument("--gpu-probation: " + probation.error().message());
+  auto telemetry = ParseDuration(a.telemetry_events);
+  if (!telemetry) return InvalidArgument("--telemetry-events: " + telemetry.error().message());
   auto lease = ParseDuration(a.lease);
   if (!lease || lease->value() < 500) return InvalidArgument("--lease: expected a duration of at least 500ms, e.g. 2s");
   srv->controller = std::make_unique<Controller>(
@@ -103,12 +109,39 @@ Result<std::unique_ptr<Server>> StartServer(const ServerArgs& a) {
                         .max_retries = a.max_retries,
                         .checkpoint_root = a.checkpoint_root.empty() ? fs::path() : fs::absolute(a.checkpoint_root),
                         .checkpoint_store = fs::absolute(fs::path(a.data_dir) / "checkpoints"),
-                        .gpu_probation = *probation},
+                        .gpu_probation = *probation,
+                        .telemetry_events = *telemetry},
       std::move(*policy));
   if (Status s = srv->controller->Recover(); !s.ok()) return tl::unexpected(s);
   srv->api = std::make_unique<Api>(*srv->controller, srv->loop,
                                    ApiOptions{.admin_token = *admin, .join_token = *join, .event_source = "gpupool://" + a.listen});
   Api* api = srv->api.get();
+  if (!a.events.empty()) {
+    auto opts = ParseKafkaUrl(a.events);
+    if (!opts) return tl::unexpected(opts.error());
+    opts->source = "gpupool://" + a.listen;
+    auto source = OpenSqliteEventSource((fs::path(a.data_dir) / "gpupool.db").string());
+    if (!source) return tl::unexpected(source.error());
+    auto sink = KafkaSink::Start(std::move(*opts), std::move(*source));
+    if (!sink) return tl::unexpected(sink.error());
+    srv->kafka = std::move(*sink);
+    KafkaSink* k = srv->kafka.get();
+    Controller* ctl = srv->controller.get();
+    api->AddEventListener([k] { k->Wake(); });
+    api->AddMetrics([k, ctl](Families& out) {
+      const KafkaSink::Stats st = k->stats();
+      const std::vector<std::pair<std::string, std::string>> label = {{"sink", k->name()}};
+      AddValue(FamilyIn(out, "gpupool_events_delivered", "Every event up to this number is delivered.", prometheus::MetricType::Gauge),
+               label, static_cast<double>(st.delivered));
+      AddValue(FamilyIn(out, "gpupool_events_pending", "Events stored but not yet delivered.", prometheus::MetricType::Gauge), label,
+               static_cast<double>(ctl->last_event_seq() - std::min(st.delivered, ctl->last_event_seq())));
+      AddValue(FamilyIn(out, "gpupool_events_failed_total", "Events the sink refused for good.", prometheus::MetricType::Counter),
+               label, static_cast<double>(st.failed));
+      AddValue(FamilyIn(out, "gpupool_event_sink_up", "1 while the sink reaches its brokers.", prometheus::MetricType::Gauge), label,
+               st.brokers_up ? 1 : 0);
+    });
+    k->Wake();
+  }
   if (a.checkpoint_max_mib < 1) return InvalidArgument("--checkpoint-max-mib: expected at least 1");
   const BodyLimits limits(a.body_limit, "/v1/agent/checkpoints/", static_cast<size_t>(a.checkpoint_max_mib) << 20);
   auto port = srv->loop.Listen(a.listen, [api](HttpRequest r, Respond respond) { api->Handle(std::move(r), std::move(respond)); },
@@ -340,6 +373,9 @@ void AddPoolCommands(CLI::App& app, int* exit_code) {
                      "shared storage every node mounts: GPUPOOL_CHECKPOINT_DIR of job J is ROOT/J for every attempt "
                      "(default: none; agents carry each task's checkpoint directory through the server)");
   server->add_option("--checkpoint-max-mib", s->checkpoint_max_mib, "largest carried checkpoint archive accepted, MiB (default 1024)");
+  server->add_option("--events", s->events,
+                     "deliver the event log to Kafka: kafka://BROKER[,BROKER]/TOPIC[?librdkafka.property=value&...]");
+  server->add_option("--telemetry-events", s->telemetry_events, "a node.telemetry event per node this often (default 0s: none)");
   server->add_option("--max-retries", s->max_retries, "how often a job is placed again after failures not its own")
       ->check(CLI::Range(0, 100));
   server->add_option("--config", s->config, "file of `key = value` lines: listen, data_dir, fleet, policy, seed");

@@ -1,0 +1,260 @@
+#include "events/kafka_sink.h"
+
+#include <fmt/format.h>
+#include <librdkafka/rdkafka.h>
+
+#include <chrono>
+#include <set>
+
+#include "adapters/http.h"
+#include "adapters/sqlite_journal.h"
+#include "wire/codec.h"
+
+namespace gp {
+namespace {
+
+class SqliteEventSource final : public EventSource {
+ public:
+  explicit SqliteEventSource(std::unique_ptr<SqliteJournal> j) : j_(std::move(j)) {}
+  Result<Events> EventsAfter(uint64_t after, size_t limit) override { return j_->EventsAfter(after, limit); }
+  Result<uint64_t> Delivered(const std::string& sink) override { return j_->SinkOffset(sink); }
+  Status SetDelivered(const std::string& sink, uint64_t seq) override { return j_->SetSinkOffset(sink, seq); }
+
+ private:
+  std::unique_ptr<SqliteJournal> j_;
+};
+
+// A job's events share a key, and so do a node's and its GPUs' ("node/a/gpu/1" -> "node/a").
+std::string KeyOf(const std::string& subject) {
+  const size_t first = subject.find('/');
+  if (first == std::string::npos) return subject;
+  const size_t second = subject.find('/', first + 1);
+  return second == std::string::npos ? subject : subject.substr(0, second);
+}
+
+}  // namespace
+
+Result<std::unique_ptr<EventSource>> OpenSqliteEventSource(const std::string& path) {
+  auto j = SqliteJournal::Open(path);
+  if (!j) return tl::unexpected(j.error());
+  return std::unique_ptr<EventSource>(new SqliteEventSource(std::move(*j)));
+}
+
+Result<KafkaSinkOptions> ParseKafkaUrl(std::string_view url) {
+  constexpr std::string_view kScheme = "kafka://";
+  auto bad = [&](std::string_view why) {
+    return InvalidArgument(fmt::format("--events '{}': {}; expected kafka://BROKER[,BROKER]/TOPIC[?property=value&...]", url, why));
+  };
+  if (!url.starts_with(kScheme)) return bad("not a kafka:// address");
+  std::string_view rest = url.substr(kScheme.size());
+  const size_t slash = rest.find('/');
+  if (slash == std::string_view::npos || slash == 0) return bad("no broker or no topic");
+  KafkaSinkOptions o;
+  o.brokers = std::string(rest.substr(0, slash));
+  rest = rest.substr(slash + 1);
+  const size_t q = rest.find('?');
+  o.topic = std::string(rest.substr(0, q));
+  if (o.topic.empty() || o.topic.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") !=
+                             std::string::npos) {
+    return bad("a topic is letters, digits, '.', '_' and '-'");
+  }
+  if (q != std::string_view::npos) {
+    std::string_view props = rest.substr(q + 1);
+    while (!props.empty()) {
+      const size_t amp = props.find('&');
+      const std::string_view kv = props.substr(0, amp);
+      const size_t eq = kv.find('=');
+      if (eq == std::string_view::npos || eq == 0) return bad(fmt::format("'{}' is not property=value", kv));
+      o.config.emplace_back(UrlDecode(kv.substr(0, eq)), UrlDecode(kv.substr(eq + 1)));
+      props = amp == std::string_view::npos ? std::string_view() : props.substr(amp + 1);
+    }
+  }
+  return o;
+}
+
+struct KafkaSink::Impl {
+  rd_kafka_t* rk = nullptr;
+  rd_kafka_topic_t* topic = nullptr;
+  // Delivered numbers above the contiguous watermark (partitions confirm out of order).
+  std::set<uint64_t> confirmed;
+  uint64_t watermark = 0;
+  uint64_t failed = 0;
+  bool brokers_up = true;
+  std::string last_error;
+
+  ~Impl() {
+    if (topic) rd_kafka_topic_destroy(topic);
+    if (rk) rd_kafka_destroy(rk);
+  }
+};
+
+namespace {
+
+void OnDelivery(rd_kafka_t*, const rd_kafka_message_t* m, void* opaque) {
+  auto* impl = static_cast<KafkaSink::Impl*>(opaque);
+  const auto seq = static_cast<uint64_t>(reinterpret_cast<uintptr_t>(m->_private));
+  if (m->err) {
+    // With message.timeout.ms=0 only a permanent refusal ends here (too large, not allowed).
+    ++impl->failed;
+    impl->last_error = fmt::format("event {}: {}", seq, rd_kafka_err2str(m->err));
+    fmt::print(stderr, "gpupool server: kafka refused {}; skipped\n", impl->last_error);
+  } else {
+    impl->brokers_up = true;
+  }
+  impl->confirmed.insert(seq);
+  while (!impl->confirmed.empty() && *impl->confirmed.begin() == impl->watermark + 1) {
+    impl->watermark = *impl->confirmed.begin();
+    impl->confirmed.erase(impl->confirmed.begin());
+  }
+}
+
+void OnError(rd_kafka_t*, int err, const char* reason, void* opaque) {
+  auto* impl = static_cast<KafkaSink::Impl*>(opaque);
+  if (err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN || err == RD_KAFKA_RESP_ERR__TRANSPORT) {
+    if (impl->brokers_up) fmt::print(stderr, "gpupool server: kafka: {}; events wait in the store\n", reason);
+    impl->brokers_up = false;
+  }
+  impl->last_error = reason;
+}
+
+// librdkafka's own log: the error callback already reports outages, once; only critical
+// messages are worth a line of their own.
+void OnLog(const rd_kafka_t*, int level, const char* facility, const char* message) {
+  if (level <= 2) fmt::print(stderr, "gpupool server: kafka {}: {}\n", facility, message);
+}
+
+}  // namespace
+
+KafkaSink::KafkaSink(KafkaSinkOptions options, std::unique_ptr<EventSource> source)
+    : options_(std::move(options)), source_(std::move(source)), impl_(std::make_unique<Impl>()) {}
+
+Result<std::unique_ptr<KafkaSink>> KafkaSink::Start(KafkaSinkOptions options, std::unique_ptr<EventSource> source) {
+  std::unique_ptr<KafkaSink> sink(new KafkaSink(std::move(options), std::move(source)));
+  char err[512];
+  rd_kafka_conf_t* conf = rd_kafka_conf_new();
+  std::vector<std::pair<std::string, std::string>> props = {
+      {"bootstrap.servers", sink->options_.brokers},
+      {"enable.idempotence", "true"},  // no duplicates or reordering from retries
+      {"acks", "all"},
+      {"message.timeout.ms", "0"},     // never give up: an outage only delays
+      {"linger.ms", "5"},
+      {"client.id", "gpupool-server"}};
+  for (const auto& kv : sink->options_.config) props.push_back(kv);
+  for (const auto& [k, v] : props) {
+    if (rd_kafka_conf_set(conf, k.c_str(), v.c_str(), err, sizeof(err)) != RD_KAFKA_CONF_OK) {
+      rd_kafka_conf_destroy(conf);
+      return InvalidArgument(fmt::format("--events: kafka property {}={}: {}", k, v, err));
+    }
+  }
+  rd_kafka_conf_set_opaque(conf, sink->impl_.get());
+  rd_kafka_conf_set_dr_msg_cb(conf, OnDelivery);
+  rd_kafka_conf_set_error_cb(conf, OnError);
+  rd_kafka_conf_set_log_cb(conf, OnLog);
+  sink->impl_->rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof(err));
+  if (!sink->impl_->rk) {
+    rd_kafka_conf_destroy(conf);
+    return Error(StatusCode::kFailedPrecondition, fmt::format("--events: kafka producer: {}", err));
+  }
+  sink->impl_->topic = rd_kafka_topic_new(sink->impl_->rk, sink->options_.topic.c_str(), nullptr);
+  auto delivered = sink->source_->Delivered(sink->name());
+  if (!delivered) return tl::unexpected(delivered.error());
+  sink->impl_->watermark = *delivered;
+  sink->stats_.delivered = sink->stats_.produced = *delivered;
+  sink->thread_ = std::thread([s = sink.get()] { s->Loop(); });
+  return sink;
+}
+
+KafkaSink::~KafkaSink() {
+  {
+    std::lock_guard lock(mu_);
+    stop_ = true;
+  }
+  cv_.notify_all();
+  if (thread_.joinable()) thread_.join();
+}
+
+void KafkaSink::Wake() {
+  {
+    std::lock_guard lock(mu_);
+    woken_ = true;
+  }
+  cv_.notify_all();
+}
+
+KafkaSink::Stats KafkaSink::stats() const {
+  std::lock_guard lock(mu_);
+  return stats_;
+}
+
+std::string KafkaSink::ProducerConfig(const std::string& key) const {
+  const rd_kafka_conf_t* conf = rd_kafka_conf(impl_->rk);
+  char value[256];
+  size_t size = sizeof(value);
+  if (rd_kafka_conf_get(conf, key.c_str(), value, &size) != RD_KAFKA_CONF_OK) return {};
+  return value;
+}
+
+void KafkaSink::Loop() {
+  Impl& k = *impl_;
+  uint64_t next = k.watermark;  // the last event handed to the producer
+  uint64_t saved = k.watermark;
+  auto last_save = std::chrono::steady_clock::now();
+  for (;;) {
+    bool stopping;
+    {
+      std::lock_guard lock(mu_);
+      stopping = stop_;
+    }
+    if (stopping) break;
+    // Read on only while librdkafka's queue has room: beyond that the store is the buffer.
+    size_t handed = 0;
+    if (rd_kafka_outq_len(k.rk) < 50'000) {
+      auto events = source_->EventsAfter(next, 500);
+      if (events) {
+        for (const EventRecord& e : *events) {
+          for (uint64_t gap = next + 1; gap < e.seq; ++gap) k.confirmed.insert(gap);  // none, unless pruned
+          const std::string value = EventToCloudEvent(e, options_.source);
+          const std::string key = KeyOf(e.subject);
+          rd_kafka_resp_err_t err = rd_kafka_producev(
+              k.rk, RD_KAFKA_V_RKT(k.topic), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+              RD_KAFKA_V_VALUE(const_cast<char*>(value.data()), value.size()),
+              RD_KAFKA_V_KEY(const_cast<char*>(key.data()), key.size()),
+              RD_KAFKA_V_HEADER("content-type", "application/cloudevents+json", -1),
+              RD_KAFKA_V_OPAQUE(reinterpret_cast<void*>(static_cast<uintptr_t>(e.seq))), RD_KAFKA_V_END);
+          if (err == RD_KAFKA_RESP_ERR__QUEUE_FULL) break;  // later
+          if (err) {
+            k.confirmed.insert(e.seq);  // cannot be produced at all: counted and skipped
+            ++k.failed;
+            k.last_error = fmt::format("event {}: {}", e.seq, rd_kafka_err2str(err));
+          }
+          next = e.seq;
+          ++handed;
+        }
+      } else {
+        k.last_error = events.error().message();
+      }
+    }
+    rd_kafka_poll(k.rk, handed > 0 ? 0 : 20);  // delivery reports run here, on this thread
+    const auto now = std::chrono::steady_clock::now();
+    if (k.watermark != saved && now - last_save > std::chrono::milliseconds(200)) {
+      if (source_->SetDelivered(name(), k.watermark).ok()) saved = k.watermark;
+      last_save = now;
+    }
+    {
+      std::unique_lock lock(mu_);
+      stats_ = Stats{.delivered = k.watermark, .produced = next, .failed = k.failed, .brokers_up = k.brokers_up,
+                     .last_error = k.last_error};
+      if (handed == 0 && rd_kafka_outq_len(k.rk) == 0) {
+        cv_.wait_for(lock, std::chrono::milliseconds(100), [&] { return stop_ || woken_; });
+      }
+      woken_ = false;
+    }
+  }
+  rd_kafka_flush(k.rk, 5'000);
+  rd_kafka_poll(k.rk, 0);
+  if (k.watermark != saved) (void)source_->SetDelivered(name(), k.watermark);
+  std::lock_guard lock(mu_);
+  stats_.delivered = k.watermark;
+}
+
+}  // namespace gp
