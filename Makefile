@@ -5,7 +5,7 @@ TRACES  ?= ../shared/traces
 JOBS    ?= $(shell nproc)
 CMAKE_FLAGS ?= -DCMAKE_BUILD_TYPE=Release
 
-.PHONY: all bootstrap configure build test run sim-demo bench soak clean format
+.PHONY: all bootstrap configure build npm test run sim-demo bench soak clean format
 
 all: build
 
@@ -20,7 +20,16 @@ configure: bootstrap $(BUILD)/build.ninja
 build: configure
 	cmake --build $(BUILD) -j $(JOBS)
 
-test: build
+# npm packages the tests use, installed from their committed lock files (tests/kafka: Apache
+# Kafka for the real-broker test; web/: the dashboard's toolchain).
+NPM_DIRS := tests/kafka
+npm: bootstrap
+	@for d in $(NPM_DIRS); do \
+	  [ -d $$d/node_modules ] && [ $$d/node_modules -nt $$d/package-lock.json ] || \
+	    (cd $$d && npm ci --no-audit --no-fund --loglevel=error) || exit 1; \
+	done
+
+test: build npm
 	cd $(BUILD) && GPUPOOL_TRACES=$(abspath $(TRACES)) ctest --output-on-failure -j $(JOBS) --timeout 600
 
 # The main job: first the scheduler on its own (a 1-second replay of the Philly trace and the

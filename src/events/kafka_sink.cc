@@ -81,6 +81,17 @@ struct KafkaSink::Impl {
   uint64_t failed = 0;
   bool brokers_up = true;
   std::string last_error;
+  bool headers = true;  // brokers before Kafka 0.11 take no message headers
+
+  // Done with `seq` (delivered, or refused for good): the watermark moves over every
+  // contiguous number.
+  void Confirm(uint64_t seq) {
+    confirmed.insert(seq);
+    while (!confirmed.empty() && *confirmed.begin() == watermark + 1) {
+      watermark = *confirmed.begin();
+      confirmed.erase(confirmed.begin());
+    }
+  }
 
   ~Impl() {
     if (topic) rd_kafka_topic_destroy(topic);
@@ -101,11 +112,7 @@ void OnDelivery(rd_kafka_t*, const rd_kafka_message_t* m, void* opaque) {
   } else {
     impl->brokers_up = true;
   }
-  impl->confirmed.insert(seq);
-  while (!impl->confirmed.empty() && *impl->confirmed.begin() == impl->watermark + 1) {
-    impl->watermark = *impl->confirmed.begin();
-    impl->confirmed.erase(impl->confirmed.begin());
-  }
+  impl->Confirm(seq);
 }
 
 void OnError(rd_kafka_t*, int err, const char* reason, void* opaque) {
@@ -212,20 +219,37 @@ void KafkaSink::Loop() {
       auto events = source_->EventsAfter(next, 500);
       if (events) {
         for (const EventRecord& e : *events) {
-          for (uint64_t gap = next + 1; gap < e.seq; ++gap) k.confirmed.insert(gap);  // none, unless pruned
+          for (uint64_t gap = next + 1; gap < e.seq; ++gap) k.Confirm(gap);  // none, unless pruned
           const std::string value = EventToCloudEvent(e, options_.source);
           const std::string key = KeyOf(e.subject);
-          rd_kafka_resp_err_t err = rd_kafka_producev(
-              k.rk, RD_KAFKA_V_RKT(k.topic), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-              RD_KAFKA_V_VALUE(const_cast<char*>(value.data()), value.size()),
-              RD_KAFKA_V_KEY(const_cast<char*>(key.data()), key.size()),
-              RD_KAFKA_V_HEADER("content-type", "application/cloudevents+json", -1),
-              RD_KAFKA_V_OPAQUE(reinterpret_cast<void*>(static_cast<uintptr_t>(e.seq))), RD_KAFKA_V_END);
+          auto produce = [&](bool with_header) {
+            void* opaque = reinterpret_cast<void*>(static_cast<uintptr_t>(e.seq));
+            auto* v = const_cast<char*>(value.data());
+            auto* kk = const_cast<char*>(key.data());
+            if (!with_header) {
+              return rd_kafka_producev(k.rk, RD_KAFKA_V_RKT(k.topic), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                                       RD_KAFKA_V_VALUE(v, value.size()), RD_KAFKA_V_KEY(kk, key.size()),
+                                       RD_KAFKA_V_OPAQUE(opaque), RD_KAFKA_V_END);
+            }
+            // CloudEvents' Kafka binding, structured mode, names the format in content-type.
+            return rd_kafka_producev(k.rk, RD_KAFKA_V_RKT(k.topic), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                                     RD_KAFKA_V_VALUE(v, value.size()), RD_KAFKA_V_KEY(kk, key.size()),
+                                     RD_KAFKA_V_HEADER("content-type", "application/cloudevents+json", -1),
+                                     RD_KAFKA_V_OPAQUE(opaque), RD_KAFKA_V_END);
+          };
+          rd_kafka_resp_err_t err = produce(k.headers);
+          if (err == RD_KAFKA_RESP_ERR__UNSUPPORTED_FEATURE && k.headers) {
+            fmt::print(stderr, "gpupool server: kafka: the brokers take no message headers (before Kafka 0.11); "
+                               "events go without the content-type header\n");
+            k.headers = false;
+            err = produce(false);
+          }
           if (err == RD_KAFKA_RESP_ERR__QUEUE_FULL) break;  // later
           if (err) {
-            k.confirmed.insert(e.seq);  // cannot be produced at all: counted and skipped
-            ++k.failed;
+            // Cannot be produced at all: counted, reported, skipped.
+            if (k.failed++ == 0) fmt::print(stderr, "gpupool server: kafka: event {}: {}\n", e.seq, rd_kafka_err2str(err));
             k.last_error = fmt::format("event {}: {}", e.seq, rd_kafka_err2str(err));
+            k.Confirm(e.seq);
           }
           next = e.seq;
           ++handed;

