@@ -5,7 +5,7 @@ TRACES  ?= ../shared/traces
 JOBS    ?= $(shell nproc)
 CMAKE_FLAGS ?= -DCMAKE_BUILD_TYPE=Release
 
-.PHONY: all bootstrap configure build npm test run sim-demo bench soak clean format
+.PHONY: all bootstrap configure build npm web test run sim-demo bench soak clean format
 
 all: build
 
@@ -22,20 +22,24 @@ build: configure
 
 # npm packages the tests use, installed from their committed lock files (tests/kafka: Apache
 # Kafka for the real-broker test; web/: the dashboard's toolchain).
-NPM_DIRS := tests/kafka
+NPM_DIRS := tests/kafka web
 npm: bootstrap
 	@for d in $(NPM_DIRS); do \
 	  [ -d $$d/node_modules ] && [ $$d/node_modules -nt $$d/package-lock.json ] || \
 	    (cd $$d && npm ci --no-audit --no-fund --loglevel=error) || exit 1; \
 	done
 
-test: build npm
+# The dashboard: built with Vite into web/dist, which `gpupool server` serves at /.
+web: npm
+	cd web && npm run build --silent
+
+test: build web
 	cd $(BUILD) && GPUPOOL_TRACES=$(abspath $(TRACES)) ctest --output-on-failure -j $(JOBS) --timeout 600
 
 # The main job: first the scheduler on its own (a 1-second replay of the Philly trace and the
 # seed article's example), then a whole pool on this machine (server + agents with simulated
 # GPUs, real processes), which prints the commands to submit a job; Ctrl-C stops it.
-run: sim-demo
+run: sim-demo web
 	@echo
 	$(BUILD)/gpupool dev --fleet examples/fleets/mixed.toml --data-dir $(DEV_DIR)
 

@@ -31,14 +31,7 @@ void ParseTarget(std::string_view target, HttpRequest& r) {
   const size_t q = target.find('?');
   r.path = std::string(target.substr(0, q));
   if (q == std::string_view::npos) return;
-  std::string_view rest = target.substr(q + 1);
-  while (!rest.empty()) {
-    const size_t amp = rest.find('&');
-    std::string_view pair = rest.substr(0, amp);
-    const size_t eq = pair.find('=');
-    r.query[UrlDecode(pair.substr(0, eq))] = eq == std::string_view::npos ? "" : UrlDecode(pair.substr(eq + 1));
-    rest = amp == std::string_view::npos ? std::string_view() : rest.substr(amp + 1);
-  }
+  r.query = ParseForm(target.substr(q + 1));
 }
 
 class Session : public std::enable_shared_from_this<Session> {
@@ -88,6 +81,8 @@ class Session : public std::enable_shared_from_this<Session> {
     ParseTarget(req.target(), r);
     r.body = req.body();
     r.authorization = std::string(req[http::field::authorization]);
+    r.cookie = std::string(req[http::field::cookie]);
+    r.content_type = std::string(req[http::field::content_type]);
     keep_alive_ = req.keep_alive();
     stream_.expires_never();  // a long poll may take a while; the handler answers when it can
     auto self = shared_from_this();
@@ -102,6 +97,7 @@ class Session : public std::enable_shared_from_this<Session> {
     auto res = std::make_shared<http::response<http::string_body>>(static_cast<http::status>(r.status), 11);
     res->set(http::field::server, "gpupool");
     res->set(http::field::content_type, r.content_type);
+    for (const auto& [name, value] : r.headers) res->insert(name, value);
     res->keep_alive(keep_alive);
     res->body() = std::move(r.body);
     res->prepare_payload();
@@ -141,6 +137,18 @@ class Session : public std::enable_shared_from_this<Session> {
 };
 
 }  // namespace
+
+std::map<std::string, std::string> ParseForm(std::string_view rest) {
+  std::map<std::string, std::string> out;
+  while (!rest.empty()) {
+    const size_t amp = rest.find('&');
+    std::string_view pair = rest.substr(0, amp);
+    const size_t eq = pair.find('=');
+    out[UrlDecode(pair.substr(0, eq))] = eq == std::string_view::npos ? "" : UrlDecode(pair.substr(eq + 1));
+    rest = amp == std::string_view::npos ? std::string_view() : rest.substr(amp + 1);
+  }
+  return out;
+}
 
 std::string UrlDecode(std::string_view s) {
   std::string out;

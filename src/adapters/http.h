@@ -9,6 +9,8 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "core/quantity.h"
 #include "core/status.h"
@@ -21,12 +23,15 @@ struct HttpRequest {
   std::map<std::string, std::string> query;
   std::string body;
   std::string authorization;
+  std::string cookie;        // the Cookie header, as sent
+  std::string content_type;  // of the body
 };
 
 struct HttpResponse {
   int status = 200;
   std::string body;
   std::string content_type = "application/json";
+  std::vector<std::pair<std::string, std::string>> headers;  // more (Set-Cookie, Location, ...)
 };
 
 using Respond = std::function<void(HttpResponse)>;
@@ -83,5 +88,7 @@ class HttpClient {
 
 // Percent-decoding of a query component ("a%20b" -> "a b").
 std::string UrlDecode(std::string_view s);
+// "a=1&b=x%20y" (a query string or an application/x-www-form-urlencoded body) -> {a: 1, b: x y}.
+std::map<std::string, std::string> ParseForm(std::string_view text);
 
 }  // namespace gp

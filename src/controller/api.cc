@@ -5,6 +5,7 @@
 #include <fmt/format.h>
 
 #include <charconv>
+#include <optional>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -171,8 +172,122 @@ void Api::Wake(const std::string& node) {
   });
 }
 
+std::string Api::CookieToken(const HttpRequest& r) const {
+  constexpr std::string_view kName = "gpupool_token=";
+  std::string_view c = r.cookie;
+  while (!c.empty()) {
+    const size_t semi = c.find(';');
+    std::string_view part = c.substr(0, semi);
+    while (!part.empty() && part.front() == ' ') part.remove_prefix(1);
+    if (part.starts_with(kName)) return std::string(part.substr(kName.size()));
+    c = semi == std::string_view::npos ? std::string_view() : c.substr(semi + 1);
+  }
+  return {};
+}
+
+namespace {
+
+// The login form: shown at / without a session, and after a wrong token.
+HttpResponse LoginPage(std::string_view error) {
+  std::string html = R"(<!doctype html><html lang="en"><head><meta charset="utf-8"><title>gpupool: sign in</title>
+<style>body{font:15px system-ui,sans-serif;background:#0f1419;color:#d8e0e8;display:grid;place-items:center;height:100vh;margin:0}
+form{background:#161d25;border:1px solid #263241;border-radius:8px;padding:24px;width:380px}
+input{width:100%;box-sizing:border-box;padding:8px;margin:8px 0 12px;background:#0a0d11;color:#d8e0e8;border:1px solid #263241}
+button{padding:8px 16px}.err{color:#e5534b}code{color:#8b98a6}</style></head><body>
+<form method="post" action="/login"><h2>gpupool</h2>
+<label for="token">Admin token</label><input id="token" name="token" type="password" autocomplete="current-password" autofocus>
+<button type="submit">Sign in</button>)";
+  if (!error.empty()) html += "<p class=\"err\">" + std::string(error) + "</p>";
+  html += "<p><code>cat DATA_DIR/admin.token</code>, or open the link the server printed.</p></form></body></html>";
+  return HttpResponse{error.empty() ? 200 : 401, std::move(html), "text/html; charset=utf-8"};
+}
+
+std::string ContentTypeOf(const std::filesystem::path& p) {
+  const std::string ext = p.extension().string();
+  if (ext == ".js") return "text/javascript; charset=utf-8";
+  if (ext == ".css") return "text/css; charset=utf-8";
+  if (ext == ".html") return "text/html; charset=utf-8";
+  if (ext == ".svg") return "image/svg+xml";
+  if (ext == ".png") return "image/png";
+  if (ext == ".ico") return "image/x-icon";
+  return "application/octet-stream";
+}
+
+std::optional<std::string> ReadFile(const std::filesystem::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  if (!in) return std::nullopt;
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  return std::move(ss).str();
+}
+
+}  // namespace
+
+bool Api::WebRoute(const HttpRequest& r, const Respond& respond) const {
+  const bool page = r.path == "/" || r.path == "/index.html";
+  if (!page && r.path != "/login" && r.path != "/logout" && !r.path.starts_with("/assets/")) return false;
+  auto session = [](const std::string& token, int max_age) {
+    return HttpResponse{303, "", "text/plain", {{"Location", "/"},
+        {"Set-Cookie", fmt::format("gpupool_token={}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}", token, max_age)}}};
+  };
+  if (r.path == "/logout") {
+    respond(session("", 0));
+    return true;
+  }
+  if (r.path.starts_with("/assets/")) {
+    const std::string name = r.path.substr(8);
+    if (options_.web_dir.empty() || name.empty() || name.find("..") != std::string::npos || name.find('/') != std::string::npos) {
+      respond(Fail(404, "no such file"));
+      return true;
+    }
+    auto data = ReadFile(options_.web_dir / "assets" / name);
+    HttpResponse res{data ? 200 : 404, data ? std::move(*data) : "no such file", ContentTypeOf(name)};
+    if (data) res.headers.emplace_back("Cache-Control", "public, max-age=31536000, immutable");  // names carry a hash
+    respond(std::move(res));
+    return true;
+  }
+  // The token, from the link (?token=) or the form, becomes a cookie (as Jupyter does).
+  std::string offered;
+  if (r.path == "/login" && r.method == "POST") {
+    for (const auto& [k, v] : ParseForm(r.body)) {
+      if (k == "token") offered = v;
+    }
+    if (!SameSecret(offered, options_.admin_token)) {
+      respond(LoginPage("That token is not this server's admin token."));
+      return true;
+    }
+    respond(session(offered, 30 * 24 * 3600));
+    return true;
+  }
+  if (auto t = r.query.find("token"); page && t != r.query.end()) {
+    respond(SameSecret(t->second, options_.admin_token) ? session(t->second, 30 * 24 * 3600)
+                                                        : LoginPage("That token is not this server's admin token."));
+    return true;
+  }
+  if (!page) {
+    respond(Fail(404, "no such page"));
+    return true;
+  }
+  if (!SameSecret(CookieToken(r), options_.admin_token)) {
+    respond(LoginPage(""));
+    return true;
+  }
+  auto index = options_.web_dir.empty() ? std::nullopt : ReadFile(options_.web_dir / "index.html");
+  if (!index) {
+    respond(HttpResponse{503, "The dashboard is not built: run `make web` (web/dist), or pass gpupool server --web-dir DIR.\n",
+                         "text/plain; charset=utf-8"});
+    return true;
+  }
+  respond(HttpResponse{200, std::move(*index), "text/html; charset=utf-8", {{"Cache-Control", "no-store"}}});
+  return true;
+}
+
 Api::Caller Api::Authorise(const HttpRequest& r) const {
   constexpr std::string_view kBearer = "Bearer ";
+  // The dashboard's session: the admin token in an HttpOnly, SameSite=Strict cookie.
+  if (r.authorization.empty() && !r.cookie.empty()) {
+    return SameSecret(CookieToken(r), options_.admin_token) ? Caller::kAdmin : Caller::kNone;
+  }
   if (!r.authorization.starts_with(kBearer)) return Caller::kNone;
   const std::string_view token = std::string_view(r.authorization).substr(kBearer.size());
   if (SameSecret(token, options_.admin_token)) return Caller::kAdmin;
@@ -186,6 +301,7 @@ void Api::Handle(HttpRequest r, Respond respond) {
   if (r.path == "/metrics" && r.method == "GET") {
     return respond(HttpResponse{200, Metrics(), "text/plain; version=0.0.4; charset=utf-8"});
   }
+  if (WebRoute(r, respond)) return;
   const Caller caller = Authorise(r);
   if (caller == Caller::kNone) {
     respond(Fail(401, "missing or wrong bearer token (Authorization: Bearer TOKEN)"));

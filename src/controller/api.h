@@ -2,6 +2,7 @@
 // and the agents' long-poll heartbeats. Runs on the event loop's thread, as the Controller does.
 #pragma once
 
+#include <filesystem>
 #include <map>
 #include <string>
 
@@ -17,6 +18,7 @@ struct ApiOptions {
   std::string admin_token;
   std::string join_token;
   std::string event_source = "gpupool";  // CloudEvents `source` (the server's name or address)
+  std::filesystem::path web_dir;          // the dashboard's built files (web/dist); empty: none
   Millis max_poll{2'000};  // the longest a heartbeat is held
 };
 
@@ -40,6 +42,10 @@ class Api {
   void Wake(const std::string& node);
 
   std::string Metrics() const;
+  // The dashboard: `/` (the page, or a login form), `/?token=` and POST /login (the token
+  // exchanged for an HttpOnly cookie), `/assets/...` (scripts and styles, no data).
+  bool WebRoute(const HttpRequest& r, const Respond& respond) const;
+  std::string CookieToken(const HttpRequest& r) const;
   // GET /v1/events?since=N&limit=L&wait=D: NDJSON, one CloudEvent per line.
   void EventsRoute(const HttpRequest& r, Respond respond);
   void AnswerEventWaiters();

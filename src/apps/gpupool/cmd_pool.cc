@@ -53,7 +53,21 @@ struct ServerArgs {
   std::string acceptable_pause = "500ms";
   std::string events;            // kafka://BROKERS/TOPIC: deliver the event log there
   std::string telemetry_events = "0s";
+  std::string web_dir;           // the dashboard's files; default: found beside the binary
 };
+
+// The dashboard's built files: --web-dir, else web/dist of the source tree the binary was
+// built in (build/gpupool -> web/dist), else an installed copy.
+std::filesystem::path FindWebDir(const std::string& given) {
+  namespace fs = std::filesystem;
+  if (!given.empty()) return fs::absolute(given);
+  std::error_code ec;
+  const fs::path exe = fs::read_symlink("/proc/self/exe", ec).parent_path();
+  for (const fs::path& p : {exe / ".." / "web" / "dist", exe / "web", fs::path("web/dist"), fs::path("/usr/share/gpupool/web")}) {
+    if (fs::exists(p / "index.html", ec)) return fs::weakly_canonical(p, ec);
+  }
+  return {};
+}
 
 // Everything a running server holds; Serve() blocks until SIGINT/SIGTERM.
 struct Server {
@@ -65,6 +79,7 @@ struct Server {
   WallClock clock;
   uint16_t port = 0;
   std::string admin_token_path;
+  std::string admin_token;
 };
 
 Result<std::unique_ptr<Server>> StartServer(const ServerArgs& a) {
@@ -77,6 +92,7 @@ Result<std::unique_ptr<Server>> StartServer(const ServerArgs& a) {
   srv->admin_token_path = (fs::path(a.data_dir) / "admin.token").string();
   auto admin = LoadOrCreateToken(srv->admin_token_path);
   if (!admin) return tl::unexpected(admin.error());
+  srv->admin_token = *admin;
   auto join = LoadOrCreateToken((fs::path(a.data_dir) / "join.token").string());
   if (!join) return tl::unexpected(join.error());
   auto journal = SqliteJournal::Open((fs::path(a.data_dir) / "gpupool.db").string());
@@ -114,7 +130,8 @@ Result<std::unique_ptr<Server>> StartServer(const ServerArgs& a) {
       std::move(*policy));
   if (Status s = srv->controller->Recover(); !s.ok()) return tl::unexpected(s);
   srv->api = std::make_unique<Api>(*srv->controller, srv->loop,
-                                   ApiOptions{.admin_token = *admin, .join_token = *join, .event_source = "gpupool://" + a.listen});
+                                   ApiOptions{.admin_token = *admin, .join_token = *join, .event_source = "gpupool://" + a.listen,
+                                              .web_dir = FindWebDir(a.web_dir)});
   Api* api = srv->api.get();
   if (!a.events.empty()) {
     auto opts = ParseKafkaUrl(a.events);
@@ -199,8 +216,9 @@ int RunServer(const ServerArgs& a) {
     return 1;
   }
   const std::string host = a.listen.substr(0, a.listen.rfind(':'));
-  fmt::print("gpupool server listening on http://{}:{}\n  admin token: {}\n  join token:  {}/join.token\n", host,
-             (*srv)->port, (*srv)->admin_token_path, a.data_dir);
+  fmt::print("gpupool server listening on http://{}:{}\n  admin token: {}\n  join token:  {}/join.token\n"
+             "  dashboard:   http://{}:{}/?token={}\n",
+             host, (*srv)->port, (*srv)->admin_token_path, a.data_dir, host, (*srv)->port, (*srv)->admin_token);
   std::fflush(stdout);
   (*srv)->loop.Run();
   return 0;
@@ -320,13 +338,15 @@ int RunDev(const DevArgs& a) {
   }
   fmt::print(
       "gpupool dev: server on http://{} with {} agents, policy {}\n"
+      "  dashboard: http://{}/?token={}\n"
       "  admin token: {}/admin.token   data: {}\n"
       "  try it (in another terminal):\n"
       "    export GPUPOOL_ADDR={} GPUPOOL_TOKEN=$(cat {}/admin.token)\n"
       "    {} submit --gpus 2 -- sh -c 'echo hello from $GPUPOOL_NODE on GPUs $CUDA_VISIBLE_DEVICES'\n"
       "    {} wait 1; {} logs 1; {} jobs; {} nodes\n"
       "  Ctrl-C stops the pool.\n",
-      addr, agents.size(), sa.policy, a.data_dir, a.data_dir, addr, a.data_dir, self, self, self, self, self);
+      addr, agents.size(), sa.policy, addr, (*srv)->admin_token, a.data_dir, a.data_dir, addr, a.data_dir, self, self, self, self,
+      self);
   std::fflush(stdout);
   (*srv)->loop.Run();
   for (pid_t p : agents) kill(p, SIGTERM);
@@ -375,6 +395,7 @@ void AddPoolCommands(CLI::App& app, int* exit_code) {
   server->add_option("--checkpoint-max-mib", s->checkpoint_max_mib, "largest carried checkpoint archive accepted, MiB (default 1024)");
   server->add_option("--events", s->events,
                      "deliver the event log to Kafka: kafka://BROKER[,BROKER]/TOPIC[?librdkafka.property=value&...]");
+  server->add_option("--web-dir", s->web_dir, "the dashboard's built files (default: web/dist beside the build)");
   server->add_option("--telemetry-events", s->telemetry_events, "a node.telemetry event per node this often (default 0s: none)");
   server->add_option("--max-retries", s->max_retries, "how often a job is placed again after failures not its own")
       ->check(CLI::Range(0, 100));

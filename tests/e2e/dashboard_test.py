@@ -1,0 +1,44 @@
+"""The dashboard in real headless Chromium: a pool (server plus two agents on different
+providers and sites) runs, and web/tests/dashboard.mjs drives Debian's chromium through
+playwright-core against it. The page loads, shows the nodes, and a submitted job appears and
+finishes. The screenshot it takes is left in the test's directory (and kept as
+docs/dashboard.png when GPUPOOL_SCREENSHOT names a path)."""
+import os
+import shutil
+import subprocess
+import sys
+
+from pool import Pool
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+
+
+def main(gpupool):
+    web = os.path.join(ROOT, "web")
+    chromium = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+    for need, what in ((os.path.join(web, "dist", "index.html"), "the built dashboard (make web)"),
+                       (os.path.join(web, "node_modules", "playwright-core"), "playwright-core (make web)"),
+                       (chromium, "Debian's chromium (scripts/bootstrap)")):
+        if not os.path.exists(need):
+            print(f"FAIL {what} is missing: {need}")
+            return 1
+    pool = Pool(gpupool)
+    try:
+        pool.start_server("--web-dir", os.path.join(web, "dist"))
+        pool.start_agent("gpu-a", "4xH100", extra=("--provider", "dc", "--site", "dc-east"))
+        pool.start_agent("gpu-b", "2xL4", extra=("--provider", "cloud", "--site", "us-west"))
+        pool.wait_nodes(2)
+        shot = os.path.join(pool.dir, "dashboard.png")
+        p = subprocess.run(["node", os.path.join(web, "tests", "dashboard.mjs"), f"http://127.0.0.1:{pool.port}", pool.token,
+                            shot, "gpu-a", "gpu-b"], capture_output=True, text=True, timeout=180,
+                           env=dict(os.environ, CHROMIUM=chromium))
+        print(p.stdout + p.stderr, flush=True)
+        if p.returncode == 0 and os.environ.get("GPUPOOL_SCREENSHOT"):
+            shutil.copy(shot, os.environ["GPUPOOL_SCREENSHOT"])
+        return p.returncode
+    finally:
+        pool.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1]))

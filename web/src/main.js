@@ -1,0 +1,201 @@
+// gpupool's dashboard: the fleet (every node and GPU, coloured by live utilisation and health,
+// grouped by provider and site), the queue and jobs (state, GPUs, why a job waits), a job's
+// page (attempts, log tail), and the event feed. It reads the REST API with the session cookie
+// the server set when the token was exchanged, and updates live: the event stream
+// (GET /v1/events?wait=) says when something changed, and node load is re-read every 2 s.
+
+const state = { nodes: [], jobs: [], events: [], lastSeq: 0, route: location.hash, job: null, logs: "" };
+
+async function api(path) {
+  const r = await fetch(path, { credentials: "same-origin" });
+  if (r.status === 401) {
+    location.href = "/"; // the session ended: the server shows its login form
+    throw new Error("unauthorised");
+  }
+  if (!r.ok) throw new Error(`${path}: HTTP ${r.status}`);
+  const type = r.headers.get("content-type") || "";
+  return type.includes("json") && !type.includes("ndjson") ? r.json() : r.text();
+}
+
+const esc = (s) =>
+  String(s ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
+
+function el(html) {
+  const t = document.createElement("template");
+  t.innerHTML = html.trim();
+  return t.content;
+}
+
+// Utilisation 0..1 as a colour from cool (idle) to hot (busy).
+function heat(u) {
+  const hue = 210 - 200 * Math.min(1, Math.max(0, u));
+  return `hsl(${hue} 70% ${45 + 10 * (1 - u)}%)`;
+}
+
+function age(ms) {
+  if (!ms) return "-";
+  const s = Math.max(0, (Date.now() - ms) / 1000);
+  if (s < 60) return `${s.toFixed(0)}s`;
+  if (s < 3600) return `${(s / 60).toFixed(0)}m`;
+  return `${(s / 3600).toFixed(1)}h`;
+}
+
+function gpuCell(node, g) {
+  const util = g.load ? g.load.utilisation / 1000 : 0;
+  const quarantined = (g.health || "ok") !== "ok";
+  const mem = g.load ? `${g.load.memory_used_mib} / ${g.load.memory_total_mib || g.memory_mib} MiB` : "";
+  const title = `${node.name} GPU ${g.index} (${g.name || node.model})\n${(util * 100).toFixed(0)}% busy ${mem}\n${g.health}` +
+    (g.check ? `\nself-test: ${g.check}` : "");
+  return `<span class="gpu ${quarantined ? "bad" : ""}" data-gpu="${g.index}" title="${esc(title)}"
+    style="background:${quarantined ? "" : heat(util)}">${g.index}</span>`;
+}
+
+function renderFleet() {
+  const groups = new Map();
+  for (const n of state.nodes) {
+    const key = `${n.provider} / ${n.site}`;
+    if (!groups.has(key)) groups.set(key, []);
+    groups.get(key).push(n);
+  }
+  let html = "";
+  for (const [key, nodes] of [...groups.entries()].sort()) {
+    html += `<div class="group"><h3>${esc(key)}</h3><div class="nodes">`;
+    for (const n of nodes) {
+      const cpu = n.host ? (n.host.cpu_busy / 10).toFixed(0) : "?";
+      html += `<div class="node state-${esc(n.state)}" data-node="${esc(n.name)}">
+        <div class="node-head"><b>${esc(n.name)}</b><span class="badge">${esc(n.state)}</span></div>
+        <div class="node-sub">${n.gpus.length}x ${esc(n.model || "CPU")} · ${n.free_gpus} free · CPU ${cpu}% · $${n.price_per_gpu_hour.toFixed(2)}/GPU-h</div>
+        <div class="gpus">${n.gpus.map((g) => gpuCell(n, g)).join("")}</div></div>`;
+    }
+    html += "</div></div>";
+  }
+  return html || `<p class="empty">No nodes yet: start an agent with <code>gpupool agent --server ...</code></p>`;
+}
+
+function jobGpus(j) {
+  const per = j.gpus_per_task || 0;
+  return j.tasks > 1 ? `${j.tasks}x${per}` : `${per}`;
+}
+
+function renderJobs() {
+  const rows = state.jobs
+    .map(
+      (j) => `<tr class="job state-${esc(j.state)}" data-job="${esc(j.id)}">
+        <td><a href="#/jobs/${esc(j.id)}">${esc(j.id)}</a></td><td>${esc(j.name)}</td><td>${esc(j.tenant)}</td>
+        <td class="state">${esc(j.state)}</td><td>${jobGpus(j)}</td><td>${esc(j.node ?? "")}${j.gpus.length ? ` [${j.gpus.join(",")}]` : ""}</td>
+        <td>${j.attempt}</td><td>${age(j.submit_ms)}</td><td class="why">${esc(j.message)}</td></tr>`,
+    )
+    .join("");
+  const queued = state.jobs.filter((j) => j.state === "queued").length;
+  return `<table class="jobs"><thead><tr><th>ID</th><th>NAME</th><th>TENANT</th><th>STATE</th><th>GPUS</th>
+    <th>WHERE</th><th>ATTEMPT</th><th>AGE</th><th>WHY / MESSAGE</th></tr></thead><tbody>${rows}</tbody></table>
+    ${state.jobs.length ? "" : `<p class="empty">No jobs yet: <code>gpupool submit --gpus 1 -- CMD</code></p>`}
+    <p class="note">${queued} queued</p>`;
+}
+
+function renderEvents() {
+  return `<ol class="events">${state.events
+    .slice(-60)
+    .reverse()
+    .map((e) => `<li><span class="seq">${e.sequence}</span> <span class="etype">${esc(e.type.replace("io.gpupool.", ""))}</span>
+      <span class="subj">${esc(e.subject)}</span> <span class="time">${esc(e.time.slice(11, 19))}</span></li>`)
+    .join("")}</ol>`;
+}
+
+function renderJobPage() {
+  const j = state.job;
+  if (!j) return `<p>Loading...</p>`;
+  const attempts = j.attempts
+    .map((a) => `<tr><td>${a.attempt}</td><td>${esc(a.nodes.join(", "))}</td><td>${esc(a.outcome)}</td></tr>`)
+    .join("");
+  return `<p><a href="#/">&larr; fleet</a></p>
+    <h2>Job ${esc(j.id)}: ${esc(j.name)} <span class="badge state-${esc(j.state)}" id="job-state">${esc(j.state)}</span></h2>
+    <dl class="facts"><dt>command</dt><dd><code>${esc(j.command.join(" "))}</code></dd>
+      <dt>tenant</dt><dd>${esc(j.tenant)}</dd><dt>GPUs</dt><dd>${jobGpus(j)}</dd>
+      <dt>where</dt><dd>${esc(j.placement.map((t) => t.node).join(", ") || "-")}</dd>
+      <dt>attempt</dt><dd>${j.attempt} (failures ${j.failures})</dd><dt>exit code</dt><dd>${j.exit_code ?? "-"}</dd>
+      <dt>message</dt><dd>${esc(j.message || "-")}</dd></dl>
+    <h3>Earlier attempts</h3>${attempts ? `<table><tr><th>#</th><th>nodes</th><th>outcome</th></tr>${attempts}</table>` : "<p>none</p>"}
+    <h3>Log (task 0, stdout, last 4 KiB)</h3><pre class="log" id="log">${esc(state.logs)}</pre>`;
+}
+
+function render() {
+  const main = document.getElementById("main");
+  const gpus = state.nodes.reduce((s, n) => s + n.gpus.length, 0);
+  const running = state.jobs.filter((j) => j.state === "running").length;
+  document.getElementById("summary").textContent =
+    `${state.nodes.length} nodes · ${gpus} GPUs · ${running} running · ${state.jobs.filter((j) => j.state === "queued").length} queued`;
+  if (state.route.startsWith("#/jobs/")) {
+    main.replaceChildren(el(renderJobPage()));
+    return;
+  }
+  main.replaceChildren(
+    el(`<section id="fleet"><h2>Fleet</h2>${renderFleet()}</section>
+      <div class="cols"><section id="jobs"><h2>Jobs</h2>${renderJobs()}</section>
+      <section id="feed"><h2>Events</h2>${renderEvents()}</section></div>`),
+  );
+}
+
+async function refresh() {
+  const [nodes, jobs] = await Promise.all([api("/v1/nodes"), api("/v1/jobs?limit=200")]);
+  state.nodes = nodes.nodes;
+  state.jobs = jobs.jobs;
+  if (state.route.startsWith("#/jobs/")) {
+    const id = state.route.slice(7);
+    state.job = await api(`/v1/jobs/${encodeURIComponent(id)}`);
+    const log = await api(`/v1/jobs/${encodeURIComponent(id)}/logs?task=0&stream=stdout`);
+    state.logs = typeof log === "string" ? log.slice(-4096) : "";
+  }
+  render();
+}
+
+let pending = null;
+function soon() {
+  if (!pending) pending = setTimeout(() => { pending = null; refresh().catch(showError); }, 150);
+}
+
+function showError(e) {
+  document.getElementById("live").textContent = `error: ${e.message}`;
+  document.getElementById("live").className = "live down";
+}
+
+// Follows the event log (long poll); each batch of events triggers a refresh.
+async function follow() {
+  const live = document.getElementById("live");
+  for (;;) {
+    try {
+      const text = await api(`/v1/events?since=${state.lastSeq}&limit=500&wait=20s`);
+      const lines = typeof text === "string" ? text.split("\n").filter(Boolean).map((l) => JSON.parse(l)) : [text];
+      for (const e of lines) {
+        state.events.push(e);
+        state.lastSeq = Math.max(state.lastSeq, e.sequence);
+      }
+      if (state.events.length > 500) state.events = state.events.slice(-500);
+      live.textContent = `live · event ${state.lastSeq}`;
+      live.className = "live up";
+      if (lines.length) soon();
+    } catch (e) {
+      showError(e);
+      await new Promise((r) => setTimeout(r, 1000));
+    }
+  }
+}
+
+window.addEventListener("hashchange", () => {
+  state.route = location.hash;
+  state.job = null;
+  refresh().catch(showError);
+});
+
+async function start() {
+  // Begin the feed with the latest events only.
+  const recent = await api("/v1/events?since=0&limit=100000");
+  const lines = typeof recent === "string" ? recent.split("\n").filter(Boolean).map((l) => JSON.parse(l)) : [recent];
+  state.events = lines.slice(-60);
+  state.lastSeq = lines.length ? lines[lines.length - 1].sequence : 0;
+  await refresh();
+  setInterval(() => refresh().catch(showError), 2000); // live load between events
+  follow();
+}
+
+start().catch(showError);
