@@ -194,6 +194,9 @@ async function start() {
   state.events = lines.slice(-60);
   state.lastSeq = lines.length ? lines[lines.length - 1].sequence : 0;
   await refresh();
+  const live = document.getElementById("live");
+  live.textContent = `live · event ${state.lastSeq}`;
+  live.className = "live up";
   setInterval(() => refresh().catch(showError), 2000); // live load between events
   follow();
 }
