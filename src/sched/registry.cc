@@ -73,9 +73,17 @@ Result<Policy> Registry::MakePolicy(const std::string& name) const {
     }
     return MakePolicy(copy);
   }
+  // A scorer's name alone: FIFO (or the queue given) with that scorer ("best-fit", "las/spread").
+  if (auto s = scorers_.find(placement); s != scorers_.end()) {
+    return MakePolicy(PolicyRecipe{.name = name,
+                                   .description = fmt::format("{} queue; the {} scorer alone", queue.empty() ? "fifo" : queue, placement),
+                                   .queue = queue.empty() ? "fifo" : queue,
+                                   .scorers = {{placement, 1.0}}});
+  }
   std::string known;
   for (const PolicyRecipe& r : policies_) known += (known.empty() ? "" : ", ") + r.name;
-  return InvalidArgument(fmt::format("unknown policy '{}'; known: {} (or QUEUE/POLICY, queues: {})",
+  return InvalidArgument(fmt::format("unknown policy '{}'; known: {}, or a scorer's name (QUEUE/POLICY to change the "
+                                     "queue, queues: {})",
                                      placement, known, KnownNames(queue_order_, queues_)));
 }
 

@@ -117,6 +117,7 @@ class Engine {
   double free_integral_ = 0;
   double free_while_waiting_ = 0;
   int64_t passes_ = 0;
+  std::vector<TimelinePoint> timeline_;
   size_t done_ = 0;
 };
 
@@ -325,6 +326,12 @@ Result<SimReport> Engine::Run() {
     if (next < arrival_order_.size()) now = jobs_[arrival_order_[next]].spec.submit_time;
     if (!running_.empty()) now = std::min(now, running_.top().at);
     if (!faults_.empty()) now = std::min(now, faults_.top().at);
+    // The state since the last instant, for the timeline (a point only when it changed).
+    const TimelinePoint point{last_, static_cast<int32_t>(pending_.size()), static_cast<double>(busy_milli_) / 1000.0};
+    if (!timeline_.empty() && timeline_.back().t == point.t) timeline_.pop_back();  // held for no time
+    if (timeline_.empty() || timeline_.back().queued != point.queued || timeline_.back().busy_gpus != point.busy_gpus) {
+      timeline_.push_back(point);
+    }
     Integrate(now);
     bool freed = false;
     while (!running_.empty() && running_.top().at == now) {
@@ -416,6 +423,9 @@ Result<SimReport> Engine::Run() {
   r.gpu_utilization = capacity > 0 ? busy_integral_ / capacity : 0;
   r.fragmentation = free_integral_ > 0 ? free_while_waiting_ / free_integral_ : 0;
   r.per_job = std::move(results_);
+  r.total_gpus = total_gpu_milli_ / 1000;
+  timeline_.push_back(TimelinePoint{last_, static_cast<int32_t>(pending_.size()), static_cast<double>(busy_milli_) / 1000.0});
+  r.timeline = std::move(timeline_);
   return r;
 }
 

@@ -56,6 +56,14 @@ struct SimJobResult {
   MicroUsd cost{0};
 };
 
+// The cluster between two scheduling instants: from `t` on, `queued` jobs waited and `busy_gpus`
+// GPUs were held (fractions count as parts).
+struct TimelinePoint {
+  Millis t{0};
+  int32_t queued = 0;
+  double busy_gpus = 0;
+};
+
 struct SimReport {
   std::string policy;
   uint64_t seed = 0;
@@ -77,6 +85,8 @@ struct SimReport {
   double lost_gpu_hours = 0;   // GPU-time thrown away by failures (not kept by a checkpoint)
   std::string recovery;        // "restart" or "checkpoint" when failures were simulated
   std::vector<SimJobResult> per_job;  // in trace order
+  int64_t total_gpus = 0;
+  std::vector<TimelinePoint> timeline;  // one point per instant whose state differs from the last
 };
 
 // The (tasks, GPUs per task) split described above.

@@ -61,6 +61,15 @@ if cmp -s "$TMP/a.json" "$TMP/b.json" && [ -s "$TMP/a.json" ]; then pass=$((pass
 check "sim csv" 0 "^policy,seed,jobs" -- "$GP" sim --fleet 8x4xV100 --trace "$TRACES/gavel/physical_cluster/small_test.trace" --format csv
 check "sim out dir" 0 "simulation report" -- "$GP" sim --fleet 8x4xV100 --trace "$TRACES/tiresias/60_job.csv" --out "$TMP/out"
 if [ -s "$TMP/out/report.json" ] && [ "$(wc -l <"$TMP/out/jobs.csv")" -eq 61 ]; then pass=$((pass + 1)); else echo "FAIL --out files"; fail=$((fail + 1)); fi
+if grep -q "<path " "$TMP/out/jct.svg" && grep -q "<path " "$TMP/out/queue.svg" && grep -q "<path " "$TMP/out/utilisation.svg"; then
+  pass=$((pass + 1)); else echo "FAIL --out plots"; fail=$((fail + 1)); fi
+check "several policies compared" 0 "index.html compares" -- "$GP" sim --fleet 2x4xV100 --trace "$TRACES/tiresias/60_job.csv" --policy fifo,sjf,las/spread --out "$TMP/cmp"
+if [ "$(grep -c '<svg ' "$TMP/cmp/index.html")" -eq 3 ] && [ -s "$TMP/cmp/las-spread/jct.svg" ] && [ "$(grep -c '<path ' "$TMP/cmp/jct.svg")" -eq 3 ]; then
+  pass=$((pass + 1)); else echo "FAIL comparison page and per-policy plots"; fail=$((fail + 1)); fi
+check "csv of several policies has one header" 0 "^sjf," -- "$GP" sim --fleet 2x4xV100 --trace "$TRACES/tiresias/60_job.csv" --policy fifo,sjf --format csv
+if [ "$("$GP" sim --fleet 2x4xV100 --trace "$TRACES/tiresias/60_job.csv" --policy fifo,sjf --format csv | grep -c '^policy,')" -eq 1 ]; then
+  pass=$((pass + 1)); else echo "FAIL one csv header for several policies"; fail=$((fail + 1)); fi
+check "a bad policy in a list is named" 1 "unknown policy 'nope'" -- "$GP" sim --fleet 2x4xV100 --trace "$TRACES/tiresias/60_job.csv" --policy fifo,nope
 
 head -3 "$PHILLY" >"$TMP/broken.csv"
 echo "2017-10-09 07:01:55,66.0,lots,66.0,x" >>"$TMP/broken.csv"

@@ -9,6 +9,7 @@
 #include "apps/gpupool/commands.h"
 #include "core/units.h"
 #include "sim/engine.h"
+#include "sim/plots.h"
 
 namespace gp::app {
 namespace {
@@ -43,6 +44,37 @@ bool WriteFile(const std::filesystem::path& p, const std::string& text) {
   return static_cast<bool>(out);
 }
 
+// A policy's name as a directory name ("las/spread" -> "las-spread").
+std::string DirName(std::string name) {
+  for (char& c : name) {
+    if (c == '/' || c == ' ') c = '-';
+  }
+  return name;
+}
+
+std::vector<std::string> SplitPolicies(const std::string& list) {
+  std::vector<std::string> out;
+  size_t start = 0;
+  while (start <= list.size()) {
+    const size_t comma = list.find(',', start);
+    std::string one = list.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+    if (!one.empty()) out.push_back(one);
+    if (comma == std::string::npos) break;
+    start = comma + 1;
+  }
+  return out;
+}
+
+// report.json, report.csv, jobs.csv and the three plots of one run, in `dir`.
+bool WriteRun(const std::filesystem::path& dir, const SimReport& r, const Fleet& fleet) {
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  const std::vector<const SimReport*> one = {&r};
+  return !ec && WriteFile(dir / "report.json", FormatReportJson(r)) && WriteFile(dir / "report.csv", FormatReportCsv(r)) &&
+         WriteFile(dir / "jobs.csv", FormatJobsCsv(r, fleet)) && WriteFile(dir / "queue.svg", SvgPlot(QueuePlot(one))) &&
+         WriteFile(dir / "utilisation.svg", SvgPlot(UtilisationPlot(one))) && WriteFile(dir / "jct.svg", SvgPlot(JctPlot(one)));
+}
+
 int RunSim(const SimArgs& a) {
   auto fail = [](const std::string& m) {
     fmt::print(stderr, "gpupool sim: {}\n", m);
@@ -50,8 +82,14 @@ int RunSim(const SimArgs& a) {
   };
   auto fleet = LoadFleet(a.fleet);
   if (!fleet) return fail(fleet.error().message());
-  auto policy = BuiltinRegistry().MakePolicy(a.policy);
-  if (!policy) return fail("--policy: " + policy.error().message());
+  const std::vector<std::string> names = SplitPolicies(a.policy);
+  if (names.empty()) return fail("--policy: expected a policy name, or several separated by commas");
+  std::vector<Policy> policies;
+  for (const std::string& name : names) {
+    auto policy = BuiltinRegistry().MakePolicy(name);
+    if (!policy) return fail("--policy: " + policy.error().message());
+    policies.push_back(std::move(*policy));
+  }
   auto trace = ReadTrace(a.trace, a.trace_format, TraceOptions{.throughputs = a.throughputs});
   if (!trace) return fail(trace.error().message());
   SimOptions options{.seed = a.seed};
@@ -79,25 +117,43 @@ int RunSim(const SimArgs& a) {
     options.recovery = a.recovery == "checkpoint" ? Recovery::kCheckpoint : Recovery::kRestart;
   }
   if (isatty(STDERR_FILENO)) options.progress = DrawProgress;
-  auto report = RunSimulation(*fleet, *trace, *policy, options);
-  if (!report) return fail(report.error().message());
-  if (a.format == "json") {
-    fmt::print("{}", FormatReportJson(*report));
-  } else if (a.format == "csv") {
-    fmt::print("{}", FormatReportCsv(*report));
-  } else {
-    fmt::print("trace {} ({}), fleet {} ({} nodes, {} GPUs)\n", a.trace, trace->format, a.fleet, fleet->nodes.size(),
-               fleet->TotalGpus());
-    fmt::print("{}", FormatReportTable(*report));
+  std::vector<SimReport> reports;
+  for (const Policy& policy : policies) {
+    auto report = RunSimulation(*fleet, *trace, policy, options);
+    if (!report) return fail(report.error().message());
+    reports.push_back(std::move(*report));
+  }
+  for (const SimReport& r : reports) {
+    if (a.format == "json") {
+      fmt::print("{}", FormatReportJson(r));
+    } else if (a.format == "csv") {
+      const std::string csv = FormatReportCsv(r);
+      fmt::print("{}", &r == &reports.front() ? csv : csv.substr(csv.find('\n') + 1));  // one header
+    } else {
+      fmt::print("trace {} ({}), fleet {} ({} nodes, {} GPUs)\n", a.trace, trace->format, a.fleet, fleet->nodes.size(),
+                 fleet->TotalGpus());
+      fmt::print("{}", FormatReportTable(r));
+    }
   }
   if (!a.out.empty()) {
-    std::error_code ec;
-    std::filesystem::create_directories(a.out, ec);
     const std::filesystem::path dir(a.out);
-    if (ec || !WriteFile(dir / "report.json", FormatReportJson(*report)) ||
-        !WriteFile(dir / "report.csv", FormatReportCsv(*report)) ||
-        !WriteFile(dir / "jobs.csv", FormatJobsCsv(*report, *fleet))) {
-      return fail(fmt::format("--out: cannot write to {}", a.out));
+    bool ok = true;
+    if (reports.size() == 1) {
+      ok = WriteRun(dir, reports.front(), *fleet);
+    } else {
+      // One directory per policy, and the comparison: the plots with a series per policy.
+      std::vector<const SimReport*> all;
+      for (const SimReport& r : reports) {
+        ok = ok && WriteRun(dir / DirName(r.policy), r, *fleet);
+        all.push_back(&r);
+      }
+      ok = ok && WriteFile(dir / "queue.svg", SvgPlot(QueuePlot(all))) &&
+           WriteFile(dir / "utilisation.svg", SvgPlot(UtilisationPlot(all))) && WriteFile(dir / "jct.svg", SvgPlot(JctPlot(all))) &&
+           WriteFile(dir / "index.html", ComparisonHtml(all, a.trace, a.fleet));
+    }
+    if (!ok) return fail(fmt::format("--out: cannot write to {}", a.out));
+    if (a.format == "table") {
+      fmt::print("wrote {}{}\n", a.out, reports.size() > 1 ? " (index.html compares the policies)" : " (queue.svg, utilisation.svg, jct.svg)");
     }
   }
   return 0;
@@ -110,12 +166,15 @@ void AddSimCommand(CLI::App& app, int* exit_code) {
   CLI::App* cmd = app.add_subcommand("sim", "Replay a cluster trace through the scheduler (discrete-event)");
   cmd->add_option("--fleet", args->fleet, "fleet file (TOML or node-list CSV) or shorthand such as 256x8xV100")->required();
   cmd->add_option("--trace", args->trace, "trace file (philly.csv, Tiresias CSV, Gavel/Shockwave .trace, Alibaba pod CSV)")->required();
-  cmd->add_option("--policy", args->policy, "policy name, or QUEUE/POLICY (see `gpupool policies`)");
+  cmd->add_option("--policy", args->policy,
+                  "policy name, or QUEUE/POLICY (see `gpupool policies`); several, comma-separated, are compared");
   cmd->add_option("--trace-format", args->trace_format, "philly, tiresias, gavel, shockwave or alibaba (default: detect)");
   cmd->add_option("--throughputs", args->throughputs, "Gavel-schema throughput table (default: found beside the trace)");
   cmd->add_option("--seed", args->seed, "random seed (same seed, same output)");
   cmd->add_option("--format", args->format, "report format")->check(CLI::IsMember({"table", "json", "csv"}));
-  cmd->add_option("--out", args->out, "directory for report.json, report.csv and per-job jobs.csv");
+  cmd->add_option("--out", args->out,
+                  "directory for report.json, report.csv, jobs.csv and SVG plots (queue length, GPU utilisation, JCT); "
+                  "with several policies, one directory each and index.html comparing them");
   cmd->add_flag("--failures", args->failures, "simulate node failures and spot reclaims (rates from the fleet file or below)");
   cmd->add_option("--node-mtbf", args->node_mtbf, "mean time between failures of one node, e.g. 720h");
   cmd->add_option("--node-repair", args->node_repair, "how long a failed node stays out (default 1h)");

@@ -1,0 +1,45 @@
+// Plots of simulation reports as SVG text, and a comparison page (HTML) for several policies:
+// queue length and GPU utilisation over time, and the distribution (CDF) of job completion
+// times. Pure functions of their input; deterministic (the same reports give the same bytes).
+#pragma once
+
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "sim/engine.h"
+
+namespace gp {
+
+struct PlotSeries {
+  std::string name;
+  std::vector<std::pair<double, double>> points;  // (x, y), x ascending
+  bool step = true;                               // a value holds until the next point
+};
+
+struct PlotSpec {
+  std::string title;
+  std::string x_label;
+  std::string y_label;
+  std::vector<PlotSeries> series;
+  bool log_x = false;
+  std::optional<double> y_max;  // else from the data
+};
+
+std::string SvgPlot(const PlotSpec& spec);
+
+// Series from a report, at most `buckets` points each (time-weighted means per bucket).
+PlotSeries QueueSeries(const SimReport& r, size_t buckets = 1000);        // x: hours since the first event
+PlotSeries UtilisationSeries(const SimReport& r, size_t buckets = 1000);  // y: % of the fleet's GPUs busy
+PlotSeries JctCdfSeries(const SimReport& r, size_t points = 500);         // x: JCT in hours (log), y: % of jobs
+
+// The three plots for the given reports (one series per report).
+PlotSpec QueuePlot(const std::vector<const SimReport*>& reports);
+PlotSpec UtilisationPlot(const std::vector<const SimReport*>& reports);
+PlotSpec JctPlot(const std::vector<const SimReport*>& reports);
+
+// A page comparing policies: a table of the headline numbers and the three plots (inline).
+std::string ComparisonHtml(const std::vector<const SimReport*>& reports, const std::string& trace, const std::string& fleet);
+
+}  // namespace gp
