@@ -69,6 +69,8 @@ class Broker:
             port = self.zk_port if name == "zookeeper" else self.port
             if not wait_port(port, 60):
                 raise RuntimeError(f"{name} did not start: " + open(os.path.join(self.root, f"{name}.out")).read()[-2000:])
+        # The topic is not made here: the broker creates it when the sink first asks for it
+        # (auto.create.topics.enable), and the sink waits until its partitions have leaders.
         return f"127.0.0.1:{self.port}"
 
     def stop(self):

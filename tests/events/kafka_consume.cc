@@ -1,5 +1,6 @@
-// A small Kafka consumer for the end-to-end tests (librdkafka): reads a topic from the start
-// and prints each message as KEY<TAB>VALUE on a line, until N messages or the timeout.
+// A small Kafka consumer for the end-to-end tests (librdkafka): reads every partition of a topic
+// from the start and prints each message as KEY<TAB>VALUE on a line, until N messages or the
+// timeout.
 // Usage: kafka_consume BROKERS TOPIC N TIMEOUT_MS [property=value ...]
 #include <librdkafka/rdkafka.h>
 
@@ -24,7 +25,7 @@ int main(int argc, char** argv) {
   set("bootstrap.servers", argv[1]);
   set("group.id", "gpupool-test-" + std::to_string(std::chrono::steady_clock::now().time_since_epoch().count()));
   set("auto.offset.reset", "earliest");
-  set("session.timeout.ms", "10000");
+  set("enable.auto.commit", "false");
   for (int i = 5; i < argc; ++i) {
     const std::string kv = argv[i];
     const size_t eq = kv.find('=');
@@ -40,12 +41,32 @@ int main(int argc, char** argv) {
     return 2;
   }
   rd_kafka_poll_set_consumer(c);
-  rd_kafka_topic_partition_list_t* topics = rd_kafka_topic_partition_list_new(1);
-  rd_kafka_topic_partition_list_add(topics, argv[2], RD_KAFKA_PARTITION_UA);
-  rd_kafka_subscribe(c, topics);
-  rd_kafka_topic_partition_list_destroy(topics);
   const long want = std::atol(argv[3]);
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(std::atol(argv[4]));
+  // Every partition of the topic from its first offset, assigned directly: no group
+  // coordinator to wait for (on a 0.9 broker under load that can take a minute).
+  rd_kafka_topic_t* rkt = rd_kafka_topic_new(c, argv[2], nullptr);
+  const rd_kafka_metadata_t* md = nullptr;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (rd_kafka_metadata(c, 0, rkt, &md, 2000) == RD_KAFKA_RESP_ERR_NO_ERROR && md->topic_cnt == 1 &&
+        md->topics[0].err == RD_KAFKA_RESP_ERR_NO_ERROR && md->topics[0].partition_cnt > 0) {
+      break;
+    }
+    if (md) rd_kafka_metadata_destroy(md);
+    md = nullptr;
+  }
+  if (!md) {
+    std::fprintf(stderr, "kafka_consume: no metadata for topic %s\n", argv[2]);
+    return 1;
+  }
+  rd_kafka_topic_partition_list_t* parts = rd_kafka_topic_partition_list_new(md->topics[0].partition_cnt);
+  for (int i = 0; i < md->topics[0].partition_cnt; ++i) {
+    rd_kafka_topic_partition_list_add(parts, argv[2], md->topics[0].partitions[i].id)->offset = RD_KAFKA_OFFSET_BEGINNING;
+  }
+  rd_kafka_metadata_destroy(md);
+  rd_kafka_topic_destroy(rkt);
+  rd_kafka_assign(c, parts);
+  rd_kafka_topic_partition_list_destroy(parts);
   long got = 0;
   while (got < want && std::chrono::steady_clock::now() < deadline) {
     rd_kafka_message_t* m = rd_kafka_consumer_poll(c, 200);
