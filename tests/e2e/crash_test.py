@@ -9,7 +9,6 @@ import random
 import sys
 import threading
 import time
-import urllib.error
 
 from pool import Checks, Pool
 
@@ -34,15 +33,7 @@ def main(gpupool):
                           f'echo "$GPUPOOL_NODE;$CUDA_VISIBLE_DEVICES;$s;$(date +%s.%N)" > {out}/use-$GPUPOOL_JOB_ID')
                 body = {"command": ["sh", "-c", script],
                         "gpus": i % 2, "name": f"c-{i}"}
-                while True:
-                    try:
-                        status, res = pool.call("POST", "/v1/jobs", body, timeout=5)
-                        if status == 201:
-                            acked.append(res["id"])
-                            break
-                    except (urllib.error.URLError, ConnectionError, OSError):
-                        pass
-                    time.sleep(0.05)  # the server is away: try again
+                acked.append(pool.submit_retrying(body))
             done.set()
 
         t = threading.Thread(target=submitter)

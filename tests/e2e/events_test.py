@@ -55,15 +55,7 @@ def main(gpupool):
         acked = []
         kill_points = sorted(rng.sample(range(30, JOBS - 30), 2))
         for i in range(JOBS):
-            while True:
-                try:
-                    status, res = pool.call("POST", "/v1/jobs", {"command": ["true"], "gpus": i % 2, "name": f"e-{i}"}, timeout=5)
-                    if status == 201:
-                        acked.append(res["id"])
-                        break
-                except (urllib.error.URLError, ConnectionError, OSError):
-                    pass
-                time.sleep(0.05)
+            acked.append(pool.submit_retrying({"command": ["true"], "gpus": i % 2, "name": f"e-{i}"}))
             if kill_points and len(acked) == kill_points[0]:
                 kill_points.pop(0)
                 time.sleep(rng.uniform(0, 0.2))  # in the middle of placements and exits

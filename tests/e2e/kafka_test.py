@@ -133,31 +133,28 @@ def main(gpupool, consumer):
             lines = body.strip().splitlines() if isinstance(body, str) else [json.dumps(body)]
             return [json.loads(x) for x in lines]
 
-        c.check(delivered(pool), "the sink delivered every event (/metrics: none pending)")
-        first = stored()
-        got, err = consume(consumer, brokers, len(first), props)
-        seqs = sorted(e["sequence"] for _, e in got)
-        c.check(seqs == [e["sequence"] for e in first],
-                f"the consumer read every stored event once ({len(got)} read, {len(first)} stored) {err[-300:]}")
-        for key, e in got:
-            want_key = "/".join(e["subject"].split("/")[:2])
-            c.check(key == want_key and e["specversion"] == "1.0" and e["type"].startswith("io.gpupool."),
-                    f"event {e.get('sequence')}: keyed {key!r} by its job or node, a CloudEvent")
-        by_job = {}
-        for key, e in got:
-            by_job.setdefault(key, []).append(e["sequence"])
-        c.check(all(v == sorted(v) for v in by_job.values()), "each key's events in order")
+        def read_back(when):
+            """Everything stored is in Kafka once, keyed by job or node, in order per key."""
+            c.check(delivered(pool), f"{when}: the sink delivered every event (/metrics: none pending)")
+            want = stored()
+            got, err = consume(consumer, brokers, len(want), props)
+            c.check(sorted(e["sequence"] for _, e in got) == [e["sequence"] for e in want],
+                    f"{when}: the consumer read every stored event once ({len(got)} read, {len(want)} stored) {err[-300:]}")
+            by_key = {}
+            for key, e in got:
+                c.check(key == "/".join(e["subject"].split("/")[:2]) and e["specversion"] == "1.0"
+                        and e["type"].startswith("io.gpupool."), f"event {e.get('sequence')}: keyed {key!r}, a CloudEvent")
+                by_key.setdefault(key, []).append(e["sequence"])
+            c.check(all(v == sorted(v) for v in by_key.values()), f"{when}: each key's events in order")
+            return want
+
+        read_back("first run")
         # A restart resumes delivery from the stored offset: nothing twice, nothing missed.
         pool.stop_server()
         pool.start_server("--events", url)
         more = [pool.submit(["true"], gpus=1, name=f"k2-{i}") for i in range(3)]
         pool.wait_jobs(more, timeout=30)
-        c.check(delivered(pool), "after the restart, the sink delivered every event")
-        second = stored()
-        got2, err2 = consume(consumer, brokers, len(second), props)
-        seqs2 = sorted(e["sequence"] for _, e in got2)
-        c.check(seqs2 == [e["sequence"] for e in second],
-                f"after a restart every event once ({len(got2)} read, {len(second)} stored) {err2[-300:]}")
+        second = read_back("after a restart")
         print(f"{len(second)} events produced to Kafka and read back by a consumer, across a server restart", flush=True)
     finally:
         pool.stop()

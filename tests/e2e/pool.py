@@ -76,6 +76,17 @@ class Pool:
         except ValueError:
             return status, text
 
+    def submit_retrying(self, body):
+        """Submits until the server acknowledges (it may be away, restarting); returns the id."""
+        while True:
+            try:
+                status, res = self.call("POST", "/v1/jobs", body, timeout=5)
+                if status == 201:
+                    return res["id"]
+            except (urllib.error.URLError, ConnectionError, OSError):
+                pass
+            time.sleep(0.05)  # the server is away: try again
+
     def submit(self, command, **fields):
         status, body = self.call("POST", "/v1/jobs", {"command": command, **fields})
         if status != 201:

@@ -11,7 +11,7 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
-#include "events/kafka_sink.h"
+#include "adapters/kafka_sink.h"
 
 namespace gp {
 namespace {

@@ -21,7 +21,7 @@
 #include "agent/supervisor.h"
 #include "apps/gpupool/commands.h"
 #include "controller/api.h"
-#include "events/kafka_sink.h"
+#include "adapters/kafka_sink.h"
 #include "core/units.h"
 
 namespace gp::app {

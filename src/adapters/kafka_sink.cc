@@ -1,4 +1,4 @@
-#include "events/kafka_sink.h"
+#include "adapters/kafka_sink.h"
 
 #include <fmt/format.h>
 #include <librdkafka/rdkafka.h>
