@@ -12,6 +12,8 @@ import sys
 import threading
 import time
 
+EXTRA = tuple(os.environ.get("BENCH_SERVER_ARGS", "").split())  # more `gpupool server` flags
+
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests", "e2e"))
 from pool import Pool  # noqa: E402
 
@@ -47,7 +49,7 @@ def accept_rate(gpupool, n):
 
 
 def end_to_end(gpupool, n):
-    pool = Pool(gpupool).start_server()
+    pool = Pool(gpupool).start_server(*EXTRA)
     pool.start_agent("bench", "8xH100")
     try:
         pool.wait_nodes(1)
