@@ -98,6 +98,13 @@ Status SqliteJournal::PutJobs(const std::vector<std::pair<uint64_t, std::string>
 
 Status SqliteJournal::PutEvents(const Events& events) { return PutJobs({}, events); }
 
+Status SqliteJournal::PruneEvents(uint64_t up_to) {
+  Stmt st;
+  if (sqlite3_prepare_v2(db_, "DELETE FROM events WHERE seq <= ?", -1, &st.s, nullptr) != SQLITE_OK) return Error("prepare");
+  sqlite3_bind_int64(st.s, 1, static_cast<sqlite3_int64>(up_to));
+  return sqlite3_step(st.s) == SQLITE_DONE ? Status::Ok() : Error("prune events");
+}
+
 Result<uint64_t> SqliteJournal::SinkOffset(const std::string& sink) {
   Stmt st;
   if (sqlite3_prepare_v2(db_, "SELECT delivered FROM sinks WHERE name = ?", -1, &st.s, nullptr) != SQLITE_OK) {
@@ -181,8 +188,10 @@ Result<JournalContents> SqliteJournal::Load() {
   if (!s.ok()) return tl::unexpected(s);
   s = read("SELECT key, value FROM meta", [&](sqlite3_stmt* st) { c.meta[text(st, 0)] = text(st, 1); });
   if (!s.ok()) return tl::unexpected(s);
-  s = read("SELECT IFNULL(MAX(seq), 0) FROM events",
-           [&](sqlite3_stmt* st) { c.last_event_seq = static_cast<uint64_t>(sqlite3_column_int64(st, 0)); });
+  s = read("SELECT IFNULL(MAX(seq), 0), IFNULL(MIN(seq), 0) FROM events", [&](sqlite3_stmt* st) {
+    c.last_event_seq = static_cast<uint64_t>(sqlite3_column_int64(st, 0));
+    c.first_event_seq = static_cast<uint64_t>(sqlite3_column_int64(st, 1));
+  });
   if (!s.ok()) return tl::unexpected(s);
   return c;
 }

@@ -20,6 +20,7 @@ class SqliteJournal final : public Journal {
   Status PutNode(std::string_view name, std::string_view json, const Events& events) override;
   Status PutEvents(const Events& events) override;
   Result<Events> EventsAfter(uint64_t after, size_t limit) override;
+  Status PruneEvents(uint64_t up_to) override;
   // How far each event sink has delivered (events/): kept beside the events it delivers.
   Result<uint64_t> SinkOffset(const std::string& sink);
   Status SetSinkOffset(const std::string& sink, uint64_t seq);

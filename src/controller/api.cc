@@ -112,6 +112,11 @@ void Api::EventsRoute(const HttpRequest& r, Respond respond) {
     if (!d || d->value() > 300'000) return respond(Fail(400, "wait: expected a duration up to 5m, e.g. 30s"));
     wait = *d;
   }
+  if (since > 0 && since + 1 < c_.first_event_seq()) {  // since=0: from the oldest kept
+    return respond(Fail(410, fmt::format("events up to {} were pruned (gpupool server --events-retain); the oldest kept is {}: "
+                                         "resume from since={}, or read the current state first",
+                                         c_.first_event_seq() - 1, c_.first_event_seq(), c_.first_event_seq() - 1)));
+  }
   auto events = c_.EventsAfter(since, limit);
   if (!events) return respond(Fail(500, events.error().message()));
   if (!events->empty() || wait.value() == 0) {

@@ -80,6 +80,7 @@ Status Controller::Recover() {
   auto contents = journal_.Load();
   if (!contents) return contents.error();
   next_event_seq_ = contents->last_event_seq + 1;
+  first_event_seq_ = contents->first_event_seq > 0 ? contents->first_event_seq : next_event_seq_;
   for (const auto& [name, json] : contents->nodes) {
     auto n = NodeFromJson(json);
     if (!n) return Status(StatusCode::kInternal, fmt::format("journal: node '{}': {}", name, n.error().message()));
@@ -903,6 +904,13 @@ void Controller::Tick() {
     }
   }
   FlushEvents();
+  // Retention: prune in steps of a tenth of the limit, so that a DELETE runs now and then.
+  const uint64_t kept = next_event_seq_ - first_event_seq_;
+  if (options_.events_retain > 0 && kept > options_.events_retain + options_.events_retain / 10) {
+    uint64_t up_to = next_event_seq_ - 1 - options_.events_retain;
+    if (sinks_delivered) up_to = std::min(up_to, sinks_delivered());
+    if (up_to >= first_event_seq_ && journal_.PruneEvents(up_to).ok()) first_event_seq_ = up_to + 1;
+  }
 }
 
 void Controller::TickOnce() {

@@ -54,6 +54,9 @@ struct ControllerOptions {
   Millis gpu_probation{600'000};
   // A node.telemetry event per node this often (host and GPU samples); zero: none.
   Millis telemetry_events{0};
+  // How many events the store keeps (older ones are deleted, never one a sink has not
+  // delivered); zero: all.
+  uint64_t events_retain = 1'000'000;
 };
 
 struct JobFilter {
@@ -137,6 +140,10 @@ class Controller {
   // Stored events after `after`, oldest first (what GET /v1/events and the sinks deliver).
   Result<Events> EventsAfter(uint64_t after, size_t limit) const { return journal_.EventsAfter(after, limit); }
   uint64_t last_event_seq() const { return next_event_seq_ - 1; }
+  // The oldest event still stored (events before it were pruned; 1 when none were).
+  uint64_t first_event_seq() const { return first_event_seq_; }
+  // The lowest number every sink has delivered up to (pruning stops there); unset: no sinks.
+  std::function<uint64_t()> sinks_delivered;
   // Writes the events that no state change has carried yet (a node turning suspect changes
   // nothing durable). The API calls it after every request and tick.
   void FlushEvents();
@@ -222,6 +229,7 @@ class Controller {
   Stats stats_;
   Events pending_events_;
   uint64_t next_event_seq_ = 1;
+  uint64_t first_event_seq_ = 1;
   int64_t last_telemetry_event_ms_ = 0;
 };
 

@@ -31,6 +31,7 @@ struct JournalContents {
   std::map<std::string, std::string> nodes; // name -> JSON
   std::map<std::string, std::string> meta;
   uint64_t last_event_seq = 0;
+  uint64_t first_event_seq = 0;  // the oldest kept (0: none)
 };
 
 class Journal {
@@ -44,6 +45,8 @@ class Journal {
   virtual Result<JournalContents> Load() = 0;
   // Events with seq > after, oldest first, at most `limit`.
   virtual Result<Events> EventsAfter(uint64_t after, size_t limit) = 0;
+  // Deletes the events numbered up to `up_to` (retention).
+  virtual Status PruneEvents(uint64_t up_to) = 0;
 };
 
 // For tests and `sim`: keeps everything in memory.
@@ -64,6 +67,10 @@ class MemoryJournal final : public Journal {
     }
     return Status::Ok();
   }
+  Status PruneEvents(uint64_t up_to) override {
+    std::erase_if(events_, [&](const EventRecord& e) { return e.seq <= up_to; });
+    return Status::Ok();
+  }
   Result<Events> EventsAfter(uint64_t after, size_t limit) override {
     Events out;
     for (const EventRecord& e : events_) {
@@ -75,7 +82,10 @@ class MemoryJournal final : public Journal {
     c_.meta[std::string(key)] = value;
     return Status::Ok();
   }
-  Result<JournalContents> Load() override { return c_; }
+  Result<JournalContents> Load() override {
+    c_.first_event_seq = events_.empty() ? 0 : events_.front().seq;
+    return c_;
+  }
 
  private:
   JournalContents c_;

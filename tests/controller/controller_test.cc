@@ -503,6 +503,37 @@ TEST(ControllerTest, StateChangesAreNumberedEvents) {
   EXPECT_EQ(e.c->last_event_seq(), want.size() + 1);
 }
 
+// Retention: the store keeps the last N events, pruning a tenth of N at a time, and never
+// an event a sink has not delivered.
+TEST(ControllerTest, EventRetentionKeepsTheLastAndWhatSinksStillNeed) {
+  MemoryJournal journal;
+  ManualClock clock{Millis{1'000'000}};
+  Controller c(Fleet{}, journal, clock, ControllerOptions{.checkpoint_root = "/ckpt", .events_retain = 20},
+               std::move(*BuiltinRegistry().MakePolicy("fifo")));
+  uint64_t delivered = 2;
+  c.sinks_delivered = [&] { return delivered; };
+  auto submit = [&](int n) {
+    for (int i = 0; i < n; ++i) {
+      JobRecord r;
+      r.command = {"true"};
+      ASSERT_TRUE(c.Submit(r));
+    }
+    c.Tick();
+  };
+  submit(22);
+  EXPECT_EQ(c.first_event_seq(), 1u) << "22 <= 20 + 2: not yet";
+  submit(1);
+  EXPECT_EQ(c.first_event_seq(), 3u) << "would prune up to 3, but the sink has delivered only up to 2";
+  EXPECT_EQ(c.EventsAfter(0, 100)->front().seq, 3u);
+  delivered = 100;
+  submit(1);  // 24 events, 22 kept
+  EXPECT_EQ(c.first_event_seq(), 3u) << "nothing more until the step is reached again";
+  submit(2);
+  EXPECT_EQ(c.first_event_seq(), 7u);
+  EXPECT_EQ(c.EventsAfter(0, 100)->size(), 20u);
+  EXPECT_EQ(c.last_event_seq(), 26u);
+}
+
 TEST(CodecTest, SubmitIsStrictAndRecordsRoundTrip) {
   EXPECT_NE(ParseSubmitRequest(R"({"command":["x"],"gpus":1,"colour":"red"})").error().message().find("unknown field 'colour'"),
             std::string::npos);

@@ -101,6 +101,17 @@ def main(gpupool):
                 f"`gpupool events --since {last - 3}` prints the last 3 events ({out.returncode}: {lines[-1:] if lines else out.stderr})")
         status, body = pool.call("GET", "/v1/events?since=minus-one")
         c.check(status == 400 and "since" in body.get("error", ""), f"a bad since is refused ({status} {body})")
+        # Retention: a server that keeps 50 events prunes the rest; a reader behind that is told.
+        pool.stop_server()
+        pool.start_server("--events-retain", "50")
+        time.sleep(0.5)  # a tick or two
+        status, body = pool.call("GET", "/v1/events?since=5")
+        c.check(status == 410 and "pruned" in body.get("error", ""), f"a reader behind retention gets 410 ({status} {body})")
+        status, body = pool.call("GET", "/v1/events?since=0&limit=100000")
+        kept = [json.loads(x)["sequence"] for x in body.strip().splitlines()] if isinstance(body, str) else []
+        c.check(len(kept) == 50 and kept[-1] == last, f"since=0 reads the 50 kept, up to {last} ({len(kept)}, {kept[-1:]})")
+        out = subprocess.run([gpupool, "events", "--since", "5"], capture_output=True, text=True, env=env, timeout=30)
+        c.check(out.returncode != 0 and "pruned" in out.stderr, f"`gpupool events --since 5` says why ({out.returncode}: {out.stderr})")
     finally:
         pool.stop()
     return c.done()

@@ -53,6 +53,7 @@ struct ServerArgs {
   std::string acceptable_pause = "500ms";
   std::string events;            // kafka://BROKERS/TOPIC: deliver the event log there
   std::string telemetry_events = "0s";
+  uint64_t events_retain = 1'000'000;
   std::string web_dir;           // the dashboard's files; default: found beside the binary
 };
 
@@ -126,7 +127,8 @@ Result<std::unique_ptr<Server>> StartServer(const ServerArgs& a) {
                         .checkpoint_root = a.checkpoint_root.empty() ? fs::path() : fs::absolute(a.checkpoint_root),
                         .checkpoint_store = fs::absolute(fs::path(a.data_dir) / "checkpoints"),
                         .gpu_probation = *probation,
-                        .telemetry_events = *telemetry},
+                        .telemetry_events = *telemetry,
+                        .events_retain = a.events_retain},
       std::move(*policy));
   if (Status s = srv->controller->Recover(); !s.ok()) return tl::unexpected(s);
   srv->api = std::make_unique<Api>(*srv->controller, srv->loop,
@@ -145,6 +147,7 @@ Result<std::unique_ptr<Server>> StartServer(const ServerArgs& a) {
     KafkaSink* k = srv->kafka.get();
     Controller* ctl = srv->controller.get();
     api->AddEventListener([k] { k->Wake(); });
+    srv->controller->sinks_delivered = [k] { return k->stats().delivered; };
     api->AddMetrics([k, ctl](Families& out) {
       const KafkaSink::Stats st = k->stats();
       const std::vector<std::pair<std::string, std::string>> label = {{"sink", k->name()}};
@@ -396,6 +399,8 @@ void AddPoolCommands(CLI::App& app, int* exit_code) {
   server->add_option("--events", s->events,
                      "deliver the event log to Kafka: kafka://BROKER[,BROKER]/TOPIC[?librdkafka.property=value&...]");
   server->add_option("--web-dir", s->web_dir, "the dashboard's built files (default: web/dist beside the build)");
+  server->add_option("--events-retain", s->events_retain,
+                     "events the store keeps; older ones go, never before a sink has delivered them (default 1000000; 0: all)");
   server->add_option("--telemetry-events", s->telemetry_events, "a node.telemetry event per node this often (default 0s: none)");
   server->add_option("--max-retries", s->max_retries, "how often a job is placed again after failures not its own")
       ->check(CLI::Range(0, 100));
