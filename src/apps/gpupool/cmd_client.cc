@@ -271,7 +271,24 @@ int Nodes(const Conn& c) {
 int EventsCmd(const Conn& c, uint64_t since, bool follow) {
   int failures = 0;
   for (;;) {
-    auto body = Call(c, "GET", fmt::format("/v1/events?since={}&limit=1000{}", since, follow ? "&wait=25s" : ""));
+    const std::string target = fmt::format("/v1/events?since={}&limit=1000{}", since, follow ? "&wait=25s" : "");
+    std::optional<std::string> body;
+    if (auto client = Connect(c)) {
+      auto r = client->Call("GET", target, "", Millis{35'000});
+      const json j = r ? json::parse(r->body, nullptr, false) : json();
+      const std::string why = !r ? r.error().message()
+                                 : fmt::format("{} (HTTP {})", j.is_object() ? j.value("error", r->body) : r->body, r->status);
+      if (r && r->status == 200) {
+        body = std::move(r->body);
+      } else if (r && (r->status == 410 || r->status == 400 || r->status == 401)) {
+        fmt::print(stderr, "gpupool: {}\n", why);  // pruned, malformed, refused: retrying will not help
+        return 1;
+      } else {
+        fmt::print(stderr, "gpupool: {}\n", why);
+      }
+    } else {
+      fmt::print(stderr, "gpupool: {}\n", client.error().message());
+    }
     if (!body) {
       if (!follow || ++failures > 120) return 1;
       std::this_thread::sleep_for(std::chrono::seconds(1));  // the server restarts: keep trying
