@@ -388,7 +388,8 @@ void AddPoolCommands(CLI::App& app, int* exit_code) {
                      "how long a task runs on without word from the server before it stops itself; "
                      "a dead node's jobs move after this (default 1800ms)");
   server->add_option("--gpu-probation", s->gpu_probation,
-                     "a quarantined GPU returns by itself after this long of clean telemetry (0: only `gpu undrain`)");
+                     "after this long of clean telemetry a quarantined GPU is self-tested by its agent, and returns if it passes "
+                     "(0: only `gpu undrain`)");
   server->add_option("--suspect-phi", s->suspect_phi, "phi at which a silent node is suspect (no new work), default 3");
   server->add_option("--down-phi", s->down_phi, "phi at which it is down (its jobs move), default 8: about 1.1 s of silence");
   server->add_option("--acceptable-pause", s->acceptable_pause, "silence always forgiven before phi rises, default 500ms");
