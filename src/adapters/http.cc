@@ -6,6 +6,9 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <charconv>
+#include <limits>
+#include <sys/resource.h>
+#include <unistd.h>
 
 #include "core/units.h"
 
@@ -34,32 +37,99 @@ void ParseTarget(std::string_view target, HttpRequest& r) {
   r.query = ParseForm(target.substr(q + 1));
 }
 
+// The connections open now, and the most allowed (shared by every listener of a loop).
+struct ConnectionCount {
+  size_t open = 0;
+  size_t max = 0;
+};
+
 class Session : public std::enable_shared_from_this<Session> {
  public:
-  Session(tcp::socket socket, const HttpHandler& handler, const BodyLimits& limits)
-      : stream_(std::move(socket)), handler_(handler), limits_(limits) {}
+  Session(tcp::socket socket, const HttpHandler& handler, const AdmitFn& admit, const ServerLimits& limits,
+          ConnectionCount& count)
+      : stream_(std::move(socket)), handler_(handler), admit_(admit), limits_(limits), count_(count) {
+    ++count_.open;
+  }
+  ~Session() {
+    --count_.open;
+    RemoveSpool();
+  }
 
   void Start() { Read(); }
 
  private:
   void Read() {
     parser_.emplace();
-    // The header parser checks Content-Length against the limit: the largest until the target
-    // is known, then the target's own (OnHeader).
-    limit_ = std::max(limits_.normal, limits_.large);
-    parser_->body_limit(limit_);
-    stream_.expires_after(std::chrono::seconds(120));
+    file_parser_.reset();
+    RemoveSpool();
+    // The header may be as long as the request line's and the fields' limits together; which
+    // of the two it broke is told apart afterwards (414 or 431).
+    parser_->header_limit(static_cast<std::uint32_t>(limits_.max_target + limits_.max_header));
+    parser_->body_limit(std::numeric_limits<std::uint64_t>::max());  // set once the admission has seen the header
+    stream_.expires_after(std::chrono::milliseconds(limits_.header_timeout.value()));
     http::async_read_header(stream_, buffer_, *parser_, [self = shared_from_this()](beast::error_code ec, size_t) {
       self->OnHeader(ec);
     });
   }
 
+  // Refuses with `r` and closes: what the client still sends is read and dropped (up to 64 MiB,
+  // for 10 s), so that it gets to read the answer instead of a reset connection.
+  void Refuse(HttpResponse r) {
+    draining_ = true;
+    Write(std::move(r), false);
+  }
+
   void OnHeader(beast::error_code ec) {
-    if (ec) return OnRead(ec);
-    const bool large = !limits_.large_prefix.empty() && parser_->get().target().starts_with(limits_.large_prefix);
-    limit_ = large ? std::max(limits_.large, limits_.normal) : limits_.normal;
+    if (ec == http::error::header_limit) {
+      // Which limit: the request line (the first line of what was read) or the fields.
+      const std::string_view seen(static_cast<const char*>(buffer_.data().data()), buffer_.size());
+      const size_t eol = seen.find("\r\n");
+      const bool long_line = eol == std::string_view::npos || eol > limits_.max_target;
+      return Refuse(long_line ? HttpResponse{414, fmt::format(R"({{"error":"request target over {} bytes"}})", limits_.max_target)}
+                              : HttpResponse{431, fmt::format(R"({{"error":"request header over {} bytes"}})", limits_.max_header)});
+    }
+    if (ec) return;  // closed, timed out, or not HTTP: drop the connection
+    const auto& req = parser_->get();
+    if (req.target().size() > limits_.max_target) {
+      return Refuse(HttpResponse{414, fmt::format(R"({{"error":"request target over {} bytes"}})", limits_.max_target)});
+    }
+    size_t fields = 0;
+    for (const auto& f : req.base()) fields += f.name_string().size() + f.value().size() + 4;
+    if (fields > limits_.max_header) {
+      return Refuse(HttpResponse{431, fmt::format(R"({{"error":"request header over {} bytes"}})", limits_.max_header)});
+    }
+    Admission adm;
+    std::optional<uint64_t> length;
+    if (parser_->content_length()) length = *parser_->content_length();
+    try {
+      adm = admit_(RequestHead{.method = req.method_string(), .target = req.target(),
+                               .authorization = req[http::field::authorization], .cookie = req[http::field::cookie],
+                               .content_length = length});
+    } catch (const std::exception& e) {
+      adm.refuse = HttpResponse{500, R"({"error":"internal error while admitting the request"})"};
+    }
+    if (adm.refuse) return Refuse(std::move(*adm.refuse));
+    limit_ = adm.body_limit;
+    const bool chunked = parser_->chunked();
+    if ((parser_->content_length() && *parser_->content_length() > limit_) || (chunked && limit_ == 0)) {
+      return Refuse(HttpResponse{413, fmt::format(R"({{"error":"request body over {} bytes"}})", limit_)});
+    }
+    stream_.expires_after(std::chrono::milliseconds(limits_.body_timeout.value()));
+    if (adm.spool && !parser_->is_done()) {
+      // Streamed to a file as it arrives: a 1 GiB upload costs the server a buffer, not 1 GiB.
+      static uint64_t serial = 0;
+      const auto dir = limits_.spool_dir.empty() ? std::filesystem::temp_directory_path() : limits_.spool_dir;
+      spool_ = dir / fmt::format(".upload-{}-{}", getpid(), ++serial);
+      file_parser_.emplace(std::move(*parser_));
+      file_parser_->body_limit(limit_);
+      file_parser_->get().body().open(spool_.c_str(), beast::file_mode::write, ec);
+      if (ec) return Refuse(HttpResponse{507, fmt::format(R"({{"error":"cannot store the upload: {}"}})", ec.message())});
+      http::async_read(stream_, buffer_, *file_parser_, [self = shared_from_this()](beast::error_code e, size_t) {
+        self->OnRead(e);
+      });
+      return;
+    }
     parser_->body_limit(limit_);
-    if (parser_->content_length() && *parser_->content_length() > limit_) return OnRead(http::error::body_limit);
     if (parser_->is_done()) return OnRead(ec);
     http::async_read(stream_, buffer_, *parser_, [self = shared_from_this()](beast::error_code e, size_t) {
       self->OnRead(e);
@@ -68,32 +138,58 @@ class Session : public std::enable_shared_from_this<Session> {
 
   void OnRead(beast::error_code ec) {
     if (ec == http::error::body_limit) {
-      // Answer, then read and discard what the client is still sending (up to 64 MiB, 10 s),
-      // so it gets to read the 413 instead of a reset connection.
-      draining_ = true;
-      Write(HttpResponse{413, fmt::format(R"({{"error":"request body over {} bytes"}})", limit_)}, false);
-      return;
+      return Refuse(HttpResponse{413, fmt::format(R"({{"error":"request body over {} bytes"}})", limit_)});
     }
     if (ec) return;  // closed, timed out, or not HTTP: drop the connection
-    const auto& req = parser_->get();
     HttpRequest r;
-    r.method = std::string(req.method_string());
-    ParseTarget(req.target(), r);
-    r.body = req.body();
-    r.authorization = std::string(req[http::field::authorization]);
-    r.cookie = std::string(req[http::field::cookie]);
-    r.content_type = std::string(req[http::field::content_type]);
-    keep_alive_ = req.keep_alive();
+    auto fill = [&](const auto& req) {
+      r.method = std::string(req.method_string());
+      ParseTarget(req.target(), r);
+      r.authorization = std::string(req[http::field::authorization]);
+      r.cookie = std::string(req[http::field::cookie]);
+      r.content_type = std::string(req[http::field::content_type]);
+      keep_alive_ = req.keep_alive();
+    };
+    if (file_parser_) {
+      auto& req = file_parser_->get();
+      fill(req);
+      req.body().close();
+      r.body_file = spool_;
+      std::error_code fec;
+      r.body_size = std::filesystem::file_size(spool_, fec);
+    } else {
+      auto& req = parser_->get();
+      fill(req);
+      r.body = std::move(req.body());
+      r.body_size = r.body.size();
+    }
     stream_.expires_never();  // a long poll may take a while; the handler answers when it can
     auto self = shared_from_this();
-    handler_(std::move(r), [self](HttpResponse resp) {
+    auto answered = std::make_shared<bool>(false);
+    Respond respond = [self, answered](HttpResponse resp) {
+      if (*answered) return;
+      *answered = true;
       asio::post(self->stream_.get_executor(), [self, resp = std::move(resp)]() mutable {
         self->Write(std::move(resp), self->keep_alive_);
       });
-    });
+    };
+    try {
+      handler_(std::move(r), respond);
+    } catch (const std::exception& e) {
+      // A handler's bug answers this request with 500; the server and every other request go on.
+      respond(HttpResponse{500, R"({"error":"internal error while handling the request"})"});
+    }
+  }
+
+  void RemoveSpool() {
+    if (spool_.empty()) return;
+    std::error_code ec;
+    std::filesystem::remove(spool_, ec);
+    spool_.clear();
   }
 
   void Write(HttpResponse r, bool keep_alive) {
+    if (!r.body_file.empty()) return WriteFile(std::move(r), keep_alive);
     auto res = std::make_shared<http::response<http::string_body>>(static_cast<http::status>(r.status), 11);
     res->set(http::field::server, "gpupool");
     res->set(http::field::content_type, r.content_type);
@@ -101,19 +197,41 @@ class Session : public std::enable_shared_from_this<Session> {
     res->keep_alive(keep_alive);
     res->body() = std::move(r.body);
     res->prepare_payload();
+    stream_.expires_after(std::chrono::milliseconds(limits_.body_timeout.value()));  // a client that never reads
     http::async_write(stream_, *res, [self = shared_from_this(), res, keep_alive](beast::error_code ec, size_t) {
-      if (ec) return;
-      if (keep_alive) {
-        self->Read();
-      } else {
-        beast::error_code ignored;
-        self->stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
-        if (self->draining_) {
-          self->stream_.expires_after(std::chrono::seconds(10));
-          self->Discard();
-        }
-      }
+      self->Written(ec, keep_alive);
     });
+  }
+
+  void WriteFile(HttpResponse r, bool keep_alive) {
+    auto res = std::make_shared<http::response<http::file_body>>(static_cast<http::status>(r.status), 11);
+    beast::error_code ec;
+    res->body().open(r.body_file.c_str(), beast::file_mode::scan, ec);
+    if (ec) return Write(HttpResponse{404, R"({"error":"the file is gone"})"}, keep_alive);
+    res->set(http::field::server, "gpupool");
+    res->set(http::field::content_type, r.content_type);
+    for (const auto& [name, value] : r.headers) res->insert(name, value);
+    res->keep_alive(keep_alive);
+    res->prepare_payload();
+    stream_.expires_after(std::chrono::milliseconds(limits_.body_timeout.value()));
+    http::async_write(stream_, *res, [self = shared_from_this(), res, keep_alive](beast::error_code e, size_t) {
+      self->Written(e, keep_alive);
+    });
+  }
+
+  void Written(beast::error_code ec, bool keep_alive) {
+    RemoveSpool();
+    if (ec) return;
+    if (keep_alive) {
+      Read();
+    } else {
+      beast::error_code ignored;
+      stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
+      if (draining_) {
+        stream_.expires_after(std::chrono::seconds(10));
+        Discard();
+      }
+    }
   }
 
   void Discard() {
@@ -127,14 +245,31 @@ class Session : public std::enable_shared_from_this<Session> {
   beast::tcp_stream stream_;
   beast::flat_buffer buffer_;
   std::optional<http::request_parser<http::string_body>> parser_;
+  std::optional<http::request_parser<http::file_body>> file_parser_;
+  std::filesystem::path spool_;
   const HttpHandler& handler_;
-  const BodyLimits& limits_;  // owned by the event loop, which outlives its sessions
+  const AdmitFn& admit_;
+  const ServerLimits& limits_;  // owned by the event loop, which outlives its sessions
+  ConnectionCount& count_;
   size_t limit_ = 0;
   bool keep_alive_ = false;
   bool draining_ = false;
   std::vector<char> discard_;
   size_t discarded_ = 0;
 };
+
+// Answers a connection over the limit with 503 and closes it, without a session.
+void TurnAway(tcp::socket s) {
+  auto sock = std::make_shared<tcp::socket>(std::move(s));
+  static const std::string kBusy =
+      "HTTP/1.1 503 Service Unavailable\r\nServer: gpupool\r\nContent-Type: application/json\r\nConnection: close\r\n"
+      "Retry-After: 1\r\nContent-Length: 52\r\n\r\n{\"error\":\"too many open connections; try again soon\"}";
+  asio::async_write(*sock, asio::buffer(kBusy), [sock](beast::error_code, size_t) {
+    beast::error_code ignored;
+    sock->shutdown(tcp::socket::shutdown_both, ignored);
+    sock->close(ignored);
+  });
+}
 
 }  // namespace
 
@@ -174,18 +309,37 @@ std::string UrlDecode(std::string_view s) {
 struct EventLoop::Impl {
   asio::io_context io{1};
   std::vector<std::unique_ptr<tcp::acceptor>> acceptors;
-  std::vector<std::unique_ptr<HttpHandler>> handlers;
-  std::vector<std::unique_ptr<BodyLimits>> limits;
+  struct Listener {
+    HttpHandler handler;
+    AdmitFn admit;
+    ServerLimits limits;
+  };
+  std::vector<std::unique_ptr<Listener>> listeners;
   std::unique_ptr<asio::signal_set> signals;
   std::vector<std::shared_ptr<std::function<void()>>> ticks;
+  ConnectionCount connections;
+  asio::steady_timer accept_pause{io};
 
-  void Accept(tcp::acceptor& a, const HttpHandler& h, const BodyLimits& lim) {
-    a.async_accept([this, &a, &h, &lim](beast::error_code ec, tcp::socket s) {
-      if (!ec) {
-        s.set_option(tcp::no_delay(true));
-        std::make_shared<Session>(std::move(s), h, lim)->Start();
+  void Accept(tcp::acceptor& a, const Listener& l) {
+    a.async_accept([this, &a, &l](beast::error_code ec, tcp::socket s) {
+      if (ec == asio::error::no_descriptors || ec == asio::error::no_buffer_space || ec == asio::error::no_memory) {
+        // Out of file descriptors: accepting again at once would spin; wait for some to close.
+        auto pause = std::make_shared<asio::steady_timer>(io, std::chrono::milliseconds(50));
+        pause->async_wait([this, &a, &l, pause](beast::error_code) {
+          if (a.is_open()) Accept(a, l);
+        });
+        return;
       }
-      if (a.is_open()) Accept(a, h, lim);
+      if (!ec) {
+        if (connections.open >= connections.max) {
+          TurnAway(std::move(s));
+        } else {
+          beast::error_code ignored;
+          s.set_option(tcp::no_delay(true), ignored);
+          std::make_shared<Session>(std::move(s), l.handler, l.admit, l.limits, connections)->Start();
+        }
+      }
+      if (a.is_open()) Accept(a, l);
     });
   }
 };
@@ -193,7 +347,7 @@ struct EventLoop::Impl {
 EventLoop::EventLoop() : impl_(std::make_unique<Impl>()) {}
 EventLoop::~EventLoop() = default;
 
-Result<uint16_t> EventLoop::Listen(const std::string& listen, HttpHandler handler, BodyLimits body_limits) {
+Result<uint16_t> EventLoop::Listen(const std::string& listen, HttpHandler handler, AdmitFn admit, ServerLimits limits) {
   auto hp = SplitHostPort(listen);
   if (!hp) return tl::unexpected(hp.error());
   beast::error_code ec;
@@ -212,9 +366,21 @@ Result<uint16_t> EventLoop::Listen(const std::string& listen, HttpHandler handle
   if (!ec) acceptor->listen(asio::socket_base::max_listen_connections, ec);
   if (ec) return Error(StatusCode::kFailedPrecondition, fmt::format("cannot listen on {}: {}", listen, ec.message()));
   const uint16_t bound = acceptor->local_endpoint().port();
-  impl_->handlers.push_back(std::make_unique<HttpHandler>(std::move(handler)));
-  impl_->limits.push_back(std::make_unique<BodyLimits>(std::move(body_limits)));
-  impl_->Accept(*acceptor, *impl_->handlers.back(), *impl_->limits.back());
+  if (impl_->connections.max == 0) {
+    // As many as the file descriptor limit allows, less a reserve for the store, logs and
+    // uploads: the soft limit is raised to the hard one first.
+    rlimit rl{};
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+      rl.rlim_cur = std::min<rlim_t>(rl.rlim_max, 1 << 20);
+      setrlimit(RLIMIT_NOFILE, &rl);
+      getrlimit(RLIMIT_NOFILE, &rl);
+    }
+    const size_t fds = rl.rlim_cur == RLIM_INFINITY ? 65536 : static_cast<size_t>(rl.rlim_cur);
+    impl_->connections.max = fds > 256 ? fds - 128 : fds / 2;
+  }
+  if (limits.max_connections > 0) impl_->connections.max = limits.max_connections;
+  impl_->listeners.push_back(std::make_unique<Impl::Listener>(Impl::Listener{std::move(handler), std::move(admit), std::move(limits)}));
+  impl_->Accept(*acceptor, *impl_->listeners.back());
   impl_->acceptors.push_back(std::move(acceptor));
   return bound;
 }
@@ -249,6 +415,8 @@ void EventLoop::OnSignals(std::function<void(int)> fn) {
   });
 }
 
+size_t EventLoop::open_connections() const { return impl_->connections.open; }
+
 void EventLoop::Run() {
   auto guard = asio::make_work_guard(impl_->io);
   impl_->io.run();
@@ -281,7 +449,7 @@ Result<HttpClient> HttpClient::Create(const std::string& base, std::string token
 }
 
 Result<HttpResponse> HttpClient::Call(const std::string& method, const std::string& target, const std::string& body,
-                                      Millis timeout) {
+                                      Millis timeout, size_t max_response) {
   // Asynchronous operations run to completion on this client's own io_context: Beast enforces
   // a stream's timeout only on asynchronous operations, and a call must never hang on a server
   // that went away mid-request.
@@ -320,7 +488,7 @@ Result<HttpResponse> HttpClient::Call(const std::string& method, const std::stri
     req.body() = body;
     req.prepare_payload();
     http::response_parser<http::string_body> parser;
-    parser.body_limit(256ull << 20);
+    parser.body_limit(max_response);
     c.stream->expires_after(limit);
     http::async_write(*c.stream, req, [&](beast::error_code e, size_t) {
       ec = e;
@@ -340,6 +508,9 @@ Result<HttpResponse> HttpClient::Call(const std::string& method, const std::stri
       if (attempt == 0 && (ec == http::error::end_of_stream || ec == asio::error::connection_reset ||
                            ec == asio::error::broken_pipe)) {
         continue;  // the kept-alive connection had closed: once more on a fresh one
+      }
+      if (ec == http::error::body_limit) {
+        return Error(StatusCode::kTooLarge, fmt::format("{} {}: the answer is over {} bytes", method, target, max_response));
       }
       if (ec == beast::error::timeout) {
         return Error(StatusCode::kFailedPrecondition, fmt::format("{} {}: no answer within {}", method, target, FormatMillis(timeout)));

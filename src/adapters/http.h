@@ -5,6 +5,8 @@
 #pragma once
 
 #include <cstdint>
+#include <filesystem>
+#include <optional>
 #include <functional>
 #include <map>
 #include <memory>
@@ -22,6 +24,10 @@ struct HttpRequest {
   std::string path;    // "/v1/jobs/12"
   std::map<std::string, std::string> query;
   std::string body;
+  // A body the admission asked to spool (Admission::spool) is in this file instead of `body`;
+  // the server removes the file once the answer is written, so a handler that keeps it renames it.
+  std::filesystem::path body_file;
+  uint64_t body_size = 0;  // of body or body_file
   std::string authorization;
   std::string cookie;        // the Cookie header, as sent
   std::string content_type;  // of the body
@@ -32,18 +38,40 @@ struct HttpResponse {
   std::string body;
   std::string content_type = "application/json";
   std::vector<std::pair<std::string, std::string>> headers;  // more (Set-Cookie, Location, ...)
+  // Sent from this file instead of `body` (a checkpoint archive): streamed, never read whole.
+  std::filesystem::path body_file;
 };
 
 using Respond = std::function<void(HttpResponse)>;
 
-// How big a request body may be: `normal`, or `large` for targets under `large_prefix` (uploads
-// such as checkpoint archives). The limit is chosen once the request's header is read.
-struct BodyLimits {
-  BodyLimits(size_t n = 1 << 20) : normal(n) {}  // NOLINT: a plain size is the common case
-  BodyLimits(size_t n, std::string prefix, size_t big) : normal(n), large_prefix(std::move(prefix)), large(big) {}
-  size_t normal;
-  std::string large_prefix;
-  size_t large = 0;
+// What the server knows of a request once its header is read, before any byte of its body.
+struct RequestHead {
+  std::string_view method;
+  std::string_view target;
+  std::string_view authorization;
+  std::string_view cookie;
+  std::optional<uint64_t> content_length;
+};
+
+// The handler's word on a request before its body is read (as nginx's auth_request and
+// client_max_body_size are applied before the body): refuse it now (401, 413, ...), so that an
+// unauthenticated client never makes the server read or reserve its body; or read a body of at
+// most `body_limit` bytes, in memory or, with `spool`, streamed to a file.
+struct Admission {
+  std::optional<HttpResponse> refuse;
+  size_t body_limit = 1 << 20;
+  bool spool = false;
+};
+using AdmitFn = std::function<Admission(const RequestHead&)>;
+
+// Limits that answer as HTTP does.
+struct ServerLimits {
+  size_t max_target = 8 * 1024;    // a longer request line: 414
+  size_t max_header = 16 * 1024;   // more header bytes: 431
+  size_t max_connections = 0;      // open at once; past it new ones get 503. 0: from RLIMIT_NOFILE
+  Millis header_timeout{15'000};   // a request's header, from its first byte or the last answer
+  Millis body_timeout{120'000};    // its body
+  std::filesystem::path spool_dir; // spooled bodies (Admission::spool); empty: the temp directory
 };
 using HttpHandler = std::function<void(HttpRequest, Respond)>;
 
@@ -54,9 +82,12 @@ class EventLoop {
   EventLoop(const EventLoop&) = delete;
   EventLoop& operator=(const EventLoop&) = delete;
 
-  // Serves HTTP on "ADDR:PORT" (port 0 picks a free one); returns the bound port. Requests
-  // with bodies over their limit get 413. Handlers run on the loop thread.
-  Result<uint16_t> Listen(const std::string& listen, HttpHandler handler, BodyLimits limits);
+  // Serves HTTP on "ADDR:PORT" (port 0 picks a free one); returns the bound port. `admit` sees
+  // each request's header first; requests with bodies over its limit get 413. Handlers run on
+  // the loop thread; an exception out of one is answered with 500, never the server's end.
+  Result<uint16_t> Listen(const std::string& listen, HttpHandler handler, AdmitFn admit, ServerLimits limits = {});
+  // Connections open now, over every listener.
+  size_t open_connections() const;
   // Runs fn on the loop thread after `delay`; the returned function cancels it.
   std::function<void()> After(Millis delay, std::function<void()> fn);
   void Every(Millis period, std::function<void()> fn);
@@ -77,8 +108,9 @@ class HttpClient {
   HttpClient& operator=(HttpClient&&) noexcept;
   ~HttpClient();
   // One request; reconnects once if the kept-alive connection was closed.
+  // Answers over `max_response` bytes are refused (an error naming the limit).
   Result<HttpResponse> Call(const std::string& method, const std::string& target, const std::string& body = "",
-                            Millis timeout = Millis{30'000});
+                            Millis timeout = Millis{30'000}, size_t max_response = 256u << 20);
 
  private:
   HttpClient();

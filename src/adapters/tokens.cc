@@ -8,7 +8,10 @@
 #include <array>
 #include <cerrno>
 #include <cstring>
+#include <cstdio>
 #include <fstream>
+
+#include <openssl/evp.h>
 
 namespace gp {
 
@@ -22,8 +25,7 @@ Result<std::string> ReadToken(const std::string& path) {
   return t;
 }
 
-Result<std::string> LoadOrCreateToken(const std::string& path) {
-  if (access(path.c_str(), F_OK) == 0) return ReadToken(path);
+Result<std::string> NewSecret() {
   std::array<unsigned char, 32> bytes{};
   const int rnd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
   if (rnd < 0 || read(rnd, bytes.data(), bytes.size()) != static_cast<ssize_t>(bytes.size())) {
@@ -33,6 +35,37 @@ Result<std::string> LoadOrCreateToken(const std::string& path) {
   close(rnd);
   std::string token;
   for (unsigned char b : bytes) token += fmt::format("{:02x}", b);
+  return token;
+}
+
+std::string Sha256Hex(std::string_view text) {
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int n = 0;
+  EVP_Digest(text.data(), text.size(), digest, &n, EVP_sha256(), nullptr);
+  std::string out;
+  for (unsigned int i = 0; i < n; ++i) out += fmt::format("{:02x}", digest[i]);
+  return out;
+}
+
+Status StoreSecret(const std::string& path, const std::string& secret) {
+  const std::string tmp = path + ".tmp";
+  const int fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) return Status(StatusCode::kFailedPrecondition, fmt::format("{}: cannot create: {}", tmp, std::strerror(errno)));
+  fchmod(fd, 0600);
+  const std::string line = secret + "\n";
+  const bool ok = write(fd, line.data(), line.size()) == static_cast<ssize_t>(line.size()) && fsync(fd) == 0;
+  close(fd);
+  if (!ok || std::rename(tmp.c_str(), path.c_str()) != 0) {
+    return Status(StatusCode::kInternal, fmt::format("{}: cannot write: {}", path, std::strerror(errno)));
+  }
+  return Status::Ok();
+}
+
+Result<std::string> LoadOrCreateToken(const std::string& path) {
+  if (access(path.c_str(), F_OK) == 0) return ReadToken(path);
+  auto secret = NewSecret();
+  if (!secret) return secret;
+  const std::string& token = *secret;
   const int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
   if (fd < 0) return Error(StatusCode::kFailedPrecondition, fmt::format("{}: cannot create: {}", path, std::strerror(errno)));
   const std::string line = token + "\n";

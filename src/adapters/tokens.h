@@ -3,12 +3,19 @@
 #pragma once
 
 #include <string>
+#include <string_view>
 
 #include "core/status.h"
 
 namespace gp {
 
 Result<std::string> LoadOrCreateToken(const std::string& path);
+// 256 random bits from /dev/urandom as 64 hex digits (a token, a node's credential).
+Result<std::string> NewSecret();
+// SHA-256 of `text` as 64 hex digits (OpenSSL): what the server keeps of a node's credential.
+std::string Sha256Hex(std::string_view text);
+// Writes `secret` to `path` with mode 0600 (written aside, then renamed over it).
+Status StoreSecret(const std::string& path, const std::string& secret);
 // Reads a token file (whitespace trimmed); the error names the path.
 Result<std::string> ReadToken(const std::string& path);
 

@@ -1,6 +1,8 @@
 #include "agent/agent.h"
 
 #include <fcntl.h>
+#include <pwd.h>
+#include <nlohmann/json.hpp>
 #include <fmt/format.h>
 #include <prometheus/exposer.h>
 #include <signal.h>
@@ -15,6 +17,7 @@
 #include <thread>
 
 #include "adapters/nvml.h"
+#include "adapters/tokens.h"
 #include "core/models.h"
 #include "core/units.h"
 
@@ -27,7 +30,17 @@ int64_t NowMs() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
 
-constexpr size_t kLogChunk = 256 * 1024;  // per stream per heartbeat
+// Output shipping, bounded so that a heartbeat stays small whatever a job prints: at most this
+// much per stream and per heartbeat (raw bytes; base64 makes 4/3 of it on the wire, never the
+// 6x that JSON escapes cost control characters).
+constexpr int64_t kLogChunk = 128 * 1024;
+constexpr int64_t kLogBudget = 384 * 1024;
+// A stream whose unshipped output grows past this (a job writing faster than its node ships)
+// skips ahead to its newest kLogKeep bytes; the bytes skipped are counted, reported and marked
+// in the log. An ended task keeps only kLogKeep unshipped, so its end is reported at once.
+constexpr int64_t kLogBacklog = 32 << 20;
+constexpr int64_t kLogEndBacklog = 4 << 20;
+constexpr int64_t kLogKeep = 1 << 20;
 
 }  // namespace
 
@@ -48,12 +61,31 @@ Result<std::unique_ptr<Agent>> Agent::Create(AgentOptions o) {
     gpus = std::make_unique<SimulatedGpuSource>(std::move(*sim));
   }
   std::error_code ec;
+  // Absolute from the start: tasks run in directories of their own, where a relative path to
+  // their lease file would name nothing.
+  o.work_dir = std::filesystem::absolute(o.work_dir, ec).lexically_normal();
   std::filesystem::create_directories(o.work_dir, ec);
   if (ec) return Error(StatusCode::kFailedPrecondition, fmt::format("--work-dir {}: {}", o.work_dir.string(), ec.message()));
+  int uid = -1;
+  int gid = -1;
+  if (geteuid() == 0 && !o.job_user.empty()) {
+    // Tasks as an unprivileged user: they may pass through the work directory to their own
+    // (0711), but not list it, nor read the node's credential or other tasks' files.
+    const passwd* pw = getpwnam(o.job_user.c_str());
+    if (!pw) return InvalidArgument(fmt::format("--job-user {}: no such user", o.job_user));
+    if (pw->pw_uid == 0) return InvalidArgument(fmt::format("--job-user {}: tasks must not run as root", o.job_user));
+    uid = static_cast<int>(pw->pw_uid);
+    gid = static_cast<int>(pw->pw_gid);
+    std::filesystem::permissions(o.work_dir, std::filesystem::perms::owner_all | std::filesystem::perms::group_exec |
+                                                 std::filesystem::perms::others_exec, ec);
+  }
   auto client = HttpClient::Create(o.server, o.join_token);
   if (!client) return tl::unexpected(client.error());
   if (o.self_exe.empty()) o.self_exe = std::filesystem::read_symlink("/proc/self/exe", ec).string();
   auto agent = std::unique_ptr<Agent>(new Agent(std::move(o), std::move(gpus), std::move(*client)));
+  agent->job_uid_ = uid;
+  agent->job_gid_ = gid;
+  if (auto cred = ReadToken(agent->CredentialPath().string())) agent->credential_ = *cred;
   agent->carrier_ = std::make_unique<CheckpointCarrier>(agent->o_.server, agent->o_.join_token,
                                                         agent->o_.checkpoint_max_mib << 20);
   agent->Adopt();
@@ -126,15 +158,39 @@ Status Agent::Register() {
   if (!host) return host.error();
   RegisterRequest r{.name = o_.name, .site = o_.site, .provider = o_.provider, .tier = o_.tier, .address = o_.address,
                     .cpu_cores = host->cpu_cores, .memory_mib = host->memory.total.value(),
-                    .gpu_source = std::string(gpus_->kind()), .gpus = *devices};
-  auto res = client_.Call("POST", "/v1/agent/register", RegisterToJson(r), Millis{10'000});
+                    .gpu_source = std::string(gpus_->kind()), .gpus = *devices, .credential = credential_};
+  // Registration is the join token's one call; everything after it uses the node's credential.
+  auto joiner = HttpClient::Create(o_.server, o_.join_token);
+  if (!joiner) return joiner.error();
+  auto res = joiner->Call("POST", "/v1/agent/register", RegisterToJson(r), Millis{10'000});
   if (!res) return res.error();
   if (res->status != 200) {
-    return Status(res->status == 401 ? StatusCode::kInvalidArgument : StatusCode::kFailedPrecondition,
+    // A wrong token, a refused inventory or a name a live node holds will not get better by
+    // trying again: the agent stops and says why.
+    const bool fatal = res->status == 400 || res->status == 401 || res->status == 403 || res->status == 409;
+    return Status(fatal ? StatusCode::kInvalidArgument : StatusCode::kFailedPrecondition,
                   fmt::format("register: HTTP {}: {}", res->status, res->body));
   }
-  const size_t at = res->body.find("\"lease_ms\":");
-  if (at != std::string::npos) lease_ms_ = std::max(200, std::atoi(res->body.c_str() + at + 11));
+  const nlohmann::json reply = nlohmann::json::parse(res->body, nullptr, false);
+  if (!reply.is_object()) return Status(StatusCode::kFailedPrecondition, "register: the server's answer is not JSON");
+  if (reply.contains("lease_ms") && reply["lease_ms"].is_number_integer()) {
+    lease_ms_ = static_cast<int>(std::clamp<int64_t>(reply["lease_ms"].get<int64_t>(), 200, 600'000));
+  }
+  if (reply.contains("checkpoint_max_bytes") && reply["checkpoint_max_bytes"].is_number_integer()) {
+    // One limit for both sides: never pack what the server would refuse.
+    carrier_->SetMaxBytes(std::min<int64_t>(o_.checkpoint_max_mib << 20, reply["checkpoint_max_bytes"].get<int64_t>()));
+  }
+  if (reply.contains("credential") && reply["credential"].is_string()) {
+    credential_ = reply["credential"].get<std::string>();
+    if (Status s = StoreSecret(CredentialPath().string(), credential_); !s.ok()) {
+      fmt::print(stderr, "gpupool agent: cannot keep the node's credential: {}\n", s.message());
+    }
+  }
+  if (credential_.empty()) return Status(StatusCode::kFailedPrecondition, "register: the server issued no credential");
+  auto client = HttpClient::Create(o_.server, credential_);
+  if (!client) return client.error();
+  client_ = std::move(*client);
+  carrier_->SetToken(credential_);
   RenewLease();
   return Status::Ok();
 }
@@ -205,17 +261,33 @@ std::filesystem::path Agent::TaskDir(const TaskKey& k) const {
 
 namespace {
 
-// The agent's own environment with `set` laid over it.
-std::vector<std::string> Environment(const std::vector<std::pair<std::string, std::string>>& set) {
+// A task's environment: a clean one (as Slurm's --export=NONE and Nomad's executor give), with
+// what the job asked for and the pool's variables laid over it, never the agent's own (which
+// may hold its tokens). `home` is the task's working directory.
+std::vector<std::string> Environment(const std::vector<std::pair<std::string, std::string>>& set, const std::string& home,
+                                     const std::string& user) {
+  std::vector<std::pair<std::string, std::string>> base = {
+      {"PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}, {"HOME", home}, {"TMPDIR", home},
+      {"LANG", "C.UTF-8"}, {"USER", user}, {"LOGNAME", user}};
   std::vector<std::string> env;
-  for (char** e = environ; *e; ++e) {
-    const std::string_view kv(*e);
+  for (const auto& [k, v] : base) {
     bool overridden = false;
-    for (const auto& [k, v] : set) overridden = overridden || (kv.starts_with(k) && kv.size() > k.size() && kv[k.size()] == '=');
-    if (!overridden) env.emplace_back(kv);
+    for (const auto& s : set) overridden = overridden || s.first == k;
+    if (!overridden) env.push_back(k + "=" + v);
   }
   for (const auto& [k, v] : set) env.push_back(k + "=" + v);
   return env;
+}
+
+// Hands a directory tree to the task's user (after the agent, as root, made or restored it).
+void GiveTree(const std::filesystem::path& dir, int uid, int gid) {
+  if (uid < 0) return;
+  (void)lchown(dir.c_str(), static_cast<uid_t>(uid), static_cast<gid_t>(gid));
+  std::error_code ec;
+  for (auto it = std::filesystem::recursive_directory_iterator(dir, ec); !ec && it != std::filesystem::recursive_directory_iterator();
+       it.increment(ec)) {
+    (void)lchown(it->path().c_str(), static_cast<uid_t>(uid), static_cast<gid_t>(gid));
+  }
 }
 
 // posix_spawn (vfork-like) rather than fork: the agent's address space is not copied, which
@@ -272,9 +344,15 @@ void Agent::Start(const TaskLaunch& l, const std::string& note) {
   std::ofstream(out, std::ios::trunc).close();
   std::ofstream(err, std::ios::trunc) << note;  // what the agent did for it first (a restore)
   auto env = l.env;
+  // The task's own directory, the only one it may write to (besides its checkpoint directory):
+  // the task directory above it holds the lease and status files, which it must not touch.
+  const auto work = dir / "work";
+  std::filesystem::create_directories(work, ec);
+  GiveTree(work, job_uid_, job_gid_);
   if (l.carry_checkpoint) {
     t.ckpt_dir = CheckpointDir(key);
     std::filesystem::create_directories(t.ckpt_dir, ec);
+    GiveTree(t.ckpt_dir, job_uid_, job_gid_);
     t.ckpt_seen = t.ckpt_sent = SignTree(t.ckpt_dir);  // what the pool has already
     env.emplace_back("GPUPOOL_CHECKPOINT_DIR", t.ckpt_dir.string());
     std::ofstream(dir / "carry") << t.ckpt_dir.string() << "\n";  // for an agent that adopts the task
@@ -283,10 +361,21 @@ void Agent::Start(const TaskLaunch& l, const std::string& note) {
   std::vector<std::string> args = {supervisor_, "--lease-file", (dir / "lease").string(), "--status-file",
                                    (dir / "status").string(), "--lease-ms", std::to_string(lease_ms_), "--grace-ms",
                                    std::to_string(o_.kill_grace.value()), "--"};
+  if (job_uid_ >= 0) {
+    args.insert(args.end() - 1, {"--uid", std::to_string(job_uid_), "--gid", std::to_string(job_gid_)});
+  }
   if (supervisor_ == o_.self_exe) args.insert(args.begin() + 1, "supervise");
   args.insert(args.end(), l.command.begin(), l.command.end());
-  const std::string workdir = l.workdir.empty() ? dir.string() : l.workdir;
-  auto pid = SpawnInSession(std::move(args), Environment(env), out, err, workdir);
+  // A relative workdir is inside the task's own directory (the server refused one that climbs
+  // out); an absolute one is what the server's --allow-workdir let through.
+  std::string workdir = work.string();
+  if (!l.workdir.empty()) workdir = std::filesystem::path(l.workdir).is_absolute() ? l.workdir : (work / l.workdir).string();
+  if (!l.workdir.empty() && !std::filesystem::path(l.workdir).is_absolute()) {
+    std::filesystem::create_directories(workdir, ec);
+    GiveTree(workdir, job_uid_, job_gid_);
+  }
+  const std::string user = job_uid_ >= 0 ? o_.job_user : (getenv("USER") ? getenv("USER") : "");
+  auto pid = SpawnInSession(std::move(args), Environment(env, workdir, user), out, err, workdir);
   if (!pid) {
     // Not started (no such program, no such directory...): say so where the user will look.
     std::ofstream(err, std::ios::app) << fmt::format("gpupool agent: cannot start {} in {}: {}\n", l.command[0], workdir,
@@ -407,7 +496,8 @@ void Agent::StartSelfTest(int gpu) {
   std::ofstream(log, std::ios::trunc).close();
   auto pid = SpawnInSession(std::move(args),
                             Environment({{"CUDA_VISIBLE_DEVICES", std::to_string(gpu)}, {"CUDA_DEVICE_ORDER", "PCI_BUS_ID"},
-                                         {"GPUPOOL_SELFTEST_GPU", std::to_string(gpu)}, {"GPUPOOL_SELFTEST_UUID", uuid}}),
+                                         {"GPUPOOL_SELFTEST_GPU", std::to_string(gpu)}, {"GPUPOOL_SELFTEST_UUID", uuid}},
+                                        o_.work_dir.string(), "root"),
                             log.string(), log.string(), o_.work_dir.string());
   if (!pid) {
     selftest_results_.push_back(GpuSelfTest{.gpu = gpu, .passed = false, .detail = "cannot start: " + pid.error().message()});
@@ -452,6 +542,18 @@ void Agent::Exited(Task& t, int status) {
     t.exit_code = 128 + WTERMSIG(status);
   }
   kill(-t.pid, SIGKILL);  // anything the task left behind in its group
+  ReadStatus(TaskKey{t.launch.job, t.launch.task, t.launch.attempt}, t);
+}
+
+void Agent::ReadStatus(const TaskKey& key, Task& t) {
+  std::ifstream st(TaskDir(key) / "status");
+  std::string kind;
+  int value = 0;
+  std::string lost;
+  if (!(st >> kind >> value)) return;
+  st >> lost;
+  t.lost = lost == "lost";
+  if (t.lost && t.error.empty()) t.error = "its lease ran out";
 }
 
 void Agent::Reap() {
@@ -496,6 +598,7 @@ void Agent::Reap() {
       } else {
         t.exit_code = value;
       }
+      ReadStatus(key, t);
       any = true;
     } else if (kill(t.pid, 0) != 0) {
       t.exit_code = -1;  // vanished without a status: it did not end normally
@@ -524,26 +627,46 @@ void Agent::MarkGpus() {
   }
 }
 
-// Appends new output to the report; true when everything written so far has been shipped.
-bool Agent::ShipLogs(Task& t, TaskReport& r) {
+bool Agent::ShipLogs(Task& t, TaskReport& r, int64_t& budget) {
   bool complete = true;
   const auto dir = TaskDir(TaskKey{t.launch.job, t.launch.task, t.launch.attempt});
+  const bool ended = t.exit_code || t.signal;
   for (int s = 0; s < 2; ++s) {
     const auto path = dir / (s == 0 ? "stdout" : "stderr");
+    int64_t& sent = t.sent[static_cast<size_t>(s)];
     std::error_code ec;
     const int64_t size = static_cast<int64_t>(std::filesystem::file_size(path, ec));
-    if (ec || size <= t.sent[static_cast<size_t>(s)]) continue;
+    if (ec || size <= sent) continue;
+    std::string& chunk = s == 0 ? r.stdout_chunk : r.stderr_chunk;
+    // Too far behind: skip to the newest output, and say so in the log itself.
+    if (size - sent > (ended ? kLogEndBacklog : kLogBacklog)) {
+      const int64_t skip = size - sent - kLogKeep;
+      sent += skip;
+      t.dropped += skip;
+      chunk = fmt::format("\n[gpupool: {} bytes of output dropped here: the job wrote faster than its node ships logs]\n", skip);
+    }
     std::ifstream in(path, std::ios::binary);
     if (!in) continue;
-    const int64_t n = std::min<int64_t>(size - t.sent[static_cast<size_t>(s)], kLogChunk);
-    std::string chunk(static_cast<size_t>(n), '\0');
-    in.seekg(t.sent[static_cast<size_t>(s)]);
-    in.read(chunk.data(), n);
-    t.sent[static_cast<size_t>(s)] += n;
-    (s == 0 ? r.stdout_chunk : r.stderr_chunk) = std::move(chunk);
-    if (t.sent[static_cast<size_t>(s)] < size) complete = false;
+    const int64_t n = std::min({size - sent, kLogChunk, std::max<int64_t>(budget, 0)});
+    if (n > 0) {
+      const size_t at = chunk.size();
+      chunk.resize(at + static_cast<size_t>(n));
+      in.seekg(sent);
+      in.read(chunk.data() + at, n);
+      sent += n;
+      budget -= n;
+    }
+    if (sent < size) complete = false;
   }
   return complete;
+}
+
+// While the server's process is down (connection refused: its host answers, so no other server
+// can have given this node's work away), the tasks keep their leases, renewed faster than they
+// run out; when it is back it adopts them, as after any restart.
+void Agent::RenewLeaseWhileAway(int64_t& backoff) {
+  RenewLease();
+  backoff = std::min<int64_t>(backoff, std::max(50, lease_ms_ / 4));
 }
 
 Status Agent::Run(const std::atomic<bool>& stop) {
@@ -555,8 +678,10 @@ Status Agent::Run(const std::atomic<bool>& stop) {
       if (s.code() == StatusCode::kInvalidArgument) return s;  // a wrong token will not get better
       if (!s.ok()) {
         fmt::print(stderr, "gpupool agent: {}; retrying\n", s.message());
-        std::this_thread::sleep_for(std::chrono::milliseconds(backoff));
         backoff = std::min<int64_t>(backoff * 2, 5'000);
+        if (s.code() == StatusCode::kUnavailable) RenewLeaseWhileAway(backoff);
+        std::this_thread::sleep_for(std::chrono::milliseconds(backoff));
+        Reap();
         continue;
       }
       registered = true;
@@ -584,10 +709,15 @@ Status Agent::Run(const std::atomic<bool>& stop) {
     // Output of running tasks is shipped every interval; an ended task's, at once and in full.
     const bool scan_logs = now - last_log_scan_ms_ >= o_.interval.value();
     if (scan_logs) last_log_scan_ms_ = now;
+    // One budget for all tasks' output: a heartbeat stays small however much they print, and
+    // reports of starts and ends never wait behind it.
+    int64_t budget = kLogBudget;
     for (auto& [key, t] : tasks_) {
       TaskReport r{.job = key.job, .task = key.task, .attempt = key.attempt, .started_ms = t.started_ms, .error = t.error};
       const bool ended = t.exit_code || t.signal;
-      const bool shipped = (ended || scan_logs || !t.reported_running) ? ShipLogs(t, r) : false;
+      const bool shipped = (ended || scan_logs || !t.reported_running) ? ShipLogs(t, r, budget) : false;
+      r.dropped = t.dropped;
+      r.lost = t.lost;
       if (ended && shipped && (t.ckpt_dir.empty() || t.ckpt_final)) {
         r.state = TaskReport::State::kExited;
         r.exit_code = t.exit_code;
@@ -596,7 +726,7 @@ Status Agent::Run(const std::atomic<bool>& stop) {
       } else {
         active = true;
         hb.running.push_back(key);
-        if (t.reported_running && r.stdout_chunk.empty() && r.stderr_chunk.empty()) continue;
+        if (t.reported_running && r.stdout_chunk.empty() && r.stderr_chunk.empty() && r.dropped == 0) continue;
         t.reported_running = true;
       }
       hb.tasks.push_back(std::move(r));
@@ -605,20 +735,30 @@ Status Agent::Run(const std::atomic<bool>& stop) {
     hb.wait_ms = !to_start_.empty() ? 0 : (active ? 20 : static_cast<int>(o_.interval.value()));
     auto res = client_.Call("POST", "/v1/agent/heartbeat", HeartbeatToJson(hb), Millis{hb.wait_ms + 10'000});
     if (!res || res->status != 200) {
+      const bool too_big = res && res->status == 413;
+      if (res) fmt::print(stderr, "gpupool agent: heartbeat: HTTP {}: {}\n", res->status, res->body.substr(0, 300));
+      if (res && res->status == 404) registered = false;  // the server forgot us: register again
+      // Not this node's credential (the server lost it, or another agent took the node over
+      // while this one was cut off): register again, proving who we are, or stop.
+      if (res && res->status == 401) registered = false;
+      // Reports are kept and sent again; tasks keep running while the server is away.
+      for (const auto& key : done) tasks_[key].reported_running = false;
+      backoff = std::min<int64_t>(backoff * 2, 2'000);
       // Refused: the server's process is down and its host reachable, so no server can place
       // this node's work elsewhere meanwhile; a restarted server recovers it from its journal.
       // Keep the leases. A timeout (a cut network, a dead host) lets them run out.
-      if (!res && res.error().code() == StatusCode::kUnavailable) RenewLease();
-      if (res && res->status == 404) registered = false;  // the server forgot us: register again
-      if (res && res->status == 401) return Status(StatusCode::kInvalidArgument, "heartbeat: the join token was refused");
-      // Reports are kept and sent again; tasks keep running while the server is away.
-      for (const auto& key : done) tasks_[key].reported_running = false;
-      std::this_thread::sleep_for(std::chrono::milliseconds(backoff));
-      backoff = std::min<int64_t>(backoff * 2, 2'000);
-      // Logs already read were lost with the failed request: ship them again.
+      if (!res && res.error().code() == StatusCode::kUnavailable) RenewLeaseWhileAway(backoff);
+      if (!too_big) std::this_thread::sleep_for(std::chrono::milliseconds(backoff));
       for (auto& [key, t] : tasks_) {
         for (const TaskReport& r : hb.tasks) {
-          if (TaskKey{r.job, r.task, r.attempt} == key) {
+          if (TaskKey{r.job, r.task, r.attempt} != key) continue;
+          const auto lost = static_cast<int64_t>(r.stdout_chunk.size() + r.stderr_chunk.size());
+          if (too_big) {
+            // Never the same heartbeat again: its output is dropped (and counted), the
+            // reports go on without it.
+            t.dropped += lost;
+          } else {
+            // Logs already read were lost with the failed request: ship them again.
             t.sent[0] -= static_cast<int64_t>(r.stdout_chunk.size());
             t.sent[1] -= static_cast<int64_t>(r.stderr_chunk.size());
           }
@@ -629,6 +769,10 @@ Status Agent::Run(const std::atomic<bool>& stop) {
     backoff = 200;
     RenewLease();
     SaveShipped();
+    for (const TaskReport& r : hb.tasks) {
+      auto it = tasks_.find(TaskKey{r.job, r.task, r.attempt});
+      if (it != tasks_.end()) it->second.dropped -= r.dropped;  // reported
+    }
     selftest_results_.erase(selftest_results_.begin(), selftest_results_.begin() + static_cast<ptrdiff_t>(hb.selftests.size()));
     for (const auto& key : done) {
       std::ofstream(TaskDir(key) / "reported") << "1\n";  // the server has its end: never again

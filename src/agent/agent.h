@@ -46,6 +46,9 @@ struct AgentOptions {
   Millis selftest_timeout{120'000};
   // Prometheus /metrics (dcgm-exporter's names, on its port); "off": none.
   std::string metrics_listen = "127.0.0.1:9400";
+  // When the agent runs as root, tasks run as this user (they never get root, nor the agent's
+  // files or environment); ignored otherwise (an agent cannot give what it does not have).
+  std::string job_user = "nobody";
 };
 
 }  // namespace gp
@@ -73,6 +76,8 @@ class Agent {
     int64_t kill_at_ms = 0;          // SIGKILL deadline after a cancel
     bool adopted = false;            // started by an earlier agent process: watch its status file
     std::array<int64_t, 2> saved{};  // shipped offsets last written to the task's directory
+    int64_t dropped = 0;             // output bytes skipped (written faster than shipped), unreported
+    bool lost = false;               // its lease ran out: the supervisor stopped it
     // Carried checkpoint (launch.carry_checkpoint): its directory here, what it held at the last
     // look and at the last shipment, and whether its last shipment after the end is done.
     std::filesystem::path ckpt_dir;
@@ -107,7 +112,12 @@ class Agent {
   void StartMetrics();
   void UpdateMetrics();
   std::filesystem::path TaskDir(const TaskKey& key) const;
-  bool ShipLogs(Task& t, TaskReport& r);
+  // Appends up to `budget` bytes of new output to the report (less what it used); true when
+  // everything written so far has been shipped.
+  bool ShipLogs(Task& t, TaskReport& r, int64_t& budget);
+  void ReadStatus(const TaskKey& key, Task& t);  // the supervisor's status file: a lost lease
+  std::filesystem::path CredentialPath() const { return o_.work_dir / "node.credential"; }
+  void RenewLeaseWhileAway(int64_t& backoff);
   void Exited(Task& t, int status);
 
   AgentOptions o_;
@@ -135,6 +145,10 @@ class Agent {
   std::shared_ptr<SnapshotCollectable> metrics_;
   std::array<int, kMaxGpusPerNode> last_xid_{};
   std::vector<GpuDevice> devices_;
+  std::string credential_;  // this node's own, from the server (kept in the work dir)
+  int job_uid_ = -1;         // tasks' user when the agent is root
+  int job_gid_ = -1;
+  std::string job_home_user_;
 };
 
 }  // namespace gp

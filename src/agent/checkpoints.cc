@@ -57,9 +57,26 @@ void CheckpointCarrier::Loop() {
   }
 }
 
+void CheckpointCarrier::SetToken(std::string token) {
+  std::lock_guard lock(mu_);
+  token_ = std::move(token);
+}
+
+void CheckpointCarrier::SetMaxBytes(int64_t max_bytes) {
+  std::lock_guard lock(mu_);
+  max_bytes_ = max_bytes;
+}
+
 CheckpointCarrier::Done CheckpointCarrier::Transfer(const Work& w) {
   Done d{.key = w.key, .upload = w.upload, .status = Status::Ok(), .shipped = {}, .note = {}};
-  auto client = HttpClient::Create(server_, token_);
+  std::string token;
+  int64_t max_bytes = 0;
+  {
+    std::lock_guard lock(mu_);
+    token = token_;
+    max_bytes = max_bytes_;
+  }
+  auto client = HttpClient::Create(server_, token);
   if (!client) {
     d.status = client.error();
     return d;
@@ -69,7 +86,7 @@ CheckpointCarrier::Done CheckpointCarrier::Transfer(const Work& w) {
   const auto timeout = [](size_t bytes) { return Millis{60'000 + static_cast<int64_t>(bytes / (10 << 20)) * 1'000}; };
   if (w.upload) {
     d.shipped = SignTree(w.dir);
-    auto archive = PackTree(w.dir, max_bytes_);
+    auto archive = PackTree(w.dir, max_bytes);
     if (!archive) {
       d.status = archive.error();
       return d;
@@ -77,7 +94,7 @@ CheckpointCarrier::Done CheckpointCarrier::Transfer(const Work& w) {
     auto res = client->Call("PUT", fmt::format("{}?attempt={}", path, w.key.attempt), *archive, timeout(archive->size()));
     if (!res) {
       d.status = res.error();
-    } else if (res->status == 409) {
+    } else if (res->status == 409 || res->status == 413 || res->status == 403) {
       d.status = Status(StatusCode::kFailedPrecondition, res->body);
     } else if (res->status != 200) {
       d.status = Status(StatusCode::kUnavailable, fmt::format("HTTP {}: {}", res->status, res->body));
@@ -89,7 +106,7 @@ CheckpointCarrier::Done CheckpointCarrier::Transfer(const Work& w) {
   // Fetch: a few tries, for a server that restarts meanwhile.
   for (int attempt = 0; attempt < 5; ++attempt) {
     if (attempt > 0) std::this_thread::sleep_for(std::chrono::milliseconds(500 << attempt));
-    auto res = client->Call("GET", path, "", timeout(static_cast<size_t>(max_bytes_)));
+    auto res = client->Call("GET", path, "", timeout(static_cast<size_t>(max_bytes)), static_cast<size_t>(max_bytes) + (1 << 20));
     if (!res) {
       d.status = res.error();
       continue;

@@ -34,6 +34,9 @@ class CheckpointCarrier {
   CheckpointCarrier(const CheckpointCarrier&) = delete;
   CheckpointCarrier& operator=(const CheckpointCarrier&) = delete;
 
+  // The node's credential (after registration) and the server's limit, for later transfers.
+  void SetToken(std::string token);
+  void SetMaxBytes(int64_t max_bytes);
   void Upload(const TaskKey& key, const std::filesystem::path& dir);
   void Download(const TaskKey& key, const std::filesystem::path& dir);
   std::vector<Done> Take();  // finished transfers, oldest first

@@ -1,5 +1,7 @@
 #include "agent/supervisor.h"
 
+#include <fcntl.h>
+#include <grp.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/stat.h>
@@ -58,11 +60,45 @@ int Supervise(const SuperviseOptions& o, const std::vector<std::string>& argv) {
   sigemptyset(&none);
   posix_spawnattr_setsigmask(&attr, &none);
   pid_t child = -1;
-  const int rc = posix_spawnp(&child, args[0], nullptr, &attr, args.data(), environ);
-  posix_spawnattr_destroy(&attr);
-  if (rc != 0) {
-    std::fprintf(stderr, "gpupool agent: cannot run %s: %s\n", args[0], std::strerror(rc));
-    return rc == ENOENT ? 127 : 126;
+  int rc = 0;
+  if (o.uid >= 0) {
+    // Another user: fork, drop every privilege in the child (supplementary groups, group, then
+    // user, which cannot be undone), then exec. A failure is reported through a pipe.
+    posix_spawnattr_destroy(&attr);
+    int pipefd[2];
+    if (pipe2(pipefd, O_CLOEXEC) != 0) return 126;
+    child = fork();
+    if (child < 0) return 126;
+    if (child == 0) {
+      setpgid(0, 0);
+      sigprocmask(SIG_UNBLOCK, &wait_for, nullptr);
+      const gid_t gid = static_cast<gid_t>(o.gid >= 0 ? o.gid : o.uid);
+      int err = 0;
+      if (setgroups(1, &gid) != 0 || setgid(gid) != 0 || setuid(static_cast<uid_t>(o.uid)) != 0) err = errno;
+      if (err == 0 && o.uid != 0 && setuid(0) == 0) err = EPERM;  // must not be able to get root back
+      if (err == 0) {
+        execvp(args[0], args.data());
+        err = errno;
+      }
+      (void)!write(pipefd[1], &err, sizeof(err));
+      _exit(err == ENOENT ? 127 : 126);
+    }
+    close(pipefd[1]);
+    int err = 0;
+    if (read(pipefd[0], &err, sizeof(err)) == static_cast<ssize_t>(sizeof(err))) rc = err;
+    close(pipefd[0]);
+    if (rc != 0) {
+      waitpid(child, nullptr, 0);
+      std::fprintf(stderr, "gpupool agent: cannot run %s as uid %d: %s\n", args[0], o.uid, std::strerror(rc));
+      return rc == ENOENT ? 127 : 126;
+    }
+  } else {
+    rc = posix_spawnp(&child, args[0], nullptr, &attr, args.data(), environ);
+    posix_spawnattr_destroy(&attr);
+    if (rc != 0) {
+      std::fprintf(stderr, "gpupool agent: cannot run %s: %s\n", args[0], std::strerror(rc));
+      return rc == ENOENT ? 127 : 126;
+    }
   }
   setpgid(child, child);
   int64_t kill_at = 0;  // when SIGKILL follows a SIGTERM
@@ -94,8 +130,9 @@ int Supervise(const SuperviseOptions& o, const std::vector<std::string>& argv) {
   if (!o.status_file.empty()) {
     const std::string tmp = o.status_file + ".tmp";
     if (FILE* f = std::fopen(tmp.c_str(), "w")) {
-      if (WIFSIGNALED(status)) std::fprintf(f, "signal %d\n", WTERMSIG(status));
-      else std::fprintf(f, "exit %d\n", WIFEXITED(status) ? WEXITSTATUS(status) : 1);
+      const char* lost = fenced ? " lost" : "";
+      if (WIFSIGNALED(status)) std::fprintf(f, "signal %d%s\n", WTERMSIG(status), lost);
+      else std::fprintf(f, "exit %d%s\n", WIFEXITED(status) ? WEXITSTATUS(status) : 1, lost);
       std::fclose(f);
       std::rename(tmp.c_str(), o.status_file.c_str());
     }

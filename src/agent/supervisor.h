@@ -17,7 +17,13 @@ struct SuperviseOptions {
                             // that restarted meanwhile and cannot wait for it)
   int lease_ms = 2500;
   int grace_ms = 5000;
+  // The unprivileged user the task runs as (the supervisor stays as it is, to keep its files
+  // out of the task's reach); -1: as the supervisor's own user.
+  int uid = -1;
+  int gid = -1;
 };
+// The status file's text: "exit N" or "signal S", then " lost" when the lease ran out (the
+// attempt was stopped for want of word from the server, not by its own doing).
 
 // Runs argv[0] with argv; returns only on error (otherwise it exits as the task did).
 int Supervise(const SuperviseOptions& o, const std::vector<std::string>& argv);

@@ -13,6 +13,8 @@
 namespace gp {
 namespace {
 
+constexpr size_t kMaxPage = 1000;  // jobs per page of GET /v1/jobs
+
 HttpResponse Json(int status, std::string body) { return HttpResponse{status, std::move(body)}; }
 HttpResponse Fail(int status, std::string_view message) { return HttpResponse{status, ErrorJson(message)}; }
 
@@ -22,8 +24,60 @@ int HttpStatusOf(const Status& s) {
     case StatusCode::kParse: return 400;
     case StatusCode::kNotFound: return 404;
     case StatusCode::kFailedPrecondition: return 409;
+    case StatusCode::kPermissionDenied: return 403;
+    case StatusCode::kTooLarge: return 413;
+    case StatusCode::kUnavailable: return 503;
     default: return 500;
   }
+}
+
+// Whether `s` is well-formed UTF-8 (RFC 3629: no overlongs, no surrogates, at most U+10FFFF).
+bool IsUtf8(std::string_view s) {
+  size_t i = 0;
+  while (i < s.size()) {
+    const unsigned char c = static_cast<unsigned char>(s[i]);
+    if (c < 0x80) {
+      ++i;
+      continue;
+    }
+    size_t n = 0;
+    uint32_t cp = 0;
+    if ((c & 0xE0) == 0xC0) n = 1, cp = c & 0x1F;
+    else if ((c & 0xF0) == 0xE0) n = 2, cp = c & 0x0F;
+    else if ((c & 0xF8) == 0xF0) n = 3, cp = c & 0x07;
+    else return false;
+    if (i + n >= s.size()) return false;  // cut short
+    for (size_t k = 1; k <= n; ++k) {
+      const unsigned char d = static_cast<unsigned char>(s[i + k]);
+      if ((d & 0xC0) != 0x80) return false;
+      cp = cp << 6 | (d & 0x3F);
+    }
+    if ((n == 1 && cp < 0x80) || (n == 2 && cp < 0x800) || (n == 3 && cp < 0x10000) || cp > 0x10FFFF ||
+        (cp >= 0xD800 && cp <= 0xDFFF)) {
+      return false;
+    }
+    i += n + 1;
+  }
+  return true;
+}
+
+// A query number in lo..hi; nullopt when absent, an error text when malformed.
+template <typename T>
+std::optional<std::string> QueryNumber(const HttpRequest& r, const char* key, T& out, T lo, T hi) {
+  auto it = r.query.find(key);
+  if (it == r.query.end()) return std::nullopt;
+  T v{};
+  auto [p, ec] = std::from_chars(it->second.data(), it->second.data() + it->second.size(), v);
+  if (ec != std::errc() || p != it->second.data() + it->second.size() || v < lo || v > hi) {
+    return fmt::format("{}: expected a whole number {}..{}", key, lo, hi);
+  }
+  out = v;
+  return std::nullopt;
+}
+
+bool PublicPath(std::string_view method, std::string_view path) {
+  return (path == "/metrics" && method == "GET") || path == "/" || path == "/index.html" || path == "/login" ||
+         path == "/logout" || path.starts_with("/assets/");
 }
 
 std::vector<std::string_view> Split(std::string_view path) {
@@ -106,7 +160,8 @@ void Api::EventsRoute(const HttpRequest& r, Respond respond) {
     return ec == std::errc() && p == it->second.data() + it->second.size() && out >= lo && out <= hi;
   };
   if (!number("since", since, uint64_t{0}, UINT64_MAX)) return respond(Fail(400, "since: expected an event number (0: from the start)"));
-  if (!number("limit", limit, size_t{1}, size_t{100'000})) return respond(Fail(400, "limit: expected 1..100000"));
+  // Pages of at most 10,000: `since` is the cursor (the last event's sequence).
+  if (!number("limit", limit, size_t{1}, size_t{10'000})) return respond(Fail(400, "limit: expected 1..10000"));
   if (auto it = r.query.find("wait"); it != r.query.end()) {
     auto d = ParseDuration(it->second);
     if (!d || d->value() > 300'000) return respond(Fail(400, "wait: expected a duration up to 5m, e.g. 30s"));
@@ -287,17 +342,49 @@ bool Api::WebRoute(const HttpRequest& r, const Respond& respond) const {
   return true;
 }
 
-Api::Caller Api::Authorise(const HttpRequest& r) const {
+Api::Caller Api::Identify(std::string_view authorization, std::string_view cookie) const {
   constexpr std::string_view kBearer = "Bearer ";
   // The dashboard's session: the admin token in an HttpOnly, SameSite=Strict cookie.
-  if (r.authorization.empty() && !r.cookie.empty()) {
-    return SameSecret(CookieToken(r), options_.admin_token) ? Caller::kAdmin : Caller::kNone;
+  if (authorization.empty() && !cookie.empty()) {
+    HttpRequest r;
+    r.cookie = std::string(cookie);
+    return SameSecret(CookieToken(r), options_.admin_token) ? Caller{Caller::Kind::kAdmin, {}} : Caller{};
   }
-  if (!r.authorization.starts_with(kBearer)) return Caller::kNone;
-  const std::string_view token = std::string_view(r.authorization).substr(kBearer.size());
-  if (SameSecret(token, options_.admin_token)) return Caller::kAdmin;
-  if (SameSecret(token, options_.join_token)) return Caller::kAgent;
-  return Caller::kNone;
+  if (!authorization.starts_with(kBearer)) return {};
+  const std::string_view token = authorization.substr(kBearer.size());
+  if (SameSecret(token, options_.admin_token)) return {Caller::Kind::kAdmin, {}};
+  if (SameSecret(token, options_.join_token)) return {Caller::Kind::kJoin, {}};
+  if (auto node = c_.NodeOfCredential(token)) return {Caller::Kind::kNode, *node};
+  return {};
+}
+
+std::string Api::Forbidden(const Caller& caller, std::string_view method, std::string_view path) const {
+  const bool agent_path = path.starts_with("/v1/agent/");
+  switch (caller.kind) {
+    case Caller::Kind::kNone: return "missing or wrong bearer token (Authorization: Bearer TOKEN)";
+    case Caller::Kind::kAdmin: return agent_path && path != "/v1/agent/register" ? "agent endpoints take a node's own credential" : "";
+    case Caller::Kind::kJoin:
+      if (path == "/v1/agent/register" && method == "POST") return "";
+      return agent_path ? "the join token only registers a node; the node's own credential (issued at registration) is needed here"
+                        : "the join token is for agents only";
+    case Caller::Kind::kNode:
+      return agent_path ? "" : "a node's credential is for its agent's endpoints only";
+  }
+  return "forbidden";
+}
+
+Admission Api::Admit(const RequestHead& head) const {
+  const std::string_view path = head.target.substr(0, head.target.find('?'));
+  if (PublicPath(head.method, path)) return Admission{.body_limit = 64 * 1024};
+  const Caller caller = Identify(head.authorization, head.cookie);
+  if (std::string why = Forbidden(caller, head.method, path); !why.empty()) {
+    return Admission{.refuse = Fail(401, why), .body_limit = 0};
+  }
+  // A node's checkpoint upload: up to the controller's limit, streamed to a file as it comes.
+  if (caller.kind == Caller::Kind::kNode && head.method == "PUT" && path.starts_with("/v1/agent/checkpoints/")) {
+    return Admission{.body_limit = static_cast<size_t>(c_.checkpoint_max_bytes()), .spool = true};
+  }
+  return Admission{.body_limit = options_.body_limit};
 }
 
 void Api::Handle(HttpRequest r, Respond respond) {
@@ -306,22 +393,19 @@ void Api::Handle(HttpRequest r, Respond respond) {
   if (r.path == "/metrics" && r.method == "GET") {
     return respond(HttpResponse{200, Metrics(), "text/plain; version=0.0.4; charset=utf-8"});
   }
+  // Every name in a path or query is text: bytes that are not UTF-8 are refused here, before
+  // anything quotes them.
+  bool utf8 = IsUtf8(r.path);
+  for (const auto& [k, v] : r.query) utf8 = utf8 && IsUtf8(k) && IsUtf8(v);
+  if (!utf8) return respond(Fail(400, "request target: not valid UTF-8 (percent-encode UTF-8 text)"));
   if (WebRoute(r, respond)) return;
-  const Caller caller = Authorise(r);
-  if (caller == Caller::kNone) {
-    respond(Fail(401, "missing or wrong bearer token (Authorization: Bearer TOKEN)"));
-    return;
-  }
-  const bool agent_path = r.path.starts_with("/v1/agent/");
-  if (agent_path != (caller == Caller::kAgent) && caller != Caller::kAdmin) {
-    respond(Fail(401, "the join token is for agents only"));
-    return;
-  }
-  Route(r, respond);
+  const Caller caller = Identify(r.authorization, r.cookie);
+  if (std::string why = Forbidden(caller, r.method, r.path); !why.empty()) return respond(Fail(401, why));
+  Route(r, caller, respond);
   c_.FlushEvents();  // what the request changed without a durable write (none usually)
 }
 
-void Api::Route(const HttpRequest& r, Respond& respond) {
+void Api::Route(const HttpRequest& r, const Caller& caller, Respond& respond) {
   const auto p = Split(r.path);
   const std::string& m = r.method;
   auto no_route = [&] { respond(Fail(404, fmt::format("no such endpoint: {} {}", m, r.path))); };
@@ -356,21 +440,21 @@ void Api::Route(const HttpRequest& r, Respond& respond) {
       }
       if (auto it = r.query.find("tenant"); it != r.query.end()) f.tenant = it->second;
       if (auto it = r.query.find("node"); it != r.query.end()) f.node = it->second;
-      if (auto it = r.query.find("limit"); it != r.query.end()) {
-        size_t lim = 0;
-        auto [ptr, ec] = std::from_chars(it->second.data(), it->second.data() + it->second.size(), lim);
-        if (ec != std::errc() || ptr != it->second.data() + it->second.size() || lim == 0 || lim > 100'000) {
-          return respond(Fail(400, "limit: expected 1..100000"));
-        }
-        f.limit = lim;
-      }
+      // Pages of at most 1,000, newest first; `next` is the cursor for the page after.
+      if (auto e = QueryNumber(r, "limit", f.limit, size_t{1}, size_t{kMaxPage})) return respond(Fail(400, *e));
+      if (auto e = QueryNumber(r, "before", f.before, uint64_t{1}, UINT64_MAX)) return respond(Fail(400, *e));
       std::string body = "{\"jobs\":[";
       bool first = true;
-      for (const JobRecord* j : c_.ListJobs(f)) {
+      const auto jobs = c_.ListJobs(f);
+      for (const JobRecord* j : jobs) {
         body += (first ? "" : ",") + JobToJson(*j);
         first = false;
       }
-      return respond(Json(200, body + "]}"));
+      body += "]";
+      if (jobs.size() == f.limit && jobs.back()->spec.id.value() > 1) {
+        body += fmt::format(",\"next\":\"{}\"", jobs.back()->spec.id.value());
+      }
+      return respond(Json(200, body + "}"));
     }
     if (p.size() >= 3) {
       auto id = ParseId(p[2]);
@@ -385,7 +469,7 @@ void Api::Route(const HttpRequest& r, Respond& respond) {
       }
       if (p.size() == 4 && p[3] == "checkpoint" && m == "GET") {
         int task = 0;
-        if (auto it = r.query.find("task"); it != r.query.end()) task = std::atoi(it->second.c_str());
+        if (auto e = QueryNumber(r, "task", task, 0, kMaxTasksPerJob - 1)) return respond(Fail(400, *e));
         return respond(CheckpointFile(*id, task));
       }
       if (p.size() == 4 && p[3] == "explain" && m == "GET") {
@@ -394,21 +478,29 @@ void Api::Route(const HttpRequest& r, Respond& respond) {
       if (p.size() == 4 && p[3] == "logs" && m == "GET") {
         int task = 0;
         std::string stream = "stdout";
-        size_t offset = 0;
-        if (auto it = r.query.find("task"); it != r.query.end()) task = std::atoi(it->second.c_str());
+        int64_t offset = 0;
+        // At most `limit` bytes (1 MiB by default, 16 MiB at most) from `offset`: a big log is read in
+        // pieces, never whole; X-Log-Size says how much there is.
+        int64_t limit = 1 << 20;
+        if (auto e = QueryNumber(r, "task", task, 0, std::max(1, j->spec.tasks) - 1)) return respond(Fail(400, *e));
+        if (auto e = QueryNumber(r, "offset", offset, int64_t{0}, INT64_MAX)) return respond(Fail(400, *e));
+        if (auto e = QueryNumber(r, "limit", limit, int64_t{1}, int64_t{16} << 20)) return respond(Fail(400, *e));
         if (auto it = r.query.find("stream"); it != r.query.end()) stream = it->second;
-        if (auto it = r.query.find("offset"); it != r.query.end()) offset = std::strtoull(it->second.c_str(), nullptr, 10);
         if (stream != "stdout" && stream != "stderr") return respond(Fail(400, "stream: expected stdout or stderr"));
-        if (task < 0 || task >= std::max(1, j->spec.tasks)) return respond(Fail(400, fmt::format("task: expected 0..{}", j->spec.tasks - 1)));
         std::ifstream in(c_.LogPath(*id, task, stream), std::ios::binary);
         std::string text;
+        int64_t size = 0;
         if (in) {
-          in.seekg(static_cast<std::streamoff>(offset));
-          std::ostringstream ss;
-          ss << in.rdbuf();
-          text = std::move(ss).str();
+          in.seekg(0, std::ios::end);
+          size = static_cast<int64_t>(in.tellg());
+          if (offset < size) {
+            text.resize(static_cast<size_t>(std::min(limit, size - offset)));
+            in.seekg(static_cast<std::streamoff>(offset));
+            in.read(text.data(), static_cast<std::streamsize>(text.size()));
+            text.resize(static_cast<size_t>(in.gcount()));
+          }
         }
-        return respond(HttpResponse{200, std::move(text), "text/plain; charset=utf-8"});
+        return respond(HttpResponse{200, std::move(text), "text/plain; charset=utf-8", {{"X-Log-Size", std::to_string(size)}}});
       }
     }
     return no_route();
@@ -445,8 +537,10 @@ void Api::Route(const HttpRequest& r, Respond& respond) {
         }
         if (p[5] == "xid") {
           const nlohmann::json body = nlohmann::json::parse(r.body, nullptr, false);
-          if (!body.is_object() || !body.contains("xid") || !body["xid"].is_number_integer()) {
-            return respond(Fail(400, "expected {\"xid\": N} with N a whole number"));
+          const bool whole = body.is_object() && body.contains("xid") && body["xid"].is_number_integer();
+          if (!whole || (body["xid"].is_number_unsigned() && body["xid"].get<uint64_t>() > 100'000) ||
+              body["xid"].get<int64_t>() < 0 || body["xid"].get<int64_t>() > 100'000) {
+            return respond(Fail(400, "field 'xid': expected a whole number 0..100000 (an NVIDIA XID, e.g. 79)"));
           }
           auto what = c_.GpuXid(name, gpu, body["xid"].get<int>());
           if (!what) return respond(Fail(HttpStatusOf(what.error()), what.error().message()));
@@ -479,7 +573,8 @@ void Api::Route(const HttpRequest& r, Respond& respond) {
     }
     return no_route();
   }
-  // /v1/agent/checkpoints/JOB/TASK: a task's carried checkpoint (PUT ?attempt=A, GET)
+  // /v1/agent/checkpoints/JOB/TASK: a task's carried checkpoint (PUT ?attempt=A, GET), only
+  // about the calling node's own attempts.
   if (p[1] == "agent" && p.size() == 5 && p[2] == "checkpoints") {
     auto id = ParseId(p[3]);
     int task = -1;
@@ -488,43 +583,52 @@ void Api::Route(const HttpRequest& r, Respond& respond) {
       return respond(Fail(404, fmt::format("no checkpoint '{}/{}'", p[3], p[4])));
     }
     if (m == "PUT") {
-      auto at = r.query.find("attempt");
       int attempt = 0;
-      if (at == r.query.end() || std::from_chars(at->second.data(), at->second.data() + at->second.size(), attempt).ec != std::errc()) {
-        return respond(Fail(400, "attempt: expected ?attempt=N"));
-      }
-      Status s = c_.StoreCheckpoint(*id, task, attempt, r.body);
+      if (!r.query.count("attempt")) return respond(Fail(400, "attempt: expected ?attempt=N"));
+      if (auto e = QueryNumber(r, "attempt", attempt, 1, 1'000'000)) return respond(Fail(400, "attempt: expected ?attempt=N"));
+      if (r.body_file.empty()) return respond(Fail(400, "expected the archive as the request body"));
+      Status s = c_.StoreCheckpoint(caller.node, *id, task, attempt, r.body_file);
       if (!s.ok()) return respond(Fail(HttpStatusOf(s), s.message()));
-      return respond(Json(200, nlohmann::json{{"stored", r.body.size()}}.dump()));
+      return respond(Json(200, nlohmann::json{{"stored", r.body_size}}.dump()));
     }
-    if (m == "GET") return respond(CheckpointFile(*id, task));
+    if (m == "GET") {
+      if (Status s = c_.MayFetchCheckpoint(caller.node, *id, task); !s.ok()) return respond(Fail(HttpStatusOf(s), s.message()));
+      return respond(CheckpointFile(*id, task));
+    }
     return no_route();
   }
   if (p[1] == "agent" && p.size() == 3 && m == "POST") {
     if (p[2] == "register") {
       auto reg = ParseRegister(r.body);
       if (!reg) return respond(Fail(400, reg.error().message()));
-      auto name = c_.Register(*reg);
-      if (!name) return respond(Fail(HttpStatusOf(name.error()), name.error().message()));
+      auto reg_done = c_.Register(*reg);
+      if (!reg_done) return respond(Fail(HttpStatusOf(reg_done.error()), reg_done.error().message()));
       Poke();
-      return respond(Json(200, nlohmann::json{{"node", *name}, {"lease_ms", c_.lease().value()}}.dump()));
+      nlohmann::json out{{"node", reg_done->node}, {"lease_ms", c_.lease().value()},
+                         {"checkpoint_max_bytes", c_.checkpoint_max_bytes()}};
+      if (!reg_done->credential.empty()) out["credential"] = reg_done->credential;
+      return respond(Json(200, out.dump()));
     }
-    if (p[2] == "heartbeat") return HeartbeatRoute(r, std::move(respond));
+    if (p[2] == "heartbeat") return HeartbeatRoute(r, caller, std::move(respond));
   }
   no_route();
 }
 
 HttpResponse Api::CheckpointFile(JobId id, int task) const {
-  std::ifstream in(c_.CheckpointPath(id, task), std::ios::binary);
-  if (!in) return Fail(404, fmt::format("job {} task {} has no carried checkpoint", id.value(), task));
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return HttpResponse{200, std::move(ss).str(), "application/x-tar"};
+  const auto path = c_.CheckpointPath(id, task);
+  std::error_code ec;
+  if (!std::filesystem::is_regular_file(path, ec)) return Fail(404, fmt::format("job {} task {} has no carried checkpoint", id.value(), task));
+  HttpResponse res{200, "", "application/x-tar"};
+  res.body_file = path;  // streamed from the file
+  return res;
 }
 
-void Api::HeartbeatRoute(const HttpRequest& r, Respond respond) {
+void Api::HeartbeatRoute(const HttpRequest& r, const Caller& caller, Respond respond) {
   auto hb = ParseHeartbeat(r.body);
   if (!hb) return respond(Fail(400, hb.error().message()));
+  if (hb->node != caller.node) {
+    return respond(Fail(403, fmt::format("this credential is node '{}''s; the heartbeat names '{}'", caller.node, hb->node)));
+  }
   auto reply = c_.Heartbeat(*hb);
   if (!reply) return respond(Fail(HttpStatusOf(reply.error()), reply.error().message()));
   Poke();

@@ -20,12 +20,16 @@ struct ApiOptions {
   std::string event_source = "gpupool";  // CloudEvents `source` (the server's name or address)
   std::filesystem::path web_dir;          // the dashboard's built files (web/dist); empty: none
   Millis max_poll{2'000};  // the longest a heartbeat is held
+  size_t body_limit = 1 << 20;  // request bodies, except checkpoint uploads (the controller's limit)
 };
 
 class Api {
  public:
   Api(Controller& controller, EventLoop& loop, ApiOptions options);
   void Handle(HttpRequest request, Respond respond);
+  // Decides on a request from its header alone, before its body is read (EventLoop::Listen):
+  // unauthenticated requests are refused here, so their bodies are never read or reserved.
+  Admission Admit(const RequestHead& head) const;
   // Runs a scheduling pass soon (coalesced): after anything that may change a placement.
   void Poke();
   // Called when new events are in the store (an event sink's wake-up).
@@ -34,10 +38,17 @@ class Api {
   void AddMetrics(std::function<void(Families&)> fn) { metric_sources_.push_back(std::move(fn)); }
 
  private:
-  enum class Caller { kNone, kAgent, kAdmin };
-  Caller Authorise(const HttpRequest& r) const;
-  void Route(const HttpRequest& r, Respond& respond);
-  void HeartbeatRoute(const HttpRequest& r, Respond respond);
+  // Who is calling: nobody, an agent that has only the join token (it may register), a node
+  // (its own credential, issued at registration), or the administrator.
+  struct Caller {
+    enum class Kind { kNone, kJoin, kNode, kAdmin } kind = Kind::kNone;
+    std::string node;
+  };
+  Caller Identify(std::string_view authorization, std::string_view cookie) const;
+  // Why `caller` may not call `path` ("" if it may): each credential opens its own endpoints.
+  std::string Forbidden(const Caller& caller, std::string_view method, std::string_view path) const;
+  void Route(const HttpRequest& r, const Caller& caller, Respond& respond);
+  void HeartbeatRoute(const HttpRequest& r, const Caller& caller, Respond respond);
   HttpResponse CheckpointFile(JobId id, int task) const;
   void Wake(const std::string& node);
 

@@ -1,5 +1,7 @@
 #include "controller/controller.h"
 
+#include "adapters/tokens.h"
+
 #include "core/units.h"
 #include "health/gpu_health.h"
 
@@ -97,6 +99,8 @@ Status Controller::Recover() {
     if (!id) return id.error();
     NodeSlot& slot = nodes_[id->value()];
     slot.record.draining = n->draining;
+    slot.record.credential_hash = n->credential_hash;
+    if (!n->credential_hash.empty()) by_credential_[n->credential_hash] = *id;
     for (size_t g = 0; g < n->gpu_health.size() && g < kMaxGpusPerNode; ++g) {
       if (n->gpu_health[g].starts_with("quarantined: ")) {
         slot.quarantine[g] = n->gpu_health[g].substr(13);
@@ -150,6 +154,26 @@ Result<JobId> Controller::Submit(JobRecord r) {
   if (r.spec.data && !fleet_.FindSite(r.spec.data->site)) {
     return InvalidArgument(fmt::format("field 'data.site': unknown site '{}'", r.spec.data->site));
   }
+  if (!r.workdir.empty()) {
+    const std::filesystem::path w = std::filesystem::path(r.workdir).lexically_normal();
+    if (w.is_relative()) {
+      if (!w.empty() && *w.begin() == "..") {
+        return InvalidArgument(fmt::format("field 'workdir': '{}' climbs out of the task's directory", r.workdir));
+      }
+    } else {
+      bool allowed = false;
+      for (const auto& root : options_.allow_workdir) {
+        const auto rel = w.lexically_relative(root.lexically_normal());
+        allowed = allowed || (!rel.empty() && *rel.begin() != "..");
+      }
+      if (!allowed) {
+        return InvalidArgument(fmt::format(
+            "field 'workdir': '{}' is outside the task's directory, and the server allows no other ({}); give a path "
+            "relative to the task's directory",
+            r.workdir, options_.allow_workdir.empty() ? "gpupool server --allow-workdir DIR allows one" : "see --allow-workdir"));
+      }
+    }
+  }
   JobEvent(r, "submitted");
   if (Status s = Persist(r); !s.ok()) {
     pending_events_.pop_back();
@@ -171,7 +195,8 @@ const JobRecord* Controller::FindJob(JobId id) const {
 
 std::vector<const JobRecord*> Controller::ListJobs(const JobFilter& f) const {
   std::vector<const JobRecord*> out;
-  for (auto it = jobs_.rbegin(); it != jobs_.rend() && out.size() < f.limit; ++it) {
+  auto start = f.before > 0 ? std::make_reverse_iterator(jobs_.lower_bound(f.before)) : jobs_.rbegin();
+  for (auto it = start; it != jobs_.rend() && out.size() < f.limit; ++it) {
     const JobRecord& j = it->second;
     if (f.state && j.state != *f.state) continue;
     if (!f.tenant.empty() && j.spec.tenant != f.tenant) continue;
@@ -318,7 +343,8 @@ std::filesystem::path Controller::CheckpointPath(JobId id, int task) const {
   return options_.checkpoint_store / std::to_string(id.value()) / fmt::format("task-{}.tar", task);
 }
 
-Status Controller::StoreCheckpoint(JobId id, int task, int attempt, std::string_view archive) {
+Status Controller::StoreCheckpoint(const std::string& node, JobId id, int task, int attempt,
+                                   const std::filesystem::path& archive) {
   auto it = jobs_.find(id.value());
   if (it == jobs_.end()) return Status(StatusCode::kNotFound, fmt::format("no job {}", id.value()));
   const JobRecord& j = it->second;
@@ -328,17 +354,37 @@ Status Controller::StoreCheckpoint(JobId id, int task, int attempt, std::string_
                   fmt::format("job {} task {} attempt {} is not the job's current attempt ({}); its checkpoint is refused",
                               id.value(), task, attempt, j.attempt));
   }
-  const auto path = CheckpointPath(id, task);
+  if (j.tasks[static_cast<size_t>(task)].node != node) {
+    return Status(StatusCode::kPermissionDenied, fmt::format("job {} task {} does not run on node '{}'; its checkpoint is refused",
+                                                             id.value(), task, node));
+  }
   std::error_code ec;
+  const auto size = std::filesystem::file_size(archive, ec);
+  if (ec) return Status(StatusCode::kInternal, fmt::format("the upload: {}", ec.message()));
+  if (static_cast<int64_t>(size) > options_.checkpoint_max_bytes) {
+    return Status(StatusCode::kTooLarge, fmt::format("checkpoint of {} bytes is over the limit of {} (gpupool server --checkpoint-max-mib)",
+                                                     size, options_.checkpoint_max_bytes));
+  }
+  const auto path = CheckpointPath(id, task);
   std::filesystem::create_directories(path.parent_path(), ec);
-  const auto tmp = path.string() + ".tmp";
-  FILE* f = std::fopen(tmp.c_str(), "wb");
-  if (!f) return Status(StatusCode::kInternal, fmt::format("{}: cannot write", tmp));
-  const bool ok = std::fwrite(archive.data(), 1, archive.size(), f) == archive.size() && std::fflush(f) == 0 && fsync(fileno(f)) == 0;
-  std::fclose(f);
-  if (!ok) return Status(StatusCode::kInternal, fmt::format("{}: write failed", tmp));
-  std::filesystem::rename(tmp, path, ec);
+  // The upload was streamed to a file under the same data directory: a rename stores it whole.
+  std::filesystem::rename(archive, path, ec);
+  if (ec) {
+    std::filesystem::copy_file(archive, path.string() + ".tmp", std::filesystem::copy_options::overwrite_existing, ec);
+    if (!ec) std::filesystem::rename(path.string() + ".tmp", path, ec);
+  }
   if (ec) return Status(StatusCode::kInternal, fmt::format("{}: {}", path.string(), ec.message()));
+  return Status::Ok();
+}
+
+Status Controller::MayFetchCheckpoint(const std::string& node, JobId id, int task) const {
+  auto it = jobs_.find(id.value());
+  if (it == jobs_.end()) return Status(StatusCode::kNotFound, fmt::format("no job {}", id.value()));
+  const JobRecord& j = it->second;
+  if (IsTerminal(j.state) || task < 0 || task >= static_cast<int>(j.tasks.size()) || j.tasks[static_cast<size_t>(task)].node != node) {
+    return Status(StatusCode::kPermissionDenied,
+                  fmt::format("job {} task {}: its checkpoint is served only to the node running its current attempt", id.value(), task));
+  }
   return Status::Ok();
 }
 
@@ -390,7 +436,9 @@ std::string Controller::NodeJson(const std::string& name) const {
   const NodeSlot* s = SlotByName(name);
   if (!s) return {};
   const gp::NodeState& st = snapshot_.nodes[s->record.spec.id.value()];
-  return NodeToJson(Shown(*s), fleet_, NodeCondition(name), st.WholeFreeGpus());
+  NodeRecord shown = Shown(*s);
+  shown.credential_hash.clear();  // the API never shows it
+  return NodeToJson(shown, fleet_, NodeCondition(name), st.WholeFreeGpus());
 }
 
 std::string Controller::NodeCondition(const std::string& name) const {
@@ -477,10 +525,43 @@ Result<NodeId> Controller::AddOrUpdateNode(const RegisterRequest& r) {
   return n.id;
 }
 
-Result<std::string> Controller::Register(const RegisterRequest& r) {
+std::optional<std::string> Controller::NodeOfCredential(std::string_view credential) const {
+  if (credential.empty()) return std::nullopt;
+  auto it = by_credential_.find(Sha256Hex(credential));
+  if (it == by_credential_.end()) return std::nullopt;
+  return nodes_[it->second.value()].record.spec.name;
+}
+
+Result<Controller::Registration> Controller::Register(const RegisterRequest& r) {
+  Registration out{.node = r.name};
+  if (const NodeSlot* known = SlotByName(r.name)) {
+    const std::string& hash = known->record.credential_hash;
+    const bool proven = !hash.empty() && !r.credential.empty() && Sha256Hex(r.credential) == hash;
+    if (!proven && !hash.empty() && !known->down) {
+      const double silent = static_cast<double>(clock_.Now().value() - known->record.last_heartbeat_ms) / 1000.0;
+      return Error(StatusCode::kFailedPrecondition,
+                   fmt::format("node name '{}' is held by a live agent at {} (last heard {:.1f} s ago); this agent at {} {}. "
+                               "Give this agent another --name, or stop the other one (a node that is down may be taken over)",
+                               r.name, known->record.agent_address, silent, r.address,
+                               r.credential.empty() ? "has no credential for it" : "holds a different credential"));
+    }
+    if (!proven) out.credential = "new";
+  } else {
+    out.credential = "new";
+  }
+  if (!out.credential.empty()) {
+    auto secret = NewSecret();
+    if (!secret) return tl::unexpected(secret.error());
+    out.credential = *secret;
+  }
   auto id = AddOrUpdateNode(r);
   if (!id) return tl::unexpected(id.error());
   NodeSlot& slot = nodes_[id->value()];
+  if (!out.credential.empty()) {
+    if (!slot.record.credential_hash.empty()) by_credential_.erase(slot.record.credential_hash);
+    slot.record.credential_hash = Sha256Hex(out.credential);
+    by_credential_[slot.record.credential_hash] = *id;
+  }
   slot.down = false;
   slot.suspect = false;
   slot.detector = PhiAccrualDetector(options_.detector);
@@ -493,7 +574,7 @@ Result<std::string> Controller::Register(const RegisterRequest& r) {
            .dump());
   if (Status s = PersistNode(slot); !s.ok()) return tl::unexpected(s);
   dirty_ = true;
-  return slot.record.spec.name;
+  return out;
 }
 
 void Controller::RefreshNodeState(NodeId id) {
@@ -594,7 +675,14 @@ Result<HeartbeatReply> Controller::Heartbeat(const gp::Heartbeat& h) {
       }
       changed.push_back(&j);
     }
-    if (t.state == TaskReport::State::kExited) {
+    stats_.log_bytes_dropped += t.dropped;
+    if (t.state == TaskReport::State::kExited && t.lost) {
+      // Its lease ran out (the agent heard nothing from the server in time): the attempt is
+      // lost, which the failover path handles (retry, backoff, limit), not the job's failure.
+      if (!j.failing_over) FailOver(j, fmt::format("task {}'s lease ran out on {}", t.task, h.node), 0);
+      TaskEnded(j, t.task, std::nullopt, std::nullopt, "lost: its lease ran out");
+      changed.push_back(&j);
+    } else if (t.state == TaskReport::State::kExited) {
       TaskEnded(j, t.task, t.exit_code, t.signal, t.error);
       changed.push_back(&j);
     }
@@ -913,8 +1001,19 @@ void Controller::Tick() {
   }
 }
 
+void Controller::ForgiveStall(int64_t) {
+  ++stats_.stalls;
+  for (NodeSlot& s : nodes_) {
+    if (!s.down) s.detector.Replied(clock_.Now());
+  }
+}
+
 void Controller::TickOnce() {
   const int64_t now = clock_.Now().value();
+  if (options_.stall.value() > 0 && last_tick_ms_ > 0 && now - last_tick_ms_ > options_.stall.value()) {
+    ForgiveStall(now - last_tick_ms_);
+  }
+  last_tick_ms_ = now;
   for (NodeSlot& s : nodes_) {
     if (s.down || !s.detector.started()) continue;
     const Liveness l = s.detector.Judge(clock_.Now());
@@ -1072,6 +1171,10 @@ void Controller::CollectMetrics(Families& out) const {
            {}, static_cast<double>(stats_.placed));
   AddValue(FamilyIn(out, "gpupool_failovers_total", "Jobs moved off a failed node or GPU since the server started.", MetricType::Counter),
            {}, static_cast<double>(stats_.failovers));
+  AddValue(FamilyIn(out, "gpupool_server_stalls_total", "Times the server's own loop stalled past --stall; no node was blamed for it.",
+                    MetricType::Counter), {}, static_cast<double>(stats_.stalls));
+  AddValue(FamilyIn(out, "gpupool_log_bytes_dropped_total", "Job output agents dropped: jobs that wrote faster than their node ships.",
+                    MetricType::Counter), {}, static_cast<double>(stats_.log_bytes_dropped));
   AddValue(FamilyIn(out, "gpupool_schedule_passes_total", "Scheduling passes since the server started.", MetricType::Counter), {},
            static_cast<double>(stats_.passes));
 }

@@ -57,6 +57,16 @@ struct ControllerOptions {
   // How many events the store keeps (older ones are deleted, never one a sink has not
   // delivered); zero: all.
   uint64_t events_retain = 1'000'000;
+  // The largest carried checkpoint, for both sides: the server refuses a bigger upload, and
+  // agents learn the limit at registration and refuse to pack one past it.
+  int64_t checkpoint_max_bytes = int64_t{1} << 30;
+  // A gap this long between two ticks means the server itself stalled (a slow disk, a swapped
+  // process): the silence of that gap is the server's, not the nodes', and is not counted.
+  // Zero: off (a manual clock's jumps are not stalls).
+  Millis stall{0};
+  // Absolute directories a job may name as its workdir (and those below them); none by default:
+  // a job runs in its task's own directory, and a relative workdir is inside it.
+  std::vector<std::filesystem::path> allow_workdir;
 };
 
 struct JobFilter {
@@ -64,6 +74,7 @@ struct JobFilter {
   std::string tenant;
   std::string node;
   size_t limit = 1000;
+  uint64_t before = 0;  // paging cursor: only jobs with ids below this (0: from the newest)
 };
 
 class Controller {
@@ -96,7 +107,12 @@ class Controller {
   Status CheckGpu(const std::string& node, int gpu);
   // A task's checkpoint archive from its agent. Only the job's current attempt may write it
   // (an attempt the server has given up on is fenced off); stored whole (written, then renamed).
-  Status StoreCheckpoint(JobId id, int task, int attempt, std::string_view archive);
+  // `node` is the caller's own node (its credential said so); `archive` a file the server holds,
+  // moved into the store (renamed), never copied through memory.
+  Status StoreCheckpoint(const std::string& node, JobId id, int task, int attempt, const std::filesystem::path& archive);
+  // Whether `node` may fetch the checkpoint: only the node that runs the job's current attempt
+  // of that task (the one about to restore it).
+  Status MayFetchCheckpoint(const std::string& node, JobId id, int task) const;
   std::filesystem::path CheckpointPath(JobId id, int task) const;
   const NodeRecord* FindNode(const std::string& name) const;
   std::vector<std::string> NodeNames() const;
@@ -109,9 +125,21 @@ class Controller {
   std::filesystem::path LogPath(JobId id, int task, std::string_view stream) const;
 
   // --- agents ---
-  Result<std::string> Register(const RegisterRequest& r);
-  // Applies the agent's news and returns what it should start and stop now.
+  // Registration with the join token. A new name gets a credential of its own (returned once;
+  // the server keeps its hash). A known name is given back only to the agent that proves it is
+  // that node (its stored credential), or taken over when the node is down; a second agent
+  // with a live node's name is refused with an error naming both.
+  struct Registration {
+    std::string node;
+    std::string credential;  // new: the agent stores it; empty: keep the one you have
+  };
+  Result<Registration> Register(const RegisterRequest& r);
+  // The node whose credential this is; nullopt when it is nobody's.
+  std::optional<std::string> NodeOfCredential(std::string_view credential) const;
+  // Applies the agent's news and returns what it should start and stop now. The API has checked
+  // that the caller's credential is h.node's; reports about other nodes' attempts are ignored.
   Result<HeartbeatReply> Heartbeat(const gp::Heartbeat& h);
+  int64_t checkpoint_max_bytes() const { return options_.checkpoint_max_bytes; }
   bool HasWork(const std::string& node) const;
   // What the node should start and stop now (its outbox, emptied).
   HeartbeatReply TakeWork(const std::string& node);
@@ -126,6 +154,8 @@ class Controller {
     int64_t passes = 0;
     int64_t placed = 0;
     int64_t failovers = 0;
+    int64_t stalls = 0;             // ticks after which the server forgave a stall of its own
+    int64_t log_bytes_dropped = 0;  // output agents dropped (jobs writing faster than shipping)
   };
   // Called after each scheduling pass with its wall time (the decision latency) and size.
   std::function<void(double seconds, size_t pending, size_t placed)> on_pass;
@@ -195,6 +225,8 @@ class Controller {
   void ApplyPlan(const Plan& plan, const std::vector<PendingJob>& pending);
   void Launch(JobRecord& job);
   void TaskEnded(JobRecord& job, int task, std::optional<int> code, std::optional<int> signal, const std::string& why);
+  // The server stalled for `gap`: no node is blamed for the silence it caused.
+  void ForgiveStall(int64_t gap_ms);
   // The job's current attempt failed through no fault of its own: stop its other tasks and
   // requeue it (whole) once every task has ended and `fence_until` has passed.
   void FailOver(JobRecord& job, const std::string& why, int64_t fence_until, bool counts = true, int grace_ms = -1);
@@ -219,6 +251,8 @@ class Controller {
   ClusterSnapshot snapshot_;
   std::vector<NodeSlot> nodes_;         // by NodeId
   std::map<std::string, NodeId> node_ids_;  // by name
+  std::map<std::string, NodeId> by_credential_;  // by the SHA-256 of the node's credential
+  int64_t last_tick_ms_ = 0;
   std::map<uint64_t, JobRecord> jobs_;  // by id: ordered, so listings are stable
   // Indexes over jobs_, so a pass costs what is live, not the whole history.
   std::set<uint64_t> queued_;           // state kQueued

@@ -12,6 +12,8 @@ std::string Status::ToString() const {
     case StatusCode::kFailedPrecondition: name = "failed precondition"; break;
     case StatusCode::kInternal: name = "internal error"; break;
     case StatusCode::kUnavailable: name = "unavailable"; break;
+    case StatusCode::kPermissionDenied: name = "permission denied"; break;
+    case StatusCode::kTooLarge: name = "too large"; break;
   }
   return std::string(name) + ": " + message_;
 }

@@ -11,7 +11,9 @@
 namespace gp {
 
 // kUnavailable: the peer refused the connection (its process is down; the host is reachable).
-enum class StatusCode { kOk, kInvalidArgument, kNotFound, kParse, kFailedPrecondition, kInternal, kUnavailable };
+// kPermissionDenied: the caller is who it says, but may not do this (another node's attempt).
+// kTooLarge: over a size limit (an upload, a page).
+enum class StatusCode { kOk, kInvalidArgument, kNotFound, kParse, kFailedPrecondition, kInternal, kUnavailable, kPermissionDenied, kTooLarge };
 
 class Status {
  public:

@@ -81,6 +81,9 @@ struct NodeRecord {
   std::string gpu_model;             // model name of its GPUs ("H100"), empty without GPUs
   std::vector<std::string> gpu_health;  // per GPU: "ok" or "quarantined: why" (as shown and stored)
   std::vector<std::string> gpu_check;   // per GPU: the latest self-test's result, "" if none
+  // SHA-256 (hex) of the node's own credential, issued at its first registration; the journal
+  // keeps it, the API never shows it.
+  std::string credential_hash;
 };
 
 }  // namespace gp

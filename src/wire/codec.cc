@@ -1,5 +1,7 @@
 #include "wire/codec.h"
 
+#include <cctype>
+#include <charconv>
 #include <ctime>
 
 #include <fmt/format.h>
@@ -12,21 +14,94 @@
 namespace gp {
 namespace {
 
+// Output keeps its fields in the order written (ordered_json); input is parsed into the
+// std::map-backed type, whose inserts cost O(log n): an ordered object's linear lookups made a
+// hostile 1 MiB object with 95,000 keys take seconds to parse.
 using Json = nlohmann::ordered_json;
+using In = nlohmann::json;
+constexpr auto kReplace = nlohmann::json::error_handler_t::replace;
 
 // Thrown inside this file only; every public function converts it to a Status.
 struct Bad {
   std::string message;
 };
 
-Json ParseObject(std::string_view body, std::string_view what) {
-  Json j = Json::parse(body.begin(), body.end(), nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded()) throw Bad{fmt::format("{}: malformed JSON", what)};
+// The most a message may nest and hold: a linear pre-scan refuses anything past these before
+// the parser builds a value (bounded work and memory per request, and no deep recursion).
+constexpr int kMaxDepth = 32;
+constexpr size_t kMaxValues = 500'000;
+
+void CheckShape(std::string_view body, std::string_view what) {
+  int depth = 0;
+  size_t values = 1;
+  bool in_string = false;
+  for (size_t i = 0; i < body.size(); ++i) {
+    const char c = body[i];
+    if (in_string) {
+      if (c == '\\') ++i;
+      else if (c == '"') in_string = false;
+      continue;
+    }
+    if (c == '"') {
+      in_string = true;
+    } else if (c == '{' || c == '[') {
+      if (++depth > kMaxDepth) throw Bad{fmt::format("{}: nested deeper than {} levels", what, kMaxDepth)};
+    } else if (c == '}' || c == ']') {
+      --depth;
+    } else if (c == ',' || c == ':') {
+      if (++values > kMaxValues) throw Bad{fmt::format("{}: more than {} values", what, kMaxValues)};
+    }
+  }
+}
+
+In ParseObject(std::string_view body, std::string_view what) {
+  CheckShape(body, what);
+  In j = In::parse(body.begin(), body.end(), nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded()) throw Bad{fmt::format("{}: malformed JSON (or text that is not UTF-8)", what)};
   if (!j.is_object()) throw Bad{fmt::format("{}: expected a JSON object", what)};
   return j;
 }
 
-void OnlyFields(const Json& j, std::initializer_list<std::string_view> allowed) {
+// The array at `key` (empty when absent or null); anything else is an error naming the field.
+const In& Array(const In& j, const char* key) {
+  static const In kEmpty = In::array();
+  auto it = j.find(key);
+  if (it == j.end() || it->is_null()) return kEmpty;
+  if (!it->is_array()) throw Bad{fmt::format("field '{}': expected an array", key)};
+  return *it;
+}
+
+// The object at `key`; an error naming the field when it is anything else.
+const In& Object(const In& j, const char* key) {
+  static const In kEmpty = In::object();
+  auto it = j.find(key);
+  if (it == j.end() || it->is_null()) return kEmpty;
+  if (!it->is_object()) throw Bad{fmt::format("field '{}': expected an object", key)};
+  return *it;
+}
+
+// A whole number in lo..hi from a JSON value; unsigned values past INT64_MAX are out of range,
+// never wrapped (18446744073709551615 is not -1), and 6.7e47 is not a whole number.
+int64_t Whole(const In& v, std::string_view name, int64_t lo, int64_t hi) {
+  if (!v.is_number_integer()) throw Bad{fmt::format("field '{}': expected a whole number {}..{}", name, lo, hi)};
+  if (v.is_number_unsigned() && v.get<uint64_t>() > static_cast<uint64_t>(INT64_MAX)) {
+    throw Bad{fmt::format("field '{}': must be {}..{}, got {}", name, lo, hi, v.get<uint64_t>())};
+  }
+  const int64_t x = v.get<int64_t>();
+  if (x < lo || x > hi) throw Bad{fmt::format("field '{}': must be {}..{}, got {}", name, lo, hi, x)};
+  return x;
+}
+
+// Text a user gives that reaches a program, a file name or a terminal: no NUL (argv would cut
+// it short), and, with `no_control`, no control characters at all.
+void CheckText(std::string_view s, std::string_view name, bool no_control) {
+  for (unsigned char c : s) {
+    if (c == 0) throw Bad{fmt::format("field '{}': contains a NUL byte", name)};
+    if (no_control && (c < 0x20 || c == 0x7f)) throw Bad{fmt::format("field '{}': contains a control character", name)};
+  }
+}
+
+void OnlyFields(const In& j, std::initializer_list<std::string_view> allowed) {
   for (auto it = j.begin(); it != j.end(); ++it) {
     bool ok = false;
     for (std::string_view a : allowed) ok = ok || it.key() == a;
@@ -38,56 +113,73 @@ void OnlyFields(const Json& j, std::initializer_list<std::string_view> allowed) 
   }
 }
 
-int64_t Int(const Json& j, const char* key, int64_t lo, int64_t hi, int64_t fallback) {
-  if (!j.contains(key) || j[key].is_null()) return fallback;
-  const Json& v = j[key];
-  if (!v.is_number_integer()) throw Bad{fmt::format("field '{}': expected a whole number {}..{}", key, lo, hi)};
-  const int64_t x = v.get<int64_t>();
-  if (x < lo || x > hi) throw Bad{fmt::format("field '{}': must be {}..{}, got {}", key, lo, hi, x)};
-  return x;
+int64_t Int(const In& j, const char* key, int64_t lo, int64_t hi, int64_t fallback) {
+  if (!j.is_object()) throw Bad{fmt::format("field '{}': expected inside an object", key)};
+  auto it = j.find(key);
+  if (it == j.end() || it->is_null()) return fallback;
+  return Whole(*it, key, lo, hi);
 }
 
-double Number(const Json& j, const char* key, double lo, double hi, double fallback) {
+bool Bool(const In& j, const char* key, bool fallback) {
+  auto it = j.find(key);
+  if (it == j.end() || it->is_null()) return fallback;
+  if (!it->is_boolean()) throw Bad{fmt::format("field '{}': expected true or false", key)};
+  return it->get<bool>();
+}
+
+double Number(const In& j, const char* key, double lo, double hi, double fallback) {
   if (!j.contains(key) || j[key].is_null()) return fallback;
-  const Json& v = j[key];
+  const In& v = j[key];
   if (!v.is_number()) throw Bad{fmt::format("field '{}': expected a number {}..{}", key, lo, hi)};
   const double x = v.get<double>();
   if (!(x >= lo && x <= hi)) throw Bad{fmt::format("field '{}': must be {}..{}, got {}", key, lo, hi, x)};
   return x;
 }
 
-std::string Str(const Json& j, const char* key, std::string fallback = {}) {
-  if (!j.contains(key) || j[key].is_null()) return fallback;
-  if (!j[key].is_string()) throw Bad{fmt::format("field '{}': expected a string", key)};
-  return j[key].get<std::string>();
+std::string Str(const In& j, const char* key, std::string fallback = {}) {
+  if (!j.is_object()) throw Bad{fmt::format("field '{}': expected inside an object", key)};
+  auto it = j.find(key);
+  if (it == j.end() || it->is_null()) return fallback;
+  if (!it->is_string()) throw Bad{fmt::format("field '{}': expected a string", key)};
+  CheckText(it->get_ref<const std::string&>(), key, false);
+  return it->get<std::string>();
 }
 
-std::vector<std::string> Strings(const Json& j, const char* key) {
+std::vector<std::string> Strings(const In& j, const char* key) {
   std::vector<std::string> out;
   if (!j.contains(key) || j[key].is_null()) return out;
-  const Json& v = j[key];
-  if (v.is_string()) return {v.get<std::string>()};
+  const In& v = j[key];
+  if (v.is_string()) {
+    CheckText(v.get_ref<const std::string&>(), key, false);
+    return {v.get<std::string>()};
+  }
   if (!v.is_array()) throw Bad{fmt::format("field '{}': expected an array of strings", key)};
-  for (const Json& e : v) {
+  for (const In& e : v) {
     if (!e.is_string()) throw Bad{fmt::format("field '{}': expected an array of strings", key)};
+    CheckText(e.get_ref<const std::string&>(), key, false);
     out.push_back(e.get<std::string>());
   }
   return out;
 }
 
-std::vector<std::pair<std::string, std::string>> StringMap(const Json& j, const char* key) {
+std::vector<std::pair<std::string, std::string>> StringMap(const In& j, const char* key) {
   std::vector<std::pair<std::string, std::string>> out;
   if (!j.contains(key) || j[key].is_null()) return out;
   if (!j[key].is_object()) throw Bad{fmt::format("field '{}': expected an object of strings", key)};
   for (auto it = j[key].begin(); it != j[key].end(); ++it) {
     if (!it.value().is_string()) throw Bad{fmt::format("field '{}.{}': expected a string", key, it.key())};
+    if (it.key().empty() || it.key().find('=') != std::string::npos) {
+      throw Bad{fmt::format("field '{}': names must be non-empty and without '='", key)};
+    }
+    CheckText(it.key(), key, true);
+    CheckText(it.value().get_ref<const std::string&>(), key, false);
     out.emplace_back(it.key(), it.value().get<std::string>());
   }
   return out;
 }
 
 template <typename T, typename Parse>
-T Unit(const Json& j, const char* key, Parse parse, T fallback) {
+T Unit(const In& j, const char* key, Parse parse, T fallback) {
   if (!j.contains(key) || j[key].is_null()) return fallback;
   if (!j[key].is_string()) throw Bad{fmt::format("field '{}': expected a string with a unit", key)};
   auto r = parse(j[key].get<std::string>());
@@ -116,7 +208,7 @@ auto Guard(F&& f) -> decltype(f()) {
 
 Result<JobRecord> ParseSubmitRequest(std::string_view body) {
   return Guard([&]() -> Result<JobRecord> {
-    const Json j = ParseObject(body, "request body");
+    const In j = ParseObject(body, "request body");
     OnlyFields(j, {"command", "gpus", "tasks", "gpu_model", "gpu_memory", "cpu", "memory", "priority", "tenant", "name",
                    "data", "duration", "max_price", "env", "workdir", "max_retries"});
     JobRecord r;
@@ -136,7 +228,7 @@ Result<JobRecord> ParseSubmitRequest(std::string_view body) {
     s.name = Str(j, "name");
     if (s.name.size() > 256) throw Bad{"field 'name': at most 256 characters"};
     if (j.contains("data") && !j["data"].is_null()) {
-      const Json& d = j["data"];
+      const In& d = j["data"];
       if (!d.is_object()) throw Bad{"field 'data': expected {\"site\": ..., \"size\": \"100GB\"}"};
       OnlyFields(d, {"site", "size"});
       s.data = DataSet{.site = Str(d, "site"), .size = Unit<Bytes>(d, "size", ParseBytes, Bytes{0})};
@@ -146,6 +238,11 @@ Result<JobRecord> ParseSubmitRequest(std::string_view body) {
     if (j.contains("max_price") && !j["max_price"].is_null()) s.max_price_per_gpu_hour = UsdToMicro(Number(j, "max_price", 0, 1e6, 0));
     r.env = StringMap(j, "env");
     r.workdir = Str(j, "workdir");
+    if (r.workdir.size() > 4096) throw Bad{"field 'workdir': at most 4096 characters"};
+    if (r.env.size() > 1024) throw Bad{"field 'env': at most 1024 variables"};
+    CheckText(s.name, "name", true);
+    CheckText(s.tenant, "tenant", true);
+    if (s.tenant.size() > 128) throw Bad{"field 'tenant': at most 128 characters"};
     r.max_retries = static_cast<int>(Int(j, "max_retries", 0, 100, -1));
     if (Status st = ValidateJobSpec(s); !st.ok()) throw Bad{st.message()};
     return r;
@@ -207,15 +304,19 @@ std::string JobToJson(const JobRecord& r) {
   j["failing_over"] = r.failing_over;
   j["fence_until_ms"] = r.fence_until_ms;
   j["not_before_ms"] = r.not_before_ms;
-  return j.dump();
+  return j.dump(-1, ' ', false, kReplace);
 }
 
 Result<JobRecord> JobFromJson(std::string_view json) {
   return Guard([&]() -> Result<JobRecord> {
-    const Json j = ParseObject(json, "job record");
+    const In j = ParseObject(json, "job record");
     JobRecord r;
     JobSpec& s = r.spec;
-    s.id = JobId{std::stoull(Str(j, "id", "0"))};
+    const std::string id = Str(j, "id", "0");
+    uint64_t idv = 0;
+    auto [ip, iec] = std::from_chars(id.data(), id.data() + id.size(), idv);
+    if (iec != std::errc() || ip != id.data() + id.size()) throw Bad{fmt::format("field 'id': expected a job number, got '{}'", id)};
+    s.id = JobId{idv};
     s.name = Str(j, "name");
     auto st = ParseJobState(Str(j, "state"));
     if (!st) throw Bad{st.error().message()};
@@ -223,15 +324,15 @@ Result<JobRecord> JobFromJson(std::string_view json) {
     r.command = Strings(j, "command");
     s.tasks = static_cast<int>(Int(j, "tasks", 1, kMaxTasksPerJob, 1));
     s.gpus_per_task = static_cast<int>(Int(j, "gpus_per_task", 0, kMaxGpusPerNode, 0));
-    if (j.contains("exit_code") && !j["exit_code"].is_null()) r.exit_code = j["exit_code"].get<int>();
-    if (j.contains("signal") && !j["signal"].is_null()) r.signal = j["signal"].get<int>();
+    if (j.contains("exit_code") && !j["exit_code"].is_null()) r.exit_code = static_cast<int>(Int(j, "exit_code", INT32_MIN, INT32_MAX, 0));
+    if (j.contains("signal") && !j["signal"].is_null()) r.signal = static_cast<int>(Int(j, "signal", 0, 128, 0));
     s.priority = static_cast<int>(Int(j, "priority", INT32_MIN, INT32_MAX, 0));
     s.tenant = Str(j, "tenant");
     s.gpu_models = Strings(j, "gpu_model");
     s.min_gpu_memory = MiB{Int(j, "gpu_memory_mib", 0, INT64_MAX, 0)};
     s.cpu_per_task = MilliCpu{Int(j, "cpu_millicores", 0, INT64_MAX, 0)};
     s.memory_per_task = MiB{Int(j, "memory_mib", 0, INT64_MAX, 0)};
-    if (j.contains("data")) s.data = DataSet{.site = Str(j["data"], "site"), .size = Bytes{Int(j["data"], "bytes", 0, INT64_MAX, 0)}};
+    if (j.contains("data")) s.data = DataSet{.site = Str(Object(j, "data"), "site"), .size = Bytes{Int(Object(j, "data"), "bytes", 0, INT64_MAX, 0)}};
     if (j.contains("duration_ms")) s.estimated_duration = Millis{Int(j, "duration_ms", 0, INT64_MAX, 0)};
     if (j.contains("max_price_micro_usd")) s.max_price_per_gpu_hour = MicroUsd{Int(j, "max_price_micro_usd", 0, INT64_MAX, 0)};
     r.env = StringMap(j, "env");
@@ -240,28 +341,28 @@ Result<JobRecord> JobFromJson(std::string_view json) {
     r.start_ms = Int(j, "start_ms", 0, INT64_MAX, 0);
     r.end_ms = Int(j, "end_ms", 0, INT64_MAX, 0);
     r.message = Str(j, "message");
-    r.cancel_requested = j.value("cancel_requested", false);
+    r.cancel_requested = Bool(j, "cancel_requested", false);
     r.attempt = static_cast<int>(Int(j, "attempt", 0, 1'000'000, 0));
     r.max_retries = static_cast<int>(Int(j, "max_retries", -1, 100, -1));
     r.failures = static_cast<int>(Int(j, "failures", 0, 1'000'000, 0));
-    for (const Json& a : j.value("attempts", Json::array())) {
+    for (const In& a : Array(j, "attempts")) {
       r.attempts.push_back(AttemptRecord{.attempt = static_cast<int>(Int(a, "attempt", 0, 1'000'000, 0)),
                                          .nodes = Strings(a, "nodes"), .start_ms = Int(a, "start_ms", 0, INT64_MAX, 0),
                                          .end_ms = Int(a, "end_ms", 0, INT64_MAX, 0), .outcome = Str(a, "outcome")});
     }
-    r.failing_over = j.value("failing_over", false);
+    r.failing_over = Bool(j, "failing_over", false);
     r.fence_until_ms = Int(j, "fence_until_ms", 0, INT64_MAX, 0);
     r.not_before_ms = Int(j, "not_before_ms", 0, INT64_MAX, 0);
     if (j.contains("placement")) {
-      for (const Json& t : j["placement"]) {
+      for (const In& t : Array(j, "placement")) {
         TaskRecord tr{.node = Str(t, "node")};
         tr.allocation.gpu_mask = static_cast<uint16_t>(Int(t, "gpu_mask", 0, 0xFFFF, 0));
         tr.allocation.share = GpuMilli{Int(t, "share", 1, 1000, 1000)};
         tr.allocation.cpu = MilliCpu{Int(t, "cpu", 0, INT64_MAX, 0)};
         tr.allocation.memory = MiB{Int(t, "memory", 0, INT64_MAX, 0)};
-        tr.started = t.value("started", false);
-        if (t.contains("exit_code") && !t["exit_code"].is_null()) tr.exit_code = t["exit_code"].get<int>();
-        if (t.contains("signal") && !t["signal"].is_null()) tr.signal = t["signal"].get<int>();
+        tr.started = Bool(t, "started", false);
+        if (t.contains("exit_code") && !t["exit_code"].is_null()) tr.exit_code = static_cast<int>(Int(t, "exit_code", INT32_MIN, INT32_MAX, 0));
+        if (t.contains("signal") && !t["signal"].is_null()) tr.signal = static_cast<int>(Int(t, "signal", 0, 128, 0));
         r.tasks.push_back(std::move(tr));
       }
     }
@@ -276,7 +377,7 @@ Json GpuDeviceJson(const GpuDevice& d) {
           {"compute_capability", d.compute_capability}, {"nvlink_peers", d.nvlink_peers}};
 }
 
-GpuDevice GpuDeviceFrom(const Json& g) {
+GpuDevice GpuDeviceFrom(const In& g) {
   return GpuDevice{.index = static_cast<int>(Int(g, "index", 0, 15, 0)), .uuid = Str(g, "uuid"), .name = Str(g, "name"),
                    .memory = MiB{Int(g, "memory_mib", 0, INT64_MAX, 0)},
                    .compute_capability = static_cast<int>(Int(g, "compute_capability", 0, 1000, 0)),
@@ -293,7 +394,7 @@ Json GpuSampleJson(const GpuSample& s) {
   return j;
 }
 
-GpuSample GpuSampleFrom(const Json& g) {
+GpuSample GpuSampleFrom(const In& g) {
   GpuSample s{.index = static_cast<int>(Int(g, "index", 0, 15, 0)),
               .utilisation = PerMille{Int(g, "utilisation", 0, 1000, 0)},
               .memory_utilisation = PerMille{Int(g, "memory_utilisation", 0, 1000, 0)},
@@ -303,10 +404,7 @@ GpuSample GpuSampleFrom(const Json& g) {
   if (g.contains("power_mw")) s.power_mw = Int(g, "power_mw", 0, INT64_MAX, 0);
   if (g.contains("ecc_uncorrected")) s.ecc_uncorrected = Int(g, "ecc_uncorrected", 0, INT64_MAX, 0);
   if (g.contains("xids")) {
-    for (const Json& x : g["xids"]) {
-      if (!x.is_number_integer()) throw Bad{"field 'gpus[].xids': expected whole numbers"};
-      s.xids.push_back(x.get<int>());
-    }
+    for (const In& x : Array(g, "xids")) s.xids.push_back(static_cast<int>(Whole(x, "gpus[].xids", 0, 100'000)));
   }
   return s;
 }
@@ -317,7 +415,7 @@ Json HostJson(const HostSample& h) {
           {"net_tx_bytes", h.net.tx.value()}};
 }
 
-HostSample HostFrom(const Json& h) {
+HostSample HostFrom(const In& h) {
   return HostSample{.cpu_cores = static_cast<int>(Int(h, "cpu_cores", 0, 100'000, 0)),
                     .cpu_busy = PerMille{Int(h, "cpu_busy", 0, 1000, 0)},
                     .memory = {.total = MiB{Int(h, "memory_total_mib", 0, INT64_MAX, 0)},
@@ -362,12 +460,13 @@ std::string NodeToJson(const NodeRecord& n, const Fleet& fleet, std::string_view
   Json labels = Json::object();
   for (const auto& [k, v] : n.spec.labels) labels[k] = v;
   j["labels"] = labels;
-  return j.dump();
+  if (!n.credential_hash.empty()) j["credential_sha256"] = n.credential_hash;
+  return j.dump(-1, ' ', false, kReplace);
 }
 
 Result<NodeRecord> NodeFromJson(std::string_view json) {
   return Guard([&]() -> Result<NodeRecord> {
-    const Json j = ParseObject(json, "node record");
+    const In j = ParseObject(json, "node record");
     NodeRecord n;
     n.spec.name = Str(j, "name");
     n.site = Str(j, "site");
@@ -378,11 +477,12 @@ Result<NodeRecord> NodeFromJson(std::string_view json) {
     n.gpu_source = Str(j, "gpu_source");
     n.spec.cpu = MilliCpu{Int(j, "cpu_cores", 0, 100'000, 0) * 1000};
     n.spec.memory = MiB{Int(j, "memory_mib", 0, INT64_MAX, 0)};
-    n.draining = j.value("draining", false);
+    n.draining = Bool(j, "draining", false);
     n.last_heartbeat_ms = Int(j, "last_heartbeat_ms", 0, INT64_MAX, 0);
     // GPUs come back as devices; the controller re-interns their models.
     n.gpu_model = Str(j, "model");
-    for (const Json& g : j["gpus"]) {
+    n.credential_hash = Str(j, "credential_sha256");
+    for (const In& g : Array(j, "gpus")) {
       const GpuDevice d = GpuDeviceFrom(g);
       n.spec.gpus.push_back(Gpu{.index = d.index, .memory = d.memory, .compute_capability = d.compute_capability,
                                 .uuid = d.uuid, .nvlink_peers = d.nvlink_peers});
@@ -401,28 +501,48 @@ std::string RegisterToJson(const RegisterRequest& r) {
   for (const GpuDevice& d : r.gpus) gpus.push_back(GpuDeviceJson(d));
   j["gpus"] = gpus;
   j["labels"] = EnvJson(r.labels);
-  return j.dump();
+  if (!r.credential.empty()) j["credential"] = r.credential;
+  return j.dump(-1, ' ', false, kReplace);
 }
 
 Result<RegisterRequest> ParseRegister(std::string_view body) {
   return Guard([&]() -> Result<RegisterRequest> {
-    const Json j = ParseObject(body, "register");
-    OnlyFields(j, {"name", "site", "provider", "tier", "address", "cpu_cores", "memory_mib", "gpu_source", "gpus", "labels"});
+    const In j = ParseObject(body, "register");
+    OnlyFields(j, {"name", "site", "provider", "tier", "address", "cpu_cores", "memory_mib", "gpu_source", "gpus", "labels",
+                   "credential"});
     RegisterRequest r;
     r.name = Str(j, "name");
-    if (r.name.empty() || r.name.size() > 128) throw Bad{"field 'name': 1..128 characters required"};
+    if (Status s = ValidateNodeName(r.name); !s.ok()) throw Bad{s.message()};
     r.site = Str(j, "site", "local");
     r.provider = Str(j, "provider", "local");
     r.tier = Str(j, "tier", "on-demand");
     r.address = Str(j, "address", "127.0.0.1");
-    r.cpu_cores = static_cast<int>(Int(j, "cpu_cores", 0, 100'000, 0));
-    r.memory_mib = Int(j, "memory_mib", 0, INT64_MAX, 0);
+    for (const auto& [field, value] : {std::pair<const char*, const std::string*>{"site", &r.site}, {"provider", &r.provider},
+                                       {"tier", &r.tier}, {"address", &r.address}}) {
+      if (value->empty() || value->size() > 128) throw Bad{fmt::format("field '{}': 1..128 characters required", field)};
+      CheckText(*value, field, true);
+    }
+    // What a real machine can have (a claim past these is a lie, not a big node).
+    r.cpu_cores = static_cast<int>(Int(j, "cpu_cores", 0, 8'192, 0));
+    r.memory_mib = Int(j, "memory_mib", 0, int64_t{64} << 20, 0);  // 64 TiB
     r.gpu_source = Str(j, "gpu_source");
+    CheckText(r.gpu_source, "gpu_source", true);
+    r.credential = Str(j, "credential");
     if (j.contains("gpus")) {
       if (!j["gpus"].is_array() || j["gpus"].size() > kMaxGpusPerNode) throw Bad{"field 'gpus': expected at most 16 GPUs"};
-      for (const Json& g : j["gpus"]) r.gpus.push_back(GpuDeviceFrom(g));
+      for (const In& g : j["gpus"]) {
+        GpuDevice d = GpuDeviceFrom(g);
+        if (d.memory.value() > kMaxGpuMemoryMib) {
+          throw Bad{fmt::format("field 'gpus[{}].memory_mib': {} MiB is more than any GPU has (at most {})", d.index,
+                                d.memory.value(), kMaxGpuMemoryMib)};
+        }
+        CheckText(d.name, "gpus[].name", true);
+        CheckText(d.uuid, "gpus[].uuid", true);
+        r.gpus.push_back(std::move(d));
+      }
     }
     r.labels = StringMap(j, "labels");
+    if (r.labels.size() > 64) throw Bad{"field 'labels': at most 64"};
     return r;
   });
 }
@@ -439,8 +559,10 @@ std::string HeartbeatToJson(const Heartbeat& h) {
            {"started_ms", t.started_ms}};
     if (t.exit_code) e["exit_code"] = *t.exit_code;
     if (t.signal) e["signal"] = *t.signal;
-    if (!t.stdout_chunk.empty()) e["stdout"] = t.stdout_chunk;
-    if (!t.stderr_chunk.empty()) e["stderr"] = t.stderr_chunk;
+    if (!t.stdout_chunk.empty()) e["stdout_b64"] = Base64Encode(t.stdout_chunk);
+    if (!t.stderr_chunk.empty()) e["stderr_b64"] = Base64Encode(t.stderr_chunk);
+    if (t.dropped > 0) e["dropped"] = t.dropped;
+    if (t.lost) e["lost"] = true;
     if (!t.error.empty()) e["error"] = t.error;
     tasks.push_back(e);
   }
@@ -453,21 +575,19 @@ std::string HeartbeatToJson(const Heartbeat& h) {
     for (const GpuSelfTest& t : h.selftests) tests.push_back({{"gpu", t.gpu}, {"passed", t.passed}, {"detail", t.detail}});
     j["selftests"] = tests;
   }
-  return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  return j.dump(-1, ' ', false, kReplace);
 }
 
 Result<Heartbeat> ParseHeartbeat(std::string_view body) {
   return Guard([&]() -> Result<Heartbeat> {
-    const Json j = ParseObject(body, "heartbeat");
+    const In j = ParseObject(body, "heartbeat");
     Heartbeat h;
     h.node = Str(j, "node");
-    if (j.contains("host")) h.host = HostFrom(j["host"]);
+    if (j.contains("host")) h.host = HostFrom(Object(j, "host"));
     h.wait_ms = static_cast<int>(Int(j, "wait_ms", 0, 60'000, 0));
-    if (j.contains("gpus")) {
-      for (const Json& g : j["gpus"]) h.gpus.push_back(GpuSampleFrom(g));
-    }
-    if (j.contains("tasks")) {
-      for (const Json& t : j["tasks"]) {
+    for (const In& g : Array(j, "gpus")) h.gpus.push_back(GpuSampleFrom(g));
+    {
+      for (const In& t : Array(j, "tasks")) {
         TaskReport r{.job = static_cast<uint64_t>(Int(t, "job", 0, INT64_MAX, 0)),
                      .task = static_cast<int>(Int(t, "task", 0, kMaxTasksPerJob, 0)),
                      .attempt = static_cast<int>(Int(t, "attempt", 0, 1'000'000, 0))};
@@ -479,17 +599,24 @@ Result<Heartbeat> ParseHeartbeat(std::string_view body) {
         r.started_ms = Int(t, "started_ms", 0, INT64_MAX, 0);
         r.stdout_chunk = Str(t, "stdout");
         r.stderr_chunk = Str(t, "stderr");
+        // Output as sent: any bytes, base64 (binary and control characters cost 4/3, not 6x).
+        if (auto b = Base64Decode(Str(t, "stdout_b64")); b) r.stdout_chunk += *b;
+        else throw Bad{"field 'tasks[].stdout_b64': not base64"};
+        if (auto b = Base64Decode(Str(t, "stderr_b64")); b) r.stderr_chunk += *b;
+        else throw Bad{"field 'tasks[].stderr_b64': not base64"};
+        r.dropped = Int(t, "dropped", 0, INT64_MAX, 0);
+        r.lost = Bool(t, "lost", false);
         r.error = Str(t, "error");
         h.tasks.push_back(std::move(r));
       }
     }
-    if (j.contains("running")) {
-      for (const Json& p : j["running"]) {
-        if (!p.is_array() || p.size() != 3) throw Bad{"field 'running': expected [[job, task, attempt], ...]"};
-        h.running.push_back(TaskKey{p[0].get<uint64_t>(), p[1].get<int>(), p[2].get<int>()});
-      }
+    for (const In& p : Array(j, "running")) {
+      if (!p.is_array() || p.size() != 3) throw Bad{"field 'running': expected [[job, task, attempt], ...]"};
+      h.running.push_back(TaskKey{static_cast<uint64_t>(Whole(p[0], "running[][0]", 0, INT64_MAX)),
+                                  static_cast<int>(Whole(p[1], "running[][1]", 0, kMaxTasksPerJob)),
+                                  static_cast<int>(Whole(p[2], "running[][2]", 0, 1'000'000))});
     }
-    for (const Json& t : j.value("selftests", Json::array())) {
+    for (const In& t : Array(j, "selftests")) {
       if (!t.is_object() || !t.contains("passed") || !t["passed"].is_boolean()) {
         throw Bad{"field 'selftests': expected [{\"gpu\": N, \"passed\": true|false, \"detail\": \"...\"}, ...]"};
       }
@@ -515,30 +642,29 @@ std::string ReplyToJson(const HeartbeatReply& r) {
   }
   Json out{{"start", start}, {"cancel", cancel}};
   if (!r.selftest.empty()) out["selftest"] = r.selftest;
-  return out.dump();
+  return out.dump(-1, ' ', false, kReplace);
 }
 
 Result<HeartbeatReply> ParseReply(std::string_view body) {
   return Guard([&]() -> Result<HeartbeatReply> {
-    const Json j = ParseObject(body, "heartbeat reply");
+    const In j = ParseObject(body, "heartbeat reply");
     HeartbeatReply r;
-    for (const Json& t : j.value("start", Json::array())) {
+    for (const In& t : Array(j, "start")) {
       r.start.push_back(TaskLaunch{.job = static_cast<uint64_t>(Int(t, "job", 0, INT64_MAX, 0)),
                                    .task = static_cast<int>(Int(t, "task", 0, kMaxTasksPerJob, 0)),
                                    .attempt = static_cast<int>(Int(t, "attempt", 0, 1'000'000, 0)),
                                    .command = Strings(t, "command"), .env = StringMap(t, "env"), .workdir = Str(t, "workdir"),
                                    .gpu_mask = static_cast<uint16_t>(Int(t, "gpu_mask", 0, 0xFFFF, 0)),
                                    .cpu = MilliCpu{Int(t, "cpu", 0, INT64_MAX, 0)}, .memory = MiB{Int(t, "memory", 0, INT64_MAX, 0)},
-                                   .carry_checkpoint = t.value("carry_checkpoint", false)});
+                                   .carry_checkpoint = Bool(t, "carry_checkpoint", false)});
     }
-    for (const Json& g : j.value("selftest", Json::array())) {
-      if (!g.is_number_integer() || g.get<int>() < 0 || g.get<int>() >= kMaxGpusPerNode) throw Bad{"field 'selftest': expected GPU indexes"};
-      r.selftest.push_back(g.get<int>());
-    }
-    for (const Json& p : j.value("cancel", Json::array())) {
+    for (const In& g : Array(j, "selftest")) r.selftest.push_back(static_cast<int>(Whole(g, "selftest[]", 0, kMaxGpusPerNode - 1)));
+    for (const In& p : Array(j, "cancel")) {
       if (!p.is_array() || (p.size() != 3 && p.size() != 4)) throw Bad{"field 'cancel': expected [[job, task, attempt(, grace_ms)], ...]"};
-      r.cancel.push_back(TaskKey{p[0].get<uint64_t>(), p[1].get<int>(), p[2].get<int>()});
-      if (p.size() == 4) r.grace_ms[r.cancel.back()] = p[3].get<int>();
+      r.cancel.push_back(TaskKey{static_cast<uint64_t>(Whole(p[0], "cancel[][0]", 0, INT64_MAX)),
+                                 static_cast<int>(Whole(p[1], "cancel[][1]", 0, kMaxTasksPerJob)),
+                                 static_cast<int>(Whole(p[2], "cancel[][2]", 0, 1'000'000))});
+      if (p.size() == 4) r.grace_ms[r.cancel.back()] = static_cast<int>(Whole(p[3], "cancel[][3]", 0, 86'400'000));
     }
     return r;
   });
@@ -550,7 +676,7 @@ std::string EventToCloudEvent(const EventRecord& e, std::string_view source) {
   gmtime_r(&secs, &tm);
   char when[32];
   std::strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%S", &tm);
-  Json data = Json::parse(e.data, nullptr, false);
+  Json data = Json::parse(e.data, nullptr, false);  // our own text: ordered, as written
   if (data.is_discarded()) data = Json::object();
   return Json{{"specversion", "1.0"},
               {"id", std::to_string(e.seq)},
@@ -564,6 +690,69 @@ std::string EventToCloudEvent(const EventRecord& e, std::string_view source) {
       .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
-std::string ErrorJson(std::string_view message) { return Json{{"error", message}}.dump(); }
+// Error texts quote what the client sent, which may be any bytes: invalid UTF-8 is replaced,
+// never a reason to throw.
+std::string ErrorJson(std::string_view message) { return Json{{"error", message}}.dump(-1, ' ', false, kReplace); }
+
+Status ValidateNodeName(std::string_view name) {
+  if (name.empty() || name.size() > 128) return Status(StatusCode::kInvalidArgument, "field 'name': 1..128 characters required");
+  for (unsigned char c : name) {
+    if (!(std::isalnum(c) || c == '.' || c == '-' || c == '_')) {
+      return Status(StatusCode::kInvalidArgument, "field 'name': letters, digits, '.', '-' and '_' only (a host name)");
+    }
+  }
+  if (name.front() == '.' || name.front() == '-') return Status(StatusCode::kInvalidArgument, "field 'name': must begin with a letter, a digit or '_'");
+  return Status::Ok();
+}
+
+namespace {
+constexpr std::string_view kB64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+}
+
+std::string Base64Encode(std::string_view bytes) {
+  std::string out;
+  out.reserve((bytes.size() + 2) / 3 * 4);
+  size_t i = 0;
+  for (; i + 2 < bytes.size(); i += 3) {
+    const uint32_t v = static_cast<uint8_t>(bytes[i]) << 16 | static_cast<uint8_t>(bytes[i + 1]) << 8 | static_cast<uint8_t>(bytes[i + 2]);
+    out += kB64[v >> 18 & 63];
+    out += kB64[v >> 12 & 63];
+    out += kB64[v >> 6 & 63];
+    out += kB64[v & 63];
+  }
+  if (i < bytes.size()) {
+    uint32_t v = static_cast<uint8_t>(bytes[i]) << 16;
+    if (i + 1 < bytes.size()) v |= static_cast<uint8_t>(bytes[i + 1]) << 8;
+    out += kB64[v >> 18 & 63];
+    out += kB64[v >> 12 & 63];
+    out += i + 1 < bytes.size() ? kB64[v >> 6 & 63] : '=';
+    out += '=';
+  }
+  return out;
+}
+
+std::optional<std::string> Base64Decode(std::string_view text) {
+  if (text.size() % 4 != 0) return std::nullopt;
+  std::string out;
+  out.reserve(text.size() / 4 * 3);
+  auto value = [](char c) -> int {
+    const size_t p = kB64.find(c);
+    return p == std::string_view::npos ? -1 : static_cast<int>(p);
+  };
+  for (size_t i = 0; i < text.size(); i += 4) {
+    const bool last = i + 4 == text.size();
+    const int a = value(text[i]), b = value(text[i + 1]);
+    const bool pad2 = last && text[i + 2] == '=' && text[i + 3] == '=';
+    const bool pad1 = last && !pad2 && text[i + 3] == '=';
+    const int c = pad2 ? 0 : value(text[i + 2]);
+    const int d = (pad1 || pad2) ? 0 : value(text[i + 3]);
+    if (a < 0 || b < 0 || c < 0 || d < 0) return std::nullopt;
+    const uint32_t v = static_cast<uint32_t>(a) << 18 | static_cast<uint32_t>(b) << 12 | static_cast<uint32_t>(c) << 6 | static_cast<uint32_t>(d);
+    out += static_cast<char>(v >> 16 & 0xff);
+    if (!pad2) out += static_cast<char>(v >> 8 & 0xff);
+    if (!pad1 && !pad2) out += static_cast<char>(v & 0xff);
+  }
+  return out;
+}
 
 }  // namespace gp

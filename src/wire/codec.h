@@ -40,7 +40,15 @@ struct RegisterRequest {
   std::string gpu_source;
   std::vector<GpuDevice> gpus;
   std::vector<std::pair<std::string, std::string>> labels;
+  // The node's own credential, from an earlier registration: proves a restarted agent is the
+  // node it claims to be (never logged; the server keeps only its hash).
+  std::string credential;
 };
+// Node names are host names: letters, digits, '.', '-', '_' (so they are safe in paths, URLs
+// and terminals).
+Status ValidateNodeName(std::string_view name);
+// The most memory one GPU can claim (1 TiB: no GPU made has more than a fifth of that).
+inline constexpr int64_t kMaxGpuMemoryMib = int64_t{1} << 20;
 std::string RegisterToJson(const RegisterRequest& r);
 Result<RegisterRequest> ParseRegister(std::string_view body);
 
@@ -64,6 +72,10 @@ struct TaskReport {
   int64_t started_ms = 0;
   std::string stdout_chunk;  // new output since the last report
   std::string stderr_chunk;
+  // The attempt's lease ran out and its supervisor stopped it: the attempt was lost (no word
+  // from the server in time), not the job's own failure.
+  bool lost = false;
+  int64_t dropped = 0;       // output bytes the agent dropped (a job that wrote faster than it ships)
   std::string error;         // the agent could not start it (bad command, ...)
 };
 
@@ -119,5 +131,9 @@ std::string EventToCloudEvent(const EventRecord& e, std::string_view source);
 
 // {"error": "..."} bodies.
 std::string ErrorJson(std::string_view message);
+
+// Base64 (RFC 4648, with padding): how task output, any bytes, travels in a heartbeat.
+std::string Base64Encode(std::string_view bytes);
+std::optional<std::string> Base64Decode(std::string_view text);
 
 }  // namespace gp

@@ -27,9 +27,13 @@ struct Scene {
   void Join(const std::string& name, int gpus, Controller* ctl = nullptr) {
     auto sim = SimulatedGpuSource::Parse(std::to_string(gpus) + "xH100", name);
     RegisterRequest r{.name = name, .address = "10.0.0." + std::to_string(name.size()), .cpu_cores = 32,
-                      .memory_mib = 256 * 1024, .gpu_source = "simulated", .gpus = *sim->Devices()};
-    ASSERT_TRUE((ctl ? ctl : c.get())->Register(r));
+                      .memory_mib = 256 * 1024, .gpu_source = "simulated", .gpus = *sim->Devices(),
+                      .credential = credentials[name]};  // what the agent kept from its first registration
+    auto reg = (ctl ? ctl : c.get())->Register(r);
+    ASSERT_TRUE(reg) << reg.error().message();
+    if (!reg->credential.empty()) credentials[name] = reg->credential;
   }
+  std::map<std::string, std::string> credentials;
   JobId Submit(int gpus, int tasks = 1, std::vector<std::string> cmd = {"true"}) {
     JobRecord r;
     r.command = std::move(cmd);
@@ -412,6 +416,14 @@ TEST(ControllerTest, GpuCheckOnDemandOnlyForQuarantinedGpus) {
 
 // Carried checkpoints are fenced like everything else: only the job's current attempt may
 // store one; an attempt the server has given up on, or a finished job, is refused.
+// An upload as the server holds it: a file (the HTTP layer spools the body there).
+std::filesystem::path Blob(const std::string& text) {
+  static int n = 0;
+  const auto p = std::filesystem::temp_directory_path() / fmt::format("gp-blob-{}-{}", getpid(), ++n);
+  std::ofstream(p, std::ios::binary) << text;
+  return p;
+}
+
 TEST(ControllerTest, CarriedCheckpointsAreFencedByAttempt) {
   MemoryJournal journal;
   ManualClock clock{Millis{1'000'000}};
@@ -433,29 +445,34 @@ TEST(ControllerTest, CarriedCheckpointsAreFencedByAttempt) {
   EXPECT_TRUE(l.start[0].carry_checkpoint) << "no shared root: the agent carries the directory";
   for (const auto& [k, v] : l.start[0].env) EXPECT_NE(k, "GPUPOOL_CHECKPOINT_DIR") << "the agent sets it, to a directory of its own";
   (void)c.Heartbeat(Heartbeat{.node = first, .tasks = {{.job = id.value(), .task = 0, .attempt = 1}}, .running = {{id.value(), 0, 1}}});
-  EXPECT_TRUE(c.StoreCheckpoint(id, 0, 1, "v1").ok());
-  EXPECT_EQ(c.StoreCheckpoint(id, 0, 2, "future").code(), StatusCode::kFailedPrecondition);
-  EXPECT_EQ(c.StoreCheckpoint(id, 3, 1, "no such task").code(), StatusCode::kFailedPrecondition);
-  EXPECT_EQ(c.StoreCheckpoint(JobId{99}, 0, 1, "x").code(), StatusCode::kNotFound);
+  const std::string other = first == "a" ? "b" : "a";
+  EXPECT_EQ(c.StoreCheckpoint(other, id, 0, 1, Blob("forged")).code(), StatusCode::kPermissionDenied)
+      << "another node may not write this node's attempt's checkpoint";
+  EXPECT_EQ(c.MayFetchCheckpoint(other, id, 0).code(), StatusCode::kPermissionDenied);
+  EXPECT_TRUE(c.MayFetchCheckpoint(first, id, 0).ok());
+  EXPECT_TRUE(c.StoreCheckpoint(first, id, 0, 1, Blob("v1")).ok());
+  EXPECT_EQ(c.StoreCheckpoint(first, id, 0, 2, Blob("future")).code(), StatusCode::kFailedPrecondition);
+  EXPECT_EQ(c.StoreCheckpoint(first, id, 3, 1, Blob("no such task")).code(), StatusCode::kFailedPrecondition);
+  EXPECT_EQ(c.StoreCheckpoint(first, JobId{99}, 0, 1, Blob("x")).code(), StatusCode::kNotFound);
   // The job moves (its node is drained with eviction): attempt 2 elsewhere.
   ASSERT_TRUE(c.Evict(first).ok());
   (void)c.Heartbeat(Heartbeat{.node = first, .tasks = {{.job = id.value(), .task = 0, .attempt = 1,
                                                          .state = TaskReport::State::kExited, .exit_code = 143, .signal = 15}}});
   c.Tick();
   ASSERT_EQ(c.FindJob(id)->attempt, 2);
-  EXPECT_EQ(c.StoreCheckpoint(id, 0, 1, "stale").code(), StatusCode::kFailedPrecondition) << "attempt 1 is fenced off";
+  EXPECT_EQ(c.StoreCheckpoint(first, id, 0, 1, Blob("stale")).code(), StatusCode::kFailedPrecondition) << "attempt 1 is fenced off";
   std::ifstream in(c.CheckpointPath(id, 0));
   std::string kept((std::istreambuf_iterator<char>(in)), {});
   EXPECT_EQ(kept, "v1") << "the stale write did not replace the checkpoint";
-  EXPECT_TRUE(c.StoreCheckpoint(id, 0, 2, "v2").ok());
-  // It succeeds: its carried checkpoints are removed, and late writes refused.
   const std::string second = c.FindJob(id)->tasks[0].node;
+  EXPECT_TRUE(c.StoreCheckpoint(second, id, 0, 2, Blob("v2")).ok());
+  // It succeeds: its carried checkpoints are removed, and late writes refused.
   (void)c.Heartbeat(Heartbeat{.node = second});
   (void)c.Heartbeat(Heartbeat{.node = second, .tasks = {{.job = id.value(), .task = 0, .attempt = 2,
                                                           .state = TaskReport::State::kExited, .exit_code = 0}}});
   EXPECT_EQ(c.FindJob(id)->state, JobState::kSucceeded);
   EXPECT_FALSE(std::filesystem::exists(c.CheckpointPath(id, 0)));
-  EXPECT_EQ(c.StoreCheckpoint(id, 0, 2, "late").code(), StatusCode::kFailedPrecondition);
+  EXPECT_EQ(c.StoreCheckpoint(second, id, 0, 2, Blob("late")).code(), StatusCode::kFailedPrecondition);
   std::filesystem::remove_all(store);
 }
 

@@ -9,6 +9,11 @@ def main(gpupool):
     pool = Pool(gpupool)
     try:
         pool.start_server("--checkpoint-max-mib", "3")
+        join = open(f"{pool.dir}/server/join.token").read().strip()
+        # A node registered by hand: its own credential opens the agent endpoints.
+        status, reg = pool.call("POST", "/v1/agent/register", {"name": "probe"}, token=join)
+        node = reg.get("credential", "") if isinstance(reg, dict) else ""
+        c.check(status == 200 and len(node) == 64, f"registration issues a credential ({status} {reg})")
         cases = [
             # (what, method, path, raw body, token, want status, want text in the error)
             ("malformed JSON", "POST", "/v1/jobs", b'{"command": ["true"', "default", 400, "malformed JSON"),
@@ -32,23 +37,24 @@ def main(gpupool):
             ("no token", "GET", "/v1/jobs", None, None, 401, "bearer token"),
             ("wrong token", "GET", "/v1/jobs", None, "not-the-token", 401, "bearer token"),
             ("agent token on user API", "GET", "/v1/jobs", None, "JOIN", 401, "agents only"),
-            ("malformed heartbeat", "POST", "/v1/agent/heartbeat", b'{"node": 5', "JOIN", 400, "malformed JSON"),
-            ("heartbeat from a stranger", "POST", "/v1/agent/heartbeat", b'{"node": "ghost"}', "JOIN", 404, "not registered"),
+            ("malformed heartbeat", "POST", "/v1/agent/heartbeat", b'{"node": 5', "NODE", 400, "malformed JSON"),
+            ("heartbeat with the join token", "POST", "/v1/agent/heartbeat", b'{"node": "probe"}', "JOIN", 401, "only registers"),
+            ("heartbeat in another node's name", "POST", "/v1/agent/heartbeat", b'{"node": "ghost"}', "NODE", 403, "node 'probe'"),
             ("checkpoint of an unknown job (2 MiB: over the API's limit, within the checkpoints')", "PUT",
-             "/v1/agent/checkpoints/999/0?attempt=1", b"x" * (2 << 20), "JOIN", 404, "no job 999"),
-            ("checkpoint over --checkpoint-max-mib", "PUT", "/v1/agent/checkpoints/999/0?attempt=1", b"x" * (4 << 20), "JOIN", 413, "over"),
-            ("checkpoint without its attempt", "PUT", "/v1/agent/checkpoints/999/0", b"x", "JOIN", 400, "attempt"),
-            ("checkpoint of task 'x'", "GET", "/v1/agent/checkpoints/999/x", None, "JOIN", 404, "no checkpoint '999/x'"),
+             "/v1/agent/checkpoints/999/0?attempt=1", b"x" * (2 << 20), "NODE", 404, "no job 999"),
+            ("checkpoint over --checkpoint-max-mib", "PUT", "/v1/agent/checkpoints/999/0?attempt=1", b"x" * (4 << 20), "NODE", 413, "over"),
+            ("checkpoint without its attempt", "PUT", "/v1/agent/checkpoints/999/0", b"x", "NODE", 400, "attempt"),
+            ("checkpoint of task 'x'", "GET", "/v1/agent/checkpoints/999/x", None, "NODE", 404, "no checkpoint '999/x'"),
+            ("checkpoint with the join token", "GET", "/v1/agent/checkpoints/999/0", None, "JOIN", 401, "only registers"),
             ("checkpoint through the user token path", "GET", "/v1/jobs/999/checkpoint", None, "default", 404, "no job"),
             ("GPU check on an unknown node", "POST", "/v1/nodes/nowhere/gpus/0/check", None, "default", 404, "no node 'nowhere'"),
-            ("self-test result without 'passed'", "POST", "/v1/agent/heartbeat", b'{"node": "ghost", "selftests": [{"gpu": 0}]}',
-             "JOIN", 400, "field 'selftests'"),
+            ("self-test result without 'passed'", "POST", "/v1/agent/heartbeat", b'{"node": "probe", "selftests": [{"gpu": 0}]}',
+             "NODE", 400, "field 'selftests'"),
             ("register with 17 GPUs", "POST", "/v1/agent/register",
              b'{"name": "big", "gpus": [' + b",".join(b'{"index": %d}' % i for i in range(17)) + b"]}", "JOIN", 400, "at most 16"),
         ]
-        join = open(f"{pool.dir}/server/join.token").read().strip()
         for what, method, path, raw, token, want, text in cases:
-            status, body = pool.call(method, path, raw=raw, token=join if token == "JOIN" else token)
+            status, body = pool.call(method, path, raw=raw, token={"JOIN": join, "NODE": node}.get(token, token))
             message = body.get("error", "") if isinstance(body, dict) else str(body)
             c.check(status == want, f"{what}: HTTP {status}, want {want} ({message})")
             c.check(text in message, f"{what}: message {message!r} lacks {text!r}")

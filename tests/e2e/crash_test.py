@@ -23,7 +23,7 @@ def main(gpupool):
         pool.start_agent("two", "4xH100")
         pool.wait_nodes(2)
         out = os.path.join(pool.dir, "ran")
-        os.makedirs(out)
+        pool.shared_dir(out)
         acked = []
         done = threading.Event()
 

@@ -281,7 +281,7 @@ def main(gpupool):
             pool.start_server()
         # The default heartbeat interval, 0.5 s: the figures are for what a user gets.
         out = os.path.join(pool.dir, "faults")
-        os.makedirs(out)
+        pool.shared_dir(out)
         # Checkpoints are looked at every 200 ms (5 s by default), so that attempt 1's is shipped
         # before its node is broken a second in.
         selftest = (f'if [ -e {out}/selftest-fail ]; then echo "memory test failed on GPU $GPUPOOL_SELFTEST_GPU"; exit 1; fi; '

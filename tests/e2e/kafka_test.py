@@ -129,9 +129,7 @@ def main(gpupool, consumer):
         pool.wait_jobs(ids, timeout=30)
 
         def stored():
-            status, body = pool.call("GET", "/v1/events?since=0&limit=100000")
-            lines = body.strip().splitlines() if isinstance(body, str) else [json.dumps(body)]
-            return [json.loads(x) for x in lines]
+            return pool.all_events()
 
         def read_back(when):
             """Everything stored is in Kafka once, keyed by job or node, in order per key."""

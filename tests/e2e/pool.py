@@ -27,6 +27,14 @@ class Pool:
         self.agents = []
         self.token = None
 
+    def shared_dir(self, path):
+        """A directory jobs may write to: they run as an unprivileged user (nobody) when the
+        agent is root, so it is world-writable, and the pool's directory is passable (0711)."""
+        os.chmod(self.dir, 0o711)
+        os.makedirs(path, exist_ok=True)
+        os.chmod(path, 0o777)
+        return path
+
     def start_server(self, *extra):
         self.server_extra = extra or getattr(self, "server_extra", ())
         self.server = subprocess.Popen(
@@ -93,11 +101,35 @@ class Pool:
             raise RuntimeError(f"submit failed: {status} {body}")
         return body["id"]
 
+    def all_jobs(self, query=""):
+        """Every job, newest first, read page by page (at most 1,000 a page) through `next`."""
+        jobs, cursor = [], ""
+        while True:
+            status, body = self.call("GET", f"/v1/jobs?limit=1000{query}{cursor}")
+            if status != 200:
+                raise RuntimeError(f"GET /v1/jobs: {status} {body}")
+            jobs += body["jobs"]
+            if "next" not in body:
+                return jobs
+            cursor = f"&before={body['next']}"
+
+    def all_events(self, since=0):
+        """Every stored event after `since`, read page by page."""
+        events = []
+        while True:
+            status, body = self.call("GET", f"/v1/events?since={since}&limit=10000")
+            if status != 200:
+                raise RuntimeError(f"GET /v1/events: {status} {body}")
+            page = [json.loads(line) for line in (body if isinstance(body, str) else json.dumps(body)).splitlines() if line.strip()]
+            if not page:
+                return events
+            events += page
+            since = page[-1]["sequence"]
+
     def wait_jobs(self, ids, timeout=60):
         deadline = time.time() + timeout
         while time.time() < deadline:
-            status, body = self.call("GET", "/v1/jobs?limit=100000")
-            jobs = {j["id"]: j for j in body["jobs"]}
+            jobs = {j["id"]: j for j in self.all_jobs()}
             if all(jobs.get(i, {}).get("state") in ("succeeded", "failed", "cancelled") for i in ids):
                 return jobs
             time.sleep(0.1)

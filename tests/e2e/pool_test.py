@@ -16,7 +16,7 @@ def main(gpupool):
         pool.start_agent("beta", "8xA100")
         pool.wait_nodes(2)
         out = os.path.join(pool.dir, "records")
-        os.makedirs(out)
+        pool.shared_dir(out)
         gpu_counts = [0, 1, 2, 3, 4, 8, 1, 2, 1, 4]
         expected = {}
         for i in range(50):

@@ -16,7 +16,7 @@ def main(gpupool):
         pool.start_agent("solo", "4xV100")
         pool.wait_nodes(1)
         out = os.path.join(pool.dir, "runs")
-        os.makedirs(out)
+        pool.shared_dir(out)
         ids = []
         for i in range(16):
             # Each start appends a line: a job started twice would leave two.

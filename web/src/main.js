@@ -189,7 +189,7 @@ window.addEventListener("hashchange", () => {
 
 async function start() {
   // Begin the feed with the latest events only.
-  const recent = await api("/v1/events?since=0&limit=100000");
+  const recent = await api("/v1/events?since=0&limit=10000");
   const lines = typeof recent === "string" ? recent.split("\n").filter(Boolean).map((l) => JSON.parse(l)) : [recent];
   state.events = lines.slice(-60);
   state.lastSeq = lines.length ? lines[lines.length - 1].sequence : 0;

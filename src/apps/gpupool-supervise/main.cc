@@ -26,6 +26,8 @@ int main(int argc, char** argv) {
     else if (a == "--status-file") o.status_file = argv[++i];
     else if (a == "--lease-ms") o.lease_ms = std::atoi(argv[++i]);
     else if (a == "--grace-ms") o.grace_ms = std::atoi(argv[++i]);
+    else if (a == "--uid") o.uid = std::atoi(argv[++i]);
+    else if (a == "--gid") o.gid = std::atoi(argv[++i]);
     else {
       std::fprintf(stderr, "gpupool-supervise: unknown option %s\n", argv[i]);
       return 2;

@@ -47,6 +47,7 @@ struct ServerArgs {
   int max_retries = 3;
   std::string checkpoint_root;  // shared storage; default: none, the pool carries checkpoints
   int64_t checkpoint_max_mib = 1024;
+  std::vector<std::string> allow_workdir;
   std::string gpu_probation = "10m";
   double suspect_phi = 3.0;
   double down_phi = 8.0;
@@ -88,7 +89,14 @@ Result<std::unique_ptr<Server>> StartServer(const ServerArgs& a) {
   std::error_code ec;
   fs::create_directories(a.data_dir, ec);
   if (ec) return Error(StatusCode::kFailedPrecondition, fmt::format("--data-dir {}: {}", a.data_dir, ec.message()));
-  fs::permissions(a.data_dir, fs::perms::owner_all, ec);
+  // 0711: a job's user (an agent's task, on the same host) may pass through to the agent work
+  // directories that `dev` keeps here, but may list nothing; what is secret inside is 0600 or
+  // in 0700 directories (tokens, the store, logs, checkpoints, uploads).
+  fs::permissions(a.data_dir, fs::perms::owner_all | fs::perms::group_exec | fs::perms::others_exec, ec);
+  for (const char* d : {"logs", "checkpoints", "uploads"}) {
+    fs::create_directories(fs::path(a.data_dir) / d, ec);
+    fs::permissions(fs::path(a.data_dir) / d, fs::perms::owner_all, ec);
+  }
   auto srv = std::make_unique<Server>();
   srv->admin_token_path = (fs::path(a.data_dir) / "admin.token").string();
   auto admin = LoadOrCreateToken(srv->admin_token_path);
@@ -98,6 +106,9 @@ Result<std::unique_ptr<Server>> StartServer(const ServerArgs& a) {
   if (!join) return tl::unexpected(join.error());
   auto journal = SqliteJournal::Open((fs::path(a.data_dir) / "gpupool.db").string());
   if (!journal) return tl::unexpected(journal.error());
+  for (const char* f : {"gpupool.db", "gpupool.db-wal", "gpupool.db-shm"}) {
+    fs::permissions(fs::path(a.data_dir) / f, fs::perms::owner_read | fs::perms::owner_write, ec);  // jobs' env may hold secrets
+  }
   srv->journal = std::move(*journal);
   Fleet base;
   if (!a.fleet.empty()) {
@@ -128,12 +139,15 @@ Result<std::unique_ptr<Server>> StartServer(const ServerArgs& a) {
                         .checkpoint_store = fs::absolute(fs::path(a.data_dir) / "checkpoints"),
                         .gpu_probation = *probation,
                         .telemetry_events = *telemetry,
-                        .events_retain = a.events_retain},
+                        .events_retain = a.events_retain,
+                        .checkpoint_max_bytes = static_cast<int64_t>(a.checkpoint_max_mib) << 20,
+                        .stall = Millis{700},
+                        .allow_workdir = {a.allow_workdir.begin(), a.allow_workdir.end()}},
       std::move(*policy));
   if (Status s = srv->controller->Recover(); !s.ok()) return tl::unexpected(s);
   srv->api = std::make_unique<Api>(*srv->controller, srv->loop,
                                    ApiOptions{.admin_token = *admin, .join_token = *join, .event_source = "gpupool://" + a.listen,
-                                              .web_dir = FindWebDir(a.web_dir)});
+                                              .web_dir = FindWebDir(a.web_dir), .body_limit = a.body_limit});
   Api* api = srv->api.get();
   if (!a.events.empty()) {
     auto opts = ParseKafkaUrl(a.events);
@@ -163,14 +177,19 @@ Result<std::unique_ptr<Server>> StartServer(const ServerArgs& a) {
     k->Wake();
   }
   if (a.checkpoint_max_mib < 1) return InvalidArgument("--checkpoint-max-mib: expected at least 1");
-  const BodyLimits limits(a.body_limit, "/v1/agent/checkpoints/", static_cast<size_t>(a.checkpoint_max_mib) << 20);
+  // Uploads are spooled beside the checkpoint store, so that storing one is a rename.
+  const fs::path spool = fs::path(a.data_dir) / "uploads";
+  fs::create_directories(spool, ec);
+  for (const auto& old : fs::directory_iterator(spool, ec)) fs::remove(old.path(), ec);  // a crash's leftovers
+  const ServerLimits limits{.spool_dir = spool};
+  auto admit = [api](const RequestHead& h) { return api->Admit(h); };
   auto port = srv->loop.Listen(a.listen, [api](HttpRequest r, Respond respond) { api->Handle(std::move(r), std::move(respond)); },
-                               limits);
+                               admit, limits);
   if (!port) return tl::unexpected(port.error());
   srv->port = *port;
   for (const std::string& more : a.also_listen) {
     auto p = srv->loop.Listen(more, [api](HttpRequest r, Respond respond) { api->Handle(std::move(r), std::move(respond)); },
-                              limits);
+                              admit, limits);
     if (!p) return tl::unexpected(p.error());
   }
   Controller* c = srv->controller.get();
@@ -396,7 +415,11 @@ void AddPoolCommands(CLI::App& app, int* exit_code) {
   server->add_option("--checkpoint-root", s->checkpoint_root,
                      "shared storage every node mounts: GPUPOOL_CHECKPOINT_DIR of job J is ROOT/J for every attempt "
                      "(default: none; agents carry each task's checkpoint directory through the server)");
-  server->add_option("--checkpoint-max-mib", s->checkpoint_max_mib, "largest carried checkpoint archive accepted, MiB (default 1024)");
+  server->add_option("--checkpoint-max-mib", s->checkpoint_max_mib,
+                     "largest carried checkpoint archive, MiB, for uploads and for what agents pack (default 1024)");
+  server->add_option("--allow-workdir", s->allow_workdir,
+                     "a directory jobs may name as their absolute workdir (and below it); repeatable. Default: none, "
+                     "jobs run in their task's own directory (a relative workdir is inside it)");
   server->add_option("--events", s->events,
                      "deliver the event log to Kafka: kafka://BROKER[,BROKER]/TOPIC[?librdkafka.property=value&...]");
   server->add_option("--web-dir", s->web_dir, "the dashboard's built files (default: web/dist beside the build)");
@@ -436,6 +459,8 @@ void AddPoolCommands(CLI::App& app, int* exit_code) {
   agent->add_option("--tier", a->options.tier, "price tier: on-demand, spot or reserved");
   agent->add_option("--address", a->options.address, "address other nodes use to reach this one (MASTER_ADDR)");
   agent->add_option("--interval", a->interval, "heartbeat interval when idle");
+  agent->add_option("--job-user", a->options.job_user,
+                    "when the agent runs as root, tasks run as this unprivileged user (default nobody)");
   agent->add_option("--metrics-listen", a->options.metrics_listen,
                     "Prometheus /metrics, HOST:PORT (default 127.0.0.1:9400, dcgm-exporter's port; off: none)");
   agent->add_option("--checkpoint-sync", a->checkpoint_sync,
@@ -455,6 +480,8 @@ void AddPoolCommands(CLI::App& app, int* exit_code) {
   supervise->add_option("--status-file", sv->status_file);
   supervise->add_option("--lease-ms", sv->lease_ms);
   supervise->add_option("--grace-ms", sv->grace_ms);
+  supervise->add_option("--uid", sv->uid);
+  supervise->add_option("--gid", sv->gid);
   supervise->callback([sv, exit_code] { *exit_code = Supervise(*sv, TrailingCommand()); });
 
   auto d = std::make_shared<DevArgs>();
