@@ -50,13 +50,24 @@ bool SafeName(std::string_view name) {
   return true;
 }
 
-// A link target stays inside the tree when followed from `name`'s directory.
+// The components of an entry's name, without "." and empty ones ("a/", "a/." and "./a/./" are
+// all "a"): the name as the file system will resolve it.
+std::vector<std::string> Components(std::string_view name) {
+  std::vector<std::string> out;
+  for (const auto& part : fs::path(name)) {
+    if (part != "." && !part.empty()) out.push_back(part.string());
+  }
+  return out;
+}
+
+// A link target stays inside the tree when followed from the directory the link is in. The
+// link's own depth is that of its resolved name: a link named "a/" sits at the top, so ".."
+// from it leaves the tree (a trailing slash once fooled this check).
 bool SafeLink(std::string_view name, std::string_view target) {
   if (target.empty() || target.front() == '/') return false;
-  int depth = 0;
-  for (const auto& part : fs::path(name).parent_path()) {
-    if (part != "." && !part.empty()) ++depth;
-  }
+  const auto parts = Components(name);
+  if (parts.empty()) return false;
+  int depth = static_cast<int>(parts.size()) - 1;
   for (const auto& part : fs::path(target)) {
     if (part == "..") {
       if (--depth < 0) return false;
@@ -180,6 +191,12 @@ Status UnpackTree(std::string_view data, const fs::path& dir) {
     if (!SafeName(name)) return fail(fmt::format("unsafe name '{}'", name));
     const mode_t type = archive_entry_filetype(e);
     if (type != AE_IFREG && type != AE_IFDIR && type != AE_IFLNK) continue;  // devices, fifos: not carried
+    if (Components(name).empty()) {
+      if (type == AE_IFDIR) continue;  // "./": the tree itself
+      return fail(fmt::format("entry '{}' names the directory itself", name));
+    }
+    // Plain permissions only: no setuid, setgid or sticky bit comes out of a checkpoint.
+    archive_entry_set_perm(e, archive_entry_perm(e) & 0777);
     if (type == AE_IFLNK) {
       const char* target = archive_entry_symlink(e);
       if (!target || !SafeLink(name, target)) return fail(fmt::format("link '{}' points out of the directory", name));
@@ -188,7 +205,9 @@ Status UnpackTree(std::string_view data, const fs::path& dir) {
       if (!SafeName(hard)) return fail(fmt::format("unsafe link '{}'", hard));
       archive_entry_copy_hardlink(e, (incoming / hard).c_str());
     }
-    archive_entry_copy_pathname(e, (incoming / name).c_str());
+    std::string resolved;
+    for (const auto& part : Components(name)) resolved += (resolved.empty() ? "" : "/") + part;
+    archive_entry_copy_pathname(e, (incoming / resolved).c_str());
     if (archive_write_header(w.get(), e) != ARCHIVE_OK) return fail(fmt::format("{}: {}", name, archive_error_string(w.get())));
     const void* block = nullptr;
     size_t size = 0;

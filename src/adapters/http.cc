@@ -6,6 +6,7 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <charconv>
+#include <list>
 #include <limits>
 #include <sys/resource.h>
 #include <unistd.h>
@@ -37,10 +38,19 @@ void ParseTarget(std::string_view target, HttpRequest& r) {
   r.query = ParseForm(target.substr(q + 1));
 }
 
-// The connections open now, and the most allowed (shared by every listener of a loop).
+class Session;
+
+// The connections open now, the most allowed, and those idle (waiting for a request's header),
+// oldest first (shared by every listener of a loop). At the limit, a new connection closes the
+// oldest idle one rather than being refused: idle and slow clients cannot lock the others out.
 struct ConnectionCount {
   size_t open = 0;
   size_t max = 0;
+  size_t evicted = 0;
+  std::list<std::weak_ptr<Session>> idle;
+  // Evicted sessions close their socket at once but leave the count when their handlers run.
+  size_t pending = 0;
+  size_t evicted_pending() const { return pending; }
 };
 
 class Session : public std::enable_shared_from_this<Session> {
@@ -52,13 +62,30 @@ class Session : public std::enable_shared_from_this<Session> {
   }
   ~Session() {
     --count_.open;
+    NotIdle();
     RemoveSpool();
   }
 
   void Start() { Read(); }
 
+  // Closes an idle connection to make room for a new one.
+  void Evict() {
+    NotIdle();
+    stream_.close();
+  }
+
  private:
+  void NotIdle() {
+    if (!idle_) return;
+    count_.idle.erase(idle_it_);
+    idle_ = false;
+  }
+
   void Read() {
+    if (!idle_) {
+      idle_it_ = count_.idle.insert(count_.idle.end(), weak_from_this());
+      idle_ = true;
+    }
     parser_.emplace();
     file_parser_.reset();
     RemoveSpool();
@@ -80,6 +107,7 @@ class Session : public std::enable_shared_from_this<Session> {
   }
 
   void OnHeader(beast::error_code ec) {
+    NotIdle();
     if (ec == http::error::header_limit) {
       // Which limit: the request line (the first line of what was read) or the fields.
       const std::string_view seen(static_cast<const char*>(buffer_.data().data()), buffer_.size());
@@ -251,6 +279,8 @@ class Session : public std::enable_shared_from_this<Session> {
   const AdmitFn& admit_;
   const ServerLimits& limits_;  // owned by the event loop, which outlives its sessions
   ConnectionCount& count_;
+  std::list<std::weak_ptr<Session>>::iterator idle_it_;
+  bool idle_ = false;
   size_t limit_ = 0;
   bool keep_alive_ = false;
   bool draining_ = false;
@@ -320,6 +350,22 @@ struct EventLoop::Impl {
   ConnectionCount connections;
   asio::steady_timer accept_pause{io};
 
+  // Closes the oldest idle connection, if there is one.
+  void EvictIdle() {
+    while (!connections.idle.empty()) {
+      std::shared_ptr<Session> oldest = connections.idle.front().lock();
+      if (!oldest) {
+        connections.idle.pop_front();
+        continue;
+      }
+      oldest->Evict();
+      ++connections.evicted;
+      ++connections.pending;
+      asio::post(io, [this] { --connections.pending; });
+      return;
+    }
+  }
+
   void Accept(tcp::acceptor& a, const Listener& l) {
     a.async_accept([this, &a, &l](beast::error_code ec, tcp::socket s) {
       if (ec == asio::error::no_descriptors || ec == asio::error::no_buffer_space || ec == asio::error::no_memory) {
@@ -331,7 +377,8 @@ struct EventLoop::Impl {
         return;
       }
       if (!ec) {
-        if (connections.open >= connections.max) {
+        if (connections.open >= connections.max) EvictIdle();
+        if (connections.open >= connections.max + connections.evicted_pending()) {
           TurnAway(std::move(s));
         } else {
           beast::error_code ignored;

@@ -36,7 +36,7 @@ std::string Read(const fs::path& p) {
 }
 
 // An archive with one entry of the given name (and link target), made with libarchive.
-std::string Craft(const std::string& name, const std::string& symlink = "") {
+std::string Craft(const std::string& name, const std::string& symlink = "", mode_t perm = 0644) {
   std::string out(64 * 1024, '\0');
   size_t used = 0;
   archive* a = archive_write_new();
@@ -44,7 +44,7 @@ std::string Craft(const std::string& name, const std::string& symlink = "") {
   archive_write_open_memory(a, out.data(), out.size(), &used);
   archive_entry* e = archive_entry_new();
   archive_entry_set_pathname(e, name.c_str());
-  archive_entry_set_perm(e, 0644);
+  archive_entry_set_perm(e, perm);
   if (symlink.empty()) {
     archive_entry_set_filetype(e, AE_IFREG);
     archive_entry_set_size(e, 4);
@@ -118,6 +118,13 @@ TEST(ArchiveTest, HostileArchivesAreRefusedAndChangeNothing) {
       {"dot-dot inside", Craft("a/../../escaped")},
       {"link out of the tree", Craft("out", "../../etc/passwd")},
       {"absolute link", Craft("out", "/etc/passwd")},
+      // A trailing slash or dot makes the link's name look one level deeper than it is: "a/"
+      // is the link "a" at the top, so ".." from it leaves the tree.
+      {"link named with a trailing slash", Craft("a/", "..")},
+      {"link named with a trailing dot", Craft("a/.", "..")},
+      {"link named with dots around it", Craft("./a/./", "..")},
+      {"link named a/b/ climbing two levels", Craft("a/b/", "../..")},
+      {"an entry naming the directory itself", Craft("./", "..")},
       {"not an archive", std::string("this is not tar at all, just text that goes on for a while ...")},
   };
   for (const Hostile& h : cases) {
@@ -130,6 +137,18 @@ TEST(ArchiveTest, HostileArchivesAreRefusedAndChangeNothing) {
     EXPECT_FALSE(fs::exists(parent.path / "escaped")) << h.what;
     EXPECT_FALSE(fs::exists(parent.path / "ckpt.incoming")) << h.what << ": nothing left behind";
   }
+}
+
+TEST(ArchiveTest, SetuidAndSetgidBitsAreDropped) {
+  TempDir parent;
+  ASSERT_TRUE(UnpackTree(Craft("tool", "", 04755), parent.path / "d").ok());
+  ASSERT_TRUE(UnpackTree(Craft("shared", "", 02775), parent.path / "e").ok());
+  struct stat st {};
+  ASSERT_EQ(stat((parent.path / "d" / "tool").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07000, 0u) << "a setuid file from another node's checkpoint would run as its owner";
+  EXPECT_EQ(st.st_mode & 0777, 0755u) << "plain permissions are kept";
+  ASSERT_EQ(stat((parent.path / "e" / "shared").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07000, 0u);
 }
 
 TEST(ArchiveTest, LinkWithinTheTreeIsKept) {
