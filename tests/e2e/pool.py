@@ -40,7 +40,7 @@ class Pool:
         self.server = subprocess.Popen(
             [self.gpupool, "server", "--listen", f"127.0.0.1:{self.port}", "--data-dir", f"{self.dir}/server",
              *self.server_extra],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, preexec_fn=getattr(self, "server_preexec", None))
         line = self.server.stdout.readline()
         if "listening" not in line:
             raise RuntimeError(f"server did not start: {line}{self.server.stdout.read()}")
@@ -55,6 +55,33 @@ class Pool:
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         self.agents.append(p)
         return p
+
+    def credential(self, name):
+        """The node credential agent `name` keeps in its work directory."""
+        return open(f"{self.dir}/agents/{name}/node.credential").read().strip()
+
+    def raw(self, data, timeout=10):
+        """Sends raw bytes on a connection of its own; returns (status or None, the whole answer)."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=timeout) as s:
+            try:
+                s.sendall(data)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the server answered early (401, 413) and closed: read what it said
+            got = b""
+            try:
+                while True:
+                    chunk = s.recv(65536)
+                    if not chunk:
+                        break
+                    got += chunk
+                    head, _, body = got.partition(b"\r\n\r\n")
+                    m = re.search(rb"content-length: *(\d+)", head, re.I)
+                    if m and len(body) >= int(m.group(1)):
+                        break
+            except (socket.timeout, ConnectionResetError):
+                pass
+        m = re.match(rb"HTTP/1\.1 (\d+)", got)
+        return (int(m.group(1)) if m else None), got
 
     def wait_nodes(self, n, timeout=20):
         deadline = time.time() + timeout
