@@ -101,10 +101,10 @@ class Pool:
         req.add_header("Content-Type", "application/json")
         try:
             with urllib.request.urlopen(req, timeout=timeout) as r:
-                text = r.read().decode()
+                text = r.read().decode(errors="replace")
                 status = r.status
         except urllib.error.HTTPError as e:
-            text = e.read().decode()
+            text = e.read().decode(errors="replace")
             status = e.code
         try:
             return status, json.loads(text)
