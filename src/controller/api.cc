@@ -31,36 +31,6 @@ int HttpStatusOf(const Status& s) {
   }
 }
 
-// Whether `s` is well-formed UTF-8 (RFC 3629: no overlongs, no surrogates, at most U+10FFFF).
-bool IsUtf8(std::string_view s) {
-  size_t i = 0;
-  while (i < s.size()) {
-    const unsigned char c = static_cast<unsigned char>(s[i]);
-    if (c < 0x80) {
-      ++i;
-      continue;
-    }
-    size_t n = 0;
-    uint32_t cp = 0;
-    if ((c & 0xE0) == 0xC0) n = 1, cp = c & 0x1F;
-    else if ((c & 0xF0) == 0xE0) n = 2, cp = c & 0x0F;
-    else if ((c & 0xF8) == 0xF0) n = 3, cp = c & 0x07;
-    else return false;
-    if (i + n >= s.size()) return false;  // cut short
-    for (size_t k = 1; k <= n; ++k) {
-      const unsigned char d = static_cast<unsigned char>(s[i + k]);
-      if ((d & 0xC0) != 0x80) return false;
-      cp = cp << 6 | (d & 0x3F);
-    }
-    if ((n == 1 && cp < 0x80) || (n == 2 && cp < 0x800) || (n == 3 && cp < 0x10000) || cp > 0x10FFFF ||
-        (cp >= 0xD800 && cp <= 0xDFFF)) {
-      return false;
-    }
-    i += n + 1;
-  }
-  return true;
-}
-
 // A query number in lo..hi; nullopt when absent, an error text when malformed.
 template <typename T>
 std::optional<std::string> QueryNumber(const HttpRequest& r, const char* key, T& out, T lo, T hi) {
@@ -395,8 +365,8 @@ void Api::Handle(HttpRequest r, Respond respond) {
   }
   // Every name in a path or query is text: bytes that are not UTF-8 are refused here, before
   // anything quotes them.
-  bool utf8 = IsUtf8(r.path);
-  for (const auto& [k, v] : r.query) utf8 = utf8 && IsUtf8(k) && IsUtf8(v);
+  bool utf8 = IsValidUtf8(r.path);
+  for (const auto& [k, v] : r.query) utf8 = utf8 && IsValidUtf8(k) && IsValidUtf8(v);
   if (!utf8) return respond(Fail(400, "request target: not valid UTF-8 (percent-encode UTF-8 text)"));
   if (WebRoute(r, respond)) return;
   const Caller caller = Identify(r.authorization, r.cookie);

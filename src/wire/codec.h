@@ -132,6 +132,9 @@ std::string EventToCloudEvent(const EventRecord& e, std::string_view source);
 // {"error": "..."} bodies.
 std::string ErrorJson(std::string_view message);
 
+// Whether `s` is well-formed UTF-8 (RFC 3629): request targets and queries must be.
+bool IsValidUtf8(std::string_view s);
+
 // Base64 (RFC 4648, with padding): how task output, any bytes, travels in a heartbeat.
 std::string Base64Encode(std::string_view bytes);
 std::optional<std::string> Base64Decode(std::string_view text);
