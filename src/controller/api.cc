@@ -1,6 +1,9 @@
 #include "controller/api.h"
 
 #include "core/units.h"
+#include "adapters/tokens.h"
+
+#include <chrono>
 
 #include <fmt/format.h>
 
@@ -181,6 +184,14 @@ std::string Api::Metrics() const {
   return SerializeText(out);
 }
 
+std::string Api::IssueLoginCode() {
+  auto code = NewSecret();
+  if (!code) return {};
+  const auto now = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now().time_since_epoch()).count();
+  login_codes_[*code] = now;
+  return *code;
+}
+
 void Api::Poke() {
   if (tick_pending_) return;
   tick_pending_ = true;
@@ -287,6 +298,15 @@ bool Api::WebRoute(const HttpRequest& r, const Respond& respond) const {
       return true;
     }
     respond(session(offered, 30 * 24 * 3600));
+    return true;
+  }
+  if (auto code = r.query.find("code"); page && code != r.query.end()) {
+    const auto now = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now().time_since_epoch()).count();
+    auto it = login_codes_.find(code->second);
+    const bool fresh = it != login_codes_.end() && now - it->second < 15 * 60 * 1000;
+    if (it != login_codes_.end()) login_codes_.erase(it);  // one use, whatever happens
+    respond(fresh ? session(options_.admin_token, 30 * 24 * 3600)
+                  : LoginPage("That sign-in link was used already or has expired; sign in with the admin token."));
     return true;
   }
   if (auto t = r.query.find("token"); page && t != r.query.end()) {

@@ -32,6 +32,9 @@ class Api {
   Admission Admit(const RequestHead& head) const;
   // Runs a scheduling pass soon (coalesced): after anything that may change a placement.
   void Poke();
+  // A one-time sign-in code for the dashboard link the server prints (`/?code=CODE`): used once,
+  // within 15 minutes, it becomes the session cookie, so the admin token itself is never shown.
+  std::string IssueLoginCode();
   // Called when new events are in the store (an event sink's wake-up).
   void AddEventListener(std::function<void()> fn) { event_listeners_.push_back(std::move(fn)); }
   // More series for /metrics (an event sink's progress).
@@ -85,6 +88,7 @@ class Api {
     std::function<void()> cancel_timer;
   };
   std::map<std::string, Parked> parked_;
+  mutable std::map<std::string, int64_t> login_codes_;  // code -> when it was issued (steady ms); used up by WebRoute
 };
 
 }  // namespace gp

@@ -1,5 +1,11 @@
 """Bad input: each gets a 4xx whose message names the problem, and the server stays up."""
+import http.server
+import json
+import os
+import re
+import subprocess
 import sys
+import threading
 
 from pool import Checks, Pool
 
@@ -60,6 +66,42 @@ def main(gpupool):
             c.check(text in message, f"{what}: message {message!r} lacks {text!r}")
         status, body = pool.call("GET", "/v1/health")
         c.check(status == 200 and body.get("status") == "ok", "the server is still up")
+        # The server's output names where the tokens are and never prints the admin token; its
+        # dashboard link carries a one-time code.
+        banner = "".join(pool.server.stdout.readline() for _ in range(3))
+        c.check(pool.token not in banner and join not in banner, f"no token printed whole: {banner!r}")
+        m = re.search(r"\?code=([0-9a-f]+)", banner)
+        c.check(m is not None, f"the dashboard link carries a code: {banner!r}")
+        if m:
+            req = f"GET /?code={m.group(1)} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode()
+            status, got = pool.raw(req)
+            c.check(status == 303 and pool.token.encode() in got and b"HttpOnly" in got, f"the code signs in once ({status})")
+            status, got = pool.raw(req)
+            c.check(status == 401, f"... and only once ({status})")
+        # A lying server (or a record from before names were checked): the CLI's tables show
+        # control characters as \xNN, never as terminal escape sequences.
+        evil = "\x1b]0;pwned\x07\x1b[2J"
+        node = {"name": "n" + evil, "state": "ready", "model": "H100", "gpus": [], "free_gpus": 0, "cpu_cores": 1,
+                "memory_mib": 1024, "site": evil, "provider": "p", "price_per_gpu_hour": 1.0}
+
+        class Liar(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                body = json.dumps({"nodes": [node]}).encode()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *a):
+                pass
+
+        liar = http.server.HTTPServer(("127.0.0.1", 0), Liar)
+        threading.Thread(target=liar.serve_forever, daemon=True).start()
+        out = subprocess.run([gpupool, "nodes"], capture_output=True, text=True, timeout=10,
+                             env=dict(os.environ, GPUPOOL_ADDR=f"127.0.0.1:{liar.server_port}", GPUPOOL_TOKEN="x"))
+        liar.shutdown()
+        c.check("\x1b" not in out.stdout and "\x07" not in out.stdout and "\\x1b]0;pwned" in out.stdout,
+                f"`gpupool nodes` escapes control characters: {out.stdout!r}")
         ok = pool.submit(["true"], gpus=0)
         status, body = pool.call("GET", f"/v1/jobs/{ok}")
         c.check(status == 200 and body["id"] == ok, "a good job after all that is accepted")

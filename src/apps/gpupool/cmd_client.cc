@@ -20,6 +20,19 @@
 namespace gp::app {
 namespace {
 
+// Text from the server as a table cell: control characters (a terminal's escape sequences, a
+// NUL) shown as \xNN, never sent to the terminal as they are.
+std::string ShownText(std::string_view text) {
+  std::string out;
+  for (unsigned char ch : text) {
+    if (ch < 0x20 || ch == 0x7f) out += fmt::format("\\x{:02x}", ch);
+    else out += static_cast<char>(ch);
+  }
+  return out;
+}
+std::string Shown(const nlohmann::json& v) { return ShownText(v.is_string() ? v.get<std::string>() : v.dump()); }
+
+
 using nlohmann::json;
 
 struct Conn {
@@ -81,7 +94,7 @@ std::optional<std::string> Call(const Conn& c, const std::string& method, const 
   }
   if (r->status / 100 != 2) {
     const json j = json::parse(r->body, nullptr, false);
-    fmt::print(stderr, "gpupool: {} (HTTP {})\n", j.is_object() && j.contains("error") ? j["error"].get<std::string>() : r->body,
+    fmt::print(stderr, "gpupool: {} (HTTP {})\n", ShownText(j.is_object() && j.contains("error") ? j["error"].get<std::string>() : r->body),
                r->status);
     return std::nullopt;
   }
@@ -170,11 +183,11 @@ int Jobs(const Conn& c, const std::string& query) {
   const json j = json::parse(*body);
   fmt::print("{:<6} {:<18} {:<10} {:<16} {:<10} {:>5} {:>10}  {}\n", "ID", "NAME", "STATE", "NODE", "GPUS", "EXIT", "AGE", "MESSAGE");
   for (const json& job : j["jobs"]) {
-    fmt::print("{:<6} {:<18} {:<10} {:<16} {:<10} {:>5} {:>10}  {}\n", job["id"].get<std::string>(),
-               job["name"].get<std::string>().substr(0, 18), job["state"].get<std::string>(),
-               job["node"].is_null() ? "-" : job["node"].get<std::string>(), GpuList(job),
+    fmt::print("{:<6} {:<18} {:<10} {:<16} {:<10} {:>5} {:>10}  {}\n", Shown(job["id"]),
+               Shown(job["name"]).substr(0, 18), Shown(job["state"]),
+               job["node"].is_null() ? "-" : Shown(job["node"]), GpuList(job),
                job["exit_code"].is_null() ? "-" : std::to_string(job["exit_code"].get<int>()), Age(job["submit_ms"].get<int64_t>()),
-               job["message"].get<std::string>());
+               Shown(job["message"]));
   }
   return 0;
 }
@@ -187,13 +200,13 @@ int ShowJob(const Conn& c, const std::string& id) {
     return 0;
   }
   const json j = json::parse(*body);
-  fmt::print("job {} ({})\n  state      {}\n  command    {}\n  node       {}\n  gpus       {}\n  exit code  {}\n", j["id"].get<std::string>(),
-             j["name"].get<std::string>(), j["state"].get<std::string>(), fmt::join(j["command"].get<std::vector<std::string>>(), " "),
-             j["node"].is_null() ? "-" : j["node"].get<std::string>(), GpuList(j),
+  fmt::print("job {} ({})\n  state      {}\n  command    {}\n  node       {}\n  gpus       {}\n  exit code  {}\n", Shown(j["id"]),
+             Shown(j["name"]), Shown(j["state"]), ShownText(fmt::format("{}", fmt::join(j["command"].get<std::vector<std::string>>(), " "))),
+             j["node"].is_null() ? "-" : Shown(j["node"]), GpuList(j),
              j["exit_code"].is_null() ? "-" : std::to_string(j["exit_code"].get<int>()));
-  if (!j["message"].get<std::string>().empty()) fmt::print("  message    {}\n", j["message"].get<std::string>());
+  if (!j["message"].get<std::string>().empty()) fmt::print("  message    {}\n", Shown(j["message"]));
   for (size_t t = 0; t < j["placement"].size(); ++t) {
-    fmt::print("  task {}     {} GPU mask 0x{:x}\n", t, j["placement"][t]["node"].get<std::string>(), j["placement"][t]["gpu_mask"].get<int>());
+    fmt::print("  task {}     {} GPU mask 0x{:x}\n", t, Shown(j["placement"][t]["node"]), j["placement"][t]["gpu_mask"].get<int>());
   }
   if (j.contains("attempts") && !j["attempts"].empty()) {
     fmt::print("  attempt    {} (earlier ones below)\n", j["attempt"].get<int>());
@@ -215,6 +228,7 @@ int Logs(const Conn& c, const std::string& id, int task, bool err, bool follow) 
     fmt::print("{}", *body);
     std::fflush(stdout);
     offset += body->size();
+    if (!body->empty()) continue;  // the server answers a big log a page (1 MiB) at a time
     if (!follow) return 0;
     auto job = Call(c, "GET", "/v1/jobs/" + id);
     if (!job) return 1;
@@ -258,10 +272,10 @@ int Nodes(const Conn& c) {
     int64_t util = 0;
     for (const json& g : n["gpus"]) util += g.contains("load") ? g["load"]["utilisation"].get<int64_t>() : 0;
     const size_t count = n["gpus"].size();
-    fmt::print("{:<18} {:<9} {:<8} {:>4} {:>4} {:>6} {:>8} {:>5}% {:<12} {:<10} {:>7.2f}\n", n["name"].get<std::string>(),
-               n["state"].get<std::string>(), n["model"].get<std::string>(), count, n["free_gpus"].get<int>(), n["cpu_cores"].get<int>(),
-               n["memory_mib"].get<int64_t>() / 1024, count ? util / static_cast<int64_t>(count) / 10 : 0, n["site"].get<std::string>(),
-               n["provider"].get<std::string>(), n["price_per_gpu_hour"].get<double>());
+    fmt::print("{:<18} {:<9} {:<8} {:>4} {:>4} {:>6} {:>8} {:>5}% {:<12} {:<10} {:>7.2f}\n", Shown(n["name"]),
+               Shown(n["state"]), Shown(n["model"]), count, n["free_gpus"].get<int>(), n["cpu_cores"].get<int>(),
+               n["memory_mib"].get<int64_t>() / 1024, count ? util / static_cast<int64_t>(count) / 10 : 0, Shown(n["site"]),
+               Shown(n["provider"]), n["price_per_gpu_hour"].get<double>());
   }
   return 0;
 }
@@ -309,8 +323,8 @@ int EventsCmd(const Conn& c, uint64_t since, bool follow) {
       } else {
         std::string type = e.value("type", "");
         if (type.starts_with("io.gpupool.")) type = type.substr(11);
-        fmt::print("{:>7}  {}  {:<18} {:<16} {}\n", e.value("sequence", uint64_t{0}), e.value("time", ""), type,
-                   e.value("subject", ""), e.contains("data") ? e["data"].dump() : "{}");
+        fmt::print("{:>7}  {}  {:<18} {:<16} {}\n", e.value("sequence", uint64_t{0}), ShownText(e.value("time", "")), ShownText(type),
+                   ShownText(e.value("subject", "")), e.contains("data") ? e["data"].dump(-1, ' ', true, json::error_handler_t::replace) : "{}");
       }
     }
     std::fflush(stdout);

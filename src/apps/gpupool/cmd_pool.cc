@@ -238,9 +238,11 @@ int RunServer(const ServerArgs& a) {
     return 1;
   }
   const std::string host = a.listen.substr(0, a.listen.rfind(':'));
+  // The tokens are named by where they are, never printed: output ends up in logs and
+  // terminals' scrollback. The dashboard link carries a one-time code instead.
   fmt::print("gpupool server listening on http://{}:{}\n  admin token: {}\n  join token:  {}/join.token\n"
-             "  dashboard:   http://{}:{}/?token={}\n",
-             host, (*srv)->port, (*srv)->admin_token_path, a.data_dir, host, (*srv)->port, (*srv)->admin_token);
+             "  dashboard:   http://{}:{}/?code={} (a one-time link, 15 min; or sign in with the admin token)\n",
+             host, (*srv)->port, (*srv)->admin_token_path, a.data_dir, host, (*srv)->port, (*srv)->api->IssueLoginCode());
   std::fflush(stdout);
   (*srv)->loop.Run();
   return 0;
@@ -360,14 +362,14 @@ int RunDev(const DevArgs& a) {
   }
   fmt::print(
       "gpupool dev: server on http://{} with {} agents, policy {}\n"
-      "  dashboard: http://{}/?token={}\n"
+      "  dashboard: http://{}/?code={} (a one-time link; or sign in with the admin token)\n"
       "  admin token: {}/admin.token   data: {}\n"
       "  try it (in another terminal):\n"
       "    export GPUPOOL_ADDR={} GPUPOOL_TOKEN=$(cat {}/admin.token)\n"
       "    {} submit --gpus 2 -- sh -c 'echo hello from $GPUPOOL_NODE on GPUs $CUDA_VISIBLE_DEVICES'\n"
       "    {} wait 1; {} logs 1; {} jobs; {} nodes\n"
       "  Ctrl-C stops the pool.\n",
-      addr, agents.size(), sa.policy, addr, (*srv)->admin_token, a.data_dir, a.data_dir, addr, a.data_dir, self, self, self, self,
+      addr, agents.size(), sa.policy, addr, (*srv)->api->IssueLoginCode(), a.data_dir, a.data_dir, addr, a.data_dir, self, self, self, self,
       self);
   std::fflush(stdout);
   (*srv)->loop.Run();
