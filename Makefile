@@ -5,7 +5,7 @@ TRACES  ?= ../shared/traces
 JOBS    ?= $(shell nproc)
 CMAKE_FLAGS ?= -DCMAKE_BUILD_TYPE=Release
 
-.PHONY: all bootstrap configure build npm web test run sim-demo bench soak clean format
+.PHONY: all bootstrap configure build npm web test run sim-demo bench soak fuzz clean format
 
 all: build
 
@@ -33,8 +33,17 @@ npm: bootstrap
 web: npm
 	cd web && npm run build --silent
 
+# Every test: ctest (unit, property, CLI and end-to-end tests), then each libFuzzer harness
+# briefly on its seed corpus (a clang build of its own in build-fuzz).
+FUZZ_SECONDS ?= 10
 test: build web
 	cd $(BUILD) && GPUPOOL_TRACES=$(abspath $(TRACES)) ctest --output-on-failure -j $(JOBS) --timeout 600
+	scripts/fuzz brief $(FUZZ_SECONDS)
+
+# The harnesses at length: FUZZ_RUNS executions each (docs/reliability.md has a long run's figures).
+FUZZ_RUNS ?= 10000000
+fuzz: bootstrap
+	scripts/fuzz long $(FUZZ_RUNS)
 
 # The main job: first the scheduler on its own (a 1-second replay of the Philly trace and the
 # seed article's example), then a whole pool on this machine (server + agents with simulated
@@ -69,4 +78,4 @@ format:
 	clang-format -i $$(git ls-files '*.h' '*.cc')
 
 clean:
-	rm -rf $(BUILD)
+	rm -rf $(BUILD) build-fuzz

@@ -119,7 +119,11 @@ Result<std::string> PackTree(const fs::path& dir, int64_t limit) {
     return Error(StatusCode::kInternal, fmt::format("archive: {}", archive_error_string(a.get())));
   }
   auto fail = [&](const fs::path& what) -> Result<std::string> {
-    if (sink.over) return Error(StatusCode::kFailedPrecondition, fmt::format("{}: the archive is over {} bytes", dir.string(), limit));
+    if (sink.over) {
+      return Error(StatusCode::kFailedPrecondition,
+                   fmt::format("{}: the archive is over the pool's limit of {} bytes (gpupool server --checkpoint-max-mib)",
+                               dir.string(), limit));
+    }
     const char* why = archive_error_string(a.get());
     return Error(StatusCode::kInternal, fmt::format("{}: {}", (dir / what).string(), why ? why : "cannot archive"));
   };

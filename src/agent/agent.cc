@@ -7,6 +7,7 @@
 #include <prometheus/exposer.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -41,6 +42,16 @@ constexpr int64_t kLogBudget = 384 * 1024;
 constexpr int64_t kLogBacklog = 32 << 20;
 constexpr int64_t kLogEndBacklog = 4 << 20;
 constexpr int64_t kLogKeep = 1 << 20;
+
+// How many tasks this node can run at once: each is a process group under a supervisor, so 32
+// per CPU core, and within an eighth of the process limit (the rest for what the tasks start).
+int MaxTasks(int cores) {
+  int64_t n = 32 * std::max(1, cores);
+  rlimit rl{};
+  if (getrlimit(RLIMIT_NPROC, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY) n = std::min<int64_t>(n, static_cast<int64_t>(rl.rlim_cur) / 8);
+  return static_cast<int>(std::clamp<int64_t>(n, 1, kMaxTaskSlots));
+}
+
 
 }  // namespace
 
@@ -78,6 +89,17 @@ Result<std::unique_ptr<Agent>> Agent::Create(AgentOptions o) {
     gid = static_cast<int>(pw->pw_gid);
     std::filesystem::permissions(o.work_dir, std::filesystem::perms::owner_all | std::filesystem::perms::group_exec |
                                                  std::filesystem::perms::others_exec, ec);
+    // Tasks reach their directories by absolute paths ($HOME, $TMPDIR, the checkpoint
+    // directory): every directory above the work directory must let them pass.
+    for (auto dir = o.work_dir.parent_path(); !dir.empty(); dir = dir.parent_path()) {
+      struct stat st {};
+      if (stat(dir.c_str(), &st) == 0 && !(st.st_mode & S_IXOTH)) {
+        return InvalidArgument(fmt::format("--work-dir {}: tasks run as {} and cannot pass through {} (mode {:04o}); "
+                                           "chmod o+x it, or choose a work directory elsewhere",
+                                           o.work_dir.string(), o.job_user, dir.string(), st.st_mode & 07777));
+      }
+      if (dir == dir.root_path()) break;
+    }
   }
   auto client = HttpClient::Create(o.server, o.join_token);
   if (!client) return tl::unexpected(client.error());
@@ -158,7 +180,8 @@ Status Agent::Register() {
   if (!host) return host.error();
   RegisterRequest r{.name = o_.name, .site = o_.site, .provider = o_.provider, .tier = o_.tier, .address = o_.address,
                     .cpu_cores = host->cpu_cores, .memory_mib = host->memory.total.value(),
-                    .gpu_source = std::string(gpus_->kind()), .gpus = *devices, .credential = credential_};
+                    .gpu_source = std::string(gpus_->kind()), .gpus = *devices, .credential = credential_,
+                    .max_tasks = MaxTasks(host->cpu_cores)};
   // Registration is the join token's one call; everything after it uses the node's credential.
   auto joiner = HttpClient::Create(o_.server, o_.join_token);
   if (!joiner) return joiner.error();
@@ -196,6 +219,7 @@ Status Agent::Register() {
 }
 
 namespace {
+
 void Touch(const std::filesystem::path& p) {
   const int fd = open(p.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
   if (fd >= 0) {
@@ -442,8 +466,11 @@ void Agent::CarryCheckpoints(int64_t now) {
       t.ckpt_sent = d.shipped;
       t.ckpt_failures = 0;
     } else if (d.status.code() == StatusCode::kFailedPrecondition) {
-      // Fenced off (the job moved on) or too big: shipping it again will not help.
+      // Fenced off (the job moved on) or too big: shipping it again will not help. The task's
+      // own stderr says so, where its user will look.
       fmt::print(stderr, "gpupool agent: job {} task {}: checkpoint not shipped: {}\n", d.key.job, d.key.task, d.status.message());
+      std::ofstream(TaskDir(d.key) / "stderr", std::ios::app)
+          << fmt::format("gpupool agent: this task's checkpoint was not carried to the pool: {}\n", d.status.message());
       t.ckpt_sent = t.ckpt_seen;
       t.ckpt_final = t.exit_code || t.signal;
     } else if (++t.ckpt_failures >= 3 && (t.exit_code || t.signal)) {

@@ -89,7 +89,7 @@ Status Controller::Recover() {
     RegisterRequest r{.name = n->spec.name, .site = n->site, .provider = n->provider,
                       .tier = std::string(PriceTierName(n->spec.tier)), .address = n->agent_address,
                       .cpu_cores = static_cast<int>(n->spec.cpu.value() / 1000), .memory_mib = n->spec.memory.value(),
-                      .gpu_source = n->gpu_source};
+                      .gpu_source = n->gpu_source, .max_tasks = n->max_tasks};
     for (const Gpu& g : n->spec.gpus) {
       r.gpus.push_back(GpuDevice{.index = g.index, .uuid = g.uuid, .name = n->gpu_model, .memory = g.memory,
                                  .compute_capability = g.compute_capability, .nvlink_peers = g.nvlink_peers});
@@ -513,13 +513,17 @@ Result<NodeId> Controller::AddOrUpdateNode(const RegisterRequest& r) {
     n.id = s.record.spec.id;
     FillRecord(s.record, n, r, model_name);
     fleet_.nodes[n.id.value()] = n;
+    s.record.max_tasks = r.max_tasks;
+    snapshot_.nodes[n.id.value()].task_slots = static_cast<uint16_t>(r.max_tasks);
     return n.id;
   }
   n.id = NodeId{static_cast<uint32_t>(fleet_.nodes.size())};
   fleet_.nodes.push_back(n);
   snapshot_.nodes.push_back(MakeNodeState(fleet_, n));
+  snapshot_.nodes.back().task_slots = static_cast<uint16_t>(r.max_tasks);
   NodeSlot slot;
   FillRecord(slot.record, n, r, model_name);
+  slot.record.max_tasks = r.max_tasks;
   nodes_.push_back(std::move(slot));
   node_ids_[n.name] = n.id;
   return n.id;

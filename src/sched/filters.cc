@@ -84,6 +84,16 @@ class MemoryFilter final : public Filter {
   }
 };
 
+// A node runs as many tasks at once as its CPUs and process limit allow (each task is a
+// process group and a supervisor): 300 CPU-only tasks do not all land on one 2-core node.
+class TaskSlotFilter final : public Filter {
+ public:
+  std::optional<Reason> Check(const PendingJob&, const TaskDemand&, const NodeState& n) const override {
+    if (n.task_slots == 0 || n.tasks < n.task_slots) return std::nullopt;
+    return Reason{ReasonCode::kTaskSlots, 1, n.task_slots - n.tasks, n.task_slots};
+  }
+};
+
 }  // namespace
 
 void RegisterFilters(Registry& r) {
@@ -95,6 +105,7 @@ void RegisterFilters(Registry& r) {
   r.AddFilter("gpu-count", "enough free GPUs (or a large enough free share of one)", Registry::Of<Filter, GpuCountFilter>());
   r.AddFilter("cpu", "enough free CPU", Registry::Of<Filter, CpuFilter>());
   r.AddFilter("memory", "enough free memory", Registry::Of<Filter, MemoryFilter>());
+  r.AddFilter("task-slots", "the node runs fewer tasks than its CPUs and process limit allow", Registry::Of<Filter, TaskSlotFilter>());
 }
 
 }  // namespace gp

@@ -19,6 +19,7 @@ std::string_view ReasonName(ReasonCode code) {
     case ReasonCode::kMemory: return "memory";
     case ReasonCode::kGangSize: return "gang-size";
     case ReasonCode::kClusterGpus: return "cluster-gpus";
+    case ReasonCode::kTaskSlots: return "task-slots";
     case ReasonCode::kCount: break;
   }
   return "?";
@@ -57,6 +58,8 @@ std::string DescribeReason(const Reason& r, const Fleet& fleet, const PendingJob
     case ReasonCode::kClusterGpus:
       return fmt::format("cluster: asked {:g} GPUs in all, {:g} free of {:g}", static_cast<double>(r.asked) / 1000,
                          static_cast<double>(r.available) / 1000, static_cast<double>(r.capacity) / 1000);
+    case ReasonCode::kTaskSlots:
+      return fmt::format("tasks: the node runs at most {} at once (its CPUs and process limit), {} free", r.capacity, r.available);
     case ReasonCode::kCount: break;
   }
   return "?";

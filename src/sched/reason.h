@@ -25,6 +25,7 @@ enum class ReasonCode : uint8_t {
   kMemory,         // MiB
   kGangSize,       // tasks: asked, tasks that fit, -
   kClusterGpus,    // whole cluster, thousandths of GPUs: asked in all, free, total
+  kTaskSlots,      // tasks at once on the node: asked 1, free slots, slots
   kCount
 };
 inline constexpr int kReasonCodeCount = static_cast<int>(ReasonCode::kCount);

@@ -83,9 +83,11 @@ Status Allocate(NodeState& n, const TaskAllocation& a) {
   if (a.memory > n.memory_free) {
     return no(fmt::format("memory asked {} MiB, free {} MiB", a.memory.value(), n.memory_free.value()));
   }
+  if (n.task_slots > 0 && n.tasks >= n.task_slots) return no(fmt::format("runs {} tasks, its most", n.tasks));
   for (int i = 0; i < n.gpu_count; ++i) {
     if (a.gpu_mask >> i & 1) n.gpu_free[i] = static_cast<int16_t>(n.gpu_free[i] - a.share.value());
   }
+  ++n.tasks;
   n.cpu_free -= a.cpu;
   n.memory_free -= a.memory;
   const Utilisation add = LoadOf(n, a);
@@ -112,6 +114,7 @@ Status Release(NodeState& n, const TaskAllocation& a) {
   }
   n.cpu_free += a.cpu;
   n.memory_free += a.memory;
+  if (n.tasks > 0) --n.tasks;
   const Utilisation sub = LoadOf(n, a);
   n.load.gpu -= sub.gpu;
   n.load.cpu -= sub.cpu;

@@ -35,6 +35,10 @@ struct NodeState {
   Health health = Health::kHealthy;
   Schedulability schedulability = Schedulability::kSchedulable;
   uint16_t quarantined = 0;            // bit i: GPU i is out of service (counts as not free)
+  // Tasks the node can run at once (each with its supervisor), from its CPUs and process limit;
+  // 0: no limit (the simulator's nodes). `tasks` is how many it runs now.
+  uint16_t task_slots = 0;
+  uint16_t tasks = 0;
 
   int WholeFreeGpus() const;
   uint16_t WholeFreeMask() const;

@@ -84,6 +84,7 @@ struct NodeRecord {
   // SHA-256 (hex) of the node's own credential, issued at its first registration; the journal
   // keeps it, the API never shows it.
   std::string credential_hash;
+  int max_tasks = 0;  // tasks at once (0: no limit said)
 };
 
 }  // namespace gp

@@ -461,6 +461,7 @@ std::string NodeToJson(const NodeRecord& n, const Fleet& fleet, std::string_view
   for (const auto& [k, v] : n.spec.labels) labels[k] = v;
   j["labels"] = labels;
   if (!n.credential_hash.empty()) j["credential_sha256"] = n.credential_hash;
+  if (n.max_tasks > 0) j["max_tasks"] = n.max_tasks;
   return j.dump(-1, ' ', false, kReplace);
 }
 
@@ -482,6 +483,7 @@ Result<NodeRecord> NodeFromJson(std::string_view json) {
     // GPUs come back as devices; the controller re-interns their models.
     n.gpu_model = Str(j, "model");
     n.credential_hash = Str(j, "credential_sha256");
+    n.max_tasks = static_cast<int>(Int(j, "max_tasks", 0, kMaxTaskSlots, 0));
     for (const In& g : Array(j, "gpus")) {
       const GpuDevice d = GpuDeviceFrom(g);
       n.spec.gpus.push_back(Gpu{.index = d.index, .memory = d.memory, .compute_capability = d.compute_capability,
@@ -502,6 +504,7 @@ std::string RegisterToJson(const RegisterRequest& r) {
   j["gpus"] = gpus;
   j["labels"] = EnvJson(r.labels);
   if (!r.credential.empty()) j["credential"] = r.credential;
+  if (r.max_tasks > 0) j["max_tasks"] = r.max_tasks;
   return j.dump(-1, ' ', false, kReplace);
 }
 
@@ -509,7 +512,7 @@ Result<RegisterRequest> ParseRegister(std::string_view body) {
   return Guard([&]() -> Result<RegisterRequest> {
     const In j = ParseObject(body, "register");
     OnlyFields(j, {"name", "site", "provider", "tier", "address", "cpu_cores", "memory_mib", "gpu_source", "gpus", "labels",
-                   "credential"});
+                   "credential", "max_tasks"});
     RegisterRequest r;
     r.name = Str(j, "name");
     if (Status s = ValidateNodeName(r.name); !s.ok()) throw Bad{s.message()};
@@ -528,6 +531,7 @@ Result<RegisterRequest> ParseRegister(std::string_view body) {
     r.gpu_source = Str(j, "gpu_source");
     CheckText(r.gpu_source, "gpu_source", true);
     r.credential = Str(j, "credential");
+    r.max_tasks = static_cast<int>(Int(j, "max_tasks", 0, kMaxTaskSlots, 0));
     if (j.contains("gpus")) {
       if (!j["gpus"].is_array() || j["gpus"].size() > kMaxGpusPerNode) throw Bad{"field 'gpus': expected at most 16 GPUs"};
       for (const In& g : j["gpus"]) {

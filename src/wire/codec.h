@@ -43,12 +43,15 @@ struct RegisterRequest {
   // The node's own credential, from an earlier registration: proves a restarted agent is the
   // node it claims to be (never logged; the server keeps only its hash).
   std::string credential;
+  // Tasks it can run at once (its CPUs and process limit; each task has a supervisor); 0: none said.
+  int max_tasks = 0;
 };
 // Node names are host names: letters, digits, '.', '-', '_' (so they are safe in paths, URLs
 // and terminals).
 Status ValidateNodeName(std::string_view name);
 // The most memory one GPU can claim (1 TiB: no GPU made has more than a fifth of that).
 inline constexpr int64_t kMaxGpuMemoryMib = int64_t{1} << 20;
+inline constexpr int kMaxTaskSlots = 4096;  // tasks at once on one node
 std::string RegisterToJson(const RegisterRequest& r);
 Result<RegisterRequest> ParseRegister(std::string_view body);
 

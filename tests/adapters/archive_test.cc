@@ -103,7 +103,7 @@ TEST(ArchiveTest, OverLimitIsAnError) {
   Write(d.path / "big", std::string(200'000, 'x'));
   auto tar = PackTree(d.path, 100'000);
   ASSERT_FALSE(tar);
-  EXPECT_NE(tar.error().message().find("over 100000 bytes"), std::string::npos) << tar.error().message();
+  EXPECT_NE(tar.error().message().find("over the pool's limit of 100000 bytes"), std::string::npos) << tar.error().message();
 }
 
 struct Hostile {

@@ -132,6 +132,35 @@ TEST(ControllerTest, CancelQueuedAndRunning) {
 
 // A restart: the new controller reads the journal, holds the running job's GPUs again, and
 // the agent's report adopts it without a second launch.
+// A node says how many tasks it can run at once (its CPUs and process limit); CPU-only tasks,
+// which ask no GPU, fill those slots and no more. Worked example: a node of 4 slots; a job of 3
+// tasks takes 3, a second of 3 waits (1 free) until the first ends, and a gang of 6 can never
+// start on it (the explanation says why, with the numbers).
+TEST(ControllerTest, TaskSlotsBoundTasksPerNode) {
+  Scene e;
+  RegisterRequest r{.name = "small", .cpu_cores = 2, .memory_mib = 4096, .gpu_source = "simulated", .max_tasks = 4};
+  ASSERT_TRUE(e.c->Register(r));
+  const JobId first = e.Submit(0, 3);
+  const JobId second = e.Submit(0, 3);
+  const JobId wide = e.Submit(0, 6);
+  e.c->Tick();
+  EXPECT_EQ(e.c->FindJob(first)->state, JobState::kStarting);
+  EXPECT_EQ(e.c->FindJob(second)->state, JobState::kQueued) << "3 more would make 6 on a node of 4 slots";
+  EXPECT_EQ(e.c->FindJob(wide)->state, JobState::kQueued);
+  EXPECT_NE(e.c->Explain(second).find("3 tasks must start together, only 1 fit at once"), std::string::npos) << e.c->Explain(second);
+  (void)e.Beat("small", {{.job = first.value(), .task = 0, .attempt = 1}, {.job = first.value(), .task = 1, .attempt = 1},
+                         {.job = first.value(), .task = 2, .attempt = 1}});
+  std::vector<TaskReport> ends;
+  for (int t = 0; t < 3; ++t) {
+    ends.push_back({.job = first.value(), .task = t, .attempt = 1, .state = TaskReport::State::kExited, .exit_code = 0});
+  }
+  (void)e.Beat("small", ends);
+  e.c->Tick();
+  EXPECT_EQ(e.c->FindJob(first)->state, JobState::kSucceeded);
+  EXPECT_EQ(e.c->FindJob(second)->state, JobState::kStarting) << "the slots came back";
+  EXPECT_EQ(e.c->FindJob(wide)->state, JobState::kQueued) << "6 tasks never fit 4 slots";
+}
+
 TEST(ControllerTest, RecoverAdoptsRunningJobs) {
   Scene e;
   e.Join("n", 2);

@@ -102,6 +102,15 @@ def main(gpupool):
         liar.shutdown()
         c.check("\x1b" not in out.stdout and "\x07" not in out.stdout and "\\x1b]0;pwned" in out.stdout,
                 f"`gpupool nodes` escapes control characters: {out.stdout!r}")
+        # One checkpoint limit for both sides: the agent learns the server's (3 MiB here) and
+        # refuses to pack more, saying so in the task's stderr; nothing is stored and lost later.
+        pool.start_agent("ck", "1xH100")
+        pool.wait_nodes(2)
+        big = pool.submit(["sh", "-c", 'head -c 5000000 /dev/zero > "$GPUPOOL_CHECKPOINT_DIR/big"; exit 0'], gpus=1)
+        done = pool.wait_jobs([big], timeout=30)[big]
+        status, err = pool.call("GET", f"/v1/jobs/{big}/logs?task=0&stream=stderr")
+        c.check(done["state"] == "succeeded" and "over the pool's limit of 3145728 bytes" in str(err),
+                f"a 5 MB checkpoint under a 3 MiB limit is refused at its node, in its stderr ({done['state']}: {err!r})")
         ok = pool.submit(["true"], gpus=0)
         status, body = pool.call("GET", f"/v1/jobs/{ok}")
         c.check(status == 200 and body["id"] == ok, "a good job after all that is accepted")

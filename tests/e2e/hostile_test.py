@@ -173,6 +173,16 @@ def main(gpupool):
         status, got = pool.call("GET", f"/v1/jobs/{on_alpha}/logs?task=x")
         c.check(status == 400, f"a task index that is not a number: {status}")
 
+        # --- 300 tasks asking no GPU do not pile onto one 2-core node ---
+        status, got = pool.call("POST", "/v1/jobs", {"command": ["sleep", "60"], "tasks": 300, "name": "wide"})
+        wide = got["id"]
+        time.sleep(0.5)
+        job = pool.call("GET", f"/v1/jobs/{wide}")[1]
+        why = pool.call("GET", f"/v1/jobs/{wide}/explain")[1]
+        c.check(job["state"] == "queued" and "fit at once" in str(why),
+                f"a gang of 300 CPU-only tasks waits for task slots ({job['state']}: {why})")
+        pool.call("POST", f"/v1/jobs/{wide}/cancel")
+
         # --- the join token no longer speaks for nodes; a node speaks only for itself ---
         status, got = pool.call("POST", "/v1/agent/heartbeat", {"node": "alpha"}, token=join)
         c.check(status == 401, f"a heartbeat with the join token: {status}, want 401")

@@ -48,6 +48,7 @@ class Pool:
         return self
 
     def start_agent(self, name, gpus, interval="200ms", server=None, prefix=(), extra=(), metrics="off"):
+        os.chmod(self.dir, 0o711)  # tasks (as nobody) pass through to their directories, as under /var/lib
         p = subprocess.Popen(
             [*prefix, self.gpupool, "agent", "--server", server or f"127.0.0.1:{self.port}", "--join-token-file",
              f"{self.dir}/server/join.token", "--simulate-gpus", gpus, "--name", name,
