@@ -161,6 +161,31 @@ TEST(ControllerTest, TaskSlotsBoundTasksPerNode) {
   EXPECT_EQ(e.c->FindJob(wide)->state, JobState::kQueued) << "6 tasks never fit 4 slots";
 }
 
+// The server's own loop stalled (a slow disk, a swapped process) for 3 s: no heartbeat could be
+// read meanwhile, so the silence is the server's. With stall forgiveness on (the live server:
+// a gap of over 700 ms between ticks), no node is declared down for it; with it off (as on
+// a manual clock whose jumps mean real silence), the same 3 s finds the node down.
+TEST(ControllerTest, AServerStallIsNotTheNodesSilence) {
+  for (const bool forgive : {false, true}) {
+    MemoryJournal journal;
+    ManualClock clock{Millis{1'000'000}};
+    Controller c(Fleet{}, journal, clock, ControllerOptions{.checkpoint_root = "/ckpt", .stall = forgive ? Millis{700} : Millis{0}},
+                 std::move(*BuiltinRegistry().MakePolicy("fifo")));
+    auto sim = SimulatedGpuSource::Parse("1xH100", "a");
+    ASSERT_TRUE(c.Register(RegisterRequest{.name = "a", .gpu_source = "simulated", .gpus = *sim->Devices()}));
+    for (int i = 0; i < 10; ++i) {
+      clock.Advance(Millis{500});
+      ASSERT_TRUE(c.Heartbeat(Heartbeat{.node = "a"}));
+      (void)c.TakeWork("a");
+      c.Tick();
+    }
+    clock.Advance(Millis{3'000});  // no tick, no request: the loop was stuck
+    c.Tick();
+    EXPECT_EQ(c.NodeCondition("a") == "down", !forgive) << (forgive ? "a stall was blamed on the node" : "silence went unseen");
+    EXPECT_EQ(c.stats().stalls, forgive ? 1 : 0);
+  }
+}
+
 TEST(ControllerTest, RecoverAdoptsRunningJobs) {
   Scene e;
   e.Join("n", 2);
