@@ -493,6 +493,12 @@ Result<NodeId> Controller::AddOrUpdateNode(const RegisterRequest& r) {
     model_name = ModelFromDeviceName(d.name);
     auto model = fleet_.InternModel(model_name);
     if (!model) return tl::unexpected(model.error());
+    // A claim a real GPU cannot back: more than half again the memory its model has.
+    const GpuModelInfo& info = fleet_.model(*model);
+    if (info.memory.value() > 0 && d.memory.value() > info.memory.value() * 3 / 2) {
+      return InvalidArgument(fmt::format("gpus[{}]: {} MiB is more than a {} has ({} MiB)", d.index, d.memory.value(), info.name,
+                                         info.memory.value()));
+    }
     n.gpus.push_back(Gpu{.index = d.index, .model = *model, .memory = d.memory, .compute_capability = d.compute_capability,
                          .uuid = d.uuid, .nvlink_peers = d.nvlink_peers});
   }

@@ -165,6 +165,17 @@ TEST(ControllerTest, TaskSlotsBoundTasksPerNode) {
 // read meanwhile, so the silence is the server's. With stall forgiveness on (the live server:
 // a gap of over 700 ms between ticks), no node is declared down for it; with it off (as on
 // a manual clock whose jumps mean real silence), the same 3 s finds the node down.
+TEST(ControllerTest, ImplausibleGpuMemoryIsRefused) {
+  Scene e;
+  auto sim = SimulatedGpuSource::Parse("2xH100", "liar");
+  auto devices = *sim->Devices();
+  devices[1].memory = MiB{512 * 1024};  // an "H100" of 512 GiB
+  auto reg = e.c->Register(RegisterRequest{.name = "liar", .gpu_source = "simulated", .gpus = devices});
+  ASSERT_FALSE(reg);
+  EXPECT_NE(reg.error().message().find("gpus[1]: 524288 MiB is more than a H100 has"), std::string::npos) << reg.error().message();
+  EXPECT_EQ(e.c->FindNode("liar"), nullptr) << "nothing of it was kept";
+}
+
 TEST(ControllerTest, AServerStallIsNotTheNodesSilence) {
   for (const bool forgive : {false, true}) {
     MemoryJournal journal;
