@@ -367,6 +367,14 @@ void Agent::Start(const TaskLaunch& l, const std::string& note) {
   const std::string err = (dir / "stderr").string();
   std::ofstream(out, std::ios::trunc).close();
   std::ofstream(err, std::ios::trunc) << note;  // what the agent did for it first (a restore)
+  if (job_uid_ >= 0) {
+    // The task writes its output through the descriptors it is given; no other task may read
+    // it, nor list the task directory (names are predictable).
+    namespace fsp = std::filesystem;
+    fsp::permissions(dir, fsp::perms::owner_all | fsp::perms::group_exec | fsp::perms::others_exec, ec);
+    fsp::permissions(out, fsp::perms::owner_read | fsp::perms::owner_write, ec);
+    fsp::permissions(err, fsp::perms::owner_read | fsp::perms::owner_write, ec);
+  }
   auto env = l.env;
   // The task's own directory, the only one it may write to (besides its checkpoint directory):
   // the task directory above it holds the lease and status files, which it must not touch.

@@ -48,6 +48,7 @@ def main(gpupool):
                  f"cat {pool.dir}/agents/alpha/node.credential || echo no-credential; "
                  f"ls {pool.dir}/agents/alpha >/dev/null 2>&1 || echo no-listing; "
                  f"cat {pool.dir}/server/gpupool.db >/dev/null 2>&1 || echo no-store; "
+                 f"cat {pool.dir}/agents/alpha/job-1-task-0-attempt-1/stdout >/dev/null 2>&1 || echo no-output-file; "
                  "echo secret=${GPUPOOL_AGENT_SECRET:-none}; echo pwd=$(pwd); touch here && echo can-write-cwd")
         jid = pool.submit(["sh", "-c", probe], name="probe")
         pool.wait_jobs([jid], timeout=30)
@@ -63,6 +64,7 @@ def main(gpupool):
                 c.check(secret not in text and word in lines, f"the job cannot read the {what}")
             c.check("no-listing" in lines, "the job cannot list the agent's work directory")
             c.check("no-store" in lines, "the job cannot read the server's store")
+            c.check("no-output-file" in lines, "the job cannot read output files in the agent's directory")
         else:
             print("not root: the job runs as the agent's own user; the uid checks are skipped")
         c.check("secret=none" in lines, f"the job does not see the agent's environment ({[x for x in lines if 'secret' in x]})")
