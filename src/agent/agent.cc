@@ -750,7 +750,11 @@ Status Agent::Run(const std::atomic<bool>& stop) {
     for (auto& [key, t] : tasks_) {
       TaskReport r{.job = key.job, .task = key.task, .attempt = key.attempt, .started_ms = t.started_ms, .error = t.error};
       const bool ended = t.exit_code || t.signal;
-      const bool shipped = (ended || scan_logs || !t.reported_running) ? ShipLogs(t, r, budget) : false;
+      // Output is looked at every interval, at once for a new or ended task, and on every
+      // heartbeat while a backlog lasts (a chatty job's output goes out as fast as heartbeats do).
+      const bool look = ended || scan_logs || !t.reported_running || t.log_backlog;
+      const bool shipped = look && ShipLogs(t, r, budget);
+      if (look) t.log_backlog = !shipped;
       r.dropped = t.dropped;
       r.lost = t.lost;
       if (ended && shipped && (t.ckpt_dir.empty() || t.ckpt_final)) {

@@ -77,6 +77,7 @@ class Agent {
     bool adopted = false;            // started by an earlier agent process: watch its status file
     std::array<int64_t, 2> saved{};  // shipped offsets last written to the task's directory
     int64_t dropped = 0;             // output bytes skipped (written faster than shipped), unreported
+    bool log_backlog = false;        // output left unshipped at the last look: look again next heartbeat
     bool lost = false;               // its lease ran out: the supervisor stopped it
     // Carried checkpoint (launch.carry_checkpoint): its directory here, what it held at the last
     // look and at the last shipment, and whether its last shipment after the end is done.

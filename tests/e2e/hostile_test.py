@@ -234,6 +234,8 @@ def main(gpupool):
         probe.stop.set()
         probe.join()
         c.check(pool.server.poll() is None, "the server is still running")
+        print(f"hostile: GET /v1/health p99 {probe.p99() * 1000:.1f} ms, max {max(probe.latencies) * 1000:.1f} ms over "
+              f"{len(probe.latencies)} probes")
         c.check(probe.p99() < 0.1, f"GET /v1/health p99 {probe.p99() * 1000:.0f} ms over {len(probe.latencies)} probes "
                                    f"(failures: {probe.failures[:3]})")
         nodes = {n["name"]: n["state"] for n in pool.call("GET", "/v1/nodes")[1]["nodes"]}
