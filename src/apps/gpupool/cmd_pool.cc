@@ -44,6 +44,7 @@ struct ServerArgs {
   uint64_t seed = 1;
   size_t body_limit = 1 << 20;
   std::string lease = "1800ms";
+  std::string header_timeout = "15s";
   int max_retries = 3;
   std::string checkpoint_root;  // shared storage; default: none, the pool carries checkpoints
   int64_t checkpoint_max_mib = 1024;
@@ -181,7 +182,9 @@ Result<std::unique_ptr<Server>> StartServer(const ServerArgs& a) {
   const fs::path spool = fs::path(a.data_dir) / "uploads";
   fs::create_directories(spool, ec);
   for (const auto& old : fs::directory_iterator(spool, ec)) fs::remove(old.path(), ec);  // a crash's leftovers
-  const ServerLimits limits{.spool_dir = spool};
+  auto header_timeout = ParseDuration(a.header_timeout);
+  if (!header_timeout || header_timeout->value() < 100) return InvalidArgument("--header-timeout: expected a duration such as 15s");
+  const ServerLimits limits{.header_timeout = *header_timeout, .spool_dir = spool};
   auto admit = [api](const RequestHead& h) { return api->Admit(h); };
   auto port = srv->loop.Listen(a.listen, [api](HttpRequest r, Respond respond) { api->Handle(std::move(r), std::move(respond)); },
                                admit, limits);
@@ -405,6 +408,8 @@ void AddPoolCommands(CLI::App& app, int* exit_code) {
   server->add_option("--fleet", s->fleet, "fleet file with providers, sites, links and prices (nodes come from agents)");
   server->add_option("--policy", s->policy, "scheduling policy (see `gpupool policies`)");
   server->add_option("--seed", s->seed, "seed for randomised policies");
+  server->add_option("--header-timeout", s->header_timeout,
+                     "a request's header must arrive within this, else the connection is closed (slow clients), default 15s");
   server->add_option("--lease", s->lease,
                      "how long a task runs on without word from the server before it stops itself; "
                      "a dead node's jobs move after this (default 1800ms)");
