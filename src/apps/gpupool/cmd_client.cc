@@ -173,14 +173,28 @@ int Submit(const Conn& c, const SubmitArgs& a) {
   return 0;
 }
 
-int Jobs(const Conn& c, const std::string& query) {
-  auto body = Call(c, "GET", "/v1/jobs" + query);
-  if (!body) return 1;
+// Up to `want` jobs, newest first, read a page (at most 1,000) at a time through `next`.
+int Jobs(const Conn& c, const std::string& filters, size_t want) {
+  json all = json::array();
+  std::string cursor;
+  while (all.size() < want) {
+    const size_t page = std::min<size_t>(want - all.size(), 1000);
+    auto body = Call(c, "GET", fmt::format("/v1/jobs?{}limit={}{}", filters, page, cursor));
+    if (!body) return 1;
+    const json p = json::parse(*body, nullptr, false);
+    if (!p.is_object() || !p.contains("jobs")) {
+      fmt::print(stderr, "gpupool: the server's answer is not a job list\n");
+      return 1;
+    }
+    for (const json& x : p["jobs"]) all.push_back(x);
+    if (!p.contains("next") || p["jobs"].empty()) break;
+    cursor = "&before=" + p["next"].get<std::string>();
+  }
+  const json j{{"jobs", all}};
   if (c.json_out) {
-    fmt::print("{}\n", *body);
+    fmt::print("{}\n", j.dump());
     return 0;
   }
-  const json j = json::parse(*body);
   fmt::print("{:<6} {:<18} {:<10} {:<16} {:<10} {:>5} {:>10}  {}\n", "ID", "NAME", "STATE", "NODE", "GPUS", "EXIT", "AGE", "MESSAGE");
   for (const json& job : j["jobs"]) {
     fmt::print("{:<6} {:<18} {:<10} {:<16} {:<10} {:>5} {:>10}  {}\n", Shown(job["id"]),
@@ -386,14 +400,15 @@ void AddClientCommands(CLI::App& app, int* exit_code) {
   jobs->add_option("--state", (*jq)[0], "queued, starting, running, succeeded, failed or cancelled");
   jobs->add_option("--tenant", (*jq)[1], "only this tenant's");
   jobs->add_option("--node", (*jq)[2], "only jobs on this node");
-  jobs->add_option("--limit", (*jq)[3], "at most this many");
-  jobs->callback([conn, jq, exit_code] {
+  auto limit = std::make_shared<size_t>(1000);
+  jobs->add_option("--limit", *limit, "at most this many (default 1000; more are read page by page)")->check(CLI::Range(1, 100'000'000));
+  jobs->callback([conn, jq, limit, exit_code] {
     std::string q;
-    const char* keys[] = {"state", "tenant", "node", "limit"};
-    for (size_t i = 0; i < 4; ++i) {
-      if (!(*jq)[i].empty()) q += (q.empty() ? "?" : "&") + std::string(keys[i]) + "=" + (*jq)[i];
+    const char* keys[] = {"state", "tenant", "node"};
+    for (size_t i = 0; i < 3; ++i) {
+      if (!(*jq)[i].empty()) q += std::string(keys[i]) + "=" + (*jq)[i] + "&";
     }
-    *exit_code = Jobs(*conn, q);
+    *exit_code = Jobs(*conn, q, *limit);
   });
 
   auto id = std::make_shared<std::string>();
