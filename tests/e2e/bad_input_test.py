@@ -111,6 +111,17 @@ def main(gpupool):
         status, err = pool.call("GET", f"/v1/jobs/{big}/logs?task=0&stream=stderr")
         c.check(done["state"] == "succeeded" and "over the pool's limit of 3145728 bytes" in str(err),
                 f"a 5 MB checkpoint under a 3 MiB limit is refused at its node, in its stderr ({done['state']}: {err!r})")
+        # Listings come in pages of at most 1,000: the CLI and the helpers read on through `next`.
+        for _ in range(1200):
+            pool.call("POST", "/v1/jobs", {"command": ["true"], "gpus": 16})  # never fits: stays queued, cheaply
+        status, page = pool.call("GET", "/v1/jobs?limit=1000")
+        c.check(status == 200 and len(page["jobs"]) == 1000 and "next" in page, f"a page of 1,000 with a cursor ({status})")
+        everything = pool.all_jobs()
+        c.check(len(everything) == len({j["id"] for j in everything}) >= 1200, f"paging reads every job once ({len(everything)})")
+        env = dict(os.environ, GPUPOOL_ADDR=f"127.0.0.1:{pool.port}", GPUPOOL_TOKEN=pool.token)
+        out = subprocess.run([gpupool, "jobs", "--limit", "1100", "--json"], capture_output=True, text=True, env=env, timeout=30)
+        got = json.loads(out.stdout)["jobs"] if out.returncode == 0 else []
+        c.check(len(got) == 1100 and len({j["id"] for j in got}) == 1100, f"`gpupool jobs --limit 1100` reads two pages ({len(got)})")
         ok = pool.submit(["true"], gpus=0)
         status, body = pool.call("GET", f"/v1/jobs/{ok}")
         c.check(status == 200 and body["id"] == ok, "a good job after all that is accepted")
