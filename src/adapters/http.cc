@@ -143,7 +143,22 @@ class Session : public std::enable_shared_from_this<Session> {
       return Refuse(HttpResponse{413, fmt::format(R"({{"error":"request body over {} bytes"}})", limit_)});
     }
     stream_.expires_after(std::chrono::milliseconds(limits_.body_timeout.value()));
-    if (adm.spool && !parser_->is_done()) {
+    // A client that asked before sending its body (curl does past 1 MiB) hears yes now, not
+    // after its own 1 s wait; only admitted requests get this far.
+    if (!parser_->is_done() && beast::iequals(req[http::field::expect], "100-continue")) {
+      static const std::string kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
+      asio::async_write(stream_, asio::buffer(kContinue), [self = shared_from_this(), spool = adm.spool](beast::error_code e, size_t) {
+        if (e) return;
+        self->ReadBody(spool);
+      });
+      return;
+    }
+    ReadBody(adm.spool);
+  }
+
+  void ReadBody(bool spool) {
+    beast::error_code ec;
+    if (spool && !parser_->is_done()) {
       // Streamed to a file as it arrives: a 1 GiB upload costs the server a buffer, not 1 GiB.
       static uint64_t serial = 0;
       const auto dir = limits_.spool_dir.empty() ? std::filesystem::temp_directory_path() : limits_.spool_dir;
