@@ -65,13 +65,14 @@ bench: build
 	GPUPOOL_TRACES=$(abspath $(TRACES)) $(BUILD)/bench/gpupool_bench $(BENCH_ARGS)
 	python3 bench/pool_bench.py $(BUILD)/gpupool 2000
 
-# The long fault-injection run: the fault and crash tests, SOAK_ROUNDS times over.
+# The long fault-injection run: the fault, crash and hostile-input tests, SOAK_ROUNDS times over.
 SOAK_ROUNDS ?= 20
 soak: build
 	@for i in $$(seq 1 $(SOAK_ROUNDS)); do \
 	  echo "== soak round $$i of $(SOAK_ROUNDS)"; \
 	  python3 tests/e2e/fault_test.py $(BUILD)/gpupool || exit 1; \
 	  python3 tests/e2e/crash_test.py $(BUILD)/gpupool || exit 1; \
+	  python3 tests/e2e/hostile_test.py $(BUILD)/gpupool || exit 1; \
 	done
 
 format:

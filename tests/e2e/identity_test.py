@@ -23,11 +23,7 @@ def main(gpupool):
         pool.start_server()
         out = pool.shared_dir(os.path.join(pool.dir, "out"))
         env = dict(os.environ, GPUPOOL_AGENT_SECRET="agent-s3cret")
-        first = subprocess.Popen(
-            [gpupool, "agent", "--server", f"127.0.0.1:{pool.port}", "--join-token-file", f"{pool.dir}/server/join.token",
-             "--simulate-gpus", "2xH100", "--name", "alpha", "--work-dir", f"{pool.dir}/agents/alpha", "--interval", "200ms",
-             "--metrics-listen", "off"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        pool.agents.append(first)
+        first = pool.start_agent("alpha", "2xH100", env=env)
         pool.wait_nodes(1)
 
         # --- a second agent in the same name ---
@@ -78,11 +74,7 @@ def main(gpupool):
             time.sleep(0.1)
         os.killpg(first.pid, 9)
         first.wait()
-        again = subprocess.Popen(
-            [gpupool, "agent", "--server", f"127.0.0.1:{pool.port}", "--join-token-file", f"{pool.dir}/server/join.token",
-             "--simulate-gpus", "2xH100", "--name", "alpha", "--work-dir", f"{pool.dir}/agents/alpha", "--interval", "200ms",
-             "--metrics-listen", "off"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
-        pool.agents.append(again)
+        again = pool.start_agent("alpha", "2xH100")
         final = pool.wait_jobs([long], timeout=30)
         j = final[long]
         c.check(again.poll() is None, "the restarted agent was taken back (not refused as a twin)")
@@ -91,11 +83,7 @@ def main(gpupool):
         c.check(len(runs) == 1, f"started once ({len(runs)})")
 
         # --- a relative --work-dir ---
-        rel = subprocess.Popen(
-            [gpupool, "agent", "--server", f"127.0.0.1:{pool.port}", "--join-token-file", f"{pool.dir}/server/join.token",
-             "--simulate-gpus", "1xA100", "--name", "relative", "--work-dir", "rel/work", "--interval", "200ms",
-             "--metrics-listen", "off"], cwd=pool.dir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        pool.agents.append(rel)
+        pool.start_agent("relative", "1xA100", work="rel/work", cwd=pool.dir)
         pool.wait_nodes(2)
         slow = pool.submit(["sh", "-c", "sleep 3; echo fine"], gpus=1, gpu_model="A100", name="slow")
         j = pool.wait_jobs([slow], timeout=30)[slow]

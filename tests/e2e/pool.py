@@ -47,13 +47,14 @@ class Pool:
         self.token = open(f"{self.dir}/server/admin.token").read().strip()
         return self
 
-    def start_agent(self, name, gpus, interval="200ms", server=None, prefix=(), extra=(), metrics="off"):
+    def start_agent(self, name, gpus, interval="200ms", server=None, prefix=(), extra=(), metrics="off", work=None,
+                    env=None, cwd=None, stderr=subprocess.DEVNULL):
         os.chmod(self.dir, 0o711)  # tasks (as nobody) pass through to their directories, as under /var/lib
         p = subprocess.Popen(
-            [*prefix, self.gpupool, "agent", "--server", server or f"127.0.0.1:{self.port}", "--join-token-file",
+            [*prefix, os.path.abspath(self.gpupool), "agent", "--server", server or f"127.0.0.1:{self.port}", "--join-token-file",
              f"{self.dir}/server/join.token", "--simulate-gpus", gpus, "--name", name,
-             "--work-dir", f"{self.dir}/agents/{name}", "--interval", interval, "--metrics-listen", metrics, *extra],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+             "--work-dir", work or f"{self.dir}/agents/{name}", "--interval", interval, "--metrics-listen", metrics, *extra],
+            stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True, env=env, cwd=cwd, text=True)
         self.agents.append(p)
         return p
 
