@@ -171,6 +171,10 @@ Status Fleet::Validate() const {
 
 Status AddNodeGroup(Fleet& fleet, const NodeGroupSpec& g, bool exact_name_for_single) {
   if (g.count < 1) return Status(StatusCode::kInvalidArgument, fmt::format("count must be at least 1, got {}", g.count));
+  if (g.count > kMaxFleetNodes - static_cast<int64_t>(fleet.nodes.size())) {
+    return Status(StatusCode::kInvalidArgument, fmt::format("a fleet holds at most {} nodes; {} more would make {}", kMaxFleetNodes,
+                                                            g.count, fleet.nodes.size() + static_cast<size_t>(g.count)));
+  }
   if (g.gpus < 0 || g.gpus > kMaxGpusPerNode) {
     return Status(StatusCode::kInvalidArgument,
                   fmt::format("gpus must be 0..{}, got {}", kMaxGpusPerNode, g.gpus));
@@ -245,7 +249,7 @@ Result<Fleet> ParseFleetShorthand(std::string_view text) {
   };
   int nodes = 0;
   int gpus = 0;
-  if (!number(parts[0], nodes) || nodes < 1 || nodes > 1'000'000) return expect("node count must be 1..1000000");
+  if (!number(parts[0], nodes) || nodes < 1 || nodes > kMaxFleetNodes) return expect(fmt::format("node count must be 1..{}", kMaxFleetNodes));
   if (!number(parts[1], gpus) || gpus < 0 || gpus > kMaxGpusPerNode) {
     return expect(fmt::format("GPUs per node must be 0..{}", kMaxGpusPerNode));
   }

@@ -19,6 +19,9 @@
 namespace gp {
 
 inline constexpr int kMaxGpusPerNode = 16;
+// The most nodes one fleet holds (ten times the fleet the pool is built for): a fleet file or
+// shorthand past it is an error, not gigabytes of nodes.
+inline constexpr int kMaxFleetNodes = 100'000;
 // Model ids 0..62 name GPU models; bit 63 of a ModelMask stands for "a node with no GPU".
 inline constexpr int kMaxGpuModels = 63;
 inline constexpr int kNoGpuModelBit = 63;

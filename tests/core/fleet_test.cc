@@ -15,6 +15,9 @@ TEST(FleetShorthandTest, Table) {
       {"256x8xV100", 256, 8, "V100"}, {"1x1xh100", 1, 1, "H100"}, {"4x0", 4, 0, ""},
       {"0x8xV100", 0, 0, nullptr},    {"2x17xA100", 0, 0, nullptr}, {"2x8", 0, 0, nullptr},
       {"axbxc", 0, 0, nullptr},
+      // The fleet fuzzer's find: 769,702 nodes of 11 GPUs took gigabytes; a fleet holds at most
+      // 100,000 nodes.
+      {"769702x11x0cpu_cores", 0, 0, nullptr}, {"100001x8xH100", 0, 0, nullptr}, {"100000x0", 100'000, 0, ""},
   };
   for (const Case& c : cases) {
     auto f = ParseFleetShorthand(c.text);
@@ -33,6 +36,17 @@ TEST(FleetShorthandTest, Table) {
     }
     EXPECT_TRUE(f->Validate().ok());
   }
+}
+
+TEST(FleetTest, GroupsTogetherStayWithinTheNodeLimit) {
+  Fleet f;
+  f.providers.push_back(Provider{.id = ProviderId{0}, .name = "p"});
+  f.sites.push_back(Site{.id = SiteId{0}, .name = "s", .region = "r"});
+  ASSERT_TRUE(AddNodeGroup(f, NodeGroupSpec{.name_prefix = "a", .count = 60'000}).ok());
+  const Status s = AddNodeGroup(f, NodeGroupSpec{.name_prefix = "b", .count = 60'000});
+  EXPECT_FALSE(s.ok());
+  EXPECT_NE(s.message().find("at most 100000 nodes; 60000 more would make 120000"), std::string::npos) << s.message();
+  EXPECT_EQ(f.nodes.size(), 60'000u) << "the refused group added nothing";
 }
 
 TEST(FleetTest, CatalogFillsGpuDetails) {
