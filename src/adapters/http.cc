@@ -352,6 +352,8 @@ std::string UrlDecode(std::string_view s) {
 }
 
 struct EventLoop::Impl {
+  // First, so it is destroyed last: sessions still queued in `io` when it goes update it.
+  ConnectionCount connections;
   asio::io_context io{1};
   std::vector<std::unique_ptr<tcp::acceptor>> acceptors;
   struct Listener {
@@ -362,8 +364,6 @@ struct EventLoop::Impl {
   std::vector<std::unique_ptr<Listener>> listeners;
   std::unique_ptr<asio::signal_set> signals;
   std::vector<std::shared_ptr<std::function<void()>>> ticks;
-  ConnectionCount connections;
-  asio::steady_timer accept_pause{io};
 
   // Closes the oldest idle connection, if there is one.
   void EvictIdle() {

@@ -58,9 +58,14 @@ class Pool:
         self.agents.append(p)
         return p
 
-    def credential(self, name):
-        """The node credential agent `name` keeps in its work directory."""
-        return open(f"{self.dir}/agents/{name}/node.credential").read().strip()
+    def credential(self, name, timeout=10):
+        """The node credential agent `name` keeps in its work directory (written just after the
+        server registered the node, so it may lag the node's "ready" by a moment)."""
+        path = f"{self.dir}/agents/{name}/node.credential"
+        deadline = time.time() + timeout
+        while not os.path.exists(path) and time.time() < deadline:
+            time.sleep(0.05)
+        return open(path).read().strip()
 
     def raw(self, data, timeout=10):
         """Sends raw bytes on a connection of its own; returns (status or None, the whole answer)."""
