@@ -46,12 +46,13 @@ class Session;
 struct ConnectionCount {
   size_t open = 0;
   size_t max = 0;
-  size_t evicted = 0;
   std::list<std::weak_ptr<Session>> idle;
-  // Evicted sessions close their socket at once but leave the count when their handlers run.
-  size_t pending = 0;
-  size_t evicted_pending() const { return pending; }
 };
+
+// Answers that the connection layer gives by itself.
+HttpResponse TooLong(std::string_view what, size_t limit, int status) {
+  return HttpResponse{status, fmt::format(R"({{"error":"request {} over {} bytes"}})", what, limit)};
+}
 
 class Session : public std::enable_shared_from_this<Session> {
  public:
@@ -61,20 +62,28 @@ class Session : public std::enable_shared_from_this<Session> {
     ++count_.open;
   }
   ~Session() {
-    --count_.open;
+    Uncount();
     NotIdle();
     RemoveSpool();
   }
 
   void Start() { Read(); }
 
-  // Closes an idle connection to make room for a new one.
+  // Closes an idle connection to make room for a new one; its descriptor is free at once, so
+  // it leaves the count now (its handlers run later).
   void Evict() {
     NotIdle();
+    Uncount();
     stream_.close();
   }
 
  private:
+  void Uncount() {
+    if (!counted_) return;
+    --count_.open;
+    counted_ = false;
+  }
+
   void NotIdle() {
     if (!idle_) return;
     count_.idle.erase(idle_it_);
@@ -113,18 +122,17 @@ class Session : public std::enable_shared_from_this<Session> {
       const std::string_view seen(static_cast<const char*>(buffer_.data().data()), buffer_.size());
       const size_t eol = seen.find("\r\n");
       const bool long_line = eol == std::string_view::npos || eol > limits_.max_target;
-      return Refuse(long_line ? HttpResponse{414, fmt::format(R"({{"error":"request target over {} bytes"}})", limits_.max_target)}
-                              : HttpResponse{431, fmt::format(R"({{"error":"request header over {} bytes"}})", limits_.max_header)});
+      return Refuse(long_line ? TooLong("target", limits_.max_target, 414) : TooLong("header", limits_.max_header, 431));
     }
     if (ec) return;  // closed, timed out, or not HTTP: drop the connection
     const auto& req = parser_->get();
     if (req.target().size() > limits_.max_target) {
-      return Refuse(HttpResponse{414, fmt::format(R"({{"error":"request target over {} bytes"}})", limits_.max_target)});
+      return Refuse(TooLong("target", limits_.max_target, 414));
     }
     size_t fields = 0;
     for (const auto& f : req.base()) fields += f.name_string().size() + f.value().size() + 4;
     if (fields > limits_.max_header) {
-      return Refuse(HttpResponse{431, fmt::format(R"({{"error":"request header over {} bytes"}})", limits_.max_header)});
+      return Refuse(TooLong("header", limits_.max_header, 431));
     }
     Admission adm;
     std::optional<uint64_t> length;
@@ -133,14 +141,14 @@ class Session : public std::enable_shared_from_this<Session> {
       adm = admit_(RequestHead{.method = req.method_string(), .target = req.target(),
                                .authorization = req[http::field::authorization], .cookie = req[http::field::cookie],
                                .content_length = length});
-    } catch (const std::exception& e) {
+    } catch (const std::exception&) {
       adm.refuse = HttpResponse{500, R"({"error":"internal error while admitting the request"})"};
     }
     if (adm.refuse) return Refuse(std::move(*adm.refuse));
     limit_ = adm.body_limit;
     const bool chunked = parser_->chunked();
     if ((parser_->content_length() && *parser_->content_length() > limit_) || (chunked && limit_ == 0)) {
-      return Refuse(HttpResponse{413, fmt::format(R"({{"error":"request body over {} bytes"}})", limit_)});
+      return Refuse(TooLong("body", limit_, 413));
     }
     stream_.expires_after(std::chrono::milliseconds(limits_.body_timeout.value()));
     // A client that asked before sending its body (curl does past 1 MiB) hears yes now, not
@@ -180,9 +188,7 @@ class Session : public std::enable_shared_from_this<Session> {
   }
 
   void OnRead(beast::error_code ec) {
-    if (ec == http::error::body_limit) {
-      return Refuse(HttpResponse{413, fmt::format(R"({{"error":"request body over {} bytes"}})", limit_)});
-    }
+    if (ec == http::error::body_limit) return Refuse(TooLong("body", limit_, 413));
     if (ec) return;  // closed, timed out, or not HTTP: drop the connection
     HttpRequest r;
     auto fill = [&](const auto& req) {
@@ -218,7 +224,7 @@ class Session : public std::enable_shared_from_this<Session> {
     };
     try {
       handler_(std::move(r), respond);
-    } catch (const std::exception& e) {
+    } catch (const std::exception&) {
       // A handler's bug answers this request with 500; the server and every other request go on.
       respond(HttpResponse{500, R"({"error":"internal error while handling the request"})"});
     }
@@ -296,6 +302,7 @@ class Session : public std::enable_shared_from_this<Session> {
   ConnectionCount& count_;
   std::list<std::weak_ptr<Session>>::iterator idle_it_;
   bool idle_ = false;
+  bool counted_ = true;
   size_t limit_ = 0;
   bool keep_alive_ = false;
   bool draining_ = false;
@@ -374,9 +381,6 @@ struct EventLoop::Impl {
         continue;
       }
       oldest->Evict();
-      ++connections.evicted;
-      ++connections.pending;
-      asio::post(io, [this] { --connections.pending; });
       return;
     }
   }
@@ -393,7 +397,7 @@ struct EventLoop::Impl {
       }
       if (!ec) {
         if (connections.open >= connections.max) EvictIdle();
-        if (connections.open >= connections.max + connections.evicted_pending()) {
+        if (connections.open >= connections.max) {
           TurnAway(std::move(s));
         } else {
           beast::error_code ignored;

@@ -401,13 +401,14 @@ void Agent::Start(const TaskLaunch& l, const std::string& note) {
   // A relative workdir is inside the task's own directory (the server refused one that climbs
   // out); an absolute one is what the server's --allow-workdir let through.
   std::string workdir = work.string();
-  if (!l.workdir.empty()) workdir = std::filesystem::path(l.workdir).is_absolute() ? l.workdir : (work / l.workdir).string();
-  if (!l.workdir.empty() && !std::filesystem::path(l.workdir).is_absolute()) {
+  if (std::filesystem::path(l.workdir).is_absolute()) {
+    workdir = l.workdir;
+  } else if (!l.workdir.empty()) {
+    workdir = (work / l.workdir).string();
     std::filesystem::create_directories(workdir, ec);
     GiveTree(workdir, job_uid_, job_gid_);
   }
-  const std::string user = job_uid_ >= 0 ? o_.job_user : (getenv("USER") ? getenv("USER") : "");
-  auto pid = SpawnInSession(std::move(args), Environment(env, workdir, user), out, err, workdir);
+  auto pid = SpawnInSession(std::move(args), Environment(env, workdir, TaskUser()), out, err, workdir);
   if (!pid) {
     // Not started (no such program, no such directory...): say so where the user will look.
     std::ofstream(err, std::ios::app) << fmt::format("gpupool agent: cannot start {} in {}: {}\n", l.command[0], workdir,
@@ -532,7 +533,7 @@ void Agent::StartSelfTest(int gpu) {
   auto pid = SpawnInSession(std::move(args),
                             Environment({{"CUDA_VISIBLE_DEVICES", std::to_string(gpu)}, {"CUDA_DEVICE_ORDER", "PCI_BUS_ID"},
                                          {"GPUPOOL_SELFTEST_GPU", std::to_string(gpu)}, {"GPUPOOL_SELFTEST_UUID", uuid}},
-                                        o_.work_dir.string(), "root"),
+                                        o_.work_dir.string(), TaskUser()),
                             log.string(), log.string(), o_.work_dir.string());
   if (!pid) {
     selftest_results_.push_back(GpuSelfTest{.gpu = gpu, .passed = false, .detail = "cannot start: " + pid.error().message()});
@@ -683,6 +684,7 @@ bool Agent::ShipLogs(Task& t, TaskReport& r, int64_t& budget) {
     std::ifstream in(path, std::ios::binary);
     if (!in) continue;
     const int64_t n = std::min({size - sent, kLogChunk, std::max<int64_t>(budget, 0)});
+    t.in_flight[static_cast<size_t>(s)] = n;
     if (n > 0) {
       const size_t at = chunk.size();
       chunk.resize(at + static_cast<size_t>(n));
@@ -752,6 +754,7 @@ Status Agent::Run(const std::atomic<bool>& stop) {
       const bool ended = t.exit_code || t.signal;
       // Output is looked at every interval, at once for a new or ended task, and on every
       // heartbeat while a backlog lasts (a chatty job's output goes out as fast as heartbeats do).
+      t.in_flight = {};
       const bool look = ended || scan_logs || !t.reported_running || t.log_backlog;
       const bool shipped = look && ShipLogs(t, r, budget);
       if (look) t.log_backlog = !shipped;
@@ -797,9 +800,10 @@ Status Agent::Run(const std::atomic<bool>& stop) {
             // reports go on without it.
             t.dropped += lost;
           } else {
-            // Logs already read were lost with the failed request: ship them again.
-            t.sent[0] -= static_cast<int64_t>(r.stdout_chunk.size());
-            t.sent[1] -= static_cast<int64_t>(r.stderr_chunk.size());
+            // Output already read was lost with the failed request: ship it again (the bytes of
+            // the file, not a drop marker's, which is not in the file).
+            t.sent[0] -= t.in_flight[0];
+            t.sent[1] -= t.in_flight[1];
           }
         }
       }

@@ -77,7 +77,8 @@ class Agent {
     bool adopted = false;            // started by an earlier agent process: watch its status file
     std::array<int64_t, 2> saved{};  // shipped offsets last written to the task's directory
     int64_t dropped = 0;             // output bytes skipped (written faster than shipped), unreported
-    bool log_backlog = false;        // output left unshipped at the last look: look again next heartbeat
+    bool log_backlog = false;
+    std::array<int64_t, 2> in_flight{};  // bytes of stdout, stderr read into the heartbeat being sent        // output left unshipped at the last look: look again next heartbeat
     bool lost = false;               // its lease ran out: the supervisor stopped it
     // Carried checkpoint (launch.carry_checkpoint): its directory here, what it held at the last
     // look and at the last shipment, and whether its last shipment after the end is done.
@@ -118,6 +119,8 @@ class Agent {
   bool ShipLogs(Task& t, TaskReport& r, int64_t& budget);
   void ReadStatus(const TaskKey& key, Task& t);  // the supervisor's status file: a lost lease
   std::filesystem::path CredentialPath() const { return o_.work_dir / "node.credential"; }
+  // The user tasks run as: --job-user when the agent is root, else the agent's own.
+  std::string TaskUser() const { return job_uid_ >= 0 ? o_.job_user : (getenv("USER") ? getenv("USER") : ""); }
   void RenewLeaseWhileAway(int64_t& backoff);
   void Exited(Task& t, int status);
 

@@ -126,15 +126,9 @@ void Api::EventsRoute(const HttpRequest& r, Respond respond) {
   uint64_t since = 0;
   size_t limit = 1000;
   Millis wait{0};
-  auto number = [&](const char* key, auto& out, auto lo, auto hi) {
-    auto it = r.query.find(key);
-    if (it == r.query.end()) return true;
-    auto [p, ec] = std::from_chars(it->second.data(), it->second.data() + it->second.size(), out);
-    return ec == std::errc() && p == it->second.data() + it->second.size() && out >= lo && out <= hi;
-  };
-  if (!number("since", since, uint64_t{0}, UINT64_MAX)) return respond(Fail(400, "since: expected an event number (0: from the start)"));
+  if (QueryNumber(r, "since", since, uint64_t{0}, UINT64_MAX)) return respond(Fail(400, "since: expected an event number (0: from the start)"));
   // Pages of at most 10,000: `since` is the cursor (the last event's sequence).
-  if (!number("limit", limit, size_t{1}, size_t{10'000})) return respond(Fail(400, "limit: expected 1..10000"));
+  if (auto e = QueryNumber(r, "limit", limit, size_t{1}, size_t{10'000})) return respond(Fail(400, *e));
   if (auto it = r.query.find("wait"); it != r.query.end()) {
     auto d = ParseDuration(it->second);
     if (!d || d->value() > 300'000) return respond(Fail(400, "wait: expected a duration up to 5m, e.g. 30s"));
@@ -213,9 +207,9 @@ void Api::Wake(const std::string& node) {
   });
 }
 
-std::string Api::CookieToken(const HttpRequest& r) const {
+std::string Api::CookieToken(std::string_view cookie) const {
   constexpr std::string_view kName = "gpupool_token=";
-  std::string_view c = r.cookie;
+  std::string_view c = cookie;
   while (!c.empty()) {
     const size_t semi = c.find(';');
     std::string_view part = c.substr(0, semi);
@@ -318,7 +312,7 @@ bool Api::WebRoute(const HttpRequest& r, const Respond& respond) const {
     respond(Fail(404, "no such page"));
     return true;
   }
-  if (!SameSecret(CookieToken(r), options_.admin_token)) {
+  if (!SameSecret(CookieToken(r.cookie), options_.admin_token)) {
     respond(LoginPage(""));
     return true;
   }
@@ -336,9 +330,7 @@ Api::Caller Api::Identify(std::string_view authorization, std::string_view cooki
   constexpr std::string_view kBearer = "Bearer ";
   // The dashboard's session: the admin token in an HttpOnly, SameSite=Strict cookie.
   if (authorization.empty() && !cookie.empty()) {
-    HttpRequest r;
-    r.cookie = std::string(cookie);
-    return SameSecret(CookieToken(r), options_.admin_token) ? Caller{Caller::Kind::kAdmin, {}} : Caller{};
+    return SameSecret(CookieToken(cookie), options_.admin_token) ? Caller{Caller::Kind::kAdmin, {}} : Caller{};
   }
   if (!authorization.starts_with(kBearer)) return {};
   const std::string_view token = authorization.substr(kBearer.size());
@@ -527,12 +519,12 @@ void Api::Route(const HttpRequest& r, const Caller& caller, Respond& respond) {
         }
         if (p[5] == "xid") {
           const nlohmann::json body = nlohmann::json::parse(r.body, nullptr, false);
-          const bool whole = body.is_object() && body.contains("xid") && body["xid"].is_number_integer();
-          if (!whole || (body["xid"].is_number_unsigned() && body["xid"].get<uint64_t>() > 100'000) ||
-              body["xid"].get<int64_t>() < 0 || body["xid"].get<int64_t>() > 100'000) {
+          // Non-negative whole numbers parse as unsigned: a negative, fractional or huge one is refused.
+          if (!body.is_object() || !body.contains("xid") || !body["xid"].is_number_unsigned() ||
+              body["xid"].get<uint64_t>() > 100'000) {
             return respond(Fail(400, "field 'xid': expected a whole number 0..100000 (an NVIDIA XID, e.g. 79)"));
           }
-          auto what = c_.GpuXid(name, gpu, body["xid"].get<int>());
+          auto what = c_.GpuXid(name, gpu, static_cast<int>(body["xid"].get<uint64_t>()));
           if (!what) return respond(Fail(HttpStatusOf(what.error()), what.error().message()));
           Poke();
           return respond(Json(200, nlohmann::json{{"node", name}, {"gpu", gpu}, {"result", *what}}.dump()));

@@ -59,7 +59,7 @@ class Api {
   // The dashboard: `/` (the page, or a login form), `/?token=` and POST /login (the token
   // exchanged for an HttpOnly cookie), `/assets/...` (scripts and styles, no data).
   bool WebRoute(const HttpRequest& r, const Respond& respond) const;
-  std::string CookieToken(const HttpRequest& r) const;
+  std::string CookieToken(std::string_view cookie) const;
   // GET /v1/events?since=N&limit=L&wait=D: NDJSON, one CloudEvent per line.
   void EventsRoute(const HttpRequest& r, Respond respond);
   void AnswerEventWaiters();

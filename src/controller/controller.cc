@@ -2,7 +2,9 @@
 
 #include "adapters/tokens.h"
 
+#include "core/gpu_catalog.h"
 #include "core/units.h"
+#include "telemetry/gpu_source.h"
 #include "health/gpu_health.h"
 
 #include <fmt/format.h>
@@ -493,12 +495,6 @@ Result<NodeId> Controller::AddOrUpdateNode(const RegisterRequest& r) {
     model_name = ModelFromDeviceName(d.name);
     auto model = fleet_.InternModel(model_name);
     if (!model) return tl::unexpected(model.error());
-    // A claim a real GPU cannot back: more than half again the memory its model has.
-    const GpuModelInfo& info = fleet_.model(*model);
-    if (info.memory.value() > 0 && d.memory.value() > info.memory.value() * 3 / 2) {
-      return InvalidArgument(fmt::format("gpus[{}]: {} MiB is more than a {} has ({} MiB)", d.index, d.memory.value(), info.name,
-                                         info.memory.value()));
-    }
     n.gpus.push_back(Gpu{.index = d.index, .model = *model, .memory = d.memory, .compute_capability = d.compute_capability,
                          .uuid = d.uuid, .nvlink_peers = d.nvlink_peers});
   }
@@ -543,7 +539,17 @@ std::optional<std::string> Controller::NodeOfCredential(std::string_view credent
 }
 
 Result<Controller::Registration> Controller::Register(const RegisterRequest& r) {
+  // A claim a real GPU cannot back: more than half again the memory its model has. (Checked
+  // here, not on recovery: a node the store already holds is loaded as it was.)
+  for (const GpuDevice& d : r.gpus) {
+    const GpuModelInfo* info = FindKnownGpuModel(ModelFromDeviceName(d.name));
+    if (info && info->memory.value() > 0 && d.memory.value() > info->memory.value() * 3 / 2) {
+      return InvalidArgument(fmt::format("gpus[{}]: {} MiB is more than a {} has ({} MiB)", d.index, d.memory.value(), info->name,
+                                         info->memory.value()));
+    }
+  }
   Registration out{.node = r.name};
+  bool issue = true;  // a new credential: for a new name, or a name taken over
   if (const NodeSlot* known = SlotByName(r.name)) {
     const std::string& hash = known->record.credential_hash;
     const bool proven = !hash.empty() && !r.credential.empty() && Sha256Hex(r.credential) == hash;
@@ -555,11 +561,9 @@ Result<Controller::Registration> Controller::Register(const RegisterRequest& r) 
                                r.name, known->record.agent_address, silent, r.address,
                                r.credential.empty() ? "has no credential for it" : "holds a different credential"));
     }
-    if (!proven) out.credential = "new";
-  } else {
-    out.credential = "new";
+    issue = !proven;
   }
-  if (!out.credential.empty()) {
+  if (issue) {
     auto secret = NewSecret();
     if (!secret) return tl::unexpected(secret.error());
     out.credential = *secret;
@@ -567,7 +571,7 @@ Result<Controller::Registration> Controller::Register(const RegisterRequest& r) 
   auto id = AddOrUpdateNode(r);
   if (!id) return tl::unexpected(id.error());
   NodeSlot& slot = nodes_[id->value()];
-  if (!out.credential.empty()) {
+  if (issue) {
     if (!slot.record.credential_hash.empty()) by_credential_.erase(slot.record.credential_hash);
     slot.record.credential_hash = Sha256Hex(out.credential);
     by_credential_[slot.record.credential_hash] = *id;
@@ -689,8 +693,7 @@ Result<HeartbeatReply> Controller::Heartbeat(const gp::Heartbeat& h) {
     if (t.state == TaskReport::State::kExited && t.lost) {
       // Its lease ran out (the agent heard nothing from the server in time): the attempt is
       // lost, which the failover path handles (retry, backoff, limit), not the job's failure.
-      if (!j.failing_over) FailOver(j, fmt::format("task {}'s lease ran out on {}", t.task, h.node), 0);
-      TaskEnded(j, t.task, std::nullopt, std::nullopt, "lost: its lease ran out");
+      TaskLost(j, t.task, fmt::format("task {}'s lease ran out on {}", t.task, h.node), "lost: its lease ran out");
       changed.push_back(&j);
     } else if (t.state == TaskReport::State::kExited) {
       TaskEnded(j, t.task, t.exit_code, t.signal, t.error);
@@ -715,8 +718,7 @@ Result<HeartbeatReply> Controller::Heartbeat(const gp::Heartbeat& h) {
     });
     if (pending_launch || (!task.started && !slot->delivered.count(key))) continue;
     slot->delivered.erase(key);
-    if (!jp->failing_over) FailOver(*jp, fmt::format("task {} lost on {}", key.task, h.node), 0);
-    TaskEnded(*jp, key.task, std::nullopt, std::nullopt, "lost: the agent no longer runs it");
+    TaskLost(*jp, key.task, fmt::format("task {} lost on {}", key.task, h.node), "lost: the agent no longer runs it");
     changed.push_back(jp);
   }
   std::vector<std::pair<uint64_t, std::string>> batch;
@@ -1011,7 +1013,12 @@ void Controller::Tick() {
   }
 }
 
-void Controller::ForgiveStall(int64_t) {
+void Controller::TaskLost(JobRecord& j, int task, const std::string& why, const std::string& how) {
+  if (!j.failing_over) FailOver(j, why, 0);
+  TaskEnded(j, task, std::nullopt, std::nullopt, how);
+}
+
+void Controller::ForgiveStall() {
   ++stats_.stalls;
   for (NodeSlot& s : nodes_) {
     if (!s.down) s.detector.Replied(clock_.Now());
@@ -1021,7 +1028,7 @@ void Controller::ForgiveStall(int64_t) {
 void Controller::TickOnce() {
   const int64_t now = clock_.Now().value();
   if (options_.stall.value() > 0 && last_tick_ms_ > 0 && now - last_tick_ms_ > options_.stall.value()) {
-    ForgiveStall(now - last_tick_ms_);
+    ForgiveStall();
   }
   last_tick_ms_ = now;
   for (NodeSlot& s : nodes_) {
@@ -1181,7 +1188,7 @@ void Controller::CollectMetrics(Families& out) const {
            {}, static_cast<double>(stats_.placed));
   AddValue(FamilyIn(out, "gpupool_failovers_total", "Jobs moved off a failed node or GPU since the server started.", MetricType::Counter),
            {}, static_cast<double>(stats_.failovers));
-  AddValue(FamilyIn(out, "gpupool_server_stalls_total", "Times the server's own loop stalled past --stall; no node was blamed for it.",
+  AddValue(FamilyIn(out, "gpupool_server_stalls_total", "Times the server's own loop stalled over 700 ms; no node was blamed for the silence.",
                     MetricType::Counter), {}, static_cast<double>(stats_.stalls));
   AddValue(FamilyIn(out, "gpupool_log_bytes_dropped_total", "Job output agents dropped: jobs that wrote faster than their node ships.",
                     MetricType::Counter), {}, static_cast<double>(stats_.log_bytes_dropped));

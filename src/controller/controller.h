@@ -225,8 +225,11 @@ class Controller {
   void ApplyPlan(const Plan& plan, const std::vector<PendingJob>& pending);
   void Launch(JobRecord& job);
   void TaskEnded(JobRecord& job, int task, std::optional<int> code, std::optional<int> signal, const std::string& why);
-  // The server stalled for `gap`: no node is blamed for the silence it caused.
-  void ForgiveStall(int64_t gap_ms);
+  // The server stalled: no node is blamed for the silence it caused.
+  void ForgiveStall();
+  // The attempt's task was lost through no fault of the job's (its lease ran out, its agent no
+  // longer runs it): the job fails over (`why`), and the task ends (`how`).
+  void TaskLost(JobRecord& job, int task, const std::string& why, const std::string& how);
   // The job's current attempt failed through no fault of its own: stop its other tasks and
   // requeue it (whole) once every task has ended and `fence_until` has passed.
   void FailOver(JobRecord& job, const std::string& why, int64_t fence_until, bool counts = true, int grace_ms = -1);

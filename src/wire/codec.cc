@@ -101,6 +101,20 @@ void CheckText(std::string_view s, std::string_view name, bool no_control) {
   }
 }
 
+// What a client sends as a command and environment: the checks of CheckText, and variable names
+// that a program's environment can hold. (Records already stored are read without them: what
+// was accepted before stays loadable.)
+void CheckCommand(const std::vector<std::string>& command, const std::vector<std::pair<std::string, std::string>>& env,
+                  std::string_view workdir) {
+  for (const std::string& a : command) CheckText(a, "command", false);
+  for (const auto& [k, v] : env) {
+    if (k.empty() || k.find('=') != std::string::npos) throw Bad{"field 'env': names must be non-empty and without '='"};
+    CheckText(k, "env", true);
+    CheckText(v, "env", false);
+  }
+  CheckText(workdir, "workdir", false);
+}
+
 void OnlyFields(const In& j, std::initializer_list<std::string_view> allowed) {
   for (auto it = j.begin(); it != j.end(); ++it) {
     bool ok = false;
@@ -141,7 +155,6 @@ std::string Str(const In& j, const char* key, std::string fallback = {}) {
   auto it = j.find(key);
   if (it == j.end() || it->is_null()) return fallback;
   if (!it->is_string()) throw Bad{fmt::format("field '{}': expected a string", key)};
-  CheckText(it->get_ref<const std::string&>(), key, false);
   return it->get<std::string>();
 }
 
@@ -149,14 +162,10 @@ std::vector<std::string> Strings(const In& j, const char* key) {
   std::vector<std::string> out;
   if (!j.contains(key) || j[key].is_null()) return out;
   const In& v = j[key];
-  if (v.is_string()) {
-    CheckText(v.get_ref<const std::string&>(), key, false);
-    return {v.get<std::string>()};
-  }
+  if (v.is_string()) return {v.get<std::string>()};
   if (!v.is_array()) throw Bad{fmt::format("field '{}': expected an array of strings", key)};
   for (const In& e : v) {
     if (!e.is_string()) throw Bad{fmt::format("field '{}': expected an array of strings", key)};
-    CheckText(e.get_ref<const std::string&>(), key, false);
     out.push_back(e.get<std::string>());
   }
   return out;
@@ -168,11 +177,6 @@ std::vector<std::pair<std::string, std::string>> StringMap(const In& j, const ch
   if (!j[key].is_object()) throw Bad{fmt::format("field '{}': expected an object of strings", key)};
   for (auto it = j[key].begin(); it != j[key].end(); ++it) {
     if (!it.value().is_string()) throw Bad{fmt::format("field '{}.{}': expected a string", key, it.key())};
-    if (it.key().empty() || it.key().find('=') != std::string::npos) {
-      throw Bad{fmt::format("field '{}': names must be non-empty and without '='", key)};
-    }
-    CheckText(it.key(), key, true);
-    CheckText(it.value().get_ref<const std::string&>(), key, false);
     out.emplace_back(it.key(), it.value().get<std::string>());
   }
   return out;
@@ -240,6 +244,7 @@ Result<JobRecord> ParseSubmitRequest(std::string_view body) {
     r.workdir = Str(j, "workdir");
     if (r.workdir.size() > 4096) throw Bad{"field 'workdir': at most 4096 characters"};
     if (r.env.size() > 1024) throw Bad{"field 'env': at most 1024 variables"};
+    CheckCommand(r.command, r.env, r.workdir);
     CheckText(s.name, "name", true);
     CheckText(s.tenant, "tenant", true);
     if (s.tenant.size() > 128) throw Bad{"field 'tenant': at most 128 characters"};
@@ -547,6 +552,10 @@ Result<RegisterRequest> ParseRegister(std::string_view body) {
     }
     r.labels = StringMap(j, "labels");
     if (r.labels.size() > 64) throw Bad{"field 'labels': at most 64"};
+    for (const auto& [k, v] : r.labels) {
+      CheckText(k, "labels", true);
+      CheckText(v, "labels", true);
+    }
     return r;
   });
 }

@@ -72,6 +72,11 @@ TEST(CodecHostileTest, JournalRecords) {
       {"data not an object", R"({"id":"1","state":"queued","data":3})", "field 'data'", ""},
   };
   for (const Case& c : cases) Expect(c, StatusOf(JobFromJson(c.body)));
+  // What the journal already holds loads as it was, even what a submit now refuses: a server
+  // must start on its old store.
+  auto old = JobFromJson("{\"id\":\"3\",\"state\":\"queued\",\"command\":[\"a\\u0000b\"],\"env\":{\"A=B\":\"x\"}}");
+  ASSERT_TRUE(old) << old.error().message();
+  EXPECT_EQ(old->command.at(0), std::string("a\0b", 3));
   const std::vector<Case> nodes = {
       {"node without gpus", R"({"name":"n1"})", "", "read a missing key: undefined behaviour"},
       {"gpus not an array", R"({"name":"n1","gpus":{}})", "field 'gpus'", ""},
