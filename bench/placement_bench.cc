@@ -2,6 +2,7 @@
 // cost of a pass as the fleet and the queue grow. Figures in docs/benchmarks.md.
 #include <benchmark/benchmark.h>
 
+#include <cstdlib>
 #include <deque>
 
 #include "core/fleet.h"
@@ -43,7 +44,7 @@ const Fleet& FleetOf(int nodes) {
 void RunPass(benchmark::State& state, const std::string& policy_name) {
   const Fleet& fleet = FleetOf(static_cast<int>(state.range(0)));
   const Backlog backlog = MakeBacklog(fleet, static_cast<int>(state.range(1)));
-  const ClusterSnapshot snap = MakeSnapshot(fleet);
+  const SchedState snap(fleet);
   const Policy policy = *BuiltinRegistry().MakePolicy(policy_name);
   int64_t placements = 0;
   for (auto _ : state) {
@@ -78,9 +79,9 @@ BENCHMARK(BM_Pass_Cost)->Args({1'000, 10'000})->Args({2'500, 25'000})->Unit(benc
 // One job arriving at a busy fleet: the latency of a pass of one (index build included).
 void BM_SingleArrival(benchmark::State& state) {
   const Fleet& fleet = FleetOf(static_cast<int>(state.range(0)));
-  ClusterSnapshot snap = MakeSnapshot(fleet);
-  for (size_t i = 0; i < snap.nodes.size(); ++i) {  // 7 of 8 GPUs busy everywhere
-    (void)Allocate(snap.nodes[i], TaskAllocation{.node = NodeId{static_cast<uint32_t>(i)}, .gpu_mask = 0x7F});
+  SchedState snap(fleet);
+  for (size_t i = 0; i < snap.size(); ++i) {  // 7 of 8 GPUs busy everywhere
+    if (!snap.Allocate(TaskAllocation{.node = NodeId{static_cast<uint32_t>(i)}, .gpu_mask = 0x7F}).ok()) std::abort();
   }
   const Backlog one = MakeBacklog(fleet, 1);
   const Policy policy = *BuiltinRegistry().MakePolicy("balanced");

@@ -26,7 +26,7 @@ Controller::Controller(Fleet base, Journal& journal, const Clock& clock, Control
   fleet_.nodes.clear();
   if (fleet_.providers.empty()) fleet_.providers.push_back(Provider{.id = ProviderId{0}, .name = "local"});
   if (fleet_.sites.empty()) fleet_.sites.push_back(Site{.id = SiteId{0}, .name = "local", .region = "local"});
-  snapshot_.fleet = &fleet_;
+  sched_.set_fleet(fleet_);
 }
 
 Status Controller::WriteWithEvents(const std::function<Status(const Events&)>& put) {
@@ -107,7 +107,7 @@ Status Controller::Recover() {
       if (n->gpu_health[g].starts_with("quarantined: ")) {
         slot.quarantine[g] = n->gpu_health[g].substr(13);
         slot.last_fault_ms[g] = clock_.Now().value();  // probation starts again
-        snapshot_.nodes[id->value()].quarantined = static_cast<uint16_t>(snapshot_.nodes[id->value()].quarantined | (1u << g));
+        sched_.Update(*id, [&](NodeState& st) { st.quarantined = static_cast<uint16_t>(st.quarantined | (1u << g)); });
       }
       if (g < n->gpu_check.size()) slot.last_check[g] = n->gpu_check[g];
     }
@@ -133,7 +133,7 @@ Status Controller::Recover() {
       if (!slot || t.exit_code || t.signal) continue;
       t.allocation.node = slot->record.spec.id;
       slot->active.insert(TaskKey{id, static_cast<int>(&t - j.tasks.data()), j.attempt});
-      if (!Allocate(snapshot_.nodes[t.allocation.node.value()], t.allocation).ok()) {
+      if (!sched_.Allocate(t.allocation).ok()) {
         t.exit_code = -1;
         j.message = "lost on recovery: its node no longer has the resources";
       }
@@ -253,8 +253,7 @@ void Controller::Quarantine(NodeSlot& slot, int gpu, const std::string& why) {
   slot.quarantine[static_cast<size_t>(gpu)] = why;
   Emit("gpu.quarantined", fmt::format("node/{}/gpu/{}", slot.record.spec.name, gpu),
        nlohmann::json{{"node", slot.record.spec.name}, {"gpu", gpu}, {"reason", why}}.dump());
-  NodeState& st = snapshot_.nodes[slot.record.spec.id.value()];
-  st.quarantined = static_cast<uint16_t>(st.quarantined | (1u << gpu));
+  sched_.Update(slot.record.spec.id, [&](NodeState& st) { st.quarantined = static_cast<uint16_t>(st.quarantined | (1u << gpu)); });
   const std::vector<TaskKey> active(slot.active.begin(), slot.active.end());
   for (const TaskKey& k : active) {
     auto it = jobs_.find(k.job);
@@ -296,8 +295,7 @@ Status Controller::UndrainGpu(const std::string& name, int gpu) {
   }
   slot->quarantine[static_cast<size_t>(gpu)].clear();
   slot->check_asked_ms[static_cast<size_t>(gpu)] = 0;
-  NodeState& st = snapshot_.nodes[slot->record.spec.id.value()];
-  st.quarantined = static_cast<uint16_t>(st.quarantined & ~(1u << gpu));
+  sched_.Update(slot->record.spec.id, [&](NodeState& st) { st.quarantined = static_cast<uint16_t>(st.quarantined & ~(1u << gpu)); });
   dirty_ = true;
   return PersistNode(*slot);
 }
@@ -437,7 +435,7 @@ std::vector<std::string> Controller::NodeNames() const {
 std::string Controller::NodeJson(const std::string& name) const {
   const NodeSlot* s = SlotByName(name);
   if (!s) return {};
-  const gp::NodeState& st = snapshot_.nodes[s->record.spec.id.value()];
+  const gp::NodeState& st = sched_.node(s->record.spec.id);
   NodeRecord shown = Shown(*s);
   shown.credential_hash.clear();  // the API never shows it
   return NodeToJson(shown, fleet_, NodeCondition(name), st.WholeFreeGpus());
@@ -516,13 +514,14 @@ Result<NodeId> Controller::AddOrUpdateNode(const RegisterRequest& r) {
     FillRecord(s.record, n, r, model_name);
     fleet_.nodes[n.id.value()] = n;
     s.record.max_tasks = r.max_tasks;
-    snapshot_.nodes[n.id.value()].task_slots = static_cast<uint16_t>(r.max_tasks);
+    sched_.Update(n.id, [&](NodeState& st) { st.task_slots = static_cast<uint16_t>(r.max_tasks); });
     return n.id;
   }
   n.id = NodeId{static_cast<uint32_t>(fleet_.nodes.size())};
   fleet_.nodes.push_back(n);
-  snapshot_.nodes.push_back(MakeNodeState(fleet_, n));
-  snapshot_.nodes.back().task_slots = static_cast<uint16_t>(r.max_tasks);
+  NodeState st = MakeNodeState(fleet_, n);
+  st.task_slots = static_cast<uint16_t>(r.max_tasks);
+  sched_.AddNode(st);
   NodeSlot slot;
   FillRecord(slot.record, n, r, model_name);
   slot.record.max_tasks = r.max_tasks;
@@ -593,7 +592,10 @@ Result<Controller::Registration> Controller::Register(const RegisterRequest& r) 
 
 void Controller::RefreshNodeState(NodeId id) {
   NodeSlot& slot = nodes_[id.value()];
-  NodeState& st = snapshot_.nodes[id.value()];
+  sched_.Update(id, [&](NodeState& st) { FillNodeState(slot, st); });
+}
+
+void Controller::FillNodeState(const NodeSlot& slot, NodeState& st) const {
   st.health = slot.down ? Health::kUnhealthy : (slot.suspect ? Health::kSuspect : Health::kHealthy);
   st.schedulability = slot.record.draining ? Schedulability::kDraining : Schedulability::kSchedulable;
   st.price = fleet_.PricePerGpuHour(slot.record.spec);
@@ -752,7 +754,7 @@ void Controller::ReleaseTask(const TaskRecord& t) {
   if (!slot) return;
   TaskAllocation a = t.allocation;
   a.node = slot->record.spec.id;
-  (void)Release(snapshot_.nodes[a.node.value()], a);
+  (void)sched_.Release(a);
   dirty_ = true;
 }
 
@@ -940,14 +942,14 @@ void Controller::ApplyPlan(const Plan& plan, const std::vector<PendingJob>&) {
     std::vector<TaskAllocation> done;
     bool ok = true;
     for (const TaskAllocation& a : p.tasks) {
-      if (!Allocate(snapshot_.nodes[a.node.value()], a).ok()) {
+      if (!sched_.Allocate(a).ok()) {
         ok = false;
         break;
       }
       done.push_back(a);
     }
     if (!ok) {
-      for (const TaskAllocation& a : done) (void)Release(snapshot_.nodes[a.node.value()], a);
+      for (const TaskAllocation& a : done) (void)sched_.Release(a);
       dirty_ = true;  // the job stays queued: try again on the next tick
       continue;
     }
@@ -1089,10 +1091,10 @@ void Controller::TickOnce() {
     pending.push_back(*p);
   }
   if (backing_off) dirty_ = true;
-  if (pending.empty() || snapshot_.nodes.empty()) return;
+  if (pending.empty() || sched_.empty()) return;
   ++stats_.passes;
   const auto t0 = std::chrono::steady_clock::now();
-  const Plan plan = Schedule(snapshot_, pending, policy_, rng_);
+  const Plan plan = Schedule(sched_, pending, policy_, rng_);
   if (on_pass) {
     on_pass(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), pending.size(), plan.placements.size());
   }
@@ -1149,7 +1151,7 @@ void Controller::CollectMetrics(Families& out) const {
       gpus.push_back(std::move(v));
     }
     AddGpuFamilies(out, name, gpus);
-    const NodeState& st = snapshot_.nodes[s.record.spec.id.value()];
+    const NodeState& st = sched_.node(s.record.spec.id);
     const LoadTerms t = ComputeLoad(st.load);
     AddNodeFamilies(out, name, static_cast<double>(st.load.cpu.value()) / 1000.0, static_cast<double>(st.load.gpu.value()) / 1000.0,
                     static_cast<double>(st.load.memory.value()) / 1000.0, t.r, t.l);

@@ -242,6 +242,7 @@ class Controller {
   void ReleaseTask(const TaskRecord& t);
   void AppendLog(JobId id, int task, std::string_view stream, const std::string& chunk);
   void RefreshNodeState(NodeId id);
+  void FillNodeState(const NodeSlot& slot, NodeState& st) const;
   NodeSlot* SlotByName(const std::string& name);
   const NodeSlot* SlotByName(const std::string& name) const;
 
@@ -251,7 +252,7 @@ class Controller {
   ControllerOptions options_;
   Policy policy_;
   SplitMix64 rng_;
-  ClusterSnapshot snapshot_;
+  SchedState sched_;
   std::vector<NodeSlot> nodes_;         // by NodeId
   std::map<std::string, NodeId> node_ids_;  // by name
   std::map<std::string, NodeId> by_credential_;  // by the SHA-256 of the node's credential

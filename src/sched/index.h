@@ -1,78 +1,160 @@
-// Free-GPU buckets: for each GPU model present, the nodes grouped by how many whole GPUs they
-// have free, so that finding a node for a task visits only nodes that can fit it instead of
-// scanning the fleet. Owned by one scheduling pass (not thread-safe).
+// The free-GPU index, kept current by the scheduling state (sched/sched_state.h) as nodes join,
+// change, get and give back resources, never rebuilt for a pass. Nodes are grouped into slots
+// by their static class (GPU model, GPU count, price, site, NIC: a fleet has few distinct ones),
+// and within a slot into buckets by how many whole GPUs they have free, plus a list of those
+// with a GPU partly used. Each bucket is a NodeBitset, so placing a node is O(1), a visit goes
+// in node-id order, and the order never depends on the history of changes: a decision replays
+// from (state, seed).
 //
-// Each node sits in exactly one bucket (and, if a GPU of it is partly used, in its model's
-// partial list); it knows its position there, so a move is a swap-with-last removal and an
-// append: O(1). The order within a bucket is the order of arrival, deterministic for the same
-// inputs. Build is O(nodes); a visit costs the entries it looks at.
+// A scheduling pass does not write this index: it sees it through an IndexOverlay holding the
+// few nodes the pass has touched (as Nomad's plan does), and ForEachCandidate merges the two
+// word by word. Not thread-safe; one owner.
 #pragma once
 
 #include <array>
+#include <compare>
 #include <cstdint>
+#include <map>
+#include <memory>
+#include <unordered_map>
 #include <vector>
 
+#include "sched/bitset.h"
 #include "sched/registry.h"
 #include "sched/snapshot.h"
 
 namespace gp {
 
+// The static class of a node: what the scorers of price and place read, and what the index
+// groups by. Ordered, so slots are visited in an order that depends only on what they are.
+struct SlotKey {
+  uint8_t model_bit = kNoGpuModelBit;
+  uint8_t gpu_count = 0;
+  int64_t price = 0;
+  uint32_t site = 0;
+  int64_t nic = 0;
+  auto operator<=>(const SlotKey&) const = default;
+};
+SlotKey SlotKeyOf(const NodeState& n);
+// Whole GPUs free (the bucket) and whether a GPU is partly used.
+int BucketOf(const NodeState& n);
+bool PartialOf(const NodeState& n);
+
 class FreeGpuIndex {
  public:
-  void Build(const std::vector<NodeState>& nodes);
-  // Call after nodes[pos]'s free GPUs changed.
-  void Moved(const std::vector<NodeState>& nodes, uint32_t pos);
-
-  // Visits each node that may fit a task of `gpus` GPUs among models in `mask`, once, in
-  // `order`; stops when visit(pos) returns false. CPU-only demands visit every node; fractional
-  // ones visit nodes with partly used GPUs first. `visit` must not change the index.
-  template <typename Visit>
-  void ForEach(uint64_t mask, int gpus, bool fractional, CandidateOrder order, Visit&& visit);
-
- private:
-  static constexpr uint32_t kNone = UINT32_MAX;
+  static constexpr int kBuckets = kMaxGpusPerNode + 1;
   struct Slot {
-    uint8_t bit = 0;
-    std::array<std::vector<uint32_t>, kMaxGpusPerNode + 1> by_free;
-    std::vector<uint32_t> partial;  // nodes with a GPU partly used
+    SlotKey key;
+    std::array<NodeBitset, kBuckets> by_free;
+    NodeBitset partial;
+    int nodes = 0;
   };
   struct Where {
-    int8_t slot = -1;
+    int32_t slot = -1;
     int8_t bucket = -1;
-    uint32_t at = kNone;          // position in its bucket
-    uint32_t partial_at = kNone;  // position in the partial list, or kNone
+    bool partial = false;
   };
-  static void RemoveAt(std::vector<uint32_t>& v, uint32_t at, std::vector<Where>& where, bool partial);
-  bool Seen(uint32_t pos);
 
-  std::array<int8_t, 64> slot_of_bit_{};
+  // Puts node `pos` where its state says: a node that joins, or one whose free GPUs or class
+  // changed. O(1), and O(log slots) when its class changes.
+  void Place(uint32_t pos, const NodeState& n);
+
+  const std::vector<Slot>& slots() const { return slots_; }
+  // Slot indices in key order (model first).
+  const std::vector<int32_t>& ordered() const { return ordered_; }
+  const Where& where(uint32_t pos) const { return where_[pos]; }
+  size_t size() const { return where_.size(); }
+  // The number of node positions the bitsets hold.
+  size_t capacity() const { return capacity_; }
+
+ private:
+  int32_t SlotFor(const SlotKey& key);
+
   std::vector<Slot> slots_;
+  std::vector<int32_t> ordered_;
+  std::map<SlotKey, int32_t> by_key_;
   std::vector<Where> where_;
-  std::vector<uint32_t> seen_;
-  uint32_t epoch_ = 0;
+  size_t capacity_ = 0;
 };
 
+// What one pass changed, seen over the index: the nodes it holds copies of are hidden in the
+// base and present in the overlay's own bitsets where their copies now belong. Sized lazily:
+// a pass that touches one node allocates a few bitsets, not one per slot.
+class IndexOverlay {
+ public:
+  explicit IndexOverlay(const FreeGpuIndex& base) : base_(base) {}
+
+  // Node `pos` (a copy the pass now owns) is where `n` says. The first call hides it in the base.
+  void Place(uint32_t pos, const NodeState& n);
+  bool Hides(uint32_t pos) const { return hidden_.Test(pos); }
+  const NodeBitset* hidden() const { return hidden_.empty() ? nullptr : &hidden_; }
+  const NodeBitset* Bucket(int32_t slot, int k) const;
+  const NodeBitset* Partial(int32_t slot) const;
+  // Whether the node (as the pass sees it) is in its slot's partial list.
+  bool InPartial(uint32_t pos) const;
+
+ private:
+  struct Delta {
+    std::array<NodeBitset, FreeGpuIndex::kBuckets> by_free;
+    NodeBitset partial;
+  };
+  struct Here {
+    int8_t bucket = -1;
+    bool partial = false;
+  };
+  Delta& DeltaOf(int32_t slot);
+  NodeBitset& Sized(NodeBitset& b);
+
+  const FreeGpuIndex& base_;
+  NodeBitset hidden_;
+  std::vector<std::unique_ptr<Delta>> deltas_;  // by slot, allocated on first use
+  std::unordered_map<uint32_t, Here> here_;             // the overlay's nodes
+};
+
+// Visits each node that may fit a task of `gpus` GPUs (a share when `fractional`) among models
+// in `mask`, as the pass sees the index, once, in the policy's order:
+//   kTightestFirst / kEmptiestFirst: by free whole GPUs (fewest / most), then slot key, then id;
+//   kCheapestFirst / kNearestFirst: by slot rank (`slot_rank`: price, or data transfer time;
+//   lower first), then fewest free GPUs, then id.
+// CPU-only demands start at bucket 0; fractional ones visit nodes with a partly used GPU first.
+// Stops when visit(pos) returns false.
 template <typename Visit>
-void FreeGpuIndex::ForEach(uint64_t mask, int gpus, bool fractional, CandidateOrder order, Visit&& visit) {
-  ++epoch_;
+void ForEachCandidate(const FreeGpuIndex& index, const IndexOverlay& overlay, uint64_t mask, int gpus, bool fractional,
+                      CandidateOrder order, const std::vector<int32_t>& slot_order, Visit&& visit) {
+  const auto& slots = index.slots();
   const int lo = fractional ? 1 : gpus;
+  bool go = true;
+  auto in_partial = [&](uint32_t pos) { return overlay.InPartial(pos); };
+  auto bucket = [&](int32_t s, int k) {
+    return ForEachMerged(slots[static_cast<size_t>(s)].by_free[static_cast<size_t>(k)], overlay.hidden(),
+                         overlay.Bucket(s, k), [&](uint32_t pos) {
+                           if (fractional && in_partial(pos)) return true;  // seen in the partial pass
+                           return go = visit(pos);
+                         }) && go;
+  };
+  auto allowed = [&](int32_t s) { return mask >> slots[static_cast<size_t>(s)].key.model_bit & 1; };
   if (fractional) {
-    for (const Slot& s : slots_) {
-      if (!(mask >> s.bit & 1)) continue;
-      for (uint32_t pos : s.partial) {
-        Seen(pos);
-        if (!visit(pos)) return;
+    for (int32_t s : slot_order) {
+      if (!allowed(s)) continue;
+      if (!ForEachMerged(slots[static_cast<size_t>(s)].partial, overlay.hidden(), overlay.Partial(s),
+                         [&](uint32_t pos) { return go = visit(pos); }) || !go) {
+        return;
       }
     }
   }
-  for (int step = 0; step <= kMaxGpusPerNode - lo; ++step) {
-    const int k = order == CandidateOrder::kTightestFirst ? lo + step : kMaxGpusPerNode - step;
-    for (const Slot& s : slots_) {
-      if (!(mask >> s.bit & 1)) continue;
-      for (uint32_t pos : s.by_free[static_cast<size_t>(k)]) {
-        if (fractional && Seen(pos)) continue;
-        if (!visit(pos)) return;
+  if (order == CandidateOrder::kTightestFirst || order == CandidateOrder::kEmptiestFirst) {
+    for (int step = 0; step <= kMaxGpusPerNode - lo; ++step) {
+      const int k = order == CandidateOrder::kTightestFirst ? lo + step : kMaxGpusPerNode - step;
+      for (int32_t s : slot_order) {
+        if (allowed(s) && !bucket(s, k)) return;
       }
+    }
+    return;
+  }
+  for (int32_t s : slot_order) {
+    if (!allowed(s)) continue;
+    for (int k = lo; k <= kMaxGpusPerNode; ++k) {
+      if (!bucket(s, k)) return;
     }
   }
 }

@@ -19,6 +19,8 @@ namespace gp {
 enum class CandidateOrder : uint8_t {
   kTightestFirst,  // nodes with the fewest free GPUs that still fit: packing
   kEmptiestFirst,  // nodes with the most free GPUs: spreading
+  kCheapestFirst,  // nodes of the cheapest GPU-hour first, then the fewest free GPUs
+  kNearestFirst,   // nodes with the shortest time to bring the job's data first, then the fewest free GPUs
 };
 
 struct WeightedScorer {

@@ -3,8 +3,11 @@
 #include <algorithm>
 #include <bit>
 #include <limits>
+#include <map>
+#include <set>
 #include <unordered_map>
 
+#include "core/models.h"
 #include "sched/index.h"
 
 namespace gp {
@@ -16,11 +19,6 @@ std::string_view OutcomeName(Outcome o) {
     case Outcome::kNever: return "never";
   }
   return "?";
-}
-
-const std::vector<ReasonCount>& Decision::reasons() const {
-  static const std::vector<ReasonCount> kNone;
-  return reason_set ? *reason_set : kNone;
 }
 
 TaskDemand DemandOf(const JobSpec& s) {
@@ -46,12 +44,6 @@ std::vector<size_t> QueueOrderOf(std::span<const PendingJob> pending, const Poli
 }
 
 namespace {
-
-MicroUsd MaxPrice(const std::vector<NodeState>& nodes) {
-  MicroUsd m{0};
-  for (const NodeState& n : nodes) m = std::max(m, n.price);
-  return m;
-}
 
 // Which GPUs of the node a task gets. Whole GPUs, NVLink-aware and greedy: the first GPU is,
 // for a 1-GPU task, the free one with the fewest free NVLink peers (use up loose GPUs, keep
@@ -92,64 +84,81 @@ uint16_t PickGpus(const NodeState& n, const Node& spec, const TaskDemand& d) {
   return chosen;
 }
 
-struct ShapeKey {
-  uint64_t mask;
-  int64_t cpu, memory, gpu_memory, price;
-  int32_t gpus, share, tasks;
-  bool operator==(const ShapeKey&) const = default;
-};
-struct ShapeHash {
-  size_t operator()(const ShapeKey& k) const {
-    uint64_t h = k.mask * 0x9E3779B97F4A7C15ULL;
-    for (int64_t v : {k.cpu, k.memory, k.gpu_memory, k.price, int64_t{k.gpus}, int64_t{k.share}, int64_t{k.tasks}}) {
-      h = (h ^ static_cast<uint64_t>(v)) * 0x100000001B3ULL;
-    }
-    return static_cast<size_t>(h);
-  }
-};
-
-bool FitsNodes(const std::vector<NodeState>& nodes, const PendingJob& job, const TaskDemand& d) {
+// Whether the classes of node could hold every task of the job at once, whatever is in use.
+bool FitsClasses(const std::map<CapacityKey, int>& classes, const PendingJob& job, const TaskDemand& d) {
   int64_t tasks = 0;
-  for (const NodeState& n : nodes) {
-    if (!(job.model_mask >> n.model_bit & 1)) continue;
-    if (d.gpus > 0 && n.gpu_memory < job.spec->min_gpu_memory) continue;
+  for (const auto& [c, count] : classes) {
+    if (!(job.model_mask >> c.model_bit & 1)) continue;
+    if (d.gpus > 0 && c.gpu_memory < job.spec->min_gpu_memory.value()) continue;
     const auto& ceiling = job.spec->max_price_per_gpu_hour;
-    if (d.gpus > 0 && ceiling && n.price > *ceiling) continue;
+    if (d.gpus > 0 && ceiling && c.price > ceiling->value()) continue;
     int64_t fit = job.spec->tasks;
-    if (d.gpus > 0) fit = std::min<int64_t>(fit, d.share < kWholeGpu ? n.gpu_count * (1000 / d.share.value()) : n.gpu_count / d.gpus);
-    if (d.cpu.value() > 0) fit = std::min(fit, n.cpu_total.value() / d.cpu.value());
-    if (d.memory.value() > 0) fit = std::min(fit, n.memory_total.value() / d.memory.value());
-    tasks += fit;
+    if (d.gpus > 0) fit = std::min<int64_t>(fit, d.share < kWholeGpu ? c.gpu_count * (1000 / d.share.value()) : c.gpu_count / d.gpus);
+    if (d.cpu.value() > 0) fit = std::min(fit, c.cpu_total / d.cpu.value());
+    if (d.memory.value() > 0) fit = std::min(fit, c.memory_total / d.memory.value());
+    tasks += fit * count;
     if (tasks >= job.spec->tasks) return true;
   }
   return false;
 }
 
+std::optional<Reason> FirstRejection(const Policy& policy, const PendingJob& job, const TaskDemand& d, const NodeState& n) {
+  for (const auto& f : policy.filters) {
+    if (auto r = f->Check(job, d, n)) return r;
+  }
+  return std::nullopt;
+}
+
+// Reason counts, most nodes first, then by reason code; with kGangSize when some nodes passed.
+std::shared_ptr<const std::vector<ReasonCount>> Tallied(const std::array<ReasonCount, kReasonCodeCount>& counts,
+                                                        int passing, int tasks) {
+  std::vector<ReasonCount> reasons;
+  for (const ReasonCount& c : counts) {
+    if (c.nodes > 0) reasons.push_back(c);
+  }
+  if (passing > 0) {
+    // Some nodes fit one task, but not enough of them for the whole gang at once.
+    reasons.push_back({Reason{ReasonCode::kGangSize, tasks, passing, 0}, passing});
+  }
+  std::stable_sort(reasons.begin(), reasons.end(), [](const ReasonCount& a, const ReasonCount& b) { return a.nodes > b.nodes; });
+  return std::make_shared<const std::vector<ReasonCount>>(std::move(reasons));
+}
+
+void Count(std::array<ReasonCount, kReasonCodeCount>& counts, const Reason& r, int nodes = 1) {
+  ReasonCount& c = counts[static_cast<size_t>(r.code)];
+  if (c.nodes == 0) c.example = r;
+  c.nodes += nodes;
+}
+
+// One pass over the state. The nodes it changes are copies (copies_), and the free-GPU index
+// is seen through an overlay of those copies: the state itself is never written.
 class Pass {
  public:
-  Pass(const ClusterSnapshot& snap, const Policy& policy, Rng& rng)
-      : snap_(snap), policy_(policy), rng_(rng), nodes_(snap.nodes) {
-    index_.Build(nodes_);
-    max_price_ = MaxPrice(nodes_);
-    for (const NodeState& n : nodes_) {
-      for (int i = 0; i < n.gpu_count; ++i) free_gpu_milli_ += n.gpu_free[i];
-      total_gpu_milli_ += n.gpu_count * kWholeGpu.value();
+  Pass(const SchedState& st, const Policy& policy, Rng& rng)
+      : st_(st), policy_(policy), rng_(rng), overlay_(st.index()), free_gpu_milli_(st.free_gpu_milli()),
+        max_price_(st.max_price()) {
+    slot_order_ = st.index().ordered();
+    if (policy.order == CandidateOrder::kCheapestFirst) {
+      const auto& slots = st.index().slots();
+      std::stable_sort(slot_order_.begin(), slot_order_.end(), [&](int32_t a, int32_t b) {
+        return slots[static_cast<size_t>(a)].key.price < slots[static_cast<size_t>(b)].key.price;
+      });
     }
   }
 
-  int64_t total_gpu_milli() const { return total_gpu_milli_; }
-
-  // Thousandths of a GPU free in the whole working copy.
+  int64_t total_gpu_milli() const { return st_.total_gpu_milli(); }
+  // Thousandths of a GPU free in the whole cluster, as this pass sees it.
   int64_t free_gpu_milli() const { return free_gpu_milli_; }
 
   // Places every task of the job or none. Returns the allocations, or nullopt.
   std::optional<std::vector<TaskAllocation>> PlaceJob(const PendingJob& job) {
     const TaskDemand d = DemandOf(*job.spec);
+    const std::vector<int32_t>& order = SlotOrderFor(job);
     std::vector<TaskAllocation> done;
     std::vector<NodeId> gang;
     done.reserve(static_cast<size_t>(job.spec->tasks));
     for (int t = 0; t < job.spec->tasks; ++t) {
-      std::optional<TaskAllocation> a = PlaceTask(job, d, gang);
+      std::optional<TaskAllocation> a = PlaceTask(job, d, gang, order);
       if (!a) {
         for (auto it = done.rbegin(); it != done.rend(); ++it) Undo(*it);
         return std::nullopt;
@@ -160,18 +169,44 @@ class Pass {
     return done;
   }
 
+  // Why the job (which just failed to place) waits: its first task judged on every candidate
+  // the index offers; the nodes it passes over counted under the index's own reason.
   Decision Explain(const PendingJob& job) const;
 
  private:
-  std::optional<TaskAllocation> PlaceTask(const PendingJob& job, const TaskDemand& d,
-                                          std::span<const NodeId> gang) {
-    const ScoreContext ctx{.fleet = *snap_.fleet, .rng = rng_, .gang_nodes = gang, .max_price = max_price_};
+  const NodeState& Node(uint32_t pos) const {
+    if (overlay_.Hides(pos)) return copies_.find(pos)->second;
+    return st_.nodes()[pos];
+  }
+  NodeState& Touch(uint32_t pos) { return copies_.try_emplace(pos, st_.nodes()[pos]).first->second; }
+
+  // The slots in the order this job's candidates are visited.
+  const std::vector<int32_t>& SlotOrderFor(const PendingJob& job) {
+    if (policy_.order != CandidateOrder::kNearestFirst || !job.data_site || !job.spec->data) return slot_order_;
+    const auto& slots = st_.index().slots();
+    std::vector<std::pair<int64_t, int32_t>> keyed;
+    keyed.reserve(slot_order_.size());
+    for (int32_t s : slot_order_) {
+      const SlotKey& k = slots[static_cast<size_t>(s)].key;
+      const TransferEstimate e = EstimateTransfer(job.spec->data->size, st_.fleet().PathBetween(*job.data_site, SiteId{k.site}),
+                                                  BitsPerSecond{k.nic});
+      keyed.emplace_back(e.time.value(), s);
+    }
+    std::stable_sort(keyed.begin(), keyed.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+    nearest_.clear();
+    for (const auto& [t, s] : keyed) nearest_.push_back(s);
+    return nearest_;
+  }
+
+  std::optional<TaskAllocation> PlaceTask(const PendingJob& job, const TaskDemand& d, std::span<const NodeId> gang,
+                                          const std::vector<int32_t>& order) {
+    const ScoreContext ctx{.fleet = st_.fleet(), .rng = rng_, .gang_nodes = gang, .max_price = max_price_};
     int64_t best = -1;
     double best_score = -std::numeric_limits<double>::infinity();
     int feasible = 0;
     const int limit = policy_.candidate_limit;
     auto consider = [&](uint32_t pos) {
-      const NodeState& n = nodes_[pos];
+      const NodeState& n = Node(pos);
       for (const auto& f : policy_.filters) {
         if (f->Check(job, d, n)) return true;
       }
@@ -186,135 +221,207 @@ class Pass {
     };
     for (NodeId id : gang) consider(id.value());
     if (limit == 0 || feasible < limit) {
-      index_.ForEach(job.model_mask, d.gpus, d.share < kWholeGpu, policy_.order, consider);
+      ForEachCandidate(st_.index(), overlay_, job.model_mask, d.gpus, d.share < kWholeGpu, policy_.order, order, consider);
     }
     if (best < 0) return std::nullopt;
-    NodeState& n = nodes_[static_cast<size_t>(best)];
-    TaskAllocation a{.node = n.id, .gpu_mask = PickGpus(n, snap_.fleet->node(n.id), d),
-                     .share = d.share, .cpu = d.cpu, .memory = d.memory};
+    const auto pos = static_cast<uint32_t>(best);
+    NodeState& n = Touch(pos);
+    TaskAllocation a{.node = n.id, .gpu_mask = PickGpus(n, st_.fleet().node(n.id), d), .share = d.share, .cpu = d.cpu,
+                     .memory = d.memory};
     if (!Allocate(n, a).ok()) return std::nullopt;  // a filter and Allocate disagree: refuse
     free_gpu_milli_ -= std::popcount(a.gpu_mask) * a.share.value();
-    index_.Moved(nodes_, static_cast<uint32_t>(best));
+    overlay_.Place(pos, n);
     return a;
   }
 
   void Undo(const TaskAllocation& a) {
-    NodeState& n = nodes_[a.node.value()];
-    (void)Release(n, a);  // undoing our own Allocate cannot fail
+    NodeState& n = Touch(a.node.value());
+    if (!Release(n, a).ok()) return;  // undoing this pass's own Allocate cannot fail
     free_gpu_milli_ += std::popcount(a.gpu_mask) * a.share.value();
-    index_.Moved(nodes_, a.node.value());
+    overlay_.Place(a.node.value(), n);
   }
 
-  const ClusterSnapshot& snap_;
+  const SchedState& st_;
   const Policy& policy_;
   Rng& rng_;
-  std::vector<NodeState> nodes_;
-  FreeGpuIndex index_;
-  MicroUsd max_price_{0};
+  IndexOverlay overlay_;
+  std::unordered_map<uint32_t, NodeState> copies_;
   int64_t free_gpu_milli_ = 0;
-  int64_t total_gpu_milli_ = 0;
+  MicroUsd max_price_{0};
+  std::vector<int32_t> slot_order_;
+  std::vector<int32_t> nearest_;
 };
 
 Decision Pass::Explain(const PendingJob& job) const {
   const TaskDemand d = DemandOf(*job.spec);
-  Decision out{.job = job.spec->id};
+  const bool fractional = d.share < kWholeGpu;
   std::array<ReasonCount, kReasonCodeCount> counts{};
   int passing = 0;
-  for (const NodeState& n : nodes_) {
-    std::optional<Reason> r;
-    for (const auto& f : policy_.filters) {
-      if ((r = f->Check(job, d, n))) break;
+  int visited = 0;
+  ForEachCandidate(st_.index(), overlay_, job.model_mask, d.gpus, fractional, CandidateOrder::kTightestFirst,
+                   st_.index().ordered(), [&](uint32_t pos) {
+                     ++visited;
+                     if (auto r = FirstRejection(policy_, job, d, Node(pos))) {
+                       Count(counts, *r);
+                     } else {
+                       ++passing;
+                     }
+                     return true;
+                   });
+  // The nodes the index passed over: another model, or too few free GPUs (or no partly free one).
+  const auto& slots = st_.index().slots();
+  int allowed = 0;
+  int32_t other_model = -1;
+  for (int32_t s : st_.index().ordered()) {
+    if (job.model_mask >> slots[static_cast<size_t>(s)].key.model_bit & 1) {
+      allowed += slots[static_cast<size_t>(s)].nodes;
+    } else if (other_model < 0 && slots[static_cast<size_t>(s)].nodes > 0) {
+      other_model = s;
     }
-    if (!r) {
-      ++passing;
-      continue;
+  }
+  if (const int too_few = allowed - visited; too_few > 0) {
+    // The example: a node with the most free GPUs among those passed over.
+    std::optional<Reason> example;
+    const int lo = fractional ? 1 : d.gpus;
+    for (int k = lo - 1; k >= 0 && !example; --k) {
+      for (int32_t s : st_.index().ordered()) {
+        if (!(job.model_mask >> slots[static_cast<size_t>(s)].key.model_bit & 1)) continue;
+        ForEachMerged(slots[static_cast<size_t>(s)].by_free[static_cast<size_t>(k)], overlay_.hidden(), overlay_.Bucket(s, k),
+                      [&](uint32_t pos) {
+                        const NodeState& n = Node(pos);
+                        if (fractional && overlay_.InPartial(pos)) return true;
+                        example = fractional ? Reason{ReasonCode::kGpuShare, d.share.value(), 0, kWholeGpu.value()}
+                                             : Reason{ReasonCode::kGpuCount, d.gpus, n.WholeFreeGpus(), n.gpu_count};
+                        return false;
+                      });
+        if (example) break;
+      }
     }
-    ReasonCount& c = counts[static_cast<size_t>(r->code)];
-    if (c.nodes++ == 0) c.example = *r;
+    if (!example) example = Reason{ReasonCode::kGpuCount, d.gpus, 0, 0};
+    Count(counts, *example, too_few);
   }
-  std::vector<ReasonCount> reasons;
-  for (const ReasonCount& c : counts) {
-    if (c.nodes > 0) reasons.push_back(c);
+  if (const int others = static_cast<int>(st_.size()) - allowed; others > 0 && other_model >= 0) {
+    Count(counts, Reason{ReasonCode::kGpuModel, 0, slots[static_cast<size_t>(other_model)].key.model_bit, 0}, others);
   }
-  if (passing > 0) {
-    // Some nodes fit one task, but not enough of them for the whole gang at once.
-    reasons.push_back({Reason{ReasonCode::kGangSize, job.spec->tasks, passing, 0}, passing});
-  }
-  std::stable_sort(reasons.begin(), reasons.end(),
-                   [](const ReasonCount& a, const ReasonCount& b) { return a.nodes > b.nodes; });
-  out.reason_set = std::make_shared<const std::vector<ReasonCount>>(std::move(reasons));
-  out.outcome = FitsNodes(nodes_, job, d) ? Outcome::kNotNow : Outcome::kNever;
-  return out;
+  return Decision{.job = job.spec->id,
+                  .outcome = FitsClasses(st_.capacities(), job, d) ? Outcome::kNotNow : Outcome::kNever,
+                  .reason_set = Tallied(counts, passing, job.spec->tasks)};
 }
 
 }  // namespace
 
-Plan Schedule(const ClusterSnapshot& snapshot, std::span<const PendingJob> pending,
-              const Policy& policy, Rng& rng) {
+Plan Schedule(const SchedState& state, const JobQueue& queue, const Policy& policy, Rng& rng) {
   Plan plan;
-  plan.decisions.reserve(pending.size());
-  Pass pass(snapshot, policy, rng);
-  // Within one pass resources only shrink, so a job shape that failed once fails again: reuse
-  // its decision rather than search again (Kubernetes' equivalence classes).
-  std::unordered_map<ShapeKey, size_t, ShapeHash> failed;
-  // Jobs too big for what is free in the whole cluster, by GPUs needed; cleared on a placement
-  // (the free figure in their reason changes).
-  std::unordered_map<int64_t, size_t> too_big;
-  for (size_t i : QueueOrderOf(pending, policy)) {
-    const PendingJob& job = pending[i];
+  Pass pass(state, policy, rng);
+  using It = std::set<JobQueue::Entry>::const_iterator;
+  struct Head {
+    It at;
+    uint32_t cls;
+  };
+  // The classes' heads, earliest in queue order on top.
+  auto later = [](const Head& a, const Head& b) { return *b.at < *a.at; };
+  std::vector<Head> heads;
+  const auto& classes = queue.classes();
+  for (uint32_t c = 0; c < classes.size(); ++c) {
+    const JobQueue::Class& k = classes[c];
+    if (k.jobs.empty()) continue;
+    // Blocked since it last failed, and nothing it could use has improved: it fails again.
+    if (k.blocked_at > 0 && state.ImprovedSince(k.shape.mask) <= k.blocked_at) continue;
+    heads.push_back(Head{k.jobs.begin(), c});
+  }
+  std::make_heap(heads.begin(), heads.end(), later);
+  auto stop = [&](uint32_t cls, Decision d) {
+    plan.decisions.push_back(d);
+    plan.stopped.push_back(Stopped{.cls = cls, .decision = std::move(d)});
+  };
+  while (!heads.empty()) {
+    std::pop_heap(heads.begin(), heads.end(), later);
+    Head h = heads.back();
+    heads.pop_back();
+    const PendingJob& job = h.at->job;
     const JobSpec& s = *job.spec;
+    ++plan.looked_at;
     const int64_t need = static_cast<int64_t>(s.tasks) * s.gpus_per_task * s.gpu_share.value();
     if (need > pass.free_gpu_milli()) {
-      auto [it, fresh] = too_big.try_emplace(need, plan.decisions.size());
-      if (fresh) {
-        const Reason r{ReasonCode::kClusterGpus, need, pass.free_gpu_milli(), pass.total_gpu_milli()};
-        plan.decisions.push_back(Decision{
-            .job = s.id, .outcome = need > pass.total_gpu_milli() ? Outcome::kNever : Outcome::kNotNow,
-            .reason_set = std::make_shared<const std::vector<ReasonCount>>(
-                std::vector<ReasonCount>{{r, static_cast<int>(snapshot.nodes.size())}})});
-      } else {
-        const Decision& same = plan.decisions[it->second];
-        plan.decisions.push_back(Decision{.job = s.id, .outcome = same.outcome, .reason_set = same.reason_set});
-      }
+      // Too big for what is free in the whole cluster: not searched; within a pass free GPUs
+      // only shrink, so the rest of the class is too big as well.
+      const Reason r{ReasonCode::kClusterGpus, need, pass.free_gpu_milli(), pass.total_gpu_milli()};
+      stop(h.cls, Decision{.job = s.id, .outcome = need > pass.total_gpu_milli() ? Outcome::kNever : Outcome::kNotNow,
+                           .reason_set = std::make_shared<const std::vector<ReasonCount>>(
+                               std::vector<ReasonCount>{{r, static_cast<int>(state.size())}})});
       continue;
     }
     ++plan.searched;
-    const ShapeKey key{job.model_mask, s.cpu_per_task.value(), s.memory_per_task.value(),
-                       s.min_gpu_memory.value(),
-                       s.max_price_per_gpu_hour ? s.max_price_per_gpu_hour->value() : -1,
-                       s.gpus_per_task, static_cast<int32_t>(s.gpu_share.value()), s.tasks};
-    if (auto it = failed.find(key); it != failed.end()) {
-      const Decision& same = plan.decisions[it->second];
-      plan.decisions.push_back(Decision{.job = s.id, .outcome = same.outcome, .reason_set = same.reason_set});
-      continue;
-    }
     if (auto tasks = pass.PlaceJob(job)) {
       plan.placements.push_back(Placement{.job = s.id, .tasks = std::move(*tasks)});
-      too_big.clear();
       plan.decisions.push_back(Decision{.job = s.id, .outcome = Outcome::kPlaced});
+      if (++h.at != classes[h.cls].jobs.end()) {
+        heads.push_back(h);
+        std::push_heap(heads.begin(), heads.end(), later);
+      }
       continue;
     }
-    failed.emplace(key, plan.decisions.size());
-    plan.decisions.push_back(pass.Explain(job));
+    stop(h.cls, pass.Explain(job));
   }
   return plan;
 }
 
-bool FitsFleet(const ClusterSnapshot& snapshot, const PendingJob& job) {
-  return FitsNodes(snapshot.nodes, job, DemandOf(*job.spec));
+Plan Schedule(const SchedState& state, std::span<const PendingJob> pending, const Policy& policy, Rng& rng) {
+  JobQueue queue(*policy.queue);
+  for (const PendingJob& p : pending) queue.Add(p);
+  Plan plan = Schedule(state, queue, policy, rng);
+  // One decision per pending job, in queue order: placed, or its class's.
+  std::unordered_map<uint64_t, const Decision*> by_job;
+  for (const Decision& d : plan.decisions) {
+    if (d.outcome == Outcome::kPlaced) by_job[d.job.value()] = &d;
+  }
+  std::vector<const Decision*> by_class(queue.classes().size(), nullptr);
+  for (const Stopped& st : plan.stopped) by_class[st.cls] = &st.decision;
+  std::vector<Decision> all;
+  all.reserve(pending.size());
+  for (size_t i : QueueOrderOf(pending, policy)) {
+    const PendingJob& p = pending[i];
+    if (auto it = by_job.find(p.spec->id.value()); it != by_job.end()) {
+      all.push_back(*it->second);
+      continue;
+    }
+    const Decision* d = nullptr;
+    for (uint32_t c = 0; c < queue.classes().size() && !d; ++c) {
+      if (queue.classes()[c].shape == ShapeOf(p)) d = by_class[c];
+    }
+    all.push_back(Decision{.job = p.spec->id, .outcome = d ? d->outcome : Outcome::kNotNow,
+                           .reason_set = d ? d->reason_set : nullptr});
+  }
+  plan.decisions = std::move(all);
+  return plan;
 }
 
-std::vector<NodeEvaluation> EvaluateNodes(const ClusterSnapshot& snapshot, const PendingJob& job,
-                                          const Policy& policy, Rng& rng) {
+bool FitsFleet(const SchedState& state, const PendingJob& job) {
+  return FitsClasses(state.capacities(), job, DemandOf(*job.spec));
+}
+
+Decision ExplainJob(const SchedState& state, const PendingJob& job, const Policy& policy) {
   const TaskDemand d = DemandOf(*job.spec);
-  const ScoreContext ctx{.fleet = *snapshot.fleet, .rng = rng, .gang_nodes = {},
-                         .max_price = MaxPrice(snapshot.nodes)};
-  std::vector<NodeEvaluation> out;
-  for (const NodeState& n : snapshot.nodes) {
-    NodeEvaluation e{.node = n.id};
-    for (const auto& f : policy.filters) {
-      if ((e.rejected = f->Check(job, d, n))) break;
+  std::array<ReasonCount, kReasonCodeCount> counts{};
+  int passing = 0;
+  for (const NodeState& n : state.nodes()) {
+    if (auto r = FirstRejection(policy, job, d, n)) {
+      Count(counts, *r);
+    } else {
+      ++passing;
     }
+  }
+  return Decision{.job = job.spec->id,
+                  .outcome = FitsClasses(state.capacities(), job, d) ? Outcome::kNotNow : Outcome::kNever,
+                  .reason_set = Tallied(counts, passing, job.spec->tasks)};
+}
+
+std::vector<NodeEvaluation> EvaluateNodes(const SchedState& state, const PendingJob& job, const Policy& policy, Rng& rng) {
+  const TaskDemand d = DemandOf(*job.spec);
+  const ScoreContext ctx{.fleet = state.fleet(), .rng = rng, .gang_nodes = {}, .max_price = state.max_price()};
+  std::vector<NodeEvaluation> out;
+  for (const NodeState& n : state.nodes()) {
+    NodeEvaluation e{.node = n.id, .rejected = FirstRejection(policy, job, d, n)};
     for (const WeightedScorer& s : policy.scorers) {
       s.scorer->Explain(job, d, n, ctx, e.terms);
       const double score = s.scorer->Score(job, d, n, ctx);

@@ -1,15 +1,21 @@
-// THE scheduling core: Schedule(snapshot, pending, policy, rng) -> Plan. Pure and
-// deterministic: it reads no clock, does no I/O, starts no thread, and the same arguments (and
-// seed) give the same Plan. The live server and the simulator both call exactly this.
+// THE scheduling core: Schedule(state, pending, policy, rng) -> Plan. Pure and deterministic:
+// it reads no clock, does no I/O, starts no thread, never writes the state, and the same
+// arguments (and seed) give the same Plan. The live server and the simulator both call exactly
+// this, on the SchedState their ClusterState keeps current.
 //
 // One pass: order the queue (policy.queue, ties by job id); for each job, place its tasks one by
-// one on a working copy of the snapshot (filters, then the weighted scorers over up to
-// policy.candidate_limit feasible nodes from the free-GPU index, ties to the lowest node id);
-// a gang that cannot place every task places none. A job that cannot be placed gets a Decision
-// with per-reason node counts and an example with numbers, and an outcome: kNotNow (it would fit
-// the fleet's capacity; retry when something frees) or kNever (no node, or not enough nodes
-// together, could ever hold it). The state owner applies the Plan with Allocate(), which
-// re-checks each node.
+// one on an overlay of the state that copies only the nodes the pass touches (filters, then the
+// weighted scorers over up to policy.candidate_limit feasible nodes from the free-GPU index, in
+// the policy's candidate order, ties to the lowest node id); a gang that cannot place every task
+// places none. A pass costs what it visits: O(tasks x candidates), not O(nodes).
+//
+// A job that cannot be placed gets a Decision with per-reason node counts and an example with
+// numbers, and an outcome: kNotNow (it would fit the fleet's capacity; retry when something
+// frees) or kNever (no node, or not enough nodes together, could ever hold it). Reasons come
+// from the nodes the pass visited; the nodes the index passed over are counted under the
+// reason the index knows (too few free GPUs, another model). ExplainJob() judges every node,
+// for when someone asks. The state owner applies the Plan with Allocate(), which re-checks
+// each node.
 #pragma once
 
 #include <memory>
@@ -21,52 +27,55 @@
 #include "core/rng.h"
 #include "sched/plugin.h"
 #include "sched/registry.h"
-#include "sched/snapshot.h"
+#include "sched/queue.h"
+#include "sched/sched_state.h"
 
 namespace gp {
 
-enum class Outcome : uint8_t { kPlaced, kNotNow, kNever };
 std::string_view OutcomeName(Outcome o);
-
-struct ReasonCount {
-  Reason example;  // the first node's numbers for this reason
-  int nodes = 0;
-};
-
-struct Decision {
-  JobId job;
-  Outcome outcome = Outcome::kNotNow;
-  // Most nodes first, then by reason code. Shared by every job of the same shape in one pass
-  // (they fail for the same reasons), so a long queue costs no copies.
-  std::shared_ptr<const std::vector<ReasonCount>> reason_set;
-
-  const std::vector<ReasonCount>& reasons() const;
-};
 
 struct Placement {
   JobId job;
   std::vector<TaskAllocation> tasks;  // one per task, in rank order
 };
 
-struct Plan {
-  std::vector<Placement> placements;  // in the order they were made
-  // One per pending job, in queue order. A job that wants more GPUs than the whole cluster has
-  // free at its turn is not searched for: its decision carries one cluster-wide reason
-  // (kClusterGpus) and is kNever only if it exceeds every GPU of the fleet. This keeps a pass
-  // over a long queue on a full cluster O(1) per waiting job. (A job asking more GPUs per task
-  // than any node has is kNever when searched; state owners refuse it at admission with
-  // FitsFleet().)
-  std::vector<Decision> decisions;
-  int64_t searched = 0;  // jobs for which nodes were searched
+// A class of job that stopped in a pass: it failed (or was too big for what was free), and
+// the rest of its jobs were passed over.
+struct Stopped {
+  uint32_t cls = 0;
+  Decision decision;  // .job: the job that was tried (or found too big)
 };
 
-Plan Schedule(const ClusterSnapshot& snapshot, std::span<const PendingJob> pending,
-              const Policy& policy, Rng& rng);
+struct Plan {
+  std::vector<Placement> placements;  // in the order they were made
+  // The jobs the pass looked at, in queue order: each placed one, and the first job of each
+  // class that stopped. (The span form of Schedule gives one per pending job instead.) A job
+  // that wants more GPUs than the whole cluster has free at its turn is not searched for: its
+  // decision carries one cluster-wide reason (kClusterGpus) and is kNever only if it exceeds
+  // every GPU of the fleet. (A job asking more GPUs per task than any node has is kNever when
+  // searched; state owners refuse it at admission with FitsFleet().)
+  std::vector<Decision> decisions;
+  std::vector<Stopped> stopped;  // classes that stopped, in the order they did
+  int64_t searched = 0;          // jobs for which nodes were searched
+  int64_t looked_at = 0;         // jobs taken from the queue
+};
+
+// A pass over the owner's queue (built with this policy's queue order). Classes blocked since
+// their last failure are not looked at unless a node they may use improved since.
+Plan Schedule(const SchedState& state, const JobQueue& queue, const Policy& policy, Rng& rng);
+// A pass over a list of jobs (a queue made for the occasion, none blocked); decisions has one
+// per pending job, in queue order. For tests and one-off placements.
+Plan Schedule(const SchedState& state, std::span<const PendingJob> pending, const Policy& policy, Rng& rng);
 
 // Whether the job could ever run on this fleet: nodes whose static properties (model, GPU
 // memory, price) admit a task and whose total capacity could hold all its tasks at once,
 // whatever is in use now. The state owner asks at admission and refuses what never fits.
-bool FitsFleet(const ClusterSnapshot& snapshot, const PendingJob& job);
+// Cost: O(classes of node), not O(nodes).
+bool FitsFleet(const SchedState& state, const PendingJob& job);
+
+// Every node judged for the job's first task, as it stands: the full reasons behind a job's
+// wait, for `gpupool explain` (O(nodes); only when asked).
+Decision ExplainJob(const SchedState& state, const PendingJob& job, const Policy& policy);
 
 // The order Schedule() would consider the jobs in (indices into `pending`).
 std::vector<size_t> QueueOrderOf(std::span<const PendingJob> pending, const Policy& policy);
@@ -79,7 +88,7 @@ struct NodeEvaluation {
   std::vector<ScoreTerm> terms;
   double total = 0;
 };
-std::vector<NodeEvaluation> EvaluateNodes(const ClusterSnapshot& snapshot, const PendingJob& job,
-                                          const Policy& policy, Rng& rng);
+std::vector<NodeEvaluation> EvaluateNodes(const SchedState& state, const PendingJob& job, const Policy& policy,
+                                          Rng& rng);
 
 }  // namespace gp

@@ -24,13 +24,6 @@ int16_t NodeState::LargestPartialFree() const {
   return best;
 }
 
-ClusterSnapshot MakeSnapshot(const Fleet& fleet) {
-  ClusterSnapshot snap{.fleet = &fleet};
-  snap.nodes.reserve(fleet.nodes.size());
-  for (const Node& n : fleet.nodes) snap.nodes.push_back(MakeNodeState(fleet, n));
-  return snap;
-}
-
 NodeState MakeNodeState(const Fleet& fleet, const Node& n) {
   {
     NodeState s;

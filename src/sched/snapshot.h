@@ -1,8 +1,8 @@
-// The scheduler's view of the cluster at one instant: per node, what is free and how loaded it
-// is. A ClusterSnapshot is a value: the state owner (server or simulator) builds or updates it,
-// and Schedule() reads it and works on its own copy. Allocate/Release are the one place that
-// changes a node's free resources, used by the scheduler's working copy and by the state owner
-// alike, so that both count the same way. Not thread-safe; one owner at a time.
+// One node as the scheduler sees it: what is free and how loaded it is. The scheduling state
+// (sched/sched_state.h) holds one per node and keeps them current; a pass works on copies of
+// the few it touches. Allocate/Release are the one place that changes a node's free resources,
+// used by the pass's copies and by the state alike, so that both count the same way. Value
+// types; not thread-safe.
 #pragma once
 
 #include <array>
@@ -46,13 +46,6 @@ struct NodeState {
   int16_t LargestPartialFree() const;
 };
 
-struct ClusterSnapshot {
-  const Fleet* fleet = nullptr;
-  std::vector<NodeState> nodes;        // nodes[i].id == NodeId{i}
-};
-
-// Every node free and healthy; load from the fleet's measured utilisation where given.
-ClusterSnapshot MakeSnapshot(const Fleet& fleet);
 // One node's state, all free (for a node that joins a live cluster).
 NodeState MakeNodeState(const Fleet& fleet, const Node& node);
 
@@ -67,8 +60,8 @@ struct TaskAllocation {
 
 // Reserves the allocation on the node after re-checking every GPU, CPU and memory figure; on
 // failure changes nothing and says which figure did not fit. Adds the projected load.
-Status Allocate(NodeState& node, const TaskAllocation& a);
+[[nodiscard]] Status Allocate(NodeState& node, const TaskAllocation& a);
 // Gives the allocation back; fails (changing nothing) if it would free more than is used.
-Status Release(NodeState& node, const TaskAllocation& a);
+[[nodiscard]] Status Release(NodeState& node, const TaskAllocation& a);
 
 }  // namespace gp

@@ -66,7 +66,7 @@ double Percentile(std::vector<double>& v, double p) {
 class Engine {
  public:
   Engine(const Fleet& fleet, const Policy& policy, const SimOptions& options)
-      : fleet_(fleet), policy_(policy), options_(options), rng_(options.seed), snap_(MakeSnapshot(fleet)) {
+      : fleet_(fleet), policy_(policy), options_(options), rng_(options.seed), state_(fleet), queue_(*policy.queue) {
     for (const Node& n : fleet.nodes) max_gpus_ = std::max(max_gpus_, static_cast<int>(n.gpus.size()));
     for (const Node& n : fleet.nodes) total_gpu_milli_ += static_cast<int64_t>(n.gpus.size()) * 1000;
   }
@@ -89,7 +89,7 @@ class Engine {
   const Policy& policy_;
   const SimOptions& options_;
   SplitMix64 rng_;
-  ClusterSnapshot snap_;
+  SchedState state_;
   int max_gpus_ = 0;
   int64_t total_gpu_milli_ = 0;
 
@@ -106,8 +106,7 @@ class Engine {
   int64_t node_failures_ = 0;
   int64_t gpu_failures_ = 0;
   double lost_gpu_milli_ms_ = 0;
-  std::vector<PendingJob> pending_;
-  std::vector<char> gone_;                 // scratch: by job id, jobs leaving the queue
+  JobQueue queue_;
 
   // Integrals over time, in milli-GPU x ms.
   Millis last_{0};
@@ -142,7 +141,6 @@ Status Engine::Load(const Trace& trace) {
                                     .tasks = tasks, .submit = t.submit});
   }
   compiled_.resize(jobs_.size());
-  gone_.assign(jobs_.size() + 1, 0);
   for (size_t i = 0; i < jobs_.size(); ++i) {
     auto p = CompileJob(jobs_[i].spec, fleet_);
     if (!p) {
@@ -151,7 +149,7 @@ Status Engine::Load(const Trace& trace) {
       continue;
     }
     compiled_[i] = *p;
-    if (!FitsFleet(snap_, compiled_[i])) {
+    if (!FitsFleet(state_, compiled_[i])) {
       results_[i].outcome = Outcome::kNever;  // refused at admission, as the server does
       continue;
     }
@@ -176,7 +174,7 @@ Status Engine::StartPlacements(const Plan& plan, Millis now) {
     const size_t i = p.job.value() - 1;
     SimJob& j = jobs_[i];
     for (const TaskAllocation& a : p.tasks) {
-      if (Status s = Allocate(snap_.nodes[a.node.value()], a); !s.ok()) {
+      if (Status s = state_.Allocate(a); !s.ok()) {
         return Status(StatusCode::kInternal, "the plan did not apply: " + s.message());
       }
       busy_milli_ += std::popcount(a.gpu_mask) * a.share.value();
@@ -208,7 +206,7 @@ Status Engine::StartPlacements(const Plan& plan, Millis now) {
 MicroUsd Engine::CostOf(const SimJob& j, Millis elapsed) const {
   MicroUsd c{0};
   for (const TaskAllocation& a : j.tasks) {
-    c += GpuCost(snap_.nodes[a.node.value()].price, GpuMilli{std::popcount(a.gpu_mask) * a.share.value()}, elapsed);
+    c += GpuCost(state_.node(a.node).price, GpuMilli{std::popcount(a.gpu_mask) * a.share.value()}, elapsed);
   }
   return c;
 }
@@ -216,7 +214,7 @@ MicroUsd Engine::CostOf(const SimJob& j, Millis elapsed) const {
 Status Engine::ReleaseJob(size_t i) {
   SimJob& j = jobs_[i];
   for (const TaskAllocation& a : j.tasks) {
-    if (Status s = Release(snap_.nodes[a.node.value()], a); !s.ok()) return s;
+    if (Status s = state_.Release(a); !s.ok()) return s;
     busy_milli_ -= std::popcount(a.gpu_mask) * a.share.value();
   }
   j.tasks.clear();
@@ -257,7 +255,7 @@ Result<bool> Engine::FailJobs(uint32_t node, int gpu, Millis now) {
     }
     if (Status s = ReleaseJob(i); !s.ok()) return tl::unexpected(s);
     ++j.epoch;  // its completion event is now stale
-    pending_.push_back(compiled_[i]);
+    queue_.Add(compiled_[i]);
     if (j.spec.gpus_per_task > 0) ++waiting_gpu_jobs_;
   }
   return hit;
@@ -266,22 +264,22 @@ Result<bool> Engine::FailJobs(uint32_t node, int gpu, Millis now) {
 // A node fails (or is reclaimed): every job with a task there loses the work since its last
 // checkpoint (all of it under kRestart), gives back its GPUs everywhere, and waits again.
 Status Engine::OnFault(const Fault& f, Millis now) {
-  NodeState& n = snap_.nodes[f.node];
+  const NodeId id{f.node};
   const Millis repair = options_.failures ? options_.failures->node_repair : Millis{3'600'000};
   switch (f.kind) {
     case Fault::kRepair:
     case Fault::kRepairReclaimed:
       node_down_[f.node] = 0;
-      n.health = Health::kHealthy;
+      state_.Update(id, [](NodeState& n) { n.health = Health::kHealthy; });
       if (options_.failures) ScheduleFault(f.node, f.kind == Fault::kRepair ? Fault::kFail : Fault::kReclaim, now);
       return Status::Ok();
     case Fault::kGpuRepair:
-      n.quarantined = static_cast<uint16_t>(n.quarantined & ~(1u << f.gpu));
+      state_.Update(id, [&](NodeState& n) { n.quarantined = static_cast<uint16_t>(n.quarantined & ~(1u << f.gpu)); });
       ScheduleFault(f.node, Fault::kGpuXid, now, f.gpu);
       return Status::Ok();
     case Fault::kGpuXid: {
       // A fatal XID: that GPU alone goes out (as the live pool quarantines it) until repaired.
-      n.quarantined = static_cast<uint16_t>(n.quarantined | (1u << f.gpu));
+      state_.Update(id, [&](NodeState& n) { n.quarantined = static_cast<uint16_t>(n.quarantined | (1u << f.gpu)); });
       ++gpu_failures_;
       auto hit = FailJobs(f.node, f.gpu, now);
       if (!hit) return hit.error();
@@ -293,7 +291,7 @@ Status Engine::OnFault(const Fault& f, Millis now) {
     case Fault::kReclaim: {
       if (node_down_[f.node]) return Status::Ok();
       node_down_[f.node] = 1;
-      n.health = Health::kUnhealthy;
+      state_.Update(id, [](NodeState& n) { n.health = Health::kUnhealthy; });
       ++node_failures_;
       auto hit = FailJobs(f.node, -1, now);
       if (!hit) return hit.error();
@@ -306,28 +304,27 @@ Status Engine::OnFault(const Fault& f, Millis now) {
 }
 
 Result<SimReport> Engine::Run() {
-  node_down_.assign(snap_.nodes.size(), 0);
+  node_down_.assign(state_.size(), 0);
   fault_rng_ = SplitMix64(options_.seed * 0x9E3779B97F4A7C15ULL + 0x5EED);
   if (options_.failures) {
-    for (uint32_t n = 0; n < snap_.nodes.size(); ++n) {
+    for (uint32_t n = 0; n < state_.size(); ++n) {
       ScheduleFault(n, Fault::kFail, Millis{0});
       if (fleet_.nodes[n].tier == PriceTier::kSpot) ScheduleFault(n, Fault::kReclaim, Millis{0});
-      for (int g = 0; g < snap_.nodes[n].gpu_count; ++g) ScheduleFault(n, Fault::kGpuXid, Millis{0}, g);
+      for (int g = 0; g < state_.nodes()[n].gpu_count; ++g) ScheduleFault(n, Fault::kGpuXid, Millis{0}, g);
     }
   }
   for (const auto& [at, node] : options_.scripted_failures) faults_.push({at, node.value(), Fault::kFail});
   size_t next = 0;  // into arrival_order_
-  std::vector<PendingJob> fresh;
   const size_t total = jobs_.size();
   if (!arrival_order_.empty()) last_ = jobs_[arrival_order_.front()].spec.submit_time;
   // Faults go on for ever; the replay ends when no job is left to arrive, run or wait.
-  while (next < arrival_order_.size() || !running_.empty() || (!pending_.empty() && !faults_.empty())) {
+  while (next < arrival_order_.size() || !running_.empty() || (!queue_.empty() && !faults_.empty())) {
     Millis now{INT64_MAX};
     if (next < arrival_order_.size()) now = jobs_[arrival_order_[next]].spec.submit_time;
     if (!running_.empty()) now = std::min(now, running_.top().at);
     if (!faults_.empty()) now = std::min(now, faults_.top().at);
     // The state since the last instant, for the timeline (a point only when it changed).
-    const TimelinePoint point{last_, static_cast<int32_t>(pending_.size()), static_cast<double>(busy_milli_) / 1000.0};
+    const TimelinePoint point{last_, static_cast<int32_t>(queue_.size()), static_cast<double>(busy_milli_) / 1000.0};
     if (!timeline_.empty() && timeline_.back().t == point.t) timeline_.pop_back();  // held for no time
     if (timeline_.empty() || timeline_.back().queued != point.queued || timeline_.back().busy_gpus != point.busy_gpus) {
       timeline_.push_back(point);
@@ -350,38 +347,35 @@ Result<SimReport> Engine::Run() {
       if (Status s = OnFault(f, now); !s.ok()) return tl::unexpected(s);
       freed = true;
     }
-    fresh.clear();
+    bool arrived = false;
     while (next < arrival_order_.size() && jobs_[arrival_order_[next]].spec.submit_time == now) {
       const size_t i = arrival_order_[next++];
-      pending_.push_back(compiled_[i]);
-      fresh.push_back(compiled_[i]);
+      queue_.Add(compiled_[i]);
+      arrived = true;
       if (jobs_[i].spec.gpus_per_task > 0) ++waiting_gpu_jobs_;
     }
-    if (pending_.empty()) continue;
-    // Nothing freed since the last pass: the jobs that waited then still cannot fit, so only the
-    // new arrivals need a look.
-    const std::vector<PendingJob>& candidates = freed ? pending_ : fresh;
-    if (candidates.empty()) continue;
+    // Nothing freed and nothing arrived: the jobs that waited then still cannot fit. (Within a
+    // pass the queue passes over the classes that failed before and have had nothing freed.)
+    if (queue_.empty() || !(freed || arrived)) continue;
     ++passes_;
-    const Plan plan = Schedule(snap_, candidates, policy_, rng_);
+    const Plan plan = Schedule(state_, queue_, policy_, rng_);
     if (Status s = StartPlacements(plan, now); !s.ok()) return tl::unexpected(s);
-    std::vector<char>& gone = gone_;  // by job id; reset below
-    bool any_gone = !plan.placements.empty();
-    for (const Placement& p : plan.placements) gone[p.job.value()] = true;
-    for (const Decision& d : plan.decisions) {
-      if (d.outcome != Outcome::kNever) continue;
-      const size_t i = d.job.value() - 1;
-      results_[i].outcome = Outcome::kNever;
-      if (jobs_[i].spec.gpus_per_task > 0) --waiting_gpu_jobs_;
-      gone[d.job.value()] = any_gone = true;
-      ++done_;
-    }
-    if (any_gone) {
-      std::erase_if(pending_, [&](const PendingJob& p) {
-        const bool g = gone[p.spec->id.value()];
-        gone[p.spec->id.value()] = 0;
-        return g;
-      });
+    for (const Placement& p : plan.placements) queue_.Remove(p.job);
+    for (const Stopped& st : plan.stopped) {
+      if (st.decision.outcome != Outcome::kNever) {
+        queue_.Block(st.cls, state_.generation(), st.decision);
+        continue;
+      }
+      // Never fits: every job of the class is refused.
+      std::vector<JobId> refused;
+      for (const JobQueue::Entry& e : queue_.classes()[st.cls].jobs) refused.push_back(e.id);
+      for (JobId id : refused) {
+        const size_t i = id.value() - 1;
+        results_[i].outcome = Outcome::kNever;
+        if (jobs_[i].spec.gpus_per_task > 0) --waiting_gpu_jobs_;
+        queue_.Remove(id);
+        ++done_;
+      }
     }
     if (options_.progress && (passes_ & 1023) == 0) options_.progress(done_, total);
   }
@@ -424,7 +418,7 @@ Result<SimReport> Engine::Run() {
   r.fragmentation = free_integral_ > 0 ? free_while_waiting_ / free_integral_ : 0;
   r.per_job = std::move(results_);
   r.total_gpus = total_gpu_milli_ / 1000;
-  timeline_.push_back(TimelinePoint{last_, static_cast<int32_t>(pending_.size()), static_cast<double>(busy_milli_) / 1000.0});
+  timeline_.push_back(TimelinePoint{last_, static_cast<int32_t>(queue_.size()), static_cast<double>(busy_milli_) / 1000.0});
   r.timeline = std::move(timeline_);
   return r;
 }

@@ -14,7 +14,7 @@ using testing::Uniform;
 
 class PolicyContract : public ::testing::TestWithParam<std::string> {
  protected:
-  Plan RunPolicy(const ClusterSnapshot& s, const std::vector<PendingJob>& p, uint64_t seed = 3) {
+  Plan RunPolicy(const SchedState& s, const std::vector<PendingJob>& p, uint64_t seed = 3) {
     const Policy policy = testing::MakePolicy(GetParam());
     SplitMix64 rng(seed);
     return Schedule(s, p, policy, rng);
@@ -25,7 +25,7 @@ TEST_P(PolicyContract, PlacesAFeasibleJobOnAnIdleFleet) {
   const Fleet fleet = Uniform(3, 4);
   Jobs jobs(fleet);
   jobs.Add({.tasks = 2, .gpus_per_task = 3});
-  const Plan plan = RunPolicy(MakeSnapshot(fleet), jobs.pending());
+  const Plan plan = RunPolicy(SchedState(fleet), jobs.pending());
   ASSERT_EQ(plan.placements.size(), 1u);
   ASSERT_EQ(plan.placements[0].tasks.size(), 2u);
   for (const TaskAllocation& t : plan.placements[0].tasks) EXPECT_EQ(std::popcount(t.gpu_mask), 3);
@@ -37,7 +37,7 @@ TEST_P(PolicyContract, NeverGivesMoreThanThereIs) {
   const Fleet fleet = Uniform(2, 4);
   Jobs jobs(fleet);
   for (int i = 0; i < 10; ++i) jobs.Add({.gpus_per_task = 1, .priority = i % 3, .submit_time = Millis{i}});
-  const Plan plan = RunPolicy(MakeSnapshot(fleet), jobs.pending());
+  const Plan plan = RunPolicy(SchedState(fleet), jobs.pending());
   ASSERT_EQ(plan.placements.size(), 8u);
   std::set<std::pair<uint32_t, uint16_t>> gpus;
   for (const Placement& p : plan.placements) gpus.insert({p.tasks[0].node.value(), p.tasks[0].gpu_mask});
@@ -51,14 +51,14 @@ TEST_P(PolicyContract, RefusesWhatCanNeverFit) {
   const Fleet fleet = Uniform(2, 4);
   Jobs jobs(fleet);
   jobs.Add({.gpus_per_task = 1, .gpu_models = {"TPU"}});
-  const Plan plan = RunPolicy(MakeSnapshot(fleet), jobs.pending());
+  const Plan plan = RunPolicy(SchedState(fleet), jobs.pending());
   EXPECT_TRUE(plan.placements.empty());
   EXPECT_EQ(plan.decisions[0].outcome, Outcome::kNever);
 }
 
 TEST_P(PolicyContract, SameInputsSamePlan) {
   const Fleet fleet = Uniform(16, 8);
-  ClusterSnapshot s = MakeSnapshot(fleet);
+  SchedState s(fleet);
   for (uint32_t i = 0; i < 16; i += 3) testing::Occupy(s, i, static_cast<int>(i % 8));
   Jobs jobs(fleet);
   for (int i = 0; i < 40; ++i) jobs.Add({.tasks = 1 + i % 2, .gpus_per_task = 1 + i % 4, .submit_time = Millis{i % 7}});

@@ -49,11 +49,11 @@ TEST(FiltersTest, Table) {
     JobSpec spec;
     c.job(spec);
     const PendingJob& job = jobs.Add(spec);
-    ClusterSnapshot snap = MakeSnapshot(fleet);
-    c.node(snap.nodes[0]);
+    NodeState node = MakeNodeState(fleet, fleet.nodes[0]);
+    c.node(node);
     std::optional<Reason> got;
     for (const auto& f : policy.filters) {
-      if ((got = f->Check(job, DemandOf(spec), snap.nodes[0]))) break;
+      if ((got = f->Check(job, DemandOf(spec), node))) break;
     }
     ASSERT_EQ(got.has_value(), c.want.has_value()) << c.name;
     if (!got) continue;

@@ -8,7 +8,7 @@
 #include "sched/pending.h"
 #include "sched/registry.h"
 #include "sched/schedule.h"
-#include "sched/snapshot.h"
+#include "sched/sched_state.h"
 
 namespace gp::testing {
 
@@ -42,9 +42,9 @@ inline Policy MakePolicy(const std::string& name) {
 }
 
 // Uses `gpus` whole GPUs of node `i` (lowest indices first).
-inline void Occupy(ClusterSnapshot& s, uint32_t i, int gpus) {
+inline void Occupy(SchedState& s, uint32_t i, int gpus) {
   const TaskAllocation a{.node = NodeId{i}, .gpu_mask = static_cast<uint16_t>((1u << gpus) - 1)};
-  if (!Allocate(s.nodes[i], a).ok()) throw std::runtime_error("occupy failed");
+  if (!s.Allocate(a).ok()) throw std::runtime_error("occupy failed");
 }
 
 }  // namespace gp::testing

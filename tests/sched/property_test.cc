@@ -1,5 +1,5 @@
 // Properties that must hold for any fleet, any queue and any policy:
-//   1. every placement applies with Allocate() on the snapshot it was planned on, in order, so no
+//   1. every placement applies with Allocate() on the state it was planned on, in order, so no
 //      GPU is given twice and no node goes over capacity (Allocate re-checks each figure);
 //   2. a gang is all or nothing: a placed job has exactly `tasks` tasks of `gpus_per_task` GPUs;
 //   3. one decision per pending job, "placed" exactly for the placed ones;
@@ -20,7 +20,7 @@ struct Scenario {
   Fleet fleet;
   std::deque<JobSpec> specs;
   std::vector<PendingJob> pending;
-  ClusterSnapshot snap;
+  SchedState snap;
 };
 
 Scenario MakeScenario() {
@@ -35,11 +35,13 @@ Scenario MakeScenario() {
                        .cpu = MilliCpu{*rc::gen::inRange(4, 65) * 1000}, .memory = MiB{*rc::gen::inRange(8, 257) * 1024}};
     RC_ASSERT(AddNodeGroup(sc.fleet, spec).ok());
   }
-  sc.snap = MakeSnapshot(sc.fleet);
+  sc.snap = SchedState(sc.fleet);
   // Some GPUs already busy or partly shared.
-  for (NodeState& n : sc.snap.nodes) {
-    for (int i = 0; i < n.gpu_count; ++i) n.gpu_free[i] = static_cast<int16_t>(*rc::gen::element(0, 1000, 1000, 500));
-    if (*rc::gen::inRange(0, 10) == 0) n.health = Health::kUnhealthy;
+  for (uint32_t id = 0; id < sc.snap.size(); ++id) {
+    sc.snap.Update(NodeId{id}, [](NodeState& n) {
+      for (int i = 0; i < n.gpu_count; ++i) n.gpu_free[i] = static_cast<int16_t>(*rc::gen::element(0, 1000, 1000, 500));
+      if (*rc::gen::inRange(0, 10) == 0) n.health = Health::kUnhealthy;
+    });
   }
   const int jobs = *rc::gen::inRange(1, 40);
   for (int j = 0; j < jobs; ++j) {
@@ -82,7 +84,7 @@ RC_GTEST_PROP(SchedulerProperties, PlansAreSoundAndDeterministic, ()) {
   SplitMix64 rng(seed);
   const Plan plan = Schedule(sc.snap, sc.pending, policy, rng);
 
-  ClusterSnapshot applied = sc.snap;
+  SchedState applied = sc.snap;
   std::set<uint64_t> placed;
   for (const Placement& p : plan.placements) {
     const JobSpec& spec = sc.specs[p.job.value() - 1];
@@ -90,11 +92,11 @@ RC_GTEST_PROP(SchedulerProperties, PlansAreSoundAndDeterministic, ()) {
     RC_ASSERT(static_cast<int>(p.tasks.size()) == spec.tasks);
     for (const TaskAllocation& t : p.tasks) {
       RC_ASSERT(std::popcount(t.gpu_mask) == (spec.gpu_share < kWholeGpu ? 1 : spec.gpus_per_task));
-      RC_ASSERT(sc.snap.nodes[t.node.value()].health == Health::kHealthy);
-      RC_ASSERT(Allocate(applied.nodes[t.node.value()], t).ok());
+      RC_ASSERT(sc.snap.node(t.node).health == Health::kHealthy);
+      RC_ASSERT(applied.Allocate(t).ok());
     }
   }
-  for (const NodeState& n : applied.nodes) {
+  for (const NodeState& n : applied.nodes()) {
     RC_ASSERT(n.cpu_free.value() >= 0);
     RC_ASSERT(n.memory_free.value() >= 0);
     for (int i = 0; i < n.gpu_count; ++i) RC_ASSERT(n.gpu_free[i] >= 0);
@@ -111,7 +113,7 @@ RC_GTEST_PROP(SchedulerProperties, PlansAreSoundAndDeterministic, ()) {
 // Allocate then Release restores a node exactly, load included.
 RC_GTEST_PROP(SchedulerProperties, ReleaseUndoesAllocate, ()) {
   Scenario sc = MakeScenario();
-  const NodeState before = sc.snap.nodes[0];
+  const NodeState before = sc.snap.nodes()[0];
   NodeState n = before;
   const TaskAllocation a{.node = n.id, .gpu_mask = static_cast<uint16_t>(n.WholeFreeMask() & 0b101),
                          .cpu = MilliCpu{std::min<int64_t>(n.cpu_free.value(), 1500)}};

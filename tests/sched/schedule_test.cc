@@ -14,7 +14,7 @@ using testing::MakePolicy;
 using testing::Occupy;
 using testing::Uniform;
 
-Plan RunPolicy(const ClusterSnapshot& s, const std::vector<PendingJob>& p, const std::string& policy, uint64_t seed = 1) {
+Plan RunPolicy(const SchedState& s, const std::vector<PendingJob>& p, const std::string& policy, uint64_t seed = 1) {
   const Policy pol = MakePolicy(policy);
   SplitMix64 rng(seed);
   return Schedule(s, p, pol, rng);
@@ -24,7 +24,7 @@ Plan RunPolicy(const ClusterSnapshot& s, const std::vector<PendingJob>& p, const
 // the least free (node-1, filling it); under spread where it leaves the most (node-3).
 TEST(ScheduleTest, BestFitPacksSpreadSpreads) {
   const Fleet fleet = Uniform(3, 8);
-  ClusterSnapshot s = MakeSnapshot(fleet);
+  SchedState s(fleet);
   Occupy(s, 0, 6);
   Occupy(s, 1, 4);
   Jobs jobs(fleet);
@@ -44,7 +44,7 @@ TEST(ScheduleTest, LeastLoadedChoosesSeedNodeFour) {
   for (int i = 0; i < 4; ++i) {
     fleet.nodes[i].measured = Utilisation{PerMille{usage[i][0]}, PerMille{usage[i][1]}, PerMille{usage[i][2]}};
   }
-  const ClusterSnapshot s = MakeSnapshot(fleet);
+  const SchedState s(fleet);
   Jobs jobs(fleet);
   jobs.Add({.gpus_per_task = 1});
   const Plan plan = RunPolicy(s, jobs.pending(), "least-loaded");
@@ -69,7 +69,7 @@ TEST(ScheduleTest, LeastLoadedCountsItsOwnPlacements) {
   const Fleet fleet = Uniform(4, 2);
   Jobs jobs(fleet);
   for (int i = 0; i < 4; ++i) jobs.Add({.gpus_per_task = 1});
-  const Plan plan = RunPolicy(MakeSnapshot(fleet), jobs.pending(), "least-loaded");
+  const Plan plan = RunPolicy(SchedState(fleet), jobs.pending(), "least-loaded");
   ASSERT_EQ(plan.placements.size(), 4u);
   std::set<NodeId> nodes;
   for (const Placement& p : plan.placements) nodes.insert(p.tasks[0].node);
@@ -81,7 +81,7 @@ TEST(ScheduleTest, LeastLoadedCountsItsOwnPlacements) {
 // behind it must still find a node with 4 free.
 TEST(ScheduleTest, GangIsAllOrNothing) {
   const Fleet fleet = Uniform(3, 8);
-  ClusterSnapshot s = MakeSnapshot(fleet);
+  SchedState s(fleet);
   Occupy(s, 0, 4);
   Occupy(s, 1, 4);
   Occupy(s, 2, 7);
@@ -103,7 +103,7 @@ TEST(ScheduleTest, GangSpansNodesAndPrefersOneNodeWhenItFits) {
   Jobs jobs(fleet);
   jobs.Add({.tasks = 2, .gpus_per_task = 8});
   jobs.Add({.tasks = 2, .gpus_per_task = 2});
-  const Plan plan = RunPolicy(MakeSnapshot(fleet), jobs.pending(), "fifo");
+  const Plan plan = RunPolicy(SchedState(fleet), jobs.pending(), "fifo");
   ASSERT_EQ(plan.placements.size(), 2u);
   const auto& big = plan.placements[0].tasks;
   ASSERT_EQ(big.size(), 2u);
@@ -117,7 +117,7 @@ TEST(ScheduleTest, GangSpansNodesAndPrefersOneNodeWhenItFits) {
 // Three 8-GPU nodes, one GPU busy on each (21 of 24 free).
 TEST(ScheduleTest, NeverVersusNotNow) {
   const Fleet fleet = Uniform(3, 8);
-  ClusterSnapshot s = MakeSnapshot(fleet);
+  SchedState s(fleet);
   for (uint32_t i = 0; i < 3; ++i) Occupy(s, i, 1);
   Jobs jobs(fleet);
   jobs.Add({.gpus_per_task = 16});                        // larger than any node
@@ -149,7 +149,7 @@ TEST(ScheduleTest, NeverVersusNotNow) {
 
 TEST(ScheduleTest, FitsFleetIsTheAdmissionCheck) {
   const Fleet fleet = Uniform(3, 8);
-  ClusterSnapshot s = MakeSnapshot(fleet);
+  SchedState s(fleet);
   for (uint32_t i = 0; i < 3; ++i) Occupy(s, i, 8);  // all busy: admission ignores use
   Jobs jobs(fleet);
   EXPECT_FALSE(FitsFleet(s, jobs.Add({.gpus_per_task = 16})));
@@ -168,7 +168,7 @@ TEST(ScheduleTest, GpuSharesPack) {
   jobs.Add({.gpu_share = GpuMilli{600}});
   jobs.Add({.gpu_share = GpuMilli{300}});
   jobs.Add({.gpu_share = GpuMilli{300}});
-  const Plan plan = RunPolicy(MakeSnapshot(fleet), jobs.pending(), "fifo");
+  const Plan plan = RunPolicy(SchedState(fleet), jobs.pending(), "fifo");
   ASSERT_EQ(plan.placements.size(), 3u);
   EXPECT_EQ(plan.placements[0].tasks[0].gpu_mask, 0b01);
   EXPECT_EQ(plan.placements[1].tasks[0].gpu_mask, 0b01) << "600 + 300 on GPU 0";
@@ -182,7 +182,7 @@ TEST(ScheduleTest, GpuChoiceFollowsNvLink) {
   fleet.providers.push_back({.name = "p"});
   fleet.sites.push_back({.name = "s"});
   ASSERT_TRUE(AddNodeGroup(fleet, {.gpus = 8, .gpu_model = "A100", .nvlink = NodeGroupSpec::NvLink::kPairs}).ok());
-  ClusterSnapshot s = MakeSnapshot(fleet);
+  SchedState s(fleet);
   Occupy(s, 0, 1);
   Jobs jobs(fleet);
   jobs.Add({.gpus_per_task = 1});
@@ -208,10 +208,10 @@ TEST(ScheduleTest, CostAndPriceCeiling) {
   }
   Jobs jobs(fleet);
   jobs.Add({.gpus_per_task = 1});
-  EXPECT_EQ(RunPolicy(MakeSnapshot(fleet), jobs.pending(), "cost").placements[0].tasks[0].node, NodeId{1});
+  EXPECT_EQ(RunPolicy(SchedState(fleet), jobs.pending(), "cost").placements[0].tasks[0].node, NodeId{1});
   Jobs capped(fleet);
   capped.Add({.gpus_per_task = 1, .max_price_per_gpu_hour = MicroUsd{1'000'000}});
-  const Plan none = RunPolicy(MakeSnapshot(fleet), capped.pending(), "fifo");
+  const Plan none = RunPolicy(SchedState(fleet), capped.pending(), "fifo");
   ASSERT_TRUE(none.placements.empty());
   EXPECT_EQ(none.decisions[0].outcome, Outcome::kNever) << "no node will ever cost $1.00";
   EXPECT_EQ(none.decisions[0].reasons()[0].example.code, ReasonCode::kPriceCeiling);
@@ -228,20 +228,20 @@ TEST(ScheduleTest, DataLocalFollowsTheData) {
   ASSERT_TRUE(AddNodeGroup(fleet, {.name_prefix = "b", .count = 1, .gpus = 8, .gpu_model = "V100", .site = SiteId{1}}).ok());
   Jobs jobs(fleet);
   jobs.Add({.gpus_per_task = 1, .data = DataSet{.site = "b", .size = Bytes{500'000'000'000}}});
-  EXPECT_EQ(RunPolicy(MakeSnapshot(fleet), jobs.pending(), "data-local").placements[0].tasks[0].node, NodeId{2});
-  EXPECT_EQ(RunPolicy(MakeSnapshot(fleet), jobs.pending(), "fifo").placements[0].tasks[0].node, NodeId{0})
+  EXPECT_EQ(RunPolicy(SchedState(fleet), jobs.pending(), "data-local").placements[0].tasks[0].node, NodeId{2});
+  EXPECT_EQ(RunPolicy(SchedState(fleet), jobs.pending(), "fifo").placements[0].tasks[0].node, NodeId{0})
       << "a policy that ignores data takes the first node";
 }
 
 TEST(ScheduleTest, UnhealthyAndDrainingNodesAreSkipped) {
   const Fleet fleet = Uniform(3, 8);
-  ClusterSnapshot s = MakeSnapshot(fleet);
-  s.nodes[0].health = Health::kUnhealthy;
-  s.nodes[1].schedulability = Schedulability::kDraining;
+  SchedState s(fleet);
+  s.Update(NodeId{0}, [](NodeState& n) { n.health = Health::kUnhealthy; });
+  s.Update(NodeId{1}, [](NodeState& n) { n.schedulability = Schedulability::kDraining; });
   Jobs jobs(fleet);
   jobs.Add({.gpus_per_task = 1});
   EXPECT_EQ(RunPolicy(s, jobs.pending(), "fifo").placements[0].tasks[0].node, NodeId{2});
-  s.nodes[2].health = Health::kSuspect;
+  s.Update(NodeId{2}, [](NodeState& n) { n.health = Health::kSuspect; });
   const Plan none = RunPolicy(s, jobs.pending(), "fifo");
   ASSERT_TRUE(none.placements.empty());
   EXPECT_EQ(none.decisions[0].outcome, Outcome::kNotNow) << "nodes can recover";
@@ -253,7 +253,7 @@ TEST(ScheduleTest, RandomPolicyIsSeeded) {
   for (int i = 0; i < 20; ++i) jobs.Add({.gpus_per_task = 1 + i % 3});
   auto nodes_of = [&](uint64_t seed) {
     std::vector<uint32_t> v;
-    for (const Placement& p : RunPolicy(MakeSnapshot(fleet), jobs.pending(), "random", seed).placements) {
+    for (const Placement& p : RunPolicy(SchedState(fleet), jobs.pending(), "random", seed).placements) {
       v.push_back(p.tasks[0].node.value());
     }
     return v;

@@ -73,7 +73,7 @@ int RunPlace(const PlaceArgs& a) {
   auto policy = BuiltinRegistry().MakePolicy(a.policy);
   if (!policy) return fail("--policy: " + policy.error().message());
 
-  const ClusterSnapshot snap = MakeSnapshot(*fleet);
+  const SchedState snap(*fleet);
   fmt::print("policy {} on {} ({} nodes, {} GPUs)\n", policy->name, a.fleet, fleet->nodes.size(), fleet->TotalGpus());
   if (a.explain) {
     SplitMix64 explain_rng(a.seed);

@@ -1,0 +1,95 @@
+#include "sched/sched_state.h"
+
+#include <algorithm>
+
+namespace gp {
+
+SchedState::SchedState(const Fleet& fleet) : fleet_(&fleet) {
+  nodes_.reserve(fleet.nodes.size());
+  for (const Node& n : fleet.nodes) AddNode(MakeNodeState(fleet, n));
+}
+
+int64_t SchedState::FreeMilli(const NodeState& n) {
+  int64_t m = 0;
+  for (int i = 0; i < n.gpu_count; ++i) {
+    if (!(n.quarantined >> i & 1)) m += n.gpu_free[static_cast<size_t>(i)];
+  }
+  return m;
+}
+
+CapacityKey SchedState::CapacityOf(const NodeState& n) {
+  return CapacityKey{.model_bit = n.model_bit, .gpu_count = n.gpu_count, .gpu_memory = n.gpu_memory.value(),
+                     .price = n.price.value(), .cpu_total = n.cpu_total.value(), .memory_total = n.memory_total.value()};
+}
+
+void SchedState::AddNode(NodeState node) {
+  const uint32_t pos = static_cast<uint32_t>(nodes_.size());
+  node.id = NodeId{pos};
+  nodes_.push_back(node);
+  node_gen_.push_back(++generation_);
+  index_.Place(pos, node);
+  ++capacities_[CapacityOf(node)];
+  if (node.gpu_count > 0) ++prices_[node.price.value()];
+  free_gpu_milli_ += FreeMilli(node);
+  total_gpu_milli_ += int64_t{node.gpu_count} * kWholeGpu.value();
+  improved_[node.model_bit] = generation_;
+}
+
+void SchedState::Changed(NodeId id, const NodeState& before) {
+  const NodeState& after = nodes_[id.value()];
+  node_gen_[id.value()] = ++generation_;
+  index_.Place(id.value(), after);
+  const CapacityKey was = CapacityOf(before);
+  const CapacityKey now = CapacityOf(after);
+  if (was != now) {
+    if (--capacities_[was] == 0) capacities_.erase(was);
+    ++capacities_[now];
+  }
+  if (before.gpu_count > 0 && --prices_[before.price.value()] == 0) prices_.erase(before.price.value());
+  if (after.gpu_count > 0) ++prices_[after.price.value()];
+  free_gpu_milli_ += FreeMilli(after) - FreeMilli(before);
+  total_gpu_milli_ += (int64_t{after.gpu_count} - before.gpu_count) * kWholeGpu.value();
+  if (!NoBetter(after, before)) {
+    improved_[after.model_bit] = generation_;
+    improved_[before.model_bit] = generation_;
+  }
+}
+
+Status SchedState::Allocate(const TaskAllocation& a) {
+  if (a.node.value() >= nodes_.size()) return Status(StatusCode::kFailedPrecondition, "allocation on an unknown node");
+  NodeState before = nodes_[a.node.value()];
+  if (Status s = gp::Allocate(nodes_[a.node.value()], a); !s.ok()) return s;
+  Changed(a.node, before);
+  return Status::Ok();
+}
+
+Status SchedState::Release(const TaskAllocation& a) {
+  if (a.node.value() >= nodes_.size()) return Status(StatusCode::kFailedPrecondition, "release on an unknown node");
+  NodeState before = nodes_[a.node.value()];
+  if (Status s = gp::Release(nodes_[a.node.value()], a); !s.ok()) return s;
+  Changed(a.node, before);
+  return Status::Ok();
+}
+
+MicroUsd SchedState::max_price() const { return prices_.empty() ? MicroUsd{0} : MicroUsd{prices_.rbegin()->first}; }
+
+uint64_t SchedState::ImprovedSince(uint64_t mask) const {
+  uint64_t g = 0;
+  for (uint64_t m = mask; m != 0; m &= m - 1) g = std::max(g, improved_[static_cast<size_t>(std::countr_zero(m))]);
+  return g;
+}
+
+bool NoBetter(const NodeState& after, const NodeState& before) {
+  for (int i = 0; i < kMaxGpusPerNode; ++i) {
+    if (after.gpu_free[static_cast<size_t>(i)] > before.gpu_free[static_cast<size_t>(i)]) return false;
+  }
+  const auto slots_free = [](const NodeState& n) { return n.task_slots == 0 ? INT32_MAX : n.task_slots - n.tasks; };
+  return after.cpu_free <= before.cpu_free && after.memory_free <= before.memory_free &&
+         after.health >= before.health &&
+         !(after.schedulability == Schedulability::kSchedulable && before.schedulability != Schedulability::kSchedulable) &&
+         (before.quarantined & ~after.quarantined) == 0 && slots_free(after) <= slots_free(before) &&
+         after.price >= before.price && after.gpu_memory <= before.gpu_memory && after.gpu_count <= before.gpu_count &&
+         after.model_bit == before.model_bit && after.site == before.site && after.nic == before.nic;
+}
+
+}  // namespace gp
