@@ -108,6 +108,8 @@ Api::Api(Controller& controller, EventLoop& loop, ApiOptions options)
     pass_jobs_->Observe(static_cast<double>(pending));
   };
   c_.on_down = [this](const std::string&, double seconds) { detection_seconds_->Observe(seconds); };
+  // The operator hears of a failed store (or an inconsistency) once, on the server's stderr.
+  c_.on_store_error = [](const Status& s) { fmt::print(stderr, "gpupool server: {}\n", s.message()); };
   c_.on_events = [this] {
     AnswerEventWaiters();
     for (const auto& fn : event_listeners_) fn();
@@ -394,7 +396,12 @@ void Api::Route(const HttpRequest& r, const Caller& caller, Respond& respond) {
   if (p.size() < 2 || p[0] != "v1") return no_route();
 
   if (p[1] == "health" && p.size() == 2 && m == "GET") {
-    respond(Json(200, nlohmann::json{{"status", "ok"}, {"nodes", c_.NodeNames().size()}, {"policy", c_.policy().name}}.dump()));
+    if (!c_.store_error().ok()) {
+      respond(Json(503, nlohmann::json{{"status", "store-failed"}, {"error", c_.store_error().message()},
+                                       {"nodes", c_.fleet().nodes.size()}, {"policy", c_.policy().name}}.dump()));
+      return;
+    }
+    respond(Json(200, nlohmann::json{{"status", "ok"}, {"nodes", c_.fleet().nodes.size()}, {"policy", c_.policy().name}}.dump()));
     return;
   }
   if (p[1] == "events" && p.size() == 2 && m == "GET") return EventsRoute(r, std::move(respond));

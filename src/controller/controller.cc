@@ -38,12 +38,24 @@ Status Controller::WriteWithEvents(const std::function<Status(const Events&)>& p
   return s;
 }
 
+void Controller::StoreFailed(const Status& s) {
+  if (s.ok() || !store_error_.ok()) return;
+  store_error_ = Status(StatusCode::kUnavailable, "the server's store failed: " + s.message() +
+                                                      "; it accepts and places no jobs until it is restarted");
+  if (on_store_error) on_store_error(store_error_);
+}
+
+void Controller::Inconsistent(const Status& s) {
+  ++stats_.inconsistencies;
+  if (on_store_error) on_store_error(Status(StatusCode::kInternal, "internal inconsistency: " + s.message()));
+}
+
 Status Controller::Persist(const JobRecord& job) {
   return WriteWithEvents([&](const Events& e) { return journal_.PutJobs({{job.spec.id.value(), JobToJson(job)}}, e); });
 }
 
 void Controller::FlushEvents() {
-  if (!pending_events_.empty()) (void)WriteWithEvents([&](const Events& e) { return journal_.PutEvents(e); });
+  if (!pending_events_.empty()) StoreFailed(WriteWithEvents([&](const Events& e) { return journal_.PutEvents(e); }));
 }
 
 void Controller::Emit(std::string type, std::string subject, std::string data) {
@@ -147,6 +159,7 @@ Status Controller::Recover() {
 }
 
 Result<JobId> Controller::Submit(JobRecord r) {
+  if (!store_error_.ok()) return tl::unexpected(store_error_);
   r.spec.id = JobId{next_id_};
   r.spec.submit_time = clock_.Now();
   r.state = JobState::kQueued;
@@ -263,7 +276,7 @@ void Controller::Quarantine(NodeSlot& slot, int gpu, const std::string& why) {
       FailOver(it->second, fmt::format("GPU {} on {} quarantined: {}", gpu, slot.record.spec.name, why), 0);
     }
   }
-  (void)PersistNode(slot);
+  StoreFailed(PersistNode(slot));
   dirty_ = true;
 }
 
@@ -328,15 +341,15 @@ void Controller::SelfTested(NodeSlot& slot, const GpuSelfTest& r) {
   Emit("gpu.selftest", fmt::format("node/{}/gpu/{}", slot.record.spec.name, r.gpu),
        nlohmann::json{{"node", slot.record.spec.name}, {"gpu", r.gpu}, {"passed", r.passed}, {"detail", r.detail}}.dump());
   if (slot.quarantine[g].empty()) {  // undrained by hand meanwhile
-    (void)PersistNode(slot);
+    StoreFailed(PersistNode(slot));
     return;
   }
   if (r.passed) {
-    (void)UndrainGpu(slot.record.spec.name, r.gpu);  // persists
+    StoreFailed(UndrainGpu(slot.record.spec.name, r.gpu));  // persists (the node and GPU exist)
     return;
   }
   slot.last_fault_ms[g] = clock_.Now().value();  // probation again, from now
-  (void)PersistNode(slot);
+  StoreFailed(PersistNode(slot));
 }
 
 std::filesystem::path Controller::CheckpointPath(JobId id, int task) const {
@@ -632,7 +645,7 @@ Result<HeartbeatReply> Controller::Heartbeat(const gp::Heartbeat& h) {
   if (was_down) dirty_ = true;
   // XID events the agent saw (NVML): classified as if reported through the API.
   for (const GpuSample& g : h.gpus) {
-    for (int xid : g.xids) (void)GpuXid(h.node, g.index, xid);
+    for (int xid : g.xids) (void)GpuXid(h.node, g.index, xid);  // what it did goes to the events; a bad index is the agent's
   }
   // Uncorrected ECC errors that rise mean the GPU's memory can no longer be trusted.
   for (const GpuSample& g : h.gpus) {
@@ -754,7 +767,7 @@ void Controller::ReleaseTask(const TaskRecord& t) {
   if (!slot) return;
   TaskAllocation a = t.allocation;
   a.node = slot->record.spec.id;
-  (void)sched_.Release(a);
+  if (Status s = sched_.Release(a); !s.ok()) Inconsistent(s);
   dirty_ = true;
 }
 
@@ -812,7 +825,7 @@ void Controller::FailOver(JobRecord& j, const std::string& why, int64_t fence_un
     const NodeSlot* slot = SlotByName(j.tasks[t].node);
     if (slot && !slot->down) CancelTask(j, static_cast<int>(t), grace_ms);
   }
-  (void)Persist(j);
+  StoreFailed(Persist(j));
   dirty_ = true;
 }
 
@@ -864,7 +877,7 @@ void Controller::Requeue(JobRecord& j) {
     j.not_before_ms = now + wait;
   }
   if (j.state == JobState::kQueued) JobEvent(j, "requeued");
-  (void)Persist(j);
+  StoreFailed(Persist(j));
   dirty_ = true;
 }
 
@@ -936,6 +949,9 @@ void Controller::Launch(JobRecord& j) {
 
 void Controller::ApplyPlan(const Plan& plan, const std::vector<PendingJob>&) {
   std::vector<std::pair<uint64_t, std::string>> batch;
+  std::vector<JobRecord> before;  // the placed jobs as they were, to undo an unstored plan
+  const size_t events_before = pending_events_.size();
+  const uint64_t seq_before = next_event_seq_;
   for (const Placement& p : plan.placements) {
     JobRecord& j = jobs_.at(p.job.value());
     // Re-check every node: a placement that no longer fits is dropped; the job stays queued.
@@ -949,10 +965,11 @@ void Controller::ApplyPlan(const Plan& plan, const std::vector<PendingJob>&) {
       done.push_back(a);
     }
     if (!ok) {
-      for (const TaskAllocation& a : done) (void)sched_.Release(a);
+      for (const TaskAllocation& a : done) (void)sched_.Release(a);  // undoing our own Allocate cannot fail
       dirty_ = true;  // the job stays queued: try again on the next tick
       continue;
     }
+    before.push_back(j);
     j.tasks.clear();
     ++j.attempt;
     j.start_ms = 0;
@@ -964,10 +981,31 @@ void Controller::ApplyPlan(const Plan& plan, const std::vector<PendingJob>&) {
     queued_.erase(p.job.value());
     j.message.clear();
     last_decision_.erase(p.job.value());
-    ++stats_.placed;
     JobEvent(j, "placed");
-    Launch(j);
     batch.emplace_back(p.job.value(), JobToJson(j));
+  }
+  // Stored before any task is handed to an agent: a placement the store did not take is undone
+  // (allocations, events), so nothing runs that a restart would not know of.
+  if (!batch.empty()) {
+    if (Status s = WriteWithEvents([&](const Events& e) { return journal_.PutJobs(batch, e); }); !s.ok()) {
+      for (JobRecord& was : before) {
+        JobRecord& j = jobs_.at(was.spec.id.value());
+        for (size_t t = 0; t < j.tasks.size(); ++t) {
+          nodes_[j.tasks[t].allocation.node.value()].active.erase(TaskKey{was.spec.id.value(), static_cast<int>(t), j.attempt});
+          (void)sched_.Release(j.tasks[t].allocation);  // undoing the Allocate above cannot fail
+        }
+        queued_.insert(was.spec.id.value());
+        j = std::move(was);
+      }
+      pending_events_.resize(events_before);
+      next_event_seq_ = seq_before;
+      StoreFailed(s);
+      return;
+    }
+    for (const auto& [id, json] : batch) {
+      ++stats_.placed;
+      Launch(jobs_.at(id));
+    }
   }
   for (const Decision& d : plan.decisions) {
     if (d.outcome == Outcome::kPlaced) continue;
@@ -980,7 +1018,6 @@ void Controller::ApplyPlan(const Plan& plan, const std::vector<PendingJob>&) {
     if (msg != j.message) j.message = msg;
     last_decision_[d.job.value()] = d;
   }
-  if (!batch.empty()) (void)WriteWithEvents([&](const Events& e) { return journal_.PutJobs(batch, e); });
 }
 
 void Controller::Tick() {
@@ -1067,7 +1104,7 @@ void Controller::TickOnce() {
   bool waiting = false;
   for (uint64_t id : queued_) waiting = waiting || jobs_.at(id).not_before_ms > now;
   if (waiting) dirty_ = true;  // look again when the backoff ends
-  if (!dirty_) return;
+  if (!dirty_ || !store_error_.ok()) return;  // a failed store: nothing more is placed
   dirty_ = false;
   std::vector<PendingJob> pending;
   const std::vector<uint64_t> queued(queued_.begin(), queued_.end());
@@ -1085,7 +1122,7 @@ void Controller::TickOnce() {
       j.message = p.error().message();
       j.end_ms = now;
       JobEvent(j, "failed");
-      (void)Persist(j);
+      StoreFailed(Persist(j));
       continue;
     }
     pending.push_back(*p);

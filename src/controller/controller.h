@@ -156,7 +156,11 @@ class Controller {
     int64_t failovers = 0;
     int64_t stalls = 0;             // ticks after which the server forgave a stall of its own
     int64_t log_bytes_dropped = 0;  // output agents dropped (jobs writing faster than shipping)
+    int64_t inconsistencies = 0;    // releases the scheduling state refused (a bug if ever > 0)
   };
+  // Ok, or why the store failed (then Submit refuses and no pass runs).
+  const Status& store_error() const { return store_error_; }
+  std::function<void(const Status&)> on_store_error;
   // Called after each scheduling pass with its wall time (the decision latency) and size.
   std::function<void(double seconds, size_t pending, size_t placed)> on_pass;
   // Called when a node is declared down, with the silence that it took (the detection time).
@@ -241,6 +245,11 @@ class Controller {
   void FinishIfDone(JobRecord& job);
   void ReleaseTask(const TaskRecord& t);
   void AppendLog(JobId id, int task, std::string_view stream, const std::string& chunk);
+  // A journal write failed: from now on the controller acknowledges and places nothing (the
+  // last durable state is what a restart recovers), and says why (store_error, on_store_error).
+  void StoreFailed(const Status& s);
+  // A state change the scheduling state refused (it would double-free): counted and reported.
+  void Inconsistent(const Status& s);
   void RefreshNodeState(NodeId id);
   void FillNodeState(const NodeSlot& slot, NodeState& st) const;
   NodeSlot* SlotByName(const std::string& name);
@@ -265,6 +274,7 @@ class Controller {
   uint64_t next_id_ = 1;
   bool dirty_ = false;
   Stats stats_;
+  Status store_error_;
   Events pending_events_;
   uint64_t next_event_seq_ = 1;
   uint64_t first_event_seq_ = 1;

@@ -15,7 +15,7 @@ namespace gp {
 // kTooLarge: over a size limit (an upload, a page).
 enum class StatusCode { kOk, kInvalidArgument, kNotFound, kParse, kFailedPrecondition, kInternal, kUnavailable, kPermissionDenied, kTooLarge };
 
-class Status {
+class [[nodiscard]] Status {
  public:
   Status() = default;
   Status(StatusCode code, std::string message) : code_(code), message_(std::move(message)) {}
@@ -32,8 +32,15 @@ class Status {
   std::string message_;
 };
 
+// A T or a Status; [[nodiscard]], as Status is: a result that is dropped is a bug the compiler
+// reports (cast to void where dropping it is the intent, and say why).
 template <typename T>
-using Result = tl::expected<T, Status>;
+class [[nodiscard]] Result : public tl::expected<T, Status> {
+ public:
+  using tl::expected<T, Status>::expected;
+  Result(const tl::expected<T, Status>& e) : tl::expected<T, Status>(e) {}  // NOLINT: implicit by design
+  Result(tl::expected<T, Status>&& e) : tl::expected<T, Status>(std::move(e)) {}  // NOLINT
+};
 
 inline tl::unexpected<Status> Error(StatusCode code, std::string message) {
   return tl::unexpected<Status>(Status(code, std::move(message)));

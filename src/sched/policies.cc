@@ -26,10 +26,11 @@ void RegisterPolicies(Registry& r) {
   r.AddPolicy({.name = "spread", .description = "FIFO; the emptiest node (spreads load, more fragmentation)",
                .queue = "fifo", .scorers = {{"spread", 1.0}, kGang}, .order = O::kEmptiestFirst});
   r.AddPolicy({.name = "cost", .description = "FIFO; the cheapest GPU-hour, then packing",
-               .queue = "fifo", .scorers = {{"cost", 1.0}, {"best-fit", 0.1}, kGang}, .candidate_limit = 0});
+               .queue = "fifo", .scorers = {{"cost", 1.0}, {"best-fit", 0.1}, kGang},
+               .order = O::kCheapestFirst, .candidate_limit = 16});
   r.AddPolicy({.name = "data-local", .description = "FIFO; the shortest data transfer time, then packing",
                .queue = "fifo", .scorers = {{"transfer-time", 1.0}, {"best-fit", 0.1}, kGang},
-               .candidate_limit = 0});
+               .order = O::kNearestFirst, .candidate_limit = 16});
   r.AddPolicy({.name = "random", .description = "FIFO; a seeded random feasible node (baseline)",
                .queue = "fifo", .scorers = {{"random", 1.0}, kGang}, .candidate_limit = 16});
 }

@@ -52,15 +52,22 @@ class Journal {
 // For tests and `sim`: keeps everything in memory.
 class MemoryJournal final : public Journal {
  public:
+  // From now on every write fails with `s` and stores nothing (a full or failing disk); Ok
+  // heals it.
+  void FailWrites(Status s) { fail_ = std::move(s); }
+
   Status PutJobs(const std::vector<std::pair<uint64_t, std::string>>& jobs, const Events& events) override {
+    if (!fail_.ok()) return fail_;
     for (const auto& [id, json] : jobs) c_.jobs[id] = json;
     return PutEvents(events);
   }
   Status PutNode(std::string_view name, std::string_view json, const Events& events) override {
+    if (!fail_.ok()) return fail_;
     c_.nodes[std::string(name)] = json;
     return PutEvents(events);
   }
   Status PutEvents(const Events& events) override {
+    if (!fail_.ok()) return fail_;
     for (const EventRecord& e : events) {
       events_.push_back(e);
       c_.last_event_seq = e.seq;
@@ -90,6 +97,7 @@ class MemoryJournal final : public Journal {
  private:
   JournalContents c_;
   Events events_;
+  Status fail_;
 };
 
 }  // namespace gp

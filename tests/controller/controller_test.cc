@@ -79,6 +79,31 @@ TEST(ControllerTest, SubmitPlaceRunSucceed) {
   EXPECT_EQ(stored->state, JobState::kSucceeded);
 }
 
+// The store fails as a pass places a job: nothing is handed to the agent, the job stays queued
+// with its GPUs free (what a restart would find), no "placed" event survives, and the server
+// accepts no more jobs and places none, saying why.
+TEST(ControllerTest, AFailedStoreWriteLaunchesNothingAndStopsAcknowledging) {
+  Scene e;
+  e.Join("n1", 4);
+  const JobId id = e.Submit(2);
+  const uint64_t events = e.c->last_event_seq();
+  e.journal.FailWrites(Status(StatusCode::kInternal, "disk I/O error"));
+  e.c->Tick();
+  EXPECT_EQ(e.c->FindJob(id)->state, JobState::kQueued);
+  EXPECT_EQ(e.c->FindJob(id)->attempt, 0);
+  EXPECT_EQ(e.c->last_event_seq(), events) << "the placed event went with the unstored plan";
+  EXPECT_FALSE(e.c->store_error().ok());
+  EXPECT_NE(e.c->store_error().message().find("disk I/O error"), std::string::npos);
+  auto refused = e.c->Submit(JobRecord{.command = {"true"}});
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.error().code(), StatusCode::kUnavailable);
+  e.journal.FailWrites(Status::Ok());
+  e.c->Tick();
+  EXPECT_EQ(e.c->FindJob(id)->state, JobState::kQueued) << "no pass runs once the store has failed";
+  EXPECT_TRUE(e.Beat("n1").start.empty()) << "nothing was launched";
+  EXPECT_NE(e.c->NodeJson("n1").find("\"free_gpus\":4"), std::string::npos) << "its GPUs were given back";
+}
+
 // A gang over two 8-GPU nodes: torchrun's variables, then one task fails with 2 and the other
 // is told to stop; the job fails with the first failure's code.
 TEST(ControllerTest, GangEnvAndFailure) {

@@ -128,3 +128,96 @@ RC_GTEST_PROP(SchedulerProperties, ReleaseUndoesAllocate, ()) {
 
 }  // namespace
 }  // namespace gp
+
+namespace gp {
+namespace {
+
+// The state kept by deltas equals the state rebuilt from its nodes: after every step of a
+// random sequence of allocations, releases, health and drain changes, quarantines and load
+// updates, each node's bucket and partial flag, the free and total GPU figures, the highest
+// price and the node classes agree with a SchedState built afresh from the same node states,
+// and a pass gives the same plan on both.
+RC_GTEST_PROP(SchedStateProperties, DeltasMatchARebuild, ()) {
+  Scenario sc = MakeScenario();
+  SchedState& live = sc.snap;
+  std::vector<TaskAllocation> held;
+  const int steps = *rc::gen::inRange(1, 60);
+  for (int step = 0; step < steps; ++step) {
+    const uint32_t id = *rc::gen::inRange<uint32_t>(0, static_cast<uint32_t>(live.size()));
+    const NodeState& n = live.node(NodeId{id});
+    switch (*rc::gen::inRange(0, 6)) {
+      case 0: {  // allocate some free whole GPUs, or a share of one
+        const uint16_t free = n.WholeFreeMask();
+        TaskAllocation a{.node = NodeId{id}, .gpu_mask = static_cast<uint16_t>(free & *rc::gen::inRange<uint16_t>(0, 0xFFFF)),
+                         .cpu = MilliCpu{std::min<int64_t>(n.cpu_free.value(), 1000)}};
+        if (a.gpu_mask != 0 && *rc::gen::inRange(0, 3) == 0) {
+          a.gpu_mask = static_cast<uint16_t>(a.gpu_mask & -a.gpu_mask);
+          a.share = GpuMilli{*rc::gen::inRange(1, 1000)};
+        }
+        if (live.Allocate(a).ok()) held.push_back(a);
+        break;
+      }
+      case 1:
+        if (!held.empty()) {
+          const size_t k = *rc::gen::inRange<size_t>(0, held.size());
+          RC_ASSERT(live.Release(held[k]).ok());
+          held.erase(held.begin() + static_cast<long>(k));
+        }
+        break;
+      case 2:
+        live.Update(NodeId{id}, [&](NodeState& s) { s.health = static_cast<Health>(*rc::gen::inRange(0, 3)); });
+        break;
+      case 3:
+        live.Update(NodeId{id}, [&](NodeState& s) {
+          s.schedulability = *rc::gen::arbitrary<bool>() ? Schedulability::kDraining : Schedulability::kSchedulable;
+        });
+        break;
+      case 4:
+        live.Update(NodeId{id}, [&](NodeState& s) { s.quarantined = static_cast<uint16_t>(*rc::gen::inRange(0, 4)); });
+        break;
+      default:
+        live.Update(NodeId{id}, [&](NodeState& s) { s.load.cpu = PerMille{*rc::gen::inRange(0, 1000)}; });
+        break;
+    }
+    SchedState rebuilt;
+    rebuilt.set_fleet(sc.fleet);
+    for (const NodeState& s : live.nodes()) rebuilt.AddNode(s);
+    RC_ASSERT(rebuilt.free_gpu_milli() == live.free_gpu_milli());
+    RC_ASSERT(rebuilt.total_gpu_milli() == live.total_gpu_milli());
+    RC_ASSERT(rebuilt.max_price() == live.max_price());
+    RC_ASSERT(rebuilt.capacities() == live.capacities());
+    for (uint32_t i = 0; i < live.size(); ++i) {
+      const auto& a = live.index().where(i);
+      const auto& b = rebuilt.index().where(i);
+      RC_ASSERT(live.index().slots()[static_cast<size_t>(a.slot)].key == rebuilt.index().slots()[static_cast<size_t>(b.slot)].key);
+      RC_ASSERT(a.bucket == b.bucket);
+      RC_ASSERT(a.partial == b.partial);
+      RC_ASSERT(live.index().slots()[static_cast<size_t>(a.slot)].by_free[static_cast<size_t>(a.bucket)].Test(i));
+    }
+  }
+  const Policy policy = testing::MakePolicy("fifo");
+  SchedState rebuilt;
+  rebuilt.set_fleet(sc.fleet);
+  for (const NodeState& s : live.nodes()) rebuilt.AddNode(s);
+  SplitMix64 r1(5), r2(5);
+  RC_ASSERT(SamePlan(Schedule(live, sc.pending, policy, r1), Schedule(rebuilt, sc.pending, policy, r2)));
+}
+
+// A pass never writes the state: the same pass twice on it gives the same plan, and the
+// state's generation and figures are what they were.
+RC_GTEST_PROP(SchedStateProperties, APassLeavesTheStateAsItWas, ()) {
+  Scenario sc = MakeScenario();
+  const uint64_t gen = sc.snap.generation();
+  const int64_t free = sc.snap.free_gpu_milli();
+  const std::vector<NodeState> before = sc.snap.nodes();
+  SplitMix64 r1(3);
+  const Plan a = Schedule(sc.snap, sc.pending, testing::MakePolicy("balanced"), r1);
+  RC_ASSERT(sc.snap.generation() == gen);
+  RC_ASSERT(sc.snap.free_gpu_milli() == free);
+  for (size_t i = 0; i < before.size(); ++i) RC_ASSERT(sc.snap.nodes()[i].gpu_free == before[i].gpu_free);
+  SplitMix64 r2(3);
+  RC_ASSERT(SamePlan(a, Schedule(sc.snap, sc.pending, testing::MakePolicy("balanced"), r2)));
+}
+
+}  // namespace
+}  // namespace gp
