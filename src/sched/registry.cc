@@ -57,6 +57,13 @@ Result<Policy> Registry::MakePolicy(const PolicyRecipe& recipe) const {
   return p;
 }
 
+PolicyRecipe Registry::RecipeOf(const Policy& p) {
+  PolicyRecipe r{.name = p.name, .description = p.description, .queue = p.queue_name, .filters = p.filter_names,
+                 .order = p.order, .candidate_limit = p.candidate_limit};
+  for (const WeightedScorer& s : p.scorers) r.scorers.emplace_back(s.name, s.weight);
+  return r;
+}
+
 Result<Policy> Registry::MakePolicy(const std::string& name) const {
   std::string queue;
   std::string placement = name;

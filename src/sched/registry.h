@@ -69,6 +69,8 @@ class Registry {
   // "las", "fifo", or "QUEUE/POLICY". The error lists what is known.
   Result<Policy> MakePolicy(const std::string& name) const;
   Result<Policy> MakePolicy(const PolicyRecipe& recipe) const;
+  // The recipe a made policy came from (to make another instance of it).
+  static PolicyRecipe RecipeOf(const Policy& p);
 
   struct Entry {
     std::string name;

@@ -9,6 +9,7 @@
 #include <set>
 
 #include "core/models.h"
+#include "state/cluster_state.h"
 
 namespace gp {
 
@@ -63,10 +64,35 @@ double Percentile(std::vector<double>& v, double p) {
   return v[std::max<size_t>(rank, 1) - 1];
 }
 
+// The engine's part in the ClusterState's changes: events go to the --events log (if any);
+// a task told to stop ends at once (no agent stands between).
+class SimListener final : public ClusterListener {
+ public:
+  explicit SimListener(const SimOptions& o) : options_(o) {}
+  void JobChanged(const JobRecord& j, std::string_view what) override {
+    if (options_.on_event) options_.on_event(now_, fmt::format("job.{}", what), fmt::format("job/{}", j.spec.id.value()), JobEventData(j, what));
+  }
+  bool StopTask(const JobRecord&, int, int) override { return true; }
+  Millis now_{0};
+
+ private:
+  const SimOptions& options_;
+};
+
+// Another instance of the policy (made from the built-in plugins, as every policy is).
+Policy ClonePolicy(const Policy& p) {
+  auto made = BuiltinRegistry().MakePolicy(Registry::RecipeOf(p));
+  return made ? std::move(*made) : Policy{};
+}
+
 class Engine {
  public:
   Engine(const Fleet& fleet, const Policy& policy, const SimOptions& options)
-      : fleet_(fleet), policy_(policy), options_(options), rng_(options.seed), state_(fleet), queue_(*policy.queue) {
+      : fleet_(fleet), policy_(policy), options_(options), listener_(options),
+        cluster_(fleet, ClonePolicy(policy), ClusterOptions{.seed = options.seed, .max_retries = INT32_MAX,
+                                                           .backoff = Millis{0}, .never = NeverFits::kRefuse},
+                 listener_),
+        state_(cluster_.sched()) {
     for (const Node& n : fleet.nodes) max_gpus_ = std::max(max_gpus_, static_cast<int>(n.gpus.size()));
     for (const Node& n : fleet.nodes) total_gpu_milli_ += static_cast<int64_t>(n.gpus.size()) * 1000;
   }
@@ -76,8 +102,8 @@ class Engine {
 
  private:
   void Integrate(Millis until);
-  Status StartPlacements(const Plan& plan, Millis now);
-  Status ReleaseJob(size_t i);
+  Status StartPlacements(const std::vector<JobId>& placed, Millis now);
+  void Released(size_t i);
   void ScheduleFault(uint32_t node, Fault::Kind kind, Millis after_time, int gpu = -1);
   // Jobs with a task on `node` (on GPU `gpu` only, when >= 0) lose their work since the last
   // checkpoint and wait again. Returns whether any job was hit.
@@ -88,8 +114,9 @@ class Engine {
   const Fleet& fleet_;
   const Policy& policy_;
   const SimOptions& options_;
-  SplitMix64 rng_;
-  SchedState state_;
+  SimListener listener_;
+  ClusterState cluster_;
+  SchedState& state_;
   int max_gpus_ = 0;
   int64_t total_gpu_milli_ = 0;
 
@@ -106,7 +133,6 @@ class Engine {
   int64_t node_failures_ = 0;
   int64_t gpu_failures_ = 0;
   double lost_gpu_milli_ms_ = 0;
-  JobQueue queue_;
 
   // Integrals over time, in milli-GPU x ms.
   Millis last_{0};
@@ -149,7 +175,7 @@ Status Engine::Load(const Trace& trace) {
       continue;
     }
     compiled_[i] = *p;
-    if (!FitsFleet(state_, compiled_[i])) {
+    if (!FitsFleet(cluster_.sched(), compiled_[i])) {
       results_[i].outcome = Outcome::kNever;  // refused at admission, as the server does
       continue;
     }
@@ -169,15 +195,18 @@ void Engine::Integrate(Millis until) {
   last_ = until;
 }
 
-Status Engine::StartPlacements(const Plan& plan, Millis now) {
-  for (const Placement& p : plan.placements) {
-    const size_t i = p.job.value() - 1;
+Status Engine::StartPlacements(const std::vector<JobId>& placed, Millis now) {
+  for (JobId id : placed) {
+    const size_t i = id.value() - 1;
     SimJob& j = jobs_[i];
-    for (const TaskAllocation& a : p.tasks) {
-      if (Status s = state_.Allocate(a); !s.ok()) {
-        return Status(StatusCode::kInternal, "the plan did not apply: " + s.message());
-      }
-      busy_milli_ += std::popcount(a.gpu_mask) * a.share.value();
+    const JobRecord* rec = cluster_.Find(id);
+    if (!rec) return Status(StatusCode::kInternal, fmt::format("placed job {} is not in the cluster state", id.value()));
+    struct {
+      std::vector<TaskAllocation> tasks;
+    } p;
+    for (const TaskRecord& t : rec->tasks) {
+      p.tasks.push_back(t.allocation);
+      busy_milli_ += std::popcount(t.allocation.gpu_mask) * t.allocation.share.value();
     }
     j.tasks = p.tasks;
     const Node& first = fleet_.node(p.tasks.front().node);
@@ -211,15 +240,13 @@ MicroUsd Engine::CostOf(const SimJob& j, Millis elapsed) const {
   return c;
 }
 
-Status Engine::ReleaseJob(size_t i) {
+// The job's tasks have ended (ClusterState released their allocations): the engine's own
+// accounting follows.
+void Engine::Released(size_t i) {
   SimJob& j = jobs_[i];
-  for (const TaskAllocation& a : j.tasks) {
-    if (Status s = state_.Release(a); !s.ok()) return s;
-    busy_milli_ -= std::popcount(a.gpu_mask) * a.share.value();
-  }
+  for (const TaskAllocation& a : j.tasks) busy_milli_ -= std::popcount(a.gpu_mask) * a.share.value();
   j.tasks.clear();
   running_jobs_.erase(i);
-  return Status::Ok();
 }
 
 // Exponential time to the next failure of this node, from the failure generator.
@@ -253,11 +280,16 @@ Result<bool> Engine::FailJobs(uint32_t node, int gpu, Millis now) {
     if (j.full_run.value() > 0) {
       j.progress = std::min(0.999999, j.progress + static_cast<double>(kept) / static_cast<double>(j.full_run.value()));
     }
-    if (Status s = ReleaseJob(i); !s.ok()) return tl::unexpected(s);
+    JobRecord* rec = cluster_.Find(JobId{i + 1});
+    if (!rec) return Error(StatusCode::kInternal, fmt::format("running job {} is not in the cluster state", i + 1));
+    cluster_.FailOver(*rec, gpu >= 0 ? fmt::format("GPU {} of node {} failed", gpu, fleet_.nodes[node].name)
+                                     : fmt::format("node {} failed", fleet_.nodes[node].name),
+                      now, /*counts=*/true, -1, now);
+    Released(i);
     ++j.epoch;  // its completion event is now stale
-    queue_.Add(compiled_[i]);
     if (j.spec.gpus_per_task > 0) ++waiting_gpu_jobs_;
   }
+  cluster_.RequeueReady(now);  // every task ended at once: no agent, no lease to wait out
   return hit;
 }
 
@@ -318,13 +350,14 @@ Result<SimReport> Engine::Run() {
   const size_t total = jobs_.size();
   if (!arrival_order_.empty()) last_ = jobs_[arrival_order_.front()].spec.submit_time;
   // Faults go on for ever; the replay ends when no job is left to arrive, run or wait.
-  while (next < arrival_order_.size() || !running_.empty() || (!queue_.empty() && !faults_.empty())) {
+  while (next < arrival_order_.size() || !running_.empty() || (!cluster_.queued().empty() && !faults_.empty())) {
     Millis now{INT64_MAX};
     if (next < arrival_order_.size()) now = jobs_[arrival_order_[next]].spec.submit_time;
     if (!running_.empty()) now = std::min(now, running_.top().at);
     if (!faults_.empty()) now = std::min(now, faults_.top().at);
+    listener_.now_ = now;
     // The state since the last instant, for the timeline (a point only when it changed).
-    const TimelinePoint point{last_, static_cast<int32_t>(queue_.size()), static_cast<double>(busy_milli_) / 1000.0};
+    const TimelinePoint point{last_, static_cast<int32_t>(cluster_.queued().size()), static_cast<double>(busy_milli_) / 1000.0};
     if (!timeline_.empty() && timeline_.back().t == point.t) timeline_.pop_back();  // held for no time
     if (timeline_.empty() || timeline_.back().queued != point.queued || timeline_.back().busy_gpus != point.busy_gpus) {
       timeline_.push_back(point);
@@ -337,7 +370,10 @@ Result<SimReport> Engine::Run() {
       SimJob& j = jobs_[c.job];
       if (c.epoch != j.epoch) continue;  // that placement was lost to a failure
       results_[c.job].cost += CostOf(j, now - j.attempt_start);
-      if (Status s = ReleaseJob(c.job); !s.ok()) return tl::unexpected(s);
+      JobRecord* rec = cluster_.Find(JobId{c.job + 1});
+      if (!rec) return Error(StatusCode::kInternal, fmt::format("finished job {} is not in the cluster state", c.job + 1));
+      for (size_t t = 0; t < rec->tasks.size(); ++t) cluster_.TaskEnded(*rec, static_cast<int>(t), 0, std::nullopt, "", now);
+      Released(c.job);
       freed = true;
       ++done_;
     }
@@ -350,32 +386,21 @@ Result<SimReport> Engine::Run() {
     bool arrived = false;
     while (next < arrival_order_.size() && jobs_[arrival_order_[next]].spec.submit_time == now) {
       const size_t i = arrival_order_[next++];
-      queue_.Add(compiled_[i]);
+      cluster_.Accept(JobRecord{.spec = jobs_[i].spec});
       arrived = true;
       if (jobs_[i].spec.gpus_per_task > 0) ++waiting_gpu_jobs_;
     }
     // Nothing freed and nothing arrived: the jobs that waited then still cannot fit. (Within a
     // pass the queue passes over the classes that failed before and have had nothing freed.)
-    if (queue_.empty() || !(freed || arrived)) continue;
+    if (cluster_.queued().empty() || !(freed || arrived)) continue;
     ++passes_;
-    const Plan plan = Schedule(state_, queue_, policy_, rng_);
-    if (Status s = StartPlacements(plan, now); !s.ok()) return tl::unexpected(s);
-    for (const Placement& p : plan.placements) queue_.Remove(p.job);
-    for (const Stopped& st : plan.stopped) {
-      if (st.decision.outcome != Outcome::kNever) {
-        queue_.Block(st.cls, state_.generation(), st.decision);
-        continue;
-      }
-      // Never fits: every job of the class is refused.
-      std::vector<JobId> refused;
-      for (const JobQueue::Entry& e : queue_.classes()[st.cls].jobs) refused.push_back(e.id);
-      for (JobId id : refused) {
-        const size_t i = id.value() - 1;
-        results_[i].outcome = Outcome::kNever;
-        if (jobs_[i].spec.gpus_per_task > 0) --waiting_gpu_jobs_;
-        queue_.Remove(id);
-        ++done_;
-      }
+    const ClusterState::PassResult pass = cluster_.Pass(now);
+    if (Status s = StartPlacements(pass.placed, now); !s.ok()) return tl::unexpected(s);
+    for (JobId id : pass.refused) {
+      const size_t i = id.value() - 1;
+      results_[i].outcome = Outcome::kNever;
+      if (jobs_[i].spec.gpus_per_task > 0) --waiting_gpu_jobs_;
+      ++done_;
     }
     if (options_.progress && (passes_ & 1023) == 0) options_.progress(done_, total);
   }
@@ -418,7 +443,7 @@ Result<SimReport> Engine::Run() {
   r.fragmentation = free_integral_ > 0 ? free_while_waiting_ / free_integral_ : 0;
   r.per_job = std::move(results_);
   r.total_gpus = total_gpu_milli_ / 1000;
-  timeline_.push_back(TimelinePoint{last_, static_cast<int32_t>(queue_.size()), static_cast<double>(busy_milli_) / 1000.0});
+  timeline_.push_back(TimelinePoint{last_, static_cast<int32_t>(cluster_.queued().size()), static_cast<double>(busy_milli_) / 1000.0});
   r.timeline = std::move(timeline_);
   return r;
 }

@@ -40,6 +40,9 @@ struct SimOptions {
   std::vector<std::pair<Millis, NodeId>> scripted_failures;
   // Called now and then with (jobs finished or refused, total jobs).
   std::function<void(size_t, size_t)> progress;
+  // Called with every event of the simulated pool, as the live pool stores it (type such as
+  // "job.placed", subject "job/ID", data: the JSON object of docs/events.md), at simulated time.
+  std::function<void(Millis at, const std::string& type, const std::string& subject, const std::string& data)> on_event;
 };
 
 struct SimJobResult {

@@ -26,6 +26,15 @@ inline bool IsTerminal(JobState s) {
   return s == JobState::kSucceeded || s == JobState::kFailed || s == JobState::kCancelled;
 }
 
+// One attempt of one task: an attempt is an epoch; a report or a cancel for an older attempt
+// than the job's current one is about work the server has already given up on.
+struct TaskKey {
+  uint64_t job = 0;
+  int task = 0;
+  int attempt = 0;
+  auto operator<=>(const TaskKey&) const = default;
+};
+
 struct TaskRecord {
   std::string node;                  // node name (stable across restarts)
   TaskAllocation allocation;         // node id is the controller's current numbering
@@ -66,6 +75,9 @@ struct JobRecord {
   bool failing_over = false;         // the current attempt is being stopped; requeue when it has
   int64_t fence_until_ms = 0;        // and not before its lease on a dead node has run out
   int64_t not_before_ms = 0;         // backoff: not placed again before this
+  // GPU-time run so far, over every attempt, in GPU-milliseconds (thousandths of a GPU x ms
+  // / 1000): what least-attained-service orders by.
+  int64_t attained_gpu_ms = 0;
 };
 
 struct NodeRecord {

@@ -309,6 +309,7 @@ std::string JobToJson(const JobRecord& r) {
   j["failing_over"] = r.failing_over;
   j["fence_until_ms"] = r.fence_until_ms;
   j["not_before_ms"] = r.not_before_ms;
+  if (r.attained_gpu_ms > 0) j["attained_gpu_ms"] = r.attained_gpu_ms;
   return j.dump(-1, ' ', false, kReplace);
 }
 
@@ -358,6 +359,7 @@ Result<JobRecord> JobFromJson(std::string_view json) {
     r.failing_over = Bool(j, "failing_over", false);
     r.fence_until_ms = Int(j, "fence_until_ms", 0, INT64_MAX, 0);
     r.not_before_ms = Int(j, "not_before_ms", 0, INT64_MAX, 0);
+    r.attained_gpu_ms = Int(j, "attained_gpu_ms", 0, INT64_MAX, 0);
     if (j.contains("placement")) {
       for (const In& t : Array(j, "placement")) {
         TaskRecord tr{.node = Str(t, "node")};

@@ -55,15 +55,6 @@ inline constexpr int kMaxTaskSlots = 4096;  // tasks at once on one node
 std::string RegisterToJson(const RegisterRequest& r);
 Result<RegisterRequest> ParseRegister(std::string_view body);
 
-// One attempt of one task: an attempt is an epoch; a report or a cancel for an older attempt
-// than the job's current one is about work the server has already given up on.
-struct TaskKey {
-  uint64_t job = 0;
-  int task = 0;
-  int attempt = 0;
-  auto operator<=>(const TaskKey&) const = default;
-};
-
 // One task's news in a heartbeat.
 struct TaskReport {
   uint64_t job = 0;

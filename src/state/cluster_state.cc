@@ -1,0 +1,437 @@
+#include "state/cluster_state.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <bit>
+#include <nlohmann/json.hpp>
+
+namespace gp {
+
+ClusterState::ClusterState(const Fleet& fleet, Policy policy, ClusterOptions options, ClusterListener& listener)
+    : policy_(std::move(policy)), options_(options), listener_(listener), rng_(options.seed), sched_(fleet),
+      queue_(*policy_.queue) {}
+
+const std::set<TaskKey>& ClusterState::TasksOn(NodeId node) const {
+  static const std::set<TaskKey> kNone;
+  return node.value() < on_node_.size() ? on_node_[node.value()] : kNone;
+}
+
+const JobRecord* ClusterState::Find(JobId id) const {
+  auto it = jobs_.find(id.value());
+  return it == jobs_.end() ? nullptr : &it->second;
+}
+
+JobRecord* ClusterState::Find(JobId id) {
+  auto it = jobs_.find(id.value());
+  return it == jobs_.end() ? nullptr : &it->second;
+}
+
+void ClusterState::Changed(const JobRecord& j, std::string_view what) {
+  Touch(j);
+  listener_.JobChanged(j, what);
+}
+
+std::vector<uint64_t> ClusterState::TakeChanged() {
+  std::vector<uint64_t> out(changed_.begin(), changed_.end());
+  changed_.clear();
+  return out;
+}
+
+void ClusterState::Accept(JobRecord job) {
+  const uint64_t id = job.spec.id.value();
+  next_id_ = std::max(next_id_, id + 1);
+  JobRecord& j = jobs_[id] = std::move(job);
+  j.state = JobState::kQueued;
+  queued_.insert(id);
+  Enqueue(j);
+}
+
+void ClusterState::Enqueue(JobRecord& j) {
+  const uint64_t id = j.spec.id.value();
+  if (j.not_before_ms > 0) backoff_.erase({j.not_before_ms, id});
+  auto p = CompileJob(j.spec, sched_.fleet());
+  if (!p) {
+    // Out of the scheduler's range: the job fails, naming the field.
+    queued_.erase(id);
+    j.state = JobState::kFailed;
+    j.message = p.error().message();
+    Changed(j, "failed");
+    return;
+  }
+  p->attained = Millis{j.attained_gpu_ms};
+  queue_.Add(*p);
+}
+
+void ClusterState::Restore(JobRecord job, const std::function<std::optional<NodeId>(const std::string&)>& node_of) {
+  const uint64_t id = job.spec.id.value();
+  next_id_ = std::max(next_id_, id + 1);
+  JobRecord& j = jobs_[id] = std::move(job);
+  if (j.failing_over) failing_.insert(id);
+  if (j.state == JobState::kQueued) {
+    queued_.insert(id);
+    if (j.not_before_ms > 0) {
+      backoff_.insert({j.not_before_ms, id});
+    } else {
+      Enqueue(j);
+    }
+    return;
+  }
+  if (IsTerminal(j.state) || j.tasks.empty()) return;
+  // Placed before the restart: hold its resources again; its agent will report on it.
+  for (size_t t = 0; t < j.tasks.size(); ++t) {
+    TaskRecord& task = j.tasks[t];
+    auto node = node_of(task.node);
+    if (!node || task.exit_code || task.signal) continue;
+    task.allocation.node = *node;
+    if (on_node_.size() <= node->value()) on_node_.resize(node->value() + 1);
+    on_node_[node->value()].insert(TaskKey{id, static_cast<int>(t), j.attempt});
+    if (!sched_.Allocate(task.allocation).ok()) {
+      task.exit_code = -1;
+      j.message = "lost on recovery: its node no longer has the resources";
+    }
+  }
+}
+
+ClusterState::PassResult ClusterState::Pass(Millis now) {
+  PassResult out;
+  while (!backoff_.empty() && backoff_.begin()->first <= now.value()) {
+    const uint64_t id = backoff_.begin()->second;
+    backoff_.erase(backoff_.begin());
+    JobRecord& j = jobs_.at(id);
+    if (j.state == JobState::kQueued) {
+      j.not_before_ms = 0;
+      Enqueue(j);
+    }
+  }
+  out.waiting_on_backoff = !backoff_.empty();
+  if (sched_.fleet().models.size() != models_seen_) {
+    // A node of a new GPU model joined (the live fleet grows): a job's allowed models are bits
+    // of the fleet's model table, so what waits is compiled again.
+    models_seen_ = sched_.fleet().models.size();
+    const std::vector<uint64_t> queued(queued_.begin(), queued_.end());
+    for (uint64_t id : queued) {
+      if (queue_.Contains(JobId{id})) Enqueue(jobs_.at(id));
+    }
+  }
+  if (queue_.empty() || sched_.empty()) return out;
+  const Plan plan = Schedule(sched_, queue_, policy_, rng_);
+  out.ran = true;
+  out.looked_at = static_cast<size_t>(plan.looked_at);
+  for (const Placement& p : plan.placements) {
+    JobRecord& j = jobs_.at(p.job.value());
+    // Re-check every node: a placement that no longer fits is dropped; the job stays queued.
+    std::vector<TaskAllocation> done;
+    bool ok = true;
+    for (const TaskAllocation& a : p.tasks) {
+      if (!sched_.Allocate(a).ok()) {
+        ok = false;
+        break;
+      }
+      done.push_back(a);
+    }
+    if (!ok) {
+      for (const TaskAllocation& a : done) {
+        if (!sched_.Release(a).ok()) ++inconsistencies_;  // undoing our own Allocate cannot fail
+      }
+      continue;
+    }
+    out.before.push_back(j);
+    j.tasks.clear();
+    ++j.attempt;
+    j.start_ms = 0;
+    for (const TaskAllocation& a : p.tasks) {
+      if (on_node_.size() <= a.node.value()) on_node_.resize(a.node.value() + 1);
+      on_node_[a.node.value()].insert(TaskKey{p.job.value(), static_cast<int>(j.tasks.size()), j.attempt});
+      j.tasks.push_back(TaskRecord{.node = sched_.fleet().node(a.node).name, .allocation = a});
+    }
+    j.state = JobState::kStarting;
+    queued_.erase(p.job.value());
+    queue_.Remove(p.job);
+    j.message.clear();
+    ++placed_total_;
+    Changed(j, "placed");
+    out.placed.push_back(p.job);
+  }
+  ApplyDecisions(plan, now, out);
+  return out;
+}
+
+void ClusterState::ApplyDecisions(const Plan& plan, Millis now, PassResult& out) {
+  for (const Stopped& st : plan.stopped) {
+    const Decision& d = st.decision;
+    std::vector<JobId> jobs;
+    for (const JobQueue::Entry& e : queue_.classes()[st.cls].jobs) jobs.push_back(e.id);
+    if (d.outcome == Outcome::kNever && options_.never == NeverFits::kRefuse) {
+      // A fixed fleet: what never fits is refused, the whole class.
+      for (JobId id : jobs) {
+        JobRecord& j = jobs_.at(id.value());
+        queue_.Remove(id);
+        queued_.erase(id.value());
+        j.state = JobState::kFailed;
+        j.end_ms = now.value();
+        j.message = "cannot run on this fleet";
+        Changed(j, "failed");
+        out.refused.push_back(id);
+      }
+      continue;
+    }
+    queue_.Block(st.cls, sched_.generation(), d);
+    if (options_.never == NeverFits::kRefuse) continue;  // the simulator shows no messages
+    // Why they wait, in each job's words (O(jobs of the class)).
+    std::string msg = d.outcome == Outcome::kNever ? "cannot run on the current fleet: " : "waiting: ";
+    for (JobId id : jobs) {
+      JobRecord& j = jobs_.at(id.value());
+      std::string m = msg;
+      if (!d.reasons().empty()) m += DescribeReason(d.reasons().front().example, sched_.fleet(), PendingJob{.spec = &j.spec});
+      if (m != j.message) j.message = std::move(m);
+    }
+  }
+}
+
+void ClusterState::Unplace(const PassResult& pass) {
+  for (const JobRecord& was : pass.before) {
+    const uint64_t id = was.spec.id.value();
+    JobRecord& j = jobs_.at(id);
+    for (size_t t = 0; t < j.tasks.size(); ++t) {
+      const TaskAllocation& a = j.tasks[t].allocation;
+      on_node_[a.node.value()].erase(TaskKey{id, static_cast<int>(t), j.attempt});
+      if (!sched_.Release(a).ok()) ++inconsistencies_;
+    }
+    j = was;
+    --placed_total_;
+    changed_.erase(id);
+    queued_.insert(id);
+    Enqueue(j);
+  }
+}
+
+std::optional<Decision> ClusterState::ExplainQueued(JobId id) const {
+  const JobRecord* j = Find(id);
+  if (!j || j->state != JobState::kQueued) return std::nullopt;
+  auto p = CompileJob(j->spec, sched_.fleet());
+  if (!p) return std::nullopt;
+  return ExplainJob(sched_, *p, policy_);
+}
+
+void ClusterState::TaskStarted(JobRecord& j, int task, Millis started, Millis now) {
+  TaskRecord& t = j.tasks[static_cast<size_t>(task)];
+  if (t.started) return;
+  t.started = true;
+  Touch(j);
+  for (const TaskRecord& x : j.tasks) {
+    if (!x.started) return;
+  }
+  if (j.state != JobState::kStarting) return;
+  j.state = JobState::kRunning;
+  j.start_ms = started.value() > 0 ? started.value() : now.value();
+  if (!j.failing_over) j.message.clear();
+  Changed(j, "started");
+}
+
+void ClusterState::AddAttained(JobRecord& j, Millis now) {
+  if (j.start_ms <= 0 || now.value() <= j.start_ms) return;
+  int64_t milli = 0;
+  for (const TaskRecord& t : j.tasks) milli += std::popcount(t.allocation.gpu_mask) * t.allocation.share.value();
+  j.attained_gpu_ms += milli * (now.value() - j.start_ms) / 1000;
+}
+
+void ClusterState::ReleaseTask(JobRecord& j, int task) {
+  const TaskAllocation& a = j.tasks[static_cast<size_t>(task)].allocation;
+  if (a.node.value() < on_node_.size()) on_node_[a.node.value()].erase(TaskKey{j.spec.id.value(), task, j.attempt});
+  if (!sched_.Release(a).ok()) ++inconsistencies_;
+}
+
+void ClusterState::TaskEnded(JobRecord& j, int task, std::optional<int> code, std::optional<int> signal,
+                             const std::string& why, Millis now) {
+  TaskRecord& t = j.tasks[static_cast<size_t>(task)];
+  if (t.exit_code || t.signal) return;
+  t.exit_code = code;
+  t.signal = signal;
+  if (!code && !signal) t.exit_code = -1;
+  ReleaseTask(j, task);
+  Touch(j);
+  if (j.failing_over) return;  // RequeueReady requeues the job once all its tasks have ended
+  const bool failed = !why.empty() || (t.exit_code && *t.exit_code != 0) || t.signal;
+  if (failed && !j.exit_code) {
+    j.exit_code = t.exit_code;
+    j.signal = t.signal;
+    if (!why.empty()) j.message = fmt::format("task {}: {}", task, why);
+    // A gang lives or dies together: stop its other tasks.
+    for (size_t o = 0; o < j.tasks.size(); ++o) {
+      if (static_cast<int>(o) != task) StopTask(j, static_cast<int>(o), -1, now);
+    }
+  }
+  FinishIfDone(j, now);
+}
+
+void ClusterState::StopTask(JobRecord& j, int task, int grace_ms, Millis now) {
+  const TaskRecord& t = j.tasks[static_cast<size_t>(task)];
+  if (t.exit_code || t.signal) return;
+  if (listener_.StopTask(j, task, grace_ms)) TaskEnded(j, task, std::nullopt, 15, "stopped before it started", now);
+}
+
+void ClusterState::FinishIfDone(JobRecord& j, Millis now) {
+  if (IsTerminal(j.state) || j.tasks.empty()) return;
+  for (const TaskRecord& t : j.tasks) {
+    if (!t.exit_code && !t.signal) return;
+  }
+  AddAttained(j, now);
+  j.end_ms = now.value();
+  if (!j.exit_code) j.exit_code = 0;
+  if (j.cancel_requested) {
+    j.state = JobState::kCancelled;
+    if (j.message.empty() || j.message == "cancelling") j.message = "cancelled";
+  } else {
+    j.state = (*j.exit_code == 0 && !j.signal) ? JobState::kSucceeded : JobState::kFailed;
+  }
+  Changed(j, JobStateName(j.state));
+}
+
+void ClusterState::FailOver(JobRecord& j, const std::string& why, Millis fence_until, bool counts, int grace_ms,
+                            Millis now) {
+  if (IsTerminal(j.state) || j.failing_over) return;
+  j.failing_over = true;
+  if (counts) ++j.failures;
+  failing_.insert(j.spec.id.value());
+  j.fence_until_ms = std::max(j.fence_until_ms, fence_until.value());
+  j.message = fmt::format("attempt {} failed: {}; placing the job again", j.attempt, why);
+  ++failovers_total_;
+  Changed(j, "failing_over");
+  for (size_t t = 0; t < j.tasks.size(); ++t) {
+    // A task on a node that is down cannot be told: its lease ends it (RequeueReady).
+    if (sched_.node(j.tasks[t].allocation.node).health != Health::kUnhealthy) StopTask(j, static_cast<int>(t), grace_ms, now);
+  }
+}
+
+void ClusterState::TaskLost(JobRecord& j, int task, const std::string& why, const std::string& how, Millis now) {
+  if (!j.failing_over) FailOver(j, why, Millis{0}, true, -1, now);
+  TaskEnded(j, task, std::nullopt, std::nullopt, how, now);
+}
+
+void ClusterState::FailJobsOn(NodeId node, int gpu, const std::string& why, Millis fence_until, bool counts, int grace_ms,
+                              Millis now) {
+  const std::vector<TaskKey> active(TasksOn(node).begin(), TasksOn(node).end());
+  for (const TaskKey& k : active) {
+    auto it = jobs_.find(k.job);
+    if (it == jobs_.end() || it->second.attempt != k.attempt) continue;
+    if (gpu >= 0 && !(it->second.tasks[static_cast<size_t>(k.task)].allocation.gpu_mask >> gpu & 1)) continue;
+    FailOver(it->second, why, fence_until, counts, grace_ms, now);
+  }
+}
+
+void ClusterState::RequeueReady(Millis now) {
+  const std::vector<uint64_t> failing(failing_.begin(), failing_.end());
+  for (uint64_t id : failing) {
+    JobRecord& j = jobs_.at(id);
+    if (!j.failing_over || now.value() < j.fence_until_ms) continue;
+    bool all_ended = true;
+    for (size_t t = 0; t < j.tasks.size(); ++t) {
+      TaskRecord& task = j.tasks[t];
+      if (task.exit_code || task.signal) continue;
+      if (sched_.node(task.allocation.node).health == Health::kUnhealthy) {
+        TaskEnded(j, static_cast<int>(t), std::nullopt, 9, "", now);  // its lease ran out: it has stopped
+      } else {
+        all_ended = false;
+      }
+    }
+    if (all_ended) Requeue(j, now);
+  }
+}
+
+void ClusterState::Requeue(JobRecord& j, Millis now) {
+  AddAttained(j, now);
+  AttemptRecord a{.attempt = j.attempt, .start_ms = j.start_ms, .end_ms = now.value(), .outcome = j.message};
+  for (const TaskRecord& t : j.tasks) a.nodes.push_back(t.node);
+  j.attempts.push_back(std::move(a));
+  j.tasks.clear();
+  j.failing_over = false;
+  failing_.erase(j.spec.id.value());
+  j.fence_until_ms = 0;
+  j.exit_code.reset();
+  j.signal.reset();
+  j.start_ms = 0;
+  const int limit = j.max_retries >= 0 ? j.max_retries : options_.max_retries;
+  const int retries = j.failures;
+  if (retries > limit || j.cancel_requested) {
+    j.state = j.cancel_requested ? JobState::kCancelled : JobState::kFailed;
+    j.end_ms = now.value();
+    if (!j.cancel_requested) j.message = fmt::format("gave up after {} failed attempts: {}", retries, j.attempts.back().outcome);
+    Changed(j, j.cancel_requested ? "cancelled" : "failed");
+    return;
+  }
+  j.state = JobState::kQueued;
+  queued_.insert(j.spec.id.value());
+  // An eviction (no failure) and the first failover go straight back; later ones wait 1 s,
+  // 2 s, 4 s ... (at most backoff_max).
+  const int64_t wait = retries <= 1 ? 0
+                                    : std::min<int64_t>(options_.backoff.value() << std::min(retries - 2, 10),
+                                                        options_.backoff_max.value());
+  j.not_before_ms = wait > 0 ? now.value() + wait : 0;
+  Changed(j, "requeued");
+  if (j.not_before_ms > 0) {
+    backoff_.insert({j.not_before_ms, j.spec.id.value()});
+  } else {
+    Enqueue(j);
+  }
+}
+
+Status ClusterState::Cancel(JobId id, Millis now) {
+  JobRecord* jp = Find(id);
+  if (!jp) return Status(StatusCode::kNotFound, fmt::format("no job {}", id.value()));
+  JobRecord& j = *jp;
+  if (IsTerminal(j.state)) {
+    return Status(StatusCode::kFailedPrecondition, fmt::format("job {} already {}", id.value(), JobStateName(j.state)));
+  }
+  j.cancel_requested = true;
+  Touch(j);
+  if (j.state == JobState::kQueued) {
+    queued_.erase(id.value());
+    queue_.Remove(id);
+    backoff_.erase({j.not_before_ms, id.value()});
+    j.state = JobState::kCancelled;
+    j.end_ms = now.value();
+    j.message = "cancelled while queued";
+    Changed(j, "cancelled");
+    return Status::Ok();
+  }
+  for (size_t t = 0; t < j.tasks.size(); ++t) StopTask(j, static_cast<int>(t), -1, now);
+  if (!IsTerminal(j.state)) j.message = "cancelling";
+  FinishIfDone(j, now);
+  return Status::Ok();
+}
+
+std::string JobEventData(const JobRecord& j, std::string_view what) {
+  nlohmann::json d{{"id", std::to_string(j.spec.id.value())}, {"name", j.spec.name}, {"tenant", j.spec.tenant},
+                   {"state", JobStateName(j.state)}, {"attempt", j.attempt}};
+  if (!j.message.empty()) d["message"] = j.message;
+  if (j.exit_code) d["exit_code"] = *j.exit_code;
+  std::vector<std::string> nodes;
+  for (const TaskRecord& t : j.tasks) nodes.push_back(t.node);
+  if (!nodes.empty()) d["nodes"] = nodes;
+  if (what == "placed") {
+    // Where each task was placed: GPU indices per task, in task order.
+    nlohmann::json gpus = nlohmann::json::array();
+    for (const TaskRecord& t : j.tasks) {
+      nlohmann::json one = nlohmann::json::array();
+      for (int g = 0; g < kMaxGpusPerNode; ++g) {
+        if (t.allocation.gpu_mask >> g & 1) one.push_back(g);
+      }
+      gpus.push_back(one);
+    }
+    d["gpus"] = gpus;
+  }
+  if (what == "submitted") {
+    // The shape, as submitted: what a replay of this log needs to submit the job again.
+    d["gpus_per_task"] = j.spec.gpus_per_task;
+    d["tasks"] = j.spec.tasks;
+    if (j.spec.gpu_share < kWholeGpu) d["gpu_share"] = static_cast<double>(j.spec.gpu_share.value()) / 1000.0;
+    if (j.spec.cpu_per_task.value() > 0) d["cpu_per_task_milli"] = j.spec.cpu_per_task.value();
+    if (j.spec.memory_per_task.value() > 0) d["memory_per_task_mib"] = j.spec.memory_per_task.value();
+    if (!j.spec.gpu_models.empty()) d["gpu_models"] = j.spec.gpu_models;
+    if (j.spec.priority != 0) d["priority"] = j.spec.priority;
+  }
+  return d.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
+}  // namespace gp

@@ -1,0 +1,159 @@
+// ClusterState: the single owner of jobs and of the scheduler's view of nodes, for the live
+// server and the simulator alike. It is the only code that changes a job's state: it queues
+// jobs, runs a scheduling pass and applies the plan (Allocate re-checks every node), starts,
+// ends, fails over, requeues (with backoff and a retry limit) and cancels them, keeps each job's
+// attained service (GPU-time run, for `las`), and tells its listener of every change as a typed
+// event. The controller is the I/O around it (journal, agents, API, wall clock); the simulator's
+// engine is a virtual clock and a trace around it. Same inputs, same events.
+//
+// No clock, no I/O: every call that needs the time is given `now`. Not thread-safe; one owner.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <optional>
+#include <set>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "core/rng.h"
+#include "sched/queue.h"
+#include "sched/registry.h"
+#include "sched/schedule.h"
+#include "state/records.h"
+
+namespace gp {
+
+enum class NeverFits : uint8_t {
+  kWait,    // the live pool: the fleet may grow; the job waits, saying why
+  kRefuse,  // the simulator: the fleet is fixed; the job fails at once
+};
+
+struct ClusterOptions {
+  uint64_t seed = 1;
+  int max_retries = 3;          // failovers per job, unless the job says otherwise
+  Millis backoff{1'000};        // before the 2nd retry; doubles each time, at most backoff_max
+  Millis backoff_max{60'000};
+  NeverFits never = NeverFits::kWait;
+};
+
+// What the owner hears of: each change of a job (the event type: "submitted", "placed",
+// "started", "failing_over", "requeued", "succeeded", "failed", "cancelled"), and each task it
+// must stop on its node (the live pool asks the agent; the simulator ends it at once).
+class ClusterListener {
+ public:
+  virtual ~ClusterListener() = default;
+  virtual void JobChanged(const JobRecord& job, std::string_view what) = 0;
+  // Stop the task. Return true when it was never handed to its node (it ends here, now).
+  virtual bool StopTask(const JobRecord& job, int task, int grace_ms) = 0;
+};
+
+class ClusterState {
+ public:
+  ClusterState(const Fleet& fleet, Policy policy, ClusterOptions options, ClusterListener& listener);
+
+  // --- nodes (the scheduler's view; identities and agents are the owner's) ---
+  SchedState& sched() { return sched_; }
+  const SchedState& sched() const { return sched_; }
+  const Policy& policy() const { return policy_; }
+  // The task attempts placed on the node that have not ended.
+  const std::set<TaskKey>& TasksOn(NodeId node) const;
+
+  // --- jobs ---
+  uint64_t next_id() const { return next_id_; }
+  // A job enters the queue (its id set: next_id() for a new one). Emits nothing: the owner
+  // emits "submitted" before it stores the job, and calls this once it is stored.
+  void Accept(JobRecord job);
+  // A stored job on recovery: queued, failing over or placed (its allocations held again; a
+  // task whose node is gone or full is marked lost). `node_of` maps a task's node name.
+  void Restore(JobRecord job, const std::function<std::optional<NodeId>(const std::string&)>& node_of);
+  const JobRecord* Find(JobId id) const;
+  JobRecord* Find(JobId id);
+  const std::map<uint64_t, JobRecord>& jobs() const { return jobs_; }
+  const std::set<uint64_t>& queued() const { return queued_; }
+  // The stand-in decision of a waiting job (its shape's), or nullptr when no pass has judged it.
+  const Decision* DecisionOf(JobId id) const { return queue_.DecisionOf(id); }
+
+  // --- the pass ---
+  struct PassResult {
+    bool ran = false;                // false: nothing waiting could be looked at
+    std::vector<JobId> placed;       // applied (every node re-checked), in plan order
+    std::vector<JobId> refused;      // never fit (NeverFits::kRefuse)
+    size_t looked_at = 0;            // jobs the pass took from the queue
+    bool waiting_on_backoff = false; // some job waits for its backoff: call again later
+    std::vector<JobRecord> before;   // the placed jobs as they were (to Unplace them)
+  };
+  // Jobs whose backoff has ended join the queue; one Schedule() over it; the plan applied.
+  PassResult Pass(Millis now);
+  // A pass's placements that the owner could not store: back to the queue as they were.
+  void Unplace(const PassResult& pass);
+  // Every node judged for a waiting job, as the state stands now (O(nodes): for `explain`);
+  // nullopt when the job is not waiting.
+  std::optional<Decision> ExplainQueued(JobId id) const;
+
+  // --- a job's life ---
+  // A task reported running (at `started`); all running: the job is.
+  void TaskStarted(JobRecord& j, int task, Millis started, Millis now);
+  // A task ended with a code or a signal (neither: lost), `why` when it did not run its course.
+  // A failure stops the rest of a gang; the job ends when every task has.
+  void TaskEnded(JobRecord& j, int task, std::optional<int> code, std::optional<int> signal, const std::string& why,
+                 Millis now);
+  // The current attempt failed through no fault of the job's: stop its tasks and requeue it
+  // (whole) once every task has ended and `fence_until` has passed. `counts`: against the retry
+  // limit (an eviction does not). `grace_ms` < 0: the agent's own grace.
+  void FailOver(JobRecord& j, const std::string& why, Millis fence_until, bool counts, int grace_ms, Millis now);
+  // The task was lost (its lease ran out, its agent no longer runs it): fail over, then end it.
+  void TaskLost(JobRecord& j, int task, const std::string& why, const std::string& how, Millis now);
+  // Jobs failing over whose tasks have all ended (those on down nodes end here: their leases
+  // ran out) and whose fence has passed go back to the queue, or give up past the limit.
+  void RequeueReady(Millis now);
+  Status Cancel(JobId id, Millis now);
+  // Every job with a task on the node (on GPU `gpu` only, when >= 0) fails over.
+  void FailJobsOn(NodeId node, int gpu, const std::string& why, Millis fence_until, bool counts, int grace_ms,
+                  Millis now);
+
+  // Jobs changed since the last call (to store), in id order.
+  std::vector<uint64_t> TakeChanged();
+  int64_t placed_total() const { return placed_total_; }
+  int64_t failovers_total() const { return failovers_total_; }
+  // Releases the state refused (a double free: a bug if ever > 0).
+  int64_t inconsistencies() const { return inconsistencies_; }
+
+ private:
+  void Changed(const JobRecord& j, std::string_view what);
+  void Touch(const JobRecord& j) { changed_.insert(j.spec.id.value()); }
+  void Enqueue(JobRecord& j);
+  void ReleaseTask(JobRecord& j, int task);
+  void Requeue(JobRecord& j, Millis now);
+  void FinishIfDone(JobRecord& j, Millis now);
+  void StopTask(JobRecord& j, int task, int grace_ms, Millis now);
+  void AddAttained(JobRecord& j, Millis now);
+  void ApplyDecisions(const Plan& plan, Millis now, PassResult& out);
+
+  Policy policy_;
+  ClusterOptions options_;
+  ClusterListener& listener_;
+  SplitMix64 rng_;
+  SchedState sched_;
+  JobQueue queue_;
+  std::map<uint64_t, JobRecord> jobs_;  // by id: ordered, so listings are stable
+  std::set<uint64_t> queued_;           // state kQueued (in the queue, or waiting for backoff)
+  std::set<std::pair<int64_t, uint64_t>> backoff_;  // (not before, job): queued, not yet placeable
+  std::set<uint64_t> failing_;          // failing_over
+  std::vector<std::set<TaskKey>> on_node_;
+  std::set<uint64_t> changed_;
+  uint64_t next_id_ = 1;
+  size_t models_seen_ = 0;  // the fleet's GPU models when the queue was last compiled
+  int64_t placed_total_ = 0;
+  int64_t failovers_total_ = 0;
+  int64_t inconsistencies_ = 0;
+};
+
+// A job event's data as the live pool stores it and `gpupool sim --events` writes it (the
+// fields of docs/events.md): id, name, tenant, state, attempt, shape, message, exit code, and
+// where each task runs.
+std::string JobEventData(const JobRecord& j, std::string_view what);
+
+}  // namespace gp
