@@ -1,9 +1,16 @@
-// The controller: the single owner of the live pool's state. It accepts jobs (durably, before
-// acknowledging), runs the scheduling core whenever the queue or the fleet changes, hands
-// placements to agents through their heartbeats, and turns agent reports into job states.
+// The controller: the I/O around the live pool's ClusterState. The cluster state owns jobs and
+// the scheduler's view of nodes and is the only code that changes a job (the simulator runs the
+// same one); the controller gives it the wall clock, stores what it changed (durably, before
+// acknowledging or handing any task to an agent), keeps the node registry (identities,
+// credentials, liveness, GPU health), hands placements to agents through their heartbeats and
+// turns their reports into calls on the cluster state.
+//
+// Files: controller.cc (jobs, the loop, storage, explain), controller_nodes.cc (the node
+// registry and agents' heartbeats), controller_gpus.cc (GPU health), controller_metrics.cc;
+// launch preparation is a pure function (launch.h); file I/O is behind LogStore and
+// CheckpointStore (stores.h).
 //
 // Threading: every method runs on the server's one event-loop thread; nothing here locks.
-// I/O: the Journal (durability) and job log files under options.log_dir.
 #pragma once
 
 #include <array>
@@ -23,7 +30,9 @@
 #include "sched/registry.h"
 #include "health/failure_detector.h"
 #include "observe/metrics.h"
+#include "controller/stores.h"
 #include "sched/schedule.h"
+#include "state/cluster_state.h"
 #include "state/journal.h"
 #include "state/records.h"
 #include "wire/codec.h"
@@ -120,7 +129,7 @@ class Controller {
   // Why a job waits: the last pass's decision, per reason with node counts and numbers.
   std::string Explain(JobId id) const;
   const Fleet& fleet() const { return fleet_; }
-  const Policy& policy() const { return policy_; }
+  const Policy& policy() const { return cluster_.policy(); }
   Millis lease() const { return options_.lease; }
   std::filesystem::path LogPath(JobId id, int task, std::string_view stream) const;
 
@@ -152,7 +161,7 @@ class Controller {
 
   struct Stats {
     int64_t passes = 0;
-    int64_t placed = 0;
+    int64_t placed = 0;             // the cluster state's counts, filled in by stats()
     int64_t failovers = 0;
     int64_t stalls = 0;             // ticks after which the server forgave a stall of its own
     int64_t log_bytes_dropped = 0;  // output agents dropped (jobs writing faster than shipping)
@@ -185,16 +194,28 @@ class Controller {
 
   // What a node's detector says now ("ready", "suspect", "down", "draining").
   std::string NodeCondition(const std::string& name) const;
-  const Stats& stats() const { return stats_; }
+  Stats stats() const;
 
  private:
+  // What the cluster state tells the controller: each job change becomes an event (and a
+  // finished job's carried checkpoints are discarded); each task to stop is taken back from
+  // its node's outbox, or asked of its agent.
+  class Listener final : public ClusterListener {
+   public:
+    explicit Listener(Controller& c) : c_(c) {}
+    void JobChanged(const JobRecord& j, std::string_view what) override;
+    bool StopTask(const JobRecord& j, int task, int grace_ms) override;
+
+   private:
+    Controller& c_;
+  };
+
   struct NodeSlot {
     NodeRecord record;
     std::vector<TaskLaunch> launches;
     std::vector<TaskKey> cancels;
     std::map<TaskKey, int> cancel_grace;  // grace for particular cancels (a reclaim notice)
     std::set<TaskKey> delivered;  // launches handed to the agent, not yet seen running
-    std::set<TaskKey> active;     // task attempts placed here that have not ended
     bool down = false;
     bool suspect = false;
     PhiAccrualDetector detector;
@@ -214,37 +235,31 @@ class Controller {
     }();
   };
 
+  // Stores one job as it is, with the pending events (a submission).
   Status Persist(const JobRecord& job);
+  // Stores every job the cluster state changed since the last store, in one write with the
+  // pending events; a change means a pass may have work.
+  Status StoreChanged();
   void TickOnce();
+  void Pass();
   // Adds an event to those the next write carries (data: a JSON object's text).
   void Emit(std::string type, std::string subject, std::string data);
-  void JobEvent(const JobRecord& j, std::string_view what);
   // Runs one journal write with the pending events; they are cleared only if it succeeds.
   Status WriteWithEvents(const std::function<Status(const Events&)>& put);
   Status PersistNode(const NodeSlot& slot);
   NodeRecord Shown(const NodeSlot& slot) const;  // the record with its GPUs' health filled in
   void AskSelfTest(NodeSlot& slot, int gpu);
   void SelfTested(NodeSlot& slot, const GpuSelfTest& result);
+  // What a heartbeat says of the node's GPUs: XIDs, ECC counts, self-test results, probation.
+  void GpuReports(NodeSlot& slot, const gp::Heartbeat& h);
   Result<NodeId> AddOrUpdateNode(const RegisterRequest& r);
-  void ApplyPlan(const Plan& plan, const std::vector<PendingJob>& pending);
-  void Launch(JobRecord& job);
-  void TaskEnded(JobRecord& job, int task, std::optional<int> code, std::optional<int> signal, const std::string& why);
+  // Puts the launches of the job's tasks not yet started in their nodes' outboxes.
+  void Launch(const JobRecord& job);
   // The server stalled: no node is blamed for the silence it caused.
   void ForgiveStall();
-  // The attempt's task was lost through no fault of the job's (its lease ran out, its agent no
-  // longer runs it): the job fails over (`why`), and the task ends (`how`).
-  void TaskLost(JobRecord& job, int task, const std::string& why, const std::string& how);
-  // The job's current attempt failed through no fault of its own: stop its other tasks and
-  // requeue it (whole) once every task has ended and `fence_until` has passed.
-  void FailOver(JobRecord& job, const std::string& why, int64_t fence_until, bool counts = true, int grace_ms = -1);
   void NodeDown(NodeSlot& slot);
   Status MoveJobsOff(const std::string& node, const std::string& why, int grace_ms);
-  void Requeue(JobRecord& job);
-  void CancelTask(JobRecord& job, int task, int grace_ms = -1);
   void Quarantine(NodeSlot& slot, int gpu, const std::string& why);
-  void FinishIfDone(JobRecord& job);
-  void ReleaseTask(const TaskRecord& t);
-  void AppendLog(JobId id, int task, std::string_view stream, const std::string& chunk);
   // A journal write failed: from now on the controller acknowledges and places nothing (the
   // last durable state is what a restart recovers), and says why (store_error, on_store_error).
   void StoreFailed(const Status& s);
@@ -255,25 +270,21 @@ class Controller {
   NodeSlot* SlotByName(const std::string& name);
   const NodeSlot* SlotByName(const std::string& name) const;
 
-  Fleet fleet_;
+  Fleet fleet_;  // grows as nodes join; the cluster state reads node specs from it
   Journal& journal_;
   const Clock& clock_;
   ControllerOptions options_;
-  Policy policy_;
-  SplitMix64 rng_;
-  SchedState sched_;
+  std::unique_ptr<LogStore> logs_;
+  std::unique_ptr<CheckpointStore> checkpoints_;
+  Listener listener_{*this};
+  ClusterState cluster_;
   std::vector<NodeSlot> nodes_;         // by NodeId
   std::map<std::string, NodeId> node_ids_;  // by name
   std::map<std::string, NodeId> by_credential_;  // by the SHA-256 of the node's credential
   int64_t last_tick_ms_ = 0;
-  std::map<uint64_t, JobRecord> jobs_;  // by id: ordered, so listings are stable
-  // Indexes over jobs_, so a pass costs what is live, not the whole history.
-  std::set<uint64_t> queued_;           // state kQueued
-  std::set<uint64_t> failing_;          // failing_over
-  std::map<uint64_t, Decision> last_decision_;
-  uint64_t next_id_ = 1;
   bool dirty_ = false;
   Stats stats_;
+  int64_t inconsistencies_seen_ = 0;  // the cluster state's, already reported
   Status store_error_;
   Events pending_events_;
   uint64_t next_event_seq_ = 1;

@@ -266,13 +266,15 @@ void ClusterState::TaskEnded(JobRecord& j, int task, std::optional<int> code, st
 }
 
 void ClusterState::StopTask(JobRecord& j, int task, int grace_ms, Millis now) {
-  const TaskRecord& t = j.tasks[static_cast<size_t>(task)];
+  TaskRecord& t = j.tasks[static_cast<size_t>(task)];
   if (t.exit_code || t.signal) return;
+  t.stop_asked = true;
   if (listener_.StopTask(j, task, grace_ms)) TaskEnded(j, task, std::nullopt, 15, "stopped before it started", now);
 }
 
 void ClusterState::FinishIfDone(JobRecord& j, Millis now) {
-  if (IsTerminal(j.state) || j.tasks.empty()) return;
+  // A job failing over ends (or goes back to the queue) in RequeueReady, once its fence passed.
+  if (IsTerminal(j.state) || j.tasks.empty() || j.failing_over) return;
   for (const TaskRecord& t : j.tasks) {
     if (!t.exit_code && !t.signal) return;
   }
@@ -324,6 +326,10 @@ void ClusterState::RequeueReady(Millis now) {
   const std::vector<uint64_t> failing(failing_.begin(), failing_.end());
   for (uint64_t id : failing) {
     JobRecord& j = jobs_.at(id);
+    if (IsTerminal(j.state)) {
+      failing_.erase(id);
+      continue;
+    }
     if (!j.failing_over || now.value() < j.fence_until_ms) continue;
     bool all_ended = true;
     for (size_t t = 0; t < j.tasks.size(); ++t) {
@@ -331,9 +337,11 @@ void ClusterState::RequeueReady(Millis now) {
       if (task.exit_code || task.signal) continue;
       if (sched_.node(task.allocation.node).health == Health::kUnhealthy) {
         TaskEnded(j, static_cast<int>(t), std::nullopt, 9, "", now);  // its lease ran out: it has stopped
-      } else {
-        all_ended = false;
+        continue;
       }
+      // Its node is back (it came back before the lease ran out, or was never told): stop it.
+      if (!task.stop_asked) StopTask(j, static_cast<int>(t), -1, now);
+      if (!task.exit_code && !task.signal) all_ended = false;
     }
     if (all_ended) Requeue(j, now);
   }

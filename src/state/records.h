@@ -41,6 +41,7 @@ struct TaskRecord {
   std::optional<int> exit_code;
   std::optional<int> signal;
   bool started = false;
+  bool stop_asked = false;           // its node was told to stop it (not stored: asking again is harmless)
 };
 
 // One placement of a job and how it ended.

@@ -1,0 +1,71 @@
+// The fleet's and the scheduler's series as they stand (docs/observability.md).
+#include <map>
+
+#include "controller/controller.h"
+#include "core/models.h"
+
+namespace gp {
+
+void Controller::CollectMetrics(Families& out) const {
+  using prometheus::MetricType;
+  const int64_t now = clock_.Now().value();
+  for (const NodeSlot& s : nodes_) {
+    const std::string& name = s.record.spec.name;
+    std::vector<GpuView> gpus;
+    for (const Gpu& g : s.record.spec.gpus) {
+      GpuView v{.device = GpuDevice{.index = g.index, .uuid = g.uuid, .name = s.record.gpu_model, .memory = g.memory}};
+      for (const GpuSample& x : s.record.gpus) {
+        if (x.index == g.index) v.sample = x;
+      }
+      if (g.index >= 0 && g.index < kMaxGpusPerNode) v.last_xid = s.last_xid[static_cast<size_t>(g.index)];
+      gpus.push_back(std::move(v));
+    }
+    AddGpuFamilies(out, name, gpus);
+    const NodeState& st = cluster_.sched().node(s.record.spec.id);
+    const LoadTerms t = ComputeLoad(st.load);
+    AddNodeFamilies(out, name, static_cast<double>(st.load.cpu.value()) / 1000.0, static_cast<double>(st.load.gpu.value()) / 1000.0,
+                    static_cast<double>(st.load.memory.value()) / 1000.0, t.r, t.l);
+    int quarantined = 0;
+    for (const std::string& q : s.quarantine) quarantined += !q.empty();
+    AddValue(FamilyIn(out, "gpupool_node_gpus_quarantined", "GPUs of the node out of service.", MetricType::Gauge),
+             {{"node", name}}, quarantined);
+    AddValue(FamilyIn(out, "gpupool_node_gpus_free", "Whole GPUs of the node free for placement.", MetricType::Gauge),
+             {{"node", name}}, st.WholeFreeGpus());
+  }
+  std::map<std::string, int> nodes_by_state = {{"ready", 0}, {"suspect", 0}, {"down", 0}, {"draining", 0}};
+  for (const NodeSlot& s : nodes_) ++nodes_by_state[NodeCondition(s.record.spec.name)];
+  auto& nodes = FamilyIn(out, "gpupool_nodes", "Nodes by state.", MetricType::Gauge);
+  for (const auto& [state, n] : nodes_by_state) AddValue(nodes, {{"state", state}}, n);
+  std::map<std::string, int> jobs_by_state;
+  for (int s = 0; s <= static_cast<int>(JobState::kCancelled); ++s) jobs_by_state[std::string(JobStateName(static_cast<JobState>(s)))] = 0;
+  for (const auto& [id, j] : cluster_.jobs()) ++jobs_by_state[std::string(JobStateName(j.state))];
+  auto& jobs = FamilyIn(out, "gpupool_jobs", "Jobs by state.", MetricType::Gauge);
+  for (const auto& [state, n] : jobs_by_state) AddValue(jobs, {{"state", state}}, n);
+  // Why queued jobs wait: the first reason of the last pass's decision, per tenant.
+  std::map<std::pair<std::string, std::string>, int> queue;
+  for (uint64_t id : cluster_.queued()) {
+    const JobRecord& j = cluster_.jobs().at(id);
+    std::string reason = "pending";  // not looked at by a pass yet
+    if (j.not_before_ms > now) {
+      reason = "backoff";
+    } else if (const Decision* d = cluster_.DecisionOf(JobId{id}); d && !d->reasons().empty()) {
+      reason = std::string(ReasonName(d->reasons().front().example.code));
+      if (d->outcome == Outcome::kNever) reason = "never-fits:" + reason;
+    }
+    ++queue[{j.spec.tenant.empty() ? "default" : j.spec.tenant, reason}];
+  }
+  auto& q = FamilyIn(out, "gpupool_queue_length", "Queued jobs by tenant and the reason they wait.", MetricType::Gauge);
+  for (const auto& [k, n] : queue) AddValue(q, {{"tenant", k.first}, {"reason", k.second}}, n);
+  AddValue(FamilyIn(out, "gpupool_placements_total", "Jobs placed (attempts started) since the server started.", MetricType::Counter),
+           {}, static_cast<double>(cluster_.placed_total()));
+  AddValue(FamilyIn(out, "gpupool_failovers_total", "Jobs moved off a failed node or GPU since the server started.", MetricType::Counter),
+           {}, static_cast<double>(cluster_.failovers_total()));
+  AddValue(FamilyIn(out, "gpupool_server_stalls_total", "Times the server's own loop stalled over 700 ms; no node was blamed for the silence.",
+                    MetricType::Counter), {}, static_cast<double>(stats_.stalls));
+  AddValue(FamilyIn(out, "gpupool_log_bytes_dropped_total", "Job output agents dropped: jobs that wrote faster than their node ships.",
+                    MetricType::Counter), {}, static_cast<double>(stats_.log_bytes_dropped));
+  AddValue(FamilyIn(out, "gpupool_schedule_passes_total", "Scheduling passes since the server started.", MetricType::Counter), {},
+           static_cast<double>(stats_.passes));
+}
+
+}  // namespace gp

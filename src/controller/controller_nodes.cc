@@ -1,0 +1,351 @@
+// The node registry: registration (identities and credentials), the nodes' state as the
+// scheduler sees it, draining, eviction and reclaim, liveness, and the agents' heartbeats
+// (their reports turned into calls on the cluster state, and the work handed back).
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include <utility>
+
+#include "adapters/tokens.h"
+#include "controller/controller.h"
+#include "core/gpu_catalog.h"
+#include "core/units.h"
+
+namespace gp {
+
+const NodeRecord* Controller::FindNode(const std::string& name) const {
+  const NodeSlot* s = SlotByName(name);
+  return s ? &s->record : nullptr;
+}
+
+const Controller::NodeSlot* Controller::SlotByName(const std::string& name) const {
+  auto it = node_ids_.find(name);
+  return it == node_ids_.end() ? nullptr : &nodes_[it->second.value()];
+}
+
+Controller::NodeSlot* Controller::SlotByName(const std::string& name) {
+  return const_cast<NodeSlot*>(std::as_const(*this).SlotByName(name));
+}
+
+std::vector<std::string> Controller::NodeNames() const {
+  std::vector<std::string> out;
+  for (const NodeSlot& s : nodes_) out.push_back(s.record.spec.name);
+  return out;
+}
+
+std::string Controller::NodeJson(const std::string& name) const {
+  const NodeSlot* s = SlotByName(name);
+  if (!s) return {};
+  const gp::NodeState& st = cluster_.sched().node(s->record.spec.id);
+  NodeRecord shown = Shown(*s);
+  shown.credential_hash.clear();  // the API never shows it
+  return NodeToJson(shown, fleet_, NodeCondition(name), st.WholeFreeGpus());
+}
+
+std::string Controller::NodeCondition(const std::string& name) const {
+  const NodeSlot* s = SlotByName(name);
+  if (!s) return {};
+  if (s->down) return "down";
+  if (s->suspect) return "suspect";
+  return s->record.draining ? "draining" : "ready";
+}
+
+Status Controller::SetDraining(const std::string& name, bool draining) {
+  NodeSlot* slot = SlotByName(name);
+  if (!slot) return Status(StatusCode::kNotFound, fmt::format("no node '{}'", name));
+  if (slot->record.draining != draining) {
+    Emit(draining ? "node.drained" : "node.undrained", "node/" + name, nlohmann::json{{"node", name}}.dump());
+  }
+  slot->record.draining = draining;
+  RefreshNodeState(slot->record.spec.id);
+  dirty_ = true;
+  return PersistNode(*slot);
+}
+
+// Drains the node and moves its running jobs elsewhere: each job's tasks get SIGTERM (with
+// `grace_ms` before SIGKILL, or the agent's own grace) and the job goes back to the queue.
+// Not counted as a failure: the job did nothing wrong.
+Status Controller::MoveJobsOff(const std::string& name, const std::string& why, int grace_ms) {
+  if (Status s = SetDraining(name, true); !s.ok()) return s;
+  const NodeSlot* slot = SlotByName(name);
+  cluster_.FailJobsOn(slot->record.spec.id, -1, why, Millis{0}, /*counts=*/false, grace_ms, clock_.Now());
+  Status s = StoreChanged();
+  StoreFailed(s);
+  return s;
+}
+
+Status Controller::Evict(const std::string& name) {
+  return MoveJobsOff(name, fmt::format("evicted: node {} was drained", name), -1);
+}
+
+Status Controller::Reclaim(const std::string& name, Millis notice) {
+  return MoveJobsOff(name, fmt::format("node {} reclaimed by its provider ({} notice)", name, FormatMillis(notice)),
+                     static_cast<int>(notice.value()));
+}
+
+void Controller::NodeDown(NodeSlot& slot) {
+  slot.down = true;
+  const double silence = static_cast<double>(clock_.Now().value() - slot.lease_granted_ms) / 1000.0;
+  if (on_down) on_down(slot.record.spec.name, silence);
+  Emit("node.down", "node/" + slot.record.spec.name, nlohmann::json{{"node", slot.record.spec.name}, {"silent_s", silence}}.dump());
+  RefreshNodeState(slot.record.spec.id);
+  // Its attempts' leases run out this long after its last heartbeat; only then may the jobs
+  // run elsewhere (the tasks stop themselves by then, even if the agent is hung).
+  const int64_t fence = std::max(slot.lease_granted_ms, slot.record.last_heartbeat_ms) + options_.lease.value();
+  cluster_.FailJobsOn(slot.record.spec.id, -1, fmt::format("node {} down", slot.record.spec.name), Millis{fence}, true, -1,
+                      clock_.Now());
+  StoreFailed(StoreChanged());
+  dirty_ = true;
+}
+
+namespace {
+// What a registration says about a node, whether it is new or known.
+void FillRecord(NodeRecord& rec, const Node& n, const RegisterRequest& r, const std::string& model) {
+  rec.spec = n;
+  rec.site = r.site;
+  rec.provider = r.provider;
+  rec.agent_address = r.address;
+  rec.gpu_source = r.gpu_source;
+  rec.gpu_model = model;
+}
+}  // namespace
+
+Result<NodeId> Controller::AddOrUpdateNode(const RegisterRequest& r) {
+  auto site = fleet_.FindSite(r.site);
+  if (!site) {
+    site = SiteId{static_cast<uint32_t>(fleet_.sites.size())};
+    fleet_.sites.push_back(Site{.id = *site, .name = r.site, .region = r.site});
+  }
+  auto provider = fleet_.FindProvider(r.provider);
+  if (!provider) {
+    provider = ProviderId{static_cast<uint32_t>(fleet_.providers.size())};
+    fleet_.providers.push_back(Provider{.id = *provider, .name = r.provider});
+  }
+  auto tier = ParsePriceTier(r.tier);
+  if (!tier) return tl::unexpected(tier.error());
+  Node n{.name = r.name, .site = *site, .provider = *provider, .tier = *tier, .cpu = MilliCpu{r.cpu_cores * 1000LL},
+         .memory = MiB{r.memory_mib}, .nic = BitsPerSecond{10'000'000'000}, .labels = r.labels};
+  std::string model_name;
+  for (const GpuDevice& d : r.gpus) {
+    model_name = ModelFromDeviceName(d.name);
+    auto model = fleet_.InternModel(model_name);
+    if (!model) return tl::unexpected(model.error());
+    n.gpus.push_back(Gpu{.index = d.index, .model = *model, .memory = d.memory, .compute_capability = d.compute_capability,
+                         .uuid = d.uuid, .nvlink_peers = d.nvlink_peers});
+  }
+  for (size_t i = 0; i < n.gpus.size(); ++i) {
+    if (n.gpus[i].index != static_cast<int>(i)) return InvalidArgument("gpus: indices must be 0..N-1 in order");
+    if (n.gpus[i].model != n.gpus[0].model) return InvalidArgument("gpus: a node holds one GPU model");
+  }
+  if (n.gpus.size() > kMaxGpusPerNode) return InvalidArgument(fmt::format("gpus: at most {}", kMaxGpusPerNode));
+  SchedState& sched = cluster_.sched();
+  if (NodeSlot* known = SlotByName(r.name)) {
+    NodeSlot& s = *known;
+    // A known node again (agent or server restarted). Its resources in use stay as they are;
+    // its inventory must not have changed under running work.
+    if (s.record.spec.gpus.size() != n.gpus.size()) {
+      return Error(StatusCode::kFailedPrecondition,
+                   fmt::format("node '{}' registered with {} GPUs, now {}; drain it and rename it", r.name,
+                               s.record.spec.gpus.size(), n.gpus.size()));
+    }
+    n.id = s.record.spec.id;
+    FillRecord(s.record, n, r, model_name);
+    fleet_.nodes[n.id.value()] = n;
+    s.record.max_tasks = r.max_tasks;
+    sched.Update(n.id, [&](NodeState& st) { st.task_slots = static_cast<uint16_t>(r.max_tasks); });
+    return n.id;
+  }
+  n.id = NodeId{static_cast<uint32_t>(fleet_.nodes.size())};
+  fleet_.nodes.push_back(n);
+  NodeState st = MakeNodeState(fleet_, n);
+  st.task_slots = static_cast<uint16_t>(r.max_tasks);
+  sched.AddNode(st);
+  NodeSlot slot;
+  FillRecord(slot.record, n, r, model_name);
+  slot.record.max_tasks = r.max_tasks;
+  nodes_.push_back(std::move(slot));
+  node_ids_[n.name] = n.id;
+  return n.id;
+}
+
+std::optional<std::string> Controller::NodeOfCredential(std::string_view credential) const {
+  if (credential.empty()) return std::nullopt;
+  auto it = by_credential_.find(Sha256Hex(credential));
+  if (it == by_credential_.end()) return std::nullopt;
+  return nodes_[it->second.value()].record.spec.name;
+}
+
+Result<Controller::Registration> Controller::Register(const RegisterRequest& r) {
+  // A claim a real GPU cannot back: more than half again the memory its model has. (Checked
+  // here, not on recovery: a node the store already holds is loaded as it was.)
+  for (const GpuDevice& d : r.gpus) {
+    const GpuModelInfo* info = FindKnownGpuModel(ModelFromDeviceName(d.name));
+    if (info && info->memory.value() > 0 && d.memory.value() > info->memory.value() * 3 / 2) {
+      return InvalidArgument(fmt::format("gpus[{}]: {} MiB is more than a {} has ({} MiB)", d.index, d.memory.value(), info->name,
+                                         info->memory.value()));
+    }
+  }
+  Registration out{.node = r.name};
+  bool issue = true;  // a new credential: for a new name, or a name taken over
+  if (const NodeSlot* known = SlotByName(r.name)) {
+    const std::string& hash = known->record.credential_hash;
+    const bool proven = !hash.empty() && !r.credential.empty() && Sha256Hex(r.credential) == hash;
+    if (!proven && !hash.empty() && !known->down) {
+      const double silent = static_cast<double>(clock_.Now().value() - known->record.last_heartbeat_ms) / 1000.0;
+      return Error(StatusCode::kFailedPrecondition,
+                   fmt::format("node name '{}' is held by a live agent at {} (last heard {:.1f} s ago); this agent at {} {}. "
+                               "Give this agent another --name, or stop the other one (a node that is down may be taken over)",
+                               r.name, known->record.agent_address, silent, r.address,
+                               r.credential.empty() ? "has no credential for it" : "holds a different credential"));
+    }
+    issue = !proven;
+  }
+  if (issue) {
+    auto secret = NewSecret();
+    if (!secret) return tl::unexpected(secret.error());
+    out.credential = *secret;
+  }
+  auto id = AddOrUpdateNode(r);
+  if (!id) return tl::unexpected(id.error());
+  NodeSlot& slot = nodes_[id->value()];
+  if (issue) {
+    if (!slot.record.credential_hash.empty()) by_credential_.erase(slot.record.credential_hash);
+    slot.record.credential_hash = Sha256Hex(out.credential);
+    by_credential_[slot.record.credential_hash] = *id;
+  }
+  slot.down = false;
+  slot.suspect = false;
+  slot.detector = PhiAccrualDetector(options_.detector);
+  slot.detector.Heartbeat(clock_.Now());
+  slot.record.last_heartbeat_ms = clock_.Now().value();
+  RefreshNodeState(*id);
+  Emit("node.joined", "node/" + slot.record.spec.name,
+       nlohmann::json{{"node", slot.record.spec.name}, {"site", r.site}, {"provider", r.provider}, {"tier", r.tier},
+                      {"gpus", r.gpus.size()}, {"model", slot.record.gpu_model}, {"gpu_source", r.gpu_source}}
+           .dump());
+  if (Status s = PersistNode(slot); !s.ok()) return tl::unexpected(s);
+  dirty_ = true;
+  return out;
+}
+
+void Controller::RefreshNodeState(NodeId id) {
+  NodeSlot& slot = nodes_[id.value()];
+  cluster_.sched().Update(id, [&](NodeState& st) { FillNodeState(slot, st); });
+}
+
+void Controller::FillNodeState(const NodeSlot& slot, NodeState& st) const {
+  st.health = slot.down ? Health::kUnhealthy : (slot.suspect ? Health::kSuspect : Health::kHealthy);
+  st.schedulability = slot.record.draining ? Schedulability::kDraining : Schedulability::kSchedulable;
+  st.price = fleet_.PricePerGpuHour(slot.record.spec);
+  st.site = slot.record.spec.site;
+  const HostSample& h = slot.record.host;
+  // Live load for the least-loaded scorer: the node's own measurements.
+  if (h.memory.total.value() > 0) {
+    st.load.cpu = h.cpu_busy;
+    st.load.memory = PerMille{(h.memory.total - h.memory.available).value() * 1000 / h.memory.total.value()};
+  }
+  if (!slot.record.gpus.empty()) {
+    int64_t sum = 0;
+    for (const GpuSample& g : slot.record.gpus) sum += g.utilisation.value();
+    st.load.gpu = PerMille{sum / static_cast<int64_t>(slot.record.gpus.size())};
+  }
+}
+
+bool Controller::HasWork(const std::string& node) const {
+  const NodeSlot* s = SlotByName(node);
+  return s && (!s->launches.empty() || !s->cancels.empty() || !s->selftests.empty());
+}
+
+Result<HeartbeatReply> Controller::Heartbeat(const gp::Heartbeat& h) {
+  NodeSlot* slot = SlotByName(h.node);
+  if (!slot) return Error(StatusCode::kNotFound, fmt::format("node '{}' is not registered; register first", h.node));
+  const Millis now = clock_.Now();
+  const bool was_down = slot->down;
+  slot->down = false;
+  slot->suspect = false;
+  slot->detector.Heartbeat(now);
+  slot->record.last_heartbeat_ms = now.value();
+  slot->record.host = h.host;
+  slot->record.gpus = h.gpus;
+  RefreshNodeState(slot->record.spec.id);
+  if (was_down) dirty_ = true;
+  GpuReports(*slot, h);
+  auto current = [&](uint64_t job, int task, int attempt) -> JobRecord* {
+    JobRecord* j = cluster_.Find(JobId{job});
+    if (!j || j->attempt != attempt || task < 0 || task >= static_cast<int>(j->tasks.size()) ||
+        j->tasks[static_cast<size_t>(task)].node != h.node) {
+      return nullptr;
+    }
+    return j;
+  };
+  for (const TaskReport& t : h.tasks) {
+    JobRecord* jp = current(t.job, t.task, t.attempt);
+    if (!jp) {
+      // An attempt the server has given up on (its node was declared down, the job moved):
+      // fencing says it must not run on.
+      if (t.state == TaskReport::State::kRunning) slot->cancels.push_back(TaskKey{t.job, t.task, t.attempt});
+      continue;
+    }
+    JobRecord& j = *jp;
+    const TaskRecord& task = j.tasks[static_cast<size_t>(t.task)];
+    slot->delivered.erase(TaskKey{t.job, t.task, t.attempt});
+    logs_->Append(j.spec.id, t.task, "stdout", t.stdout_chunk);
+    logs_->Append(j.spec.id, t.task, "stderr", t.stderr_chunk);
+    if (task.exit_code || task.signal) continue;  // already ended
+    cluster_.TaskStarted(j, t.task, Millis{t.started_ms}, now);
+    stats_.log_bytes_dropped += t.dropped;
+    if (t.state == TaskReport::State::kExited && t.lost) {
+      // Its lease ran out (the agent heard nothing from the server in time): the attempt is
+      // lost, which the failover path handles (retry, backoff, limit), not the job's failure.
+      cluster_.TaskLost(j, t.task, fmt::format("task {}'s lease ran out on {}", t.task, h.node), "lost: its lease ran out", now);
+    } else if (t.state == TaskReport::State::kExited) {
+      cluster_.TaskEnded(j, t.task, t.exit_code, t.signal, t.error, now);
+    }
+  }
+  // Running attempts the server no longer assigns here: stop them (an agent back from a cut).
+  std::set<TaskKey> running(h.running.begin(), h.running.end());
+  for (const TaskKey& k : running) {
+    if (!current(k.job, k.task, k.attempt)) slot->cancels.push_back(k);
+  }
+  // Attempts handed to this agent that it neither runs nor reported: lost (the agent restarted,
+  // or the process vanished without a report). That is no fault of the job's: fail over.
+  const std::set<TaskKey>& on = cluster_.TasksOn(slot->record.spec.id);
+  const std::vector<TaskKey> active(on.begin(), on.end());
+  for (const TaskKey& key : active) {
+    JobRecord* jp = current(key.job, key.task, key.attempt);
+    if (!jp) continue;
+    const TaskRecord& task = jp->tasks[static_cast<size_t>(key.task)];
+    if (task.exit_code || task.signal || running.count(key)) continue;
+    const bool pending_launch = std::any_of(slot->launches.begin(), slot->launches.end(), [&](const TaskLaunch& l) {
+      return l.job == key.job && l.task == key.task && l.attempt == key.attempt;
+    });
+    if (pending_launch || (!task.started && !slot->delivered.count(key))) continue;
+    slot->delivered.erase(key);
+    cluster_.TaskLost(*jp, key.task, fmt::format("task {} lost on {}", key.task, h.node), "lost: the agent no longer runs it", now);
+  }
+  if (Status s = StoreChanged(); !s.ok()) {
+    StoreFailed(s);
+    return tl::unexpected(s);
+  }
+  return TakeWork(h.node);
+}
+
+HeartbeatReply Controller::TakeWork(const std::string& node) {
+  HeartbeatReply reply;
+  NodeSlot* slot = SlotByName(node);
+  if (!slot) return reply;
+  slot->lease_granted_ms = clock_.Now().value();  // this answer renews the node's leases
+  slot->detector.Replied(clock_.Now());
+  reply.start = std::move(slot->launches);
+  reply.cancel = std::move(slot->cancels);
+  reply.grace_ms = std::move(slot->cancel_grace);
+  reply.selftest = std::move(slot->selftests);
+  slot->selftests.clear();
+  slot->launches.clear();
+  slot->cancels.clear();
+  slot->cancel_grace.clear();
+  for (const TaskLaunch& l : reply.start) slot->delivered.insert(TaskKey{l.job, l.task, l.attempt});
+  return reply;
+}
+
+}  // namespace gp

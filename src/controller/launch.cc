@@ -1,0 +1,54 @@
+#include "controller/launch.h"
+
+#include <map>
+
+namespace gp {
+
+std::string GpuList(uint32_t gpu_mask) {
+  std::string out;
+  for (int g = 0; g < kMaxGpusPerNode; ++g) {
+    if (gpu_mask >> g & 1) out += (out.empty() ? "" : ",") + std::to_string(g);
+  }
+  return out;
+}
+
+std::vector<std::pair<std::string, TaskLaunch>> PrepareLaunches(const JobRecord& j, const LaunchContext& ctx) {
+  std::vector<std::pair<std::string, TaskLaunch>> out;
+  const int world = static_cast<int>(j.tasks.size());
+  std::map<std::string, int> local_world;
+  for (const TaskRecord& t : j.tasks) ++local_world[t.node];
+  for (int i = 0; i < world; ++i) {
+    const TaskRecord& t = j.tasks[static_cast<size_t>(i)];
+    if (t.started || t.exit_code || t.signal) continue;
+    const std::string gpus = GpuList(t.allocation.gpu_mask);
+    TaskLaunch l{.job = j.spec.id.value(), .task = i, .attempt = j.attempt, .command = j.command, .env = j.env, .workdir = j.workdir,
+                 .gpu_mask = t.allocation.gpu_mask, .cpu = t.allocation.cpu, .memory = t.allocation.memory};
+    auto set = [&](const std::string& k, const std::string& v) { l.env.emplace_back(k, v); };
+    set("CUDA_VISIBLE_DEVICES", gpus);
+    set("NVIDIA_VISIBLE_DEVICES", gpus.empty() ? "void" : gpus);
+    set("CUDA_DEVICE_ORDER", "PCI_BUS_ID");  // index order = NVML's, as the agent reported them
+    set("GPUPOOL_JOB_ID", std::to_string(j.spec.id.value()));
+    set("GPUPOOL_JOB_NAME", j.spec.name);
+    set("GPUPOOL_TASK_INDEX", std::to_string(i));
+    set("GPUPOOL_ATTEMPT", std::to_string(j.attempt));
+    if (!ctx.checkpoint_root.empty()) {
+      set("GPUPOOL_CHECKPOINT_DIR", (ctx.checkpoint_root / std::to_string(j.spec.id.value())).string());
+    } else {
+      l.carry_checkpoint = true;  // the agent sets GPUPOOL_CHECKPOINT_DIR to a directory of its own
+    }
+    set("GPUPOOL_NODE", t.node);
+    set("GPUPOOL_GPUS", gpus);
+    set("RANK", std::to_string(i));
+    set("WORLD_SIZE", std::to_string(world));
+    int local = 0;
+    for (int k = 0; k < i; ++k) local += j.tasks[static_cast<size_t>(k)].node == t.node;
+    set("LOCAL_RANK", std::to_string(local));
+    set("LOCAL_WORLD_SIZE", std::to_string(local_world[t.node]));
+    set("MASTER_ADDR", ctx.master_address.empty() ? "127.0.0.1" : ctx.master_address);
+    set("MASTER_PORT", std::to_string(20000 + j.spec.id.value() % 20000));
+    out.emplace_back(t.node, std::move(l));
+  }
+  return out;
+}
+
+}  // namespace gp

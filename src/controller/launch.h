@@ -1,0 +1,30 @@
+// Launch preparation: what an agent is told to start for each task of a placed job (command,
+// environment, GPUs, CPU and memory). A pure function of the job record: no I/O, no state.
+#pragma once
+
+#include <filesystem>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "state/records.h"
+#include "wire/codec.h"
+
+namespace gp {
+
+struct LaunchContext {
+  std::string master_address;            // the agent address of task 0's node (MASTER_ADDR)
+  std::filesystem::path checkpoint_root;  // shared checkpoint storage; empty: checkpoints are carried
+};
+
+// The launches of every task of the job's current attempt that has neither started nor ended,
+// in task order, each with the name of its node. Each gets CUDA_VISIBLE_DEVICES (and
+// NVIDIA_VISIBLE_DEVICES) of its GPUs, GPUPOOL_JOB_ID, _JOB_NAME, _TASK_INDEX, _ATTEMPT, _NODE,
+// _GPUS, GPUPOOL_CHECKPOINT_DIR (or carry_checkpoint), and the torch.distributed variables RANK,
+// WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR, MASTER_PORT.
+std::vector<std::pair<std::string, TaskLaunch>> PrepareLaunches(const JobRecord& job, const LaunchContext& ctx);
+
+// "0,2,3": the GPU indices of a mask.
+std::string GpuList(uint32_t gpu_mask);
+
+}  // namespace gp

@@ -1,0 +1,344 @@
+// ClusterState: the job lifecycle as table-driven cases, and properties through random
+// sequences of submits, passes, starts, completions, node failures and recoveries, stops and
+// cancels:
+//   1. no GPU is given twice and no node goes over capacity: the tasks that have not ended,
+//      summed per node, fit it, and the scheduling state's free figures are exactly what they
+//      leave;
+//   2. gangs are all or nothing: a placed job has all its tasks, each of its full shape;
+//   3. every accepted job ends in exactly one terminal state, and nothing happens to it after.
+#include <gtest/gtest.h>
+#include <rapidcheck.h>
+#include <rapidcheck/gtest.h>
+
+#include <bit>
+#include <deque>
+#include <map>
+#include <tuple>
+
+#include "sched/registry.h"
+#include "state/cluster_state.h"
+
+namespace gp {
+namespace {
+
+Policy MakePolicy(const std::string& name) {
+  auto p = BuiltinRegistry().MakePolicy(name);
+  if (!p) throw std::runtime_error(p.error().message());
+  return std::move(*p);
+}
+
+bool TerminalEvent(const std::string& e) { return e == "succeeded" || e == "failed" || e == "cancelled"; }
+
+// Hears every event; a task to stop is either never handed over (it ends at once) or stopped
+// later, when the test says its agent did.
+struct Recorder final : ClusterListener {
+  std::map<uint64_t, std::vector<std::string>> events;
+  bool stop_at_once = true;
+  std::vector<TaskKey> to_stop;
+  void JobChanged(const JobRecord& j, std::string_view what) override { events[j.spec.id.value()].emplace_back(what); }
+  bool StopTask(const JobRecord& j, int task, int) override {
+    if (stop_at_once) return true;
+    to_stop.push_back(TaskKey{j.spec.id.value(), task, j.attempt});
+    return false;
+  }
+};
+
+struct Pool {
+  Fleet fleet;
+  Recorder rec;
+  std::unique_ptr<ClusterState> cs;
+  Millis now{1'000};
+  Pool(const std::string& shorthand, ClusterOptions o = {}, const std::string& policy = "fifo")
+      : fleet(*ParseFleetShorthand(shorthand)) {
+    cs = std::make_unique<ClusterState>(fleet, MakePolicy(policy), o, rec);
+  }
+  JobId Submit(int tasks, int gpus, int max_retries = -1) {
+    JobRecord r{.spec = JobSpec{.id = JobId{cs->next_id()}, .tasks = tasks, .gpus_per_task = gpus}, .max_retries = max_retries};
+    cs->Accept(std::move(r));
+    return JobId{cs->next_id() - 1};
+  }
+  JobRecord& Job(JobId id) { return *cs->Find(id); }
+  void StartAll(JobId id) {
+    for (size_t t = 0; t < Job(id).tasks.size(); ++t) cs->TaskStarted(Job(id), static_cast<int>(t), now, now);
+  }
+  void EndAll(JobId id, int code) {
+    for (size_t t = 0; t < Job(id).tasks.size(); ++t) cs->TaskEnded(Job(id), static_cast<int>(t), code, std::nullopt, "", now);
+  }
+  void FailNode(NodeId n) {
+    cs->sched().Update(n, [](NodeState& s) { s.health = Health::kUnhealthy; });
+    cs->FailJobsOn(n, -1, "node down", now, true, -1, now);
+  }
+};
+
+// --- the lifecycle, case by case ---
+
+struct LifecycleCase {
+  const char* name;
+  std::function<void(Pool&, JobId)> act;
+  JobState state;
+  std::vector<std::string> events;  // after "placed" (or from the start when not placed)
+};
+
+TEST(ClusterStateLifecycle, EachPathEndsInItsOneState) {
+  const std::vector<LifecycleCase> cases = {
+      {"runs and succeeds", [](Pool& p, JobId j) { p.StartAll(j); p.EndAll(j, 0); }, JobState::kSucceeded,
+       {"placed", "started", "succeeded"}},
+      {"a task exits non-zero: the gang stops, the job fails",
+       [](Pool& p, JobId j) {
+         p.StartAll(j);
+         p.cs->TaskEnded(p.Job(j), 0, 3, std::nullopt, "", p.now);
+       },
+       JobState::kFailed, {"placed", "started", "failed"}},
+      {"cancelled while running", [](Pool& p, JobId j) { p.StartAll(j); ASSERT_TRUE(p.cs->Cancel(j, p.now).ok()); },
+       JobState::kCancelled, {"placed", "started", "cancelled"}},
+      {"its node fails: requeued and placed again, then succeeds",
+       [](Pool& p, JobId j) {
+         p.StartAll(j);
+         const NodeId n = p.Job(j).tasks[0].allocation.node;
+         p.FailNode(n);
+         p.cs->RequeueReady(p.now);
+         p.cs->sched().Update(n, [](NodeState& s) { s.health = Health::kHealthy; });
+         (void)p.cs->Pass(p.now);
+         p.StartAll(j);
+         p.EndAll(j, 0);
+       },
+       JobState::kSucceeded, {"placed", "started", "failing_over", "requeued", "placed", "started", "succeeded"}},
+      {"past its retry limit it gives up",
+       [](Pool& p, JobId j) {
+         for (int k = 0; k < 2; ++k) {
+           p.StartAll(j);
+           p.FailNode(p.Job(j).tasks[0].allocation.node);
+           p.cs->RequeueReady(p.now);
+           for (uint32_t n = 0; n < p.cs->sched().size(); ++n) {
+             p.cs->sched().Update(NodeId{n}, [](NodeState& s) { s.health = Health::kHealthy; });
+           }
+           p.now = p.now + Millis{120'000};  // past any backoff
+           (void)p.cs->Pass(p.now);
+         }
+       },
+       JobState::kFailed, {"placed", "started", "failing_over", "requeued", "placed", "started", "failing_over", "failed"}},
+  };
+  for (const LifecycleCase& c : cases) {
+    SCOPED_TRACE(c.name);
+    Pool p("2x8xH100");
+    const JobId j = p.Submit(2, 4, /*max_retries=*/1);
+    (void)p.cs->Pass(p.now);
+    c.act(p, j);
+    EXPECT_EQ(p.Job(j).state, c.state) << p.Job(j).message;
+    EXPECT_EQ(p.rec.events[j.value()], c.events);
+    EXPECT_EQ(p.cs->sched().free_gpu_milli(), p.cs->sched().total_gpu_milli()) << "everything is given back";
+  }
+}
+
+TEST(ClusterStateLifecycle, CancelledWhileQueuedNeverRuns) {
+  Pool p("1x8xH100");
+  const JobId big = p.Submit(1, 8);
+  const JobId waits = p.Submit(1, 8);
+  (void)p.cs->Pass(p.now);
+  ASSERT_EQ(p.Job(waits).state, JobState::kQueued);
+  ASSERT_TRUE(p.cs->Cancel(waits, p.now).ok());
+  EXPECT_EQ(p.Job(waits).state, JobState::kCancelled);
+  EXPECT_FALSE(p.cs->Cancel(waits, p.now).ok()) << "a finished job cannot be cancelled again";
+  p.StartAll(big);
+  p.EndAll(big, 0);
+  EXPECT_TRUE(p.cs->Pass(p.now).placed.empty()) << "the cancelled job is not placed when room frees";
+}
+
+TEST(ClusterStateLifecycle, WhatNeverFitsIsRefusedOnAFixedFleetAndWaitsOnALiveOne) {
+  for (NeverFits never : {NeverFits::kRefuse, NeverFits::kWait}) {
+    Pool p("2x8xH100", ClusterOptions{.never = never});
+    const JobId j = p.Submit(3, 8);  // 24 GPUs of 16
+    const auto pass = p.cs->Pass(p.now);
+    EXPECT_EQ(p.Job(j).state, never == NeverFits::kRefuse ? JobState::kFailed : JobState::kQueued);
+    EXPECT_EQ(pass.refused.size(), never == NeverFits::kRefuse ? 1u : 0u);
+  }
+}
+
+TEST(ClusterStateLifecycle, AttainedServiceCountsEveryAttempt) {
+  Pool p("2x8xH100");
+  const JobId j = p.Submit(1, 2);
+  (void)p.cs->Pass(p.now);
+  p.StartAll(j);
+  p.now = p.now + Millis{10'000};
+  p.FailNode(p.Job(j).tasks[0].allocation.node);
+  p.cs->RequeueReady(p.now);
+  EXPECT_EQ(p.Job(j).attained_gpu_ms, 2 * 1000 * 10'000 / 1000) << "2 GPUs for 10 s";
+  (void)p.cs->Pass(p.now);
+  p.StartAll(j);
+  p.now = p.now + Millis{5'000};
+  p.EndAll(j, 0);
+  EXPECT_EQ(p.Job(j).attained_gpu_ms, 2 * 15'000);
+}
+
+TEST(ClusterStateLifecycle, LaterRetriesBackOff) {
+  Pool p("1x8xH100", ClusterOptions{.max_retries = 5, .backoff = Millis{1'000}});
+  const JobId j = p.Submit(1, 8);
+  for (int k = 1; k <= 3; ++k) {
+    auto pass = p.cs->Pass(p.now);
+    ASSERT_EQ(pass.placed.size(), 1u) << "attempt " << k;
+    p.StartAll(j);
+    p.FailNode(NodeId{0});
+    p.cs->RequeueReady(p.now);
+    p.cs->sched().Update(NodeId{0}, [](NodeState& s) { s.health = Health::kHealthy; });
+    const int64_t wait = k == 1 ? 0 : 1'000 << (k - 2);
+    EXPECT_EQ(p.Job(j).not_before_ms, wait ? p.now.value() + wait : 0) << "failure " << k;
+    if (wait) {
+      EXPECT_TRUE(p.cs->Pass(p.now).placed.empty()) << "not before its backoff ends";
+      p.now = p.now + Millis{wait};
+    }
+  }
+}
+
+// --- properties ---
+
+void CheckInvariants(const Pool& p) {
+  const ClusterState& cs = *p.cs;
+  const SchedState& st = cs.sched();
+  RC_ASSERT(cs.inconsistencies() == 0);
+  std::vector<std::array<int, kMaxGpusPerNode>> used(st.size());
+  std::vector<int64_t> cpu(st.size()), mem(st.size());
+  for (const auto& [id, j] : cs.jobs()) {
+    const std::vector<std::string>& ev = p.rec.events.count(id) ? p.rec.events.at(id) : std::vector<std::string>{};
+    int terminal = 0;
+    for (size_t k = 0; k < ev.size(); ++k) {
+      if (TerminalEvent(ev[k])) {
+        ++terminal;
+        if (k + 1 != ev.size()) {
+          for (const std::string& e : ev) RC_LOG() << e << " ";
+          RC_LOG() << "\n";
+        }
+        RC_ASSERT(k + 1 == ev.size());  // nothing after the end
+      }
+    }
+    RC_ASSERT(terminal == (IsTerminal(j.state) ? 1 : 0));
+    if (j.state == JobState::kStarting || j.state == JobState::kRunning) {
+      // All or nothing: every task of the gang, each of the job's full shape.
+      RC_ASSERT(static_cast<int>(j.tasks.size()) == j.spec.tasks);
+      for (const TaskRecord& t : j.tasks) RC_ASSERT(std::popcount(t.allocation.gpu_mask) == j.spec.gpus_per_task);
+    }
+    if (IsTerminal(j.state) || j.state == JobState::kQueued) continue;
+    for (const TaskRecord& t : j.tasks) {
+      if (t.exit_code || t.signal) continue;
+      const uint32_t n = t.allocation.node.value();
+      for (int g = 0; g < kMaxGpusPerNode; ++g) {
+        if (t.allocation.gpu_mask >> g & 1) used[n][static_cast<size_t>(g)] += static_cast<int>(t.allocation.share.value());
+      }
+      cpu[n] += t.allocation.cpu.value();
+      mem[n] += t.allocation.memory.value();
+    }
+  }
+  for (uint32_t n = 0; n < st.size(); ++n) {
+    const NodeState& s = st.node(NodeId{n});
+    for (int g = 0; g < s.gpu_count; ++g) {
+      RC_ASSERT(used[n][static_cast<size_t>(g)] <= 1000);  // no GPU given twice (or past whole)
+      RC_ASSERT(s.gpu_free[static_cast<size_t>(g)] == 1000 - used[n][static_cast<size_t>(g)]);
+    }
+    RC_ASSERT(cpu[n] <= s.cpu_total.value());
+    RC_ASSERT(mem[n] <= s.memory_total.value());
+    RC_ASSERT(s.cpu_free.value() == s.cpu_total.value() - cpu[n]);
+    RC_ASSERT(s.memory_free.value() == s.memory_total.value() - mem[n]);
+  }
+}
+
+JobRecord RandomJob(uint64_t id) {
+  JobSpec s{.id = JobId{id}, .tasks = *rc::gen::element(1, 1, 2, 3), .gpus_per_task = *rc::gen::element(0, 1, 1, 2, 4, 8),
+            .submit_time = Millis{static_cast<int64_t>(id)}};
+  if (s.gpus_per_task == 1 && *rc::gen::inRange(0, 3) == 0) s.gpu_share = GpuMilli{*rc::gen::element(250, 500, 750)};
+  if (*rc::gen::inRange(0, 4) == 0) s.gpu_models = {*rc::gen::element(std::string("V100"), std::string("H100"))};
+  s.cpu_per_task = MilliCpu{*rc::gen::inRange(0, 9) * 1000};
+  s.memory_per_task = MiB{*rc::gen::inRange(0, 33) * 1024};
+  return JobRecord{.spec = s, .max_retries = *rc::gen::element(-1, 0, 1, 5)};
+}
+
+RC_GTEST_PROP(ClusterStateProperties, RandomLivesKeepEveryInvariant, ()) {
+  const std::string shorthand = *rc::gen::element(std::string("3x8xH100"), std::string("4x4xV100"), std::string("2x8xH100"));
+  const NeverFits never = *rc::gen::element(NeverFits::kWait, NeverFits::kRefuse);
+  const std::string policy = *rc::gen::element(std::string("fifo"), std::string("best-fit"), std::string("las"),
+                                               std::string("balanced"), std::string("spread"));
+  Pool p(shorthand, ClusterOptions{.seed = 7, .max_retries = 2, .backoff = Millis{500}, .never = never}, policy);
+  p.rec.stop_at_once = *rc::gen::arbitrary<bool>();
+  const int steps = *rc::gen::inRange(10, 120);
+  auto pick = [&](auto pred) -> JobRecord* {
+    std::vector<JobRecord*> v;
+    for (const auto& [id, j] : p.cs->jobs()) {
+      if (pred(j)) v.push_back(p.cs->Find(JobId{id}));
+    }
+    return v.empty() ? nullptr : v[static_cast<size_t>(*rc::gen::inRange<int>(0, static_cast<int>(v.size())))];
+  };
+  auto deliver_stops = [&] {
+    for (const TaskKey& k : std::exchange(p.rec.to_stop, {})) {
+      JobRecord* j = p.cs->Find(JobId{k.job});
+      if (j && j->attempt == k.attempt) p.cs->TaskEnded(*j, k.task, std::nullopt, 15, "", p.now);
+    }
+  };
+  for (int step = 0; step < steps; ++step) {
+    switch (*rc::gen::inRange(0, 9)) {
+      case 0:
+      case 1: p.cs->Accept(RandomJob(p.cs->next_id())); break;
+      case 2: (void)p.cs->Pass(p.now); break;
+      case 3:
+        if (JobRecord* j = pick([](const JobRecord& r) { return r.state == JobState::kStarting && !r.failing_over; })) {
+          for (size_t t = 0; t < j->tasks.size(); ++t) p.cs->TaskStarted(*j, static_cast<int>(t), p.now, p.now);
+        }
+        break;
+      case 4:
+        if (JobRecord* j = pick([](const JobRecord& r) { return r.state == JobState::kRunning && !r.failing_over; })) {
+          const int code = *rc::gen::element(0, 0, 0, 1);
+          for (size_t t = 0; t < j->tasks.size(); ++t) p.cs->TaskEnded(*j, static_cast<int>(t), code, std::nullopt, "", p.now);
+        }
+        break;
+      case 5: {
+        const NodeId n{static_cast<uint32_t>(*rc::gen::inRange<int>(0, static_cast<int>(p.cs->sched().size())))};
+        if (p.cs->sched().node(n).health == Health::kUnhealthy) {
+          p.cs->sched().Update(n, [](NodeState& s) { s.health = Health::kHealthy; });
+        } else {
+          p.FailNode(n);
+        }
+        break;
+      }
+      case 6:
+        if (JobRecord* j = pick([](const JobRecord& r) { return !IsTerminal(r.state); })) (void)p.cs->Cancel(j->spec.id, p.now);
+        break;
+      case 7: deliver_stops(); break;
+      case 8:
+        p.now = p.now + Millis{*rc::gen::inRange(1, 3'000)};
+        p.cs->RequeueReady(p.now);
+        break;
+    }
+    CheckInvariants(p);
+  }
+  // Drain: every node back, every stop delivered, everything left run to its end.
+  for (uint32_t n = 0; n < p.cs->sched().size(); ++n) {
+    p.cs->sched().Update(NodeId{n}, [](NodeState& s) { s.health = Health::kHealthy; });
+  }
+  for (int round = 0; round < 400; ++round) {
+    deliver_stops();
+    p.now = p.now + Millis{60'000};
+    p.cs->RequeueReady(p.now);
+    (void)p.cs->Pass(p.now);
+    bool live = false;
+    for (const auto& [id, j] : p.cs->jobs()) {
+      JobRecord& r = *p.cs->Find(JobId{id});
+      if (IsTerminal(r.state)) continue;
+      live = true;
+      if (r.state == JobState::kQueued && round > 200) (void)p.cs->Cancel(r.spec.id, p.now);  // waits for ever
+      if (r.failing_over) continue;
+      for (size_t t = 0; t < r.tasks.size(); ++t) p.cs->TaskStarted(r, static_cast<int>(t), p.now, p.now);
+      for (size_t t = 0; t < r.tasks.size(); ++t) p.cs->TaskEnded(r, static_cast<int>(t), 0, std::nullopt, "", p.now);
+    }
+    CheckInvariants(p);
+    if (!live) break;
+  }
+  for (const auto& [id, j] : p.cs->jobs()) {
+    if (!IsTerminal(j.state)) {
+      RC_LOG() << "job " << id << " " << JobStateName(j.state) << " failing_over=" << j.failing_over << " tasks=" << j.tasks.size()
+               << " message=" << j.message << "\n";
+      for (const TaskRecord& t : j.tasks) RC_LOG() << "  task started=" << t.started << " ended=" << (t.exit_code || t.signal) << "\n";
+    }
+    RC_ASSERT(IsTerminal(j.state));  // each once (CheckInvariants)
+  }
+  RC_ASSERT(p.cs->sched().free_gpu_milli() == p.cs->sched().total_gpu_milli());
+}
+
+}  // namespace
+}  // namespace gp
