@@ -150,7 +150,7 @@ Status Engine::Load(const Trace& trace) {
   jobs_.reserve(trace.jobs.size());
   for (size_t i = 0; i < trace.jobs.size(); ++i) {
     const TraceJob& t = trace.jobs[i];
-    const auto [tasks, per_task] = SplitGang(t.gpus, max_gpus_);
+    const auto [tasks, per_task] = t.tasks > 0 ? std::pair<int, int>{t.tasks, t.gpus / t.tasks} : SplitGang(t.gpus, max_gpus_);
     SimJob j;
     j.spec = JobSpec{.id = JobId{i + 1}, .name = t.name, .tasks = tasks, .gpus_per_task = per_task,
                      .gpu_share = t.gpu_share, .gpu_models = t.gpu_models,
@@ -209,6 +209,8 @@ Status Engine::StartPlacements(const std::vector<JobId>& placed, Millis now) {
       busy_milli_ += std::popcount(t.allocation.gpu_mask) * t.allocation.share.value();
     }
     j.tasks = p.tasks;
+    // No agent stands between: every task starts as it is placed.
+    for (size_t t = 0; t < rec->tasks.size(); ++t) cluster_.TaskStarted(*cluster_.Find(id), static_cast<int>(t), now, now);
     const Node& first = fleet_.node(p.tasks.front().node);
     Millis full = j.duration;
     if (auto m = first.gpu_model()) {
@@ -386,7 +388,11 @@ Result<SimReport> Engine::Run() {
     bool arrived = false;
     while (next < arrival_order_.size() && jobs_[arrival_order_[next]].spec.submit_time == now) {
       const size_t i = arrival_order_[next++];
-      cluster_.Accept(JobRecord{.spec = jobs_[i].spec});
+      JobRecord rec{.spec = jobs_[i].spec};
+      if (options_.on_event) {
+        options_.on_event(now, "job.submitted", fmt::format("job/{}", i + 1), JobEventData(rec, "submitted"));
+      }
+      cluster_.Accept(std::move(rec));
       arrived = true;
       if (jobs_[i].spec.gpus_per_task > 0) ++waiting_gpu_jobs_;
     }

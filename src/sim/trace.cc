@@ -18,6 +18,7 @@ const std::vector<std::unique_ptr<TraceReader>>& TraceReaders() {
     v->push_back(MakeShockwaveReader());
     v->push_back(MakeAlibabaReader());
     v->push_back(MakeProfileWorkloadReader());
+    v->push_back(MakeEventsReader());
     return v;
   }();
   return *kReaders;

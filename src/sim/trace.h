@@ -2,7 +2,8 @@
 // readers register by format name and say whether they recognise a file, so the format can be
 // detected or given. Rows keep their source line, and every error is "file:line: what".
 // Formats: philly (Pollux's philly.csv), tiresias (60_job.csv), gavel (.trace, 7 or 10
-// fields), shockwave (.trace, 12 fields), alibaba (openb pod CSV). Pollux and Sia workload CSVs
+// fields), shockwave (.trace, 12 fields), alibaba (openb pod CSV), events (a live pool's
+// event log, NDJSON CloudEvents). Pollux and Sia workload CSVs
 // are recognised and refused with a reason: they need a throughput model from app profiles.
 // Readers do file I/O and run on the caller's thread.
 #pragma once
@@ -25,6 +26,7 @@ struct TraceJob {
   Millis submit{0};             // from the trace's start
   Millis duration{0};           // run time on the reference GPU model (or the only one given)
   int gpus = 0;                 // total GPUs; the simulator splits them into tasks
+  int tasks = 0;                // the tasks, when the trace says (a live pool's log); 0: split
   GpuMilli gpu_share = kWholeGpu;
   std::vector<std::string> gpu_models;  // allowed models; empty = any
   MilliCpu cpu{0};              // total for the job
@@ -66,6 +68,7 @@ std::unique_ptr<TraceReader> MakeGavelReader();
 std::unique_ptr<TraceReader> MakeShockwaveReader();
 std::unique_ptr<TraceReader> MakeAlibabaReader();
 std::unique_ptr<TraceReader> MakeProfileWorkloadReader();
+std::unique_ptr<TraceReader> MakeEventsReader();
 
 // Seconds (possibly fractional) to Millis, rounded to nearest; the error names the field.
 Result<Millis> SecondsField(std::string_view name, std::string_view text);

@@ -230,7 +230,11 @@ void ClusterState::TaskStarted(JobRecord& j, int task, Millis started, Millis no
 }
 
 void ClusterState::AddAttained(JobRecord& j, Millis now) {
-  if (j.start_ms <= 0 || now.value() <= j.start_ms) return;
+  // From when every task ran (the job's start) until now.
+  if (j.tasks.empty() || now.value() <= j.start_ms) return;
+  for (const TaskRecord& t : j.tasks) {
+    if (!t.started) return;
+  }
   int64_t milli = 0;
   for (const TaskRecord& t : j.tasks) milli += std::popcount(t.allocation.gpu_mask) * t.allocation.share.value();
   j.attained_gpu_ms += milli * (now.value() - j.start_ms) / 1000;

@@ -4,6 +4,12 @@
 
 #include "adapters/fleet_loader.h"
 #include "sim/engine.h"
+#include "state/journal.h"
+#include "wire/codec.h"
+
+#include <fmt/format.h>
+#include <map>
+#include <nlohmann/json.hpp>
 #include "sim_fixtures.h"
 
 namespace gp {
@@ -164,6 +170,50 @@ TEST(EngineTest, SameSeedSameBytes) {
     EXPECT_EQ(FormatReportJson(*a), FormatReportJson(*b)) << policy;
     EXPECT_EQ(FormatJobsCsv(*a, fleet), FormatJobsCsv(*b, fleet)) << policy;
   }
+}
+
+}  // namespace
+}  // namespace gp
+
+namespace gp {
+namespace {
+
+// The simulator speaks the live pool's language: its --events log, read back as a trace (the
+// reader a live pool's log goes through), replays to the same schedule: every job on the same
+// nodes and GPUs, at the same times.
+TEST(EngineTest, ItsEventLogReplaysToTheSameSchedule) {
+  const Fleet fleet = *ParseFleetShorthand("4x8xV100");
+  auto trace = ReadTrace(testing::Traces() + "/pollux-philly/philly.csv", "", {});
+  ASSERT_TRUE(trace) << trace.error().message();
+  trace->jobs.resize(400);
+  auto run = [&](const Trace& t, std::string* log, std::map<std::string, std::string>* placed) {
+    SimOptions o;
+    uint64_t seq = 0;
+    int64_t t0 = -1;  // the first submission: a log's times count from there
+    o.on_event = [&](Millis at, const std::string& type, const std::string& subject, const std::string& data) {
+      const std::string line = EventToCloudEvent(EventRecord{.seq = ++seq, .time_ms = at.value(), .type = type, .subject = subject, .data = data}, "sim");
+      if (log) *log += line + "\n";
+      if (t0 < 0) t0 = at.value();
+      if (type == "job.placed") {
+        const auto d = nlohmann::json::parse(data);
+        (*placed)[d["name"].get<std::string>()] += fmt::format("{}@{} {}; ", d["nodes"].dump(), at.value() - t0, d["gpus"].dump());
+      }
+    };
+    return RunSimulation(fleet, t, P("fifo"), o);
+  };
+  std::string log;
+  std::map<std::string, std::string> first, second;
+  auto a = run(*trace, &log, &first);
+  ASSERT_TRUE(a) << a.error().message();
+  auto again = ReadTrace(testing::WriteTemp("sim-events.ndjson", log), "", {});
+  ASSERT_TRUE(again) << again.error().message();
+  EXPECT_EQ(again->format, "events");
+  auto b = run(*again, nullptr, &second);
+  ASSERT_TRUE(b) << b.error().message();
+  EXPECT_EQ(b->finished, a->finished);
+  EXPECT_DOUBLE_EQ(b->avg_jct_s, a->avg_jct_s);
+  EXPECT_DOUBLE_EQ(b->makespan_s, a->makespan_s);
+  EXPECT_EQ(second, first) << "every job on the same nodes and GPUs at the same time";
 }
 
 }  // namespace

@@ -1,6 +1,7 @@
 // The trace readers on the shared traces (row counts from each folder's README), and on broken
 // rows, whose errors must name the file and line.
 #include <gtest/gtest.h>
+#include <fmt/format.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -102,6 +103,9 @@ struct BadCase {
   std::string want;  // after "<path>:"
 };
 
+constexpr const char* kSubmitted =
+    R"({"type":"io.gpupool.job.submitted","time":"2026-01-01T00:00:00.000Z","data":{"id":"1","tasks":1,"gpus_per_task":1}})";
+
 TEST(TraceReadersTest, BrokenRowsNameFileAndLine) {
   const std::string philly_head = "timestamp,duration,num_gpus,gpu_time,cluster\n2017-10-09 07:01:55,66.0,1,66.0,a\n";
   const std::string ali_head =
@@ -118,6 +122,16 @@ TEST(TraceReadersTest, BrokenRowsNameFileAndLine) {
       {"gpu_milli out of range", "a2.csv", ali_head + "p,1000,100,1,1500,,LS,Running,0,50,0\n", "2: gpu_milli: 1500 is out of range"},
       {"gavel short", "g1.trace", "ResNet-18 (batch size 16)\tcmd\t-n\t1\t100\t0\t1\nB\tcmd\t-n\t1\n", "2: expected 7 tab-separated fields, got 4"},
       {"gavel unknown job", "g2.trace", "Nope (batch size 1)\tcmd\t-n\t1\t100\t0\t1\n", "1: no throughput for ('Nope (batch size 1)', 1)"},
+      {"events: not JSON", "e1.ndjson", std::string(kSubmitted) + "\n{oops\n", "2: not a JSON object"},
+      {"events: bad time", "e2.ndjson",
+       R"({"type":"io.gpupool.job.placed","time":"yesterday","data":{"id":"1"}})", "1: time: 'yesterday' is not"},
+      {"events: no data", "e3.ndjson", R"({"type":"io.gpupool.job.placed","time":"2026-01-01T00:00:00Z"})", "1: field 'data'"},
+      {"events: tasks out of range", "e4.ndjson",
+       R"({"type":"io.gpupool.job.submitted","time":"2026-01-01T00:00:00Z","data":{"id":"1","tasks":0}})",
+       "1: field 'data.tasks': 0 is out of range"},
+      {"events: wrong type", "e5.ndjson",
+       R"({"type":"io.gpupool.job.submitted","time":"2026-01-01T00:00:00Z","data":{"id":"1","tasks":"two"}})",
+       "1: job 1: a field of the wrong type"},
   };
   for (const BadCase& c : cases) {
     const std::string path = WriteTemp(c.file, c.text);
@@ -139,6 +153,53 @@ TEST(TraceReadersTest, UnknownFormatsSayWhy) {
   auto named = ReadTrace(WriteTemp("y.csv", "a\n"), "slurm", {});
   ASSERT_FALSE(named);
   EXPECT_NE(named.error().message().find("known: philly"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace gp
+
+namespace gp {
+namespace {
+
+// A live pool's log: each job as submitted (shape), run from its last placement to its end;
+// what never ran or is still running is left out; other events are skipped.
+TEST(TraceReadersTest, AnEventLogBecomesTheJobsThatRan) {
+  auto ev = [](const char* type, const char* time, const std::string& data) {
+    return fmt::format(R"({{"specversion":"1.0","type":"io.gpupool.{}","time":"{}","data":{}}})", type, time, data) + "\n";
+  };
+  const std::string log =
+      ev("node.joined", "2026-01-01T10:00:00.000Z", R"({"node":"a"})") +
+      ev("job.submitted", "2026-01-01T10:00:01.000Z", R"({"id":"7","name":"gang","tasks":2,"gpus_per_task":4,"gpu_models":["H100"],"priority":2})") +
+      ev("job.submitted", "2026-01-01T10:00:01.500Z", R"({"id":"8","name":"never-ran","tasks":1,"gpus_per_task":1})") +
+      ev("job.placed", "2026-01-01T10:00:02.250Z", R"({"id":"7"})") +
+      ev("job.started", "2026-01-01T10:00:02.300Z", R"({"id":"7"})") +
+      ev("job.cancelled", "2026-01-01T10:00:03.000Z", R"({"id":"8"})") +
+      ev("job.placed", "2026-01-01T10:00:05.000Z", R"({"id":"7"})") +  // placed again after a failover
+      ev("job.succeeded", "2026-01-01T10:01:05.000Z", R"({"id":"7"})") +
+      ev("job.submitted", "2026-01-01T10:00:06.000Z", R"({"id":"9","name":"cpu","tasks":3,"gpus_per_task":0,"cpu_per_task_milli":500})") +
+      ev("job.placed", "2026-01-01T10:00:06.010Z", R"({"id":"9"})") +
+      ev("job.submitted", "2026-01-01T10:00:07.000Z", R"({"id":"10","name":"still-running","tasks":1,"gpus_per_task":1})") +
+      ev("job.placed", "2026-01-01T10:00:07.010Z", R"({"id":"10"})") +
+      ev("job.failed", "2026-01-01T10:00:08.010Z", R"({"id":"9"})");
+  const std::string path = testing::WriteTemp("live.ndjson", log);
+  auto t = ReadTrace(path, "", {});
+  ASSERT_TRUE(t) << t.error().message();
+  EXPECT_EQ(t->format, "events");
+  ASSERT_EQ(t->jobs.size(), 2u);
+  const TraceJob& gang = t->jobs[0];
+  EXPECT_EQ(gang.name, "gang");
+  EXPECT_EQ(gang.tasks, 2);
+  EXPECT_EQ(gang.gpus, 8);
+  EXPECT_EQ(gang.submit.value(), 0);
+  EXPECT_EQ(gang.duration.value(), 60'000) << "from its last placement to its end";
+  EXPECT_EQ(gang.gpu_models, std::vector<std::string>{"H100"});
+  EXPECT_EQ(gang.priority, 2);
+  const TraceJob& cpu = t->jobs[1];
+  EXPECT_EQ(cpu.tasks, 3);
+  EXPECT_EQ(cpu.gpus, 0);
+  EXPECT_EQ(cpu.cpu.value(), 1500);
+  EXPECT_EQ(cpu.submit.value(), 5'000);
+  EXPECT_EQ(cpu.duration.value(), 2'000);
 }
 
 }  // namespace

@@ -10,6 +10,7 @@
 #include "core/units.h"
 #include "sim/engine.h"
 #include "sim/plots.h"
+#include "wire/codec.h"
 
 namespace gp::app {
 namespace {
@@ -27,6 +28,7 @@ struct SimArgs {
   std::string node_mtbf, node_repair, spot_mtbf, gpu_xid_mtbf;
   std::string recovery = "restart";
   std::string checkpoint_interval = "30m";
+  std::string events;
 };
 
 void DrawProgress(size_t done, size_t total) {
@@ -117,11 +119,29 @@ int RunSim(const SimArgs& a) {
     options.recovery = a.recovery == "checkpoint" ? Recovery::kCheckpoint : Recovery::kRestart;
   }
   if (isatty(STDERR_FILENO)) options.progress = DrawProgress;
+  // The simulated pool's event log, as the live pool's GET /v1/events streams it (NDJSON
+  // CloudEvents), its times counted from the trace's start at 1970-01-01T00:00:00Z.
+  std::ofstream events;
+  uint64_t seq = 0;
+  if (!a.events.empty()) {
+    if (policies.size() > 1) return fail("--events: give one policy (the log is of one run)");
+    events.open(a.events, std::ios::binary | std::ios::trunc);
+    if (!events) return fail(fmt::format("--events: cannot write to {}", a.events));
+    options.on_event = [&](Millis at, const std::string& type, const std::string& subject, const std::string& data) {
+      events << EventToCloudEvent(EventRecord{.seq = ++seq, .time_ms = at.value(), .type = type, .subject = subject, .data = data},
+                                  "gpupool-sim")
+             << '\n';
+    };
+  }
   std::vector<SimReport> reports;
   for (const Policy& policy : policies) {
     auto report = RunSimulation(*fleet, *trace, policy, options);
     if (!report) return fail(report.error().message());
     reports.push_back(std::move(*report));
+  }
+  if (events.is_open()) {
+    events.close();
+    if (!events) return fail(fmt::format("--events: writing {} failed", a.events));
   }
   for (const SimReport& r : reports) {
     if (a.format == "json") {
@@ -165,10 +185,10 @@ void AddSimCommand(CLI::App& app, int* exit_code) {
   auto args = std::make_shared<SimArgs>();
   CLI::App* cmd = app.add_subcommand("sim", "Replay a cluster trace through the scheduler (discrete-event)");
   cmd->add_option("--fleet", args->fleet, "fleet file (TOML or node-list CSV) or shorthand such as 256x8xV100")->required();
-  cmd->add_option("--trace", args->trace, "trace file (philly.csv, Tiresias CSV, Gavel/Shockwave .trace, Alibaba pod CSV)")->required();
+  cmd->add_option("--trace", args->trace, "trace file (philly.csv, Tiresias CSV, Gavel/Shockwave .trace, Alibaba pod CSV, or a gpupool event log)")->required();
   cmd->add_option("--policy", args->policy,
                   "policy name, or QUEUE/POLICY (see `gpupool policies`); several, comma-separated, are compared");
-  cmd->add_option("--trace-format", args->trace_format, "philly, tiresias, gavel, shockwave or alibaba (default: detect)");
+  cmd->add_option("--trace-format", args->trace_format, "philly, tiresias, gavel, shockwave, alibaba or events (default: detect)");
   cmd->add_option("--throughputs", args->throughputs, "Gavel-schema throughput table (default: found beside the trace)");
   cmd->add_option("--seed", args->seed, "random seed (same seed, same output)");
   cmd->add_option("--format", args->format, "report format")->check(CLI::IsMember({"table", "json", "csv"}));
@@ -181,6 +201,7 @@ void AddSimCommand(CLI::App& app, int* exit_code) {
   cmd->add_option("--spot-mtbf", args->spot_mtbf, "mean time between reclaims of one spot node");
   cmd->add_option("--gpu-xid-mtbf", args->gpu_xid_mtbf, "mean time between fatal XIDs of one GPU (that GPU alone goes out)");
   cmd->add_option("--recovery", args->recovery, "what a job hit by a failure keeps")->check(CLI::IsMember({"restart", "checkpoint"}));
+  cmd->add_option("--events", args->events, "write the simulated event log here (NDJSON CloudEvents, as GET /v1/events)");
   cmd->add_option("--checkpoint-interval", args->checkpoint_interval, "run time between checkpoints (recovery checkpoint)");
   cmd->callback([args, exit_code] { *exit_code = RunSim(*args); });
 }
