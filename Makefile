@@ -64,6 +64,7 @@ sim-demo: build
 bench: build
 	GPUPOOL_TRACES=$(abspath $(TRACES)) $(BUILD)/bench/gpupool_bench $(BENCH_ARGS)
 	python3 bench/pool_bench.py $(BUILD)/gpupool 2000
+	python3 bench/sim_scale.py $(BUILD)/gpupool --traces $(abspath $(TRACES))
 
 # The long fault-injection run: the fault, crash and hostile-input tests, SOAK_ROUNDS times over.
 SOAK_ROUNDS ?= 20

@@ -7,6 +7,7 @@
 
 #include "core/fleet.h"
 #include "core/rng.h"
+#include "sched/queue.h"
 #include "sched/registry.h"
 #include "sched/schedule.h"
 
@@ -65,24 +66,64 @@ void BM_Pass_LeastLoaded(benchmark::State& s) { RunPass(s, "least-loaded"); }
 void BM_Pass_Spread(benchmark::State& s) { RunPass(s, "spread"); }
 void BM_Pass_Cost(benchmark::State& s) { RunPass(s, "cost"); }
 
-// The target size: 10,000 nodes x 8 GPUs, 100,000 queued jobs.
+// The span form (a queue made for the pass, as a one-off placement does): the rows that the
+// version before the kept state also has, for before/after in one run.
 BENCHMARK(BM_Pass_Balanced)->Args({10'000, 100'000})->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_Pass_Fifo)->Args({10'000, 100'000})->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_Pass_LeastLoaded)->Args({10'000, 100'000})->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_Pass_Spread)->Args({10'000, 100'000})->Unit(benchmark::kMillisecond);
-// Scaling with size: nodes x jobs.
+// Scaling with size: nodes x jobs together, then nodes alone (10,000 queued), then the queue
+// alone (10,000 nodes).
 BENCHMARK(BM_Pass_Balanced)->Args({1'000, 10'000})->Args({2'500, 25'000})->Args({5'000, 50'000})
     ->Args({20'000, 200'000})->Unit(benchmark::kMillisecond);
-// Cost scores every feasible node (candidate_limit 0): O(nodes) per task, measured smaller.
+BENCHMARK(BM_Pass_Fifo)->Args({1'000, 10'000})->Args({2'500, 10'000})->Args({5'000, 10'000})->Args({10'000, 10'000})
+    ->Args({20'000, 10'000})->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_Pass_Fifo)->Args({10'000, 1'000})->Args({10'000, 30'000})->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_Pass_Cost)->Args({1'000, 10'000})->Args({2'500, 25'000})->Unit(benchmark::kMillisecond);
 
-// One job arriving at a busy fleet: the latency of a pass of one (index build included).
+// The state owner's form, as the server and the simulator run it: the scheduling state and the
+// queue are kept (jobs were added as they arrived), and a pass reads them. Every policy, at
+// 10,000 nodes x 8 GPUs and 100,000 queued jobs.
+void RunKeptPass(benchmark::State& state, const std::string& policy_name) {
+  const Fleet& fleet = FleetOf(static_cast<int>(state.range(0)));
+  const Backlog backlog = MakeBacklog(fleet, static_cast<int>(state.range(1)));
+  const SchedState st(fleet);
+  const Policy policy = *BuiltinRegistry().MakePolicy(policy_name);
+  JobQueue queue(*policy.queue);
+  for (const PendingJob& p : backlog.pending) queue.Add(p);
+  int64_t placements = 0;
+  for (auto _ : state) {
+    SplitMix64 rng(1);
+    const Plan plan = Schedule(st, queue, policy, rng);
+    placements += static_cast<int64_t>(plan.placements.size());
+    benchmark::DoNotOptimize(plan);
+  }
+  state.counters["placements/s"] = benchmark::Counter(static_cast<double>(placements), benchmark::Counter::kIsRate);
+  state.counters["placed/pass"] = static_cast<double>(placements) / static_cast<double>(state.iterations());
+}
+void BM_KeptPass(benchmark::State& s, const std::string& policy) { RunKeptPass(s, policy); }
+BENCHMARK_CAPTURE(BM_KeptPass, balanced, std::string("balanced"))->Args({10'000, 100'000})->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(BM_KeptPass, fifo, std::string("fifo"))->Args({10'000, 100'000})->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(BM_KeptPass, priority, std::string("priority"))->Args({10'000, 100'000})->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(BM_KeptPass, sjf, std::string("sjf"))->Args({10'000, 100'000})->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(BM_KeptPass, las, std::string("las"))->Args({10'000, 100'000})->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(BM_KeptPass, least_loaded, std::string("least-loaded"))->Args({10'000, 100'000})->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(BM_KeptPass, spread, std::string("spread"))->Args({10'000, 100'000})->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(BM_KeptPass, cost, std::string("cost"))->Args({10'000, 100'000})->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(BM_KeptPass, data_local, std::string("data-local"))->Args({10'000, 100'000})->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(BM_KeptPass, random, std::string("random"))->Args({10'000, 100'000})->Unit(benchmark::kMillisecond);
+
+// One job arriving at a busy fleet (7 of 8 GPUs in use on every node): the latency of a pass
+// of one. The span form builds a queue of one; the kept form is what the state owner runs.
+void BusyState(SchedState& st) {
+  for (size_t i = 0; i < st.size(); ++i) {
+    if (!st.Allocate(TaskAllocation{.node = NodeId{static_cast<uint32_t>(i)}, .gpu_mask = 0x7F}).ok()) std::abort();
+  }
+}
 void BM_SingleArrival(benchmark::State& state) {
   const Fleet& fleet = FleetOf(static_cast<int>(state.range(0)));
   SchedState snap(fleet);
-  for (size_t i = 0; i < snap.size(); ++i) {  // 7 of 8 GPUs busy everywhere
-    if (!snap.Allocate(TaskAllocation{.node = NodeId{static_cast<uint32_t>(i)}, .gpu_mask = 0x7F}).ok()) std::abort();
-  }
+  BusyState(snap);
   const Backlog one = MakeBacklog(fleet, 1);
   const Policy policy = *BuiltinRegistry().MakePolicy("balanced");
   for (auto _ : state) {
@@ -91,6 +132,26 @@ void BM_SingleArrival(benchmark::State& state) {
   }
 }
 BENCHMARK(BM_SingleArrival)->Arg(1'000)->Arg(10'000)->Unit(benchmark::kMicrosecond);
+
+void BM_SingleArrivalKept(benchmark::State& state, const std::string& policy_name) {
+  const Fleet& fleet = FleetOf(static_cast<int>(state.range(0)));
+  SchedState st(fleet);
+  BusyState(st);
+  const Backlog one = MakeBacklog(fleet, 1);
+  const Policy policy = *BuiltinRegistry().MakePolicy(policy_name);
+  JobQueue queue(*policy.queue);
+  queue.Add(one.pending.front());
+  for (auto _ : state) {
+    SplitMix64 rng(1);
+    benchmark::DoNotOptimize(Schedule(st, queue, policy, rng));
+  }
+}
+BENCHMARK_CAPTURE(BM_SingleArrivalKept, balanced, std::string("balanced"))->Arg(1'000)->Arg(10'000)->Unit(benchmark::kMicrosecond);
+BENCHMARK_CAPTURE(BM_SingleArrivalKept, fifo, std::string("fifo"))->Arg(10'000)->Unit(benchmark::kMicrosecond);
+BENCHMARK_CAPTURE(BM_SingleArrivalKept, least_loaded, std::string("least-loaded"))->Arg(10'000)->Unit(benchmark::kMicrosecond);
+BENCHMARK_CAPTURE(BM_SingleArrivalKept, cost, std::string("cost"))->Arg(10'000)->Unit(benchmark::kMicrosecond);
+BENCHMARK_CAPTURE(BM_SingleArrivalKept, data_local, std::string("data-local"))->Arg(10'000)->Unit(benchmark::kMicrosecond);
+BENCHMARK_CAPTURE(BM_SingleArrivalKept, spread, std::string("spread"))->Arg(10'000)->Unit(benchmark::kMicrosecond);
 
 }  // namespace
 }  // namespace gp
