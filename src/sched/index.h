@@ -111,16 +111,22 @@ class IndexOverlay {
   std::unordered_map<uint32_t, Here> here_;             // the overlay's nodes
 };
 
+// The order in which a pass visits the index's slots (node classes): `slots` in visiting
+// order, `rank` per entry, ascending (price, or data transfer time); empty: all one rank.
+struct SlotOrder {
+  std::vector<int32_t> slots;
+  std::vector<int64_t> rank;
+};
+
 // Visits each node that may fit a task of `gpus` GPUs (a share when `fractional`) among models
-// in `mask`, as the pass sees the index, once, in the policy's order:
-//   kTightestFirst / kEmptiestFirst: by free whole GPUs (fewest / most), then slot key, then id;
-//   kCheapestFirst / kNearestFirst: by slot rank (`slot_rank`: price, or data transfer time;
-//   lower first), then fewest free GPUs, then id.
-// CPU-only demands start at bucket 0; fractional ones visit nodes with a partly used GPU first.
-// Stops when visit(pos) returns false.
+// in `mask`, as the pass sees the index, once, in the policy's order: by slot rank (one rank
+// for kTightestFirst / kEmptiestFirst; price for kCheapestFirst, transfer time for
+// kNearestFirst), then by free whole GPUs (most first for kEmptiestFirst, else fewest), then
+// in slot order, then by node id. CPU-only demands start at bucket 0; fractional ones visit
+// nodes with a partly used GPU first. Stops when visit(pos) returns false.
 template <typename Visit>
 void ForEachCandidate(const FreeGpuIndex& index, const IndexOverlay& overlay, uint64_t mask, int gpus, bool fractional,
-                      CandidateOrder order, const std::vector<int32_t>& slot_order, Visit&& visit) {
+                      CandidateOrder order, const SlotOrder& so, Visit&& visit) {
   const auto& slots = index.slots();
   const int lo = fractional ? 1 : gpus;
   bool go = true;
@@ -134,7 +140,7 @@ void ForEachCandidate(const FreeGpuIndex& index, const IndexOverlay& overlay, ui
   };
   auto allowed = [&](int32_t s) { return mask >> slots[static_cast<size_t>(s)].key.model_bit & 1; };
   if (fractional) {
-    for (int32_t s : slot_order) {
+    for (int32_t s : so.slots) {
       if (!allowed(s)) continue;
       if (!ForEachMerged(slots[static_cast<size_t>(s)].partial, overlay.hidden(), overlay.Partial(s),
                          [&](uint32_t pos) { return go = visit(pos); }) || !go) {
@@ -142,20 +148,17 @@ void ForEachCandidate(const FreeGpuIndex& index, const IndexOverlay& overlay, ui
       }
     }
   }
-  if (order == CandidateOrder::kTightestFirst || order == CandidateOrder::kEmptiestFirst) {
+  const size_t n = so.slots.size();
+  for (size_t i = 0; i < n;) {
+    size_t j = so.rank.empty() ? n : i + 1;
+    while (j < n && so.rank[j] == so.rank[i]) ++j;  // one rank: [i, j)
     for (int step = 0; step <= kMaxGpusPerNode - lo; ++step) {
-      const int k = order == CandidateOrder::kTightestFirst ? lo + step : kMaxGpusPerNode - step;
-      for (int32_t s : slot_order) {
-        if (allowed(s) && !bucket(s, k)) return;
+      const int k = order == CandidateOrder::kEmptiestFirst ? kMaxGpusPerNode - step : lo + step;
+      for (size_t x = i; x < j; ++x) {
+        if (allowed(so.slots[x]) && !bucket(so.slots[x], k)) return;
       }
     }
-    return;
-  }
-  for (int32_t s : slot_order) {
-    if (!allowed(s)) continue;
-    for (int k = lo; k <= kMaxGpusPerNode; ++k) {
-      if (!bucket(s, k)) return;
-    }
+    i = j;
   }
 }
 

@@ -137,12 +137,13 @@ class Pass {
   Pass(const SchedState& st, const Policy& policy, Rng& rng)
       : st_(st), policy_(policy), rng_(rng), overlay_(st.index()), free_gpu_milli_(st.free_gpu_milli()),
         max_price_(st.max_price()) {
-    slot_order_ = st.index().ordered();
+    slot_order_.slots = st.index().ordered();
     if (policy.order == CandidateOrder::kCheapestFirst) {
       const auto& slots = st.index().slots();
-      std::stable_sort(slot_order_.begin(), slot_order_.end(), [&](int32_t a, int32_t b) {
+      std::stable_sort(slot_order_.slots.begin(), slot_order_.slots.end(), [&](int32_t a, int32_t b) {
         return slots[static_cast<size_t>(a)].key.price < slots[static_cast<size_t>(b)].key.price;
       });
+      for (int32_t s : slot_order_.slots) slot_order_.rank.push_back(slots[static_cast<size_t>(s)].key.price);
     }
   }
 
@@ -153,7 +154,7 @@ class Pass {
   // Places every task of the job or none. Returns the allocations, or nullopt.
   std::optional<std::vector<TaskAllocation>> PlaceJob(const PendingJob& job) {
     const TaskDemand d = DemandOf(*job.spec);
-    const std::vector<int32_t>& order = SlotOrderFor(job);
+    const SlotOrder& order = SlotOrderFor(job);
     std::vector<TaskAllocation> done;
     std::vector<NodeId> gang;
     done.reserve(static_cast<size_t>(job.spec->tasks));
@@ -181,25 +182,31 @@ class Pass {
   NodeState& Touch(uint32_t pos) { return copies_.try_emplace(pos, st_.nodes()[pos]).first->second; }
 
   // The slots in the order this job's candidates are visited.
-  const std::vector<int32_t>& SlotOrderFor(const PendingJob& job) {
+  // Nearest first: by the time to bring the job's data to the class's site through its NIC
+  // (a job without data: all one rank, so the tightest node comes first, as for packing).
+  const SlotOrder& SlotOrderFor(const PendingJob& job) {
     if (policy_.order != CandidateOrder::kNearestFirst || !job.data_site || !job.spec->data) return slot_order_;
     const auto& slots = st_.index().slots();
     std::vector<std::pair<int64_t, int32_t>> keyed;
-    keyed.reserve(slot_order_.size());
-    for (int32_t s : slot_order_) {
+    keyed.reserve(slot_order_.slots.size());
+    for (int32_t s : slot_order_.slots) {
       const SlotKey& k = slots[static_cast<size_t>(s)].key;
       const TransferEstimate e = EstimateTransfer(job.spec->data->size, st_.fleet().PathBetween(*job.data_site, SiteId{k.site}),
                                                   BitsPerSecond{k.nic});
       keyed.emplace_back(e.time.value(), s);
     }
     std::stable_sort(keyed.begin(), keyed.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
-    nearest_.clear();
-    for (const auto& [t, s] : keyed) nearest_.push_back(s);
+    nearest_.slots.clear();
+    nearest_.rank.clear();
+    for (const auto& [t, s] : keyed) {
+      nearest_.slots.push_back(s);
+      nearest_.rank.push_back(t);
+    }
     return nearest_;
   }
 
   std::optional<TaskAllocation> PlaceTask(const PendingJob& job, const TaskDemand& d, std::span<const NodeId> gang,
-                                          const std::vector<int32_t>& order) {
+                                          const SlotOrder& order) {
     const ScoreContext ctx{.fleet = st_.fleet(), .rng = rng_, .gang_nodes = gang, .max_price = max_price_};
     int64_t best = -1;
     double best_score = -std::numeric_limits<double>::infinity();
@@ -248,8 +255,8 @@ class Pass {
   std::unordered_map<uint32_t, NodeState> copies_;
   int64_t free_gpu_milli_ = 0;
   MicroUsd max_price_{0};
-  std::vector<int32_t> slot_order_;
-  std::vector<int32_t> nearest_;
+  SlotOrder slot_order_;
+  SlotOrder nearest_;
 };
 
 Decision Pass::Explain(const PendingJob& job) const {
@@ -259,7 +266,7 @@ Decision Pass::Explain(const PendingJob& job) const {
   int passing = 0;
   int visited = 0;
   ForEachCandidate(st_.index(), overlay_, job.model_mask, d.gpus, fractional, CandidateOrder::kTightestFirst,
-                   st_.index().ordered(), [&](uint32_t pos) {
+                   SlotOrder{.slots = st_.index().ordered()}, [&](uint32_t pos) {
                      ++visited;
                      if (auto r = FirstRejection(policy_, job, d, Node(pos))) {
                        Count(counts, *r);

@@ -136,7 +136,7 @@ ClusterState::PassResult ClusterState::Pass(Millis now) {
       }
       continue;
     }
-    out.before.push_back(j);
+    out.undo.push_back({p.job, j.message, j.start_ms});
     j.tasks.clear();
     ++j.attempt;
     j.start_ms = 0;
@@ -160,9 +160,14 @@ ClusterState::PassResult ClusterState::Pass(Millis now) {
 void ClusterState::ApplyDecisions(const Plan& plan, Millis now, PassResult& out) {
   for (const Stopped& st : plan.stopped) {
     const Decision& d = st.decision;
+    const bool refuse = d.outcome == Outcome::kNever && options_.never == NeverFits::kRefuse;
+    if (!refuse && options_.never == NeverFits::kRefuse) {  // the simulator shows no messages
+      queue_.Block(st.cls, sched_.generation(), d);
+      continue;
+    }
     std::vector<JobId> jobs;
     for (const JobQueue::Entry& e : queue_.classes()[st.cls].jobs) jobs.push_back(e.id);
-    if (d.outcome == Outcome::kNever && options_.never == NeverFits::kRefuse) {
+    if (refuse) {
       // A fixed fleet: what never fits is refused, the whole class.
       for (JobId id : jobs) {
         JobRecord& j = jobs_.at(id.value());
@@ -177,7 +182,6 @@ void ClusterState::ApplyDecisions(const Plan& plan, Millis now, PassResult& out)
       continue;
     }
     queue_.Block(st.cls, sched_.generation(), d);
-    if (options_.never == NeverFits::kRefuse) continue;  // the simulator shows no messages
     // Why they wait, in each job's words (O(jobs of the class)).
     std::string msg = d.outcome == Outcome::kNever ? "cannot run on the current fleet: " : "waiting: ";
     for (JobId id : jobs) {
@@ -190,15 +194,19 @@ void ClusterState::ApplyDecisions(const Plan& plan, Millis now, PassResult& out)
 }
 
 void ClusterState::Unplace(const PassResult& pass) {
-  for (const JobRecord& was : pass.before) {
-    const uint64_t id = was.spec.id.value();
+  for (const PassResult::Undo& u : pass.undo) {
+    const uint64_t id = u.job.value();
     JobRecord& j = jobs_.at(id);
     for (size_t t = 0; t < j.tasks.size(); ++t) {
       const TaskAllocation& a = j.tasks[t].allocation;
       on_node_[a.node.value()].erase(TaskKey{id, static_cast<int>(t), j.attempt});
       if (!sched_.Release(a).ok()) ++inconsistencies_;
     }
-    j = was;
+    j.tasks.clear();
+    --j.attempt;
+    j.state = JobState::kQueued;
+    j.message = u.message;
+    j.start_ms = u.start_ms;
     --placed_total_;
     changed_.erase(id);
     queued_.insert(id);

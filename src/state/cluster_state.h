@@ -83,7 +83,13 @@ class ClusterState {
     std::vector<JobId> refused;      // never fit (NeverFits::kRefuse)
     size_t looked_at = 0;            // jobs the pass took from the queue
     bool waiting_on_backoff = false; // some job waits for its backoff: call again later
-    std::vector<JobRecord> before;   // the placed jobs as they were (to Unplace them)
+    // What placing each job changed, to Unplace it: its message and start before.
+    struct Undo {
+      JobId job;
+      std::string message;
+      int64_t start_ms = 0;
+    };
+    std::vector<Undo> undo;
   };
   // Jobs whose backoff has ended join the queue; one Schedule() over it; the plan applied.
   PassResult Pass(Millis now);
