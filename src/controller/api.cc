@@ -1,3 +1,6 @@
+// The API's handlers, one per route of docs/api.md, over one routing table (about 650 lines: the
+// table and the handlers it names stay together so that every route, its authorisation and its
+// status codes read in one place).
 #include "controller/api.h"
 
 #include "core/units.h"

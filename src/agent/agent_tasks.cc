@@ -1,0 +1,454 @@
+// The agent's tasks: their directories and clean environments, starting them (a supervisor
+// each), carrying checkpoints, GPU self-tests, stopping and reaping, and shipping their output.
+#include "agent/agent.h"
+
+#include <fcntl.h>
+#include <pwd.h>
+#include <nlohmann/json.hpp>
+#include <fmt/format.h>
+#include <prometheus/exposer.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstring>
+#include <fstream>
+#include <thread>
+
+#include "adapters/nvml.h"
+#include "agent/agent_internal.h"
+#include "adapters/tokens.h"
+#include "core/models.h"
+#include "core/units.h"
+
+extern char** environ;
+
+
+namespace gp {
+
+using namespace agent_internal;  // NOLINT: the agent's own helpers
+
+std::filesystem::path Agent::TaskDir(const TaskKey& k) const {
+  return o_.work_dir / fmt::format("job-{}-task-{}-attempt-{}", k.job, k.task, k.attempt);
+}
+
+namespace {
+
+// A task's environment: a clean one (as Slurm's --export=NONE and Nomad's executor give), with
+// what the job asked for and the pool's variables laid over it, never the agent's own (which
+// may hold its tokens). `home` is the task's working directory.
+std::vector<std::string> Environment(const std::vector<std::pair<std::string, std::string>>& set, const std::string& home,
+                                     const std::string& user) {
+  std::vector<std::pair<std::string, std::string>> base = {
+      {"PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}, {"HOME", home}, {"TMPDIR", home},
+      {"LANG", "C.UTF-8"}, {"USER", user}, {"LOGNAME", user}};
+  std::vector<std::string> env;
+  for (const auto& [k, v] : base) {
+    bool overridden = false;
+    for (const auto& s : set) overridden = overridden || s.first == k;
+    if (!overridden) env.push_back(k + "=" + v);
+  }
+  for (const auto& [k, v] : set) env.push_back(k + "=" + v);
+  return env;
+}
+
+// Hands a directory tree to the task's user (after the agent, as root, made or restored it).
+void GiveTree(const std::filesystem::path& dir, int uid, int gid) {
+  if (uid < 0) return;
+  (void)lchown(dir.c_str(), static_cast<uid_t>(uid), static_cast<gid_t>(gid));
+  std::error_code ec;
+  for (auto it = std::filesystem::recursive_directory_iterator(dir, ec); !ec && it != std::filesystem::recursive_directory_iterator();
+       it.increment(ec)) {
+    (void)lchown(it->path().c_str(), static_cast<uid_t>(uid), static_cast<gid_t>(gid));
+  }
+}
+
+// posix_spawn (vfork-like) rather than fork: the agent's address space is not copied, which
+// matters when hundreds of short tasks start each second. The child gets its own session
+// (process group), so a signal reaches everything it started; stdin is /dev/null, and stdout
+// and stderr are appended to the files named. Returns the pid, or the errno of the failure.
+Result<pid_t> SpawnInSession(std::vector<std::string> args, std::vector<std::string> env, const std::string& out,
+                             const std::string& err, const std::string& workdir) {
+  std::vector<char*> argv;
+  for (std::string& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  std::vector<char*> envp;
+  for (std::string& e : env) envp.push_back(e.data());
+  envp.push_back(nullptr);
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+  posix_spawn_file_actions_addopen(&fa, 1, out.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+  posix_spawn_file_actions_addopen(&fa, 2, err.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+  if (!workdir.empty()) posix_spawn_file_actions_addchdir_np(&fa, workdir.c_str());
+  posix_spawnattr_t attr;
+  posix_spawnattr_init(&attr);
+  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+  sigset_t none;
+  sigemptyset(&none);
+  posix_spawnattr_setsigmask(&attr, &none);
+  sigset_t all;
+  sigfillset(&all);
+  posix_spawnattr_setsigdefault(&attr, &all);
+  pid_t pid = -1;
+  const int rc = posix_spawnp(&pid, argv[0], &fa, &attr, argv.data(), envp.data());
+  posix_spawn_file_actions_destroy(&fa);
+  posix_spawnattr_destroy(&attr);
+  if (rc != 0) return Error(StatusCode::kFailedPrecondition, std::strerror(rc));
+  return pid;
+}
+
+}  // namespace
+
+std::filesystem::path Agent::CheckpointDir(const TaskKey& k) const {
+  return o_.work_dir / "checkpoints" / fmt::format("job-{}-task-{}", k.job, k.task);
+}
+
+void Agent::Start(const TaskLaunch& l, const std::string& note) {
+  const TaskKey key{l.job, l.task, l.attempt};
+  if (!seen_.insert(key).second) return;  // already launched once: never twice
+  Task t{.launch = l, .started_ms = NowMs()};
+  const auto dir = TaskDir(key);
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  Touch(dir / "lease");  // the lease starts now
+  const std::string out = (dir / "stdout").string();
+  const std::string err = (dir / "stderr").string();
+  std::ofstream(out, std::ios::trunc).close();
+  std::ofstream(err, std::ios::trunc) << note;  // what the agent did for it first (a restore)
+  if (job_uid_ >= 0) {
+    // The task writes its output through the descriptors it is given; no other task may read
+    // it, nor list the task directory (names are predictable).
+    namespace fsp = std::filesystem;
+    fsp::permissions(dir, fsp::perms::owner_all | fsp::perms::group_exec | fsp::perms::others_exec, ec);
+    fsp::permissions(out, fsp::perms::owner_read | fsp::perms::owner_write, ec);
+    fsp::permissions(err, fsp::perms::owner_read | fsp::perms::owner_write, ec);
+  }
+  auto env = l.env;
+  // The task's own directory, the only one it may write to (besides its checkpoint directory):
+  // the task directory above it holds the lease and status files, which it must not touch.
+  const auto work = dir / "work";
+  std::filesystem::create_directories(work, ec);
+  GiveTree(work, job_uid_, job_gid_);
+  if (l.carry_checkpoint) {
+    t.ckpt_dir = CheckpointDir(key);
+    std::filesystem::create_directories(t.ckpt_dir, ec);
+    GiveTree(t.ckpt_dir, job_uid_, job_gid_);
+    t.ckpt_seen = t.ckpt_sent = SignTree(t.ckpt_dir);  // what the pool has already
+    env.emplace_back("GPUPOOL_CHECKPOINT_DIR", t.ckpt_dir.string());
+    std::ofstream(dir / "carry") << t.ckpt_dir.string() << "\n";  // for an agent that adopts the task
+  }
+  // The task runs under `gpupool supervise`, which stops it when the lease runs out.
+  std::vector<std::string> args = {supervisor_, "--lease-file", (dir / "lease").string(), "--status-file",
+                                   (dir / "status").string(), "--lease-ms", std::to_string(lease_ms_), "--grace-ms",
+                                   std::to_string(o_.kill_grace.value()), "--"};
+  if (job_uid_ >= 0) {
+    args.insert(args.end() - 1, {"--uid", std::to_string(job_uid_), "--gid", std::to_string(job_gid_)});
+  }
+  if (supervisor_ == o_.self_exe) args.insert(args.begin() + 1, "supervise");
+  args.insert(args.end(), l.command.begin(), l.command.end());
+  // A relative workdir is inside the task's own directory (the server refused one that climbs
+  // out); an absolute one is what the server's --allow-workdir let through.
+  std::string workdir = work.string();
+  if (std::filesystem::path(l.workdir).is_absolute()) {
+    workdir = l.workdir;
+  } else if (!l.workdir.empty()) {
+    workdir = (work / l.workdir).string();
+    std::filesystem::create_directories(workdir, ec);
+    GiveTree(workdir, job_uid_, job_gid_);
+  }
+  auto pid = SpawnInSession(std::move(args), Environment(env, workdir, TaskUser()), out, err, workdir);
+  if (!pid) {
+    // Not started (no such program, no such directory...): say so where the user will look.
+    std::ofstream(err, std::ios::app) << fmt::format("gpupool agent: cannot start {} in {}: {}\n", l.command[0], workdir,
+                                                     pid.error().message());
+    t.exit_code = 126;
+    t.error = fmt::format("cannot start {}: {}", l.command[0], pid.error().message());
+    t.ckpt_final = true;
+  } else {
+    t.pid = *pid;
+    by_pid_[t.pid] = key;
+    std::ofstream(dir / "pid") << t.pid << "\n";
+  }
+  if (t.pid > 0 && cgroups_.available() && (l.cpu.value() > 0 || l.memory.value() > 0)) {
+    // Limits apply from here on; what the task did in its first instant is not capped.
+    if (Status s = cgroups_.Place(t.pid, TaskDir(key).filename().string(), l.cpu, l.memory); !s.ok()) {
+      fmt::print(stderr, "gpupool agent: job {} task {}: no cgroup limits: {}\n", l.job, l.task, s.message());
+    }
+  }
+  tasks_[key] = std::move(t);
+  MarkGpus();
+}
+
+void Agent::StartSome() {
+  const int64_t until = NowMs() + 100;
+  while (!to_start_.empty() && NowMs() < until) {
+    TaskLaunch l = std::move(to_start_.front());
+    to_start_.pop_front();
+    const TaskKey key{l.job, l.task, l.attempt};
+    auto done = restored_.find(key);
+    if (done != restored_.end()) {
+      const std::string note = std::move(done->second);
+      restored_.erase(done);
+      Start(l, note);
+    } else if (l.carry_checkpoint && l.attempt > 1 && !seen_.count(key)) {
+      carrier_->Download(key, CheckpointDir(key));
+      restoring_[key] = std::move(l);
+    } else {
+      if (l.carry_checkpoint && l.attempt <= 1) {  // a first attempt starts clean
+        std::error_code ec;
+        std::filesystem::remove_all(CheckpointDir(key), ec);
+      }
+      Start(l);
+    }
+  }
+}
+
+void Agent::CarryCheckpoints(int64_t now) {
+  for (CheckpointCarrier::Done& d : carrier_->Take()) {
+    if (!d.upload) {
+      auto it = restoring_.find(d.key);
+      if (it == restoring_.end()) continue;  // cancelled meanwhile
+      restored_[d.key] = d.status.ok() ? fmt::format("gpupool agent: checkpoint: {}\n", d.note)
+                                       : fmt::format("gpupool agent: checkpoint not restored ({}); starting without it\n",
+                                                     d.status.message());
+      to_start_.push_front(std::move(it->second));
+      restoring_.erase(it);
+      continue;
+    }
+    auto it = tasks_.find(d.key);
+    if (it == tasks_.end()) continue;
+    Task& t = it->second;
+    t.ckpt_busy = false;
+    if (d.status.ok()) {
+      t.ckpt_sent = d.shipped;
+      t.ckpt_failures = 0;
+    } else if (d.status.code() == StatusCode::kFailedPrecondition) {
+      // Fenced off (the job moved on) or too big: shipping it again will not help. The task's
+      // own stderr says so, where its user will look.
+      fmt::print(stderr, "gpupool agent: job {} task {}: checkpoint not shipped: {}\n", d.key.job, d.key.task, d.status.message());
+      std::ofstream(TaskDir(d.key) / "stderr", std::ios::app)
+          << fmt::format("gpupool agent: this task's checkpoint was not carried to the pool: {}\n", d.status.message());
+      t.ckpt_sent = t.ckpt_seen;
+      t.ckpt_final = t.exit_code || t.signal;
+    } else if (++t.ckpt_failures >= 3 && (t.exit_code || t.signal)) {
+      fmt::print(stderr, "gpupool agent: job {} task {}: giving up shipping its last checkpoint: {}\n", d.key.job, d.key.task,
+                 d.status.message());
+      t.ckpt_final = true;
+    }
+  }
+  const bool scan = now - last_ckpt_scan_ms_ >= o_.checkpoint_sync.value();
+  if (scan) last_ckpt_scan_ms_ = now;
+  for (auto& [key, t] : tasks_) {
+    if (t.ckpt_dir.empty() || t.ckpt_busy || t.ckpt_final) continue;
+    const bool ended = t.exit_code || t.signal;
+    if (!ended && !scan) continue;
+    const TreeSignature sig = SignTree(t.ckpt_dir);
+    // While running, ship a change once it has been still for a period (not a half-written
+    // file); after the end, ship whatever differs at once, and hold the end's report until then.
+    const bool ship = sig != t.ckpt_sent && (ended || sig == t.ckpt_seen);
+    t.ckpt_seen = sig;
+    if (ship) {
+      carrier_->Upload(key, t.ckpt_dir);
+      t.ckpt_busy = true;
+    } else if (ended && sig == t.ckpt_sent) {
+      t.ckpt_final = true;
+    }
+  }
+}
+
+void Agent::StartSelfTest(int gpu) {
+  for (const auto& [pid, run] : selftests_) {
+    if (run.gpu == gpu) return;  // one at a time
+  }
+  auto devices = gpus_->Devices();
+  std::string uuid;
+  if (devices) {
+    for (const GpuDevice& d : *devices) {
+      if (d.index == gpu) uuid = d.uuid;
+    }
+  }
+  std::vector<std::string> args;
+  if (!o_.selftest_command.empty()) {
+    args = {"/bin/sh", "-c", o_.selftest_command};
+  } else if (gpus_->kind() == std::string_view("simulated")) {
+    selftest_results_.push_back(GpuSelfTest{.gpu = gpu, .passed = true, .detail = "simulated GPU: no hardware to test"});
+    return;
+  } else {
+    args = {o_.self_exe, "gpu-selftest", "--uuid", uuid};
+  }
+  const auto log = o_.work_dir / fmt::format("selftest-gpu{}.log", gpu);
+  std::ofstream(log, std::ios::trunc).close();
+  auto pid = SpawnInSession(std::move(args),
+                            Environment({{"CUDA_VISIBLE_DEVICES", std::to_string(gpu)}, {"CUDA_DEVICE_ORDER", "PCI_BUS_ID"},
+                                         {"GPUPOOL_SELFTEST_GPU", std::to_string(gpu)}, {"GPUPOOL_SELFTEST_UUID", uuid}},
+                                        o_.work_dir.string(), TaskUser()),
+                            log.string(), log.string(), o_.work_dir.string());
+  if (!pid) {
+    selftest_results_.push_back(GpuSelfTest{.gpu = gpu, .passed = false, .detail = "cannot start: " + pid.error().message()});
+    return;
+  }
+  selftests_[*pid] = SelfTestRun{.gpu = gpu, .deadline_ms = NowMs() + o_.selftest_timeout.value(), .log = log};
+}
+
+void Agent::SelfTestEnded(pid_t pid, int status) {
+  auto it = selftests_.find(pid);
+  if (it == selftests_.end()) return;
+  // The detail: the last line the test printed, and how it ended.
+  std::ifstream in(it->second.log);
+  std::string line;
+  std::string last;
+  while (std::getline(in, line)) {
+    if (line.find_first_not_of(" \t\r") != std::string::npos) last = line;
+  }
+  if (last.size() > 300) last.resize(300);
+  const bool passed = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+  std::string how = WIFEXITED(status) ? fmt::format("exit {}", WEXITSTATUS(status))
+                                      : fmt::format("killed by signal {}", WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+  if (status < 0) how = fmt::format("timed out after {}", FormatMillis(o_.selftest_timeout));
+  selftest_results_.push_back(GpuSelfTest{.gpu = it->second.gpu, .passed = passed && status >= 0,
+                                          .detail = last.empty() ? how : fmt::format("{} ({})", last, how)});
+  selftests_.erase(it);
+}
+
+void Agent::Cancel(const TaskKey& key, int grace_ms) {
+  auto it = tasks_.find(key);
+  if (it == tasks_.end() || it->second.exit_code || it->second.signal || it->second.pid <= 0) return;
+  // SIGTERM reaches the supervisor, which passes it to the task; SIGKILL follows after the
+  // grace (the server's, e.g. a reclaim notice, else the agent's own).
+  kill(-it->second.pid, SIGTERM);
+  it->second.kill_at_ms = NowMs() + (grace_ms >= 0 ? grace_ms : o_.kill_grace.value());
+}
+
+void Agent::Exited(Task& t, int status) {
+  if (WIFEXITED(status)) t.exit_code = WEXITSTATUS(status);
+  if (WIFSIGNALED(status)) {
+    t.signal = WTERMSIG(status);
+    t.exit_code = 128 + WTERMSIG(status);
+  }
+  kill(-t.pid, SIGKILL);  // anything the task left behind in its group
+  ReadStatus(TaskKey{t.launch.job, t.launch.task, t.launch.attempt}, t);
+}
+
+void Agent::ReadStatus(const TaskKey& key, Task& t) {
+  std::ifstream st(TaskDir(key) / "status");
+  std::string kind;
+  int value = 0;
+  std::string lost;
+  if (!(st >> kind >> value)) return;
+  st >> lost;
+  t.lost = lost == "lost";
+  if (t.lost && t.error.empty()) t.error = "its lease ran out";
+}
+
+void Agent::Reap() {
+  bool any = false;
+  int status = 0;
+  pid_t pid;
+  while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+    if (selftests_.count(pid)) {
+      SelfTestEnded(pid, status);
+      continue;
+    }
+    auto it = by_pid_.find(pid);
+    if (it == by_pid_.end()) continue;
+    auto t = tasks_.find(it->second);
+    by_pid_.erase(it);
+    if (t == tasks_.end()) continue;
+    Exited(t->second, status);
+    cgroups_.Remove(TaskDir(t->first).filename().string());
+    any = true;
+  }
+  const int64_t now = NowMs();
+  for (auto st = selftests_.begin(); st != selftests_.end();) {
+    const pid_t p = (st++)->first;
+    if (now > selftests_[p].deadline_ms) {
+      kill(-p, SIGKILL);
+      waitpid(p, nullptr, 0);
+      SelfTestEnded(p, -1);
+    }
+  }
+  for (auto& [key, t] : tasks_) {
+    if (t.exit_code || t.signal) continue;
+    if (t.kill_at_ms > 0 && now > t.kill_at_ms) kill(-t.pid, SIGKILL);
+    if (!t.adopted) continue;
+    // Not our child: its supervisor's status file says how it ended.
+    std::ifstream st(TaskDir(key) / "status");
+    std::string kind;
+    int value = 0;
+    if (st >> kind >> value) {
+      if (kind == "signal") {
+        t.signal = value;
+        t.exit_code = 128 + value;
+      } else {
+        t.exit_code = value;
+      }
+      ReadStatus(key, t);
+      any = true;
+    } else if (kill(t.pid, 0) != 0) {
+      t.exit_code = -1;  // vanished without a status: it did not end normally
+      t.error = "its supervisor vanished";
+      any = true;
+    }
+  }
+  if (any) MarkGpus();
+}
+
+// Simulated GPUs follow the work: a GPU a running task holds reads as busy.
+void Agent::MarkGpus() {
+  auto* sim = dynamic_cast<SimulatedGpuSource*>(gpus_.get());
+  if (!sim) return;
+  std::array<int64_t, 16> busy{};
+  for (const auto& [key, t] : tasks_) {
+    if (t.exit_code || t.signal) continue;
+    for (int g = 0; g < 16; ++g) {
+      if (t.launch.gpu_mask >> g & 1) busy[static_cast<size_t>(g)] += 1000;
+    }
+  }
+  auto devices = sim->Devices();
+  for (const GpuDevice& d : *devices) {
+    (void)sim->SetBusy(d.index, PerMille{std::min<int64_t>(busy[static_cast<size_t>(d.index)], 1000)},
+                       MiB{busy[static_cast<size_t>(d.index)] > 0 ? d.memory.value() / 2 : 0});
+  }
+}
+
+bool Agent::ShipLogs(Task& t, TaskReport& r, int64_t& budget) {
+  bool complete = true;
+  const auto dir = TaskDir(TaskKey{t.launch.job, t.launch.task, t.launch.attempt});
+  const bool ended = t.exit_code || t.signal;
+  for (int s = 0; s < 2; ++s) {
+    const auto path = dir / (s == 0 ? "stdout" : "stderr");
+    int64_t& sent = t.sent[static_cast<size_t>(s)];
+    std::error_code ec;
+    const int64_t size = static_cast<int64_t>(std::filesystem::file_size(path, ec));
+    if (ec || size <= sent) continue;
+    std::string& chunk = s == 0 ? r.stdout_chunk : r.stderr_chunk;
+    // Too far behind: skip to the newest output, and say so in the log itself.
+    if (size - sent > (ended ? kLogEndBacklog : kLogBacklog)) {
+      const int64_t skip = size - sent - kLogKeep;
+      sent += skip;
+      t.dropped += skip;
+      chunk = fmt::format("\n[gpupool: {} bytes of output dropped here: the job wrote faster than its node ships logs]\n", skip);
+    }
+    std::ifstream in(path, std::ios::binary);
+    if (!in) continue;
+    const int64_t n = std::min({size - sent, kLogChunk, std::max<int64_t>(budget, 0)});
+    t.in_flight[static_cast<size_t>(s)] = n;
+    if (n > 0) {
+      const size_t at = chunk.size();
+      chunk.resize(at + static_cast<size_t>(n));
+      in.seekg(sent);
+      in.read(chunk.data() + at, n);
+      sent += n;
+      budget -= n;
+    }
+    if (sent < size) complete = false;
+  }
+  return complete;
+}
+
+}  // namespace gp
