@@ -112,6 +112,36 @@ BENCHMARK_CAPTURE(BM_KeptPass, spread, std::string("spread"))->Args({10'000, 100
 BENCHMARK_CAPTURE(BM_KeptPass, cost, std::string("cost"))->Args({10'000, 100'000})->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(BM_KeptPass, data_local, std::string("data-local"))->Args({10'000, 100'000})->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(BM_KeptPass, random, std::string("random"))->Args({10'000, 100'000})->Unit(benchmark::kMillisecond);
+// The kept pass as a function of the nodes (10,000 queued) and of the queue (10,000 nodes), and
+// of both together (queue = 10 x nodes): the rows the span form above has, as the owner runs them.
+BENCHMARK_CAPTURE(BM_KeptPass, fifo, std::string("fifo"))->Args({1'000, 10'000})->Args({2'500, 10'000})->Args({5'000, 10'000})
+    ->Args({10'000, 10'000})->Args({20'000, 10'000})->Args({10'000, 1'000})->Args({10'000, 30'000})->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(BM_KeptPass, balanced, std::string("balanced"))->Args({1'000, 10'000})->Args({2'500, 25'000})
+    ->Args({5'000, 50'000})->Args({20'000, 200'000})->Unit(benchmark::kMillisecond);
+void BusyState(SchedState& st);
+
+// A pass over a long queue on a full fleet: every class blocked since its last failure, nothing
+// improved. It looks at no job (the cost of a pass in which nothing changed).
+void BM_KeptPassNothingChanged(benchmark::State& state) {
+  const Fleet& fleet = FleetOf(static_cast<int>(state.range(0)));
+  const Backlog backlog = MakeBacklog(fleet, static_cast<int>(state.range(1)));
+  SchedState st(fleet);
+  BusyState(st);
+  const Policy policy = *BuiltinRegistry().MakePolicy("fifo");
+  JobQueue queue(*policy.queue);
+  for (const PendingJob& p : backlog.pending) queue.Add(p);
+  SplitMix64 first(1);
+  const Plan blocked = Schedule(st, queue, policy, first);
+  for (const Stopped& s : blocked.stopped) queue.Block(s.cls, st.generation(), s.decision);
+  int64_t looked = 0;
+  for (auto _ : state) {
+    SplitMix64 rng(1);
+    const Plan plan = Schedule(st, queue, policy, rng);
+    looked += plan.looked_at;
+    benchmark::DoNotOptimize(plan);
+  }
+  state.counters["looked_at/pass"] = static_cast<double>(looked) / static_cast<double>(state.iterations());
+}
 
 // One job arriving at a busy fleet (7 of 8 GPUs in use on every node): the latency of a pass
 // of one. The span form builds a queue of one; the kept form is what the state owner runs.
@@ -132,6 +162,7 @@ void BM_SingleArrival(benchmark::State& state) {
   }
 }
 BENCHMARK(BM_SingleArrival)->Arg(1'000)->Arg(10'000)->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_KeptPassNothingChanged)->Args({10'000, 100'000})->Unit(benchmark::kMicrosecond);
 
 void BM_SingleArrivalKept(benchmark::State& state, const std::string& policy_name) {
   const Fleet& fleet = FleetOf(static_cast<int>(state.range(0)));
