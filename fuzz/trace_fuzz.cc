@@ -1,4 +1,5 @@
-// libFuzzer harness: the trace readers (Philly, Tiresias, Gavel, Shockwave, Alibaba, profiles).
+// libFuzzer harness: the trace readers (Philly, Tiresias, Gavel, Shockwave, Alibaba, profiles,
+// a live pool's event log).
 // The first byte picks the reader; the rest is the file, written to a temporary file as the
 // readers take a path. A broken row must be an error naming its line, never a crash.
 #include <unistd.h>

@@ -11,6 +11,8 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <climits>
+#include <cstring>
 #include <ctime>
 #include <fstream>
 #include <map>
@@ -34,6 +36,26 @@ Result<int64_t> ParseTime(const std::string& s) {
   tm.tm_year -= 1900;
   tm.tm_mon -= 1;
   return static_cast<int64_t>(timegm(&tm)) * 1000 + ms;
+}
+
+constexpr int64_t kBad = INT64_MIN;
+
+// A whole number field of `data` in [lo, hi]: absent gives its default (lo when lo >= 0, else 0;
+// 1 for tasks, 1 for gpus_per_task); anything else is kBad.
+int64_t Whole(const Json& data, const char* name, int64_t lo, int64_t hi) {
+  const auto it = data.find(name);
+  if (it == data.end()) return std::string_view(name) == "tasks" || std::string_view(name) == "gpus_per_task" ? 1 : 0;
+  if (!it->is_number_integer()) return kBad;
+  const int64_t v = it->is_number_unsigned() && it->get<uint64_t>() > static_cast<uint64_t>(INT64_MAX) ? kBad : it->get<int64_t>();
+  return v < lo || v > hi ? kBad : v;
+}
+
+// A number field of `data` in [lo, hi], or -1.
+double Number(const Json& data, const char* name, double lo, double hi) {
+  const auto it = data.find(name);
+  if (it == data.end() || !it->is_number()) return -1;
+  const double v = it->get<double>();
+  return v >= lo && v <= hi ? v : -1;
 }
 
 struct LiveJob {
@@ -84,16 +106,28 @@ class EventsReader final : public TraceReader {
           TraceJob& t = j.job;
           t.line = n;
           t.name = data->value("name", "job-" + id);
-          t.tasks = data->value("tasks", 1);
-          const int per = data->value("gpus_per_task", 1);
-          if (t.tasks < 1 || t.tasks > 4096) return fail(fmt::format("field 'data.tasks': {} is out of range (1..4096)", t.tasks));
-          if (per < 0 || per > 16) return fail(fmt::format("field 'data.gpus_per_task': {} is out of range (0..16)", per));
-          t.gpus = t.tasks * per;
-          if (data->contains("gpu_share")) t.gpu_share = GpuMilli{static_cast<int64_t>((*data)["gpu_share"].get<double>() * 1000 + 0.5)};
-          t.cpu = MilliCpu{data->value("cpu_per_task_milli", int64_t{0}) * t.tasks};
-          t.memory = MiB{data->value("memory_per_task_mib", int64_t{0}) * t.tasks};
+          const int64_t tasks = Whole(*data, "tasks", 1, 4096);
+          const int64_t per = Whole(*data, "gpus_per_task", 0, 16);
+          if (tasks == kBad) return fail("field 'data.tasks': expected a whole number in 1..4096");
+          if (per == kBad) return fail("field 'data.gpus_per_task': expected a whole number in 0..16");
+          t.tasks = static_cast<int>(tasks);
+          t.gpus = t.tasks * static_cast<int>(per);
+          if (data->contains("gpu_share")) {
+            const double share = Number(*data, "gpu_share", 0.001, 1.0);
+            if (share < 0) return fail("field 'data.gpu_share': expected a number in 0.001..1");
+            t.gpu_share = GpuMilli{static_cast<int64_t>(share * 1000 + 0.5)};
+          }
+          const int64_t cpu = Whole(*data, "cpu_per_task_milli", 0, int64_t{1} << 30);
+          const int64_t memory = Whole(*data, "memory_per_task_mib", 0, int64_t{1} << 40);
+          const int64_t priority = Whole(*data, "priority", -1'000'000, 1'000'000);
+          if (cpu < 0 || memory < 0 || priority == kBad) {
+            return fail("a field of data is out of range (cpu_per_task_milli 0..2^30, memory_per_task_mib 0..2^40, "
+                        "priority -1e6..1e6)");
+          }
+          t.cpu = MilliCpu{cpu * t.tasks};
+          t.memory = MiB{memory * t.tasks};
           if (data->contains("gpu_models")) t.gpu_models = (*data)["gpu_models"].get<std::vector<std::string>>();
-          t.priority = data->value("priority", 0);
+          t.priority = static_cast<int>(priority);
           order.push_back(id);
         } else if (what == "placed") {
           if (auto it = jobs.find(id); it != jobs.end()) it->second.placed = *at;
@@ -109,6 +143,10 @@ class EventsReader final : public TraceReader {
     for (const std::string& id : order) {
       const LiveJob& j = jobs.at(id);
       if (first < 0) first = j.submitted;
+      if (j.submitted < first) {
+        return InvalidArgument(fmt::format("{}:{}: job {} was submitted before the first submission: the log is out of order",
+                                           path, j.line, id));
+      }
       if (j.placed < 0 || j.ended < j.placed) continue;  // never ran, or still running
       TraceJob t = j.job;
       t.submit = Millis{j.submitted - first};

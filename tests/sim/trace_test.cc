@@ -128,9 +128,15 @@ TEST(TraceReadersTest, BrokenRowsNameFileAndLine) {
       {"events: no data", "e3.ndjson", R"({"type":"io.gpupool.job.placed","time":"2026-01-01T00:00:00Z"})", "1: field 'data'"},
       {"events: tasks out of range", "e4.ndjson",
        R"({"type":"io.gpupool.job.submitted","time":"2026-01-01T00:00:00Z","data":{"id":"1","tasks":0}})",
-       "1: field 'data.tasks': 0 is out of range"},
+       "1: field 'data.tasks': expected a whole number in 1..4096"},
+      {"events: share out of range", "e6.ndjson",
+       R"({"type":"io.gpupool.job.submitted","time":"2026-01-01T00:00:00Z","data":{"id":"1","gpu_share":1e300}})",
+       "1: field 'data.gpu_share'"},
+      {"events: cpu out of range", "e7.ndjson",
+       R"({"type":"io.gpupool.job.submitted","time":"2026-01-01T00:00:00Z","data":{"id":"1","cpu_per_task_milli":9e18}})",
+       "1: a field of data is out of range"},
       {"events: wrong type", "e5.ndjson",
-       R"({"type":"io.gpupool.job.submitted","time":"2026-01-01T00:00:00Z","data":{"id":"1","tasks":"two"}})",
+       R"({"type":"io.gpupool.job.submitted","time":"2026-01-01T00:00:00Z","data":{"id":"1","gpu_models":[1,2]}})",
        "1: job 1: a field of the wrong type"},
   };
   for (const BadCase& c : cases) {
