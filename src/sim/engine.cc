@@ -121,7 +121,6 @@ class Engine {
   int64_t total_gpu_milli_ = 0;
 
   std::vector<SimJob> jobs_;
-  std::vector<PendingJob> compiled_;       // by job index
   std::vector<size_t> arrival_order_;
   std::vector<SimJobResult> results_;
   std::priority_queue<Completion, std::vector<Completion>, std::greater<>> running_;
@@ -166,17 +165,11 @@ Status Engine::Load(const Trace& trace) {
     results_.push_back(SimJobResult{.id = JobId{i + 1}, .name = t.name, .line = t.line, .gpus = t.gpus,
                                     .tasks = tasks, .submit = t.submit});
   }
-  compiled_.resize(jobs_.size());
   for (size_t i = 0; i < jobs_.size(); ++i) {
-    auto p = CompileJob(jobs_[i].spec, fleet_);
-    if (!p) {
-      // Out of the scheduler's range (say 17 GPUs on one node): refuse the job, do not stop.
+    // Admission, as the cluster state judges it: out of the scheduler's range (say 17 GPUs on
+    // one node) or never able to run on this fleet: refused, counted, never stopping the run.
+    if (!cluster_.Admit(jobs_[i].spec).ok()) {
       results_[i].outcome = Outcome::kNever;
-      continue;
-    }
-    compiled_[i] = *p;
-    if (!FitsFleet(cluster_.sched(), compiled_[i])) {
-      results_[i].outcome = Outcome::kNever;  // refused at admission, as the server does
       continue;
     }
     arrival_order_.push_back(i);

@@ -38,6 +38,15 @@ std::vector<uint64_t> ClusterState::TakeChanged() {
   return out;
 }
 
+Status ClusterState::Admit(const JobSpec& spec) const {
+  auto p = CompileJob(spec, sched_.fleet());
+  if (!p) return p.error();
+  if (options_.never == NeverFits::kRefuse && !FitsFleet(sched_, *p)) {
+    return Status(StatusCode::kFailedPrecondition, "cannot run on this fleet");
+  }
+  return Status::Ok();
+}
+
 void ClusterState::Accept(JobRecord job) {
   const uint64_t id = job.spec.id.value();
   next_id_ = std::max(next_id_, id + 1);

@@ -63,6 +63,11 @@ class ClusterState {
 
   // --- jobs ---
   uint64_t next_id() const { return next_id_; }
+  // Admission: the job's spec is in the scheduler's range and, on a fixed fleet
+  // (NeverFits::kRefuse), some node class could ever hold it (FitsFleet, O(node classes)); the
+  // error names the field or says why it never fits. A live pool's fleet may grow: there a job
+  // that does not fit yet waits, with the reason.
+  Status Admit(const JobSpec& spec) const;
   // A job enters the queue (its id set: next_id() for a new one). Emits nothing: the owner
   // emits "submitted" before it stores the job, and calls this once it is stored.
   void Accept(JobRecord job);
