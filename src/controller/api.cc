@@ -439,7 +439,7 @@ void Api::Route(const HttpRequest& r, const Caller& caller, Respond& respond) {
       bool first = true;
       const auto jobs = c_.ListJobs(f);
       for (const JobRecord* j : jobs) {
-        body += (first ? "" : ",") + JobToJson(*j);
+        body += (first ? "" : ",") + JobToJson(*j, c_.MessageOf(*j));
         first = false;
       }
       body += "]";
@@ -452,12 +452,12 @@ void Api::Route(const HttpRequest& r, const Caller& caller, Respond& respond) {
       auto id = ParseId(p[2]);
       const JobRecord* j = id ? c_.FindJob(*id) : nullptr;
       if (!j) return respond(Fail(404, fmt::format("no job '{}'", p[2])));
-      if (p.size() == 3 && m == "GET") return respond(Json(200, JobToJson(*j)));
+      if (p.size() == 3 && m == "GET") return respond(Json(200, JobToJson(*j, c_.MessageOf(*j))));
       if ((p.size() == 3 && m == "DELETE") || (p.size() == 4 && p[3] == "cancel" && m == "POST")) {
         Status s = c_.Cancel(*id);
         if (!s.ok()) return respond(Fail(HttpStatusOf(s), s.message()));
         Poke();
-        return respond(Json(200, JobToJson(*c_.FindJob(*id))));
+        return respond(Json(200, JobToJson(*c_.FindJob(*id), c_.MessageOf(*c_.FindJob(*id)))));
       }
       if (p.size() == 4 && p[3] == "checkpoint" && m == "GET") {
         int task = 0;

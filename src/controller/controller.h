@@ -98,6 +98,8 @@ class Controller {
   // Validates, stores durably, queues. The returned id is acknowledged.
   Result<JobId> Submit(JobRecord request);
   const JobRecord* FindJob(JobId id) const;
+  // What the API says of a job: a waiting job's reason (its class's), else its own message.
+  std::string_view MessageOf(const JobRecord& j) const { return cluster_.MessageOf(j); }
   std::vector<const JobRecord*> ListJobs(const JobFilter& f) const;
   Status Cancel(JobId id);
   Status SetDraining(const std::string& node, bool draining);

@@ -57,6 +57,11 @@ const Decision* JobQueue::DecisionOf(JobId id) const {
   return c.last.reason_set || c.blocked_at > 0 ? &c.last : nullptr;
 }
 
+int64_t JobQueue::ClassOf(JobId id) const {
+  auto it = where_.find(id.value());
+  return it == where_.end() ? -1 : static_cast<int64_t>(it->second.cls);
+}
+
 std::vector<const JobQueue::Entry*> JobQueue::InOrder() const {
   std::vector<const Entry*> out;
   out.reserve(where_.size());

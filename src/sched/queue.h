@@ -84,6 +84,8 @@ class JobQueue {
   void Block(uint32_t cls, uint64_t generation, Decision why);
   // The decision that stands for a waiting job (its class's), or nullptr before any pass.
   const Decision* DecisionOf(JobId id) const;
+  // The class a waiting job is in, or -1.
+  int64_t ClassOf(JobId id) const;
   // Every waiting job, in queue order (O(n log n); for listings and tests).
   std::vector<const Entry*> InOrder() const;
 

@@ -174,10 +174,10 @@ void ClusterState::ApplyDecisions(const Plan& plan, Millis now, PassResult& out)
       queue_.Block(st.cls, sched_.generation(), d);
       continue;
     }
-    std::vector<JobId> jobs;
-    for (const JobQueue::Entry& e : queue_.classes()[st.cls].jobs) jobs.push_back(e.id);
     if (refuse) {
       // A fixed fleet: what never fits is refused, the whole class.
+      std::vector<JobId> jobs;
+      for (const JobQueue::Entry& e : queue_.classes()[st.cls].jobs) jobs.push_back(e.id);
       for (JobId id : jobs) {
         JobRecord& j = jobs_.at(id.value());
         queue_.Remove(id);
@@ -191,15 +191,20 @@ void ClusterState::ApplyDecisions(const Plan& plan, Millis now, PassResult& out)
       continue;
     }
     queue_.Block(st.cls, sched_.generation(), d);
-    // Why they wait, in each job's words (O(jobs of the class)).
+    // Why they wait, once for the class (MessageOf shows it for each of its jobs).
+    const JobRecord& tried = jobs_.at(d.job.value());
     std::string msg = d.outcome == Outcome::kNever ? "cannot run on the current fleet: " : "waiting: ";
-    for (JobId id : jobs) {
-      JobRecord& j = jobs_.at(id.value());
-      std::string m = msg;
-      if (!d.reasons().empty()) m += DescribeReason(d.reasons().front().example, sched_.fleet(), PendingJob{.spec = &j.spec});
-      if (m != j.message) j.message = std::move(m);
-    }
+    if (!d.reasons().empty()) msg += DescribeReason(d.reasons().front().example, sched_.fleet(), PendingJob{.spec = &tried.spec});
+    class_message_[st.cls] = std::move(msg);
   }
+}
+
+std::string_view ClusterState::MessageOf(const JobRecord& j) const {
+  if (j.state != JobState::kQueued) return j.message;
+  const int64_t cls = queue_.ClassOf(j.spec.id);
+  if (cls < 0) return j.message;
+  auto it = class_message_.find(cls);
+  return it == class_message_.end() ? std::string_view(j.message) : std::string_view(it->second);
 }
 
 void ClusterState::Unplace(const PassResult& pass) {

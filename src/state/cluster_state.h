@@ -16,6 +16,7 @@
 #include <set>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <vector>
 
 #include "core/rng.h"
@@ -80,6 +81,9 @@ class ClusterState {
   const std::set<uint64_t>& queued() const { return queued_; }
   // The stand-in decision of a waiting job (its shape's), or nullptr when no pass has judged it.
   const Decision* DecisionOf(JobId id) const { return queue_.DecisionOf(id); }
+  // What to say of the job: for a waiting job its class's reason ("waiting: GPUs: asked 8,
+  // free 2 of 8"), kept once per class (O(1) a pass, however many jobs wait); else its own.
+  std::string_view MessageOf(const JobRecord& j) const;
 
   // --- the pass ---
   struct PassResult {
@@ -155,6 +159,7 @@ class ClusterState {
   std::set<uint64_t> failing_;          // failing_over
   std::vector<std::set<TaskKey>> on_node_;
   std::set<uint64_t> changed_;
+  std::unordered_map<int64_t, std::string> class_message_;  // why each blocked class waits
   uint64_t next_id_ = 1;
   size_t models_seen_ = 0;  // the fleet's GPU models when the queue was last compiled
   int64_t placed_total_ = 0;

@@ -256,7 +256,7 @@ Result<JobRecord> ParseSubmitRequest(std::string_view body) {
   });
 }
 
-std::string JobToJson(const JobRecord& r) {
+std::string JobToJson(const JobRecord& r, std::optional<std::string_view> message) {
   const JobSpec& s = r.spec;
   Json j;
   j["id"] = std::to_string(s.id.value());
@@ -289,7 +289,7 @@ std::string JobToJson(const JobRecord& r) {
   j["submit_ms"] = s.submit_time.value();
   j["start_ms"] = r.start_ms;
   j["end_ms"] = r.end_ms;
-  j["message"] = r.message;
+  j["message"] = message ? std::string(*message) : r.message;
   j["cancel_requested"] = r.cancel_requested;
   Json tasks = Json::array();
   for (const TaskRecord& t : r.tasks) {

@@ -20,7 +20,8 @@ namespace gp {
 Result<JobRecord> ParseSubmitRequest(std::string_view body);
 
 // A job as the API shows it and the journal stores it (the one form serves both).
-std::string JobToJson(const JobRecord& job);
+// `message`, when given, is shown instead of the record's (a waiting job's, which its class keeps).
+std::string JobToJson(const JobRecord& job, std::optional<std::string_view> message = std::nullopt);
 Result<JobRecord> JobFromJson(std::string_view json);
 
 // A node as the API shows it and the journal stores it. `free_gpus` and `load` are

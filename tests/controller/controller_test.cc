@@ -173,6 +173,8 @@ TEST(ControllerTest, TaskSlotsBoundTasksPerNode) {
   EXPECT_EQ(e.c->FindJob(second)->state, JobState::kQueued) << "3 more would make 6 on a node of 4 slots";
   EXPECT_EQ(e.c->FindJob(wide)->state, JobState::kQueued);
   EXPECT_NE(e.c->Explain(second).find("3 tasks must start together, only 1 fit at once"), std::string::npos) << e.c->Explain(second);
+  // What the API shows of each waiting job: its class's reason, kept once per class.
+  EXPECT_EQ(e.c->MessageOf(*e.c->FindJob(second)).substr(0, 9), "waiting: ") << e.c->MessageOf(*e.c->FindJob(second));
   (void)e.Beat("small", {{.job = first.value(), .task = 0, .attempt = 1}, {.job = first.value(), .task = 1, .attempt = 1},
                          {.job = first.value(), .task = 2, .attempt = 1}});
   std::vector<TaskReport> ends;
