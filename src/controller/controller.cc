@@ -79,8 +79,9 @@ Status Controller::Persist(const JobRecord& job) {
 
 Status Controller::StoreChanged() {
   if (cluster_.inconsistencies() != inconsistencies_seen_) {
+    stats_.inconsistencies += cluster_.inconsistencies() - inconsistencies_seen_ - 1;  // Inconsistent() counts one
     inconsistencies_seen_ = cluster_.inconsistencies();
-    Inconsistent(Status(StatusCode::kInternal, "the scheduling state refused to release an allocation it did not hold"));
+    Inconsistent(cluster_.last_inconsistency());
   }
   const std::vector<uint64_t> ids = cluster_.TakeChanged();
   if (ids.empty()) return Status::Ok();

@@ -1,5 +1,7 @@
 #include "sched/schedule.h"
 
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <bit>
 #include <limits>
@@ -173,6 +175,8 @@ class Pass {
   // Why the job (which just failed to place) waits: its first task judged on every candidate
   // the index offers; the nodes it passes over counted under the index's own reason.
   Decision Explain(const PendingJob& job) const;
+  // Inconsistencies the pass found (a bug if ever any).
+  std::vector<Status>& internal() { return internal_; }
 
  private:
   const NodeState& Node(uint32_t pos) const {
@@ -235,7 +239,13 @@ class Pass {
     NodeState& n = Touch(pos);
     TaskAllocation a{.node = n.id, .gpu_mask = PickGpus(n, st_.fleet().node(n.id), d), .share = d.share, .cpu = d.cpu,
                      .memory = d.memory};
-    if (!Allocate(n, a).ok()) return std::nullopt;  // a filter and Allocate disagree: refuse
+    if (Status s = Allocate(n, a); !s.ok()) {
+      // The filters passed the node and Allocate refuses it: a bug, reported as one (the job is
+      // not placed, and the owner counts and reports the inconsistency; never a plain "not now").
+      internal_.push_back(Status(StatusCode::kInternal, fmt::format("job {}: node {} passed every filter, but Allocate refused: {}",
+                                                                    job.spec->id.value(), n.id.value(), s.message())));
+      return std::nullopt;
+    }
     free_gpu_milli_ -= std::popcount(a.gpu_mask) * a.share.value();
     overlay_.Place(pos, n);
     return a;
@@ -243,7 +253,11 @@ class Pass {
 
   void Undo(const TaskAllocation& a) {
     NodeState& n = Touch(a.node.value());
-    if (!Release(n, a).ok()) return;  // undoing this pass's own Allocate cannot fail
+    if (Status s = Release(n, a); !s.ok()) {  // undoing this pass's own Allocate cannot fail
+      internal_.push_back(Status(StatusCode::kInternal, fmt::format("node {}: undoing a placement of this pass failed: {}",
+                                                                    a.node.value(), s.message())));
+      return;
+    }
     free_gpu_milli_ += std::popcount(a.gpu_mask) * a.share.value();
     overlay_.Place(a.node.value(), n);
   }
@@ -257,6 +271,7 @@ class Pass {
   MicroUsd max_price_{0};
   SlotOrder slot_order_;
   SlotOrder nearest_;
+  std::vector<Status> internal_;
 };
 
 Decision Pass::Explain(const PendingJob& job) const {
@@ -370,6 +385,7 @@ Plan Schedule(const SchedState& state, const JobQueue& queue, const Policy& poli
     }
     stop(h.cls, pass.Explain(job));
   }
+  plan.internal = std::move(pass.internal());
   return plan;
 }
 

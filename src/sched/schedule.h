@@ -58,6 +58,9 @@ struct Plan {
   std::vector<Stopped> stopped;  // classes that stopped, in the order they did
   int64_t searched = 0;          // jobs for which nodes were searched
   int64_t looked_at = 0;         // jobs taken from the queue
+  // Inconsistencies found (a node that passed every filter and that Allocate refused): a bug if
+  // ever any; the job concerned is not placed, and the owner counts and reports each.
+  std::vector<Status> internal;
 };
 
 // A pass over the owner's queue (built with this policy's queue order). Classes blocked since

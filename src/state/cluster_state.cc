@@ -27,6 +27,11 @@ JobRecord* ClusterState::Find(JobId id) {
   return it == jobs_.end() ? nullptr : &it->second;
 }
 
+void ClusterState::Inconsistent(const Status& s) {
+  ++inconsistencies_;
+  last_inconsistency_ = s;
+}
+
 void ClusterState::Changed(const JobRecord& j, std::string_view what) {
   Touch(j);
   listener_.JobChanged(j, what);
@@ -126,6 +131,7 @@ ClusterState::PassResult ClusterState::Pass(Millis now) {
   if (queue_.empty() || sched_.empty()) return out;
   const Plan plan = Schedule(sched_, queue_, policy_, rng_);
   out.ran = true;
+  for (const Status& s : plan.internal) Inconsistent(s);
   out.looked_at = static_cast<size_t>(plan.looked_at);
   for (const Placement& p : plan.placements) {
     JobRecord& j = jobs_.at(p.job.value());
@@ -133,7 +139,10 @@ ClusterState::PassResult ClusterState::Pass(Millis now) {
     std::vector<TaskAllocation> done;
     bool ok = true;
     for (const TaskAllocation& a : p.tasks) {
-      if (!sched_.Allocate(a).ok()) {
+      if (Status s = sched_.Allocate(a); !s.ok()) {
+        // The plan was made on this very state: a refusal is a bug, reported as one.
+        Inconsistent(Status(StatusCode::kInternal, fmt::format("job {}: the plan's node {} refused: {}", p.job.value(),
+                                                               a.node.value(), s.message())));
         ok = false;
         break;
       }
@@ -141,7 +150,7 @@ ClusterState::PassResult ClusterState::Pass(Millis now) {
     }
     if (!ok) {
       for (const TaskAllocation& a : done) {
-        if (!sched_.Release(a).ok()) ++inconsistencies_;  // undoing our own Allocate cannot fail
+        if (!sched_.Release(a).ok()) Inconsistent(Status(StatusCode::kInternal, "undoing a placement's own allocation failed"));  // cannot fail
       }
       continue;
     }
@@ -214,7 +223,7 @@ void ClusterState::Unplace(const PassResult& pass) {
     for (size_t t = 0; t < j.tasks.size(); ++t) {
       const TaskAllocation& a = j.tasks[t].allocation;
       on_node_[a.node.value()].erase(TaskKey{id, static_cast<int>(t), j.attempt});
-      if (!sched_.Release(a).ok()) ++inconsistencies_;
+      if (Status s = sched_.Release(a); !s.ok()) Inconsistent(s);
     }
     j.tasks.clear();
     --j.attempt;
@@ -265,7 +274,7 @@ void ClusterState::AddAttained(JobRecord& j, Millis now) {
 void ClusterState::ReleaseTask(JobRecord& j, int task) {
   const TaskAllocation& a = j.tasks[static_cast<size_t>(task)].allocation;
   if (a.node.value() < on_node_.size()) on_node_[a.node.value()].erase(TaskKey{j.spec.id.value(), task, j.attempt});
-  if (!sched_.Release(a).ok()) ++inconsistencies_;
+  if (Status s = sched_.Release(a); !s.ok()) Inconsistent(s);
 }
 
 void ClusterState::TaskEnded(JobRecord& j, int task, std::optional<int> code, std::optional<int> signal,

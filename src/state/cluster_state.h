@@ -133,11 +133,15 @@ class ClusterState {
   std::vector<uint64_t> TakeChanged();
   int64_t placed_total() const { return placed_total_; }
   int64_t failovers_total() const { return failovers_total_; }
-  // Releases the state refused (a double free: a bug if ever > 0).
+  // Inconsistencies found: a release the state refused (a double free), a plan's node that
+  // refused its allocation, a node that passed every filter and that Allocate refused. A bug if
+  // ever > 0; the last one says what it was.
   int64_t inconsistencies() const { return inconsistencies_; }
+  const Status& last_inconsistency() const { return last_inconsistency_; }
 
  private:
   void Changed(const JobRecord& j, std::string_view what);
+  void Inconsistent(const Status& s);
   void Touch(const JobRecord& j) { changed_.insert(j.spec.id.value()); }
   void Enqueue(JobRecord& j);
   void ReleaseTask(JobRecord& j, int task);
@@ -165,6 +169,7 @@ class ClusterState {
   int64_t placed_total_ = 0;
   int64_t failovers_total_ = 0;
   int64_t inconsistencies_ = 0;
+  Status last_inconsistency_;
 };
 
 // A job event's data as the live pool stores it and `gpupool sim --events` writes it (the

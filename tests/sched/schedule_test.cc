@@ -264,3 +264,38 @@ TEST(ScheduleTest, RandomPolicyIsSeeded) {
 
 }  // namespace
 }  // namespace gp
+
+namespace gp {
+namespace {
+
+// A node that passes every filter and that Allocate refuses is a bug, and the plan says so: the
+// job is not placed, and plan.internal names it (never a plain "not placed"). Made here with a
+// policy that runs no CPU filter, so a task asking more CPU than a node has gets that far.
+TEST(ScheduleTest, AnInconsistencyIsReportedNotPassedOffAsNotPlaced) {
+  const Fleet fleet = testing::Uniform(2, 8);
+  SchedState s(fleet);
+  testing::Jobs jobs(fleet);
+  jobs.Add({.gpus_per_task = 1, .cpu_per_task = MilliCpu{1'000'000}, .submit_time = Millis{0}});
+  Policy policy = testing::MakePolicy("fifo");
+  for (size_t i = 0; i < policy.filter_names.size(); ++i) {
+    if (policy.filter_names[i] == "cpu") {
+      policy.filters.erase(policy.filters.begin() + static_cast<long>(i));
+      policy.filter_names.erase(policy.filter_names.begin() + static_cast<long>(i));
+      break;
+    }
+  }
+  SplitMix64 rng(1);
+  const Plan plan = Schedule(s, jobs.pending(), policy, rng);
+  EXPECT_TRUE(plan.placements.empty());
+  ASSERT_FALSE(plan.internal.empty());
+  EXPECT_NE(plan.internal[0].message().find("passed every filter, but Allocate refused"), std::string::npos)
+      << plan.internal[0].message();
+  // With every filter, the same job is simply not placed, for its reason, and nothing is wrong.
+  SplitMix64 rng2(1);
+  const Plan fine = Schedule(s, jobs.pending(), testing::MakePolicy("fifo"), rng2);
+  EXPECT_TRUE(fine.internal.empty());
+  EXPECT_EQ(fine.decisions[0].reasons()[0].example.code, ReasonCode::kCpu);
+}
+
+}  // namespace
+}  // namespace gp
