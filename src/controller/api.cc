@@ -106,9 +106,9 @@ Api::Api(Controller& controller, EventLoop& loop, ApiOptions options)
                             .Help("Silence of a node, from the server's last answer, when it was declared down.")
                             .Register(*registry_)
                             .Add({}, prometheus::Histogram::BucketBoundaries{0.5, 1, 1.5, 2, 3, 5, 10, 30, 60});
-  c_.on_pass = [this](double seconds, size_t pending, size_t) {
+  c_.on_pass = [this](double seconds, size_t looked_at, size_t) {
     decision_seconds_->Observe(seconds);
-    pass_jobs_->Observe(static_cast<double>(pending));
+    pass_jobs_->Observe(static_cast<double>(looked_at));
   };
   c_.on_down = [this](const std::string&, double seconds) { detection_seconds_->Observe(seconds); };
   // The operator hears of a failed store (or an inconsistency) once, on the server's stderr.

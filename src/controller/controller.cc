@@ -364,13 +364,12 @@ void Controller::Pass() {
   // is undone (allocations, events), so nothing runs that a restart would not know of.
   const size_t events_before = pending_events_.size();
   const uint64_t seq_before = next_event_seq_;
-  const size_t waiting = cluster_.queued().size();
   const auto t0 = std::chrono::steady_clock::now();
   const ClusterState::PassResult pass = cluster_.Pass(clock_.Now());
   if (pass.waiting_on_backoff) dirty_ = true;  // look again when the backoff ends
   if (!pass.ran) return;
   ++stats_.passes;
-  if (on_pass) on_pass(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), waiting, pass.placed.size());
+  if (on_pass) on_pass(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), pass.looked_at, pass.placed.size());
   if (Status s = StoreChanged(); !s.ok()) {
     cluster_.Unplace(pass);
     pending_events_.resize(events_before);

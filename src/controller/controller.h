@@ -172,8 +172,9 @@ class Controller {
   // Ok, or why the store failed (then Submit refuses and no pass runs).
   const Status& store_error() const { return store_error_; }
   std::function<void(const Status&)> on_store_error;
-  // Called after each scheduling pass with its wall time (the decision latency) and size.
-  std::function<void(double seconds, size_t pending, size_t placed)> on_pass;
+  // Called after each scheduling pass with its wall time (the decision latency), the jobs it
+  // looked at (a class that stays blocked is not looked at) and the jobs it placed.
+  std::function<void(double seconds, size_t looked_at, size_t placed)> on_pass;
   // Called when a node is declared down, with the silence that it took (the detection time).
   std::function<void(const std::string& node, double seconds)> on_down;
   // The fleet's and the scheduler's series as they stand (docs/observability.md): per-GPU
