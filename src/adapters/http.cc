@@ -198,6 +198,7 @@ class Session : public std::enable_shared_from_this<Session> {
       r.cookie = std::string(req[http::field::cookie]);
       r.content_type = std::string(req[http::field::content_type]);
       keep_alive_ = req.keep_alive();
+      version_ = req.version();  // answered in kind: an HTTP/1.0 client is told `Connection: keep-alive`
     };
     if (file_parser_) {
       auto& req = file_parser_->get();
@@ -239,7 +240,7 @@ class Session : public std::enable_shared_from_this<Session> {
 
   void Write(HttpResponse r, bool keep_alive) {
     if (!r.body_file.empty()) return WriteFile(std::move(r), keep_alive);
-    auto res = std::make_shared<http::response<http::string_body>>(static_cast<http::status>(r.status), 11);
+    auto res = std::make_shared<http::response<http::string_body>>(static_cast<http::status>(r.status), version_);
     res->set(http::field::server, "gpupool");
     res->set(http::field::content_type, r.content_type);
     for (const auto& [name, value] : r.headers) res->insert(name, value);
@@ -253,7 +254,7 @@ class Session : public std::enable_shared_from_this<Session> {
   }
 
   void WriteFile(HttpResponse r, bool keep_alive) {
-    auto res = std::make_shared<http::response<http::file_body>>(static_cast<http::status>(r.status), 11);
+    auto res = std::make_shared<http::response<http::file_body>>(static_cast<http::status>(r.status), version_);
     beast::error_code ec;
     res->body().open(r.body_file.c_str(), beast::file_mode::scan, ec);
     if (ec) return Write(HttpResponse{404, R"({"error":"the file is gone"})"}, keep_alive);
@@ -305,6 +306,7 @@ class Session : public std::enable_shared_from_this<Session> {
   bool counted_ = true;
   size_t limit_ = 0;
   bool keep_alive_ = false;
+  unsigned version_ = 11;
   bool draining_ = false;
   std::vector<char> discard_;
   size_t discarded_ = 0;

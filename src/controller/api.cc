@@ -90,6 +90,9 @@ bool SameSecret(std::string_view a, std::string_view b) {
 Api::Api(Controller& controller, EventLoop& loop, ApiOptions options)
     : c_(controller), loop_(loop), options_(std::move(options)) {
   c_.on_work = [this](const std::string& node) { Wake(node); };
+  // Group commit: the submissions that arrive in one turn of the loop are stored together
+  // once the handlers that are ready have run.
+  c_.on_staged = [this] { loop_.After(Millis{0}, [this] { c_.CommitSubmits(); }); };
   decision_seconds_ = &prometheus::BuildHistogram()
                            .Name("gpupool_schedule_decision_seconds")
                            .Help("Wall time of one scheduling pass (all queued jobs decided).")
@@ -418,10 +421,13 @@ void Api::Route(const HttpRequest& r, const Caller& caller, Respond& respond) {
     if (p.size() == 2 && m == "POST") {
       auto req = ParseSubmitRequest(r.body);
       if (!req) return respond(Fail(400, req.error().message()));
-      auto id = c_.Submit(std::move(*req));
-      if (!id) return respond(Fail(HttpStatusOf(id.error()), id.error().message()));
-      Poke();
-      return respond(Json(201, nlohmann::json{{"id", std::to_string(id->value())}}.dump()));
+      // Answered once stored: with the other submissions of this loop turn, in one write.
+      c_.SubmitStaged(std::move(*req), [this, respond](Result<JobId> id) {
+        if (!id) return respond(Fail(HttpStatusOf(id.error()), id.error().message()));
+        Poke();
+        respond(Json(201, nlohmann::json{{"id", std::to_string(id->value())}}.dump()));
+      });
+      return;
     }
     if (p.size() == 2 && m == "GET") {
       JobFilter f;

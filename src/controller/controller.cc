@@ -73,10 +73,6 @@ void Controller::Inconsistent(const Status& s) {
   if (on_store_error) on_store_error(Status(StatusCode::kInternal, "internal inconsistency: " + s.message()));
 }
 
-Status Controller::Persist(const JobRecord& job) {
-  return WriteWithEvents([&](const Events& e) { return journal_.PutJobs({{job.spec.id.value(), JobToJson(job)}}, e); });
-}
-
 Status Controller::StoreChanged() {
   if (cluster_.inconsistencies() != inconsistencies_seen_) {
     stats_.inconsistencies += cluster_.inconsistencies() - inconsistencies_seen_ - 1;  // Inconsistent() counts one
@@ -167,22 +163,21 @@ Status Controller::Recover() {
   return Status::Ok();
 }
 
-Result<JobId> Controller::Submit(JobRecord r) {
-  if (!store_error_.ok()) return tl::unexpected(store_error_);
-  r.spec.id = JobId{cluster_.next_id()};
+Status Controller::Validate(JobRecord& r) {
+  if (!store_error_.ok()) return store_error_;
   r.spec.submit_time = clock_.Now();
   r.state = JobState::kQueued;
   r.tasks.clear();
   r.exit_code.reset();
   if (r.spec.name.empty()) r.spec.name = r.command.empty() ? "job" : std::filesystem::path(r.command[0]).filename().string();
   if (r.spec.data && !fleet_.FindSite(r.spec.data->site)) {
-    return InvalidArgument(fmt::format("field 'data.site': unknown site '{}'", r.spec.data->site));
+    return Status(StatusCode::kInvalidArgument, fmt::format("field 'data.site': unknown site '{}'", r.spec.data->site));
   }
   if (!r.workdir.empty()) {
     const std::filesystem::path w = std::filesystem::path(r.workdir).lexically_normal();
     if (w.is_relative()) {
       if (!w.empty() && *w.begin() == "..") {
-        return InvalidArgument(fmt::format("field 'workdir': '{}' climbs out of the task's directory", r.workdir));
+        return Status(StatusCode::kInvalidArgument, fmt::format("field 'workdir': '{}' climbs out of the task's directory", r.workdir));
       }
     } else {
       bool allowed = false;
@@ -191,24 +186,65 @@ Result<JobId> Controller::Submit(JobRecord r) {
         allowed = allowed || (!rel.empty() && *rel.begin() != "..");
       }
       if (!allowed) {
-        return InvalidArgument(fmt::format(
+        return Status(StatusCode::kInvalidArgument, fmt::format(
             "field 'workdir': '{}' is outside the task's directory, and the server allows no other ({}); give a path "
             "relative to the task's directory",
             r.workdir, options_.allow_workdir.empty() ? "gpupool server --allow-workdir DIR allows one" : "see --allow-workdir"));
       }
     }
   }
-  Emit("job.submitted", fmt::format("job/{}", r.spec.id.value()), JobEventData(r, "submitted"));
-  if (Status s = Persist(r); !s.ok()) {
-    pending_events_.pop_back();
-    --next_event_seq_;
-    return Error(StatusCode::kInternal, "could not store the job: " + s.message());
+  return Status::Ok();
+}
+
+void Controller::SubmitStaged(JobRecord r, std::function<void(Result<JobId>)> done) {
+  if (Status s = Validate(r); !s.ok()) return done(tl::unexpected(std::move(s)));
+  next_submit_id_ = std::max(next_submit_id_, cluster_.next_id());
+  r.spec.id = JobId{next_submit_id_++};
+  staged_.push_back(Staged{.record = std::move(r), .done = std::move(done)});
+  if (staged_.size() == 1 && on_staged) on_staged();
+}
+
+void Controller::CommitSubmits() {
+  if (staged_.empty()) return;
+  std::vector<Staged> batch = std::move(staged_);
+  staged_.clear();
+  if (!store_error_.ok()) {
+    for (Staged& s : batch) s.done(tl::unexpected(store_error_));
+    return;
   }
-  const JobId id = r.spec.id;
-  cluster_.Accept(std::move(r));
-  StoreFailed(StoreChanged());  // admission may have failed it (out of the scheduler's range)
+  // One transaction, one fsync, for every submission of this loop turn: the jobs and their
+  // job.submitted events together. Each is acknowledged only once the write is durable.
+  const size_t events_before = pending_events_.size();
+  const uint64_t seq_before = next_event_seq_;
+  std::vector<std::pair<uint64_t, std::string>> rows;
+  rows.reserve(batch.size());
+  for (const Staged& s : batch) {
+    Emit("job.submitted", fmt::format("job/{}", s.record.spec.id.value()), JobEventData(s.record, "submitted"));
+    rows.emplace_back(s.record.spec.id.value(), JobToJson(s.record));
+  }
+  if (Status st = WriteWithEvents([&](const Events& e) { return journal_.PutJobs(rows, e); }); !st.ok()) {
+    pending_events_.resize(events_before);
+    next_event_seq_ = seq_before;
+    StoreFailed(st);
+    const Status why(StatusCode::kInternal, "could not store the job: " + st.message());
+    for (Staged& s : batch) s.done(tl::unexpected(why));
+    return;
+  }
+  ++stats_.submit_commits;
+  for (Staged& s : batch) {
+    const JobId id = s.record.spec.id;
+    cluster_.Accept(std::move(s.record));
+    s.done(id);
+  }
+  StoreFailed(StoreChanged());  // admission may have failed some (out of the scheduler's range)
   dirty_ = true;
-  return id;
+}
+
+Result<JobId> Controller::Submit(JobRecord r) {
+  std::optional<Result<JobId>> out;
+  SubmitStaged(std::move(r), [&](Result<JobId> id) { out = std::move(id); });
+  CommitSubmits();
+  return std::move(*out);
 }
 
 const JobRecord* Controller::FindJob(JobId id) const { return cluster_.Find(id); }

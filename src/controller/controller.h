@@ -97,6 +97,14 @@ class Controller {
   // --- the API ---
   // Validates, stores durably, queues. The returned id is acknowledged.
   Result<JobId> Submit(JobRecord request);
+  // Group commit: validates and stages the submission (an error answers `done` at once). The
+  // staged submissions are stored together by CommitSubmits, in one transaction with one fsync,
+  // and each `done` gets its id only once that write is durable (or why it failed).
+  void SubmitStaged(JobRecord request, std::function<void(Result<JobId>)> done);
+  void CommitSubmits();
+  // Called when a batch starts (its first submission is staged): the API commits at the end of
+  // the loop turn, so every submission that arrived in that turn shares the write.
+  std::function<void()> on_staged;
   const JobRecord* FindJob(JobId id) const;
   // What the API says of a job: a waiting job's reason (its class's), else its own message.
   std::string_view MessageOf(const JobRecord& j) const { return cluster_.MessageOf(j); }
@@ -168,6 +176,7 @@ class Controller {
     int64_t stalls = 0;             // ticks after which the server forgave a stall of its own
     int64_t log_bytes_dropped = 0;  // output agents dropped (jobs writing faster than shipping)
     int64_t inconsistencies = 0;    // releases the scheduling state refused (a bug if ever > 0)
+    int64_t submit_commits = 0;     // writes that stored submissions (each one or more of them)
   };
   // Ok, or why the store failed (then Submit refuses and no pass runs).
   const Status& store_error() const { return store_error_; }
@@ -238,8 +247,12 @@ class Controller {
     }();
   };
 
-  // Stores one job as it is, with the pending events (a submission).
-  Status Persist(const JobRecord& job);
+  // What a submission must be (workdir, data site) and what the server fills in.
+  Status Validate(JobRecord& r);
+  struct Staged {
+    JobRecord record;
+    std::function<void(Result<JobId>)> done;
+  };
   // Stores every job the cluster state changed since the last store, in one write with the
   // pending events; a change means a pass may have work.
   Status StoreChanged();
@@ -293,6 +306,8 @@ class Controller {
   uint64_t next_event_seq_ = 1;
   uint64_t first_event_seq_ = 1;
   int64_t last_telemetry_event_ms_ = 0;
+  std::vector<Staged> staged_;   // submissions of this loop turn, not yet stored
+  uint64_t next_submit_id_ = 1;  // ids given to staged submissions
 };
 
 }  // namespace gp

@@ -56,8 +56,12 @@ class MemoryJournal final : public Journal {
   // heals it.
   void FailWrites(Status s) { fail_ = std::move(s); }
 
+  // Writes of jobs so far (a transaction each, in a real store).
+  int64_t job_writes() const { return job_writes_; }
+
   Status PutJobs(const std::vector<std::pair<uint64_t, std::string>>& jobs, const Events& events) override {
     if (!fail_.ok()) return fail_;
+    ++job_writes_;
     for (const auto& [id, json] : jobs) c_.jobs[id] = json;
     return PutEvents(events);
   }
@@ -98,6 +102,7 @@ class MemoryJournal final : public Journal {
   JournalContents c_;
   Events events_;
   Status fail_;
+  int64_t job_writes_ = 0;
 };
 
 }  // namespace gp

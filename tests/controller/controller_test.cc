@@ -104,6 +104,49 @@ TEST(ControllerTest, AFailedStoreWriteLaunchesNothingAndStopsAcknowledging) {
   EXPECT_NE(e.c->NodeJson("n1").find("\"free_gpus\":4"), std::string::npos) << "its GPUs were given back";
 }
 
+// Group commit: submissions staged in one loop turn are stored in one write, and none is
+// acknowledged before it; a failed write acknowledges none, stores none, and numbers no event.
+TEST(ControllerTest, SubmissionsOfOneTurnShareOneWriteAndWaitForIt) {
+  Scene e;
+  int batches = 0;
+  e.c->on_staged = [&] { ++batches; };
+  std::vector<Result<JobId>> acked;
+  const int64_t writes = e.journal.job_writes();
+  for (int i = 0; i < 50; ++i) {
+    e.c->SubmitStaged(JobRecord{.command = {"true"}}, [&](Result<JobId> id) { acked.push_back(std::move(id)); });
+  }
+  EXPECT_TRUE(acked.empty()) << "nothing is acknowledged before it is stored";
+  EXPECT_EQ(batches, 1) << "one commit asked for, for the whole turn";
+  const uint64_t seq = e.c->last_event_seq();
+  e.c->CommitSubmits();
+  ASSERT_EQ(acked.size(), 50u);
+  EXPECT_EQ(e.journal.job_writes(), writes + 1) << "one transaction for the 50";
+  EXPECT_EQ(e.c->last_event_seq(), seq + 50) << "a job.submitted each, stored with them";
+  for (size_t i = 0; i < acked.size(); ++i) {
+    ASSERT_TRUE(acked[i]);
+    EXPECT_EQ(acked[i]->value(), i + 1) << "ids in arrival order";
+    EXPECT_EQ(e.c->FindJob(*acked[i])->state, JobState::kQueued);
+  }
+  // A bad one is refused at once and takes no id; the others of its turn are unaffected.
+  acked.clear();
+  e.c->SubmitStaged(JobRecord{.command = {"true"}, .workdir = "../escape"}, [&](Result<JobId> id) { acked.push_back(std::move(id)); });
+  ASSERT_EQ(acked.size(), 1u);
+  EXPECT_FALSE(acked[0]);
+  // The store fails under a batch: none is acknowledged, none is kept, no event is numbered.
+  acked.clear();
+  for (int i = 0; i < 3; ++i) {
+    e.c->SubmitStaged(JobRecord{.command = {"true"}}, [&](Result<JobId> id) { acked.push_back(std::move(id)); });
+  }
+  e.journal.FailWrites(Status(StatusCode::kInternal, "disk full"));
+  const uint64_t before = e.c->last_event_seq();
+  e.c->CommitSubmits();
+  ASSERT_EQ(acked.size(), 3u);
+  for (const auto& a : acked) EXPECT_FALSE(a);
+  EXPECT_EQ(e.c->last_event_seq(), before);
+  EXPECT_EQ(e.c->FindJob(JobId{51}), nullptr);
+  EXPECT_FALSE(e.c->store_error().ok()) << "and the server stops acknowledging";
+}
+
 // A gang over two 8-GPU nodes: torchrun's variables, then one task fails with 2 and the other
 // is told to stop; the job fails with the first failure's code.
 TEST(ControllerTest, GangEnvAndFailure) {
