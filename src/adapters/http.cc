@@ -461,6 +461,8 @@ std::function<void()> EventLoop::After(Millis delay, std::function<void()> fn) {
   return [timer] { timer->cancel(); };
 }
 
+void EventLoop::Post(std::function<void()> fn) { asio::post(impl_->io, std::move(fn)); }
+
 void EventLoop::Every(Millis period, std::function<void()> fn) {
   auto timer = std::make_shared<asio::steady_timer>(impl_->io);
   auto tick = std::make_shared<std::function<void()>>();

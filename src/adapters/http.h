@@ -90,6 +90,9 @@ class EventLoop {
   size_t open_connections() const;
   // Runs fn on the loop thread after `delay`; the returned function cancels it.
   std::function<void()> After(Millis delay, std::function<void()> fn);
+  // Runs fn on the loop thread once the handlers already ready have run (no timer: one queue
+  // entry). What those handlers did, fn sees whole: the end of one turn of the loop.
+  void Post(std::function<void()> fn);
   void Every(Millis period, std::function<void()> fn);
   void OnSignals(std::function<void(int)> fn);  // SIGINT, SIGTERM
   void Run();

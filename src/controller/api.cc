@@ -92,7 +92,7 @@ Api::Api(Controller& controller, EventLoop& loop, ApiOptions options)
   c_.on_work = [this](const std::string& node) { Wake(node); };
   // Group commit: the submissions that arrive in one turn of the loop are stored together
   // once the handlers that are ready have run.
-  c_.on_staged = [this] { loop_.After(Millis{0}, [this] { c_.CommitSubmits(); }); };
+  c_.on_staged = [this] { loop_.Post([this] { c_.CommitSubmits(); }); };
   decision_seconds_ = &prometheus::BuildHistogram()
                            .Name("gpupool_schedule_decision_seconds")
                            .Help("Wall time of one scheduling pass (all queued jobs decided).")
@@ -197,7 +197,7 @@ std::string Api::IssueLoginCode() {
 void Api::Poke() {
   if (tick_pending_) return;
   tick_pending_ = true;
-  loop_.After(Millis{0}, [this] {
+  loop_.Post([this] {
     tick_pending_ = false;
     c_.Tick();
   });
@@ -205,7 +205,7 @@ void Api::Poke() {
 
 void Api::Wake(const std::string& node) {
   // Answer after the current handler has finished its changes (the outbox is complete then).
-  loop_.After(Millis{0}, [this, node] {
+  loop_.Post([this, node] {
     auto it = parked_.find(node);
     if (it == parked_.end() || !c_.HasWork(node)) return;
     Parked p = std::move(it->second);
