@@ -1,5 +1,7 @@
 """Live-pool benchmark: a real server and one local agent (simulated GPUs) on loopback.
-  accept:     jobs/s accepted by POST /v1/jobs (4 keep-alive connections; no agent, so they queue)
+  accept:     jobs/s accepted by POST /v1/jobs (4 keep-alive connections from Python; no agent, so
+              they queue), and the same over 8 keep-alive connections from ApacheBench (`ab`, a C
+              client that does not compete with the server for the GIL), 20,000 submissions
   throughput: trivial jobs/s run to completion end to end through one agent
   latency:    submit-to-running, p50 and p99: from just before the submit is sent to the moment
               the job's process runs (the job is `date +%s%N`, which prints that moment)
@@ -48,6 +50,28 @@ def accept_rate(gpupool, n):
         pool.stop()
 
 
+def accept_rate_ab(gpupool, n=20000, conns=8):
+    """Submissions/s over `conns` keep-alive connections, measured by ab."""
+    import re
+    import shutil
+    import subprocess
+    if not shutil.which("ab"):
+        return None
+    pool = Pool(gpupool).start_server()
+    try:
+        body = os.path.join(pool.dir, "body.json")
+        with open(body, "w") as f:
+            f.write(json.dumps({"command": ["true"], "gpus": 0}))
+        out = subprocess.run(["ab", "-q", "-k", "-c", str(conns), "-n", str(n), "-p", body, "-T", "application/json",
+                              "-H", f"Authorization: Bearer {pool.token}", f"http://127.0.0.1:{pool.port}/v1/jobs"],
+                             capture_output=True, text=True, timeout=300).stdout
+        if "Non-2xx" in out:
+            raise RuntimeError(out)
+        return float(re.search(r"Requests per second:\s+([\d.]+)", out).group(1))
+    finally:
+        pool.stop()
+
+
 def end_to_end(gpupool, n):
     pool = Pool(gpupool).start_server(*EXTRA)
     pool.start_agent("bench", "8xH100")
@@ -61,7 +85,7 @@ def end_to_end(gpupool, n):
         while any(pool.call("GET", f"/v1/jobs?state={s}&limit=1")[1]["jobs"] for s in ("queued", "starting", "running")):
             time.sleep(0.01)
         rate = n / (time.perf_counter() - t0)
-        done = pool.call("GET", "/v1/jobs?state=succeeded&limit=100000")[1]["jobs"]
+        done = pool.all_jobs("&state=succeeded")
         assert len(done) == n, f"{len(done)} of {n} succeeded"
         latencies = []
         conn = http.client.HTTPConnection("127.0.0.1", pool.port)
@@ -89,8 +113,11 @@ def main():
     gpupool = sys.argv[1]
     n = int(sys.argv[2]) if len(sys.argv) > 2 else 2000
     accepted = accept_rate(gpupool, n)
+    accepted_ab = accept_rate_ab(gpupool)
     rate, p50, p99 = end_to_end(gpupool, n)
     print(f"accepted:        {accepted:8.0f} jobs/s  ({n} submits, 4 connections)")
+    if accepted_ab is not None:
+        print(f"accepted (ab):   {accepted_ab:8.0f} jobs/s  (20000 submits, 8 keep-alive connections)")
     print(f"run to completion: {rate:6.0f} jobs/s  ({n} trivial jobs, one agent, 8 simulated GPUs)")
     print(f"submit-to-running: p50 {p50:.2f} ms, p99 {p99:.2f} ms  (200 jobs, one at a time)")
 
