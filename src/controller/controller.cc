@@ -251,19 +251,26 @@ const JobRecord* Controller::FindJob(JobId id) const { return cluster_.Find(id);
 
 std::vector<const JobRecord*> Controller::ListJobs(const JobFilter& f) const {
   std::vector<const JobRecord*> out;
-  const auto& jobs = cluster_.jobs();
-  auto start = f.before > 0 ? std::make_reverse_iterator(jobs.lower_bound(f.before)) : jobs.rbegin();
-  for (auto it = start; it != jobs.rend() && out.size() < f.limit; ++it) {
-    const JobRecord& j = it->second;
-    if (f.state && j.state != *f.state) continue;
-    if (!f.tenant.empty() && j.spec.tenant != f.tenant) continue;
+  auto keep = [&](const JobRecord& j) {
+    if (f.state && j.state != *f.state) return;
+    if (!f.tenant.empty() && j.spec.tenant != f.tenant) return;
     if (!f.node.empty()) {
       bool on = false;
       for (const TaskRecord& t : j.tasks) on = on || t.node == f.node;
-      if (!on) continue;
+      if (!on) return;
     }
     out.push_back(&j);
+  };
+  if (f.state == JobState::kQueued) {
+    // The queue is indexed: a page of waiting jobs costs the page, not the job table.
+    const std::set<uint64_t>& queued = cluster_.queued();
+    auto start = f.before > 0 ? std::make_reverse_iterator(queued.lower_bound(f.before)) : queued.rbegin();
+    for (auto it = start; it != queued.rend() && out.size() < f.limit; ++it) keep(*cluster_.Find(JobId{*it}));
+    return out;
   }
+  const auto& jobs = cluster_.jobs();
+  auto start = f.before > 0 ? std::make_reverse_iterator(jobs.lower_bound(f.before)) : jobs.rbegin();
+  for (auto it = start; it != jobs.rend() && out.size() < f.limit; ++it) keep(it->second);
   return out;
 }
 

@@ -724,3 +724,41 @@ TEST(CgroupTest, CpuMaxAndDetection) {
 
 }  // namespace
 }  // namespace gp
+
+namespace gp {
+namespace {
+
+// Listings page newest first with a cursor and filter on the server; the queued ones come from
+// the queue's own index, and every way of asking agrees with filtering the whole table.
+TEST(ControllerTest, ListingsPageAndFilterAsTheWholeTableWould) {
+  Scene e;
+  e.Join("n1", 4);
+  std::vector<JobId> ids;
+  for (int i = 0; i < 12; ++i) ids.push_back(e.Submit(i % 3 == 0 ? 4 : 1));
+  e.c->Tick();  // some placed, the rest wait
+  auto brute = [&](std::optional<JobState> st, uint64_t before, size_t limit) {
+    std::vector<uint64_t> out;
+    for (auto it = ids.rbegin(); it != ids.rend() && out.size() < limit; ++it) {
+      const JobRecord* j = e.c->FindJob(*it);
+      if ((before == 0 || it->value() < before) && (!st || j->state == *st)) out.push_back(it->value());
+    }
+    return out;
+  };
+  for (std::optional<JobState> st : {std::optional<JobState>{}, std::optional<JobState>{JobState::kQueued},
+                                     std::optional<JobState>{JobState::kStarting}}) {
+    for (uint64_t before : {uint64_t{0}, uint64_t{11}, uint64_t{5}}) {
+      for (size_t limit : {size_t{2}, size_t{100}}) {
+        std::vector<uint64_t> got;
+        for (const JobRecord* j : e.c->ListJobs(JobFilter{.state = st, .limit = limit, .before = before})) {
+          got.push_back(j->spec.id.value());
+        }
+        EXPECT_EQ(got, brute(st, before, limit)) << "state " << (st ? JobStateName(*st) : "any") << " before " << before
+                                                 << " limit " << limit;
+      }
+    }
+  }
+  ASSERT_FALSE(e.c->ListJobs(JobFilter{.state = JobState::kQueued}).empty()) << "the scene has waiting jobs";
+}
+
+}  // namespace
+}  // namespace gp
