@@ -261,11 +261,11 @@ std::vector<const JobRecord*> Controller::ListJobs(const JobFilter& f) const {
     }
     out.push_back(&j);
   };
-  if (f.state == JobState::kQueued) {
-    // The queue is indexed: a page of waiting jobs costs the page, not the job table.
-    const std::set<uint64_t>& queued = cluster_.queued();
-    auto start = f.before > 0 ? std::make_reverse_iterator(queued.lower_bound(f.before)) : queued.rbegin();
-    for (auto it = start; it != queued.rend() && out.size() < f.limit; ++it) keep(*cluster_.Find(JobId{*it}));
+  if (f.state && !IsTerminal(*f.state)) {
+    // Live work is indexed: a page of waiting or running jobs walks those, not the job table.
+    const std::set<uint64_t>& ids = *f.state == JobState::kQueued ? cluster_.queued() : cluster_.unfinished();
+    auto start = f.before > 0 ? std::make_reverse_iterator(ids.lower_bound(f.before)) : ids.rbegin();
+    for (auto it = start; it != ids.rend() && out.size() < f.limit; ++it) keep(*cluster_.Find(JobId{*it}));
     return out;
   }
   const auto& jobs = cluster_.jobs();

@@ -34,6 +34,7 @@ void ClusterState::Inconsistent(const Status& s) {
 
 void ClusterState::Changed(const JobRecord& j, std::string_view what) {
   Touch(j);
+  if (IsTerminal(j.state)) unfinished_.erase(j.spec.id.value());  // every end passes here
   listener_.JobChanged(j, what);
 }
 
@@ -58,6 +59,7 @@ void ClusterState::Accept(JobRecord job) {
   JobRecord& j = jobs_[id] = std::move(job);
   j.state = JobState::kQueued;
   queued_.insert(id);
+  unfinished_.insert(id);
   Enqueue(j);
 }
 
@@ -81,6 +83,7 @@ void ClusterState::Restore(JobRecord job, const std::function<std::optional<Node
   const uint64_t id = job.spec.id.value();
   next_id_ = std::max(next_id_, id + 1);
   JobRecord& j = jobs_[id] = std::move(job);
+  if (!IsTerminal(j.state)) unfinished_.insert(id);
   if (j.failing_over) failing_.insert(id);
   if (j.state == JobState::kQueued) {
     queued_.insert(id);

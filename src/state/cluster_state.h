@@ -79,6 +79,8 @@ class ClusterState {
   JobRecord* Find(JobId id);
   const std::map<uint64_t, JobRecord>& jobs() const { return jobs_; }
   const std::set<uint64_t>& queued() const { return queued_; }
+  // Jobs not yet ended (queued, starting, running), by id: what a listing of live work walks.
+  const std::set<uint64_t>& unfinished() const { return unfinished_; }
   // The stand-in decision of a waiting job (its shape's), or nullptr when no pass has judged it.
   const Decision* DecisionOf(JobId id) const { return queue_.DecisionOf(id); }
   // What to say of the job: for a waiting job its class's reason ("waiting: GPUs: asked 8,
@@ -161,6 +163,7 @@ class ClusterState {
   std::set<uint64_t> queued_;           // state kQueued (in the queue, or waiting for backoff)
   std::set<std::pair<int64_t, uint64_t>> backoff_;  // (not before, job): queued, not yet placeable
   std::set<uint64_t> failing_;          // failing_over
+  std::set<uint64_t> unfinished_;       // not terminal
   std::vector<std::set<TaskKey>> on_node_;
   std::set<uint64_t> changed_;
   std::unordered_map<int64_t, std::string> class_message_;  // why each blocked class waits

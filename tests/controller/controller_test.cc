@@ -744,8 +744,14 @@ TEST(ControllerTest, ListingsPageAndFilterAsTheWholeTableWould) {
     }
     return out;
   };
+  // One ends, one runs: every state has members.
+  const JobRecord* first = e.c->FindJob(ids[0]);
+  ASSERT_EQ(first->state, JobState::kStarting);
+  (void)e.Beat("n1", {{.job = ids[0].value(), .task = 0, .attempt = 1, .state = TaskReport::State::kExited, .exit_code = 0}});
+  e.c->Tick();
   for (std::optional<JobState> st : {std::optional<JobState>{}, std::optional<JobState>{JobState::kQueued},
-                                     std::optional<JobState>{JobState::kStarting}}) {
+                                     std::optional<JobState>{JobState::kStarting}, std::optional<JobState>{JobState::kRunning},
+                                     std::optional<JobState>{JobState::kSucceeded}}) {
     for (uint64_t before : {uint64_t{0}, uint64_t{11}, uint64_t{5}}) {
       for (size_t limit : {size_t{2}, size_t{100}}) {
         std::vector<uint64_t> got;

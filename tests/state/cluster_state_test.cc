@@ -211,6 +211,8 @@ void CheckInvariants(const Pool& p) {
       }
     }
     RC_ASSERT(terminal == (IsTerminal(j.state) ? 1 : 0));
+    RC_ASSERT(cs.unfinished().count(id) == (IsTerminal(j.state) ? 0u : 1u));  // the index of live work
+    RC_ASSERT(cs.queued().count(id) == (j.state == JobState::kQueued ? 1u : 0u));
     if (j.state == JobState::kStarting || j.state == JobState::kRunning) {
       // All or nothing: every task of the gang, each of the job's full shape.
       RC_ASSERT(static_cast<int>(j.tasks.size()) == j.spec.tasks);
