@@ -81,7 +81,6 @@ Status Controller::StoreChanged() {
   }
   const std::vector<uint64_t> ids = cluster_.TakeChanged();
   if (ids.empty()) return Status::Ok();
-  dirty_ = true;
   std::vector<std::pair<uint64_t, std::string>> batch;
   batch.reserve(ids.size());
   for (uint64_t id : ids) {
@@ -159,7 +158,6 @@ Status Controller::Recover() {
     const JobRecord& j = *cluster_.Find(JobId{id});
     if (j.state == JobState::kStarting) Launch(j);
   }
-  dirty_ = true;
   return Status::Ok();
 }
 
@@ -237,7 +235,6 @@ void Controller::CommitSubmits() {
     s.done(id);
   }
   StoreFailed(StoreChanged());  // admission may have failed some (out of the scheduler's range)
-  dirty_ = true;
 }
 
 Result<JobId> Controller::Submit(JobRecord r) {
@@ -391,14 +388,15 @@ void Controller::TickOnce() {
       Emit(s.suspect ? "node.suspect" : "node.ready", "node/" + s.record.spec.name,
            nlohmann::json{{"node", s.record.spec.name}}.dump());
       RefreshNodeState(s.record.spec.id);
-      dirty_ = true;
     }
   }
   // Jobs failing over go back to the queue once every task has ended and the fence has passed.
   cluster_.RequeueReady(clock_.Now());
   StoreFailed(StoreChanged());
-  if (!dirty_ || !store_error_.ok()) return;  // a failed store: nothing more is placed
-  dirty_ = false;
+  // Every tick may place: a pass looks only at the classes of waiting jobs that something
+  // improved for since they last failed (the state's generations say which), so a pass in
+  // which nothing changed costs next to nothing.
+  if (!store_error_.ok()) return;  // a failed store: nothing more is placed
   Pass();
 }
 
@@ -409,7 +407,6 @@ void Controller::Pass() {
   const uint64_t seq_before = next_event_seq_;
   const auto t0 = std::chrono::steady_clock::now();
   const ClusterState::PassResult pass = cluster_.Pass(clock_.Now());
-  if (pass.waiting_on_backoff) dirty_ = true;  // look again when the backoff ends
   if (!pass.ran) return;
   ++stats_.passes;
   if (on_pass) on_pass(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), pass.looked_at, pass.placed.size());
@@ -420,8 +417,6 @@ void Controller::Pass() {
     StoreFailed(s);
     return;
   }
-  dirty_ = false;  // storing the placed jobs is no news to the next pass
-  if (pass.waiting_on_backoff) dirty_ = true;
   for (JobId id : pass.placed) Launch(*cluster_.Find(id));
 }
 

@@ -164,7 +164,8 @@ class Controller {
   HeartbeatReply TakeWork(const std::string& node);
 
   // --- the loop ---
-  // Runs the scheduling core if anything changed since the last pass; marks silent nodes down.
+  // Marks silent nodes down, requeues what failed over, and runs a pass (which looks only at
+  // what something changed for).
   void Tick();
   // Called (on the loop thread) when a node's outbox gets work, so a parked heartbeat can answer.
   std::function<void(const std::string& node)> on_work;
@@ -254,7 +255,7 @@ class Controller {
     std::function<void(Result<JobId>)> done;
   };
   // Stores every job the cluster state changed since the last store, in one write with the
-  // pending events; a change means a pass may have work.
+  // pending events.
   Status StoreChanged();
   void TickOnce();
   void Pass();
@@ -298,7 +299,6 @@ class Controller {
   std::map<std::string, NodeId> node_ids_;  // by name
   std::map<std::string, NodeId> by_credential_;  // by the SHA-256 of the node's credential
   int64_t last_tick_ms_ = 0;
-  bool dirty_ = false;
   Stats stats_;
   int64_t inconsistencies_seen_ = 0;  // the cluster state's, already reported
   Status store_error_;

@@ -40,7 +40,6 @@ void Controller::Quarantine(NodeSlot& slot, int gpu, const std::string& why) {
                       Millis{0}, true, -1, clock_.Now());
   StoreFailed(StoreChanged());
   StoreFailed(PersistNode(slot));
-  dirty_ = true;
 }
 
 Result<std::string> Controller::GpuXid(const std::string& name, int gpu, int xid) {
@@ -73,7 +72,6 @@ Status Controller::UndrainGpu(const std::string& name, int gpu) {
   slot->check_asked_ms[static_cast<size_t>(gpu)] = 0;
   cluster_.sched().Update(slot->record.spec.id,
                           [&](NodeState& st) { st.quarantined = static_cast<uint16_t>(st.quarantined & ~(1u << gpu)); });
-  dirty_ = true;
   return PersistNode(*slot);
 }
 

@@ -58,7 +58,6 @@ Status Controller::SetDraining(const std::string& name, bool draining) {
   }
   slot->record.draining = draining;
   RefreshNodeState(slot->record.spec.id);
-  dirty_ = true;
   return PersistNode(*slot);
 }
 
@@ -95,7 +94,6 @@ void Controller::NodeDown(NodeSlot& slot) {
   cluster_.FailJobsOn(slot.record.spec.id, -1, fmt::format("node {} down", slot.record.spec.name), Millis{fence}, true, -1,
                       clock_.Now());
   StoreFailed(StoreChanged());
-  dirty_ = true;
 }
 
 namespace {
@@ -224,7 +222,6 @@ Result<Controller::Registration> Controller::Register(const RegisterRequest& r) 
                       {"gpus", r.gpus.size()}, {"model", slot.record.gpu_model}, {"gpu_source", r.gpu_source}}
            .dump());
   if (Status s = PersistNode(slot); !s.ok()) return tl::unexpected(s);
-  dirty_ = true;
   return out;
 }
 
@@ -260,7 +257,6 @@ Result<HeartbeatReply> Controller::Heartbeat(const gp::Heartbeat& h) {
   NodeSlot* slot = SlotByName(h.node);
   if (!slot) return Error(StatusCode::kNotFound, fmt::format("node '{}' is not registered; register first", h.node));
   const Millis now = clock_.Now();
-  const bool was_down = slot->down;
   slot->down = false;
   slot->suspect = false;
   slot->detector.Heartbeat(now);
@@ -268,7 +264,6 @@ Result<HeartbeatReply> Controller::Heartbeat(const gp::Heartbeat& h) {
   slot->record.host = h.host;
   slot->record.gpus = h.gpus;
   RefreshNodeState(slot->record.spec.id);
-  if (was_down) dirty_ = true;
   GpuReports(*slot, h);
   auto current = [&](uint64_t job, int task, int attempt) -> JobRecord* {
     JobRecord* j = cluster_.Find(JobId{job});

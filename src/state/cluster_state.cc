@@ -32,6 +32,23 @@ void ClusterState::Inconsistent(const Status& s) {
   last_inconsistency_ = s;
 }
 
+void ClusterState::End(JobRecord& j, JobState state, Millis now) {
+  const uint64_t id = j.spec.id.value();
+  if (j.state == JobState::kQueued) {
+    queued_.erase(id);
+    queue_.Remove(j.spec.id);
+    backoff_.erase({j.not_before_ms, id});
+  }
+  j.state = state;
+  j.end_ms = now.value();
+  Changed(j, JobStateName(state));
+}
+
+void ClusterState::TrackTask(NodeId node, const TaskKey& key) {
+  if (on_node_.size() <= node.value()) on_node_.resize(node.value() + 1);
+  on_node_[node.value()].insert(key);
+}
+
 void ClusterState::Changed(const JobRecord& j, std::string_view what) {
   Touch(j);
   if (IsTerminal(j.state)) unfinished_.erase(j.spec.id.value());  // every end passes here
@@ -60,19 +77,16 @@ void ClusterState::Accept(JobRecord job) {
   j.state = JobState::kQueued;
   queued_.insert(id);
   unfinished_.insert(id);
-  Enqueue(j);
+  Enqueue(j, j.spec.submit_time);
 }
 
-void ClusterState::Enqueue(JobRecord& j) {
-  const uint64_t id = j.spec.id.value();
-  if (j.not_before_ms > 0) backoff_.erase({j.not_before_ms, id});
+void ClusterState::Enqueue(JobRecord& j, Millis now) {
+  if (j.not_before_ms > 0) backoff_.erase({j.not_before_ms, j.spec.id.value()});
   auto p = CompileJob(j.spec, sched_.fleet());
   if (!p) {
     // Out of the scheduler's range: the job fails, naming the field.
-    queued_.erase(id);
-    j.state = JobState::kFailed;
     j.message = p.error().message();
-    Changed(j, "failed");
+    End(j, JobState::kFailed, now);
     return;
   }
   p->attained = Millis{j.attained_gpu_ms};
@@ -90,7 +104,7 @@ void ClusterState::Restore(JobRecord job, const std::function<std::optional<Node
     if (j.not_before_ms > 0) {
       backoff_.insert({j.not_before_ms, id});
     } else {
-      Enqueue(j);
+      Enqueue(j, j.spec.submit_time);
     }
     return;
   }
@@ -101,8 +115,7 @@ void ClusterState::Restore(JobRecord job, const std::function<std::optional<Node
     auto node = node_of(task.node);
     if (!node || task.exit_code || task.signal) continue;
     task.allocation.node = *node;
-    if (on_node_.size() <= node->value()) on_node_.resize(node->value() + 1);
-    on_node_[node->value()].insert(TaskKey{id, static_cast<int>(t), j.attempt});
+    TrackTask(*node, TaskKey{id, static_cast<int>(t), j.attempt});
     if (!sched_.Allocate(task.allocation).ok()) {
       task.exit_code = -1;
       j.message = "lost on recovery: its node no longer has the resources";
@@ -118,7 +131,7 @@ ClusterState::PassResult ClusterState::Pass(Millis now) {
     JobRecord& j = jobs_.at(id);
     if (j.state == JobState::kQueued) {
       j.not_before_ms = 0;
-      Enqueue(j);
+      Enqueue(j, now);
     }
   }
   out.waiting_on_backoff = !backoff_.empty();
@@ -128,12 +141,12 @@ ClusterState::PassResult ClusterState::Pass(Millis now) {
     models_seen_ = sched_.fleet().models.size();
     const std::vector<uint64_t> queued(queued_.begin(), queued_.end());
     for (uint64_t id : queued) {
-      if (queue_.Contains(JobId{id})) Enqueue(jobs_.at(id));
+      if (queue_.Contains(JobId{id})) Enqueue(jobs_.at(id), now);
     }
   }
   if (queue_.empty() || sched_.empty()) return out;
   const Plan plan = Schedule(sched_, queue_, policy_, rng_);
-  out.ran = true;
+  out.ran = plan.looked_at > 0;
   for (const Status& s : plan.internal) Inconsistent(s);
   out.looked_at = static_cast<size_t>(plan.looked_at);
   for (const Placement& p : plan.placements) {
@@ -162,8 +175,7 @@ ClusterState::PassResult ClusterState::Pass(Millis now) {
     ++j.attempt;
     j.start_ms = 0;
     for (const TaskAllocation& a : p.tasks) {
-      if (on_node_.size() <= a.node.value()) on_node_.resize(a.node.value() + 1);
-      on_node_[a.node.value()].insert(TaskKey{p.job.value(), static_cast<int>(j.tasks.size()), j.attempt});
+      TrackTask(a.node, TaskKey{p.job.value(), static_cast<int>(j.tasks.size()), j.attempt});
       j.tasks.push_back(TaskRecord{.node = sched_.fleet().node(a.node).name, .allocation = a});
     }
     j.state = JobState::kStarting;
@@ -192,12 +204,8 @@ void ClusterState::ApplyDecisions(const Plan& plan, Millis now, PassResult& out)
       for (const JobQueue::Entry& e : queue_.classes()[st.cls].jobs) jobs.push_back(e.id);
       for (JobId id : jobs) {
         JobRecord& j = jobs_.at(id.value());
-        queue_.Remove(id);
-        queued_.erase(id.value());
-        j.state = JobState::kFailed;
-        j.end_ms = now.value();
         j.message = "cannot run on this fleet";
-        Changed(j, "failed");
+        End(j, JobState::kFailed, now);
         out.refused.push_back(id);
       }
       continue;
@@ -223,11 +231,7 @@ void ClusterState::Unplace(const PassResult& pass) {
   for (const PassResult::Undo& u : pass.undo) {
     const uint64_t id = u.job.value();
     JobRecord& j = jobs_.at(id);
-    for (size_t t = 0; t < j.tasks.size(); ++t) {
-      const TaskAllocation& a = j.tasks[t].allocation;
-      on_node_[a.node.value()].erase(TaskKey{id, static_cast<int>(t), j.attempt});
-      if (Status s = sched_.Release(a); !s.ok()) Inconsistent(s);
-    }
+    for (size_t t = 0; t < j.tasks.size(); ++t) ReleaseTask(j, static_cast<int>(t));
     j.tasks.clear();
     --j.attempt;
     j.state = JobState::kQueued;
@@ -236,7 +240,7 @@ void ClusterState::Unplace(const PassResult& pass) {
     --placed_total_;
     changed_.erase(id);
     queued_.insert(id);
-    Enqueue(j);
+    Enqueue(j, j.spec.submit_time);  // it was compiled before: it cannot fail here
   }
 }
 
@@ -317,15 +321,10 @@ void ClusterState::FinishIfDone(JobRecord& j, Millis now) {
     if (!t.exit_code && !t.signal) return;
   }
   AddAttained(j, now);
-  j.end_ms = now.value();
   if (!j.exit_code) j.exit_code = 0;
-  if (j.cancel_requested) {
-    j.state = JobState::kCancelled;
-    if (j.message.empty() || j.message == "cancelling") j.message = "cancelled";
-  } else {
-    j.state = (*j.exit_code == 0 && !j.signal) ? JobState::kSucceeded : JobState::kFailed;
-  }
-  Changed(j, JobStateName(j.state));
+  if (j.cancel_requested && (j.message.empty() || j.message == "cancelling")) j.message = "cancelled";
+  End(j, j.cancel_requested ? JobState::kCancelled : (*j.exit_code == 0 && !j.signal) ? JobState::kSucceeded : JobState::kFailed,
+      now);
 }
 
 void ClusterState::FailOver(JobRecord& j, const std::string& why, Millis fence_until, bool counts, int grace_ms,
@@ -400,10 +399,8 @@ void ClusterState::Requeue(JobRecord& j, Millis now) {
   const int limit = j.max_retries >= 0 ? j.max_retries : options_.max_retries;
   const int retries = j.failures;
   if (retries > limit || j.cancel_requested) {
-    j.state = j.cancel_requested ? JobState::kCancelled : JobState::kFailed;
-    j.end_ms = now.value();
     if (!j.cancel_requested) j.message = fmt::format("gave up after {} failed attempts: {}", retries, j.attempts.back().outcome);
-    Changed(j, j.cancel_requested ? "cancelled" : "failed");
+    End(j, j.cancel_requested ? JobState::kCancelled : JobState::kFailed, now);
     return;
   }
   j.state = JobState::kQueued;
@@ -418,7 +415,7 @@ void ClusterState::Requeue(JobRecord& j, Millis now) {
   if (j.not_before_ms > 0) {
     backoff_.insert({j.not_before_ms, j.spec.id.value()});
   } else {
-    Enqueue(j);
+    Enqueue(j, now);
   }
 }
 
@@ -432,13 +429,8 @@ Status ClusterState::Cancel(JobId id, Millis now) {
   j.cancel_requested = true;
   Touch(j);
   if (j.state == JobState::kQueued) {
-    queued_.erase(id.value());
-    queue_.Remove(id);
-    backoff_.erase({j.not_before_ms, id.value()});
-    j.state = JobState::kCancelled;
-    j.end_ms = now.value();
     j.message = "cancelled while queued";
-    Changed(j, "cancelled");
+    End(j, JobState::kCancelled, now);
     return Status::Ok();
   }
   for (size_t t = 0; t < j.tasks.size(); ++t) StopTask(j, static_cast<int>(t), -1, now);

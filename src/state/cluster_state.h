@@ -89,7 +89,7 @@ class ClusterState {
 
   // --- the pass ---
   struct PassResult {
-    bool ran = false;                // false: nothing waiting could be looked at
+    bool ran = false;                // false: no waiting job was looked at
     std::vector<JobId> placed;       // applied (every node re-checked), in plan order
     std::vector<JobId> refused;      // never fit (NeverFits::kRefuse)
     size_t looked_at = 0;            // jobs the pass took from the queue
@@ -103,6 +103,8 @@ class ClusterState {
     std::vector<Undo> undo;
   };
   // Jobs whose backoff has ended join the queue; one Schedule() over it; the plan applied.
+  // Cheap to call often: classes blocked since they last failed are not looked at until a
+  // node they may use improves.
   PassResult Pass(Millis now);
   // A pass's placements that the owner could not store: back to the queue as they were.
   void Unplace(const PassResult& pass);
@@ -143,9 +145,13 @@ class ClusterState {
 
  private:
   void Changed(const JobRecord& j, std::string_view what);
+  // The job ends in `state` (terminal) at `now`, out of the queue if it waited: every end.
+  void End(JobRecord& j, JobState state, Millis now);
+  void TrackTask(NodeId node, const TaskKey& key);
   void Inconsistent(const Status& s);
   void Touch(const JobRecord& j) { changed_.insert(j.spec.id.value()); }
-  void Enqueue(JobRecord& j);
+  // Compiled and queued (or failed, naming the field, at `now`).
+  void Enqueue(JobRecord& j, Millis now);
   void ReleaseTask(JobRecord& j, int task);
   void Requeue(JobRecord& j, Millis now);
   void FinishIfDone(JobRecord& j, Millis now);
