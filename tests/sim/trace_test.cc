@@ -106,6 +106,11 @@ struct BadCase {
 constexpr const char* kSubmitted =
     R"({"type":"io.gpupool.job.submitted","time":"2026-01-01T00:00:00.000Z","data":{"id":"1","tasks":1,"gpus_per_task":1}})";
 
+// A job.submitted event of job 1 with the given data fields.
+std::string Submitted(const std::string& fields) {
+  return R"({"type":"io.gpupool.job.submitted","time":"2026-01-01T00:00:00Z","data":{"id":"1",)" + fields + "}}";
+}
+
 TEST(TraceReadersTest, BrokenRowsNameFileAndLine) {
   const std::string philly_head = "timestamp,duration,num_gpus,gpu_time,cluster\n2017-10-09 07:01:55,66.0,1,66.0,a\n";
   const std::string ali_head =
@@ -126,17 +131,13 @@ TEST(TraceReadersTest, BrokenRowsNameFileAndLine) {
       {"events: bad time", "e2.ndjson",
        R"({"type":"io.gpupool.job.placed","time":"yesterday","data":{"id":"1"}})", "1: time: 'yesterday' is not"},
       {"events: no data", "e3.ndjson", R"({"type":"io.gpupool.job.placed","time":"2026-01-01T00:00:00Z"})", "1: field 'data'"},
-      {"events: tasks out of range", "e4.ndjson",
-       R"({"type":"io.gpupool.job.submitted","time":"2026-01-01T00:00:00Z","data":{"id":"1","tasks":0}})",
+      {"events: tasks out of range", "e4.ndjson", Submitted(R"("tasks":0)"),
        "1: field 'data.tasks': expected a whole number in 1..4096"},
-      {"events: share out of range", "e6.ndjson",
-       R"({"type":"io.gpupool.job.submitted","time":"2026-01-01T00:00:00Z","data":{"id":"1","gpu_share":1e300}})",
+      {"events: share out of range", "e6.ndjson", Submitted(R"("gpu_share":1e300)"),
        "1: field 'data.gpu_share'"},
-      {"events: cpu out of range", "e7.ndjson",
-       R"({"type":"io.gpupool.job.submitted","time":"2026-01-01T00:00:00Z","data":{"id":"1","cpu_per_task_milli":9e18}})",
+      {"events: cpu out of range", "e7.ndjson", Submitted(R"("cpu_per_task_milli":9e18)"),
        "1: a field of data is out of range"},
-      {"events: wrong type", "e5.ndjson",
-       R"({"type":"io.gpupool.job.submitted","time":"2026-01-01T00:00:00Z","data":{"id":"1","gpu_models":[1,2]}})",
+      {"events: wrong type", "e5.ndjson", Submitted(R"("gpu_models":[1,2])"),
        "1: job 1: a field of the wrong type"},
   };
   for (const BadCase& c : cases) {
