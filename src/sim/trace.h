@@ -70,6 +70,10 @@ std::unique_ptr<TraceReader> MakeAlibabaReader();
 std::unique_ptr<TraceReader> MakeProfileWorkloadReader();
 std::unique_ptr<TraceReader> MakeEventsReader();
 
+// "YYYY-MM-DD HH:MM:SS" or RFC 3339's "YYYY-MM-DDTHH:MM:SS[.fff]Z": ms since the epoch, the
+// time taken as UTC; nullopt when the text is not one.
+std::optional<int64_t> CivilTimeMs(std::string_view text);
+
 // Seconds (possibly fractional) to Millis, rounded to nearest; the error names the field.
 Result<Millis> SecondsField(std::string_view name, std::string_view text);
 

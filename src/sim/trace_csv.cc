@@ -63,30 +63,11 @@ Status CheckGpus(int64_t gpus) {
   return Status::Ok();
 }
 
-// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's days_from_civil).
-int64_t DaysFromCivil(int64_t y, int64_t m, int64_t d) {
-  y -= m <= 2;
-  const int64_t era = (y >= 0 ? y : y - 399) / 400;
-  const int64_t yoe = y - era * 400;
-  const int64_t doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
-  const int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-  return era * 146097 + doe - 719468;
-}
-
 // "2017-10-09 07:01:55" -> seconds since the epoch (the trace's local time, taken as is).
 Result<int64_t> ParseTimestamp(std::string_view t) {
-  auto bad = [&] {
-    return InvalidArgument(fmt::format("timestamp: '{}' is not YYYY-MM-DD HH:MM:SS", t));
-  };
-  if (t.size() != 19 || t[4] != '-' || t[7] != '-' || t[10] != ' ' || t[13] != ':' || t[16] != ':') return bad();
-  std::array<int64_t, 6> v{};
-  const std::array<std::pair<size_t, size_t>, 6> at{{{0, 4}, {5, 2}, {8, 2}, {11, 2}, {14, 2}, {17, 2}}};
-  for (size_t i = 0; i < 6; ++i) {
-    auto [p, ec] = std::from_chars(t.data() + at[i].first, t.data() + at[i].first + at[i].second, v[i]);
-    if (ec != std::errc() || p != t.data() + at[i].first + at[i].second) return bad();
-  }
-  if (v[1] < 1 || v[1] > 12 || v[2] < 1 || v[2] > 31 || v[3] > 23 || v[4] > 59 || v[5] > 60) return bad();
-  return DaysFromCivil(v[0], v[1], v[2]) * 86400 + v[3] * 3600 + v[4] * 60 + v[5];
+  auto ms = t.size() == 19 && t[10] == ' ' ? CivilTimeMs(t) : std::nullopt;
+  if (!ms) return InvalidArgument(fmt::format("timestamp: '{}' is not YYYY-MM-DD HH:MM:SS", t));
+  return *ms / 1000;
 }
 
 class PhillyReader final : public TraceReader {

@@ -12,8 +12,6 @@
 
 #include <algorithm>
 #include <climits>
-#include <cstring>
-#include <ctime>
 #include <fstream>
 #include <map>
 
@@ -26,25 +24,18 @@ using Json = nlohmann::json;
 
 // "2026-12-02T13:52:41.123Z" -> ms since the epoch.
 Result<int64_t> ParseTime(const std::string& s) {
-  std::tm tm{};
-  int ms = 0;
-  char frac[8] = {0};
-  const int n = std::sscanf(s.c_str(), "%4d-%2d-%2dT%2d:%2d:%2d.%3[0-9]Z", &tm.tm_year, &tm.tm_mon, &tm.tm_mday, &tm.tm_hour,
-                            &tm.tm_min, &tm.tm_sec, frac);
-  if (n < 6) return InvalidArgument(fmt::format("time: '{}' is not an RFC 3339 UTC time", s));
-  if (n == 7) ms = std::atoi(frac) * (strlen(frac) == 1 ? 100 : strlen(frac) == 2 ? 10 : 1);
-  tm.tm_year -= 1900;
-  tm.tm_mon -= 1;
-  return static_cast<int64_t>(timegm(&tm)) * 1000 + ms;
+  auto ms = s.size() > 19 && s[10] == 'T' && s.back() == 'Z' ? CivilTimeMs(s) : std::nullopt;
+  if (!ms) return InvalidArgument(fmt::format("time: '{}' is not an RFC 3339 UTC time", s));
+  return *ms;
 }
 
 constexpr int64_t kBad = INT64_MIN;
 
-// A whole number field of `data` in [lo, hi]: absent gives its default (lo when lo >= 0, else 0;
-// 1 for tasks, 1 for gpus_per_task); anything else is kBad.
-int64_t Whole(const Json& data, const char* name, int64_t lo, int64_t hi) {
+// A whole number field of `data` in [lo, hi], `absent` when it is not there; anything else is
+// kBad.
+int64_t Whole(const Json& data, const char* name, int64_t absent, int64_t lo, int64_t hi) {
   const auto it = data.find(name);
-  if (it == data.end()) return std::string_view(name) == "tasks" || std::string_view(name) == "gpus_per_task" ? 1 : 0;
+  if (it == data.end()) return absent;
   if (!it->is_number_integer()) return kBad;
   const int64_t v = it->is_number_unsigned() && it->get<uint64_t>() > static_cast<uint64_t>(INT64_MAX) ? kBad : it->get<int64_t>();
   return v < lo || v > hi ? kBad : v;
@@ -106,8 +97,8 @@ class EventsReader final : public TraceReader {
           TraceJob& t = j.job;
           t.line = n;
           t.name = data->value("name", "job-" + id);
-          const int64_t tasks = Whole(*data, "tasks", 1, 4096);
-          const int64_t per = Whole(*data, "gpus_per_task", 0, 16);
+          const int64_t tasks = Whole(*data, "tasks", 1, 1, 4096);
+          const int64_t per = Whole(*data, "gpus_per_task", 1, 0, 16);
           if (tasks == kBad) return fail("field 'data.tasks': expected a whole number in 1..4096");
           if (per == kBad) return fail("field 'data.gpus_per_task': expected a whole number in 0..16");
           t.tasks = static_cast<int>(tasks);
@@ -117,9 +108,9 @@ class EventsReader final : public TraceReader {
             if (share < 0) return fail("field 'data.gpu_share': expected a number in 0.001..1");
             t.gpu_share = GpuMilli{static_cast<int64_t>(share * 1000 + 0.5)};
           }
-          const int64_t cpu = Whole(*data, "cpu_per_task_milli", 0, int64_t{1} << 30);
-          const int64_t memory = Whole(*data, "memory_per_task_mib", 0, int64_t{1} << 40);
-          const int64_t priority = Whole(*data, "priority", -1'000'000, 1'000'000);
+          const int64_t cpu = Whole(*data, "cpu_per_task_milli", 0, 0, int64_t{1} << 30);
+          const int64_t memory = Whole(*data, "memory_per_task_mib", 0, 0, int64_t{1} << 40);
+          const int64_t priority = Whole(*data, "priority", 0, -1'000'000, 1'000'000);
           if (cpu < 0 || memory < 0 || priority == kBad) {
             return fail("a field of data is out of range (cpu_per_task_milli 0..2^30, memory_per_task_mib 0..2^40, "
                         "priority -1e6..1e6)");
