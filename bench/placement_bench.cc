@@ -41,6 +41,13 @@ const Fleet& FleetOf(int nodes) {
   return it->second;
 }
 
+// 7 of 8 GPUs in use on every node: a busy fleet.
+void BusyState(SchedState& st) {
+  for (size_t i = 0; i < st.size(); ++i) {
+    if (!st.Allocate(TaskAllocation{.node = NodeId{static_cast<uint32_t>(i)}, .gpu_mask = 0x7F}).ok()) std::abort();
+  }
+}
+
 // args: nodes, queued jobs; label: policy
 void RunPass(benchmark::State& state, const std::string& policy_name) {
   const Fleet& fleet = FleetOf(static_cast<int>(state.range(0)));
@@ -118,8 +125,6 @@ BENCHMARK_CAPTURE(BM_KeptPass, fifo, std::string("fifo"))->Args({1'000, 10'000})
     ->Args({10'000, 10'000})->Args({20'000, 10'000})->Args({10'000, 1'000})->Args({10'000, 30'000})->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(BM_KeptPass, balanced, std::string("balanced"))->Args({1'000, 10'000})->Args({2'500, 25'000})
     ->Args({5'000, 50'000})->Args({20'000, 200'000})->Unit(benchmark::kMillisecond);
-void BusyState(SchedState& st);
-
 // A pass over a long queue on a full fleet: every class blocked since its last failure, nothing
 // improved. It looks at no job (the cost of a pass in which nothing changed).
 void BM_KeptPassNothingChanged(benchmark::State& state) {
@@ -145,11 +150,6 @@ void BM_KeptPassNothingChanged(benchmark::State& state) {
 
 // One job arriving at a busy fleet (7 of 8 GPUs in use on every node): the latency of a pass
 // of one. The span form builds a queue of one; the kept form is what the state owner runs.
-void BusyState(SchedState& st) {
-  for (size_t i = 0; i < st.size(); ++i) {
-    if (!st.Allocate(TaskAllocation{.node = NodeId{static_cast<uint32_t>(i)}, .gpu_mask = 0x7F}).ok()) std::abort();
-  }
-}
 void BM_SingleArrival(benchmark::State& state) {
   const Fleet& fleet = FleetOf(static_cast<int>(state.range(0)));
   SchedState snap(fleet);
