@@ -595,4 +595,149 @@ Result<HttpResponse> HttpClient::Call(const std::string& method, const std::stri
   return Error(StatusCode::kFailedPrecondition, "unreachable");
 }
 
+struct AsyncHttpClient::Impl : std::enable_shared_from_this<AsyncHttpClient::Impl> {
+  explicit Impl(asio::io_context& context) : io(context) {}
+  asio::io_context& io;
+  std::string host;
+  tcp::endpoint endpoint;
+  std::string token;
+  std::optional<beast::tcp_stream> stream;
+  beast::flat_buffer buffer;
+  bool busy = false;
+  uint64_t generation = 0;  // bumped by Close: answers of an older connection are dropped
+
+  struct Op {
+    http::request<http::string_body> req;
+    std::optional<http::response_parser<http::string_body>> parser;
+    Done done;
+    void NewParser() {
+      parser.emplace();
+      parser->body_limit(64u << 20);
+    }
+    std::chrono::milliseconds limit{0};
+    int attempt = 0;
+    std::string what;
+    uint64_t generation = 0;
+  };
+
+  void Finish(const std::shared_ptr<Op>& op, Result<HttpResponse> r) {
+    busy = false;
+    Done done = std::move(op->done);
+    done(std::move(r));
+  }
+
+  void Fail(const std::shared_ptr<Op>& op, beast::error_code ec, bool connecting) {
+    stream.reset();
+    buffer.clear();
+    if (!connecting && op->attempt == 0 &&
+        (ec == http::error::end_of_stream || ec == asio::error::connection_reset || ec == asio::error::broken_pipe)) {
+      ++op->attempt;  // the kept-alive connection had closed: once more on a fresh one
+      op->NewParser();
+      return Start(op);
+    }
+    if (ec == beast::error::timeout) {
+      return Finish(op, Error(StatusCode::kFailedPrecondition, fmt::format("{}: no answer within {} ms", op->what, op->limit.count())));
+    }
+    if (connecting && ec == asio::error::connection_refused) {
+      return Finish(op, Error(StatusCode::kUnavailable, fmt::format("cannot reach the server at {}: {}", host, ec.message())));
+    }
+    Finish(op, Error(StatusCode::kFailedPrecondition, fmt::format("{}: {}", op->what, ec.message())));
+  }
+
+  void Start(const std::shared_ptr<Op>& op) {
+    auto self = shared_from_this();
+    if (!stream) {
+      stream.emplace(io);
+      stream->expires_after(op->limit);
+      stream->async_connect(endpoint, [self, op](beast::error_code ec) {
+        if (op->generation != self->generation) return;
+        if (ec) return self->Fail(op, ec, true);
+        beast::error_code ignored;
+        self->stream->socket().set_option(tcp::no_delay(true), ignored);
+        self->Write(op);
+      });
+      return;
+    }
+    Write(op);
+  }
+
+  void Write(const std::shared_ptr<Op>& op) {
+    auto self = shared_from_this();
+    stream->expires_after(op->limit);
+    http::async_write(*stream, op->req, [self, op](beast::error_code ec, size_t) {
+      if (op->generation != self->generation) return;
+      if (ec) return self->Fail(op, ec, false);
+      http::async_read(*self->stream, self->buffer, *op->parser, [self, op](beast::error_code e2, size_t) {
+        if (op->generation != self->generation) return;
+        if (e2) return self->Fail(op, e2, false);
+        self->stream->expires_never();
+        auto& res = op->parser->get();
+        HttpResponse out{.status = static_cast<int>(res.result_int()), .body = std::move(res.body())};
+        if (!res.keep_alive()) self->stream.reset();
+        self->Finish(op, std::move(out));
+      });
+    });
+  }
+};
+
+AsyncHttpClient::AsyncHttpClient() = default;
+AsyncHttpClient::~AsyncHttpClient() {
+  if (impl_) {
+    ++impl_->generation;
+    if (impl_->stream) impl_->stream->cancel();
+  }
+}
+
+Result<std::unique_ptr<AsyncHttpClient>> AsyncHttpClient::Create(EventLoop& loop, const std::string& base, std::string token) {
+  auto hp = SplitHostPort(base);
+  if (!hp) return tl::unexpected(hp.error());
+  beast::error_code ec;
+  tcp::resolver resolver(loop.impl_->io);
+  auto endpoints = resolver.resolve(hp->first, hp->second, ec);
+  if (ec || endpoints.empty()) return Error(StatusCode::kNotFound, fmt::format("cannot resolve {}: {}", hp->first, ec.message()));
+  auto c = std::unique_ptr<AsyncHttpClient>(new AsyncHttpClient());
+  c->impl_ = std::make_shared<Impl>(loop.impl_->io);
+  c->impl_->host = hp->first + ":" + hp->second;
+  c->impl_->endpoint = endpoints.begin()->endpoint();
+  c->impl_->token = std::move(token);
+  return c;
+}
+
+void AsyncHttpClient::set_token(std::string token) { impl_->token = std::move(token); }
+bool AsyncHttpClient::busy() const { return impl_->busy; }
+
+void AsyncHttpClient::Close() {
+  Impl& c = *impl_;
+  ++c.generation;
+  c.stream.reset();
+  c.buffer.clear();
+  c.busy = false;
+}
+
+void AsyncHttpClient::Call(std::string method, std::string target, std::string body, Millis timeout, Done done) {
+  Impl& c = *impl_;
+  if (c.busy) {
+    asio::post(c.io, [done = std::move(done), target] {
+      done(Error(StatusCode::kFailedPrecondition, fmt::format("{}: a request is already in flight on this connection", target)));
+    });
+    return;
+  }
+  c.busy = true;
+  auto op = std::make_shared<Impl::Op>();
+  op->req = http::request<http::string_body>{http::string_to_verb(method), target, 11};
+  op->req.set(http::field::host, c.host);
+  op->req.set(http::field::user_agent, "gpupool");
+  if (!c.token.empty()) op->req.set(http::field::authorization, "Bearer " + c.token);
+  op->req.set(http::field::content_type, "application/json");
+  op->req.keep_alive(true);
+  op->req.body() = std::move(body);
+  op->req.prepare_payload();
+  op->NewParser();
+  op->done = std::move(done);
+  op->limit = std::chrono::milliseconds(timeout.value());
+  op->what = method + " " + target;
+  op->generation = c.generation;
+  c.Start(op);
+}
+
 }  // namespace gp

@@ -2,6 +2,8 @@
 // EventLoop: one thread runs every handler and timer, so the controller needs no locks.
 // HttpServer: async accept and read on that loop; a handler may answer later (long poll).
 // HttpClient: a blocking client with a kept-alive connection, for the CLI and the agent.
+// AsyncHttpClient: a client on an EventLoop (one kept-alive connection, one request at a
+// time), for many agents in one process (gpupool hollow).
 #pragma once
 
 #include <cstdint>
@@ -99,6 +101,7 @@ class EventLoop {
   void Stop();
 
  private:
+  friend class AsyncHttpClient;
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };
@@ -119,6 +122,29 @@ class HttpClient {
   HttpClient();
   struct Impl;
   std::unique_ptr<Impl> impl_;
+};
+
+// An asynchronous HTTP/1.1 client on an EventLoop's thread: one kept-alive connection, one
+// request at a time (the caller waits for `done` before the next; a second call meanwhile is
+// answered with an error). A connection the server closed is opened again once, as HttpClient
+// does. Errors: kUnavailable when the server refused the connection (its process is down),
+// kFailedPrecondition otherwise (a timeout among them, said so).
+class AsyncHttpClient {
+ public:
+  using Done = std::function<void(Result<HttpResponse>)>;
+  static Result<std::unique_ptr<AsyncHttpClient>> Create(EventLoop& loop, const std::string& base, std::string token);
+  ~AsyncHttpClient();
+  AsyncHttpClient(const AsyncHttpClient&) = delete;
+  AsyncHttpClient& operator=(const AsyncHttpClient&) = delete;
+  void set_token(std::string token);
+  void Call(std::string method, std::string target, std::string body, Millis timeout, Done done);
+  bool busy() const;
+  void Close();  // drops the connection (a request in flight is answered with an error)
+
+ private:
+  AsyncHttpClient();
+  struct Impl;
+  std::shared_ptr<Impl> impl_;
 };
 
 // Percent-decoding of a query component ("a%20b" -> "a b").

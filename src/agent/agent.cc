@@ -185,6 +185,9 @@ Status Agent::Register() {
   if (reply.contains("lease_ms") && reply["lease_ms"].is_number_integer()) {
     lease_ms_ = static_cast<int>(std::clamp<int64_t>(reply["lease_ms"].get<int64_t>(), 200, 600'000));
   }
+  if (reply.contains("interval_ms") && reply["interval_ms"].is_number_integer()) {
+    server_interval_ms_ = static_cast<int>(std::clamp<int64_t>(reply["interval_ms"].get<int64_t>(), 0, 600'000));
+  }
   if (reply.contains("checkpoint_max_bytes") && reply["checkpoint_max_bytes"].is_number_integer()) {
     // One limit for both sides: never pack what the server would refuse.
     carrier_->SetMaxBytes(std::min<int64_t>(o_.checkpoint_max_mib << 20, reply["checkpoint_max_bytes"].get<int64_t>()));
@@ -200,6 +203,7 @@ Status Agent::Register() {
   if (!client) return client.error();
   client_ = std::move(*client);
   carrier_->SetToken(credential_);
+  telemetry_due_ = true;  // a server that forgot the node learns its load at once
   RenewLease();
   return Status::Ok();
 }
@@ -288,13 +292,17 @@ Status Agent::Run(const std::atomic<bool>& stop) {
       if (auto h = host_.Sample()) host_sample_ = *h;
       if (auto g = gpus_->Sample()) gpu_sample_ = *g;
       last_sample_ms_ = now;
+      telemetry_due_ = true;
       UpdateMetrics();
     }
     // Start what the server gave, 100 ms of it at a time, so that a big batch does not keep
     // the agent quiet long enough to look dead.
     CarryCheckpoints(now);
     StartSome();
-    Heartbeat hb{.node = o_.name, .host = host_sample_, .gpus = gpu_sample_, .selftests = selftest_results_};
+    // Telemetry goes with the first heartbeat after each sample (once per interval), not with
+    // every short poll while tasks run: the server keeps the last samples.
+    Heartbeat hb{.node = o_.name, .telemetry = telemetry_due_, .host = host_sample_, .gpus = gpu_sample_,
+                 .selftests = selftest_results_};
     for (const TaskLaunch& l : to_start_) hb.running.push_back(TaskKey{l.job, l.task, l.attempt});  // held, starting soon
     for (const auto& [key, l] : restoring_) hb.running.push_back(key);
     std::vector<TaskKey> done;
@@ -330,7 +338,9 @@ Status Agent::Run(const std::atomic<bool>& stop) {
       hb.tasks.push_back(std::move(r));
     }
     active = active || !restoring_.empty() || !selftests_.empty();
-    hb.wait_ms = !to_start_.empty() ? 0 : (active ? 20 : static_cast<int>(o_.interval.value()));
+    // Idle: as long as this agent's interval or the server's (which grows with the fleet).
+    const int idle_ms = std::max(static_cast<int>(o_.interval.value()), server_interval_ms_);
+    hb.wait_ms = !to_start_.empty() ? 0 : (active ? 20 : idle_ms);
     auto res = client_.Call("POST", "/v1/agent/heartbeat", HeartbeatToJson(hb), Millis{hb.wait_ms + 10'000});
     if (!res || res->status != 200) {
       const bool too_big = res && res->status == 413;
@@ -366,6 +376,7 @@ Status Agent::Run(const std::atomic<bool>& stop) {
       continue;
     }
     backoff = 200;
+    if (hb.telemetry) telemetry_due_ = false;
     RenewLease();
     SaveShipped();
     for (const TaskReport& r : hb.tasks) {
@@ -382,6 +393,7 @@ Status Agent::Run(const std::atomic<bool>& stop) {
       fmt::print(stderr, "gpupool agent: bad reply from server: {}\n", reply.error().message());
       continue;
     }
+    if (reply->interval_ms > 0) server_interval_ms_ = reply->interval_ms;
     for (int gpu : reply->selftest) StartSelfTest(gpu);
     for (const TaskKey& k : reply->cancel) {
       std::erase_if(to_start_, [&](const TaskLaunch& l) { return TaskKey{l.job, l.task, l.attempt} == k; });

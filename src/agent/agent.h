@@ -139,10 +139,12 @@ class Agent {
   std::map<pid_t, SelfTestRun> selftests_;
   std::vector<GpuSelfTest> selftest_results_;  // to report in the next heartbeat
   int lease_ms_ = 2500;     // as the server says at registration
+  int server_interval_ms_ = 0;  // the idle heartbeat interval the server asks for
   std::string supervisor_;  // gpupool-supervise beside the agent's binary, else the binary itself
   int64_t last_log_scan_ms_ = 0;
   CgroupLimiter cgroups_ = CgroupLimiter::Detect();
   int64_t last_sample_ms_ = 0;
+  bool telemetry_due_ = true;  // a sample taken since the last heartbeat that carried one
   HostSample host_sample_;
   std::vector<GpuSample> gpu_sample_;
   std::unique_ptr<prometheus::Exposer> exposer_;

@@ -603,6 +603,7 @@ void Api::Route(const HttpRequest& r, const Caller& caller, Respond& respond) {
       if (!reg_done) return respond(Fail(HttpStatusOf(reg_done.error()), reg_done.error().message()));
       Poke();
       nlohmann::json out{{"node", reg_done->node}, {"lease_ms", c_.lease().value()},
+                         {"interval_ms", c_.heartbeat_interval().value()},
                          {"checkpoint_max_bytes", c_.checkpoint_max_bytes()}};
       if (!reg_done->credential.empty()) out["credential"] = reg_done->credential;
       return respond(Json(200, out.dump()));
@@ -649,6 +650,7 @@ void Api::HeartbeatRoute(const HttpRequest& r, const Caller& caller, Respond res
     pk.respond(Json(200, ReplyToJson(c_.TakeWork(node))));
   });
   parked_[node] = Parked{std::move(respond), std::move(cancel)};
+  c_.HoldingHeartbeat(node);
 }
 
 }  // namespace gp

@@ -73,6 +73,14 @@ struct ControllerOptions {
   // process): the silence of that gap is the server's, not the nodes', and is not counted.
   // Zero: off (a manual clock's jumps are not stalls).
   Millis stall{0};
+  // Heartbeats: an idle agent's interval is at least `heartbeat_base`, and grows with the fleet
+  // so that all nodes together send about `heartbeat_rate` per second (as Nomad sizes its
+  // heartbeat TTLs), but never past the lease less `heartbeat_margin` (each answer renews the
+  // tasks' leases) nor past `heartbeat_max`.
+  Millis heartbeat_base{500};
+  int64_t heartbeat_rate = 10'000;
+  Millis heartbeat_margin{800};
+  Millis heartbeat_max{2'000};
   // Absolute directories a job may name as its workdir (and those below them); none by default:
   // a job runs in its task's own directory, and a relative workdir is inside it.
   std::vector<std::filesystem::path> allow_workdir;
@@ -141,6 +149,10 @@ class Controller {
   const Fleet& fleet() const { return fleet_; }
   const Policy& policy() const { return cluster_.policy(); }
   Millis lease() const { return options_.lease; }
+  // The idle heartbeat interval for the fleet's size now (ControllerOptions::heartbeat_*); O(1).
+  Millis heartbeat_interval() const;
+  // The API holds this node's heartbeat (a long poll): it is waiting on the server, not silent.
+  void HoldingHeartbeat(const std::string& node);
   std::filesystem::path LogPath(JobId id, int task, std::string_view stream) const;
 
   // --- agents ---

@@ -257,13 +257,17 @@ Result<HeartbeatReply> Controller::Heartbeat(const gp::Heartbeat& h) {
   NodeSlot* slot = SlotByName(h.node);
   if (!slot) return Error(StatusCode::kNotFound, fmt::format("node '{}' is not registered; register first", h.node));
   const Millis now = clock_.Now();
+  const bool was_out = slot->down || slot->suspect;
   slot->down = false;
   slot->suspect = false;
   slot->detector.Heartbeat(now);
   slot->record.last_heartbeat_ms = now.value();
-  slot->record.host = h.host;
-  slot->record.gpus = h.gpus;
-  RefreshNodeState(slot->record.spec.id);
+  if (h.telemetry) {
+    // A heartbeat without telemetry (nothing changed) keeps the last samples and costs O(news).
+    slot->record.host = h.host;
+    slot->record.gpus = h.gpus;
+  }
+  if (h.telemetry || was_out) RefreshNodeState(slot->record.spec.id);
   GpuReports(*slot, h);
   auto current = [&](uint64_t job, int task, int attempt) -> JobRecord* {
     JobRecord* j = cluster_.Find(JobId{job});
@@ -325,6 +329,18 @@ Result<HeartbeatReply> Controller::Heartbeat(const gp::Heartbeat& h) {
   return TakeWork(h.node);
 }
 
+Millis Controller::heartbeat_interval() const {
+  // O(1): by the nodes registered (a down node still counts; it may come back any time).
+  const auto nodes = static_cast<int64_t>(nodes_.size());
+  const int64_t by_rate = options_.heartbeat_rate > 0 ? nodes * 1000 / options_.heartbeat_rate : 0;
+  const int64_t cap = std::min(options_.heartbeat_max.value(), options_.lease.value() - options_.heartbeat_margin.value());
+  return Millis{std::max(options_.heartbeat_base.value(), std::min(by_rate, cap))};
+}
+
+void Controller::HoldingHeartbeat(const std::string& node) {
+  if (NodeSlot* slot = SlotByName(node)) slot->detector.Held();
+}
+
 HeartbeatReply Controller::TakeWork(const std::string& node) {
   HeartbeatReply reply;
   NodeSlot* slot = SlotByName(node);
@@ -340,6 +356,7 @@ HeartbeatReply Controller::TakeWork(const std::string& node) {
   slot->cancels.clear();
   slot->cancel_grace.clear();
   for (const TaskLaunch& l : reply.start) slot->delivered.insert(TaskKey{l.job, l.task, l.attempt});
+  reply.interval_ms = static_cast<int>(heartbeat_interval().value());
   return reply;
 }
 

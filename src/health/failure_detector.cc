@@ -19,10 +19,11 @@ void PhiAccrualDetector::Heartbeat(Millis now) {
     }
   }
   last_ = now;
+  held_ = false;
 }
 
 double PhiAccrualDetector::Phi(Millis now) const {
-  if (!started()) return 0;
+  if (!started() || held_) return 0;
   const double n = static_cast<double>(intervals_.size());
   const double mean = n > 0 ? sum_ / n : static_cast<double>(o_.first_interval.value());
   const double var = n > 1 ? std::max(0.0, sum_sq_ / n - mean * mean) : 0.0;

@@ -38,8 +38,13 @@ class PhiAccrualDetector {
   // polls the server, not the node, decides how long a request is held; measuring from the
   // answer keeps an idle node's cadence (held 0.5 s) and a busy one's (answered at once) alike.
   void Replied(Millis now) {
+    held_ = false;
     if (started() && now > last_) last_ = now;
   }
+  // The server holds the node's heartbeat (a long poll): the node is waiting on the server,
+  // not silent, until Replied.
+  void Held() { held_ = started(); }
+  bool held() const { return held_; }
   double Phi(Millis now) const;
   Liveness Judge(Millis now) const;
   bool started() const { return last_.value() >= 0; }
@@ -48,6 +53,7 @@ class PhiAccrualDetector {
  private:
   PhiOptions o_;
   Millis last_{-1};
+  bool held_ = false;
   std::deque<int64_t> intervals_;
   double sum_ = 0;
   double sum_sq_ = 0;

@@ -565,10 +565,13 @@ Result<RegisterRequest> ParseRegister(std::string_view body) {
 }
 
 std::string HeartbeatToJson(const Heartbeat& h) {
-  Json j{{"node", h.node}, {"host", HostJson(h.host)}, {"wait_ms", h.wait_ms}};
-  Json gpus = Json::array();
-  for (const GpuSample& s : h.gpus) gpus.push_back(GpuSampleJson(s));
-  j["gpus"] = gpus;
+  Json j{{"node", h.node}, {"wait_ms", h.wait_ms}};
+  if (h.telemetry) {
+    j["host"] = HostJson(h.host);
+    Json gpus = Json::array();
+    for (const GpuSample& s : h.gpus) gpus.push_back(GpuSampleJson(s));
+    j["gpus"] = gpus;
+  }
   Json tasks = Json::array();
   for (const TaskReport& t : h.tasks) {
     Json e{{"job", t.job}, {"task", t.task}, {"attempt", t.attempt},
@@ -600,6 +603,7 @@ Result<Heartbeat> ParseHeartbeat(std::string_view body) {
     const In j = ParseObject(body, "heartbeat");
     Heartbeat h;
     h.node = Str(j, "node");
+    h.telemetry = j.contains("host") || j.contains("gpus");
     if (j.contains("host")) h.host = HostFrom(Object(j, "host"));
     h.wait_ms = static_cast<int>(Int(j, "wait_ms", 0, 60'000, 0));
     for (const In& g : Array(j, "gpus")) h.gpus.push_back(GpuSampleFrom(g));
@@ -659,6 +663,7 @@ std::string ReplyToJson(const HeartbeatReply& r) {
   }
   Json out{{"start", start}, {"cancel", cancel}};
   if (!r.selftest.empty()) out["selftest"] = r.selftest;
+  if (r.interval_ms > 0) out["interval_ms"] = r.interval_ms;
   return out.dump(-1, ' ', false, kReplace);
 }
 
@@ -675,6 +680,7 @@ Result<HeartbeatReply> ParseReply(std::string_view body) {
                                    .cpu = MilliCpu{Int(t, "cpu", 0, INT64_MAX, 0)}, .memory = MiB{Int(t, "memory", 0, INT64_MAX, 0)},
                                    .carry_checkpoint = Bool(t, "carry_checkpoint", false)});
     }
+    r.interval_ms = static_cast<int>(Int(j, "interval_ms", 0, 600'000, 0));
     for (const In& g : Array(j, "selftest")) r.selftest.push_back(static_cast<int>(Whole(g, "selftest[]", 0, kMaxGpusPerNode - 1)));
     for (const In& p : Array(j, "cancel")) {
       if (!p.is_array() || (p.size() != 3 && p.size() != 4)) throw Bad{"field 'cancel': expected [[job, task, attempt(, grace_ms)], ...]"};

@@ -85,6 +85,9 @@ struct GpuSelfTest {
 // nothing to say (long poll), so new work reaches the agent at once.
 struct Heartbeat {
   std::string node;
+  // Telemetry is sent when it changed (and now and then): a heartbeat without it keeps the
+  // node's last host and GPU samples, and costs the server only its task news.
+  bool telemetry = true;
   HostSample host;
   std::vector<GpuSample> gpus;
   std::vector<TaskReport> tasks;
@@ -115,6 +118,8 @@ struct HeartbeatReply {
   std::vector<TaskKey> cancel;
   std::vector<int> selftest;  // GPUs (indexes) to check now: quarantined ones on probation
   std::map<TaskKey, int> grace_ms;  // a cancel's own grace before SIGKILL (else the agent's)
+  // The idle heartbeat interval the server asks for (it grows with the fleet); 0: unchanged.
+  int interval_ms = 0;
 };
 std::string ReplyToJson(const HeartbeatReply& r);
 Result<HeartbeatReply> ParseReply(std::string_view body);

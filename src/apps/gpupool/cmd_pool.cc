@@ -1,8 +1,10 @@
-// The live pool's daemons: `gpupool server`, `gpupool agent`, and `gpupool dev` (a server and
-// a few agents with simulated GPUs on this machine, for trying gpupool in one command).
+// The live pool's daemons: `gpupool server`, `gpupool agent`, `gpupool hollow` (many hollow
+// agents in one process, for sizing a server), and `gpupool dev` (a server and a few agents
+// with simulated GPUs on this machine, for trying gpupool in one command).
 #include <fmt/format.h>
 #include <signal.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -18,6 +20,7 @@
 #include "adapters/sqlite_journal.h"
 #include "adapters/tokens.h"
 #include "agent/agent.h"
+#include "agent/hollow.h"
 #include "agent/supervisor.h"
 #include "apps/gpupool/commands.h"
 #include "controller/api.h"
@@ -291,6 +294,62 @@ int RunAgent(AgentArgs a) {
   return 0;
 }
 
+struct HollowArgs {
+  HollowOptions options;
+  std::string join_token_file;
+  std::string duration = "0s";
+  std::string interval = "500ms";
+  std::string report;  // where the counts go every few seconds and at the end ("-": stdout)
+};
+
+int RunHollow(HollowArgs a) {
+  auto fail = [](const std::string& m) {
+    fmt::print(stderr, "gpupool hollow: {}\n", m);
+    return 1;
+  };
+  if (a.options.join_token.empty() && !a.join_token_file.empty()) {
+    auto t = ReadToken(a.join_token_file);
+    if (!t) return fail(t.error().message());
+    a.options.join_token = *t;
+  }
+  auto duration = ParseDuration(a.duration);
+  if (!duration) return fail(fmt::format("--duration: {}", duration.error().message()));
+  a.options.duration = *duration;
+  auto interval = ParseDuration(a.interval);
+  if (!interval || interval->value() < 10) return fail("--interval: expected a duration of at least 10ms, e.g. 500ms");
+  a.options.interval = *interval;
+  // One socket per node: the soft limit on open files is raised to the hard one.
+  rlimit rl{};
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+    rl.rlim_cur = rl.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &rl);
+    getrlimit(RLIMIT_NOFILE, &rl);
+  }
+  if (rl.rlim_cur != RLIM_INFINITY && static_cast<int64_t>(rl.rlim_cur) < a.options.nodes + 64) {
+    return fail(fmt::format("--nodes {} needs {} open files, and this process may open {} (ulimit -n)", a.options.nodes,
+                            a.options.nodes + 64, rl.rlim_cur));
+  }
+  EventLoop loop;
+  auto hollow = Hollow::Create(loop, a.options);
+  if (!hollow) return fail(hollow.error().message());
+  Hollow& h = **hollow;
+  auto print = [&h](std::FILE* to) {
+    const Hollow::Counts c = h.counts();
+    fmt::print(to, "{{\"nodes\": {}, \"registered\": {}, \"running\": {}, \"started\": {}, \"ended\": {}, \"repeats\": {}, "
+                   "\"heartbeats\": {}, \"errors\": {}}}\n",
+               c.nodes, c.registered, c.running, c.started, c.ended, c.repeats, c.heartbeats, c.errors);
+    std::fflush(to);
+  };
+  if (h.control_port() != 0) fmt::print(stderr, "gpupool hollow: control on 127.0.0.1:{}\n", h.control_port());
+  fmt::print(stderr, "gpupool hollow: {} nodes of {} for {}\n", a.options.nodes, a.options.gpus, a.options.server);
+  loop.Every(Millis{5'000}, [&] { print(stderr); });
+  loop.OnSignals([&](int) { loop.Stop(); });
+  h.Start();
+  loop.Run();
+  print(stdout);
+  return 0;
+}
+
 struct DevArgs {
   std::string fleet;
   std::string data_dir = "/tmp/gpupool-dev";
@@ -490,6 +549,25 @@ void AddPoolCommands(CLI::App& app, int* exit_code) {
   supervise->add_option("--uid", sv->uid);
   supervise->add_option("--gid", sv->gid);
   supervise->callback([sv, exit_code] { *exit_code = Supervise(*sv, TrailingCommand()); });
+
+  auto ho = std::make_shared<HollowArgs>();
+  CLI::App* hollow = app.add_subcommand(
+      "hollow", "Many hollow agents in one process: real protocol and sockets, no processes behind the tasks");
+  hollow->add_option("--server", ho->options.server, "server address, HOST:PORT")->required();
+  hollow->add_option("--join-token", ho->options.join_token, "the server's join token");
+  hollow->add_option("--join-token-file", ho->join_token_file, "file holding the join token");
+  hollow->add_option("--nodes", ho->options.nodes, "how many nodes (default 100)");
+  hollow->add_option("--gpus", ho->options.gpus, "GPUs per node, COUNTxMODEL (default 8xH100)");
+  hollow->add_option("--prefix", ho->options.prefix, "node names: PREFIX0, PREFIX1, ... (default hollow-)");
+  hollow->add_option("--sites", ho->options.sites, "spread the nodes over this many sites (default 1)");
+  hollow->add_option("--provider", ho->options.provider, "the nodes' provider (default hollow)");
+  hollow->add_option("--duration", ho->duration, "how long each task runs (default 0s: it ends at once)");
+  hollow->add_option("--interval", ho->interval, "idle heartbeat interval (default 500ms; the server may ask for longer)");
+  hollow->add_option("--max-tasks", ho->options.max_tasks, "tasks at once per node (default 256)");
+  hollow->add_option("--control", ho->options.control_listen,
+                     "control endpoint, 127.0.0.1:PORT: GET /v1/hollow (counts), POST /v1/hollow/nodes/NAME/stop|resume");
+  hollow->add_option("--record", ho->options.record, "append every task start to this file: NODE JOB TASK ATTEMPT MS");
+  hollow->callback([ho, exit_code] { *exit_code = RunHollow(*ho); });
 
   auto d = std::make_shared<DevArgs>();
   CLI::App* dev = app.add_subcommand("dev", "A whole pool on this machine: server plus agents with simulated GPUs");
