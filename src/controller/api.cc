@@ -199,7 +199,8 @@ void Api::Poke() {
   tick_pending_ = true;
   loop_.Post([this] {
     tick_pending_ = false;
-    c_.Tick();
+    c_.Schedule();
+    c_.FlushEvents();
   });
 }
 
@@ -438,6 +439,12 @@ void Api::Route(const HttpRequest& r, const Caller& caller, Respond& respond) {
       }
       if (auto it = r.query.find("tenant"); it != r.query.end()) f.tenant = it->second;
       if (auto it = r.query.find("node"); it != r.query.end()) f.node = it->second;
+      if (auto it = r.query.find("expand"); it != r.query.end()) f.expand = it->second != "false" && it->second != "0";
+      if (auto it = r.query.find("array"); it != r.query.end()) {
+        auto a = c_.ResolveJob(it->second);
+        if (!a) return respond(Fail(400, "array: " + a.error().message()));
+        f.array = a->value();
+      }
       // Pages of at most 1,000, newest first; `next` is the cursor for the page after.
       if (auto e = QueryNumber(r, "limit", f.limit, size_t{1}, size_t{kMaxPage})) return respond(Fail(400, *e));
       if (auto e = QueryNumber(r, "before", f.before, uint64_t{1}, UINT64_MAX)) return respond(Fail(400, *e));
@@ -455,16 +462,26 @@ void Api::Route(const HttpRequest& r, const Caller& caller, Respond& respond) {
       return respond(Json(200, body + "}"));
     }
     if (p.size() >= 3) {
-      auto id = ParseId(p[2]);
+      // A job by its id, or an array element by ARRAY_INDEX (its own id works too).
+      auto resolved = c_.ResolveJob(p[2]);
+      const std::optional<JobId> id = resolved ? std::optional<JobId>(*resolved) : std::nullopt;
       const JobRecord* j = id ? c_.FindJob(*id) : nullptr;
-      if (!j) return respond(Fail(404, fmt::format("no job '{}'", p[2])));
-      if (p.size() == 3 && m == "GET") return respond(Json(200, JobToJson(*j, c_.MessageOf(*j))));
+      // An element not yet expanded has no record: its array says what it is.
+      const std::optional<JobRecord> pending = id && !j ? c_.PendingElement(*id) : std::nullopt;
+      auto shown = [&]() -> HttpResponse {
+        if (const JobRecord* now = c_.FindJob(*id)) return Json(200, JobToJson(*now, c_.MessageOf(*now)));
+        if (auto p2 = c_.PendingElement(*id)) return Json(200, JobToJson(*p2));
+        return Fail(404, fmt::format("no job '{}'", p[2]));
+      };
+      if (!j && !pending) return respond(Fail(404, resolved ? fmt::format("no job '{}'", p[2]) : resolved.error().message()));
       if ((p.size() == 3 && m == "DELETE") || (p.size() == 4 && p[3] == "cancel" && m == "POST")) {
         Status s = c_.Cancel(*id);
         if (!s.ok()) return respond(Fail(HttpStatusOf(s), s.message()));
         Poke();
-        return respond(Json(200, JobToJson(*c_.FindJob(*id), c_.MessageOf(*c_.FindJob(*id)))));
+        return respond(shown());
       }
+      if (p.size() == 3 && m == "GET") return respond(shown());
+      if (!j) return respond(Fail(404, fmt::format("job '{}' has not started: no logs, checkpoint or explanation yet", p[2])));
       if (p.size() == 4 && p[3] == "checkpoint" && m == "GET") {
         int task = 0;
         if (auto e = QueryNumber(r, "task", task, 0, kMaxTasksPerJob - 1)) return respond(Fail(400, *e));

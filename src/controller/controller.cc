@@ -1,6 +1,8 @@
 #include "controller/controller.h"
 
 #include <fmt/format.h>
+
+#include <charconv>
 #include <nlohmann/json.hpp>
 
 #include <chrono>
@@ -158,6 +160,7 @@ Status Controller::Recover() {
     const JobRecord& j = *cluster_.Find(JobId{id});
     if (j.state == JobState::kStarting) Launch(j);
   }
+  cluster_.RecountArrays();
   return Status::Ok();
 }
 
@@ -167,6 +170,13 @@ Status Controller::Validate(JobRecord& r) {
   r.state = JobState::kQueued;
   r.tasks.clear();
   r.exit_code.reset();
+  r.array_of = 0;  // elements are the server's to make
+  r.expanded = 0;
+  r.skipped = 0;
+  if (r.array) {
+    // Checked once for every element: they share the spec.
+    if (Status s = cluster_.Admit(r.spec); !s.ok()) return s;
+  }
   if (r.spec.name.empty()) r.spec.name = r.command.empty() ? "job" : std::filesystem::path(r.command[0]).filename().string();
   if (r.spec.data && !fleet_.FindSite(r.spec.data->site)) {
     return Status(StatusCode::kInvalidArgument, fmt::format("field 'data.site': unknown site '{}'", r.spec.data->site));
@@ -198,6 +208,7 @@ void Controller::SubmitStaged(JobRecord r, std::function<void(Result<JobId>)> do
   if (Status s = Validate(r); !s.ok()) return done(tl::unexpected(std::move(s)));
   next_submit_id_ = std::max(next_submit_id_, cluster_.next_id());
   r.spec.id = JobId{next_submit_id_++};
+  if (r.array) next_submit_id_ += static_cast<uint64_t>(r.array->size());  // its elements' ids
   staged_.push_back(Staged{.record = std::move(r), .done = std::move(done)});
   if (staged_.size() == 1 && on_staged) on_staged();
 }
@@ -249,30 +260,117 @@ const JobRecord* Controller::FindJob(JobId id) const { return cluster_.Find(id);
 std::vector<const JobRecord*> Controller::ListJobs(const JobFilter& f) const {
   std::vector<const JobRecord*> out;
   auto keep = [&](const JobRecord& j) {
-    if (f.state && j.state != *f.state) return;
-    if (!f.tenant.empty() && j.spec.tenant != f.tenant) return;
+    if (f.state && j.state != *f.state) return false;
+    if (!f.tenant.empty() && j.spec.tenant != f.tenant) return false;
     if (!f.node.empty()) {
       bool on = false;
       for (const TaskRecord& t : j.tasks) on = on || t.node == f.node;
-      if (!on) return;
+      if (!on) return false;
     }
-    out.push_back(&j);
+    return true;
   };
-  if (f.state && !IsTerminal(*f.state)) {
-    // Live work is indexed: a page of waiting or running jobs walks those, not the job table.
-    const std::set<uint64_t>& ids = *f.state == JobState::kQueued ? cluster_.queued() : cluster_.unfinished();
-    auto start = f.before > 0 ? std::make_reverse_iterator(ids.lower_bound(f.before)) : ids.rbegin();
-    for (auto it = start; it != ids.rend() && out.size() < f.limit; ++it) keep(*cluster_.Find(JobId{*it}));
+  // Newest first from the cursor, each step O(log n): live work walks its index (a page of
+  // waiting or running jobs never walks the job table), and an array's elements are passed
+  // over in one step unless they are asked for.
+  auto walk = [&](const auto& ids, auto key) {
+    uint64_t below = f.before > 0 ? f.before : UINT64_MAX;
+    while (out.size() < f.limit) {
+      auto it = ids.lower_bound(below);
+      if (it == ids.begin()) break;
+      --it;
+      const uint64_t id = key(it);
+      const JobRecord& j = *cluster_.Find(JobId{id});
+      if (!f.expand && j.array_of != 0) {
+        const JobRecord* a = cluster_.Find(JobId{j.array_of});
+        if (a && keep(*a)) out.push_back(a);
+        below = j.array_of;
+        continue;
+      }
+      if (keep(j)) out.push_back(&j);
+      below = id;
+    }
+  };
+  const auto& jobs = cluster_.jobs();
+  auto map_key = [](auto it) { return it->first; };
+  auto set_key = [](auto it) { return *it; };
+  if (f.array != 0) {
+    // One array's elements (those with records): the ids right above the array's own.
+    const JobRecord* a = cluster_.Find(JobId{f.array});
+    if (!a || !a->array) return out;
+    uint64_t below = std::min<uint64_t>(f.before > 0 ? f.before : UINT64_MAX, f.array + 1 + static_cast<uint64_t>(a->array->size()));
+    while (out.size() < f.limit) {
+      auto it = jobs.lower_bound(below);
+      if (it == jobs.begin()) break;
+      --it;
+      if (it->first <= f.array) break;
+      if (keep(it->second)) out.push_back(&it->second);
+      below = it->first;
+    }
     return out;
   }
-  const auto& jobs = cluster_.jobs();
-  auto start = f.before > 0 ? std::make_reverse_iterator(jobs.lower_bound(f.before)) : jobs.rbegin();
-  for (auto it = start; it != jobs.rend() && out.size() < f.limit; ++it) keep(it->second);
+  if (f.state && !IsTerminal(*f.state)) {
+    walk(*f.state == JobState::kQueued ? cluster_.queued() : cluster_.unfinished(), set_key);
+  } else {
+    walk(jobs, map_key);
+  }
   return out;
 }
 
+Result<JobId> Controller::ResolveJob(std::string_view text) const {
+  auto number = [](std::string_view s) -> std::optional<uint64_t> {
+    uint64_t v = 0;
+    auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+    if (ec != std::errc() || p != s.data() + s.size() || s.empty()) return std::nullopt;
+    return v;
+  };
+  const size_t us = text.find('_');
+  if (us == std::string_view::npos) {
+    auto id = number(text);
+    if (!id || *id == 0) return Error(StatusCode::kNotFound, fmt::format("no job '{}'", text));
+    return JobId{*id};
+  }
+  auto array = number(text.substr(0, us));
+  auto index = number(text.substr(us + 1));
+  if (!array || !index) return Error(StatusCode::kNotFound, fmt::format("no job '{}': expected ID or ARRAY_INDEX", text));
+  auto id = cluster_.ElementId(JobId{*array}, static_cast<int64_t>(*index));
+  if (!id) return Error(StatusCode::kNotFound, fmt::format("no job '{}': job {} is no array, or has no index {}", text, *array, *index));
+  return *id;
+}
+
+std::optional<JobRecord> Controller::PendingElement(JobId id) const {
+  if (cluster_.Find(id)) return std::nullopt;
+  // Its array is the nearest array below it whose ids reach it.
+  const auto& jobs = cluster_.jobs();
+  auto it = jobs.lower_bound(id.value());
+  while (it != jobs.begin()) {
+    --it;
+    const JobRecord& a = it->second;
+    if (a.array_of != 0) {
+      it = jobs.lower_bound(a.array_of + 1);
+      continue;
+    }
+    if (!a.array || id.value() > a.spec.id.value() + static_cast<uint64_t>(a.array->size())) return std::nullopt;
+    const int64_t pos = static_cast<int64_t>(id.value() - a.spec.id.value() - 1);
+    JobRecord e{.spec = a.spec, .command = a.command, .env = a.env, .workdir = a.workdir};
+    e.spec.id = id;
+    e.array_of = a.spec.id.value();
+    e.array_index = a.array->IndexAt(pos);
+    const bool cancelled = pos < a.expanded || a.early_cancel.count(pos) || IsTerminal(a.state);
+    e.state = cancelled ? JobState::kCancelled : JobState::kQueued;
+    e.message = cancelled ? "cancelled before it was expanded"
+                          : fmt::format("waiting: array {} expands its elements as they may run ({} of {} so far)",
+                                        a.spec.id.value(), a.expanded, a.array->size());
+    return e;
+  }
+  return std::nullopt;
+}
+
 Status Controller::Cancel(JobId id) {
-  if (Status s = cluster_.Cancel(id, clock_.Now()); !s.ok()) return s;
+  if (auto pending = PendingElement(id)) {
+    if (Status s = cluster_.CancelElement(JobId{pending->array_of}, pending->array_index, clock_.Now()); !s.ok()) return s;
+  } else if (Status s = cluster_.Cancel(id, clock_.Now()); !s.ok()) {
+    return s;
+  }
   Status s = StoreChanged();
   StoreFailed(s);
   return s;
@@ -323,8 +421,10 @@ Status Controller::MayFetchCheckpoint(const std::string& node, JobId id, int tas
 void Controller::Launch(const JobRecord& j) {
   if (j.tasks.empty()) return;
   const NodeSlot* master = SlotByName(j.tasks.front().node);
+  const JobRecord* array = j.array_of != 0 ? cluster_.Find(JobId{j.array_of}) : nullptr;
   const LaunchContext ctx{.master_address = master ? master->record.agent_address : "",
-                          .checkpoint_root = options_.checkpoint_root};
+                          .checkpoint_root = options_.checkpoint_root,
+                          .array = array && array->array ? &*array->array : nullptr};
   for (auto& [node, launch] : PrepareLaunches(j, ctx)) {
     NodeSlot* slot = SlotByName(node);
     if (!slot) continue;
@@ -378,9 +478,10 @@ void Controller::TickOnce() {
     ForgiveStall();
   }
   last_tick_ms_ = now;
+  const Millis at{now};
   for (NodeSlot& s : nodes_) {
     if (s.down || !s.detector.started()) continue;
-    const Liveness l = s.detector.Judge(clock_.Now());
+    const Liveness l = s.detector.Judge(at);  // O(1): a comparison
     if (l == Liveness::kDown) {
       NodeDown(s);
     } else if ((l == Liveness::kSuspect) != s.suspect) {
@@ -390,6 +491,10 @@ void Controller::TickOnce() {
       RefreshNodeState(s.record.spec.id);
     }
   }
+  Schedule();
+}
+
+void Controller::Schedule() {
   // Jobs failing over go back to the queue once every task has ended and the fence has passed.
   cluster_.RequeueReady(clock_.Now());
   StoreFailed(StoreChanged());

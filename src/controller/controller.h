@@ -92,6 +92,8 @@ struct JobFilter {
   std::string node;
   size_t limit = 1000;
   uint64_t before = 0;  // paging cursor: only jobs with ids below this (0: from the newest)
+  bool expand = false;  // arrays' elements each on their own (else an array is one entry)
+  uint64_t array = 0;   // only this array's elements (those with records)
 };
 
 class Controller {
@@ -114,6 +116,12 @@ class Controller {
   // the loop turn, so every submission that arrived in that turn shares the write.
   std::function<void()> on_staged;
   const JobRecord* FindJob(JobId id) const;
+  // "17" or an array element "17_42" (array 17, index 42): the job id it names. An element may
+  // have no record yet (not expanded: FindJob says nullptr, PendingElement describes it).
+  Result<JobId> ResolveJob(std::string_view text) const;
+  // An array element without a record: its array's view of it (queued or cancelled), or
+  // nullopt when `id` is no such element.
+  std::optional<JobRecord> PendingElement(JobId id) const;
   // What the API says of a job: a waiting job's reason (its class's), else its own message.
   std::string_view MessageOf(const JobRecord& j) const { return cluster_.MessageOf(j); }
   std::vector<const JobRecord*> ListJobs(const JobFilter& f) const;
@@ -179,6 +187,9 @@ class Controller {
   // Marks silent nodes down, requeues what failed over, and runs a pass (which looks only at
   // what something changed for).
   void Tick();
+  // What a request that changed something needs at once: requeues whose fence passed, then a
+  // pass, without judging every node's liveness (the periodic Tick does that).
+  void Schedule();
   // Called (on the loop thread) when a node's outbox gets work, so a parked heartbeat can answer.
   std::function<void(const std::string& node)> on_work;
 

@@ -46,6 +46,20 @@ std::vector<std::pair<std::string, TaskLaunch>> PrepareLaunches(const JobRecord&
     set("LOCAL_WORLD_SIZE", std::to_string(local_world[t.node]));
     set("MASTER_ADDR", ctx.master_address.empty() ? "127.0.0.1" : ctx.master_address);
     set("MASTER_PORT", std::to_string(20000 + j.spec.id.value() % 20000));
+    if (j.array_of != 0) {
+      const std::string parent = std::to_string(j.array_of);
+      const std::string index = std::to_string(j.array_index);
+      set("GPUPOOL_ARRAY_JOB_ID", parent);
+      set("GPUPOOL_ARRAY_INDEX", index);
+      set("SLURM_ARRAY_JOB_ID", parent);
+      set("SLURM_ARRAY_TASK_ID", index);
+      if (ctx.array) {
+        set("SLURM_ARRAY_TASK_MIN", std::to_string(ctx.array->min_index()));
+        set("SLURM_ARRAY_TASK_MAX", std::to_string(ctx.array->max_index()));
+        set("SLURM_ARRAY_TASK_COUNT", std::to_string(ctx.array->size()));
+        if (ctx.array->ranges.size() == 1) set("SLURM_ARRAY_TASK_STEP", std::to_string(ctx.array->ranges.front().step));
+      }
+    }
     out.emplace_back(t.node, std::move(l));
   }
   return out;

@@ -15,13 +15,17 @@ namespace gp {
 struct LaunchContext {
   std::string master_address;            // the agent address of task 0's node (MASTER_ADDR)
   std::filesystem::path checkpoint_root;  // shared checkpoint storage; empty: checkpoints are carried
+  const ArraySpec* array = nullptr;       // an array element's array
 };
 
 // The launches of every task of the job's current attempt that has neither started nor ended,
 // in task order, each with the name of its node. Each gets CUDA_VISIBLE_DEVICES (and
 // NVIDIA_VISIBLE_DEVICES) of its GPUs, GPUPOOL_JOB_ID, _JOB_NAME, _TASK_INDEX, _ATTEMPT, _NODE,
 // _GPUS, GPUPOOL_CHECKPOINT_DIR (or carry_checkpoint), and the torch.distributed variables RANK,
-// WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR, MASTER_PORT.
+// WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR, MASTER_PORT. An array element also gets
+// GPUPOOL_ARRAY_JOB_ID and GPUPOOL_ARRAY_INDEX, and Slurm's SLURM_ARRAY_JOB_ID,
+// SLURM_ARRAY_TASK_ID, _TASK_MIN, _TASK_MAX, _TASK_COUNT (and _TASK_STEP for one stepped
+// range), so that existing array scripts run unchanged.
 std::vector<std::pair<std::string, TaskLaunch>> PrepareLaunches(const JobRecord& job, const LaunchContext& ctx);
 
 // "0,2,3": the GPU indices of a mask.

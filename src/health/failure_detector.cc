@@ -4,6 +4,41 @@
 #include <cmath>
 
 namespace gp {
+namespace {
+
+// phi of a silence z standard deviations past the expected one.
+double PhiOfZ(double z) {
+  // P(a later heartbeat) = 1 - CDF(z) = erfc(z / sqrt 2) / 2; erfc keeps precision in the tail.
+  const double p_later = 0.5 * std::erfc(z / std::sqrt(2.0));
+  return p_later <= 0 ? 300.0 : -std::log10(p_later);
+}
+
+// The least z at which phi reaches `phi` (phi is increasing in z): bisection, once per detector.
+double ZForPhi(double phi) {
+  double lo = -40;
+  double hi = 40;
+  for (int i = 0; i < 100; ++i) {
+    const double mid = (lo + hi) / 2;
+    (PhiOfZ(mid) >= phi ? hi : lo) = mid;
+  }
+  return hi;
+}
+
+}  // namespace
+
+PhiAccrualDetector::PhiAccrualDetector(PhiOptions o) : o_(o), z_suspect_(ZForPhi(o.suspect_phi)), z_down_(ZForPhi(o.down_phi)) {
+  Refit();
+}
+
+void PhiAccrualDetector::Refit() {
+  const double n = static_cast<double>(intervals_.size());
+  mean_ = n > 0 ? sum_ / n : static_cast<double>(o_.first_interval.value());
+  const double var = n > 1 ? std::max(0.0, sum_sq_ / n - mean_ * mean_) : 0.0;
+  sigma_ = std::max(std::sqrt(var), static_cast<double>(o_.min_stddev.value()));
+  const double base = mean_ + static_cast<double>(o_.acceptable_pause.value());
+  suspect_after_ = base + z_suspect_ * sigma_;
+  down_after_ = base + z_down_ * sigma_;
+}
 
 void PhiAccrualDetector::Heartbeat(Millis now) {
   if (started()) {
@@ -20,25 +55,20 @@ void PhiAccrualDetector::Heartbeat(Millis now) {
   }
   last_ = now;
   held_ = false;
+  Refit();
 }
 
 double PhiAccrualDetector::Phi(Millis now) const {
   if (!started() || held_) return 0;
-  const double n = static_cast<double>(intervals_.size());
-  const double mean = n > 0 ? sum_ / n : static_cast<double>(o_.first_interval.value());
-  const double var = n > 1 ? std::max(0.0, sum_sq_ / n - mean * mean) : 0.0;
-  const double sigma = std::max(std::sqrt(var), static_cast<double>(o_.min_stddev.value()));
   const double elapsed = static_cast<double>((now - last_).value());
-  const double z = (elapsed - mean - static_cast<double>(o_.acceptable_pause.value())) / sigma;
-  // P(a later heartbeat) = 1 - CDF(z) = erfc(z / sqrt 2) / 2; erfc keeps precision in the tail.
-  const double p_later = 0.5 * std::erfc(z / std::sqrt(2.0));
-  return p_later <= 0 ? 300.0 : -std::log10(p_later);
+  return PhiOfZ((elapsed - mean_ - static_cast<double>(o_.acceptable_pause.value())) / sigma_);
 }
 
 Liveness PhiAccrualDetector::Judge(Millis now) const {
-  const double phi = Phi(now);
-  if (phi >= o_.down_phi) return Liveness::kDown;
-  if (phi >= o_.suspect_phi) return Liveness::kSuspect;
+  if (!started() || held_) return Liveness::kAlive;
+  const double elapsed = static_cast<double>((now - last_).value());
+  if (elapsed >= down_after_) return Liveness::kDown;
+  if (elapsed >= suspect_after_) return Liveness::kSuspect;
   return Liveness::kAlive;
 }
 

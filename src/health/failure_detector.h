@@ -32,7 +32,7 @@ enum class Liveness : uint8_t { kAlive, kSuspect, kDown };
 
 class PhiAccrualDetector {
  public:
-  explicit PhiAccrualDetector(PhiOptions o = {}) : o_(o) {}
+  explicit PhiAccrualDetector(PhiOptions o = {});
   void Heartbeat(Millis now);
   // The server answered the node at `now`: the silence that counts starts again here. With long
   // polls the server, not the node, decides how long a request is held; measuring from the
@@ -46,14 +46,25 @@ class PhiAccrualDetector {
   void Held() { held_ = started(); }
   bool held() const { return held_; }
   double Phi(Millis now) const;
+  // What phi says now, in O(1) without evaluating it: phi is monotonic in the silence, so the
+  // silences at which it crosses the thresholds are worked out when a heartbeat arrives (the
+  // server judges every node on every tick; 10,000 nodes cost 10,000 comparisons).
   Liveness Judge(Millis now) const;
   bool started() const { return last_.value() >= 0; }
   Millis last() const { return last_; }
 
  private:
   PhiOptions o_;
+  void Refit();  // the mean and sigma of the window, and the silences that cross the thresholds
+
   Millis last_{-1};
   bool held_ = false;
+  double z_suspect_ = 0;    // the z at which phi reaches suspect_phi, and down_phi (constants)
+  double z_down_ = 0;
+  double mean_ = 0;
+  double sigma_ = 0;
+  double suspect_after_ = 0;  // silence (ms) from which the node is suspect, and down
+  double down_after_ = 0;
   std::deque<int64_t> intervals_;
   double sum_ = 0;
   double sum_sq_ = 0;

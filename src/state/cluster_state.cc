@@ -53,6 +53,143 @@ void ClusterState::Changed(const JobRecord& j, std::string_view what) {
   Touch(j);
   if (IsTerminal(j.state)) unfinished_.erase(j.spec.id.value());  // every end passes here
   listener_.JobChanged(j, what);
+  if (j.array_of != 0) {
+    JobRecord& e = jobs_.at(j.spec.id.value());
+    CountElement(e, IsTerminal(e.state) ? e.end_ms : std::max(e.start_ms, e.spec.submit_time.value()));
+  }
+}
+
+std::optional<JobId> ClusterState::ElementId(JobId array, int64_t index) const {
+  const JobRecord* a = Find(array);
+  if (!a || !a->array) return std::nullopt;
+  auto pos = a->array->PositionOf(index);
+  if (!pos) return std::nullopt;
+  return JobId{array.value() + 1 + static_cast<uint64_t>(*pos)};
+}
+
+void ClusterState::Expand(Millis now) {
+  for (auto it = arrays_.begin(); it != arrays_.end();) {
+    JobRecord& a = jobs_.at(*it);
+    const int64_t total = a.array->size();
+    const auto& c = a.element_counts;
+    const int64_t queued = c[static_cast<size_t>(JobState::kQueued)];
+    const int64_t live = queued + c[static_cast<size_t>(JobState::kStarting)] + c[static_cast<size_t>(JobState::kRunning)];
+    int64_t room = kArrayWindow - queued;
+    if (a.array->max_running > 0) room = std::min<int64_t>(room, a.array->max_running - live);
+    const int64_t n = std::max<int64_t>(room, 0);
+    const uint64_t base = a.spec.id.value() + 1;
+    const int64_t skipped_before = a.skipped;
+    const int64_t expanded_before = a.expanded;
+    for (int64_t made = 0; made < n && a.expanded < total;) {
+      const int64_t pos = a.expanded++;
+      if (a.early_cancel.erase(pos) > 0) {
+        ++a.skipped;  // cancelled before it had a record: it never gets one
+        continue;
+      }
+      ++made;
+      JobRecord e{.spec = a.spec, .command = a.command, .env = a.env, .workdir = a.workdir, .max_retries = a.max_retries};
+      e.spec.id = JobId{base + static_cast<uint64_t>(pos)};
+      e.array_of = a.spec.id.value();
+      e.array_index = a.array->IndexAt(pos);
+      ++a.element_counts[static_cast<size_t>(JobState::kQueued)];
+      const uint64_t id = e.spec.id.value();
+      JobRecord& placed = jobs_[id] = std::move(e);
+      queued_.insert(id);
+      unfinished_.insert(id);
+      Touch(placed);
+      Enqueue(placed, now);
+    }
+    if (a.expanded != expanded_before) Touch(a);
+    const bool all = a.expanded >= total;
+    ++it;  // FollowElements may end the array (and take it out of arrays_)
+    if (a.skipped != skipped_before) FollowElements(a, now.value());
+    if (all) arrays_.erase(a.spec.id.value());
+  }
+}
+
+void ClusterState::CountElement(JobRecord& e, int64_t at_ms) {
+  if (e.counted == e.state) return;
+  auto it = jobs_.find(e.array_of);
+  if (it == jobs_.end() || !it->second.array) return;
+  JobRecord& a = it->second;
+  --a.element_counts[static_cast<size_t>(e.counted)];
+  ++a.element_counts[static_cast<size_t>(e.state)];
+  e.counted = e.state;
+  FollowElements(a, at_ms);
+}
+
+void ClusterState::FollowElements(JobRecord& a, int64_t at_ms) {
+  const auto n = [&](JobState st) { return a.element_counts[static_cast<size_t>(st)]; };
+  const int64_t total = a.array->size();
+  const int64_t done = n(JobState::kSucceeded) + n(JobState::kFailed) + n(JobState::kCancelled) + a.skipped;
+  JobState next = JobState::kQueued;
+  if (done >= total) {
+    next = n(JobState::kFailed) > 0 ? JobState::kFailed
+           : (n(JobState::kCancelled) > 0 || a.skipped > 0) ? JobState::kCancelled : JobState::kSucceeded;
+  } else if (n(JobState::kStarting) + n(JobState::kRunning) > 0) {
+    next = JobState::kRunning;
+  }
+  if (next == a.state) return;
+  const uint64_t id = a.spec.id.value();
+  if (a.state == JobState::kQueued) queued_.erase(id);
+  if (next == JobState::kQueued) queued_.insert(id);
+  a.state = next;
+  Touch(a);
+  if (next == JobState::kRunning && a.start_ms == 0) {
+    a.start_ms = at_ms;
+    Changed(a, "started");
+  } else if (IsTerminal(next)) {
+    a.end_ms = at_ms;
+    arrays_.erase(id);
+    a.exit_code = next == JobState::kSucceeded ? std::optional<int>(0) : std::nullopt;
+    a.message = next == JobState::kSucceeded
+                    ? ""
+                    : fmt::format("{} of {} elements failed, {} cancelled", n(JobState::kFailed), total,
+                                  n(JobState::kCancelled) + a.skipped);
+    Changed(a, JobStateName(next));
+  }
+}
+
+Status ClusterState::CancelElement(JobId array, int64_t index, Millis now) {
+  JobRecord* a = Find(array);
+  auto id = ElementId(array, index);
+  if (!a || !id) return Status(StatusCode::kNotFound, fmt::format("no job {}_{}", array.value(), index));
+  if (Find(*id)) return Cancel(*id, now);
+  const int64_t pos = static_cast<int64_t>(id->value() - array.value() - 1);
+  if (pos < a->expanded || IsTerminal(a->state)) {
+    return Status(StatusCode::kFailedPrecondition, fmt::format("job {}_{} already cancelled", array.value(), index));
+  }
+  a->early_cancel.insert(pos);
+  Touch(*a);
+  return Status::Ok();
+}
+
+void ClusterState::RecountArrays() {
+  for (auto& [id, j] : jobs_) {
+    if (j.array) j.element_counts = {};
+  }
+  for (auto& [id, j] : jobs_) {
+    if (j.array_of == 0) continue;
+    auto it = jobs_.find(j.array_of);
+    if (it == jobs_.end() || !it->second.array) continue;
+    ++it->second.element_counts[static_cast<size_t>(j.state)];
+    j.counted = j.state;
+  }
+}
+
+Status ClusterState::CancelArray(JobRecord& a, Millis now) {
+  const uint64_t id = a.spec.id.value();
+  a.cancel_requested = true;
+  a.skipped += a.array->size() - a.expanded;  // never expanded now
+  a.expanded = a.array->size();
+  a.early_cancel.clear();
+  arrays_.erase(id);
+  Touch(a);
+  for (auto it = jobs_.upper_bound(id); it != jobs_.end() && it->first <= id + static_cast<uint64_t>(a.expanded); ++it) {
+    if (it->second.array_of == id && !IsTerminal(it->second.state)) (void)Cancel(JobId{it->first}, now);
+  }
+  FollowElements(a, now.value());
+  return Status::Ok();
 }
 
 std::vector<uint64_t> ClusterState::TakeChanged() {
@@ -77,6 +214,12 @@ void ClusterState::Accept(JobRecord job) {
   j.state = JobState::kQueued;
   queued_.insert(id);
   unfinished_.insert(id);
+  if (j.array) {
+    // One record; its elements' ids follow it, and get records as the scheduler needs them.
+    next_id_ = std::max(next_id_, id + 1 + static_cast<uint64_t>(j.array->size()));
+    arrays_.insert(id);
+    return;
+  }
   Enqueue(j, j.spec.submit_time);
 }
 
@@ -98,6 +241,12 @@ void ClusterState::Restore(JobRecord job, const std::function<std::optional<Node
   next_id_ = std::max(next_id_, id + 1);
   JobRecord& j = jobs_[id] = std::move(job);
   if (!IsTerminal(j.state)) unfinished_.insert(id);
+  if (j.array) {
+    next_id_ = std::max(next_id_, id + 1 + static_cast<uint64_t>(j.array->size()));
+    if (j.state == JobState::kQueued) queued_.insert(id);
+    if (!IsTerminal(j.state) && j.expanded < j.array->size()) arrays_.insert(id);
+    return;  // its elements are restored as jobs of their own; RecountArrays counts them
+  }
   if (j.failing_over) failing_.insert(id);
   if (j.state == JobState::kQueued) {
     queued_.insert(id);
@@ -125,6 +274,7 @@ void ClusterState::Restore(JobRecord job, const std::function<std::optional<Node
 
 ClusterState::PassResult ClusterState::Pass(Millis now) {
   PassResult out;
+  Expand(now);
   while (!backoff_.empty() && backoff_.begin()->first <= now.value()) {
     const uint64_t id = backoff_.begin()->second;
     backoff_.erase(backoff_.begin());
@@ -241,6 +391,10 @@ void ClusterState::Unplace(const PassResult& pass) {
     changed_.erase(id);
     queued_.insert(id);
     Enqueue(j, j.spec.submit_time);  // it was compiled before: it cannot fail here
+    if (j.array_of != 0) {
+      // Its array counted it placed: back to queued (and the array's state with it).
+      CountElement(j, j.spec.submit_time.value());
+    }
   }
 }
 
@@ -426,6 +580,7 @@ Status ClusterState::Cancel(JobId id, Millis now) {
   if (IsTerminal(j.state)) {
     return Status(StatusCode::kFailedPrecondition, fmt::format("job {} already {}", id.value(), JobStateName(j.state)));
   }
+  if (j.array) return CancelArray(j, now);
   j.cancel_requested = true;
   Touch(j);
   if (j.state == JobState::kQueued) {

@@ -77,6 +77,15 @@ class ClusterState {
   void Restore(JobRecord job, const std::function<std::optional<NodeId>(const std::string&)>& node_of);
   const JobRecord* Find(JobId id) const;
   JobRecord* Find(JobId id);
+  // Job arrays: the id of the element of `array` with `index` (it may not be expanded yet:
+  // Find says), or nullopt when the job is no array or has no such index.
+  std::optional<JobId> ElementId(JobId array, int64_t index) const;
+  // Cancels one element of an array, with a record or not yet expanded (then it never is).
+  Status CancelElement(JobId array, int64_t index, Millis now);
+  // After Restore of every stored job: each array counts its elements again (O(jobs), once).
+  void RecountArrays();
+  // How many queued elements of one array have records at once (the rest wait unexpanded).
+  static constexpr int64_t kArrayWindow = 16'384;
   const std::map<uint64_t, JobRecord>& jobs() const { return jobs_; }
   const std::set<uint64_t>& queued() const { return queued_; }
   // Jobs not yet ended (queued, starting, running), by id: what a listing of live work walks.
@@ -158,6 +167,12 @@ class ClusterState {
   void StopTask(JobRecord& j, int task, int grace_ms, Millis now);
   void AddAttained(JobRecord& j, Millis now);
   void ApplyDecisions(const Plan& plan, Millis now, PassResult& out);
+  // Arrays: records for the elements the scheduler may consider now (within max_running and
+  // the window); an element's change counted by its array, whose state follows its elements.
+  void Expand(Millis now);
+  void CountElement(JobRecord& e, int64_t at_ms);
+  void FollowElements(JobRecord& a, int64_t at_ms);
+  Status CancelArray(JobRecord& a, Millis now);
 
   Policy policy_;
   ClusterOptions options_;
@@ -170,6 +185,7 @@ class ClusterState {
   std::set<std::pair<int64_t, uint64_t>> backoff_;  // (not before, job): queued, not yet placeable
   std::set<uint64_t> failing_;          // failing_over
   std::set<uint64_t> unfinished_;       // not terminal
+  std::set<uint64_t> arrays_;           // arrays with elements not yet expanded
   std::vector<std::set<TaskKey>> on_node_;
   std::set<uint64_t> changed_;
   std::unordered_map<int64_t, std::string> class_message_;  // why each blocked class waits

@@ -3,8 +3,10 @@
 // loop is their only writer.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <optional>
+#include <set>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -44,6 +46,36 @@ struct TaskRecord {
   bool stop_asked = false;           // its node was told to stop it (not stored: asking again is harmless)
 };
 
+// A job array (Slurm's --array): one request and one stored record for many elements that
+// differ only in their index. "0-9999%64": indexes 0..9999, at most 64 running at once;
+// "1,3,10-20:5": a list of ranges with steps. Elements are expanded lazily: an element gets a
+// record of its own only when the scheduler may consider it (at most `max_running` live at
+// once, and a window of queued ones), so a 100,000-element array costs one record until it runs.
+// Element k (0-based position in the index list) has job id = the array's id + 1 + k.
+struct IndexRange {
+  int64_t first = 0;
+  int64_t last = 0;
+  int64_t step = 1;
+  int64_t size() const { return (last - first) / step + 1; }
+  auto operator<=>(const IndexRange&) const = default;
+};
+struct ArraySpec {
+  std::vector<IndexRange> ranges;
+  int max_running = 0;  // %N: elements live (placed or running) at once; 0: no limit
+  int64_t size() const;
+  // The index of the element at `position` (0-based), and the position of an index (nullopt:
+  // not in the array).
+  int64_t IndexAt(int64_t position) const;
+  std::optional<int64_t> PositionOf(int64_t index) const;
+  int64_t min_index() const;
+  int64_t max_index() const;
+  std::string ToString() const;  // "0-9999%64"
+  bool operator==(const ArraySpec&) const = default;
+};
+inline constexpr int64_t kMaxArraySize = 1'000'000;
+// "0-9999%64", "1,3,10-20:5", "7": the error names what is wrong.
+Result<ArraySpec> ParseArraySpec(std::string_view text);
+
 // One placement of a job and how it ended.
 struct AttemptRecord {
   int attempt = 0;
@@ -79,6 +111,22 @@ struct JobRecord {
   // GPU-time run so far, over every attempt, in GPU-milliseconds (thousandths of a GPU x ms
   // / 1000): what least-attained-service orders by.
   int64_t attained_gpu_ms = 0;
+
+  // An array's own record: its elements, how many have records (positions 0..expanded-1),
+  // how many were cancelled before they had one, and its elements by state (materialized
+  // ones; rebuilt on recovery, not stored). The array's state follows its elements: queued
+  // until one is placed, running while any is, then succeeded when all did, else failed (or
+  // cancelled).
+  std::optional<ArraySpec> array;
+  int64_t expanded = 0;            // positions passed: 0..expanded-1 have records or were skipped
+  int64_t skipped = 0;             // positions passed without a record (cancelled first)
+  std::set<int64_t> early_cancel;  // positions not yet passed whose element was cancelled
+  std::array<int64_t, 6> element_counts{};
+  // An element's: its array's id and its index (array_of 0: not an element).
+  uint64_t array_of = 0;
+  int64_t array_index = 0;
+  JobState counted = JobState::kQueued;  // the state its array counted it in (not stored)
+  bool is_array() const { return array.has_value(); }
 };
 
 struct NodeRecord {

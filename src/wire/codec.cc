@@ -216,7 +216,7 @@ Result<JobRecord> ParseSubmitRequest(std::string_view body) {
   return Guard([&]() -> Result<JobRecord> {
     const In j = ParseObject(body, "request body");
     OnlyFields(j, {"command", "gpus", "tasks", "gpu_model", "gpu_memory", "cpu", "memory", "priority", "tenant", "name",
-                   "data", "duration", "max_price", "env", "workdir", "max_retries"});
+                   "data", "duration", "max_price", "env", "workdir", "max_retries", "array"});
     JobRecord r;
     if (!j.contains("command")) throw Bad{"field 'command': required, e.g. [\"sh\", \"-c\", \"nvidia-smi\"]"};
     r.command = Strings(j, "command");
@@ -251,6 +251,11 @@ Result<JobRecord> ParseSubmitRequest(std::string_view body) {
     CheckText(s.tenant, "tenant", true);
     if (s.tenant.size() > 128) throw Bad{"field 'tenant': at most 128 characters"};
     r.max_retries = static_cast<int>(Int(j, "max_retries", 0, 100, -1));
+    if (j.contains("array") && !j["array"].is_null()) {
+      auto a = ParseArraySpec(Str(j, "array"));
+      if (!a) throw Bad{"field 'array': " + a.error().message()};
+      r.array = std::move(*a);
+    }
     if (Status st = ValidateJobSpec(s); !st.ok()) throw Bad{st.message()};
     return r;
   });
@@ -312,6 +317,29 @@ std::string JobToJson(const JobRecord& r, std::optional<std::string_view> messag
   j["fence_until_ms"] = r.fence_until_ms;
   j["not_before_ms"] = r.not_before_ms;
   if (r.attained_gpu_ms > 0) j["attained_gpu_ms"] = r.attained_gpu_ms;
+  if (r.array) {
+    j["array"] = r.array->ToString();
+    j["array_size"] = r.array->size();
+    j["array_expanded"] = r.expanded;
+    if (r.skipped > 0) j["array_skipped"] = r.skipped;
+    if (!r.early_cancel.empty()) j["array_early_cancel"] = r.early_cancel;
+    // By state: elements with records, plus those not yet expanded (queued) or cancelled
+    // before they were (shown, not stored: rebuilt from the elements on recovery).
+    Json counts = Json::object();
+    for (auto st : {JobState::kQueued, JobState::kStarting, JobState::kRunning, JobState::kSucceeded, JobState::kFailed,
+                    JobState::kCancelled}) {
+      int64_t n = r.element_counts[static_cast<size_t>(st)];
+      const auto early = static_cast<int64_t>(r.early_cancel.size());
+      if (st == JobState::kQueued) n += r.array->size() - r.expanded - early;
+      if (st == JobState::kCancelled) n += r.skipped + early;
+      counts[std::string(JobStateName(st))] = n;
+    }
+    j["array_counts"] = counts;
+  }
+  if (r.array_of != 0) {
+    j["array_job"] = std::to_string(r.array_of);
+    j["array_index"] = r.array_index;
+  }
   return j.dump(-1, ' ', false, kReplace);
 }
 
@@ -362,6 +390,26 @@ Result<JobRecord> JobFromJson(std::string_view json) {
     r.fence_until_ms = Int(j, "fence_until_ms", 0, INT64_MAX, 0);
     r.not_before_ms = Int(j, "not_before_ms", 0, INT64_MAX, 0);
     r.attained_gpu_ms = Int(j, "attained_gpu_ms", 0, INT64_MAX, 0);
+    if (j.contains("array")) {
+      auto a = ParseArraySpec(Str(j, "array"));
+      if (!a) throw Bad{"field 'array': " + a.error().message()};
+      r.array = std::move(*a);
+      r.expanded = Int(j, "array_expanded", 0, r.array->size(), 0);
+      r.skipped = Int(j, "array_skipped", 0, r.expanded, 0);
+      for (const In& p : Array(j, "array_early_cancel")) {
+        r.early_cancel.insert(Whole(p, "array_early_cancel[]", r.expanded, r.array->size() - 1));
+      }
+    }
+    if (j.contains("array_job")) {
+      const std::string parent = Str(j, "array_job");
+      uint64_t pv = 0;
+      auto [pp, pec] = std::from_chars(parent.data(), parent.data() + parent.size(), pv);
+      if (pec != std::errc() || pp != parent.data() + parent.size() || pv == 0) {
+        throw Bad{fmt::format("field 'array_job': expected a job number, got '{}'", parent)};
+      }
+      r.array_of = pv;
+      r.array_index = Int(j, "array_index", 0, INT64_MAX, 0);
+    }
     if (j.contains("placement")) {
       for (const In& t : Array(j, "placement")) {
         TaskRecord tr{.node = Str(t, "node")};

@@ -51,5 +51,45 @@ TEST(PhiAccrualTest, NothingBeforeTheFirstHeartbeat) {
   EXPECT_EQ(d.Judge(Millis{2000}), Liveness::kDown);
 }
 
+// Judge works from thresholds fitted at each heartbeat; it must say what phi says, for any
+// history of gaps and any silence (seeded random histories, jittery and regular).
+TEST(PhiAccrualTest, JudgeAgreesWithPhiEverywhere) {
+  SplitMix64 rng(7);
+  for (int run = 0; run < 200; ++run) {
+    PhiOptions o{.acceptable_pause = Millis{static_cast<int64_t>(rng.Below(1000))},
+                 .suspect_phi = 1.0 + static_cast<double>(rng.Below(40)) / 10,
+                 .down_phi = 6.0 + static_cast<double>(rng.Below(60)) / 10};
+    PhiAccrualDetector d(o);
+    int64_t now = 0;
+    const int beats = static_cast<int>(rng.Below(30));
+    for (int i = 0; i <= beats; ++i) {
+      now += 50 + static_cast<int64_t>(rng.Below(run % 2 ? 2000 : 200));
+      d.Heartbeat(Millis{now});
+    }
+    for (int64_t t = 0; t < 20'000; t += 7) {
+      const double phi = d.Phi(Millis{now + t});
+      const Liveness want = phi >= o.down_phi ? Liveness::kDown : phi >= o.suspect_phi ? Liveness::kSuspect : Liveness::kAlive;
+      const Liveness got = d.Judge(Millis{now + t});
+      if (got != want) {
+        // Only at the crossing itself may rounding differ: a millisecond either side agrees.
+        EXPECT_TRUE(d.Judge(Millis{now + t - 1}) == want || d.Judge(Millis{now + t + 1}) == want)
+            << "run " << run << " silence " << t << " phi " << phi;
+      }
+    }
+  }
+}
+
+// A held heartbeat (a long poll the server keeps) is not silence, however long it is held;
+// the silence counts again from the server's answer.
+TEST(PhiAccrualTest, HeldPollIsNotSilence) {
+  PhiAccrualDetector d;
+  for (int i = 0; i <= 20; ++i) d.Heartbeat(Millis{i * 500});
+  d.Held();
+  EXPECT_EQ(d.Judge(Millis{10'000 + 60'000}), Liveness::kAlive);
+  d.Replied(Millis{70'000});
+  EXPECT_EQ(d.Judge(Millis{70'900}), Liveness::kAlive);
+  EXPECT_EQ(d.Judge(Millis{72'000}), Liveness::kDown);
+}
+
 }  // namespace
 }  // namespace gp

@@ -128,6 +128,7 @@ struct SubmitArgs {
   double cpu = 0;
   double max_price = -1;
   int max_retries = -1;
+  std::string array;
   std::vector<std::string> env;
   std::vector<std::string> command;
 };
@@ -144,6 +145,7 @@ int Submit(const Conn& c, const SubmitArgs& a) {
   if (!a.workdir.empty()) req["workdir"] = a.workdir;
   if (a.max_price >= 0) req["max_price"] = a.max_price;
   if (a.max_retries >= 0) req["max_retries"] = a.max_retries;
+  if (!a.array.empty()) req["array"] = a.array;
   if (!a.data.empty()) {
     const size_t colon = a.data.find(':');
     if (colon == std::string::npos) {
@@ -197,7 +199,22 @@ int Jobs(const Conn& c, const std::string& filters, size_t want) {
   }
   fmt::print("{:<6} {:<18} {:<10} {:<16} {:<10} {:>5} {:>10}  {}\n", "ID", "NAME", "STATE", "NODE", "GPUS", "EXIT", "AGE", "MESSAGE");
   for (const json& job : j["jobs"]) {
-    fmt::print("{:<6} {:<18} {:<10} {:<16} {:<10} {:>5} {:>10}  {}\n", Shown(job["id"]),
+    if (job.contains("array_counts")) {
+      // An array: one line, its elements counted by state (--expand lists them).
+      std::string counts;
+      for (const char* st : {"queued", "starting", "running", "succeeded", "failed", "cancelled"}) {
+        const int64_t n = job["array_counts"].value(st, int64_t{0});
+        if (n > 0) counts += fmt::format("{}{} {}", counts.empty() ? "" : ", ", n, st);
+      }
+      fmt::print("{:<6} {:<18} {:<10} {:<16} {:<10} {:>5} {:>10}  array {}: {}\n", Shown(job["id"]),
+                 Shown(job["name"]).substr(0, 18), Shown(job["state"]), "-", "-",
+                 job["exit_code"].is_null() ? "-" : std::to_string(job["exit_code"].get<int>()), Age(job["submit_ms"].get<int64_t>()),
+                 Shown(job["array"]), counts);
+      continue;
+    }
+    const std::string shown_id =
+        job.contains("array_job") ? fmt::format("{}_{}", Shown(job["array_job"]), job["array_index"].get<int64_t>()) : Shown(job["id"]);
+    fmt::print("{:<6} {:<18} {:<10} {:<16} {:<10} {:>5} {:>10}  {}\n", shown_id,
                Shown(job["name"]).substr(0, 18), Shown(job["state"]),
                job["node"].is_null() ? "-" : Shown(job["node"]), GpuList(job),
                job["exit_code"].is_null() ? "-" : std::to_string(job["exit_code"].get<int>()), Age(job["submit_ms"].get<int64_t>()),
@@ -383,6 +400,9 @@ void AddClientCommands(CLI::App& app, int* exit_code) {
   submit->add_option("--workdir", sa->workdir, "working directory on the node");
   submit->add_option("--max-retries", sa->max_retries, "placements after failures not the job's own (default: the server's)")
       ->check(CLI::Range(0, 100));
+  submit->add_option("--array", sa->array,
+                     "a job array, as Slurm's: 0-9999, 0-9999%64 (at most 64 at once), 1,3,10-20:5; each element gets "
+                     "GPUPOOL_ARRAY_INDEX and SLURM_ARRAY_TASK_ID, and is addressed as ID_INDEX");
   submit->add_option("command", sa->command, "the command, after --");
   submit->callback([conn, sa, exit_code] {
     if (sa->command.empty()) sa->command = TrailingCommand();
@@ -394,27 +414,31 @@ void AddClientCommands(CLI::App& app, int* exit_code) {
     *exit_code = Submit(*conn, *sa);
   });
 
-  auto jq = std::make_shared<std::array<std::string, 4>>();
+  auto jq = std::make_shared<std::array<std::string, 5>>();
   CLI::App* jobs = app.add_subcommand("jobs", "List jobs, newest first");
   AddConn(jobs, conn);
   jobs->add_option("--state", (*jq)[0], "queued, starting, running, succeeded, failed or cancelled");
   jobs->add_option("--tenant", (*jq)[1], "only this tenant's");
   jobs->add_option("--node", (*jq)[2], "only jobs on this node");
+  jobs->add_option("--array", (*jq)[3], "only the elements of this array");
+  auto expand = std::make_shared<bool>(false);
+  jobs->add_flag("--expand", *expand, "list arrays' elements one by one (else an array is one line with its counts)");
   auto limit = std::make_shared<size_t>(1000);
   jobs->add_option("--limit", *limit, "at most this many (default 1000; more are read page by page)")->check(CLI::Range(1, 100'000'000));
-  jobs->callback([conn, jq, limit, exit_code] {
+  jobs->callback([conn, jq, limit, expand, exit_code] {
     std::string q;
-    const char* keys[] = {"state", "tenant", "node"};
-    for (size_t i = 0; i < 3; ++i) {
+    const char* keys[] = {"state", "tenant", "node", "array"};
+    for (size_t i = 0; i < 4; ++i) {
       if (!(*jq)[i].empty()) q += std::string(keys[i]) + "=" + (*jq)[i] + "&";
     }
+    if (*expand) q += "expand=1&";
     *exit_code = Jobs(*conn, q, *limit);
   });
 
   auto id = std::make_shared<std::string>();
   CLI::App* job = app.add_subcommand("job", "Show one job");
   AddConn(job, conn);
-  job->add_option("id", *id, "job id")->required();
+  job->add_option("id", *id, "job id, or ARRAY_INDEX for an array element")->required();
   job->callback([conn, id, exit_code] { *exit_code = ShowJob(*conn, *id); });
 
   auto lo = std::make_shared<std::tuple<int, bool, bool>>(0, false, false);
