@@ -135,7 +135,8 @@ void ClusterState::FollowElements(JobRecord& a, int64_t at_ms) {
   if (next == JobState::kQueued) queued_.insert(id);
   a.state = next;
   Touch(a);
-  if (next == JobState::kRunning && a.start_ms == 0) {
+  if (next == JobState::kRunning && a.attempt == 0) {
+    a.attempt = 1;  // an array's attempt says only that it has started (once)
     a.start_ms = at_ms;
     Changed(a, "started");
   } else if (IsTerminal(next)) {

@@ -766,5 +766,83 @@ TEST(ControllerTest, ListingsPageAndFilterAsTheWholeTableWould) {
   ASSERT_FALSE(e.c->ListJobs(JobFilter{.state = JobState::kQueued}).empty()) << "the scene has waiting jobs";
 }
 
+// An array is one entry in a listing (its elements passed over in one step), its elements
+// are listed on request, ID_INDEX names one, and a restart recovers the array with its counts
+// and goes on expanding it: every index is launched exactly once, across the restart.
+TEST(ControllerTest, ArraysListRecoverAndLaunchEachIndexOnce) {
+  Scene e;
+  e.Join("n1", 4);
+  const JobId before = e.Submit(1);
+  JobRecord r;
+  r.command = {"true"};
+  r.spec.gpus_per_task = 1;
+  r.array = *ParseArraySpec("0-9%3");
+  const JobId arr = *e.c->Submit(r);
+  const JobId after = e.Submit(4);  // waits behind the array's elements on a 4-GPU node
+  EXPECT_EQ(after.value(), arr.value() + 11) << "the elements' ids follow the array's";
+  EXPECT_EQ(*e.c->ResolveJob(fmt::format("{}_7", arr.value())), JobId{arr.value() + 8});
+  EXPECT_FALSE(e.c->ResolveJob(fmt::format("{}_70", arr.value())));
+  EXPECT_FALSE(e.c->ResolveJob(fmt::format("{}_1", before.value())));
+  // SLURM_ARRAY_TASK_ID -> the attempts launched (a launch never reported running is handed
+  // over again after a restart; an agent starts an attempt once however often it is given).
+  std::map<std::string, std::set<TaskKey>> launched;
+  std::vector<TaskReport> reports;
+  std::vector<TaskKey> running;
+  auto beat = [&] {
+    e.c->Tick();
+    HeartbeatReply reply = e.Beat("n1", std::exchange(reports, {}), running);
+    for (const TaskLaunch& l : reply.start) {
+      if (e.Var(l, "GPUPOOL_ARRAY_JOB_ID") == std::to_string(arr.value())) {
+        launched[e.Var(l, "SLURM_ARRAY_TASK_ID")].insert({l.job, l.task, l.attempt});
+        EXPECT_EQ(e.Var(l, "SLURM_ARRAY_TASK_COUNT"), "10");
+        EXPECT_EQ(e.Var(l, "GPUPOOL_ARRAY_INDEX"), e.Var(l, "SLURM_ARRAY_TASK_ID"));
+      }
+      if (std::find(running.begin(), running.end(), TaskKey{l.job, l.task, l.attempt}) != running.end()) continue;
+      running.push_back({l.job, l.task, l.attempt});
+      // Reported running with the next beat, as an agent does (a task never reported running
+      // is handed over again after a restart, and an agent ignores the repeat).
+      reports.push_back({.job = l.job, .task = l.task, .attempt = l.attempt, .started_ms = 1});
+    }
+  };
+  auto finish_one = [&] {
+    if (running.empty()) return;
+    const TaskKey k = running.front();
+    running.erase(running.begin());
+    reports.push_back({.job = k.job, .task = k.task, .attempt = k.attempt, .state = TaskReport::State::kExited, .exit_code = 0});
+  };
+  beat();
+  beat();
+  auto ids = [&](const JobFilter& f) {
+    std::vector<uint64_t> out;
+    for (const JobRecord* j : e.c->ListJobs(f)) out.push_back(j->spec.id.value());
+    return out;
+  };
+  EXPECT_EQ(ids({}), (std::vector<uint64_t>{after.value(), arr.value(), before.value()}));
+  EXPECT_EQ(ids({.state = JobState::kRunning}), (std::vector<uint64_t>{arr.value(), before.value()}));
+  EXPECT_EQ(ids({.state = JobState::kRunning, .expand = true}).size(), 4u + 1) << "the array, its 3 elements, the job before";
+  EXPECT_EQ(ids({.state = JobState::kQueued}), (std::vector<uint64_t>{after.value()}));
+  EXPECT_EQ(ids({.limit = 1, .before = after.value()}), (std::vector<uint64_t>{arr.value()})) << "the cursor pages past the array";
+  EXPECT_EQ(ids({.array = arr.value()}).size(), 3u) << "%3: three elements expanded, the rest wait without records";
+  for (int i = 0; i < 4; ++i) {
+    finish_one();
+    beat();
+  }
+  const auto counts = e.c->FindJob(arr)->element_counts;
+  auto restarted = e.Make();
+  ASSERT_TRUE(restarted->Recover().ok());
+  e.c = std::move(restarted);
+  EXPECT_EQ(e.c->FindJob(arr)->element_counts, counts) << "the counts are rebuilt from the elements";
+  EXPECT_EQ(e.c->FindJob(arr)->state, JobState::kRunning);
+  e.Join("n1", 4);
+  for (int i = 0; i < 40 && !IsTerminal(e.c->FindJob(after)->state); ++i) {
+    finish_one();
+    beat();
+  }
+  EXPECT_EQ(e.c->FindJob(arr)->state, JobState::kSucceeded);
+  EXPECT_EQ(e.c->FindJob(after)->state, JobState::kSucceeded);
+  ASSERT_EQ(launched.size(), 10u);
+  for (const auto& [index, attempts] : launched) EXPECT_EQ(attempts.size(), 1u) << "index " << index;
+}
+
 }  // namespace
 }  // namespace gp

@@ -6,6 +6,7 @@
 //      leave;
 //   2. gangs are all or nothing: a placed job has all its tasks, each of its full shape;
 //   3. every accepted job ends in exactly one terminal state, and nothing happens to it after.
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 #include <rapidcheck.h>
 #include <rapidcheck/gtest.h>
@@ -189,6 +190,119 @@ TEST(ClusterStateLifecycle, LaterRetriesBackOff) {
   }
 }
 
+// --- arrays ---
+
+TEST(ArraySpecTest, Table) {
+  struct Case {
+    const char* text;
+    int64_t size;
+    int max_running;
+    std::vector<int64_t> first_indexes;  // IndexAt(0..)
+    const char* error;                   // part of the message, or nullptr
+  };
+  const std::vector<Case> cases = {
+      {"0-9999%64", 10000, 64, {0, 1, 2}, nullptr},
+      {"7", 1, 0, {7}, nullptr},
+      {"1,3,10-20:5", 5, 0, {1, 3, 10, 15, 20}, nullptr},
+      {"0-10:4%2", 3, 2, {0, 4, 8}, nullptr},
+      {"5-2", 0, 0, {}, "ends before it starts"},
+      {"", 0, 0, {}, "no indexes"},
+      {"1-3,2", 0, 0, {}, "index 2 is named twice"},
+      {"0-9%0", 0, 0, {}, "limit after %"},
+      {"a-b", 0, 0, {}, "not an index"},
+      {"0-1:0", 0, 0, {}, "step"},
+      {"-1", 0, 0, {}, "not an index"},
+      {"0-1000000", 0, 0, {}, "more than 1000000"},
+  };
+  for (const Case& c : cases) {
+    auto a = ParseArraySpec(c.text);
+    if (c.error) {
+      ASSERT_FALSE(a) << c.text;
+      EXPECT_NE(a.error().message().find(c.error), std::string::npos) << c.text << ": " << a.error().message();
+      continue;
+    }
+    ASSERT_TRUE(a) << c.text << ": " << a.error().message();
+    EXPECT_EQ(a->size(), c.size) << c.text;
+    EXPECT_EQ(a->max_running, c.max_running) << c.text;
+    for (size_t i = 0; i < c.first_indexes.size(); ++i) {
+      EXPECT_EQ(a->IndexAt(static_cast<int64_t>(i)), c.first_indexes[i]) << c.text;
+      EXPECT_EQ(a->PositionOf(c.first_indexes[i]), static_cast<int64_t>(i)) << c.text;
+    }
+    auto again = ParseArraySpec(a->ToString());  // the stored form reads back the same
+    ASSERT_TRUE(again) << a->ToString();
+    EXPECT_EQ(*again, *a) << c.text;
+  }
+}
+
+JobId SubmitArray(Pool& p, const std::string& spec, int gpus) {
+  JobRecord r{.spec = JobSpec{.id = JobId{p.cs->next_id()}, .tasks = 1, .gpus_per_task = gpus}, .array = *ParseArraySpec(spec)};
+  const JobId id = r.spec.id;
+  p.cs->Accept(std::move(r));
+  return id;
+}
+
+// %N bounds the live elements; each runs once; the array follows them to its end.
+TEST(ClusterStateArrays, MaxRunningBoundsLiveElementsAndTheArrayFollowsThem) {
+  Pool p("2x8xH100");
+  const JobId a = SubmitArray(p, "0-19%3", 1);
+  EXPECT_EQ(p.cs->next_id(), a.value() + 21);  // its elements' ids are reserved
+  std::set<int64_t> ran;
+  for (int round = 0; round < 40 && !IsTerminal(p.Job(a).state); ++round) {
+    (void)p.cs->Pass(p.now);
+    int live = 0;
+    std::vector<JobId> running;
+    for (const auto& [id, j] : p.cs->jobs()) {
+      if (j.array_of != a.value() || IsTerminal(j.state)) continue;
+      live += j.state != JobState::kQueued;
+      if (j.state == JobState::kStarting) running.push_back(JobId{id});
+    }
+    EXPECT_LE(live, 3);
+    for (JobId id : running) {
+      p.StartAll(id);
+      EXPECT_EQ(p.Job(a).state, JobState::kRunning);
+      EXPECT_TRUE(ran.insert(p.Job(id).array_index).second) << "index ran twice";
+      p.EndAll(id, 0);
+    }
+  }
+  EXPECT_EQ(p.Job(a).state, JobState::kSucceeded);
+  EXPECT_EQ(ran.size(), 20u);
+  EXPECT_EQ(p.Job(a).element_counts[static_cast<size_t>(JobState::kSucceeded)], 20);
+  EXPECT_EQ(p.rec.events[a.value()], (std::vector<std::string>{"started", "succeeded"}));
+}
+
+// An element cancelled before it was expanded never gets a record; cancelling the array stops
+// the rest, and the array ends cancelled once its running elements have.
+TEST(ClusterStateArrays, CancelOneElementThenTheWholeArray) {
+  Pool p("1x8xH100");
+  const JobId a = SubmitArray(p, "0-99%2", 1);
+  (void)p.cs->Pass(p.now);
+  ASSERT_TRUE(p.cs->CancelElement(a, 50, p.now).ok());
+  EXPECT_FALSE(p.cs->CancelElement(a, 500, p.now).ok());  // no such index
+  ASSERT_TRUE(p.cs->Cancel(a, p.now).ok());
+  EXPECT_EQ(p.Job(a).state, JobState::kCancelled);
+  int records = 0;
+  for (const auto& [id, j] : p.cs->jobs()) records += j.array_of == a.value();
+  EXPECT_EQ(records, 2);  // the two that had been expanded, and no more
+  EXPECT_EQ(p.Job(a).skipped, 98);
+  (void)p.cs->Pass(p.now);
+  for (const auto& [id, j] : p.cs->jobs()) EXPECT_TRUE(IsTerminal(j.state)) << id;
+}
+
+// A failed element fails the array, once all have ended.
+TEST(ClusterStateArrays, OneFailedElementFailsTheArray) {
+  Pool p("1x8xH100");
+  const JobId a = SubmitArray(p, "1,3,5", 1);
+  (void)p.cs->Pass(p.now);
+  int code = 0;
+  for (const auto& [id, j] : std::map<uint64_t, JobRecord>(p.cs->jobs())) {
+    if (j.array_of != a.value()) continue;
+    p.StartAll(JobId{id});
+    p.EndAll(JobId{id}, code++);
+  }
+  EXPECT_EQ(p.Job(a).state, JobState::kFailed);
+  EXPECT_NE(p.Job(a).message.find("2 of 3 elements failed"), std::string::npos) << p.Job(a).message;
+}
+
 // --- properties ---
 
 void CheckInvariants(const Pool& p) {
@@ -213,7 +327,7 @@ void CheckInvariants(const Pool& p) {
     RC_ASSERT(terminal == (IsTerminal(j.state) ? 1 : 0));
     RC_ASSERT(cs.unfinished().count(id) == (IsTerminal(j.state) ? 0u : 1u));  // the index of live work
     RC_ASSERT(cs.queued().count(id) == (j.state == JobState::kQueued ? 1u : 0u));
-    if (j.state == JobState::kStarting || j.state == JobState::kRunning) {
+    if (!j.array && (j.state == JobState::kStarting || j.state == JobState::kRunning)) {
       // All or nothing: every task of the gang, each of the job's full shape.
       RC_ASSERT(static_cast<int>(j.tasks.size()) == j.spec.tasks);
       for (const TaskRecord& t : j.tasks) RC_ASSERT(std::popcount(t.allocation.gpu_mask) == j.spec.gpus_per_task);
@@ -227,6 +341,29 @@ void CheckInvariants(const Pool& p) {
       }
       cpu[n] += t.allocation.cpu.value();
       mem[n] += t.allocation.memory.value();
+    }
+  }
+  // Arrays: their counts are their elements' states, their state follows from them, and no
+  // more are live than %N allows.
+  for (const auto& [id, a] : cs.jobs()) {
+    if (!a.array) continue;
+    std::array<int64_t, 6> counts{};
+    for (auto it = cs.jobs().upper_bound(id); it != cs.jobs().end() && it->first <= id + static_cast<uint64_t>(a.array->size()); ++it) {
+      RC_ASSERT(it->second.array_of == id);
+      ++counts[static_cast<size_t>(it->second.state)];
+    }
+    RC_ASSERT(counts == a.element_counts);
+    const auto n = [&](JobState s) { return counts[static_cast<size_t>(s)]; };
+    const int64_t live = n(JobState::kQueued) + n(JobState::kStarting) + n(JobState::kRunning);
+    if (a.array->max_running > 0) RC_ASSERT(live <= a.array->max_running);
+    RC_ASSERT(a.expanded <= a.array->size());
+    const int64_t done = n(JobState::kSucceeded) + n(JobState::kFailed) + n(JobState::kCancelled) + a.skipped;
+    if (done == a.array->size()) {
+      RC_ASSERT(IsTerminal(a.state));
+    } else if (n(JobState::kStarting) + n(JobState::kRunning) > 0) {
+      RC_ASSERT(a.state == JobState::kRunning);
+    } else {
+      RC_ASSERT(a.state == JobState::kQueued);
     }
   }
   for (uint32_t n = 0; n < st.size(); ++n) {
@@ -276,7 +413,16 @@ RC_GTEST_PROP(ClusterStateProperties, RandomLivesKeepEveryInvariant, ()) {
   for (int step = 0; step < steps; ++step) {
     switch (*rc::gen::inRange(0, 9)) {
       case 0:
-      case 1: p.cs->Accept(RandomJob(p.cs->next_id())); break;
+      case 1: {
+        JobRecord r = RandomJob(p.cs->next_id());
+        if (*rc::gen::inRange(0, 4) == 0) {
+          const int size = *rc::gen::inRange(1, 12);
+          r.array = *ParseArraySpec(fmt::format("0-{}%{}", size - 1, *rc::gen::inRange(1, 4)));
+          if (*rc::gen::arbitrary<bool>()) r.array->max_running = 0;
+        }
+        p.cs->Accept(std::move(r));
+        break;
+      }
       case 2: (void)p.cs->Pass(p.now); break;
       case 3:
         if (JobRecord* j = pick([](const JobRecord& r) { return r.state == JobState::kStarting && !r.failing_over; })) {
@@ -299,7 +445,13 @@ RC_GTEST_PROP(ClusterStateProperties, RandomLivesKeepEveryInvariant, ()) {
         break;
       }
       case 6:
-        if (JobRecord* j = pick([](const JobRecord& r) { return !IsTerminal(r.state); })) (void)p.cs->Cancel(j->spec.id, p.now);
+        if (JobRecord* j = pick([](const JobRecord& r) { return !IsTerminal(r.state); })) {
+          if (j->array && *rc::gen::arbitrary<bool>()) {
+            (void)p.cs->CancelElement(j->spec.id, *rc::gen::inRange<int64_t>(0, j->array->size()), p.now);
+          } else {
+            (void)p.cs->Cancel(j->spec.id, p.now);
+          }
+        }
         break;
       case 7: deliver_stops(); break;
       case 8:
