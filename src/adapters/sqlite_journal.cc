@@ -3,6 +3,8 @@
 #include <fmt/format.h>
 #include <sqlite3.h>
 
+#include <chrono>
+
 namespace gp {
 namespace {
 
@@ -32,10 +34,40 @@ Result<std::unique_ptr<SqliteJournal>> SqliteJournal::Open(const std::string& pa
                           "CREATE TABLE IF NOT EXISTS sinks (name TEXT PRIMARY KEY, delivered INTEGER NOT NULL)"}) {
     if (Status s = j->Exec(sql); !s.ok()) return tl::unexpected(s);
   }
+  // Checkpoints (the WAL copied back into the database, with its fsync) run on a thread of
+  // their own over a second connection, never inside a commit: a commit costs its own fsync
+  // only, however much was written before it. A passive checkpoint blocks no writer.
+  if (Status s = j->Exec("PRAGMA wal_autocheckpoint=0"); !s.ok()) return tl::unexpected(s);
+  if (sqlite3_open_v2(path.c_str(), &j->ckpt_db_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_FULLMUTEX, nullptr) != SQLITE_OK) {
+    return gp::Error(StatusCode::kFailedPrecondition, fmt::format("{}: cannot open the store for checkpoints", path));
+  }
+  sqlite3_busy_timeout(j->ckpt_db_, 5000);
+  j->checkpointer_ = std::thread([jp = j.get()] { jp->CheckpointLoop(); });
   return j;
 }
 
-SqliteJournal::~SqliteJournal() { sqlite3_close(db_); }
+void SqliteJournal::CheckpointLoop() {
+  std::unique_lock lock(ckpt_mu_);
+  while (!ckpt_stop_) {
+    // Five times a second: the WAL stays a few megabytes however fast jobs are stored.
+    ckpt_cv_.wait_for(lock, std::chrono::milliseconds(200), [this] { return ckpt_stop_; });
+    if (ckpt_stop_) break;
+    lock.unlock();
+    sqlite3_wal_checkpoint_v2(ckpt_db_, nullptr, SQLITE_CHECKPOINT_PASSIVE, nullptr, nullptr);
+    lock.lock();
+  }
+}
+
+SqliteJournal::~SqliteJournal() {
+  {
+    std::lock_guard lock(ckpt_mu_);
+    ckpt_stop_ = true;
+  }
+  ckpt_cv_.notify_one();
+  if (checkpointer_.joinable()) checkpointer_.join();
+  sqlite3_close(ckpt_db_);
+  sqlite3_close(db_);
+}
 
 Status SqliteJournal::Error(const std::string& what) const {
   return Status(StatusCode::kInternal, fmt::format("{}: {}: {}", path_, what, sqlite3_errmsg(db_)));

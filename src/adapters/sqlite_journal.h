@@ -3,7 +3,10 @@
 #pragma once
 
 #include <memory>
+#include <condition_variable>
+#include <mutex>
 #include <string>
+#include <thread>
 
 #include "state/journal.h"
 
@@ -34,8 +37,15 @@ class SqliteJournal final : public Journal {
   Status Error(const std::string& what) const;
   Status InsertEvents(const Events& events);  // inside a transaction
 
+  void CheckpointLoop();
+
   sqlite3* db_;
   std::string path_;
+  sqlite3* ckpt_db_ = nullptr;
+  std::thread checkpointer_;
+  std::mutex ckpt_mu_;
+  std::condition_variable ckpt_cv_;
+  bool ckpt_stop_ = false;
 };
 
 }  // namespace gp

@@ -214,7 +214,10 @@ void Hollow::Beat(Node& n) {
     n.busy = false;
     const int64_t at = NowMs();
     if (!res || res->status != 200) {
-      ++counts_.errors;
+      if (++counts_.errors <= 20 || counts_.errors % 1000 == 0) {
+        fmt::print(stderr, "gpupool hollow: {}: heartbeat: {} (errors so far: {})\n", n.name,
+                   res ? fmt::format("HTTP {}: {}", res->status, res->body.substr(0, 200)) : res.error().message(), counts_.errors);
+      }
       if (res && (res->status == 404 || res->status == 401)) {
         // The server forgot the node (a new store) or its credential: register again.
         return Register(n);

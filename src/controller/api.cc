@@ -90,9 +90,21 @@ bool SameSecret(std::string_view a, std::string_view b) {
 Api::Api(Controller& controller, EventLoop& loop, ApiOptions options)
     : c_(controller), loop_(loop), options_(std::move(options)) {
   c_.on_work = [this](const std::string& node) { Wake(node); };
+  loop_.Every(kPollTick, [this] {
+    if (!due_.empty() && due_.begin()->first <= SteadyMs()) ScheduleDrain();
+  });
   // Group commit: the submissions that arrive in one turn of the loop are stored together
   // once the handlers that are ready have run.
-  c_.on_staged = [this] { loop_.Post([this] { c_.CommitSubmits(); }); };
+  c_.on_staged = [this] {
+    if (commit_pending_) return;
+    commit_pending_ = true;
+    loop_.Post([this] {
+      commit_pending_ = false;
+      c_.CommitSubmits();
+      c_.CommitHeartbeats();
+    });
+  };
+  c_.on_more = [this] { Poke(); };
   decision_seconds_ = &prometheus::BuildHistogram()
                            .Name("gpupool_schedule_decision_seconds")
                            .Help("Wall time of one scheduling pass (all queued jobs decided).")
@@ -205,15 +217,28 @@ void Api::Poke() {
 }
 
 void Api::Wake(const std::string& node) {
-  // Answer after the current handler has finished its changes (the outbox is complete then).
-  loop_.Post([this, node] {
-    auto it = parked_.find(node);
-    if (it == parked_.end() || !c_.HasWork(node)) return;
-    Parked p = std::move(it->second);
-    parked_.erase(it);
-    p.cancel_timer();
-    p.respond(Json(200, ReplyToJson(c_.TakeWork(node))));
-  });
+  // Answered with the agents' work (DrainBeats), after the current handler has finished its
+  // changes (the outbox is complete then).
+  if (parked_.count(node) && woken_.insert(node).second) ScheduleDrain();
+}
+
+void Api::Unpark(const std::string& node, bool always) {
+  auto it = parked_.find(node);
+  if (it == parked_.end() || (!always && !c_.HasWork(node))) return;
+  Parked p = std::move(it->second);
+  parked_.erase(it);
+  due_.erase({p.deadline_ms, node});
+  p.respond(Json(200, ReplyToJson(c_.TakeWork(node))));
+}
+
+void Api::ScheduleDrain() {
+  if (draining_) return;
+  draining_ = true;
+  loop_.Post([this] { DrainBeats(); });
+}
+
+int64_t Api::SteadyMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
 std::string Api::CookieToken(std::string_view cookie) const {
@@ -639,34 +664,71 @@ HttpResponse Api::CheckpointFile(JobId id, int task) const {
   return res;
 }
 
+// Agents' heartbeats wait in a queue of their own and are taken a batch per turn of the loop,
+// so that a burst from thousands of nodes never holds a user's request (a listing, a
+// submission) behind all of it: a user's request waits at most for one batch.
 void Api::HeartbeatRoute(const HttpRequest& r, const Caller& caller, Respond respond) {
-  auto hb = ParseHeartbeat(r.body);
-  if (!hb) return respond(Fail(400, hb.error().message()));
-  if (hb->node != caller.node) {
-    return respond(Fail(403, fmt::format("this credential is node '{}''s; the heartbeat names '{}'", caller.node, hb->node)));
+  beats_.push_back(PendingBeat{.body = r.body, .node = caller.node, .respond = std::move(respond)});
+  // The node has spoken: however long its heartbeat waits here, that is the server's time.
+  c_.HoldingHeartbeat(caller.node);
+  ScheduleDrain();
+}
+
+// The agents' side of the loop, a batch per turn: parked polls that have work or whose wait
+// is over are answered, then queued heartbeats handled. What is left goes behind whatever
+// else is ready (users' requests), so agents' traffic, however heavy, delays a user's request
+// by one batch at most.
+void Api::DrainBeats() {
+  int budget = kBeatsPerTurn;
+  for (auto it = woken_.begin(); it != woken_.end() && budget > 0; --budget) {
+    const std::string node = *it;
+    it = woken_.erase(it);
+    Unpark(node, false);
   }
-  auto reply = c_.Heartbeat(*hb);
-  if (!reply) return respond(Fail(HttpStatusOf(reply.error()), reply.error().message()));
+  const int64_t now = SteadyMs();
+  while (budget > 0 && !due_.empty() && due_.begin()->first <= now) {
+    const std::string node = due_.begin()->second;
+    Unpark(node, true);
+    --budget;
+  }
+  for (; budget > 0 && !beats_.empty(); --budget) {
+    PendingBeat b = std::move(beats_.front());
+    beats_.pop_front();
+    HandleBeat(b.body, b.node, std::move(b.respond));
+  }
+  draining_ = false;
+  if (!woken_.empty() || !beats_.empty() || (!due_.empty() && due_.begin()->first <= SteadyMs())) ScheduleDrain();
+}
+
+void Api::HandleBeat(const std::string& body, const std::string& caller_node, Respond respond) {
+  auto hb = ParseHeartbeat(body);
+  if (!hb) return respond(Fail(400, hb.error().message()));
+  if (hb->node != caller_node) {
+    return respond(Fail(403, fmt::format("this credential is node '{}''s; the heartbeat names '{}'", caller_node, hb->node)));
+  }
+  const std::string node = hb->node;
+  const int wait_ms = hb->wait_ms;
   Poke();
-  if (!reply->start.empty() || !reply->cancel.empty() || !reply->selftest.empty() || hb->wait_ms == 0) {
-    return respond(Json(200, ReplyToJson(*reply)));
+  c_.HeartbeatStaged(*hb, [this, node, wait_ms, respond = std::move(respond)](Result<HeartbeatReply> reply) mutable {
+    if (!reply) return respond(Fail(HttpStatusOf(reply.error()), reply.error().message()));
+    Answer(node, wait_ms, *reply, std::move(respond));
+  });
+}
+
+void Api::Answer(const std::string& node, int wait_ms, const HeartbeatReply& reply, Respond respond) {
+  if (!reply.start.empty() || !reply.cancel.empty() || !reply.selftest.empty() || wait_ms == 0) {
+    return respond(Json(200, ReplyToJson(reply)));
   }
   // Nothing to say now: hold the request until work arrives or the wait ends (long poll).
-  const std::string node = hb->node;
   if (auto old = parked_.find(node); old != parked_.end()) {
-    old->second.cancel_timer();
+    due_.erase({old->second.deadline_ms, node});
     old->second.respond(Json(200, ReplyToJson({})));
     parked_.erase(old);
   }
-  const Millis wait{std::min<int64_t>(hb->wait_ms, options_.max_poll.value())};
-  auto cancel = loop_.After(wait, [this, node] {
-    auto it = parked_.find(node);
-    if (it == parked_.end()) return;
-    Parked pk = std::move(it->second);
-    parked_.erase(it);
-    pk.respond(Json(200, ReplyToJson(c_.TakeWork(node))));
-  });
-  parked_[node] = Parked{std::move(respond), std::move(cancel)};
+  // No timer per poll: one ticker (kPollTick) finds the polls whose wait is over.
+  const int64_t deadline = SteadyMs() + std::min<int64_t>(wait_ms, options_.max_poll.value());
+  parked_[node] = Parked{std::move(respond), deadline};
+  due_.insert({deadline, node});
   c_.HoldingHeartbeat(node);
 }
 

@@ -2,8 +2,10 @@
 // and the agents' long-poll heartbeats. Runs on the event loop's thread, as the Controller does.
 #pragma once
 
+#include <deque>
 #include <filesystem>
 #include <map>
+#include <set>
 #include <string>
 
 #include "adapters/http.h"
@@ -52,6 +54,19 @@ class Api {
   std::string Forbidden(const Caller& caller, std::string_view method, std::string_view path) const;
   void Route(const HttpRequest& r, const Caller& caller, Respond& respond);
   void HeartbeatRoute(const HttpRequest& r, const Caller& caller, Respond respond);
+  void DrainBeats();
+  void HandleBeat(const std::string& body, const std::string& caller_node, Respond respond);
+  struct PendingBeat {
+    std::string body;
+    std::string node;  // the caller's, by its credential
+    Respond respond;
+  };
+  static constexpr int kBeatsPerTurn = 128;
+  std::deque<PendingBeat> beats_;
+  bool draining_ = false;
+  // The heartbeat's answer once its news is stored: at once when there is work (or the agent
+  // asked not to wait), else held (long poll) until work arrives or the wait ends.
+  void Answer(const std::string& node, int wait_ms, const HeartbeatReply& reply, Respond respond);
   HttpResponse CheckpointFile(JobId id, int task) const;
   void Wake(const std::string& node);
 
@@ -83,11 +98,18 @@ class Api {
   prometheus::Histogram* pass_jobs_ = nullptr;
   ApiOptions options_;
   bool tick_pending_ = false;
+  bool commit_pending_ = false;  // a group commit is posted for this loop turn
   struct Parked {
     Respond respond;
-    std::function<void()> cancel_timer;
+    int64_t deadline_ms = 0;  // steady clock: answered (with nothing) then
   };
   std::map<std::string, Parked> parked_;
+  std::set<std::pair<int64_t, std::string>> due_;  // parked polls by deadline
+  std::set<std::string> woken_;                      // parked polls whose node has work now
+  static constexpr Millis kPollTick{10};             // how often due polls are looked for
+  void Unpark(const std::string& node, bool always);
+  void ScheduleDrain();
+  static int64_t SteadyMs();
   mutable std::map<std::string, int64_t> login_codes_;  // code -> when it was issued (steady ms); used up by WebRoute
 };
 

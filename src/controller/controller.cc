@@ -30,7 +30,8 @@ Controller::Controller(Fleet base, Journal& journal, const Clock& clock, Control
       logs_(FileLogStore(options_.log_dir)), checkpoints_(FileCheckpointStore(options_.checkpoint_store)),
       cluster_(fleet_, std::move(policy),
                ClusterOptions{.seed = options_.seed, .max_retries = options_.max_retries, .backoff = options_.backoff,
-                              .backoff_max = Millis{60'000}, .never = NeverFits::kWait},
+                              .backoff_max = Millis{60'000}, .never = NeverFits::kWait,
+                              .max_placements_per_pass = options_.max_placements_per_pass},
                listener_) {}
 
 void Controller::Listener::JobChanged(const JobRecord& j, std::string_view what) {
@@ -88,7 +89,10 @@ Status Controller::StoreChanged() {
   for (uint64_t id : ids) {
     if (const JobRecord* j = cluster_.Find(JobId{id})) batch.emplace_back(id, JobToJson(*j));
   }
-  return WriteWithEvents([&](const Events& e) { return journal_.PutJobs(batch, e); });
+  const auto t0 = std::chrono::steady_clock::now();
+  Status st = WriteWithEvents([&](const Events& e) { return journal_.PutJobs(batch, e); });
+  if (getenv("GP_DEBUG_TURNS")) fmt::print(stderr, "store {} jobs {:.1f} ms\n", batch.size(), std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+  return st;
 }
 
 Controller::Stats Controller::stats() const {
@@ -512,9 +516,11 @@ void Controller::Pass() {
   const uint64_t seq_before = next_event_seq_;
   const auto t0 = std::chrono::steady_clock::now();
   const ClusterState::PassResult pass = cluster_.Pass(clock_.Now());
+  if (getenv("GP_DEBUG_TURNS") && pass.ran) fmt::print(stderr, "pass placed {} {:.1f} ms\n", pass.placed.size(), std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
   if (!pass.ran) return;
   ++stats_.passes;
   if (on_pass) on_pass(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), pass.looked_at, pass.placed.size());
+  if (pass.more && on_more) on_more();  // capped: the rest in a pass of its own, after what waits
   if (Status s = StoreChanged(); !s.ok()) {
     cluster_.Unplace(pass);
     pending_events_.resize(events_before);
@@ -522,7 +528,9 @@ void Controller::Pass() {
     StoreFailed(s);
     return;
   }
+  const auto t1 = std::chrono::steady_clock::now();
   for (JobId id : pass.placed) Launch(*cluster_.Find(id));
+  if (getenv("GP_DEBUG_TURNS")) fmt::print(stderr, "launch {} {:.1f} ms\n", pass.placed.size(), std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t1).count());
 }
 
 std::string Controller::Explain(JobId id) const {

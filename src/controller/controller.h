@@ -81,6 +81,9 @@ struct ControllerOptions {
   int64_t heartbeat_rate = 10'000;
   Millis heartbeat_margin{800};
   Millis heartbeat_max{2'000};
+  // Placements per pass at most, so that one turn of the loop stays short under a storm (the
+  // rest follow in the next pass, queued behind what arrived meanwhile); 0: no limit.
+  size_t max_placements_per_pass = 1'024;
   // Absolute directories a job may name as its workdir (and those below them); none by default:
   // a job runs in its task's own directory, and a relative workdir is inside it.
   std::vector<std::filesystem::path> allow_workdir;
@@ -178,6 +181,12 @@ class Controller {
   // Applies the agent's news and returns what it should start and stop now. The API has checked
   // that the caller's credential is h.node's; reports about other nodes' attempts are ignored.
   Result<HeartbeatReply> Heartbeat(const gp::Heartbeat& h);
+  // Group commit for agents' news, as for submissions: applied at once, stored with the other
+  // heartbeats of this loop turn (CommitHeartbeats, one write), and each `done` answered once
+  // that write is durable: an agent never hears its report acknowledged before it is stored.
+  // on_staged is called when a batch starts. Heartbeat() is both at once.
+  void HeartbeatStaged(const gp::Heartbeat& h, std::function<void(Result<HeartbeatReply>)> done);
+  void CommitHeartbeats();
   int64_t checkpoint_max_bytes() const { return options_.checkpoint_max_bytes; }
   bool HasWork(const std::string& node) const;
   // What the node should start and stop now (its outbox, emptied).
@@ -192,6 +201,8 @@ class Controller {
   void Schedule();
   // Called (on the loop thread) when a node's outbox gets work, so a parked heartbeat can answer.
   std::function<void(const std::string& node)> on_work;
+  // Called when a pass stopped at its cap with more to place: run Schedule again soon.
+  std::function<void()> on_more;
 
   struct Stats {
     int64_t passes = 0;
@@ -330,6 +341,12 @@ class Controller {
   uint64_t first_event_seq_ = 1;
   int64_t last_telemetry_event_ms_ = 0;
   std::vector<Staged> staged_;   // submissions of this loop turn, not yet stored
+  struct StagedBeat {
+    std::string node;
+    std::function<void(Result<HeartbeatReply>)> done;
+  };
+  std::vector<StagedBeat> staged_beats_;  // heartbeats of this loop turn, applied, not yet stored
+  Status ApplyHeartbeat(const gp::Heartbeat& h);
   uint64_t next_submit_id_ = 1;  // ids given to staged submissions
 };
 

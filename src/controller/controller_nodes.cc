@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include <chrono>
 #include <utility>
 
 #include "adapters/tokens.h"
@@ -254,8 +255,40 @@ bool Controller::HasWork(const std::string& node) const {
 }
 
 Result<HeartbeatReply> Controller::Heartbeat(const gp::Heartbeat& h) {
+  std::optional<Result<HeartbeatReply>> out;
+  HeartbeatStaged(h, [&](Result<HeartbeatReply> r) { out = std::move(r); });
+  CommitHeartbeats();
+  return std::move(*out);
+}
+
+void Controller::HeartbeatStaged(const gp::Heartbeat& h, std::function<void(Result<HeartbeatReply>)> done) {
+  if (Status s = ApplyHeartbeat(h); !s.ok()) return done(tl::unexpected(std::move(s)));
+  staged_beats_.push_back(StagedBeat{.node = h.node, .done = std::move(done)});
+  if (staged_beats_.size() == 1 && on_staged) on_staged();
+}
+
+void Controller::CommitHeartbeats() {
+  if (staged_beats_.empty()) return;
+  std::vector<StagedBeat> batch = std::move(staged_beats_);
+  staged_beats_.clear();
+  // One write for every heartbeat of this loop turn: each agent hears back (its reports
+  // acknowledged, so never sent again) only once what they said is durable.
+  const auto t0 = std::chrono::steady_clock::now();
+  const Status s = StoreChanged();
+  if (!s.ok()) StoreFailed(s);
+  for (StagedBeat& b : batch) {
+    if (!s.ok()) {
+      b.done(tl::unexpected(s));
+    } else {
+      b.done(TakeWork(b.node));
+    }
+  }
+  if (getenv("GP_DEBUG_TURNS")) fmt::print(stderr, "beats {} {:.1f} ms\n", batch.size(), std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+}
+
+Status Controller::ApplyHeartbeat(const gp::Heartbeat& h) {
   NodeSlot* slot = SlotByName(h.node);
-  if (!slot) return Error(StatusCode::kNotFound, fmt::format("node '{}' is not registered; register first", h.node));
+  if (!slot) return Status(StatusCode::kNotFound, fmt::format("node '{}' is not registered; register first", h.node));
   const Millis now = clock_.Now();
   const bool was_out = slot->down || slot->suspect;
   slot->down = false;
@@ -322,11 +355,7 @@ Result<HeartbeatReply> Controller::Heartbeat(const gp::Heartbeat& h) {
     slot->delivered.erase(key);
     cluster_.TaskLost(*jp, key.task, fmt::format("task {} lost on {}", key.task, h.node), "lost: the agent no longer runs it", now);
   }
-  if (Status s = StoreChanged(); !s.ok()) {
-    StoreFailed(s);
-    return tl::unexpected(s);
-  }
-  return TakeWork(h.node);
+  return Status::Ok();
 }
 
 Millis Controller::heartbeat_interval() const {

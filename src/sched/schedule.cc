@@ -332,7 +332,7 @@ Decision Pass::Explain(const PendingJob& job) const {
 
 }  // namespace
 
-Plan Schedule(const SchedState& state, const JobQueue& queue, const Policy& policy, Rng& rng) {
+Plan Schedule(const SchedState& state, const JobQueue& queue, const Policy& policy, Rng& rng, size_t max_placements) {
   Plan plan;
   Pass pass(state, policy, rng);
   using It = std::set<JobQueue::Entry>::const_iterator;
@@ -357,6 +357,10 @@ Plan Schedule(const SchedState& state, const JobQueue& queue, const Policy& poli
     plan.stopped.push_back(Stopped{.cls = cls, .decision = std::move(d)});
   };
   while (!heads.empty()) {
+    if (max_placements > 0 && plan.placements.size() >= max_placements) {
+      plan.capped = true;  // the rest is not judged now: nothing is blocked for it
+      break;
+    }
     std::pop_heap(heads.begin(), heads.end(), later);
     Head h = heads.back();
     heads.pop_back();

@@ -61,11 +61,14 @@ struct Plan {
   // Inconsistencies found (a node that passed every filter and that Allocate refused): a bug if
   // ever any; the job concerned is not placed, and the owner counts and reports each.
   std::vector<Status> internal;
+  bool capped = false;  // it stopped at max_placements with jobs left to look at: pass again
 };
 
 // A pass over the owner's queue (built with this policy's queue order). Classes blocked since
 // their last failure are not looked at unless a node they may use improved since.
-Plan Schedule(const SchedState& state, const JobQueue& queue, const Policy& policy, Rng& rng);
+// `max_placements` > 0 ends the pass after that many placements (a live server keeps each
+// turn of its loop short; the rest is placed by the next pass, in the same order).
+Plan Schedule(const SchedState& state, const JobQueue& queue, const Policy& policy, Rng& rng, size_t max_placements = 0);
 // A pass over a list of jobs (a queue made for the occasion, none blocked); decisions has one
 // per pending job, in queue order. For tests and one-off placements.
 Plan Schedule(const SchedState& state, std::span<const PendingJob> pending, const Policy& policy, Rng& rng);

@@ -67,7 +67,11 @@ std::optional<JobId> ClusterState::ElementId(JobId array, int64_t index) const {
   return JobId{array.value() + 1 + static_cast<uint64_t>(*pos)};
 }
 
-void ClusterState::Expand(Millis now) {
+bool ClusterState::Expand(Millis now) {
+  // A capped pass expands at most as many as it may place: records made (and stored) in one
+  // turn stay bounded too.
+  int64_t budget = options_.max_placements_per_pass > 0 ? static_cast<int64_t>(options_.max_placements_per_pass) : INT64_MAX;
+  bool limited = false;
   for (auto it = arrays_.begin(); it != arrays_.end();) {
     JobRecord& a = jobs_.at(*it);
     const int64_t total = a.array->size();
@@ -76,6 +80,14 @@ void ClusterState::Expand(Millis now) {
     const int64_t live = queued + c[static_cast<size_t>(JobState::kStarting)] + c[static_cast<size_t>(JobState::kRunning)];
     int64_t room = kArrayWindow - queued;
     if (a.array->max_running > 0) room = std::min<int64_t>(room, a.array->max_running - live);
+    // No more records than could be placed now: a big array waits as one record while the
+    // fleet is full, and expands as GPUs free up.
+    const int64_t need = static_cast<int64_t>(a.spec.tasks) * a.spec.gpus_per_task * a.spec.gpu_share.value();
+    if (need > 0) room = std::min<int64_t>(room, sched_.free_gpu_milli() / need - queued);
+    if (room > budget) {
+      room = budget;
+      limited = true;
+    }
     const int64_t n = std::max<int64_t>(room, 0);
     const uint64_t base = a.spec.id.value() + 1;
     const int64_t skipped_before = a.skipped;
@@ -87,6 +99,7 @@ void ClusterState::Expand(Millis now) {
         continue;
       }
       ++made;
+      --budget;
       JobRecord e{.spec = a.spec, .command = a.command, .env = a.env, .workdir = a.workdir, .max_retries = a.max_retries};
       e.spec.id = JobId{base + static_cast<uint64_t>(pos)};
       e.array_of = a.spec.id.value();
@@ -105,6 +118,7 @@ void ClusterState::Expand(Millis now) {
     if (a.skipped != skipped_before) FollowElements(a, now.value());
     if (all) arrays_.erase(a.spec.id.value());
   }
+  return limited;
 }
 
 void ClusterState::CountElement(JobRecord& e, int64_t at_ms) {
@@ -275,7 +289,7 @@ void ClusterState::Restore(JobRecord job, const std::function<std::optional<Node
 
 ClusterState::PassResult ClusterState::Pass(Millis now) {
   PassResult out;
-  Expand(now);
+  out.more = Expand(now);
   while (!backoff_.empty() && backoff_.begin()->first <= now.value()) {
     const uint64_t id = backoff_.begin()->second;
     backoff_.erase(backoff_.begin());
@@ -296,8 +310,9 @@ ClusterState::PassResult ClusterState::Pass(Millis now) {
     }
   }
   if (queue_.empty() || sched_.empty()) return out;
-  const Plan plan = Schedule(sched_, queue_, policy_, rng_);
+  const Plan plan = Schedule(sched_, queue_, policy_, rng_, options_.max_placements_per_pass);
   out.ran = plan.looked_at > 0;
+  out.more = out.more || plan.capped;
   for (const Status& s : plan.internal) Inconsistent(s);
   out.looked_at = static_cast<size_t>(plan.looked_at);
   for (const Placement& p : plan.placements) {

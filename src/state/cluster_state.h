@@ -38,6 +38,9 @@ struct ClusterOptions {
   Millis backoff{1'000};        // before the 2nd retry; doubles each time, at most backoff_max
   Millis backoff_max{60'000};
   NeverFits never = NeverFits::kWait;
+  // Placements per pass at most (0: no limit); a capped pass says `more` and the owner passes
+  // again (the live server, so that one turn of its loop stays short).
+  size_t max_placements_per_pass = 0;
 };
 
 // What the owner hears of: each change of a job (the event type: "submitted", "placed",
@@ -103,6 +106,7 @@ class ClusterState {
     std::vector<JobId> refused;      // never fit (NeverFits::kRefuse)
     size_t looked_at = 0;            // jobs the pass took from the queue
     bool waiting_on_backoff = false; // some job waits for its backoff: call again later
+    bool more = false;               // capped (max_placements_per_pass): pass again soon
     // What placing each job changed, to Unplace it: its message and start before.
     struct Undo {
       JobId job;
@@ -169,7 +173,7 @@ class ClusterState {
   void ApplyDecisions(const Plan& plan, Millis now, PassResult& out);
   // Arrays: records for the elements the scheduler may consider now (within max_running and
   // the window); an element's change counted by its array, whose state follows its elements.
-  void Expand(Millis now);
+  bool Expand(Millis now);  // true: it stopped at the pass's cap with more to expand
   void CountElement(JobRecord& e, int64_t at_ms);
   void FollowElements(JobRecord& a, int64_t at_ms);
   Status CancelArray(JobRecord& a, Millis now);

@@ -110,6 +110,48 @@ RC_GTEST_PROP(SchedulerProperties, PlansAreSoundAndDeterministic, ()) {
   RC_ASSERT(SamePlan(plan, Schedule(sc.snap, sc.pending, policy, again)));
 }
 
+// A capped pass (a live server's: at most N placements a turn of its loop) followed by more,
+// each on the state the last one left, places the same jobs in the same order on the same
+// GPUs as one pass without a cap, for every policy.
+RC_GTEST_PROP(SchedulerProperties, CappedPassesAddUpToOneUncappedPass, ()) {
+  Scenario sc = MakeScenario();
+  std::vector<std::string> names;
+  for (const auto& e : BuiltinRegistry().Policies()) names.push_back(e.name);
+  const Policy policy = testing::MakePolicy(*rc::gen::elementOf(names));
+  const uint64_t seed = *rc::gen::arbitrary<uint64_t>();
+  const size_t cap = *rc::gen::inRange<size_t>(1, 6);
+  auto run = [&](size_t max) {
+    SchedState state = sc.snap;
+    JobQueue queue(*policy.queue);
+    for (const PendingJob& p : sc.pending) queue.Add(p);
+    SplitMix64 rng(seed);
+    std::vector<Placement> all;
+    for (int round = 0; round < 100; ++round) {
+      const Plan plan = Schedule(state, queue, policy, rng, max);
+      for (const Placement& p : plan.placements) {
+        for (const TaskAllocation& t : p.tasks) RC_ASSERT(state.Allocate(t).ok());
+        queue.Remove(p.job);
+        all.push_back(p);
+      }
+      for (const Stopped& st : plan.stopped) queue.Block(st.cls, state.generation(), st.decision);
+      if (max == 0) RC_ASSERT(!plan.capped);
+      if (!plan.capped) break;
+      RC_ASSERT(plan.placements.size() == max);
+    }
+    return all;
+  };
+  const std::vector<Placement> once = run(0);
+  const std::vector<Placement> capped = run(cap);
+  RC_ASSERT(once.size() == capped.size());
+  for (size_t i = 0; i < once.size(); ++i) {
+    RC_ASSERT(once[i].job == capped[i].job);
+    for (size_t t = 0; t < once[i].tasks.size(); ++t) {
+      RC_ASSERT(once[i].tasks[t].node == capped[i].tasks[t].node);
+      RC_ASSERT(once[i].tasks[t].gpu_mask == capped[i].tasks[t].gpu_mask);
+    }
+  }
+}
+
 // Allocate then Release restores a node exactly, load included.
 RC_GTEST_PROP(SchedulerProperties, ReleaseUndoesAllocate, ()) {
   Scenario sc = MakeScenario();
