@@ -215,13 +215,23 @@ class Session : public std::enable_shared_from_this<Session> {
     }
     stream_.expires_never();  // a long poll may take a while; the handler answers when it can
     auto self = shared_from_this();
-    auto answered = std::make_shared<bool>(false);
-    Respond respond = [self, answered](HttpResponse resp) {
-      if (*answered) return;
-      *answered = true;
-      asio::post(self->stream_.get_executor(), [self, resp = std::move(resp)]() mutable {
-        self->Write(std::move(resp), self->keep_alive_);
-      });
+    // An answer given while the handler runs is written once it returns; one given later (a
+    // long poll, a group commit) is written at once. Never a trip through the loop's queue:
+    // under load that queue is long, and a user's request would wait in it twice.
+    struct Answer {
+      bool answered = false;
+      bool in_handler = true;
+      std::optional<HttpResponse> now;
+    };
+    auto state = std::make_shared<Answer>();
+    Respond respond = [self, state](HttpResponse resp) {
+      if (state->answered) return;
+      state->answered = true;
+      if (state->in_handler) {
+        state->now = std::move(resp);
+        return;
+      }
+      self->Write(std::move(resp), self->keep_alive_);
     };
     try {
       handler_(std::move(r), respond);
@@ -229,6 +239,8 @@ class Session : public std::enable_shared_from_this<Session> {
       // A handler's bug answers this request with 500; the server and every other request go on.
       respond(HttpResponse{500, R"({"error":"internal error while handling the request"})"});
     }
+    state->in_handler = false;
+    if (state->now) Write(std::move(*state->now), keep_alive_);
   }
 
   void RemoveSpool() {
