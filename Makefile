@@ -5,7 +5,7 @@ TRACES  ?= ../shared/traces
 JOBS    ?= $(shell nproc)
 CMAKE_FLAGS ?= -DCMAKE_BUILD_TYPE=Release
 
-.PHONY: all bootstrap configure build npm web test run sim-demo bench soak fuzz clean format
+.PHONY: bench-scale all bootstrap configure build npm web test run sim-demo bench soak fuzz clean format
 
 all: build
 
@@ -65,6 +65,12 @@ bench: build
 	GPUPOOL_TRACES=$(abspath $(TRACES)) $(BUILD)/bench/gpupool_bench $(BENCH_ARGS)
 	python3 bench/pool_bench.py $(BUILD)/gpupool 2000
 	python3 bench/sim_scale.py $(BUILD)/gpupool --traces $(abspath $(TRACES))
+
+# The live pool at fleet scale: a server and 10,000 hollow nodes on this machine, 100,000 jobs
+# as arrays (bench/scale.py; figures in docs/benchmarks.md). SCALE_ARGS to change the sizes.
+SCALE_ARGS ?= --nodes 10000 --jobs 100000 --arrays 10 --duration 60
+bench-scale: build
+	python3 bench/scale.py $(BUILD)/gpupool $(SCALE_ARGS) --out $(BUILD)/bench-scale.json
 
 # The long fault-injection run: the fault, crash and hostile-input tests, SOAK_ROUNDS times over.
 SOAK_ROUNDS ?= 20

@@ -254,30 +254,46 @@ class Scale:
 
     def move_one_node(self):
         """Stop one busy node's heartbeats; how long until its jobs run elsewhere."""
+        # The newest running element's node, and its jobs that have a while to run yet (a job
+        # that ends by itself meanwhile would say nothing about the move).
         status, body = self.api.call("GET", "/v1/jobs?state=running&expand=1&limit=1")
         node = body["jobs"][0]["node"]
         status, body = self.api.call("GET", f"/v1/jobs?state=running&expand=1&node={node}&limit=1000")
-        victims = [j["id"] for j in body["jobs"]]
+        now_ms = time.time() * 1000
+        victims = [j["id"] for j in body["jobs"] if j["start_ms"] > now_ms - (self.duration - 15) * 1000]
         t0 = time.time()
         self.hollow_post(f"/v1/hollow/nodes/{node}/stop")
-        moved_at, off_at = None, None
+        moved_at, off_at, down_at = None, None, None
         while time.time() - t0 < 30:
+            if down_at is None:
+                s_, n_ = self.api.call("GET", f"/v1/nodes/{node}")
+                if s_ == 200 and n_["state"] == "down":
+                    down_at = time.time()
             status, body = self.api.call("GET", f"/v1/jobs?state=running&expand=1&node={node}&limit=1000")
             if off_at is None and not body["jobs"]:
                 off_at = time.time()
             elsewhere = 0
             for v in victims:
                 s, j = self.api.call("GET", f"/v1/jobs/{v}")
-                elsewhere += s == 200 and j["state"] in ("starting", "running") and j["node"] not in (None, node) or j["state"] == "succeeded"
+                elsewhere += s == 200 and j["state"] in ("starting", "running") and j["node"] not in (None, node)
             if elsewhere == len(victims):
                 moved_at = time.time()
                 break
             time.sleep(0.05)
         self.hollow_post(f"/v1/hollow/nodes/{node}/resume")
-        self.out["move"] = {"node": node, "jobs": len(victims),
+        self.out["move"] = {"node": node, "jobs": len(victims), "heartbeat_interval_ms": self.interval_ms(),
+                            "down_seconds": round(down_at - t0, 3) if down_at else None,
                             "off_node_seconds": round(off_at - t0, 3) if off_at else None,
                             "running_elsewhere_seconds": round(moved_at - t0, 3) if moved_at else None}
         return moved_at is not None
+
+    def interval_ms(self):
+        """The idle heartbeat interval the server asks for at this fleet size."""
+        status, metrics = self.api.call("GET", "/metrics")
+        for line in (metrics if isinstance(metrics, str) else "").splitlines():
+            if line.startswith("gpupool_heartbeat_interval_seconds "):
+                return round(float(line.split()[1]) * 1000)
+        return None
 
     def counts(self):
         out = {"present": 0, "running": 0}

@@ -42,6 +42,11 @@ Result<std::unique_ptr<SqliteJournal>> SqliteJournal::Open(const std::string& pa
     return gp::Error(StatusCode::kFailedPrecondition, fmt::format("{}: cannot open the store for checkpoints", path));
   }
   sqlite3_busy_timeout(j->ckpt_db_, 5000);
+  // A connection learns that the database is in WAL mode when it first reads it; until then a
+  // checkpoint through it does nothing.
+  if (sqlite3_exec(j->ckpt_db_, "PRAGMA journal_mode=WAL", nullptr, nullptr, nullptr) != SQLITE_OK) {
+    return gp::Error(StatusCode::kFailedPrecondition, fmt::format("{}: cannot open the store for checkpoints", path));
+  }
   j->checkpointer_ = std::thread([jp = j.get()] { jp->CheckpointLoop(); });
   return j;
 }

@@ -36,6 +36,9 @@ void Controller::CollectMetrics(Families& out) const {
   for (const NodeSlot& s : nodes_) ++nodes_by_state[NodeCondition(s.record.spec.name)];
   auto& nodes = FamilyIn(out, "gpupool_nodes", "Nodes by state.", MetricType::Gauge);
   for (const auto& [state, n] : nodes_by_state) AddValue(nodes, {{"state", state}}, n);
+  AddValue(FamilyIn(out, "gpupool_heartbeat_interval_seconds",
+                    "The idle heartbeat interval the server asks agents for (it grows with the fleet).", MetricType::Gauge),
+           {}, static_cast<double>(heartbeat_interval().value()) / 1000);
   std::map<std::string, int> jobs_by_state;
   for (int s = 0; s <= static_cast<int>(JobState::kCancelled); ++s) jobs_by_state[std::string(JobStateName(static_cast<JobState>(s)))] = 0;
   for (const auto& [id, j] : cluster_.jobs()) ++jobs_by_state[std::string(JobStateName(j.state))];
