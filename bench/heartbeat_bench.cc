@@ -53,6 +53,32 @@ void BM_HeartbeatParse(benchmark::State& state) {
 }
 BENCHMARK(BM_HeartbeatParse)->Unit(benchmark::kMicrosecond);
 
+// A heartbeat with nothing new (the telemetry is sent once per sample, not with every poll):
+// the node's name, its running attempts and the wait, as a hollow or an idle agent sends it.
+void BM_HeartbeatParseQuiet(benchmark::State& state) {
+  auto p = MakePool(1);
+  Heartbeat h = p->beats[0];
+  h.telemetry = false;
+  for (int t = 0; t < 8; ++t) h.running.push_back(TaskKey{static_cast<uint64_t>(1000 + t), 0, 1});
+  h.wait_ms = 1000;
+  const std::string body = HeartbeatToJson(h);
+  for (auto _ : state) benchmark::DoNotOptimize(ParseHeartbeat(body));
+  state.counters["bytes"] = static_cast<double>(body.size());
+}
+BENCHMARK(BM_HeartbeatParseQuiet)->Unit(benchmark::kMicrosecond);
+
+void BM_HeartbeatHandleQuiet(benchmark::State& state) {
+  auto p = MakePool(static_cast<int>(state.range(0)));
+  for (Heartbeat& h : p->beats) h.telemetry = false;
+  size_t i = 0;
+  for (auto _ : state) {
+    p->clock.Advance(Millis{1});
+    benchmark::DoNotOptimize(p->c->Heartbeat(p->beats[i]));
+    i = (i + 1) % p->beats.size();
+  }
+}
+BENCHMARK(BM_HeartbeatHandleQuiet)->Arg(100)->Arg(1'000)->Arg(10'000)->Unit(benchmark::kMicrosecond);
+
 void BM_HeartbeatHandle(benchmark::State& state) {
   auto p = MakePool(static_cast<int>(state.range(0)));
   size_t i = 0;

@@ -670,7 +670,7 @@ HttpResponse Api::CheckpointFile(JobId id, int task) const {
 void Api::HeartbeatRoute(const HttpRequest& r, const Caller& caller, Respond respond) {
   beats_.push_back(PendingBeat{.body = r.body, .node = caller.node, .respond = std::move(respond)});
   // The node has spoken: however long its heartbeat waits here, that is the server's time.
-  c_.HoldingHeartbeat(caller.node);
+  c_.HoldingHeartbeat(caller.node, /*arrived=*/true);
   ScheduleDrain();
 }
 

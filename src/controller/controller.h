@@ -162,8 +162,9 @@ class Controller {
   Millis lease() const { return options_.lease; }
   // The idle heartbeat interval for the fleet's size now (ControllerOptions::heartbeat_*); O(1).
   Millis heartbeat_interval() const;
-  // The API holds this node's heartbeat (a long poll): it is waiting on the server, not silent.
-  void HoldingHeartbeat(const std::string& node);
+  // The API holds this node's heartbeat (queued, or a long poll): it is waiting on the server,
+  // not silent. `arrived`: it has just come in (the node spoke now).
+  void HoldingHeartbeat(const std::string& node, bool arrived = false);
   std::filesystem::path LogPath(JobId id, int task, std::string_view stream) const;
 
   // --- agents ---

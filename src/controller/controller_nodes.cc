@@ -293,7 +293,7 @@ Status Controller::ApplyHeartbeat(const gp::Heartbeat& h) {
   const bool was_out = slot->down || slot->suspect;
   slot->down = false;
   slot->suspect = false;
-  slot->detector.Heartbeat(now);
+  if (!slot->detector.held()) slot->detector.Heartbeat(now);  // else counted when it arrived
   slot->record.last_heartbeat_ms = now.value();
   if (h.telemetry) {
     // A heartbeat without telemetry (nothing changed) keeps the last samples and costs O(news).
@@ -366,8 +366,13 @@ Millis Controller::heartbeat_interval() const {
   return Millis{std::max(options_.heartbeat_base.value(), std::min(by_rate, cap))};
 }
 
-void Controller::HoldingHeartbeat(const std::string& node) {
-  if (NodeSlot* slot = SlotByName(node)) slot->detector.Held();
+void Controller::HoldingHeartbeat(const std::string& node, bool arrived) {
+  NodeSlot* slot = SlotByName(node);
+  if (!slot) return;
+  // A heartbeat that arrives is the node speaking now; the time its request then waits in the
+  // server's queue or in a long poll is the server's, not a silence of the node's.
+  if (arrived && !slot->detector.held()) slot->detector.Heartbeat(clock_.Now());
+  slot->detector.Held();
 }
 
 HeartbeatReply Controller::TakeWork(const std::string& node) {
