@@ -89,10 +89,7 @@ Status Controller::StoreChanged() {
   for (uint64_t id : ids) {
     if (const JobRecord* j = cluster_.Find(JobId{id})) batch.emplace_back(id, JobToJson(*j));
   }
-  const auto t0 = std::chrono::steady_clock::now();
-  Status st = WriteWithEvents([&](const Events& e) { return journal_.PutJobs(batch, e); });
-  if (getenv("GP_DEBUG_TURNS")) fmt::print(stderr, "store {} jobs {:.1f} ms\n", batch.size(), std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
-  return st;
+  return WriteWithEvents([&](const Events& e) { return journal_.PutJobs(batch, e); });
 }
 
 Controller::Stats Controller::stats() const {
@@ -516,7 +513,6 @@ void Controller::Pass() {
   const uint64_t seq_before = next_event_seq_;
   const auto t0 = std::chrono::steady_clock::now();
   const ClusterState::PassResult pass = cluster_.Pass(clock_.Now());
-  if (getenv("GP_DEBUG_TURNS") && pass.ran) fmt::print(stderr, "pass placed {} {:.1f} ms\n", pass.placed.size(), std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
   if (!pass.ran) return;
   ++stats_.passes;
   if (on_pass) on_pass(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), pass.looked_at, pass.placed.size());
@@ -528,9 +524,7 @@ void Controller::Pass() {
     StoreFailed(s);
     return;
   }
-  const auto t1 = std::chrono::steady_clock::now();
   for (JobId id : pass.placed) Launch(*cluster_.Find(id));
-  if (getenv("GP_DEBUG_TURNS")) fmt::print(stderr, "launch {} {:.1f} ms\n", pass.placed.size(), std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t1).count());
 }
 
 std::string Controller::Explain(JobId id) const {

@@ -273,7 +273,6 @@ void Controller::CommitHeartbeats() {
   staged_beats_.clear();
   // One write for every heartbeat of this loop turn: each agent hears back (its reports
   // acknowledged, so never sent again) only once what they said is durable.
-  const auto t0 = std::chrono::steady_clock::now();
   const Status s = StoreChanged();
   if (!s.ok()) StoreFailed(s);
   for (StagedBeat& b : batch) {
@@ -283,7 +282,6 @@ void Controller::CommitHeartbeats() {
       b.done(TakeWork(b.node));
     }
   }
-  if (getenv("GP_DEBUG_TURNS")) fmt::print(stderr, "beats {} {:.1f} ms\n", batch.size(), std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
 }
 
 Status Controller::ApplyHeartbeat(const gp::Heartbeat& h) {
