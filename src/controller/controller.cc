@@ -133,11 +133,11 @@ Status Controller::Recover() {
     if (!n->credential_hash.empty()) by_credential_[n->credential_hash] = *id;
     for (size_t g = 0; g < n->gpu_health.size() && g < kMaxGpusPerNode; ++g) {
       if (n->gpu_health[g].starts_with("quarantined: ")) {
-        slot.quarantine[g] = n->gpu_health[g].substr(13);
+        slot.quarantine.set(g, n->gpu_health[g].substr(13));
         slot.last_fault_ms[g] = clock_.Now().value();  // probation starts again
         cluster_.sched().Update(*id, [&](NodeState& st) { st.quarantined = static_cast<uint16_t>(st.quarantined | (1u << g)); });
       }
-      if (g < n->gpu_check.size()) slot.last_check[g] = n->gpu_check[g];
+      if (g < n->gpu_check.size()) slot.last_check.set(g, n->gpu_check[g]);
     }
     // As if it had just spoken: an agent that is alive speaks within a heartbeat; one that died
     // while the server was away is found down by the detector, and its work fails over.

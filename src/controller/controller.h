@@ -99,6 +99,18 @@ struct JobFilter {
   uint64_t array = 0;   // only this array's elements (those with records)
 };
 
+// Per-GPU texts that are nearly always empty (why a GPU is out of service, its last self-test):
+// kept only for the GPUs that have one, not 16 strings for every node.
+class GpuTexts {
+ public:
+  const std::string& operator[](size_t gpu) const;
+  void set(size_t gpu, std::string text);  // "" removes it
+  size_t count() const { return texts_.size(); }
+
+ private:
+  std::vector<std::pair<size_t, std::string>> texts_;
+};
+
 class Controller {
  public:
   // `base` gives providers, sites, links and prices; nodes join as agents register.
@@ -268,11 +280,11 @@ class Controller {
     bool suspect = false;
     PhiAccrualDetector detector;
     int64_t lease_granted_ms = 0;  // when the server last answered a heartbeat (renewing leases)
-    std::array<std::string, kMaxGpusPerNode> quarantine;  // why each GPU is out of service ("" = in)
+    GpuTexts quarantine;  // why each GPU is out of service ("" = in)
     std::array<int64_t, kMaxGpusPerNode> last_fault_ms{}; // its latest fault (probation counts from here)
     std::array<int64_t, kMaxGpusPerNode> check_asked_ms{};  // a self-test asked for, not yet answered
     std::array<int, kMaxGpusPerNode> last_xid{};            // the latest XID reported (0: none)
-    std::array<std::string, kMaxGpusPerNode> last_check;    // the latest self-test's result
+    GpuTexts last_check;                                    // the latest self-test's result
     std::vector<int> selftests;   // self-tests to ask for in the next reply
     // Last uncorrected ECC count seen per GPU; -1 until the first report (a baseline: errors
     // from before the agent started are history, a rise afterwards is news).

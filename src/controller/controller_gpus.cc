@@ -11,6 +11,19 @@
 
 namespace gp {
 
+const std::string& GpuTexts::operator[](size_t gpu) const {
+  static const std::string kNone;
+  for (const auto& [g, text] : texts_) {
+    if (g == gpu) return text;
+  }
+  return kNone;
+}
+
+void GpuTexts::set(size_t gpu, std::string text) {
+  std::erase_if(texts_, [&](const auto& e) { return e.first == gpu; });
+  if (!text.empty()) texts_.emplace_back(gpu, std::move(text));
+}
+
 NodeRecord Controller::Shown(const NodeSlot& slot) const {
   NodeRecord r = slot.record;
   for (size_t g = 0; g < r.spec.gpus.size() && g < kMaxGpusPerNode; ++g) {
@@ -28,10 +41,10 @@ Status Controller::PersistNode(const NodeSlot& slot) {
 void Controller::Quarantine(NodeSlot& slot, int gpu, const std::string& why) {
   slot.last_fault_ms[static_cast<size_t>(gpu)] = clock_.Now().value();
   if (!slot.quarantine[static_cast<size_t>(gpu)].empty()) {  // at fault again while out: probation restarts
-    slot.quarantine[static_cast<size_t>(gpu)] = why;
+    slot.quarantine.set(static_cast<size_t>(gpu), why);
     return;
   }
-  slot.quarantine[static_cast<size_t>(gpu)] = why;
+  slot.quarantine.set(static_cast<size_t>(gpu), why);
   Emit("gpu.quarantined", fmt::format("node/{}/gpu/{}", slot.record.spec.name, gpu),
        nlohmann::json{{"node", slot.record.spec.name}, {"gpu", gpu}, {"reason", why}}.dump());
   cluster_.sched().Update(slot.record.spec.id,
@@ -68,7 +81,7 @@ Status Controller::UndrainGpu(const std::string& name, int gpu) {
   if (!slot->quarantine[static_cast<size_t>(gpu)].empty()) {
     Emit("gpu.returned", fmt::format("node/{}/gpu/{}", name, gpu), nlohmann::json{{"node", name}, {"gpu", gpu}}.dump());
   }
-  slot->quarantine[static_cast<size_t>(gpu)].clear();
+  slot->quarantine.set(static_cast<size_t>(gpu), "");
   slot->check_asked_ms[static_cast<size_t>(gpu)] = 0;
   cluster_.sched().Update(slot->record.spec.id,
                           [&](NodeState& st) { st.quarantined = static_cast<uint16_t>(st.quarantined & ~(1u << gpu)); });
@@ -99,7 +112,7 @@ void Controller::SelfTested(NodeSlot& slot, const GpuSelfTest& r) {
   if (r.gpu < 0 || r.gpu >= static_cast<int>(slot.record.spec.gpus.size())) return;
   const size_t g = static_cast<size_t>(r.gpu);
   slot.check_asked_ms[g] = 0;
-  slot.last_check[g] = fmt::format("{}: {}", r.passed ? "passed" : "failed", r.detail);
+  slot.last_check.set(g, fmt::format("{}: {}", r.passed ? "passed" : "failed", r.detail));
   Emit("gpu.selftest", fmt::format("node/{}/gpu/{}", slot.record.spec.name, r.gpu),
        nlohmann::json{{"node", slot.record.spec.name}, {"gpu", r.gpu}, {"passed", r.passed}, {"detail", r.detail}}.dump());
   if (slot.quarantine[g].empty()) {  // undrained by hand meanwhile

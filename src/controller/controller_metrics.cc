@@ -25,8 +25,7 @@ void Controller::CollectMetrics(Families& out) const {
     const LoadTerms t = ComputeLoad(st.load);
     AddNodeFamilies(out, name, static_cast<double>(st.load.cpu.value()) / 1000.0, static_cast<double>(st.load.gpu.value()) / 1000.0,
                     static_cast<double>(st.load.memory.value()) / 1000.0, t.r, t.l);
-    int quarantined = 0;
-    for (const std::string& q : s.quarantine) quarantined += !q.empty();
+    const auto quarantined = static_cast<double>(s.quarantine.count());
     AddValue(FamilyIn(out, "gpupool_node_gpus_quarantined", "GPUs of the node out of service.", MetricType::Gauge),
              {{"node", name}}, quarantined);
     AddValue(FamilyIn(out, "gpupool_node_gpus_free", "Whole GPUs of the node free for placement.", MetricType::Gauge),

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 
 namespace gp {
 namespace {
@@ -31,7 +32,7 @@ PhiAccrualDetector::PhiAccrualDetector(PhiOptions o) : o_(o), z_suspect_(ZForPhi
 }
 
 void PhiAccrualDetector::Refit() {
-  const double n = static_cast<double>(intervals_.size());
+  const double n = static_cast<double>(count_);
   mean_ = n > 0 ? sum_ / n : static_cast<double>(o_.first_interval.value());
   const double var = n > 1 ? std::max(0.0, sum_sq_ / n - mean_ * mean_) : 0.0;
   sigma_ = std::max(std::sqrt(var), static_cast<double>(o_.min_stddev.value()));
@@ -43,15 +44,21 @@ void PhiAccrualDetector::Refit() {
 void PhiAccrualDetector::Heartbeat(Millis now) {
   if (started()) {
     const int64_t gap = std::max<int64_t>(0, (now - last_).value());
-    intervals_.push_back(gap);
-    sum_ += static_cast<double>(gap);
-    sum_sq_ += static_cast<double>(gap) * static_cast<double>(gap);
-    if (static_cast<int>(intervals_.size()) > o_.window) {
-      const double old = static_cast<double>(intervals_.front());
+    const auto sample = static_cast<int32_t>(std::min<int64_t>(gap, INT32_MAX));
+    const size_t window = static_cast<size_t>(std::max(1, o_.window));
+    if (ring_.empty()) ring_.resize(window);
+    if (count_ == window) {
+      const double old = static_cast<double>(ring_[head_]);
       sum_ -= old;
       sum_sq_ -= old * old;
-      intervals_.pop_front();
+      ring_[head_] = sample;
+      head_ = (head_ + 1) % window;
+    } else {
+      ring_[(head_ + count_) % window] = sample;
+      ++count_;
     }
+    sum_ += static_cast<double>(sample);
+    sum_sq_ += static_cast<double>(sample) * static_cast<double>(sample);
   }
   last_ = now;
   held_ = false;

@@ -12,8 +12,9 @@
 // Pure: time comes from the caller (the injected clock). Not thread-safe.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
-#include <deque>
+#include <vector>
 
 #include "core/quantity.h"
 
@@ -65,7 +66,11 @@ class PhiAccrualDetector {
   double sigma_ = 0;
   double suspect_after_ = 0;  // silence (ms) from which the node is suspect, and down
   double down_after_ = 0;
-  std::deque<int64_t> intervals_;
+  // The window as a ring (gaps in ms, clamped to 32 bits: 24 days): 4 bytes a sample, with no
+  // allocation per sample. At 10,000 nodes that is 4 MB, not the 11 MB a deque of int64 took.
+  std::vector<int32_t> ring_;
+  size_t head_ = 0;   // the oldest sample once the ring is full
+  size_t count_ = 0;
   double sum_ = 0;
   double sum_sq_ = 0;
 };
