@@ -545,15 +545,23 @@ void Api::Route(const HttpRequest& r, const Caller& caller, Respond& respond) {
     }
     return no_route();
   }
+  if (p[1] == "node-groups" && p.size() == 2 && m == "GET") return respond(Json(200, c_.NodeGroupsJson()));
   if (p[1] == "nodes") {
     if (p.size() == 2 && m == "GET") {
+      // By name, 1,000 a page at most; `next` is the cursor (after=NAME) for the page after.
+      size_t limit = kMaxPage;
+      if (auto e = QueryNumber(r, "limit", limit, size_t{1}, size_t{kMaxPage})) return respond(Fail(400, *e));
+      auto q = [&](const char* k) { auto it = r.query.find(k); return it == r.query.end() ? std::string() : it->second; };
+      const auto names = c_.NodeNames(q("provider"), q("site"), q("after"), limit);
       std::string body = "{\"nodes\":[";
       bool first = true;
-      for (const std::string& n : c_.NodeNames()) {
+      for (const std::string& n : names) {
         body += (first ? "" : ",") + c_.NodeJson(n);
         first = false;
       }
-      return respond(Json(200, body + "]}"));
+      body += "]";
+      if (names.size() == limit) body += fmt::format(",\"next\":{}", nlohmann::json(names.back()).dump());
+      return respond(Json(200, body + "}"));
     }
     if (p.size() >= 3) {
       const std::string name(p[2]);

@@ -166,6 +166,14 @@ class Controller {
   std::filesystem::path CheckpointPath(JobId id, int task) const;
   const NodeRecord* FindNode(const std::string& name) const;
   std::vector<std::string> NodeNames() const;
+  // Node names in order, from after `after` (exclusive; "" from the first), at most `limit`,
+  // only those of `provider` and `site` when given: O(log nodes + what is looked at).
+  std::vector<std::string> NodeNames(const std::string& provider, const std::string& site, const std::string& after,
+                                     size_t limit) const;
+  // The fleet by provider and site, as the dashboard shows it before a group is opened: per
+  // group its nodes by condition, GPUs, free GPUs, mean GPU utilisation and models, as JSON.
+  // O(nodes) (the records are read, nothing is serialised per node).
+  std::string NodeGroupsJson() const;
   std::string NodeJson(const std::string& name) const;
   // Why a job waits: the last pass's decision, per reason with node counts and numbers.
   std::string Explain(JobId id) const;

@@ -34,6 +34,51 @@ std::vector<std::string> Controller::NodeNames() const {
   return out;
 }
 
+std::vector<std::string> Controller::NodeNames(const std::string& provider, const std::string& site,
+                                               const std::string& after, size_t limit) const {
+  std::vector<std::string> out;
+  for (auto it = node_ids_.upper_bound(after); it != node_ids_.end() && out.size() < limit; ++it) {
+    const NodeRecord& r = nodes_[it->second.value()].record;
+    if ((!provider.empty() && r.provider != provider) || (!site.empty() && r.site != site)) continue;
+    out.push_back(it->first);
+  }
+  return out;
+}
+
+std::string Controller::NodeGroupsJson() const {
+  struct Group {
+    std::map<std::string, int> by_condition;
+    std::map<std::string, int> models;
+    int nodes = 0;
+    int64_t gpus = 0;
+    int64_t free = 0;
+    int64_t util = 0;  // per mille, summed over GPUs with samples
+    int64_t sampled = 0;
+  };
+  std::map<std::pair<std::string, std::string>, Group> groups;
+  for (const NodeSlot& s : nodes_) {
+    Group& g = groups[{s.record.provider, s.record.site}];
+    ++g.nodes;
+    ++g.by_condition[NodeCondition(s.record.spec.name)];
+    if (!s.record.gpu_model.empty()) g.models[s.record.gpu_model] += static_cast<int>(s.record.spec.gpus.size());
+    g.gpus += static_cast<int64_t>(s.record.spec.gpus.size());
+    g.free += s.down ? 0 : cluster_.sched().node(s.record.spec.id).WholeFreeGpus();
+    for (const GpuSample& x : s.record.gpus) {
+      g.util += x.utilisation.value();
+      ++g.sampled;
+    }
+  }
+  nlohmann::json out = nlohmann::json::array();
+  for (const auto& [key, g] : groups) {
+    nlohmann::json states = nlohmann::json::object();
+    for (const char* c : {"ready", "suspect", "down", "draining"}) states[c] = g.by_condition.count(c) ? g.by_condition.at(c) : 0;
+    out.push_back({{"provider", key.first}, {"site", key.second}, {"nodes", g.nodes}, {"states", states},
+                   {"gpus", g.gpus}, {"free_gpus", g.free}, {"models", g.models},
+                   {"gpu_utilisation", g.sampled ? static_cast<double>(g.util) / 1000.0 / static_cast<double>(g.sampled) : 0.0}});
+  }
+  return nlohmann::json{{"groups", out}, {"nodes", nodes_.size()}}.dump();
+}
+
 std::string Controller::NodeJson(const std::string& name) const {
   const NodeSlot* s = SlotByName(name);
   if (!s) return {};

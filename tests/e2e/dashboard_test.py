@@ -1,7 +1,9 @@
 """The dashboard in real headless Chromium: a pool (server plus two agents on different
 providers and sites) runs, and web/tests/dashboard.mjs drives Debian's chromium through
 playwright-core against it. The page loads, shows the nodes, and a submitted job appears and
-finishes. The screenshot it takes is left in the test's directory (and kept as
+finishes. Then 2,000 hollow nodes join over four sites, and web/tests/fleet_scale.mjs checks
+that the page summarises the groups, draws no node until a group is opened, and shows that
+group's nodes when it is. The screenshot it takes is left in the test's directory (and kept as
 docs/dashboard.png when GPUPOOL_SCREENSHOT names a path)."""
 import os
 import shutil
@@ -35,6 +37,19 @@ def main(gpupool):
         print(p.stdout + p.stderr, flush=True)
         if p.returncode == 0 and os.environ.get("GPUPOOL_SCREENSHOT"):
             shutil.copy(shot, os.environ["GPUPOOL_SCREENSHOT"])
+        if p.returncode != 0:
+            return p.returncode
+        # A big fleet: 2,000 hollow nodes over 4 sites; the page summarises groups and opens one
+        # on demand.
+        hollow = subprocess.Popen([gpupool, "hollow", "--server", f"127.0.0.1:{pool.port}", "--join-token-file",
+                                   f"{pool.dir}/server/join.token", "--nodes", "2000", "--sites", "4"],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        pool.agents.append(hollow)
+        pool.wait_nodes(2002, timeout=120)
+        p = subprocess.run(["node", os.path.join(web, "tests", "fleet_scale.mjs"), f"http://127.0.0.1:{pool.port}", pool.token,
+                            "2002", "hollow / hollow-site-2"], capture_output=True, text=True, timeout=180,
+                           env=dict(os.environ, CHROMIUM=chromium))
+        print(p.stdout + p.stderr, flush=True)
         return p.returncode
     finally:
         pool.stop()

@@ -93,8 +93,8 @@ class Pool:
     def wait_nodes(self, n, timeout=20):
         deadline = time.time() + timeout
         while time.time() < deadline:
-            status, body = self.call("GET", "/v1/nodes")
-            if status == 200 and sum(1 for x in body["nodes"] if x["state"] == "ready") >= n:
+            status, body = self.call("GET", "/v1/node-groups")
+            if status == 200 and sum(g["states"]["ready"] for g in body["groups"]) >= n:
                 return
             time.sleep(0.1)
         raise RuntimeError(f"{n} nodes did not register")

@@ -1,10 +1,20 @@
-// gpupool's dashboard: the fleet (every node and GPU, coloured by live utilisation and health,
-// grouped by provider and site), the queue and jobs (state, GPUs, why a job waits), a job's
+// gpupool's dashboard: the fleet (grouped by provider and site, each group summarised; a
+// group's nodes and GPUs, coloured by live utilisation and health, when it is opened; a fleet
+// of up to 64 nodes opens whole), the queue and jobs (state, GPUs, why a job waits), a job's
 // page (attempts, log tail), and the event feed. It reads the REST API with the session cookie
 // the server set when the token was exchanged, and updates live: the event stream
 // (GET /v1/events?wait=) says when something changed, and node load is re-read every 2 s.
 
-const state = { nodes: [], jobs: [], events: [], lastSeq: 0, route: location.hash, job: null, logs: "" };
+const state = {
+  groups: [], // the fleet by provider and site, summarised (GET /v1/node-groups)
+  open: new Set(), // groups whose nodes are shown (read with GET /v1/nodes?provider=&site=)
+  toggled: false, // the user opened or closed one: no more opening by default
+  groupNodes: new Map(),
+  nodes: [], jobs: [], events: [], lastSeq: 0, route: location.hash, job: null, logs: "",
+};
+// A small fleet is shown whole; a big one by group, each opened on demand.
+const OPEN_ALL_UP_TO = 64;
+const groupKey = (g) => `${g.provider} / ${g.site}`;
 
 async function api(path) {
   const r = await fetch(path, { credentials: "same-origin" });
@@ -50,24 +60,33 @@ function gpuCell(node, g) {
     style="background:${quarantined ? "" : heat(util)}">${g.index}</span>`;
 }
 
+function nodeCard(n) {
+  const cpu = n.host ? (n.host.cpu_busy / 10).toFixed(0) : "?";
+  return `<div class="node state-${esc(n.state)}" data-node="${esc(n.name)}">
+    <div class="node-head"><b>${esc(n.name)}</b><span class="badge">${esc(n.state)}</span></div>
+    <div class="node-sub">${n.gpus.length}x ${esc(n.model || "CPU")} · ${n.free_gpus} free · CPU ${cpu}% · $${n.price_per_gpu_hour.toFixed(2)}/GPU-h</div>
+    <div class="gpus">${n.gpus.map((g) => gpuCell(n, g)).join("")}</div></div>`;
+}
+
 function renderFleet() {
-  const groups = new Map();
-  for (const n of state.nodes) {
-    const key = `${n.provider} / ${n.site}`;
-    if (!groups.has(key)) groups.set(key, []);
-    groups.get(key).push(n);
-  }
   let html = "";
-  for (const [key, nodes] of [...groups.entries()].sort()) {
-    html += `<div class="group"><h3>${esc(key)}</h3><div class="nodes">`;
-    for (const n of nodes) {
-      const cpu = n.host ? (n.host.cpu_busy / 10).toFixed(0) : "?";
-      html += `<div class="node state-${esc(n.state)}" data-node="${esc(n.name)}">
-        <div class="node-head"><b>${esc(n.name)}</b><span class="badge">${esc(n.state)}</span></div>
-        <div class="node-sub">${n.gpus.length}x ${esc(n.model || "CPU")} · ${n.free_gpus} free · CPU ${cpu}% · $${n.price_per_gpu_hour.toFixed(2)}/GPU-h</div>
-        <div class="gpus">${n.gpus.map((g) => gpuCell(n, g)).join("")}</div></div>`;
+  for (const g of state.groups) {
+    const key = groupKey(g);
+    const open = state.open.has(key);
+    const st = g.states;
+    const models = Object.entries(g.models).map(([m, n]) => `${n}x ${m}`).join(", ") || "CPU only";
+    const util = g.gpu_utilisation || 0;
+    html += `<div class="group ${open ? "open" : "closed"}" data-group="${esc(key)}">
+      <h3 class="group-head" data-toggle="${esc(key)}">${open ? "▾" : "▸"} ${esc(key)}</h3>
+      <div class="group-sum">${g.nodes} nodes (${st.ready} ready${st.suspect ? `, ${st.suspect} suspect` : ""}${st.down ? `, ${st.down} down` : ""}${st.draining ? `, ${st.draining} draining` : ""})
+        · ${g.free_gpus} of ${g.gpus} GPUs free · ${esc(models)}
+        · <span class="util" style="background:${heat(util)}">${(util * 100).toFixed(0)}% busy</span></div>`;
+    if (open) {
+      const nodes = state.groupNodes.get(key) || [];
+      html += `<div class="nodes">${nodes.map(nodeCard).join("")}</div>`;
+      if (nodes.length < g.nodes) html += `<p class="note">${nodes.length} of ${g.nodes} nodes shown</p>`;
     }
-    html += "</div></div>";
+    html += "</div>";
   }
   return html || `<p class="empty">No nodes yet: start an agent with <code>gpupool agent --server ...</code></p>`;
 }
@@ -121,10 +140,11 @@ function renderJobPage() {
 
 function render() {
   const main = document.getElementById("main");
-  const gpus = state.nodes.reduce((s, n) => s + n.gpus.length, 0);
+  const nodes = state.groups.reduce((s, g) => s + g.nodes, 0);
+  const gpus = state.groups.reduce((s, g) => s + g.gpus, 0);
   const running = state.jobs.filter((j) => j.state === "running").length;
   document.getElementById("summary").textContent =
-    `${state.nodes.length} nodes · ${gpus} GPUs · ${running} running · ${state.jobs.filter((j) => j.state === "queued").length} queued`;
+    `${nodes} nodes · ${gpus} GPUs · ${running} running · ${state.jobs.filter((j) => j.state === "queued").length} queued`;
   if (state.route.startsWith("#/jobs/")) {
     main.replaceChildren(el(renderJobPage()));
     return;
@@ -134,11 +154,33 @@ function render() {
       <div class="cols"><section id="jobs"><h2>Jobs</h2>${renderJobs()}</section>
       <section id="feed"><h2>Events</h2>${renderEvents()}</section></div>`),
   );
+  for (const h of main.querySelectorAll("[data-toggle]")) {
+    h.addEventListener("click", () => {
+      const key = h.dataset.toggle;
+      state.toggled = true;
+      if (state.open.has(key)) state.open.delete(key);
+      else state.open.add(key);
+      refresh().catch(showError);
+    });
+  }
+}
+
+// The open groups' nodes: a page (at most 1,000) per group, filtered on the server.
+async function readOpenGroups() {
+  const reads = state.groups
+    .filter((g) => state.open.has(groupKey(g)))
+    .map(async (g) => {
+      const q = `provider=${encodeURIComponent(g.provider)}&site=${encodeURIComponent(g.site)}&limit=1000`;
+      state.groupNodes.set(groupKey(g), (await api(`/v1/nodes?${q}`)).nodes);
+    });
+  await Promise.all(reads);
 }
 
 async function refresh() {
-  const [nodes, jobs] = await Promise.all([api("/v1/nodes"), api("/v1/jobs?limit=200")]);
-  state.nodes = nodes.nodes;
+  const [groups, jobs] = await Promise.all([api("/v1/node-groups"), api("/v1/jobs?limit=200")]);
+  state.groups = groups.groups;
+  if (!state.toggled && groups.nodes <= OPEN_ALL_UP_TO) for (const g of state.groups) state.open.add(groupKey(g));
+  await readOpenGroups();
   state.jobs = jobs.jobs;
   if (state.route.startsWith("#/jobs/")) {
     const id = state.route.slice(7);

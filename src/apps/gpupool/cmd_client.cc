@@ -290,13 +290,26 @@ int Wait(const Conn& c, const std::string& id, double timeout_s) {
 }
 
 int Nodes(const Conn& c) {
-  auto body = Call(c, "GET", "/v1/nodes");
-  if (!body) return 1;
+  // Every node, a page (1,000) at a time through `next`.
+  json all = json::array();
+  std::string cursor;
+  for (;;) {
+    auto body = Call(c, "GET", "/v1/nodes?limit=1000" + cursor);
+    if (!body) return 1;
+    const json p = json::parse(*body, nullptr, false);
+    if (!p.is_object() || !p.contains("nodes")) {
+      fmt::print(stderr, "gpupool: the server's answer is not a node list\n");
+      return 1;
+    }
+    for (const json& x : p["nodes"]) all.push_back(x);
+    if (!p.contains("next") || p["nodes"].empty()) break;
+    cursor = "&after=" + p["next"].get<std::string>();
+  }
+  const json j{{"nodes", all}};
   if (c.json_out) {
-    fmt::print("{}\n", *body);
+    fmt::print("{}\n", j.dump());
     return 0;
   }
-  const json j = json::parse(*body);
   fmt::print("{:<18} {:<9} {:<8} {:>4} {:>4} {:>6} {:>8} {:>6} {:<12} {:<10} {:>7}\n", "NAME", "STATE", "MODEL", "GPUS", "FREE", "CPUS",
              "MEM GiB", "GPU%", "SITE", "PROVIDER", "$/GPU-h");
   for (const json& n : j["nodes"]) {
