@@ -130,5 +130,41 @@ TEST(CodecHostileTest, ErrorTextOfAnyBytesIsJson) {
   EXPECT_NE(json.find("no job"), std::string::npos);
 }
 
+// An array's record and an element's keep what recovery needs (the spec, how far it was
+// expanded, what was cancelled before expansion, the element's array and index); a bad
+// array spec in a submission names the field.
+TEST(CodecArraysTest, RecordsRoundTripAndBadSpecsNameTheField) {
+  auto req = ParseSubmitRequest(R"({"command": ["true"], "gpus": 1, "array": "0-99:3%4"})");
+  ASSERT_TRUE(req) << req.error().message();
+  ASSERT_TRUE(req->array);
+  EXPECT_EQ(req->array->size(), 34);
+  JobRecord a = *req;
+  a.spec.id = JobId{7};
+  a.expanded = 10;
+  a.skipped = 2;
+  a.early_cancel = {20, 33};
+  auto back = JobFromJson(JobToJson(a));
+  ASSERT_TRUE(back) << back.error().message();
+  EXPECT_EQ(*back->array, *a.array);
+  EXPECT_EQ(back->expanded, 10);
+  EXPECT_EQ(back->skipped, 2);
+  EXPECT_EQ(back->early_cancel, a.early_cancel);
+  JobRecord e;
+  e.command = {"true"};
+  e.spec.id = JobId{9};
+  e.array_of = 7;
+  e.array_index = 3;
+  auto eb = JobFromJson(JobToJson(e));
+  ASSERT_TRUE(eb) << eb.error().message();
+  EXPECT_EQ(eb->array_of, 7u);
+  EXPECT_EQ(eb->array_index, 3);
+  for (const char* bad : {R"({"command": ["true"], "array": "9-1"})", R"({"command": ["true"], "array": 5})",
+                          R"({"command": ["true"], "array": "0-9%0"})"}) {
+    auto r = ParseSubmitRequest(bad);
+    ASSERT_FALSE(r) << bad;
+    EXPECT_NE(r.error().message().find("'array'"), std::string::npos) << r.error().message();
+  }
+}
+
 }  // namespace
 }  // namespace gp
