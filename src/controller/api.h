@@ -61,7 +61,7 @@ class Api {
     std::string node;  // the caller's, by its credential
     Respond respond;
   };
-  static constexpr int kBeatsPerTurn = 128;
+  static constexpr int kBeatsPerTurn = 64;
   std::deque<PendingBeat> beats_;
   bool draining_ = false;
   // The heartbeat's answer once its news is stored: at once when there is work (or the agent

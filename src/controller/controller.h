@@ -83,7 +83,7 @@ struct ControllerOptions {
   Millis heartbeat_max{2'000};
   // Placements per pass at most, so that one turn of the loop stays short under a storm (the
   // rest follow in the next pass, queued behind what arrived meanwhile); 0: no limit.
-  size_t max_placements_per_pass = 1'024;
+  size_t max_placements_per_pass = 512;
   // Absolute directories a job may name as its workdir (and those below them); none by default:
   // a job runs in its task's own directory, and a relative workdir is inside it.
   std::vector<std::filesystem::path> allow_workdir;
