@@ -181,7 +181,7 @@ class Scale:
         # The listing is timed by a process of its own (no lock shared with this one's threads),
         # as a user's `gpupool jobs` would be, 20 times a second.
         probe = subprocess.Popen([sys.executable, "-c", PROBE, str(self.port), self.token], stdout=subprocess.PIPE, text=True)
-        t0 = time.time()
+        t0 = time.time()  # (set again when the storm begins; the reader below uses the latest)
 
         def poll():
             for line in probe.stdout:
@@ -320,7 +320,7 @@ class Scale:
         adopted = None
         while time.time() < deadline:
             c = self.counts()
-            if c["running"] >= running_before - self.nodes * 0:
+            if c["running"] >= running_before:
                 adopted = time.time()
                 after = c
                 break

@@ -351,6 +351,17 @@ std::map<std::string, std::string> ParseForm(std::string_view rest) {
   return out;
 }
 
+size_t RaiseOpenFileLimit() {
+  rlimit rl{};
+  if (getrlimit(RLIMIT_NOFILE, &rl) != 0) return 1024;
+  if (rl.rlim_cur < rl.rlim_max) {
+    rl.rlim_cur = std::min<rlim_t>(rl.rlim_max, 1 << 20);
+    setrlimit(RLIMIT_NOFILE, &rl);
+    getrlimit(RLIMIT_NOFILE, &rl);
+  }
+  return rl.rlim_cur == RLIM_INFINITY ? SIZE_MAX : static_cast<size_t>(rl.rlim_cur);
+}
+
 std::string UrlDecode(std::string_view s) {
   std::string out;
   for (size_t i = 0; i < s.size(); ++i) {
@@ -449,13 +460,8 @@ Result<uint16_t> EventLoop::Listen(const std::string& listen, HttpHandler handle
   if (impl_->connections.max == 0) {
     // As many as the file descriptor limit allows, less a reserve for the store, logs and
     // uploads: the soft limit is raised to the hard one first.
-    rlimit rl{};
-    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
-      rl.rlim_cur = std::min<rlim_t>(rl.rlim_max, 1 << 20);
-      setrlimit(RLIMIT_NOFILE, &rl);
-      getrlimit(RLIMIT_NOFILE, &rl);
-    }
-    const size_t fds = rl.rlim_cur == RLIM_INFINITY ? 65536 : static_cast<size_t>(rl.rlim_cur);
+    const size_t limit = RaiseOpenFileLimit();
+    const size_t fds = limit == SIZE_MAX ? 65536 : limit;
     impl_->connections.max = fds > 256 ? fds - 128 : fds / 2;
   }
   if (limits.max_connections > 0) impl_->connections.max = limits.max_connections;

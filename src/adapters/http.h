@@ -147,6 +147,10 @@ class AsyncHttpClient {
   std::shared_ptr<Impl> impl_;
 };
 
+// Raises this process's soft limit on open files to its hard limit (a server's connections, a
+// hollow fleet's sockets); returns the limit now in force (SIZE_MAX: none).
+size_t RaiseOpenFileLimit();
+
 // Percent-decoding of a query component ("a%20b" -> "a b").
 std::string UrlDecode(std::string_view s);
 // "a=1&b=x%20y" (a query string or an application/x-www-form-urlencoded body) -> {a: 1, b: x y}.

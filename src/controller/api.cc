@@ -493,19 +493,16 @@ void Api::Route(const HttpRequest& r, const Caller& caller, Respond& respond) {
       const JobRecord* j = id ? c_.FindJob(*id) : nullptr;
       // An element not yet expanded has no record: its array says what it is.
       const std::optional<JobRecord> pending = id && !j ? c_.PendingElement(*id) : std::nullopt;
-      auto shown = [&]() -> HttpResponse {
-        if (const JobRecord* now = c_.FindJob(*id)) return Json(200, JobToJson(*now, c_.MessageOf(*now)));
-        if (auto p2 = c_.PendingElement(*id)) return Json(200, JobToJson(*p2));
-        return Fail(404, fmt::format("no job '{}'", p[2]));
-      };
       if (!j && !pending) return respond(Fail(404, resolved ? fmt::format("no job '{}'", p[2]) : resolved.error().message()));
       if ((p.size() == 3 && m == "DELETE") || (p.size() == 4 && p[3] == "cancel" && m == "POST")) {
         Status s = c_.Cancel(*id);
         if (!s.ok()) return respond(Fail(HttpStatusOf(s), s.message()));
         Poke();
-        return respond(shown());
+        // As it is now (an element cancelled before it was expanded still has no record).
+        if (const JobRecord* now = c_.FindJob(*id)) return respond(Json(200, JobToJson(*now, c_.MessageOf(*now))));
+        return respond(Json(200, JobToJson(*c_.PendingElement(*id))));
       }
-      if (p.size() == 3 && m == "GET") return respond(shown());
+      if (p.size() == 3 && m == "GET") return respond(Json(200, j ? JobToJson(*j, c_.MessageOf(*j)) : JobToJson(*pending)));
       if (!j) return respond(Fail(404, fmt::format("job '{}' has not started: no logs, checkpoint or explanation yet", p[2])));
       if (p.size() == 4 && p[3] == "checkpoint" && m == "GET") {
         int task = 0;

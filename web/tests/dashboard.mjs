@@ -5,14 +5,9 @@
 // for an HttpOnly cookie; every node and its GPUs shown; a submitted job appearing, running
 // and finishing without a reload; its page with the log tail; a job that cannot fit shown
 // with the reason it waits. Exits non-zero on the first failure.
-import { chromium } from "playwright-core";
+import { check, finish, launch } from "./harness.mjs";
 
 const [base, token, shot, ...nodes] = process.argv.slice(2);
-let failures = 0;
-function check(ok, what) {
-  console.log(`${ok ? "ok" : "FAIL"} ${what}`);
-  if (!ok) failures++;
-}
 
 async function submit(body) {
   const r = await fetch(`${base}/v1/jobs`, {
@@ -23,11 +18,7 @@ async function submit(body) {
   return (await r.json()).id;
 }
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync"],
-});
+const browser = await launch();
 try {
   const context = await browser.newContext({ viewport: { width: 1400, height: 900 } });
   const page = await context.newPage();
@@ -85,7 +76,5 @@ try {
 } catch (e) {
   check(false, `${e.message.split("\n")[0]}`);
 } finally {
-  await browser.close();
+  await finish(browser);
 }
-console.log(`${failures === 0 ? "all checks passed" : `${failures} failed`}`);
-process.exit(failures === 0 ? 0 : 1);

@@ -4,20 +4,11 @@
 // Checks: every group is summarised (its node count adds up to NODES) and closed, so the page
 // holds no card of a big group's node and never asks for the whole node list; opening GROUP
 // ("provider / site") shows its nodes, read with a filter on the server; closing it hides them.
-import { chromium } from "playwright-core";
+import { check, finish, launch } from "./harness.mjs";
 
 const [base, token, total, group] = process.argv.slice(2);
-let failures = 0;
-function check(ok, what) {
-  console.log(`${ok ? "ok" : "FAIL"} ${what}`);
-  if (!ok) failures++;
-}
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync"],
-});
+const browser = await launch();
 try {
   const page = await (await browser.newContext({ viewport: { width: 1400, height: 900 } })).newPage();
   const errors = [];
@@ -49,7 +40,5 @@ try {
 } catch (e) {
   check(false, `${e.message.split("\n")[0]}`);
 } finally {
-  await browser.close();
+  await finish(browser);
 }
-console.log(`${failures === 0 ? "all checks passed" : `${failures} failed`}`);
-process.exit(failures === 0 ? 0 : 1);

@@ -1,11 +1,8 @@
 // Saves a picture of the dashboard for the docs: node web/tests/screenshot.mjs URL_WITH_TOKEN OUT.png
-import { chromium } from "playwright-core";
+import { launch } from "./harness.mjs";
 
 const [url, out] = process.argv.slice(2);
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  args: ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking", "--disable-sync"],
-});
+const browser = await launch();
 const page = await browser.newPage({ viewport: { width: 1400, height: 860 } });
 await page.goto(url);
 await page.locator(".node").first().waitFor({ timeout: 15000 });

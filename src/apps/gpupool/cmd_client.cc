@@ -6,7 +6,9 @@
 #include <fmt/format.h>
 
 #include <chrono>
+#include <cstdint>
 #include <cstdlib>
+#include <optional>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -175,24 +177,32 @@ int Submit(const Conn& c, const SubmitArgs& a) {
   return 0;
 }
 
-// Up to `want` jobs, newest first, read a page (at most 1,000) at a time through `next`.
-int Jobs(const Conn& c, const std::string& filters, size_t want) {
+// Up to `want` entries of a paged listing (`GET PATH?QUERYlimit=N`, answered as {KEY: [...],
+// "next": CURSOR}), read a page (at most 1,000) at a time with `&CURSOR_PARAM=next`.
+std::optional<json> ReadPages(const Conn& c, const std::string& path_and_query, const char* key, const char* cursor_param,
+                              size_t want) {
   json all = json::array();
   std::string cursor;
   while (all.size() < want) {
     const size_t page = std::min<size_t>(want - all.size(), 1000);
-    auto body = Call(c, "GET", fmt::format("/v1/jobs?{}limit={}{}", filters, page, cursor));
-    if (!body) return 1;
+    auto body = Call(c, "GET", fmt::format("{}limit={}{}", path_and_query, page, cursor));
+    if (!body) return std::nullopt;
     const json p = json::parse(*body, nullptr, false);
-    if (!p.is_object() || !p.contains("jobs")) {
-      fmt::print(stderr, "gpupool: the server's answer is not a job list\n");
-      return 1;
+    if (!p.is_object() || !p.contains(key)) {
+      fmt::print(stderr, "gpupool: the server's answer is not a list of {}\n", key);
+      return std::nullopt;
     }
-    for (const json& x : p["jobs"]) all.push_back(x);
-    if (!p.contains("next") || p["jobs"].empty()) break;
-    cursor = "&before=" + p["next"].get<std::string>();
+    for (const json& x : p[key]) all.push_back(x);
+    if (!p.contains("next") || p[key].empty()) break;
+    cursor = fmt::format("&{}={}", cursor_param, p["next"].get<std::string>());
   }
-  const json j{{"jobs", all}};
+  return json{{key, all}};
+}
+
+int Jobs(const Conn& c, const std::string& filters, size_t want) {
+  auto read = ReadPages(c, "/v1/jobs?" + filters, "jobs", "before", want);
+  if (!read) return 1;
+  const json& j = *read;
   if (c.json_out) {
     fmt::print("{}\n", j.dump());
     return 0;
@@ -290,22 +300,9 @@ int Wait(const Conn& c, const std::string& id, double timeout_s) {
 }
 
 int Nodes(const Conn& c) {
-  // Every node, a page (1,000) at a time through `next`.
-  json all = json::array();
-  std::string cursor;
-  for (;;) {
-    auto body = Call(c, "GET", "/v1/nodes?limit=1000" + cursor);
-    if (!body) return 1;
-    const json p = json::parse(*body, nullptr, false);
-    if (!p.is_object() || !p.contains("nodes")) {
-      fmt::print(stderr, "gpupool: the server's answer is not a node list\n");
-      return 1;
-    }
-    for (const json& x : p["nodes"]) all.push_back(x);
-    if (!p.contains("next") || p["nodes"].empty()) break;
-    cursor = "&after=" + p["next"].get<std::string>();
-  }
-  const json j{{"nodes", all}};
+  auto read = ReadPages(c, "/v1/nodes?", "nodes", "after", SIZE_MAX);  // every node
+  if (!read) return 1;
+  const json& j = *read;
   if (c.json_out) {
     fmt::print("{}\n", j.dump());
     return 0;

@@ -4,7 +4,6 @@
 #include <fmt/format.h>
 #include <signal.h>
 #include <sys/prctl.h>
-#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -265,17 +264,23 @@ struct AgentArgs {
   std::string selftest_timeout = "2m";
 };
 
+// The join token from --join-token, else from --join-token-file; an error names what is missing.
+Status LoadJoinToken(std::string& token, const std::string& file) {
+  if (token.empty() && !file.empty()) {
+    auto t = ReadToken(file);
+    if (!t) return t.error();
+    token = *t;
+  }
+  if (token.empty()) return Status(StatusCode::kInvalidArgument, "--join-token or --join-token-file is required");
+  return Status::Ok();
+}
+
 int RunAgent(AgentArgs a) {
   auto fail = [](const std::string& m) {
     fmt::print(stderr, "gpupool agent: {}\n", m);
     return 1;
   };
-  if (a.options.join_token.empty() && !a.join_token_file.empty()) {
-    auto t = ReadToken(a.join_token_file);
-    if (!t) return fail(t.error().message());
-    a.options.join_token = *t;
-  }
-  if (a.options.join_token.empty()) return fail("--join-token or --join-token-file is required");
+  if (Status s = LoadJoinToken(a.options.join_token, a.join_token_file); !s.ok()) return fail(s.message());
   auto interval = ParseDuration(a.interval);
   if (!interval || interval->value() < 10) return fail("--interval: expected a duration of at least 10ms, e.g. 500ms");
   a.options.interval = *interval;
@@ -299,7 +304,6 @@ struct HollowArgs {
   std::string join_token_file;
   std::string duration = "0s";
   std::string interval = "500ms";
-  std::string report;  // where the counts go every few seconds and at the end ("-": stdout)
 };
 
 int RunHollow(HollowArgs a) {
@@ -307,11 +311,7 @@ int RunHollow(HollowArgs a) {
     fmt::print(stderr, "gpupool hollow: {}\n", m);
     return 1;
   };
-  if (a.options.join_token.empty() && !a.join_token_file.empty()) {
-    auto t = ReadToken(a.join_token_file);
-    if (!t) return fail(t.error().message());
-    a.options.join_token = *t;
-  }
+  if (Status s = LoadJoinToken(a.options.join_token, a.join_token_file); !s.ok()) return fail(s.message());
   auto duration = ParseDuration(a.duration);
   if (!duration) return fail(fmt::format("--duration: {}", duration.error().message()));
   a.options.duration = *duration;
@@ -319,15 +319,10 @@ int RunHollow(HollowArgs a) {
   if (!interval || interval->value() < 10) return fail("--interval: expected a duration of at least 10ms, e.g. 500ms");
   a.options.interval = *interval;
   // One socket per node: the soft limit on open files is raised to the hard one.
-  rlimit rl{};
-  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
-    rl.rlim_cur = rl.rlim_max;
-    setrlimit(RLIMIT_NOFILE, &rl);
-    getrlimit(RLIMIT_NOFILE, &rl);
-  }
-  if (rl.rlim_cur != RLIM_INFINITY && static_cast<int64_t>(rl.rlim_cur) < a.options.nodes + 64) {
+  const size_t files = RaiseOpenFileLimit();
+  if (files < static_cast<size_t>(a.options.nodes) + 64) {
     return fail(fmt::format("--nodes {} needs {} open files, and this process may open {} (ulimit -n)", a.options.nodes,
-                            a.options.nodes + 64, rl.rlim_cur));
+                            a.options.nodes + 64, files));
   }
   EventLoop loop;
   auto hollow = Hollow::Create(loop, a.options);
