@@ -43,6 +43,8 @@ check "cost" 0 "chose west-l4" -- "$GP" place --fleet "$SRC/examples/fleets/mixe
 check "local fleet, simulated GPUs" 0 "task 0 -> .* GPUs \[0,1\]" -- "$GP" place --fleet local:4xH100 --gpus 2 --gpu-model H100
 check "probe simulated" 0 '"gpu_source": "simulated"' -- "$GP" probe --gpus 2xA100 --samples 2 --interval 10ms --json
 check "probe bad interval" 1 "--interval: 'soon'" -- "$GP" probe --gpus 2xA100 --interval soon
+check "submit bytes that are not UTF-8" 2 "--name is not UTF-8 text" -- "$GP" submit --server 127.0.0.1:9 --token t --name $'\xff' -- true
+check "submit an array spec that is not UTF-8" 2 "--array is not UTF-8 text" -- "$GP" submit --server 127.0.0.1:9 --token t --array $'\xfe' -- true
 if ! command -v nvidia-smi >/dev/null 2>&1; then
   check "probe nvml without a driver" 1 "cannot load libnvidia-ml.so.1" -- "$GP" probe --gpus nvml
   check "gpu-selftest without a driver" 1 "FAILED: cannot load libcuda.so.1" -- "$GP" gpu-selftest --index 0

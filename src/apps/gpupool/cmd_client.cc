@@ -5,6 +5,7 @@
 // the job's own exit code.
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <cstdlib>
@@ -121,6 +122,22 @@ std::string GpuList(const json& j) {
   return s.empty() ? "-" : s;
 }
 
+// A request body from command-line arguments, or nullopt (and why, naming the flag) when one
+// of them is not UTF-8 text: JSON can carry only text, and a shell passes any bytes.
+std::optional<std::string> RequestBody(const json& req, const char* verb) {
+  for (const auto& [key, value] : req.items()) {
+    try {
+      (void)value.dump();
+    } catch (const json::exception&) {
+      std::string flag = key == "command" ? "the command" : "--" + key;
+      std::replace(flag.begin(), flag.end(), '_', '-');
+      fmt::print(stderr, "gpupool {}: {} is not UTF-8 text\n", verb, flag);
+      return std::nullopt;
+    }
+  }
+  return req.dump();
+}
+
 struct SubmitArgs {
   int gpus = 0;
   int tasks = 1;
@@ -166,7 +183,9 @@ int Submit(const Conn& c, const SubmitArgs& a) {
     env[kv.substr(0, eq)] = kv.substr(eq + 1);
   }
   if (!env.empty()) req["env"] = env;
-  auto body = Call(c, "POST", "/v1/jobs", req.dump());
+  const auto text = RequestBody(req, "submit");
+  if (!text) return 2;
+  auto body = Call(c, "POST", "/v1/jobs", *text);
   if (!body) return 1;
   const json j = json::parse(*body);
   if (c.json_out) {
@@ -567,7 +586,12 @@ void AddClientCommands(CLI::App& app, int* exit_code) {
   reclaim->add_option("name", *node_name, "node name")->required();
   reclaim->add_option("--notice", *notice, "time the jobs have before SIGKILL, e.g. 2m");
   reclaim->callback([conn, node_name, notice, exit_code] {
-    auto body = Call(*conn, "POST", "/v1/nodes/" + *node_name + "/reclaim", json{{"notice", *notice}}.dump());
+    const auto text = RequestBody(json{{"notice", *notice}}, "reclaim");
+    if (!text) {
+      *exit_code = 2;
+      return;
+    }
+    auto body = Call(*conn, "POST", "/v1/nodes/" + *node_name + "/reclaim", *text);
     if (!body) {
       *exit_code = 1;
       return;
