@@ -15,13 +15,15 @@ namespace {
 
 class SqliteEventSource final : public EventSource {
  public:
-  explicit SqliteEventSource(std::unique_ptr<SqliteJournal> j) : j_(std::move(j)) {}
-  Result<Events> EventsAfter(uint64_t after, size_t limit) override { return j_->EventsAfter(after, limit); }
+  SqliteEventSource(std::unique_ptr<SqliteJournal> j, std::function<uint64_t()> durable)
+      : j_(std::move(j)), durable_(std::move(durable)) {}
+  Result<Events> EventsAfter(uint64_t after, size_t limit) override { return j_->EventsBetween(after, durable_(), limit); }
   Result<uint64_t> Delivered(const std::string& sink) override { return j_->SinkOffset(sink); }
   Status SetDelivered(const std::string& sink, uint64_t seq) override { return j_->SetSinkOffset(sink, seq); }
 
  private:
   std::unique_ptr<SqliteJournal> j_;
+  std::function<uint64_t()> durable_;
 };
 
 // A job's events share a key, and so do a node's and its GPUs' ("node/a/gpu/1" -> "node/a").
@@ -34,10 +36,10 @@ std::string KeyOf(const std::string& subject) {
 
 }  // namespace
 
-Result<std::unique_ptr<EventSource>> OpenSqliteEventSource(const std::string& path) {
+Result<std::unique_ptr<EventSource>> OpenSqliteEventSource(const std::string& path, std::function<uint64_t()> durable) {
   auto j = SqliteJournal::Open(path);
   if (!j) return tl::unexpected(j.error());
-  return std::unique_ptr<EventSource>(new SqliteEventSource(std::move(*j)));
+  return std::unique_ptr<EventSource>(new SqliteEventSource(std::move(*j), std::move(durable)));
 }
 
 Result<KafkaSinkOptions> ParseKafkaUrl(std::string_view url) {

@@ -10,6 +10,7 @@
 
 #include <atomic>
 #include <condition_variable>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -32,8 +33,9 @@ class EventSource {
 };
 
 // The server's store, through a connection of the sink's own (SQLite WAL: it reads while the
-// controller writes).
-Result<std::unique_ptr<EventSource>> OpenSqliteEventSource(const std::string& path);
+// controller writes). It reads events up to `durable()` only (the controller's journal's
+// durable_event_seq): an event committed but not yet on the disk is not delivered.
+Result<std::unique_ptr<EventSource>> OpenSqliteEventSource(const std::string& path, std::function<uint64_t()> durable);
 
 struct KafkaSinkOptions {
   std::string brokers;  // "host:port,host:port"

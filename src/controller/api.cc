@@ -104,6 +104,7 @@ Api::Api(Controller& controller, EventLoop& loop, ApiOptions options)
       c_.CommitHeartbeats();
     });
   };
+  c_.defer = [this](std::function<void()> fn) { loop_.Post(std::move(fn)); };
   c_.on_more = [this] { Poke(); };
   decision_seconds_ = &prometheus::BuildHistogram()
                            .Name("gpupool_schedule_decision_seconds")

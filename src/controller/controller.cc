@@ -216,43 +216,66 @@ void Controller::SubmitStaged(JobRecord r, std::function<void(Result<JobId>)> do
 
 void Controller::CommitSubmits() {
   if (staged_.empty()) return;
-  std::vector<Staged> batch = std::move(staged_);
+  auto batch = std::make_shared<std::vector<Staged>>(std::move(staged_));
   staged_.clear();
   if (!store_error_.ok()) {
-    for (Staged& s : batch) s.done(tl::unexpected(store_error_));
+    for (Staged& s : *batch) s.done(tl::unexpected(store_error_));
     return;
   }
-  // One transaction, one fsync, for every submission of this loop turn: the jobs and their
-  // job.submitted events together. Each is acknowledged only once the write is durable.
-  const size_t events_before = pending_events_.size();
-  const uint64_t seq_before = next_event_seq_;
+  // One transaction for every submission of this loop turn: the jobs and their job.submitted
+  // events together (and any other events not yet stored). Each is acknowledged only once the
+  // write is durable (FinishSubmits). The journal may make it durable on a thread of its own,
+  // one fsync for the transactions of several turns, while the loop goes on reading requests.
   std::vector<std::pair<uint64_t, std::string>> rows;
-  rows.reserve(batch.size());
-  for (const Staged& s : batch) {
+  rows.reserve(batch->size());
+  const Unnumber undo{.seq_before = next_event_seq_, .earlier = pending_events_};
+  for (const Staged& s : *batch) {
     Emit("job.submitted", fmt::format("job/{}", s.record.spec.id.value()), JobEventData(s.record, "submitted"));
     rows.emplace_back(s.record.spec.id.value(), JobToJson(s.record));
   }
-  if (Status st = WriteWithEvents([&](const Events& e) { return journal_.PutJobs(rows, e); }); !st.ok()) {
-    pending_events_.resize(events_before);
-    next_event_seq_ = seq_before;
+  Events events = std::move(pending_events_);
+  pending_events_.clear();
+  auto seq_after = next_event_seq_;
+  journal_.PutJobsLater(std::move(rows), std::move(events), [this, batch, undo, seq_after](Status st) {
+    auto finish = [this, batch, undo, seq_after, st = std::move(st)] {
+      // A failed write numbers no event, when nothing was numbered after its own.
+      if (!st.ok() && next_event_seq_ == seq_after) {
+        next_event_seq_ = undo.seq_before;
+        pending_events_.insert(pending_events_.begin(), undo.earlier.begin(), undo.earlier.end());
+      }
+      FinishSubmits(std::move(*batch), st);
+    };
+    if (defer) {
+      defer(std::move(finish));  // from the journal's thread to the loop's
+    } else {
+      finish();
+    }
+  });
+}
+
+void Controller::FinishSubmits(std::vector<Staged> batch, const Status& st) {
+  if (!st.ok()) {
+    // The server stops acknowledging (StoreFailed); a restart recovers the last durable state.
     StoreFailed(st);
     const Status why(StatusCode::kInternal, "could not store the job: " + st.message());
     for (Staged& s : batch) s.done(tl::unexpected(why));
-    return;
+  } else {
+    ++stats_.submit_commits;
+    if (on_events) on_events();
+    for (Staged& s : batch) {
+      const JobId id = s.record.spec.id;
+      cluster_.Accept(std::move(s.record));
+      s.done(id);
+    }
+    StoreFailed(StoreChanged());  // admission may have failed some (out of the scheduler's range)
   }
-  ++stats_.submit_commits;
-  for (Staged& s : batch) {
-    const JobId id = s.record.spec.id;
-    cluster_.Accept(std::move(s.record));
-    s.done(id);
-  }
-  StoreFailed(StoreChanged());  // admission may have failed some (out of the scheduler's range)
 }
 
 Result<JobId> Controller::Submit(JobRecord r) {
   std::optional<Result<JobId>> out;
   SubmitStaged(std::move(r), [&](Result<JobId> id) { out = std::move(id); });
   CommitSubmits();
+  if (!out) return Error(StatusCode::kInternal, "the journal answers later: use SubmitStaged");
   return std::move(*out);
 }
 

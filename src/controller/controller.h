@@ -120,7 +120,8 @@ class Controller {
   Status Recover();
 
   // --- the API ---
-  // Validates, stores durably, queues. The returned id is acknowledged.
+  // Validates, stores durably, queues. The returned id is acknowledged. For a journal that
+  // answers at once (MemoryJournal: tests); the server uses SubmitStaged.
   Result<JobId> Submit(JobRecord request);
   // Group commit: validates and stages the submission (an error answers `done` at once). The
   // staged submissions are stored together by CommitSubmits, in one transaction with one fsync,
@@ -130,6 +131,9 @@ class Controller {
   // Called when a batch starts (its first submission is staged): the API commits at the end of
   // the loop turn, so every submission that arrived in that turn shares the write.
   std::function<void()> on_staged;
+  // Runs a function on the loop's thread, later (the journal's writer thread hands back its
+  // outcomes through it). Unset: the journal must answer at once (MemoryJournal does).
+  std::function<void(std::function<void()>)> defer;
   const JobRecord* FindJob(JobId id) const;
   // "17" or an array element "17_42" (array 17, index 42): the job id it names. An element may
   // have no record yet (not expanded: FindJob says nullptr, PendingElement describes it).
@@ -362,6 +366,11 @@ class Controller {
   uint64_t first_event_seq_ = 1;
   int64_t last_telemetry_event_ms_ = 0;
   std::vector<Staged> staged_;   // submissions of this loop turn, not yet stored
+  void FinishSubmits(std::vector<Staged> batch, const Status& written);
+  struct Unnumber {  // what a failed write of submissions gives back
+    uint64_t seq_before = 0;
+    Events earlier;  // events pending before the batch, written with it
+  };
   struct StagedBeat {
     std::string node;
     std::function<void(Result<HeartbeatReply>)> done;

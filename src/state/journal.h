@@ -1,10 +1,12 @@
 // Where the controller makes its records durable. A Put returns only once the record would
 // survive a crash (the SQLite journal commits in WAL mode with synchronous=FULL), so the
 // controller acknowledges a job only after PutJob succeeded. Records are opaque JSON text
-// (wire/ encodes them). Called from the controller's event loop only.
+// (wire/ encodes them). Called from the controller's event loop only (PutJobsLater's `done`
+// may come from the journal's own writer thread).
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <string>
 #include <string_view>
@@ -39,6 +41,16 @@ class Journal {
   virtual ~Journal() = default;
   // Each writes its records and the events given in one transaction.
   virtual Status PutJobs(const std::vector<std::pair<uint64_t, std::string>>& jobs, const Events& events) = 0;
+  // As PutJobs, but the caller need not wait: `done` gets the outcome once the write is durable
+  // (or failed). A journal with a writer thread of its own (SqliteJournal) returns at once and
+  // calls `done` on that thread, so the caller's thread prepares more work during the fsync;
+  // every other call first waits for the writes handed over before it, so records and events
+  // reach the store in the order they were made. This default writes now and calls `done`
+  // before it returns.
+  using WriteDone = std::function<void(Status)>;
+  virtual void PutJobsLater(std::vector<std::pair<uint64_t, std::string>> jobs, Events events, WriteDone done) {
+    done(PutJobs(jobs, events));
+  }
   virtual Status PutNode(std::string_view name, std::string_view json, const Events& events) = 0;
   virtual Status PutEvents(const Events& events) = 0;
   virtual Status PutMeta(std::string_view key, std::string_view value) = 0;

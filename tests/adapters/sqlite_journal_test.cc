@@ -6,7 +6,9 @@
 #include <gtest/gtest.h>
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <chrono>
+#include <mutex>
 #include <filesystem>
 #include <thread>
 
@@ -41,6 +43,62 @@ TEST(SqliteJournalTest, WritesAreLoadedAgainAndTheLogIsCheckpointed) {
   auto contents = (*again)->Load();
   ASSERT_TRUE(contents) << contents.error().message();
   EXPECT_EQ(contents->jobs.size(), 5000u);
+  std::filesystem::remove_all(dir);
+}
+
+// PutJobsLater: written at once, made durable by the syncer's fdatasync (one for every write
+// handed over before it began), each `done` called in the order handed over, from the syncer's
+// thread. Events are read only once durable; a reopened store has every acknowledged write.
+TEST(SqliteJournalTest, LaterWritesAreDurableInOrderAndEventsShowOnlyOnceDurable) {
+  const auto dir = std::filesystem::temp_directory_path() / fmt::format("gpupool-journal-later-{}", ::getpid());
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  const std::string path = (dir / "store.db").string();
+  constexpr int kWrites = 200;
+  {
+    auto j = SqliteJournal::Open(path);
+    ASSERT_TRUE(j) << j.error().message();
+    std::mutex mu;
+    std::vector<int> order;
+    std::vector<bool> durable_when_done;
+    const std::thread::id caller = std::this_thread::get_id();
+    bool on_caller = false;
+    for (int w = 0; w < kWrites; ++w) {
+      const uint64_t id = static_cast<uint64_t>(w) + 1;
+      Events ev{EventRecord{.seq = id, .time_ms = 1, .type = "job.submitted", .subject = fmt::format("job/{}", id), .data = "{}"}};
+      (*j)->PutJobsLater({{id, fmt::format(R"({{"id":"{}"}})", id)}}, std::move(ev), [&, w, id, jp = j->get()](Status s) {
+        std::lock_guard lock(mu);
+        EXPECT_TRUE(s.ok()) << s.message();
+        order.push_back(w);
+        durable_when_done.push_back(jp->durable_event_seq() >= id);
+        on_caller = on_caller || std::this_thread::get_id() == caller;
+      });
+      // Whatever is shown is durable already.
+      auto shown = (*j)->EventsAfter(0, 1000);
+      ASSERT_TRUE(shown);
+      EXPECT_LE(shown->size(), (*j)->durable_event_seq());
+    }
+    (*j)->WaitForWrites();
+    std::vector<int> expected(kWrites);
+    for (int w = 0; w < kWrites; ++w) expected[static_cast<size_t>(w)] = w;
+    EXPECT_EQ(order, expected) << "each done called once, in the order handed over";
+    EXPECT_EQ(std::count(durable_when_done.begin(), durable_when_done.end(), false), 0) << "done only once durable";
+    EXPECT_FALSE(on_caller) << "done comes from the syncer's thread";
+    auto all = (*j)->EventsAfter(0, 1000);
+    ASSERT_TRUE(all);
+    EXPECT_EQ(all->size(), static_cast<size_t>(kWrites));
+    // A reader bounded by another journal's watermark (the Kafka sink's connection) stops there.
+    auto bounded = (*j)->EventsBetween(0, 50, 1000);
+    ASSERT_TRUE(bounded);
+    EXPECT_EQ(bounded->size(), 50u);
+  }
+  auto again = SqliteJournal::Open(path);
+  ASSERT_TRUE(again) << again.error().message();
+  auto contents = (*again)->Load();
+  ASSERT_TRUE(contents) << contents.error().message();
+  EXPECT_EQ(contents->jobs.size(), static_cast<size_t>(kWrites));
+  EXPECT_EQ(contents->last_event_seq, static_cast<uint64_t>(kWrites));
+  EXPECT_EQ((*again)->durable_event_seq(), static_cast<uint64_t>(kWrites)) << "what a store opens with is durable";
   std::filesystem::remove_all(dir);
 }
 

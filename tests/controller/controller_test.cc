@@ -5,6 +5,7 @@
 #include <sys/vfs.h>
 #include <unistd.h>
 
+#include <deque>
 #include <filesystem>
 #include <fstream>
 
@@ -145,6 +146,89 @@ TEST(ControllerTest, SubmissionsOfOneTurnShareOneWriteAndWaitForIt) {
   EXPECT_EQ(e.c->last_event_seq(), before);
   EXPECT_EQ(e.c->FindJob(JobId{51}), nullptr);
   EXPECT_FALSE(e.c->store_error().ok()) << "and the server stops acknowledging";
+}
+
+// A journal that makes writes durable later (as SqliteJournal's syncer does): the test says
+// when each handed-over write becomes durable, or fails.
+class LaterJournal final : public Journal {
+ public:
+  Status PutJobs(const std::vector<std::pair<uint64_t, std::string>>& jobs, const Events& events) override {
+    return mem.PutJobs(jobs, events);
+  }
+  void PutJobsLater(std::vector<std::pair<uint64_t, std::string>> jobs, Events events, WriteDone done) override {
+    written.push_back(jobs.size());
+    (void)mem.PutJobs(jobs, events);
+    later.push_back(std::move(done));
+  }
+  Status PutNode(std::string_view name, std::string_view json, const Events& events) override { return mem.PutNode(name, json, events); }
+  Status PutEvents(const Events& events) override { return mem.PutEvents(events); }
+  Status PutMeta(std::string_view key, std::string_view value) override { return mem.PutMeta(key, value); }
+  Result<JournalContents> Load() override { return mem.Load(); }
+  Result<Events> EventsAfter(uint64_t after, size_t limit) override { return mem.EventsAfter(after, limit); }
+  Status PruneEvents(uint64_t up_to) override { return mem.PruneEvents(up_to); }
+  void Durable(Status s = Status::Ok()) {
+    WriteDone d = std::move(later.front());
+    later.pop_front();
+    d(std::move(s));
+  }
+  MemoryJournal mem;
+  std::vector<size_t> written;     // rows of each write handed over
+  std::deque<WriteDone> later;     // not yet durable
+};
+
+// Submissions written but not yet durable are not acknowledged, and do not hold up the next
+// turn's: each turn's batch is written at once, and each is acknowledged (and queued) when its
+// own write is durable, in order. A write that fails acknowledges its batch with the error
+// and stops the server acknowledging; what was durable before stays.
+TEST(ControllerTest, SubmissionsAreAcknowledgedWhenTheirWriteIsDurable) {
+  LaterJournal journal;
+  ManualClock clock{Millis{1'000'000}};
+  Controller c(Fleet{}, journal, clock, ControllerOptions{.checkpoint_root = "/ckpt"}, std::move(*BuiltinRegistry().MakePolicy("fifo")));
+  std::vector<std::function<void()>> deferred;
+  c.defer = [&](std::function<void()> fn) { deferred.push_back(std::move(fn)); };
+  auto run_deferred = [&] {
+    auto fns = std::move(deferred);
+    deferred.clear();
+    for (auto& fn : fns) fn();
+  };
+  std::vector<uint64_t> acked;
+  std::vector<std::string> refused;
+  auto submit = [&] {
+    c.SubmitStaged(JobRecord{.command = {"true"}}, [&](Result<JobId> id) {
+      if (id) {
+        acked.push_back(id->value());
+      } else {
+        refused.push_back(id.error().message());
+      }
+    });
+  };
+  // Turn 1: three submissions; turn 2, while turn 1's write is not yet durable: two more.
+  for (int i = 0; i < 3; ++i) submit();
+  c.CommitSubmits();
+  for (int i = 0; i < 2; ++i) submit();
+  c.CommitSubmits();
+  EXPECT_EQ(journal.written, (std::vector<size_t>{3, 2})) << "turn 2 is written without waiting for turn 1's fsync";
+  run_deferred();
+  EXPECT_TRUE(acked.empty()) << "nothing acknowledged before its write is durable";
+  EXPECT_EQ(c.FindJob(JobId{1}), nullptr) << "nor queued";
+  journal.Durable();
+  EXPECT_TRUE(acked.empty()) << "the outcome reaches the loop through defer, never on the journal's thread";
+  run_deferred();
+  EXPECT_EQ(acked, (std::vector<uint64_t>{1, 2, 3}));
+  ASSERT_NE(c.FindJob(JobId{3}), nullptr);
+  EXPECT_EQ(c.FindJob(JobId{3})->state, JobState::kQueued);
+  // Turn 2's write fails: its two are refused with the store's error; the three stay.
+  journal.Durable(Status(StatusCode::kInternal, "fdatasync: I/O error"));
+  run_deferred();
+  EXPECT_EQ(acked.size(), 3u);
+  ASSERT_EQ(refused.size(), 2u);
+  EXPECT_NE(refused[0].find("fdatasync: I/O error"), std::string::npos) << refused[0];
+  EXPECT_EQ(c.FindJob(JobId{4}), nullptr);
+  EXPECT_FALSE(c.store_error().ok());
+  submit();
+  c.CommitSubmits();
+  EXPECT_EQ(refused.size(), 3u) << "a failed store acknowledges nothing more";
+  EXPECT_TRUE(journal.later.empty()) << "and writes nothing more";
 }
 
 // A gang over two 8-GPU nodes: torchrun's variables, then one task fails with 2 and the other

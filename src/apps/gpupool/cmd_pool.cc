@@ -76,6 +76,11 @@ std::filesystem::path FindWebDir(const std::string& given) {
 
 // Everything a running server holds; Serve() blocks until SIGINT/SIGTERM.
 struct Server {
+  // A write still on the journal's thread hands its outcome to the loop: it is done before the
+  // loop and the controller go.
+  ~Server() {
+    if (journal) journal->WaitForWrites();
+  }
   std::unique_ptr<SqliteJournal> journal;
   std::unique_ptr<Controller> controller;
   std::unique_ptr<Api> api;
@@ -156,7 +161,8 @@ Result<std::unique_ptr<Server>> StartServer(const ServerArgs& a) {
     auto opts = ParseKafkaUrl(a.events);
     if (!opts) return tl::unexpected(opts.error());
     opts->source = "gpupool://" + a.listen;
-    auto source = OpenSqliteEventSource((fs::path(a.data_dir) / "gpupool.db").string());
+    auto source = OpenSqliteEventSource((fs::path(a.data_dir) / "gpupool.db").string(),
+                                        [j = srv->journal.get()] { return j->durable_event_seq(); });
     if (!source) return tl::unexpected(source.error());
     auto sink = KafkaSink::Start(std::move(*opts), std::move(*source));
     if (!sink) return tl::unexpected(sink.error());
