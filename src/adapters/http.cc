@@ -95,7 +95,7 @@ class Session : public std::enable_shared_from_this<Session> {
       idle_it_ = count_.idle.insert(count_.idle.end(), weak_from_this());
       idle_ = true;
     }
-    parser_.emplace();
+    parser_ = std::make_unique<http::request_parser<http::string_body>>();
     file_parser_.reset();
     RemoveSpool();
     // The header may be as long as the request line's and the fields' limits together; which
@@ -171,7 +171,7 @@ class Session : public std::enable_shared_from_this<Session> {
       static uint64_t serial = 0;
       const auto dir = limits_.spool_dir.empty() ? std::filesystem::temp_directory_path() : limits_.spool_dir;
       spool_ = dir / fmt::format(".upload-{}-{}", getpid(), ++serial);
-      file_parser_.emplace(std::move(*parser_));
+      file_parser_ = std::make_unique<http::request_parser<http::file_body>>(std::move(*parser_));
       file_parser_->body_limit(limit_);
       file_parser_->get().body().open(spool_.c_str(), beast::file_mode::write, ec);
       if (ec) return Refuse(HttpResponse{507, fmt::format(R"({{"error":"cannot store the upload: {}"}})", ec.message())});
@@ -213,6 +213,8 @@ class Session : public std::enable_shared_from_this<Session> {
       r.body = std::move(req.body());
       r.body_size = r.body.size();
     }
+    parser_.reset();
+    file_parser_.reset();
     stream_.expires_never();  // a long poll may take a while; the handler answers when it can
     auto self = shared_from_this();
     // An answer given while the handler runs is written once it returns; one given later (a
@@ -306,8 +308,10 @@ class Session : public std::enable_shared_from_this<Session> {
 
   beast::tcp_stream stream_;
   beast::flat_buffer buffer_;
-  std::optional<http::request_parser<http::string_body>> parser_;
-  std::optional<http::request_parser<http::file_body>> file_parser_;
+  // Allocated while a request is read and dropped once it is handed over: a connection that
+  // waits (a parked long poll, an idle keep-alive) holds no parser and no header fields.
+  std::unique_ptr<http::request_parser<http::string_body>> parser_;
+  std::unique_ptr<http::request_parser<http::file_body>> file_parser_;
   std::filesystem::path spool_;
   const HttpHandler& handler_;
   const AdmitFn& admit_;

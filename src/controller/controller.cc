@@ -47,7 +47,7 @@ bool Controller::Listener::StopTask(const JobRecord& j, int t, int grace_ms) {
   const TaskKey key{j.spec.id.value(), t, j.attempt};
   // Not yet handed over: take it back (it ends here); otherwise ask the agent to stop it.
   const auto before = slot->launches.size();
-  std::erase_if(slot->launches, [&](const TaskLaunch& l) { return TaskKey{l.job, l.task, l.attempt} == key; });
+  std::erase(slot->launches, key);
   if (slot->launches.size() != before) return true;
   slot->cancels.push_back(key);
   if (grace_ms >= 0) slot->cancel_grace[key] = grace_ms;
@@ -442,18 +442,22 @@ Status Controller::MayFetchCheckpoint(const std::string& node, JobId id, int tas
   return Status::Ok();
 }
 
-void Controller::Launch(const JobRecord& j) {
-  if (j.tasks.empty()) return;
-  const NodeSlot* master = SlotByName(j.tasks.front().node);
+LaunchContext Controller::ContextOf(const JobRecord& j) const {
+  const NodeSlot* master = j.tasks.empty() ? nullptr : SlotByName(j.tasks.front().node);
   const JobRecord* array = j.array_of != 0 ? cluster_.Find(JobId{j.array_of}) : nullptr;
-  const LaunchContext ctx{.master_address = master ? master->record.agent_address : "",
-                          .checkpoint_root = options_.checkpoint_root,
-                          .array = array && array->array ? &*array->array : nullptr};
-  for (auto& [node, launch] : PrepareLaunches(j, ctx)) {
-    NodeSlot* slot = SlotByName(node);
+  return LaunchContext{.master_address = master ? master->record.agent_address : "",
+                       .checkpoint_root = options_.checkpoint_root,
+                       .array = array && array->array ? &*array->array : nullptr};
+}
+
+void Controller::Launch(const JobRecord& j) {
+  for (int t = 0; t < static_cast<int>(j.tasks.size()); ++t) {
+    const TaskRecord& task = j.tasks[static_cast<size_t>(t)];
+    if (task.started || task.exit_code || task.signal) continue;
+    NodeSlot* slot = SlotByName(task.node);
     if (!slot) continue;
-    slot->launches.push_back(std::move(launch));
-    if (on_work) on_work(node);
+    slot->launches.push_back(TaskKey{j.spec.id.value(), t, j.attempt});
+    if (on_work) on_work(task.node);
   }
 }
 

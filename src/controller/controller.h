@@ -30,6 +30,7 @@
 #include "sched/registry.h"
 #include "health/failure_detector.h"
 #include "observe/metrics.h"
+#include "controller/launch.h"
 #include "controller/stores.h"
 #include "sched/schedule.h"
 #include "state/cluster_state.h"
@@ -284,7 +285,10 @@ class Controller {
 
   struct NodeSlot {
     NodeRecord record;
-    std::vector<TaskLaunch> launches;
+    // Tasks placed here and not yet handed to the agent: their launches (command, environment)
+    // are prepared when the agent takes them (TakeWork), so a storm of placements holds keys,
+    // not launches.
+    std::vector<TaskKey> launches;
     std::vector<TaskKey> cancels;
     std::map<TaskKey, int> cancel_grace;  // grace for particular cancels (a reclaim notice)
     std::set<TaskKey> delivered;  // launches handed to the agent, not yet seen running
@@ -329,8 +333,9 @@ class Controller {
   // What a heartbeat says of the node's GPUs: XIDs, ECC counts, self-test results, probation.
   void GpuReports(NodeSlot& slot, const gp::Heartbeat& h);
   Result<NodeId> AddOrUpdateNode(const RegisterRequest& r);
-  // Puts the launches of the job's tasks not yet started in their nodes' outboxes.
+  // Puts the job's tasks not yet started in their nodes' outboxes.
   void Launch(const JobRecord& job);
+  LaunchContext ContextOf(const JobRecord& job) const;  // what a launch needs beyond the job
   // The server stalled: no node is blamed for the silence it caused.
   void ForgiveStall();
   void NodeDown(NodeSlot& slot);
@@ -354,7 +359,7 @@ class Controller {
   std::unique_ptr<CheckpointStore> checkpoints_;
   Listener listener_{*this};
   ClusterState cluster_;
-  std::vector<NodeSlot> nodes_;         // by NodeId
+  std::deque<NodeSlot> nodes_;          // by NodeId (a deque: no doubling of slots as the fleet grows)
   std::map<std::string, NodeId> node_ids_;  // by name
   std::map<std::string, NodeId> by_credential_;  // by the SHA-256 of the node's credential
   int64_t last_tick_ms_ = 0;

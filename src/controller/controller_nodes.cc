@@ -391,9 +391,7 @@ Status Controller::ApplyHeartbeat(const gp::Heartbeat& h) {
     if (!jp) continue;
     const TaskRecord& task = jp->tasks[static_cast<size_t>(key.task)];
     if (task.exit_code || task.signal || running.count(key)) continue;
-    const bool pending_launch = std::any_of(slot->launches.begin(), slot->launches.end(), [&](const TaskLaunch& l) {
-      return l.job == key.job && l.task == key.task && l.attempt == key.attempt;
-    });
+    const bool pending_launch = std::find(slot->launches.begin(), slot->launches.end(), key) != slot->launches.end();
     if (pending_launch || (!task.started && !slot->delivered.count(key))) continue;
     slot->delivered.erase(key);
     cluster_.TaskLost(*jp, key.task, fmt::format("task {} lost on {}", key.task, h.node), "lost: the agent no longer runs it", now);
@@ -424,7 +422,16 @@ HeartbeatReply Controller::TakeWork(const std::string& node) {
   if (!slot) return reply;
   slot->lease_granted_ms = clock_.Now().value();  // this answer renews the node's leases
   slot->detector.Replied(clock_.Now());
-  reply.start = std::move(slot->launches);
+  reply.start.reserve(slot->launches.size());
+  for (const TaskKey& key : slot->launches) {
+    // Still the job's current attempt, placed here, and not yet started: its launch, now.
+    const JobRecord* j = cluster_.Find(JobId{key.job});
+    if (!j || j->attempt != key.attempt || key.task >= static_cast<int>(j->tasks.size()) ||
+        j->tasks[static_cast<size_t>(key.task)].node != node) {
+      continue;
+    }
+    if (auto l = PrepareLaunch(*j, key.task, ContextOf(*j))) reply.start.push_back(std::move(*l));
+  }
   reply.cancel = std::move(slot->cancels);
   reply.grace_ms = std::move(slot->cancel_grace);
   reply.selftest = std::move(slot->selftests);

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <filesystem>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -27,6 +28,9 @@ struct LaunchContext {
 // SLURM_ARRAY_TASK_ID, _TASK_MIN, _TASK_MAX, _TASK_COUNT (and _TASK_STEP for one stepped
 // range), so that existing array scripts run unchanged.
 std::vector<std::pair<std::string, TaskLaunch>> PrepareLaunches(const JobRecord& job, const LaunchContext& ctx);
+// Task `task`'s launch alone, as PrepareLaunches gives it; nullopt when it has started or ended
+// (or there is no such task).
+std::optional<TaskLaunch> PrepareLaunch(const JobRecord& job, int task, const LaunchContext& ctx);
 
 // "0,2,3": the GPU indices of a mask.
 std::string GpuList(uint32_t gpu_mask);
