@@ -172,8 +172,8 @@ Status Controller::Validate(JobRecord& r) {
   r.tasks.clear();
   r.exit_code.reset();
   r.array_of = 0;  // elements are the server's to make
-  r.expanded = 0;
-  r.skipped = 0;
+  r.arr().expanded = 0;
+  r.arr().skipped = 0;
   if (r.array) {
     // Checked once for every element: they share the spec.
     if (Status s = cluster_.Admit(r.spec); !s.ok()) return s;
@@ -379,11 +379,11 @@ std::optional<JobRecord> Controller::PendingElement(JobId id) const {
     e.spec.id = id;
     e.array_of = a.spec.id.value();
     e.array_index = a.array->IndexAt(pos);
-    const bool cancelled = pos < a.expanded || a.early_cancel.count(pos) || IsTerminal(a.state);
+    const bool cancelled = pos < a.arr().expanded || a.arr().early_cancel.count(pos) || IsTerminal(a.state);
     e.state = cancelled ? JobState::kCancelled : JobState::kQueued;
     e.message = cancelled ? "cancelled before it was expanded"
                           : fmt::format("waiting: array {} expands its elements as they may run ({} of {} so far)",
-                                        a.spec.id.value(), a.expanded, a.array->size());
+                                        a.spec.id.value(), a.arr().expanded, a.array->size());
     return e;
   }
   return std::nullopt;

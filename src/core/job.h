@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "core/box.h"
 #include "core/ids.h"
 #include "core/quantity.h"
 #include "core/status.h"
@@ -31,7 +32,7 @@ struct JobSpec {
   MiB memory_per_task{0};
   int priority = 0;                      // higher first under the priority queue order
   std::string tenant;
-  std::optional<DataSet> data;
+  Box<DataSet> data;                     // where its data lives (few jobs say)
   std::optional<Millis> estimated_duration;
   std::optional<MicroUsd> max_price_per_gpu_hour;
   Millis submit_time{0};

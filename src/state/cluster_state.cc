@@ -75,7 +75,7 @@ bool ClusterState::Expand(Millis now) {
   for (auto it = arrays_.begin(); it != arrays_.end();) {
     JobRecord& a = jobs_.at(*it);
     const int64_t total = a.array->size();
-    const auto& c = a.element_counts;
+    const auto& c = a.arr().element_counts;
     const int64_t queued = c[static_cast<size_t>(JobState::kQueued)];
     const int64_t live = queued + c[static_cast<size_t>(JobState::kStarting)] + c[static_cast<size_t>(JobState::kRunning)];
     int64_t room = kArrayWindow - queued;
@@ -90,12 +90,12 @@ bool ClusterState::Expand(Millis now) {
     }
     const int64_t n = std::max<int64_t>(room, 0);
     const uint64_t base = a.spec.id.value() + 1;
-    const int64_t skipped_before = a.skipped;
-    const int64_t expanded_before = a.expanded;
-    for (int64_t made = 0; made < n && a.expanded < total;) {
-      const int64_t pos = a.expanded++;
-      if (a.early_cancel.erase(pos) > 0) {
-        ++a.skipped;  // cancelled before it had a record: it never gets one
+    const int64_t skipped_before = a.arr().skipped;
+    const int64_t expanded_before = a.arr().expanded;
+    for (int64_t made = 0; made < n && a.arr().expanded < total;) {
+      const int64_t pos = a.arr().expanded++;
+      if (a.arr().early_cancel.erase(pos) > 0) {
+        ++a.arr().skipped;  // cancelled before it had a record: it never gets one
         continue;
       }
       ++made;
@@ -104,7 +104,7 @@ bool ClusterState::Expand(Millis now) {
       e.spec.id = JobId{base + static_cast<uint64_t>(pos)};
       e.array_of = a.spec.id.value();
       e.array_index = a.array->IndexAt(pos);
-      ++a.element_counts[static_cast<size_t>(JobState::kQueued)];
+      ++a.arr().element_counts[static_cast<size_t>(JobState::kQueued)];
       const uint64_t id = e.spec.id.value();
       JobRecord& placed = jobs_[id] = std::move(e);
       queued_.insert(id);
@@ -112,10 +112,10 @@ bool ClusterState::Expand(Millis now) {
       Touch(placed);
       Enqueue(placed, now);
     }
-    if (a.expanded != expanded_before) Touch(a);
-    const bool all = a.expanded >= total;
+    if (a.arr().expanded != expanded_before) Touch(a);
+    const bool all = a.arr().expanded >= total;
     ++it;  // FollowElements may end the array (and take it out of arrays_)
-    if (a.skipped != skipped_before) FollowElements(a, now.value());
+    if (a.arr().skipped != skipped_before) FollowElements(a, now.value());
     if (all) arrays_.erase(a.spec.id.value());
   }
   return limited;
@@ -126,20 +126,20 @@ void ClusterState::CountElement(JobRecord& e, int64_t at_ms) {
   auto it = jobs_.find(e.array_of);
   if (it == jobs_.end() || !it->second.array) return;
   JobRecord& a = it->second;
-  --a.element_counts[static_cast<size_t>(e.counted)];
-  ++a.element_counts[static_cast<size_t>(e.state)];
+  --a.arr().element_counts[static_cast<size_t>(e.counted)];
+  ++a.arr().element_counts[static_cast<size_t>(e.state)];
   e.counted = e.state;
   FollowElements(a, at_ms);
 }
 
 void ClusterState::FollowElements(JobRecord& a, int64_t at_ms) {
-  const auto n = [&](JobState st) { return a.element_counts[static_cast<size_t>(st)]; };
+  const auto n = [&](JobState st) { return a.arr().element_counts[static_cast<size_t>(st)]; };
   const int64_t total = a.array->size();
-  const int64_t done = n(JobState::kSucceeded) + n(JobState::kFailed) + n(JobState::kCancelled) + a.skipped;
+  const int64_t done = n(JobState::kSucceeded) + n(JobState::kFailed) + n(JobState::kCancelled) + a.arr().skipped;
   JobState next = JobState::kQueued;
   if (done >= total) {
     next = n(JobState::kFailed) > 0 ? JobState::kFailed
-           : (n(JobState::kCancelled) > 0 || a.skipped > 0) ? JobState::kCancelled : JobState::kSucceeded;
+           : (n(JobState::kCancelled) > 0 || a.arr().skipped > 0) ? JobState::kCancelled : JobState::kSucceeded;
   } else if (n(JobState::kStarting) + n(JobState::kRunning) > 0) {
     next = JobState::kRunning;
   }
@@ -160,7 +160,7 @@ void ClusterState::FollowElements(JobRecord& a, int64_t at_ms) {
     a.message = next == JobState::kSucceeded
                     ? ""
                     : fmt::format("{} of {} elements failed, {} cancelled", n(JobState::kFailed), total,
-                                  n(JobState::kCancelled) + a.skipped);
+                                  n(JobState::kCancelled) + a.arr().skipped);
     Changed(a, JobStateName(next));
   }
 }
@@ -171,23 +171,23 @@ Status ClusterState::CancelElement(JobId array, int64_t index, Millis now) {
   if (!a || !id) return Status(StatusCode::kNotFound, fmt::format("no job {}_{}", array.value(), index));
   if (Find(*id)) return Cancel(*id, now);
   const int64_t pos = static_cast<int64_t>(id->value() - array.value() - 1);
-  if (pos < a->expanded || IsTerminal(a->state)) {
+  if (pos < a->arr().expanded || IsTerminal(a->state)) {
     return Status(StatusCode::kFailedPrecondition, fmt::format("job {}_{} already cancelled", array.value(), index));
   }
-  a->early_cancel.insert(pos);
+  a->arr().early_cancel.insert(pos);
   Touch(*a);
   return Status::Ok();
 }
 
 void ClusterState::RecountArrays() {
   for (auto& [id, j] : jobs_) {
-    if (j.array) j.element_counts = {};
+    if (j.array) j.arr().element_counts = {};
   }
   for (auto& [id, j] : jobs_) {
     if (j.array_of == 0) continue;
     auto it = jobs_.find(j.array_of);
     if (it == jobs_.end() || !it->second.array) continue;
-    ++it->second.element_counts[static_cast<size_t>(j.state)];
+    ++it->second.arr().element_counts[static_cast<size_t>(j.state)];
     j.counted = j.state;
   }
 }
@@ -195,12 +195,12 @@ void ClusterState::RecountArrays() {
 Status ClusterState::CancelArray(JobRecord& a, Millis now) {
   const uint64_t id = a.spec.id.value();
   a.cancel_requested = true;
-  a.skipped += a.array->size() - a.expanded;  // never expanded now
-  a.expanded = a.array->size();
-  a.early_cancel.clear();
+  a.arr().skipped += a.array->size() - a.arr().expanded;  // never expanded now
+  a.arr().expanded = a.array->size();
+  a.arr().early_cancel.clear();
   arrays_.erase(id);
   Touch(a);
-  for (auto it = jobs_.upper_bound(id); it != jobs_.end() && it->first <= id + static_cast<uint64_t>(a.expanded); ++it) {
+  for (auto it = jobs_.upper_bound(id); it != jobs_.end() && it->first <= id + static_cast<uint64_t>(a.arr().expanded); ++it) {
     if (it->second.array_of == id && !IsTerminal(it->second.state)) (void)Cancel(JobId{it->first}, now);
   }
   FollowElements(a, now.value());
@@ -259,7 +259,7 @@ void ClusterState::Restore(JobRecord job, const std::function<std::optional<Node
   if (j.array) {
     next_id_ = std::max(next_id_, id + 1 + static_cast<uint64_t>(j.array->size()));
     if (j.state == JobState::kQueued) queued_.insert(id);
-    if (!IsTerminal(j.state) && j.expanded < j.array->size()) arrays_.insert(id);
+    if (!IsTerminal(j.state) && j.arr().expanded < j.array->size()) arrays_.insert(id);
     return;  // its elements are restored as jobs of their own; RecountArrays counts them
   }
   if (j.failing_over) failing_.insert(id);

@@ -12,6 +12,7 @@
 #include <utility>
 #include <vector>
 
+#include "core/box.h"
 #include "core/fleet.h"
 #include "core/job.h"
 #include "core/status.h"
@@ -85,48 +86,66 @@ struct AttemptRecord {
   std::string outcome;               // "node n3 down", "lost", "exit 0", ...
 };
 
+// An array's own progress (only its record has one): how many positions have records
+// (0..expanded-1), how many were cancelled before they had one, positions not yet passed whose
+// element was cancelled, and its elements by state (materialized ones; rebuilt on recovery,
+// not stored).
+struct ArrayProgress {
+  int64_t expanded = 0;            // positions passed: 0..expanded-1 have records or were skipped
+  int64_t skipped = 0;             // positions passed without a record (cancelled first)
+  std::set<int64_t> early_cancel;  // positions not yet passed whose element was cancelled
+  std::array<int64_t, 6> element_counts{};
+};
+
+// A job as the server keeps it. The server holds one per job in memory (100,000 at fleet
+// scale): what few jobs have is boxed (Box: a pointer when absent), and the small fields sit
+// together, so a record and its map node fit jemalloc's 512-byte class (a test checks the size).
 struct JobRecord {
   JobSpec spec;                      // spec.id is the job id; submit_time is wall-clock ms
   std::vector<std::string> command;  // argv
   std::vector<std::pair<std::string, std::string>> env;
   std::string workdir;
   JobState state = JobState::kQueued;
-  std::vector<TaskRecord> tasks;     // empty until placed
-  std::optional<int> exit_code;      // the job's: first non-zero task exit, else 0
-  std::optional<int> signal;
-  int64_t start_ms = 0;              // when the last task reported running
-  int64_t end_ms = 0;
-  std::string message;               // why it waits, or why it ended
+  JobState counted = JobState::kQueued;  // an element: the state its array counted it in (not stored)
   bool cancel_requested = false;
+  bool failing_over = false;         // the current attempt is being stopped; requeue when it has
   // Failover. `attempt` is the current placement's epoch (0 before the first). A job whose
   // placement failed through no fault of its own (its node died, a task was lost) goes back
   // to the queue until it has been retried `max_retries` times (-1: the server's default).
   int attempt = 0;
   int max_retries = -1;
   int failures = 0;                  // failovers that count against max_retries (not evictions)
+  std::vector<TaskRecord> tasks;     // empty until placed
+  std::optional<int> exit_code;      // the job's: first non-zero task exit, else 0
+  std::optional<int> signal;
+  int64_t start_ms = 0;              // when the last task reported running
+  int64_t end_ms = 0;
+  std::string message;               // why it waits, or why it ended
   std::vector<AttemptRecord> attempts;
-  bool failing_over = false;         // the current attempt is being stopped; requeue when it has
   int64_t fence_until_ms = 0;        // and not before its lease on a dead node has run out
   int64_t not_before_ms = 0;         // backoff: not placed again before this
   // GPU-time run so far, over every attempt, in GPU-milliseconds (thousandths of a GPU x ms
   // / 1000): what least-attained-service orders by.
   int64_t attained_gpu_ms = 0;
 
-  // An array's own record: its elements, how many have records (positions 0..expanded-1),
-  // how many were cancelled before they had one, and its elements by state (materialized
-  // ones; rebuilt on recovery, not stored). The array's state follows its elements: queued
-  // until one is placed, running while any is, then succeeded when all did, else failed (or
-  // cancelled).
-  std::optional<ArraySpec> array;
-  int64_t expanded = 0;            // positions passed: 0..expanded-1 have records or were skipped
-  int64_t skipped = 0;             // positions passed without a record (cancelled first)
-  std::set<int64_t> early_cancel;  // positions not yet passed whose element was cancelled
-  std::array<int64_t, 6> element_counts{};
+  // An array's own record: its elements (`array`) and its progress. The array's state follows
+  // its elements: queued until one is placed, running while any is, then succeeded when all
+  // did, else failed (or cancelled).
+  Box<ArraySpec> array;
+  Box<ArrayProgress> progress;
   // An element's: its array's id and its index (array_of 0: not an element).
   uint64_t array_of = 0;
   int64_t array_index = 0;
-  JobState counted = JobState::kQueued;  // the state its array counted it in (not stored)
   bool is_array() const { return array.has_value(); }
+  // The array's progress (made on first change); a record that is no array reads zeros.
+  ArrayProgress& arr() {
+    if (!progress) progress.emplace();
+    return *progress;
+  }
+  const ArrayProgress& arr() const {
+    static const ArrayProgress kNone;
+    return progress ? *progress : kNone;
+  }
 };
 
 struct NodeRecord {

@@ -320,18 +320,18 @@ std::string JobToJson(const JobRecord& r, std::optional<std::string_view> messag
   if (r.array) {
     j["array"] = r.array->ToString();
     j["array_size"] = r.array->size();
-    j["array_expanded"] = r.expanded;
-    if (r.skipped > 0) j["array_skipped"] = r.skipped;
-    if (!r.early_cancel.empty()) j["array_early_cancel"] = r.early_cancel;
+    j["array_expanded"] = r.arr().expanded;
+    if (r.arr().skipped > 0) j["array_skipped"] = r.arr().skipped;
+    if (!r.arr().early_cancel.empty()) j["array_early_cancel"] = r.arr().early_cancel;
     // By state: elements with records, plus those not yet expanded (queued) or cancelled
     // before they were (shown, not stored: rebuilt from the elements on recovery).
     Json counts = Json::object();
     for (auto st : {JobState::kQueued, JobState::kStarting, JobState::kRunning, JobState::kSucceeded, JobState::kFailed,
                     JobState::kCancelled}) {
-      int64_t n = r.element_counts[static_cast<size_t>(st)];
-      const auto early = static_cast<int64_t>(r.early_cancel.size());
-      if (st == JobState::kQueued) n += r.array->size() - r.expanded - early;
-      if (st == JobState::kCancelled) n += r.skipped + early;
+      int64_t n = r.arr().element_counts[static_cast<size_t>(st)];
+      const auto early = static_cast<int64_t>(r.arr().early_cancel.size());
+      if (st == JobState::kQueued) n += r.array->size() - r.arr().expanded - early;
+      if (st == JobState::kCancelled) n += r.arr().skipped + early;
       counts[std::string(JobStateName(st))] = n;
     }
     j["array_counts"] = counts;
@@ -394,10 +394,10 @@ Result<JobRecord> JobFromJson(std::string_view json) {
       auto a = ParseArraySpec(Str(j, "array"));
       if (!a) throw Bad{"field 'array': " + a.error().message()};
       r.array = std::move(*a);
-      r.expanded = Int(j, "array_expanded", 0, r.array->size(), 0);
-      r.skipped = Int(j, "array_skipped", 0, r.expanded, 0);
+      r.arr().expanded = Int(j, "array_expanded", 0, r.array->size(), 0);
+      r.arr().skipped = Int(j, "array_skipped", 0, r.arr().expanded, 0);
       for (const In& p : Array(j, "array_early_cancel")) {
-        r.early_cancel.insert(Whole(p, "array_early_cancel[]", r.expanded, r.array->size() - 1));
+        r.arr().early_cancel.insert(Whole(p, "array_early_cancel[]", r.arr().expanded, r.array->size() - 1));
       }
     }
     if (j.contains("array_job")) {

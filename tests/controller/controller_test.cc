@@ -911,11 +911,11 @@ TEST(ControllerTest, ArraysListRecoverAndLaunchEachIndexOnce) {
     finish_one();
     beat();
   }
-  const auto counts = e.c->FindJob(arr)->element_counts;
+  const auto counts = e.c->FindJob(arr)->arr().element_counts;
   auto restarted = e.Make();
   ASSERT_TRUE(restarted->Recover().ok());
   e.c = std::move(restarted);
-  EXPECT_EQ(e.c->FindJob(arr)->element_counts, counts) << "the counts are rebuilt from the elements";
+  EXPECT_EQ(e.c->FindJob(arr)->arr().element_counts, counts) << "the counts are rebuilt from the elements";
   EXPECT_EQ(e.c->FindJob(arr)->state, JobState::kRunning);
   e.Join("n1", 4);
   for (int i = 0; i < 40 && !IsTerminal(e.c->FindJob(after)->state); ++i) {

@@ -80,6 +80,27 @@ struct LifecycleCase {
   std::vector<std::string> events;  // after "placed" (or from the start when not placed)
 };
 
+// The server keeps one record per job (100,000 at fleet scale) in a std::map: the record with
+// the map's node (libstdc++: 32 bytes of links and colour, the 8-byte key) must stay within
+// jemalloc's 512-byte size class, or every job costs 640 bytes. Box keeps what few jobs have
+// (an array's spec and progress, a data set) a pointer wide; its copies are deep.
+TEST(JobRecordTest, FitsTheAllocatorsSizeClassAndBoxesCopyDeep) {
+  EXPECT_LE(32 + sizeof(uint64_t) + sizeof(JobRecord), 512u) << "sizeof(JobRecord) = " << sizeof(JobRecord);
+  JobRecord a{.array = *ParseArraySpec("0-9%2")};
+  a.arr().expanded = 3;
+  JobRecord copy = a;
+  copy.arr().expanded = 7;
+  copy.array->max_running = 5;
+  EXPECT_EQ(a.arr().expanded, 3) << "a copy's progress is its own";
+  EXPECT_EQ(a.array->max_running, 2);
+  const JobRecord plain;
+  EXPECT_FALSE(plain.array);
+  EXPECT_FALSE(plain.progress);
+  EXPECT_EQ(plain.arr().expanded, 0) << "a record that is no array reads zeros";
+  JobRecord moved = std::move(copy);
+  EXPECT_EQ(moved.arr().expanded, 7);
+}
+
 TEST(ClusterStateLifecycle, EachPathEndsInItsOneState) {
   const std::vector<LifecycleCase> cases = {
       {"runs and succeeds", [](Pool& p, JobId j) { p.StartAll(j); p.EndAll(j, 0); }, JobState::kSucceeded,
@@ -266,7 +287,7 @@ TEST(ClusterStateArrays, MaxRunningBoundsLiveElementsAndTheArrayFollowsThem) {
   }
   EXPECT_EQ(p.Job(a).state, JobState::kSucceeded);
   EXPECT_EQ(ran.size(), 20u);
-  EXPECT_EQ(p.Job(a).element_counts[static_cast<size_t>(JobState::kSucceeded)], 20);
+  EXPECT_EQ(p.Job(a).arr().element_counts[static_cast<size_t>(JobState::kSucceeded)], 20);
   EXPECT_EQ(p.rec.events[a.value()], (std::vector<std::string>{"started", "succeeded"}));
 }
 
@@ -283,7 +304,7 @@ TEST(ClusterStateArrays, CancelOneElementThenTheWholeArray) {
   int records = 0;
   for (const auto& [id, j] : p.cs->jobs()) records += j.array_of == a.value();
   EXPECT_EQ(records, 2);  // the two that had been expanded, and no more
-  EXPECT_EQ(p.Job(a).skipped, 98);
+  EXPECT_EQ(p.Job(a).arr().skipped, 98);
   (void)p.cs->Pass(p.now);
   for (const auto& [id, j] : p.cs->jobs()) EXPECT_TRUE(IsTerminal(j.state)) << id;
 }
@@ -352,12 +373,12 @@ void CheckInvariants(const Pool& p) {
       RC_ASSERT(it->second.array_of == id);
       ++counts[static_cast<size_t>(it->second.state)];
     }
-    RC_ASSERT(counts == a.element_counts);
+    RC_ASSERT(counts == a.arr().element_counts);
     const auto n = [&](JobState s) { return counts[static_cast<size_t>(s)]; };
     const int64_t live = n(JobState::kQueued) + n(JobState::kStarting) + n(JobState::kRunning);
     if (a.array->max_running > 0) RC_ASSERT(live <= a.array->max_running);
-    RC_ASSERT(a.expanded <= a.array->size());
-    const int64_t done = n(JobState::kSucceeded) + n(JobState::kFailed) + n(JobState::kCancelled) + a.skipped;
+    RC_ASSERT(a.arr().expanded <= a.array->size());
+    const int64_t done = n(JobState::kSucceeded) + n(JobState::kFailed) + n(JobState::kCancelled) + a.arr().skipped;
     if (done == a.array->size()) {
       RC_ASSERT(IsTerminal(a.state));
     } else if (n(JobState::kStarting) + n(JobState::kRunning) > 0) {
