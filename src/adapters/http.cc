@@ -215,6 +215,9 @@ class Session : public std::enable_shared_from_this<Session> {
     }
     parser_.reset();
     file_parser_.reset();
+    // Nothing more buffered (no pipelined request): the read buffer goes too. A connection
+    // parked in a long poll then holds no buffer; the next read takes a new one (512 bytes).
+    if (buffer_.size() == 0) buffer_.shrink_to_fit();
     stream_.expires_never();  // a long poll may take a while; the handler answers when it can
     auto self = shared_from_this();
     // An answer given while the handler runs is written once it returns; one given later (a

@@ -92,6 +92,35 @@ Status Controller::StoreChanged() {
   return WriteWithEvents([&](const Events& e) { return journal_.PutJobs(batch, e); });
 }
 
+void Controller::StoreChangedLater(std::function<void(const Status&)> then) {
+  if (cluster_.inconsistencies() != inconsistencies_seen_) (void)StoreChanged();  // reports them; stores too
+  const std::vector<uint64_t> ids = cluster_.TakeChanged();
+  if (ids.empty() && pending_events_.empty()) return then(Status::Ok());
+  std::vector<std::pair<uint64_t, std::string>> rows;
+  rows.reserve(ids.size());
+  for (uint64_t id : ids) {
+    if (const JobRecord* j = cluster_.Find(JobId{id})) rows.emplace_back(id, JobToJson(*j));
+  }
+  Events events = std::move(pending_events_);
+  pending_events_.clear();
+  const bool announce = !events.empty();
+  journal_.PutJobsLater(std::move(rows), std::move(events), [this, announce, then = std::move(then)](Status st) mutable {
+    OnLoop([this, announce, st = std::move(st), then = std::move(then)] {
+      StoreFailed(st);
+      if (st.ok() && announce && on_events) on_events();
+      then(st);
+    });
+  });
+}
+
+void Controller::OnLoop(std::function<void()> fn) {
+  if (defer) {
+    defer(std::move(fn));  // from the journal's thread to the loop's
+  } else {
+    fn();
+  }
+}
+
 Controller::Stats Controller::stats() const {
   Stats s = stats_;
   s.placed = cluster_.placed_total();
@@ -237,19 +266,14 @@ void Controller::CommitSubmits() {
   pending_events_.clear();
   auto seq_after = next_event_seq_;
   journal_.PutJobsLater(std::move(rows), std::move(events), [this, batch, undo, seq_after](Status st) {
-    auto finish = [this, batch, undo, seq_after, st = std::move(st)] {
+    OnLoop([this, batch, undo, seq_after, st = std::move(st)] {
       // A failed write numbers no event, when nothing was numbered after its own.
       if (!st.ok() && next_event_seq_ == seq_after) {
         next_event_seq_ = undo.seq_before;
         pending_events_.insert(pending_events_.begin(), undo.earlier.begin(), undo.earlier.end());
       }
       FinishSubmits(std::move(*batch), st);
-    };
-    if (defer) {
-      defer(std::move(finish));  // from the journal's thread to the loop's
-    } else {
-      finish();
-    }
+    });
   });
 }
 

@@ -320,6 +320,10 @@ class Controller {
   // Stores every job the cluster state changed since the last store, in one write with the
   // pending events.
   Status StoreChanged();
+  // The same write, made durable by the journal later (PutJobsLater); `then` runs on the loop
+  // with the outcome (a failure has already stopped the server acknowledging).
+  void StoreChangedLater(std::function<void(const Status&)> then);
+  void OnLoop(std::function<void()> fn);  // through `defer`, or now when there is none
   void TickOnce();
   void Pass();
   // Adds an event to those the next write carries (data: a JSON object's text).

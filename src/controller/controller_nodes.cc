@@ -303,6 +303,7 @@ Result<HeartbeatReply> Controller::Heartbeat(const gp::Heartbeat& h) {
   std::optional<Result<HeartbeatReply>> out;
   HeartbeatStaged(h, [&](Result<HeartbeatReply> r) { out = std::move(r); });
   CommitHeartbeats();
+  if (!out) return tl::unexpected(Status(StatusCode::kInternal, "the journal answers later: use HeartbeatStaged"));
   return std::move(*out);
 }
 
@@ -317,16 +318,17 @@ void Controller::CommitHeartbeats() {
   std::vector<StagedBeat> batch = std::move(staged_beats_);
   staged_beats_.clear();
   // One write for every heartbeat of this loop turn: each agent hears back (its reports
-  // acknowledged, so never sent again) only once what they said is durable.
-  const Status s = StoreChanged();
-  if (!s.ok()) StoreFailed(s);
-  for (StagedBeat& b : batch) {
-    if (!s.ok()) {
-      b.done(tl::unexpected(s));
-    } else {
-      b.done(TakeWork(b.node));
+  // acknowledged, so never sent again, and its work) only once what they said is durable. The
+  // fsync is the journal's (shared with other turns' writes); the loop goes on meanwhile.
+  StoreChangedLater([this, batch = std::make_shared<std::vector<StagedBeat>>(std::move(batch))](const Status& s) {
+    for (StagedBeat& b : *batch) {
+      if (!s.ok()) {
+        b.done(tl::unexpected(s));
+      } else {
+        b.done(TakeWork(b.node));
+      }
     }
-  }
+  });
 }
 
 Status Controller::ApplyHeartbeat(const gp::Heartbeat& h) {
