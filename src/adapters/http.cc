@@ -150,18 +150,26 @@ class Session : public std::enable_shared_from_this<Session> {
     if ((parser_->content_length() && *parser_->content_length() > limit_) || (chunked && limit_ == 0)) {
       return Refuse(TooLong("body", limit_, 413));
     }
+    if (adm.hold) {
+      adm.hold([self = shared_from_this(), spool = adm.spool] { self->Admitted(spool); });
+      return;
+    }
+    Admitted(adm.spool);
+  }
+
+  void Admitted(bool spool) {
     stream_.expires_after(std::chrono::milliseconds(limits_.body_timeout.value()));
     // A client that asked before sending its body (curl does past 1 MiB) hears yes now, not
     // after its own 1 s wait; only admitted requests get this far.
-    if (!parser_->is_done() && beast::iequals(req[http::field::expect], "100-continue")) {
+    if (!parser_->is_done() && beast::iequals(parser_->get()[http::field::expect], "100-continue")) {
       static const std::string kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
-      asio::async_write(stream_, asio::buffer(kContinue), [self = shared_from_this(), spool = adm.spool](beast::error_code e, size_t) {
+      asio::async_write(stream_, asio::buffer(kContinue), [self = shared_from_this(), spool](beast::error_code e, size_t) {
         if (e) return;
         self->ReadBody(spool);
       });
       return;
     }
-    ReadBody(adm.spool);
+    ReadBody(spool);
   }
 
   void ReadBody(bool spool) {

@@ -63,6 +63,10 @@ struct Admission {
   std::optional<HttpResponse> refuse;
   size_t body_limit = 1 << 20;
   bool spool = false;
+  // Back-pressure: the body is read later. The connection calls `hold` with a function that
+  // resumes it and reads nothing more until that is called (on the loop's thread): the rest of
+  // the body waits in the kernel's socket buffer, not in the server's memory.
+  std::function<void(std::function<void()> resume)> hold;
 };
 using AdmitFn = std::function<Admission(const RequestHead&)>;
 

@@ -397,6 +397,13 @@ Admission Api::Admit(const RequestHead& head) const {
   if (std::string why = Forbidden(caller, head.method, path); !why.empty()) {
     return Admission{.refuse = Fail(401, why), .body_limit = 0};
   }
+  if (caller.kind == Caller::Kind::kNode && head.method == "POST" && path == "/v1/agent/heartbeat" &&
+      beats_.size() + held_beats_.size() >= kMaxQueuedBeats) {
+    return Admission{.body_limit = options_.body_limit, .hold = [this, node = caller.node](std::function<void()> resume) {
+                       c_.HoldingHeartbeat(node, /*arrived=*/true);
+                       held_beats_.push_back(std::move(resume));
+                     }};
+  }
   // A node's checkpoint upload: up to the controller's limit, streamed to a file as it comes.
   if (caller.kind == Caller::Kind::kNode && head.method == "PUT" && path.starts_with("/v1/agent/checkpoints/")) {
     return Admission{.body_limit = static_cast<size_t>(c_.checkpoint_max_bytes()), .spool = true};
@@ -702,8 +709,17 @@ void Api::DrainBeats() {
     beats_.pop_front();
     HandleBeat(b.body, b.node, std::move(b.respond));
   }
+  // Room again: as many held heartbeats read their bodies as a turn handles (they join the
+  // queue as their bytes arrive), so the queue stays near its bound while the storm lasts.
+  for (int n = 0; n < kBeatsPerTurn && !held_beats_.empty() && beats_.size() < kMaxQueuedBeats; ++n) {
+    std::function<void()> resume = std::move(held_beats_.front());
+    held_beats_.pop_front();
+    resume();
+  }
   draining_ = false;
-  if (!woken_.empty() || !beats_.empty() || (!due_.empty() && due_.begin()->first <= SteadyMs())) ScheduleDrain();
+  if (!woken_.empty() || !beats_.empty() || !held_beats_.empty() || (!due_.empty() && due_.begin()->first <= SteadyMs())) {
+    ScheduleDrain();
+  }
 }
 
 void Api::HandleBeat(const std::string& body, const std::string& caller_node, Respond respond) {

@@ -62,6 +62,11 @@ class Api {
     Respond respond;
   };
   static constexpr int kBeatsPerTurn = 64;
+  // Past this many heartbeats waiting, a node's next heartbeat is held at its header (the
+  // node's silence is the server's, as for a queued one) and its body left in the kernel until
+  // the queue has room: 10,000 nodes reporting at once cost their headers, not their bodies.
+  static constexpr size_t kMaxQueuedBeats = 1024;
+  mutable std::deque<std::function<void()>> held_beats_;  // connections to resume, oldest first
   std::deque<PendingBeat> beats_;
   bool draining_ = false;
   // The heartbeat's answer once its news is stored: at once when there is work (or the agent

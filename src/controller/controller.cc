@@ -163,7 +163,7 @@ Status Controller::Recover() {
     for (size_t g = 0; g < n->gpu_health.size() && g < kMaxGpusPerNode; ++g) {
       if (n->gpu_health[g].starts_with("quarantined: ")) {
         slot.quarantine.set(g, n->gpu_health[g].substr(13));
-        slot.last_fault_ms[g] = clock_.Now().value();  // probation starts again
+        slot.gpu_facts().last_fault_ms[g] = clock_.Now().value();  // probation starts again
         cluster_.sched().Update(*id, [&](NodeState& st) { st.quarantined = static_cast<uint16_t>(st.quarantined | (1u << g)); });
       }
       if (g < n->gpu_check.size()) slot.last_check.set(g, n->gpu_check[g]);

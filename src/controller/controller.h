@@ -283,6 +283,18 @@ class Controller {
     Controller& c_;
   };
 
+  struct GpuFacts {
+    std::array<int64_t, kMaxGpusPerNode> last_fault_ms{};   // its latest fault (probation counts from here)
+    std::array<int64_t, kMaxGpusPerNode> check_asked_ms{};  // a self-test asked for, not yet answered
+    std::array<int, kMaxGpusPerNode> last_xid{};            // the latest XID reported (0: none)
+    // Last uncorrected ECC count seen per GPU; -1 until the first report (a baseline: errors
+    // from before the agent started are history, a rise afterwards is news).
+    std::array<int64_t, kMaxGpusPerNode> ecc = [] {
+      std::array<int64_t, kMaxGpusPerNode> a{};
+      a.fill(-1);
+      return a;
+    }();
+  };
   struct NodeSlot {
     NodeRecord record;
     // Tasks placed here and not yet handed to the agent: their launches (command, environment)
@@ -297,18 +309,20 @@ class Controller {
     PhiAccrualDetector detector;
     int64_t lease_granted_ms = 0;  // when the server last answered a heartbeat (renewing leases)
     GpuTexts quarantine;  // why each GPU is out of service ("" = in)
-    std::array<int64_t, kMaxGpusPerNode> last_fault_ms{}; // its latest fault (probation counts from here)
-    std::array<int64_t, kMaxGpusPerNode> check_asked_ms{};  // a self-test asked for, not yet answered
-    std::array<int, kMaxGpusPerNode> last_xid{};            // the latest XID reported (0: none)
     GpuTexts last_check;                                    // the latest self-test's result
     std::vector<int> selftests;   // self-tests to ask for in the next reply
-    // Last uncorrected ECC count seen per GPU; -1 until the first report (a baseline: errors
-    // from before the agent started are history, a rise afterwards is news).
-    std::array<int64_t, kMaxGpusPerNode> ecc = [] {
-      std::array<int64_t, kMaxGpusPerNode> a{};
-      a.fill(-1);
-      return a;
-    }();
+    // What the server remembers of the node's GPUs' faults: made when the first fact comes (an
+    // XID, an ECC count, a fault, a self-test asked), so a node whose GPUs never report one
+    // (simulated ones) carries a pointer, not 448 bytes.
+    Box<GpuFacts> facts;
+    GpuFacts& gpu_facts() {
+      if (!facts) facts.emplace();
+      return *facts;
+    }
+    const GpuFacts& gpu_facts() const {
+      static const GpuFacts kNone;
+      return facts ? *facts : kNone;
+    }
   };
 
   // What a submission must be (workdir, data site) and what the server fills in.

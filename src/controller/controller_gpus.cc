@@ -39,7 +39,7 @@ Status Controller::PersistNode(const NodeSlot& slot) {
 }
 
 void Controller::Quarantine(NodeSlot& slot, int gpu, const std::string& why) {
-  slot.last_fault_ms[static_cast<size_t>(gpu)] = clock_.Now().value();
+  slot.gpu_facts().last_fault_ms[static_cast<size_t>(gpu)] = clock_.Now().value();
   if (!slot.quarantine[static_cast<size_t>(gpu)].empty()) {  // at fault again while out: probation restarts
     slot.quarantine.set(static_cast<size_t>(gpu), why);
     return;
@@ -61,7 +61,7 @@ Result<std::string> Controller::GpuXid(const std::string& name, int gpu, int xid
   if (gpu < 0 || gpu >= static_cast<int>(slot->record.spec.gpus.size())) {
     return InvalidArgument(fmt::format("node '{}' has no GPU {}", name, gpu));
   }
-  slot->last_xid[static_cast<size_t>(gpu)] = xid;
+  slot->gpu_facts().last_xid[static_cast<size_t>(gpu)] = xid;
   const XidClass c = ClassifyXid(xid);
   const std::string what = fmt::format("XID {} ({})", xid, c.meaning);
   switch (c.action) {
@@ -82,7 +82,7 @@ Status Controller::UndrainGpu(const std::string& name, int gpu) {
     Emit("gpu.returned", fmt::format("node/{}/gpu/{}", name, gpu), nlohmann::json{{"node", name}, {"gpu", gpu}}.dump());
   }
   slot->quarantine.set(static_cast<size_t>(gpu), "");
-  slot->check_asked_ms[static_cast<size_t>(gpu)] = 0;
+  slot->gpu_facts().check_asked_ms[static_cast<size_t>(gpu)] = 0;
   cluster_.sched().Update(slot->record.spec.id,
                           [&](NodeState& st) { st.quarantined = static_cast<uint16_t>(st.quarantined & ~(1u << gpu)); });
   return PersistNode(*slot);
@@ -103,7 +103,7 @@ Status Controller::CheckGpu(const std::string& name, int gpu) {
 }
 
 void Controller::AskSelfTest(NodeSlot& slot, int gpu) {
-  slot.check_asked_ms[static_cast<size_t>(gpu)] = clock_.Now().value();
+  slot.gpu_facts().check_asked_ms[static_cast<size_t>(gpu)] = clock_.Now().value();
   if (std::find(slot.selftests.begin(), slot.selftests.end(), gpu) == slot.selftests.end()) slot.selftests.push_back(gpu);
   if (on_work) on_work(slot.record.spec.name);
 }
@@ -111,7 +111,7 @@ void Controller::AskSelfTest(NodeSlot& slot, int gpu) {
 void Controller::SelfTested(NodeSlot& slot, const GpuSelfTest& r) {
   if (r.gpu < 0 || r.gpu >= static_cast<int>(slot.record.spec.gpus.size())) return;
   const size_t g = static_cast<size_t>(r.gpu);
-  slot.check_asked_ms[g] = 0;
+  slot.gpu_facts().check_asked_ms[g] = 0;
   slot.last_check.set(g, fmt::format("{}: {}", r.passed ? "passed" : "failed", r.detail));
   Emit("gpu.selftest", fmt::format("node/{}/gpu/{}", slot.record.spec.name, r.gpu),
        nlohmann::json{{"node", slot.record.spec.name}, {"gpu", r.gpu}, {"passed", r.passed}, {"detail", r.detail}}.dump());
@@ -123,7 +123,7 @@ void Controller::SelfTested(NodeSlot& slot, const GpuSelfTest& r) {
     StoreFailed(UndrainGpu(slot.record.spec.name, r.gpu));  // persists (the node and GPU exist)
     return;
   }
-  slot.last_fault_ms[g] = clock_.Now().value();  // probation again, from now
+  slot.gpu_facts().last_fault_ms[g] = clock_.Now().value();  // probation again, from now
   StoreFailed(PersistNode(slot));
 }
 
@@ -135,7 +135,7 @@ void Controller::GpuReports(NodeSlot& slot, const gp::Heartbeat& h) {
   // Uncorrected ECC errors that rise mean the GPU's memory can no longer be trusted.
   for (const GpuSample& g : h.gpus) {
     if (g.index < 0 || g.index >= kMaxGpusPerNode || !g.ecc_uncorrected) continue;
-    int64_t& seen = slot.ecc[static_cast<size_t>(g.index)];
+    int64_t& seen = slot.gpu_facts().ecc[static_cast<size_t>(g.index)];
     if (seen >= 0 && *g.ecc_uncorrected > seen) {
       Quarantine(slot, g.index, fmt::format("uncorrected ECC errors rose from {} to {}", seen, *g.ecc_uncorrected));
     }
@@ -149,8 +149,8 @@ void Controller::GpuReports(NodeSlot& slot, const gp::Heartbeat& h) {
   for (const GpuSample& g : h.gpus) {
     if (g.index < 0 || g.index >= static_cast<int>(slot.record.spec.gpus.size())) continue;
     const size_t i = static_cast<size_t>(g.index);
-    if (slot.quarantine[i].empty() || now - slot.last_fault_ms[i] < options_.gpu_probation.value()) continue;
-    if (slot.check_asked_ms[i] > 0 && now - slot.check_asked_ms[i] < 60'000) continue;
+    if (slot.quarantine[i].empty() || now - slot.gpu_facts().last_fault_ms[i] < options_.gpu_probation.value()) continue;
+    if (slot.gpu_facts().check_asked_ms[i] > 0 && now - slot.gpu_facts().check_asked_ms[i] < 60'000) continue;
     AskSelfTest(slot, g.index);
   }
 }

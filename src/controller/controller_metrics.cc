@@ -17,7 +17,7 @@ void Controller::CollectMetrics(Families& out) const {
       for (const GpuSample& x : s.record.gpus) {
         if (x.index == g.index) v.sample = x;
       }
-      if (g.index >= 0 && g.index < kMaxGpusPerNode) v.last_xid = s.last_xid[static_cast<size_t>(g.index)];
+      if (g.index >= 0 && g.index < kMaxGpusPerNode) v.last_xid = s.gpu_facts().last_xid[static_cast<size_t>(g.index)];
       gpus.push_back(std::move(v));
     }
     AddGpuFamilies(out, name, gpus);

@@ -44,7 +44,7 @@ void PhiAccrualDetector::Refit() {
 void PhiAccrualDetector::Heartbeat(Millis now) {
   if (started()) {
     const int64_t gap = std::max<int64_t>(0, (now - last_).value());
-    const auto sample = static_cast<int32_t>(std::min<int64_t>(gap, INT32_MAX));
+    const auto sample = static_cast<uint16_t>(std::min<int64_t>(gap, UINT16_MAX));
     const size_t window = static_cast<size_t>(std::max(1, o_.window));
     if (ring_.empty()) ring_.resize(window);
     if (count_ == window) {
