@@ -58,7 +58,8 @@ class Session : public std::enable_shared_from_this<Session> {
  public:
   Session(tcp::socket socket, const HttpHandler& handler, const AdmitFn& admit, const ServerLimits& limits,
           ConnectionCount& count)
-      : stream_(std::move(socket)), handler_(handler), admit_(admit), limits_(limits), count_(count) {
+      : socket_(std::move(socket)), deadline_(socket_.get_executor()), handler_(handler), admit_(admit), limits_(limits),
+        count_(count) {
     ++count_.open;
   }
   ~Session() {
@@ -74,10 +75,30 @@ class Session : public std::enable_shared_from_this<Session> {
   void Evict() {
     NotIdle();
     Uncount();
-    stream_.close();
+    Close();
   }
 
  private:
+  // One deadline for what the connection waits on now (a header, a body, a client to read an
+  // answer): when it passes, the socket is closed and the pending operation ends with an
+  // error. A plain socket and one timer (about 150 bytes) instead of beast::tcp_stream's three
+  // timers (736 bytes): at 10,000 agents' connections the difference is 6 MB.
+  void Deadline(std::chrono::milliseconds after) {
+    deadline_.expires_after(after);  // a wait still pending ends with operation_aborted
+    deadline_.async_wait([weak = weak_from_this()](const boost::system::error_code& ec) {
+      if (ec) return;
+      auto self = weak.lock();
+      // A deadline moved after this one fired but before its handler ran does not close.
+      if (self && self->deadline_.expiry() <= std::chrono::steady_clock::now()) self->Close();
+    });
+  }
+  void NoDeadline() { deadline_.expires_at(std::chrono::steady_clock::time_point::max()); }
+  void Close() {
+    boost::system::error_code ignored;
+    deadline_.cancel();
+    socket_.close(ignored);
+  }
+
   void Uncount() {
     if (!counted_) return;
     --count_.open;
@@ -102,8 +123,8 @@ class Session : public std::enable_shared_from_this<Session> {
     // of the two it broke is told apart afterwards (414 or 431).
     parser_->header_limit(static_cast<std::uint32_t>(limits_.max_target + limits_.max_header));
     parser_->body_limit(std::numeric_limits<std::uint64_t>::max());  // set once the admission has seen the header
-    stream_.expires_after(std::chrono::milliseconds(limits_.header_timeout.value()));
-    http::async_read_header(stream_, buffer_, *parser_, [self = shared_from_this()](beast::error_code ec, size_t) {
+    Deadline(std::chrono::milliseconds(limits_.header_timeout.value()));
+    http::async_read_header(socket_, buffer_, *parser_, [self = shared_from_this()](beast::error_code ec, size_t) {
       self->OnHeader(ec);
     });
   }
@@ -158,12 +179,12 @@ class Session : public std::enable_shared_from_this<Session> {
   }
 
   void Admitted(bool spool) {
-    stream_.expires_after(std::chrono::milliseconds(limits_.body_timeout.value()));
+    Deadline(std::chrono::milliseconds(limits_.body_timeout.value()));
     // A client that asked before sending its body (curl does past 1 MiB) hears yes now, not
     // after its own 1 s wait; only admitted requests get this far.
     if (!parser_->is_done() && beast::iequals(parser_->get()[http::field::expect], "100-continue")) {
       static const std::string kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
-      asio::async_write(stream_, asio::buffer(kContinue), [self = shared_from_this(), spool](beast::error_code e, size_t) {
+      asio::async_write(socket_, asio::buffer(kContinue), [self = shared_from_this(), spool](beast::error_code e, size_t) {
         if (e) return;
         self->ReadBody(spool);
       });
@@ -183,14 +204,14 @@ class Session : public std::enable_shared_from_this<Session> {
       file_parser_->body_limit(limit_);
       file_parser_->get().body().open(spool_.c_str(), beast::file_mode::write, ec);
       if (ec) return Refuse(HttpResponse{507, fmt::format(R"({{"error":"cannot store the upload: {}"}})", ec.message())});
-      http::async_read(stream_, buffer_, *file_parser_, [self = shared_from_this()](beast::error_code e, size_t) {
+      http::async_read(socket_, buffer_, *file_parser_, [self = shared_from_this()](beast::error_code e, size_t) {
         self->OnRead(e);
       });
       return;
     }
     parser_->body_limit(limit_);
     if (parser_->is_done()) return OnRead(ec);
-    http::async_read(stream_, buffer_, *parser_, [self = shared_from_this()](beast::error_code e, size_t) {
+    http::async_read(socket_, buffer_, *parser_, [self = shared_from_this()](beast::error_code e, size_t) {
       self->OnRead(e);
     });
   }
@@ -226,7 +247,7 @@ class Session : public std::enable_shared_from_this<Session> {
     // Nothing more buffered (no pipelined request): the read buffer goes too. A connection
     // parked in a long poll then holds no buffer; the next read takes a new one (512 bytes).
     if (buffer_.size() == 0) buffer_.shrink_to_fit();
-    stream_.expires_never();  // a long poll may take a while; the handler answers when it can
+    NoDeadline();  // a long poll may take a while; the handler answers when it can
     auto self = shared_from_this();
     // An answer given while the handler runs is written once it returns; one given later (a
     // long poll, a group commit) is written at once. Never a trip through the loop's queue:
@@ -272,8 +293,8 @@ class Session : public std::enable_shared_from_this<Session> {
     res->keep_alive(keep_alive);
     res->body() = std::move(r.body);
     res->prepare_payload();
-    stream_.expires_after(std::chrono::milliseconds(limits_.body_timeout.value()));  // a client that never reads
-    http::async_write(stream_, *res, [self = shared_from_this(), res, keep_alive](beast::error_code ec, size_t) {
+    Deadline(std::chrono::milliseconds(limits_.body_timeout.value()));  // a client that never reads
+    http::async_write(socket_, *res, [self = shared_from_this(), res, keep_alive](beast::error_code ec, size_t) {
       self->Written(ec, keep_alive);
     });
   }
@@ -288,8 +309,8 @@ class Session : public std::enable_shared_from_this<Session> {
     for (const auto& [name, value] : r.headers) res->insert(name, value);
     res->keep_alive(keep_alive);
     res->prepare_payload();
-    stream_.expires_after(std::chrono::milliseconds(limits_.body_timeout.value()));
-    http::async_write(stream_, *res, [self = shared_from_this(), res, keep_alive](beast::error_code e, size_t) {
+    Deadline(std::chrono::milliseconds(limits_.body_timeout.value()));
+    http::async_write(socket_, *res, [self = shared_from_this(), res, keep_alive](beast::error_code e, size_t) {
       self->Written(e, keep_alive);
     });
   }
@@ -301,9 +322,9 @@ class Session : public std::enable_shared_from_this<Session> {
       Read();
     } else {
       beast::error_code ignored;
-      stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
+      socket_.shutdown(tcp::socket::shutdown_send, ignored);
       if (draining_) {
-        stream_.expires_after(std::chrono::seconds(10));
+        Deadline(std::chrono::seconds(10));
         Discard();
       }
     }
@@ -311,13 +332,14 @@ class Session : public std::enable_shared_from_this<Session> {
 
   void Discard() {
     discard_.resize(64 * 1024);
-    stream_.async_read_some(asio::buffer(discard_), [self = shared_from_this()](beast::error_code ec, size_t n) {
+    socket_.async_read_some(asio::buffer(discard_), [self = shared_from_this()](beast::error_code ec, size_t n) {
       self->discarded_ += n;
       if (!ec && self->discarded_ < (64u << 20)) self->Discard();
     });
   }
 
-  beast::tcp_stream stream_;
+  tcp::socket socket_;
+  asio::steady_timer deadline_;
   beast::flat_buffer buffer_;
   // Allocated while a request is read and dropped once it is handed over: a connection that
   // waits (a parked long poll, an idle keep-alive) holds no parser and no header fields.
