@@ -315,14 +315,8 @@ class Controller {
     // XID, an ECC count, a fault, a self-test asked), so a node whose GPUs never report one
     // (simulated ones) carries a pointer, not 448 bytes.
     Box<GpuFacts> facts;
-    GpuFacts& gpu_facts() {
-      if (!facts) facts.emplace();
-      return *facts;
-    }
-    const GpuFacts& gpu_facts() const {
-      static const GpuFacts kNone;
-      return facts ? *facts : kNone;
-    }
+    GpuFacts& gpu_facts() { return facts.ensure(); }
+    const GpuFacts& gpu_facts() const { return facts.value_or_default(); }
   };
 
   // What a submission must be (workdir, data site) and what the server fills in.

@@ -47,6 +47,16 @@ class Box {
     return *p_;
   }
   void reset() { p_.reset(); }
+  // The value, made (defaulted) on first use: what a writer calls.
+  T& ensure() {
+    if (!p_) p_ = std::make_unique<T>();
+    return *p_;
+  }
+  // The value, or a shared default one when there is none: what a reader calls (no allocation).
+  const T& value_or_default() const {
+    static const T kNone{};
+    return p_ ? *p_ : kNone;
+  }
 
   friend bool operator==(const Box& a, const Box& b)
     requires std::equality_comparable<T>

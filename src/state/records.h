@@ -138,14 +138,8 @@ struct JobRecord {
   int64_t array_index = 0;
   bool is_array() const { return array.has_value(); }
   // The array's progress (made on first change); a record that is no array reads zeros.
-  ArrayProgress& arr() {
-    if (!progress) progress.emplace();
-    return *progress;
-  }
-  const ArrayProgress& arr() const {
-    static const ArrayProgress kNone;
-    return progress ? *progress : kNone;
-  }
+  ArrayProgress& arr() { return progress.ensure(); }
+  const ArrayProgress& arr() const { return progress.value_or_default(); }
 };
 
 struct NodeRecord {
