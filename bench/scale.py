@@ -93,8 +93,9 @@ class Api:
 
 
 class Scale:
-    def __init__(self, gpupool, nodes, jobs, arrays, duration, workdir=None, gpus="8xH100"):
+    def __init__(self, gpupool, nodes, jobs, arrays, duration, workdir=None, gpus="8xH100", server_args=()):
         self.gpupool = os.path.abspath(gpupool)
+        self.server_args = list(server_args)
         self.nodes, self.jobs, self.arrays, self.duration, self.gpus = nodes, jobs, arrays, duration, gpus
         self.dir = workdir or tempfile.mkdtemp(prefix="gpupool-scale-")
         self.port = free_port()
@@ -107,7 +108,7 @@ class Scale:
     def start_server(self):
         self.server = subprocess.Popen(
             [self.gpupool, "server", "--listen", f"127.0.0.1:{self.port}", "--data-dir", f"{self.dir}/server",
-             "--policy", "fifo", "--events-retain", "0"],
+             "--policy", "fifo", "--events-retain", "0", *self.server_args],
             stdout=subprocess.PIPE, stderr=open(f"{self.dir}/server.log", "a"), text=True)
         line = self.server.stdout.readline()
         if "listening" not in line:
@@ -136,6 +137,15 @@ class Scale:
              "--nodes", str(self.nodes), "--gpus", self.gpus, "--duration", f"{self.duration}s", "--sites", str(max(1, self.nodes // 1000)),
              "--control", f"127.0.0.1:{self.control}", "--record", f"{self.dir}/started.txt"],
             stdout=subprocess.DEVNULL, stderr=open(f"{self.dir}/hollow.log", "a"))
+
+    def metric(self, name):
+        """A counter or gauge of the server's /metrics (0 when absent)."""
+        c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        c.request("GET", "/metrics")
+        for line in c.getresponse().read().decode().splitlines():
+            if line.startswith(name + " ") or line.startswith(name + "{"):
+                return float(line.rsplit(" ", 1)[1])
+        return 0.0
 
     def hollow_counts(self):
         c = http.client.HTTPConnection("127.0.0.1", self.control, timeout=10)
@@ -380,10 +390,12 @@ def main():
     ap.add_argument("--arrays", type=int, default=10)
     ap.add_argument("--duration", type=float, default=60)
     ap.add_argument("--out", default="")
+    ap.add_argument("--server-arg", action="append", default=[],
+                    help="one more argument for `gpupool server` (repeatable), e.g. --server-arg=--max-queued-heartbeats=64")
     ap.add_argument("--storm-only", action="store_true",
                     help="stop after the storm (registration, memory, the queued-to-started rate, listing latency)")
     a = ap.parse_args()
-    s = Scale(a.gpupool, a.nodes, a.jobs, a.arrays, a.duration)
+    s = Scale(a.gpupool, a.nodes, a.jobs, a.arrays, a.duration, server_args=a.server_arg)
     try:
         s.start_server()
         time.sleep(0.5)
@@ -399,6 +411,7 @@ def main():
         st = s.out["storm"]
         st["rss_above_empty_kib"] = st["server_rss_peak_kib"] - s.out["server_rss_empty_kib"]
         st["rss_budget_kib"] = s.jobs + 4 * s.nodes
+        st["heartbeats_held"] = s.metric("gpupool_heartbeats_held_total")
         if not a.storm_only:
             s.out["server_cpu_busy_heartbeats"] = round(s.cpu_over(10), 3)
             s.move_one_node()

@@ -172,6 +172,7 @@ class Session : public std::enable_shared_from_this<Session> {
       return Refuse(TooLong("body", limit_, 413));
     }
     if (adm.hold) {
+      dropped_ = std::move(adm.dropped);
       adm.hold([self = shared_from_this(), spool = adm.spool] { self->Admitted(spool); });
       return;
     }
@@ -203,7 +204,10 @@ class Session : public std::enable_shared_from_this<Session> {
       file_parser_ = std::make_unique<http::request_parser<http::file_body>>(std::move(*parser_));
       file_parser_->body_limit(limit_);
       file_parser_->get().body().open(spool_.c_str(), beast::file_mode::write, ec);
-      if (ec) return Refuse(HttpResponse{507, fmt::format(R"({{"error":"cannot store the upload: {}"}})", ec.message())});
+      if (ec) {
+        Dropped();
+        return Refuse(HttpResponse{507, fmt::format(R"({{"error":"cannot store the upload: {}"}})", ec.message())});
+      }
       http::async_read(socket_, buffer_, *file_parser_, [self = shared_from_this()](beast::error_code e, size_t) {
         self->OnRead(e);
       });
@@ -216,9 +220,19 @@ class Session : public std::enable_shared_from_this<Session> {
     });
   }
 
+  // A held request that will not reach the handler: its holder hears of it once.
+  void Dropped() {
+    if (!dropped_) return;
+    auto d = std::move(dropped_);
+    dropped_ = nullptr;
+    d();
+  }
+
   void OnRead(beast::error_code ec) {
+    if (ec) Dropped();
     if (ec == http::error::body_limit) return Refuse(TooLong("body", limit_, 413));
     if (ec) return;  // closed, timed out, or not HTTP: drop the connection
+    dropped_ = nullptr;  // handed over from here on
     HttpRequest r;
     auto fill = [&](const auto& req) {
       r.method = std::string(req.method_string());
@@ -345,6 +359,7 @@ class Session : public std::enable_shared_from_this<Session> {
   // waits (a parked long poll, an idle keep-alive) holds no parser and no header fields.
   std::unique_ptr<http::request_parser<http::string_body>> parser_;
   std::unique_ptr<http::request_parser<http::file_body>> file_parser_;
+  std::function<void()> dropped_;  // a held request's holder, until it is handed over
   std::filesystem::path spool_;
   const HttpHandler& handler_;
   const AdmitFn& admit_;

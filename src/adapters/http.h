@@ -67,6 +67,9 @@ struct Admission {
   // resumes it and reads nothing more until that is called (on the loop's thread): the rest of
   // the body waits in the kernel's socket buffer, not in the server's memory.
   std::function<void(std::function<void()> resume)> hold;
+  // With `hold`: called if the connection ends (or its body is refused) after the hold and
+  // before the request reaches the handler, so that whoever counted it as arrived knows.
+  std::function<void()> dropped;
 };
 using AdmitFn = std::function<Admission(const RequestHead&)>;
 

@@ -117,6 +117,11 @@ Api::Api(Controller& controller, EventLoop& loop, ApiOptions options)
                     .Help("Queued jobs looked at by one scheduling pass.")
                     .Register(*registry_)
                     .Add({}, prometheus::Histogram::BucketBoundaries{1, 10, 100, 1000, 10000, 100000});
+  beats_held_ = &prometheus::BuildCounter()
+                     .Name("gpupool_heartbeats_held_total")
+                     .Help("Heartbeats held at their header because too many were waiting (back-pressure on agents).")
+                     .Register(*registry_)
+                     .Add({});
   detection_seconds_ = &prometheus::BuildHistogram()
                             .Name("gpupool_failure_detection_seconds")
                             .Help("Silence of a node, from the server's last answer, when it was declared down.")
@@ -398,11 +403,15 @@ Admission Api::Admit(const RequestHead& head) const {
     return Admission{.refuse = Fail(401, why), .body_limit = 0};
   }
   if (caller.kind == Caller::Kind::kNode && head.method == "POST" && path == "/v1/agent/heartbeat" &&
-      beats_.size() + held_beats_.size() >= kMaxQueuedBeats) {
-    return Admission{.body_limit = options_.body_limit, .hold = [this, node = caller.node](std::function<void()> resume) {
+      beats_.size() + held_beats_.size() >= options_.max_queued_heartbeats) {
+    beats_held_->Increment();
+    return Admission{.body_limit = options_.body_limit,
+                     .hold = [this, node = caller.node](std::function<void()> resume) {
                        c_.HoldingHeartbeat(node, /*arrived=*/true);
                        held_beats_.push_back(std::move(resume));
-                     }};
+                     },
+                     // Its connection died while held: the node's silence counts again from now.
+                     .dropped = [this, node = caller.node] { c_.HoldReleased(node); }};
   }
   // A node's checkpoint upload: up to the controller's limit, streamed to a file as it comes.
   if (caller.kind == Caller::Kind::kNode && head.method == "PUT" && path.starts_with("/v1/agent/checkpoints/")) {
@@ -711,7 +720,7 @@ void Api::DrainBeats() {
   }
   // Room again: as many held heartbeats read their bodies as a turn handles (they join the
   // queue as their bytes arrive), so the queue stays near its bound while the storm lasts.
-  for (int n = 0; n < kBeatsPerTurn && !held_beats_.empty() && beats_.size() < kMaxQueuedBeats; ++n) {
+  for (int n = 0; n < kBeatsPerTurn && !held_beats_.empty() && beats_.size() < options_.max_queued_heartbeats; ++n) {
     std::function<void()> resume = std::move(held_beats_.front());
     held_beats_.pop_front();
     resume();

@@ -11,6 +11,7 @@
 #include "adapters/http.h"
 #include "controller/controller.h"
 
+#include <prometheus/counter.h>
 #include <prometheus/histogram.h>
 #include <prometheus/registry.h>
 
@@ -23,6 +24,9 @@ struct ApiOptions {
   std::filesystem::path web_dir;          // the dashboard's built files (web/dist); empty: none
   Millis max_poll{2'000};  // the longest a heartbeat is held
   size_t body_limit = 1 << 20;  // request bodies, except checkpoint uploads (the controller's limit)
+  // Past this many heartbeats waiting to be handled, a node's next one is held at its header
+  // (its body left in the kernel) until the queue has room: back-pressure on the fleet.
+  size_t max_queued_heartbeats = 1024;
 };
 
 class Api {
@@ -62,11 +66,11 @@ class Api {
     Respond respond;
   };
   static constexpr int kBeatsPerTurn = 64;
-  // Past this many heartbeats waiting, a node's next heartbeat is held at its header (the
-  // node's silence is the server's, as for a queued one) and its body left in the kernel until
-  // the queue has room: 10,000 nodes reporting at once cost their headers, not their bodies.
-  static constexpr size_t kMaxQueuedBeats = 1024;
+  // Past options_.max_queued_heartbeats waiting, a node's next heartbeat is held at its header
+  // (the node's silence is the server's, as for a queued one) and its body left in the kernel
+  // until the queue has room: 10,000 nodes reporting at once cost their headers, not bodies.
   mutable std::deque<std::function<void()>> held_beats_;  // connections to resume, oldest first
+  prometheus::Counter* beats_held_ = nullptr;
   std::deque<PendingBeat> beats_;
   bool draining_ = false;
   // The heartbeat's answer once its news is stored: at once when there is work (or the agent

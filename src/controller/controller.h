@@ -189,6 +189,9 @@ class Controller {
   Millis heartbeat_interval() const;
   // The API holds this node's heartbeat (queued, or a long poll): it is waiting on the server,
   // not silent. `arrived`: it has just come in (the node spoke now).
+  // A held heartbeat that will not be handled (its connection ended): from now on the node's
+  // silence is its own again.
+  void HoldReleased(const std::string& node);
   void HoldingHeartbeat(const std::string& node, bool arrived = false);
   std::filesystem::path LogPath(JobId id, int task, std::string_view stream) const;
 

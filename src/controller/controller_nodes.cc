@@ -424,6 +424,10 @@ void Controller::HoldingHeartbeat(const std::string& node, bool arrived) {
   slot->detector.Held();
 }
 
+void Controller::HoldReleased(const std::string& node) {
+  if (NodeSlot* slot = SlotByName(node)) slot->detector.Replied(clock_.Now());
+}
+
 HeartbeatReply Controller::TakeWork(const std::string& node) {
   HeartbeatReply reply;
   NodeSlot* slot = SlotByName(node);

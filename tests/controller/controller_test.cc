@@ -231,6 +231,34 @@ TEST(ControllerTest, SubmissionsAreAcknowledgedWhenTheirWriteIsDurable) {
   EXPECT_TRUE(journal.later.empty()) << "and writes nothing more";
 }
 
+// A heartbeat held by the server (queued, or held at its header under back-pressure) is the
+// server's wait, not the node's silence: however long it is held, the node is not declared
+// down. If the held request's connection dies before it is handled, the hold is released and
+// a node that has really gone is declared down as usual.
+TEST(ControllerTest, AHeldHeartbeatIsNotSilenceUntilItsConnectionDies) {
+  Scene e;
+  e.Join("a", 4);
+  for (int i = 0; i < 10; ++i) {
+    e.clock.Advance(Millis{500});
+    e.Beat("a");
+    e.c->Tick();
+  }
+  e.c->HoldingHeartbeat("a", /*arrived=*/true);
+  for (int i = 0; i < 100; ++i) {  // 10 s held
+    e.clock.Advance(Millis{100});
+    e.c->Tick();
+  }
+  EXPECT_EQ(e.c->NodeCondition("a"), "ready") << "a held heartbeat is the server's wait";
+  e.c->HoldReleased("a");  // its connection died while held
+  int64_t silent = 0;
+  while (e.c->NodeCondition("a") != "down" && silent < 10'000) {
+    e.clock.Advance(Millis{50});
+    silent += 50;
+    e.c->Tick();
+  }
+  EXPECT_LE(silent, 2000) << "once released, the node's silence counts: down within 2 s";
+}
+
 // A gang over two 8-GPU nodes: torchrun's variables, then one task fails with 2 and the other
 // is told to stop; the job fails with the first failure's code.
 TEST(ControllerTest, GangEnvAndFailure) {

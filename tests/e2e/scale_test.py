@@ -3,7 +3,8 @@ hollow --nodes 1000` (the real agent protocol over 1,000 real connections). The 
 `make bench-scale` (bench/scale.py), smaller, with its outcomes checked rather than its speed:
 
   1. 10,000 one-GPU jobs submitted as arrays: every one is placed and started on a hollow node,
-     and the listing answers throughout;
+     and the listing answers throughout, with the server's heartbeat queue kept small (32) so
+     that heartbeats are held at their headers (back-pressure) during the storm;
   2. one node's heartbeats stop: its jobs run elsewhere within 5 s (detection and the lease);
   3. kill -9 of the server with everything in its store: it serves again, every job is there,
      every running element is adopted, and no task attempt was started twice (the hollow
@@ -21,7 +22,9 @@ from pool import Checks  # noqa: E402
 
 def main(gpupool):
     c = Checks()
-    s = Scale(gpupool, nodes=1000, jobs=10000, arrays=10, duration=30)
+    # A small heartbeat queue, so that the storm's heartbeats are held at their headers
+    # (back-pressure) and everything below must hold with the held path in use.
+    s = Scale(gpupool, nodes=1000, jobs=10000, arrays=10, duration=30, server_args=["--max-queued-heartbeats", "32"])
     try:
         s.start_server()
         s.start_hollow()
@@ -29,6 +32,8 @@ def main(gpupool):
         c.check(s.hollow_counts()["registered"] == 1000, "1,000 hollow nodes registered")
         c.check(s.storm(), f"every job started on a hollow node: {s.out['storm']['started']} of 10000")
         st = s.out["storm"]
+        held = s.metric("gpupool_heartbeats_held_total")
+        c.check(held > 0, f"heartbeats were held at their headers under the storm ({held:.0f})")
         c.check(st["list_limit100_ms"]["samples"] > 10, f"the listing answered during the storm ({st['list_limit100_ms']})")
         c.check(s.move_one_node(), f"a silent node's jobs run elsewhere: {s.out['move']}")
         mv = s.out["move"]

@@ -45,6 +45,7 @@ struct ServerArgs {
   std::string policy = "balanced";
   uint64_t seed = 1;
   size_t body_limit = 1 << 20;
+  size_t max_queued_heartbeats = 1024;
   std::string lease = "1800ms";
   std::string header_timeout = "15s";
   int max_retries = 3;
@@ -155,7 +156,8 @@ Result<std::unique_ptr<Server>> StartServer(const ServerArgs& a) {
   if (Status s = srv->controller->Recover(); !s.ok()) return tl::unexpected(s);
   srv->api = std::make_unique<Api>(*srv->controller, srv->loop,
                                    ApiOptions{.admin_token = *admin, .join_token = *join, .event_source = "gpupool://" + a.listen,
-                                              .web_dir = FindWebDir(a.web_dir), .body_limit = a.body_limit});
+                                              .web_dir = FindWebDir(a.web_dir), .body_limit = a.body_limit,
+                                              .max_queued_heartbeats = a.max_queued_heartbeats});
   Api* api = srv->api.get();
   if (!a.events.empty()) {
     auto opts = ParseKafkaUrl(a.events);
@@ -470,6 +472,10 @@ void AddPoolCommands(CLI::App& app, int* exit_code) {
   server->add_option("--seed", s->seed, "seed for randomised policies");
   server->add_option("--header-timeout", s->header_timeout,
                      "a request's header must arrive within this, else the connection is closed (slow clients), default 15s");
+  server->add_option("--max-queued-heartbeats", s->max_queued_heartbeats,
+                     "past this many heartbeats waiting, a node's next one is held at its header, its body left in the "
+                     "kernel until there is room (back-pressure on a large fleet), default 1024")
+      ->check(CLI::Range(size_t{1}, size_t{1} << 20));
   server->add_option("--lease", s->lease,
                      "how long a task runs on without word from the server before it stops itself; "
                      "a dead node's jobs move after this (default 1800ms)");
