@@ -392,7 +392,7 @@ Status Controller::ApplyHeartbeat(const gp::Heartbeat& h) {
   }
   // Attempts handed to this agent that it neither runs nor reported: lost (the agent restarted,
   // or the process vanished without a report). That is no fault of the job's: fail over.
-  const std::set<TaskKey>& on = cluster_.TasksOn(slot->record.spec.id);
+  const ClusterState::TaskSet& on = cluster_.TasksOn(slot->record.spec.id);
   const std::vector<TaskKey> active(on.begin(), on.end());
   for (const TaskKey& key : active) {
     JobRecord* jp = current(key.job, key.task, key.attempt);

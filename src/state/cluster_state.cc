@@ -12,8 +12,8 @@ ClusterState::ClusterState(const Fleet& fleet, Policy policy, ClusterOptions opt
     : policy_(std::move(policy)), options_(options), listener_(listener), rng_(options.seed), sched_(fleet),
       queue_(*policy_.queue) {}
 
-const std::set<TaskKey>& ClusterState::TasksOn(NodeId node) const {
-  static const std::set<TaskKey> kNone;
+const ClusterState::TaskSet& ClusterState::TasksOn(NodeId node) const {
+  static const TaskSet kNone;
   return node.value() < on_node_.size() ? on_node_[node.value()] : kNone;
 }
 
