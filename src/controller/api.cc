@@ -402,8 +402,8 @@ Admission Api::Admit(const RequestHead& head) const {
   if (std::string why = Forbidden(caller, head.method, path); !why.empty()) {
     return Admission{.refuse = Fail(401, why), .body_limit = 0};
   }
-  if (caller.kind == Caller::Kind::kNode && head.method == "POST" && path == "/v1/agent/heartbeat" &&
-      beats_.size() + held_beats_.size() >= options_.max_queued_heartbeats) {
+  if (options_.max_queued_heartbeats > 0 && caller.kind == Caller::Kind::kNode && head.method == "POST" &&
+      path == "/v1/agent/heartbeat" && beats_.size() + held_beats_.size() >= options_.max_queued_heartbeats) {
     beats_held_->Increment();
     return Admission{.body_limit = options_.body_limit,
                      .hold = [this, node = caller.node](std::function<void()> resume) {

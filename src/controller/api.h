@@ -28,8 +28,9 @@ struct ApiOptions {
   Millis max_poll{2'000};  // the longest a heartbeat is held
   size_t body_limit = 1 << 20;  // request bodies, except checkpoint uploads (the controller's limit)
   // Past this many heartbeats waiting to be handled, a node's next one is held at its header
-  // (its body left in the kernel) until the queue has room: back-pressure on the fleet.
-  size_t max_queued_heartbeats = 1024;
+  // (its body left in the kernel) until the queue has room: back-pressure on the fleet. 0: no
+  // limit (the default until its effect on a loaded server's liveness is understood).
+  size_t max_queued_heartbeats = 0;
 };
 
 class Api {

@@ -45,7 +45,7 @@ struct ServerArgs {
   std::string policy = "balanced";
   uint64_t seed = 1;
   size_t body_limit = 1 << 20;
-  size_t max_queued_heartbeats = 1024;
+  size_t max_queued_heartbeats = 0;
   std::string lease = "1800ms";
   std::string header_timeout = "15s";
   int max_retries = 3;
@@ -474,8 +474,8 @@ void AddPoolCommands(CLI::App& app, int* exit_code) {
                      "a request's header must arrive within this, else the connection is closed (slow clients), default 15s");
   server->add_option("--max-queued-heartbeats", s->max_queued_heartbeats,
                      "past this many heartbeats waiting, a node's next one is held at its header, its body left in the "
-                     "kernel until there is room (back-pressure on a large fleet), default 1024")
-      ->check(CLI::Range(size_t{1}, size_t{1} << 20));
+                     "kernel until there is room (back-pressure on a large fleet); default 0: no limit")
+      ->check(CLI::Range(size_t{0}, size_t{1} << 20));
   server->add_option("--lease", s->lease,
                      "how long a task runs on without word from the server before it stops itself; "
                      "a dead node's jobs move after this (default 1800ms)");
