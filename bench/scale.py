@@ -392,6 +392,7 @@ def main():
     ap.add_argument("--out", default="")
     ap.add_argument("--server-arg", action="append", default=[],
                     help="one more argument for `gpupool server` (repeatable), e.g. --server-arg=--max-queued-heartbeats=64")
+    ap.add_argument("--keep", action="store_true", help="keep the run's directory (store, logs, the hollow record)")
     ap.add_argument("--storm-only", action="store_true",
                     help="stop after the storm (registration, memory, the queued-to-started rate, listing latency)")
     a = ap.parse_args()
@@ -420,6 +421,10 @@ def main():
             s.accept_rate()
     finally:
         s.stop()
+        if a.keep:
+            print(f"kept {s.dir}", file=sys.stderr)
+        else:
+            shutil.rmtree(s.dir, ignore_errors=True)
     text = json.dumps(s.out, indent=2)
     print(text)
     if a.out:

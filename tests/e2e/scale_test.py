@@ -12,6 +12,7 @@ hollow --nodes 1000` (the real agent protocol over 1,000 real connections). The 
 The figures are printed (docs/benchmarks.md has the 10,000-node ones)."""
 import json
 import os
+import shutil
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "bench"))
@@ -48,6 +49,7 @@ def main(gpupool):
         print(json.dumps({k: v for k, v in s.out.items() if k != "storm"} | {"storm": {k: v for k, v in st.items() if k != "arrays"}}))
     finally:
         s.stop()
+        shutil.rmtree(s.dir, ignore_errors=True)
     return c.done()
 
 
