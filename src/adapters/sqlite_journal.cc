@@ -93,7 +93,8 @@ void SqliteJournal::CheckpointLoop() {
     // Under a steady stream of commits a passive checkpoint never quite catches up, and the
     // log is only started again from its beginning once one has: past 4,096 pages (16 MiB) the
     // rest is copied with writers held off for that moment (what is left is small) and the
-    // log truncated.
+    // log started again from its beginning. Restarted, not truncated: the file keeps its
+    // size, so a commit's fdatasync overwrites and writes no change of size.
     if (log >= 4096) sqlite3_wal_checkpoint_v2(ckpt_db_, nullptr, SQLITE_CHECKPOINT_RESTART, nullptr, nullptr);
     lock.lock();
   }
@@ -152,6 +153,8 @@ void SqliteJournal::WaitForWrites() {
   lock.unlock();
   sync_cv_.notify_one();
   if (syncer_.joinable()) syncer_.join();
+  lock.lock();
+  sync_stop_ = false;  // a later PutJobsLater starts a syncer again
 }
 
 SqliteJournal::~SqliteJournal() {

@@ -47,7 +47,7 @@ class SqliteJournal final : public Journal {
   Result<Events> EventsBetween(uint64_t after, uint64_t up_to, size_t limit);
   uint64_t durable_event_seq() const { return durable_seq_.load(); }
   // Makes the writes handed to the syncer durable, calls their `done`, and stops the syncer
-  // (the server does it before its loop and controller go).
+  // (the server does it before its loop and controller go; a later PutJobsLater starts one).
   void WaitForWrites();
 
  private:

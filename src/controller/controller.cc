@@ -76,31 +76,30 @@ void Controller::Inconsistent(const Status& s) {
   if (on_store_error) on_store_error(Status(StatusCode::kInternal, "internal inconsistency: " + s.message()));
 }
 
-Status Controller::StoreChanged() {
+std::vector<std::pair<uint64_t, std::string>> Controller::TakeChangedRows() {
   if (cluster_.inconsistencies() != inconsistencies_seen_) {
     stats_.inconsistencies += cluster_.inconsistencies() - inconsistencies_seen_ - 1;  // Inconsistent() counts one
     inconsistencies_seen_ = cluster_.inconsistencies();
     Inconsistent(cluster_.last_inconsistency());
   }
   const std::vector<uint64_t> ids = cluster_.TakeChanged();
-  if (ids.empty()) return Status::Ok();
-  std::vector<std::pair<uint64_t, std::string>> batch;
-  batch.reserve(ids.size());
-  for (uint64_t id : ids) {
-    if (const JobRecord* j = cluster_.Find(JobId{id})) batch.emplace_back(id, JobToJson(*j));
-  }
-  return WriteWithEvents([&](const Events& e) { return journal_.PutJobs(batch, e); });
-}
-
-void Controller::StoreChangedLater(std::function<void(const Status&)> then) {
-  if (cluster_.inconsistencies() != inconsistencies_seen_) (void)StoreChanged();  // reports them; stores too
-  const std::vector<uint64_t> ids = cluster_.TakeChanged();
-  if (ids.empty() && pending_events_.empty()) return then(Status::Ok());
   std::vector<std::pair<uint64_t, std::string>> rows;
   rows.reserve(ids.size());
   for (uint64_t id : ids) {
     if (const JobRecord* j = cluster_.Find(JobId{id})) rows.emplace_back(id, JobToJson(*j));
   }
+  return rows;
+}
+
+Status Controller::StoreChanged() {
+  const auto rows = TakeChangedRows();
+  if (rows.empty()) return Status::Ok();
+  return WriteWithEvents([&](const Events& e) { return journal_.PutJobs(rows, e); });
+}
+
+void Controller::StoreChangedLater(std::function<void(const Status&)> then) {
+  auto rows = TakeChangedRows();
+  if (rows.empty() && pending_events_.empty()) return then(Status::Ok());
   Events events = std::move(pending_events_);
   pending_events_.clear();
   const bool announce = !events.empty();
@@ -201,8 +200,7 @@ Status Controller::Validate(JobRecord& r) {
   r.tasks.clear();
   r.exit_code.reset();
   r.array_of = 0;  // elements are the server's to make
-  r.arr().expanded = 0;
-  r.arr().skipped = 0;
+  r.progress.reset();  // an array's progress is the server's (and a plain job has none)
   if (r.array) {
     // Checked once for every element: they share the spec.
     if (Status s = cluster_.Admit(r.spec); !s.ok()) return s;
@@ -477,7 +475,7 @@ LaunchContext Controller::ContextOf(const JobRecord& j) const {
 void Controller::Launch(const JobRecord& j) {
   for (int t = 0; t < static_cast<int>(j.tasks.size()); ++t) {
     const TaskRecord& task = j.tasks[static_cast<size_t>(t)];
-    if (task.started || task.exit_code || task.signal) continue;
+    if (!AwaitsLaunch(task)) continue;
     NodeSlot* slot = SlotByName(task.node);
     if (!slot) continue;
     slot->launches.push_back(TaskKey{j.spec.id.value(), t, j.attempt});

@@ -333,6 +333,8 @@ class Controller {
   // Stores every job the cluster state changed since the last store, in one write with the
   // pending events.
   Status StoreChanged();
+  // The cluster state's changed jobs as rows to store (and any inconsistency it found, reported).
+  std::vector<std::pair<uint64_t, std::string>> TakeChangedRows();
   // The same write, made durable by the journal later (PutJobsLater); `then` runs on the loop
   // with the outcome (a failure has already stopped the server acknowledging).
   void StoreChangedLater(std::function<void(const Status&)> then);

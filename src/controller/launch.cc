@@ -16,7 +16,7 @@ std::optional<TaskLaunch> PrepareLaunch(const JobRecord& j, int i, const LaunchC
   if (i < 0 || i >= static_cast<int>(j.tasks.size())) return std::nullopt;
   const int world = static_cast<int>(j.tasks.size());
   const TaskRecord& t = j.tasks[static_cast<size_t>(i)];
-  if (t.started || t.exit_code || t.signal) return std::nullopt;
+  if (!AwaitsLaunch(t)) return std::nullopt;
   const std::string gpus = GpuList(t.allocation.gpu_mask);
   TaskLaunch l{.job = j.spec.id.value(), .task = i, .attempt = j.attempt, .command = j.command, .env = j.env, .workdir = j.workdir,
                .gpu_mask = t.allocation.gpu_mask, .cpu = t.allocation.cpu, .memory = t.allocation.memory};
@@ -64,14 +64,6 @@ std::optional<TaskLaunch> PrepareLaunch(const JobRecord& j, int i, const LaunchC
     }
   }
   return l;
-}
-
-std::vector<std::pair<std::string, TaskLaunch>> PrepareLaunches(const JobRecord& j, const LaunchContext& ctx) {
-  std::vector<std::pair<std::string, TaskLaunch>> out;
-  for (int i = 0; i < static_cast<int>(j.tasks.size()); ++i) {
-    if (auto l = PrepareLaunch(j, i, ctx)) out.emplace_back(j.tasks[static_cast<size_t>(i)].node, std::move(*l));
-  }
-  return out;
 }
 
 }  // namespace gp

@@ -19,17 +19,19 @@ struct LaunchContext {
   const ArraySpec* array = nullptr;       // an array element's array
 };
 
-// The launches of every task of the job's current attempt that has neither started nor ended,
-// in task order, each with the name of its node. Each gets CUDA_VISIBLE_DEVICES (and
+// Whether a task of the job's current attempt still waits to be launched: neither started nor
+// ended.
+inline bool AwaitsLaunch(const TaskRecord& t) { return !t.started && !t.exit_code && !t.signal; }
+
+// Task `task`'s launch (nullopt when it does not await one, or there is no such task). It gets
+// CUDA_VISIBLE_DEVICES (and
 // NVIDIA_VISIBLE_DEVICES) of its GPUs, GPUPOOL_JOB_ID, _JOB_NAME, _TASK_INDEX, _ATTEMPT, _NODE,
 // _GPUS, GPUPOOL_CHECKPOINT_DIR (or carry_checkpoint), and the torch.distributed variables RANK,
 // WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR, MASTER_PORT. An array element also gets
 // GPUPOOL_ARRAY_JOB_ID and GPUPOOL_ARRAY_INDEX, and Slurm's SLURM_ARRAY_JOB_ID,
 // SLURM_ARRAY_TASK_ID, _TASK_MIN, _TASK_MAX, _TASK_COUNT (and _TASK_STEP for one stepped
-// range), so that existing array scripts run unchanged.
-std::vector<std::pair<std::string, TaskLaunch>> PrepareLaunches(const JobRecord& job, const LaunchContext& ctx);
-// Task `task`'s launch alone, as PrepareLaunches gives it; nullopt when it has started or ended
-// (or there is no such task).
+// range), so that existing array scripts run unchanged. The server prepares it when the agent
+// takes it, not when the job is placed.
 std::optional<TaskLaunch> PrepareLaunch(const JobRecord& job, int task, const LaunchContext& ctx);
 
 // "0,2,3": the GPU indices of a mask.

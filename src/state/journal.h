@@ -1,8 +1,8 @@
 // Where the controller makes its records durable. A Put returns only once the record would
-// survive a crash (the SQLite journal commits in WAL mode with synchronous=FULL), so the
-// controller acknowledges a job only after PutJob succeeded. Records are opaque JSON text
+// survive a crash (the SQLite journal fsyncs its write-ahead log), so the controller
+// acknowledges a job only after its write succeeded. Records are opaque JSON text
 // (wire/ encodes them). Called from the controller's event loop only (PutJobsLater's `done`
-// may come from the journal's own writer thread).
+// may come from the journal's own syncer thread).
 #pragma once
 
 #include <cstdint>
@@ -41,12 +41,11 @@ class Journal {
   virtual ~Journal() = default;
   // Each writes its records and the events given in one transaction.
   virtual Status PutJobs(const std::vector<std::pair<uint64_t, std::string>>& jobs, const Events& events) = 0;
-  // As PutJobs, but the caller need not wait: `done` gets the outcome once the write is durable
-  // (or failed). A journal with a writer thread of its own (SqliteJournal) returns at once and
-  // calls `done` on that thread, so the caller's thread prepares more work during the fsync;
-  // every other call first waits for the writes handed over before it, so records and events
-  // reach the store in the order they were made. This default writes now and calls `done`
-  // before it returns.
+  // As PutJobs, but the caller need not wait for the disk: `done` gets the outcome once the
+  // write is durable (or failed). SqliteJournal writes the transaction now, in call order with
+  // every other write, and calls `done` from its syncer thread after the fsync that covers it,
+  // so the caller's thread goes on meanwhile. This default writes and syncs now and calls
+  // `done` before it returns.
   using WriteDone = std::function<void(Status)>;
   virtual void PutJobsLater(std::vector<std::pair<uint64_t, std::string>> jobs, Events events, WriteDone done) {
     done(PutJobs(jobs, events));

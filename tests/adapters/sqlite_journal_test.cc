@@ -7,6 +7,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <mutex>
 #include <filesystem>
@@ -91,12 +92,20 @@ TEST(SqliteJournalTest, LaterWritesAreDurableInOrderAndEventsShowOnlyOnceDurable
     auto bounded = (*j)->EventsBetween(0, 50, 1000);
     ASSERT_TRUE(bounded);
     EXPECT_EQ(bounded->size(), 50u);
+    // Writes handed over after the syncer was stopped still get their answers, however far
+    // apart they come.
+    std::atomic<int> answered = 0;
+    (*j)->PutJobsLater({{kWrites + 1, R"({"id":"x"})"}}, {}, [&](Status s) { answered += s.ok(); });
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    (*j)->PutJobsLater({{kWrites + 2, R"({"id":"y"})"}}, {}, [&](Status s) { answered += s.ok(); });
+    (*j)->WaitForWrites();
+    EXPECT_EQ(answered.load(), 2) << "a stopped syncer starts again";
   }
   auto again = SqliteJournal::Open(path);
   ASSERT_TRUE(again) << again.error().message();
   auto contents = (*again)->Load();
   ASSERT_TRUE(contents) << contents.error().message();
-  EXPECT_EQ(contents->jobs.size(), static_cast<size_t>(kWrites));
+  EXPECT_EQ(contents->jobs.size(), static_cast<size_t>(kWrites) + 2);
   EXPECT_EQ(contents->last_event_seq, static_cast<uint64_t>(kWrites));
   EXPECT_EQ((*again)->durable_event_seq(), static_cast<uint64_t>(kWrites)) << "what a store opens with is durable";
   std::filesystem::remove_all(dir);
