@@ -257,7 +257,7 @@ class Scale:
             "first_wave_seconds": round(t_first_wave - t0, 3) if t_first_wave else None,
             "queued_to_started_per_s": round(first_wave / (t_first_wave - t0)) if t_first_wave else None,
             "all_started_seconds": round(t_all - t0, 3),
-            "list_limit100_ms": {"p50": q(0.5), "p99": q(0.99), "max": q(1.0), "samples": len(lat), "slow": slow[:20]},
+            "list_limit100_ms": {"p50": q(0.5), "p99": q(0.99), "max": q(1.0), "samples": len(lat), "slowest": sorted(slow, key=lambda x: -x[1])[:20]},
             "server_rss_peak_kib": peak_rss[0],
         }
         return started >= self.jobs
@@ -413,6 +413,11 @@ def main():
         st["rss_above_empty_kib"] = st["server_rss_peak_kib"] - s.out["server_rss_empty_kib"]
         st["rss_budget_kib"] = s.jobs + 4 * s.nodes
         st["heartbeats_held"] = s.metric("gpupool_heartbeats_held_total")
+        # Nodes declared down during the storm (none should be: every node is alive), and the
+        # nodes that looked silent only because the server had not yet read their heartbeat.
+        st["nodes_declared_down"] = s.metric("gpupool_failure_detection_seconds_count")
+        st["heartbeats_unread_at_deadline"] = s.metric("gpupool_heartbeats_unread_at_deadline_total")
+        st["server_stalls"] = s.metric("gpupool_server_stalls_total")
         if not a.storm_only:
             s.out["server_cpu_busy_heartbeats"] = round(s.cpu_over(10), 3)
             s.move_one_node()

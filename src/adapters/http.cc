@@ -54,7 +54,7 @@ HttpResponse TooLong(std::string_view what, size_t limit, int status) {
   return HttpResponse{status, fmt::format(R"({{"error":"request {} over {} bytes"}})", what, limit)};
 }
 
-class Session : public std::enable_shared_from_this<Session> {
+class Session : public HttpConnection, public std::enable_shared_from_this<Session> {
  public:
   Session(tcp::socket socket, const HttpHandler& handler, const AdmitFn& admit, const ServerLimits& limits,
           ConnectionCount& count)
@@ -69,6 +69,15 @@ class Session : public std::enable_shared_from_this<Session> {
   }
 
   void Start() { Read(); }
+
+  bool InputWaiting() const override {
+    if (!socket_.is_open()) return false;
+    boost::system::error_code ec;
+    const size_t unread = socket_.available(ec);  // FIONREAD: O(1)
+    if (!ec && unread > 0) return true;
+    // Bytes read and not yet parsed (a header in part), or a request whose header is in.
+    return buffer_.size() > 0 || (parser_ && parser_->got_some()) || file_parser_ != nullptr;
+  }
 
   // Closes an idle connection to make room for a new one; its descriptor is free at once, so
   // it leaves the count now (its handlers run later).
@@ -234,6 +243,7 @@ class Session : public std::enable_shared_from_this<Session> {
     if (ec) return;  // closed, timed out, or not HTTP: drop the connection
     dropped_ = nullptr;  // handed over from here on
     HttpRequest r;
+    r.connection = weak_from_this();
     auto fill = [&](const auto& req) {
       r.method = std::string(req.method_string());
       ParseTarget(req.target(), r);

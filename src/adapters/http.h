@@ -21,6 +21,17 @@
 
 namespace gp {
 
+// The connection a request came on, as its handler may ask of it afterwards (held as a
+// weak_ptr: it ends with the connection).
+class HttpConnection {
+ public:
+  virtual ~HttpConnection() = default;
+  // More from the client waits on this connection: bytes in the kernel's socket buffer that
+  // the server has not read yet, or a request read in part. A server whose loop is behind can
+  // tell a client that is silent from one it has not yet listened to.
+  virtual bool InputWaiting() const = 0;
+};
+
 struct HttpRequest {
   std::string method;  // "GET", "POST", ...
   std::string path;    // "/v1/jobs/12"
@@ -33,6 +44,7 @@ struct HttpRequest {
   std::string authorization;
   std::string cookie;        // the Cookie header, as sent
   std::string content_type;  // of the body
+  std::weak_ptr<const HttpConnection> connection;
 };
 
 struct HttpResponse {

@@ -105,6 +105,12 @@ Api::Api(Controller& controller, EventLoop& loop, ApiOptions options)
     });
   };
   c_.defer = [this](std::function<void()> fn) { loop_.Post(std::move(fn)); };
+  c_.node_speaking = [this](const std::string& node) {
+    auto it = links_.find(node);
+    if (it == links_.end()) return false;
+    auto link = it->second.lock();
+    return link && link->InputWaiting();
+  };
   c_.on_more = [this] { Poke(); };
   decision_seconds_ = &prometheus::BuildHistogram()
                            .Name("gpupool_schedule_decision_seconds")
@@ -690,6 +696,7 @@ HttpResponse Api::CheckpointFile(JobId id, int task) const {
 // so that a burst from thousands of nodes never holds a user's request (a listing, a
 // submission) behind all of it: a user's request waits at most for one batch.
 void Api::HeartbeatRoute(const HttpRequest& r, const Caller& caller, Respond respond) {
+  links_[caller.node] = r.connection;
   beats_.push_back(PendingBeat{.body = r.body, .node = caller.node, .respond = std::move(respond)});
   // The node has spoken: however long its heartbeat waits here, that is the server's time.
   c_.HoldingHeartbeat(caller.node, /*arrived=*/true);

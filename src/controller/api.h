@@ -8,6 +8,7 @@
 #include <deque>
 #include <filesystem>
 #include <map>
+#include <memory>
 #include <set>
 #include <string>
 
@@ -120,6 +121,9 @@ class Api {
   absl::btree_map<std::string, Parked> parked_;
   absl::btree_set<std::pair<int64_t, std::string>> due_;  // parked polls by deadline
   std::set<std::string> woken_;                      // parked polls whose node has work now
+  // The connection each node's last heartbeat came on: asked, before the node is declared
+  // down, whether its next heartbeat already waits there unread (Controller::node_speaking).
+  absl::btree_map<std::string, std::weak_ptr<const HttpConnection>> links_;
   static constexpr Millis kPollTick{10};             // how often due polls are looked for
   void Unpark(const std::string& node, bool always);
   void ScheduleDrain();

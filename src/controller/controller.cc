@@ -491,7 +491,8 @@ void Controller::Tick() {
     for (const NodeSlot& slot : nodes_) {
       if (slot.down) continue;
       nlohmann::json gpus = nlohmann::json::array();
-      for (const GpuSample& g : slot.record.gpus) {
+      for (const KeptGpuSample& kept : slot.record.gpus) {
+        const GpuSample g = kept.sample();
         gpus.push_back({{"gpu", g.index}, {"utilisation", static_cast<double>(g.utilisation.value()) / 1000},
                         {"memory_used_mib", g.memory_used.value()}, {"memory_total_mib", g.memory_total.value()}});
       }
@@ -529,17 +530,56 @@ void Controller::TickOnce() {
   }
   last_tick_ms_ = now;
   const Millis at{now};
+  std::vector<NodeId> silent;
   for (NodeSlot& s : nodes_) {
     if (s.down || !s.detector.started()) continue;
     const Liveness l = s.detector.Judge(at);  // O(1): a comparison
     if (l == Liveness::kDown) {
-      NodeDown(s);
+      if (!s.judged_down) silent.push_back(s.record.spec.id);
+      s.judged_down = true;
     } else if ((l == Liveness::kSuspect) != s.suspect) {
       s.suspect = l == Liveness::kSuspect;
       Emit(s.suspect ? "node.suspect" : "node.ready", "node/" + s.record.spec.name,
            nlohmann::json{{"node", s.record.spec.name}}.dump());
       RefreshNodeState(s.record.spec.id);
     }
+  }
+  // A heartbeat the loop has read but not yet handled is not silence: the verdict waits.
+  if (!silent.empty()) ConfirmDown(std::move(silent), 2);
+  Schedule();
+}
+
+void Controller::ConfirmDown(std::vector<NodeId> silent, int turns) {
+  const Millis now = clock_.Now();
+  std::vector<NodeId> still;
+  for (NodeId id : silent) {
+    if (id.value() >= nodes_.size()) continue;
+    NodeSlot& s = nodes_[id.value()];
+    if (s.down || s.detector.Judge(now) != Liveness::kDown) {  // heard meanwhile
+      s.judged_down = false;
+      continue;
+    }
+    if (node_speaking && node_speaking(s.record.spec.name)) {
+      // Its heartbeat is here, unread: the server is behind, the node is not silent.
+      ++stats_.unheard;
+      s.detector.Heard(now);
+      s.judged_down = false;
+      continue;
+    }
+    still.push_back(id);
+  }
+  if (still.empty()) return;
+  if (turns > 0 && defer) {
+    // Once to run the handlers already queued (a heartbeat read, not yet handled), once more
+    // for those the loop's next look at its sockets queues (bytes read from the kernel, their
+    // handler behind this one): what is still silent then has not spoken.
+    defer([this, still = std::move(still), turns]() mutable { ConfirmDown(std::move(still), turns - 1); });
+    return;
+  }
+  for (NodeId id : still) {
+    NodeSlot& s = nodes_[id.value()];
+    s.judged_down = false;
+    NodeDown(s);
   }
   Schedule();
 }

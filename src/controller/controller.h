@@ -232,6 +232,10 @@ class Controller {
   void Schedule();
   // Called (on the loop thread) when a node's outbox gets work, so a parked heartbeat can answer.
   std::function<void(const std::string& node)> on_work;
+  // Whether the node's next heartbeat has reached the server and waits unread (its bytes in the
+  // connection's buffer): a node that looks silent only because the server's loop is behind in
+  // reading is not declared down. Unset: no such knowledge (a silent node is down).
+  std::function<bool(const std::string& node)> node_speaking;
   // Called when a pass stopped at its cap with more to place: run Schedule again soon.
   std::function<void()> on_more;
 
@@ -240,6 +244,7 @@ class Controller {
     int64_t placed = 0;             // the cluster state's counts, filled in by stats()
     int64_t failovers = 0;
     int64_t stalls = 0;             // ticks after which the server forgave a stall of its own
+    int64_t unheard = 0;            // nodes found silent whose next heartbeat waited unread: not declared down
     int64_t log_bytes_dropped = 0;  // output agents dropped (jobs writing faster than shipping)
     int64_t inconsistencies = 0;    // releases the scheduling state refused (a bug if ever > 0)
     int64_t submit_commits = 0;     // writes that stored submissions (each one or more of them)
@@ -311,6 +316,7 @@ class Controller {
     std::set<TaskKey> delivered;  // launches handed to the agent, not yet seen running
     bool down = false;
     bool suspect = false;
+    bool judged_down = false;  // found silent past the threshold; confirmed (or not) at the end of the turn
     PhiAccrualDetector detector;
     int64_t lease_granted_ms = 0;  // when the server last answered a heartbeat (renewing leases)
     GpuTexts quarantine;  // why each GPU is out of service ("" = in)
@@ -358,6 +364,10 @@ class Controller {
   // The server stalled: no node is blamed for the silence it caused.
   void ForgiveStall();
   void NodeDown(NodeSlot& slot);
+  // The nodes a tick found silent, judged again after `turns` more turns of the loop
+  // (heartbeats read meanwhile count; each turn through `defer`), each declared down unless
+  // its heartbeat waits unread on its connection (node_speaking).
+  void ConfirmDown(std::vector<NodeId> silent, int turns);
   Status MoveJobsOff(const std::string& node, const std::string& why, int grace_ms);
   void Quarantine(NodeSlot& slot, int gpu, const std::string& why);
   // A journal write failed: from now on the controller acknowledges and places nothing (the

@@ -14,8 +14,8 @@ void Controller::CollectMetrics(Families& out) const {
     std::vector<GpuView> gpus;
     for (const Gpu& g : s.record.spec.gpus) {
       GpuView v{.device = GpuDevice{.index = g.index, .uuid = g.uuid, .name = s.record.gpu_model, .memory = g.memory}};
-      for (const GpuSample& x : s.record.gpus) {
-        if (x.index == g.index) v.sample = x;
+      for (const KeptGpuSample& x : s.record.gpus) {
+        if (x.index() == g.index) v.sample = x.sample();
       }
       if (g.index >= 0 && g.index < kMaxGpusPerNode) v.last_xid = s.gpu_facts().last_xid[static_cast<size_t>(g.index)];
       gpus.push_back(std::move(v));
@@ -64,6 +64,10 @@ void Controller::CollectMetrics(Families& out) const {
            {}, static_cast<double>(cluster_.failovers_total()));
   AddValue(FamilyIn(out, "gpupool_server_stalls_total", "Times the server's own loop stalled over 700 ms; no node was blamed for the silence.",
                     MetricType::Counter), {}, static_cast<double>(stats_.stalls));
+  AddValue(FamilyIn(out, "gpupool_heartbeats_unread_at_deadline_total",
+                    "Nodes found silent past the down threshold whose next heartbeat was waiting unread on their "
+                    "connection (the server was behind): not declared down.",
+                    MetricType::Counter), {}, static_cast<double>(stats_.unheard));
   AddValue(FamilyIn(out, "gpupool_log_bytes_dropped_total", "Job output agents dropped: jobs that wrote faster than their node ships.",
                     MetricType::Counter), {}, static_cast<double>(stats_.log_bytes_dropped));
   AddValue(FamilyIn(out, "gpupool_schedule_passes_total", "Scheduling passes since the server started.", MetricType::Counter), {},

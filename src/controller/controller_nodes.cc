@@ -63,8 +63,8 @@ std::string Controller::NodeGroupsJson() const {
     if (!s.record.gpu_model.empty()) g.models[s.record.gpu_model] += static_cast<int>(s.record.spec.gpus.size());
     g.gpus += static_cast<int64_t>(s.record.spec.gpus.size());
     g.free += s.down ? 0 : cluster_.sched().node(s.record.spec.id).WholeFreeGpus();
-    for (const GpuSample& x : s.record.gpus) {
-      g.util += x.utilisation.value();
+    for (const KeptGpuSample& x : s.record.gpus) {
+      g.util += x.utilisation().value();
       ++g.sampled;
     }
   }
@@ -295,7 +295,7 @@ void Controller::FillNodeState(const NodeSlot& slot, NodeState& st) const {
   }
   if (!slot.record.gpus.empty()) {
     int64_t sum = 0;
-    for (const GpuSample& g : slot.record.gpus) sum += g.utilisation.value();
+    for (const KeptGpuSample& g : slot.record.gpus) sum += g.utilisation().value();
     st.load.gpu = PerMille{sum / static_cast<int64_t>(slot.record.gpus.size())};
   }
 }
@@ -349,7 +349,8 @@ Status Controller::ApplyHeartbeat(const gp::Heartbeat& h) {
   if (h.telemetry) {
     // A heartbeat without telemetry (nothing changed) keeps the last samples and costs O(news).
     slot->record.host = h.host;
-    slot->record.gpus = h.gpus;
+    slot->record.gpus.clear();  // its capacity kept: a node's GPU count does not change
+    for (const GpuSample& g : h.gpus) slot->record.gpus.emplace_back(g);
   }
   if (h.telemetry || was_out) RefreshNodeState(slot->record.spec.id);
   GpuReports(*slot, h);

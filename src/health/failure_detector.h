@@ -42,6 +42,11 @@ class PhiAccrualDetector {
     held_ = false;
     if (started() && now > last_) last_ = now;
   }
+  // The node's next heartbeat has reached the server, which has not read it yet (its loop is
+  // behind): the silence restarts at `now`; the sample is taken when the heartbeat is read.
+  void Heard(Millis now) {
+    if (started() && now > last_) last_ = now;
+  }
   // The server holds the node's heartbeat (a long poll): the node is waiting on the server,
   // not silent, until Replied.
   void Held() { held_ = started(); }

@@ -150,7 +150,7 @@ struct NodeRecord {
   bool draining = false;
   int64_t last_heartbeat_ms = 0;
   HostSample host;
-  std::vector<GpuSample> gpus;
+  std::vector<KeptGpuSample> gpus;   // the latest sample of each GPU
   std::string gpu_source;            // "nvml" or "simulated"
   std::string gpu_model;             // model name of its GPUs ("H100"), empty without GPUs
   std::vector<std::string> gpu_health;  // per GPU: "ok" or "quarantined: why" (as shown and stored)

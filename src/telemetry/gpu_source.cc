@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cctype>
 #include <charconv>
 
@@ -60,6 +61,30 @@ std::string ModelFromDeviceName(std::string_view name) {
     return base + "-40GB";
   }
   return base;
+}
+
+KeptGpuSample::KeptGpuSample(const GpuSample& s) {
+  auto clamp = [](int64_t v, int64_t lo, int64_t hi) { return std::clamp(v, lo, hi); };
+  ecc_uncorrected_ = s.ecc_uncorrected ? std::max<int64_t>(0, *s.ecc_uncorrected) : -1;
+  memory_used_mib_ = static_cast<uint32_t>(clamp(s.memory_used.value(), 0, UINT32_MAX));
+  memory_total_mib_ = static_cast<uint32_t>(clamp(s.memory_total.value(), 0, UINT32_MAX));
+  power_mw_ = s.power_mw ? static_cast<uint32_t>(clamp(*s.power_mw, 0, kNoPower - 1)) : kNoPower;
+  utilisation_ = static_cast<uint16_t>(clamp(s.utilisation.value(), 0, UINT16_MAX));
+  memory_utilisation_ = static_cast<uint16_t>(clamp(s.memory_utilisation.value(), 0, UINT16_MAX));
+  temperature_c_ = s.temperature_c ? static_cast<int16_t>(clamp(*s.temperature_c, kNoTemperature + 1, INT16_MAX)) : kNoTemperature;
+  index_ = static_cast<uint8_t>(clamp(s.index, 0, UINT8_MAX));
+}
+
+GpuSample KeptGpuSample::sample() const {
+  GpuSample s{.index = index_,
+              .utilisation = PerMille{utilisation_},
+              .memory_utilisation = PerMille{memory_utilisation_},
+              .memory_used = MiB{memory_used_mib_},
+              .memory_total = MiB{memory_total_mib_}};
+  if (temperature_c_ != kNoTemperature) s.temperature_c = temperature_c_;
+  if (power_mw_ != kNoPower) s.power_mw = power_mw_;
+  if (ecc_uncorrected_ >= 0) s.ecc_uncorrected = ecc_uncorrected_;
+  return s;
 }
 
 }  // namespace gp

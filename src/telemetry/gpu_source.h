@@ -36,6 +36,32 @@ struct GpuSample {
   std::vector<int> xids;                   // XID events since the last sample
 };
 
+// A GPU's latest sample as a server keeps it, for every GPU of every node: 32 bytes instead of
+// GpuSample's 104 (at 10,000 nodes of 8 GPUs, 2.4 MB instead of 8.3). What it leaves out, the
+// XIDs since the last sample, the server acts on as they arrive and keeps the last of with the
+// node's GPU facts. Values past a field's range are clamped (a GPU drawing over 4 kW, a
+// temperature past 32,000 C).
+class KeptGpuSample {
+ public:
+  KeptGpuSample() = default;
+  explicit KeptGpuSample(const GpuSample& s);
+  GpuSample sample() const;  // as it came, without XIDs
+  int index() const { return index_; }
+  PerMille utilisation() const { return PerMille{utilisation_}; }
+
+ private:
+  int64_t ecc_uncorrected_ = -1;  // -1: not reported
+  uint32_t memory_used_mib_ = 0;
+  uint32_t memory_total_mib_ = 0;
+  uint32_t power_mw_ = kNoPower;
+  uint16_t utilisation_ = 0;
+  uint16_t memory_utilisation_ = 0;
+  int16_t temperature_c_ = kNoTemperature;
+  uint8_t index_ = 0;
+  static constexpr uint32_t kNoPower = UINT32_MAX;
+  static constexpr int16_t kNoTemperature = INT16_MIN;
+};
+
 class GpuSource {
  public:
   virtual ~GpuSource() = default;

@@ -503,8 +503,8 @@ std::string NodeToJson(const NodeRecord& n, const Fleet& fleet, std::string_view
     Json e = GpuDeviceJson(GpuDevice{.index = g.index, .uuid = g.uuid, .name = fleet.model(g.model).name,
                                      .memory = g.memory, .compute_capability = g.compute_capability,
                                      .nvlink_peers = g.nvlink_peers});
-    for (const GpuSample& s : n.gpus) {
-      if (s.index == g.index) e["load"] = GpuSampleJson(s);
+    for (const KeptGpuSample& s : n.gpus) {
+      if (s.index() == g.index) e["load"] = GpuSampleJson(s.sample());
     }
     e["health"] = static_cast<size_t>(g.index) < n.gpu_health.size() ? n.gpu_health[static_cast<size_t>(g.index)] : "ok";
     if (static_cast<size_t>(g.index) < n.gpu_check.size() && !n.gpu_check[static_cast<size_t>(g.index)].empty()) {

@@ -5,9 +5,11 @@
 #include <sys/vfs.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <deque>
 #include <filesystem>
 #include <fstream>
+#include <set>
 
 #include "agent/cgroup.h"
 #include "controller/controller.h"
@@ -257,6 +259,61 @@ TEST(ControllerTest, AHeldHeartbeatIsNotSilenceUntilItsConnectionDies) {
     e.c->Tick();
   }
   EXPECT_LE(silent, 2000) << "once released, the node's silence counts: down within 2 s";
+}
+
+// A server whose loop is behind in reading does not blame the nodes for it. A node found
+// silent past the threshold is judged again two turns of the loop later: a heartbeat handled
+// in between (read, its handler queued behind the tick) clears it, and so does a heartbeat
+// waiting unread on its connection (node_speaking). Only a node with neither goes down, and
+// a node whose heartbeat waited is declared down once it is truly silent after that.
+TEST(ControllerTest, AHeartbeatWaitingUnreadIsNotSilence) {
+  Scene e;
+  std::vector<std::function<void()>> deferred;
+  e.c->defer = [&](std::function<void()> fn) { deferred.push_back(std::move(fn)); };
+  auto run_deferred = [&] {
+    while (!deferred.empty()) {
+      auto fns = std::move(deferred);
+      deferred.clear();
+      for (auto& fn : fns) fn();
+    }
+  };
+  std::set<std::string> speaking;
+  std::vector<std::string> asked;
+  e.c->node_speaking = [&](const std::string& node) {
+    asked.push_back(node);
+    return speaking.count(node) > 0;
+  };
+  for (const char* n : {"a", "b", "c"}) e.Join(n, 4);
+  for (int i = 0; i < 10; ++i) {
+    e.clock.Advance(Millis{500});
+    for (const char* n : {"a", "b", "c"}) e.Beat(n);
+    e.c->Tick();
+    run_deferred();
+  }
+  // Ten seconds without a heartbeat read from any of them.
+  e.clock.Advance(Millis{10'000});
+  e.c->Tick();
+  for (const char* n : {"a", "b", "c"}) EXPECT_NE(e.c->NodeCondition(n), "down") << n << ": not before the end of the turn";
+  e.Beat("a");         // a's heartbeat was read and handled in the same turn, behind the tick
+  speaking = {"b"};    // b's waits in its socket, unread
+  run_deferred();
+  EXPECT_EQ(e.c->NodeCondition("a"), "ready");
+  EXPECT_NE(e.c->NodeCondition("b"), "down") << "its heartbeat has arrived: the server is behind, not b";
+  EXPECT_EQ(e.c->NodeCondition("c"), "down") << "silent, nothing waiting: down";
+  EXPECT_EQ(std::count(asked.begin(), asked.end(), "a"), 1) << "a node heard meanwhile is asked about once, at the tick";
+  EXPECT_EQ(e.c->stats().unheard, 1);
+  // b's heartbeat is never read after all (its connection went quiet): from the moment it was
+  // found waiting, its silence counts again, and b goes down within the usual time.
+  speaking.clear();
+  int64_t silent = 0;
+  while (e.c->NodeCondition("b") != "down" && silent < 10'000) {
+    e.clock.Advance(Millis{50});
+    silent += 50;
+    e.c->Tick();
+    run_deferred();
+  }
+  EXPECT_LE(silent, 2000) << "b down within 2 s of the check that found its heartbeat waiting";
+  EXPECT_GE(silent, 1000) << "and not before its silence has reached the threshold again";
 }
 
 // A gang over two 8-GPU nodes: torchrun's variables, then one task fails with 2 and the other

@@ -59,6 +59,45 @@ TEST(SimulatedGpuSourceTest, LoadFollowsSetBusy) {
   }
 }
 
+// What the server keeps of a GPU's sample: every field as it came within its range (absent
+// stays absent), past it clamped, and the XIDs left out; 32 bytes a GPU.
+TEST(KeptGpuSampleTest, KeepsEachFieldAndClampsPastItsRange) {
+  static_assert(sizeof(KeptGpuSample) <= 32);
+  struct Case {
+    const char* what;
+    GpuSample in;
+    GpuSample out;
+  };
+  const GpuSample h200{.index = 7, .utilisation = PerMille{950}, .memory_utilisation = PerMille{412},
+                       .memory_used = MiB{70'000}, .memory_total = MiB{143'771}, .temperature_c = -5,
+                       .power_mw = 699'500, .ecc_uncorrected = 0, .xids = {79, 48}};
+  GpuSample h200_out = h200;
+  h200_out.xids.clear();
+  const std::vector<Case> cases = {
+      {"nothing optional", GpuSample{.index = 2, .utilisation = PerMille{1000}}, GpuSample{.index = 2, .utilisation = PerMille{1000}}},
+      {"everything, XIDs left out", h200, h200_out},
+      {"past every range",
+       GpuSample{.index = 300, .utilisation = PerMille{70'000}, .memory_utilisation = PerMille{-4}, .memory_used = MiB{int64_t{1} << 40},
+                 .memory_total = MiB{-1}, .temperature_c = 100'000, .power_mw = int64_t{1} << 40, .ecc_uncorrected = -9},
+       GpuSample{.index = 255, .utilisation = PerMille{65'535}, .memory_utilisation = PerMille{0}, .memory_used = MiB{UINT32_MAX},
+                 .memory_total = MiB{0}, .temperature_c = 32'767, .power_mw = int64_t{UINT32_MAX} - 1, .ecc_uncorrected = 0}},
+  };
+  for (const Case& c : cases) {
+    const GpuSample got = KeptGpuSample(c.in).sample();
+    EXPECT_EQ(got.index, c.out.index) << c.what;
+    EXPECT_EQ(got.utilisation, c.out.utilisation) << c.what;
+    EXPECT_EQ(got.memory_utilisation, c.out.memory_utilisation) << c.what;
+    EXPECT_EQ(got.memory_used, c.out.memory_used) << c.what;
+    EXPECT_EQ(got.memory_total, c.out.memory_total) << c.what;
+    EXPECT_EQ(got.temperature_c, c.out.temperature_c) << c.what;
+    EXPECT_EQ(got.power_mw, c.out.power_mw) << c.what;
+    EXPECT_EQ(got.ecc_uncorrected, c.out.ecc_uncorrected) << c.what;
+    EXPECT_EQ(got.xids, c.out.xids) << c.what;
+    EXPECT_EQ(KeptGpuSample(c.in).index(), c.out.index) << c.what;
+    EXPECT_EQ(KeptGpuSample(c.in).utilisation(), c.out.utilisation) << c.what;
+  }
+}
+
 TEST(ModelFromDeviceNameTest, Table) {
   const std::pair<const char*, const char*> cases[] = {
       {"NVIDIA H200", "H200"},
