@@ -9,7 +9,10 @@
 #include <fmt/format.h>
 
 #include <nlohmann/json.hpp>
+#include <rapidjson/stringbuffer.h>
+#include <rapidjson/writer.h>
 #include <set>
+#include <unordered_set>
 
 #include "core/units.h"
 
@@ -193,11 +196,131 @@ T Unit(const In& j, const char* key, Parse parse, T fallback) {
   return *r;
 }
 
-Json EnvJson(const std::vector<std::pair<std::string, std::string>>& env) {
-  Json o = Json::object();
-  for (const auto& [k, v] : env) o[k] = v;
-  return o;
+// Whether `s` is well-formed UTF-8 (RFC 3629: no overlong forms, no surrogates, nothing past
+// U+10FFFF), as the JSON parser on the other side requires.
+bool ValidUtf8(std::string_view s) {
+  size_t i = 0;
+  const size_t n = s.size();
+  while (i < n) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    if (c < 0x80) {
+      ++i;
+      continue;
+    }
+    size_t len = 0;
+    uint32_t cp = 0;
+    if ((c & 0xE0) == 0xC0) {
+      len = 2;
+      cp = c & 0x1F;
+    } else if ((c & 0xF0) == 0xE0) {
+      len = 3;
+      cp = c & 0x0F;
+    } else if ((c & 0xF8) == 0xF0) {
+      len = 4;
+      cp = c & 0x07;
+    } else {
+      return false;
+    }
+    if (i + len > n) return false;
+    for (size_t k = 1; k < len; ++k) {
+      const auto d = static_cast<unsigned char>(s[i + k]);
+      if ((d & 0xC0) != 0x80) return false;
+      cp = cp << 6 | (d & 0x3F);
+    }
+    static constexpr uint32_t kLeast[] = {0, 0, 0x80, 0x800, 0x10000};
+    if (cp < kLeast[len] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return false;
+    i += len;
+  }
+  return true;
 }
+
+// Output written straight to text in the order written (RapidJSON's SAX writer), for the
+// messages written thousands of times a second at fleet scale: the job rows the store keeps,
+// the launches agents receive, the agents' heartbeats. Building a value tree first and dumping
+// it (nlohmann's ordered_json: an allocation per value, a linear search per key) was 40% of the
+// server's loop in a 100,000-job storm. Text that is not UTF-8 is written with U+FFFD in place
+// of the bad bytes, as the tree's dump does.
+class Out {
+ public:
+  Out& Key(std::string_view k) {
+    w_.Key(k.data(), static_cast<rapidjson::SizeType>(k.size()));
+    return *this;
+  }
+  void Str(std::string_view v) {
+    if (ValidUtf8(v)) {
+      w_.String(v.data(), static_cast<rapidjson::SizeType>(v.size()));
+    } else {
+      const std::string replaced = Json(std::string(v)).dump(-1, ' ', false, kReplace);
+      w_.RawValue(replaced.data(), replaced.size(), rapidjson::kStringType);
+    }
+  }
+  void Int(int64_t v) { w_.Int64(v); }
+  void UInt(uint64_t v) { w_.Uint64(v); }
+  void Bool(bool v) { w_.Bool(v); }
+  void Double(double v) { w_.Double(v); }
+  void Null() { w_.Null(); }
+  template <typename T>
+  void IntOrNull(const std::optional<T>& v) {
+    if (v) Int(*v);
+    else Null();
+  }
+  void Strs(const std::vector<std::string>& v) {
+    w_.StartArray();
+    for (const std::string& e : v) Str(e);
+    w_.EndArray();
+  }
+  template <typename T>
+  void Ints(const std::vector<T>& v) {
+    w_.StartArray();
+    for (const T& e : v) Int(e);
+    w_.EndArray();
+  }
+  // Names to values as a JSON object: a name given twice appears once, where it first did,
+  // with the last value (what an environment's later assignment means).
+  void Env(const std::vector<std::pair<std::string, std::string>>& env) {
+    w_.StartObject();
+    if (!HasDuplicateName(env)) {  // the usual case: as they come
+      for (const auto& [k, v] : env) Key(k).Str(v);
+      w_.EndObject();
+      return;
+    }
+    std::unordered_set<std::string_view> seen;
+    for (size_t i = 0; i < env.size(); ++i) {
+      const std::string& k = env[i].first;
+      if (!seen.insert(k).second) continue;
+      const std::string* v = &env[i].second;
+      for (size_t j = i + 1; j < env.size(); ++j) {
+        if (env[j].first == k) v = &env[j].second;
+      }
+      Key(k).Str(*v);
+    }
+    w_.EndObject();
+  }
+  static bool HasDuplicateName(const std::vector<std::pair<std::string, std::string>>& env) {
+    if (env.size() > 32) {
+      std::unordered_set<std::string_view> names;
+      for (const auto& e : env) {
+        if (!names.insert(e.first).second) return true;
+      }
+      return false;
+    }
+    for (size_t i = 0; i < env.size(); ++i) {
+      for (size_t j = i + 1; j < env.size(); ++j) {
+        if (env[i].first == env[j].first) return true;
+      }
+    }
+    return false;
+  }
+  void Object() { w_.StartObject(); }
+  void EndObject() { w_.EndObject(); }
+  void Array() { w_.StartArray(); }
+  void EndArray() { w_.EndArray(); }
+  std::string Text() const { return std::string(buf_.GetString(), buf_.GetSize()); }
+
+ private:
+  rapidjson::StringBuffer buf_;
+  rapidjson::Writer<rapidjson::StringBuffer> w_{buf_};
+};
 
 template <typename F>
 auto Guard(F&& f) -> decltype(f()) {
@@ -263,84 +386,107 @@ Result<JobRecord> ParseSubmitRequest(std::string_view body) {
 
 std::string JobToJson(const JobRecord& r, std::optional<std::string_view> message) {
   const JobSpec& s = r.spec;
-  Json j;
-  j["id"] = std::to_string(s.id.value());
-  j["name"] = s.name;
-  j["state"] = JobStateName(r.state);
-  j["command"] = r.command;
-  j["tasks"] = s.tasks;
-  j["gpus_per_task"] = s.gpus_per_task;
-  j["node"] = r.tasks.empty() ? Json(nullptr) : Json(r.tasks.front().node);
-  Json gpus = Json::array();
+  Out o;
+  o.Object();
+  o.Key("id").Str(std::to_string(s.id.value()));
+  o.Key("name").Str(s.name);
+  o.Key("state").Str(JobStateName(r.state));
+  o.Key("command").Strs(r.command);
+  o.Key("tasks").Int(s.tasks);
+  o.Key("gpus_per_task").Int(s.gpus_per_task);
+  if (r.tasks.empty()) o.Key("node").Null();
+  else o.Key("node").Str(r.tasks.front().node);
+  o.Key("gpus").Array();
   if (!r.tasks.empty()) {
     for (int i = 0; i < 16; ++i) {
-      if (r.tasks.front().allocation.gpu_mask >> i & 1) gpus.push_back(i);
+      if (r.tasks.front().allocation.gpu_mask >> i & 1) o.Int(i);
     }
   }
-  j["gpus"] = gpus;
-  j["exit_code"] = r.exit_code ? Json(*r.exit_code) : Json(nullptr);
-  j["signal"] = r.signal ? Json(*r.signal) : Json(nullptr);
-  j["priority"] = s.priority;
-  j["tenant"] = s.tenant;
-  j["gpu_model"] = s.gpu_models;
-  j["gpu_memory_mib"] = s.min_gpu_memory.value();
-  j["cpu_millicores"] = s.cpu_per_task.value();
-  j["memory_mib"] = s.memory_per_task.value();
-  if (s.data) j["data"] = {{"site", s.data->site}, {"bytes", s.data->size.value()}};
-  if (s.estimated_duration) j["duration_ms"] = s.estimated_duration->value();
-  if (s.max_price_per_gpu_hour) j["max_price_micro_usd"] = s.max_price_per_gpu_hour->value();
-  j["env"] = EnvJson(r.env);
-  j["workdir"] = r.workdir;
-  j["submit_ms"] = s.submit_time.value();
-  j["start_ms"] = r.start_ms;
-  j["end_ms"] = r.end_ms;
-  j["message"] = message ? std::string(*message) : r.message;
-  j["cancel_requested"] = r.cancel_requested;
-  Json tasks = Json::array();
+  o.EndArray();
+  o.Key("exit_code").IntOrNull(r.exit_code);
+  o.Key("signal").IntOrNull(r.signal);
+  o.Key("priority").Int(s.priority);
+  o.Key("tenant").Str(s.tenant);
+  o.Key("gpu_model").Strs(s.gpu_models);
+  o.Key("gpu_memory_mib").Int(s.min_gpu_memory.value());
+  o.Key("cpu_millicores").Int(s.cpu_per_task.value());
+  o.Key("memory_mib").Int(s.memory_per_task.value());
+  if (s.data) {
+    o.Key("data").Object();
+    o.Key("site").Str(s.data->site);
+    o.Key("bytes").Int(s.data->size.value());
+    o.EndObject();
+  }
+  if (s.estimated_duration) o.Key("duration_ms").Int(s.estimated_duration->value());
+  if (s.max_price_per_gpu_hour) o.Key("max_price_micro_usd").Int(s.max_price_per_gpu_hour->value());
+  o.Key("env").Env(r.env);
+  o.Key("workdir").Str(r.workdir);
+  o.Key("submit_ms").Int(s.submit_time.value());
+  o.Key("start_ms").Int(r.start_ms);
+  o.Key("end_ms").Int(r.end_ms);
+  o.Key("message").Str(message ? *message : std::string_view(r.message));
+  o.Key("cancel_requested").Bool(r.cancel_requested);
+  o.Key("placement").Array();
   for (const TaskRecord& t : r.tasks) {
-    tasks.push_back({{"node", t.node}, {"gpu_mask", t.allocation.gpu_mask}, {"share", t.allocation.share.value()},
-                     {"cpu", t.allocation.cpu.value()}, {"memory", t.allocation.memory.value()}, {"started", t.started},
-                     {"exit_code", t.exit_code ? Json(*t.exit_code) : Json(nullptr)},
-                     {"signal", t.signal ? Json(*t.signal) : Json(nullptr)}});
+    o.Object();
+    o.Key("node").Str(t.node);
+    o.Key("gpu_mask").Int(t.allocation.gpu_mask);
+    o.Key("share").Int(t.allocation.share.value());
+    o.Key("cpu").Int(t.allocation.cpu.value());
+    o.Key("memory").Int(t.allocation.memory.value());
+    o.Key("started").Bool(t.started);
+    o.Key("exit_code").IntOrNull(t.exit_code);
+    o.Key("signal").IntOrNull(t.signal);
+    o.EndObject();
   }
-  j["placement"] = tasks;
-  j["attempt"] = r.attempt;
-  j["max_retries"] = r.max_retries;
-  j["failures"] = r.failures;
-  Json attempts = Json::array();
+  o.EndArray();
+  o.Key("attempt").Int(r.attempt);
+  o.Key("max_retries").Int(r.max_retries);
+  o.Key("failures").Int(r.failures);
+  o.Key("attempts").Array();
   for (const AttemptRecord& a : r.attempts) {
-    attempts.push_back({{"attempt", a.attempt}, {"nodes", a.nodes}, {"start_ms", a.start_ms}, {"end_ms", a.end_ms},
-                        {"outcome", a.outcome}});
+    o.Object();
+    o.Key("attempt").Int(a.attempt);
+    o.Key("nodes").Strs(a.nodes);
+    o.Key("start_ms").Int(a.start_ms);
+    o.Key("end_ms").Int(a.end_ms);
+    o.Key("outcome").Str(a.outcome);
+    o.EndObject();
   }
-  j["attempts"] = attempts;
-  j["failing_over"] = r.failing_over;
-  j["fence_until_ms"] = r.fence_until_ms;
-  j["not_before_ms"] = r.not_before_ms;
-  if (r.attained_gpu_ms > 0) j["attained_gpu_ms"] = r.attained_gpu_ms;
+  o.EndArray();
+  o.Key("failing_over").Bool(r.failing_over);
+  o.Key("fence_until_ms").Int(r.fence_until_ms);
+  o.Key("not_before_ms").Int(r.not_before_ms);
+  if (r.attained_gpu_ms > 0) o.Key("attained_gpu_ms").Int(r.attained_gpu_ms);
   if (r.array) {
-    j["array"] = r.array->ToString();
-    j["array_size"] = r.array->size();
-    j["array_expanded"] = r.arr().expanded;
-    if (r.arr().skipped > 0) j["array_skipped"] = r.arr().skipped;
-    if (!r.arr().early_cancel.empty()) j["array_early_cancel"] = r.arr().early_cancel;
+    o.Key("array").Str(r.array->ToString());
+    o.Key("array_size").Int(r.array->size());
+    o.Key("array_expanded").Int(r.arr().expanded);
+    if (r.arr().skipped > 0) o.Key("array_skipped").Int(r.arr().skipped);
+    if (!r.arr().early_cancel.empty()) {
+      o.Key("array_early_cancel").Array();
+      for (int64_t e : r.arr().early_cancel) o.Int(e);
+      o.EndArray();
+    }
     // By state: elements with records, plus those not yet expanded (queued) or cancelled
     // before they were (shown, not stored: rebuilt from the elements on recovery).
-    Json counts = Json::object();
+    o.Key("array_counts").Object();
     for (auto st : {JobState::kQueued, JobState::kStarting, JobState::kRunning, JobState::kSucceeded, JobState::kFailed,
                     JobState::kCancelled}) {
       int64_t n = r.arr().element_counts[static_cast<size_t>(st)];
       const auto early = static_cast<int64_t>(r.arr().early_cancel.size());
       if (st == JobState::kQueued) n += r.array->size() - r.arr().expanded - early;
       if (st == JobState::kCancelled) n += r.arr().skipped + early;
-      counts[std::string(JobStateName(st))] = n;
+      o.Key(JobStateName(st)).Int(n);
     }
-    j["array_counts"] = counts;
+    o.EndObject();
   }
   if (r.array_of != 0) {
-    j["array_job"] = std::to_string(r.array_of);
-    j["array_index"] = r.array_index;
+    o.Key("array_job").Str(std::to_string(r.array_of));
+    o.Key("array_index").Int(r.array_index);
   }
-  return j.dump(-1, ' ', false, kReplace);
+  o.EndObject();
+  return o.Text();
 }
 
 Result<JobRecord> JobFromJson(std::string_view json) {
@@ -429,9 +575,14 @@ Result<JobRecord> JobFromJson(std::string_view json) {
 
 namespace {
 
-Json GpuDeviceJson(const GpuDevice& d) {
-  return {{"index", d.index}, {"uuid", d.uuid}, {"name", d.name}, {"memory_mib", d.memory.value()},
-          {"compute_capability", d.compute_capability}, {"nvlink_peers", d.nvlink_peers}};
+// A device's fields, inside an object the caller opened (a node's view adds its own).
+void GpuDeviceFields(Out& o, const GpuDevice& d) {
+  o.Key("index").Int(d.index);
+  o.Key("uuid").Str(d.uuid);
+  o.Key("name").Str(d.name);
+  o.Key("memory_mib").Int(d.memory.value());
+  o.Key("compute_capability").Int(d.compute_capability);
+  o.Key("nvlink_peers").Int(d.nvlink_peers);
 }
 
 GpuDevice GpuDeviceFrom(const In& g) {
@@ -441,14 +592,18 @@ GpuDevice GpuDeviceFrom(const In& g) {
                    .nvlink_peers = static_cast<uint16_t>(Int(g, "nvlink_peers", 0, 0xFFFF, 0))};
 }
 
-Json GpuSampleJson(const GpuSample& s) {
-  Json j{{"index", s.index}, {"utilisation", s.utilisation.value()}, {"memory_utilisation", s.memory_utilisation.value()},
-         {"memory_used_mib", s.memory_used.value()}, {"memory_total_mib", s.memory_total.value()}};
-  if (s.temperature_c) j["temperature_c"] = *s.temperature_c;
-  if (s.power_mw) j["power_mw"] = *s.power_mw;
-  if (s.ecc_uncorrected) j["ecc_uncorrected"] = *s.ecc_uncorrected;
-  if (!s.xids.empty()) j["xids"] = s.xids;
-  return j;
+void GpuSampleOut(Out& o, const GpuSample& s) {
+  o.Object();
+  o.Key("index").Int(s.index);
+  o.Key("utilisation").Int(s.utilisation.value());
+  o.Key("memory_utilisation").Int(s.memory_utilisation.value());
+  o.Key("memory_used_mib").Int(s.memory_used.value());
+  o.Key("memory_total_mib").Int(s.memory_total.value());
+  if (s.temperature_c) o.Key("temperature_c").Int(*s.temperature_c);
+  if (s.power_mw) o.Key("power_mw").Int(*s.power_mw);
+  if (s.ecc_uncorrected) o.Key("ecc_uncorrected").Int(*s.ecc_uncorrected);
+  if (!s.xids.empty()) o.Key("xids").Ints(s.xids);
+  o.EndObject();
 }
 
 GpuSample GpuSampleFrom(const In& g) {
@@ -466,10 +621,15 @@ GpuSample GpuSampleFrom(const In& g) {
   return s;
 }
 
-Json HostJson(const HostSample& h) {
-  return {{"cpu_cores", h.cpu_cores}, {"cpu_busy", h.cpu_busy.value()}, {"memory_total_mib", h.memory.total.value()},
-          {"memory_available_mib", h.memory.available.value()}, {"net_rx_bytes", h.net.rx.value()},
-          {"net_tx_bytes", h.net.tx.value()}};
+void HostOut(Out& o, const HostSample& h) {
+  o.Object();
+  o.Key("cpu_cores").Int(h.cpu_cores);
+  o.Key("cpu_busy").Int(h.cpu_busy.value());
+  o.Key("memory_total_mib").Int(h.memory.total.value());
+  o.Key("memory_available_mib").Int(h.memory.available.value());
+  o.Key("net_rx_bytes").Int(h.net.rx.value());
+  o.Key("net_tx_bytes").Int(h.net.tx.value());
+  o.EndObject();
 }
 
 HostSample HostFrom(const In& h) {
@@ -483,43 +643,46 @@ HostSample HostFrom(const In& h) {
 }  // namespace
 
 std::string NodeToJson(const NodeRecord& n, const Fleet& fleet, std::string_view state, int free_gpus) {
-  Json j;
-  j["name"] = n.spec.name;
-  j["state"] = state;
-  j["site"] = n.site;
-  j["provider"] = n.provider;
-  j["tier"] = PriceTierName(n.spec.tier);
-  j["address"] = n.agent_address;
-  j["gpu_source"] = n.gpu_source;
-  j["model"] = n.spec.gpu_model() ? fleet.model(*n.spec.gpu_model()).name : "";
-  j["cpu_cores"] = n.spec.cpu.value() / 1000;
-  j["memory_mib"] = n.spec.memory.value();
-  j["free_gpus"] = free_gpus;
-  j["draining"] = n.draining;
-  j["last_heartbeat_ms"] = n.last_heartbeat_ms;
-  j["price_per_gpu_hour"] = static_cast<double>(fleet.PricePerGpuHour(n.spec).value()) / kMicroUsdPerUsd;
-  Json gpus = Json::array();
+  Out o;
+  o.Object();
+  o.Key("name").Str(n.spec.name);
+  o.Key("state").Str(state);
+  o.Key("site").Str(n.site);
+  o.Key("provider").Str(n.provider);
+  o.Key("tier").Str(PriceTierName(n.spec.tier));
+  o.Key("address").Str(n.agent_address);
+  o.Key("gpu_source").Str(n.gpu_source);
+  o.Key("model").Str(n.spec.gpu_model() ? std::string_view(fleet.model(*n.spec.gpu_model()).name) : std::string_view());
+  o.Key("cpu_cores").Int(n.spec.cpu.value() / 1000);
+  o.Key("memory_mib").Int(n.spec.memory.value());
+  o.Key("free_gpus").Int(free_gpus);
+  o.Key("draining").Bool(n.draining);
+  o.Key("last_heartbeat_ms").Int(n.last_heartbeat_ms);
+  o.Key("price_per_gpu_hour").Double(static_cast<double>(fleet.PricePerGpuHour(n.spec).value()) / kMicroUsdPerUsd);
+  o.Key("gpus").Array();
   for (const Gpu& g : n.spec.gpus) {
-    Json e = GpuDeviceJson(GpuDevice{.index = g.index, .uuid = g.uuid, .name = fleet.model(g.model).name,
-                                     .memory = g.memory, .compute_capability = g.compute_capability,
-                                     .nvlink_peers = g.nvlink_peers});
+    o.Object();
+    GpuDeviceFields(o, GpuDevice{.index = g.index, .uuid = g.uuid, .name = fleet.model(g.model).name, .memory = g.memory,
+                                 .compute_capability = g.compute_capability, .nvlink_peers = g.nvlink_peers});
     for (const KeptGpuSample& s : n.gpus) {
-      if (s.index() == g.index) e["load"] = GpuSampleJson(s.sample());
+      if (s.index() != g.index) continue;
+      o.Key("load");
+      GpuSampleOut(o, s.sample());
+      break;
     }
-    e["health"] = static_cast<size_t>(g.index) < n.gpu_health.size() ? n.gpu_health[static_cast<size_t>(g.index)] : "ok";
-    if (static_cast<size_t>(g.index) < n.gpu_check.size() && !n.gpu_check[static_cast<size_t>(g.index)].empty()) {
-      e["check"] = n.gpu_check[static_cast<size_t>(g.index)];
-    }
-    gpus.push_back(e);
+    const auto i = static_cast<size_t>(g.index);
+    o.Key("health").Str(i < n.gpu_health.size() ? std::string_view(n.gpu_health[i]) : std::string_view("ok"));
+    if (i < n.gpu_check.size() && !n.gpu_check[i].empty()) o.Key("check").Str(n.gpu_check[i]);
+    o.EndObject();
   }
-  j["gpus"] = gpus;
-  j["host"] = HostJson(n.host);
-  Json labels = Json::object();
-  for (const auto& [k, v] : n.spec.labels) labels[k] = v;
-  j["labels"] = labels;
-  if (!n.credential_hash.empty()) j["credential_sha256"] = n.credential_hash;
-  if (n.max_tasks > 0) j["max_tasks"] = n.max_tasks;
-  return j.dump(-1, ' ', false, kReplace);
+  o.EndArray();
+  o.Key("host");
+  HostOut(o, n.host);
+  o.Key("labels").Env(n.spec.labels);
+  if (!n.credential_hash.empty()) o.Key("credential_sha256").Str(n.credential_hash);
+  if (n.max_tasks > 0) o.Key("max_tasks").Int(n.max_tasks);
+  o.EndObject();
+  return o.Text();
 }
 
 Result<NodeRecord> NodeFromJson(std::string_view json) {
@@ -554,15 +717,28 @@ Result<NodeRecord> NodeFromJson(std::string_view json) {
 }
 
 std::string RegisterToJson(const RegisterRequest& r) {
-  Json j{{"name", r.name}, {"site", r.site}, {"provider", r.provider}, {"tier", r.tier}, {"address", r.address},
-         {"cpu_cores", r.cpu_cores}, {"memory_mib", r.memory_mib}, {"gpu_source", r.gpu_source}};
-  Json gpus = Json::array();
-  for (const GpuDevice& d : r.gpus) gpus.push_back(GpuDeviceJson(d));
-  j["gpus"] = gpus;
-  j["labels"] = EnvJson(r.labels);
-  if (!r.credential.empty()) j["credential"] = r.credential;
-  if (r.max_tasks > 0) j["max_tasks"] = r.max_tasks;
-  return j.dump(-1, ' ', false, kReplace);
+  Out o;
+  o.Object();
+  o.Key("name").Str(r.name);
+  o.Key("site").Str(r.site);
+  o.Key("provider").Str(r.provider);
+  o.Key("tier").Str(r.tier);
+  o.Key("address").Str(r.address);
+  o.Key("cpu_cores").Int(r.cpu_cores);
+  o.Key("memory_mib").Int(r.memory_mib);
+  o.Key("gpu_source").Str(r.gpu_source);
+  o.Key("gpus").Array();
+  for (const GpuDevice& d : r.gpus) {
+    o.Object();
+    GpuDeviceFields(o, d);
+    o.EndObject();
+  }
+  o.EndArray();
+  o.Key("labels").Env(r.labels);
+  if (!r.credential.empty()) o.Key("credential").Str(r.credential);
+  if (r.max_tasks > 0) o.Key("max_tasks").Int(r.max_tasks);
+  o.EndObject();
+  return o.Text();
 }
 
 Result<RegisterRequest> ParseRegister(std::string_view body) {
@@ -613,38 +789,59 @@ Result<RegisterRequest> ParseRegister(std::string_view body) {
 }
 
 std::string HeartbeatToJson(const Heartbeat& h) {
-  Json j{{"node", h.node}, {"wait_ms", h.wait_ms}};
+  Out o;
+  o.Object();
+  o.Key("node").Str(h.node);
+  o.Key("wait_ms").Int(h.wait_ms);
   if (h.telemetry) {
-    j["host"] = HostJson(h.host);
-    Json gpus = Json::array();
-    for (const GpuSample& s : h.gpus) gpus.push_back(GpuSampleJson(s));
-    j["gpus"] = gpus;
+    o.Key("host");
+    HostOut(o, h.host);
+    o.Key("gpus").Array();
+    for (const GpuSample& g : h.gpus) GpuSampleOut(o, g);
+    o.EndArray();
   }
-  Json tasks = Json::array();
+  o.Key("tasks").Array();
   for (const TaskReport& t : h.tasks) {
-    Json e{{"job", t.job}, {"task", t.task}, {"attempt", t.attempt},
-           {"state", t.state == TaskReport::State::kRunning ? "running" : "exited"},
-           {"started_ms", t.started_ms}};
-    if (t.exit_code) e["exit_code"] = *t.exit_code;
-    if (t.signal) e["signal"] = *t.signal;
-    if (!t.stdout_chunk.empty()) e["stdout_b64"] = Base64Encode(t.stdout_chunk);
-    if (!t.stderr_chunk.empty()) e["stderr_b64"] = Base64Encode(t.stderr_chunk);
-    if (t.dropped > 0) e["dropped"] = t.dropped;
-    if (t.lost) e["lost"] = true;
-    if (!t.error.empty()) e["error"] = t.error;
-    tasks.push_back(e);
+    o.Object();
+    o.Key("job").UInt(t.job);
+    o.Key("task").Int(t.task);
+    o.Key("attempt").Int(t.attempt);
+    o.Key("state").Str(t.state == TaskReport::State::kRunning ? "running" : "exited");
+    o.Key("started_ms").Int(t.started_ms);
+    if (t.exit_code) o.Key("exit_code").Int(*t.exit_code);
+    if (t.signal) o.Key("signal").Int(*t.signal);
+    if (!t.stdout_chunk.empty()) o.Key("stdout_b64").Str(Base64Encode(t.stdout_chunk));
+    if (!t.stderr_chunk.empty()) o.Key("stderr_b64").Str(Base64Encode(t.stderr_chunk));
+    if (t.dropped > 0) o.Key("dropped").Int(t.dropped);
+    if (t.lost) o.Key("lost").Bool(true);
+    if (!t.error.empty()) o.Key("error").Str(t.error);
+    o.EndObject();
   }
-  j["tasks"] = tasks;
-  Json running = Json::array();
-  for (const TaskKey& k : h.running) running.push_back({k.job, k.task, k.attempt});
-  j["running"] = running;
+  o.EndArray();
+  o.Key("running").Array();
+  for (const TaskKey& k : h.running) {
+    o.Array();
+    o.UInt(k.job);
+    o.Int(k.task);
+    o.Int(k.attempt);
+    o.EndArray();
+  }
+  o.EndArray();
   if (!h.selftests.empty()) {
-    Json tests = Json::array();
-    for (const GpuSelfTest& t : h.selftests) tests.push_back({{"gpu", t.gpu}, {"passed", t.passed}, {"detail", t.detail}});
-    j["selftests"] = tests;
+    o.Key("selftests").Array();
+    for (const GpuSelfTest& t : h.selftests) {
+      o.Object();
+      o.Key("gpu").Int(t.gpu);
+      o.Key("passed").Bool(t.passed);
+      o.Key("detail").Str(t.detail);
+      o.EndObject();
+    }
+    o.EndArray();
   }
-  return j.dump(-1, ' ', false, kReplace);
+  o.EndObject();
+  return o.Text();
 }
+
 
 Result<Heartbeat> ParseHeartbeat(std::string_view body) {
   return Guard([&]() -> Result<Heartbeat> {
@@ -697,22 +894,38 @@ Result<Heartbeat> ParseHeartbeat(std::string_view body) {
 }
 
 std::string ReplyToJson(const HeartbeatReply& r) {
-  Json start = Json::array();
+  Out o;
+  o.Object();
+  o.Key("start").Array();
   for (const TaskLaunch& t : r.start) {
-    start.push_back({{"job", t.job}, {"task", t.task}, {"attempt", t.attempt}, {"command", t.command}, {"env", EnvJson(t.env)},
-                     {"workdir", t.workdir}, {"gpu_mask", t.gpu_mask}, {"cpu", t.cpu.value()}, {"memory", t.memory.value()}});
-    if (t.carry_checkpoint) start.back()["carry_checkpoint"] = true;
+    o.Object();
+    o.Key("job").UInt(t.job);
+    o.Key("task").Int(t.task);
+    o.Key("attempt").Int(t.attempt);
+    o.Key("command").Strs(t.command);
+    o.Key("env").Env(t.env);
+    o.Key("workdir").Str(t.workdir);
+    o.Key("gpu_mask").Int(t.gpu_mask);
+    o.Key("cpu").Int(t.cpu.value());
+    o.Key("memory").Int(t.memory.value());
+    if (t.carry_checkpoint) o.Key("carry_checkpoint").Bool(true);
+    o.EndObject();
   }
-  Json cancel = Json::array();
+  o.EndArray();
+  o.Key("cancel").Array();
   for (const TaskKey& k : r.cancel) {
-    auto g = r.grace_ms.find(k);
-    if (g == r.grace_ms.end()) cancel.push_back({k.job, k.task, k.attempt});
-    else cancel.push_back({k.job, k.task, k.attempt, g->second});
+    o.Array();
+    o.UInt(k.job);
+    o.Int(k.task);
+    o.Int(k.attempt);
+    if (auto g = r.grace_ms.find(k); g != r.grace_ms.end()) o.Int(g->second);
+    o.EndArray();
   }
-  Json out{{"start", start}, {"cancel", cancel}};
-  if (!r.selftest.empty()) out["selftest"] = r.selftest;
-  if (r.interval_ms > 0) out["interval_ms"] = r.interval_ms;
-  return out.dump(-1, ' ', false, kReplace);
+  o.EndArray();
+  if (!r.selftest.empty()) o.Key("selftest").Ints(r.selftest);
+  if (r.interval_ms > 0) o.Key("interval_ms").Int(r.interval_ms);
+  o.EndObject();
+  return o.Text();
 }
 
 Result<HeartbeatReply> ParseReply(std::string_view body) {

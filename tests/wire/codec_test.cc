@@ -6,6 +6,8 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "wire/codec.h"
 
 namespace gp {
@@ -128,6 +130,80 @@ TEST(CodecHostileTest, ErrorTextOfAnyBytesIsJson) {
   // The error text quotes what a client sent; invalid UTF-8 once made the dump throw.
   const std::string json = ErrorJson("no job '\xff\xfe'");
   EXPECT_NE(json.find("no job"), std::string::npos);
+}
+
+// The messages written at fleet rates (job rows, launches, heartbeats) are written as text
+// directly: whatever text a field holds, the result is JSON that reads back to the same
+// values, with U+FFFD for bytes that are not UTF-8 (as the value tree's dump wrote them), and
+// an environment's name given twice appears once with its last value.
+TEST(CodecWriterTest, AnyTextReadsBackAndAnEnvironmentNameAppearsOnce) {
+  struct Text {
+    std::string in;
+    std::string back;  // what reading it gives
+  };
+  const std::vector<Text> texts = {
+      {"", ""},
+      {"plain", "plain"},
+      {"h\xc3\xa9llo \xe2\x9c\x93 \xf0\x9f\x98\x80", "h\xc3\xa9llo \xe2\x9c\x93 \xf0\x9f\x98\x80"},
+      {"quote\" back\\slash /", "quote\" back\\slash /"},
+      {std::string("nul\0byte", 8), std::string("nul\0byte", 8)},
+      {"ctl\x01\x1f\x7f\t\n", "ctl\x01\x1f\x7f\t\n"},
+      {"bad \xff end", "bad \xef\xbf\xbd end"},
+      {"cut \xe2\x9c", "cut \xef\xbf\xbd"},
+      {"surrogate \xed\xa0\x80", "surrogate \xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd"},
+      {"overlong \xc0\x80", "overlong \xef\xbf\xbd\xef\xbf\xbd"},
+  };
+  for (const Text& t : texts) {
+    JobRecord r;
+    r.spec.id = JobId{42};
+    r.spec.name = t.in;
+    r.command = {"sh", t.in};
+    r.env = {{"A", "1"}, {"B", t.in}, {"A", "2"}};
+    r.tasks.push_back(TaskRecord{.node = "n1", .exit_code = 3});
+    const std::string json = JobToJson(r, t.in);
+    const nlohmann::json j = nlohmann::json::parse(json, nullptr, false);
+    ASSERT_FALSE(j.is_discarded()) << json;
+    EXPECT_EQ(j["name"], t.back) << json;
+    EXPECT_EQ(j["message"], t.back) << json;
+    EXPECT_EQ(j["command"][1], t.back) << json;
+    EXPECT_EQ(j["env"].size(), 2u) << json;
+    EXPECT_EQ(j["env"]["A"], "2") << "the last assignment wins: " << json;
+    EXPECT_LT(json.find("\"A\""), json.find("\"B\"")) << "where it first appeared: " << json;
+    EXPECT_EQ(j["placement"][0]["exit_code"], 3);
+    EXPECT_TRUE(j["placement"][0]["signal"].is_null());
+    auto back = JobFromJson(json);
+    ASSERT_TRUE(back) << back.error().message();
+    EXPECT_EQ(back->spec.name, t.back);
+    EXPECT_EQ(JobToJson(*back, t.back), JobToJson(*back)) << "the message given is the one written";
+
+    HeartbeatReply reply{.start = {TaskLaunch{.job = 7, .task = 1, .attempt = 2, .command = {t.in}, .env = r.env, .workdir = t.in}},
+                         .cancel = {TaskKey{8, 0, 1}, TaskKey{9, 1, 3}}};
+    reply.grace_ms[TaskKey{9, 1, 3}] = 500;
+    auto rb = ParseReply(ReplyToJson(reply));
+    ASSERT_TRUE(rb) << rb.error().message();
+    ASSERT_EQ(rb->start.size(), 1u);
+    EXPECT_EQ(rb->start[0].command, std::vector<std::string>{t.back});
+    EXPECT_EQ(rb->start[0].workdir, t.back);
+    EXPECT_EQ(rb->start[0].env, (std::vector<std::pair<std::string, std::string>>{{"A", "2"}, {"B", t.back}}));
+    EXPECT_EQ(rb->cancel, reply.cancel);
+    EXPECT_EQ(rb->grace_ms, reply.grace_ms);
+
+    Heartbeat hb{.node = "n1", .telemetry = true, .host = HostSample{.cpu_cores = 64},
+                 .gpus = {GpuSample{.index = 1, .utilisation = PerMille{950}, .temperature_c = 71, .xids = {79}}},
+                 .tasks = {TaskReport{.job = 7, .task = 1, .attempt = 2, .state = TaskReport::State::kExited, .exit_code = 0,
+                                      .error = t.in}},
+                 .running = {TaskKey{7, 0, 2}}};
+    auto hbb = ParseHeartbeat(HeartbeatToJson(hb));
+    ASSERT_TRUE(hbb) << hbb.error().message();
+    EXPECT_EQ(hbb->host.cpu_cores, 64);
+    ASSERT_EQ(hbb->gpus.size(), 1u);
+    EXPECT_EQ(hbb->gpus[0].temperature_c, 71);
+    EXPECT_EQ(hbb->gpus[0].xids, std::vector<int>{79});
+    ASSERT_EQ(hbb->tasks.size(), 1u);
+    EXPECT_EQ(hbb->tasks[0].error, t.back);
+    EXPECT_EQ(hbb->tasks[0].exit_code, 0);
+    EXPECT_EQ(hbb->running, hb.running);
+  }
 }
 
 // An array's record and an element's keep what recovery needs (the spec, how far it was
