@@ -378,6 +378,8 @@ class Controller {
   void RefreshNodeState(NodeId id);
   void FillNodeState(const NodeSlot& slot, NodeState& st) const;
   NodeSlot* SlotByName(const std::string& name);
+  // The node's GPUs (index, model, memory, UUID, NVLink peers): the fleet's copy, the only one.
+  const std::vector<Gpu>& GpusOf(const NodeSlot& slot) const { return fleet_.nodes[slot.record.spec.id.value()].gpus; }
   const NodeSlot* SlotByName(const std::string& name) const;
 
   Fleet fleet_;  // grows as nodes join; the cluster state reads node specs from it

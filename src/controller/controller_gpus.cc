@@ -26,6 +26,7 @@ void GpuTexts::set(size_t gpu, std::string text) {
 
 NodeRecord Controller::Shown(const NodeSlot& slot) const {
   NodeRecord r = slot.record;
+  r.spec.gpus = GpusOf(slot);
   for (size_t g = 0; g < r.spec.gpus.size() && g < kMaxGpusPerNode; ++g) {
     r.gpu_health.push_back(slot.quarantine[g].empty() ? "ok" : "quarantined: " + slot.quarantine[g]);
     r.gpu_check.push_back(slot.last_check[g]);
@@ -58,7 +59,7 @@ void Controller::Quarantine(NodeSlot& slot, int gpu, const std::string& why) {
 Result<std::string> Controller::GpuXid(const std::string& name, int gpu, int xid) {
   NodeSlot* slot = SlotByName(name);
   if (!slot) return Error(StatusCode::kNotFound, fmt::format("no node '{}'", name));
-  if (gpu < 0 || gpu >= static_cast<int>(slot->record.spec.gpus.size())) {
+  if (gpu < 0 || gpu >= static_cast<int>(GpusOf(*slot).size())) {
     return InvalidArgument(fmt::format("node '{}' has no GPU {}", name, gpu));
   }
   slot->gpu_facts().last_xid[static_cast<size_t>(gpu)] = xid;
@@ -75,7 +76,7 @@ Result<std::string> Controller::GpuXid(const std::string& name, int gpu, int xid
 Status Controller::UndrainGpu(const std::string& name, int gpu) {
   NodeSlot* slot = SlotByName(name);
   if (!slot) return Status(StatusCode::kNotFound, fmt::format("no node '{}'", name));
-  if (gpu < 0 || gpu >= static_cast<int>(slot->record.spec.gpus.size())) {
+  if (gpu < 0 || gpu >= static_cast<int>(GpusOf(*slot).size())) {
     return Status(StatusCode::kInvalidArgument, fmt::format("node '{}' has no GPU {}", name, gpu));
   }
   if (!slot->quarantine[static_cast<size_t>(gpu)].empty()) {
@@ -91,7 +92,7 @@ Status Controller::UndrainGpu(const std::string& name, int gpu) {
 Status Controller::CheckGpu(const std::string& name, int gpu) {
   NodeSlot* slot = SlotByName(name);
   if (!slot) return Status(StatusCode::kNotFound, fmt::format("no node '{}'", name));
-  if (gpu < 0 || gpu >= static_cast<int>(slot->record.spec.gpus.size())) {
+  if (gpu < 0 || gpu >= static_cast<int>(GpusOf(*slot).size())) {
     return Status(StatusCode::kInvalidArgument, fmt::format("node '{}' has no GPU {}", name, gpu));
   }
   if (slot->quarantine[static_cast<size_t>(gpu)].empty()) {
@@ -109,7 +110,7 @@ void Controller::AskSelfTest(NodeSlot& slot, int gpu) {
 }
 
 void Controller::SelfTested(NodeSlot& slot, const GpuSelfTest& r) {
-  if (r.gpu < 0 || r.gpu >= static_cast<int>(slot.record.spec.gpus.size())) return;
+  if (r.gpu < 0 || r.gpu >= static_cast<int>(GpusOf(slot).size())) return;
   const size_t g = static_cast<size_t>(r.gpu);
   slot.gpu_facts().check_asked_ms[g] = 0;
   slot.last_check.set(g, fmt::format("{}: {}", r.passed ? "passed" : "failed", r.detail));
@@ -147,7 +148,7 @@ void Controller::GpuReports(NodeSlot& slot, const gp::Heartbeat& h) {
   if (options_.gpu_probation.value() <= 0) return;
   const int64_t now = clock_.Now().value();
   for (const GpuSample& g : h.gpus) {
-    if (g.index < 0 || g.index >= static_cast<int>(slot.record.spec.gpus.size())) continue;
+    if (g.index < 0 || g.index >= static_cast<int>(GpusOf(slot).size())) continue;
     const size_t i = static_cast<size_t>(g.index);
     if (slot.quarantine[i].empty() || now - slot.gpu_facts().last_fault_ms[i] < options_.gpu_probation.value()) continue;
     if (slot.gpu_facts().check_asked_ms[i] > 0 && now - slot.gpu_facts().check_asked_ms[i] < 60'000) continue;

@@ -12,7 +12,7 @@ void Controller::CollectMetrics(Families& out) const {
   for (const NodeSlot& s : nodes_) {
     const std::string& name = s.record.spec.name;
     std::vector<GpuView> gpus;
-    for (const Gpu& g : s.record.spec.gpus) {
+    for (const Gpu& g : GpusOf(s)) {
       GpuView v{.device = GpuDevice{.index = g.index, .uuid = g.uuid, .name = s.record.gpu_model, .memory = g.memory}};
       for (const KeptGpuSample& x : s.record.gpus) {
         if (x.index() == g.index) v.sample = x.sample();

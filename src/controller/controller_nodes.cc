@@ -60,8 +60,8 @@ std::string Controller::NodeGroupsJson() const {
     Group& g = groups[{s.record.provider, s.record.site}];
     ++g.nodes;
     ++g.by_condition[NodeCondition(s.record.spec.name)];
-    if (!s.record.gpu_model.empty()) g.models[s.record.gpu_model] += static_cast<int>(s.record.spec.gpus.size());
-    g.gpus += static_cast<int64_t>(s.record.spec.gpus.size());
+    if (!s.record.gpu_model.empty()) g.models[s.record.gpu_model] += static_cast<int>(GpusOf(s).size());
+    g.gpus += static_cast<int64_t>(GpusOf(s).size());
     g.free += s.down ? 0 : cluster_.sched().node(s.record.spec.id).WholeFreeGpus();
     for (const KeptGpuSample& x : s.record.gpus) {
       g.util += x.utilisation().value();
@@ -143,20 +143,17 @@ void Controller::NodeDown(NodeSlot& slot) {
 }
 
 namespace {
-// What a registration says about a node, whether it is new or known.
+// What a registration says about a node, whether it is new or known. The record keeps no GPUs:
+// the fleet's copy of the node is the one copy of its inventory (the scheduler reads it, and
+// GpusOf gives it to the rest): 8 GPUs are 0.5 KiB a node, not held twice.
 void FillRecord(NodeRecord& rec, const Node& n, const RegisterRequest& r, const std::string& model) {
   rec.spec = n;
+  std::vector<Gpu>().swap(rec.spec.gpus);
   rec.site = r.site;
   rec.provider = r.provider;
   rec.agent_address = r.address;
   rec.gpu_source = r.gpu_source;
   rec.gpu_model = model;
-}
-// The fleet's copy of a node is what the scheduler reads: no GPU UUIDs (its record keeps them
-// for the API and the metrics). 22 to 40 bytes a GPU, kept once, not twice.
-Node SchedulingView(Node n) {
-  for (Gpu& g : n.gpus) std::string().swap(g.uuid);
-  return n;
 }
 }  // namespace
 
@@ -193,20 +190,20 @@ Result<NodeId> Controller::AddOrUpdateNode(const RegisterRequest& r) {
     NodeSlot& s = *known;
     // A known node again (agent or server restarted). Its resources in use stay as they are;
     // its inventory must not have changed under running work.
-    if (s.record.spec.gpus.size() != n.gpus.size()) {
+    if (GpusOf(s).size() != n.gpus.size()) {
       return Error(StatusCode::kFailedPrecondition,
                    fmt::format("node '{}' registered with {} GPUs, now {}; drain it and rename it", r.name,
-                               s.record.spec.gpus.size(), n.gpus.size()));
+                               GpusOf(s).size(), n.gpus.size()));
     }
     n.id = s.record.spec.id;
     FillRecord(s.record, n, r, model_name);
-    fleet_.nodes[n.id.value()] = SchedulingView(n);
+    fleet_.nodes[n.id.value()] = std::move(n);
     s.record.max_tasks = r.max_tasks;
     sched.Update(n.id, [&](NodeState& st) { st.task_slots = static_cast<uint16_t>(r.max_tasks); });
     return n.id;
   }
   n.id = NodeId{static_cast<uint32_t>(fleet_.nodes.size())};
-  fleet_.nodes.push_back(SchedulingView(n));
+  fleet_.nodes.push_back(n);
   NodeState st = MakeNodeState(fleet_, n);
   st.task_slots = static_cast<uint16_t>(r.max_tasks);
   sched.AddNode(st);
@@ -285,7 +282,7 @@ void Controller::RefreshNodeState(NodeId id) {
 void Controller::FillNodeState(const NodeSlot& slot, NodeState& st) const {
   st.health = slot.down ? Health::kUnhealthy : (slot.suspect ? Health::kSuspect : Health::kHealthy);
   st.schedulability = slot.record.draining ? Schedulability::kDraining : Schedulability::kSchedulable;
-  st.price = fleet_.PricePerGpuHour(slot.record.spec);
+  st.price = fleet_.PricePerGpuHour(fleet_.nodes[slot.record.spec.id.value()]);
   st.site = slot.record.spec.site;
   const HostSample& h = slot.record.host;
   // Live load for the least-loaded scorer: the node's own measurements.

@@ -143,7 +143,7 @@ struct JobRecord {
 };
 
 struct NodeRecord {
-  Node spec;                         // inventory as registered (id = controller's numbering)
+  Node spec;                         // as registered (id = controller's numbering); the server keeps its GPUs in the fleet
   std::string site;
   std::string provider;
   std::string agent_address;         // host the agent runs on (for MASTER_ADDR)

@@ -2,6 +2,7 @@
 // Register and Heartbeat, the journal is in memory, and the clock is manual.
 #include <gtest/gtest.h>
 #include <fmt/format.h>
+#include <nlohmann/json.hpp>
 #include <sys/vfs.h>
 #include <unistd.h>
 
@@ -444,11 +445,31 @@ TEST(ControllerTest, RecoverAdoptsRunningJobs) {
   e.c->Tick();
   e.Beat("n");
   e.Beat("n", {{.job = a.value(), .task = 0, .attempt = 1}}, {{a.value(), 0, 1}});
+  // The node's inventory is kept once (the fleet's copy): its view and its stored record show
+  // every GPU with its UUID, before a restart and after.
+  auto uuids = [&] {
+    const nlohmann::json v = nlohmann::json::parse(e.c->NodeJson("n"));
+    std::vector<std::string> out;
+    for (const auto& g : v["gpus"]) out.push_back(g["uuid"]);
+    return out;
+  };
+  const std::vector<std::string> before = uuids();
+  ASSERT_EQ(before.size(), 2u);
+  EXPECT_FALSE(before[0].empty());
+  EXPECT_NE(before[0], before[1]);
   auto restarted = e.Make();
   ASSERT_TRUE(restarted->Recover().ok());
   e.c = std::move(restarted);
+  EXPECT_EQ(uuids(), before) << "recovered from the stored record";
   EXPECT_EQ(e.c->FindJob(a)->state, JobState::kRunning);
   EXPECT_EQ(e.c->FindJob(b)->state, JobState::kQueued);
+  {
+    auto sim = SimulatedGpuSource::Parse("4xH100", "n");
+    auto again = e.c->Register(RegisterRequest{.name = "n", .address = "10.0.0.1", .cpu_cores = 32, .memory_mib = 256 * 1024,
+                                               .gpu_source = "simulated", .gpus = *sim->Devices(), .credential = e.credentials["n"]});
+    ASSERT_FALSE(again) << "its inventory cannot change under running work";
+    EXPECT_NE(again.error().message().find("registered with 2 GPUs, now 4"), std::string::npos) << again.error().message();
+  }
   e.Join("n", 2);  // the agent registers again after the server restarted
   e.c->Tick();
   HeartbeatReply r = e.Beat("n", {}, {{a.value(), 0, 1}});
