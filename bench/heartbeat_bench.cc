@@ -12,6 +12,7 @@
 #include "controller/controller.h"
 #include "core/clock.h"
 #include "telemetry/gpu_source.h"
+#include "observe/metrics.h"
 #include "wire/codec.h"
 
 namespace gp {
@@ -89,6 +90,26 @@ void BM_HeartbeatHandle(benchmark::State& state) {
   }
 }
 BENCHMARK(BM_HeartbeatHandle)->Arg(100)->Arg(1'000)->Arg(10'000)->Unit(benchmark::kMicrosecond);
+
+// A scrape of the server's /metrics: the fleet's series, and every node's (7 a node) and, with
+// the second argument 1, every GPU's (6 a GPU, 8 GPUs a node), written as Prometheus text on
+// the server's loop. The server writes the GPUs' series up to --metrics-gpu-series-nodes
+// (1,000 by default).
+void BM_MetricsScrape(benchmark::State& state) {
+  auto p = MakePool(static_cast<int>(state.range(0)));
+  for (const Heartbeat& h : p->beats) (void)p->c->Heartbeat(h);
+  size_t bytes = 0;
+  for (auto _ : state) {
+    Families out;
+    p->c->CollectMetrics(out);
+    std::string text = SerializeText(out);
+    p->c->WriteNodeMetrics(text, state.range(1) != 0);
+    bytes = text.size();
+    benchmark::DoNotOptimize(text.data());
+  }
+  state.counters["bytes"] = static_cast<double>(bytes);
+}
+BENCHMARK(BM_MetricsScrape)->Args({1'000, 1})->Args({10'000, 1})->Args({10'000, 0})->Unit(benchmark::kMillisecond);
 
 }  // namespace
 }  // namespace gp

@@ -131,7 +131,7 @@ void Agent::UpdateMetrics() {
   std::vector<GpuView> gpus;
   int64_t busy = 0;
   for (const GpuDevice& d : devices_) {
-    GpuView v{.device = d};
+    GpuView v{.index = d.index, .uuid = d.uuid, .model = d.name, .memory = d.memory};
     for (const GpuSample& x : gpu_sample_) {
       if (x.index != d.index) continue;
       v.sample = x;
@@ -149,8 +149,9 @@ void Agent::UpdateMetrics() {
                                                    host_sample_.memory.total.value()
                                              : 0}};
   const LoadTerms t = ComputeLoad(u);
-  AddNodeFamilies(out, o_.name, static_cast<double>(u.cpu.value()) / 1000, static_cast<double>(u.gpu.value()) / 1000,
-                  static_cast<double>(u.memory.value()) / 1000, t.r, t.l);
+  AddNodeFamilies(out, NodeLoadView{.node = o_.name, .cpu = static_cast<double>(u.cpu.value()) / 1000,
+                                    .gpu = static_cast<double>(u.gpu.value()) / 1000,
+                                    .memory = static_cast<double>(u.memory.value()) / 1000, .r = t.r, .l = t.l});
   int running = 0;
   for (const auto& [key, task] : tasks_) running += !task.exit_code && !task.signal;
   AddValue(FamilyIn(out, "gpupool_agent_tasks_running", "Tasks this agent runs now.", prometheus::MetricType::Gauge),

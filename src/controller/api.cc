@@ -140,6 +140,10 @@ Api::Api(Controller& controller, EventLoop& loop, ApiOptions options)
   c_.on_down = [this](const std::string&, double seconds) { detection_seconds_->Observe(seconds); };
   // The operator hears of a failed store (or an inconsistency) once, on the server's stderr.
   c_.on_store_error = [](const Status& s) { fmt::print(stderr, "gpupool server: {}\n", s.message()); };
+  c_.on_stall = [](int64_t gap_ms) {
+    fmt::print(stderr, "gpupool server: the server's loop stalled for {} ms (a slow disk, a swapped page, a long request); "
+                       "no node is blamed for the silence\n", gap_ms);
+  };
   c_.on_events = [this] {
     AnswerEventWaiters();
     for (const auto& fn : event_listeners_) fn();
@@ -207,7 +211,9 @@ std::string Api::Metrics() const {
   Families out = registry_->Collect();
   c_.CollectMetrics(out);
   for (const auto& fn : metric_sources_) fn(out);
-  return SerializeText(out);
+  std::string text = SerializeText(out);
+  c_.WriteNodeMetrics(text, c_.node_count() <= options_.metrics_gpu_series_nodes);
+  return text;
 }
 
 std::string Api::IssueLoginCode() {

@@ -32,6 +32,10 @@ struct ApiOptions {
   // (its body left in the kernel) until the queue has room: back-pressure on the fleet. 0: no
   // limit (the default until its effect on a loaded server's liveness is understood).
   size_t max_queued_heartbeats = 0;
+  // /metrics repeats every GPU's series (dcgm-exporter's) for fleets of at most this many
+  // nodes; past it they come from the agents' own /metrics (8 GPUs a node: 10,000 nodes
+  // would be 480,000 series, 54 MB a scrape). Every node's own series stay.
+  size_t metrics_gpu_series_nodes = 1'000;
 };
 
 class Api {

@@ -516,8 +516,9 @@ void Controller::Tick() {
   }
 }
 
-void Controller::ForgiveStall() {
+void Controller::ForgiveStall(int64_t gap_ms) {
   ++stats_.stalls;
+  if (on_stall) on_stall(gap_ms);
   for (NodeSlot& s : nodes_) {
     if (!s.down) s.detector.Replied(clock_.Now());
   }
@@ -526,7 +527,7 @@ void Controller::ForgiveStall() {
 void Controller::TickOnce() {
   const int64_t now = clock_.Now().value();
   if (options_.stall.value() > 0 && last_tick_ms_ > 0 && now - last_tick_ms_ > options_.stall.value()) {
-    ForgiveStall();
+    ForgiveStall(now - last_tick_ms_);
   }
   last_tick_ms_ = now;
   const Millis at{now};

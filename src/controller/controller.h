@@ -185,6 +185,7 @@ class Controller {
   // Why a job waits: the last pass's decision, per reason with node counts and numbers.
   std::string Explain(JobId id) const;
   const Fleet& fleet() const { return fleet_; }
+  size_t node_count() const { return nodes_.size(); }  // registered, down ones too
   const Policy& policy() const { return cluster_.policy(); }
   Millis lease() const { return options_.lease; }
   // The idle heartbeat interval for the fleet's size now (ControllerOptions::heartbeat_*); O(1).
@@ -257,10 +258,16 @@ class Controller {
   std::function<void(double seconds, size_t looked_at, size_t placed)> on_pass;
   // Called when a node is declared down, with the silence that it took (the detection time).
   std::function<void(const std::string& node, double seconds)> on_down;
+  // The loop itself stalled this long between two ticks (nobody was blamed for the silence).
+  std::function<void(int64_t gap_ms)> on_stall;
   // The fleet's and the scheduler's series as they stand (docs/observability.md): per-GPU
   // DCGM series and node load for every node, jobs by state, nodes by state, the queue by
   // tenant and wait reason, and counters. Cost: O(nodes x GPUs + live jobs + finished jobs).
+  // The fleet's and the scheduler's series (a few dozen), and apart from them, written as text,
+  // every node's and GPU's (O(nodes x GPUs): 10,000 nodes of 8 GPUs are 550,000 lines).
   void CollectMetrics(Families& out) const;
+  // `gpus`: with every GPU's series too (else only the nodes'; gpupool_metrics_gpu_series says which).
+  void WriteNodeMetrics(std::string& text, bool gpus = true) const;
 
   // --- events (docs/events.md) ---
   // Stored events after `after`, oldest first (what GET /v1/events and the sinks deliver).
@@ -362,7 +369,7 @@ class Controller {
   void Launch(const JobRecord& job);
   LaunchContext ContextOf(const JobRecord& job) const;  // what a launch needs beyond the job
   // The server stalled: no node is blamed for the silence it caused.
-  void ForgiveStall();
+  void ForgiveStall(int64_t gap_ms);
   void NodeDown(NodeSlot& slot);
   // The nodes a tick found silent, judged again after `turns` more turns of the loop
   // (heartbeats read meanwhile count; each turn through `defer`), each declared down unless

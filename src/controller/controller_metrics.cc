@@ -6,31 +6,55 @@
 
 namespace gp {
 
+void Controller::WriteNodeMetrics(std::string& text, bool gpus_too) const {
+  MetricText out(text);
+  out.Family("gpupool_metrics_gpu_series", "1 if this exposition holds every GPU's series (DCGM_FI_*), 0 if the fleet is "
+             "past --metrics-gpu-series-nodes and they are left to the agents' own /metrics.", prometheus::MetricType::Gauge);
+  out.Sample("gpupool_metrics_gpu_series", {}, gpus_too ? 1 : 0);
+  if (gpus_too) {
+    WriteGpuFamilies(out, [&](const auto& fn) {
+      for (const NodeSlot& s : nodes_) {
+        const std::vector<Gpu>& gpus = GpusOf(s);
+        for (size_t i = 0; i < gpus.size(); ++i) {
+          const Gpu& g = gpus[i];
+          GpuView v{.index = g.index, .uuid = g.uuid, .model = s.record.gpu_model, .memory = g.memory};
+          // Samples come in index order (one a GPU); a node that sent them otherwise is searched.
+          if (i < s.record.gpus.size() && s.record.gpus[i].index() == g.index) {
+            v.sample = s.record.gpus[i].sample();
+          } else {
+            for (const KeptGpuSample& x : s.record.gpus) {
+              if (x.index() == g.index) v.sample = x.sample();
+            }
+          }
+          if (g.index >= 0 && g.index < kMaxGpusPerNode) v.last_xid = s.gpu_facts().last_xid[static_cast<size_t>(g.index)];
+          fn(s.record.spec.name, v);
+        }
+      }
+    });
+  }
+  WriteNodeFamilies(out, [&](const auto& fn) {
+    for (const NodeSlot& s : nodes_) {
+      const NodeState& st = cluster_.sched().node(s.record.spec.id);
+      const LoadTerms t = ComputeLoad(st.load);
+      fn(NodeLoadView{.node = s.record.spec.name, .cpu = static_cast<double>(st.load.cpu.value()) / 1000.0,
+                      .gpu = static_cast<double>(st.load.gpu.value()) / 1000.0,
+                      .memory = static_cast<double>(st.load.memory.value()) / 1000.0, .r = t.r, .l = t.l});
+    }
+  });
+  if (nodes_.empty()) return;
+  out.Family("gpupool_node_gpus_quarantined", "GPUs of the node out of service.", prometheus::MetricType::Gauge);
+  for (const NodeSlot& s : nodes_) {
+    out.Sample("gpupool_node_gpus_quarantined", {{"node", s.record.spec.name}}, static_cast<double>(s.quarantine.count()));
+  }
+  out.Family("gpupool_node_gpus_free", "Whole GPUs of the node free for placement.", prometheus::MetricType::Gauge);
+  for (const NodeSlot& s : nodes_) {
+    out.Sample("gpupool_node_gpus_free", {{"node", s.record.spec.name}}, cluster_.sched().node(s.record.spec.id).WholeFreeGpus());
+  }
+}
+
 void Controller::CollectMetrics(Families& out) const {
   using prometheus::MetricType;
   const int64_t now = clock_.Now().value();
-  for (const NodeSlot& s : nodes_) {
-    const std::string& name = s.record.spec.name;
-    std::vector<GpuView> gpus;
-    for (const Gpu& g : GpusOf(s)) {
-      GpuView v{.device = GpuDevice{.index = g.index, .uuid = g.uuid, .name = s.record.gpu_model, .memory = g.memory}};
-      for (const KeptGpuSample& x : s.record.gpus) {
-        if (x.index() == g.index) v.sample = x.sample();
-      }
-      if (g.index >= 0 && g.index < kMaxGpusPerNode) v.last_xid = s.gpu_facts().last_xid[static_cast<size_t>(g.index)];
-      gpus.push_back(std::move(v));
-    }
-    AddGpuFamilies(out, name, gpus);
-    const NodeState& st = cluster_.sched().node(s.record.spec.id);
-    const LoadTerms t = ComputeLoad(st.load);
-    AddNodeFamilies(out, name, static_cast<double>(st.load.cpu.value()) / 1000.0, static_cast<double>(st.load.gpu.value()) / 1000.0,
-                    static_cast<double>(st.load.memory.value()) / 1000.0, t.r, t.l);
-    const auto quarantined = static_cast<double>(s.quarantine.count());
-    AddValue(FamilyIn(out, "gpupool_node_gpus_quarantined", "GPUs of the node out of service.", MetricType::Gauge),
-             {{"node", name}}, quarantined);
-    AddValue(FamilyIn(out, "gpupool_node_gpus_free", "Whole GPUs of the node free for placement.", MetricType::Gauge),
-             {{"node", name}}, st.WholeFreeGpus());
-  }
   std::map<std::string, int> nodes_by_state = {{"ready", 0}, {"suspect", 0}, {"down", 0}, {"draining", 0}};
   for (const NodeSlot& s : nodes_) ++nodes_by_state[NodeCondition(s.record.spec.name)];
   auto& nodes = FamilyIn(out, "gpupool_nodes", "Nodes by state.", MetricType::Gauge);

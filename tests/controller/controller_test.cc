@@ -317,6 +317,40 @@ TEST(ControllerTest, AHeartbeatWaitingUnreadIsNotSilence) {
   EXPECT_GE(silent, 1000) << "and not before its silence has reached the threshold again";
 }
 
+// Every node's series once per node, every GPU's once per GPU (with dcgm-exporter's labels),
+// each family under one HELP and TYPE; without the GPUs' series (a fleet past the server's
+// limit) the nodes' stay and the exposition says the GPUs' are left out.
+TEST(ControllerTest, NodeAndGpuSeriesAreWrittenOncePerNodeAndGpu) {
+  Scene e;
+  e.Join("a", 2);
+  e.Join("b\"q", 4);  // a name that must be escaped in a label value
+  e.Beat("a");
+  e.Beat("b\"q");
+  auto count = [](const std::string& text, const std::string& what) {
+    size_t n = 0;
+    for (size_t at = text.find(what); at != std::string::npos; at = text.find(what, at + 1)) ++n;
+    return n;
+  };
+  std::string all;
+  e.c->WriteNodeMetrics(all, true);
+  EXPECT_EQ(count(all, "\nDCGM_FI_DEV_GPU_UTIL{"), 6u) << all;
+  EXPECT_EQ(count(all, "# TYPE DCGM_FI_DEV_GPU_UTIL gauge\n"), 1u);
+  EXPECT_EQ(count(all, "DCGM_FI_DEV_FB_FREE{gpu=\"3\",UUID=\""), 1u) << "b's fourth GPU";
+  EXPECT_EQ(count(all, "device=\"nvidia1\",modelName=\"H100\",Hostname=\"a\"}"), 4u)
+      << "a's second GPU in utilisation, memory used, free and XID (no power or temperature reported)";
+  EXPECT_EQ(count(all, "Hostname=\"b\\\"q\"}"), 16u) << "the quote escaped, in 4 series of 4 GPUs";
+  for (const char* node_series : {"gpupool_node_cpu_busy_ratio{", "gpupool_node_load_l{", "gpupool_node_gpus_free{"}) {
+    EXPECT_EQ(count(all, std::string("\n") + node_series), 2u) << node_series;
+  }
+  EXPECT_NE(all.find("gpupool_node_gpus_free{node=\"a\"} 2\n"), std::string::npos) << all;
+  EXPECT_NE(all.find("gpupool_metrics_gpu_series 1\n"), std::string::npos);
+  std::string nodes_only;
+  e.c->WriteNodeMetrics(nodes_only, false);
+  EXPECT_EQ(nodes_only.find("\nDCGM_FI_DEV"), std::string::npos);
+  EXPECT_EQ(count(nodes_only, "\ngpupool_node_load_r{"), 2u);
+  EXPECT_NE(nodes_only.find("gpupool_metrics_gpu_series 0\n"), std::string::npos);
+}
+
 // A gang over two 8-GPU nodes: torchrun's variables, then one task fails with 2 and the other
 // is told to stop; the job fails with the first failure's code.
 TEST(ControllerTest, GangEnvAndFailure) {

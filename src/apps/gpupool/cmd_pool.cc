@@ -46,6 +46,7 @@ struct ServerArgs {
   uint64_t seed = 1;
   size_t body_limit = 1 << 20;
   size_t max_queued_heartbeats = 0;
+  size_t metrics_gpu_series_nodes = 1'000;
   std::string lease = "1800ms";
   std::string header_timeout = "15s";
   int max_retries = 3;
@@ -157,7 +158,8 @@ Result<std::unique_ptr<Server>> StartServer(const ServerArgs& a) {
   srv->api = std::make_unique<Api>(*srv->controller, srv->loop,
                                    ApiOptions{.admin_token = *admin, .join_token = *join, .event_source = "gpupool://" + a.listen,
                                               .web_dir = FindWebDir(a.web_dir), .body_limit = a.body_limit,
-                                              .max_queued_heartbeats = a.max_queued_heartbeats});
+                                              .max_queued_heartbeats = a.max_queued_heartbeats,
+                                              .metrics_gpu_series_nodes = a.metrics_gpu_series_nodes});
   Api* api = srv->api.get();
   if (!a.events.empty()) {
     auto opts = ParseKafkaUrl(a.events);
@@ -476,6 +478,10 @@ void AddPoolCommands(CLI::App& app, int* exit_code) {
                      "past this many heartbeats waiting, a node's next one is held at its header, its body left in the "
                      "kernel until there is room (back-pressure on a large fleet); default 0: no limit")
       ->check(CLI::Range(size_t{0}, size_t{1} << 20));
+  server->add_option("--metrics-gpu-series-nodes", s->metrics_gpu_series_nodes,
+                     "/metrics repeats every GPU's DCGM_FI_* series for fleets up to this many nodes; past it they "
+                     "come from the agents' own /metrics (default 1000; 10,000 nodes of 8 GPUs would be 54 MB a scrape)")
+      ->check(CLI::Range(size_t{0}, size_t{1'000'000}));
   server->add_option("--lease", s->lease,
                      "how long a task runs on without word from the server before it stops itself; "
                      "a dead node's jobs move after this (default 1800ms)");
