@@ -32,15 +32,21 @@ JobRecord RunningElement() {
   return r;
 }
 
-void BM_JobToJson(benchmark::State& state) {
-  const JobRecord r = RunningElement();
+// Times `write` (a function giving the message's text) and reports the text's size.
+template <typename Write>
+void Measure(benchmark::State& state, Write&& write) {
   size_t bytes = 0;
   for (auto _ : state) {
-    const std::string s = JobToJson(r);
-    bytes = s.size();
-    benchmark::DoNotOptimize(s.data());
+    const std::string text = write();
+    bytes = text.size();
+    benchmark::DoNotOptimize(text.data());
   }
   state.counters["bytes"] = static_cast<double>(bytes);
+}
+
+void BM_JobToJson(benchmark::State& state) {
+  const JobRecord r = RunningElement();
+  Measure(state, [&] { return JobToJson(r); });
 }
 BENCHMARK(BM_JobToJson)->Unit(benchmark::kMicrosecond);
 
@@ -54,13 +60,7 @@ void BM_ReplyToJson_8Launches(benchmark::State& state) {
              {"RANK", "0"}, {"WORLD_SIZE", "1"}, {"MASTER_ADDR", "10.0.0.1"}, {"MASTER_PORT", "29500"}};
     reply.start.push_back(std::move(t));
   }
-  size_t bytes = 0;
-  for (auto _ : state) {
-    const std::string s = ReplyToJson(reply);
-    bytes = s.size();
-    benchmark::DoNotOptimize(s.data());
-  }
-  state.counters["bytes"] = static_cast<double>(bytes);
+  Measure(state, [&] { return ReplyToJson(reply); });
 }
 BENCHMARK(BM_ReplyToJson_8Launches)->Unit(benchmark::kMicrosecond);
 
@@ -69,13 +69,7 @@ void BM_HeartbeatToJson_8Gpus(benchmark::State& state) {
   if (!sim) state.SkipWithError("no simulated GPUs");
   Heartbeat h{.node = "hollow-5262", .host = HostSample{.cpu_cores = 64, .cpu_busy = PerMille{350}}, .gpus = *sim->Sample()};
   for (int i = 0; i < 8; ++i) h.running.push_back(TaskKey{123'457u + static_cast<uint64_t>(i), 0, 1});
-  size_t bytes = 0;
-  for (auto _ : state) {
-    const std::string s = HeartbeatToJson(h);
-    bytes = s.size();
-    benchmark::DoNotOptimize(s.data());
-  }
-  state.counters["bytes"] = static_cast<double>(bytes);
+  Measure(state, [&] { return HeartbeatToJson(h); });
 }
 BENCHMARK(BM_HeartbeatToJson_8Gpus)->Unit(benchmark::kMicrosecond);
 
