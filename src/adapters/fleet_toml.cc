@@ -142,6 +142,7 @@ void ReadProvider(Fleet& fleet, const toml::table& t, const std::string& source,
       }
     }
   }
+  p.max_gpus = static_cast<int>(s.Int("max_gpus", 0, 10'000'000).value_or(0));
   s.RejectUnknown();
   fleet.providers.push_back(std::move(p));
 }
@@ -239,6 +240,68 @@ void ReadNodes(Fleet& fleet, const toml::table& t, const std::string& source, in
   if (Status st = AddNodeGroup(fleet, g, /*exact_name_for_single=*/true); !st.ok()) s.Fail(nullptr, "", st.message());
 }
 
+// An offer: capacity a provider can give when work waits. Its price defaults to the
+// provider's price per GPU-hour for the model and tier, times its GPUs.
+void ReadOffer(Fleet& fleet, const toml::table& t, const std::string& source, int i) {
+  Section s(t, source, fmt::format("[[offer]] #{}", i));
+  Offer o;
+  const std::string provider = s.RequiredString("provider");
+  auto pid = fleet.FindProvider(provider);
+  if (!pid) s.Fail(nullptr, "provider", fmt::format("unknown provider '{}' (declare it with [[provider]])", provider));
+  o.provider = *pid;
+  const std::string site = s.RequiredString("site");
+  o.site = SiteNamed(fleet, s, "site", site);
+  const std::string model = s.RequiredString("gpu_model");
+  auto mid = fleet.InternModel(model);
+  if (!mid) s.Fail(t.get("gpu_model"), "gpu_model", mid.error().message());
+  o.model = *mid;
+  o.gpus = static_cast<int>(s.Int("gpus", 1, kMaxGpusPerNode).value_or(8));
+  if (auto tier = s.String("tier")) {
+    auto tr = ParsePriceTier(*tier);
+    if (!tr) s.Fail(t.get("tier"), "tier", tr.error().message());
+    o.tier = *tr;
+  }
+  o.name = s.String("name").value_or(fmt::format("{}/{}/{}x{}/{}", provider, site, fleet.model(o.model).name, o.gpus,
+                                                 PriceTierName(o.tier)));
+  s.Rename(fmt::format("[[offer]] '{}'", o.name));
+  for (const Offer& other : fleet.offers) {
+    if (other.name == o.name) s.Fail(t.get("name"), "name", "used by another offer (give each a name of its own)");
+  }
+  o.gpu_memory = s.Unit<MiB>("gpu_memory", ParseMiB, "GiB").value_or(fleet.model(o.model).memory);
+  const double cores = s.Number("cpu_cores", 0, 1e5).value_or(8.0 * o.gpus);
+  o.cpu = MilliCpu{static_cast<int64_t>(cores * 1000)};
+  o.memory = s.Unit<MiB>("memory", ParseMiB, "GiB").value_or(MiB{int64_t{64} * 1024 * o.gpus});
+  if (auto usd = s.Number("price", 0, 1e7)) {
+    o.price_per_hour = UsdToMicro(*usd);
+  } else {
+    const Provider& p = fleet.provider(o.provider);
+    std::optional<MicroUsd> per_gpu;
+    for (const Price& pr : p.prices) {
+      if (pr.model == o.model && pr.tier == o.tier) per_gpu = pr.per_gpu_hour;
+    }
+    if (!per_gpu) {
+      s.Fail(nullptr, "price", fmt::format("required: USD per node-hour (provider '{}' lists no {} price for {})", p.name,
+                                           PriceTierName(o.tier), fleet.model(o.model).name));
+    }
+    o.price_per_hour = MicroUsd{per_gpu->value() * o.gpus};
+  }
+  o.min_nodes = static_cast<int>(s.Int("min_nodes", 0, kMaxFleetNodes).value_or(0));
+  o.max_nodes = static_cast<int>(s.Int("max_nodes", 0, kMaxFleetNodes).value_or(16));
+  if (o.max_nodes < o.min_nodes) s.Fail(t.get("max_nodes"), "max_nodes", fmt::format("must be at least min_nodes ({})", o.min_nodes));
+  if (auto v = s.Unit<Millis>("boot_time", ParseDuration, "s")) o.boot_time = *v;
+  if (auto v = s.Unit<Millis>("billing_increment", ParseDuration, "s")) {
+    if (v->value() <= 0) s.Fail(t.get("billing_increment"), "billing_increment", "must be positive (\"1s\", \"1h\", \"720h\")");
+    o.billing_increment = *v;
+  }
+  if (auto v = s.Unit<Millis>("min_billed", ParseDuration, "s")) o.min_billed = *v;
+  if (const toml::node* a = s.Get("available")) {
+    if (!a->is_boolean()) s.Fail(a, "available", "expected true or false");
+    o.available = *a->value<bool>();
+  }
+  s.RejectUnknown();
+  fleet.offers.push_back(std::move(o));
+}
+
 }  // namespace
 
 Result<Fleet> ParseFleetToml(std::string_view text, const std::string& source) {
@@ -252,8 +315,10 @@ Result<Fleet> ParseFleetToml(std::string_view text, const std::string& source) {
   try {
     for (const auto& [k, v] : root) {
       const std::string_view key = k.str();
-      if (key != "provider" && key != "site" && key != "link" && key != "nodes" && key != "name" && key != "failures") {
-        throw FieldError{fmt::format("{}:{}: unknown section '{}'; expected [[provider]], [[site]], [[link]], [[nodes]] or [failures]",
+      if (key != "provider" && key != "site" && key != "link" && key != "nodes" && key != "name" && key != "failures" &&
+          key != "offer" && key != "autoscale") {
+        throw FieldError{fmt::format("{}:{}: unknown section '{}'; expected [[provider]], [[site]], [[link]], [[nodes]], [[offer]], "
+                                     "[autoscale] or [failures]",
                                      source, v.source().begin.line, key)};
       }
     }
@@ -261,6 +326,13 @@ Result<Fleet> ParseFleetToml(std::string_view text, const std::string& source) {
     ForEachEntry(root, "site", source, [&](const toml::table& t, int i) { ReadSite(fleet, t, source, i); });
     ForEachEntry(root, "link", source, [&](const toml::table& t, int i) { ReadLink(fleet, t, source, i); });
     ForEachEntry(root, "nodes", source, [&](const toml::table& t, int i) { ReadNodes(fleet, t, source, i); });
+    ForEachEntry(root, "offer", source, [&](const toml::table& t, int i) { ReadOffer(fleet, t, source, i); });
+    if (const toml::node* a = root.get("autoscale")) {
+      if (!a->is_table()) throw FieldError{fmt::format("{}:{}: [autoscale] must be a table", source, a->source().begin.line)};
+      Section as(*a->as_table(), source, "[autoscale]");
+      if (auto usd = as.Number("max_usd_per_hour", 0, 1e9)) fleet.autoscale.max_per_hour = UsdToMicro(*usd);
+      as.RejectUnknown();
+    }
     if (const toml::node* f = root.get("failures")) {
       if (!f->is_table()) throw FieldError{fmt::format("{}:{}: [failures] must be a table", source, f->source().begin.line)};
       Section fs(*f->as_table(), source, "[failures]");
@@ -273,7 +345,9 @@ Result<Fleet> ParseFleetToml(std::string_view text, const std::string& source) {
   } catch (const FieldError& e) {
     return InvalidArgument(e.message);
   }
-  if (fleet.nodes.empty()) return InvalidArgument(fmt::format("{}: no [[nodes]]; a fleet needs at least one node", source));
+  if (fleet.nodes.empty() && fleet.offers.empty()) {
+    return InvalidArgument(fmt::format("{}: no [[nodes]] and no [[offer]]; a fleet needs nodes, or offers to get them from", source));
+  }
   return fleet;
 }
 

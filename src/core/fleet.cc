@@ -131,7 +131,7 @@ int Fleet::TotalGpus() const {
 
 Status Fleet::Validate() const {
   auto bad = [](std::string msg) { return Status(StatusCode::kInvalidArgument, std::move(msg)); };
-  if (nodes.empty()) return bad("the fleet has no nodes");
+  if (nodes.empty() && offers.empty()) return bad("the fleet has no nodes and no offers");
   std::set<std::string_view> names;
   for (size_t i = 0; i < nodes.size(); ++i) {
     const Node& n = nodes[i];
@@ -165,7 +165,24 @@ Status Fleet::Validate() const {
     for (const Price& price : p.prices) {
       if (price.per_gpu_hour.value() < 0) return bad(fmt::format("provider '{}': negative price", p.name));
     }
+    if (p.max_gpus < 0) return bad(fmt::format("provider '{}': max_gpus must not be negative", p.name));
   }
+  std::set<std::string_view> offer_names;
+  for (const Offer& o : offers) {
+    if (o.name.empty() || !offer_names.insert(o.name).second) return bad(fmt::format("offer name '{}' is empty or used twice", o.name));
+    if (o.provider.value() >= providers.size() || o.site.value() >= sites.size() || o.model.value() >= models.size()) {
+      return bad(fmt::format("offer '{}': unknown provider, site or GPU model", o.name));
+    }
+    if (o.gpus < 1 || o.gpus > kMaxGpusPerNode) return bad(fmt::format("offer '{}': gpus must be 1..{}", o.name, kMaxGpusPerNode));
+    if (o.min_nodes < 0 || o.max_nodes < o.min_nodes) return bad(fmt::format("offer '{}': need 0 <= min_nodes <= max_nodes", o.name));
+    if (o.price_per_hour.value() < 0 || o.cpu.value() < 0 || o.memory.value() < 0 || o.gpu_memory.value() < 0) {
+      return bad(fmt::format("offer '{}': negative price, CPU or memory", o.name));
+    }
+    if (o.billing_increment.value() <= 0 || o.min_billed.value() < 0 || o.boot_time.value() < 0) {
+      return bad(fmt::format("offer '{}': billing_increment must be positive, min_billed and boot_time not negative", o.name));
+    }
+  }
+  if (autoscale.max_per_hour.value() < 0) return bad("autoscale: max_usd_per_hour must not be negative");
   return Status::Ok();
 }
 

@@ -88,6 +88,37 @@ struct Provider {
   std::string name;
   ProviderKind kind = ProviderKind::kOnPrem;
   std::vector<Price> prices;
+  int max_gpus = 0;  // the provider's quota: GPUs held from it at once, over all its offers (0: none)
+};
+
+// What a provider can give when work waits: nodes of one shape, at one site, at one price
+// (the fleet file's [[offer]]; docs/fleet.md). Billing: a node is billed from its creation
+// for at least `min_billed`, then in whole `billing_increment`s (1 s for per-second clouds,
+// 1 h for hourly ones, 720 h for monthly reserved hardware).
+struct Offer {
+  std::string name;               // unique, e.g. "cloud/cloud-west/H100x8/spot"
+  ProviderId provider;
+  SiteId site;
+  GpuModelId model;
+  int gpus = 0;                   // per node
+  MiB gpu_memory{0};              // per GPU (the model's when not given)
+  MilliCpu cpu{0};                // per node
+  MiB memory{0};                  // per node
+  PriceTier tier = PriceTier::kOnDemand;
+  MicroUsd price_per_hour{0};     // per node
+  int min_nodes = 0;              // kept even when idle
+  int max_nodes = 0;              // held at once
+  Millis boot_time{120'000};      // expected, from create to the agent's registration
+  Millis billing_increment{1'000};
+  Millis min_billed{60'000};
+  bool available = true;          // known to have capacity (a provider may say otherwise)
+
+  MicroUsd price_per_gpu_hour() const { return MicroUsd{gpus > 0 ? price_per_hour.value() / gpus : price_per_hour.value()}; }
+};
+
+// What the pool may spend acquiring capacity (the fleet file's [autoscale]).
+struct AutoscaleLimits {
+  MicroUsd max_per_hour{0};       // over every node acquired from offers (0: no cap)
 };
 
 struct Link {
@@ -113,6 +144,8 @@ class Fleet {
   std::vector<Site> sites;
   std::vector<Link> links;
   std::vector<Node> nodes;
+  std::vector<Offer> offers;  // capacity to acquire when work waits
+  AutoscaleLimits autoscale;
   FailureModel failures;  // from the fleet file's [failures] section
 
   // Returns the id of a model with this name, adding it (with catalog defaults when the name

@@ -53,14 +53,103 @@ TEST(FleetFileTest, BadFilesNameLineAndField) {
       {"syntax", "[[nodes]\nname = 1\n", "f.toml:5:"},
       {"bad tier", "[[nodes]]\nname = \"n\"\nsite = \"s\"\nprovider = \"p\"\ntier = \"cheap\"\n", "unknown price tier 'cheap'"},
       {"gpus without model", "[[nodes]]\nname = \"n\"\nsite = \"s\"\nprovider = \"p\"\ngpus = 2\n", "gpu_model: required"},
-      {"no nodes", "", "no [[nodes]]"},
+      {"no nodes", "", "no [[nodes]] and no [[offer]]"},
       {"unknown section", "[[node]]\nname = \"n\"\n", "unknown section 'node'"},
+      {"offer of an unknown provider", "[[offer]]\nprovider = \"q\"\nsite = \"s\"\ngpu_model = \"H100\"\n",
+       "f.toml:5: [[offer]] #1: provider: unknown provider 'q'"},
+      {"offer without a price", "[[offer]]\nprovider = \"p\"\nsite = \"s\"\ngpu_model = \"H100\"\n",
+       "[[offer]] 'p/s/H100x8/on-demand': price: required: USD per node-hour (provider 'p' lists no on-demand price for H100)"},
+      {"offer max below min",
+       "[[offer]]\nprovider = \"p\"\nsite = \"s\"\ngpu_model = \"H100\"\nprice = 20\nmin_nodes = 3\nmax_nodes = 2\n",
+       "f.toml:11: [[offer]] 'p/s/H100x8/on-demand': max_nodes: must be at least min_nodes (3)"},
+      {"offer billing of zero", "[[offer]]\nprovider = \"p\"\nsite = \"s\"\ngpu_model = \"H100\"\nprice = 20\nbilling_increment = \"0s\"\n",
+       "billing_increment: must be positive"},
+      {"offer named twice",
+       "[[offer]]\nprovider = \"p\"\nsite = \"s\"\ngpu_model = \"H100\"\nprice = 20\n"
+       "[[offer]]\nprovider = \"p\"\nsite = \"s\"\ngpu_model = \"H100\"\nprice = 22\n",
+       "f.toml:10: [[offer]] 'p/s/H100x8/on-demand': name: used by another offer"},
+      {"offer's unknown field", "[[offer]]\nprovider = \"p\"\nsite = \"s\"\ngpu_model = \"H100\"\nprice = 20\nmax = 3\n",
+       "max: unknown field"},
+      {"autoscale's unknown field", "[[offer]]\nprovider = \"p\"\nsite = \"s\"\ngpu_model = \"H100\"\nprice = 20\n[autoscale]\ncap = 3\n",
+       "[autoscale]: cap: unknown field"},
+      {"a provider's quota", "[[provider]]\nname = \"q\"\nmax_gpus = -1\n[[nodes]]\nname = \"n\"\nsite = \"s\"\nprovider = \"p\"\n",
+       "[[provider]] 'q': max_gpus: must be 0..10000000, got -1"},
   };
   for (const Case& c : cases) {
     auto f = ParseFleetToml(head + c.body, "f.toml");
     ASSERT_FALSE(f.has_value()) << c.name;
     EXPECT_NE(f.error().message().find(c.want), std::string::npos) << c.name << ": got " << f.error().message();
   }
+}
+
+// Offers: what each field says, what it defaults to (the price from the provider's price per
+// GPU-hour, the GPU memory from the catalog), and a fleet of offers alone (no nodes yet).
+TEST(FleetFileTest, OffersAndTheirDefaults) {
+  const std::string text = R"(
+[[provider]]
+name = "cloud"
+kind = "cloud"
+max_gpus = 64
+prices = { H100 = { on-demand = 3.90, spot = 1.60 } }
+
+[[site]]
+name = "west"
+region = "us-west-2"
+
+[[offer]]
+provider = "cloud"
+site = "west"
+gpu_model = "H100"
+tier = "spot"
+max_nodes = 4
+
+[[offer]]
+name = "west-h100-hourly"
+provider = "cloud"
+site = "west"
+gpu_model = "H100"
+gpus = 4
+cpu_cores = 48
+memory = "512GiB"
+price = 14.00
+min_nodes = 1
+max_nodes = 8
+boot_time = "90s"
+billing_increment = "1h"
+min_billed = "1h"
+available = false
+
+[autoscale]
+max_usd_per_hour = 250
+)";
+  auto f = ParseFleetToml(text, "offers.toml");
+  ASSERT_TRUE(f) << f.error().message();
+  EXPECT_TRUE(f->nodes.empty());
+  ASSERT_EQ(f->offers.size(), 2u);
+  const Offer& spot = f->offers[0];
+  EXPECT_EQ(spot.name, "cloud/west/H100x8/spot");
+  EXPECT_EQ(spot.gpus, 8);
+  EXPECT_EQ(spot.tier, PriceTier::kSpot);
+  EXPECT_EQ(spot.price_per_hour.value(), 8 * 1'600'000) << "the provider's spot price a GPU-hour, times 8";
+  EXPECT_EQ(spot.price_per_gpu_hour().value(), 1'600'000);
+  EXPECT_EQ(spot.gpu_memory.value(), f->model(spot.model).memory.value()) << "the catalog's";
+  EXPECT_EQ(spot.cpu.value(), 64'000);
+  EXPECT_EQ(spot.max_nodes, 4);
+  EXPECT_TRUE(spot.available);
+  const Offer& hourly = f->offers[1];
+  EXPECT_EQ(hourly.name, "west-h100-hourly");
+  EXPECT_EQ(hourly.gpus, 4);
+  EXPECT_EQ(hourly.cpu.value(), 48'000);
+  EXPECT_EQ(hourly.memory.value(), 512 * 1024);
+  EXPECT_EQ(hourly.price_per_hour.value(), 14'000'000);
+  EXPECT_EQ(hourly.min_nodes, 1);
+  EXPECT_EQ(hourly.boot_time.value(), 90'000);
+  EXPECT_EQ(hourly.billing_increment.value(), 3'600'000);
+  EXPECT_EQ(hourly.min_billed.value(), 3'600'000);
+  EXPECT_FALSE(hourly.available);
+  EXPECT_EQ(f->providers[0].max_gpus, 64);
+  EXPECT_EQ(f->autoscale.max_per_hour.value(), 250'000'000);
+  EXPECT_TRUE(f->Validate().ok()) << f->Validate().message();
 }
 
 TEST(FleetFileTest, ShorthandAndMissingFile) {

@@ -1,0 +1,106 @@
+// Acquiring capacity, the decision: which nodes to buy from the fleet's offers for the jobs
+// that wait because no node can take them. Pure (no clock, no I/O; time comes in), shared by
+// the server and the simulator, deterministic (explicit tie-breaks everywhere).
+//
+// The plan packs the waiting jobs, largest first, onto hypothetical nodes (first-fit
+// decreasing): first onto nodes already booting for earlier plans (so nothing is bought twice),
+// then onto nodes this plan has opened, and only then onto a new node of the cheapest feasible
+// offer that still has room under its own maximum, its provider's quota and the pool's
+// spending cap. A gang's tasks all go to one site (the site that costs least to complete it).
+// Scopes blocked after capacity or quota errors (an offer, a site, a region, a provider) are
+// not asked until their time is up. Cost: O(jobs x feasible offers + jobs x log jobs); shapes
+// of jobs share one feasibility list.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "core/fleet.h"
+#include "core/ids.h"
+#include "core/quantity.h"
+
+namespace gp {
+
+// What a waiting job asks of new capacity.
+struct CapacityDemand {
+  JobId job;
+  int tasks = 1;
+  int gpus_per_task = 1;
+  std::vector<GpuModelId> models;  // allowed; empty: any
+  MiB min_gpu_memory{0};
+  MilliCpu cpu_per_task{0};
+  MiB memory_per_task{0};
+  std::optional<MicroUsd> max_price_per_gpu_hour;
+  bool spot_ok = true;  // may run on spot capacity
+
+  int total_gpus() const { return tasks * gpus_per_task; }
+};
+
+// A node being created for an earlier plan, with what is not yet promised to a job.
+struct BootingNode {
+  size_t offer = 0;  // index into Fleet::offers
+  int free_gpus = 0;
+  MilliCpu free_cpu{0};
+  MiB free_memory{0};
+};
+
+// Where the pool stands with an offer: nodes it holds from it, up and booting.
+struct OfferHeld {
+  int running = 0;
+  int booting = 0;
+};
+
+enum class Scope : uint8_t { kOffer, kSite, kRegion, kProvider };
+std::string_view ScopeName(Scope s);
+
+// Scopes not to ask until a time: what a capacity or quota error blocked (SkyPilot's
+// blocklists, Karpenter's unavailable-offerings cache).
+class Blocklist {
+ public:
+  // Blocks the scope of `offer` of this kind until `until` (a later block extends it).
+  void Block(const Fleet& fleet, size_t offer, Scope scope, Millis until);
+  // Whether `offer` is inside a scope blocked at `now`; O(blocked scopes).
+  bool Blocked(const Fleet& fleet, size_t offer, Millis now) const;
+  // The blocks still in force at `now`, for `gpupool offers` (scope, what, until).
+  struct Entry {
+    Scope scope;
+    std::string what;  // the offer's, site's, region's or provider's name
+    Millis until;
+  };
+  std::vector<Entry> Active(Millis now) const;
+
+ private:
+  std::vector<Entry> entries_;
+};
+
+struct ProvisionInput {
+  std::span<const CapacityDemand> demands;
+  std::span<const OfferHeld> held;       // one per offer (Fleet::offers), or empty: none held
+  std::span<const BootingNode> booting;  // nodes booting now, with their unpromised room
+  const Blocklist* blocked = nullptr;
+  MicroUsd spend_per_hour{0};            // what the nodes held from offers cost now
+  Millis now{0};
+};
+
+struct ProvisionPlan {
+  // A node to create: its offer and the jobs it is bought for.
+  struct NewNode {
+    size_t offer = 0;
+    std::vector<JobId> jobs;
+  };
+  std::vector<NewNode> create;           // in the order decided
+  std::vector<JobId> on_booting;         // jobs that fit nodes already booting
+  // Jobs no offer can take now, and why ("no offer has 16 GPUs of H100 ...", "offer X: at its
+  // maximum of 4 nodes", "spending cap of $50.00 an hour reached").
+  std::vector<std::pair<JobId, std::string>> unmet;
+  MicroUsd added_per_hour{0};            // what the new nodes cost an hour
+  // Nodes to create per offer (index into Fleet::offers), summed from `create`.
+  std::vector<int> CountByOffer(size_t offers) const;
+};
+
+ProvisionPlan PlanCapacity(const Fleet& fleet, const ProvisionInput& in);
+
+}  // namespace gp
