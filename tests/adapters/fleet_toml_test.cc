@@ -20,6 +20,11 @@ TEST(FleetFileTest, MixedExample) {
   const Node& eu = f->node(*f->FindNode("eu-a100-3"));
   EXPECT_EQ(eu.gpus[0].memory.value(), 40 * 1024) << "gpu_memory overrides the catalog's 80 GiB";
   EXPECT_EQ(f->PathBetween(*f->FindSite("dc-east"), *f->FindSite("partner-eu")).latency.value(), 85'000);
+  ASSERT_EQ(f->offers.size(), 3u);
+  EXPECT_EQ(f->offers[1].name, "cloud/cloud-west/H100x8/spot");
+  EXPECT_EQ(f->offers[1].price_per_hour.value(), 8 * 1'600'000);
+  EXPECT_EQ(f->offers[2].billing_increment.value(), 3'600'000);
+  EXPECT_EQ(f->autoscale.max_per_hour.value(), 500'000'000);
 }
 
 TEST(FleetFileTest, UniformAndSeedExamples) {
