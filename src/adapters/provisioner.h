@@ -1,0 +1,83 @@
+// How the pool gets nodes from a provider: one contract (docs/providers.md), two kinds behind
+// it. `exec` runs an external program in the manner of Slurm's ResumeProgram: a verb as its
+// argument, a JSON request on its standard input, a JSON answer on its standard output, under
+// a hard deadline, its standard error handed to the log. Any cloud's CLI fits behind it.
+// (`local`, which starts agents on this machine, follows the same contract.)
+#pragma once
+
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "core/fleet.h"
+#include "core/quantity.h"
+#include "core/status.h"
+#include "sched/provision.h"
+
+namespace gp {
+
+// What kind of failure a provider reported, and how far it reaches: capacity and quota errors
+// block their scope for a while (the planner then asks elsewhere); auth and invalid ones need
+// an operator; transient ones are retried.
+enum class ProvisionErrorClass : uint8_t { kCapacity, kQuota, kAuth, kInvalid, kTransient };
+std::string_view ProvisionErrorClassName(ProvisionErrorClass c);
+
+struct ProvisionError {
+  ProvisionErrorClass error_class = ProvisionErrorClass::kTransient;
+  Scope scope = Scope::kOffer;
+  std::string message;
+  std::optional<Millis> retry_after;
+};
+
+// An instance as the provider knows it.
+struct Instance {
+  std::string id;
+  std::string claim;   // the claim it was created for
+  std::string offer;   // the offer's name
+  std::string state;   // "pending", "running", "deleting" (the provider's word)
+};
+
+struct ProviderDescription {
+  int max_parallel_creates = 1;
+  std::string billing;  // free text for `gpupool offers` ("per second", "hourly")
+};
+
+// A create: idempotent on `claim` (asked again, the same instances come back).
+struct CreateRequest {
+  std::string claim;
+  const Offer* offer = nullptr;
+  std::string offer_site;      // names, so the program needs no fleet file
+  std::string offer_model;
+  int count = 1;
+  std::string server;          // what a new node needs to join: the server's address
+  std::string join_token;      //   and the join token
+};
+
+struct CreateOutcome {
+  std::vector<Instance> instances;
+  std::optional<ProvisionError> error;  // none: every instance asked for is being created
+};
+
+// An interruption notice: the instance goes away at `deadline_ms` (wall clock).
+struct Interruption {
+  std::string instance;
+  int64_t deadline_ms = 0;
+};
+
+class Provisioner {
+ public:
+  virtual ~Provisioner() = default;
+  virtual Result<ProviderDescription> Describe() = 0;
+  virtual CreateOutcome Create(const CreateRequest& request) = 0;
+  virtual Status Delete(const std::vector<std::string>& instance_ids) = 0;  // not found is success
+  virtual Result<std::vector<Instance>> List() = 0;
+  virtual Result<std::vector<Interruption>> Events() = 0;
+};
+
+// `program` is run as `program VERB` for every call; each call must end within `deadline`.
+// `log` receives the program's standard error, a line at a time, prefixed with the verb.
+std::unique_ptr<Provisioner> MakeExecProvisioner(std::vector<std::string> program, Millis deadline,
+                                                 std::function<void(const std::string& line)> log);
+
+}  // namespace gp
