@@ -377,4 +377,65 @@ class Planner {
 
 ProvisionPlan PlanCapacity(const Fleet& fleet, const ProvisionInput& in) { return Planner(fleet, in).Run(); }
 
+Millis BilledTime(const Offer& offer, Millis age) {
+  const int64_t inc = std::max<int64_t>(1, offer.billing_increment.value());
+  const int64_t a = std::max<int64_t>(0, age.value());
+  const int64_t periods = (a + inc - 1) / inc;
+  return Millis{std::max(offer.min_billed.value(), std::max<int64_t>(1, periods) * inc)};
+}
+
+MicroUsd BilledCost(const Offer& offer, Millis age) {
+  // Per hour, pro rata to the millisecond, split so that no product overflows (a monthly
+  // price over years).
+  constexpr int64_t kHour = 3'600'000;
+  const int64_t price = offer.price_per_hour.value();
+  const int64_t ms = BilledTime(offer, age).value();
+  return MicroUsd{(price / kHour) * ms + (price % kHour) * ms / kHour};
+}
+
+ReleasePlan PlanRelease(const Fleet& fleet, std::span<const AcquiredNode> nodes, Millis idle_after, Millis now) {
+  ReleasePlan plan;
+  // Nodes held per offer (busy or idle): the floor `min_nodes` counts them all.
+  std::vector<int> held(fleet.offers.size(), 0);
+  for (const AcquiredNode& n : nodes) {
+    if (n.offer < held.size()) ++held[n.offer];
+  }
+  std::vector<size_t> idle;
+  for (size_t i = 0; i < nodes.size(); ++i) {
+    if (nodes[i].idle_since && nodes[i].offer < fleet.offers.size()) idle.push_back(i);
+  }
+  // Idle longest first, then the oldest node, then its position.
+  std::sort(idle.begin(), idle.end(), [&](size_t a, size_t b) {
+    return std::tuple(nodes[a].idle_since->value(), nodes[a].created.value(), a) <
+           std::tuple(nodes[b].idle_since->value(), nodes[b].created.value(), b);
+  });
+  for (size_t i : idle) {
+    const AcquiredNode& n = nodes[i];
+    const Offer& o = fleet.offers[n.offer];
+    const Millis idle_for{now.value() - n.idle_since->value()};
+    if (idle_for < idle_after) {
+      plan.kept.push_back({i, fmt::format("idle for {} of {}", FormatMillis(idle_for), FormatMillis(idle_after)),
+                           Millis{n.idle_since->value() + idle_after.value()}});
+      continue;
+    }
+    if (held[n.offer] <= o.min_nodes) {
+      plan.kept.push_back({i, fmt::format("keeps offer {} at its minimum of {} nodes", o.name, o.min_nodes), Millis{0}});
+      continue;
+    }
+    const Millis age{now.value() - n.created.value()};
+    const int64_t billed_until = n.created.value() + BilledTime(o, age).value();
+    const int64_t margin = std::clamp<int64_t>(o.billing_increment.value() / 10, 1'000, 300'000);
+    if (billed_until - now.value() > margin) {
+      plan.kept.push_back({i,
+                           fmt::format("billed for {} more; released in the last {} of it", FormatMillis(Millis{billed_until - now.value()}),
+                                       FormatMillis(Millis{margin})),
+                           Millis{billed_until - margin}});
+      continue;
+    }
+    --held[n.offer];
+    plan.release.push_back(i);
+  }
+  return plan;
+}
+
 }  // namespace gp

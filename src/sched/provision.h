@@ -103,4 +103,39 @@ struct ProvisionPlan {
 
 ProvisionPlan PlanCapacity(const Fleet& fleet, const ProvisionInput& in);
 
+// --- Giving capacity back ---
+
+// What a node held `age` since its creation has been billed: at least the offer's minimum,
+// then whole billing increments (a node of an hourly offer 61 minutes old has been billed
+// two hours).
+Millis BilledTime(const Offer& offer, Millis age);
+MicroUsd BilledCost(const Offer& offer, Millis age);
+
+// A node acquired from an offer, as the release decision needs it.
+struct AcquiredNode {
+  size_t offer = 0;
+  Millis created{0};                 // when billing began
+  std::optional<Millis> idle_since;  // none: it runs work (or is booting)
+};
+
+struct ReleasePlan {
+  std::vector<size_t> release;  // indexes into the nodes given, to drain and release now
+  // Idle nodes kept, and why: "keeps offer X at its minimum of 2 nodes", "billed until 14:00;
+  // released in its last 5 minutes" (the time in `until`), "idle for 40 s of 120 s".
+  struct Kept {
+    size_t node = 0;
+    std::string why;
+    Millis until{0};  // when it will be looked at again for this reason (0: not by time)
+  };
+  std::vector<Kept> kept;
+};
+
+// Which idle nodes to give back at `now`. A node is released once it has been idle for
+// `idle_after`, never taking its offer below `min_nodes`, and, billing-aware, only in the last
+// moments of the period it is already billed for (the last tenth of a billing increment, from
+// 1 s to 5 min): releasing a node billed by the hour 20 minutes into its hour saves nothing, so
+// it stays, ready for work, until just before its next hour would begin. Among an offer's idle
+// nodes the ones idle longest go first (then the oldest); deterministic.
+ReleasePlan PlanRelease(const Fleet& fleet, std::span<const AcquiredNode> nodes, Millis idle_after, Millis now);
+
 }  // namespace gp

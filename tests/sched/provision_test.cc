@@ -162,6 +162,74 @@ TEST(ProvisionTest, BlockedScopesArePassedOverUntilTheirTimeIsUp) {
   EXPECT_TRUE(site_a.Blocked(fleet, 3, Millis{0})) << "the partner's offer is at the blocked site too";
 }
 
+TEST(ProvisionTest, BilledTimeAndCost) {
+  struct Row {
+    const char* what;
+    int64_t increment_ms, min_ms, age_ms, billed_ms;
+  };
+  const Row rows[] = {
+      {"per second, inside the minute", 1'000, 60'000, 10'000, 60'000},
+      {"per second, past the minute", 1'000, 60'000, 61'500, 62'000},
+      {"hourly, one minute in", 3'600'000, 3'600'000, 60'000, 3'600'000},
+      {"hourly, 61 minutes in: two hours", 3'600'000, 3'600'000, 3'660'000, 7'200'000},
+      {"hourly, exactly one hour", 3'600'000, 0, 3'600'000, 3'600'000},
+      {"just created, no minimum: one increment", 3'600'000, 0, 0, 3'600'000},
+  };
+  for (const Row& r : rows) {
+    const Offer o{.price_per_hour = UsdToMicro(36), .billing_increment = Millis{r.increment_ms}, .min_billed = Millis{r.min_ms}};
+    EXPECT_EQ(BilledTime(o, Millis{r.age_ms}).value(), r.billed_ms) << r.what;
+    EXPECT_EQ(BilledCost(o, Millis{r.age_ms}).value(), r.billed_ms * 10) << r.what << ": $36 an hour is 10 micro-USD a ms";
+  }
+  const Offer monthly{.price_per_hour = UsdToMicro(100'000), .billing_increment = Millis{int64_t{720} * 3'600'000}};
+  EXPECT_EQ(BilledCost(monthly, Millis{int64_t{5} * 365 * 24 * 3'600'000}).value(), UsdToMicro(100'000).value() * 720 * 61)
+      << "five years of a monthly price: no overflow";
+}
+
+// Giving nodes back: after the idle time, never below an offer's minimum, and only in the last
+// moments of the billed period; the nodes idle longest go first.
+TEST(ProvisionTest, ReleaseIsIdleAwareMinimumAwareAndBillingAware) {
+  Fleet fleet = MakeFleet({{"cloud", "a", "H100", 8, "on-demand", 16}, {"partner", "b", "H100", 8, "on-demand", 16}});
+  fleet.offers[0].billing_increment = Millis{1'000};  // per second, 60 s minimum
+  fleet.offers[1].billing_increment = Millis{3'600'000};  // hourly
+  fleet.offers[1].min_billed = Millis{3'600'000};
+  const Millis idle_after{120'000};
+  const int64_t t0 = 1'000'000'000;
+  auto at = [&](int64_t ms) { return Millis{t0 + ms}; };
+  struct Row {
+    const char* what;
+    std::vector<AcquiredNode> nodes;
+    int64_t now;
+    int min_nodes;
+    std::vector<size_t> released;
+    std::string first_kept_why;
+  };
+  const std::vector<Row> rows = {
+      {"per second: idle long enough, released at once", {{0, at(0), at(10'000)}}, 200'000, 0, {0}, ""},
+      {"idle too briefly", {{0, at(0), at(150'000)}}, 200'000, 0, {}, "idle for 50.000s of 2m00s"},
+      {"busy nodes are not looked at", {{0, at(0), std::nullopt}}, 900'000, 0, {}, ""},
+      {"the offer's minimum", {{0, at(0), at(10'000)}, {0, at(0), std::nullopt}}, 200'000, 2, {},
+       "keeps offer cloud/a/H100x8/on-demand/0 at its minimum of 2 nodes"},
+      {"hourly, 20 minutes into its hour: kept", {{1, at(0), at(0)}}, 1'200'000, 0, {},
+       "billed for 40m00s more; released in the last 5m00s of it"},
+      {"hourly, 56 minutes in: released", {{1, at(0), at(0)}}, 3'360'000, 0, {0}, ""},
+      {"the longest idle first, down to the minimum",
+       {{0, at(0), at(30'000)}, {0, at(0), at(10'000)}, {0, at(0), at(20'000)}}, 300'000, 1, {1, 2}, "keeps offer"},
+  };
+  for (const Row& r : rows) {
+    fleet.offers[0].min_nodes = r.min_nodes;
+    fleet.offers[1].min_nodes = 0;
+    const ReleasePlan p = PlanRelease(fleet, r.nodes, idle_after, at(r.now));
+    EXPECT_EQ(p.release, r.released) << r.what;
+    if (!r.first_kept_why.empty()) {
+      ASSERT_FALSE(p.kept.empty()) << r.what;
+      EXPECT_NE(p.kept[0].why.find(r.first_kept_why), std::string::npos) << r.what << ": " << p.kept[0].why;
+    }
+  }
+  const ReleasePlan hourly = PlanRelease(fleet, std::vector<AcquiredNode>{{1, at(0), at(0)}}, idle_after, at(1'200'000));
+  ASSERT_EQ(hourly.kept.size(), 1u);
+  EXPECT_EQ(hourly.kept[0].until.value(), t0 + 3'600'000 - 300'000) << "looked at again 5 minutes before its next hour";
+}
+
 // Over random offers and jobs: no offer past its room, no provider past its quota, the cap
 // kept, every task on a node of an offer that fits it with room for it, a gang in one site,
 // every job either planned or said why not, and the same input always gives the same plan.
