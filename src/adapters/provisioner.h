@@ -5,7 +5,9 @@
 // (`local`, which starts agents on this machine, follows the same contract.)
 #pragma once
 
+#include <filesystem>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -74,6 +76,23 @@ class Provisioner {
   virtual Result<std::vector<Instance>> List() = 0;
   virtual Result<std::vector<Interruption>> Events() = 0;
 };
+
+// The `local` provisioner's "cloud": where it keeps its instances, what it starts, and its
+// seeded faults.
+struct LocalProvisionerOptions {
+  std::filesystem::path dir;        // instances.json, the join token, each instance's work directory and log
+  std::string gpupool = "gpupool";  // the binary whose `agent` an instance runs
+  std::string provider;             // the agents' --provider
+  uint64_t seed = 1;
+  Millis boot_delay_min{0};         // from create to the agent's start: uniform in [min, max]
+  Millis boot_delay_max{0};
+  std::vector<std::string> stockout_offers;  // answer capacity errors (scope: zone)
+  Millis stockout_retry{60'000};
+  int quota_gpus = 0;               // GPUs held at once before quota errors (0: none)
+  Millis spot_mtbf{0};              // spot instances are reclaimed after an exponential time with this mean (0: never)
+  Millis notice{30'000};            // how long before a reclaim `events` tells of it
+};
+std::unique_ptr<Provisioner> MakeLocalProvisioner(LocalProvisionerOptions options);
 
 // `program` is run as `program VERB` for every call; each call must end within `deadline`.
 // `log` receives the program's standard error, a line at a time, prefixed with the verb.

@@ -132,6 +132,80 @@ TEST_F(FakeCloud, AProgramThatBreaksTheContractIsNamedNeverTrusted) {
   EXPECT_NE(m.error().message().find("cannot run '/nonexistent/provider-program'"), std::string::npos) << m.error().message();
 }
 
+// The local provisioner: instances are processes in sessions of their own (here a stand-in
+// for the agent), recorded in its directory so that a new provisioner (a restarted server)
+// lists what still runs; creates are idempotent on the claim; stockouts, a quota and spot
+// reclaims with notice, all seeded.
+TEST_F(FakeCloud, LocalInstancesAreProcessesThatOutliveTheirProvisioner) {
+  LocalProvisionerOptions o{.dir = dir_ / "local", .gpupool = std::string(GP_SOURCE_DIR) + "/tests/providers/fake_agent.sh",
+                            .seed = 7, .stockout_offers = {"cloud/west/A100x8/on-demand"}, .quota_gpus = 24,
+                            .spot_mtbf = Millis{1}, .notice = Millis{60'000}};
+  auto p = MakeLocalProvisioner(o);
+  Offer demand = offer_;
+  demand.tier = PriceTier::kOnDemand;
+  demand.name = "cloud/west/H100x8/on-demand";
+  CreateRequest r = Request("claim-a", 2);
+  r.offer = &demand;
+  const CreateOutcome a = p->Create(r);
+  ASSERT_FALSE(a.error) << a.error->message;
+  ASSERT_EQ(a.instances.size(), 2u);
+  EXPECT_EQ(a.instances[0].id, "local-1");
+  const CreateOutcome again = p->Create(r);
+  ASSERT_EQ(again.instances.size(), 2u);
+  EXPECT_EQ(again.instances[1].id, "local-2") << "the same claim: the same instances";
+  auto running = [&](Provisioner& q) {
+    int n = 0;
+    auto l = q.List();
+    EXPECT_TRUE(l) << (l ? "" : l.error().message());
+    if (l) {
+      for (const Instance& i : *l) n += i.state == "running";
+    }
+    return n;
+  };
+  for (int i = 0; i < 100 && running(*p) < 2; ++i) usleep(20'000);
+  EXPECT_EQ(running(*p), 2);
+  {
+    auto restarted = MakeLocalProvisioner(o);  // a new server: the instances are still there
+    EXPECT_EQ(running(*restarted), 2);
+  }
+
+  Offer a100 = demand;
+  a100.name = "cloud/west/A100x8/on-demand";
+  CreateRequest stock = Request("claim-b", 1);
+  stock.offer = &a100;
+  const CreateOutcome s = p->Create(stock);
+  ASSERT_TRUE(s.error);
+  EXPECT_EQ(s.error->error_class, ProvisionErrorClass::kCapacity);
+  EXPECT_EQ(s.error->scope, Scope::kSite);
+  CreateRequest over = Request("claim-c", 2);
+  over.offer = &demand;
+  const CreateOutcome q = p->Create(over);
+  ASSERT_TRUE(q.error) << "16 held + 16 more is past the quota of 24";
+  EXPECT_EQ(q.error->error_class, ProvisionErrorClass::kQuota);
+
+  CreateRequest spot = Request("claim-d", 1);  // offer_ is spot: reclaimed after ~1 ms, told 60 s ahead
+  const CreateOutcome sp = p->Create(spot);
+  ASSERT_FALSE(sp.error) << sp.error->message;
+  auto events = p->Events();
+  ASSERT_TRUE(events);
+  ASSERT_EQ(events->size(), 1u);
+  EXPECT_EQ((*events)[0].instance, sp.instances[0].id);
+  usleep(50'000);
+  auto after = p->List();
+  ASSERT_TRUE(after);
+  for (const Instance& i : *after) {
+    if (i.id == sp.instances[0].id) {
+      EXPECT_EQ(i.state, "terminated") << "reclaimed at its deadline";
+    }
+  }
+
+  EXPECT_TRUE(p->Delete({"local-1", "local-2", sp.instances[0].id}).ok());
+  EXPECT_EQ(running(*p), 0);
+  auto left = p->List();
+  ASSERT_TRUE(left);
+  EXPECT_TRUE(left->empty()) << "nothing left behind";
+}
+
 // The runner itself: input in, output and status out, a hung program killed at its deadline
 // with what it had printed, and output past the limit cut.
 TEST(RunProgramTest, InputOutputStatusDeadline) {
