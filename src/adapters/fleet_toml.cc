@@ -143,6 +143,44 @@ void ReadProvider(Fleet& fleet, const toml::table& t, const std::string& source,
     }
   }
   p.max_gpus = static_cast<int>(s.Int("max_gpus", 0, 10'000'000).value_or(0));
+  if (const toml::node* pv = s.Get("provisioner")) {
+    if (pv->is_string() && *pv->value<std::string>() == "local") {
+      p.provisioner.kind = ProvisionerSpec::Kind::kLocal;
+    } else if (const toml::array* cmd = pv->as_array(); cmd && !cmd->empty()) {
+      p.provisioner.kind = ProvisionerSpec::Kind::kExec;
+      for (const toml::node& a : *cmd) {
+        if (!a.is_string()) s.Fail(&a, "provisioner", "expected the program and its arguments, as strings");
+        p.provisioner.command.push_back(*a.value<std::string>());
+      }
+    } else {
+      s.Fail(pv, "provisioner", "expected \"local\" or [\"PROGRAM\", \"ARG\", ...] (docs/providers.md)");
+    }
+  }
+  if (auto d = s.Unit<Millis>("provisioner_deadline", ParseDuration, "s")) {
+    if (d->value() < 100) s.Fail(t.get("provisioner_deadline"), "provisioner_deadline", "at least 100ms");
+    p.provisioner.deadline = *d;
+  }
+  if (const toml::table* local = s.Table("local")) {
+    Section ls(*local, source, s.where() + " local");
+    ProvisionerSpec& v = p.provisioner;
+    v.seed = static_cast<uint64_t>(ls.Int("seed", 0, INT64_MAX).value_or(1));
+    if (auto d = ls.Unit<Millis>("boot_delay", ParseDuration, "s")) v.boot_delay_min = v.boot_delay_max = *d;
+    if (auto d = ls.Unit<Millis>("boot_delay_max", ParseDuration, "s")) v.boot_delay_max = *d;
+    if (v.boot_delay_max < v.boot_delay_min) ls.Fail(local->get("boot_delay_max"), "boot_delay_max", "must be at least boot_delay");
+    if (const toml::node* st = ls.Get("stockout")) {
+      const toml::array* arr = st->as_array();
+      if (!arr) ls.Fail(st, "stockout", "expected [\"offer name\", ...]");
+      for (const toml::node& o : *arr) {
+        if (!o.is_string()) ls.Fail(&o, "stockout", "expected offer names");
+        v.stockout.push_back(*o.value<std::string>());
+      }
+    }
+    v.quota_gpus = static_cast<int>(ls.Int("quota_gpus", 0, 10'000'000).value_or(0));
+    if (auto d = ls.Unit<Millis>("spot_mtbf", ParseDuration, "h")) v.spot_mtbf = *d;
+    if (auto d = ls.Unit<Millis>("notice", ParseDuration, "s")) v.notice = *d;
+    ls.RejectUnknown();
+    if (v.kind != ProvisionerSpec::Kind::kLocal) s.Fail(local, "local", "only with provisioner = \"local\"");
+  }
   s.RejectUnknown();
   fleet.providers.push_back(std::move(p));
 }

@@ -86,7 +86,7 @@ struct LocalProvisionerOptions {
   uint64_t seed = 1;
   Millis boot_delay_min{0};         // from create to the agent's start: uniform in [min, max]
   Millis boot_delay_max{0};
-  std::vector<std::string> stockout_offers;  // answer capacity errors (scope: zone)
+  std::vector<std::string> stockout_offers;  // answer capacity errors (scope: the offer)
   Millis stockout_retry{60'000};
   int quota_gpus = 0;               // GPUs held at once before quota errors (0: none)
   Millis spot_mtbf{0};              // spot instances are reclaimed after an exponential time with this mean (0: never)

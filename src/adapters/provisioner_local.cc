@@ -62,8 +62,10 @@ class LocalProvisioner final : public Provisioner {
     }
     for (const std::string& o : o_.stockout_offers) {
       if (o == r.offer->name) {
-        out.error = ProvisionError{.error_class = ProvisionErrorClass::kCapacity, .scope = Scope::kSite,
-                                   .message = fmt::format("no {} left at {} (local stockout)", r.offer_model, r.offer_site),
+        // A stockout of one instance type in one zone (as EC2's InsufficientInstanceCapacity):
+        // the offer is blocked, not its whole site.
+        out.error = ProvisionError{.error_class = ProvisionErrorClass::kCapacity, .scope = Scope::kOffer,
+                                   .message = fmt::format("no {}x{} left at {} (local stockout)", r.offer->gpus, r.offer_model, r.offer_site),
                                    .retry_after = o_.stockout_retry};
         return out;
       }
@@ -181,7 +183,7 @@ class LocalProvisioner final : public Provisioner {
     std::filesystem::create_directories(work, ec);
     const std::string gpus = fmt::format("{}x{}", r.offer->gpus, r.offer_model);
     std::vector<std::string> argv = {o_.gpupool, "agent", "--server", r.server, "--join-token-file", (o_.dir / "join.token").string(),
-                                     "--simulate-gpus", gpus, "--name", id, "--site", r.offer_site,
+                                     "--simulate-gpus", gpus, "--name", id, "--claim", r.claim, "--site", r.offer_site,
                                      "--tier", std::string(PriceTierName(r.offer->tier)), "--work-dir", work.string(),
                                      "--metrics-listen", "off"};
     if (!o_.provider.empty()) {

@@ -168,7 +168,7 @@ Status Agent::Register() {
   RegisterRequest r{.name = o_.name, .site = o_.site, .provider = o_.provider, .tier = o_.tier, .address = o_.address,
                     .cpu_cores = host->cpu_cores, .memory_mib = host->memory.total.value(),
                     .gpu_source = std::string(gpus_->kind()), .gpus = *devices, .credential = credential_,
-                    .max_tasks = MaxTasks(host->cpu_cores)};
+                    .max_tasks = MaxTasks(host->cpu_cores), .claim = o_.claim};
   // Registration is the join token's one call; everything after it uses the node's credential.
   auto joiner = HttpClient::Create(o_.server, o_.join_token);
   if (!joiner) return joiner.error();

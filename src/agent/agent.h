@@ -27,6 +27,7 @@ struct AgentOptions {
   std::string server = "127.0.0.1:7070";
   std::string join_token;
   std::string name;            // default: the host name
+  std::string claim;           // the claim this machine was created for (by the pool's provisioner)
   std::string site = "local";
   std::string provider = "local";
   std::string tier = "on-demand";

@@ -186,6 +186,21 @@ class Controller {
   std::string Explain(JobId id) const;
   const Fleet& fleet() const { return fleet_; }
   size_t node_count() const { return nodes_.size(); }  // registered, down ones too
+
+  // --- for acquiring capacity (controller/autoscaler.h) ---
+  // Queued jobs a pass has looked at and could not place, not waiting out a backoff: what new
+  // capacity could take. O(queued).
+  std::vector<const JobRecord*> WaitingForCapacity() const;
+  // Nodes acquired for a claim: name, claim, whether any task runs there, whether it is down.
+  struct ClaimedNode {
+    std::string name;
+    std::string claim;
+    bool busy = false;
+    bool down = false;
+  };
+  std::vector<ClaimedNode> ClaimedNodes() const;
+  // An event of another part of the server (the autoscaler's), stored with the next write.
+  void Announce(std::string type, std::string subject, std::string data);
   const Policy& policy() const { return cluster_.policy(); }
   Millis lease() const { return options_.lease; }
   // The idle heartbeat interval for the fleet's size now (ControllerOptions::heartbeat_*); O(1).
@@ -258,6 +273,8 @@ class Controller {
   std::function<void(double seconds, size_t looked_at, size_t placed)> on_pass;
   // Called when a node is declared down, with the silence that it took (the detection time).
   std::function<void(const std::string& node, double seconds)> on_down;
+  // A node acquired from a provider registered, carrying its claim (Register).
+  std::function<void(const std::string& node, const std::string& claim)> on_joined;
   // The loop itself stalled this long between two ticks (nobody was blamed for the silence).
   std::function<void(int64_t gap_ms)> on_stall;
   // The fleet's and the scheduler's series as they stand (docs/observability.md): per-GPU

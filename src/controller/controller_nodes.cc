@@ -255,6 +255,7 @@ Result<Controller::Registration> Controller::Register(const RegisterRequest& r) 
   auto id = AddOrUpdateNode(r);
   if (!id) return tl::unexpected(id.error());
   NodeSlot& slot = nodes_[id->value()];
+  if (!r.claim.empty()) slot.record.claim = r.claim;
   if (issue) {
     if (!slot.record.credential_hash.empty()) by_credential_.erase(slot.record.credential_hash);
     slot.record.credential_hash = Sha256Hex(out.credential);
@@ -271,6 +272,7 @@ Result<Controller::Registration> Controller::Register(const RegisterRequest& r) 
                       {"gpus", r.gpus.size()}, {"model", slot.record.gpu_model}, {"gpu_source", r.gpu_source}}
            .dump());
   if (Status s = PersistNode(slot); !s.ok()) return tl::unexpected(s);
+  if (on_joined && !slot.record.claim.empty()) on_joined(slot.record.spec.name, slot.record.claim);
   return out;
 }
 
@@ -452,6 +454,36 @@ HeartbeatReply Controller::TakeWork(const std::string& node) {
   for (const TaskLaunch& l : reply.start) slot->delivered.insert(TaskKey{l.job, l.task, l.attempt});
   reply.interval_ms = static_cast<int>(heartbeat_interval().value());
   return reply;
+}
+
+std::vector<const JobRecord*> Controller::WaitingForCapacity() const {
+  std::vector<const JobRecord*> out;
+  const int64_t now = clock_.Now().value();
+  // With no node up, no pass looks at anything: every queued job waits for capacity.
+  const bool none_up = std::none_of(nodes_.begin(), nodes_.end(), [](const NodeSlot& s) { return !s.down; });
+  for (uint64_t id : cluster_.queued()) {
+    const JobRecord* j = cluster_.Find(JobId{id});
+    if (!j || j->not_before_ms > now) continue;
+    // Not looked at yet: the next pass may place it on what is there.
+    if (!none_up && !cluster_.DecisionOf(JobId{id})) continue;
+    out.push_back(j);
+  }
+  return out;
+}
+
+std::vector<Controller::ClaimedNode> Controller::ClaimedNodes() const {
+  std::vector<ClaimedNode> out;
+  for (const NodeSlot& s : nodes_) {
+    if (s.record.claim.empty()) continue;
+    out.push_back(ClaimedNode{.name = s.record.spec.name, .claim = s.record.claim,
+                              .busy = !cluster_.TasksOn(s.record.spec.id).empty(), .down = s.down});
+  }
+  return out;
+}
+
+void Controller::Announce(std::string type, std::string subject, std::string data) {
+  Emit(std::move(type), std::move(subject), std::move(data));
+  FlushEvents();
 }
 
 }  // namespace gp

@@ -83,12 +83,30 @@ struct Price {
   MicroUsd per_gpu_hour{0};
 };
 
+// How the pool gets nodes from a provider (docs/providers.md): none (someone else starts its
+// agents), `local` (agent processes on this machine, with seeded faults), or `exec` (an
+// external program, called with a verb).
+struct ProvisionerSpec {
+  enum class Kind : uint8_t { kNone, kLocal, kExec } kind = Kind::kNone;
+  std::vector<std::string> command;  // exec: the program and its own arguments
+  Millis deadline{30'000};           // every call's
+  // local: its "cloud"'s behaviour, seeded
+  uint64_t seed = 1;
+  Millis boot_delay_min{0};
+  Millis boot_delay_max{0};
+  std::vector<std::string> stockout;  // offer names that answer capacity errors
+  int quota_gpus = 0;
+  Millis spot_mtbf{0};
+  Millis notice{30'000};
+};
+
 struct Provider {
   ProviderId id;
   std::string name;
   ProviderKind kind = ProviderKind::kOnPrem;
   std::vector<Price> prices;
   int max_gpus = 0;  // the provider's quota: GPUs held from it at once, over all its offers (0: none)
+  ProvisionerSpec provisioner;
 };
 
 // What a provider can give when work waits: nodes of one shape, at one site, at one price

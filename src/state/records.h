@@ -159,6 +159,7 @@ struct NodeRecord {
   // keeps it, the API never shows it.
   std::string credential_hash;
   int max_tasks = 0;  // tasks at once (0: no limit said)
+  std::string claim;  // the claim it was acquired for from a provider ("" for a node someone else started)
 };
 
 }  // namespace gp

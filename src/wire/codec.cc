@@ -681,6 +681,7 @@ std::string NodeToJson(const NodeRecord& n, const Fleet& fleet, std::string_view
   o.Key("labels").Env(n.spec.labels);
   if (!n.credential_hash.empty()) o.Key("credential_sha256").Str(n.credential_hash);
   if (n.max_tasks > 0) o.Key("max_tasks").Int(n.max_tasks);
+  if (!n.claim.empty()) o.Key("claim").Str(n.claim);
   o.EndObject();
   return o.Text();
 }
@@ -704,6 +705,7 @@ Result<NodeRecord> NodeFromJson(std::string_view json) {
     n.gpu_model = Str(j, "model");
     n.credential_hash = Str(j, "credential_sha256");
     n.max_tasks = static_cast<int>(Int(j, "max_tasks", 0, kMaxTaskSlots, 0));
+    n.claim = Str(j, "claim");
     for (const In& g : Array(j, "gpus")) {
       const GpuDevice d = GpuDeviceFrom(g);
       n.spec.gpus.push_back(Gpu{.index = d.index, .memory = d.memory, .compute_capability = d.compute_capability,
@@ -737,6 +739,7 @@ std::string RegisterToJson(const RegisterRequest& r) {
   o.Key("labels").Env(r.labels);
   if (!r.credential.empty()) o.Key("credential").Str(r.credential);
   if (r.max_tasks > 0) o.Key("max_tasks").Int(r.max_tasks);
+  if (!r.claim.empty()) o.Key("claim").Str(r.claim);
   o.EndObject();
   return o.Text();
 }
@@ -745,7 +748,7 @@ Result<RegisterRequest> ParseRegister(std::string_view body) {
   return Guard([&]() -> Result<RegisterRequest> {
     const In j = ParseObject(body, "register");
     OnlyFields(j, {"name", "site", "provider", "tier", "address", "cpu_cores", "memory_mib", "gpu_source", "gpus", "labels",
-                   "credential", "max_tasks"});
+                   "credential", "max_tasks", "claim"});
     RegisterRequest r;
     r.name = Str(j, "name");
     if (Status s = ValidateNodeName(r.name); !s.ok()) throw Bad{s.message()};
@@ -765,6 +768,9 @@ Result<RegisterRequest> ParseRegister(std::string_view body) {
     CheckText(r.gpu_source, "gpu_source", true);
     r.credential = Str(j, "credential");
     r.max_tasks = static_cast<int>(Int(j, "max_tasks", 0, kMaxTaskSlots, 0));
+    r.claim = Str(j, "claim");
+    if (r.claim.size() > 128) throw Bad{"field 'claim': at most 128 characters"};
+    CheckText(r.claim, "claim", true);
     if (j.contains("gpus")) {
       if (!j["gpus"].is_array() || j["gpus"].size() > kMaxGpusPerNode) throw Bad{"field 'gpus': expected at most 16 GPUs"};
       for (const In& g : j["gpus"]) {

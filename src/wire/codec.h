@@ -46,6 +46,8 @@ struct RegisterRequest {
   std::string credential;
   // Tasks it can run at once (its CPUs and process limit; each task has a supervisor); 0: none said.
   int max_tasks = 0;
+  // The claim it was created for, when the pool acquired it from a provider (docs/providers.md).
+  std::string claim;
 };
 // Node names are host names: letters, digits, '.', '-', '_' (so they are safe in paths, URLs
 // and terminals).

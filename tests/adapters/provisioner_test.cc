@@ -176,7 +176,7 @@ TEST_F(FakeCloud, LocalInstancesAreProcessesThatOutliveTheirProvisioner) {
   const CreateOutcome s = p->Create(stock);
   ASSERT_TRUE(s.error);
   EXPECT_EQ(s.error->error_class, ProvisionErrorClass::kCapacity);
-  EXPECT_EQ(s.error->scope, Scope::kSite);
+  EXPECT_EQ(s.error->scope, Scope::kOffer) << "one type's stockout blocks that offer, not the site";
   CreateRequest over = Request("claim-c", 2);
   over.offer = &demand;
   const CreateOutcome q = p->Create(over);

@@ -23,6 +23,7 @@
 #include "agent/supervisor.h"
 #include "apps/gpupool/commands.h"
 #include "controller/api.h"
+#include "controller/autoscaler.h"
 #include "adapters/kafka_sink.h"
 #include "core/units.h"
 
@@ -61,6 +62,8 @@ struct ServerArgs {
   std::string telemetry_events = "0s";
   uint64_t events_retain = 1'000'000;
   std::string web_dir;           // the dashboard's files; default: found beside the binary
+  std::string advertise;         // the address agents the pool starts join (default: --listen's, with its port)
+  std::string scale_down_idle = "60s";
 };
 
 // The dashboard's built files: --web-dir, else web/dist of the source tree the binary was
@@ -89,6 +92,7 @@ struct Server {
   std::unique_ptr<KafkaSink> kafka;  // destroyed before the controller and loop it is wired to
   EventLoop loop;
   WallClock clock;
+  std::unique_ptr<Autoscaler> autoscaler;  // destroyed first: its thread posts to the loop
   uint16_t port = 0;
   std::string admin_token_path;
   std::string admin_token;
@@ -206,6 +210,33 @@ Result<std::unique_ptr<Server>> StartServer(const ServerArgs& a) {
     auto p = srv->loop.Listen(more, [api](HttpRequest r, Respond respond) { api->Handle(std::move(r), std::move(respond)); },
                               admit, limits);
     if (!p) return tl::unexpected(p.error());
+  }
+  // Providers whose nodes the pool acquires itself (docs/providers.md).
+  std::vector<std::unique_ptr<Provisioner>> provisioners;
+  bool any = false;
+  for (const Provider& p : srv->controller->fleet().providers) {
+    const ProvisionerSpec& v = p.provisioner;
+    std::unique_ptr<Provisioner> made;
+    if (v.kind == ProvisionerSpec::Kind::kExec) {
+      made = MakeExecProvisioner(v.command, v.deadline, [](const std::string& line) { fmt::print(stderr, "gpupool server: {}\n", line); });
+    } else if (v.kind == ProvisionerSpec::Kind::kLocal) {
+      const fs::path exe = fs::read_symlink("/proc/self/exe", ec);
+      made = MakeLocalProvisioner(LocalProvisionerOptions{
+          .dir = fs::absolute(fs::path(a.data_dir) / "provisioners" / p.name), .gpupool = exe.string(), .provider = p.name,
+          .seed = v.seed, .boot_delay_min = v.boot_delay_min, .boot_delay_max = v.boot_delay_max, .stockout_offers = v.stockout,
+          .quota_gpus = v.quota_gpus, .spot_mtbf = v.spot_mtbf, .notice = v.notice});
+    }
+    any = any || made != nullptr;
+    provisioners.push_back(std::move(made));
+  }
+  if (any) {
+    auto idle = ParseDuration(a.scale_down_idle);
+    if (!idle) return InvalidArgument("--scale-down-idle: " + idle.error().message());
+    std::string advertise = a.advertise;
+    if (advertise.empty()) advertise = a.listen.substr(0, a.listen.rfind(':')) + ":" + std::to_string(*port);
+    srv->autoscaler = std::make_unique<Autoscaler>(*srv->controller, srv->loop, std::move(provisioners),
+                                                   AutoscalerOptions{.server = advertise, .join_token = *join, .idle_after = *idle});
+    srv->autoscaler->Start();
   }
   Controller* c = srv->controller.get();
   srv->loop.Every(Millis{100}, [c] { c->Tick(); });  // detection, fences, backoffs: cheap (live jobs only)
@@ -482,6 +513,10 @@ void AddPoolCommands(CLI::App& app, int* exit_code) {
                      "/metrics repeats every GPU's DCGM_FI_* series for fleets up to this many nodes; past it they "
                      "come from the agents' own /metrics (default 1000; 10,000 nodes of 8 GPUs would be 54 MB a scrape)")
       ->check(CLI::Range(size_t{0}, size_t{1'000'000}));
+  server->add_option("--advertise", s->advertise,
+                     "HOST:PORT the agents the pool starts itself join (default: --listen's host and port)");
+  server->add_option("--scale-down-idle", s->scale_down_idle,
+                     "a node the pool acquired is released after being idle this long, billing-aware (default 60s)");
   server->add_option("--lease", s->lease,
                      "how long a task runs on without word from the server before it stops itself; "
                      "a dead node's jobs move after this (default 1800ms)");
@@ -533,6 +568,8 @@ void AddPoolCommands(CLI::App& app, int* exit_code) {
   agent->add_option("--simulate-gpus", a->options.simulate_gpus, "simulated GPUs, COUNTxMODEL (default: real GPUs via NVML)");
   agent->add_option("--work-dir", a->options.work_dir, "where task outputs are written");
   agent->add_option("--name", a->options.name, "node name (default: host name)");
+  agent->add_option("--claim", a->options.claim,
+                    "the claim this machine was created for, when the pool's provisioner started it (docs/providers.md)");
   agent->add_option("--site", a->options.site, "site of this node");
   agent->add_option("--provider", a->options.provider, "provider of this node");
   agent->add_option("--tier", a->options.tier, "price tier: on-demand, spot or reserved");

@@ -1,0 +1,307 @@
+#include "controller/autoscaler.h"
+
+#include <fmt/format.h>
+
+#include <chrono>
+#include <nlohmann/json.hpp>
+
+namespace gp {
+
+Autoscaler::Autoscaler(Controller& c, EventLoop& loop, std::vector<std::unique_ptr<Provisioner>> provisioners, AutoscalerOptions o)
+    : c_(c), loop_(loop), provisioners_(std::move(provisioners)), o_(std::move(o)) {
+  // Claim ids unique across restarts: this server's start, then a counter.
+  claim_prefix_ = fmt::format("c{}", std::chrono::duration_cast<std::chrono::milliseconds>(
+                                         std::chrono::system_clock::now().time_since_epoch()).count());
+  worker_ = std::thread([this] {
+    for (;;) {
+      std::function<void()> fn;
+      {
+        std::unique_lock lock(mu_);
+        cv_.wait(lock, [&] { return stop_ || !work_.empty(); });
+        if (stop_) return;
+        fn = std::move(work_.front());
+        work_.pop_front();
+      }
+      fn();
+    }
+  });
+  c_.on_joined = [this](const std::string& node, const std::string& claim) { Joined(node, claim); };
+}
+
+Autoscaler::~Autoscaler() {
+  {
+    std::lock_guard lock(mu_);
+    stop_ = true;
+  }
+  cv_.notify_all();
+  worker_.join();
+  c_.on_joined = nullptr;
+}
+
+int64_t Autoscaler::NowMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+void Autoscaler::Work(std::function<void()> fn) {
+  ++in_flight_;
+  {
+    std::lock_guard lock(mu_);
+    work_.push_back(std::move(fn));
+  }
+  cv_.notify_one();
+}
+
+Provisioner* Autoscaler::ProvisionerOf(size_t offer) const {
+  const size_t p = c_.fleet().offers[offer].provider.value();
+  return p < provisioners_.size() ? provisioners_[p].get() : nullptr;
+}
+
+void Autoscaler::Start() {
+  // Adopt what every provisioner holds: a restarted server neither buys a claim again nor
+  // leaves an instance orphaned.
+  for (size_t p = 0; p < provisioners_.size(); ++p) {
+    Provisioner* prov = provisioners_[p].get();
+    if (!prov) continue;
+    Work([this, prov] {
+      auto listed = prov->List();
+      loop_.Post([this, listed = std::move(listed)] {
+        --in_flight_;
+        if (!listed) {
+          fmt::print(stderr, "gpupool server: provisioner list: {}\n", listed.error().message());
+          return;
+        }
+        for (const Instance& i : *listed) {
+          if (i.claim.empty() || i.state == "terminated" || i.state == "stopped") continue;
+          auto [it, fresh] = claims_.try_emplace(i.claim);
+          Claim& cl = it->second;
+          if (fresh) {
+            cl.id = i.claim;
+            cl.created_ms = NowMs();
+            cl.state = Claim::State::kBooting;
+            for (size_t o = 0; o < c_.fleet().offers.size(); ++o) {
+              if (c_.fleet().offers[o].name == i.offer) cl.offer = o;
+            }
+          }
+          cl.instances.push_back(i.id);
+        }
+        for (const Controller::ClaimedNode& n : c_.ClaimedNodes()) {
+          auto it = claims_.find(n.claim);
+          if (it != claims_.end() && !n.down) {
+            it->second.state = Claim::State::kReady;
+            it->second.node = n.name;
+          }
+        }
+      });
+    });
+  }
+  loop_.Every(Millis{1'000}, [this] { Tick(); });
+}
+
+void Autoscaler::Joined(const std::string& node, const std::string& claim) {
+  auto it = claims_.find(claim);
+  if (it == claims_.end()) return;  // a claim this server does not know (adopted later, or foreign)
+  Claim& cl = it->second;
+  if (cl.state == Claim::State::kReady && cl.node == node) return;  // an agent registering again
+  cl.node = node;
+  cl.state = Claim::State::kReady;
+  cl.idle_since_ms.reset();
+  c_.Announce("node.ready", "node/" + node,
+              nlohmann::json{{"node", node}, {"claim", claim}, {"offer", c_.fleet().offers[cl.offer].name},
+                             {"boot_s", static_cast<double>(NowMs() - cl.created_ms) / 1000.0}}
+                  .dump());
+}
+
+void Autoscaler::Tick() {
+  const int64_t now = NowMs();
+  // A claim whose node never registered (three times the offer's boot time, and a minute):
+  // given up, its instances deleted, its offer blocked for a while.
+  for (auto& [id, cl] : claims_) {
+    if (cl.state != Claim::State::kBooting) continue;
+    const Offer& o = c_.fleet().offers[cl.offer];
+    if (now - cl.created_ms < 3 * o.boot_time.value() + 60'000) continue;
+    c_.Announce("node.provision_failed", "claim/" + id,
+                nlohmann::json{{"claim", id}, {"offer", o.name}, {"class", "transient"},
+                               {"message", "no agent registered with the claim in time"}}
+                    .dump());
+    blocked_.Block(c_.fleet(), cl.offer, Scope::kOffer, Millis{now + o_.block_for.value()});
+    cl.state = Claim::State::kReleasing;
+    Provisioner* prov = ProvisionerOf(cl.offer);
+    Work([this, prov, id = id, instances = cl.instances] {
+      const Status s = prov ? prov->Delete(instances) : Status::Ok();
+      loop_.Post([this, id, s] {
+        --in_flight_;
+        if (s.ok()) claims_.erase(id);
+      });
+    });
+  }
+  Plan(now);
+  Release(now);
+}
+
+void Autoscaler::Plan(int64_t now) {
+  const Fleet& fleet = c_.fleet();
+  if (fleet.offers.empty()) return;
+  std::vector<CapacityDemand> demands;
+  for (const JobRecord* j : c_.WaitingForCapacity()) {
+    const JobSpec& s = j->spec;
+    if (s.gpus_per_task <= 0) continue;
+    CapacityDemand d{.job = s.id, .tasks = s.tasks, .gpus_per_task = s.gpus_per_task, .min_gpu_memory = s.min_gpu_memory,
+                     .cpu_per_task = s.cpu_per_task, .memory_per_task = s.memory_per_task,
+                     .max_price_per_gpu_hour = s.max_price_per_gpu_hour};
+    bool known = true;
+    for (const std::string& m : s.gpu_models) {
+      if (auto id = fleet.FindModel(m)) d.models.push_back(*id);
+      else known = false;
+    }
+    if (!known && d.models.empty()) continue;  // a model no offer names
+    demands.push_back(std::move(d));
+  }
+  // Batching: plan once the waiting set has been quiet a while, or has waited long enough.
+  if (demands.empty()) {
+    demand_since_ms_ = 0;
+    last_demand_ = 0;
+    return;
+  }
+  if (demand_since_ms_ == 0) demand_since_ms_ = now;
+  if (demands.size() != last_demand_) {
+    last_demand_ = demands.size();
+    demand_changed_ms_ = now;
+  }
+  if (now - demand_changed_ms_ < o_.batch_quiet.value() && now - demand_since_ms_ < o_.batch_max.value()) return;
+  if (in_flight_ > 0) return;  // the last plan's creates are not all answered yet
+
+  std::vector<OfferHeld> held(fleet.offers.size());
+  std::vector<BootingNode> booting;
+  MicroUsd spend{0};
+  for (const auto& [id, cl] : claims_) {
+    const Offer& o = fleet.offers[cl.offer];
+    if (cl.state == Claim::State::kReady) {
+      ++held[cl.offer].running;
+    } else {
+      ++held[cl.offer].booting;
+      if (cl.state != Claim::State::kReleasing) {
+        booting.push_back(BootingNode{.offer = cl.offer, .free_gpus = o.gpus, .free_cpu = o.cpu, .free_memory = o.memory});
+      }
+    }
+    spend = MicroUsd{spend.value() + o.price_per_hour.value()};
+  }
+  // Nodes of the fleet file's offers that someone else runs do not count; unclaimed offers'
+  // nodes are not the pool's to buy or release.
+  const ProvisionPlan plan = PlanCapacity(
+      fleet, ProvisionInput{.demands = demands, .held = held, .booting = booting, .blocked = &blocked_, .spend_per_hour = spend,
+                            .now = Millis{now}});
+  demand_since_ms_ = 0;
+  for (const ProvisionPlan::NewNode& n : plan.create) {
+    Provisioner* prov = ProvisionerOf(n.offer);
+    if (!prov) continue;  // an offer of a provider with no provisioner: listed, never bought
+    const std::string id = fmt::format("{}-{}", claim_prefix_, next_claim_++);
+    Claim& cl = claims_[id];
+    cl.id = id;
+    cl.offer = n.offer;
+    cl.created_ms = now;
+    const Offer& o = fleet.offers[n.offer];
+    nlohmann::json jobs = nlohmann::json::array();
+    for (JobId j : n.jobs) jobs.push_back(std::to_string(j.value()));
+    c_.Announce("node.provisioning", "claim/" + id,
+                nlohmann::json{{"claim", id}, {"offer", o.name}, {"provider", fleet.provider(o.provider).name},
+                               {"price_per_hour", static_cast<double>(o.price_per_hour.value()) / kMicroUsdPerUsd}, {"jobs", jobs}}
+                    .dump());
+    CreateRequest req{.claim = id, .offer = &o, .offer_site = fleet.site(o.site).name, .offer_model = fleet.model(o.model).name,
+                      .count = 1, .server = o_.server, .join_token = o_.join_token};
+    Work([this, prov, req] {
+      CreateOutcome out = prov->Create(req);
+      loop_.Post([this, claim = req.claim, out = std::move(out)]() mutable {
+        --in_flight_;
+        OnCreated(claim, std::move(out));
+      });
+    });
+  }
+}
+
+void Autoscaler::OnCreated(const std::string& claim, CreateOutcome out) {
+  auto it = claims_.find(claim);
+  if (it == claims_.end()) return;
+  Claim& cl = it->second;
+  const Offer& o = c_.fleet().offers[cl.offer];
+  cl.instances.clear();
+  for (const Instance& i : out.instances) cl.instances.push_back(i.id);
+  if (out.error) {
+    const ProvisionError& e = *out.error;
+    const int64_t until = NowMs() + e.retry_after.value_or(o_.block_for).value();
+    if (e.error_class == ProvisionErrorClass::kCapacity || e.error_class == ProvisionErrorClass::kQuota) {
+      blocked_.Block(c_.fleet(), cl.offer, e.scope, Millis{until});
+    } else {
+      blocked_.Block(c_.fleet(), cl.offer, Scope::kOffer, Millis{until});
+    }
+    c_.Announce("node.provision_failed", "claim/" + claim,
+                nlohmann::json{{"claim", claim}, {"offer", o.name}, {"class", ProvisionErrorClassName(e.error_class)},
+                               {"scope", ScopeName(e.scope)}, {"message", e.message},
+                               {"blocked_s", static_cast<double>(until - NowMs()) / 1000.0}}
+                    .dump());
+    if (cl.instances.empty()) {
+      claims_.erase(it);
+      demand_changed_ms_ = 0;  // ask elsewhere at once, not after another quiet second
+      return;
+    }
+  }
+  if (cl.state == Claim::State::kCreating) cl.state = Claim::State::kBooting;
+}
+
+void Autoscaler::Release(int64_t now) {
+  const Fleet& fleet = c_.fleet();
+  std::map<std::string, Controller::ClaimedNode> nodes;
+  for (Controller::ClaimedNode& n : c_.ClaimedNodes()) nodes[n.claim] = std::move(n);
+  std::vector<AcquiredNode> acquired;
+  std::vector<std::string> ids;
+  for (auto& [id, cl] : claims_) {
+    if (cl.state != Claim::State::kReady) continue;
+    auto n = nodes.find(id);
+    const bool busy = n != nodes.end() && n->second.busy;
+    if (busy) {
+      cl.idle_since_ms.reset();
+    } else if (!cl.idle_since_ms) {
+      cl.idle_since_ms = now;
+    }
+    acquired.push_back(AcquiredNode{.offer = cl.offer, .created = Millis{cl.created_ms},
+                                    .idle_since = cl.idle_since_ms ? std::optional<Millis>(Millis{*cl.idle_since_ms}) : std::nullopt});
+    ids.push_back(id);
+  }
+  // Jobs still waiting for capacity keep idle nodes (the scheduler is about to use them).
+  if (!c_.WaitingForCapacity().empty()) return;
+  const ReleasePlan plan = PlanRelease(fleet, acquired, o_.idle_after, Millis{now});
+  for (size_t k : plan.release) {
+    Claim& cl = claims_[ids[k]];
+    cl.state = Claim::State::kReleasing;
+    (void)c_.SetDraining(cl.node, true);
+    c_.Announce("node.releasing", "node/" + cl.node,
+                nlohmann::json{{"node", cl.node}, {"claim", cl.id}, {"offer", fleet.offers[cl.offer].name},
+                               {"idle_s", static_cast<double>(now - cl.idle_since_ms.value_or(now)) / 1000.0}}
+                    .dump());
+    Provisioner* prov = ProvisionerOf(cl.offer);
+    Work([this, prov, id = cl.id, node = cl.node, offer = fleet.offers[cl.offer].name, instances = cl.instances] {
+      const Status s = prov ? prov->Delete(instances) : Status::Ok();
+      loop_.Post([this, id, node, offer, s] {
+        --in_flight_;
+        if (!s.ok()) {
+          fmt::print(stderr, "gpupool server: releasing {}: {}\n", node, s.message());
+          claims_[id].state = Claim::State::kReady;  // tried again later
+          return;
+        }
+        claims_.erase(id);
+        c_.Announce("node.released", "node/" + node, nlohmann::json{{"node", node}, {"claim", id}, {"offer", offer}}.dump());
+      });
+    });
+  }
+}
+
+std::vector<Autoscaler::ClaimView> Autoscaler::Claims() const {
+  std::vector<ClaimView> out;
+  for (const auto& [id, cl] : claims_) {
+    static constexpr const char* kStates[] = {"creating", "booting", "ready", "releasing"};
+    out.push_back(ClaimView{.id = id, .offer = c_.fleet().offers[cl.offer].name,
+                            .state = kStates[static_cast<size_t>(cl.state)], .instances = cl.instances, .node = cl.node});
+  }
+  return out;
+}
+
+}  // namespace gp

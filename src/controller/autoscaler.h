@@ -1,0 +1,98 @@
+// Acquiring and releasing capacity in the live pool: the loop around the planner
+// (sched/provision.h) and the providers' provisioners (adapters/provisioner.h). Every second,
+// on the server's loop: jobs that no node can take (after a quiet second, or ten seconds at
+// most) are planned onto new nodes of the cheapest feasible offers, counting the nodes already
+// booting; each node bought is a claim, created by its provider's provisioner on a thread of
+// its own (provisioners block: programs, processes); a capacity or quota error blocks its
+// scope and the next plan asks elsewhere. A claim is ready when an agent registers carrying
+// it. Nodes idle long enough are drained and released, billing-aware. At start, the
+// provisioners' `list` is read and every instance found is adopted as a claim, so a restarted
+// server buys nothing twice and leaves nothing orphaned. Every step is an event:
+// node.provisioning, node.provision_failed, node.ready, node.releasing, node.released.
+#pragma once
+
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "adapters/http.h"
+#include "adapters/provisioner.h"
+#include "controller/controller.h"
+#include "sched/provision.h"
+
+namespace gp {
+
+struct AutoscalerOptions {
+  std::string server;      // the address new nodes join (HOST:PORT)
+  std::string join_token;
+  Millis batch_quiet{1'000};  // plan once the waiting jobs have not changed for this long
+  Millis batch_max{10'000};   // or after this long at most
+  Millis idle_after{60'000};  // a node idle this long may be released
+  Millis block_for{180'000};  // a capacity or quota error's block when the provider says no time
+};
+
+class Autoscaler {
+ public:
+  // `provisioners[p]`: provider p's (null: its nodes are not acquired by the pool).
+  Autoscaler(Controller& c, EventLoop& loop, std::vector<std::unique_ptr<Provisioner>> provisioners, AutoscalerOptions o);
+  ~Autoscaler();
+  Autoscaler(const Autoscaler&) = delete;
+  Autoscaler& operator=(const Autoscaler&) = delete;
+  void Start();  // adopts what the provisioners list, then runs every second
+
+  struct ClaimView {
+    std::string id;
+    std::string offer;
+    std::string state;  // creating, booting, ready, releasing
+    std::vector<std::string> instances;
+    std::string node;
+  };
+  std::vector<ClaimView> Claims() const;
+  const Blocklist& blocked() const { return blocked_; }
+
+ private:
+  struct Claim {
+    std::string id;
+    size_t offer = 0;
+    enum class State : uint8_t { kCreating, kBooting, kReady, kReleasing } state = State::kCreating;
+    std::vector<std::string> instances;
+    std::string node;          // the node that registered with it
+    int64_t created_ms = 0;    // steady clock of this server (billing start, approximately)
+    std::optional<int64_t> idle_since_ms;
+  };
+  void Tick();
+  void Plan(int64_t now);
+  void Release(int64_t now);
+  void OnCreated(const std::string& claim, CreateOutcome outcome);
+  void Joined(const std::string& node, const std::string& claim);
+  Provisioner* ProvisionerOf(size_t offer) const;
+  void Work(std::function<void()> fn);  // on the worker thread; its result posted back to the loop
+  static int64_t NowMs();
+
+  Controller& c_;
+  EventLoop& loop_;
+  std::vector<std::unique_ptr<Provisioner>> provisioners_;
+  AutoscalerOptions o_;
+  std::map<std::string, Claim> claims_;
+  Blocklist blocked_;
+  uint64_t next_claim_ = 1;
+  std::string claim_prefix_;
+  int64_t demand_since_ms_ = 0;
+  int64_t demand_changed_ms_ = 0;
+  size_t last_demand_ = 0;
+  int in_flight_ = 0;
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::function<void()>> work_;
+  bool stop_ = false;
+  std::thread worker_;
+};
+
+}  // namespace gp

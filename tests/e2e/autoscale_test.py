@@ -1,0 +1,130 @@
+"""Acquiring capacity with the `local` provisioner, on a real server: the pool starts with no
+node at all; 20 jobs arrive, among them a gang of 2 x 8 GPUs; the server buys nodes from the
+cheapest feasible offers (real `gpupool agent` processes the provisioner starts after a boot
+delay), their agents join carrying their claims, every job runs and ends, and the idle nodes
+are released. The event log shows each step; at the end the provisioner holds no instance.
+A stocked-out offer is asked once, and the next feasible one is asked at once."""
+import json
+import os
+import sys
+import time
+
+from pool import Checks, Pool
+
+FLEET = """
+[[provider]]
+name = "lab"
+kind = "cloud"
+provisioner = "local"
+local = {{ seed = 7, boot_delay = "300ms", boot_delay_max = "900ms", stockout = ["cheapest-h100"] }}
+
+[[site]]
+name = "here"
+
+[[offer]]
+name = "cheapest-h100"
+provider = "lab"
+site = "here"
+gpu_model = "H100"
+gpus = 8
+price = 8.00
+max_nodes = 8
+boot_time = "5s"
+min_billed = "5s"
+
+[[offer]]
+name = "h100x8"
+provider = "lab"
+site = "here"
+gpu_model = "H100"
+gpus = 8
+price = 16.00
+max_nodes = 8
+boot_time = "5s"
+min_billed = "5s"
+
+[[offer]]
+name = "h100x4"
+provider = "lab"
+site = "here"
+gpu_model = "H100"
+gpus = 4
+price = 12.00
+max_nodes = 4
+boot_time = "5s"
+min_billed = "5s"
+"""
+
+
+def main(gpupool):
+    c = Checks()
+    pool = Pool(gpupool)
+    try:
+        os.makedirs(pool.dir, exist_ok=True)
+        os.chmod(pool.dir, 0o711)  # the agents the pool starts run tasks as nobody, who passes through
+        with open(f"{pool.dir}/fleet.toml", "w") as f:
+            f.write(FLEET.format())
+        pool.start_server("--fleet", f"{pool.dir}/fleet.toml", "--scale-down-idle", "2s")
+        status, nodes = pool.call("GET", "/v1/nodes")
+        c.check(status == 200 and not nodes.get("nodes"), f"no node to begin with: {nodes}")
+
+        jobs = [pool.submit(["sh", "-c", "sleep 1"], gpus=8, tasks=2, name="gang")]
+        for i in range(19):
+            jobs.append(pool.submit(["sh", "-c", "sleep 1"], gpus=[1, 2, 4][i % 3], name=f"job-{i}"))
+        try:
+            done = pool.wait_jobs(jobs, timeout=120)
+        except RuntimeError:
+            for e in pool.all_events():
+                print("event", e["type"], json.dumps(e["data"])[:200])
+            raise
+        c.check(all(done[j]["state"] == "succeeded" for j in jobs),
+                "every job ran and succeeded: " + ", ".join(f"{j}:{done[j]['state']}" for j in jobs if done[j]["state"] != "succeeded"))
+        gang = done[jobs[0]]
+        c.check(len({t["node"] for t in gang["placement"]}) >= 1 and len(gang["placement"]) == 2, f"the gang ran its 2 tasks: {gang['placement']}")
+
+        # Released once idle (2 s here), each with its events.
+        deadline = time.time() + 60
+        events = []
+        while time.time() < deadline:
+            events = pool.all_events()
+            types = [e["type"] for e in events]
+            if types.count("io.gpupool.node.released") >= 1 and types.count("io.gpupool.node.released") == types.count("io.gpupool.node.ready"):
+                break
+            time.sleep(0.5)
+        types = [e["type"] for e in events]
+        provisioning = [e for e in events if e["type"] == "io.gpupool.node.provisioning"]
+        failed = [e for e in events if e["type"] == "io.gpupool.node.provision_failed"]
+        ready = [e for e in events if e["type"] == "io.gpupool.node.ready"]
+        released = [e for e in events if e["type"] == "io.gpupool.node.released"]
+        c.check(len(provisioning) >= 2, f"nodes were bought: {len(provisioning)}")
+        c.check(any(e["data"]["offer"] == "cheapest-h100" and e["data"]["class"] == "capacity" for e in failed),
+                f"the cheapest offer answered a stockout: {[e['data'] for e in failed]}")
+        first_fail = min((e["sequence"] for e in failed if e["data"]["offer"] == "cheapest-h100"), default=None)
+        asked_cheapest = [e for e in provisioning if e["data"]["offer"] == "cheapest-h100"]
+        c.check(len(asked_cheapest) >= 1 and all(e["sequence"] < first_fail for e in asked_cheapest) if first_fail else False,
+                f"the stocked-out offer is not asked again while blocked: {[e['sequence'] for e in asked_cheapest]} vs {first_fail}")
+        c.check(ready and all(e["data"]["offer"] != "cheapest-h100" for e in ready), f"nodes joined from the next offers: {[e['data'] for e in ready]}")
+        c.check(len(released) == len(ready) and len(ready) >= 1, f"every node that joined was released: {len(ready)} ready, {len(released)} released")
+        c.check(types.index("io.gpupool.node.provisioning") < types.index("io.gpupool.node.ready") < types.index("io.gpupool.node.releasing")
+                < types.index("io.gpupool.node.released"), "provisioning, ready, releasing, released, in that order")
+
+        with open(f"{pool.dir}/server/provisioners/lab/instances.json") as f:
+            left = json.load(f)["instances"]
+        c.check(not left, f"the provisioner holds no instance at the end: {list(left)}")
+    finally:
+        pool.stop()
+        # Agents the provisioner started live in sessions of their own: stop any left behind.
+        try:
+            with open(f"{pool.dir}/server/provisioners/lab/instances.json") as f:
+                for i in json.load(f)["instances"].values():
+                    try:
+                        os.killpg(i["pid"], 9)
+                    except (ProcessLookupError, PermissionError):
+                        pass
+        except (OSError, ValueError, KeyError):
+            pass
+    return c.done()
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1]))
