@@ -2,6 +2,7 @@
 // table and the handlers it names stay together so that every route, its authorisation and its
 // status codes read in one place).
 #include "controller/api.h"
+#include "controller/autoscaler.h"
 
 #include "core/units.h"
 #include "adapters/tokens.h"
@@ -572,6 +573,9 @@ void Api::Route(const HttpRequest& r, const Caller& caller, Respond& respond) {
     return no_route();
   }
   if (p[1] == "node-groups" && p.size() == 2 && m == "GET") return respond(Json(200, c_.NodeGroupsJson()));
+  if (p[1] == "offers" && p.size() == 2 && m == "GET") {
+    return respond(Json(200, offers ? offers() : OffersJson(c_.fleet(), {}, {}, Millis{0})));
+  }
   if (p[1] == "nodes") {
     if (p.size() == 2 && m == "GET") {
       // By name, 1,000 a page at most; `next` is the cursor (after=NAME) for the page after.

@@ -54,6 +54,9 @@ class Api {
   void AddEventListener(std::function<void()> fn) { event_listeners_.push_back(std::move(fn)); }
   // More series for /metrics (an event sink's progress).
   void AddMetrics(std::function<void(Families&)> fn) { metric_sources_.push_back(std::move(fn)); }
+  // GET /v1/offers: the autoscaler's view (offers, nodes held, blocked scopes); unset: the
+  // fleet's offers alone.
+  std::function<std::string()> offers;
 
  private:
   // Who is calling: nobody, an agent that has only the join token (it may register), a node

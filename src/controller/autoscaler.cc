@@ -304,4 +304,35 @@ std::vector<Autoscaler::ClaimView> Autoscaler::Claims() const {
   return out;
 }
 
+std::string OffersJson(const Fleet& fleet, std::span<const OfferHeld> held, const std::vector<Blocklist::Entry>& blocked, Millis now) {
+  nlohmann::json offers = nlohmann::json::array();
+  for (size_t i = 0; i < fleet.offers.size(); ++i) {
+    const Offer& o = fleet.offers[i];
+    const OfferHeld h = i < held.size() ? held[i] : OfferHeld{};
+    offers.push_back({{"name", o.name}, {"provider", fleet.provider(o.provider).name}, {"site", fleet.site(o.site).name},
+                      {"region", fleet.site(o.site).region}, {"gpu_model", fleet.model(o.model).name}, {"gpus", o.gpus},
+                      {"tier", PriceTierName(o.tier)}, {"price_per_hour", static_cast<double>(o.price_per_hour.value()) / kMicroUsdPerUsd},
+                      {"price_per_gpu_hour", static_cast<double>(o.price_per_gpu_hour().value()) / kMicroUsdPerUsd},
+                      {"min_nodes", o.min_nodes}, {"max_nodes", o.max_nodes}, {"boot_time_s", static_cast<double>(o.boot_time.value()) / 1000},
+                      {"billing_increment_s", static_cast<double>(o.billing_increment.value()) / 1000},
+                      {"available", o.available}, {"running", h.running}, {"booting", h.booting},
+                      {"provisioner", fleet.provider(o.provider).provisioner.kind == ProvisionerSpec::Kind::kNone ? "none"
+                                      : fleet.provider(o.provider).provisioner.kind == ProvisionerSpec::Kind::kLocal ? "local" : "exec"}});
+  }
+  nlohmann::json blocks = nlohmann::json::array();
+  for (const Blocklist::Entry& e : blocked) {
+    blocks.push_back({{"scope", ScopeName(e.scope)}, {"what", e.what}, {"seconds_left", static_cast<double>(e.until.value() - now.value()) / 1000}});
+  }
+  return nlohmann::json{{"offers", offers}, {"blocked", blocks}}.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
+std::string Autoscaler::OffersJson() const {
+  std::vector<OfferHeld> held(c_.fleet().offers.size());
+  for (const auto& [id, cl] : claims_) {
+    if (cl.state == Claim::State::kReady) ++held[cl.offer].running;
+    else ++held[cl.offer].booting;
+  }
+  return gp::OffersJson(c_.fleet(), held, blocked_.Active(Millis{NowMs()}), Millis{NowMs()});
+}
+
 }  // namespace gp

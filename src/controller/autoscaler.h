@@ -37,6 +37,10 @@ struct AutoscalerOptions {
   Millis block_for{180'000};  // a capacity or quota error's block when the provider says no time
 };
 
+// The offers of `fleet` as GET /v1/offers shows them; `held` (one per offer, or empty) and
+// the blocked scopes from the autoscaler when there is one.
+std::string OffersJson(const Fleet& fleet, std::span<const OfferHeld> held, const std::vector<Blocklist::Entry>& blocked, Millis now);
+
 class Autoscaler {
  public:
   // `provisioners[p]`: provider p's (null: its nodes are not acquired by the pool).
@@ -54,6 +58,9 @@ class Autoscaler {
     std::string node;
   };
   std::vector<ClaimView> Claims() const;
+  // GET /v1/offers: every offer with its price, availability, nodes held (ready and booting),
+  // and the blocked scopes with the seconds left.
+  std::string OffersJson() const;
   const Blocklist& blocked() const { return blocked_; }
 
  private:

@@ -6,6 +6,7 @@ are released. The event log shows each step; at the end the provisioner holds no
 A stocked-out offer is asked once, and the next feasible one is asked at once."""
 import json
 import os
+import subprocess
 import sys
 import time
 
@@ -79,6 +80,16 @@ def main(gpupool):
             raise
         c.check(all(done[j]["state"] == "succeeded" for j in jobs),
                 "every job ran and succeeded: " + ", ".join(f"{j}:{done[j]['state']}" for j in jobs if done[j]["state"] != "succeeded"))
+        status, offers = pool.call("GET", "/v1/offers")
+        blocked = {b["what"]: b for b in offers.get("blocked", [])} if status == 200 else {}
+        c.check("cheapest-h100" in blocked and blocked["cheapest-h100"]["scope"] == "offer" and blocked["cheapest-h100"]["seconds_left"] > 0,
+                f"GET /v1/offers shows the stocked-out offer blocked, with its time left: {offers}")
+        held = {o["name"]: o["running"] + o["booting"] for o in offers.get("offers", [])}
+        c.check(held.get("cheapest-h100") == 0 and sum(held.values()) >= 2, f"and the nodes held of each offer: {held}")
+        cli = subprocess.run([gpupool, "offers", "--server", f"127.0.0.1:{pool.port}", "--token", pool.token],
+                             capture_output=True, text=True)
+        c.check(cli.returncode == 0 and "blocked: offer cheapest-h100" in cli.stdout and "h100x4" in cli.stdout,
+                f"`gpupool offers` lists them: {cli.stdout}{cli.stderr}")
         gang = done[jobs[0]]
         c.check(len({t["node"] for t in gang["placement"]}) >= 1 and len(gang["placement"]) == 2, f"the gang ran its 2 tasks: {gang['placement']}")
 

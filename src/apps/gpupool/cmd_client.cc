@@ -340,6 +340,30 @@ int Nodes(const Conn& c) {
   return 0;
 }
 
+// `gpupool offers`: what the pool can acquire, at what price, what it holds of each, and the
+// scopes blocked after a provider's refusal.
+int Offers(const Conn& c) {
+  auto body = Call(c, "GET", "/v1/offers");
+  if (!body) return 1;
+  if (c.json_out) {
+    fmt::print("{}\n", *body);
+    return 0;
+  }
+  const json j = json::parse(*body);
+  fmt::print("{:<34} {:<10} {:<12} {:<8} {:>4} {:<10} {:>8} {:>7} {:>7} {:>7} {:>9}\n", "OFFER", "PROVIDER", "SITE", "MODEL", "GPUS",
+             "TIER", "$/HOUR", "$/GPU-h", "RUNNING", "BOOTING", "AVAILABLE");
+  for (const json& o : j["offers"]) {
+    fmt::print("{:<34} {:<10} {:<12} {:<8} {:>4} {:<10} {:>8.2f} {:>7.2f} {:>7} {:>7} {:>9}\n", Shown(o["name"]), Shown(o["provider"]),
+               Shown(o["site"]), Shown(o["gpu_model"]), o["gpus"].get<int>(), Shown(o["tier"]), o["price_per_hour"].get<double>(),
+               o["price_per_gpu_hour"].get<double>(), o["running"].get<int>(), o["booting"].get<int>(),
+               o["available"].get<bool>() ? "yes" : "no");
+  }
+  for (const json& b : j["blocked"]) {
+    fmt::print("blocked: {} {} for {:.0f} s more\n", Shown(b["scope"]), Shown(b["what"]), b["seconds_left"].get<double>());
+  }
+  return 0;
+}
+
 // `gpupool events [-f] [--since N]`: the event log; -f follows it, resuming from the last
 // event seen across server restarts (the log is durable, so nothing is missed).
 int EventsCmd(const Conn& c, uint64_t since, bool follow) {
@@ -508,6 +532,10 @@ void AddClientCommands(CLI::App& app, int* exit_code) {
   CLI::App* nodes = app.add_subcommand("nodes", "List nodes with their GPUs and live load");
   AddConn(nodes, conn);
   nodes->callback([conn, exit_code] { *exit_code = Nodes(*conn); });
+
+  CLI::App* offers = app.add_subcommand("offers", "What the pool can acquire from providers: offers, prices, nodes held, blocked scopes");
+  AddConn(offers, conn);
+  offers->callback([conn, exit_code] { *exit_code = Offers(*conn); });
 
   auto ev = std::make_shared<std::pair<uint64_t, bool>>(0, false);
   CLI::App* events = app.add_subcommand("events", "The event log: jobs, nodes and GPUs changing state (-f follows it)");

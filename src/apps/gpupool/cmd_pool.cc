@@ -237,6 +237,8 @@ Result<std::unique_ptr<Server>> StartServer(const ServerArgs& a) {
     srv->autoscaler = std::make_unique<Autoscaler>(*srv->controller, srv->loop, std::move(provisioners),
                                                    AutoscalerOptions{.server = advertise, .join_token = *join, .idle_after = *idle});
     srv->autoscaler->Start();
+    Autoscaler* as = srv->autoscaler.get();
+    api->offers = [as] { return as->OffersJson(); };
   }
   Controller* c = srv->controller.get();
   srv->loop.Every(Millis{100}, [c] { c->Tick(); });  // detection, fences, backoffs: cheap (live jobs only)
