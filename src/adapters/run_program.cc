@@ -46,6 +46,7 @@ Result<ProgramRun> RunProgram(const std::vector<std::string>& argv, const std::s
   posix_spawn_file_actions_adddup2(&fa, in.fd[0], 0);
   posix_spawn_file_actions_adddup2(&fa, out.fd[1], 1);
   posix_spawn_file_actions_adddup2(&fa, err.fd[1], 2);
+  posix_spawn_file_actions_addclosefrom_np(&fa, 3);  // none of the caller's sockets or files
   posix_spawnattr_t attr;
   posix_spawnattr_init(&attr);
   // A group of its own (killed whole at the deadline), default signal handling.

@@ -64,6 +64,17 @@ void Autoscaler::Start() {
     if (!prov) continue;
     Work([this, prov] {
       auto listed = prov->List();
+      // Instances whose machine is gone (stopped, reclaimed) still exist for the provider, and
+      // may still cost: deleted now, never adopted.
+      std::vector<std::string> dead;
+      if (listed) {
+        for (const Instance& i : *listed) {
+          if (i.state == "terminated" || i.state == "stopped") dead.push_back(i.id);
+        }
+        if (!dead.empty()) {
+          if (Status s = prov->Delete(dead); !s.ok()) fmt::print(stderr, "gpupool server: provisioner delete: {}\n", s.message());
+        }
+      }
       loop_.Post([this, listed = std::move(listed)] {
         --in_flight_;
         if (!listed) {
@@ -86,9 +97,23 @@ void Autoscaler::Start() {
         }
         for (const Controller::ClaimedNode& n : c_.ClaimedNodes()) {
           auto it = claims_.find(n.claim);
-          if (it != claims_.end() && !n.down) {
-            it->second.state = Claim::State::kReady;
-            it->second.node = n.name;
+          if (it == claims_.end()) continue;
+          Claim& cl = it->second;
+          cl.node = n.name;
+          if (n.draining) {
+            // It was being released when the server stopped: finish that.
+            cl.state = Claim::State::kReleasing;
+            Work([this, owner = ProvisionerOf(cl.offer), id = cl.id, node = n.name, instances = cl.instances] {
+              const Status s = owner ? owner->Delete(instances) : Status::Ok();
+              loop_.Post([this, id, node, s] {
+                --in_flight_;
+                if (!s.ok()) return;
+                claims_.erase(id);
+                c_.Announce("node.released", "node/" + node, nlohmann::json{{"node", node}, {"claim", id}}.dump());
+              });
+            });
+          } else if (!n.down) {
+            cl.state = Claim::State::kReady;
           }
         }
       });

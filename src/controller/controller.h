@@ -197,6 +197,7 @@ class Controller {
     std::string claim;
     bool busy = false;
     bool down = false;
+    bool draining = false;
   };
   std::vector<ClaimedNode> ClaimedNodes() const;
   // An event of another part of the server (the autoscaler's), stored with the next write.

@@ -476,7 +476,8 @@ std::vector<Controller::ClaimedNode> Controller::ClaimedNodes() const {
   for (const NodeSlot& s : nodes_) {
     if (s.record.claim.empty()) continue;
     out.push_back(ClaimedNode{.name = s.record.spec.name, .claim = s.record.claim,
-                              .busy = !cluster_.TasksOn(s.record.spec.id).empty(), .down = s.down});
+                              .busy = !cluster_.TasksOn(s.record.spec.id).empty(), .down = s.down,
+                              .draining = s.record.draining});
   }
   return out;
 }
