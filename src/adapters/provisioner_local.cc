@@ -25,6 +25,7 @@
 #include <thread>
 
 #include "adapters/provisioner.h"
+#include "adapters/run_program.h"
 #include "core/units.h"
 
 extern char** environ;
@@ -205,14 +206,11 @@ class LocalProvisioner final : public Provisioner {
     // Nothing of the server's beyond these three: an agent that inherited its listening socket
     // would hold the port after the server died, and a restart could not listen.
     posix_spawn_file_actions_addclosefrom_np(&fa, 3);
-    posix_spawnattr_t attr;
-    posix_spawnattr_init(&attr);
-    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSID);
+    const CleanSpawnAttr attr(CleanSpawnAttr::Group::kSession);
     pid_t pid = -1;
     const char* args[] = {"/bin/sh", "-c", cmd.c_str(), nullptr};
-    const int rc = posix_spawn(&pid, "/bin/sh", &fa, &attr, const_cast<char* const*>(args), environ);
+    const int rc = posix_spawn(&pid, "/bin/sh", &fa, attr.get(), const_cast<char* const*>(args), environ);
     posix_spawn_file_actions_destroy(&fa);
-    posix_spawnattr_destroy(&attr);
     if (rc != 0) return Error(StatusCode::kInternal, fmt::format("cannot start an agent: {}", std::strerror(rc)));
     return static_cast<int>(pid);
   }

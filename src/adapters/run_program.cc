@@ -34,6 +34,21 @@ struct Pipe {
 
 }  // namespace
 
+CleanSpawnAttr::CleanSpawnAttr(Group group) {
+  posix_spawnattr_init(&attr_);
+  const short where = group == Group::kSession ? POSIX_SPAWN_SETSID : POSIX_SPAWN_SETPGROUP;
+  posix_spawnattr_setflags(&attr_, static_cast<short>(where | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF));
+  if (group == Group::kProcessGroup) posix_spawnattr_setpgroup(&attr_, 0);
+  sigset_t none;
+  sigemptyset(&none);
+  posix_spawnattr_setsigmask(&attr_, &none);
+  sigset_t all;
+  sigfillset(&all);
+  posix_spawnattr_setsigdefault(&attr_, &all);
+}
+
+CleanSpawnAttr::~CleanSpawnAttr() { posix_spawnattr_destroy(&attr_); }
+
 Result<ProgramRun> RunProgram(const std::vector<std::string>& argv, const std::string& input, Millis deadline,
                               size_t max_output) {
   if (argv.empty() || argv[0].empty()) return InvalidArgument("no program to run");
@@ -47,24 +62,13 @@ Result<ProgramRun> RunProgram(const std::vector<std::string>& argv, const std::s
   posix_spawn_file_actions_adddup2(&fa, out.fd[1], 1);
   posix_spawn_file_actions_adddup2(&fa, err.fd[1], 2);
   posix_spawn_file_actions_addclosefrom_np(&fa, 3);  // none of the caller's sockets or files
-  posix_spawnattr_t attr;
-  posix_spawnattr_init(&attr);
-  // A group of its own (killed whole at the deadline), default signal handling.
-  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-  posix_spawnattr_setpgroup(&attr, 0);
-  sigset_t none;
-  sigemptyset(&none);
-  posix_spawnattr_setsigmask(&attr, &none);
-  sigset_t all;
-  sigfillset(&all);
-  posix_spawnattr_setsigdefault(&attr, &all);
+  const CleanSpawnAttr attr(CleanSpawnAttr::Group::kProcessGroup);  // killed whole at the deadline
   std::vector<char*> args;
   for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
   args.push_back(nullptr);
   pid_t child = -1;
-  const int rc = posix_spawnp(&child, args[0], &fa, &attr, args.data(), environ);
+  const int rc = posix_spawnp(&child, args[0], &fa, attr.get(), args.data(), environ);
   posix_spawn_file_actions_destroy(&fa);
-  posix_spawnattr_destroy(&attr);
   if (rc != 0) return Error(StatusCode::kFailedPrecondition, fmt::format("cannot run '{}': {}", argv[0], std::strerror(rc)));
   in.CloseEnd(0);
   out.CloseEnd(1);

@@ -4,6 +4,8 @@
 // helper it started cannot outlive the call. Blocking; safe to call from any one thread.
 #pragma once
 
+#include <spawn.h>
+
 #include <string>
 #include <vector>
 
@@ -11,6 +13,21 @@
 #include "core/status.h"
 
 namespace gp {
+
+// posix_spawn attributes for a child that starts clean: a session (or a process group) of its
+// own, so it can be stopped whole; no blocked signal; every signal at its default action.
+class CleanSpawnAttr {
+ public:
+  enum class Group { kSession, kProcessGroup };
+  explicit CleanSpawnAttr(Group group);
+  ~CleanSpawnAttr();
+  CleanSpawnAttr(const CleanSpawnAttr&) = delete;
+  CleanSpawnAttr& operator=(const CleanSpawnAttr&) = delete;
+  const posix_spawnattr_t* get() const { return &attr_; }
+
+ private:
+  posix_spawnattr_t attr_;
+};
 
 struct ProgramRun {
   int exit_code = -1;  // -1: killed by a signal (see `signal`) or not started

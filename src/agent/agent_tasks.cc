@@ -20,6 +20,7 @@
 #include <thread>
 
 #include "adapters/nvml.h"
+#include "adapters/run_program.h"
 #include "agent/agent_internal.h"
 #include "adapters/tokens.h"
 #include "core/models.h"
@@ -85,19 +86,10 @@ Result<pid_t> SpawnInSession(std::vector<std::string> args, std::vector<std::str
   posix_spawn_file_actions_addopen(&fa, 1, out.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
   posix_spawn_file_actions_addopen(&fa, 2, err.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
   if (!workdir.empty()) posix_spawn_file_actions_addchdir_np(&fa, workdir.c_str());
-  posix_spawnattr_t attr;
-  posix_spawnattr_init(&attr);
-  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-  sigset_t none;
-  sigemptyset(&none);
-  posix_spawnattr_setsigmask(&attr, &none);
-  sigset_t all;
-  sigfillset(&all);
-  posix_spawnattr_setsigdefault(&attr, &all);
+  const CleanSpawnAttr attr(CleanSpawnAttr::Group::kSession);
   pid_t pid = -1;
-  const int rc = posix_spawnp(&pid, argv[0], &fa, &attr, argv.data(), envp.data());
+  const int rc = posix_spawnp(&pid, argv[0], &fa, attr.get(), argv.data(), envp.data());
   posix_spawn_file_actions_destroy(&fa);
-  posix_spawnattr_destroy(&attr);
   if (rc != 0) return Error(StatusCode::kFailedPrecondition, std::strerror(rc));
   return pid;
 }
