@@ -75,8 +75,9 @@ class Session : public HttpConnection, public std::enable_shared_from_this<Sessi
     boost::system::error_code ec;
     const size_t unread = socket_.available(ec);  // FIONREAD: O(1)
     if (!ec && unread > 0) return true;
-    // Bytes read and not yet parsed (a header in part), or a request whose header is in.
-    return buffer_.size() > 0 || (parser_ && parser_->got_some()) || file_parser_ != nullptr;
+    // Bytes read from the kernel and not yet parsed. (A request whose client stopped in the
+    // middle does not count: a hung agent must not pass for a speaking one until a timeout.)
+    return buffer_.size() > 0;
   }
 
   // Closes an idle connection to make room for a new one; its descriptor is free at once, so

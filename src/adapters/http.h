@@ -27,7 +27,7 @@ class HttpConnection {
  public:
   virtual ~HttpConnection() = default;
   // More from the client waits on this connection: bytes in the kernel's socket buffer that
-  // the server has not read yet, or a request read in part. A server whose loop is behind can
+  // the server has not read yet, or read and not yet parsed. A server whose loop is behind can
   // tell a client that is silent from one it has not yet listened to.
   virtual bool InputWaiting() const = 0;
 };

@@ -159,15 +159,17 @@ void Autoscaler::Tick() {
       });
     });
   }
-  Plan(now);
-  Release(now);
+  // O(queued jobs), once a tick: what waits decides both what to buy and whether to release.
+  const std::vector<const JobRecord*> waiting = c_.WaitingForCapacity();
+  Plan(waiting, now);
+  Release(!waiting.empty(), now);
 }
 
-void Autoscaler::Plan(int64_t now) {
+void Autoscaler::Plan(const std::vector<const JobRecord*>& waiting, int64_t now) {
   const Fleet& fleet = c_.fleet();
   if (fleet.offers.empty()) return;
   std::vector<CapacityDemand> demands;
-  for (const JobRecord* j : c_.WaitingForCapacity()) {
+  for (const JobRecord* j : waiting) {
     const JobSpec& s = j->spec;
     if (s.gpus_per_task <= 0) continue;
     CapacityDemand d{.job = s.id, .tasks = s.tasks, .gpus_per_task = s.gpus_per_task, .min_gpu_memory = s.min_gpu_memory,
@@ -210,15 +212,15 @@ void Autoscaler::Plan(int64_t now) {
     }
     spend = MicroUsd{spend.value() + o.price_per_hour.value()};
   }
-  // Nodes of the fleet file's offers that someone else runs do not count; unclaimed offers'
-  // nodes are not the pool's to buy or release.
+  // Only offers of providers with a provisioner are bought from; the others are listed only.
+  std::vector<uint8_t> buyable(fleet.offers.size());
+  for (size_t i = 0; i < buyable.size(); ++i) buyable[i] = ProvisionerOf(i) != nullptr;
   const ProvisionPlan plan = PlanCapacity(
-      fleet, ProvisionInput{.demands = demands, .held = held, .booting = booting, .blocked = &blocked_, .spend_per_hour = spend,
-                            .now = Millis{now}});
+      fleet, ProvisionInput{.demands = demands, .held = held, .booting = booting, .blocked = &blocked_, .buyable = buyable,
+                            .spend_per_hour = spend, .now = Millis{now}});
   demand_since_ms_ = 0;
   for (const ProvisionPlan::NewNode& n : plan.create) {
-    Provisioner* prov = ProvisionerOf(n.offer);
-    if (!prov) continue;  // an offer of a provider with no provisioner: listed, never bought
+    Provisioner* prov = ProvisionerOf(n.offer);  // never null: the plan buys only where one is
     const std::string id = fmt::format("{}-{}", claim_prefix_, next_claim_++);
     Claim& cl = claims_[id];
     cl.id = id;
@@ -272,7 +274,7 @@ void Autoscaler::OnCreated(const std::string& claim, CreateOutcome out) {
   if (cl.state == Claim::State::kCreating) cl.state = Claim::State::kBooting;
 }
 
-void Autoscaler::Release(int64_t now) {
+void Autoscaler::Release(bool jobs_wait, int64_t now) {
   const Fleet& fleet = c_.fleet();
   std::map<std::string, Controller::ClaimedNode> nodes;
   for (Controller::ClaimedNode& n : c_.ClaimedNodes()) nodes[n.claim] = std::move(n);
@@ -292,7 +294,7 @@ void Autoscaler::Release(int64_t now) {
     ids.push_back(id);
   }
   // Jobs still waiting for capacity keep idle nodes (the scheduler is about to use them).
-  if (!c_.WaitingForCapacity().empty()) return;
+  if (jobs_wait) return;
   const ReleasePlan plan = PlanRelease(fleet, acquired, o_.idle_after, Millis{now});
   for (size_t k : plan.release) {
     Claim& cl = claims_[ids[k]];

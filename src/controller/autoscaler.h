@@ -74,8 +74,8 @@ class Autoscaler {
     std::optional<int64_t> idle_since_ms;
   };
   void Tick();
-  void Plan(int64_t now);
-  void Release(int64_t now);
+  void Plan(const std::vector<const JobRecord*>& waiting, int64_t now);
+  void Release(bool jobs_wait, int64_t now);
   void OnCreated(const std::string& claim, CreateOutcome outcome);
   void Joined(const std::string& node, const std::string& claim);
   Provisioner* ProvisionerOf(size_t offer) const;

@@ -80,7 +80,7 @@ struct Hypo {
 };
 
 // Why an offer cannot take a job's task, in the order checked; kFits when it can.
-enum class Misfit : uint8_t { kFits, kModel, kGpus, kGpuMemory, kCpu, kMemory, kPrice, kSpot, kUnavailable, kBlocked };
+enum class Misfit : uint8_t { kFits, kModel, kGpus, kGpuMemory, kCpu, kMemory, kPrice, kSpot, kNotBuyable, kUnavailable, kBlocked };
 
 class Planner {
  public:
@@ -102,6 +102,7 @@ class Planner {
       const OfferHeld h = i < in.held.size() ? in.held[i] : OfferHeld{};
       room_[i] = std::max(0, o.max_nodes - h.running - h.booting);
       blocked_[i] = in.blocked && in.blocked->Blocked(fleet, i, in.now);
+      buyable_.push_back(i >= in.buyable.size() || in.buyable[i] != 0);
     }
     provider_gpus_.assign(fleet.providers.size(), 0);
     for (size_t i = 0; i < n && i < in.held.size(); ++i) {
@@ -138,6 +139,7 @@ class Planner {
     if (o.memory < d.memory_per_task) return Misfit::kMemory;
     if (d.max_price_per_gpu_hour && o.price_per_gpu_hour() > *d.max_price_per_gpu_hour) return Misfit::kPrice;
     if (o.tier == PriceTier::kSpot && !d.spot_ok) return Misfit::kSpot;
+    if (!buyable_[index]) return Misfit::kNotBuyable;
     if (!o.available) return Misfit::kUnavailable;
     if (blocked_[index]) return Misfit::kBlocked;
     return Misfit::kFits;
@@ -185,6 +187,7 @@ class Planner {
       case Misfit::kPrice:
         return fmt::format("no offer costs at most {} a GPU-hour", FormatUsd(*d.max_price_per_gpu_hour));
       case Misfit::kSpot: return "only spot offers fit, and the job does not allow spot";
+      case Misfit::kNotBuyable: return "the offers that fit are not the pool's to buy (their provider has no provisioner)";
       case Misfit::kUnavailable: return "the offers that fit have no capacity now";
       case Misfit::kBlocked: return "the offers that fit are blocked after capacity or quota errors";
       case Misfit::kFits: break;
@@ -365,6 +368,7 @@ class Planner {
   std::vector<size_t> by_price_;
   std::vector<int> room_;
   std::vector<bool> blocked_;
+  std::vector<bool> buyable_;
   std::vector<int> provider_gpus_;
   MicroUsd spend_{0};
   std::vector<Hypo> nodes_;

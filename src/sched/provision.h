@@ -81,6 +81,9 @@ struct ProvisionInput {
   std::span<const OfferHeld> held;       // one per offer (Fleet::offers), or empty: none held
   std::span<const BootingNode> booting;  // nodes booting now, with their unpromised room
   const Blocklist* blocked = nullptr;
+  // One per offer: 0 where the pool cannot buy (its provider has no provisioner: someone else
+  // starts its agents). Empty: every offer may be bought.
+  std::span<const uint8_t> buyable;
   MicroUsd spend_per_hour{0};            // what the nodes held from offers cost now
   Millis now{0};
 };

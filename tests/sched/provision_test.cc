@@ -80,6 +80,7 @@ struct Case {
   std::vector<OfferHeld> held = {};
   int quota = 0;
   double cap = 0;
+  std::vector<uint8_t> buyable = {};
 };
 
 TEST(ProvisionTest, Table) {
@@ -128,10 +129,16 @@ TEST(ProvisionTest, Table) {
       {"a gang no site can hold", {{"cloud", "a", "H100", 8, "on-demand", 16, 1}, {"cloud", "b", "H100", 8, "on-demand", 20, 1}},
        {Job(1, 8, 2)}, " | unmet:1(a gang of 2 tasks fits no one site: offer cloud/a/H100x8/on-demand/0: at its maximum of 1 nodes)"},
       {"no offers", {}, {Job(1, 1)}, " | unmet:1(the fleet has no offers)"},
+      {"an offer the pool may not buy is passed over (its provider has no provisioner)",
+       {{"cloud", "a", "H100", 8, "on-demand", 8}, {"partner", "a", "H100", 8, "on-demand", 16}}, {Job(1, 8)}, "1:1", {}, {}, 0, 0,
+       {0, 1}},
+      {"and named when it is the only one that fits", {{"cloud", "a", "H100", 8, "on-demand", 8}}, {Job(1, 8)},
+       " | unmet:1(the offers that fit are not the pool's to buy (their provider has no provisioner))", {}, {}, 0, 0, {0}},
   };
   for (const Case& c : cases) {
     const Fleet fleet = MakeFleet(c.offers, c.quota, c.cap);
-    const ProvisionPlan p = PlanCapacity(fleet, ProvisionInput{.demands = c.jobs, .held = c.held, .booting = c.booting});
+    const ProvisionPlan p =
+        PlanCapacity(fleet, ProvisionInput{.demands = c.jobs, .held = c.held, .booting = c.booting, .buyable = c.buyable});
     EXPECT_EQ(Show(p), c.want) << c.what;
   }
 }
