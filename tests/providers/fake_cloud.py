@@ -2,12 +2,15 @@
 """A provider program for gpupool's `exec` provisioner contract (docs/providers.md) whose
 "cloud" is a JSON file: `fake_cloud.py --state FILE VERB`, the request on standard input, the
 answer on standard output. The tests steer it through the same file: `stockout` (offer names
-that answer capacity errors, scope zone, retry after 300 s), `quota_gpus` (GPUs held at once
+that answer capacity errors, scope zone, retry after `stockout_retry_s`, 300 s by default),
+`quota_gpus` (GPUs held at once
 before quota errors), `interruptions` (instance -> deadline in ms), `hang` (never answer),
-`garbage` (answer something that is not JSON). Standard library only."""
+`garbage` (answer something that is not JSON). Every create is logged in `creates` with its
+offer, its wall-clock time and its outcome. Standard library only."""
 import fcntl
 import json
 import sys
+import time
 
 
 def main():
@@ -50,12 +53,16 @@ def handle(state, verb, request):
         mine = [dict(i, id=k) for k, i in instances.items() if i["claim"] == claim]
         if mine:  # idempotent on the claim
             return {"instances": mine}
+        log = state.setdefault("creates", [])
+        log.append({"offer": offer["name"], "claim": claim, "t": time.time(), "ok": True})
         if offer["name"] in state.get("stockout", []):
+            log[-1]["ok"] = False
             return {"error": {"class": "capacity", "scope": "zone", "message": f"no {offer['gpu_model']} left in {offer['site']}",
-                              "retry_after_s": 300}}
+                              "retry_after_s": state.get("stockout_retry_s", 300)}}
         quota = state.get("quota_gpus")
         held = sum(i["gpus"] for i in instances.values())
         if quota is not None and held + count * offer["gpus"] > quota:
+            log[-1]["ok"] = False
             return {"error": {"class": "quota", "scope": "provider", "message": f"quota of {quota} GPUs"}}
         out = []
         for _ in range(count):
