@@ -170,18 +170,7 @@ void Autoscaler::Plan(const std::vector<const JobRecord*>& waiting, int64_t now)
   if (fleet.offers.empty()) return;
   std::vector<CapacityDemand> demands;
   for (const JobRecord* j : waiting) {
-    const JobSpec& s = j->spec;
-    if (s.gpus_per_task <= 0) continue;
-    CapacityDemand d{.job = s.id, .tasks = s.tasks, .gpus_per_task = s.gpus_per_task, .min_gpu_memory = s.min_gpu_memory,
-                     .cpu_per_task = s.cpu_per_task, .memory_per_task = s.memory_per_task,
-                     .max_price_per_gpu_hour = s.max_price_per_gpu_hour};
-    bool known = true;
-    for (const std::string& m : s.gpu_models) {
-      if (auto id = fleet.FindModel(m)) d.models.push_back(*id);
-      else known = false;
-    }
-    if (!known && d.models.empty()) continue;  // a model no offer names
-    demands.push_back(std::move(d));
+    if (auto d = DemandOf(fleet, j->spec)) demands.push_back(std::move(*d));
   }
   // Batching: plan once the waiting set has been quiet a while, or has waited long enough.
   if (demands.empty()) {

@@ -96,6 +96,14 @@ std::optional<NodeId> Fleet::FindNode(std::string_view name) const {
   return FindByName<Node, NodeId>(nodes, name);
 }
 
+Node Fleet::NodeOfOffer(size_t offer, std::string name) const {
+  const Offer& o = offers[offer];
+  Node n{.id = NodeId{static_cast<uint32_t>(nodes.size())}, .name = std::move(name), .site = o.site, .provider = o.provider,
+         .tier = o.tier, .cpu = o.cpu, .memory = o.memory, .nic = BitsPerSecond{10'000'000'000}};
+  for (int g = 0; g < o.gpus; ++g) n.gpus.push_back(Gpu{.index = g, .model = o.model, .memory = o.gpu_memory});
+  return n;
+}
+
 MicroUsd Fleet::PricePerGpuHour(const Node& n) const {
   auto model = n.gpu_model();
   if (!model) return MicroUsd{0};

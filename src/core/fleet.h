@@ -188,6 +188,9 @@ class Fleet {
   NetworkPath PathBetween(SiteId from, SiteId to) const;
 
   int TotalGpus() const;
+  // A node of offer `offer`'s shape (its site, provider, tier, CPU, memory, GPUs), with the
+  // next node id; not added.
+  Node NodeOfOffer(size_t offer, std::string name) const;
   // Checks every invariant the scheduler relies on; the message names the node or field.
   Status Validate() const;
 };

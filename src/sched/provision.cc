@@ -117,6 +117,13 @@ class Planner {
     }
   }
 
+  // The cheapest offer that takes one of the job's tasks, if any.
+  std::optional<size_t> Cheapest(const CapacityDemand& d) {
+    const Feasible& f = FeasibleFor(d);
+    if (f.offers.empty()) return std::nullopt;
+    return f.offers.front();
+  }
+
   ProvisionPlan Run() {
     std::vector<size_t> order(in_.demands.size());
     std::iota(order.begin(), order.end(), size_t{0});
@@ -397,7 +404,27 @@ MicroUsd BilledCost(const Offer& offer, Millis age) {
   return MicroUsd{(price / kHour) * ms + (price % kHour) * ms / kHour};
 }
 
-ReleasePlan PlanRelease(const Fleet& fleet, std::span<const AcquiredNode> nodes, Millis idle_after, Millis now) {
+std::optional<CapacityDemand> DemandOf(const Fleet& fleet, const JobSpec& s) {
+  if (s.gpus_per_task <= 0) return std::nullopt;
+  CapacityDemand d{.job = s.id, .tasks = s.tasks, .gpus_per_task = s.gpus_per_task, .min_gpu_memory = s.min_gpu_memory,
+                   .cpu_per_task = s.cpu_per_task, .memory_per_task = s.memory_per_task,
+                   .max_price_per_gpu_hour = s.max_price_per_gpu_hour};
+  for (const std::string& m : s.gpu_models) {
+    if (auto id = fleet.FindModel(m)) d.models.push_back(*id);
+  }
+  if (!s.gpu_models.empty() && d.models.empty()) return std::nullopt;  // a model no offer names
+  return d;
+}
+
+std::optional<MicroUsd> CheapestPerGpuHour(const Fleet& fleet, const CapacityDemand& d) {
+  const ProvisionInput none;
+  Planner p(fleet, none);
+  auto o = p.Cheapest(d);
+  if (!o) return std::nullopt;
+  return fleet.offers[*o].price_per_gpu_hour();
+}
+
+ReleasePlan PlanRelease(const Fleet& fleet, std::span<const AcquiredNode> nodes, Millis idle_after, Millis now, bool billing_aware) {
   ReleasePlan plan;
   // Nodes held per offer (busy or idle): the floor `min_nodes` counts them all.
   std::vector<int> held(fleet.offers.size(), 0);
@@ -429,7 +456,7 @@ ReleasePlan PlanRelease(const Fleet& fleet, std::span<const AcquiredNode> nodes,
     const Millis age{now.value() - n.created.value()};
     const int64_t billed_until = n.created.value() + BilledTime(o, age).value();
     const int64_t margin = std::clamp<int64_t>(o.billing_increment.value() / 10, 1'000, 300'000);
-    if (billed_until - now.value() > margin) {
+    if (billing_aware && billed_until - now.value() > margin) {
       plan.kept.push_back({i,
                            fmt::format("billed for {} more; released in the last {} of it", FormatMillis(Millis{billed_until - now.value()}),
                                        FormatMillis(Millis{margin})),

@@ -20,6 +20,7 @@
 
 #include "core/fleet.h"
 #include "core/ids.h"
+#include "core/job.h"
 #include "core/quantity.h"
 
 namespace gp {
@@ -106,6 +107,15 @@ struct ProvisionPlan {
 
 ProvisionPlan PlanCapacity(const Fleet& fleet, const ProvisionInput& in);
 
+// What a waiting job asks of new capacity (its models interned in `fleet`); nullopt for a job
+// that asks for no GPU, or only for models no offer or node of the fleet names.
+std::optional<CapacityDemand> DemandOf(const Fleet& fleet, const JobSpec& spec);
+
+// The price per GPU-hour of the cheapest offer that could ever take one of the job's tasks
+// (its model, GPUs a node, memory, CPU, price limit, tier; blocks aside; an offer marked
+// unavailable left out), or nullopt when none could. O(offers).
+std::optional<MicroUsd> CheapestPerGpuHour(const Fleet& fleet, const CapacityDemand& d);
+
 // --- Giving capacity back ---
 
 // What a node held `age` since its creation has been billed: at least the offer's minimum,
@@ -139,6 +149,9 @@ struct ReleasePlan {
 // 1 s to 5 min): releasing a node billed by the hour 20 minutes into its hour saves nothing, so
 // it stays, ready for work, until just before its next hour would begin. Among an offer's idle
 // nodes the ones idle longest go first (then the oldest); deterministic.
-ReleasePlan PlanRelease(const Fleet& fleet, std::span<const AcquiredNode> nodes, Millis idle_after, Millis now);
+// With `billing_aware` false, an idle node goes as soon as it has been idle long enough (what
+// the other autoscalers do; the simulator compares the two).
+ReleasePlan PlanRelease(const Fleet& fleet, std::span<const AcquiredNode> nodes, Millis idle_after, Millis now,
+                        bool billing_aware = true);
 
 }  // namespace gp

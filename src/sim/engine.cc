@@ -9,6 +9,8 @@
 #include <set>
 
 #include "core/models.h"
+#include "sched/provision.h"
+#include "sched/snapshot.h"
 #include "state/cluster_state.h"
 
 namespace gp {
@@ -45,6 +47,17 @@ struct Completion {
 };
 
 // A node failing (or a spot node reclaimed), or coming back.
+// Acquiring capacity: a plan is due, a node has booted, an idle node is looked at for release,
+// a spot node is reclaimed. `gen` tells a stale event (the node was released since).
+struct ScaleEvent {
+  Millis at;
+  enum Kind : uint8_t { kBooted, kReclaim, kPlan, kCheck } kind;
+  uint32_t node = 0;
+  uint32_t gen = 0;
+  bool alive = true;  // keeps the run going (a boot, a release check of a node that may go)
+  bool operator>(const ScaleEvent& o) const { return std::tuple(at, kind, node, gen) > std::tuple(o.at, o.kind, o.node, o.gen); }
+};
+
 struct Fault {
   Millis at;
   uint32_t node;
@@ -89,12 +102,27 @@ class Engine {
  public:
   Engine(const Fleet& fleet, const Policy& policy, const SimOptions& options)
       : fleet_(fleet), policy_(policy), options_(options), listener_(options),
-        cluster_(fleet, ClonePolicy(policy), ClusterOptions{.seed = options.seed, .max_retries = INT32_MAX,
-                                                           .backoff = Millis{0}, .never = NeverFits::kRefuse},
+        cluster_(fleet_, ClonePolicy(policy), ClusterOptions{.seed = options.seed, .max_retries = INT32_MAX, .backoff = Millis{0},
+                                                            .never = options.autoscale ? NeverFits::kWait : NeverFits::kRefuse},
                  listener_),
         state_(cluster_.sched()) {
     for (const Node& n : fleet.nodes) max_gpus_ = std::max(max_gpus_, static_cast<int>(n.gpus.size()));
     for (const Node& n : fleet.nodes) total_gpu_milli_ += static_cast<int64_t>(n.gpus.size()) * 1000;
+    if (options.autoscale) {
+      for (const Offer& o : fleet.offers) max_gpus_ = std::max(max_gpus_, o.gpus);
+      static_nodes_ = fleet.nodes.size();
+      held_.resize(static_nodes_);
+      spare_.resize(fleet.offers.size());
+      offer_nodes_.assign(fleet.offers.size(), 0);
+      named_.assign(fleet.offers.size(), 0);
+      buyable_.assign(fleet.offers.size(), 1);
+      always_out_.assign(fleet.offers.size(), 0);
+      for (size_t o = 0; o < fleet.offers.size(); ++o) {
+        const Provider& p = fleet.provider(fleet.offers[o].provider);
+        for (const std::string& name : p.provisioner.stockout) always_out_[o] |= name == fleet.offers[o].name;
+      }
+      scale_rng_ = SplitMix64(options.seed * 0xD1B54A32D192ED03ULL + 0xA5CA1E);
+    }
   }
 
   Status Load(const Trace& trace);
@@ -103,7 +131,21 @@ class Engine {
  private:
   void Integrate(Millis until);
   Status StartPlacements(const std::vector<JobId>& placed, Millis now);
-  void Released(size_t i);
+  void Released(size_t i, Millis now);
+  // Acquiring capacity (options_.autoscale).
+  Status Admit(const JobSpec& spec) const;
+  void Plan(Millis now);
+  void Buy(size_t offer, Millis now);
+  void Booted(uint32_t node, Millis now);
+  void Check(uint32_t node, Millis now);
+  void Release(uint32_t node, Millis now);
+  void Idle(uint32_t node, Millis now);
+  void NodesChanged(Millis now);
+  void PushScale(ScaleEvent e) {
+    if (e.kind == ScaleEvent::kPlan || e.kind == ScaleEvent::kReclaim) e.alive = false;
+    if (e.alive) ++alive_scale_;
+    scale_.push(e);
+  }
   void ScheduleFault(uint32_t node, Fault::Kind kind, Millis after_time, int gpu = -1);
   // Jobs with a task on `node` (on GPU `gpu` only, when >= 0) lose their work since the last
   // checkpoint and wait again. Returns whether any job was hit.
@@ -111,7 +153,7 @@ class Engine {
   Status OnFault(const Fault& f, Millis now);
   MicroUsd CostOf(const SimJob& j, Millis elapsed) const;
 
-  const Fleet& fleet_;
+  Fleet fleet_;  // its own copy: acquired nodes join it
   const Policy& policy_;
   const SimOptions& options_;
   SimListener listener_;
@@ -143,7 +185,59 @@ class Engine {
   int64_t passes_ = 0;
   std::vector<TimelinePoint> timeline_;
   size_t done_ = 0;
+  double capacity_integral_ = 0;  // GPUs held x time (milli-GPU x ms), for utilisation under autoscaling
+
+  // Acquired nodes, by node id (static nodes: offer -1).
+  struct Held {
+    int offer = -1;
+    Millis created{0};
+    bool held = false;
+    bool up = false;
+    uint32_t gen = 0;        // a new one per purchase: events of an earlier holding are stale
+    uint32_t idle_gen = 0;   // a new one each time the node starts or stops being idle
+    std::optional<Millis> idle_since;
+    int tasks = 0;           // tasks running on it
+  };
+  size_t static_nodes_ = 0;
+  std::vector<Held> held_;
+  std::vector<std::vector<uint32_t>> spare_;  // per offer: released nodes, to hold again
+  std::vector<int32_t> offer_nodes_;          // per offer: held now
+  std::vector<int> named_;                    // per offer: nodes made (for their names)
+  std::vector<uint8_t> buyable_;
+  std::vector<uint8_t> always_out_;           // the provider's local.stockout names it
+  std::priority_queue<ScaleEvent, std::vector<ScaleEvent>, std::greater<>> scale_;
+  int64_t alive_scale_ = 0;                   // boots and checks pending (plans and reclaims do not keep the run going)
+  std::multiset<Millis> plans_;               // plans due
+  // A plan at `at`, unless one is due by then already.
+  void PlanAt(Millis at) {
+    if (!plans_.empty() && *plans_.begin() <= at) return;
+    plans_.insert(at);
+    PushScale({at, ScaleEvent::kPlan});
+  }
+  int idle_plans_ = 0;                        // plans in a row that bought nothing
+  Blocklist blocked_;
+  SplitMix64 scale_rng_{0};
+  AutoscaleResult as_;
+  double acquired_busy_ = 0;                  // milli-GPU x ms of jobs on acquired nodes
+  int64_t acquired_busy_milli_ = 0;
+  std::vector<double> lower_bound_gpu_ms_;    // per job: GPU-ms x price (micro-USD per GPU-hour)
 };
+
+// On a fixed fleet, the cluster state's admission; with offers to buy from, a job is refused
+// only when neither a node of the fleet nor any offer could ever hold it.
+Status Engine::Admit(const JobSpec& spec) const {
+  if (!options_.autoscale) return cluster_.Admit(spec);
+  if (Status s = cluster_.Admit(spec); !s.ok()) return s;  // out of the scheduler's range
+  auto p = CompileJob(spec, fleet_);
+  if (p && FitsFleet(state_, *p)) return Status::Ok();
+  if (spec.gpus_per_task <= 0) return Status::Ok();
+  auto d = DemandOf(fleet_, spec);
+  if (!d) return Status(StatusCode::kFailedPrecondition, "no node or offer of this fleet has its GPU model");
+  // What the planner would buy for it alone, every offer empty and unblocked.
+  const ProvisionPlan plan = PlanCapacity(fleet_, ProvisionInput{.demands = std::span(&*d, 1)});
+  if (plan.unmet.empty()) return Status::Ok();
+  return Status(StatusCode::kFailedPrecondition, plan.unmet.front().second);
+}
 
 Status Engine::Load(const Trace& trace) {
   jobs_.reserve(trace.jobs.size());
@@ -168,11 +262,20 @@ Status Engine::Load(const Trace& trace) {
   for (size_t i = 0; i < jobs_.size(); ++i) {
     // Admission, as the cluster state judges it: out of the scheduler's range (say 17 GPUs on
     // one node) or never able to run on this fleet: refused, counted, never stopping the run.
-    if (!cluster_.Admit(jobs_[i].spec).ok()) {
+    if (!Admit(jobs_[i].spec).ok()) {
       results_[i].outcome = Outcome::kNever;
       continue;
     }
     arrival_order_.push_back(i);
+  }
+  if (options_.autoscale) {
+    // The lower bound's price for each job: the cheapest offer that could take it.
+    lower_bound_gpu_ms_.assign(jobs_.size(), 0);
+    for (size_t i = 0; i < jobs_.size(); ++i) {
+      auto d = DemandOf(fleet_, jobs_[i].spec);
+      auto price = d ? CheapestPerGpuHour(fleet_, *d) : std::nullopt;
+      if (price) lower_bound_gpu_ms_[i] = static_cast<double>(price->value());
+    }
   }
   std::stable_sort(arrival_order_.begin(), arrival_order_.end(),
                    [&](size_t a, size_t b) { return jobs_[a].spec.submit_time < jobs_[b].spec.submit_time; });
@@ -183,6 +286,8 @@ void Engine::Integrate(Millis until) {
   const double dt = static_cast<double>((until - last_).value());
   const double free = static_cast<double>(total_gpu_milli_ - busy_milli_);
   busy_integral_ += static_cast<double>(busy_milli_) * dt;
+  capacity_integral_ += static_cast<double>(total_gpu_milli_) * dt;
+  acquired_busy_ += static_cast<double>(acquired_busy_milli_) * dt;
   free_integral_ += free * dt;
   if (waiting_gpu_jobs_ > 0) free_while_waiting_ += free * dt;
   last_ = until;
@@ -200,6 +305,16 @@ Status Engine::StartPlacements(const std::vector<JobId>& placed, Millis now) {
     for (const TaskRecord& t : rec->tasks) {
       p.tasks.push_back(t.allocation);
       busy_milli_ += std::popcount(t.allocation.gpu_mask) * t.allocation.share.value();
+      if (options_.autoscale && t.allocation.node.value() >= static_nodes_) {
+        acquired_busy_milli_ += std::popcount(t.allocation.gpu_mask) * t.allocation.share.value();
+      }
+      if (options_.autoscale) {
+        Held& h = held_[t.allocation.node.value()];
+        if (h.tasks++ == 0 && h.idle_since) {
+          h.idle_since.reset();
+          ++h.idle_gen;
+        }
+      }
     }
     j.tasks = p.tasks;
     // No agent stands between: every task starts as it is placed.
@@ -237,9 +352,16 @@ MicroUsd Engine::CostOf(const SimJob& j, Millis elapsed) const {
 
 // The job's tasks have ended (ClusterState released their allocations): the engine's own
 // accounting follows.
-void Engine::Released(size_t i) {
+void Engine::Released(size_t i, Millis now) {
   SimJob& j = jobs_[i];
-  for (const TaskAllocation& a : j.tasks) busy_milli_ -= std::popcount(a.gpu_mask) * a.share.value();
+  for (const TaskAllocation& a : j.tasks) {
+    busy_milli_ -= std::popcount(a.gpu_mask) * a.share.value();
+    if (options_.autoscale && a.node.value() >= static_nodes_) acquired_busy_milli_ -= std::popcount(a.gpu_mask) * a.share.value();
+    if (options_.autoscale) {
+      Held& h = held_[a.node.value()];
+      if (--h.tasks == 0) Idle(a.node.value(), now);
+    }
+  }
   j.tasks.clear();
   running_jobs_.erase(i);
 }
@@ -280,7 +402,7 @@ Result<bool> Engine::FailJobs(uint32_t node, int gpu, Millis now) {
     cluster_.FailOver(*rec, gpu >= 0 ? fmt::format("GPU {} of node {} failed", gpu, fleet_.nodes[node].name)
                                      : fmt::format("node {} failed", fleet_.nodes[node].name),
                       now, /*counts=*/true, -1, now);
-    Released(i);
+    Released(i, now);
     ++j.epoch;  // its completion event is now stale
     if (j.spec.gpus_per_task > 0) ++waiting_gpu_jobs_;
   }
@@ -330,6 +452,193 @@ Status Engine::OnFault(const Fault& f, Millis now) {
   return Status::Ok();
 }
 
+// --- Acquiring capacity ---
+
+// The waiting jobs, planned onto new nodes of the cheapest feasible offers (the live
+// autoscaler's decision, sched/provision.h). A refused create blocks its offer and the plan is
+// made again at once, without it.
+void Engine::Plan(Millis now) {
+  std::vector<CapacityDemand> demands;
+  for (uint64_t id : cluster_.queued()) {
+    if (auto d = DemandOf(fleet_, cluster_.Find(JobId{id})->spec)) demands.push_back(std::move(*d));
+  }
+  if (demands.empty()) return;
+  bool bought = false;
+  for (int round = 0; round < 64; ++round) {
+    std::vector<OfferHeld> held(fleet_.offers.size());
+    std::vector<BootingNode> booting;
+    MicroUsd spend{0};
+    for (uint32_t n = static_cast<uint32_t>(static_nodes_); n < held_.size(); ++n) {
+      const Held& h = held_[n];
+      if (!h.held) continue;
+      const Offer& o = fleet_.offers[static_cast<size_t>(h.offer)];
+      if (h.up) {
+        ++held[static_cast<size_t>(h.offer)].running;
+      } else {
+        ++held[static_cast<size_t>(h.offer)].booting;
+        booting.push_back(BootingNode{.offer = static_cast<size_t>(h.offer), .free_gpus = o.gpus, .free_cpu = o.cpu, .free_memory = o.memory});
+      }
+      spend = MicroUsd{spend.value() + o.price_per_hour.value()};
+    }
+    const ProvisionPlan plan = PlanCapacity(fleet_, ProvisionInput{.demands = demands, .held = held, .booting = booting, .blocked = &blocked_,
+                                                                   .buyable = buyable_, .spend_per_hour = spend, .now = now});
+    bool refused = false;
+    for (const ProvisionPlan::NewNode& n : plan.create) {
+      const Offer& o = fleet_.offers[n.offer];
+      if (always_out_[n.offer] || (options_.autoscale->stockout > 0 && scale_rng_.Unit() < options_.autoscale->stockout)) {
+        ++as_.stockouts;
+        blocked_.Block(fleet_, n.offer, Scope::kOffer, now + options_.autoscale->block_for);
+        if (options_.on_event) {
+          options_.on_event(now, "node.provision_failed", "offer/" + o.name,
+                            fmt::format(R"({{"offer":"{}","class":"capacity","scope":"offer"}})", o.name));
+        }
+        refused = true;
+        continue;
+      }
+      Buy(n.offer, now);
+      bought = true;
+    }
+    if (!refused) break;
+  }
+  idle_plans_ = bought ? 0 : idle_plans_ + 1;
+  // Offers blocked now may take the jobs left once their block ends: plan again then.
+  std::optional<Millis> next;
+  for (const Blocklist::Entry& e : blocked_.Active(now)) next = next ? std::min(*next, e.until) : e.until;
+  if (next && !cluster_.queued().empty()) PlanAt(*next);
+}
+
+void Engine::Buy(size_t offer, Millis now) {
+  const Offer& o = fleet_.offers[offer];
+  uint32_t id = 0;
+  if (!spare_[offer].empty()) {
+    id = spare_[offer].back();
+    spare_[offer].pop_back();
+  } else {
+    Node n = fleet_.NodeOfOffer(offer, fmt::format("{}-{}", o.name, ++named_[offer]));
+    id = n.id.value();
+    fleet_.nodes.push_back(std::move(n));
+    NodeState st = MakeNodeState(fleet_, fleet_.nodes.back());
+    st.price = o.price_per_gpu_hour();
+    st.health = Health::kUnhealthy;  // until it boots
+    state_.AddNode(st);
+    node_down_.push_back(1);
+    held_.emplace_back();
+  }
+  Held& h = held_[id];
+  h.offer = static_cast<int>(offer);
+  h.created = now;
+  h.held = true;
+  h.up = false;
+  h.idle_since.reset();
+  h.tasks = 0;
+  ++h.gen;
+  ++as_.nodes_bought;
+  ++offer_nodes_[offer];
+  const double jitter = options_.autoscale->boot_jitter;
+  const double factor = 1.0 + jitter * (2.0 * scale_rng_.Unit() - 1.0);
+  const Millis boot{std::max<int64_t>(1, std::llround(static_cast<double>(o.boot_time.value()) * factor))};
+  PushScale({now + boot, ScaleEvent::kBooted, id, h.gen});
+  if (options_.on_event) {
+    options_.on_event(now, "node.provisioning", "node/" + fleet_.nodes[id].name,
+                      fmt::format(R"({{"node":"{}","offer":"{}"}})", fleet_.nodes[id].name, o.name));
+  }
+  NodesChanged(now);
+}
+
+void Engine::Booted(uint32_t id, Millis now) {
+  Held& h = held_[id];
+  const Offer& o = fleet_.offers[static_cast<size_t>(h.offer)];
+  h.up = true;
+  node_down_[id] = 0;
+  total_gpu_milli_ += static_cast<int64_t>(o.gpus) * 1000;
+  state_.Update(NodeId{id}, [](NodeState& n) { n.health = Health::kHealthy; });
+  if (options_.on_event) {
+    options_.on_event(now, "node.ready", "node/" + fleet_.nodes[id].name,
+                      fmt::format(R"({{"node":"{}","offer":"{}"}})", fleet_.nodes[id].name, o.name));
+  }
+  // Spot capacity may be taken back.
+  Millis mtbf = options_.autoscale->spot_mtbf;
+  if (mtbf.value() <= 0) mtbf = fleet_.provider(o.provider).provisioner.spot_mtbf;
+  if (o.tier == PriceTier::kSpot && mtbf.value() > 0) {
+    const double u = scale_rng_.Unit();
+    const auto life = static_cast<int64_t>(-static_cast<double>(mtbf.value()) * std::log1p(-u));
+    PushScale({now + Millis{std::max<int64_t>(1, life)}, ScaleEvent::kReclaim, id, h.gen});
+  }
+  Idle(id, now);
+}
+
+// A node has nothing running: looked at for release once it has been idle long enough.
+void Engine::Idle(uint32_t id, Millis now) {
+  Held& h = held_[id];
+  if (h.offer < 0 || !h.held || !h.up) return;
+  h.idle_since = now;
+  ++h.idle_gen;
+  PushScale({now + options_.autoscale->idle_after, ScaleEvent::kCheck, id, h.idle_gen});
+}
+
+// The live pool's release decision (PlanRelease) over this node's offer: released now, or
+// looked at again when the decision says.
+void Engine::Check(uint32_t id, Millis now) {
+  const Held& me = held_[id];
+  // Jobs still wait: idle nodes are kept, as the live pool keeps them (a gang may be waiting
+  // for its other nodes). Looked at again later, without keeping the run going on its own.
+  if (!cluster_.queued().empty()) {
+    PushScale({now + options_.autoscale->idle_after, ScaleEvent::kCheck, id, me.idle_gen, /*alive=*/false});
+    return;
+  }
+  std::vector<AcquiredNode> nodes;
+  std::vector<uint32_t> ids;
+  for (uint32_t n = static_cast<uint32_t>(static_nodes_); n < held_.size(); ++n) {
+    const Held& h = held_[n];
+    if (!h.held || !h.up || h.offer != me.offer) continue;
+    nodes.push_back(AcquiredNode{.offer = static_cast<size_t>(h.offer), .created = h.created, .idle_since = h.idle_since});
+    ids.push_back(n);
+  }
+  const ReleasePlan plan = PlanRelease(fleet_, nodes, options_.autoscale->idle_after, now, options_.autoscale->billing_aware);
+  for (size_t k : plan.release) {
+    if (ids[k] == id) return Release(id, now);
+  }
+  for (const ReleasePlan::Kept& k : plan.kept) {
+    if (ids[k.node] == id && k.until > now) PushScale({k.until, ScaleEvent::kCheck, id, me.idle_gen});
+  }
+}
+
+// The node goes back to its provider: billed for its whole increments, out of the pool.
+void Engine::Release(uint32_t id, Millis now) {
+  Held& h = held_[id];
+  const size_t offer = static_cast<size_t>(h.offer);
+  const Offer& o = fleet_.offers[offer];
+  const Millis age = now - h.created;
+  as_.spent += BilledCost(o, age);
+  as_.gpu_hours_bought += static_cast<double>(o.gpus) * static_cast<double>(BilledTime(o, age).value()) / 3'600'000.0;
+  if (h.up) total_gpu_milli_ -= static_cast<int64_t>(o.gpus) * 1000;
+  h.held = false;
+  h.up = false;
+  h.idle_since.reset();
+  ++h.gen;
+  ++h.idle_gen;
+  node_down_[id] = 1;
+  state_.Update(NodeId{id}, [](NodeState& n) { n.health = Health::kUnhealthy; });
+  spare_[offer].push_back(id);
+  --offer_nodes_[offer];
+  if (options_.on_event) {
+    options_.on_event(now, "node.released", "node/" + fleet_.nodes[id].name,
+                      fmt::format(R"({{"node":"{}","offer":"{}"}})", fleet_.nodes[id].name, o.name));
+  }
+  NodesChanged(now);
+}
+
+void Engine::NodesChanged(Millis now) {
+  int64_t total = 0;
+  for (int32_t n : offer_nodes_) total += n;
+  as_.nodes_peak = std::max(as_.nodes_peak, total);
+  if (!as_.nodes.empty() && as_.nodes.back().t == now) {
+    as_.nodes.back().nodes = offer_nodes_;
+  } else {
+    as_.nodes.push_back(OfferNodesPoint{.t = now, .nodes = offer_nodes_});
+  }
+}
+
 Result<SimReport> Engine::Run() {
   node_down_.assign(state_.size(), 0);
   fault_rng_ = SplitMix64(options_.seed * 0x9E3779B97F4A7C15ULL + 0x5EED);
@@ -344,12 +653,60 @@ Result<SimReport> Engine::Run() {
   size_t next = 0;  // into arrival_order_
   const size_t total = jobs_.size();
   if (!arrival_order_.empty()) last_ = jobs_[arrival_order_.front()].spec.submit_time;
-  // Faults go on for ever; the replay ends when no job is left to arrive, run or wait.
-  while (next < arrival_order_.size() || !running_.empty() || (!cluster_.queued().empty() && !faults_.empty())) {
+  if (options_.autoscale) NodesChanged(last_);
+  // Faults go on for ever; the replay ends when no job is left to arrive, run or wait. Under
+  // autoscaling, nodes booting or idle (to be released) keep it going too, and so does a plan
+  // due while jobs wait (unless a hundred plans in a row bought nothing).
+  auto more = [&] {
+    if (next < arrival_order_.size() || !running_.empty() || (!cluster_.queued().empty() && !faults_.empty())) return true;
+    return alive_scale_ > 0 || (!plans_.empty() && !cluster_.queued().empty() && idle_plans_ < 100);
+  };
+  // The scale events of this instant of the given kinds (boots and reclaims before the pass,
+  // plans and release checks after it).
+  auto scale_events = [&](Millis now, ScaleEvent::Kind last_kind, bool& freed) -> Status {
+    while (!scale_.empty() && scale_.top().at == now && scale_.top().kind <= last_kind) {
+      const ScaleEvent e = scale_.top();
+      scale_.pop();
+      if (e.alive) --alive_scale_;
+      switch (e.kind) {
+        case ScaleEvent::kBooted:
+          if (held_[e.node].held && held_[e.node].gen == e.gen) {
+            Booted(e.node, now);
+            freed = true;
+          }
+          break;
+        case ScaleEvent::kReclaim: {
+          Held& h = held_[e.node];
+          if (!h.held || h.gen != e.gen) break;
+          // Taken back: its jobs keep what their checkpoints hold and wait again; the offer is
+          // blocked for a while, so the replacement comes from elsewhere.
+          ++as_.reclaims;
+          ++node_failures_;
+          auto hit = FailJobs(e.node, -1, now);
+          if (!hit) return hit.error();
+          if (*hit) ++failures_;
+          blocked_.Block(fleet_, static_cast<size_t>(h.offer), Scope::kOffer, now + options_.autoscale->block_for);
+          Release(e.node, now);
+          freed = true;
+          break;
+        }
+        case ScaleEvent::kPlan:
+          plans_.erase(plans_.find(now));
+          Plan(now);
+          break;
+        case ScaleEvent::kCheck:
+          if (held_[e.node].held && held_[e.node].idle_since && held_[e.node].idle_gen == e.gen) Check(e.node, now);
+          break;
+      }
+    }
+    return Status::Ok();
+  };
+  while (more()) {
     Millis now{INT64_MAX};
     if (next < arrival_order_.size()) now = jobs_[arrival_order_[next]].spec.submit_time;
     if (!running_.empty()) now = std::min(now, running_.top().at);
     if (!faults_.empty()) now = std::min(now, faults_.top().at);
+    if (!scale_.empty()) now = std::min(now, scale_.top().at);
     listener_.now_ = now;
     // The state since the last instant, for the timeline (a point only when it changed).
     const TimelinePoint point{last_, static_cast<int32_t>(cluster_.queued().size()), static_cast<double>(busy_milli_) / 1000.0};
@@ -368,7 +725,7 @@ Result<SimReport> Engine::Run() {
       JobRecord* rec = cluster_.Find(JobId{c.job + 1});
       if (!rec) return Error(StatusCode::kInternal, fmt::format("finished job {} is not in the cluster state", c.job + 1));
       for (size_t t = 0; t < rec->tasks.size(); ++t) cluster_.TaskEnded(*rec, static_cast<int>(t), 0, std::nullopt, "", now);
-      Released(c.job);
+      Released(c.job, now);
       freed = true;
       ++done_;
     }
@@ -378,6 +735,7 @@ Result<SimReport> Engine::Run() {
       if (Status s = OnFault(f, now); !s.ok()) return tl::unexpected(s);
       freed = true;
     }
+    if (Status s = scale_events(now, ScaleEvent::kReclaim, freed); !s.ok()) return tl::unexpected(s);
     bool arrived = false;
     while (next < arrival_order_.size() && jobs_[arrival_order_[next]].spec.submit_time == now) {
       const size_t i = arrival_order_[next++];
@@ -391,24 +749,30 @@ Result<SimReport> Engine::Run() {
     }
     // Nothing freed and nothing arrived: the jobs that waited then still cannot fit. (Within a
     // pass the queue passes over the classes that failed before and have had nothing freed.)
-    if (cluster_.queued().empty() || !(freed || arrived)) continue;
-    ++passes_;
-    const ClusterState::PassResult pass = cluster_.Pass(now);
-    if (Status s = StartPlacements(pass.placed, now); !s.ok()) return tl::unexpected(s);
-    for (JobId id : pass.refused) {
-      const size_t i = id.value() - 1;
-      results_[i].outcome = Outcome::kNever;
-      if (jobs_[i].spec.gpus_per_task > 0) --waiting_gpu_jobs_;
-      ++done_;
+    if (!cluster_.queued().empty() && (freed || arrived)) {
+      ++passes_;
+      const ClusterState::PassResult pass = cluster_.Pass(now);
+      if (Status s = StartPlacements(pass.placed, now); !s.ok()) return tl::unexpected(s);
+      for (JobId id : pass.refused) {
+        const size_t i = id.value() - 1;
+        results_[i].outcome = Outcome::kNever;
+        if (jobs_[i].spec.gpus_per_task > 0) --waiting_gpu_jobs_;
+        ++done_;
+      }
+      if (options_.progress && (passes_ & 1023) == 0) options_.progress(done_, total);
     }
-    if (options_.progress && (passes_ & 1023) == 0) options_.progress(done_, total);
+    if (!options_.autoscale) continue;
+    bool unused = false;
+    if (Status s = scale_events(now, ScaleEvent::kCheck, unused); !s.ok()) return tl::unexpected(s);
+    // Jobs the pass left waiting: planned for after a short batch (what else arrives joins it).
+    if (!cluster_.queued().empty() && (freed || arrived)) PlanAt(now + options_.autoscale->batch);
   }
   if (options_.progress) options_.progress(total, total);
 
   SimReport r{.policy = policy_.name, .seed = options_.seed, .jobs = static_cast<int64_t>(total), .passes = passes_,
               .failures = failures_, .node_failures = node_failures_, .gpu_failures = gpu_failures_,
               .lost_gpu_hours = lost_gpu_milli_ms_ / 1000.0 / 3'600'000.0};
-  if (options_.failures || !options_.scripted_failures.empty()) {
+  if (options_.failures || !options_.scripted_failures.empty() || (options_.autoscale && node_failures_ > 0)) {
     r.recovery = options_.recovery == Recovery::kCheckpoint ? "checkpoint" : "restart";
   }
   std::vector<double> jct;
@@ -439,6 +803,38 @@ Result<SimReport> Engine::Run() {
   }
   const double capacity = static_cast<double>(total_gpu_milli_) * r.makespan_s * 1000.0;
   r.gpu_utilization = capacity > 0 ? busy_integral_ / capacity : 0;
+  r.gpu_hours_used = busy_integral_ / 1000.0 / 3'600'000.0;
+  if (options_.autoscale) {
+    // Nodes still held (kept at an offer's minimum) are billed to the end of the run.
+    for (uint32_t n = static_cast<uint32_t>(static_nodes_); n < held_.size(); ++n) {
+      if (held_[n].held) Release(n, last_);
+    }
+    AutoscaleResult& a = as_;
+    a.release = options_.autoscale->billing_aware ? "billing-aware" : "immediate";
+    for (const Offer& o : fleet_.offers) {
+      a.offers.push_back(o.name);
+      a.offer_gpus.push_back(o.gpus);
+    }
+    a.gpu_hours_used = acquired_busy_ / 1000.0 / 3'600'000.0;
+    a.idle_billed_gpu_hours = a.gpu_hours_bought - a.gpu_hours_used;
+    // The fleet's own nodes cost their price over the whole run.
+    for (size_t n = 0; n < static_nodes_; ++n) {
+      a.spent += GpuCost(state_.node(NodeId{static_cast<uint32_t>(n)}).price, GpuMilli{state_.nodes()[n].gpu_count * 1000},
+                         Millis{static_cast<int64_t>(r.makespan_s * 1000)});
+    }
+    double lower = 0;
+    for (size_t i = 0; i < results_.size(); ++i) {
+      const SimJobResult& j = results_[i];
+      if (j.outcome != Outcome::kPlaced) continue;
+      const JobSpec& spec = jobs_[i].spec;
+      const double gpus = static_cast<double>(spec.tasks * spec.gpus_per_task) * static_cast<double>(spec.gpu_share.value()) / 1000.0;
+      lower += lower_bound_gpu_ms_[i] * gpus * static_cast<double>(jobs_[i].duration.value()) / 3'600'000.0;
+    }
+    a.lower_bound = MicroUsd{static_cast<int64_t>(std::llround(lower))};
+    r.gpu_utilization = capacity_integral_ > 0 ? busy_integral_ / capacity_integral_ : 0;
+    for (size_t n = static_nodes_; n < fleet_.nodes.size(); ++n) r.acquired_node_names.push_back(fleet_.nodes[n].name);
+    r.autoscale = std::move(as_);
+  }
   r.fragmentation = free_integral_ > 0 ? free_while_waiting_ / free_integral_ : 0;
   r.per_job = std::move(results_);
   r.total_gpus = total_gpu_milli_ / 1000;

@@ -29,6 +29,25 @@ enum class Recovery : uint8_t {
   kCheckpoint,  // it resumes from its last checkpoint (every checkpoint_interval of run time)
 };
 
+// Acquiring capacity in the simulation (`gpupool sim --autoscale`): the same decisions as the
+// live pool's autoscaler (sched/provision.h), on the fleet's offers. Jobs no node can take are
+// planned onto new nodes after `batch`; a node is up after its offer's boot time (times a
+// seeded factor in [1 - boot_jitter, 1 + boot_jitter]); a create is refused for capacity with
+// probability `stockout` (and always for offers a provider's `local.stockout` names), which
+// blocks the offer for `block_for`; spot nodes are reclaimed after an exponential time of mean
+// `spot_mtbf` (else the provider's `local.spot_mtbf`; 0: never), which blocks the offer too, so
+// the replacement comes from the next offer (on-demand when the spot one is blocked). Idle
+// nodes go after `idle_after`, billing-aware or at once.
+struct SimAutoscale {
+  Millis batch{1'000};
+  Millis idle_after{60'000};
+  bool billing_aware = true;
+  Millis block_for{180'000};
+  double stockout = 0;
+  double boot_jitter = 0.25;
+  Millis spot_mtbf{0};
+};
+
 struct SimOptions {
   uint64_t seed = 1;
   // Failures: when set, nodes fail (and spot nodes are reclaimed) as the model says, with
@@ -43,6 +62,7 @@ struct SimOptions {
   // Called with every event of the simulated pool, as the live pool stores it (type such as
   // "job.placed", subject "job/ID", data: the JSON object of docs/events.md), at simulated time.
   std::function<void(Millis at, const std::string& type, const std::string& subject, const std::string& data)> on_event;
+  std::optional<SimAutoscale> autoscale;
 };
 
 struct SimJobResult {
@@ -65,6 +85,29 @@ struct TimelinePoint {
   Millis t{0};
   int32_t queued = 0;
   double busy_gpus = 0;
+};
+
+// Nodes held (booting or up) of each offer from `t` on.
+struct OfferNodesPoint {
+  Millis t{0};
+  std::vector<int32_t> nodes;  // one per offer (Fleet::offers)
+};
+
+// What acquiring capacity cost and bought (SimOptions::autoscale).
+struct AutoscaleResult {
+  std::string release;               // "billing-aware" or "immediate"
+  std::vector<std::string> offers;   // names, as `nodes` counts them
+  std::vector<int> offer_gpus;       // GPUs a node, per offer
+  MicroUsd spent{0};                 // billed for acquired nodes, and the fleet's own nodes over the run
+  double gpu_hours_bought = 0;       // billed GPU time of acquired nodes
+  double gpu_hours_used = 0;         // GPU time jobs held, on acquired nodes
+  double idle_billed_gpu_hours = 0;  // bought - used
+  MicroUsd lower_bound{0};           // every GPU-hour jobs ran, at the cheapest feasible offer's price
+  int64_t nodes_bought = 0;
+  int64_t nodes_peak = 0;
+  int64_t stockouts = 0;             // creates refused for capacity
+  int64_t reclaims = 0;              // spot nodes taken back
+  std::vector<OfferNodesPoint> nodes;
 };
 
 struct SimReport {
@@ -90,6 +133,10 @@ struct SimReport {
   std::vector<SimJobResult> per_job;  // in trace order
   int64_t total_gpus = 0;
   std::vector<TimelinePoint> timeline;  // one point per instant whose state differs from the last
+  double gpu_hours_used = 0;            // GPU time jobs held (all nodes)
+  std::optional<AutoscaleResult> autoscale;
+  // Nodes the run acquired, by id beyond the fleet's own (their names in jobs.csv).
+  std::vector<std::string> acquired_node_names;
 };
 
 // The (tasks, GPUs per task) split described above.

@@ -206,6 +206,47 @@ PlotSeries JctCdfSeries(const SimReport& r, size_t points) {
   return s;
 }
 
+PlotSpec NodesPlot(const SimReport& r, size_t buckets) {
+  PlotSpec p{.title = "Nodes held, by offer", .x_label = "hours since the first job", .y_label = "nodes (booting or up)", .series = {}};
+  if (!r.autoscale || r.autoscale->nodes.empty() || r.timeline.empty()) return p;
+  const AutoscaleResult& a = *r.autoscale;
+  const Millis origin = r.timeline.front().t;
+  const double end = Hours(r.timeline.back().t, origin);
+  for (size_t o = 0; o < a.offers.size(); ++o) {
+    bool any = false;
+    std::vector<std::pair<double, double>> steps;
+    for (const OfferNodesPoint& pt : a.nodes) {
+      any = any || pt.nodes[o] > 0;
+      steps.emplace_back(Hours(pt.t, origin), pt.nodes[o]);
+    }
+    if (any) p.series.push_back(PlotSeries{.name = a.offers[o], .points = Bucketed(steps, end, buckets), .step = true});
+  }
+  return p;
+}
+
+PlotSpec CapacityPlot(const SimReport& r, const std::vector<std::pair<std::string, double>>& static_gpus, size_t buckets) {
+  PlotSpec p{.title = "GPUs held and GPUs busy", .x_label = "hours since the first job", .y_label = "GPUs", .series = {}};
+  if (r.timeline.empty()) return p;
+  const Millis origin = r.timeline.front().t;
+  const double end = Hours(r.timeline.back().t, origin);
+  if (r.autoscale) {
+    std::vector<std::pair<double, double>> steps;
+    for (const OfferNodesPoint& pt : r.autoscale->nodes) {
+      double held = 0;
+      for (size_t o = 0; o < pt.nodes.size() && o < r.autoscale->offer_gpus.size(); ++o) held += pt.nodes[o] * r.autoscale->offer_gpus[o];
+      steps.emplace_back(Hours(pt.t, origin), held);
+    }
+    p.series.push_back(PlotSeries{.name = "held (autoscaled)", .points = Bucketed(steps, end, buckets), .step = true});
+  }
+  std::vector<std::pair<double, double>> busy;
+  for (const TimelinePoint& pt : r.timeline) busy.emplace_back(Hours(pt.t, origin), pt.busy_gpus);
+  p.series.push_back(PlotSeries{.name = "busy", .points = Bucketed(busy, end, buckets), .step = true});
+  for (const auto& [name, gpus] : static_gpus) {
+    p.series.push_back(PlotSeries{.name = name, .points = {{0.0, gpus}, {end, gpus}}, .step = true});
+  }
+  return p;
+}
+
 PlotSpec QueuePlot(const std::vector<const SimReport*>& reports) {
   PlotSpec p{.title = "Queue length", .x_label = "hours since the first job", .y_label = "jobs waiting", .series = {}};
   for (const SimReport* r : reports) p.series.push_back(QueueSeries(*r));

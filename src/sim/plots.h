@@ -39,6 +39,11 @@ PlotSpec QueuePlot(const std::vector<const SimReport*>& reports);
 PlotSpec UtilisationPlot(const std::vector<const SimReport*>& reports);
 PlotSpec JctPlot(const std::vector<const SimReport*>& reports);
 
+// Under autoscaling: nodes held of each offer over time (one series per offer that held any);
+// and GPUs held against GPUs busy, with flat lines for the static fleets given (name, GPUs).
+PlotSpec NodesPlot(const SimReport& r, size_t buckets = 1000);
+PlotSpec CapacityPlot(const SimReport& r, const std::vector<std::pair<std::string, double>>& static_gpus, size_t buckets = 1000);
+
 // A page comparing policies: a table of the headline numbers and the three plots (inline).
 std::string ComparisonHtml(const std::vector<const SimReport*>& reports, const std::string& trace, const std::string& fleet);
 

@@ -36,6 +36,14 @@ std::string FormatReportTable(const SimReport& r) {
                                 r.gpu_failures, r.failures, r.recovery));
     row("lost GPU-hours", fmt::format("{:.1f}", r.lost_gpu_hours));
   }
+  if (r.autoscale) {
+    const AutoscaleResult& a = *r.autoscale;
+    row("autoscaling", fmt::format("{} nodes bought (at most {} at once), {} stockouts, {} spot reclaims; release {}", a.nodes_bought,
+                                   a.nodes_peak, a.stockouts, a.reclaims, a.release));
+    row("dollars spent", fmt::format("{} (lower bound {})", FormatUsd(a.spent), FormatUsd(a.lower_bound)));
+    row("GPU-hours bought", fmt::format("{:.1f} ({:.1f} used by jobs, {:.1f} idle billed)", a.gpu_hours_bought, a.gpu_hours_used,
+                                        a.idle_billed_gpu_hours));
+  }
   return out;
 }
 
@@ -62,6 +70,19 @@ std::string FormatReportJson(const SimReport& r) {
     j["failures"] = r.failures;
     j["lost_gpu_hours"] = Round(r.lost_gpu_hours, 3);
   }
+  if (r.autoscale) {
+    const AutoscaleResult& a = *r.autoscale;
+    j["autoscale"] = {{"release", a.release},
+                      {"spent", Round(static_cast<double>(a.spent.value()) / kMicroUsdPerUsd, 2)},
+                      {"lower_bound", Round(static_cast<double>(a.lower_bound.value()) / kMicroUsdPerUsd, 2)},
+                      {"gpu_hours_bought", Round(a.gpu_hours_bought, 3)},
+                      {"gpu_hours_used", Round(a.gpu_hours_used, 3)},
+                      {"idle_billed_gpu_hours", Round(a.idle_billed_gpu_hours, 3)},
+                      {"nodes_bought", a.nodes_bought},
+                      {"nodes_peak", a.nodes_peak},
+                      {"stockouts", a.stockouts},
+                      {"reclaims", a.reclaims}};
+  }
   return j.dump() + "\n";
 }
 
@@ -82,7 +103,8 @@ std::string FormatJobsCsv(const SimReport& r, const Fleet& fleet) {
                        ran ? fmt::format("{:.3f}", static_cast<double>(j.start.value()) / 1000) : "",
                        ran ? fmt::format("{:.3f}", static_cast<double>(j.finish.value()) / 1000) : "",
                        ran ? fmt::format("{:.3f}", static_cast<double>((j.finish - j.submit).value()) / 1000) : "",
-                       ran ? fleet.node(j.first_node).name : "",
+                       !ran ? "" : j.first_node.value() < fleet.nodes.size() ? fleet.node(j.first_node).name
+                                 : r.acquired_node_names.at(j.first_node.value() - fleet.nodes.size()),
                        static_cast<double>(j.cost.value()) / kMicroUsdPerUsd);
   }
   return out;

@@ -8,6 +8,7 @@
 #include "adapters/fleet_loader.h"
 #include "apps/gpupool/commands.h"
 #include "core/units.h"
+#include "sim/capacity.h"
 #include "sim/engine.h"
 #include "sim/plots.h"
 #include "wire/codec.h"
@@ -29,6 +30,14 @@ struct SimArgs {
   std::string recovery = "restart";
   std::string checkpoint_interval = "30m";
   std::string events;
+  bool autoscale = false;
+  std::string idle_after = "60s";
+  std::string release = "billing-aware";
+  double stockout = 0;
+  double boot_jitter = 0.25;
+  std::string block_for = "3m";
+  std::string static_offer;
+  std::vector<double> static_percentiles = {0.5, 0.95};
 };
 
 void DrawProgress(size_t done, size_t total) {
@@ -116,7 +125,24 @@ int RunSim(const SimArgs& a) {
                   "section in the fleet file");
     }
     options.failures = m;
-    options.recovery = a.recovery == "checkpoint" ? Recovery::kCheckpoint : Recovery::kRestart;
+  }
+  options.recovery = a.recovery == "checkpoint" ? Recovery::kCheckpoint : Recovery::kRestart;
+  if (auto d = ParseDuration(a.checkpoint_interval)) options.checkpoint_interval = *d;
+  else return fail("--checkpoint-interval: " + d.error().message());
+  if (a.autoscale) {
+    if (fleet->offers.empty()) return fail("--autoscale: the fleet file has no [[offer]] to buy nodes from");
+    if (policies.size() > 1) return fail("--autoscale: give one policy (the run is compared with static fleets)");
+    if (a.stockout < 0 || a.stockout >= 1) return fail("--stockout: a probability from 0 up to (not including) 1");
+    if (a.boot_jitter < 0 || a.boot_jitter >= 1) return fail("--boot-jitter: from 0 up to (not including) 1");
+    SimAutoscale as{.billing_aware = a.release == "billing-aware", .stockout = a.stockout, .boot_jitter = a.boot_jitter};
+    for (auto [text, field, flag] : {std::tuple{&a.idle_after, &as.idle_after, "--idle-after"}, std::tuple{&a.block_for, &as.block_for, "--block-for"},
+                                     std::tuple{&a.spot_mtbf, &as.spot_mtbf, "--spot-mtbf"}}) {
+      if (text->empty()) continue;
+      auto d = ParseDuration(*text);
+      if (!d) return fail(fmt::format("{}: {}", flag, d.error().message()));
+      *field = *d;
+    }
+    options.autoscale = as;
   }
   if (isatty(STDERR_FILENO)) options.progress = DrawProgress;
   // The simulated pool's event log, as the live pool's GET /v1/events streams it (NDJSON
@@ -143,6 +169,32 @@ int RunSim(const SimArgs& a) {
     events.close();
     if (!events) return fail(fmt::format("--events: writing {} failed", a.events));
   }
+  // Autoscaled: compared with static fleets sized for percentiles of the trace's demand, and
+  // with the lower bound.
+  std::vector<CapacityRow> rows;
+  std::vector<std::pair<std::string, double>> static_gpus;
+  if (a.autoscale) {
+    const SimReport& scaled = reports.front();
+    rows.push_back(AutoscaledRow(scaled, *fleet));
+    SimOptions fixed = options;
+    fixed.autoscale.reset();
+    fixed.on_event = nullptr;
+    for (double p : a.static_percentiles) {
+      const double gpus = DemandPercentile(*trace, p);
+      auto offer = StaticOffer(*fleet, a.static_offer, static_cast<int>(std::ceil(gpus)));
+      if (!offer) return fail(a.static_offer.empty() ? "--static-offer: every offer is spot; name one for the static fleets"
+                                                     : fmt::format("--static-offer: no offer named '{}'", a.static_offer));
+      const Offer& o = fleet->offers[*offer];
+      const int nodes = std::max(1, static_cast<int>(std::ceil(gpus / std::max(1, o.gpus))));
+      const Fleet f = StaticFleet(*fleet, *offer, nodes);
+      auto r = RunSimulation(f, *trace, policies.front(), fixed);
+      if (!r) return fail(r.error().message());
+      const std::string name = fmt::format("static p{:.0f} ({} x {})", p * 100, nodes, o.name);
+      rows.push_back(StaticRow(name, *r, *fleet, *offer, nodes));
+      static_gpus.emplace_back(name, static_cast<double>(nodes * o.gpus));
+    }
+    rows.push_back(LowerBoundRow(scaled));
+  }
   for (const SimReport& r : reports) {
     if (a.format == "json") {
       fmt::print("{}", FormatReportJson(r));
@@ -153,6 +205,7 @@ int RunSim(const SimArgs& a) {
       fmt::print("trace {} ({}), fleet {} ({} nodes, {} GPUs)\n", a.trace, trace->format, a.fleet, fleet->nodes.size(),
                  fleet->TotalGpus());
       fmt::print("{}", FormatReportTable(r));
+      if (!rows.empty()) fmt::print("\ncompared (same trace, policy {}):\n{}", r.policy, FormatCapacityTable(rows));
     }
   }
   if (!a.out.empty()) {
@@ -160,6 +213,11 @@ int RunSim(const SimArgs& a) {
     bool ok = true;
     if (reports.size() == 1) {
       ok = WriteRun(dir, reports.front(), *fleet);
+      if (a.autoscale) {
+        ok = ok && WriteFile(dir / "nodes.svg", SvgPlot(NodesPlot(reports.front()))) &&
+             WriteFile(dir / "capacity.svg", SvgPlot(CapacityPlot(reports.front(), static_gpus))) &&
+             WriteFile(dir / "compared.csv", FormatCapacityCsv(rows));
+      }
     } else {
       // One directory per policy, and the comparison: the plots with a series per policy.
       std::vector<const SimReport*> all;
@@ -173,7 +231,10 @@ int RunSim(const SimArgs& a) {
     }
     if (!ok) return fail(fmt::format("--out: cannot write to {}", a.out));
     if (a.format == "table") {
-      fmt::print("wrote {}{}\n", a.out, reports.size() > 1 ? " (index.html compares the policies)" : " (queue.svg, utilisation.svg, jct.svg)");
+      fmt::print("wrote {}{}\n", a.out,
+                 reports.size() > 1 ? " (index.html compares the policies)"
+                 : a.autoscale      ? " (queue.svg, utilisation.svg, jct.svg, nodes.svg, capacity.svg, compared.csv)"
+                                    : " (queue.svg, utilisation.svg, jct.svg)");
     }
   }
   return 0;
@@ -200,9 +261,24 @@ void AddSimCommand(CLI::App& app, int* exit_code) {
   cmd->add_option("--node-repair", args->node_repair, "how long a failed node stays out (default 1h)");
   cmd->add_option("--spot-mtbf", args->spot_mtbf, "mean time between reclaims of one spot node");
   cmd->add_option("--gpu-xid-mtbf", args->gpu_xid_mtbf, "mean time between fatal XIDs of one GPU (that GPU alone goes out)");
-  cmd->add_option("--recovery", args->recovery, "what a job hit by a failure keeps")->check(CLI::IsMember({"restart", "checkpoint"}));
+  cmd->add_option("--recovery", args->recovery, "what a job hit by a failure or a spot reclaim keeps")->check(CLI::IsMember({"restart", "checkpoint"}));
   cmd->add_option("--events", args->events, "write the simulated event log here (NDJSON CloudEvents, as GET /v1/events)");
   cmd->add_option("--checkpoint-interval", args->checkpoint_interval, "run time between checkpoints (recovery checkpoint)");
+  cmd->add_flag("--autoscale", args->autoscale,
+                "buy nodes from the fleet's [[offer]]s when jobs wait and release them when idle, as the live pool does; "
+                "the report adds dollars, GPU-hours bought and used, and compares static fleets and a lower bound");
+  cmd->add_option("--idle-after", args->idle_after, "autoscale: how long a node is idle before it may be released");
+  cmd->add_option("--release", args->release, "autoscale: release idle nodes billing-aware (in the last tenth of their billed "
+                                              "increment) or at once")
+      ->check(CLI::IsMember({"billing-aware", "immediate"}));
+  cmd->add_option("--stockout", args->stockout, "autoscale: chance that a create is refused for capacity (seeded)");
+  cmd->add_option("--boot-jitter", args->boot_jitter, "autoscale: a node boots in its offer's boot time x U(1-j, 1+j)");
+  cmd->add_option("--block-for", args->block_for, "autoscale: how long an offer is not asked after a refusal or a spot reclaim");
+  cmd->add_option("--static-offer", args->static_offer,
+                  "autoscale: the offer the compared static fleets are made of (default: the cheapest that is not spot)");
+  cmd->add_option("--static-percentiles", args->static_percentiles,
+                  "autoscale: size the compared static fleets for these percentiles of demand (default 0.5 0.95)")
+      ->delimiter(',');
   cmd->callback([args, exit_code] { *exit_code = RunSim(*args); });
 }
 
