@@ -177,6 +177,7 @@ void ReadProvider(Fleet& fleet, const toml::table& t, const std::string& source,
     }
     v.quota_gpus = static_cast<int>(ls.Int("quota_gpus", 0, 10'000'000).value_or(0));
     if (auto d = ls.Unit<Millis>("spot_mtbf", ParseDuration, "h")) v.spot_mtbf = *d;
+    if (auto d = ls.Unit<Millis>("spot_lifetime", ParseDuration, "s")) v.spot_lifetime = *d;
     if (auto d = ls.Unit<Millis>("notice", ParseDuration, "s")) v.notice = *d;
     ls.RejectUnknown();
     if (v.kind != ProvisionerSpec::Kind::kLocal) s.Fail(local, "local", "only with provisioner = \"local\"");

@@ -90,6 +90,7 @@ struct LocalProvisionerOptions {
   Millis stockout_retry{60'000};
   int quota_gpus = 0;               // GPUs held at once before quota errors (0: none)
   Millis spot_mtbf{0};              // spot instances are reclaimed after an exponential time with this mean (0: never)
+  Millis spot_lifetime{0};          // or after exactly this long from their start (for tests; 0: by spot_mtbf)
   Millis notice{30'000};            // how long before a reclaim `events` tells of it
 };
 std::unique_ptr<Provisioner> MakeLocalProvisioner(LocalProvisionerOptions options);

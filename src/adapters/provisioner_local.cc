@@ -94,7 +94,9 @@ class LocalProvisioner final : public Provisioner {
       const int64_t boot = lo + (hi > lo ? static_cast<int64_t>(rng() % static_cast<uint64_t>(hi - lo + 1)) : 0);
       Json i{{"claim", r.claim}, {"offer", r.offer->name}, {"gpus", r.offer->gpus}, {"tier", PriceTierName(r.offer->tier)},
              {"created_ms", WallMs()}, {"state", "pending"}};
-      if (r.offer->tier == PriceTier::kSpot && o_.spot_mtbf.value() > 0) {
+      if (r.offer->tier == PriceTier::kSpot && o_.spot_lifetime.value() > 0) {
+        i["reclaim_ms"] = WallMs() + boot + o_.spot_lifetime.value();
+      } else if (r.offer->tier == PriceTier::kSpot && o_.spot_mtbf.value() > 0) {
         std::exponential_distribution<double> life(1.0 / static_cast<double>(o_.spot_mtbf.value()));
         i["reclaim_ms"] = WallMs() + boot + static_cast<int64_t>(life(rng));
       }

@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <chrono>
 #include <nlohmann/json.hpp>
 
@@ -42,8 +43,8 @@ int64_t Autoscaler::NowMs() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
-void Autoscaler::Work(std::function<void()> fn) {
-  ++in_flight_;
+void Autoscaler::Work(std::function<void()> fn, bool counted) {
+  if (counted) ++in_flight_;
   {
     std::lock_guard lock(mu_);
     work_.push_back(std::move(fn));
@@ -159,10 +160,86 @@ void Autoscaler::Tick() {
       });
     });
   }
+  PollEvents(now);
+  // Interrupted nodes are deleted once their deadline has come (their jobs moved by then).
+  for (auto& [id, cl] : claims_) {
+    if (cl.interrupted && !cl.deleting && cl.release_at_ms <= now) DeleteClaim(id);
+  }
   // O(queued jobs), once a tick: what waits decides both what to buy and whether to release.
   const std::vector<const JobRecord*> waiting = c_.WaitingForCapacity();
   Plan(waiting, now);
   Release(!waiting.empty(), now);
+}
+
+// Interruption notices (spot reclaims), read from every provisioner every few seconds.
+void Autoscaler::PollEvents(int64_t now) {
+  if (events_in_flight_ > 0 || now - events_at_ms_ < o_.events_every.value()) return;
+  bool any = false;
+  for (const auto& [id, cl] : claims_) any = any || (cl.state == Claim::State::kReady || cl.state == Claim::State::kBooting);
+  if (!any) return;
+  events_at_ms_ = now;
+  for (const auto& prov : provisioners_) {
+    if (!prov) continue;
+    ++events_in_flight_;
+    Work([this, p = prov.get()] {
+      auto notices = p->Events();
+      loop_.Post([this, notices = std::move(notices)] {
+        --events_in_flight_;
+        if (!notices) {
+          fmt::print(stderr, "gpupool server: provisioner events: {}\n", notices.error().message());
+          return;
+        }
+        OnInterruptions(*notices);
+      });
+    }, /*counted=*/false);
+  }
+}
+
+// A node its provider takes back: its jobs get SIGTERM with the notice as their grace (time to
+// checkpoint) and move; the offer is blocked for a while, so that their replacement comes
+// from the next feasible offer (on-demand when the spot one is blocked).
+void Autoscaler::OnInterruptions(const std::vector<Interruption>& notices) {
+  const Fleet& fleet = c_.fleet();
+  const int64_t wall = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+  for (const Interruption& n : notices) {
+    for (auto& [id, cl] : claims_) {
+      if (cl.interrupted || std::find(cl.instances.begin(), cl.instances.end(), n.instance) == cl.instances.end()) continue;
+      const Offer& o = fleet.offers[cl.offer];
+      const Millis notice{std::max<int64_t>(0, n.deadline_ms - wall)};
+      cl.interrupted = true;
+      cl.release_at_ms = NowMs() + notice.value();
+      blocked_.Block(fleet, cl.offer, Scope::kOffer, Millis{NowMs() + o_.block_for.value()});
+      c_.Announce("node.interrupted", cl.node.empty() ? "claim/" + id : "node/" + cl.node,
+                  nlohmann::json{{"node", cl.node}, {"claim", id}, {"offer", o.name}, {"instance", n.instance},
+                                 {"notice_s", static_cast<double>(notice.value()) / 1000.0},
+                                 {"blocked_s", static_cast<double>(o_.block_for.value()) / 1000.0}}
+                      .dump());
+      if (cl.state == Claim::State::kReady && !cl.node.empty()) {
+        if (Status s = c_.Reclaim(cl.node, notice); !s.ok()) fmt::print(stderr, "gpupool server: reclaim {}: {}\n", cl.node, s.message());
+      }
+      cl.state = Claim::State::kReleasing;
+      demand_changed_ms_ = 0;  // plan the replacements at once
+    }
+  }
+}
+
+void Autoscaler::DeleteClaim(const std::string& id) {
+  Claim& cl = claims_[id];
+  cl.deleting = true;
+  Work([this, prov = ProvisionerOf(cl.offer), id, node = cl.node, offer = c_.fleet().offers[cl.offer].name, instances = cl.instances] {
+    const Status s = prov ? prov->Delete(instances) : Status::Ok();
+    loop_.Post([this, id, node, offer, s] {
+      --in_flight_;
+      if (!s.ok()) {
+        fmt::print(stderr, "gpupool server: deleting claim {}: {}\n", id, s.message());
+        claims_[id].deleting = false;  // tried again next tick
+        return;
+      }
+      claims_.erase(id);
+      c_.Announce("node.released", node.empty() ? "claim/" + id : "node/" + node,
+                  nlohmann::json{{"node", node}, {"claim", id}, {"offer", offer}}.dump());
+    });
+  });
 }
 
 void Autoscaler::Plan(const std::vector<const JobRecord*>& waiting, int64_t now) {

@@ -35,6 +35,7 @@ struct AutoscalerOptions {
   Millis batch_max{10'000};   // or after this long at most
   Millis idle_after{60'000};  // a node idle this long may be released
   Millis block_for{180'000};  // a capacity or quota error's block when the provider says no time
+  Millis events_every{2'000};  // how often the provisioners' interruption notices are read
 };
 
 // The offers of `fleet` as GET /v1/offers shows them; `held` (one per offer, or empty) and
@@ -72,14 +73,22 @@ class Autoscaler {
     std::string node;          // the node that registered with it
     int64_t created_ms = 0;    // steady clock of this server (billing start, approximately)
     std::optional<int64_t> idle_since_ms;
+    bool interrupted = false;    // its provider takes it back (a spot reclaim) at release_at_ms
+    int64_t release_at_ms = 0;
+    bool deleting = false;
   };
   void Tick();
   void Plan(const std::vector<const JobRecord*>& waiting, int64_t now);
   void Release(bool jobs_wait, int64_t now);
   void OnCreated(const std::string& claim, CreateOutcome outcome);
   void Joined(const std::string& node, const std::string& claim);
+  void PollEvents(int64_t now);
+  void OnInterruptions(const std::vector<Interruption>& notices);
+  void DeleteClaim(const std::string& id);  // delete its instances; then forgotten, and node.released
   Provisioner* ProvisionerOf(size_t offer) const;
-  void Work(std::function<void()> fn);  // on the worker thread; its result posted back to the loop
+  // On the worker thread; its result posted back to the loop. `counted` work (creates, deletes,
+  // lists) holds planning back until it is answered.
+  void Work(std::function<void()> fn, bool counted = true);
   static int64_t NowMs();
 
   Controller& c_;
@@ -94,6 +103,8 @@ class Autoscaler {
   int64_t demand_changed_ms_ = 0;
   size_t last_demand_ = 0;
   int in_flight_ = 0;
+  int64_t events_at_ms_ = 0;
+  int events_in_flight_ = 0;
 
   std::mutex mu_;
   std::condition_variable cv_;

@@ -97,6 +97,7 @@ struct ProvisionerSpec {
   std::vector<std::string> stockout;  // offer names that answer capacity errors
   int quota_gpus = 0;
   Millis spot_mtbf{0};
+  Millis spot_lifetime{0};  // a spot instance lives exactly this long after booting (0: by spot_mtbf)
   Millis notice{30'000};
 };
 

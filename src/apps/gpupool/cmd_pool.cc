@@ -224,7 +224,8 @@ Result<std::unique_ptr<Server>> StartServer(const ServerArgs& a) {
       made = MakeLocalProvisioner(LocalProvisionerOptions{
           .dir = fs::absolute(fs::path(a.data_dir) / "provisioners" / p.name), .gpupool = exe.string(), .provider = p.name,
           .seed = v.seed, .boot_delay_min = v.boot_delay_min, .boot_delay_max = v.boot_delay_max, .stockout_offers = v.stockout,
-          .quota_gpus = v.quota_gpus, .spot_mtbf = v.spot_mtbf, .notice = v.notice});
+          .quota_gpus = v.quota_gpus, .spot_mtbf = v.spot_mtbf, .spot_lifetime = v.spot_lifetime,
+          .notice = v.notice});
     }
     any = any || made != nullptr;
     provisioners.push_back(std::move(made));
