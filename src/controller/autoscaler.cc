@@ -3,10 +3,18 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <array>
 #include <chrono>
+#include <limits>
 #include <nlohmann/json.hpp>
 
+#include "core/units.h"
+
 namespace gp {
+
+namespace {
+constexpr double kBootBuckets[] = {5, 10, 30, 60, 120, 300, 600, 1800};
+}  // namespace
 
 Autoscaler::Autoscaler(Controller& c, EventLoop& loop, std::vector<std::unique_ptr<Provisioner>> provisioners, AutoscalerOptions o)
     : c_(c), loop_(loop), provisioners_(std::move(provisioners)), o_(std::move(o)) {
@@ -27,6 +35,7 @@ Autoscaler::Autoscaler(Controller& c, EventLoop& loop, std::vector<std::unique_p
     }
   });
   c_.on_joined = [this](const std::string& node, const std::string& claim) { Joined(node, claim); };
+  c_.explain_capacity = [this](JobId id) { return ExplainJob(id); };
 }
 
 Autoscaler::~Autoscaler() {
@@ -37,6 +46,7 @@ Autoscaler::~Autoscaler() {
   cv_.notify_all();
   worker_.join();
   c_.on_joined = nullptr;
+  c_.explain_capacity = nullptr;
 }
 
 int64_t Autoscaler::NowMs() {
@@ -131,6 +141,11 @@ void Autoscaler::Joined(const std::string& node, const std::string& claim) {
   cl.node = node;
   cl.state = Claim::State::kReady;
   cl.idle_since_ms.reset();
+  const double boot_s = static_cast<double>(NowMs() - cl.created_ms) / 1000.0;
+  boot_buckets_.resize(std::size(kBootBuckets), 0);
+  for (size_t b = 0; b < std::size(kBootBuckets); ++b) boot_buckets_[b] += boot_s <= kBootBuckets[b] ? 1 : 0;
+  boot_sum_s_ += boot_s;
+  ++boot_count_;
   c_.Announce("node.ready", "node/" + node,
               nlohmann::json{{"node", node}, {"claim", claim}, {"offer", c_.fleet().offers[cl.offer].name},
                              {"boot_s", static_cast<double>(NowMs() - cl.created_ms) / 1000.0}}
@@ -145,6 +160,7 @@ void Autoscaler::Tick() {
     if (cl.state != Claim::State::kBooting) continue;
     const Offer& o = c_.fleet().offers[cl.offer];
     if (now - cl.created_ms < 3 * o.boot_time.value() + 60'000) continue;
+    ++failures_[{o.name, "registration"}];
     c_.Announce("node.provision_failed", "claim/" + id,
                 nlohmann::json{{"claim", id}, {"offer", o.name}, {"class", "transient"},
                                {"message", "no agent registered with the claim in time"}}
@@ -285,6 +301,10 @@ void Autoscaler::Plan(const std::vector<const JobRecord*>& waiting, int64_t now)
       fleet, ProvisionInput{.demands = demands, .held = held, .booting = booting, .blocked = &blocked_, .buyable = buyable,
                             .spend_per_hour = spend, .now = Millis{now}});
   demand_since_ms_ = 0;
+  unmet_.clear();
+  for (const auto& [job, why] : plan.unmet) unmet_[job.value()] = why;
+  on_booting_.clear();
+  for (JobId j : plan.on_booting) on_booting_[j.value()] = true;
   for (const ProvisionPlan::NewNode& n : plan.create) {
     Provisioner* prov = ProvisionerOf(n.offer);  // never null: the plan buys only where one is
     const std::string id = fmt::format("{}-{}", claim_prefix_, next_claim_++);
@@ -292,6 +312,7 @@ void Autoscaler::Plan(const std::vector<const JobRecord*>& waiting, int64_t now)
     cl.id = id;
     cl.offer = n.offer;
     cl.created_ms = now;
+    cl.jobs = n.jobs;
     const Offer& o = fleet.offers[n.offer];
     nlohmann::json jobs = nlohmann::json::array();
     for (JobId j : n.jobs) jobs.push_back(std::to_string(j.value()));
@@ -320,6 +341,7 @@ void Autoscaler::OnCreated(const std::string& claim, CreateOutcome out) {
   for (const Instance& i : out.instances) cl.instances.push_back(i.id);
   if (out.error) {
     const ProvisionError& e = *out.error;
+    ++failures_[{o.name, std::string(ProvisionErrorClassName(e.error_class))}];
     const int64_t until = NowMs() + e.retry_after.value_or(o_.block_for).value();
     if (e.error_class == ProvisionErrorClass::kCapacity || e.error_class == ProvisionErrorClass::kQuota) {
       blocked_.Block(c_.fleet(), cl.offer, e.scope, Millis{until});
@@ -426,6 +448,59 @@ std::string Autoscaler::OffersJson() const {
     else ++held[cl.offer].booting;
   }
   return gp::OffersJson(c_.fleet(), held, blocked_.Active(Millis{NowMs()}), Millis{NowMs()});
+}
+
+std::string Autoscaler::ExplainJob(JobId id) const {
+  const int64_t now = NowMs();
+  for (const auto& [cid, cl] : claims_) {
+    if (std::find(cl.jobs.begin(), cl.jobs.end(), id) == cl.jobs.end()) continue;
+    const std::string offer = c_.fleet().offers[cl.offer].name;
+    const std::string age = FormatMillis(Millis{now - cl.created_ms});
+    switch (cl.state) {
+      case Claim::State::kCreating: return fmt::format("a node of offer {}, claim {}, being created for {}", offer, cid, age);
+      case Claim::State::kBooting: return fmt::format("a node of offer {}, claim {}, booting for {}", offer, cid, age);
+      case Claim::State::kReady:
+        return fmt::format("a node of offer {}, claim {}, up as {} (the next pass places the job there or elsewhere)", offer, cid, cl.node);
+      case Claim::State::kReleasing: break;
+    }
+  }
+  if (auto it = unmet_.find(id.value()); it != unmet_.end()) return "no node can be bought for it: " + it->second;
+  if (on_booting_.count(id.value())) return "a node already booting for earlier jobs";
+  return {};
+}
+
+void Autoscaler::CollectMetrics(Families& out) const {
+  using prometheus::MetricType;
+  static constexpr const char* kStates[] = {"creating", "booting", "ready", "releasing"};
+  const Fleet& fleet = c_.fleet();
+  std::vector<std::array<int, 4>> by(fleet.offers.size(), std::array<int, 4>{});
+  double spend = 0;
+  for (const auto& [id, cl] : claims_) {
+    ++by[cl.offer][static_cast<size_t>(cl.state)];
+    spend += static_cast<double>(fleet.offers[cl.offer].price_per_hour.value()) / kMicroUsdPerUsd;
+  }
+  auto& nodes = FamilyIn(out, "gpupool_autoscaler_nodes", "Nodes the pool holds from each offer, by state.", MetricType::Gauge);
+  for (size_t o = 0; o < fleet.offers.size(); ++o) {
+    for (size_t s = 0; s < 4; ++s) AddValue(nodes, {{"offer", fleet.offers[o].name}, {"state", kStates[s]}}, by[o][s]);
+  }
+  auto& failed = FamilyIn(out, "gpupool_provision_failures_total",
+                          "Creates refused (by class: capacity, quota, auth, invalid, transient) or never registered.", MetricType::Counter);
+  for (const auto& [k, n] : failures_) AddValue(failed, {{"offer", k.first}, {"class", k.second}}, static_cast<double>(n));
+  AddValue(FamilyIn(out, "gpupool_autoscaler_spend_usd_per_hour", "What the nodes held from offers cost an hour.", MetricType::Gauge), {},
+           spend);
+  prometheus::MetricFamily boot{.name = "gpupool_provision_seconds",
+                                .help = "From a node's create to its agent's registration with the claim.",
+                                .type = MetricType::Histogram, .metric = {}};
+  prometheus::ClientMetric m;
+  for (size_t b = 0; b < std::size(kBootBuckets); ++b) {
+    m.histogram.bucket.push_back({.cumulative_count = b < boot_buckets_.size() ? static_cast<uint64_t>(boot_buckets_[b]) : 0,
+                                  .upper_bound = kBootBuckets[b]});
+  }
+  m.histogram.bucket.push_back({.cumulative_count = static_cast<uint64_t>(boot_count_), .upper_bound = std::numeric_limits<double>::infinity()});
+  m.histogram.sample_count = static_cast<uint64_t>(boot_count_);
+  m.histogram.sample_sum = boot_sum_s_;
+  boot.metric.push_back(std::move(m));
+  out.push_back(std::move(boot));
 }
 
 }  // namespace gp

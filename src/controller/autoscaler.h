@@ -24,6 +24,7 @@
 #include "adapters/http.h"
 #include "adapters/provisioner.h"
 #include "controller/controller.h"
+#include "observe/metrics.h"
 #include "sched/provision.h"
 
 namespace gp {
@@ -63,6 +64,14 @@ class Autoscaler {
   // and the blocked scopes with the seconds left.
   std::string OffersJson() const;
   const Blocklist& blocked() const { return blocked_; }
+  // For `gpupool explain`: what a waiting job waits for from the autoscaler ("a node of offer
+  // X, claim C, booting for 35 s"), or why nothing is bought for it; "" when it is not waiting
+  // on capacity.
+  std::string ExplainJob(JobId id) const;
+  // gpupool_autoscaler_nodes{offer,state}, gpupool_provision_failures_total{offer,class},
+  // gpupool_provision_seconds (a histogram: create to the agent's registration),
+  // gpupool_autoscaler_spend_usd_per_hour.
+  void CollectMetrics(Families& out) const;
 
  private:
   struct Claim {
@@ -73,6 +82,7 @@ class Autoscaler {
     std::string node;          // the node that registered with it
     int64_t created_ms = 0;    // steady clock of this server (billing start, approximately)
     std::optional<int64_t> idle_since_ms;
+    std::vector<JobId> jobs;     // what it was bought for
     bool interrupted = false;    // its provider takes it back (a spot reclaim) at release_at_ms
     int64_t release_at_ms = 0;
     bool deleting = false;
@@ -104,6 +114,12 @@ class Autoscaler {
   size_t last_demand_ = 0;
   int in_flight_ = 0;
   int64_t events_at_ms_ = 0;
+  std::map<uint64_t, std::string> unmet_;       // the last plan's jobs it could buy nothing for, and why
+  std::map<uint64_t, bool> on_booting_;         // the last plan's jobs that fit nodes already booting
+  std::map<std::pair<std::string, std::string>, int64_t> failures_;  // (offer, class) -> count
+  std::vector<int64_t> boot_buckets_;            // provisioning seconds, cumulative per kBootBuckets
+  double boot_sum_s_ = 0;
+  int64_t boot_count_ = 0;
   int events_in_flight_ = 0;
 
   std::mutex mu_;

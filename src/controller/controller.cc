@@ -629,6 +629,9 @@ std::string Controller::Explain(JobId id) const {
     if (!j->message.empty()) out += "  " + j->message + "\n";
     return out;
   }
+  if (explain_capacity) {
+    if (const std::string why = explain_capacity(id); !why.empty()) out += "  waits for " + why + "\n";
+  }
   if (nodes_.empty()) return out + "  no node has registered yet\n";
   if (j->not_before_ms > clock_.Now().value()) {
     out += fmt::format("  backing off after {} failed attempts: placed again in {}\n", j->failures,

@@ -184,6 +184,8 @@ class Controller {
   std::string NodeJson(const std::string& name) const;
   // Why a job waits: the last pass's decision, per reason with node counts and numbers.
   std::string Explain(JobId id) const;
+  // What a waiting job waits for from the autoscaler (set by it; "" when nothing).
+  std::function<std::string(JobId)> explain_capacity;
   const Fleet& fleet() const { return fleet_; }
   size_t node_count() const { return nodes_.size(); }  // registered, down ones too
 

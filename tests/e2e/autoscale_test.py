@@ -122,6 +122,10 @@ def main(gpupool):
         with open(f"{pool.dir}/server/provisioners/lab/instances.json") as f:
             left = json.load(f)["instances"]
         c.check(not left, f"the provisioner holds no instance at the end: {list(left)}")
+        status, metrics = pool.call("GET", "/metrics")
+        count = [l for l in (metrics if isinstance(metrics, str) else "").splitlines() if l.startswith("gpupool_provision_seconds_count")]
+        c.check(count and float(count[0].split()[-1]) == len(ready),
+                f"/metrics: gpupool_provision_seconds counts each node's create to registration: {count} for {len(ready)} nodes")
     finally:
         pool.stop()
         # Agents the provisioner started live in sessions of their own: stop any left behind.

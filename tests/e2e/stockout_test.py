@@ -84,10 +84,11 @@ def main(gpupool):
         pool.start_server("--fleet", f"{pool.dir}/fleet.toml")
 
         latencies = []
+        jobs = []
         for k in range(TRIES):
             # No agent ever joins (boot time 120 s): each claim stays booting, so each new job
             # needs a node of its own and the planner must buy one.
-            pool.submit(["true"], gpus=1, name=f"try-{k}")
+            jobs.append(pool.submit(["true"], gpus=1, name=f"try-{k}"))
             deadline = time.time() + 30
             fail = ok = None
             while time.time() < deadline:
@@ -124,6 +125,18 @@ def main(gpupool):
         c.check(not early, f"no offer of the blocked zone asked before the block ran out: {early}")
         c.check(not any(e["offer"] == "cheap-same-zone" for e in log),
                 "the cheaper offer in the blocked zone was never asked while the zone was blocked")
+        # What a waiting job waits for, and the autoscaler's series in /metrics.
+        status, ex = pool.call("GET", f"/v1/jobs/{jobs[0]}/explain")
+        text = ex.get("explain", "") if isinstance(ex, dict) else ""
+        c.check("waits for a node of offer next, claim " in text and "booting for" in text,
+                f"`explain` names the offer and the claim the job waits for: {text!r}")
+        status, metrics = pool.call("GET", "/metrics")
+        metrics = metrics if isinstance(metrics, str) else ""
+        want = [f'gpupool_autoscaler_nodes{{offer="next",state="booting"}} {len(bought)}',
+                f'gpupool_provision_failures_total{{offer="cheap",class="capacity"}} {len(fails)}',
+                'gpupool_autoscaler_spend_usd_per_hour ']
+        missing = [w for w in want if w not in metrics]
+        c.check(not missing, f"/metrics has nodes by offer and state, and failures by offer and class: missing {missing}")
         events = pool.all_events()
         failed = [e["data"] for e in events if e["type"] == "io.gpupool.node.provision_failed"]
         c.check(len(failed) == len(fails) and all(f["scope"] in ("zone", "site") and f["class"] == "capacity" for f in failed),

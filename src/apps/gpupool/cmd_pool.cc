@@ -240,6 +240,7 @@ Result<std::unique_ptr<Server>> StartServer(const ServerArgs& a) {
     srv->autoscaler->Start();
     Autoscaler* as = srv->autoscaler.get();
     api->offers = [as] { return as->OffersJson(); };
+    api->AddMetrics([as](Families& f) { as->CollectMetrics(f); });
   }
   Controller* c = srv->controller.get();
   srv->loop.Every(Millis{100}, [c] { c->Tick(); });  // detection, fences, backoffs: cheap (live jobs only)

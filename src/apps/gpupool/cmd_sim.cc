@@ -191,7 +191,7 @@ int RunSim(const SimArgs& a) {
       if (!r) return fail(r.error().message());
       const std::string name = fmt::format("static p{:.0f} ({} x {})", p * 100, nodes, o.name);
       rows.push_back(StaticRow(name, *r, *fleet, *offer, nodes));
-      static_gpus.emplace_back(name, static_cast<double>(nodes * o.gpus));
+      static_gpus.emplace_back(fmt::format("static p{:.0f}: {} nodes", p * 100, nodes), static_cast<double>(nodes * o.gpus));
     }
     rows.push_back(LowerBoundRow(scaled));
   }
