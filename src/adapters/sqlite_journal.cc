@@ -41,7 +41,11 @@ Result<std::unique_ptr<SqliteJournal>> SqliteJournal::Open(const std::string& pa
                           "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
                           "CREATE TABLE IF NOT EXISTS events (seq INTEGER PRIMARY KEY, time_ms INTEGER NOT NULL, "
                           "type TEXT NOT NULL, subject TEXT NOT NULL, data TEXT NOT NULL)",
-                          "CREATE TABLE IF NOT EXISTS sinks (name TEXT PRIMARY KEY, delivered INTEGER NOT NULL)"}) {
+                          "CREATE TABLE IF NOT EXISTS sinks (name TEXT PRIMARY KEY, delivered INTEGER NOT NULL)",
+                          "CREATE TABLE IF NOT EXISTS usage (id INTEGER PRIMARY KEY, start_ms INTEGER NOT NULL, end_ms INTEGER NOT NULL, "
+                          "kind TEXT NOT NULL, provider TEXT NOT NULL, offer TEXT NOT NULL, tier TEXT NOT NULL, tenant TEXT NOT NULL, "
+                          "node TEXT NOT NULL, job INTEGER NOT NULL, gpu_ms INTEGER NOT NULL, usd_micro INTEGER NOT NULL)",
+                          "CREATE INDEX IF NOT EXISTS usage_end ON usage (end_ms)"}) {
     if (Status s = j->Exec(sql); !s.ok()) return tl::unexpected(s);
   }
   // The log's own descriptor, for the fsyncs (fdatasync flushes the file, whoever wrote it).
@@ -321,6 +325,70 @@ Status SqliteJournal::PutNode(std::string_view name, std::string_view json, cons
   if (Status c = Step("COMMIT"); !c.ok()) return c;
   if (!events.empty()) written_seq_ = std::max(written_seq_, events.back().seq);
   return Sync();
+}
+
+Status SqliteJournal::PutUsage(const std::vector<UsageRecord>& rows) {
+  if (rows.empty()) return Status::Ok();
+  if (Status s = Step("BEGIN IMMEDIATE"); !s.ok()) return s;
+  auto write = [&]() -> Status {
+    sqlite3_stmt* st = Cached(
+        "INSERT INTO usage (start_ms, end_ms, kind, provider, offer, tier, tenant, node, job, gpu_ms, usd_micro) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+    if (!st) return Error("prepare");
+    for (const UsageRecord& r : rows) {
+      sqlite3_bind_int64(st, 1, r.start_ms);
+      sqlite3_bind_int64(st, 2, r.end_ms);
+      int col = 3;
+      for (const std::string* t : {&r.kind, &r.provider, &r.offer, &r.tier, &r.tenant, &r.node}) {
+        sqlite3_bind_text(st, col++, t->data(), static_cast<int>(t->size()), SQLITE_STATIC);
+      }
+      sqlite3_bind_int64(st, 9, static_cast<sqlite3_int64>(r.job));
+      sqlite3_bind_int64(st, 10, r.gpu_ms);
+      sqlite3_bind_int64(st, 11, r.usd_micro);
+      const int rc = sqlite3_step(st);
+      sqlite3_reset(st);
+      if (rc != SQLITE_DONE) return Error("insert usage");
+    }
+    return Status::Ok();
+  };
+  if (Status e = write(); !e.ok()) {
+    (void)Step("ROLLBACK");
+    return e;
+  }
+  if (Status e = Step("COMMIT"); !e.ok()) return e;
+  return Sync();
+}
+
+Result<std::vector<UsageTotal>> SqliteJournal::UsageTotals(int64_t since_ms, const std::vector<std::string>& by) {
+  std::string cols;
+  for (const std::string& c : by) {
+    if (std::find(std::begin(kUsageColumns), std::end(kUsageColumns), c) == std::end(kUsageColumns)) {
+      return gp::Error(StatusCode::kInvalidArgument, fmt::format("no usage column '{}'", c));
+    }
+    cols += (cols.empty() ? "" : ", ") + c;
+  }
+  const std::string sql = fmt::format("SELECT {}{}SUM(gpu_ms), SUM(usd_micro), COUNT(*) FROM usage WHERE end_ms >= ?{}", cols,
+                                      cols.empty() ? "" : ", ", cols.empty() ? "" : " GROUP BY " + cols + " ORDER BY " + cols);
+  Stmt st;
+  if (sqlite3_prepare_v2(db_, sql.c_str(), -1, &st.s, nullptr) != SQLITE_OK) return tl::unexpected(Error("prepare"));
+  sqlite3_bind_int64(st.s, 1, since_ms);
+  std::vector<UsageTotal> out;
+  int rc;
+  const int n = static_cast<int>(by.size());
+  while ((rc = sqlite3_step(st.s)) == SQLITE_ROW) {
+    if (sqlite3_column_int64(st.s, n + 2) == 0) continue;  // no record at all (the ungrouped sum's one row)
+    UsageTotal t;
+    for (int i = 0; i < n; ++i) {
+      const unsigned char* p = sqlite3_column_text(st.s, i);
+      t.key.emplace_back(p ? reinterpret_cast<const char*>(p) : "", static_cast<size_t>(sqlite3_column_bytes(st.s, i)));
+    }
+    t.gpu_ms = sqlite3_column_int64(st.s, n);
+    t.usd_micro = sqlite3_column_int64(st.s, n + 1);
+    t.records = sqlite3_column_int64(st.s, n + 2);
+    out.push_back(std::move(t));
+  }
+  if (rc != SQLITE_DONE) return tl::unexpected(Error("read usage"));
+  return out;
 }
 
 Status SqliteJournal::PutMeta(std::string_view key, std::string_view value) {

@@ -41,6 +41,8 @@ class SqliteJournal final : public Journal {
   Result<uint64_t> SinkOffset(const std::string& sink);
   Status SetSinkOffset(const std::string& sink, uint64_t seq);
   Status PutMeta(std::string_view key, std::string_view value) override;
+  Status PutUsage(const std::vector<UsageRecord>& rows) override;
+  Result<std::vector<UsageTotal>> UsageTotals(int64_t since_ms, const std::vector<std::string>& by) override;
   Result<JournalContents> Load() override;
   // Events after `after` up to `up_to`, whether durable or not (the Kafka sink's own
   // connection reads with the controller's journal's durable_event_seq as `up_to`).

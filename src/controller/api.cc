@@ -573,6 +573,49 @@ void Api::Route(const HttpRequest& r, const Caller& caller, Respond& respond) {
     return no_route();
   }
   if (p[1] == "node-groups" && p.size() == 2 && m == "GET") return respond(Json(200, c_.NodeGroupsJson()));
+  if (p[1] == "usage" && p.size() == 2 && m == "GET") {
+    // GPU-hours and dollars since a time (`since`: a duration back from now; all when absent),
+    // grouped by the columns in `by` (provider, offer, tier, tenant, kind, node).
+    std::vector<std::string> by;
+    const std::string by_text = r.query.count("by") ? r.query.at("by") : "provider";
+    for (size_t start = 0; start <= by_text.size();) {
+      const size_t comma = std::min(by_text.find(',', start), by_text.size());
+      const std::string col = by_text.substr(start, comma - start);
+      if (!col.empty()) {
+        if (std::find(std::begin(kUsageColumns), std::end(kUsageColumns), col) == std::end(kUsageColumns)) {
+          return respond(Fail(400, fmt::format("query 'by': no column '{}' (provider, offer, tier, tenant, kind, node)", col)));
+        }
+        by.push_back(col);
+      }
+      start = comma + 1;
+    }
+    int64_t since = 0;
+    const int64_t now = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+    if (auto it = r.query.find("since"); it != r.query.end() && !it->second.empty()) {
+      auto d = ParseDuration(it->second);
+      if (!d) return respond(Fail(400, "query 'since': " + d.error().message()));
+      since = now - d->value();
+    }
+    auto totals = c_.UsageTotals(since, by);
+    if (!totals) return respond(Fail(500, totals.error().message()));
+    nlohmann::json rows = nlohmann::json::array();
+    double gpu_hours = 0, usd = 0;
+    int64_t records = 0;
+    for (const UsageTotal& t : *totals) {
+      nlohmann::json row = nlohmann::json::object();
+      for (size_t i = 0; i < by.size(); ++i) row[by[i]] = t.key[i];
+      row["gpu_hours"] = static_cast<double>(t.gpu_ms) / 3'600'000.0;
+      row["usd"] = static_cast<double>(t.usd_micro) / kMicroUsdPerUsd;
+      row["records"] = t.records;
+      gpu_hours += static_cast<double>(t.gpu_ms) / 3'600'000.0;
+      usd += static_cast<double>(t.usd_micro) / kMicroUsdPerUsd;
+      records += t.records;
+      rows.push_back(std::move(row));
+    }
+    return respond(Json(200, nlohmann::json{{"since_ms", since}, {"by", by}, {"rows", rows},
+                                            {"total", {{"gpu_hours", gpu_hours}, {"usd", usd}, {"records", records}}}}
+                                 .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)));
+  }
   if (p[1] == "offers" && p.size() == 2 && m == "GET") {
     return respond(Json(200, offers ? offers() : OffersJson(c_.fleet(), {}, {}, Millis{0})));
   }

@@ -8,6 +8,7 @@
 #include <limits>
 #include <nlohmann/json.hpp>
 
+#include "core/models.h"
 #include "core/units.h"
 
 namespace gp {
@@ -119,7 +120,7 @@ void Autoscaler::Start() {
               loop_.Post([this, id, node, s] {
                 --in_flight_;
                 if (!s.ok()) return;
-                claims_.erase(id);
+                Forget(id);
                 c_.Announce("node.released", "node/" + node, nlohmann::json{{"node", node}, {"claim", id}}.dump());
               });
             });
@@ -137,6 +138,12 @@ void Autoscaler::Joined(const std::string& node, const std::string& claim) {
   auto it = claims_.find(claim);
   if (it == claims_.end()) return;  // a claim this server does not know (adopted later, or foreign)
   Claim& cl = it->second;
+  if (cl.node != node) {
+    cl.used_base_gpu_ms = c_.UsedGpuMs(node);
+    if (Status s = c_.SetNodeOffer(node, c_.fleet().offers[cl.offer].name); !s.ok()) {
+      fmt::print(stderr, "gpupool server: node {}: {}\n", node, s.message());
+    }
+  }
   if (cl.state == Claim::State::kReady && cl.node == node) return;  // an agent registering again
   cl.node = node;
   cl.state = Claim::State::kReady;
@@ -172,7 +179,7 @@ void Autoscaler::Tick() {
       const Status s = prov ? prov->Delete(instances) : Status::Ok();
       loop_.Post([this, id, s] {
         --in_flight_;
-        if (s.ok()) claims_.erase(id);
+        if (s.ok()) Forget(id);
       });
     });
   }
@@ -216,7 +223,7 @@ void Autoscaler::PollEvents(int64_t now) {
 // from the next feasible offer (on-demand when the spot one is blocked).
 void Autoscaler::OnInterruptions(const std::vector<Interruption>& notices) {
   const Fleet& fleet = c_.fleet();
-  const int64_t wall = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+  const int64_t wall = WallMs();
   for (const Interruption& n : notices) {
     for (auto& [id, cl] : claims_) {
       if (cl.interrupted || std::find(cl.instances.begin(), cl.instances.end(), n.instance) == cl.instances.end()) continue;
@@ -251,7 +258,7 @@ void Autoscaler::DeleteClaim(const std::string& id) {
         claims_[id].deleting = false;  // tried again next tick
         return;
       }
-      claims_.erase(id);
+      Forget(id);
       c_.Announce("node.released", node.empty() ? "claim/" + id : "node/" + node,
                   nlohmann::json{{"node", node}, {"claim", id}, {"offer", offer}}.dump());
     });
@@ -402,7 +409,7 @@ void Autoscaler::Release(bool jobs_wait, int64_t now) {
           claims_[id].state = Claim::State::kReady;  // tried again later
           return;
         }
-        claims_.erase(id);
+        Forget(id);
         c_.Announce("node.released", "node/" + node, nlohmann::json{{"node", node}, {"claim", id}, {"offer", offer}}.dump());
       });
     });
@@ -448,6 +455,30 @@ std::string Autoscaler::OffersJson() const {
     else ++held[cl.offer].booting;
   }
   return gp::OffersJson(c_.fleet(), held, blocked_.Active(Millis{NowMs()}), Millis{NowMs()});
+}
+
+// The claim is given back: what its provider billed and no job used is recorded as idle usage
+// (jobs' own GPU time was recorded as each attempt ended), then it is forgotten.
+void Autoscaler::Forget(const std::string& id) {
+  auto it = claims_.find(id);
+  if (it == claims_.end()) return;
+  const Claim& cl = it->second;
+  const Fleet& fleet = c_.fleet();
+  const Offer& o = fleet.offers[cl.offer];
+  const Millis age{std::max<int64_t>(0, NowMs() - cl.created_ms)};
+  const int64_t billed_gpu_ms = static_cast<int64_t>(o.gpus) * BilledTime(o, age).value();
+  const int64_t used = cl.node.empty() ? 0 : std::max<int64_t>(0, c_.UsedGpuMs(cl.node) - cl.used_base_gpu_ms);
+  const int64_t idle = std::max<int64_t>(0, billed_gpu_ms - used);
+  const int64_t used_usd = GpuCost(o.price_per_gpu_hour(), GpuMilli{1000}, Millis{used}).value();
+  const int64_t wall = WallMs();
+  c_.AddUsage(UsageRecord{.start_ms = wall - age.value(), .end_ms = wall, .kind = "idle", .provider = fleet.provider(o.provider).name,
+                          .offer = o.name, .tier = std::string(PriceTierName(o.tier)), .tenant = "", .node = cl.node, .job = 0,
+                          .gpu_ms = idle, .usd_micro = std::max<int64_t>(0, BilledCost(o, age).value() - used_usd)});
+  claims_.erase(it);
+}
+
+int64_t Autoscaler::WallMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
 
 std::string Autoscaler::ExplainJob(JobId id) const {

@@ -83,6 +83,7 @@ class Autoscaler {
     int64_t created_ms = 0;    // steady clock of this server (billing start, approximately)
     std::optional<int64_t> idle_since_ms;
     std::vector<JobId> jobs;     // what it was bought for
+    int64_t used_base_gpu_ms = 0;  // the controller's count of GPU time used on its node when it joined
     bool interrupted = false;    // its provider takes it back (a spot reclaim) at release_at_ms
     int64_t release_at_ms = 0;
     bool deleting = false;
@@ -100,6 +101,8 @@ class Autoscaler {
   // lists) holds planning back until it is answered.
   void Work(std::function<void()> fn, bool counted = true);
   static int64_t NowMs();
+  static int64_t WallMs();
+  void Forget(const std::string& id);  // records its billed idle time, then drops it
 
   Controller& c_;
   EventLoop& loop_;

@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <bit>
 #include <charconv>
 #include <nlohmann/json.hpp>
 
@@ -9,6 +10,7 @@
 #include <utility>
 
 #include "controller/launch.h"
+#include "core/models.h"
 #include "core/units.h"
 
 namespace gp {
@@ -38,6 +40,61 @@ void Controller::Listener::JobChanged(const JobRecord& j, std::string_view what)
   c_.Emit(fmt::format("job.{}", what), fmt::format("job/{}", j.spec.id.value()), JobEventData(j, what));
   // A finished job's carried checkpoints are done with; a failed one's are kept to look at.
   if (what == "succeeded" || what == "cancelled") c_.checkpoints_->Discard(j.spec.id);
+}
+
+// One usage record per task of the attempt: its GPUs from the job's start to now, at its
+// node's price per GPU-hour (the offer's, for a node the pool acquired).
+void Controller::Listener::AttemptUsed(const JobRecord& j, Millis now) {
+  const Fleet& fleet = c_.fleet_;
+  for (const TaskRecord& t : j.tasks) {
+    const NodeSlot* slot = c_.SlotByName(t.node);
+    if (!slot) continue;
+    const NodeRecord& n = slot->record;
+    const int64_t milli = std::popcount(t.allocation.gpu_mask) * t.allocation.share.value();
+    const Millis held{now.value() - j.start_ms};
+    MicroUsd per_gpu_hour = c_.cluster_.sched().node(n.spec.id).price;
+    std::string tier(PriceTierName(n.spec.tier));
+    for (const Offer& o : fleet.offers) {
+      if (!n.offer.empty() && o.name == n.offer) {
+        per_gpu_hour = o.price_per_gpu_hour();
+        tier = PriceTierName(o.tier);
+      }
+    }
+    const int64_t gpu_ms = milli * held.value() / 1000;
+    c_.used_gpu_ms_[t.node] += gpu_ms;
+    c_.usage_pending_.push_back(UsageRecord{.start_ms = j.start_ms, .end_ms = now.value(), .kind = "job", .provider = n.provider,
+                                            .offer = n.offer, .tier = tier, .tenant = j.spec.tenant, .node = t.node,
+                                            .job = j.spec.id.value(), .gpu_ms = gpu_ms,
+                                            .usd_micro = GpuCost(per_gpu_hour, GpuMilli{milli}, held).value()});
+  }
+}
+
+Status Controller::SetNodeOffer(const std::string& node, const std::string& offer) {
+  NodeSlot* slot = SlotByName(node);
+  if (!slot) return Status(StatusCode::kNotFound, fmt::format("no node '{}'", node));
+  if (slot->record.offer == offer) return Status::Ok();
+  slot->record.offer = offer;
+  return PersistNode(*slot);
+}
+
+int64_t Controller::UsedGpuMs(const std::string& node) const {
+  auto it = used_gpu_ms_.find(node);
+  return it == used_gpu_ms_.end() ? 0 : it->second;
+}
+
+void Controller::FlushUsage() {
+  if (usage_pending_.empty()) return;
+  // Kept and tried again at the next tick when the store refuses (a full disk heals).
+  if (Status s = journal_.PutUsage(usage_pending_); !s.ok()) {
+    fmt::print(stderr, "gpupool server: usage records not written ({} waiting): {}\n", usage_pending_.size(), s.message());
+    return;
+  }
+  usage_pending_.clear();
+}
+
+Result<std::vector<UsageTotal>> Controller::UsageTotals(int64_t since_ms, const std::vector<std::string>& by) {
+  FlushUsage();
+  return journal_.UsageTotals(since_ms, by);
 }
 
 bool Controller::Listener::StopTask(const JobRecord& j, int t, int grace_ms) {
@@ -486,6 +543,7 @@ void Controller::Launch(const JobRecord& j) {
 
 void Controller::Tick() {
   TickOnce();
+  FlushUsage();
   const int64_t now = clock_.Now().value();
   if (options_.telemetry_events.value() > 0 && now - last_telemetry_event_ms_ >= options_.telemetry_events.value()) {
     last_telemetry_event_ms_ = now;

@@ -184,6 +184,16 @@ class Controller {
   std::string NodeJson(const std::string& name) const;
   // Why a job waits: the last pass's decision, per reason with node counts and numbers.
   std::string Explain(JobId id) const;
+  // The offer an acquired node was bought from (the autoscaler says so when it joins): its
+  // price and billing are the node's in usage records. Stored with the node.
+  Status SetNodeOffer(const std::string& node, const std::string& offer);
+  // GPU-milliseconds jobs have used on `node` since this server started (the autoscaler's
+  // idle time of a node is its billed time less this, over the node's life).
+  int64_t UsedGpuMs(const std::string& node) const;
+  // Usage records not yet written are written (every tick); the totals since a time.
+  void FlushUsage();
+  void AddUsage(UsageRecord r) { usage_pending_.push_back(std::move(r)); }
+  Result<std::vector<UsageTotal>> UsageTotals(int64_t since_ms, const std::vector<std::string>& by);
   // What a waiting job waits for from the autoscaler (set by it; "" when nothing).
   std::function<std::string(JobId)> explain_capacity;
   const Fleet& fleet() const { return fleet_; }
@@ -315,6 +325,7 @@ class Controller {
     explicit Listener(Controller& c) : c_(c) {}
     void JobChanged(const JobRecord& j, std::string_view what) override;
     bool StopTask(const JobRecord& j, int task, int grace_ms) override;
+    void AttemptUsed(const JobRecord& j, Millis now) override;
 
    private:
     Controller& c_;
@@ -411,6 +422,8 @@ class Controller {
 
   Fleet fleet_;  // grows as nodes join; the cluster state reads node specs from it
   Journal& journal_;
+  std::vector<UsageRecord> usage_pending_;
+  std::map<std::string, int64_t> used_gpu_ms_;  // by node
   const Clock& clock_;
   ControllerOptions options_;
   std::unique_ptr<LogStore> logs_;

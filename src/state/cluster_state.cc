@@ -446,6 +446,7 @@ void ClusterState::AddAttained(JobRecord& j, Millis now) {
   int64_t milli = 0;
   for (const TaskRecord& t : j.tasks) milli += std::popcount(t.allocation.gpu_mask) * t.allocation.share.value();
   j.attained_gpu_ms += milli * (now.value() - j.start_ms) / 1000;
+  listener_.AttemptUsed(j, now);
 }
 
 void ClusterState::ReleaseTask(JobRecord& j, int task) {

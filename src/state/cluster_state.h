@@ -54,6 +54,12 @@ class ClusterListener {
   virtual void JobChanged(const JobRecord& job, std::string_view what) = 0;
   // Stop the task. Return true when it was never handed to its node (it ends here, now).
   virtual bool StopTask(const JobRecord& job, int task, int grace_ms) = 0;
+  // An attempt whose tasks all ran has ended at `now` (it held its GPUs from job.start_ms):
+  // what it used, for the owner's usage records.
+  virtual void AttemptUsed(const JobRecord& job, Millis now) {
+    (void)job;
+    (void)now;
+  }
 };
 
 class ClusterState {

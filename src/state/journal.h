@@ -28,6 +28,32 @@ struct EventRecord {
 };
 using Events = std::vector<EventRecord>;
 
+// What the pool used and paid for (docs/api.md, GET /v1/usage): a job attempt's GPU time on
+// one node at that node's price, or the billed time of an acquired node that no job used
+// ("idle": billed in whole increments after a minimum, as its offer says).
+struct UsageRecord {
+  int64_t start_ms = 0;  // wall clock
+  int64_t end_ms = 0;
+  std::string kind;      // "job" or "idle"
+  std::string provider;
+  std::string offer;     // "" for a node the pool did not acquire
+  std::string tier;
+  std::string tenant;    // the job's; "" for idle time
+  std::string node;
+  uint64_t job = 0;
+  int64_t gpu_ms = 0;    // GPU-milliseconds (a share of a GPU counts as its part)
+  int64_t usd_micro = 0;
+};
+// Usage summed over the records that ended at or after a time, grouped by the columns asked
+// (provider, offer, tier, tenant, kind, node), in the order of those columns.
+struct UsageTotal {
+  std::vector<std::string> key;  // one value per column asked
+  int64_t gpu_ms = 0;
+  int64_t usd_micro = 0;
+  int64_t records = 0;
+};
+inline constexpr const char* kUsageColumns[] = {"provider", "offer", "tier", "tenant", "kind", "node"};
+
 struct JournalContents {
   std::map<uint64_t, std::string> jobs;     // id -> JSON
   std::map<std::string, std::string> nodes; // name -> JSON
@@ -58,7 +84,15 @@ class Journal {
   virtual Result<Events> EventsAfter(uint64_t after, size_t limit) = 0;
   // Deletes the events numbered up to `up_to` (retention).
   virtual Status PruneEvents(uint64_t up_to) = 0;
+  // Usage records, in one transaction, durable when it returns.
+  virtual Status PutUsage(const std::vector<UsageRecord>& rows) = 0;
+  // `by`: columns from kUsageColumns (checked by the caller); O(records since).
+  virtual Result<std::vector<UsageTotal>> UsageTotals(int64_t since_ms, const std::vector<std::string>& by) = 0;
 };
+
+// The totals of `rows` (those ended at or after since_ms), as UsageTotals gives them; for
+// journals that keep their records in memory.
+std::vector<UsageTotal> SumUsage(const std::vector<UsageRecord>& rows, int64_t since_ms, const std::vector<std::string>& by);
 
 // For tests and `sim`: keeps everything in memory.
 class MemoryJournal final : public Journal {
@@ -104,6 +138,14 @@ class MemoryJournal final : public Journal {
     c_.meta[std::string(key)] = value;
     return Status::Ok();
   }
+  Status PutUsage(const std::vector<UsageRecord>& rows) override {
+    if (!fail_.ok()) return fail_;
+    usage_.insert(usage_.end(), rows.begin(), rows.end());
+    return Status::Ok();
+  }
+  Result<std::vector<UsageTotal>> UsageTotals(int64_t since_ms, const std::vector<std::string>& by) override {
+    return SumUsage(usage_, since_ms, by);
+  }
   Result<JournalContents> Load() override {
     c_.first_event_seq = events_.empty() ? 0 : events_.front().seq;
     return c_;
@@ -112,6 +154,7 @@ class MemoryJournal final : public Journal {
  private:
   JournalContents c_;
   Events events_;
+  std::vector<UsageRecord> usage_;
   Status fail_;
   int64_t job_writes_ = 0;
 };

@@ -682,6 +682,7 @@ std::string NodeToJson(const NodeRecord& n, const Fleet& fleet, std::string_view
   if (!n.credential_hash.empty()) o.Key("credential_sha256").Str(n.credential_hash);
   if (n.max_tasks > 0) o.Key("max_tasks").Int(n.max_tasks);
   if (!n.claim.empty()) o.Key("claim").Str(n.claim);
+  if (!n.offer.empty()) o.Key("offer").Str(n.offer);
   o.EndObject();
   return o.Text();
 }
@@ -706,6 +707,7 @@ Result<NodeRecord> NodeFromJson(std::string_view json) {
     n.credential_hash = Str(j, "credential_sha256");
     n.max_tasks = static_cast<int>(Int(j, "max_tasks", 0, kMaxTaskSlots, 0));
     n.claim = Str(j, "claim");
+    n.offer = Str(j, "offer");
     for (const In& g : Array(j, "gpus")) {
       const GpuDevice d = GpuDeviceFrom(g);
       n.spec.gpus.push_back(Gpu{.index = d.index, .memory = d.memory, .compute_capability = d.compute_capability,

@@ -169,6 +169,8 @@ class LaterJournal final : public Journal {
   Result<JournalContents> Load() override { return mem.Load(); }
   Result<Events> EventsAfter(uint64_t after, size_t limit) override { return mem.EventsAfter(after, limit); }
   Status PruneEvents(uint64_t up_to) override { return mem.PruneEvents(up_to); }
+  Status PutUsage(const std::vector<UsageRecord>& rows) override { return mem.PutUsage(rows); }
+  Result<std::vector<UsageTotal>> UsageTotals(int64_t since, const std::vector<std::string>& by) override { return mem.UsageTotals(since, by); }
   void Durable(Status s = Status::Ok()) {
     WriteDone d = std::move(later.front());
     later.pop_front();

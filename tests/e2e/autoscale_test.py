@@ -71,7 +71,7 @@ def main(gpupool):
 
         jobs = [pool.submit(["sh", "-c", "sleep 1"], gpus=8, tasks=2, name="gang")]
         for i in range(19):
-            jobs.append(pool.submit(["sh", "-c", "sleep 1"], gpus=[1, 2, 4][i % 3], name=f"job-{i}"))
+            jobs.append(pool.submit(["sh", "-c", "sleep 1"], gpus=[1, 2, 4][i % 3], name=f"job-{i}", tenant=["team-a", "team-b"][i % 2]))
         try:
             done = pool.wait_jobs(jobs, timeout=120)
         except RuntimeError:
@@ -122,10 +122,44 @@ def main(gpupool):
         with open(f"{pool.dir}/server/provisioners/lab/instances.json") as f:
             left = json.load(f)["instances"]
         c.check(not left, f"the provisioner holds no instance at the end: {list(left)}")
+        # Usage: each job's GPU time at its node's offer price, and each node's billed time no job
+        # used as idle; per offer the dollars are its GPU-hours at its price per GPU-hour.
+        price_per_gpu_hour = {"cheapest-h100": 1.0, "h100x8": 2.0, "h100x4": 3.0}
+        status, usage = pool.call("GET", "/v1/usage?by=offer,kind")
+        rows = usage.get("rows", []) if status == 200 else []
+        kinds = {(r["offer"], r["kind"]) for r in rows}
+        bought = {e["data"]["offer"] for e in ready}
+        c.check(all((o, "job") in kinds and (o, "idle") in kinds for o in bought),
+                f"usage has job and idle time for every offer bought from ({sorted(bought)}): {sorted(kinds)}")
+        per_offer = {}
+        for r in rows:
+            per_offer.setdefault(r["offer"], [0.0, 0.0])
+            per_offer[r["offer"]][0] += r["gpu_hours"]
+            per_offer[r["offer"]][1] += r["usd"]
+        c.check(all(abs(usd - h * price_per_gpu_hour[o]) < 0.01 for o, (h, usd) in per_offer.items()),
+                f"each offer's dollars are its GPU-hours at its price: {per_offer}")
+        gang_gpu_hours = 16 * 1.0 / 3600
+        job_hours = sum(r["gpu_hours"] for r in rows if r["kind"] == "job")
+        c.check(job_hours >= gang_gpu_hours, f"the jobs' GPU time is counted ({job_hours:.4f} GPU-hours)")
+        status, tenants = pool.call("GET", "/v1/usage?by=tenant&since=1h")
+        names = {r["tenant"] for r in tenants.get("rows", [])} if status == 200 else set()
+        c.check({"team-a", "team-b", ""} <= names, f"usage by tenant label (idle time has none): {names}")
+        status, bad = pool.call("GET", "/v1/usage?by=colour")
+        c.check(status == 400 and "colour" in bad.get("error", ""), f"an unknown column is refused, naming it: {status} {bad}")
+        cli = subprocess.run([gpupool, "usage", "--by", "offer,kind", "--since", "1h", "--server", f"127.0.0.1:{pool.port}",
+                              "--token", pool.token], capture_output=True, text=True)
+        c.check(cli.returncode == 0 and "h100x8" in cli.stdout and "idle" in cli.stdout and "total" in cli.stdout,
+                f"`gpupool usage` prints them: {cli.stdout}{cli.stderr}")
         status, metrics = pool.call("GET", "/metrics")
         count = [l for l in (metrics if isinstance(metrics, str) else "").splitlines() if l.startswith("gpupool_provision_seconds_count")]
         c.check(count and float(count[0].split()[-1]) == len(ready),
                 f"/metrics: gpupool_provision_seconds counts each node's create to registration: {count} for {len(ready)} nodes")
+        # Durable: a restarted server has the same records.
+        before = pool.call("GET", "/v1/usage?by=offer,kind")[1]
+        pool.stop_server()
+        pool.start_server()
+        after = pool.call("GET", "/v1/usage?by=offer,kind")[1]
+        c.check(after == before, f"usage survives a restart: {before.get('total')} then {after.get('total')}")
     finally:
         pool.stop()
         # Agents the provisioner started live in sessions of their own: stop any left behind.

@@ -364,6 +364,36 @@ int Offers(const Conn& c) {
   return 0;
 }
 
+// `gpupool usage [--by COLUMNS] [--since DURATION]`: GPU-hours and dollars, grouped.
+int Usage(const Conn& c, const std::string& by, const std::string& since) {
+  auto body = Call(c, "GET", fmt::format("/v1/usage?by={}&since={}", by, since));
+  if (!body) return 1;
+  if (c.json_out) {
+    fmt::print("{}\n", *body);
+    return 0;
+  }
+  const json j = json::parse(*body);
+  std::string head;
+  for (const json& col : j["by"]) {
+    std::string name = Shown(col);
+    for (char& ch : name) ch = static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
+    head += fmt::format("{:<24} ", name);
+  }
+  fmt::print("{}{:>12} {:>12} {:>8}\n", head, "GPU-HOURS", "DOLLARS", "RECORDS");
+  for (const json& row : j["rows"]) {
+    std::string line;
+    for (const json& col : j["by"]) {
+      const std::string v = Shown(row[col.get<std::string>()]);
+      line += fmt::format("{:<24} ", v.empty() ? "-" : v);
+    }
+    fmt::print("{}{:>12.2f} {:>12.2f} {:>8}\n", line, row["gpu_hours"].get<double>(), row["usd"].get<double>(), row["records"].get<int64_t>());
+  }
+  const json& t = j["total"];
+  fmt::print("{:<{}}{:>12.2f} {:>12.2f} {:>8}\n", "total", std::max<size_t>(head.size(), 1), t["gpu_hours"].get<double>(), t["usd"].get<double>(),
+             t["records"].get<int64_t>());
+  return 0;
+}
+
 // `gpupool events [-f] [--since N]`: the event log; -f follows it, resuming from the last
 // event seen across server restarts (the log is durable, so nothing is missed).
 int EventsCmd(const Conn& c, uint64_t since, bool follow) {
@@ -533,6 +563,13 @@ void AddClientCommands(CLI::App& app, int* exit_code) {
   AddConn(nodes, conn);
   nodes->callback([conn, exit_code] { *exit_code = Nodes(*conn); });
 
+  CLI::App* usage = app.add_subcommand("usage", "GPU-hours and dollars the pool used and paid for, grouped (idle billed time too)");
+  AddConn(usage, conn);
+  auto usage_by = std::make_shared<std::string>("provider");
+  auto usage_since = std::make_shared<std::string>();
+  usage->add_option("--by", *usage_by, "group by these, comma-separated: provider, offer, tier, tenant, kind (job or idle), node");
+  usage->add_option("--since", *usage_since, "only what ended in this long back, e.g. 7d, 12h (default: everything)");
+  usage->callback([conn, usage_by, usage_since, exit_code] { *exit_code = Usage(*conn, *usage_by, *usage_since); });
   CLI::App* offers = app.add_subcommand("offers", "What the pool can acquire from providers: offers, prices, nodes held, blocked scopes");
   AddConn(offers, conn);
   offers->callback([conn, exit_code] { *exit_code = Offers(*conn); });
