@@ -111,5 +111,58 @@ TEST(SqliteJournalTest, LaterWritesAreDurableInOrderAndEventsShowOnlyOnceDurable
   std::filesystem::remove_all(dir);
 }
 
+// Usage totals, table-driven: the store's GROUP BY and the in-memory SumUsage agree with
+// each other and with sums worked out by hand; records that ended before `since` are left
+// out; a reopened store has them all.
+TEST(SqliteJournalTest, UsageTotalsByColumnsAndSince) {
+  const auto dir = std::filesystem::temp_directory_path() / fmt::format("gpupool-usage-{}", ::getpid());
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  const std::vector<UsageRecord> rows = {
+      {.start_ms = 0, .end_ms = 100, .kind = "job", .provider = "cloud", .offer = "a", .tier = "spot", .tenant = "t1", .node = "n1", .job = 1, .gpu_ms = 1000, .usd_micro = 10},
+      {.start_ms = 0, .end_ms = 200, .kind = "job", .provider = "cloud", .offer = "b", .tier = "on-demand", .tenant = "t2", .node = "n2", .job = 2, .gpu_ms = 2000, .usd_micro = 40},
+      {.start_ms = 0, .end_ms = 300, .kind = "idle", .provider = "cloud", .offer = "a", .tier = "spot", .tenant = "", .node = "n1", .gpu_ms = 500, .usd_micro = 5},
+      {.start_ms = 0, .end_ms = 400, .kind = "job", .provider = "own", .offer = "", .tier = "reserved", .tenant = "t1", .node = "n3", .job = 3, .gpu_ms = 4000, .usd_micro = 8},
+  };
+  {
+    auto j = SqliteJournal::Open((dir / "store.db").string());
+    ASSERT_TRUE(j) << j.error().message();
+    ASSERT_TRUE((*j)->PutUsage({rows[0], rows[1]}).ok());
+    ASSERT_TRUE((*j)->PutUsage({rows[2], rows[3]}).ok());
+  }
+  auto j = SqliteJournal::Open((dir / "store.db").string());
+  ASSERT_TRUE(j) << j.error().message();
+  using Key = std::vector<std::string>;
+  const struct {
+    int64_t since;
+    std::vector<std::string> by;
+    std::vector<std::tuple<Key, int64_t, int64_t, int64_t>> want;  // key, gpu_ms, usd, records
+  } cases[] = {
+      {0, {}, {{Key{}, 7500, 63, 4}}},
+      {0, {"provider"}, {{Key{"cloud"}, 3500, 55, 3}, {Key{"own"}, 4000, 8, 1}}},
+      {0, {"offer", "kind"}, {{Key{"", "job"}, 4000, 8, 1}, {Key{"a", "idle"}, 500, 5, 1}, {Key{"a", "job"}, 1000, 10, 1}, {Key{"b", "job"}, 2000, 40, 1}}},
+      {150, {"tenant"}, {{Key{""}, 500, 5, 1}, {Key{"t1"}, 4000, 8, 1}, {Key{"t2"}, 2000, 40, 1}}},
+      {1000, {"tier"}, {}},
+  };
+  for (const auto& c : cases) {
+    auto got = (*j)->UsageTotals(c.since, c.by);
+    ASSERT_TRUE(got) << got.error().message();
+    const std::vector<UsageTotal> mem = SumUsage(rows, c.since, c.by);
+    ASSERT_EQ(got->size(), c.want.size()) << c.since;
+    ASSERT_EQ(mem.size(), c.want.size()) << c.since;
+    for (size_t i = 0; i < c.want.size(); ++i) {
+      const auto& [key, gpu_ms, usd, records] = c.want[i];
+      for (const UsageTotal* t : std::initializer_list<const UsageTotal*>{&(*got)[i], &mem[i]}) {
+        EXPECT_EQ(t->key, key);
+        EXPECT_EQ(t->gpu_ms, gpu_ms);
+        EXPECT_EQ(t->usd_micro, usd);
+        EXPECT_EQ(t->records, records);
+      }
+    }
+  }
+  EXPECT_FALSE((*j)->UsageTotals(0, {"colour"})) << "columns are checked: no SQL from a request";
+  std::filesystem::remove_all(dir);
+}
+
 }  // namespace
 }  // namespace gp
