@@ -1,7 +1,9 @@
 // gpupool's dashboard: the fleet (grouped by provider and site, each group summarised; a
 // group's nodes and GPUs, coloured by live utilisation and health, when it is opened; a fleet
 // of up to 64 nodes opens whole), the queue and jobs (state, GPUs, why a job waits), a job's
-// page (attempts, log tail), and the event feed. It reads the REST API with the session cookie
+// page (attempts, log tail), the event feed, and what capacity costs: GPU-hours and dollars of
+// the last 7 days by provider, offer and kind (job time, or acquired nodes' idle billed time),
+// and the offers the pool may buy from. It reads the REST API with the session cookie
 // the server set when the token was exchanged, and updates live: the event stream
 // (GET /v1/events?wait=) says when something changed, and node load is re-read every 2 s.
 
@@ -11,6 +13,7 @@ const state = {
   toggled: false, // the user opened or closed one: no more opening by default
   groupNodes: new Map(),
   nodes: [], jobs: [], events: [], lastSeq: 0, route: location.hash, job: null, logs: "",
+  usage: null, offers: null, costReadAt: 0, // GET /v1/usage, GET /v1/offers (read every 10 s at most)
 };
 // A small fleet is shown whole; a big one by group, each opened on demand.
 const OPEN_ALL_UP_TO = 64;
@@ -121,6 +124,28 @@ function renderEvents() {
     .join("")}</ol>`;
 }
 
+function renderCost() {
+  const u = state.usage;
+  if (!u) return "";
+  const rows = u.rows
+    .map((r) => `<tr class="usage-row" data-provider="${esc(r.provider)}" data-kind="${esc(r.kind)}"><td>${esc(r.provider)}</td>
+      <td>${esc(r.offer || "(its own nodes)")}</td><td>${esc(r.kind)}</td><td>${r.gpu_hours.toFixed(3)}</td><td>$${r.usd.toFixed(2)}</td></tr>`)
+    .join("");
+  let html = `<table class="usage"><thead><tr><th>PROVIDER</th><th>OFFER</th><th>KIND</th><th>GPU-HOURS</th><th>DOLLARS</th></tr></thead>
+    <tbody>${rows}</tbody><tfoot><tr><td colspan="3">total, last 7 days</td><td>${u.total.gpu_hours.toFixed(3)}</td>
+    <td id="usage-total">$${u.total.usd.toFixed(2)}</td></tr></tfoot></table>`;
+  const offers = state.offers && state.offers.offers ? state.offers.offers : [];
+  if (offers.length) {
+    html += `<table class="offers"><thead><tr><th>OFFER</th><th>TIER</th><th>$/GPU-H</th><th>RUNNING</th><th>BOOTING</th></tr></thead><tbody>
+      ${offers.map((o) => `<tr class="offer" data-offer="${esc(o.name)}"><td>${esc(o.name)}</td><td>${esc(o.tier)}</td>
+        <td>${o.price_per_gpu_hour.toFixed(2)}</td><td>${o.running}</td><td>${o.booting}</td></tr>`).join("")}</tbody></table>`;
+    for (const b of state.offers.blocked || []) {
+      html += `<p class="note blocked">blocked: ${esc(b.scope)} ${esc(b.what)} for ${b.seconds_left.toFixed(0)} s more</p>`;
+    }
+  }
+  return html;
+}
+
 function renderJobPage() {
   const j = state.job;
   if (!j) return `<p>Loading...</p>`;
@@ -152,7 +177,8 @@ function render() {
   main.replaceChildren(
     el(`<section id="fleet"><h2>Fleet</h2>${renderFleet()}</section>
       <div class="cols"><section id="jobs"><h2>Jobs</h2>${renderJobs()}</section>
-      <section id="feed"><h2>Events</h2>${renderEvents()}</section></div>`),
+      <section id="feed"><h2>Events</h2>${renderEvents()}</section></div>
+      <section id="cost"><h2>Capacity and cost</h2>${renderCost()}</section>`),
   );
   for (const h of main.querySelectorAll("[data-toggle]")) {
     h.addEventListener("click", () => {
@@ -182,6 +208,10 @@ async function refresh() {
   if (!state.toggled && groups.nodes <= OPEN_ALL_UP_TO) for (const g of state.groups) state.open.add(groupKey(g));
   await readOpenGroups();
   state.jobs = jobs.jobs;
+  if (Date.now() - state.costReadAt > 10000) {
+    state.costReadAt = Date.now();
+    [state.usage, state.offers] = await Promise.all([api("/v1/usage?by=provider,offer,kind&since=7d"), api("/v1/offers")]);
+  }
   if (state.route.startsWith("#/jobs/")) {
     const id = state.route.slice(7);
     state.job = await api(`/v1/jobs/${encodeURIComponent(id)}`);

@@ -55,6 +55,10 @@ try {
   await page.locator(`tr.job[data-job="${id}"].state-succeeded`).waitFor({ timeout: 20000 });
   check(true, `job ${id} shows as succeeded`);
   check(await page.locator(".events li").count() > 0, "the event feed lists events");
+  // The job's GPU time shows in the cost table (read every 10 s), under its node's provider.
+  await page.locator(`.usage-row[data-kind="job"]`).waitFor({ timeout: 15000 });
+  const providers = await page.locator(`.usage-row[data-kind="job"]`).evaluateAll((rows) => rows.map((r) => r.dataset.provider));
+  check(providers.some((p) => p === "dc" || p === "cloud"), `the cost table has the job's GPU time by provider (${providers.join(", ")})`);
 
   const big = await submit({ command: ["true"], gpus: 16, name: "too-big", tenant: "vision" });
   const bigRow = page.locator(`tr.job[data-job="${big}"]`);
