@@ -134,6 +134,17 @@ void Autoscaler::Start() {
   loop_.Every(Millis{1'000}, [this] { Tick(); });
 }
 
+void Autoscaler::DeleteEverything() {
+  for (const auto& prov : provisioners_) {
+    if (!prov) continue;
+    auto listed = prov->List();
+    if (!listed) continue;
+    std::vector<std::string> ids;
+    for (const Instance& i : *listed) ids.push_back(i.id);
+    if (Status s = prov->Delete(ids); !s.ok()) fmt::print(stderr, "gpupool: deleting instances: {}\n", s.message());
+  }
+}
+
 void Autoscaler::Joined(const std::string& node, const std::string& claim) {
   auto it = claims_.find(claim);
   if (it == claims_.end()) return;  // a claim this server does not know (adopted later, or foreign)

@@ -51,6 +51,9 @@ class Autoscaler {
   Autoscaler(const Autoscaler&) = delete;
   Autoscaler& operator=(const Autoscaler&) = delete;
   void Start();  // adopts what the provisioners list, then runs every second
+  // Deletes every instance the provisioners list, on the calling thread (`gpupool dev` at its
+  // end; the loop has stopped).
+  void DeleteEverything();
 
   struct ClaimView {
     std::string id;

@@ -395,6 +395,7 @@ struct DevArgs {
   std::string data_dir = "/tmp/gpupool-dev";
   std::string listen = "127.0.0.1:7070";
   int max_nodes = 4;
+  bool autoscale = false;
 };
 
 int RunDev(const DevArgs& a) {
@@ -405,7 +406,8 @@ int RunDev(const DevArgs& a) {
   };
   std::string fleet_path = a.fleet;
   if (fleet_path.empty()) {
-    for (const char* p : {"examples/fleets/mixed.toml", "/usr/share/gpupool/fleets/mixed.toml"}) {
+    const char* name = a.autoscale ? "dev-autoscale.toml" : "mixed.toml";
+    for (const std::string& p : {fmt::format("examples/fleets/{}", name), fmt::format("/usr/share/gpupool/fleets/{}", name)}) {
       if (fs::exists(p)) {
         fleet_path = p;
         break;
@@ -420,6 +422,9 @@ int RunDev(const DevArgs& a) {
   } else {
     fleet = *ParseFleetShorthand("2x8xH100");
   }
+  if (a.autoscale && fleet.offers.empty()) {
+    return fail(fmt::format("--autoscale: {} has no [[offer]] to buy nodes from", fleet_path.empty() ? "the fleet" : fleet_path));
+  }
   // Scaled down: the first node of each group, up to max_nodes.
   std::vector<const Node*> picks;
   std::set<std::string> groups;
@@ -429,6 +434,7 @@ int RunDev(const DevArgs& a) {
     if (groups.insert(group).second && static_cast<int>(picks.size()) < a.max_nodes) picks.push_back(&n);
   }
   ServerArgs sa{.listen = a.listen, .data_dir = a.data_dir, .fleet = fleet_path};
+  if (a.autoscale) sa.scale_down_idle = "20s";
   auto srv = StartServer(sa);
   if (!srv) return fail(srv.error().message());
   const std::string addr = fmt::format("127.0.0.1:{}", (*srv)->port);
@@ -470,11 +476,18 @@ int RunDev(const DevArgs& a) {
       "    export GPUPOOL_ADDR={} GPUPOOL_TOKEN=$(cat {}/admin.token)\n"
       "    {} submit --gpus 2 -- sh -c 'echo hello from $GPUPOOL_NODE on GPUs $CUDA_VISIBLE_DEVICES'\n"
       "    {} wait 1; {} logs 1; {} jobs; {} nodes\n"
+      "{}"
       "  Ctrl-C stops the pool.\n",
       addr, agents.size(), sa.policy, addr, (*srv)->api->IssueLoginCode(), a.data_dir, a.data_dir, addr, a.data_dir, self, self, self, self,
-      self);
+      self,
+      a.autoscale ? fmt::format("  autoscaling: nodes are bought from {} offers when jobs wait, given back after 20 s idle\n"
+                                "    {} offers; {} explain 1; {} usage --by offer,kind\n",
+                                fleet.offers.size(), self, self, self)
+                  : "");
   std::fflush(stdout);
   (*srv)->loop.Run();
+  // The nodes dev bought go with it (a server keeps them across restarts; dev is one session).
+  if ((*srv)->autoscaler) (*srv)->autoscaler->DeleteEverything();
   for (pid_t p : agents) kill(p, SIGTERM);
   // Agents finish their current heartbeat first; after 3 s they are stopped outright.
   for (int waited = 0; waited < 300; ++waited) {
@@ -629,6 +642,9 @@ void AddPoolCommands(CLI::App& app, int* exit_code) {
   dev->add_option("--data-dir", d->data_dir, "store, tokens, logs and agent work directories");
   dev->add_option("--listen", d->listen, "server address, HOST:PORT");
   dev->add_option("--nodes", d->max_nodes, "how many agents at most")->check(CLI::Range(1, 64));
+  dev->add_flag("--autoscale", d->autoscale,
+                "start with no agents: nodes are bought from the fleet's offers when jobs wait (local provisioner: real agents "
+                "with simulated GPUs) and released when idle (default fleet: examples/fleets/dev-autoscale.toml)");
   dev->callback([d, exit_code] { *exit_code = RunDev(*d); });
 }
 
