@@ -61,6 +61,25 @@ struct CreateOutcome {
   std::optional<ProvisionError> error;  // none: every instance asked for is being created
 };
 
+// An offer as a provider states it at run time (its `offers` verb), by names: the pool adds it
+// to the fleet's offers, or updates the one of that name (price, availability, limits).
+struct ProviderOffer {
+  std::string name;
+  std::string site;
+  std::string gpu_model;
+  int gpus = 0;
+  std::string tier = "on-demand";
+  double price_per_hour = 0;
+  int64_t gpu_memory_mib = 0;  // 0: the model's
+  int cpu_cores = 0;           // 0: 8 a GPU
+  int64_t memory_mib = 0;      // 0: 64 GiB a GPU
+  int max_nodes = 16;
+  int64_t boot_time_s = 120;
+  int64_t billing_increment_s = 1;
+  int64_t min_billed_s = 60;
+  bool available = true;
+};
+
 // An interruption notice: the instance goes away at `deadline_ms` (wall clock).
 struct Interruption {
   std::string instance;
@@ -75,6 +94,8 @@ class Provisioner {
   virtual Status Delete(const std::vector<std::string>& instance_ids) = 0;  // not found is success
   virtual Result<std::vector<Instance>> List() = 0;
   virtual Result<std::vector<Interruption>> Events() = 0;
+  // What the provider offers now, beyond the fleet file's offers (none by default).
+  virtual Result<std::vector<ProviderOffer>> Offers() { return std::vector<ProviderOffer>{}; }
 };
 
 // The `local` provisioner's "cloud": where it keeps its instances, what it starts, and its

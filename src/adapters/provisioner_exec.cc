@@ -152,6 +152,47 @@ class ExecProvisioner final : public Provisioner {
     return Parse<std::vector<Instance>>("list", [&] { return InstancesFrom(*a); });
   }
 
+  Result<std::vector<ProviderOffer>> Offers() override {
+    auto a = Call("offers", Json::object());
+    if (!a) return tl::unexpected(a.error());
+    return Parse<std::vector<ProviderOffer>>("offers", [&] {
+      std::vector<ProviderOffer> out;
+      auto it = a->find("offers");
+      if (it == a->end() || it->is_null()) return out;
+      if (!it->is_array()) throw Broken{"'offers': expected an array"};
+      for (const Json& e : *it) {
+        if (!e.is_object()) throw Broken{"'offers[]': expected objects"};
+        ProviderOffer o{.name = Text(e, "name", true), .site = Text(e, "site", true), .gpu_model = Text(e, "gpu_model", true)};
+        auto number = [&](const char* key, double lo, double hi, double fallback) {
+          auto v = e.find(key);
+          if (v == e.end() || v->is_null()) return fallback;
+          if (!v->is_number() || v->get<double>() < lo || v->get<double>() > hi) {
+            throw Broken{fmt::format("'offers[{}].{}': expected a number {}..{}", o.name, key, lo, hi)};
+          }
+          return v->get<double>();
+        };
+        o.gpus = static_cast<int>(number("gpus", 1, 16, 0));
+        if (o.gpus == 0) throw Broken{fmt::format("'offers[{}].gpus': required", o.name)};
+        if (std::string t = Text(e, "tier", false); !t.empty()) o.tier = t;
+        o.price_per_hour = number("price_per_hour", 0, 1e6, -1);
+        if (o.price_per_hour < 0) throw Broken{fmt::format("'offers[{}].price_per_hour': required", o.name)};
+        o.gpu_memory_mib = static_cast<int64_t>(number("gpu_memory_mib", 0, 1 << 24, 0));
+        o.cpu_cores = static_cast<int>(number("cpu_cores", 0, 100'000, 0));
+        o.memory_mib = static_cast<int64_t>(number("memory_mib", 0, 1e12, 0));
+        o.max_nodes = static_cast<int>(number("max_nodes", 0, 1e6, 16));
+        o.boot_time_s = static_cast<int64_t>(number("boot_time_s", 0, 86'400, 120));
+        o.billing_increment_s = static_cast<int64_t>(number("billing_increment_s", 1, 86'400 * 366, 1));
+        o.min_billed_s = static_cast<int64_t>(number("min_billed_s", 0, 86'400 * 366, 60));
+        if (auto v = e.find("available"); v != e.end() && !v->is_null()) {
+          if (!v->is_boolean()) throw Broken{fmt::format("'offers[{}].available': expected true or false", o.name)};
+          o.available = v->get<bool>();
+        }
+        out.push_back(std::move(o));
+      }
+      return out;
+    });
+  }
+
   Result<std::vector<Interruption>> Events() override {
     auto a = Call("events", Json::object());
     if (!a) return tl::unexpected(a.error());

@@ -74,7 +74,8 @@ void Autoscaler::Start() {
   for (size_t p = 0; p < provisioners_.size(); ++p) {
     Provisioner* prov = provisioners_[p].get();
     if (!prov) continue;
-    Work([this, prov] {
+    Work([this, prov, p] {
+      auto stated = prov->Offers();
       auto listed = prov->List();
       // Instances whose machine is gone (stopped, reclaimed) still exist for the provider, and
       // may still cost: deleted now, never adopted.
@@ -87,8 +88,9 @@ void Autoscaler::Start() {
           if (Status s = prov->Delete(dead); !s.ok()) fmt::print(stderr, "gpupool server: provisioner delete: {}\n", s.message());
         }
       }
-      loop_.Post([this, listed = std::move(listed)] {
+      loop_.Post([this, p, stated = std::move(stated), listed = std::move(listed)] {
         --in_flight_;
+        MergeOffers(p, stated);  // first: instances of offers stated at run time are adopted too
         if (!listed) {
           fmt::print(stderr, "gpupool server: provisioner list: {}\n", listed.error().message());
           return;
@@ -195,6 +197,7 @@ void Autoscaler::Tick() {
     });
   }
   PollEvents(now);
+  PollOffers(now);
   // Interrupted nodes are deleted once their deadline has come (their jobs moved by then).
   for (auto& [id, cl] : claims_) {
     if (cl.interrupted && !cl.deleting && cl.release_at_ms <= now) DeleteClaim(id);
@@ -227,6 +230,46 @@ void Autoscaler::PollEvents(int64_t now) {
       });
     }, /*counted=*/false);
   }
+}
+
+// The providers' own offers (their `offers` verb), read now and then: new offers join the
+// fleet's, known ones get their current price and availability.
+void Autoscaler::PollOffers(int64_t now) {
+  if (offers_in_flight_ > 0 || now - offers_at_ms_ < o_.offers_every.value()) return;
+  offers_at_ms_ = now;
+  for (size_t p = 0; p < provisioners_.size(); ++p) {
+    if (!provisioners_[p]) continue;
+    ++offers_in_flight_;
+    Work([this, p, prov = provisioners_[p].get()] {
+      auto stated = prov->Offers();
+      loop_.Post([this, p, stated = std::move(stated)] {
+        --offers_in_flight_;
+        MergeOffers(p, stated);
+      });
+    }, /*counted=*/false);
+  }
+}
+
+void Autoscaler::MergeOffers(size_t provider, const Result<std::vector<ProviderOffer>>& stated) {
+  const std::string name = c_.fleet().provider(ProviderId{static_cast<uint32_t>(provider)}).name;
+  auto complain = [&](const std::string& why) {
+    if (offers_error_[provider] == why) return;  // said once, not every minute
+    offers_error_[provider] = why;
+    fmt::print(stderr, "gpupool server: provider {}: its offers: {}\n", name, why);
+  };
+  if (!stated) return complain(stated.error().message());
+  std::vector<Controller::StatedOffer> offers;
+  for (const ProviderOffer& s : *stated) {
+    auto tier = ParsePriceTier(s.tier);
+    if (!tier) return complain(fmt::format("offer '{}': tier: {}", s.name, tier.error().message()));
+    Offer o{.name = s.name, .gpus = s.gpus, .gpu_memory = MiB{s.gpu_memory_mib}, .cpu = MilliCpu{static_cast<int64_t>(s.cpu_cores) * 1000},
+            .memory = MiB{s.memory_mib}, .tier = *tier, .price_per_hour = UsdToMicro(s.price_per_hour), .max_nodes = s.max_nodes,
+            .boot_time = Millis{s.boot_time_s * 1000}, .billing_increment = Millis{s.billing_increment_s * 1000},
+            .min_billed = Millis{s.min_billed_s * 1000}, .available = s.available};
+    offers.push_back(Controller::StatedOffer{.offer = std::move(o), .site = s.site, .gpu_model = s.gpu_model});
+  }
+  if (Status st = c_.MergeOffers(ProviderId{static_cast<uint32_t>(provider)}, offers); !st.ok()) return complain(st.message());
+  offers_error_.erase(provider);
 }
 
 // A node its provider takes back: its jobs get SIGTERM with the notice as their grace (time to

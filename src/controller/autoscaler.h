@@ -37,6 +37,7 @@ struct AutoscalerOptions {
   Millis idle_after{60'000};  // a node idle this long may be released
   Millis block_for{180'000};  // a capacity or quota error's block when the provider says no time
   Millis events_every{2'000};  // how often the provisioners' interruption notices are read
+  Millis offers_every{60'000};  // how often the provisioners' own offers are read (their `offers` verb)
 };
 
 // The offers of `fleet` as GET /v1/offers shows them; `held` (one per offer, or empty) and
@@ -97,6 +98,8 @@ class Autoscaler {
   void OnCreated(const std::string& claim, CreateOutcome outcome);
   void Joined(const std::string& node, const std::string& claim);
   void PollEvents(int64_t now);
+  void PollOffers(int64_t now);
+  void MergeOffers(size_t provider, const Result<std::vector<ProviderOffer>>& offers);
   void OnInterruptions(const std::vector<Interruption>& notices);
   void DeleteClaim(const std::string& id);  // delete its instances; then forgotten, and node.released
   Provisioner* ProvisionerOf(size_t offer) const;
@@ -127,6 +130,9 @@ class Autoscaler {
   double boot_sum_s_ = 0;
   int64_t boot_count_ = 0;
   int events_in_flight_ = 0;
+  int64_t offers_at_ms_ = 0;
+  int offers_in_flight_ = 0;
+  std::map<size_t, std::string> offers_error_;  // per provider: the last error logged (logged once)
 
   std::mutex mu_;
   std::condition_variable cv_;

@@ -197,6 +197,17 @@ class Controller {
   // What a waiting job waits for from the autoscaler (set by it; "" when nothing).
   std::function<std::string(JobId)> explain_capacity;
   const Fleet& fleet() const { return fleet_; }
+  // Offers provider `provider` states at run time (its `offers` verb; adapters/provisioner.h
+  // ProviderOffer, passed here field by field as an Offer and names): an offer of a known name
+  // is updated (price, availability, limits, boot and billing), a new one is added (offers are
+  // never removed: claims refer to them by position). Its site must be in the fleet; the
+  // error names the offer and the field.
+  struct StatedOffer {
+    Offer offer;  // provider, site and model unset: from the names below
+    std::string site;
+    std::string gpu_model;
+  };
+  Status MergeOffers(ProviderId provider, const std::vector<StatedOffer>& offers);
   size_t node_count() const { return nodes_.size(); }  // registered, down ones too
 
   // --- for acquiring capacity (controller/autoscaler.h) ---

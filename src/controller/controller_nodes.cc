@@ -456,6 +456,38 @@ HeartbeatReply Controller::TakeWork(const std::string& node) {
   return reply;
 }
 
+Status Controller::MergeOffers(ProviderId provider, const std::vector<StatedOffer>& stated) {
+  for (const StatedOffer& s : stated) {
+    Offer o = s.offer;
+    auto site = fleet_.FindSite(s.site);
+    if (!site) return Status(StatusCode::kInvalidArgument, fmt::format("offer '{}': site '{}' is not in the fleet", o.name, s.site));
+    auto model = fleet_.InternModel(s.gpu_model);
+    if (!model) return Status(StatusCode::kInvalidArgument, fmt::format("offer '{}': gpu_model: {}", o.name, model.error().message()));
+    o.provider = provider;
+    o.site = *site;
+    o.model = *model;
+    if (o.gpu_memory.value() <= 0) o.gpu_memory = fleet_.model(*model).memory;
+    if (o.cpu.value() <= 0) o.cpu = MilliCpu{static_cast<int64_t>(o.gpus) * 8000};
+    if (o.memory.value() <= 0) o.memory = MiB{static_cast<int64_t>(o.gpus) * 65536};
+    Offer* known = nullptr;
+    for (Offer& k : fleet_.offers) {
+      if (k.name == o.name) known = &k;
+    }
+    if (!known) {
+      fleet_.offers.push_back(std::move(o));
+      continue;
+    }
+    if (known->provider != provider) {
+      return Status(StatusCode::kInvalidArgument, fmt::format("offer '{}': already an offer of provider '{}'", o.name, fleet_.provider(known->provider).name));
+    }
+    if (known->gpus != o.gpus || known->model != o.model || known->site != o.site) {
+      return Status(StatusCode::kInvalidArgument, fmt::format("offer '{}': its shape (site, model, GPUs) may not change; name a new offer", o.name));
+    }
+    *known = std::move(o);
+  }
+  return Status::Ok();
+}
+
 std::vector<const JobRecord*> Controller::WaitingForCapacity() const {
   std::vector<const JobRecord*> out;
   const int64_t now = clock_.Now().value();

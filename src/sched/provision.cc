@@ -7,6 +7,7 @@
 #include <numeric>
 #include <tuple>
 
+#include "core/models.h"
 #include "core/units.h"
 
 namespace gp {
@@ -160,7 +161,9 @@ class Planner {
   };
   const Feasible& FeasibleFor(const CapacityDemand& d) {
     auto key = std::tuple(d.gpus_per_task, d.models, d.min_gpu_memory.value(), d.cpu_per_task.value(), d.memory_per_task.value(),
-                          d.max_price_per_gpu_hour ? d.max_price_per_gpu_hour->value() : -1, d.spot_ok);
+                          d.max_price_per_gpu_hour ? d.max_price_per_gpu_hour->value() : -1, d.spot_ok,
+                          d.data_site ? static_cast<int64_t>(d.data_site->value()) : -1, d.data_size.value(),
+                          d.data_site ? d.expected_run.value() : 0, d.data_site ? d.tasks : 0);
     auto it = shapes_.find(key);
     if (it != shapes_.end()) return it->second;
     Feasible f;
@@ -171,6 +174,23 @@ class Planner {
       else ++misfits[m];
     }
     if (f.offers.empty()) f.why_none = WhyNone(d, misfits);
+    if (d.data_site && !f.offers.empty()) {
+      // What the job would cost at each offer with its data copied there; cheapest first.
+      const int64_t run = d.expected_run.value() > 0 ? d.expected_run.value() : 3'600'000;
+      std::vector<std::pair<int64_t, size_t>> costed;
+      for (size_t i : f.offers) {
+        const Offer& o = fleet_.offers[i];
+        const TransferEstimate e = EstimateTransfer(d.data_size, fleet_.PathBetween(*d.data_site, o.site), BitsPerSecond{0});
+        const Millis held{run + e.time.value() / 1000};
+        costed.emplace_back(GpuCost(o.price_per_gpu_hour(), GpuMilli{static_cast<int64_t>(d.total_gpus()) * 1000}, held).value() +
+                                e.egress_cost.value(),
+                            costed.size());
+      }
+      std::stable_sort(costed.begin(), costed.end());
+      std::vector<size_t> ordered;
+      for (const auto& [cost, k] : costed) ordered.push_back(f.offers[k]);
+      f.offers = std::move(ordered);
+    }
     return shapes_.emplace(std::move(key), std::move(f)).first->second;
   }
 
@@ -380,7 +400,8 @@ class Planner {
   MicroUsd spend_{0};
   std::vector<Hypo> nodes_;
   std::vector<std::vector<size_t>> open_;  // per offer: its nodes in this plan that may have room
-  std::map<std::tuple<int, std::vector<GpuModelId>, int64_t, int64_t, int64_t, int64_t, bool>, Feasible> shapes_;
+  std::map<std::tuple<int, std::vector<GpuModelId>, int64_t, int64_t, int64_t, int64_t, bool, int64_t, int64_t, int64_t, int>, Feasible>
+      shapes_;
   ProvisionPlan plan_;
 };
 
@@ -413,6 +434,11 @@ std::optional<CapacityDemand> DemandOf(const Fleet& fleet, const JobSpec& s) {
     if (auto id = fleet.FindModel(m)) d.models.push_back(*id);
   }
   if (!s.gpu_models.empty() && d.models.empty()) return std::nullopt;  // a model no offer names
+  if (s.data) {
+    d.data_site = fleet.FindSite(s.data->site);
+    d.data_size = s.data->size;
+    d.expected_run = s.estimated_duration.value_or(Millis{0});
+  }
   return d;
 }
 

@@ -6,7 +6,9 @@
 // decreasing): first onto nodes already booting for earlier plans (so nothing is bought twice),
 // then onto nodes this plan has opened, and only then onto a new node of the cheapest feasible
 // offer that still has room under its own maximum, its provider's quota and the pool's
-// spending cap. A gang's tasks all go to one site (the site that costs least to complete it).
+// spending cap. For a job whose data lives at a site, "cheapest" counts the data: the run at
+// the offer's price (its estimate, else an hour), plus the time to copy the data there at
+// that price, plus the egress of the link. A gang's tasks all go to one site (the site that costs least to complete it).
 // Scopes blocked after capacity or quota errors (an offer, a site, a region, a provider) are
 // not asked until their time is up. Cost: O(jobs x feasible offers + jobs x log jobs); shapes
 // of jobs share one feasibility list.
@@ -36,6 +38,11 @@ struct CapacityDemand {
   MiB memory_per_task{0};
   std::optional<MicroUsd> max_price_per_gpu_hour;
   bool spot_ok = true;  // may run on spot capacity
+  // Where its data lives, and how much: an offer elsewhere costs the time to copy it there
+  // (its GPUs held meanwhile) and the egress (fleet links), weighed with the run's price.
+  std::optional<SiteId> data_site;
+  Bytes data_size{0};
+  Millis expected_run{0};  // the job's estimate (0: one hour is assumed)
 
   int total_gpus() const { return tasks * gpus_per_task; }
 };

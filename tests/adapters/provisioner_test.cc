@@ -109,6 +109,44 @@ TEST_F(FakeCloud, CapacityAndQuotaErrorsCarryTheirClassAndScope) {
   EXPECT_EQ(q.error->scope, Scope::kProvider);
 }
 
+// The `offers` verb: what the provider offers at run time, by names, with defaults for what
+// it leaves out; an offer that breaks the contract is refused, naming the offer and field.
+TEST_F(FakeCloud, OffersStatedAtRunTime) {
+  auto p = Make();
+  auto none = p->Offers();
+  ASSERT_TRUE(none) << none.error().message();
+  EXPECT_TRUE(none->empty());
+  Steer({{"offers", {{{"name", "west-a100"}, {"site", "west"}, {"gpu_model", "A100"}, {"gpus", 4}, {"tier", "spot"},
+                      {"price_per_hour", 5.2}, {"max_nodes", 3}, {"available", false}}}}});
+  auto got = p->Offers();
+  ASSERT_TRUE(got) << got.error().message();
+  ASSERT_EQ(got->size(), 1u);
+  const ProviderOffer& o = (*got)[0];
+  EXPECT_EQ(o.name, "west-a100");
+  EXPECT_EQ(o.site, "west");
+  EXPECT_EQ(o.gpus, 4);
+  EXPECT_EQ(o.tier, "spot");
+  EXPECT_DOUBLE_EQ(o.price_per_hour, 5.2);
+  EXPECT_EQ(o.max_nodes, 3);
+  EXPECT_FALSE(o.available);
+  EXPECT_EQ(o.boot_time_s, 120) << "a default";
+  const struct {
+    nlohmann::json offer;
+    std::string error;
+  } bad[] = {
+      {{{"name", "x"}, {"site", "west"}, {"gpu_model", "A100"}, {"price_per_hour", 1}}, "'offers[x].gpus': required"},
+      {{{"name", "x"}, {"site", "west"}, {"gpu_model", "A100"}, {"gpus", 99}, {"price_per_hour", 1}}, "'offers[x].gpus': expected a number 1..16"},
+      {{{"name", "x"}, {"site", "west"}, {"gpu_model", "A100"}, {"gpus", 1}}, "'offers[x].price_per_hour': required"},
+      {{{"site", "west"}, {"gpu_model", "A100"}, {"gpus", 1}, {"price_per_hour", 1}}, "'name': required"},
+  };
+  for (const auto& b : bad) {
+    Steer({{"offers", nlohmann::json::array({b.offer})}});
+    auto r = p->Offers();
+    ASSERT_FALSE(r) << b.offer.dump();
+    EXPECT_NE(r.error().message().find("offers: the answer breaks the contract: " + b.error), std::string::npos) << r.error().message();
+  }
+}
+
 TEST_F(FakeCloud, AProgramThatBreaksTheContractIsNamedNeverTrusted) {
   Steer({{"garbage", true}});
   auto p = Make();

@@ -14,6 +14,7 @@
 
 #include "agent/cgroup.h"
 #include "controller/controller.h"
+#include "core/units.h"
 #include "wire/codec.h"
 
 namespace gp {
@@ -1068,6 +1069,75 @@ TEST(ControllerTest, ArraysListRecoverAndLaunchEachIndexOnce) {
   EXPECT_EQ(e.c->FindJob(after)->state, JobState::kSucceeded);
   ASSERT_EQ(launched.size(), 10u);
   for (const auto& [index, attempts] : launched) EXPECT_EQ(attempts.size(), 1u) << "index " << index;
+}
+
+// Usage: an attempt's GPU time from its start to its end, at its node's price, kept in the
+// store; the offer an acquired node came from sets its price and tier.
+TEST(ControllerTest, UsageRecordsEachAttemptsGpuTimeAtItsNodesPrice) {
+  Scene e;
+  e.Join("n1", 4);
+  const JobId id = e.Submit(2);
+  e.c->Tick();
+  e.Beat("n1");
+  const int64_t start = e.clock.Now().value();
+  e.Beat("n1", {{.job = id.value(), .task = 0, .attempt = 1, .started_ms = start}}, {{id.value(), 0, 1}});
+  e.clock.Advance(Millis{3'600'000});
+  e.Beat("n1", {{.job = id.value(), .task = 0, .attempt = 1, .state = TaskReport::State::kExited, .exit_code = 0}});
+  ASSERT_EQ(e.c->FindJob(id)->state, JobState::kSucceeded);
+  EXPECT_EQ(e.c->UsedGpuMs("n1"), 2 * 3'600'000);
+  auto t = e.c->UsageTotals(0, {"node", "kind"});
+  ASSERT_TRUE(t) << t.error().message();
+  ASSERT_EQ(t->size(), 1u);
+  EXPECT_EQ((*t)[0].key, (std::vector<std::string>{"n1", "job"}));
+  EXPECT_EQ((*t)[0].gpu_ms, 2 * 3'600'000);
+  const int64_t price = e.c->fleet().PricePerGpuHour(e.c->fleet().nodes[0]).value();
+  ASSERT_GT(price, 0);
+  EXPECT_EQ((*t)[0].usd_micro, 2 * price) << "two GPU-hours at the node's price";
+  EXPECT_TRUE(e.c->SetNodeOffer("n1", "cloud/west/H100x4").ok());
+  EXPECT_EQ(e.c->FindNode("n1")->offer, "cloud/west/H100x4");
+  EXPECT_FALSE(e.c->SetNodeOffer("nope", "x").ok());
+}
+
+// Offers a provider states at run time join the fleet's, or update theirs; errors name the
+// offer and what is wrong.
+TEST(ControllerTest, MergeOffersAddsUpdatesAndRefuses) {
+  Fleet f;
+  f.providers.push_back(Provider{.id = ProviderId{0}, .name = "cloud"});
+  f.providers.push_back(Provider{.id = ProviderId{1}, .name = "other"});
+  f.sites.push_back(Site{.id = SiteId{0}, .name = "west", .region = "w"});
+  const GpuModelId h100 = *f.InternModel("H100");
+  f.offers.push_back(Offer{.name = "file-offer", .provider = ProviderId{1}, .site = SiteId{0}, .model = h100, .gpus = 8,
+                           .price_per_hour = UsdToMicro(20), .max_nodes = 2});
+  MemoryJournal journal;
+  ManualClock clock{Millis{1'000}};
+  Controller c(std::move(f), journal, clock, ControllerOptions{}, std::move(*BuiltinRegistry().MakePolicy("fifo")));
+  auto stated = [](std::string name, std::string site, int gpus, double price) {
+    return Controller::StatedOffer{.offer = Offer{.name = std::move(name), .gpus = gpus, .price_per_hour = UsdToMicro(price), .max_nodes = 4},
+                                   .site = std::move(site), .gpu_model = "A100"};
+  };
+  ASSERT_TRUE(c.MergeOffers(ProviderId{0}, {stated("rt", "west", 4, 6.0)}).ok());
+  ASSERT_EQ(c.fleet().offers.size(), 2u);
+  const Offer& rt = c.fleet().offers[1];
+  EXPECT_EQ(rt.provider.value(), 0u);
+  EXPECT_EQ(c.fleet().model(rt.model).name, "A100");
+  EXPECT_EQ(rt.cpu.value(), 32'000) << "defaults: 8 cores and 64 GiB a GPU";
+  EXPECT_GT(rt.gpu_memory.value(), 0) << "the model's memory";
+  ASSERT_TRUE(c.MergeOffers(ProviderId{0}, {stated("rt", "west", 4, 4.5)}).ok());
+  EXPECT_EQ(c.fleet().offers.size(), 2u) << "updated, not added";
+  EXPECT_EQ(c.fleet().offers[1].price_per_hour.value(), UsdToMicro(4.5).value());
+  const struct {
+    Controller::StatedOffer offer;
+    std::string error;
+  } bad[] = {
+      {stated("x", "east", 4, 1), "offer 'x': site 'east' is not in the fleet"},
+      {stated("rt", "west", 8, 1), "offer 'rt': its shape (site, model, GPUs) may not change"},
+      {stated("file-offer", "west", 8, 1), "offer 'file-offer': already an offer of provider 'other'"},
+  };
+  for (const auto& b : bad) {
+    const Status s = c.MergeOffers(ProviderId{0}, {b.offer});
+    EXPECT_NE(s.message().find(b.error), std::string::npos) << s.message();
+  }
+  EXPECT_EQ(c.fleet().offers.size(), 2u);
 }
 
 }  // namespace

@@ -78,7 +78,10 @@ def main(gpupool):
         os.makedirs(pool.dir, exist_ok=True)
         state = f"{pool.dir}/cloud.json"
         with open(state, "w") as f:
-            json.dump({"stockout": ["cheap"], "stockout_retry_s": RETRY_S}, f)
+            # It also states an offer of its own at run time (dearer: never bought here).
+            json.dump({"stockout": ["cheap"], "stockout_retry_s": RETRY_S,
+                       "offers": [{"name": "runtime-east", "site": "east-a", "gpu_model": "A100", "gpus": 1,
+                                   "price_per_hour": 2.5, "max_nodes": 3, "boot_time_s": 120}]}, f)
         with open(f"{pool.dir}/fleet.toml", "w") as f:
             f.write(FLEET.format(fake=FAKE_CLOUD, state=state))
         pool.start_server("--fleet", f"{pool.dir}/fleet.toml")
@@ -125,6 +128,10 @@ def main(gpupool):
         c.check(not early, f"no offer of the blocked zone asked before the block ran out: {early}")
         c.check(not any(e["offer"] == "cheap-same-zone" for e in log),
                 "the cheaper offer in the blocked zone was never asked while the zone was blocked")
+        status, offers = pool.call("GET", "/v1/offers")
+        runtime = [o for o in offers.get("offers", []) if o["name"] == "runtime-east"]
+        c.check(len(runtime) == 1 and runtime[0]["price_per_hour"] == 2.5 and runtime[0]["provider"] == "cloud",
+                f"the offer the provider states at run time (its `offers` verb) is listed with the fleet's: {runtime}")
         # What a waiting job waits for, and the autoscaler's series in /metrics.
         status, ex = pool.call("GET", f"/v1/jobs/{jobs[0]}/explain")
         text = ex.get("explain", "") if isinstance(ex, dict) else ""

@@ -5,7 +5,7 @@ answer on standard output. The tests steer it through the same file: `stockout` 
 that answer capacity errors, scope zone, retry after `stockout_retry_s`, 300 s by default),
 `quota_gpus` (GPUs held at once
 before quota errors), `interruptions` (instance -> deadline in ms), `hang` (never answer),
-`garbage` (answer something that is not JSON). Every create is logged in `creates` with its
+`garbage` (answer something that is not JSON), `offers` (what its `offers` verb states). Every create is logged in `creates` with its
 offer, its wall-clock time and its outcome. Standard library only."""
 import fcntl
 import json
@@ -78,6 +78,8 @@ def handle(state, verb, request):
         return {}
     if verb == "list":
         return {"instances": [{"id": k, "claim": i["claim"], "offer": i["offer"], "state": i["state"]} for k, i in instances.items()]}
+    if verb == "offers":
+        return {"offers": state.get("offers", [])}
     if verb == "events":
         return {"interruptions": [{"instance": k, "deadline_ms": d} for k, d in state.get("interruptions", {}).items()]}
     print(f"unknown verb {verb}", file=sys.stderr)

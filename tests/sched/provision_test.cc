@@ -145,6 +145,36 @@ TEST(ProvisionTest, Table) {
 
 // A capacity error blocks its scope until its time is up: the offer itself, its site, its
 // region, or its whole provider; the next feasible offer outside the scope is chosen at once.
+// A job whose data lives at a site: the cheapest offer counts the copy (its time at the
+// offer's price, and the link's egress) against the run (the job's estimate, else an hour).
+// Site a: $8.00 an hour; site c: $7.50, over a 1 Gbps link from a at $0.09 a GB.
+TEST(ProvisionTest, DataSetTransferAndEgressWeighOnTheOffer) {
+  Fleet f = MakeFleet({{.provider = "cloud", .site = "a", .model = "H100", .usd_per_hour = 8.0},
+                       {.provider = "cloud", .site = "c", .model = "H100", .usd_per_hour = 7.5}});
+  f.links.push_back(Link{.a = SiteId{0}, .b = SiteId{2}, .bandwidth = BitsPerSecond{1'000'000'000}, .egress_per_gb = MicroUsd{90'000}});
+  const struct {
+    std::optional<std::string> data_site;
+    int64_t gib;
+    int64_t run_h;
+    size_t want;  // offer index
+  } cases[] = {
+      {std::nullopt, 0, 0, 1},   // no data: the cheaper site
+      {"a", 1, 0, 1},            // 1 GiB: 9 s and $0.10 to copy; c still cheaper
+      {"a", 1024, 0, 0},         // 1 TiB: 2.4 h and $99 to copy; a wins
+      {"a", 1024, 1000, 1},      // ... unless the run is long enough to earn it back
+      {"c", 1024, 0, 1},         // the data is at the cheaper site already
+  };
+  for (const auto& c : cases) {
+    CapacityDemand d = Job(1, 8);
+    if (c.data_site) d.data_site = f.FindSite(*c.data_site);
+    d.data_size = Bytes{c.gib << 30};
+    d.expected_run = Millis{c.run_h * 3'600'000};
+    const ProvisionPlan p = PlanCapacity(f, ProvisionInput{.demands = std::span(&d, 1)});
+    ASSERT_EQ(p.create.size(), 1u) << Show(p);
+    EXPECT_EQ(p.create[0].offer, c.want) << (c.data_site ? *c.data_site : "-") << " " << c.gib << " GiB, " << c.run_h << " h";
+  }
+}
+
 TEST(ProvisionTest, BlockedScopesArePassedOverUntilTheirTimeIsUp) {
   const Fleet fleet = MakeFleet({{"cloud", "a", "H100", 8, "spot", 8},        // 0: cheapest
                                  {"cloud", "b", "H100", 8, "on-demand", 12},  // 1: same region r1
