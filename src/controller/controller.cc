@@ -54,10 +54,12 @@ void Controller::Listener::AttemptUsed(const JobRecord& j, Millis now) {
     const Millis held{now.value() - j.start_ms};
     MicroUsd per_gpu_hour = c_.cluster_.sched().node(n.spec.id).price;
     std::string tier(PriceTierName(n.spec.tier));
-    for (const Offer& o : fleet.offers) {
-      if (!n.offer.empty() && o.name == n.offer) {
+    if (!n.offer.empty()) {  // an acquired node: its offer's price and tier (O(offers), for these only)
+      for (const Offer& o : fleet.offers) {
+        if (o.name != n.offer) continue;
         per_gpu_hour = o.price_per_gpu_hour();
         tier = PriceTierName(o.tier);
+        break;
       }
     }
     const int64_t gpu_ms = milli * held.value() / 1000;
