@@ -35,14 +35,6 @@ min_billed = "1s"
 """
 
 
-def instances(pool):
-    try:
-        with open(f"{pool.dir}/server/provisioners/lab/instances.json") as f:
-            return json.load(f)["instances"]
-    except (OSError, ValueError, KeyError):
-        return {}
-
-
 def main(gpupool):
     c = Checks()
     rounds = int(os.environ.get("AUTOSCALE_CRASH_ROUNDS", "10"))
@@ -62,7 +54,7 @@ def main(gpupool):
                 jobs.append(pool.submit_retrying({"command": ["sh", "-c", f"sleep {rng.choice([0, 0.5, 1])}"],
                                                   "gpus": rng.choice([1, 4, 8]), "name": f"r{r}"}))
             time.sleep(rng.uniform(0.2, 3.0))  # somewhere in planning, creating, booting, running or releasing
-            for iid, i in instances(pool).items():
+            for iid, i in pool.local_instances().items():
                 seen.setdefault(iid, i["claim"])
             pool.kill_server()
             pool.start_server(*args)
@@ -70,11 +62,11 @@ def main(gpupool):
         c.check(all(done[j]["state"] == "succeeded" for j in jobs),
                 "every job ran: " + ", ".join(f"{j}:{done[j]['state']}" for j in jobs if done[j]["state"] != "succeeded"))
         deadline = time.time() + 90
-        while time.time() < deadline and instances(pool):
-            for iid, i in instances(pool).items():
+        while time.time() < deadline and pool.local_instances():
+            for iid, i in pool.local_instances().items():
                 seen.setdefault(iid, i["claim"])
             time.sleep(0.5)
-        left = instances(pool)
+        left = pool.local_instances()
         if left:
             status, offers = pool.call("GET", "/v1/offers")
             status, nodes = pool.call("GET", "/v1/nodes")
@@ -91,11 +83,7 @@ def main(gpupool):
         print(f"{rounds} crashes, {len(jobs)} jobs, {len(seen)} instances over {len(per_claim)} claims")
     finally:
         pool.stop()
-        for i in instances(pool).values():
-            try:
-                os.killpg(i["pid"], signal.SIGKILL)
-            except (ProcessLookupError, PermissionError, KeyError):
-                pass
+        pool.kill_local_instances()
     return c.done()
 
 

@@ -119,8 +119,7 @@ def main(gpupool):
         c.check(types.index("io.gpupool.node.provisioning") < types.index("io.gpupool.node.ready") < types.index("io.gpupool.node.releasing")
                 < types.index("io.gpupool.node.released"), "provisioning, ready, releasing, released, in that order")
 
-        with open(f"{pool.dir}/server/provisioners/lab/instances.json") as f:
-            left = json.load(f)["instances"]
+        left = pool.local_instances()
         c.check(not left, f"the provisioner holds no instance at the end: {list(left)}")
         # Usage: each job's GPU time at its node's offer price, and each node's billed time no job
         # used as idle; per offer the dollars are its GPU-hours at its price per GPU-hour.
@@ -162,16 +161,7 @@ def main(gpupool):
         c.check(after == before, f"usage survives a restart: {before.get('total')} then {after.get('total')}")
     finally:
         pool.stop()
-        # Agents the provisioner started live in sessions of their own: stop any left behind.
-        try:
-            with open(f"{pool.dir}/server/provisioners/lab/instances.json") as f:
-                for i in json.load(f)["instances"].values():
-                    try:
-                        os.killpg(i["pid"], 9)
-                    except (ProcessLookupError, PermissionError):
-                        pass
-        except (OSError, ValueError, KeyError):
-            pass
+        pool.kill_local_instances()
     return c.done()
 
 

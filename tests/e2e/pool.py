@@ -178,6 +178,22 @@ class Pool:
         self.server.kill()
         self.server.wait()
 
+    def local_instances(self, provider="lab"):
+        """What the server's `local` provisioner for `provider` holds (instances.json): id -> record."""
+        try:
+            with open(f"{self.dir}/server/provisioners/{provider}/instances.json") as f:
+                return json.load(f)["instances"]
+        except (OSError, ValueError, KeyError):
+            return {}
+
+    def kill_local_instances(self, provider="lab"):
+        """Agents a `local` provisioner started live in sessions of their own: stop any left behind."""
+        for i in self.local_instances(provider).values():
+            try:
+                os.killpg(i["pid"], signal.SIGKILL)
+            except (ProcessLookupError, PermissionError, KeyError):
+                pass
+
     def stop(self):
         for p in [self.server, *self.agents]:
             if p and p.poll() is None:

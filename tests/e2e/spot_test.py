@@ -104,20 +104,11 @@ def main(gpupool):
         c.check("spot" in blocked, f"the spot offer is blocked for a while: {offers.get('blocked')}")
         released = by("released")
         c.check(len(released) >= 2, f"both nodes were given back (the spot one at its deadline): {released}")
-        with open(f"{pool.dir}/server/provisioners/lab/instances.json") as f:
-            left = json.load(f)["instances"]
+        left = pool.local_instances()
         c.check(not left, f"the provisioner holds no instance at the end: {list(left)}")
     finally:
         pool.stop()
-        try:
-            with open(f"{pool.dir}/server/provisioners/lab/instances.json") as f:
-                for i in json.load(f)["instances"].values():
-                    try:
-                        os.killpg(i["pid"], 9)
-                    except (ProcessLookupError, PermissionError):
-                        pass
-        except (OSError, ValueError, KeyError):
-            pass
+        pool.kill_local_instances()
     return c.done()
 
 

@@ -10,16 +10,13 @@
 #include "sched/provision.h"
 #include "sim/capacity.h"
 #include "sim/engine.h"
+#include "sim_fixtures.h"
 
 namespace gp {
 namespace {
 
-Policy P(const std::string& name) { return std::move(*BuiltinRegistry().MakePolicy(name)); }
-
-TraceJob Job(const char* name, double submit_s, double duration_s, int gpus) {
-  return TraceJob{.name = name, .submit = Millis{static_cast<int64_t>(submit_s * 1000)},
-                  .duration = Millis{static_cast<int64_t>(duration_s * 1000)}, .gpus = gpus};
-}
+using testing::Job;
+using testing::P;
 
 // Offers: (name, tier, GPUs, price per node-hour, billing increment, min billed, boot, extra).
 Fleet Offers(const std::string& offers, const std::string& provider_extra = "") {

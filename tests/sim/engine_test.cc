@@ -15,12 +15,8 @@
 namespace gp {
 namespace {
 
-Policy P(const std::string& name) { return std::move(*BuiltinRegistry().MakePolicy(name)); }
-
-TraceJob Job(const char* name, double submit_s, double duration_s, int gpus) {
-  return TraceJob{.name = name, .submit = Millis{static_cast<int64_t>(submit_s * 1000)},
-                  .duration = Millis{static_cast<int64_t>(duration_s * 1000)}, .gpus = gpus};
-}
+using testing::Job;
+using testing::P;
 
 TEST(SplitGangTest, Table) {
   const struct {

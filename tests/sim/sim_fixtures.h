@@ -5,7 +5,19 @@
 #include <fstream>
 #include <string>
 
+#include "sched/registry.h"
+#include "sim/trace.h"
+
 namespace gp::testing {
+
+// A built-in policy by name.
+inline Policy P(const std::string& name) { return std::move(*BuiltinRegistry().MakePolicy(name)); }
+
+// A trace job submitted at `submit_s`, running `duration_s`, asking `gpus`.
+inline TraceJob Job(const char* name, double submit_s, double duration_s, int gpus) {
+  return TraceJob{.name = name, .submit = Millis{static_cast<int64_t>(submit_s * 1000)},
+                  .duration = Millis{static_cast<int64_t>(duration_s * 1000)}, .gpus = gpus};
+}
 
 // The shared traces: $GPUPOOL_TRACES, else ../shared/traces beside the checkout.
 inline std::string Traces() {
