@@ -159,7 +159,34 @@ std::string Ndjson(const Events& events, std::string_view source) {
 }
 }  // namespace
 
-void Api::EventsRoute(const HttpRequest& r, Respond respond) {
+bool Api::EventOfTenant(const EventRecord& e, const std::string& tenant) const {
+  if (!e.type.starts_with("job.") || !e.subject.starts_with("job/")) return false;
+  auto id = ParseId(std::string_view(e.subject).substr(4));
+  if (!id) return false;
+  if (const JobRecord* j = c_.FindJob(*id)) return j->spec.tenant == tenant;
+  const std::optional<JobRecord> element = c_.PendingElement(*id);
+  return element && element->spec.tenant == tenant;
+}
+
+Result<std::pair<Events, uint64_t>> Api::EventsFor(const Caller& caller, uint64_t since, size_t limit) const {
+  for (;;) {
+    auto page = c_.EventsAfter(since, limit);
+    if (!page) return tl::unexpected(page.error());
+    if (caller.kind != Caller::Kind::kTenant || page->empty()) {
+      const uint64_t last = page->empty() ? since : page->back().seq;
+      return std::pair{std::move(*page), last};
+    }
+    Events mine;
+    for (EventRecord& e : *page) {
+      if (EventOfTenant(e, caller.tenant)) mine.push_back(std::move(e));
+    }
+    const uint64_t last = page->back().seq;
+    if (!mine.empty() || page->size() < limit) return std::pair{std::move(mine), last};
+    since = last;  // a page of other tenants' events: read on
+  }
+}
+
+void Api::EventsRoute(const HttpRequest& r, const Caller& caller, Respond respond) {
   uint64_t since = 0;
   size_t limit = 1000;
   Millis wait{0};
@@ -176,11 +203,12 @@ void Api::EventsRoute(const HttpRequest& r, Respond respond) {
                                          "resume from since={}, or read the current state first",
                                          c_.first_event_seq() - 1, c_.first_event_seq(), c_.first_event_seq() - 1)));
   }
-  auto events = c_.EventsAfter(since, limit);
-  if (!events) return respond(Fail(500, events.error().message()));
-  if (!events->empty() || wait.value() == 0) {
-    return respond(HttpResponse{200, Ndjson(*events, options_.event_source), "application/x-ndjson"});
+  auto read = EventsFor(caller, since, limit);
+  if (!read) return respond(Fail(500, read.error().message()));
+  if (!read->first.empty() || wait.value() == 0) {
+    return respond(HttpResponse{200, Ndjson(read->first, options_.event_source), "application/x-ndjson"});
   }
+  since = read->second;  // a tenant's wait starts past the others' events already read
   // Nothing yet: hold the request until an event is stored or the wait ends.
   const uint64_t id = next_waiter_++;
   auto cancel = loop_.After(wait, [this, id] {
@@ -190,7 +218,7 @@ void Api::EventsRoute(const HttpRequest& r, Respond respond) {
     event_waiters_.erase(it);
     done(HttpResponse{200, "", "application/x-ndjson"});
   });
-  event_waiters_[id] = EventWaiter{since, limit, std::move(respond), std::move(cancel)};
+  event_waiters_[id] = EventWaiter{since, limit, caller, std::move(respond), std::move(cancel)};
 }
 
 void Api::AnswerEventWaiters() {
@@ -199,11 +227,16 @@ void Api::AnswerEventWaiters() {
   event_waiters_.clear();
   for (auto& [id, w] : waiters) {
     w.cancel_timer();
-    auto events = c_.EventsAfter(w.since, w.limit);
-    if (!events) {
-      w.respond(Fail(500, events.error().message()));
+    auto read = EventsFor(w.caller, w.since, w.limit);
+    if (!read) {
+      w.respond(Fail(500, read.error().message()));
+    } else if (read->first.empty() && w.caller.kind == Caller::Kind::kTenant) {
+      // Only other tenants' events came: this one waits on, from past them.
+      const uint64_t again = next_waiter_++;
+      w.since = read->second;
+      event_waiters_[again] = std::move(w);
     } else {
-      w.respond(HttpResponse{200, Ndjson(*events, options_.event_source), "application/x-ndjson"});
+      w.respond(HttpResponse{200, Ndjson(read->first, options_.event_source), "application/x-ndjson"});
     }
   }
 }
@@ -340,8 +373,8 @@ bool Api::WebRoute(const HttpRequest& r, const Respond& respond) const {
     for (const auto& [k, v] : ParseForm(r.body)) {
       if (k == "token") offered = v;
     }
-    if (!SameSecret(offered, options_.admin_token)) {
-      respond(LoginPage("That token is not this server's admin token."));
+    if (!SameSecret(offered, options_.admin_token) && TenantCaller(offered).kind != Caller::Kind::kTenant) {
+      respond(LoginPage("That token is not this server's admin token, nor a tenant's."));
       return true;
     }
     respond(session(offered, 30 * 24 * 3600));
@@ -357,15 +390,17 @@ bool Api::WebRoute(const HttpRequest& r, const Respond& respond) const {
     return true;
   }
   if (auto t = r.query.find("token"); page && t != r.query.end()) {
-    respond(SameSecret(t->second, options_.admin_token) ? session(t->second, 30 * 24 * 3600)
-                                                        : LoginPage("That token is not this server's admin token."));
+    respond(SameSecret(t->second, options_.admin_token) || TenantCaller(t->second).kind == Caller::Kind::kTenant
+                ? session(t->second, 30 * 24 * 3600)
+                : LoginPage("That token is not this server's admin token, nor a tenant's."));
     return true;
   }
   if (!page) {
     respond(Fail(404, "no such page"));
     return true;
   }
-  if (!SameSecret(CookieToken(r.cookie), options_.admin_token)) {
+  if (const std::string token = CookieToken(r.cookie);
+      !SameSecret(token, options_.admin_token) && TenantCaller(token).kind != Caller::Kind::kTenant) {
     respond(LoginPage(""));
     return true;
   }
@@ -379,18 +414,158 @@ bool Api::WebRoute(const HttpRequest& r, const Respond& respond) const {
   return true;
 }
 
+Api::Caller Api::TenantCaller(std::string_view token) const {
+  const int64_t now = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+  auto t = c_.access().Who(token, now);
+  if (!t) return {};
+  return Caller{.kind = Caller::Kind::kTenant, .tenant = t->tenant, .role = t->role, .token_id = t->id};
+}
+
 Api::Caller Api::Identify(std::string_view authorization, std::string_view cookie) const {
   constexpr std::string_view kBearer = "Bearer ";
-  // The dashboard's session: the admin token in an HttpOnly, SameSite=Strict cookie.
+  // The dashboard's session: the admin's or a tenant's token in an HttpOnly, SameSite=Strict cookie.
   if (authorization.empty() && !cookie.empty()) {
-    return SameSecret(CookieToken(cookie), options_.admin_token) ? Caller{Caller::Kind::kAdmin, {}} : Caller{};
+    const std::string token = CookieToken(cookie);
+    if (SameSecret(token, options_.admin_token)) return Caller{.kind = Caller::Kind::kAdmin};
+    return TenantCaller(token);
   }
   if (!authorization.starts_with(kBearer)) return {};
   const std::string_view token = authorization.substr(kBearer.size());
-  if (SameSecret(token, options_.admin_token)) return {Caller::Kind::kAdmin, {}};
-  if (SameSecret(token, options_.join_token)) return {Caller::Kind::kJoin, {}};
-  if (auto node = c_.NodeOfCredential(token)) return {Caller::Kind::kNode, *node};
-  return {};
+  if (SameSecret(token, options_.admin_token)) return Caller{.kind = Caller::Kind::kAdmin};
+  if (SameSecret(token, options_.join_token)) return Caller{.kind = Caller::Kind::kJoin};
+  if (auto node = c_.NodeOfCredential(token)) return Caller{.kind = Caller::Kind::kNode, .node = *node};
+  return TenantCaller(token);
+}
+
+namespace {
+nlohmann::json TenantToJson(const Tenant& t) {
+  return nlohmann::json{{"name", t.name}, {"weight", t.weight}, {"cohort", t.cohort}, {"quota", t.quota}, {"created_ms", t.created_ms}};
+}
+nlohmann::json TokenToJson(const TokenInfo& t) {
+  return nlohmann::json{{"id", t.id}, {"name", t.name}, {"tenant", t.tenant}, {"role", RoleName(t.role)}, {"created_ms", t.created_ms},
+                        {"expires_ms", t.expires_ms}, {"revoked", t.revoked}};
+}
+}  // namespace
+
+// Tenants and tokens: the admin makes, lists and ends them; a tenant's token lists its own
+// tenant only.
+void Api::AccessRoute(const HttpRequest& r, const Caller& caller, const std::vector<std::string_view>& p, Respond& respond) {
+  const std::string& m = r.method;
+  Access& access = c_.access();
+  const int64_t now = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+  auto body = [&]() -> Result<nlohmann::json> {
+    auto j = nlohmann::json::parse(r.body, nullptr, false);
+    if (j.is_discarded() || !j.is_object()) return Error(StatusCode::kInvalidArgument, "malformed JSON; expected an object");
+    return j;
+  };
+  auto text = [](const nlohmann::json& j, const char* key) -> Result<std::string> {
+    if (!j.contains(key) || j[key].is_null()) return std::string();
+    if (!j[key].is_string()) return Error(StatusCode::kInvalidArgument, fmt::format("field '{}': expected a string", key));
+    return j[key].get<std::string>();
+  };
+  if (p[1] == "tenants") {
+    if (p.size() == 2 && m == "GET") {
+      nlohmann::json list = nlohmann::json::array();
+      for (const Tenant& t : access.Tenants()) {
+        if (caller.kind == Caller::Kind::kTenant && t.name != caller.tenant) continue;
+        list.push_back(TenantToJson(t));
+      }
+      return respond(Json(200, nlohmann::json{{"tenants", list}}.dump()));
+    }
+    if (p.size() == 2 && m == "POST") {
+      auto j = body();
+      if (!j) return respond(Fail(400, j.error().message()));
+      Tenant t;
+      auto name = text(*j, "name");
+      auto cohort = text(*j, "cohort");
+      if (!name) return respond(Fail(400, name.error().message()));
+      if (!cohort) return respond(Fail(400, cohort.error().message()));
+      t.name = *name;
+      t.cohort = *cohort;
+      if (j->contains("weight")) {
+        if (!(*j)["weight"].is_number_integer()) return respond(Fail(400, "field 'weight': expected a whole number 1..1000"));
+        t.weight = static_cast<int>(std::clamp<int64_t>((*j)["weight"].get<int64_t>(), -1, 1001));
+      }
+      if (j->contains("quota")) {
+        const auto& q = (*j)["quota"];
+        if (!q.is_object()) return respond(Fail(400, "field 'quota': expected {\"MODEL\": GPUS, ...}"));
+        for (const auto& [model, gpus] : q.items()) {
+          if (!gpus.is_number_integer()) {
+            return respond(Fail(400, fmt::format("field 'quota': {}: expected a whole number of GPUs", model)));
+          }
+          t.quota[model] = static_cast<int>(std::clamp<int64_t>(gpus.get<int64_t>(), -1, 1'000'001));
+        }
+      }
+      auto made = access.CreateTenant(std::move(t), now);
+      if (!made) return respond(Fail(HttpStatusOf(made.error()), made.error().message()));
+      return respond(Json(201, TenantToJson(*made).dump()));
+    }
+    if (p.size() == 3 && m == "GET") {
+      const Tenant* t = access.FindTenant(std::string(p[2]));
+      if (!t || (caller.kind == Caller::Kind::kTenant && t->name != caller.tenant)) {
+        return respond(Fail(404, fmt::format("no tenant '{}'", p[2])));
+      }
+      return respond(Json(200, TenantToJson(*t).dump()));
+    }
+    if (p.size() == 3 && m == "DELETE") {
+      if (Status s = access.DeleteTenant(std::string(p[2])); !s.ok()) return respond(Fail(HttpStatusOf(s), s.message()));
+      return respond(Json(200, nlohmann::json{{"deleted", p[2]}}.dump()));
+    }
+  }
+  if (p[1] == "tokens" && caller.kind == Caller::Kind::kAdmin) {
+    if (p.size() == 2 && m == "GET") {
+      nlohmann::json list = nlohmann::json::array();
+      for (const TokenInfo& t : access.Tokens()) list.push_back(TokenToJson(t));
+      return respond(Json(200, nlohmann::json{{"tokens", list}}.dump()));
+    }
+    if (p.size() == 2 && m == "POST") {
+      auto j = body();
+      if (!j) return respond(Fail(400, j.error().message()));
+      auto tenant_name = text(*j, "tenant");
+      auto role_text = text(*j, "role");
+      auto name = text(*j, "name");
+      auto ttl_text = text(*j, "ttl");
+      for (const auto* v : {&tenant_name, &role_text, &name, &ttl_text}) {
+        if (!*v) return respond(Fail(400, v->error().message()));
+      }
+      if (tenant_name->empty()) return respond(Fail(400, "field 'tenant': required"));
+      auto role = ParseRole(role_text->empty() ? "user" : *role_text);
+      if (!role) return respond(Fail(400, "field '" + role.error().message()));
+      int64_t ttl = 0;
+      if (!ttl_text->empty()) {
+        auto d = ParseDuration(*ttl_text);
+        if (!d || d->value() <= 0) return respond(Fail(400, "field 'ttl': expected a duration such as 90d or 12h"));
+        ttl = d->value();
+      }
+      auto made = access.CreateToken(*tenant_name, *role, *name, ttl, now);
+      if (!made) {
+        return respond(Fail(made.error().code() == StatusCode::kNotFound ? 400 : HttpStatusOf(made.error()), made.error().message()));
+      }
+      nlohmann::json out = TokenToJson(made->second);
+      out["token"] = made->first;  // shown this once; the server keeps its hash only
+      return respond(Json(201, out.dump()));
+    }
+    if ((p.size() == 3 && m == "DELETE") || (p.size() == 4 && p[3] == "revoke" && m == "POST")) {
+      if (Status s = access.Revoke(std::string(p[2])); !s.ok()) return respond(Fail(HttpStatusOf(s), s.message()));
+      return respond(Json(200, nlohmann::json{{"revoked", p[2]}}.dump()));
+    }
+  }
+  respond(Fail(404, fmt::format("no such endpoint: {} {}", m, r.path)));
+}
+
+std::string Api::TenantMayNot(const Caller& caller, const std::string& m, const std::vector<std::string_view>& p) {
+  if (caller.kind != Caller::Kind::kTenant) return {};
+  const bool read = m == "GET";
+  const std::string_view what = p.size() >= 2 ? p[1] : std::string_view();
+  if (read && (what == "health" || what == "policies" || what == "jobs" || what == "events" || what == "nodes" ||
+               what == "node-groups" || what == "offers" || what == "usage" || what == "whoami" ||
+               (what == "tenants" && p.size() <= 3))) {
+    return {};
+  }
+  const bool job_write = what == "jobs" && ((p.size() == 2 && m == "POST") || (p.size() == 3 && m == "DELETE") ||
+                                            (p.size() == 4 && p[3] == "cancel" && m == "POST"));
+  if (job_write) return caller.role == Role::kUser ? "" : "a viewer's token reads only: it cannot submit or cancel";
+  return "only the admin token may do this";
 }
 
 std::string Api::Forbidden(const Caller& caller, std::string_view method, std::string_view path) const {
@@ -404,6 +579,8 @@ std::string Api::Forbidden(const Caller& caller, std::string_view method, std::s
                         : "the join token is for agents only";
     case Caller::Kind::kNode:
       return agent_path ? "" : "a node's credential is for its agent's endpoints only";
+    case Caller::Kind::kTenant:
+      return agent_path ? "a tenant's token is not for agent endpoints" : "";
   }
   return "forbidden";
 }
@@ -456,6 +633,14 @@ void Api::Route(const HttpRequest& r, const Caller& caller, Respond& respond) {
   const std::string& m = r.method;
   auto no_route = [&] { respond(Fail(404, fmt::format("no such endpoint: {} {}", m, r.path))); };
   if (p.size() < 2 || p[0] != "v1") return no_route();
+  if (std::string why = TenantMayNot(caller, m, p); !why.empty()) return respond(Fail(403, why));
+  const bool tenant = caller.kind == Caller::Kind::kTenant;
+  if (p[1] == "whoami" && p.size() == 2 && m == "GET") {
+    nlohmann::json who{{"kind", tenant ? "tenant" : "admin"}};
+    if (tenant) who.update({{"tenant", caller.tenant}, {"role", RoleName(caller.role)}, {"token", caller.token_id}});
+    return respond(Json(200, who.dump()));
+  }
+  if (p[1] == "tenants" || p[1] == "tokens") return AccessRoute(r, caller, p, respond);
 
   if (p[1] == "health" && p.size() == 2 && m == "GET") {
     if (!c_.store_error().ok()) {
@@ -466,7 +651,7 @@ void Api::Route(const HttpRequest& r, const Caller& caller, Respond& respond) {
     respond(Json(200, nlohmann::json{{"status", "ok"}, {"nodes", c_.fleet().nodes.size()}, {"policy", c_.policy().name}}.dump()));
     return;
   }
-  if (p[1] == "events" && p.size() == 2 && m == "GET") return EventsRoute(r, std::move(respond));
+  if (p[1] == "events" && p.size() == 2 && m == "GET") return EventsRoute(r, caller, std::move(respond));
   if (p[1] == "policies" && p.size() == 2 && m == "GET") {
     nlohmann::json list = nlohmann::json::array();
     for (const auto& e : BuiltinRegistry().Policies()) list.push_back({{"name", e.name}, {"description", e.description}});
@@ -477,6 +662,7 @@ void Api::Route(const HttpRequest& r, const Caller& caller, Respond& respond) {
     if (p.size() == 2 && m == "POST") {
       auto req = ParseSubmitRequest(r.body);
       if (!req) return respond(Fail(400, req.error().message()));
+      if (tenant) req->spec.tenant = caller.tenant;  // a job's tenant is its token's, whatever the body says
       // Answered once stored: with the other submissions of this loop turn, in one write.
       c_.SubmitStaged(std::move(*req), [this, respond](Result<JobId> id) {
         if (!id) return respond(Fail(HttpStatusOf(id.error()), id.error().message()));
@@ -493,6 +679,7 @@ void Api::Route(const HttpRequest& r, const Caller& caller, Respond& respond) {
         f.state = *s;
       }
       if (auto it = r.query.find("tenant"); it != r.query.end()) f.tenant = it->second;
+      if (tenant) f.tenant = caller.tenant;  // its own only
       if (auto it = r.query.find("node"); it != r.query.end()) f.node = it->second;
       if (auto it = r.query.find("expand"); it != r.query.end()) f.expand = it->second != "false" && it->second != "0";
       if (auto it = r.query.find("array"); it != r.query.end()) {
@@ -523,7 +710,11 @@ void Api::Route(const HttpRequest& r, const Caller& caller, Respond& respond) {
       const JobRecord* j = id ? c_.FindJob(*id) : nullptr;
       // An element not yet expanded has no record: its array says what it is.
       const std::optional<JobRecord> pending = id && !j ? c_.PendingElement(*id) : std::nullopt;
-      if (!j && !pending) return respond(Fail(404, resolved ? fmt::format("no job '{}'", p[2]) : resolved.error().message()));
+      // Another tenant's job is not there for this caller: 404, as for an id never used.
+      const bool theirs = tenant && (j ? j->spec.tenant : pending ? pending->spec.tenant : caller.tenant) != caller.tenant;
+      if ((!j && !pending) || theirs) {
+        return respond(Fail(404, resolved ? fmt::format("no job '{}'", p[2]) : resolved.error().message()));
+      }
       if ((p.size() == 3 && m == "DELETE") || (p.size() == 4 && p[3] == "cancel" && m == "POST")) {
         Status s = c_.Cancel(*id);
         if (!s.ok()) return respond(Fail(HttpStatusOf(s), s.message()));
@@ -596,8 +787,15 @@ void Api::Route(const HttpRequest& r, const Caller& caller, Respond& respond) {
       if (!d) return respond(Fail(400, "query 'since': " + d.error().message()));
       since = now - d->value();
     }
-    auto totals = c_.UsageTotals(since, by);
+    // A tenant's token sees its own usage only: grouped by tenant too, the others' rows dropped.
+    std::vector<std::string> asked = by;
+    if (tenant) asked.push_back("tenant");
+    auto totals = c_.UsageTotals(since, asked);
     if (!totals) return respond(Fail(500, totals.error().message()));
+    if (tenant) {
+      std::erase_if(*totals, [&](const UsageTotal& t) { return t.key.back() != caller.tenant; });
+      for (UsageTotal& t : *totals) t.key.pop_back();
+    }
     nlohmann::json rows = nlohmann::json::array();
     double gpu_hours = 0, usd = 0;
     int64_t records = 0;

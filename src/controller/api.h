@@ -13,6 +13,7 @@
 #include <string>
 
 #include "adapters/http.h"
+#include "controller/access.h"
 #include "controller/controller.h"
 
 #include <prometheus/counter.h>
@@ -62,10 +63,23 @@ class Api {
   // Who is calling: nobody, an agent that has only the join token (it may register), a node
   // (its own credential, issued at registration), or the administrator.
   struct Caller {
-    enum class Kind { kNone, kJoin, kNode, kAdmin } kind = Kind::kNone;
+    enum class Kind { kNone, kJoin, kNode, kAdmin, kTenant } kind = Kind::kNone;
     std::string node;
+    std::string tenant;        // kTenant: its tenant
+    Role role = Role::kUser;   // kTenant: user or viewer
+    std::string token_id;      // kTenant: which token
   };
+  // Why a tenant's token may not make this request ("" if it may): users submit and cancel
+  // their tenant's jobs and read; viewers only read; the rest is the admin's.
+  static std::string TenantMayNot(const Caller& caller, const std::string& method, const std::vector<std::string_view>& path);
+  // Whether the event is about a job of `tenant` (what a tenant's event stream shows).
+  bool EventOfTenant(const EventRecord& e, const std::string& tenant) const;
+  // Events after `since` for `caller` (a tenant's: its own jobs' only, reading on past pages
+  // of others'), and the last sequence looked at.
+  Result<std::pair<Events, uint64_t>> EventsFor(const Caller& caller, uint64_t since, size_t limit) const;
+  void AccessRoute(const HttpRequest& r, const Caller& caller, const std::vector<std::string_view>& p, Respond& respond);
   Caller Identify(std::string_view authorization, std::string_view cookie) const;
+  Caller TenantCaller(std::string_view token) const;  // a tenant's token, or kNone
   // Why `caller` may not call `path` ("" if it may): each credential opens its own endpoints.
   std::string Forbidden(const Caller& caller, std::string_view method, std::string_view path) const;
   void Route(const HttpRequest& r, const Caller& caller, Respond& respond);
@@ -97,11 +111,12 @@ class Api {
   bool WebRoute(const HttpRequest& r, const Respond& respond) const;
   std::string CookieToken(std::string_view cookie) const;
   // GET /v1/events?since=N&limit=L&wait=D: NDJSON, one CloudEvent per line.
-  void EventsRoute(const HttpRequest& r, Respond respond);
+  void EventsRoute(const HttpRequest& r, const Caller& caller, Respond respond);
   void AnswerEventWaiters();
   struct EventWaiter {
     uint64_t since = 0;
     size_t limit = 0;
+    Caller caller;
     Respond respond;
     std::function<void()> cancel_timer;
   };

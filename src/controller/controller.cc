@@ -198,6 +198,7 @@ void Controller::Emit(std::string type, std::string subject, std::string data) {
 Status Controller::Recover() {
   auto contents = journal_.Load();
   if (!contents) return contents.error();
+  if (Status s = access_.Load(contents->meta); !s.ok()) return s;
   next_event_seq_ = contents->last_event_seq + 1;
   first_event_seq_ = contents->first_event_seq > 0 ? contents->first_event_seq : next_event_seq_;
   for (const auto& [name, json] : contents->nodes) {

@@ -32,6 +32,7 @@
 #include "sched/registry.h"
 #include "health/failure_detector.h"
 #include "observe/metrics.h"
+#include "controller/access.h"
 #include "controller/launch.h"
 #include "controller/stores.h"
 #include "sched/schedule.h"
@@ -197,6 +198,9 @@ class Controller {
   // What a waiting job waits for from the autoscaler (set by it; "" when nothing).
   std::function<std::string(JobId)> explain_capacity;
   const Fleet& fleet() const { return fleet_; }
+  // Tenants and their tokens (loaded from the store by Recover).
+  Access& access() { return access_; }
+  const Access& access() const { return access_; }
   // Offers provider `provider` states at run time (its `offers` verb; adapters/provisioner.h
   // ProviderOffer, passed here field by field as an Offer and names): an offer of a known name
   // is updated (price, availability, limits, boot and billing), a new one is added (offers are
@@ -433,6 +437,7 @@ class Controller {
 
   Fleet fleet_;  // grows as nodes join; the cluster state reads node specs from it
   Journal& journal_;
+  Access access_{journal_};
   std::vector<UsageRecord> usage_pending_;
   std::map<std::string, int64_t> used_gpu_ms_;  // by node
   const Clock& clock_;

@@ -6,6 +6,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <charconv>
 #include <chrono>
 #include <cstdint>
 #include <cstdlib>
@@ -364,6 +365,90 @@ int Offers(const Conn& c) {
   return 0;
 }
 
+// `gpupool tenant ...` and `gpupool token ...`: teams sharing the pool and their tokens.
+int TenantList(const Conn& c) {
+  auto body = Call(c, "GET", "/v1/tenants");
+  if (!body) return 1;
+  if (c.json_out) {
+    fmt::print("{}\n", *body);
+    return 0;
+  }
+  const json j = json::parse(*body);
+  fmt::print("{:<24} {:>6} {:<16} {}\n", "TENANT", "WEIGHT", "COHORT", "QUOTA");
+  for (const json& t : j["tenants"]) {
+    std::string quota;
+    for (const auto& [model, gpus] : t["quota"].items()) quota += fmt::format("{}{}={}", quota.empty() ? "" : ",", ShownText(model), gpus.get<int>());
+    fmt::print("{:<24} {:>6} {:<16} {}\n", Shown(t["name"]), t["weight"].get<int>(), Shown(t["cohort"]).empty() ? "-" : Shown(t["cohort"]),
+               quota.empty() ? "-" : quota);
+  }
+  return 0;
+}
+
+int TenantCreate(const Conn& c, const std::string& name, int weight, const std::string& cohort, const std::string& quota) {
+  json body{{"name", name}, {"weight", weight}};
+  if (!cohort.empty()) body["cohort"] = cohort;
+  if (!quota.empty()) {
+    json q = json::object();
+    size_t start = 0;
+    while (start <= quota.size()) {
+      const size_t comma = std::min(quota.find(',', start), quota.size());
+      const std::string part = quota.substr(start, comma - start);
+      const size_t eq = part.find('=');
+      int gpus = 0;
+      const auto parsed = eq == std::string::npos ? std::from_chars_result{part.data(), std::errc::invalid_argument}
+                                                  : std::from_chars(part.data() + eq + 1, part.data() + part.size(), gpus);
+      if (eq == std::string::npos || eq == 0 || parsed.ec != std::errc() || parsed.ptr != part.data() + part.size()) {
+        fmt::print(stderr, "gpupool: --quota: '{}': expected MODEL=GPUS, e.g. H100=64,A100=32\n", part);
+        return 2;
+      }
+      q[part.substr(0, eq)] = gpus;
+      start = comma + 1;
+    }
+    body["quota"] = q;
+  }
+  auto r = Call(c, "POST", "/v1/tenants", body.dump());
+  if (!r) return 1;
+  fmt::print("{}\n", c.json_out ? *r : "tenant " + name + " created");
+  return 0;
+}
+
+int TokenCreate(const Conn& c, const std::string& tenant, const std::string& role, const std::string& name, const std::string& ttl) {
+  json body{{"tenant", tenant}, {"role", role}};
+  if (!name.empty()) body["name"] = name;
+  if (!ttl.empty()) body["ttl"] = ttl;
+  auto r = Call(c, "POST", "/v1/tokens", body.dump());
+  if (!r) return 1;
+  if (c.json_out) {
+    fmt::print("{}\n", *r);
+    return 0;
+  }
+  const json j = json::parse(*r);
+  // The secret alone on stdout (for $(...)); what it is on stderr.
+  fmt::print(stderr, "token {} for tenant {} ({}){}: shown this once\n", Shown(j["id"]), Shown(j["tenant"]), Shown(j["role"]),
+             j["expires_ms"].get<int64_t>() > 0 ? ", expires in " + ttl : "");
+  fmt::print("{}\n", Shown(j["token"]));
+  return 0;
+}
+
+int TokenList(const Conn& c) {
+  auto body = Call(c, "GET", "/v1/tokens");
+  if (!body) return 1;
+  if (c.json_out) {
+    fmt::print("{}\n", *body);
+    return 0;
+  }
+  const json j = json::parse(*body);
+  fmt::print("{:<18} {:<20} {:<16} {:<7} {}\n", "ID", "TENANT", "NAME", "ROLE", "STATE");
+  const int64_t now = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+  for (const json& t : j["tokens"]) {
+    const int64_t exp = t["expires_ms"].get<int64_t>();
+    const std::string state = t["revoked"].get<bool>() ? "revoked" : exp > 0 && exp <= now ? "expired" : "active";
+    fmt::print("{:<18} {:<20} {:<16} {:<7} {}\n", Shown(t["id"]), Shown(t["tenant"]), Shown(t["name"]).empty() ? "-" : Shown(t["name"]),
+               Shown(t["role"]), state);
+  }
+  return 0;
+}
+
 // `gpupool usage [--by COLUMNS] [--since DURATION]`: GPU-hours and dollars, grouped.
 int Usage(const Conn& c, const std::string& by, const std::string& since) {
   auto body = Call(c, "GET", fmt::format("/v1/usage?by={}&since={}", by, since));
@@ -562,6 +647,53 @@ void AddClientCommands(CLI::App& app, int* exit_code) {
   CLI::App* nodes = app.add_subcommand("nodes", "List nodes with their GPUs and live load");
   AddConn(nodes, conn);
   nodes->callback([conn, exit_code] { *exit_code = Nodes(*conn); });
+
+  CLI::App* tenant = app.add_subcommand("tenant", "Teams sharing the pool: create, list, delete (admin)");
+  tenant->require_subcommand(1);
+  struct TenantArgs {
+    std::string name, cohort, quota;
+    int weight = 1;
+  };
+  auto ta = std::make_shared<TenantArgs>();
+  CLI::App* tcreate = tenant->add_subcommand("create", "A new tenant");
+  AddConn(tcreate, conn);
+  tcreate->add_option("name", ta->name, "its name: a-z, 0-9 and -")->required();
+  tcreate->add_option("--weight", ta->weight, "its share under fair share (1..1000)");
+  tcreate->add_option("--cohort", ta->cohort, "the cohort it borrows from and lends to");
+  tcreate->add_option("--quota", ta->quota, "GPUs per model, e.g. H100=64,A100=32");
+  tcreate->callback([conn, ta, exit_code] { *exit_code = TenantCreate(*conn, ta->name, ta->weight, ta->cohort, ta->quota); });
+  CLI::App* tlist = tenant->add_subcommand("list", "Every tenant (a tenant's token: its own)");
+  AddConn(tlist, conn);
+  tlist->callback([conn, exit_code] { *exit_code = TenantList(*conn); });
+  CLI::App* tdelete = tenant->add_subcommand("delete", "Delete a tenant: its tokens stop working at once");
+  AddConn(tdelete, conn);
+  tdelete->add_option("name", ta->name, "the tenant")->required();
+  tdelete->callback([conn, ta, exit_code] { *exit_code = Simple(*conn, "DELETE", "/v1/tenants/" + ta->name, "deleted tenant " + ta->name); });
+  CLI::App* tenants = app.add_subcommand("tenants", "Every tenant with its weight, cohort and quota");
+  AddConn(tenants, conn);
+  tenants->callback([conn, exit_code] { *exit_code = TenantList(*conn); });
+
+  CLI::App* token = app.add_subcommand("token", "Tokens for tenants: create, list, revoke (admin)");
+  token->require_subcommand(1);
+  struct TokenArgs {
+    std::string tenant, role = "user", name, ttl, id;
+  };
+  auto ka = std::make_shared<TokenArgs>();
+  CLI::App* kcreate = token->add_subcommand("create", "A new token; prints the secret once, on stdout");
+  AddConn(kcreate, conn);
+  kcreate->add_option("--tenant", ka->tenant, "its tenant")->required();
+  kcreate->add_option("--role", ka->role, "user (submit, see, cancel its tenant's jobs) or viewer (read only)")
+      ->check(CLI::IsMember({"user", "viewer"}));
+  kcreate->add_option("--name", ka->name, "who it is for");
+  kcreate->add_option("--ttl", ka->ttl, "it expires after this long, e.g. 90d (default: never)");
+  kcreate->callback([conn, ka, exit_code] { *exit_code = TokenCreate(*conn, ka->tenant, ka->role, ka->name, ka->ttl); });
+  CLI::App* klist = token->add_subcommand("list", "Every token: id, tenant, name, role, state (never the secret)");
+  AddConn(klist, conn);
+  klist->callback([conn, exit_code] { *exit_code = TokenList(*conn); });
+  CLI::App* krevoke = token->add_subcommand("revoke", "Revoke a token: refused from now on");
+  AddConn(krevoke, conn);
+  krevoke->add_option("id", ka->id, "the token's id (tok-...)")->required();
+  krevoke->callback([conn, ka, exit_code] { *exit_code = Simple(*conn, "POST", "/v1/tokens/" + ka->id + "/revoke", "revoked " + ka->id); });
 
   CLI::App* usage = app.add_subcommand("usage", "GPU-hours and dollars the pool used and paid for, grouped (idle billed time too)");
   AddConn(usage, conn);

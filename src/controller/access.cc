@@ -1,0 +1,159 @@
+#include "controller/access.h"
+
+#include <fmt/format.h>
+
+#include <nlohmann/json.hpp>
+
+#include "adapters/tokens.h"
+
+namespace gp {
+
+namespace {
+
+using Json = nlohmann::json;
+
+Json TenantJson(const Tenant& t) {
+  return Json{{"name", t.name}, {"weight", t.weight}, {"cohort", t.cohort}, {"quota", t.quota}, {"created_ms", t.created_ms}};
+}
+
+Json TokenJson(const TokenInfo& t) {
+  return Json{{"id", t.id},           {"name", t.name},         {"tenant", t.tenant},          {"role", RoleName(t.role)},
+              {"sha256", t.sha256},   {"created_ms", t.created_ms}, {"expires_ms", t.expires_ms}, {"revoked", t.revoked}};
+}
+
+Status CheckName(const std::string& name, const char* field) {
+  bool ok = !name.empty() && name.size() <= 63 && name[0] >= 'a' && name[0] <= 'z';
+  for (char c : name) ok = ok && ((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-');
+  if (ok) return Status::Ok();
+  return Status(StatusCode::kInvalidArgument,
+                fmt::format("{}: '{}': 1 to 63 of a-z, 0-9 and -, starting with a letter", field, name.substr(0, 80)));
+}
+
+// Constant time, as the other secrets are compared.
+bool Same(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) return false;
+  unsigned char diff = 0;
+  for (size_t i = 0; i < a.size(); ++i) diff = static_cast<unsigned char>(diff | (a[i] ^ b[i]));
+  return diff == 0;
+}
+
+}  // namespace
+
+std::string_view RoleName(Role r) { return r == Role::kViewer ? "viewer" : "user"; }
+
+Result<Role> ParseRole(std::string_view text) {
+  if (text == "user") return Role::kUser;
+  if (text == "viewer") return Role::kViewer;
+  return Error(StatusCode::kInvalidArgument, fmt::format("role: '{}': expected user or viewer", text.substr(0, 40)));
+}
+
+Status Access::Load(const std::map<std::string, std::string>& meta) {
+  for (const auto& [key, text] : meta) {
+    const bool tenant = key.starts_with("tenant/");
+    if (!tenant && !key.starts_with("token/")) continue;
+    try {
+      const Json j = Json::parse(text);
+      if (j.value("deleted", false)) continue;
+      if (tenant) {
+        Tenant t{.name = j.at("name").get<std::string>(), .weight = j.value("weight", 1), .cohort = j.value("cohort", ""),
+                 .quota = j.value("quota", std::map<std::string, int>{}), .created_ms = j.value("created_ms", int64_t{0})};
+        tenants_[t.name] = std::move(t);
+      } else {
+        auto role = ParseRole(j.at("role").get<std::string>());
+        if (!role) return Status(StatusCode::kInternal, fmt::format("store: {}: {}", key, role.error().message()));
+        TokenInfo t{.id = j.at("id").get<std::string>(), .name = j.value("name", ""), .tenant = j.at("tenant").get<std::string>(),
+                     .role = *role, .sha256 = j.at("sha256").get<std::string>(), .created_ms = j.value("created_ms", int64_t{0}),
+                     .expires_ms = j.value("expires_ms", int64_t{0}), .revoked = j.value("revoked", false)};
+        by_hash_[t.sha256] = t.id;
+        tokens_[t.id] = std::move(t);
+      }
+    } catch (const Json::exception& e) {
+      return Status(StatusCode::kInternal, fmt::format("store: {}: {}", key, e.what()));
+    }
+  }
+  return Status::Ok();
+}
+
+Status Access::Put(const std::string& key, const std::string& json) { return journal_.PutMeta(key, json); }
+
+Result<Tenant> Access::CreateTenant(Tenant t, int64_t now_ms) {
+  if (Status s = CheckName(t.name, "name"); !s.ok()) return tl::unexpected(s);
+  if (tenants_.count(t.name)) return Error(StatusCode::kFailedPrecondition, fmt::format("name: tenant '{}' exists already", t.name));
+  if (t.weight < 1 || t.weight > 1000) return Error(StatusCode::kInvalidArgument, fmt::format("weight: {}: expected 1..1000", t.weight));
+  if (!t.cohort.empty()) {
+    if (Status s = CheckName(t.cohort, "cohort"); !s.ok()) return tl::unexpected(s);
+  }
+  for (const auto& [model, gpus] : t.quota) {
+    if (model.empty() || model.size() > 64) return Error(StatusCode::kInvalidArgument, "quota: a GPU model name of 1 to 64 characters");
+    if (gpus < 0 || gpus > 1'000'000) {
+      return Error(StatusCode::kInvalidArgument, fmt::format("quota: {}={}: expected 0..1000000 GPUs", model, gpus));
+    }
+  }
+  t.created_ms = now_ms;
+  if (Status s = Put("tenant/" + t.name, TenantJson(t).dump()); !s.ok()) return tl::unexpected(s);
+  tenants_[t.name] = t;
+  return t;
+}
+
+Status Access::DeleteTenant(const std::string& name) {
+  if (!tenants_.count(name)) return Status(StatusCode::kNotFound, fmt::format("no tenant '{}'", name));
+  if (Status s = Put("tenant/" + name, Json{{"name", name}, {"deleted", true}}.dump()); !s.ok()) return s;
+  tenants_.erase(name);
+  return Status::Ok();
+}
+
+std::vector<Tenant> Access::Tenants() const {
+  std::vector<Tenant> out;
+  for (const auto& [n, t] : tenants_) out.push_back(t);
+  return out;
+}
+
+const Tenant* Access::FindTenant(const std::string& name) const {
+  auto it = tenants_.find(name);
+  return it == tenants_.end() ? nullptr : &it->second;
+}
+
+Result<std::pair<std::string, TokenInfo>> Access::CreateToken(const std::string& tenant, Role role, const std::string& name,
+                                                                int64_t ttl_ms, int64_t now_ms) {
+  if (!tenants_.count(tenant)) return Error(StatusCode::kNotFound, fmt::format("tenant: no tenant '{}'", tenant.substr(0, 80)));
+  if (name.size() > 128) return Error(StatusCode::kInvalidArgument, "name: at most 128 characters");
+  if (ttl_ms < 0) return Error(StatusCode::kInvalidArgument, "ttl: must not be negative");
+  auto secret = NewSecret();
+  if (!secret) return tl::unexpected(secret.error());
+  auto id_bits = NewSecret();
+  if (!id_bits) return tl::unexpected(id_bits.error());
+  TokenInfo t{.id = "tok-" + id_bits->substr(0, 12), .name = name, .tenant = tenant, .role = role, .sha256 = Sha256Hex(*secret),
+              .created_ms = now_ms, .expires_ms = ttl_ms > 0 ? now_ms + ttl_ms : 0};
+  if (Status s = Put("token/" + t.id, TokenJson(t).dump()); !s.ok()) return tl::unexpected(s);
+  by_hash_[t.sha256] = t.id;
+  tokens_[t.id] = t;
+  return std::pair{*secret, t};
+}
+
+Status Access::Revoke(const std::string& id) {
+  auto it = tokens_.find(id);
+  if (it == tokens_.end()) return Status(StatusCode::kNotFound, fmt::format("no token '{}'", id.substr(0, 80)));
+  TokenInfo t = it->second;
+  t.revoked = true;
+  if (Status s = Put("token/" + id, TokenJson(t).dump()); !s.ok()) return s;
+  it->second = std::move(t);
+  return Status::Ok();
+}
+
+std::vector<TokenInfo> Access::Tokens() const {
+  std::vector<TokenInfo> out;
+  for (const auto& [id, t] : tokens_) out.push_back(t);
+  return out;
+}
+
+std::optional<TokenInfo> Access::Who(std::string_view secret, int64_t now_ms) const {
+  if (secret.size() != 64) return std::nullopt;  // every token is 64 hex digits
+  const std::string hash = Sha256Hex(secret);
+  auto h = by_hash_.find(hash);
+  if (h == by_hash_.end()) return std::nullopt;
+  const TokenInfo& t = tokens_.at(h->second);
+  if (!Same(t.sha256, hash) || t.revoked || (t.expires_ms > 0 && now_ms >= t.expires_ms) || !tenants_.count(t.tenant)) return std::nullopt;
+  return t;
+}
+
+}  // namespace gp
