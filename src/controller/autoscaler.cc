@@ -203,9 +203,12 @@ void Autoscaler::Tick() {
     if (cl.interrupted && !cl.deleting && cl.release_at_ms <= now) DeleteClaim(id);
   }
   // O(queued jobs), once a tick: what waits decides both what to buy and whether to release.
-  const std::vector<const JobRecord*> waiting = c_.WaitingForCapacity();
-  Plan(waiting, now);
-  Release(!waiting.empty(), now);
+  std::vector<CapacityDemand> demands;
+  for (const JobRecord* j : c_.WaitingForCapacity()) {
+    if (auto d = DemandOf(c_.fleet(), j->spec)) demands.push_back(std::move(*d));
+  }
+  Plan(demands, now);
+  Release(OffersWanted(c_.fleet(), demands), now);
 }
 
 // Interruption notices (spot reclaims), read from every provisioner every few seconds.
@@ -319,13 +322,9 @@ void Autoscaler::DeleteClaim(const std::string& id) {
   });
 }
 
-void Autoscaler::Plan(const std::vector<const JobRecord*>& waiting, int64_t now) {
+void Autoscaler::Plan(const std::vector<CapacityDemand>& demands, int64_t now) {
   const Fleet& fleet = c_.fleet();
   if (fleet.offers.empty()) return;
-  std::vector<CapacityDemand> demands;
-  for (const JobRecord* j : waiting) {
-    if (auto d = DemandOf(fleet, j->spec)) demands.push_back(std::move(*d));
-  }
   // Batching: plan once the waiting set has been quiet a while, or has waited long enough.
   if (demands.empty()) {
     demand_since_ms_ = 0;
@@ -423,7 +422,7 @@ void Autoscaler::OnCreated(const std::string& claim, CreateOutcome out) {
   if (cl.state == Claim::State::kCreating) cl.state = Claim::State::kBooting;
 }
 
-void Autoscaler::Release(bool jobs_wait, int64_t now) {
+void Autoscaler::Release(const std::vector<uint8_t>& wanted, int64_t now) {
   const Fleet& fleet = c_.fleet();
   std::map<std::string, Controller::ClaimedNode> nodes;
   for (Controller::ClaimedNode& n : c_.ClaimedNodes()) nodes[n.claim] = std::move(n);
@@ -438,12 +437,13 @@ void Autoscaler::Release(bool jobs_wait, int64_t now) {
     } else if (!cl.idle_since_ms) {
       cl.idle_since_ms = now;
     }
+    // Jobs waiting for capacity that could run on this node's offer keep it, idle or not (the
+    // scheduler is about to use it; a gang may wait for its other nodes).
+    if (cl.offer < wanted.size() && wanted[cl.offer]) continue;
     acquired.push_back(AcquiredNode{.offer = cl.offer, .created = Millis{cl.created_ms},
                                     .idle_since = cl.idle_since_ms ? std::optional<Millis>(Millis{*cl.idle_since_ms}) : std::nullopt});
     ids.push_back(id);
   }
-  // Jobs still waiting for capacity keep idle nodes (the scheduler is about to use them).
-  if (jobs_wait) return;
   const ReleasePlan plan = PlanRelease(fleet, acquired, o_.idle_after, Millis{now});
   for (size_t k : plan.release) {
     Claim& cl = claims_[ids[k]];

@@ -93,8 +93,8 @@ class Autoscaler {
     bool deleting = false;
   };
   void Tick();
-  void Plan(const std::vector<const JobRecord*>& waiting, int64_t now);
-  void Release(bool jobs_wait, int64_t now);
+  void Plan(const std::vector<CapacityDemand>& demands, int64_t now);
+  void Release(const std::vector<uint8_t>& wanted, int64_t now);  // wanted: OffersWanted by the waiting jobs
   void OnCreated(const std::string& claim, CreateOutcome outcome);
   void Joined(const std::string& node, const std::string& claim);
   void PollEvents(int64_t now);

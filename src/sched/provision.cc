@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <map>
 #include <numeric>
+#include <set>
 #include <tuple>
 
 #include "core/models.h"
@@ -71,6 +72,19 @@ std::vector<int> ProvisionPlan::CountByOffer(size_t offers) const {
 
 namespace {
 
+// Why offer `o` cannot take one task of `d`, by the shapes alone.
+enum class Misfit : uint8_t { kFits, kModel, kGpus, kGpuMemory, kCpu, kMemory, kPrice, kSpot, kNotBuyable, kUnavailable, kBlocked };
+Misfit ShapeMisfit(const Offer& o, const CapacityDemand& d) {
+  if (!d.models.empty() && std::find(d.models.begin(), d.models.end(), o.model) == d.models.end()) return Misfit::kModel;
+  if (o.gpus < d.gpus_per_task) return Misfit::kGpus;
+  if (o.gpu_memory < d.min_gpu_memory) return Misfit::kGpuMemory;
+  if (o.cpu < d.cpu_per_task) return Misfit::kCpu;
+  if (o.memory < d.memory_per_task) return Misfit::kMemory;
+  if (d.max_price_per_gpu_hour && o.price_per_gpu_hour() > *d.max_price_per_gpu_hour) return Misfit::kPrice;
+  if (o.tier == PriceTier::kSpot && !d.spot_ok) return Misfit::kSpot;
+  return Misfit::kFits;
+}
+
 // A node of the plan: booting already, or opened by this plan (new_index into plan.create).
 struct Hypo {
   size_t offer = 0;
@@ -80,8 +94,6 @@ struct Hypo {
   int new_index = -1;  // -1: booting before this plan
 };
 
-// Why an offer cannot take a job's task, in the order checked; kFits when it can.
-enum class Misfit : uint8_t { kFits, kModel, kGpus, kGpuMemory, kCpu, kMemory, kPrice, kSpot, kNotBuyable, kUnavailable, kBlocked };
 
 class Planner {
  public:
@@ -140,13 +152,7 @@ class Planner {
 
  private:
   Misfit Check(const CapacityDemand& d, const Offer& o, size_t index) const {
-    if (!d.models.empty() && std::find(d.models.begin(), d.models.end(), o.model) == d.models.end()) return Misfit::kModel;
-    if (o.gpus < d.gpus_per_task) return Misfit::kGpus;
-    if (o.gpu_memory < d.min_gpu_memory) return Misfit::kGpuMemory;
-    if (o.cpu < d.cpu_per_task) return Misfit::kCpu;
-    if (o.memory < d.memory_per_task) return Misfit::kMemory;
-    if (d.max_price_per_gpu_hour && o.price_per_gpu_hour() > *d.max_price_per_gpu_hour) return Misfit::kPrice;
-    if (o.tier == PriceTier::kSpot && !d.spot_ok) return Misfit::kSpot;
+    if (const Misfit m = ShapeMisfit(o, d); m != Misfit::kFits) return m;
     if (!buyable_[index]) return Misfit::kNotBuyable;
     if (!o.available) return Misfit::kUnavailable;
     if (blocked_[index]) return Misfit::kBlocked;
@@ -423,6 +429,22 @@ MicroUsd BilledCost(const Offer& offer, Millis age) {
   const int64_t price = offer.price_per_hour.value();
   const int64_t ms = BilledTime(offer, age).value();
   return MicroUsd{(price / kHour) * ms + (price % kHour) * ms / kHour};
+}
+
+bool OfferCanTake(const Offer& o, const CapacityDemand& d) { return ShapeMisfit(o, d) == Misfit::kFits; }
+
+std::vector<uint8_t> OffersWanted(const Fleet& fleet, std::span<const CapacityDemand> demands) {
+  std::vector<uint8_t> wanted(fleet.offers.size(), 0);
+  std::set<std::tuple<int, std::vector<GpuModelId>, int64_t, int64_t, int64_t, int64_t, bool>> seen;
+  for (const CapacityDemand& d : demands) {
+    if (!seen.emplace(d.gpus_per_task, d.models, d.min_gpu_memory.value(), d.cpu_per_task.value(), d.memory_per_task.value(),
+                      d.max_price_per_gpu_hour ? d.max_price_per_gpu_hour->value() : -1, d.spot_ok)
+             .second) {
+      continue;  // a shape already looked at
+    }
+    for (size_t o = 0; o < fleet.offers.size(); ++o) if (OfferCanTake(fleet.offers[o], d)) wanted[o] = 1;
+  }
+  return wanted;
 }
 
 std::optional<CapacityDemand> DemandOf(const Fleet& fleet, const JobSpec& s) {

@@ -114,6 +114,15 @@ struct ProvisionPlan {
 
 ProvisionPlan PlanCapacity(const Fleet& fleet, const ProvisionInput& in);
 
+// Whether a node of offer `o` could take one task of `d` (model, GPUs, GPU memory, CPU,
+// memory, the job's price limit and tier), whatever the offer's availability and blocks.
+bool OfferCanTake(const Offer& o, const CapacityDemand& d);
+
+// One per offer: whether some job of `demands` could use a node of it. Idle nodes of such
+// offers are kept while those jobs wait (they are about to run there); the others may go.
+// O(shapes of job x offers).
+std::vector<uint8_t> OffersWanted(const Fleet& fleet, std::span<const CapacityDemand> demands);
+
 // What a waiting job asks of new capacity (its models interned in `fleet`); nullopt for a job
 // that asks for no GPU, or only for models no offer or node of the fleet names.
 std::optional<CapacityDemand> DemandOf(const Fleet& fleet, const JobSpec& spec);

@@ -580,11 +580,18 @@ void Engine::Idle(uint32_t id, Millis now) {
 // looked at again when the decision says.
 void Engine::Check(uint32_t id, Millis now) {
   const Held& me = held_[id];
-  // Jobs still wait: idle nodes are kept, as the live pool keeps them (a gang may be waiting
-  // for its other nodes). Looked at again later, without keeping the run going on its own.
+  // Jobs that could run on this node's offer still wait: it is kept, as the live pool keeps it
+  // (a gang may be waiting for its other nodes). Looked at again later, without keeping the
+  // run going on its own.
   if (!cluster_.queued().empty()) {
-    PushScale({now + options_.autoscale->idle_after, ScaleEvent::kCheck, id, me.idle_gen, /*alive=*/false});
-    return;
+    std::vector<CapacityDemand> demands;
+    for (uint64_t q : cluster_.queued()) {
+      if (auto d = DemandOf(fleet_, cluster_.Find(JobId{q})->spec)) demands.push_back(std::move(*d));
+    }
+    if (OffersWanted(fleet_, demands)[static_cast<size_t>(me.offer)]) {
+      PushScale({now + options_.autoscale->idle_after, ScaleEvent::kCheck, id, me.idle_gen, /*alive=*/false});
+      return;
+    }
   }
   std::vector<AcquiredNode> nodes;
   std::vector<uint32_t> ids;

@@ -175,6 +175,31 @@ TEST(ProvisionTest, DataSetTransferAndEgressWeighOnTheOffer) {
   }
 }
 
+// Which offers a waiting job could use (its idle nodes are kept for it): shape by shape.
+TEST(ProvisionTest, OffersWantedByWaitingJobs) {
+  Fleet f = MakeFleet({{.provider = "cloud", .site = "a", .model = "H100", .gpus = 8},
+                       {.provider = "cloud", .site = "a", .model = "L4", .gpus = 2},
+                       {.provider = "cloud", .site = "b", .model = "H100", .gpus = 8, .tier = "spot"}});
+  const GpuModelId h100 = *f.FindModel("H100");
+  CapacityDemand any = Job(1, 2), big = Job(2, 4), h100_only = Job(3, 1), on_demand = Job(4, 8);
+  h100_only.models = {h100};
+  on_demand.spot_ok = false;
+  const struct {
+    std::vector<CapacityDemand> demands;
+    std::vector<uint8_t> want;
+  } cases[] = {
+      {{}, {0, 0, 0}},
+      {{any}, {1, 1, 1}},
+      {{big}, {1, 0, 1}},
+      {{h100_only}, {1, 0, 1}},
+      {{on_demand}, {1, 0, 0}},
+      {{on_demand, big, big}, {1, 0, 1}},
+  };
+  for (const auto& c : cases) EXPECT_EQ(OffersWanted(f, c.demands), c.want) << c.demands.size();
+  EXPECT_TRUE(OfferCanTake(f.offers[0], big));
+  EXPECT_FALSE(OfferCanTake(f.offers[1], big));
+}
+
 TEST(ProvisionTest, BlockedScopesArePassedOverUntilTheirTimeIsUp) {
   const Fleet fleet = MakeFleet({{"cloud", "a", "H100", 8, "spot", 8},        // 0: cheapest
                                  {"cloud", "b", "H100", 8, "on-demand", 12},  // 1: same region r1

@@ -169,6 +169,37 @@ TEST(AutoscaleSimTest, SameSeedSameReport) {
   EXPECT_NE(FormatReportJson(*r1), FormatReportJson(*r3)) << "the seed drives stockouts, boots and reclaims";
 }
 
+// An idle node is kept only while a waiting job could run on its offer: B waits for the one
+// L4 node (C holds it for 5,000 s); the H100 node A used goes once idle, not when B runs.
+TEST(AutoscaleSimTest, IdleNodesGoUnlessAWaitingJobCouldUseThem) {
+  const Fleet fleet = Offers(Offer("h100", 1, 2.0, "1s", "60s", "on-demand", 1) +
+                             R"(
+[[offer]]
+name = "l4"
+provider = "c"
+site = "s"
+gpu_model = "L4"
+gpus = 1
+price = 0.5
+max_nodes = 1
+boot_time = "100s"
+)");
+  TraceJob a = Job("A", 0, 100, 1), c = Job("C", 0, 5000, 1), b = Job("B", 10, 100, 1);
+  a.gpu_models = {"V100"};
+  c.gpu_models = {"L4"};
+  b.gpu_models = {"L4"};
+  const Trace trace{.jobs = {a, c, b}};
+  auto r = RunSimulation(fleet, trace, P("fifo"), Scaled());
+  ASSERT_TRUE(r) << r.error().message();
+  EXPECT_EQ(r->finished, 3);
+  Millis h100_gone{-1};
+  for (const OfferNodesPoint& p : r->autoscale->nodes) {
+    if (p.nodes[0] == 0 && p.t.value() > 0 && h100_gone.value() < 0) h100_gone = p.t;
+  }
+  EXPECT_EQ(h100_gone.value(), 261'000) << "A ends at 201; 60 s idle; B cannot use it";
+  EXPECT_GT(r->per_job[2].start.value(), 5'000'000) << "B waited for C's L4 node";
+}
+
 // A job no node or offer could hold is refused, counted, and the rest run.
 TEST(AutoscaleSimTest, TooBigForEveryOfferIsRefused) {
   const Fleet fleet = Offers(Offer("x4", 4, 4.0, "1s", "60s", "on-demand", 2));
