@@ -365,7 +365,8 @@ Result<std::vector<UsageTotal>> SqliteJournal::UsageTotals(int64_t since_ms, con
     if (std::find(std::begin(kUsageColumns), std::end(kUsageColumns), c) == std::end(kUsageColumns)) {
       return gp::Error(StatusCode::kInvalidArgument, fmt::format("no usage column '{}'", c));
     }
-    cols += (cols.empty() ? "" : ", ") + c;
+    // The day a record ended, as SQLite writes a UTC date; the other columns as they are.
+    cols += (cols.empty() ? "" : ", ") + (c == "day" ? std::string("strftime('%Y-%m-%d', end_ms / 1000, 'unixepoch')") : c);
   }
   const std::string sql = fmt::format("SELECT {}{}SUM(gpu_ms), SUM(usd_micro), COUNT(*) FROM usage WHERE end_ms >= ?{}", cols,
                                       cols.empty() ? "" : ", ", cols.empty() ? "" : " GROUP BY " + cols + " ORDER BY " + cols);

@@ -466,9 +466,15 @@ void Api::AccessRoute(const HttpRequest& r, const Caller& caller, const std::vec
   if (p[1] == "tenants") {
     if (p.size() == 2 && m == "GET") {
       nlohmann::json list = nlohmann::json::array();
+      const auto use = c_.TenantsInUse();
       for (const Tenant& t : access.Tenants()) {
         if (caller.kind == Caller::Kind::kTenant && t.name != caller.tenant) continue;
-        list.push_back(TenantToJson(t));
+        nlohmann::json one = TenantToJson(t);
+        auto u = use.find(t.name);
+        one["in_use"] = u == use.end() ? nlohmann::json::object() : nlohmann::json(u->second.gpus);
+        one["running"] = u == use.end() ? 0 : u->second.running;
+        one["queued"] = u == use.end() ? 0 : u->second.queued;
+        list.push_back(std::move(one));
       }
       return respond(Json(200, nlohmann::json{{"tenants", list}}.dump()));
     }
@@ -774,7 +780,7 @@ void Api::Route(const HttpRequest& r, const Caller& caller, Respond& respond) {
       const std::string col = by_text.substr(start, comma - start);
       if (!col.empty()) {
         if (std::find(std::begin(kUsageColumns), std::end(kUsageColumns), col) == std::end(kUsageColumns)) {
-          return respond(Fail(400, fmt::format("query 'by': no column '{}' (provider, offer, tier, tenant, kind, node)", col)));
+          return respond(Fail(400, fmt::format("query 'by': no column '{}' (provider, offer, tier, tenant, kind, node, day)", col)));
         }
         by.push_back(col);
       }

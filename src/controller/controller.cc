@@ -79,6 +79,27 @@ Status Controller::SetNodeOffer(const std::string& node, const std::string& offe
   return PersistNode(*slot);
 }
 
+std::map<std::string, Controller::TenantUse> Controller::TenantsInUse() const {
+  std::map<std::string, TenantUse> out;
+  for (uint64_t id : cluster_.unfinished()) {
+    const JobRecord* j = cluster_.Find(JobId{id});
+    if (!j || j->array) continue;  // an array's own record holds nothing; its elements do
+    TenantUse& u = out[j->spec.tenant];
+    if (j->state == JobState::kQueued) {
+      ++u.queued;
+      continue;
+    }
+    ++u.running;
+    for (const TaskRecord& t : j->tasks) {
+      if (t.exit_code || t.signal) continue;
+      const NodeSlot* slot = SlotByName(t.node);
+      const std::string model = slot && !slot->record.gpu_model.empty() ? slot->record.gpu_model : "-";
+      u.gpus[model] += std::popcount(t.allocation.gpu_mask) * static_cast<double>(t.allocation.share.value()) / 1000.0;
+    }
+  }
+  return out;
+}
+
 int64_t Controller::UsedGpuMs(const std::string& node) const {
   auto it = used_gpu_ms_.find(node);
   return it == used_gpu_ms_.end() ? 0 : it->second;

@@ -191,6 +191,14 @@ class Controller {
   // GPU-milliseconds jobs have used on `node` since this server started (the autoscaler's
   // idle time of a node is its billed time less this, over the node's life).
   int64_t UsedGpuMs(const std::string& node) const;
+  // What each tenant holds and waits with now: GPUs in use by model (a share of a GPU counts
+  // as its part), jobs running (or starting) and queued. O(unfinished jobs).
+  struct TenantUse {
+    std::map<std::string, double> gpus;  // model -> GPUs in use
+    int running = 0;
+    int queued = 0;
+  };
+  std::map<std::string, TenantUse> TenantsInUse() const;
   // Usage records not yet written are written (every tick); the totals since a time.
   void FlushUsage();
   void AddUsage(UsageRecord r) { usage_pending_.push_back(std::move(r)); }

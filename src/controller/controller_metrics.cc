@@ -80,6 +80,10 @@ void Controller::CollectMetrics(Families& out) const {
     }
     ++queue[{j.spec.tenant.empty() ? "default" : j.spec.tenant, reason}];
   }
+  auto& held = FamilyIn(out, "gpupool_tenant_gpus_in_use", "GPUs a tenant's running jobs hold, by GPU model.", MetricType::Gauge);
+  for (const auto& [tenant, use] : TenantsInUse()) {
+    for (const auto& [model, gpus] : use.gpus) AddValue(held, {{"tenant", tenant.empty() ? "default" : tenant}, {"model", model}}, gpus);
+  }
   auto& q = FamilyIn(out, "gpupool_queue_length", "Queued jobs by tenant and the reason they wait.", MetricType::Gauge);
   for (const auto& [k, n] : queue) AddValue(q, {{"tenant", k.first}, {"reason", k.second}}, n);
   AddValue(FamilyIn(out, "gpupool_placements_total", "Jobs placed (attempts started) since the server started.", MetricType::Counter),

@@ -45,14 +45,17 @@ struct UsageRecord {
   int64_t usd_micro = 0;
 };
 // Usage summed over the records that ended at or after a time, grouped by the columns asked
-// (provider, offer, tier, tenant, kind, node), in the order of those columns.
+// (provider, offer, tier, tenant, kind, node, and day: the UTC date a record ended,
+// "2026-12-03"), in the order of those columns.
 struct UsageTotal {
   std::vector<std::string> key;  // one value per column asked
   int64_t gpu_ms = 0;
   int64_t usd_micro = 0;
   int64_t records = 0;
 };
-inline constexpr const char* kUsageColumns[] = {"provider", "offer", "tier", "tenant", "kind", "node"};
+inline constexpr const char* kUsageColumns[] = {"provider", "offer", "tier", "tenant", "kind", "node", "day"};
+// "2026-12-03": the UTC date of a wall-clock time in ms.
+std::string UtcDay(int64_t ms);
 
 struct JournalContents {
   std::map<uint64_t, std::string> jobs;     // id -> JSON

@@ -143,6 +143,7 @@ TEST(SqliteJournalTest, UsageTotalsByColumnsAndSince) {
       {0, {"offer", "kind"}, {{Key{"", "job"}, 4000, 8, 1}, {Key{"a", "idle"}, 500, 5, 1}, {Key{"a", "job"}, 1000, 10, 1}, {Key{"b", "job"}, 2000, 40, 1}}},
       {150, {"tenant"}, {{Key{""}, 500, 5, 1}, {Key{"t1"}, 4000, 8, 1}, {Key{"t2"}, 2000, 40, 1}}},
       {1000, {"tier"}, {}},
+      {0, {"day", "kind"}, {{Key{"1970-01-01", "idle"}, 500, 5, 1}, {Key{"1970-01-01", "job"}, 7000, 58, 3}}},
   };
   for (const auto& c : cases) {
     auto got = (*j)->UsageTotals(c.since, c.by);
@@ -161,6 +162,14 @@ TEST(SqliteJournalTest, UsageTotalsByColumnsAndSince) {
     }
   }
   EXPECT_FALSE((*j)->UsageTotals(0, {"colour"})) << "columns are checked: no SQL from a request";
+  // Days are UTC dates, the same in the store and in memory.
+  EXPECT_EQ(UtcDay(1'796'294'892'000), "2026-12-03");
+  EXPECT_EQ(UtcDay(86'399'999), "1970-01-01");
+  EXPECT_EQ(UtcDay(86'400'000), "1970-01-02");
+  ASSERT_TRUE((*j)->PutUsage({{.start_ms = 0, .end_ms = 1'796'294'892'000, .kind = "job", .tenant = "t1", .gpu_ms = 9, .usd_micro = 1}}).ok());
+  auto days = (*j)->UsageTotals(1'000'000, {"day"});
+  ASSERT_TRUE(days && days->size() == 1u);
+  EXPECT_EQ((*days)[0].key, std::vector<std::string>{"2026-12-03"});
   std::filesystem::remove_all(dir);
 }
 

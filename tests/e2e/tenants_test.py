@@ -54,6 +54,13 @@ def main(gpupool):
         while time.time() < deadline and any(pool.call("GET", f"/v1/jobs/{j}")[1]["state"] != "running" for j in (a, b)):
             time.sleep(0.1)
 
+        listed = cli("tenants")
+        rows = {l.split()[0]: l for l in listed.stdout.splitlines()[1:]}
+        c.check("H100=1" in rows.get("llm", "") and "H100=1" in rows.get("vision", ""),
+                f"`gpupool tenants` shows what each holds now: {listed.stdout}")
+        s, metrics = pool.call("GET", "/metrics")
+        c.check('gpupool_tenant_gpus_in_use{tenant="llm",model="H100"} 1' in metrics,
+                "/metrics has each tenant's GPUs in use by model")
         for me, mine, theirs in (("llm", a, b), ("vision", b, a)):
             s, jobs = pool.call("GET", "/v1/jobs", token=tok[me])
             ids = [j["id"] for j in jobs.get("jobs", [])]
@@ -112,6 +119,16 @@ def main(gpupool):
         c.check(r.returncode == 0 and s == 401, f"a deleted tenant's token is refused: {s}")
         s, jb = pool.call("GET", f"/v1/jobs/{b}")
         c.check(s == 200 and jb["tenant"] == "vision", "its jobs stay, with their label")
+        # Usage by tenant and day: the admin sees vision's cancelled job's GPU time; llm does not.
+        deadline = time.time() + 10
+        rows = []
+        while time.time() < deadline and not any(r["tenant"] == "vision" for r in rows):
+            rows = pool.call("GET", "/v1/usage?by=tenant,day")[1].get("rows", [])
+            time.sleep(0.2)
+        c.check(any(r["tenant"] == "vision" and r["gpu_hours"] > 0 and len(r["day"]) == 10 for r in rows),
+                f"usage by tenant and day, for the admin: {rows}")
+        s, u = pool.call("GET", "/v1/usage?by=tenant,day", token=tok["llm"])
+        c.check(s == 200 and not any(r["tenant"] != "llm" for r in u.get("rows", [])), f"a tenant's usage is its own only: {u}")
 
         # Bad input names the field; nothing accepted is lost.
         bad = [({"name": "Bad Name"}, "name"), ({"name": "ok", "weight": 0}, "weight"), ({"name": "ok", "weight": "x"}, "weight"),

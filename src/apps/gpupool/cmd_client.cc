@@ -374,12 +374,18 @@ int TenantList(const Conn& c) {
     return 0;
   }
   const json j = json::parse(*body);
-  fmt::print("{:<24} {:>6} {:<16} {}\n", "TENANT", "WEIGHT", "COHORT", "QUOTA");
+  fmt::print("{:<24} {:>6} {:<16} {:<20} {:<20} {:>7} {:>6}\n", "TENANT", "WEIGHT", "COHORT", "QUOTA", "IN USE", "RUNNING", "QUEUED");
   for (const json& t : j["tenants"]) {
-    std::string quota;
+    std::string quota, in_use;
     for (const auto& [model, gpus] : t["quota"].items()) quota += fmt::format("{}{}={}", quota.empty() ? "" : ",", ShownText(model), gpus.get<int>());
-    fmt::print("{:<24} {:>6} {:<16} {}\n", Shown(t["name"]), t["weight"].get<int>(), Shown(t["cohort"]).empty() ? "-" : Shown(t["cohort"]),
-               quota.empty() ? "-" : quota);
+    if (t.contains("in_use")) {
+      for (const auto& [model, gpus] : t["in_use"].items()) {
+        in_use += fmt::format("{}{}={:g}", in_use.empty() ? "" : ",", ShownText(model), gpus.get<double>());
+      }
+    }
+    fmt::print("{:<24} {:>6} {:<16} {:<20} {:<20} {:>7} {:>6}\n", Shown(t["name"]), t["weight"].get<int>(),
+               Shown(t["cohort"]).empty() ? "-" : Shown(t["cohort"]), quota.empty() ? "-" : quota, in_use.empty() ? "-" : in_use,
+               t.value("running", 0), t.value("queued", 0));
   }
   return 0;
 }
@@ -699,7 +705,7 @@ void AddClientCommands(CLI::App& app, int* exit_code) {
   AddConn(usage, conn);
   auto usage_by = std::make_shared<std::string>("provider");
   auto usage_since = std::make_shared<std::string>();
-  usage->add_option("--by", *usage_by, "group by these, comma-separated: provider, offer, tier, tenant, kind (job or idle), node");
+  usage->add_option("--by", *usage_by, "group by these, comma-separated: provider, offer, tier, tenant, kind (job or idle), node, day");
   usage->add_option("--since", *usage_since, "only what ended in this long back, e.g. 7d, 12h (default: everything)");
   usage->callback([conn, usage_by, usage_since, exit_code] { *exit_code = Usage(*conn, *usage_by, *usage_since); });
   CLI::App* offers = app.add_subcommand("offers", "What the pool can acquire from providers: offers, prices, nodes held, blocked scopes");
