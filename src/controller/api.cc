@@ -316,7 +316,7 @@ form{background:#161d25;border:1px solid #263241;border-radius:8px;padding:24px;
 input{width:100%;box-sizing:border-box;padding:8px;margin:8px 0 12px;background:#0a0d11;color:#d8e0e8;border:1px solid #263241}
 button{padding:8px 16px}.err{color:#e5534b}code{color:#8b98a6}</style></head><body>
 <form method="post" action="/login"><h2>gpupool</h2>
-<label for="token">Admin token</label><input id="token" name="token" type="password" autocomplete="current-password" autofocus>
+<label for="token">Token (the admin's or a tenant's)</label><input id="token" name="token" type="password" autocomplete="current-password" autofocus>
 <button type="submit">Sign in</button>)";
   if (!error.empty()) html += "<p class=\"err\">" + std::string(error) + "</p>";
   html += "<p><code>cat DATA_DIR/admin.token</code>, or open the link the server printed.</p></form></body></html>";

@@ -1,7 +1,8 @@
 """The dashboard in real headless Chromium: a pool (server plus two agents on different
 providers and sites) runs, and web/tests/dashboard.mjs drives Debian's chromium through
 playwright-core against it. The page loads, shows the nodes, and a submitted job appears and
-finishes. Then 2,000 hollow nodes join over four sites, and web/tests/fleet_scale.mjs checks
+finishes; signed in with a tenant's token, it shows that tenant's jobs and events only
+(web/tests/tenant_view.mjs). Then 2,000 hollow nodes join over four sites, and web/tests/fleet_scale.mjs checks
 that the page summarises the groups, draws no node until a group is opened, and shows that
 group's nodes when it is. The screenshot it takes is left in the test's directory (and kept as
 docs/dashboard.png when GPUPOOL_SCREENSHOT names a path)."""
@@ -39,6 +40,19 @@ def main(gpupool):
             shutil.copy(shot, os.environ["GPUPOOL_SCREENSHOT"])
         if p.returncode != 0:
             return p.returncode
+        # A tenant's token signs in to a view of its own tenant only.
+        for name in ("llm", "vision"):
+            pool.call("POST", "/v1/tenants", {"name": name, "quota": {"H100": 4}})
+        tokens = {n: pool.call("POST", "/v1/tokens", {"tenant": n})[1]["token"] for n in ("llm", "vision")}
+        ids = {n: pool.call("POST", "/v1/jobs", {"command": ["sleep", "60"], "gpus": 1, "gpu_model": ["H100"]}, token=tokens[n])[1]["id"]
+               for n in ("llm", "vision")}
+        p = subprocess.run(["node", os.path.join(web, "tests", "tenant_view.mjs"), f"http://127.0.0.1:{pool.port}", tokens["llm"], "llm",
+                            ids["llm"], ids["vision"]], capture_output=True, text=True, timeout=180, env=dict(os.environ, CHROMIUM=chromium))
+        print(p.stdout + p.stderr, flush=True)
+        if p.returncode != 0:
+            return p.returncode
+        for jid in ids.values():
+            pool.call("POST", f"/v1/jobs/{jid}/cancel")
         # A big fleet: 2,000 hollow nodes over 4 sites; the page summarises groups and opens one
         # on demand.
         hollow = subprocess.Popen([gpupool, "hollow", "--server", f"127.0.0.1:{pool.port}", "--join-token-file",

@@ -14,6 +14,8 @@ const state = {
   groupNodes: new Map(),
   nodes: [], jobs: [], events: [], lastSeq: 0, route: location.hash, job: null, logs: "",
   usage: null, offers: null, costReadAt: 0, // GET /v1/usage, GET /v1/offers (read every 10 s at most)
+  who: null, // GET /v1/whoami: the admin, or a tenant's token (which sees its own tenant's jobs only)
+  tenant: null, // a tenant's own record with what it holds now (GET /v1/tenants)
 };
 // A small fleet is shown whole; a big one by group, each opened on demand.
 const OPEN_ALL_UP_TO = 64;
@@ -124,6 +126,14 @@ function renderEvents() {
     .join("")}</ol>`;
 }
 
+function renderTenant() {
+  const t = state.tenant;
+  if (!t) return "";
+  const list = (o) => Object.entries(o || {}).map(([m, n]) => `${n} ${esc(m)}`).join(", ") || "none";
+  return `<section id="tenant"><h2>Tenant ${esc(t.name)}</h2><p class="note">weight ${t.weight}${t.cohort ? ` · cohort ${esc(t.cohort)}` : ""}
+    · quota: ${list(t.quota)} · in use: <span id="tenant-in-use">${list(t.in_use)}</span> · ${t.running} running · ${t.queued} queued</p></section>`;
+}
+
 function renderCost() {
   const u = state.usage;
   if (!u) return "";
@@ -175,7 +185,7 @@ function render() {
     return;
   }
   main.replaceChildren(
-    el(`<section id="fleet"><h2>Fleet</h2>${renderFleet()}</section>
+    el(`${renderTenant()}<section id="fleet"><h2>Fleet</h2>${renderFleet()}</section>
       <div class="cols"><section id="jobs"><h2>Jobs</h2>${renderJobs()}</section>
       <section id="feed"><h2>Events</h2>${renderEvents()}</section></div>
       <section id="cost"><h2>Capacity and cost</h2>${renderCost()}</section>`),
@@ -208,6 +218,7 @@ async function refresh() {
   if (!state.toggled && groups.nodes <= OPEN_ALL_UP_TO) for (const g of state.groups) state.open.add(groupKey(g));
   await readOpenGroups();
   state.jobs = jobs.jobs;
+  if (state.who && state.who.kind === "tenant") state.tenant = ((await api("/v1/tenants")).tenants || [])[0] || null;
   if (Date.now() - state.costReadAt > 10000) {
     state.costReadAt = Date.now();
     [state.usage, state.offers] = await Promise.all([api("/v1/usage?by=provider,offer,kind&since=7d"), api("/v1/offers")]);
@@ -260,6 +271,9 @@ window.addEventListener("hashchange", () => {
 });
 
 async function start() {
+  state.who = await api("/v1/whoami");
+  document.getElementById("whoami").textContent =
+    state.who.kind === "tenant" ? `tenant ${state.who.tenant} (${state.who.role})` : "admin";
   // Begin the feed with the latest events only.
   const recent = await api("/v1/events?since=0&limit=10000");
   const lines = typeof recent === "string" ? recent.split("\n").filter(Boolean).map((l) => JSON.parse(l)) : [recent];
