@@ -525,6 +525,9 @@ void Autoscaler::Forget(const std::string& id) {
   const int64_t idle = std::max<int64_t>(0, billed_gpu_ms - used);
   const int64_t used_usd = GpuCost(o.price_per_gpu_hour(), GpuMilli{1000}, Millis{used}).value();
   const int64_t wall = WallMs();
+  if (!cl.node.empty()) {
+    if (Status s = c_.NodeReleased(cl.node); !s.ok()) fmt::print(stderr, "gpupool server: node {}: {}\n", cl.node, s.message());
+  }
   c_.AddUsage(UsageRecord{.start_ms = wall - age.value(), .end_ms = wall, .kind = "idle", .provider = fleet.provider(o.provider).name,
                           .offer = o.name, .tier = std::string(PriceTierName(o.tier)), .tenant = "", .node = cl.node, .job = 0,
                           .gpu_ms = idle, .usd_micro = std::max<int64_t>(0, BilledCost(o, age).value() - used_usd)});

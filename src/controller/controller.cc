@@ -100,6 +100,16 @@ std::map<std::string, Controller::TenantUse> Controller::TenantsInUse() const {
   return out;
 }
 
+Status Controller::NodeReleased(const std::string& node) {
+  NodeSlot* slot = SlotByName(node);
+  if (!slot) return Status(StatusCode::kNotFound, fmt::format("no node '{}'", node));
+  if (slot->record.released) return Status::Ok();
+  slot->record.released = true;
+  slot->record.draining = true;
+  RefreshNodeState(slot->record.spec.id);
+  return PersistNode(*slot);
+}
+
 int64_t Controller::UsedGpuMs(const std::string& node) const {
   auto it = used_gpu_ms_.find(node);
   return it == used_gpu_ms_.end() ? 0 : it->second;
@@ -616,7 +626,7 @@ void Controller::TickOnce() {
   const Millis at{now};
   std::vector<NodeId> silent;
   for (NodeSlot& s : nodes_) {
-    if (s.down || !s.detector.started()) continue;
+    if (s.down || s.record.released || !s.detector.started()) continue;
     const Liveness l = s.detector.Judge(at);  // O(1): a comparison
     if (l == Liveness::kDown) {
       if (!s.judged_down) silent.push_back(s.record.spec.id);

@@ -188,6 +188,10 @@ class Controller {
   // The offer an acquired node was bought from (the autoscaler says so when it joins): its
   // price and billing are the node's in usage records. Stored with the node.
   Status SetNodeOffer(const std::string& node, const std::string& offer);
+  // The node was given back to its provider (the autoscaler released it): it leaves the
+  // listings, groups and counts, and its silence is no longer a failure. Stored. An agent that
+  // registers under the name again brings it back.
+  Status NodeReleased(const std::string& node);
   // GPU-milliseconds jobs have used on `node` since this server started (the autoscaler's
   // idle time of a node is its billed time less this, over the node's life).
   int64_t UsedGpuMs(const std::string& node) const;

@@ -56,7 +56,9 @@ void Controller::CollectMetrics(Families& out) const {
   using prometheus::MetricType;
   const int64_t now = clock_.Now().value();
   std::map<std::string, int> nodes_by_state = {{"ready", 0}, {"suspect", 0}, {"down", 0}, {"draining", 0}};
-  for (const NodeSlot& s : nodes_) ++nodes_by_state[NodeCondition(s.record.spec.name)];
+  for (const NodeSlot& s : nodes_) {
+    if (!s.record.released) ++nodes_by_state[NodeCondition(s.record.spec.name)];
+  }
   auto& nodes = FamilyIn(out, "gpupool_nodes", "Nodes by state.", MetricType::Gauge);
   for (const auto& [state, n] : nodes_by_state) AddValue(nodes, {{"state", state}}, n);
   AddValue(FamilyIn(out, "gpupool_heartbeat_interval_seconds",

@@ -30,7 +30,9 @@ Controller::NodeSlot* Controller::SlotByName(const std::string& name) {
 
 std::vector<std::string> Controller::NodeNames() const {
   std::vector<std::string> out;
-  for (const NodeSlot& s : nodes_) out.push_back(s.record.spec.name);
+  for (const NodeSlot& s : nodes_) {
+    if (!s.record.released) out.push_back(s.record.spec.name);
+  }
   return out;
 }
 
@@ -39,7 +41,7 @@ std::vector<std::string> Controller::NodeNames(const std::string& provider, cons
   std::vector<std::string> out;
   for (auto it = node_ids_.upper_bound(after); it != node_ids_.end() && out.size() < limit; ++it) {
     const NodeRecord& r = nodes_[it->second.value()].record;
-    if ((!provider.empty() && r.provider != provider) || (!site.empty() && r.site != site)) continue;
+    if (r.released || (!provider.empty() && r.provider != provider) || (!site.empty() && r.site != site)) continue;
     out.push_back(it->first);
   }
   return out;
@@ -57,6 +59,7 @@ std::string Controller::NodeGroupsJson() const {
   };
   std::map<std::pair<std::string, std::string>, Group> groups;
   for (const NodeSlot& s : nodes_) {
+    if (s.record.released) continue;
     Group& g = groups[{s.record.provider, s.record.site}];
     ++g.nodes;
     ++g.by_condition[NodeCondition(s.record.spec.name)];
@@ -76,7 +79,9 @@ std::string Controller::NodeGroupsJson() const {
                    {"gpus", g.gpus}, {"free_gpus", g.free}, {"models", g.models},
                    {"gpu_utilisation", g.sampled ? static_cast<double>(g.util) / 1000.0 / static_cast<double>(g.sampled) : 0.0}});
   }
-  return nlohmann::json{{"groups", out}, {"nodes", nodes_.size()}}.dump();
+  size_t listed = 0;
+  for (const auto& [key, g] : groups) listed += static_cast<size_t>(g.nodes);
+  return nlohmann::json{{"groups", out}, {"nodes", listed}}.dump();
 }
 
 std::string Controller::NodeJson(const std::string& name) const {
@@ -91,6 +96,7 @@ std::string Controller::NodeJson(const std::string& name) const {
 std::string Controller::NodeCondition(const std::string& name) const {
   const NodeSlot* s = SlotByName(name);
   if (!s) return {};
+  if (s->record.released) return "released";
   if (s->down) return "down";
   if (s->suspect) return "suspect";
   return s->record.draining ? "draining" : "ready";
@@ -197,6 +203,7 @@ Result<NodeId> Controller::AddOrUpdateNode(const RegisterRequest& r) {
     }
     n.id = s.record.spec.id;
     FillRecord(s.record, n, r, model_name);
+    s.record.released = false;  // an agent under a released node's name: listed again
     fleet_.nodes[n.id.value()] = std::move(n);
     s.record.max_tasks = r.max_tasks;
     sched.Update(n.id, [&](NodeState& st) { st.task_slots = static_cast<uint16_t>(r.max_tasks); });

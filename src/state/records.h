@@ -161,6 +161,7 @@ struct NodeRecord {
   int max_tasks = 0;  // tasks at once (0: no limit said)
   std::string claim;  // the claim it was acquired for from a provider ("" for a node someone else started)
   std::string offer;  // the offer that claim bought it from (its price and billing)
+  bool released = false;  // given back to its provider: no longer listed, not watched (kept for its history)
 };
 
 }  // namespace gp

@@ -683,6 +683,7 @@ std::string NodeToJson(const NodeRecord& n, const Fleet& fleet, std::string_view
   if (n.max_tasks > 0) o.Key("max_tasks").Int(n.max_tasks);
   if (!n.claim.empty()) o.Key("claim").Str(n.claim);
   if (!n.offer.empty()) o.Key("offer").Str(n.offer);
+  if (n.released) o.Key("released").Bool(true);
   o.EndObject();
   return o.Text();
 }
@@ -708,6 +709,7 @@ Result<NodeRecord> NodeFromJson(std::string_view json) {
     n.max_tasks = static_cast<int>(Int(j, "max_tasks", 0, kMaxTaskSlots, 0));
     n.claim = Str(j, "claim");
     n.offer = Str(j, "offer");
+    n.released = Bool(j, "released", false);
     for (const In& g : Array(j, "gpus")) {
       const GpuDevice d = GpuDeviceFrom(g);
       n.spec.gpus.push_back(Gpu{.index = d.index, .memory = d.memory, .compute_capability = d.compute_capability,

@@ -119,6 +119,12 @@ def main(gpupool):
         c.check(types.index("io.gpupool.node.provisioning") < types.index("io.gpupool.node.ready") < types.index("io.gpupool.node.releasing")
                 < types.index("io.gpupool.node.released"), "provisioning, ready, releasing, released, in that order")
 
+        status, nodes = pool.call("GET", "/v1/nodes")
+        c.check(status == 200 and not nodes.get("nodes"), f"released nodes leave the node list: {[n['name'] for n in nodes.get('nodes', [])]}")
+        status, groups = pool.call("GET", "/v1/node-groups")
+        c.check(groups.get("nodes") == 0, f"and the groups' counts: {groups.get('nodes')}")
+        down = [e for e in pool.all_events() if e["type"] == "io.gpupool.node.down"]
+        c.check(not down, f"a released node's silence is not a failure (no node.down): {[e['subject'] for e in down]}")
         left = pool.local_instances()
         c.check(not left, f"the provisioner holds no instance at the end: {list(left)}")
         # Usage: each job's GPU time at its node's offer price, and each node's billed time no job
