@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <bit>
+#include <map>
 #include <queue>
 #include <set>
 
@@ -14,6 +15,38 @@
 #include "state/cluster_state.h"
 
 namespace gp {
+
+std::vector<double> WaterFill(const std::vector<double>& demands, double total) {
+  std::vector<double> out(demands.size(), 0);
+  std::vector<size_t> order(demands.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::sort(order.begin(), order.end(), [&](size_t a, size_t b) { return std::tie(demands[a], a) < std::tie(demands[b], b); });
+  double left = total;
+  for (size_t k = 0; k < order.size(); ++k) {
+    const double level = left / static_cast<double>(order.size() - k);  // an equal part of what is left
+    const double give = std::min(std::max(0.0, demands[order[k]]), level);
+    out[order[k]] = give;
+    left -= give;
+  }
+  return out;
+}
+
+Fairness FairnessOf(const std::vector<double>& used, const std::vector<double>& entitled) {
+  Fairness f;
+  double sum = 0, sq = 0, total = 0;
+  size_t n = 0;
+  for (size_t i = 0; i < used.size(); ++i) total += used[i];
+  for (size_t i = 0; i < used.size(); ++i) {
+    if (entitled[i] <= 0) continue;
+    const double x = used[i] / entitled[i];
+    sum += x;
+    sq += x * x;
+    ++n;
+    if (total > 0) f.max_deviation = std::max(f.max_deviation, std::abs(used[i] - entitled[i]) / total);
+  }
+  f.jain = sq > 0 ? sum * sum / (static_cast<double>(n) * sq) : 1;
+  return f;
+}
 
 std::pair<int, int> SplitGang(int gpus, int max_gpus_per_node) {
   if (gpus <= max_gpus_per_node || max_gpus_per_node <= 0) return {1, gpus};
@@ -132,6 +165,9 @@ class Engine {
   void Integrate(Millis until);
   Status StartPlacements(const std::vector<JobId>& placed, Millis now);
   void Released(size_t i, Millis now);
+  void TenantMoves(size_t i, int wait, int run);
+  void TenantIntegrate(Millis until);
+  void CloseWindow(Millis end);
   // Acquiring capacity (options_.autoscale).
   Status Admit(const JobSpec& spec) const;
   void Plan(Millis now);
@@ -186,6 +222,16 @@ class Engine {
   std::vector<TimelinePoint> timeline_;
   size_t done_ = 0;
   double capacity_integral_ = 0;  // GPUs held x time (milli-GPU x ms), for utilisation under autoscaling
+
+  // Tenants (traces that say whose jobs are whose; empty when there is one tenant or none).
+  std::vector<std::string> tenant_names_;
+  std::vector<size_t> tenant_of_;            // per job
+  std::vector<int64_t> tenant_busy_, tenant_wait_;  // milli-GPUs now
+  std::vector<double> win_used_, win_asked_;        // this window, milli-GPU x ms
+  double win_waited_ = 0;
+  double jain_sum_ = 0, jain_weight_ = 0, max_deviation_ = 0;
+  int64_t contended_windows_ = 0;
+  std::vector<TenantSharePoint> tenant_shares_;
 
   // Acquired nodes, by node id (static nodes: offer -1).
   struct Held {
@@ -248,7 +294,7 @@ Status Engine::Load(const Trace& trace) {
     j.spec = JobSpec{.id = JobId{i + 1}, .name = t.name, .tasks = tasks, .gpus_per_task = per_task,
                      .gpu_share = t.gpu_share, .gpu_models = t.gpu_models,
                      .cpu_per_task = MilliCpu{t.cpu.value() / tasks},
-                     .memory_per_task = MiB{t.memory.value() / tasks}, .priority = t.priority,
+                     .memory_per_task = MiB{t.memory.value() / tasks}, .priority = t.priority, .tenant = t.tenant,
                      .estimated_duration = t.duration, .submit_time = t.submit};
     j.duration = t.duration;
     for (const auto& [model, d] : t.duration_by_model) {
@@ -268,6 +314,20 @@ Status Engine::Load(const Trace& trace) {
     }
     arrival_order_.push_back(i);
   }
+  {
+    std::map<std::string, size_t> index;
+    std::vector<size_t> of;
+    for (const SimJob& j : jobs_) of.push_back(index.try_emplace(j.spec.tenant, index.size()).first->second);
+    if (index.size() > 1) {
+      tenant_names_.resize(index.size());
+      for (const auto& [name, k] : index) tenant_names_[k] = name;
+      tenant_of_ = std::move(of);
+      tenant_busy_.assign(index.size(), 0);
+      tenant_wait_.assign(index.size(), 0);
+      win_used_.assign(index.size(), 0);
+      win_asked_.assign(index.size(), 0);
+    }
+  }
   if (options_.autoscale) {
     // The lower bound's price for each job: the cheapest offer that could take it.
     lower_bound_gpu_ms_.assign(jobs_.size(), 0);
@@ -282,7 +342,63 @@ Status Engine::Load(const Trace& trace) {
   return Status::Ok();
 }
 
+// A job's GPUs join or leave its tenant's waiting (`wait`) and running (`run`) counts.
+void Engine::TenantMoves(size_t i, int wait, int run) {
+  if (tenant_of_.empty()) return;
+  const JobSpec& s = jobs_[i].spec;
+  const int64_t milli = static_cast<int64_t>(s.tasks) * s.gpus_per_task * s.gpu_share.value();
+  const size_t t = tenant_of_[i];
+  tenant_wait_[t] += wait * milli;
+  tenant_busy_[t] += run * milli;
+}
+
+// The GPU-time each tenant ran and asked for (ran plus waited) in the fairness window, up to
+// `until`; a window that ends is judged (CloseWindow).
+void Engine::TenantIntegrate(Millis until) {
+  if (tenant_of_.empty()) return;
+  const int64_t len = options_.fairness_window.value();
+  Millis from = last_;
+  while (from < until) {
+    const Millis end{std::min(until.value(), (from.value() / len + 1) * len)};
+    const double dt = static_cast<double>((end - from).value());
+    for (size_t t = 0; t < tenant_busy_.size(); ++t) {
+      win_used_[t] += static_cast<double>(tenant_busy_[t]) * dt;
+      win_asked_[t] += static_cast<double>(tenant_busy_[t] + tenant_wait_[t]) * dt;
+      win_waited_ += static_cast<double>(tenant_wait_[t]) * dt;
+    }
+    if (end.value() % len == 0) CloseWindow(end);
+    from = end;
+  }
+}
+
+// A window where some tenant waited: how fairly its GPU-time went (max-min fair over what each
+// asked), weighted by the GPU-time it held; and each tenant's share, for the plot.
+void Engine::CloseWindow(Millis end) {
+  double ran = 0;
+  size_t asking = 0;
+  for (size_t t = 0; t < win_used_.size(); ++t) {
+    ran += win_used_[t];
+    asking += win_asked_[t] > 0 ? 1 : 0;
+  }
+  if (ran > 0) {
+    TenantSharePoint p{.t = end - options_.fairness_window};
+    for (double u : win_used_) p.shares.push_back(u / ran);
+    tenant_shares_.push_back(std::move(p));
+  }
+  if (win_waited_ > 0 && asking >= 2 && ran > 0) {
+    const Fairness f = FairnessOf(win_used_, WaterFill(win_asked_, ran));
+    jain_sum_ += f.jain * ran;
+    jain_weight_ += ran;
+    max_deviation_ = std::max(max_deviation_, f.max_deviation);
+    ++contended_windows_;
+  }
+  std::fill(win_used_.begin(), win_used_.end(), 0.0);
+  std::fill(win_asked_.begin(), win_asked_.end(), 0.0);
+  win_waited_ = 0;
+}
+
 void Engine::Integrate(Millis until) {
+  TenantIntegrate(until);
   const double dt = static_cast<double>((until - last_).value());
   const double free = static_cast<double>(total_gpu_milli_ - busy_milli_);
   busy_integral_ += static_cast<double>(busy_milli_) * dt;
@@ -336,6 +452,7 @@ Status Engine::StartPlacements(const std::vector<JobId>& placed, Millis now) {
     r.finish = now + run;
     r.first_node = first.id;
     if (j.spec.gpus_per_task > 0) --waiting_gpu_jobs_;
+    TenantMoves(i, -1, +1);
     running_.push({r.finish, i, j.epoch});
     running_jobs_.insert(i);
   }
@@ -354,6 +471,7 @@ MicroUsd Engine::CostOf(const SimJob& j, Millis elapsed) const {
 // accounting follows.
 void Engine::Released(size_t i, Millis now) {
   SimJob& j = jobs_[i];
+  TenantMoves(i, 0, -1);
   for (const TaskAllocation& a : j.tasks) {
     busy_milli_ -= std::popcount(a.gpu_mask) * a.share.value();
     if (options_.autoscale && a.node.value() >= static_nodes_) acquired_busy_milli_ -= std::popcount(a.gpu_mask) * a.share.value();
@@ -405,6 +523,7 @@ Result<bool> Engine::FailJobs(uint32_t node, int gpu, Millis now) {
     Released(i, now);
     ++j.epoch;  // its completion event is now stale
     if (j.spec.gpus_per_task > 0) ++waiting_gpu_jobs_;
+    TenantMoves(i, +1, 0);
   }
   cluster_.RequeueReady(now);  // every task ended at once: no agent, no lease to wait out
   return hit;
@@ -753,6 +872,7 @@ Result<SimReport> Engine::Run() {
       cluster_.Accept(std::move(rec));
       arrived = true;
       if (jobs_[i].spec.gpus_per_task > 0) ++waiting_gpu_jobs_;
+      TenantMoves(i, +1, 0);
     }
     // Nothing freed and nothing arrived: the jobs that waited then still cannot fit. (Within a
     // pass the queue passes over the classes that failed before and have had nothing freed.)
@@ -764,6 +884,7 @@ Result<SimReport> Engine::Run() {
         const size_t i = id.value() - 1;
         results_[i].outcome = Outcome::kNever;
         if (jobs_[i].spec.gpus_per_task > 0) --waiting_gpu_jobs_;
+        TenantMoves(i, -1, 0);
         ++done_;
       }
       if (options_.progress && (passes_ & 1023) == 0) options_.progress(done_, total);
@@ -843,6 +964,67 @@ Result<SimReport> Engine::Run() {
     r.autoscale = std::move(as_);
   }
   r.fragmentation = free_integral_ > 0 ? free_while_waiting_ / free_integral_ : 0;
+  // Per tenant, where the trace says whose jobs are whose.
+  {
+    std::map<std::string, size_t> index;
+    std::vector<TenantResult> ts;
+    std::vector<double> asked, tenant_jct_sum, tenant_queue_sum;
+    for (size_t i = 0; i < results_.size(); ++i) {
+      const std::string& name = jobs_[i].spec.tenant;
+      auto [it, fresh] = index.try_emplace(name, ts.size());
+      if (fresh) {
+        ts.push_back(TenantResult{.name = name});
+        asked.push_back(0);
+        tenant_jct_sum.push_back(0);
+        tenant_queue_sum.push_back(0);
+      }
+      const size_t k = it->second;
+      const JobSpec& spec = jobs_[i].spec;
+      const double gpu_hours = static_cast<double>(spec.tasks * spec.gpus_per_task) * static_cast<double>(spec.gpu_share.value()) /
+                               1000.0 * static_cast<double>(jobs_[i].duration.value()) / 3'600'000.0;
+      ++ts[k].jobs;
+      asked[k] += gpu_hours;
+      const SimJobResult& j = results_[i];
+      if (j.outcome != Outcome::kPlaced) continue;
+      ++ts[k].finished;
+      ts[k].gpu_hours += gpu_hours;
+      tenant_jct_sum[k] += static_cast<double>((j.finish - j.submit).value()) / 1000.0;
+      tenant_queue_sum[k] += static_cast<double>((j.start - j.submit).value()) / 1000.0;
+    }
+    if (ts.size() > 1) {
+      double ran = 0;
+      for (const TenantResult& t : ts) ran += t.gpu_hours;
+      const std::vector<double> entitled = WaterFill(asked, ran);
+      std::vector<double> used;
+      for (size_t k = 0; k < ts.size(); ++k) {
+        TenantResult& t = ts[k];
+        if (t.finished > 0) {
+          t.avg_jct_s = tenant_jct_sum[k] / static_cast<double>(t.finished);
+          t.avg_queue_s = tenant_queue_sum[k] / static_cast<double>(t.finished);
+        }
+        t.share = ran > 0 ? t.gpu_hours / ran : 0;
+        t.entitled = ran > 0 ? entitled[k] / ran : 0;
+        used.push_back(t.gpu_hours);
+      }
+      (void)used;
+      // Fairness over the windows in which some tenant waited (over the whole run every
+      // job ends, and each tenant gets what it asked: fair by construction, so not judged).
+      r.fairness = Fairness{.jain = jain_weight_ > 0 ? jain_sum_ / jain_weight_ : 1, .max_deviation = max_deviation_,
+                            .windows = contended_windows_};
+      // Shares per window, in the report's tenant order (by name).
+      std::vector<size_t> by_name(ts.size());
+      for (size_t k = 0; k < by_name.size(); ++k) by_name[k] = k;
+      std::sort(by_name.begin(), by_name.end(), [&](size_t a, size_t b) { return ts[a].name < ts[b].name; });
+      for (TenantSharePoint& p : tenant_shares_) {
+        std::vector<double> ordered;
+        for (size_t k : by_name) ordered.push_back(k < p.shares.size() ? p.shares[k] : 0);
+        p.shares = std::move(ordered);
+      }
+      r.tenant_shares = std::move(tenant_shares_);
+      std::sort(ts.begin(), ts.end(), [](const TenantResult& a, const TenantResult& b) { return a.name < b.name; });
+      r.tenants = std::move(ts);
+    }
+  }
   r.per_job = std::move(results_);
   r.total_gpus = total_gpu_milli_ / 1000;
   timeline_.push_back(TimelinePoint{last_, static_cast<int32_t>(cluster_.queued().size()), static_cast<double>(busy_milli_) / 1000.0});

@@ -63,6 +63,9 @@ struct SimOptions {
   // "job.placed", subject "job/ID", data: the JSON object of docs/events.md), at simulated time.
   std::function<void(Millis at, const std::string& type, const std::string& subject, const std::string& data)> on_event;
   std::optional<SimAutoscale> autoscale;
+  // Fairness between tenants is judged over windows of this length (those in which some
+  // tenant waited).
+  Millis fairness_window{3'600'000};
 };
 
 struct SimJobResult {
@@ -110,6 +113,36 @@ struct AutoscaleResult {
   std::vector<OfferNodesPoint> nodes;
 };
 
+// One tenant's part of a run (traces that say whose jobs are whose).
+struct TenantResult {
+  std::string name;
+  int64_t jobs = 0;
+  int64_t finished = 0;
+  double avg_jct_s = 0;
+  double avg_queue_s = 0;
+  double gpu_hours = 0;         // what its jobs ran (the trace's GPU time)
+  double share = 0;             // of all GPU-hours jobs ran
+  double entitled = 0;          // its max-min fair share given what it asked (equal weights)
+};
+
+// How fairly GPU-time went round: Jain's index of each tenant's share over its entitlement
+// (1: perfectly fair; 1/n: one tenant had it all), and the largest gap between a tenant's
+// share and its entitlement. The entitlement is max-min fair (water-filling) over what each
+// tenant asked, with equal weights: a tenant that asked for little is entitled to little.
+// In a run: judged window by window (SimOptions::fairness_window), over the windows in which
+// some tenant waited; Jain's index averaged weighted by GPU-time, the deviation the largest.
+struct Fairness {
+  double jain = 1;
+  double max_deviation = 0;
+  int64_t windows = 0;  // windows judged
+};
+
+// Each tenant's share of the GPU-time jobs ran in one window.
+struct TenantSharePoint {
+  Millis t{0};
+  std::vector<double> shares;  // one per SimReport::tenants, in its order
+};
+
 struct SimReport {
   std::string policy;
   uint64_t seed = 0;
@@ -135,9 +168,17 @@ struct SimReport {
   std::vector<TimelinePoint> timeline;  // one point per instant whose state differs from the last
   double gpu_hours_used = 0;            // GPU time jobs held (all nodes)
   std::optional<AutoscaleResult> autoscale;
+  std::vector<TenantResult> tenants;  // by name; empty when the trace has one tenant or none
+  Fairness fairness;
+  std::vector<TenantSharePoint> tenant_shares;
   // Nodes the run acquired, by id beyond the fleet's own (their names in jobs.csv).
   std::vector<std::string> acquired_node_names;
 };
+
+// Max-min fair (water-filling) division of `total` among demands with equal weights.
+std::vector<double> WaterFill(const std::vector<double>& demands, double total);
+// Fairness of `used` against `entitled` (same order); see Fairness.
+Fairness FairnessOf(const std::vector<double>& used, const std::vector<double>& entitled);
 
 // The (tasks, GPUs per task) split described above.
 std::pair<int, int> SplitGang(int gpus, int max_gpus_per_node);

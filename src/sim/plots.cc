@@ -224,6 +224,35 @@ PlotSpec NodesPlot(const SimReport& r, size_t buckets) {
   return p;
 }
 
+PlotSpec TenantSharePlot(const SimReport& r) {
+  PlotSpec p{.title = "Share of GPU-time by tenant (per window)", .x_label = "hours since the first job", .y_label = "% of GPU-time",
+             .series = {}, .log_x = false, .y_max = 100.0};
+  if (r.tenants.empty() || r.tenant_shares.empty()) return p;
+  std::vector<size_t> order(r.tenants.size());
+  for (size_t k = 0; k < order.size(); ++k) order[k] = k;
+  std::sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+    return std::tie(r.tenants[b].gpu_hours, a) < std::tie(r.tenants[a].gpu_hours, b);
+  });
+  const Millis origin = r.timeline.empty() ? r.tenant_shares.front().t : r.timeline.front().t;
+  const size_t shown = std::min<size_t>(8, order.size());
+  for (size_t s = 0; s <= shown; ++s) {
+    if (s == shown && shown == order.size()) break;  // no others
+    PlotSeries series{.name = s < shown ? (r.tenants[order[s]].name.empty() ? "-" : r.tenants[order[s]].name) : "others", .points = {},
+                      .step = true};
+    for (const TenantSharePoint& pt : r.tenant_shares) {
+      double share = 0;
+      if (s < shown) {
+        share = pt.shares[order[s]];
+      } else {
+        for (size_t k = shown; k < order.size(); ++k) share += pt.shares[order[k]];
+      }
+      series.points.emplace_back(Hours(pt.t, origin), 100.0 * share);
+    }
+    p.series.push_back(std::move(series));
+  }
+  return p;
+}
+
 PlotSpec CapacityPlot(const SimReport& r, const std::vector<std::pair<std::string, double>>& static_gpus, size_t buckets) {
   PlotSpec p{.title = "GPUs held and GPUs busy", .x_label = "hours since the first job", .y_label = "GPUs", .series = {}};
   if (r.timeline.empty()) return p;

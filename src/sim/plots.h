@@ -42,6 +42,9 @@ PlotSpec JctPlot(const std::vector<const SimReport*>& reports);
 // Under autoscaling: nodes held of each offer over time (one series per offer that held any);
 // and GPUs held against GPUs busy, with flat lines for the static fleets given (name, GPUs).
 PlotSpec NodesPlot(const SimReport& r, size_t buckets = 1000);
+// Each tenant's share of the GPU-time jobs ran, window by window (the 8 tenants with the most
+// GPU-hours; the rest together as "others").
+PlotSpec TenantSharePlot(const SimReport& r);
 PlotSpec CapacityPlot(const SimReport& r, const std::vector<std::pair<std::string, double>>& static_gpus, size_t buckets = 1000);
 
 // A page comparing policies: a table of the headline numbers and the three plots (inline).

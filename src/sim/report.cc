@@ -36,6 +36,16 @@ std::string FormatReportTable(const SimReport& r) {
                                 r.gpu_failures, r.failures, r.recovery));
     row("lost GPU-hours", fmt::format("{:.1f}", r.lost_gpu_hours));
   }
+  if (!r.tenants.empty()) {
+    row("fairness", fmt::format("Jain's index {:.3f} (1 is fair) over {} tenants, {} contended windows; largest gap from the "
+                                "fair share {:.1f}% of a window's GPU-time",
+                                r.fairness.jain, r.tenants.size(), r.fairness.windows, r.fairness.max_deviation * 100));
+    out += fmt::format("  {:<12} {:>7} {:>10} {:>12} {:>12} {:>8}\n", "tenant", "jobs", "GPU-hours", "avg JCT", "avg queue", "share");
+    for (const TenantResult& t : r.tenants) {
+      out += fmt::format("  {:<12} {:>7} {:>10.1f} {:>10.1f} s {:>10.1f} s {:>7.1f}%\n", t.name.empty() ? "-" : t.name, t.jobs,
+                         t.gpu_hours, t.avg_jct_s, t.avg_queue_s, t.share * 100);
+    }
+  }
   if (r.autoscale) {
     const AutoscaleResult& a = *r.autoscale;
     row("autoscaling", fmt::format("{} nodes bought (at most {} at once), {} stockouts, {} spot reclaims; release {}", a.nodes_bought,
@@ -69,6 +79,17 @@ std::string FormatReportJson(const SimReport& r) {
     j["gpu_failures"] = r.gpu_failures;
     j["failures"] = r.failures;
     j["lost_gpu_hours"] = Round(r.lost_gpu_hours, 3);
+  }
+  if (!r.tenants.empty()) {
+    j["fairness"] = {{"jain", Round(r.fairness.jain, 6)}, {"max_deviation", Round(r.fairness.max_deviation, 6)},
+                     {"windows", r.fairness.windows}};
+    nlohmann::ordered_json ts = nlohmann::ordered_json::array();
+    for (const TenantResult& t : r.tenants) {
+      ts.push_back({{"name", t.name}, {"jobs", t.jobs}, {"finished", t.finished}, {"gpu_hours", Round(t.gpu_hours, 3)},
+                    {"avg_jct_s", Round(t.avg_jct_s, 3)}, {"avg_queue_s", Round(t.avg_queue_s, 3)}, {"share", Round(t.share, 6)},
+                    {"entitled", Round(t.entitled, 6)}});
+    }
+    j["tenants"] = ts;
   }
   if (r.autoscale) {
     const AutoscaleResult& a = *r.autoscale;

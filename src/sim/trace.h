@@ -32,6 +32,7 @@ struct TraceJob {
   MilliCpu cpu{0};              // total for the job
   MiB memory{0};
   int priority = 0;
+  std::string tenant;           // the team it belongs to, where the trace says (Philly's virtual cluster)
   // When the trace's throughput table gives a run time per GPU model (Gavel): model -> time.
   std::vector<std::pair<std::string, Millis>> duration_by_model;
 };

@@ -90,6 +90,7 @@ class PhillyReader final : public TraceReader {
                            j.duration = dur;
                            j.gpus = static_cast<int>(gpus);
                            j.name = fmt::format("{}-{}", f[c[3]], j.line);
+                           j.tenant = std::string(f[c[3]]);  // the virtual cluster: a team
                            return Status::Ok();
                          });
     if (!trace) return trace;

@@ -119,6 +119,7 @@ class EventsReader final : public TraceReader {
           t.memory = MiB{memory * t.tasks};
           if (data->contains("gpu_models")) t.gpu_models = (*data)["gpu_models"].get<std::vector<std::string>>();
           t.priority = static_cast<int>(priority);
+          if (auto tn = data->find("tenant"); tn != data->end() && tn->is_string()) t.tenant = tn->get<std::string>();
           order.push_back(id);
         } else if (what == "placed") {
           if (auto it = jobs.find(id); it != jobs.end()) it->second.placed = *at;

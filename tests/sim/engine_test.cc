@@ -212,5 +212,59 @@ TEST(EngineTest, ItsEventLogReplaysToTheSameSchedule) {
   EXPECT_EQ(second, first) << "every job on the same nodes and GPUs at the same time";
 }
 
+// Max-min fair division and the fairness figures, by hand.
+TEST(FairnessTest, WaterFillAndJain) {
+  const struct {
+    std::vector<double> asked;
+    double total;
+    std::vector<double> want;
+  } fills[] = {
+      {{10, 10}, 10, {5, 5}},
+      {{2, 10}, 10, {2, 8}},        // the small asker gets all it asked; the rest goes to the other
+      {{2, 3, 100}, 30, {2, 3, 25}},
+      {{0, 4}, 4, {0, 4}},
+      {{5, 5}, 20, {5, 5}},         // more than asked: each gets what it asked
+  };
+  for (const auto& f : fills) EXPECT_EQ(WaterFill(f.asked, f.total), f.want) << f.total;
+  const Fairness fair = FairnessOf({5, 5}, {5, 5});
+  EXPECT_DOUBLE_EQ(fair.jain, 1.0);
+  EXPECT_DOUBLE_EQ(fair.max_deviation, 0.0);
+  const Fairness hog = FairnessOf({10, 0}, {5, 5});  // one had it all: 1/n
+  EXPECT_DOUBLE_EQ(hog.jain, 0.5);
+  EXPECT_DOUBLE_EQ(hog.max_deviation, 0.5);
+}
+
+// Two tenants on one 1-GPU node, fifo: A submits ten 1-hour jobs at once, B one job a minute
+// later. B waits nine hours behind A's backlog: the windows in which B waited judge fifo
+// unfair; per tenant, jobs and GPU-hours add up.
+TEST(FairnessTest, FifoLetsAFloodingTenantTakeTheNode) {
+  const Fleet fleet = *ParseFleetShorthand("1x1xV100");
+  Trace trace;
+  for (int i = 0; i < 10; ++i) {
+    trace.jobs.push_back(Job("a", 0, 3600, 1));
+    trace.jobs.back().tenant = "a";
+  }
+  trace.jobs.push_back(Job("b", 60, 3600, 1));
+  trace.jobs.back().tenant = "b";
+  auto r = RunSimulation(fleet, trace, P("fifo"), {});
+  ASSERT_TRUE(r) << r.error().message();
+  ASSERT_EQ(r->tenants.size(), 2u);
+  EXPECT_EQ(r->tenants[0].name, "a");
+  EXPECT_EQ(r->tenants[0].jobs, 10);
+  EXPECT_NEAR(r->tenants[0].gpu_hours, 10, 1e-9);
+  EXPECT_NEAR(r->tenants[1].gpu_hours, 1, 1e-9);
+  EXPECT_NEAR(r->tenants[1].avg_queue_s, 10 * 3600 - 60, 1e-6);
+  EXPECT_GE(r->fairness.windows, 8);
+  EXPECT_NEAR(r->fairness.jain, 0.5, 0.05) << "A held the node while B waited: one tenant had it all";
+  EXPECT_GT(r->fairness.max_deviation, 0.4);
+  ASSERT_FALSE(r->tenant_shares.empty());
+  EXPECT_DOUBLE_EQ(r->tenant_shares.front().shares[0], 1.0);
+  // One tenant: no per-tenant report.
+  Trace one{.jobs = {Job("x", 0, 10, 1)}};
+  auto single = RunSimulation(fleet, one, P("fifo"), {});
+  ASSERT_TRUE(single);
+  EXPECT_TRUE(single->tenants.empty());
+}
+
 }  // namespace
 }  // namespace gp

@@ -81,6 +81,7 @@ bool WriteRun(const std::filesystem::path& dir, const SimReport& r, const Fleet&
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);
   const std::vector<const SimReport*> one = {&r};
+  if (!r.tenants.empty() && !WriteFile(dir / "tenants.svg", SvgPlot(TenantSharePlot(r)))) return false;
   return !ec && WriteFile(dir / "report.json", FormatReportJson(r)) && WriteFile(dir / "report.csv", FormatReportCsv(r)) &&
          WriteFile(dir / "jobs.csv", FormatJobsCsv(r, fleet)) && WriteFile(dir / "queue.svg", SvgPlot(QueuePlot(one))) &&
          WriteFile(dir / "utilisation.svg", SvgPlot(UtilisationPlot(one))) && WriteFile(dir / "jct.svg", SvgPlot(JctPlot(one)));
