@@ -5,7 +5,7 @@
 // for an HttpOnly cookie; every node and its GPUs shown; a submitted job appearing, running
 // and finishing without a reload; its page with the log tail; a job that cannot fit shown
 // with the reason it waits. Exits non-zero on the first failure.
-import { check, finish, launch } from "./harness.mjs";
+import { check, finish, launch, openPage } from "./harness.mjs";
 
 const [base, token, shot, ...nodes] = process.argv.slice(2);
 
@@ -20,10 +20,7 @@ async function submit(body) {
 
 const browser = await launch();
 try {
-  const context = await browser.newContext({ viewport: { width: 1400, height: 900 } });
-  const page = await context.newPage();
-  const errors = [];
-  page.on("pageerror", (e) => errors.push(e.message));
+  const { context, page, errors } = await openPage(browser);
 
   await page.goto(`${base}/`);
   check(await page.locator("form input#token").count() === 1, "without a session, / shows the login form");

@@ -10,6 +10,16 @@ export function launch() {
   });
 }
 
+// A page in a fresh context (its own cookies) at the dashboard's test size, and the script
+// errors it raises.
+export async function openPage(browser) {
+  const context = await browser.newContext({ viewport: { width: 1400, height: 900 } });
+  const page = await context.newPage();
+  const errors = [];
+  page.on("pageerror", (e) => errors.push(e.message));
+  return { context, page, errors };
+}
+
 let failures = 0;
 export function check(ok, what) {
   console.log(`${ok ? "ok" : "FAIL"} ${what}`);

@@ -1,16 +1,13 @@
 // The dashboard signed in with a tenant's token (real headless Chromium): it says who is
 // signed in, shows the tenant's quota and what it holds, and lists that tenant's jobs and
 // events only. Usage: node web/tests/tenant_view.mjs BASE_URL TENANT_TOKEN TENANT MY_JOB OTHER_JOB
-import { check, finish, launch } from "./harness.mjs";
+import { check, finish, launch, openPage } from "./harness.mjs";
 
 const [base, token, tenant, mine, other] = process.argv.slice(2);
 
 const browser = await launch();
 try {
-  const context = await browser.newContext({ viewport: { width: 1400, height: 900 } });
-  const page = await context.newPage();
-  const errors = [];
-  page.on("pageerror", (e) => errors.push(e.message));
+  const { page, errors } = await openPage(browser);
   await page.goto(`${base}/?token=${token}`);
   check(page.url() === `${base}/`, `a tenant's token link signs in too (${page.url()})`);
   await page.waitForFunction((t) => document.querySelector("#whoami").textContent.includes(t), `tenant ${tenant}`, { timeout: 10000 });
