@@ -75,4 +75,11 @@ Result<std::string> LoadOrCreateToken(const std::string& path) {
   return token;
 }
 
+bool SameSecret(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) return false;
+  unsigned char diff = 0;
+  for (size_t i = 0; i < a.size(); ++i) diff = static_cast<unsigned char>(diff | (a[i] ^ b[i]));
+  return diff == 0;
+}
+
 }  // namespace gp

@@ -14,6 +14,8 @@ Result<std::string> LoadOrCreateToken(const std::string& path);
 Result<std::string> NewSecret();
 // SHA-256 of `text` as 64 hex digits (OpenSSL): what the server keeps of a node's credential.
 std::string Sha256Hex(std::string_view text);
+// Compares two secrets without leaking the position of the first difference through timing.
+bool SameSecret(std::string_view a, std::string_view b);
 // Writes `secret` to `path` with mode 0600 (written aside, then renamed over it).
 Status StoreSecret(const std::string& path, const std::string& secret);
 // Reads a token file (whitespace trimmed); the error names the path.

@@ -29,13 +29,6 @@ Status CheckName(const std::string& name, const char* field) {
                 fmt::format("{}: '{}': 1 to 63 of a-z, 0-9 and -, starting with a letter", field, name.substr(0, 80)));
 }
 
-// Constant time, as the other secrets are compared.
-bool Same(std::string_view a, std::string_view b) {
-  if (a.size() != b.size()) return false;
-  unsigned char diff = 0;
-  for (size_t i = 0; i < a.size(); ++i) diff = static_cast<unsigned char>(diff | (a[i] ^ b[i]));
-  return diff == 0;
-}
 
 }  // namespace
 
@@ -152,7 +145,7 @@ std::optional<TokenInfo> Access::Who(std::string_view secret, int64_t now_ms) co
   auto h = by_hash_.find(hash);
   if (h == by_hash_.end()) return std::nullopt;
   const TokenInfo& t = tokens_.at(h->second);
-  if (!Same(t.sha256, hash) || t.revoked || (t.expires_ms > 0 && now_ms >= t.expires_ms) || !tenants_.count(t.tenant)) return std::nullopt;
+  if (!SameSecret(t.sha256, hash) || t.revoked || (t.expires_ms > 0 && now_ms >= t.expires_ms) || !tenants_.count(t.tenant)) return std::nullopt;
   return t;
 }
 

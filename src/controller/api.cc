@@ -78,13 +78,6 @@ std::optional<JobId> ParseId(std::string_view s) {
   return JobId{v};
 }
 
-// Compares without leaking the position of the first difference through timing.
-bool SameSecret(std::string_view a, std::string_view b) {
-  if (a.size() != b.size()) return false;
-  unsigned char diff = 0;
-  for (size_t i = 0; i < a.size(); ++i) diff = static_cast<unsigned char>(diff | (a[i] ^ b[i]));
-  return diff == 0;
-}
 
 }  // namespace
 
@@ -415,7 +408,7 @@ bool Api::WebRoute(const HttpRequest& r, const Respond& respond) const {
 }
 
 Api::Caller Api::TenantCaller(std::string_view token) const {
-  const int64_t now = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+  const int64_t now = c_.Now().value();
   auto t = c_.access().Who(token, now);
   if (!t) return {};
   return Caller{.kind = Caller::Kind::kTenant, .tenant = t->tenant, .role = t->role, .token_id = t->id};
@@ -452,7 +445,7 @@ nlohmann::json TokenToJson(const TokenInfo& t) {
 void Api::AccessRoute(const HttpRequest& r, const Caller& caller, const std::vector<std::string_view>& p, Respond& respond) {
   const std::string& m = r.method;
   Access& access = c_.access();
-  const int64_t now = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+  const int64_t now = c_.Now().value();
   auto body = [&]() -> Result<nlohmann::json> {
     auto j = nlohmann::json::parse(r.body, nullptr, false);
     if (j.is_discarded() || !j.is_object()) return Error(StatusCode::kInvalidArgument, "malformed JSON; expected an object");
@@ -787,7 +780,7 @@ void Api::Route(const HttpRequest& r, const Caller& caller, Respond& respond) {
       start = comma + 1;
     }
     int64_t since = 0;
-    const int64_t now = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+    const int64_t now = c_.Now().value();
     if (auto it = r.query.find("since"); it != r.query.end() && !it->second.empty()) {
       auto d = ParseDuration(it->second);
       if (!d) return respond(Fail(400, "query 'since': " + d.error().message()));

@@ -20,8 +20,7 @@ constexpr double kBootBuckets[] = {5, 10, 30, 60, 120, 300, 600, 1800};
 Autoscaler::Autoscaler(Controller& c, EventLoop& loop, std::vector<std::unique_ptr<Provisioner>> provisioners, AutoscalerOptions o)
     : c_(c), loop_(loop), provisioners_(std::move(provisioners)), o_(std::move(o)) {
   // Claim ids unique across restarts: this server's start, then a counter.
-  claim_prefix_ = fmt::format("c{}", std::chrono::duration_cast<std::chrono::milliseconds>(
-                                         std::chrono::system_clock::now().time_since_epoch()).count());
+  claim_prefix_ = fmt::format("c{}", WallMs());
   worker_ = std::thread([this] {
     for (;;) {
       std::function<void()> fn;
@@ -205,7 +204,7 @@ void Autoscaler::Tick() {
   // O(queued jobs), once a tick: what waits decides both what to buy and whether to release.
   std::vector<CapacityDemand> demands;
   for (const JobRecord* j : c_.WaitingForCapacity()) {
-    if (auto d = DemandOf(c_.fleet(), j->spec)) demands.push_back(std::move(*d));
+    if (auto d = CapacityDemandOf(c_.fleet(), j->spec)) demands.push_back(std::move(*d));
   }
   Plan(demands, now);
   Release(OffersWanted(c_.fleet(), demands), now);
@@ -534,9 +533,7 @@ void Autoscaler::Forget(const std::string& id) {
   claims_.erase(it);
 }
 
-int64_t Autoscaler::WallMs() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
-}
+int64_t Autoscaler::WallMs() const { return c_.Now().value(); }
 
 std::string Autoscaler::ExplainJob(JobId id) const {
   const int64_t now = NowMs();

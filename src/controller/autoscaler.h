@@ -107,7 +107,7 @@ class Autoscaler {
   // lists) holds planning back until it is answered.
   void Work(std::function<void()> fn, bool counted = true);
   static int64_t NowMs();
-  static int64_t WallMs();
+  int64_t WallMs() const;  // the controller's clock (wall time in the server)
   void Forget(const std::string& id);  // records its billed idle time, then drops it
 
   Controller& c_;

@@ -210,6 +210,9 @@ class Controller {
   // What a waiting job waits for from the autoscaler (set by it; "" when nothing).
   std::function<std::string(JobId)> explain_capacity;
   const Fleet& fleet() const { return fleet_; }
+  // The injected clock's time (the wall clock in the server): what the Api and the autoscaler
+  // date tokens, usage and records with.
+  Millis Now() const { return clock_.Now(); }
   // Tenants and their tokens (loaded from the store by Recover).
   Access& access() { return access_; }
   const Access& access() const { return access_; }

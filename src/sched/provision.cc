@@ -447,7 +447,7 @@ std::vector<uint8_t> OffersWanted(const Fleet& fleet, std::span<const CapacityDe
   return wanted;
 }
 
-std::optional<CapacityDemand> DemandOf(const Fleet& fleet, const JobSpec& s) {
+std::optional<CapacityDemand> CapacityDemandOf(const Fleet& fleet, const JobSpec& s) {
   if (s.gpus_per_task <= 0) return std::nullopt;
   CapacityDemand d{.job = s.id, .tasks = s.tasks, .gpus_per_task = s.gpus_per_task, .min_gpu_memory = s.min_gpu_memory,
                    .cpu_per_task = s.cpu_per_task, .memory_per_task = s.memory_per_task,

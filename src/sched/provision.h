@@ -125,7 +125,7 @@ std::vector<uint8_t> OffersWanted(const Fleet& fleet, std::span<const CapacityDe
 
 // What a waiting job asks of new capacity (its models interned in `fleet`); nullopt for a job
 // that asks for no GPU, or only for models no offer or node of the fleet names.
-std::optional<CapacityDemand> DemandOf(const Fleet& fleet, const JobSpec& spec);
+std::optional<CapacityDemand> CapacityDemandOf(const Fleet& fleet, const JobSpec& spec);
 
 // The price per GPU-hour of the cheapest offer that could ever take one of the job's tasks
 // (its model, GPUs a node, memory, CPU, price limit, tier; blocks aside; an offer marked

@@ -171,6 +171,14 @@ class Engine {
   // Acquiring capacity (options_.autoscale).
   Status Admit(const JobSpec& spec) const;
   void Plan(Millis now);
+  // What the waiting jobs ask of new capacity. O(queued jobs).
+  std::vector<CapacityDemand> QueuedDemands() const {
+    std::vector<CapacityDemand> out;
+    for (uint64_t id : cluster_.queued()) {
+      if (auto d = CapacityDemandOf(fleet_, cluster_.Find(JobId{id})->spec)) out.push_back(std::move(*d));
+    }
+    return out;
+  }
   void Buy(size_t offer, Millis now);
   void Booted(uint32_t node, Millis now);
   void Check(uint32_t node, Millis now);
@@ -277,7 +285,7 @@ Status Engine::Admit(const JobSpec& spec) const {
   auto p = CompileJob(spec, fleet_);
   if (p && FitsFleet(state_, *p)) return Status::Ok();
   if (spec.gpus_per_task <= 0) return Status::Ok();
-  auto d = DemandOf(fleet_, spec);
+  auto d = CapacityDemandOf(fleet_, spec);
   if (!d) return Status(StatusCode::kFailedPrecondition, "no node or offer of this fleet has its GPU model");
   // What the planner would buy for it alone, every offer empty and unblocked.
   const ProvisionPlan plan = PlanCapacity(fleet_, ProvisionInput{.demands = std::span(&*d, 1)});
@@ -332,7 +340,7 @@ Status Engine::Load(const Trace& trace) {
     // The lower bound's price for each job: the cheapest offer that could take it.
     lower_bound_gpu_ms_.assign(jobs_.size(), 0);
     for (size_t i = 0; i < jobs_.size(); ++i) {
-      auto d = DemandOf(fleet_, jobs_[i].spec);
+      auto d = CapacityDemandOf(fleet_, jobs_[i].spec);
       auto price = d ? CheapestPerGpuHour(fleet_, *d) : std::nullopt;
       if (price) lower_bound_gpu_ms_[i] = static_cast<double>(price->value());
     }
@@ -577,10 +585,7 @@ Status Engine::OnFault(const Fault& f, Millis now) {
 // autoscaler's decision, sched/provision.h). A refused create blocks its offer and the plan is
 // made again at once, without it.
 void Engine::Plan(Millis now) {
-  std::vector<CapacityDemand> demands;
-  for (uint64_t id : cluster_.queued()) {
-    if (auto d = DemandOf(fleet_, cluster_.Find(JobId{id})->spec)) demands.push_back(std::move(*d));
-  }
+  const std::vector<CapacityDemand> demands = QueuedDemands();
   if (demands.empty()) return;
   bool bought = false;
   for (int round = 0; round < 64; ++round) {
@@ -703,11 +708,7 @@ void Engine::Check(uint32_t id, Millis now) {
   // (a gang may be waiting for its other nodes). Looked at again later, without keeping the
   // run going on its own.
   if (!cluster_.queued().empty()) {
-    std::vector<CapacityDemand> demands;
-    for (uint64_t q : cluster_.queued()) {
-      if (auto d = DemandOf(fleet_, cluster_.Find(JobId{q})->spec)) demands.push_back(std::move(*d));
-    }
-    if (OffersWanted(fleet_, demands)[static_cast<size_t>(me.offer)]) {
+    if (OffersWanted(fleet_, QueuedDemands())[static_cast<size_t>(me.offer)]) {
       PushScale({now + options_.autoscale->idle_after, ScaleEvent::kCheck, id, me.idle_gen, /*alive=*/false});
       return;
     }

@@ -83,7 +83,6 @@ def main(gpupool):
         print(f"{rounds} crashes, {len(jobs)} jobs, {len(seen)} instances over {len(per_claim)} claims")
     finally:
         pool.stop()
-        pool.kill_local_instances()
     return c.done()
 
 

@@ -167,7 +167,6 @@ def main(gpupool):
         c.check(after == before, f"usage survives a restart: {before.get('total')} then {after.get('total')}")
     finally:
         pool.stop()
-        pool.kill_local_instances()
     return c.done()
 
 

@@ -186,13 +186,19 @@ class Pool:
         except (OSError, ValueError, KeyError):
             return {}
 
-    def kill_local_instances(self, provider="lab"):
-        """Agents a `local` provisioner started live in sessions of their own: stop any left behind."""
-        for i in self.local_instances(provider).values():
-            try:
-                os.killpg(i["pid"], signal.SIGKILL)
-            except (ProcessLookupError, PermissionError, KeyError):
-                pass
+    def kill_local_instances(self):
+        """Agents the server's `local` provisioners started live in sessions of their own (as
+        cloud machines outlive the server): stop any left behind."""
+        try:
+            providers = os.listdir(f"{self.dir}/server/provisioners")
+        except OSError:
+            return
+        for provider in providers:
+            for i in self.local_instances(provider).values():
+                try:
+                    os.killpg(i["pid"], signal.SIGKILL)
+                except (ProcessLookupError, PermissionError, KeyError):
+                    pass
 
     def stop(self):
         for p in [self.server, *self.agents]:
@@ -207,6 +213,7 @@ class Pool:
                     p.wait(timeout=10)
                 except subprocess.TimeoutExpired:
                     p.kill()
+        self.kill_local_instances()
 
 
 class Checks:

@@ -108,7 +108,6 @@ def main(gpupool):
         c.check(not left, f"the provisioner holds no instance at the end: {list(left)}")
     finally:
         pool.stop()
-        pool.kill_local_instances()
     return c.done()
 
 
