@@ -483,7 +483,9 @@ void Api::AccessRoute(const HttpRequest& r, const Caller& caller, const std::vec
       t.cohort = *cohort;
       if (j->contains("weight")) {
         if (!(*j)["weight"].is_number_integer()) return respond(Fail(400, "field 'weight': expected a whole number 1..1000"));
-        t.weight = static_cast<int>(std::clamp<int64_t>((*j)["weight"].get<int64_t>(), -1, 1001));
+        const int64_t w = (*j)["weight"].get<int64_t>();
+        if (w < 1 || w > 1000) return respond(Fail(400, fmt::format("weight: {}: expected 1..1000", w)));
+        t.weight = static_cast<int>(w);
       }
       if (j->contains("quota")) {
         const auto& q = (*j)["quota"];
@@ -492,7 +494,11 @@ void Api::AccessRoute(const HttpRequest& r, const Caller& caller, const std::vec
           if (!gpus.is_number_integer()) {
             return respond(Fail(400, fmt::format("field 'quota': {}: expected a whole number of GPUs", model)));
           }
-          t.quota[model] = static_cast<int>(std::clamp<int64_t>(gpus.get<int64_t>(), -1, 1'000'001));
+          const int64_t n = gpus.get<int64_t>();
+          if (n < 0 || n > 1'000'000) {
+            return respond(Fail(400, fmt::format("quota: {}={}: expected 0..1000000 GPUs", model, n)));
+          }
+          t.quota[model] = static_cast<int>(n);
         }
       }
       auto made = access.CreateTenant(std::move(t), now);

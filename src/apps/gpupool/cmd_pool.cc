@@ -423,7 +423,9 @@ int RunDev(const DevArgs& a) {
     fleet = *ParseFleetShorthand("2x8xH100");
   }
   if (a.autoscale && fleet.offers.empty()) {
-    return fail(fmt::format("--autoscale: {} has no [[offer]] to buy nodes from", fleet_path.empty() ? "the fleet" : fleet_path));
+    return fail(fleet_path.empty() ? "--autoscale: examples/fleets/dev-autoscale.toml is not here (run from the repository, or "
+                                     "give --fleet FILE with [[offer]]s)"
+                                   : fmt::format("--autoscale: {} has no [[offer]] to buy nodes from", fleet_path));
   }
   // Scaled down: the first node of each group, up to max_nodes.
   std::vector<const Node*> picks;
