@@ -11,11 +11,14 @@
 
 namespace gp {
 
+using TenantIndex = uint32_t;  // a tenant in the scheduler's book (sched/tenants.h); 0: none
+
 struct PendingJob {
   const JobSpec* spec = nullptr;
   uint64_t model_mask = 0;          // bit m: GPU model m allowed; bit 63: nodes with no GPU
   std::optional<SiteId> data_site;
   Millis attained{0};               // GPU-time already received (for least-attained-service)
+  TenantIndex tenant = 0;           // set by the state owner from spec->tenant
 };
 
 // The GPU models the job names that the fleet does not have (for messages).

@@ -18,6 +18,7 @@
 #include "sched/pending.h"
 #include "sched/reason.h"
 #include "sched/snapshot.h"
+#include "sched/tenants.h"
 
 namespace gp {
 
@@ -69,6 +70,37 @@ class Scorer {
   virtual void Explain(const PendingJob& /*job*/, const TaskDemand& /*demand*/,
                        const NodeState& /*node*/, const ScoreContext& /*ctx*/,
                        std::vector<ScoreTerm>& /*out*/) const {}
+};
+
+// What admission stages and share orders read: the tenants' books, what this pass has placed
+// for each, and the cluster's totals (for dominant shares).
+struct TenantView {
+  const TenantBook& book;
+  const TenantPassUse& pass;
+  int64_t total_gpu_milli = 0;
+  int64_t total_cpu = 0;     // millicores
+  int64_t total_memory = 0;  // MiB
+};
+
+// An admission stage (Kueue's admission, apart from placement): whether the job may take this
+// node's resources at all, whatever is free on it (the tenant's quota of the node's GPU model).
+// Runs after the filters, on the nodes that passed them.
+class AdmissionCheck {
+ public:
+  virtual ~AdmissionCheck() = default;
+  virtual std::optional<Reason> Check(const PendingJob& job, const TaskDemand& demand, const NodeState& node,
+                                      const TenantView& view) const = 0;
+  // false: the job can never be admitted, whatever runs (it asks more than it could ever hold).
+  virtual bool Ever(const PendingJob& /*job*/, const TenantView& /*view*/) const { return true; }
+};
+
+// The order between tenants (Slurm's fair share, Mesos' DRF): the tenant whose rank is
+// smallest has its next job looked at first; within a tenant, its own queue order. Ranks are
+// read again after each placement of a pass.
+class ShareOrder {
+ public:
+  virtual ~ShareOrder() = default;
+  virtual double Rank(TenantIndex tenant, const TenantView& view) const = 0;
 };
 
 }  // namespace gp

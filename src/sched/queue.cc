@@ -9,12 +9,14 @@ ShapeKey ShapeOf(const PendingJob& job) {
   return ShapeKey{.mask = job.model_mask, .cpu = s.cpu_per_task.value(), .memory = s.memory_per_task.value(),
                   .gpu_memory = s.min_gpu_memory.value(),
                   .price = s.max_price_per_gpu_hour ? s.max_price_per_gpu_hour->value() : -1,
-                  .gpus = s.gpus_per_task, .share = static_cast<int32_t>(s.gpu_share.value()), .tasks = s.tasks};
+                  .gpus = s.gpus_per_task, .share = static_cast<int32_t>(s.gpu_share.value()), .tasks = s.tasks,
+                  .tenant = job.tenant};
 }
 
 size_t ShapeHash::operator()(const ShapeKey& k) const {
   uint64_t h = k.mask * 0x9E3779B97F4A7C15ULL;
-  for (int64_t v : {k.cpu, k.memory, k.gpu_memory, k.price, int64_t{k.gpus}, int64_t{k.share}, int64_t{k.tasks}}) {
+  for (int64_t v : {k.cpu, k.memory, k.gpu_memory, k.price, int64_t{k.gpus}, int64_t{k.share}, int64_t{k.tasks},
+                    int64_t{k.tenant}}) {
     h = (h ^ static_cast<uint64_t>(v)) * 0x100000001B3ULL;
   }
   return static_cast<size_t>(h);
@@ -30,7 +32,8 @@ void JobQueue::Add(const PendingJob& job) {
   const ShapeKey shape = ShapeOf(job);
   auto [it, fresh] = class_of_.try_emplace(shape, static_cast<uint32_t>(classes_.size()));
   if (fresh) classes_.push_back(Class{.shape = shape});
-  const QueueKey key = order_->Key(job);
+  const QueueOrder* order = job.tenant < tenant_orders_.size() && tenant_orders_[job.tenant] ? tenant_orders_[job.tenant] : order_;
+  const QueueKey key = order->Key(job);
   classes_[it->second].jobs.insert(Entry{.key = key, .id = job.spec->id, .job = job});
   where_[job.spec->id.value()] = Where{.cls = it->second, .key = key};
 }
@@ -42,6 +45,15 @@ bool JobQueue::Remove(JobId id) {
   c.jobs.erase(Entry{.key = it->second.key, .id = id});
   where_.erase(it);
   return true;
+}
+
+void JobQueue::SetOrder(TenantIndex tenant, const QueueOrder* order) {
+  if (tenant_orders_.size() <= tenant) tenant_orders_.resize(tenant + 1, nullptr);
+  tenant_orders_[tenant] = order;
+}
+
+void JobQueue::UnblockAll() {
+  for (Class& c : classes_) c.blocked_at = 0;
 }
 
 void JobQueue::Block(uint32_t cls, uint64_t generation, Decision why) {

@@ -28,6 +28,7 @@ struct ShapeKey {
   uint64_t mask = 0;
   int64_t cpu = 0, memory = 0, gpu_memory = 0, price = -1;
   int32_t gpus = 0, share = 0, tasks = 0;
+  TenantIndex tenant = 0;  // a tenant's quota and place in the share order are its own
   bool operator==(const ShapeKey&) const = default;
 };
 ShapeKey ShapeOf(const PendingJob& job);
@@ -70,6 +71,12 @@ class JobQueue {
 
   explicit JobQueue(const QueueOrder& order) : order_(&order) {}
 
+  // A tenant's own queue order (nullptr: the queue's), for its jobs added from now on; the
+  // order must outlive the queue. Keys of different orders are compared only under a share
+  // order, which picks the tenant first.
+  void SetOrder(TenantIndex tenant, const QueueOrder* order);
+  // Every class looked at again in the next pass (quotas or weights changed).
+  void UnblockAll();
   // The job waits (its spec must outlive its time in the queue). Adding a job already here
   // replaces it.
   void Add(const PendingJob& job);
@@ -91,6 +98,7 @@ class JobQueue {
 
  private:
   const QueueOrder* order_;
+  std::vector<const QueueOrder*> tenant_orders_;
   std::vector<Class> classes_;
   std::unordered_map<ShapeKey, uint32_t, ShapeHash> class_of_;
   struct Where {

@@ -20,6 +20,7 @@ std::string_view ReasonName(ReasonCode code) {
     case ReasonCode::kGangSize: return "gang-size";
     case ReasonCode::kClusterGpus: return "cluster-gpus";
     case ReasonCode::kTaskSlots: return "task-slots";
+    case ReasonCode::kQuota: return "quota";
     case ReasonCode::kCount: break;
   }
   return "?";
@@ -60,6 +61,14 @@ std::string DescribeReason(const Reason& r, const Fleet& fleet, const PendingJob
                          static_cast<double>(r.available) / 1000, static_cast<double>(r.capacity) / 1000);
     case ReasonCode::kTaskSlots:
       return fmt::format("tasks: the node runs at most {} at once (its CPUs and process limit), {} free", r.capacity, r.available);
+    case ReasonCode::kQuota: {
+      const std::string model = r.model >= 0 && r.model < static_cast<int64_t>(fleet.models.size())
+                                    ? fleet.models[static_cast<size_t>(r.model)].name
+                                    : std::string("GPU");
+      return fmt::format("quota: tenant {} asks {:g} {}, may take {:g} more (quota {:g})",
+                         job.spec->tenant.empty() ? "-" : job.spec->tenant, static_cast<double>(r.asked) / 1000, model,
+                         static_cast<double>(r.available) / 1000, static_cast<double>(r.capacity) / 1000);
+    }
     case ReasonCode::kCount: break;
   }
   return "?";

@@ -26,6 +26,7 @@ enum class ReasonCode : uint8_t {
   kGangSize,       // tasks: asked, tasks that fit, -
   kClusterGpus,    // whole cluster, thousandths of GPUs: asked in all, free, total
   kTaskSlots,      // tasks at once on the node: asked 1, free slots, slots
+  kQuota,          // the tenant's quota, thousandths of a GPU of `model`: asked, it may take, nominal
   kCount
 };
 inline constexpr int kReasonCodeCount = static_cast<int>(ReasonCode::kCount);
@@ -35,6 +36,7 @@ struct Reason {
   int64_t asked = 0;
   int64_t available = 0;
   int64_t capacity = 0;
+  int16_t model = -1;  // kQuota: the GPU model's bit
 };
 
 // Short stable name, e.g. "gpu-count".

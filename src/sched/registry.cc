@@ -26,17 +26,49 @@ void Registry::AddScorer(std::string name, std::string description, Factory<Scor
   scorer_order_.push_back(name);
   scorers_[std::move(name)] = {std::move(description), std::move(f)};
 }
+void Registry::AddAdmission(std::string name, std::string description, Factory<AdmissionCheck> f) {
+  admission_order_.push_back(name);
+  admissions_[std::move(name)] = {std::move(description), std::move(f)};
+}
+void Registry::AddShareOrder(std::string name, std::string description, Factory<ShareOrder> f) {
+  share_order_.push_back(name);
+  shares_[std::move(name)] = {std::move(description), std::move(f)};
+}
+
+Result<std::unique_ptr<QueueOrder>> Registry::MakeQueueOrder(const std::string& name) const {
+  auto q = queues_.find(name);
+  if (q == queues_.end()) {
+    return InvalidArgument(fmt::format("unknown queue order '{}'; known: {}", name, KnownNames(queue_order_, queues_)));
+  }
+  return q->second.make();
+}
+
 void Registry::AddPolicy(PolicyRecipe recipe) { policies_.push_back(std::move(recipe)); }
 
 Result<Policy> Registry::MakePolicy(const PolicyRecipe& recipe) const {
   Policy p{.name = recipe.name, .description = recipe.description, .queue_name = recipe.queue,
            .order = recipe.order, .candidate_limit = recipe.candidate_limit};
-  auto q = queues_.find(recipe.queue);
-  if (q == queues_.end()) {
-    return InvalidArgument(fmt::format("unknown queue order '{}'; known: {}", recipe.queue,
-                                       KnownNames(queue_order_, queues_)));
+  if (auto sh = shares_.find(recipe.queue); sh != shares_.end()) {
+    // Between tenants by share; within each, FIFO unless the tenant names its own order.
+    p.share_name = recipe.queue;
+    p.share = sh->second.make();
+    p.queue = queues_.at("fifo").make();
+  } else {
+    auto q = queues_.find(recipe.queue);
+    if (q == queues_.end()) {
+      return InvalidArgument(fmt::format("unknown queue order '{}'; known: {}, {}", recipe.queue,
+                                         KnownNames(queue_order_, queues_), KnownNames(share_order_, shares_)));
+    }
+    p.queue = q->second.make();
   }
-  p.queue = q->second.make();
+  p.admission_names = recipe.admissions.empty() ? admission_order_ : recipe.admissions;
+  for (const std::string& name : p.admission_names) {
+    auto a = admissions_.find(name);
+    if (a == admissions_.end()) {
+      return InvalidArgument(fmt::format("unknown admission stage '{}'; known: {}", name, KnownNames(admission_order_, admissions_)));
+    }
+    p.admissions.push_back(a->second.make());
+  }
   p.filter_names = recipe.filters.empty() ? filter_order_ : recipe.filters;
   for (const std::string& name : p.filter_names) {
     auto f = filters_.find(name);
@@ -58,7 +90,8 @@ Result<Policy> Registry::MakePolicy(const PolicyRecipe& recipe) const {
 }
 
 PolicyRecipe Registry::RecipeOf(const Policy& p) {
-  PolicyRecipe r{.name = p.name, .description = p.description, .queue = p.queue_name, .filters = p.filter_names,
+  PolicyRecipe r{.name = p.name, .description = p.description, .queue = p.share ? p.share_name : p.queue_name,
+                 .admissions = p.admission_names, .filters = p.filter_names,
                  .order = p.order, .candidate_limit = p.candidate_limit};
   for (const WeightedScorer& s : p.scorers) r.scorers.emplace_back(s.name, s.weight);
   return r;
@@ -106,6 +139,8 @@ std::vector<Registry::Entry> Entries(const std::vector<std::string>& order, cons
 std::vector<Registry::Entry> Registry::QueueOrders() const { return Entries(queue_order_, queues_); }
 std::vector<Registry::Entry> Registry::Filters() const { return Entries(filter_order_, filters_); }
 std::vector<Registry::Entry> Registry::Scorers() const { return Entries(scorer_order_, scorers_); }
+std::vector<Registry::Entry> Registry::Admissions() const { return Entries(admission_order_, admissions_); }
+std::vector<Registry::Entry> Registry::ShareOrders() const { return Entries(share_order_, shares_); }
 std::vector<Registry::Entry> Registry::Policies() const {
   std::vector<Entry> out;
   for (const PolicyRecipe& r : policies_) out.push_back({r.name, r.description});
@@ -118,6 +153,7 @@ const Registry& BuiltinRegistry() {
     RegisterQueueOrders(*r);
     RegisterFilters(*r);
     RegisterScorers(*r);
+    RegisterTenantPlugins(*r);
     RegisterPolicies(*r);
     return r;
   }();

@@ -33,7 +33,11 @@ struct Policy {
   std::string name;
   std::string description;
   std::string queue_name;
-  std::unique_ptr<QueueOrder> queue;
+  std::unique_ptr<QueueOrder> queue;   // within a tenant, when a share order is set
+  std::string share_name;              // "" none: one queue for every tenant
+  std::unique_ptr<ShareOrder> share;
+  std::vector<std::string> admission_names;
+  std::vector<std::unique_ptr<AdmissionCheck>> admissions;
   std::vector<std::string> filter_names;
   std::vector<std::unique_ptr<Filter>> filters;
   std::vector<WeightedScorer> scorers;
@@ -44,7 +48,8 @@ struct Policy {
 struct PolicyRecipe {
   std::string name;
   std::string description;
-  std::string queue;
+  std::string queue;                 // a queue order, or a share order (then FIFO within a tenant)
+  std::vector<std::string> admissions;  // empty: every registered stage
   std::vector<std::string> filters;  // empty: every registered filter, in registration order
   std::vector<std::pair<std::string, double>> scorers;
   CandidateOrder order = CandidateOrder::kTightestFirst;
@@ -64,6 +69,11 @@ class Registry {
   void AddQueueOrder(std::string name, std::string description, Factory<QueueOrder> f);
   void AddFilter(std::string name, std::string description, Factory<Filter> f);
   void AddScorer(std::string name, std::string description, Factory<Scorer> f);
+  void AddAdmission(std::string name, std::string description, Factory<AdmissionCheck> f);
+  // A share order is named where a queue order is ("fairshare/packing").
+  void AddShareOrder(std::string name, std::string description, Factory<ShareOrder> f);
+  // A queue order by name (for a tenant's own order), or the error listing the known ones.
+  Result<std::unique_ptr<QueueOrder>> MakeQueueOrder(const std::string& name) const;
   void AddPolicy(PolicyRecipe recipe);
 
   // "las", "fifo", or "QUEUE/POLICY". The error lists what is known.
@@ -79,6 +89,8 @@ class Registry {
   std::vector<Entry> QueueOrders() const;
   std::vector<Entry> Filters() const;
   std::vector<Entry> Scorers() const;
+  std::vector<Entry> Admissions() const;
+  std::vector<Entry> ShareOrders() const;
   std::vector<Entry> Policies() const;  // in registration order
 
  private:
@@ -93,6 +105,10 @@ class Registry {
   std::vector<std::string> filter_order_;
   std::map<std::string, Slot<Scorer>> scorers_;
   std::vector<std::string> scorer_order_;
+  std::map<std::string, Slot<AdmissionCheck>> admissions_;
+  std::vector<std::string> admission_order_;
+  std::map<std::string, Slot<ShareOrder>> shares_;
+  std::vector<std::string> share_order_;
   std::vector<PolicyRecipe> policies_;
 };
 
@@ -100,6 +116,7 @@ class Registry {
 void RegisterQueueOrders(Registry& r);
 void RegisterFilters(Registry& r);
 void RegisterScorers(Registry& r);
+void RegisterTenantPlugins(Registry& r);  // tenant_plugins.cc: quota admission, fairshare, drf
 void RegisterPolicies(Registry& r);
 const Registry& BuiltinRegistry();
 

@@ -32,6 +32,8 @@ void SchedState::AddNode(NodeState node) {
   if (node.gpu_count > 0) ++prices_[node.price.value()];
   free_gpu_milli_ += FreeMilli(node);
   total_gpu_milli_ += int64_t{node.gpu_count} * kWholeGpu.value();
+  total_cpu_ += node.cpu_total.value();
+  total_memory_ += node.memory_total.value();
   improved_[node.model_bit] = generation_;
 }
 
@@ -49,6 +51,8 @@ void SchedState::Changed(NodeId id, const NodeState& before) {
   if (after.gpu_count > 0) ++prices_[after.price.value()];
   free_gpu_milli_ += FreeMilli(after) - FreeMilli(before);
   total_gpu_milli_ += (int64_t{after.gpu_count} - before.gpu_count) * kWholeGpu.value();
+  total_cpu_ += after.cpu_total.value() - before.cpu_total.value();
+  total_memory_ += after.memory_total.value() - before.memory_total.value();
   if (!NoBetter(after, before)) {
     improved_[after.model_bit] = generation_;
     improved_[before.model_bit] = generation_;

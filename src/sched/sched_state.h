@@ -23,6 +23,7 @@
 #include "core/status.h"
 #include "sched/index.h"
 #include "sched/snapshot.h"
+#include "sched/tenants.h"
 
 namespace gp {
 
@@ -80,6 +81,13 @@ class SchedState {
   // The latest generation at which a node of a model in `mask` improved.
   uint64_t ImprovedSince(uint64_t mask) const;
 
+  // The tenants' quotas, usage and decayed usage (the owner charges every allocation).
+  TenantBook& tenants() { return tenants_; }
+  const TenantBook& tenants() const { return tenants_; }
+  // CPU (millicores) and memory (MiB) of every node, for dominant shares.
+  int64_t total_cpu() const { return total_cpu_; }
+  int64_t total_memory() const { return total_memory_; }
+
   const FreeGpuIndex& index() const { return index_; }
   const std::map<CapacityKey, int>& capacities() const { return capacities_; }
 
@@ -97,7 +105,10 @@ class SchedState {
   std::array<uint64_t, 64> improved_{};
   int64_t free_gpu_milli_ = 0;
   int64_t total_gpu_milli_ = 0;
+  int64_t total_cpu_ = 0;
+  int64_t total_memory_ = 0;
   uint64_t generation_ = 0;
+  TenantBook tenants_;
 };
 
 // Whether `after` can fit nothing that `before` could not (every free figure the same or less,

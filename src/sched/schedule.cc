@@ -104,11 +104,26 @@ bool FitsClasses(const std::map<CapacityKey, int>& classes, const PendingJob& jo
   return false;
 }
 
-std::optional<Reason> FirstRejection(const Policy& policy, const PendingJob& job, const TaskDemand& d, const NodeState& n) {
+std::optional<Reason> FirstRejection(const Policy& policy, const PendingJob& job, const TaskDemand& d, const NodeState& n,
+                                     const TenantView& view) {
   for (const auto& f : policy.filters) {
     if (auto r = f->Check(job, d, n)) return r;
   }
+  for (const auto& a : policy.admissions) {
+    if (auto r = a->Check(job, d, n, view)) return r;
+  }
   return std::nullopt;
+}
+
+// Whether every admission stage could ever admit the job (else it never runs).
+bool EverAdmitted(const Policy& policy, const PendingJob& job, const TenantView& view) {
+  return std::all_of(policy.admissions.begin(), policy.admissions.end(),
+                     [&](const auto& a) { return a->Ever(job, view); });
+}
+
+TenantView ViewOf(const SchedState& st, const TenantPassUse& pass) {
+  return TenantView{.book = st.tenants(), .pass = pass, .total_gpu_milli = st.total_gpu_milli(), .total_cpu = st.total_cpu(),
+                    .total_memory = st.total_memory()};
 }
 
 // Reason counts, most nodes first, then by reason code; with kGangSize when some nodes passed.
@@ -137,8 +152,8 @@ void Count(std::array<ReasonCount, kReasonCodeCount>& counts, const Reason& r, i
 class Pass {
  public:
   Pass(const SchedState& st, const Policy& policy, Rng& rng)
-      : st_(st), policy_(policy), rng_(rng), overlay_(st.index()), free_gpu_milli_(st.free_gpu_milli()),
-        max_price_(st.max_price()) {
+      : st_(st), policy_(policy), rng_(rng), view_(ViewOf(st, pass_use_)), overlay_(st.index()),
+        free_gpu_milli_(st.free_gpu_milli()), max_price_(st.max_price()) {
     slot_order_.slots = st.index().ordered();
     if (policy.order == CandidateOrder::kCheapestFirst) {
       const auto& slots = st.index().slots();
@@ -150,6 +165,8 @@ class Pass {
   }
 
   int64_t total_gpu_milli() const { return st_.total_gpu_milli(); }
+  // The tenants as this pass sees them (with its own placements).
+  const TenantView& view() const { return view_; }
   // Thousandths of a GPU free in the whole cluster, as this pass sees it.
   int64_t free_gpu_milli() const { return free_gpu_milli_; }
 
@@ -163,7 +180,7 @@ class Pass {
     for (int t = 0; t < job.spec->tasks; ++t) {
       std::optional<TaskAllocation> a = PlaceTask(job, d, gang, order);
       if (!a) {
-        for (auto it = done.rbegin(); it != done.rend(); ++it) Undo(*it);
+        for (auto it = done.rbegin(); it != done.rend(); ++it) Undo(*it, job.tenant);
         return std::nullopt;
       }
       done.push_back(*a);
@@ -221,6 +238,9 @@ class Pass {
       for (const auto& f : policy_.filters) {
         if (f->Check(job, d, n)) return true;
       }
+      for (const auto& adm : policy_.admissions) {
+        if (adm->Check(job, d, n, view_)) return true;
+      }
       double score = 0;
       for (const WeightedScorer& s : policy_.scorers) score += s.weight * s.scorer->Score(job, d, n, ctx);
       if (score > best_score || (score == best_score && pos < best)) {
@@ -248,10 +268,11 @@ class Pass {
     }
     free_gpu_milli_ -= std::popcount(a.gpu_mask) * a.share.value();
     overlay_.Place(pos, n);
+    pass_use_.Add(job.tenant, n.model_bit, UseOf(a), +1);
     return a;
   }
 
-  void Undo(const TaskAllocation& a) {
+  void Undo(const TaskAllocation& a, TenantIndex tenant) {
     NodeState& n = Touch(a.node.value());
     if (Status s = Release(n, a); !s.ok()) {  // undoing this pass's own Allocate cannot fail
       internal_.push_back(Status(StatusCode::kInternal, fmt::format("node {}: undoing a placement of this pass failed: {}",
@@ -260,11 +281,14 @@ class Pass {
     }
     free_gpu_milli_ += std::popcount(a.gpu_mask) * a.share.value();
     overlay_.Place(a.node.value(), n);
+    pass_use_.Add(tenant, n.model_bit, UseOf(a), -1);
   }
 
   const SchedState& st_;
   const Policy& policy_;
   Rng& rng_;
+  TenantPassUse pass_use_;
+  TenantView view_;
   IndexOverlay overlay_;
   std::unordered_map<uint32_t, NodeState> copies_;
   int64_t free_gpu_milli_ = 0;
@@ -283,7 +307,7 @@ Decision Pass::Explain(const PendingJob& job) const {
   ForEachCandidate(st_.index(), overlay_, job.model_mask, d.gpus, fractional, CandidateOrder::kTightestFirst,
                    SlotOrder{.slots = st_.index().ordered()}, [&](uint32_t pos) {
                      ++visited;
-                     if (auto r = FirstRejection(policy_, job, d, Node(pos))) {
+                     if (auto r = FirstRejection(policy_, job, d, Node(pos), view_)) {
                        Count(counts, *r);
                      } else {
                        ++passing;
@@ -325,8 +349,8 @@ Decision Pass::Explain(const PendingJob& job) const {
   if (const int others = static_cast<int>(st_.size()) - allowed; others > 0 && other_model >= 0) {
     Count(counts, Reason{ReasonCode::kGpuModel, 0, slots[static_cast<size_t>(other_model)].key.model_bit, 0}, others);
   }
-  return Decision{.job = job.spec->id,
-                  .outcome = FitsClasses(st_.capacities(), job, d) ? Outcome::kNotNow : Outcome::kNever,
+  const bool ever = FitsClasses(st_.capacities(), job, d) && EverAdmitted(policy_, job, view_);
+  return Decision{.job = job.spec->id, .outcome = ever ? Outcome::kNotNow : Outcome::kNever,
                   .reason_set = Tallied(counts, passing, job.spec->tasks)};
 }
 
@@ -340,27 +364,58 @@ Plan Schedule(const SchedState& state, const JobQueue& queue, const Policy& poli
     It at;
     uint32_t cls;
   };
-  // The classes' heads, earliest in queue order on top.
+  // The classes' heads, earliest in queue order on top; one heap per tenant under a share
+  // order (the tenant of the smallest rank goes next), else one heap for all.
   auto later = [](const Head& a, const Head& b) { return *b.at < *a.at; };
-  std::vector<Head> heads;
+  struct Group {
+    TenantIndex tenant = 0;
+    std::vector<Head> heap;
+    double rank = 0;
+  };
+  std::vector<Group> groups;
+  std::unordered_map<TenantIndex, size_t> group_of;
   const auto& classes = queue.classes();
   for (uint32_t c = 0; c < classes.size(); ++c) {
     const JobQueue::Class& k = classes[c];
     if (k.jobs.empty()) continue;
     // Blocked since it last failed, and nothing it could use has improved: it fails again.
     if (k.blocked_at > 0 && state.ImprovedSince(k.shape.mask) <= k.blocked_at) continue;
-    heads.push_back(Head{k.jobs.begin(), c});
+    const TenantIndex t = policy.share ? k.shape.tenant : 0;
+    auto [g, fresh] = group_of.try_emplace(t, groups.size());
+    if (fresh) groups.push_back(Group{.tenant = t});
+    groups[g->second].heap.push_back(Head{k.jobs.begin(), c});
   }
-  std::make_heap(heads.begin(), heads.end(), later);
+  const TenantBook& book = state.tenants();
+  for (Group& g : groups) {
+    std::make_heap(g.heap.begin(), g.heap.end(), later);
+    if (policy.share) g.rank = policy.share->Rank(g.tenant, pass.view());
+  }
+  // The group whose head goes next: the smallest rank, ties by tenant name; -1 when all are empty.
+  auto next_group = [&]() -> int64_t {
+    int64_t best = -1;
+    for (size_t i = 0; i < groups.size(); ++i) {
+      const Group& g = groups[i];
+      if (g.heap.empty()) continue;
+      if (best < 0) {
+        best = static_cast<int64_t>(i);
+        continue;
+      }
+      const Group& b = groups[static_cast<size_t>(best)];
+      if (g.rank < b.rank || (g.rank == b.rank && book.name(g.tenant) < book.name(b.tenant))) best = static_cast<int64_t>(i);
+    }
+    return best;
+  };
   auto stop = [&](uint32_t cls, Decision d) {
     plan.decisions.push_back(d);
     plan.stopped.push_back(Stopped{.cls = cls, .decision = std::move(d)});
   };
-  while (!heads.empty()) {
+  for (int64_t gi = next_group(); gi >= 0; gi = next_group()) {
     if (max_placements > 0 && plan.placements.size() >= max_placements) {
       plan.capped = true;  // the rest is not judged now: nothing is blocked for it
       break;
     }
+    Group& group = groups[static_cast<size_t>(gi)];
+    auto& heads = group.heap;
     std::pop_heap(heads.begin(), heads.end(), later);
     Head h = heads.back();
     heads.pop_back();
@@ -385,6 +440,7 @@ Plan Schedule(const SchedState& state, const JobQueue& queue, const Policy& poli
         heads.push_back(h);
         std::push_heap(heads.begin(), heads.end(), later);
       }
+      if (policy.share) group.rank = policy.share->Rank(group.tenant, pass.view());
       continue;
     }
     stop(h.cls, pass.Explain(job));
@@ -431,24 +487,28 @@ Decision ExplainJob(const SchedState& state, const PendingJob& job, const Policy
   const TaskDemand d = DemandOf(*job.spec);
   std::array<ReasonCount, kReasonCodeCount> counts{};
   int passing = 0;
+  const TenantPassUse none;
+  const TenantView view = ViewOf(state, none);
   for (const NodeState& n : state.nodes()) {
-    if (auto r = FirstRejection(policy, job, d, n)) {
+    if (auto r = FirstRejection(policy, job, d, n, view)) {
       Count(counts, *r);
     } else {
       ++passing;
     }
   }
-  return Decision{.job = job.spec->id,
-                  .outcome = FitsClasses(state.capacities(), job, d) ? Outcome::kNotNow : Outcome::kNever,
+  const bool ever = FitsClasses(state.capacities(), job, d) && EverAdmitted(policy, job, view);
+  return Decision{.job = job.spec->id, .outcome = ever ? Outcome::kNotNow : Outcome::kNever,
                   .reason_set = Tallied(counts, passing, job.spec->tasks)};
 }
 
 std::vector<NodeEvaluation> EvaluateNodes(const SchedState& state, const PendingJob& job, const Policy& policy, Rng& rng) {
   const TaskDemand d = DemandOf(*job.spec);
   const ScoreContext ctx{.fleet = state.fleet(), .rng = rng, .gang_nodes = {}, .max_price = state.max_price()};
+  const TenantPassUse none;
+  const TenantView view = ViewOf(state, none);
   std::vector<NodeEvaluation> out;
   for (const NodeState& n : state.nodes()) {
-    NodeEvaluation e{.node = n.id, .rejected = FirstRejection(policy, job, d, n)};
+    NodeEvaluation e{.node = n.id, .rejected = FirstRejection(policy, job, d, n, view)};
     for (const WeightedScorer& s : policy.scorers) {
       s.scorer->Explain(job, d, n, ctx, e.terms);
       const double score = s.scorer->Score(job, d, n, ctx);

@@ -219,6 +219,18 @@ Status ClusterState::Admit(const JobSpec& spec) const {
   if (options_.never == NeverFits::kRefuse && !FitsFleet(sched_, *p)) {
     return Status(StatusCode::kFailedPrecondition, "cannot run on this fleet");
   }
+  if (options_.never == NeverFits::kRefuse) {
+    if (auto t = sched_.tenants().Find(spec.tenant)) {
+      const auto most = sched_.tenants().MaxEver(*t, p->model_mask);
+      const int64_t need = static_cast<int64_t>(spec.tasks) * spec.gpus_per_task * spec.gpu_share.value();
+      if (most && need > *most) {
+        return Status(StatusCode::kFailedPrecondition,
+                      fmt::format("asks {:g} GPUs, more than tenant {} could ever hold under its quota and what its cohort "
+                                  "could lend ({:g})",
+                                  static_cast<double>(need) / 1000, spec.tenant, static_cast<double>(*most) / 1000));
+      }
+    }
+  }
   return Status::Ok();
 }
 
@@ -248,6 +260,7 @@ void ClusterState::Enqueue(JobRecord& j, Millis now) {
     return;
   }
   p->attained = Millis{j.attained_gpu_ms};
+  p->tenant = sched_.tenants().Intern(j.spec.tenant);
   queue_.Add(*p);
 }
 
@@ -283,7 +296,9 @@ void ClusterState::Restore(JobRecord job, const std::function<std::optional<Node
     if (!sched_.Allocate(task.allocation).ok()) {
       task.exit_code = -1;
       j.message = "lost on recovery: its node no longer has the resources";
+      continue;
     }
+    Charge(j, task.allocation, +1, std::nullopt);
   }
 }
 
@@ -304,12 +319,14 @@ ClusterState::PassResult ClusterState::Pass(Millis now) {
     // A node of a new GPU model joined (the live fleet grows): a job's allowed models are bits
     // of the fleet's model table, so what waits is compiled again.
     models_seen_ = sched_.fleet().models.size();
+    sched_.tenants().Resolve(sched_.fleet());
     const std::vector<uint64_t> queued(queued_.begin(), queued_.end());
     for (uint64_t id : queued) {
       if (queue_.Contains(JobId{id})) Enqueue(jobs_.at(id), now);
     }
   }
   if (queue_.empty() || sched_.empty()) return out;
+  sched_.tenants().AdvanceTo(now);
   const Plan plan = Schedule(sched_, queue_, policy_, rng_, options_.max_placements_per_pass);
   out.ran = plan.looked_at > 0;
   out.more = out.more || plan.capped;
@@ -337,6 +354,7 @@ ClusterState::PassResult ClusterState::Pass(Millis now) {
       continue;
     }
     out.undo.push_back({p.job, j.message, j.start_ms});
+    for (const TaskAllocation& a : p.tasks) Charge(j, a, +1, now);
     j.tasks.clear();
     ++j.attempt;
     j.start_ms = 0;
@@ -380,9 +398,17 @@ void ClusterState::ApplyDecisions(const Plan& plan, Millis now, PassResult& out)
     // Why they wait, once for the class (MessageOf shows it for each of its jobs).
     const JobRecord& tried = jobs_.at(d.job.value());
     std::string msg = d.outcome == Outcome::kNever ? "cannot run on the current fleet: " : "waiting: ";
-    if (!d.reasons().empty()) msg += DescribeReason(d.reasons().front().example, sched_.fleet(), PendingJob{.spec = &tried.spec});
+    if (!d.reasons().empty()) msg += Describe(d.reasons().front().example, tried);
     class_message_[st.cls] = std::move(msg);
   }
+}
+
+std::string ClusterState::Describe(const Reason& r, const JobRecord& j) const {
+  if (r.code == ReasonCode::kQuota && r.model >= 0) {
+    const TenantBook& book = sched_.tenants();
+    if (auto t = book.Find(j.spec.tenant)) return book.DescribeQuota(*t, static_cast<uint8_t>(r.model), r.asked, sched_.fleet());
+  }
+  return DescribeReason(r, sched_.fleet(), PendingJob{.spec = &j.spec});
 }
 
 std::string_view ClusterState::MessageOf(const JobRecord& j) const {
@@ -397,7 +423,7 @@ void ClusterState::Unplace(const PassResult& pass) {
   for (const PassResult::Undo& u : pass.undo) {
     const uint64_t id = u.job.value();
     JobRecord& j = jobs_.at(id);
-    for (size_t t = 0; t < j.tasks.size(); ++t) ReleaseTask(j, static_cast<int>(t));
+    for (size_t t = 0; t < j.tasks.size(); ++t) ReleaseTask(j, static_cast<int>(t), std::nullopt);
     j.tasks.clear();
     --j.attempt;
     j.state = JobState::kQueued;
@@ -419,6 +445,7 @@ std::optional<Decision> ClusterState::ExplainQueued(JobId id) const {
   if (!j || j->state != JobState::kQueued) return std::nullopt;
   auto p = CompileJob(j->spec, sched_.fleet());
   if (!p) return std::nullopt;
+  p->tenant = sched_.tenants().Find(j->spec.tenant).value_or(0);
   return ExplainJob(sched_, *p, policy_);
 }
 
@@ -449,10 +476,45 @@ void ClusterState::AddAttained(JobRecord& j, Millis now) {
   listener_.AttemptUsed(j, now);
 }
 
-void ClusterState::ReleaseTask(JobRecord& j, int task) {
+void ClusterState::ReleaseTask(JobRecord& j, int task, std::optional<Millis> now) {
   const TaskAllocation& a = j.tasks[static_cast<size_t>(task)].allocation;
   if (a.node.value() < on_node_.size()) on_node_[a.node.value()].erase(TaskKey{j.spec.id.value(), task, j.attempt});
-  if (Status s = sched_.Release(a); !s.ok()) Inconsistent(s);
+  if (Status s = sched_.Release(a); !s.ok()) {
+    Inconsistent(s);
+    return;
+  }
+  Charge(j, a, -1, now);
+}
+
+void ClusterState::Charge(const JobRecord& j, const TaskAllocation& a, int sign, std::optional<Millis> now) {
+  if (a.node.value() >= sched_.size()) return;
+  TenantBook& book = sched_.tenants();
+  book.Charge(book.Intern(j.spec.tenant), sched_.node(a.node).model_bit, UseOf(a), sign, now);
+}
+
+Status ClusterState::ConfigureTenants(const std::vector<TenantConfig>& tenants) {
+  std::map<std::string, std::unique_ptr<QueueOrder>> orders;
+  for (const TenantConfig& t : tenants) {
+    if (t.order.empty()) continue;
+    auto q = BuiltinRegistry().MakeQueueOrder(t.order);
+    if (!q) return Status(StatusCode::kInvalidArgument, fmt::format("tenant {}: order: {}", t.name, q.error().message()));
+    orders[t.name] = std::move(*q);
+  }
+  if (Status s = sched_.tenants().Configure(tenants, sched_.fleet()); !s.ok()) return s;
+  // Each tenant's own order, for its jobs: they are keyed again.
+  tenant_orders_ = std::move(orders);
+  const TenantBook& book = sched_.tenants();
+  for (TenantIndex t = 0; t < book.size(); ++t) {
+    auto it = tenant_orders_.find(book.name(t));
+    queue_.SetOrder(t, it == tenant_orders_.end() ? nullptr : it->second.get());
+  }
+  const std::vector<uint64_t> queued(queued_.begin(), queued_.end());
+  for (uint64_t id : queued) {
+    JobRecord& j = jobs_.at(id);
+    if (queue_.Contains(JobId{id})) Enqueue(j, j.spec.submit_time);
+  }
+  queue_.UnblockAll();  // a quota or a weight changed: every class is judged again
+  return Status();
 }
 
 void ClusterState::TaskEnded(JobRecord& j, int task, std::optional<int> code, std::optional<int> signal,
@@ -462,7 +524,7 @@ void ClusterState::TaskEnded(JobRecord& j, int task, std::optional<int> code, st
   t.exit_code = code;
   t.signal = signal;
   if (!code && !signal) t.exit_code = -1;
-  ReleaseTask(j, task);
+  ReleaseTask(j, task, now);
   Touch(j);
   if (j.failing_over) return;  // RequeueReady requeues the job once all its tasks have ended
   const bool failed = !why.empty() || (t.exit_code && *t.exit_code != 0) || t.signal;

@@ -111,6 +111,17 @@ class ClusterState {
   // What to say of the job: for a waiting job its class's reason ("waiting: GPUs: asked 8,
   // free 2 of 8"), kept once per class (O(1) a pass, however many jobs wait); else its own.
   std::string_view MessageOf(const JobRecord& j) const;
+  // A reason in words, for the job; a quota's with every number of its tenant and cohort.
+  std::string Describe(const Reason& r, const JobRecord& j) const;
+
+  // --- tenants ---
+  // Every tenant's weight, cohort, quotas and own queue order at once (a tenant not named has
+  // no quota, weight 1); what waits is keyed and judged again. Errors name the tenant and field;
+  // nothing changes on error.
+  Status ConfigureTenants(const std::vector<TenantConfig>& tenants);
+  const TenantBook& tenants() const { return sched_.tenants(); }
+  // Fair share's half-life for decayed usage.
+  void set_half_life(Millis h) { sched_.tenants().set_half_life(h); }
 
   // --- the pass ---
   struct PassResult {
@@ -178,7 +189,10 @@ class ClusterState {
   void Touch(const JobRecord& j) { changed_.insert(j.spec.id.value()); }
   // Compiled and queued (or failed, naming the field, at `now`).
   void Enqueue(JobRecord& j, Millis now);
-  void ReleaseTask(JobRecord& j, int task);
+  void ReleaseTask(JobRecord& j, int task, std::optional<Millis> now);
+  // The tenant's books follow each allocation (+1) and release (-1) at `now` (nullopt: a
+  // recovery or an undo, no time passing).
+  void Charge(const JobRecord& j, const TaskAllocation& a, int sign, std::optional<Millis> now);
   void Requeue(JobRecord& j, Millis now);
   void FinishIfDone(JobRecord& j, Millis now);
   void StopTask(JobRecord& j, int task, int grace_ms, Millis now);
@@ -205,7 +219,8 @@ class ClusterState {
   std::set<uint64_t> arrays_;           // arrays with elements not yet expanded
   std::vector<TaskSet> on_node_;
   std::set<uint64_t> changed_;
-  std::unordered_map<int64_t, std::string> class_message_;  // why each blocked class waits
+  std::unordered_map<int64_t, std::string> class_message_;
+  std::map<std::string, std::unique_ptr<QueueOrder>> tenant_orders_;  // why each blocked class waits
   uint64_t next_id_ = 1;
   size_t models_seen_ = 0;  // the fleet's GPU models when the queue was last compiled
   int64_t placed_total_ = 0;
