@@ -137,7 +137,12 @@ std::shared_ptr<const std::vector<ReasonCount>> Tallied(const std::array<ReasonC
     // Some nodes fit one task, but not enough of them for the whole gang at once.
     reasons.push_back({Reason{ReasonCode::kGangSize, tasks, passing, 0}, passing});
   }
-  std::stable_sort(reasons.begin(), reasons.end(), [](const ReasonCount& a, const ReasonCount& b) { return a.nodes > b.nodes; });
+  // A quota refusal comes first whatever its count: those nodes would take the task but for the
+  // tenant's quota, so the quota is what the job waits for.
+  std::stable_sort(reasons.begin(), reasons.end(), [](const ReasonCount& a, const ReasonCount& b) {
+    const bool qa = a.example.code == ReasonCode::kQuota, qb = b.example.code == ReasonCode::kQuota;
+    return qa != qb ? qa : a.nodes > b.nodes;
+  });
   return std::make_shared<const std::vector<ReasonCount>>(std::move(reasons));
 }
 

@@ -213,10 +213,11 @@ std::optional<Reason> TenantBook::Admit(TenantIndex t, uint8_t model_bit, int64_
   if (asked <= own) return std::nullopt;
   // Borrowing: within its limit and what the cohort can lend (the part of the nominal it still
   // has counts first).
+  // b, its borrowing once admitted, within min(cohort room, borrowing limit).
   const int64_t borrowed = std::max<int64_t>(0, used - l.nominal);
-  int64_t may_borrow = CohortRoom(t, model_bit, pass);
-  if (l.borrow >= 0) may_borrow = std::min(may_borrow, std::max<int64_t>(0, l.borrow - borrowed));
-  const int64_t may = own + may_borrow;
+  int64_t most = CohortRoom(t, model_bit, pass);
+  if (l.borrow >= 0) most = std::min(most, l.borrow);
+  const int64_t may = own + std::max<int64_t>(0, most - borrowed);
   if (asked <= may) return std::nullopt;
   return Reason{.code = ReasonCode::kQuota, .asked = asked, .available = may, .capacity = l.nominal,
                 .model = static_cast<int16_t>(model_bit)};
@@ -256,7 +257,8 @@ std::string TenantBook::DescribeQuota(TenantIndex t, uint8_t m, int64_t asked, c
     const int64_t left = std::max<int64_t>(0, l.borrow - std::max<int64_t>(0, used - l.nominal));
     s += fmt::format("; it may borrow {} more (limit {})", Gpus(left), Gpus(l.borrow));
   }
-  s += fmt::format("; cohort {} can lend {}", cohort_names_[static_cast<size_t>(e.cohort)], Gpus(CohortRoom(t, m, nullptr)));
+  s += fmt::format("; cohort {} can lend {}", cohort_names_[static_cast<size_t>(e.cohort)],
+                   Gpus(std::max<int64_t>(0, CohortRoom(t, m, nullptr) - std::max<int64_t>(0, used - l.nominal))));
   std::string who;
   for (TenantIndex o : cohorts_[static_cast<size_t>(e.cohort)]) {
     if (o == t) continue;

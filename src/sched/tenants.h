@@ -9,8 +9,8 @@
 //   t borrows B_t = max(0, U_t - N_t); t's quota that others may use is
 //   free_t = max(0, min(L_t, N_t - U_t)).
 //   t may take k more when U_t + k <= N_t (its own quota, always), or else when the borrowing
-//   b = U_t + k - N_t is within its borrowing limit and within what the cohort has to lend:
-//   b <= sum over the other members s of (free_s - B_s).
+//   b = U_t + k - N_t (what it would borrow in all) is within its borrowing limit and within
+//   what the cohort has to lend: b <= sum over the other members s of (free_s - B_s).
 // Worked example: cohort research = {llm: N 64, vision: N 32 lending at most 16}. vision uses
 // 8: its free part is min(16, 24) = 16. llm uses 64 and asks 8: b = 8 <= 16, admitted. llm
 // then asks 16 more: b = 24 > 16, it waits, "quota: llm uses 72 of 64 H100 (8 borrowed) and
@@ -165,7 +165,8 @@ class TenantBook {
   int64_t Used(TenantIndex t, uint8_t m, const TenantPassUse* pass) const;
   int64_t Free(TenantIndex s, uint8_t m, const TenantPassUse* pass) const;
   int64_t Borrowed(TenantIndex s, uint8_t m, const TenantPassUse* pass) const;
-  // What the cohort can lend t now: the others' free parts less what the others borrow.
+  // What the cohort can lend t in all (with what t borrows now): the others' free parts less
+  // what the others borrow.
   int64_t CohortRoom(TenantIndex t, uint8_t m, const TenantPassUse* pass) const;
   void Advance(Entry& e, int64_t now_ms) const;
 
