@@ -341,6 +341,49 @@ void ReadOffer(Fleet& fleet, const toml::table& t, const std::string& source, in
   fleet.offers.push_back(std::move(o));
 }
 
+// A tenant: its weight, cohort, own queue order and quotas per GPU model, e.g.
+//   [[tenant]]
+//   name = "llm"
+//   weight = 2
+//   cohort = "research"
+//   quota = { H100 = 64, A100 = 32 }
+//   borrow_limit = { H100 = 16 }
+//   lend_limit = { A100 = 8 }
+void ReadTenant(Fleet& fleet, const toml::table& t, const std::string& source, int i) {
+  Section s(t, source, fmt::format("[[tenant]] #{}", i));
+  TenantConfig c;
+  c.name = s.RequiredString("name");
+  if (!ValidTenantName(c.name)) s.Fail(t.get("name"), "name", "1 to 63 of a-z, 0-9 and '-', starting and ending with a letter or digit");
+  s.Rename(fmt::format("[[tenant]] '{}'", c.name));
+  for (const TenantConfig& other : fleet.tenants) {
+    if (other.name == c.name) s.Fail(t.get("name"), "name", "used by another [[tenant]]");
+  }
+  c.weight = static_cast<int>(s.Int("weight", 1, 1000).value_or(1));
+  c.cohort = s.String("cohort").value_or("");
+  if (!c.cohort.empty() && !ValidTenantName(c.cohort)) {
+    s.Fail(t.get("cohort"), "cohort", "1 to 63 of a-z, 0-9 and '-', starting and ending with a letter or digit");
+  }
+  if (c.cohort == c.name) s.Fail(t.get("cohort"), "cohort", "a tenant cannot be its own cohort");
+  c.order = s.String("order").value_or("");
+  // GPUs per model: { H100 = 64 }.
+  auto per_model = [&](std::string_view key, void (*set)(QuotaLimits&, int64_t)) {
+    const toml::table* m = s.Table(key);
+    if (!m) return;
+    for (const auto& [model, v] : *m) {
+      if (!v.is_integer() || *v.value<int64_t>() < 0 || *v.value<int64_t>() > kMaxQuotaGpus) {
+        s.Fail(&v, fmt::format("{}.{}", key, model.str()), fmt::format("expected a whole number of GPUs, 0..{}", kMaxQuotaGpus));
+      }
+      set(c.quota[std::string(model.str())], *v.value<int64_t>());
+    }
+  };
+  per_model("quota", [](QuotaLimits& q, int64_t v) { q.nominal = v; });
+  per_model("borrow_limit", [](QuotaLimits& q, int64_t v) { q.borrow_limit = v; });
+  per_model("lend_limit", [](QuotaLimits& q, int64_t v) { q.lend_limit = v; });
+  s.RejectUnknown();
+  if (Status st = ValidateTenantConfig(c); !st.ok()) s.Fail(nullptr, "", st.message());
+  fleet.tenants.push_back(std::move(c));
+}
+
 }  // namespace
 
 Result<Fleet> ParseFleetToml(std::string_view text, const std::string& source) {
@@ -355,9 +398,9 @@ Result<Fleet> ParseFleetToml(std::string_view text, const std::string& source) {
     for (const auto& [k, v] : root) {
       const std::string_view key = k.str();
       if (key != "provider" && key != "site" && key != "link" && key != "nodes" && key != "name" && key != "failures" &&
-          key != "offer" && key != "autoscale") {
+          key != "offer" && key != "autoscale" && key != "tenant") {
         throw FieldError{fmt::format("{}:{}: unknown section '{}'; expected [[provider]], [[site]], [[link]], [[nodes]], [[offer]], "
-                                     "[autoscale] or [failures]",
+                                     "[[tenant]], [autoscale] or [failures]",
                                      source, v.source().begin.line, key)};
       }
     }
@@ -366,6 +409,16 @@ Result<Fleet> ParseFleetToml(std::string_view text, const std::string& source) {
     ForEachEntry(root, "link", source, [&](const toml::table& t, int i) { ReadLink(fleet, t, source, i); });
     ForEachEntry(root, "nodes", source, [&](const toml::table& t, int i) { ReadNodes(fleet, t, source, i); });
     ForEachEntry(root, "offer", source, [&](const toml::table& t, int i) { ReadOffer(fleet, t, source, i); });
+    ForEachEntry(root, "tenant", source, [&](const toml::table& t, int i) { ReadTenant(fleet, t, source, i); });
+    for (const TenantConfig& c : fleet.tenants) {
+      for (const TenantConfig& o : fleet.tenants) {
+        if (c.cohort == o.name) {
+          throw FieldError{fmt::format("{}: [[tenant]] '{}': cohort: '{}' is a tenant's name; cohorts are groups of tenants "
+                                       "(no nesting, so no cycle)",
+                                       source, c.name, c.cohort)};
+        }
+      }
+    }
     if (const toml::node* a = root.get("autoscale")) {
       if (!a->is_table()) throw FieldError{fmt::format("{}:{}: [autoscale] must be a table", source, a->source().begin.line)};
       Section as(*a->as_table(), source, "[autoscale]");

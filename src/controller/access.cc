@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 
 #include "adapters/tokens.h"
+#include "core/tenant.h"
 
 namespace gp {
 
@@ -22,11 +23,9 @@ Json TokenJson(const TokenInfo& t) {
 }
 
 Status CheckName(const std::string& name, const char* field) {
-  bool ok = !name.empty() && name.size() <= 63 && name[0] >= 'a' && name[0] <= 'z';
-  for (char c : name) ok = ok && ((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-');
-  if (ok) return Status::Ok();
+  if (ValidTenantName(name)) return Status::Ok();
   return Status(StatusCode::kInvalidArgument,
-                fmt::format("{}: '{}': 1 to 63 of a-z, 0-9 and -, starting with a letter", field, name.substr(0, 80)));
+                fmt::format("{}: '{}': 1 to 63 of a-z, 0-9 and -, starting and ending with a letter or digit", field, name.substr(0, 80)));
 }
 
 

@@ -48,7 +48,7 @@ class Access {
   // naming its key.
   Status Load(const std::map<std::string, std::string>& meta);
 
-  // Names: 1..63 of [a-z0-9-], starting with a letter. Errors name the field.
+  // Names: ValidTenantName (1..63 of [a-z0-9-], a letter or digit at each end). Errors name the field.
   Result<Tenant> CreateTenant(Tenant t, int64_t now_ms);
   // Its tokens stop working at once; its jobs keep their label.
   Status DeleteTenant(const std::string& name);

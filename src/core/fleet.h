@@ -15,6 +15,7 @@
 #include "core/models.h"
 #include "core/quantity.h"
 #include "core/status.h"
+#include "core/tenant.h"
 
 namespace gp {
 
@@ -164,6 +165,7 @@ class Fleet {
   std::vector<Link> links;
   std::vector<Node> nodes;
   std::vector<Offer> offers;  // capacity to acquire when work waits
+  std::vector<TenantConfig> tenants;  // [[tenant]]: quotas, weights and cohorts (the simulator's)
   AutoscaleLimits autoscale;
   FailureModel failures;  // from the fleet file's [failures] section
 

@@ -3,6 +3,7 @@
 // and Mesos' dominant resource fairness (the largest share of GPUs, CPU or memory held now,
 // against weight).
 #include <algorithm>
+#include <numbers>
 
 #include "sched/registry.h"
 
@@ -26,10 +27,19 @@ class Quota final : public AdmissionCheck {
 // Slurm's classic fair-share factor is 2^(-U/S): U the tenant's decayed usage as a fraction of
 // all, S its weight as a fraction of all. The factor falls as U/S grows, so ranking by U/S
 // (smaller first) is the same order; the common denominators cancel: U / weight.
+// One change from Slurm: U also counts what the tenant's running jobs (with this pass's
+// placements) will use over one mean life of the decay, held GPUs x H/ln 2 (what decayed usage
+// tends to under a constant allocation). With past usage alone, every GPU freed at one instant
+// goes to the one tenant furthest below its share and the shares swing from pass to pass;
+// counted this way one pass divides what frees by weight, and the past still corrects what
+// drifted. Worked example, H = 10 min: a (weight 1) and b (2), neither with history, 12 GPUs
+// free: each GPU goes to the smaller (held x 865 s) / weight; a gets 4 and b 8.
 class FairShare final : public ShareOrder {
  public:
   double Rank(TenantIndex t, const TenantView& v) const override {
-    return v.book.decayed(t) / static_cast<double>(v.book.weight(t));
+    const double held = static_cast<double>(v.book.held(t).gpu_milli + v.pass.Total(t).gpu_milli) / 1000;
+    const double life_ms = static_cast<double>(v.book.half_life().value()) / std::numbers::ln2;
+    return (v.book.decayed(t) + held * life_ms) / static_cast<double>(v.book.weight(t));
   }
 };
 

@@ -10,46 +10,9 @@
 namespace gp {
 namespace {
 
-Status Invalid(std::string message) { return Status(StatusCode::kInvalidArgument, std::move(message)); }
-
-constexpr int64_t kMaxQuotaGpus = 1'000'000;
-
 std::string Gpus(int64_t milli) { return fmt::format("{:g}", static_cast<double>(milli) / 1000); }
 
-bool ValidName(std::string_view n) {
-  if (n.empty() || n.size() > 63 || !(n[0] >= 'a' && n[0] <= 'z')) return false;
-  return std::all_of(n.begin(), n.end(), [](char c) { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-'; });
-}
-
 }  // namespace
-
-Status ValidateTenantConfig(const TenantConfig& t) {
-  if (!ValidName(t.name)) {
-    return Invalid(fmt::format("tenant name: 1 to 63 of a-z, 0-9 and '-', starting with a letter; got '{}'", t.name));
-  }
-  if (t.weight < 1 || t.weight > 1000) return Invalid(fmt::format("tenant {}: weight must be 1..1000, got {}", t.name, t.weight));
-  if (!t.cohort.empty() && !ValidName(t.cohort)) {
-    return Invalid(fmt::format("tenant {}: cohort: 1 to 63 of a-z, 0-9 and '-', starting with a letter; got '{}'", t.name, t.cohort));
-  }
-  if (t.cohort == t.name) return Invalid(fmt::format("tenant {}: cohort: a tenant cannot be its own cohort", t.name));
-  for (const auto& [model, q] : t.quota) {
-    if (model.empty()) return Invalid(fmt::format("tenant {}: quota: a GPU model name is empty", t.name));
-    auto check = [&](std::string_view field, int64_t v) -> Status {
-      if (v < 0 || v > kMaxQuotaGpus) {
-        return Invalid(fmt::format("tenant {}: quota {}: {} must be 0..{} GPUs, got {}", t.name, model, field, kMaxQuotaGpus, v));
-      }
-      return Status();
-    };
-    if (Status s = check("nominal", q.nominal); !s.ok()) return s;
-    if (q.borrow_limit) {
-      if (Status s = check("borrow limit", *q.borrow_limit); !s.ok()) return s;
-    }
-    if (q.lend_limit) {
-      if (Status s = check("lend limit", *q.lend_limit); !s.ok()) return s;
-    }
-  }
-  return Status();
-}
 
 TenantUseDelta UseOf(const TaskAllocation& a) {
   return TenantUseDelta{.gpu_milli = std::popcount(a.gpu_mask) * static_cast<int64_t>(a.share.value()), .cpu = a.cpu.value(),
@@ -100,12 +63,12 @@ Status TenantBook::Configure(const std::vector<TenantConfig>& configs, const Fle
   std::map<std::string, const TenantConfig*> named;
   for (const TenantConfig& c : configs) {
     if (Status s = ValidateTenantConfig(c); !s.ok()) return s;
-    if (!named.emplace(c.name, &c).second) return Invalid(fmt::format("tenant {}: named twice", c.name));
+    if (!named.emplace(c.name, &c).second) return Status(StatusCode::kInvalidArgument, fmt::format("tenant {}: named twice", c.name));
   }
   // A cohort is a flat group: a name that is a tenant's cannot also be a cohort's.
   for (const TenantConfig& c : configs) {
     if (!c.cohort.empty() && named.count(c.cohort)) {
-      return Invalid(fmt::format("tenant {}: cohort '{}' is a tenant's name; cohorts are groups of tenants, "
+      return Status(StatusCode::kInvalidArgument, fmt::format("tenant {}: cohort '{}' is a tenant's name; cohorts are groups of tenants, "
                                          "not tenants (no nesting, so no cycle)",
                                          c.name, c.cohort));
     }

@@ -34,30 +34,13 @@
 #include <vector>
 
 #include "core/fleet.h"
+#include "core/tenant.h"
 #include "core/quantity.h"
 #include "core/status.h"
 #include "sched/reason.h"
 #include "sched/snapshot.h"
 
 namespace gp {
-
-struct QuotaLimits {
-  int64_t nominal = 0;                  // whole GPUs
-  std::optional<int64_t> borrow_limit;  // GPUs above nominal at most; none: no limit
-  std::optional<int64_t> lend_limit;    // GPUs of its quota others may use at most; none: all
-};
-
-struct TenantConfig {
-  std::string name;
-  int weight = 1;                             // 1..1000
-  std::string cohort;                         // "" none
-  std::map<std::string, QuotaLimits> quota;   // by GPU model name
-  std::string order;                          // its own queue order ("" the policy's)
-};
-
-// Checks one tenant's figures; errors name the field ("tenant llm: quota H100: borrow limit
-// must be 0..1000000, got -1").
-Status ValidateTenantConfig(const TenantConfig& t);
 
 // What one allocation uses, for the books.
 struct TenantUseDelta {

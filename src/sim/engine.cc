@@ -16,17 +16,26 @@
 
 namespace gp {
 
-std::vector<double> WaterFill(const std::vector<double>& demands, double total) {
+std::vector<double> WaterFill(const std::vector<double>& demands, double total, const std::vector<double>& weights) {
   std::vector<double> out(demands.size(), 0);
+  auto w = [&](size_t i) { return i < weights.size() && weights[i] > 0 ? weights[i] : 1.0; };
   std::vector<size_t> order(demands.size());
   for (size_t i = 0; i < order.size(); ++i) order[i] = i;
-  std::sort(order.begin(), order.end(), [&](size_t a, size_t b) { return std::tie(demands[a], a) < std::tie(demands[b], b); });
+  // The smallest demand per unit of weight is met first.
+  std::sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+    const double da = demands[a] / w(a), db = demands[b] / w(b);
+    return da != db ? da < db : a < b;
+  });
+  double weight_left = 0;
+  for (size_t i = 0; i < order.size(); ++i) weight_left += w(i);
   double left = total;
   for (size_t k = 0; k < order.size(); ++k) {
-    const double level = left / static_cast<double>(order.size() - k);  // an equal part of what is left
-    const double give = std::min(std::max(0.0, demands[order[k]]), level);
-    out[order[k]] = give;
+    const size_t i = order[k];
+    const double level = left / weight_left * w(i);  // its weighted part of what is left
+    const double give = std::min(std::max(0.0, demands[i]), level);
+    out[i] = give;
     left -= give;
+    weight_left -= w(i);
   }
   return out;
 }
@@ -162,6 +171,8 @@ class Engine {
   Result<SimReport> Run();
 
  private:
+  // The fleet file's tenants, and equal quotas for the trace's others (SimOptions).
+  Status ConfigureTenants();
   void Integrate(Millis until);
   Status StartPlacements(const std::vector<JobId>& placed, Millis now);
   void Released(size_t i, Millis now);
@@ -233,6 +244,7 @@ class Engine {
 
   // Tenants (traces that say whose jobs are whose; empty when there is one tenant or none).
   std::vector<std::string> tenant_names_;
+  std::vector<double> tenant_weights_;  // from the tenants' configuration (1 when none)
   std::vector<size_t> tenant_of_;            // per job
   std::vector<int64_t> tenant_busy_, tenant_wait_;  // milli-GPUs now
   std::vector<double> win_used_, win_asked_;        // this window, milli-GPU x ms
@@ -293,6 +305,35 @@ Status Engine::Admit(const JobSpec& spec) const {
   return Status(StatusCode::kFailedPrecondition, plan.unmet.front().second);
 }
 
+Status Engine::ConfigureTenants() {
+  cluster_.set_half_life(options_.half_life);
+  std::vector<TenantConfig> tenants = options_.tenants;
+  if (options_.equal_quotas) {
+    std::set<std::string> named;
+    for (const TenantConfig& t : tenants) named.insert(t.name);
+    std::set<std::string> others;
+    for (const SimJob& j : jobs_) {
+      if (!j.spec.tenant.empty() && !named.count(j.spec.tenant)) others.insert(j.spec.tenant);
+    }
+    std::map<std::string, int64_t> gpus;  // by model
+    for (const Node& n : fleet_.nodes) {
+      if (!n.gpus.empty()) gpus[fleet_.model(n.gpus.front().model).name] += static_cast<int64_t>(n.gpus.size());
+    }
+    for (const std::string& name : others) {
+      TenantConfig t{.name = name, .cohort = "pool"};
+      if (!ValidTenantName(name)) {
+        return Status(StatusCode::kInvalidArgument,
+                      fmt::format("equal quotas: the trace's tenant '{}' is not a valid tenant name (a-z, 0-9, '-')", name));
+      }
+      for (const auto& [model, count] : gpus) t.quota[model] = QuotaLimits{.nominal = count / static_cast<int64_t>(others.size())};
+      tenants.push_back(std::move(t));
+    }
+  }
+  if (tenants.empty()) return Status();
+  if (Status s = cluster_.ConfigureTenants(tenants); !s.ok()) return Status(s.code(), "tenants: " + s.message());
+  return Status();
+}
+
 Status Engine::Load(const Trace& trace) {
   jobs_.reserve(trace.jobs.size());
   for (size_t i = 0; i < trace.jobs.size(); ++i) {
@@ -313,6 +354,7 @@ Status Engine::Load(const Trace& trace) {
     results_.push_back(SimJobResult{.id = JobId{i + 1}, .name = t.name, .line = t.line, .gpus = t.gpus,
                                     .tasks = tasks, .submit = t.submit});
   }
+  if (Status s = ConfigureTenants(); !s.ok()) return s;
   for (size_t i = 0; i < jobs_.size(); ++i) {
     // Admission, as the cluster state judges it: out of the scheduler's range (say 17 GPUs on
     // one node) or never able to run on this fleet: refused, counted, never stopping the run.
@@ -329,6 +371,10 @@ Status Engine::Load(const Trace& trace) {
     if (index.size() > 1) {
       tenant_names_.resize(index.size());
       for (const auto& [name, k] : index) tenant_names_[k] = name;
+      for (const std::string& name : tenant_names_) {
+        auto t = cluster_.tenants().Find(name);
+        tenant_weights_.push_back(t ? cluster_.tenants().weight(*t) : 1);
+      }
       tenant_of_ = std::move(of);
       tenant_busy_.assign(index.size(), 0);
       tenant_wait_.assign(index.size(), 0);
@@ -394,7 +440,7 @@ void Engine::CloseWindow(Millis end) {
     tenant_shares_.push_back(std::move(p));
   }
   if (win_waited_ > 0 && asking >= 2 && ran > 0) {
-    const Fairness f = FairnessOf(win_used_, WaterFill(win_asked_, ran));
+    const Fairness f = FairnessOf(win_used_, WaterFill(win_asked_, ran, tenant_weights_));
     jain_sum_ += f.jain * ran;
     jain_weight_ += ran;
     max_deviation_ = std::max(max_deviation_, f.max_deviation);
@@ -995,7 +1041,7 @@ Result<SimReport> Engine::Run() {
     if (ts.size() > 1) {
       double ran = 0;
       for (const TenantResult& t : ts) ran += t.gpu_hours;
-      const std::vector<double> entitled = WaterFill(asked, ran);
+      const std::vector<double> entitled = WaterFill(asked, ran, tenant_weights_);
       std::vector<double> used;
       for (size_t k = 0; k < ts.size(); ++k) {
         TenantResult& t = ts[k];

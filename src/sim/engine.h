@@ -66,6 +66,13 @@ struct SimOptions {
   // Fairness between tenants is judged over windows of this length (those in which some
   // tenant waited).
   Millis fairness_window{3'600'000};
+  // Tenants' quotas, weights and cohorts (the fleet file's [[tenant]] tables).
+  std::vector<TenantConfig> tenants;
+  // Every tenant of the trace without a [[tenant]] table gets an equal quota of each GPU model
+  // (the model's GPUs / tenants, rounded down), all in one cohort ("pool") that lends freely.
+  bool equal_quotas = false;
+  // Fair share's half-life for decayed usage.
+  Millis half_life{7LL * 24 * 3'600'000};
 };
 
 struct SimJobResult {
@@ -122,13 +129,14 @@ struct TenantResult {
   double avg_queue_s = 0;
   double gpu_hours = 0;         // what its jobs ran (the trace's GPU time)
   double share = 0;             // of all GPU-hours jobs ran
-  double entitled = 0;          // its max-min fair share given what it asked (equal weights)
+  double entitled = 0;          // its weighted max-min fair share given what it asked
 };
 
 // How fairly GPU-time went round: Jain's index of each tenant's share over its entitlement
 // (1: perfectly fair; 1/n: one tenant had it all), and the largest gap between a tenant's
 // share and its entitlement. The entitlement is max-min fair (water-filling) over what each
-// tenant asked, with equal weights: a tenant that asked for little is entitled to little.
+// tenant asked, weighted by the tenants' weights (1 unless configured): a tenant that asked
+// for little is entitled to little.
 // In a run: judged window by window (SimOptions::fairness_window), over the windows in which
 // some tenant waited; Jain's index averaged weighted by GPU-time, the deviation the largest.
 struct Fairness {
@@ -175,8 +183,10 @@ struct SimReport {
   std::vector<std::string> acquired_node_names;
 };
 
-// Max-min fair (water-filling) division of `total` among demands with equal weights.
-std::vector<double> WaterFill(const std::vector<double>& demands, double total);
+// Weighted max-min fair (water-filling) division of `total` among demands: each gets at most
+// what it asked, and what is left is divided in proportion to the weights (none: equal).
+// Worked example: 12 among demands {10, 10} with weights {1, 2}: 4 and 8.
+std::vector<double> WaterFill(const std::vector<double>& demands, double total, const std::vector<double>& weights = {});
 // Fairness of `used` against `entitled` (same order); see Fairness.
 Fairness FairnessOf(const std::vector<double>& used, const std::vector<double>& entitled);
 

@@ -226,6 +226,11 @@ TEST(FairnessTest, WaterFillAndJain) {
       {{5, 5}, 20, {5, 5}},         // more than asked: each gets what it asked
   };
   for (const auto& f : fills) EXPECT_EQ(WaterFill(f.asked, f.total), f.want) << f.total;
+  // Weighted: 12 among {10, 10} with weights {1, 2} is 4 and 8; when the heavier one asks
+  // only 3 (its part would be 8), it gets 3 and the other the remaining 9 (it asked 10).
+  EXPECT_EQ(WaterFill({10, 10}, 12, {1, 2}), (std::vector<double>{4, 8}));
+  EXPECT_EQ(WaterFill({10, 3}, 12, {1, 2}), (std::vector<double>{9, 3}));
+  EXPECT_EQ(WaterFill({1, 100, 100}, 31, {1, 1, 2}), (std::vector<double>{1, 10, 20}));
   const Fairness fair = FairnessOf({5, 5}, {5, 5});
   EXPECT_DOUBLE_EQ(fair.jain, 1.0);
   EXPECT_DOUBLE_EQ(fair.max_deviation, 0.0);
@@ -264,6 +269,71 @@ TEST(FairnessTest, FifoLetsAFloodingTenantTakeTheNode) {
   auto single = RunSimulation(fleet, one, P("fifo"), {});
   ASSERT_TRUE(single);
   EXPECT_TRUE(single->tenants.empty());
+}
+
+// The simulator's fair share: tenants a (weight 1) and b (weight 2), [[tenant]] tables as a
+// fleet file gives them, keep 16 GPUs busy with 1-GPU jobs of 60 s (each submits 1,000 at
+// once). Under fairshare (half-life 10 min) each 10-minute window gives a 1/3 and b 2/3 of
+// the GPU-time, within 10% of each share; fifo gives the node to whoever submitted first.
+TEST(FairnessTest, FairShareGivesWeightedSharesWindowByWindow) {
+  const Fleet fleet = *ParseFleetShorthand("2x8xV100");
+  Trace trace;
+  for (int i = 0; i < 1'000; ++i) {
+    for (const char* t : {"a", "b"}) {
+      trace.jobs.push_back(Job(t, 0, 60, 1));
+      trace.jobs.back().tenant = t;
+    }
+  }
+  SimOptions o{.fairness_window = Millis{600'000},
+               .tenants = {{.name = "a", .weight = 1}, {.name = "b", .weight = 2}},
+               .half_life = Millis{600'000}};
+  auto r = RunSimulation(fleet, trace, P("fairshare/fifo"), o);
+  ASSERT_TRUE(r) << r.error().message();
+  ASSERT_EQ(r->tenants.size(), 2u);
+  // Windows while both wait: from the second (the first warms the decayed usage up) until a's
+  // or b's backlog runs out (b's 1,000 jobs at 2/3 of 16 GPUs a minute: about 94 minutes).
+  int judged = 0;
+  for (size_t w = 1; w + 1 < r->tenant_shares.size() && r->tenant_shares[w].t < Millis{5'400'000}; ++w) {
+    const auto& shares = r->tenant_shares[w].shares;
+    EXPECT_NEAR(shares[0], 1.0 / 3, 0.1 / 3) << "window " << w;
+    EXPECT_NEAR(shares[1], 2.0 / 3, 0.2 / 3) << "window " << w;
+    ++judged;
+  }
+  EXPECT_GE(judged, 7);
+  EXPECT_GT(r->fairness.jain, 0.95) << "judged against the weighted entitlement (the first window and the tail included)";
+  auto fifo = RunSimulation(fleet, trace, P("fifo"), o);
+  ASSERT_TRUE(fifo);
+  EXPECT_LT(fifo->fairness.jain, 0.95) << "fifo: alternate submissions, equal shares, not 1:2";
+}
+
+// Equal quotas: each of the trace's tenants gets the same part of each model in one cohort;
+// a job above what its tenant could ever hold (its quota plus all the others') never runs.
+TEST(FairnessTest, EqualQuotasLendIdleShares) {
+  const Fleet fleet = *ParseFleetShorthand("2x8xV100");
+  Trace trace;
+  for (int i = 0; i < 4; ++i) {
+    trace.jobs.push_back(Job("a", 0, 600, 4));
+    trace.jobs.back().tenant = "a";
+  }
+  trace.jobs.push_back(Job("b", 1, 600, 4));
+  trace.jobs.back().tenant = "b";
+  SimOptions o{.equal_quotas = true};
+  auto r = RunSimulation(fleet, trace, P("fifo"), o);
+  ASSERT_TRUE(r) << r.error().message();
+  // a's quota is 8, b's 8: a borrows b's idle 8 at 0 s (four 4-GPU jobs on 16 GPUs); b's job
+  // at 1 s finds its quota lent and waits until a's jobs end at 600 s (no preemption yet).
+  EXPECT_EQ(r->per_job[0].start, Millis{0});
+  EXPECT_EQ(r->per_job[3].start, Millis{0});
+  EXPECT_EQ(r->per_job[4].start, Millis{600'000});
+  // A tenant of its own whose 16 GPUs are all it and no one else could hold.
+  SimOptions lone{.tenants = {{.name = "a", .quota = {{"V100", QuotaLimits{.nominal = 8}}}}}};
+  Trace big{.jobs = {Job("big", 0, 10, 16)}};
+  big.jobs[0].tenant = "a";
+  big.jobs.push_back(Job("other", 0, 10, 1));
+  auto refused = RunSimulation(fleet, big, P("fifo"), lone);
+  ASSERT_TRUE(refused);
+  EXPECT_EQ(refused->per_job[0].outcome, Outcome::kNever);
+  EXPECT_EQ(refused->per_job[1].outcome, Outcome::kPlaced);
 }
 
 }  // namespace

@@ -38,6 +38,8 @@ struct SimArgs {
   std::string block_for = "3m";
   std::string static_offer;
   std::vector<double> static_percentiles = {0.5, 0.95};
+  std::string quotas = "fleet";
+  std::string half_life = "7d";
 };
 
 void DrawProgress(size_t done, size_t total) {
@@ -104,7 +106,12 @@ int RunSim(const SimArgs& a) {
   }
   auto trace = ReadTrace(a.trace, a.trace_format, TraceOptions{.throughputs = a.throughputs});
   if (!trace) return fail(trace.error().message());
-  SimOptions options{.seed = a.seed};
+  SimOptions options{.seed = a.seed, .tenants = fleet->tenants, .equal_quotas = a.quotas == "equal"};
+  if (auto h = ParseDuration(a.half_life); h && h->value() > 0) {
+    options.half_life = *h;
+  } else {
+    return fail("--half-life: " + (h ? std::string("must be positive") : h.error().message()));
+  }
   if (a.failures) {
     FailureModel m = fleet->failures;
     auto set = [&](const std::string& text, Millis& field, const char* flag) -> bool {
@@ -263,6 +270,11 @@ void AddSimCommand(CLI::App& app, int* exit_code) {
   cmd->add_option("--spot-mtbf", args->spot_mtbf, "mean time between reclaims of one spot node");
   cmd->add_option("--gpu-xid-mtbf", args->gpu_xid_mtbf, "mean time between fatal XIDs of one GPU (that GPU alone goes out)");
   cmd->add_option("--recovery", args->recovery, "what a job hit by a failure or a spot reclaim keeps")->check(CLI::IsMember({"restart", "checkpoint"}));
+  cmd->add_option("--quotas", args->quotas,
+                  "tenants' quotas: fleet (the fleet file's [[tenant]] tables; none: no quota) or equal (the trace's other "
+                  "tenants get equal shares of each GPU model, in one cohort that lends freely)")
+      ->check(CLI::IsMember({"fleet", "equal"}));
+  cmd->add_option("--half-life", args->half_life, "fair share: the half-life of decayed usage (default 7d, as Slurm's)");
   cmd->add_option("--events", args->events, "write the simulated event log here (NDJSON CloudEvents, as GET /v1/events)");
   cmd->add_option("--checkpoint-interval", args->checkpoint_interval, "run time between checkpoints (recovery checkpoint)");
   cmd->add_flag("--autoscale", args->autoscale,
