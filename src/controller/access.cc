@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <functional>
 #include <nlohmann/json.hpp>
 
 #include "adapters/tokens.h"
@@ -13,13 +14,32 @@ namespace {
 
 using Json = nlohmann::json;
 
-Json TenantJson(const Tenant& t) {
-  return Json{{"name", t.name}, {"weight", t.weight}, {"cohort", t.cohort}, {"quota", t.quota}, {"created_ms", t.created_ms}};
-}
-
 Json TokenJson(const TokenInfo& t) {
   return Json{{"id", t.id},           {"name", t.name},         {"tenant", t.tenant},          {"role", RoleName(t.role)},
               {"sha256", t.sha256},   {"created_ms", t.created_ms}, {"expires_ms", t.expires_ms}, {"revoked", t.revoked}};
+}
+
+Status CheckName(const std::string& name, const char* field);
+
+// A map of GPUs per model, {"H100": 64}.
+Status PerModel(const Json& j, const char* field, const std::function<void(QuotaLimits&, int64_t)>& set,
+                std::map<std::string, QuotaLimits>& quota) {
+  if (!j.contains(field) || j[field].is_null()) return Status::Ok();
+  if (!j[field].is_object()) return Status(StatusCode::kInvalidArgument, fmt::format("field '{}': expected {{\"MODEL\": GPUS, ...}}", field));
+  for (const auto& [model, gpus] : j[field].items()) {
+    if (!gpus.is_number_integer()) {
+      return Status(StatusCode::kInvalidArgument, fmt::format("field '{}': {}: expected a whole number of GPUs", field, model.substr(0, 64)));
+    }
+    const int64_t n = gpus.get<int64_t>();
+    if (model.empty() || model.size() > 64) {
+      return Status(StatusCode::kInvalidArgument, fmt::format("{}: a GPU model name of 1 to 64 characters", field));
+    }
+    if (n < 0 || n > kMaxQuotaGpus) {
+      return Status(StatusCode::kInvalidArgument, fmt::format("{}: {}={}: expected 0..{} GPUs", field, model, n, kMaxQuotaGpus));
+    }
+    set(quota[model], n);
+  }
+  return Status::Ok();
 }
 
 Status CheckName(const std::string& name, const char* field) {
@@ -30,6 +50,61 @@ Status CheckName(const std::string& name, const char* field) {
 
 
 }  // namespace
+
+TenantConfig ConfigOf(const Tenant& t) {
+  return TenantConfig{.name = t.name, .weight = t.weight, .cohort = t.cohort, .quota = t.quota, .order = t.order};
+}
+
+Json TenantJson(const Tenant& t) {
+  Json quota = Json::object(), borrow = Json::object(), lend = Json::object();
+  for (const auto& [model, q] : t.quota) {
+    quota[model] = q.nominal;
+    if (q.borrow_limit) borrow[model] = *q.borrow_limit;
+    if (q.lend_limit) lend[model] = *q.lend_limit;
+  }
+  return Json{{"name", t.name}, {"weight", t.weight}, {"cohort", t.cohort}, {"quota", quota}, {"borrow_limit", borrow},
+              {"lend_limit", lend}, {"order", t.order}, {"created_ms", t.created_ms}};
+}
+
+Result<Tenant> TenantFromJson(const Json& j, Tenant t) {
+  auto text = [&](const char* key, std::string& out) -> Status {
+    if (!j.contains(key) || j[key].is_null()) return Status::Ok();
+    if (!j[key].is_string()) return Status(StatusCode::kInvalidArgument, fmt::format("field '{}': expected a string", key));
+    out = j[key].get<std::string>();
+    return Status::Ok();
+  };
+  for (const auto& [key, out] : {std::pair<const char*, std::string*>{"name", &t.name}, {"cohort", &t.cohort}, {"order", &t.order}}) {
+    if (Status s = text(key, *out); !s.ok()) return tl::unexpected(s);
+  }
+  if (j.contains("weight")) {
+    if (!j["weight"].is_number_integer()) return Error(StatusCode::kInvalidArgument, "field 'weight': expected a whole number 1..1000");
+    const int64_t w = j["weight"].get<int64_t>();
+    if (w < 1 || w > 1000) return Error(StatusCode::kInvalidArgument, fmt::format("weight: {}: expected 1..1000", w));
+    t.weight = static_cast<int>(w);
+  }
+  // Each map given replaces that figure for every model (a model left out has none).
+  std::map<std::string, QuotaLimits> quota = t.quota;
+  if (j.contains("quota")) {
+    for (auto& [m, q] : quota) q.nominal = 0;
+  }
+  if (j.contains("borrow_limit")) {
+    for (auto& [m, q] : quota) q.borrow_limit.reset();
+  }
+  if (j.contains("lend_limit")) {
+    for (auto& [m, q] : quota) q.lend_limit.reset();
+  }
+  if (Status s = PerModel(j, "quota", [](QuotaLimits& q, int64_t n) { q.nominal = n; }, quota); !s.ok()) return tl::unexpected(s);
+  if (Status s = PerModel(j, "borrow_limit", [](QuotaLimits& q, int64_t n) { q.borrow_limit = n; }, quota); !s.ok()) {
+    return tl::unexpected(s);
+  }
+  if (Status s = PerModel(j, "lend_limit", [](QuotaLimits& q, int64_t n) { q.lend_limit = n; }, quota); !s.ok()) {
+    return tl::unexpected(s);
+  }
+  std::erase_if(quota, [](const auto& e) { return e.second.nominal == 0 && !e.second.borrow_limit && !e.second.lend_limit; });
+  t.quota = std::move(quota);
+  if (j.contains("created_ms") && j["created_ms"].is_number_integer()) t.created_ms = j["created_ms"].get<int64_t>();
+  return t;
+}
 
 std::string_view RoleName(Role r) { return r == Role::kViewer ? "viewer" : "user"; }
 
@@ -47,9 +122,9 @@ Status Access::Load(const std::map<std::string, std::string>& meta) {
       const Json j = Json::parse(text);
       if (j.value("deleted", false)) continue;
       if (tenant) {
-        Tenant t{.name = j.at("name").get<std::string>(), .weight = j.value("weight", 1), .cohort = j.value("cohort", ""),
-                 .quota = j.value("quota", std::map<std::string, int>{}), .created_ms = j.value("created_ms", int64_t{0})};
-        tenants_[t.name] = std::move(t);
+        auto t = TenantFromJson(j, Tenant{});
+        if (!t) return Status(StatusCode::kInternal, fmt::format("store: {}: {}", key, t.error().message()));
+        tenants_[t->name] = std::move(*t);
       } else {
         auto role = ParseRole(j.at("role").get<std::string>());
         if (!role) return Status(StatusCode::kInternal, fmt::format("store: {}: {}", key, role.error().message()));
@@ -68,22 +143,42 @@ Status Access::Load(const std::map<std::string, std::string>& meta) {
 
 Status Access::Put(const std::string& key, const std::string& json) { return journal_.PutMeta(key, json); }
 
-Result<Tenant> Access::CreateTenant(Tenant t, int64_t now_ms) {
-  if (Status s = CheckName(t.name, "name"); !s.ok()) return tl::unexpected(s);
-  if (tenants_.count(t.name)) return Error(StatusCode::kFailedPrecondition, fmt::format("name: tenant '{}' exists already", t.name));
-  if (t.weight < 1 || t.weight > 1000) return Error(StatusCode::kInvalidArgument, fmt::format("weight: {}: expected 1..1000", t.weight));
+namespace {
+
+// Everything but whether the name is taken.
+Status CheckTenant(const Tenant& t) {
+  if (Status s = CheckName(t.name, "name"); !s.ok()) return s;
+  if (t.weight < 1 || t.weight > 1000) return Status(StatusCode::kInvalidArgument, fmt::format("weight: {}: expected 1..1000", t.weight));
   if (!t.cohort.empty()) {
-    if (Status s = CheckName(t.cohort, "cohort"); !s.ok()) return tl::unexpected(s);
+    if (Status s = CheckName(t.cohort, "cohort"); !s.ok()) return s;
   }
-  for (const auto& [model, gpus] : t.quota) {
-    if (model.empty() || model.size() > 64) return Error(StatusCode::kInvalidArgument, "quota: a GPU model name of 1 to 64 characters");
-    if (gpus < 0 || gpus > 1'000'000) {
-      return Error(StatusCode::kInvalidArgument, fmt::format("quota: {}={}: expected 0..1000000 GPUs", model, gpus));
+  for (const auto& [model, q] : t.quota) {
+    if (model.empty() || model.size() > 64) return Status(StatusCode::kInvalidArgument, "quota: a GPU model name of 1 to 64 characters");
+    if (q.nominal < 0 || q.nominal > kMaxQuotaGpus) {
+      return Status(StatusCode::kInvalidArgument, fmt::format("quota: {}={}: expected 0..{} GPUs", model, q.nominal, kMaxQuotaGpus));
     }
   }
+  return ValidateTenantConfig(ConfigOf(t));
+}
+
+}  // namespace
+
+Result<Tenant> Access::CreateTenant(Tenant t, int64_t now_ms) {
+  if (Status s = CheckTenant(t); !s.ok()) return tl::unexpected(s);
+  if (tenants_.count(t.name)) return Error(StatusCode::kFailedPrecondition, fmt::format("name: tenant '{}' exists already", t.name));
   t.created_ms = now_ms;
   if (Status s = Put("tenant/" + t.name, TenantJson(t).dump()); !s.ok()) return tl::unexpected(s);
   tenants_[t.name] = t;
+  return t;
+}
+
+Result<Tenant> Access::UpdateTenant(Tenant t) {
+  auto it = tenants_.find(t.name);
+  if (it == tenants_.end()) return Error(StatusCode::kNotFound, fmt::format("no tenant '{}'", t.name.substr(0, 80)));
+  if (Status s = CheckTenant(t); !s.ok()) return tl::unexpected(s);
+  t.created_ms = it->second.created_ms;
+  if (Status s = Put("tenant/" + t.name, TenantJson(t).dump()); !s.ok()) return tl::unexpected(s);
+  it->second = t;
   return t;
 }
 

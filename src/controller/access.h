@@ -13,7 +13,10 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json_fwd.hpp>
+
 #include "core/status.h"
+#include "core/tenant.h"
 #include "state/journal.h"
 
 namespace gp {
@@ -24,11 +27,19 @@ Result<Role> ParseRole(std::string_view text);
 
 struct Tenant {
   std::string name;
-  int weight = 1;                        // its share under fair share (1..1000)
-  std::string cohort;                    // the group it borrows from and lends to ("" none)
-  std::map<std::string, int> quota;      // GPUs per model (nominal); empty: none set
+  int weight = 1;                              // its share under fair share (1..1000)
+  std::string cohort;                          // the group it borrows from and lends to ("" none)
+  std::map<std::string, QuotaLimits> quota;    // per GPU model: nominal, borrowing and lending limits
+  std::string order;                           // its own queue order under a share order ("" fifo)
   int64_t created_ms = 0;
 };
+// What the scheduler applies of a tenant.
+TenantConfig ConfigOf(const Tenant& t);
+// A tenant as stored and as the API shows it: {"name", "weight", "cohort", "quota": {MODEL: N},
+// "borrow_limit": {MODEL: N}, "lend_limit": {MODEL: N}, "order", "created_ms"}.
+nlohmann::json TenantJson(const Tenant& t);
+// The fields present in `j` over `base` (a new tenant: Tenant{}). Errors name the field.
+Result<Tenant> TenantFromJson(const nlohmann::json& j, Tenant base);
 
 struct TokenInfo {
   std::string id;        // public: "tok-" and 12 hex digits (for list and revoke)
@@ -50,6 +61,8 @@ class Access {
 
   // Names: ValidTenantName (1..63 of [a-z0-9-], a letter or digit at each end). Errors name the field.
   Result<Tenant> CreateTenant(Tenant t, int64_t now_ms);
+  // Replaces an existing tenant's weight, cohort, quotas and order (its tokens stay).
+  Result<Tenant> UpdateTenant(Tenant t);
   // Its tokens stop working at once; its jobs keep their label.
   Status DeleteTenant(const std::string& name);
   std::vector<Tenant> Tenants() const;

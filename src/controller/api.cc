@@ -431,9 +431,23 @@ Api::Caller Api::Identify(std::string_view authorization, std::string_view cooki
 }
 
 namespace {
-nlohmann::json TenantToJson(const Tenant& t) {
-  return nlohmann::json{{"name", t.name}, {"weight", t.weight}, {"cohort", t.cohort}, {"quota", t.quota}, {"created_ms", t.created_ms}};
+// Where a tenant stands in the scheduler: per model its quota, use, borrowed and lent (GPUs),
+// its decayed usage (GPU-hours) and its rank under fair share (1 goes first).
+nlohmann::json TenantRowJson(const TenantRow& r) {
+  nlohmann::json models = nlohmann::json::array();
+  auto gpus = [](int64_t milli) { return static_cast<double>(milli) / 1000; };
+  for (const TenantModelRow& m : r.models) {
+    nlohmann::json one{{"model", m.model}, {"quota", gpus(m.nominal)}, {"used", gpus(m.used)}, {"borrowed", gpus(m.borrowed)},
+                       {"lent", gpus(m.lent)}};
+    if (m.borrow_limit) one["borrow_limit"] = gpus(*m.borrow_limit);
+    if (m.lend_limit) one["lend_limit"] = gpus(*m.lend_limit);
+    models.push_back(std::move(one));
+  }
+  return nlohmann::json{{"models", models}, {"gpus_held", gpus(r.gpu_milli)},
+                        {"decayed_gpu_hours", r.decayed_gpu_ms / 3'600'000.0}, {"fair_share", r.fair_share / 3'600'000.0},
+                        {"rank", r.rank}};
 }
+
 nlohmann::json TokenToJson(const TokenInfo& t) {
   return nlohmann::json{{"id", t.id}, {"name", t.name}, {"tenant", t.tenant}, {"role", RoleName(t.role)}, {"created_ms", t.created_ms},
                         {"expires_ms", t.expires_ms}, {"revoked", t.revoked}};
@@ -460,9 +474,12 @@ void Api::AccessRoute(const HttpRequest& r, const Caller& caller, const std::vec
     if (p.size() == 2 && m == "GET") {
       nlohmann::json list = nlohmann::json::array();
       const auto use = c_.TenantsInUse();
+      std::map<std::string, TenantRow> rows;
+      for (TenantRow& row : c_.tenant_book().Rows(c_.fleet())) rows[row.name] = std::move(row);
       for (const Tenant& t : access.Tenants()) {
         if (caller.kind == Caller::Kind::kTenant && t.name != caller.tenant) continue;
-        nlohmann::json one = TenantToJson(t);
+        nlohmann::json one = TenantJson(t);
+        if (auto row = rows.find(t.name); row != rows.end()) one["share"] = TenantRowJson(row->second);
         auto u = use.find(t.name);
         one["in_use"] = u == use.end() ? nlohmann::json::object() : nlohmann::json(u->second.gpus);
         one["running"] = u == use.end() ? 0 : u->second.running;
@@ -471,49 +488,43 @@ void Api::AccessRoute(const HttpRequest& r, const Caller& caller, const std::vec
       }
       return respond(Json(200, nlohmann::json{{"tenants", list}}.dump()));
     }
-    if (p.size() == 2 && m == "POST") {
+    // POST a new tenant; PATCH an existing one (the fields given replace its own).
+    const bool create = p.size() == 2 && m == "POST";
+    if (create || (p.size() == 3 && m == "PATCH")) {
       auto j = body();
       if (!j) return respond(Fail(400, j.error().message()));
-      Tenant t;
-      auto name = text(*j, "name");
-      auto cohort = text(*j, "cohort");
-      if (!name) return respond(Fail(400, name.error().message()));
-      if (!cohort) return respond(Fail(400, cohort.error().message()));
-      t.name = *name;
-      t.cohort = *cohort;
-      if (j->contains("weight")) {
-        if (!(*j)["weight"].is_number_integer()) return respond(Fail(400, "field 'weight': expected a whole number 1..1000"));
-        const int64_t w = (*j)["weight"].get<int64_t>();
-        if (w < 1 || w > 1000) return respond(Fail(400, fmt::format("weight: {}: expected 1..1000", w)));
-        t.weight = static_cast<int>(w);
+      Tenant base;
+      if (!create) {
+        const Tenant* was = access.FindTenant(std::string(p[2]));
+        if (!was) return respond(Fail(404, fmt::format("no tenant '{}'", p[2])));
+        if (j->contains("name") && (*j)["name"] != was->name) return respond(Fail(400, "field 'name': a tenant cannot be renamed"));
+        base = *was;
       }
-      if (j->contains("quota")) {
-        const auto& q = (*j)["quota"];
-        if (!q.is_object()) return respond(Fail(400, "field 'quota': expected {\"MODEL\": GPUS, ...}"));
-        for (const auto& [model, gpus] : q.items()) {
-          if (!gpus.is_number_integer()) {
-            return respond(Fail(400, fmt::format("field 'quota': {}: expected a whole number of GPUs", model)));
-          }
-          const int64_t n = gpus.get<int64_t>();
-          if (n < 0 || n > 1'000'000) {
-            return respond(Fail(400, fmt::format("quota: {}={}: expected 0..1000000 GPUs", model, n)));
-          }
-          t.quota[model] = static_cast<int>(n);
-        }
+      auto t = TenantFromJson(*j, std::move(base));
+      if (!t) return respond(Fail(400, t.error().message()));
+      // As the scheduler will apply it with every other tenant (cohorts, orders): refused
+      // before anything is stored.
+      std::vector<TenantConfig> all;
+      for (const Tenant& o : access.Tenants()) {
+        if (o.name != t->name) all.push_back(ConfigOf(o));
       }
-      auto made = access.CreateTenant(std::move(t), now);
+      all.push_back(ConfigOf(*t));
+      if (Status s = c_.CheckTenants(all); !s.ok()) return respond(Fail(400, s.message()));
+      auto made = create ? access.CreateTenant(std::move(*t), now) : access.UpdateTenant(std::move(*t));
       if (!made) return respond(Fail(HttpStatusOf(made.error()), made.error().message()));
-      return respond(Json(201, TenantToJson(*made).dump()));
+      if (Status s = c_.ApplyTenants(); !s.ok()) return respond(Fail(500, s.message()));
+      return respond(Json(create ? 201 : 200, TenantJson(*made).dump()));
     }
     if (p.size() == 3 && m == "GET") {
       const Tenant* t = access.FindTenant(std::string(p[2]));
       if (!t || (caller.kind == Caller::Kind::kTenant && t->name != caller.tenant)) {
         return respond(Fail(404, fmt::format("no tenant '{}'", p[2])));
       }
-      return respond(Json(200, TenantToJson(*t).dump()));
+      return respond(Json(200, TenantJson(*t).dump()));
     }
     if (p.size() == 3 && m == "DELETE") {
       if (Status s = access.DeleteTenant(std::string(p[2])); !s.ok()) return respond(Fail(HttpStatusOf(s), s.message()));
+      if (Status s = c_.ApplyTenants(); !s.ok()) return respond(Fail(500, s.message()));
       return respond(Json(200, nlohmann::json{{"deleted", p[2]}}.dump()));
     }
   }

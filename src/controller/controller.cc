@@ -34,7 +34,9 @@ Controller::Controller(Fleet base, Journal& journal, const Clock& clock, Control
                ClusterOptions{.seed = options_.seed, .max_retries = options_.max_retries, .backoff = options_.backoff,
                               .backoff_max = Millis{60'000}, .never = NeverFits::kWait,
                               .max_placements_per_pass = options_.max_placements_per_pass},
-               listener_) {}
+               listener_) {
+  cluster_.set_half_life(options_.fair_share_half_life);
+}
 
 void Controller::Listener::JobChanged(const JobRecord& j, std::string_view what) {
   c_.Emit(fmt::format("job.{}", what), fmt::format("job/{}", j.spec.id.value()), JobEventData(j, what));
@@ -77,6 +79,23 @@ Status Controller::SetNodeOffer(const std::string& node, const std::string& offe
   if (slot->record.offer == offer) return Status::Ok();
   slot->record.offer = offer;
   return PersistNode(*slot);
+}
+
+Status Controller::CheckTenants(const std::vector<TenantConfig>& tenants) const {
+  for (const TenantConfig& t : tenants) {
+    if (t.order.empty()) continue;
+    if (auto q = BuiltinRegistry().MakeQueueOrder(t.order); !q) {
+      return Status(StatusCode::kInvalidArgument, fmt::format("order: {}", q.error().message()));
+    }
+  }
+  TenantBook scratch;
+  return scratch.Configure(tenants, fleet_);
+}
+
+Status Controller::ApplyTenants() {
+  std::vector<TenantConfig> all;
+  for (const Tenant& t : access_.Tenants()) all.push_back(ConfigOf(t));
+  return cluster_.ConfigureTenants(all);
 }
 
 std::map<std::string, Controller::TenantUse> Controller::TenantsInUse() const {
@@ -230,6 +249,11 @@ Status Controller::Recover() {
   auto contents = journal_.Load();
   if (!contents) return contents.error();
   if (Status s = access_.Load(contents->meta); !s.ok()) return s;
+  next_event_seq_ = contents->last_event_seq + 1;
+  if (Status s = ApplyTenants(); !s.ok()) {
+    // Stored by an older version that checked less: the pool runs, without quotas, and says so.
+    Emit("pool.warning", "tenants", nlohmann::json{{"message", "tenants not applied (no quota enforced): " + s.message()}}.dump());
+  }
   next_event_seq_ = contents->last_event_seq + 1;
   first_event_seq_ = contents->first_event_seq > 0 ? contents->first_event_seq : next_event_seq_;
   for (const auto& [name, json] : contents->nodes) {

@@ -77,6 +77,8 @@ struct ControllerOptions {
   // process): the silence of that gap is the server's, not the nodes', and is not counted.
   // Zero: off (a manual clock's jumps are not stalls).
   Millis stall{0};
+  // Fair share: the half-life of each tenant's decayed GPU usage.
+  Millis fair_share_half_life{7LL * 24 * 3'600'000};
   // Heartbeats: an idle agent's interval is at least `heartbeat_base`, and grows with the fleet
   // so that all nodes together send about `heartbeat_rate` per second (as Nomad sizes its
   // heartbeat TTLs), but never past the lease less `heartbeat_margin` (each answer renews the
@@ -214,6 +216,11 @@ class Controller {
   // date tokens, usage and records with.
   Millis Now() const { return clock_.Now(); }
   // Tenants and their tokens (loaded from the store by Recover).
+  // Whether the scheduler would take these tenants (cohort names, queue orders), changing nothing.
+  Status CheckTenants(const std::vector<TenantConfig>& tenants) const;
+  // The access records' tenants (quotas, cohorts, weights, orders) applied to the scheduler.
+  Status ApplyTenants();
+  const TenantBook& tenant_book() const { return cluster_.tenants(); }
   Access& access() { return access_; }
   const Access& access() const { return access_; }
   // Offers provider `provider` states at run time (its `offers` verb; adapters/provisioner.h

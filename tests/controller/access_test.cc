@@ -18,17 +18,18 @@ TEST(AccessTest, TenantsAreCheckedNamingTheField) {
     std::string error;  // "" : accepted
   } cases[] = {
       {{.name = "llm"}, ""},
-      {{.name = "vision-2", .weight = 1000, .cohort = "research", .quota = {{"H100", 64}}}, ""},
+      {{.name = "vision-2", .weight = 1000, .cohort = "research", .quota = {{"H100", {64}}}}, ""},
       {{.name = "llm"}, "name: tenant 'llm' exists already"},
       {{.name = ""}, "name: '': 1 to 63"},
       {{.name = "Caps"}, "name: 'Caps'"},
-      {{.name = "9lives"}, "name: '9lives'"},
+      {{.name = "lives-"}, "name: 'lives-'"},
       {{.name = std::string(64, 'a')}, "name: "},
       {{.name = "w0", .weight = 0}, "weight: 0: expected 1..1000"},
       {{.name = "w1", .weight = 1001}, "weight: 1001"},
       {{.name = "c", .cohort = "Bad"}, "cohort: 'Bad'"},
-      {{.name = "q", .quota = {{"H100", -1}}}, "quota: H100=-1: expected 0..1000000 GPUs"},
-      {{.name = "q2", .quota = {{"", 1}}}, "quota: a GPU model name"},
+      {{.name = "q", .quota = {{"H100", {-1}}}}, "quota: H100=-1: expected 0..1000000 GPUs"},
+      {{.name = "q3", .quota = {{"H100", {8, -2}}}}, "tenant q3: quota H100: borrow limit must be 0..1000000 GPUs, got -2"},
+      {{.name = "q2", .quota = {{"", {1}}}}, "quota: a GPU model name"},
   };
   for (const auto& c : cases) {
     auto r = a.CreateTenant(c.t, 5);

@@ -25,7 +25,7 @@ def main(gpupool):
         def cli(*args):
             return subprocess.run([gpupool, *args, *admin], capture_output=True, text=True)
 
-        for name, extra in (("llm", ["--weight", "2", "--quota", "H100=64"]), ("vision", ["--cohort", "research"])):
+        for name, extra in (("llm", ["--weight", "2", "--quota", "H100=64"]), ("vision", ["--cohort", "research", "--quota", "H100=4"])):
             r = cli("tenant", "create", name, *extra)
             c.check(r.returncode == 0, f"tenant {name} created: {r.stdout}{r.stderr}")
         tok = {}
@@ -34,8 +34,9 @@ def main(gpupool):
             tok[key] = r.stdout.strip()
             c.check(r.returncode == 0 and len(tok[key]) == 64, f"token for {key}: {r.stderr.strip()}")
         listed = cli("tenants")
-        c.check("llm" in listed.stdout and "H100=64" in listed.stdout and "research" in listed.stdout,
-                f"`gpupool tenants` lists them: {listed.stdout}")
+        rows = {l.split()[0]: l.split() for l in listed.stdout.splitlines()[1:]}
+        c.check(rows.get("llm", [])[1:4] == ["-", "H100", "64"] and rows.get("vision", [])[1:4] == ["research", "H100", "4"],
+                f"`gpupool tenants` lists them with cohort, model and quota: {listed.stdout}")
         tokens = cli("token", "list")
         c.check(tokens.stdout.count("active") == 3 and not any(t in tokens.stdout for t in tok.values()),
                 f"`gpupool token list` shows ids, never secrets: {tokens.stdout}")
@@ -55,9 +56,9 @@ def main(gpupool):
             time.sleep(0.1)
 
         listed = cli("tenants")
-        rows = {l.split()[0]: l for l in listed.stdout.splitlines()[1:]}
-        c.check("H100=1" in rows.get("llm", "") and "H100=1" in rows.get("vision", ""),
-                f"`gpupool tenants` shows what each holds now: {listed.stdout}")
+        rows = {l.split()[0]: l.split() for l in listed.stdout.splitlines()[1:]}
+        c.check(rows.get("llm", [])[4:5] == ["1"] and rows.get("vision", [])[4:5] == ["1"],
+                f"`gpupool tenants` shows what each holds now (USED): {listed.stdout}")
         s, metrics = pool.call("GET", "/metrics")
         c.check('gpupool_tenant_gpus_in_use{tenant="llm",model="H100"} 1' in metrics,
                 "/metrics has each tenant's GPUs in use by model")

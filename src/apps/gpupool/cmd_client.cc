@@ -374,47 +374,78 @@ int TenantList(const Conn& c) {
     return 0;
   }
   const json j = json::parse(*body);
-  fmt::print("{:<24} {:>6} {:<16} {:<20} {:<20} {:>7} {:>6}\n", "TENANT", "WEIGHT", "COHORT", "QUOTA", "IN USE", "RUNNING", "QUEUED");
+  // One line per tenant and GPU model: quota, used, borrowed, lent (GPUs), then the tenant's
+  // weight, decayed usage, fair-share rank, running and queued jobs.
+  fmt::print("{:<20} {:<12} {:>6} {:>8} {:>6} {:>8} {:>6} {:<14} {:>6} {:>10} {:>4} {:>7} {:>6}\n", "TENANT", "COHORT", "MODEL",
+             "QUOTA", "USED", "BORROWED", "LENT", "LIMITS", "WEIGHT", "DECAYED-H", "RANK", "RUNNING", "QUEUED");
   for (const json& t : j["tenants"]) {
-    std::string quota, in_use;
-    for (const auto& [model, gpus] : t["quota"].items()) quota += fmt::format("{}{}={}", quota.empty() ? "" : ",", ShownText(model), gpus.get<int>());
-    if (t.contains("in_use")) {
-      for (const auto& [model, gpus] : t["in_use"].items()) {
-        in_use += fmt::format("{}{}={:g}", in_use.empty() ? "" : ",", ShownText(model), gpus.get<double>());
-      }
+    const json share = t.value("share", json::object());
+    std::vector<json> models;
+    for (const json& m : share.value("models", json::array())) models.push_back(m);
+    if (models.empty()) models.push_back(json{{"model", "-"}});
+    for (size_t i = 0; i < models.size(); ++i) {
+      const json& m = models[i];
+      auto n = [&](const char* k) { return m.contains(k) ? fmt::format("{:g}", m[k].get<double>()) : std::string("-"); };
+      std::string limits;
+      if (m.contains("borrow_limit")) limits += "borrow " + n("borrow_limit");
+      if (m.contains("lend_limit")) limits += (limits.empty() ? "" : ",") + std::string("lend ") + n("lend_limit");
+      const bool first = i == 0;
+      fmt::print("{:<20} {:<12} {:>6} {:>8} {:>6} {:>8} {:>6} {:<14} {:>6} {:>10} {:>4} {:>7} {:>6}\n", first ? Shown(t["name"]) : "",
+                 first ? (Shown(t["cohort"]).empty() ? "-" : Shown(t["cohort"])) : "", ShownText(m.value("model", "-")),
+                 n("quota"), n("used"), n("borrowed"), n("lent"), limits.empty() ? "-" : limits,
+                 first ? std::to_string(t["weight"].get<int>()) : "",
+                 first ? fmt::format("{:.2f}", share.value("decayed_gpu_hours", 0.0)) : "",
+                 first && share.contains("rank") ? std::to_string(share["rank"].get<int>()) : "",
+                 first ? std::to_string(t.value("running", 0)) : "", first ? std::to_string(t.value("queued", 0)) : "");
     }
-    fmt::print("{:<24} {:>6} {:<16} {:<20} {:<20} {:>7} {:>6}\n", Shown(t["name"]), t["weight"].get<int>(),
-               Shown(t["cohort"]).empty() ? "-" : Shown(t["cohort"]), quota.empty() ? "-" : quota, in_use.empty() ? "-" : in_use,
-               t.value("running", 0), t.value("queued", 0));
   }
   return 0;
 }
 
-int TenantCreate(const Conn& c, const std::string& name, int weight, const std::string& cohort, const std::string& quota) {
-  json body{{"name", name}, {"weight", weight}};
-  if (!cohort.empty()) body["cohort"] = cohort;
-  if (!quota.empty()) {
-    json q = json::object();
-    size_t start = 0;
-    while (start <= quota.size()) {
-      const size_t comma = std::min(quota.find(',', start), quota.size());
-      const std::string part = quota.substr(start, comma - start);
-      const size_t eq = part.find('=');
-      int gpus = 0;
-      const auto parsed = eq == std::string::npos ? std::from_chars_result{part.data(), std::errc::invalid_argument}
-                                                  : std::from_chars(part.data() + eq + 1, part.data() + part.size(), gpus);
-      if (eq == std::string::npos || eq == 0 || parsed.ec != std::errc() || parsed.ptr != part.data() + part.size()) {
-        fmt::print(stderr, "gpupool: --quota: '{}': expected MODEL=GPUS, e.g. H100=64,A100=32\n", part);
-        return 2;
-      }
-      q[part.substr(0, eq)] = gpus;
-      start = comma + 1;
+// "H100=64,A100=32" into {"H100": 64, "A100": 32}; nullopt (having said why) when malformed.
+std::optional<json> PerModel(const std::string& flag, const std::string& text) {
+  json q = json::object();
+  size_t start = 0;
+  while (start <= text.size()) {
+    const size_t comma = std::min(text.find(',', start), text.size());
+    const std::string part = text.substr(start, comma - start);
+    const size_t eq = part.find('=');
+    int64_t gpus = 0;
+    const auto parsed = eq == std::string::npos ? std::from_chars_result{part.data(), std::errc::invalid_argument}
+                                                : std::from_chars(part.data() + eq + 1, part.data() + part.size(), gpus);
+    if (eq == std::string::npos || eq == 0 || parsed.ec != std::errc() || parsed.ptr != part.data() + part.size()) {
+      fmt::print(stderr, "gpupool: {}: '{}': expected MODEL=GPUS, e.g. H100=64,A100=32\n", flag, part);
+      return std::nullopt;
     }
-    body["quota"] = q;
+    q[part.substr(0, eq)] = gpus;
+    start = comma + 1;
   }
-  auto r = Call(c, "POST", "/v1/tenants", body.dump());
+  return q;
+}
+
+struct TenantFields {
+  std::string name, cohort, quota, borrow_limit, lend_limit, order;
+  int weight = 0;  // 0: not given
+};
+
+// `tenant create` (POST) and `tenant set` (PATCH: only the fields given change).
+int TenantWrite(const Conn& c, const TenantFields& f, bool create) {
+  json body = json::object();
+  if (create) body["name"] = f.name;
+  if (f.weight != 0) body["weight"] = f.weight;
+  if (!f.cohort.empty()) body["cohort"] = f.cohort == "none" ? "" : f.cohort;
+  if (!f.order.empty()) body["order"] = f.order;
+  for (const auto& [flag, key, text] : {std::tuple{"--quota", "quota", &f.quota}, std::tuple{"--borrow-limit", "borrow_limit", &f.borrow_limit},
+                                        std::tuple{"--lend-limit", "lend_limit", &f.lend_limit}}) {
+    if (text->empty()) continue;
+    auto q = PerModel(flag, *text == "none" ? std::string() : *text);
+    if (*text == "none") q = json::object();
+    if (!q) return 2;
+    body[key] = *q;
+  }
+  auto r = create ? Call(c, "POST", "/v1/tenants", body.dump()) : Call(c, "PATCH", "/v1/tenants/" + f.name, body.dump());
   if (!r) return 1;
-  fmt::print("{}\n", c.json_out ? *r : "tenant " + name + " created");
+  fmt::print("{}\n", c.json_out ? *r : "tenant " + f.name + (create ? " created" : " updated"));
   return 0;
 }
 
@@ -656,18 +687,23 @@ void AddClientCommands(CLI::App& app, int* exit_code) {
 
   CLI::App* tenant = app.add_subcommand("tenant", "Teams sharing the pool: create, list, delete (admin)");
   tenant->require_subcommand(1);
-  struct TenantArgs {
-    std::string name, cohort, quota;
-    int weight = 1;
+  auto ta = std::make_shared<TenantFields>();
+  auto tenant_flags = [&](CLI::App* cmd) {
+    AddConn(cmd, conn);
+    cmd->add_option("name", ta->name, "its name: a-z, 0-9 and -")->required();
+    cmd->add_option("--weight", ta->weight, "its share under fair share (1..1000; create: 1 unless given)");
+    cmd->add_option("--cohort", ta->cohort, "the cohort it borrows from and lends to (set: none to leave it)");
+    cmd->add_option("--quota", ta->quota, "nominal GPUs per model, e.g. H100=64,A100=32 (a model not named: 0)");
+    cmd->add_option("--borrow-limit", ta->borrow_limit, "GPUs per model it may borrow above its quota at most (default: no limit)");
+    cmd->add_option("--lend-limit", ta->lend_limit, "GPUs per model of its quota others may use at most (default: all)");
+    cmd->add_option("--order", ta->order, "its own queue order under a share order: fifo, priority, sjf or las");
   };
-  auto ta = std::make_shared<TenantArgs>();
   CLI::App* tcreate = tenant->add_subcommand("create", "A new tenant");
-  AddConn(tcreate, conn);
-  tcreate->add_option("name", ta->name, "its name: a-z, 0-9 and -")->required();
-  tcreate->add_option("--weight", ta->weight, "its share under fair share (1..1000)");
-  tcreate->add_option("--cohort", ta->cohort, "the cohort it borrows from and lends to");
-  tcreate->add_option("--quota", ta->quota, "GPUs per model, e.g. H100=64,A100=32");
-  tcreate->callback([conn, ta, exit_code] { *exit_code = TenantCreate(*conn, ta->name, ta->weight, ta->cohort, ta->quota); });
+  tenant_flags(tcreate);
+  tcreate->callback([conn, ta, exit_code] { *exit_code = TenantWrite(*conn, *ta, true); });
+  CLI::App* tset = tenant->add_subcommand("set", "Change a tenant's weight, cohort, quotas, limits or order (the rest stays)");
+  tenant_flags(tset);
+  tset->callback([conn, ta, exit_code] { *exit_code = TenantWrite(*conn, *ta, false); });
   CLI::App* tlist = tenant->add_subcommand("list", "Every tenant (a tenant's token: its own)");
   AddConn(tlist, conn);
   tlist->callback([conn, exit_code] { *exit_code = TenantList(*conn); });
@@ -675,7 +711,7 @@ void AddClientCommands(CLI::App& app, int* exit_code) {
   AddConn(tdelete, conn);
   tdelete->add_option("name", ta->name, "the tenant")->required();
   tdelete->callback([conn, ta, exit_code] { *exit_code = Simple(*conn, "DELETE", "/v1/tenants/" + ta->name, "deleted tenant " + ta->name); });
-  CLI::App* tenants = app.add_subcommand("tenants", "Every tenant with its weight, cohort and quota");
+  CLI::App* tenants = app.add_subcommand("tenants", "Every tenant: quota, use, borrowed and lent per GPU model, weight, decayed usage, fair-share rank");
   AddConn(tenants, conn);
   tenants->callback([conn, exit_code] { *exit_code = TenantList(*conn); });
 

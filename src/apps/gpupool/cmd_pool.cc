@@ -64,6 +64,7 @@ struct ServerArgs {
   std::string web_dir;           // the dashboard's files; default: found beside the binary
   std::string advertise;         // the address agents the pool starts join (default: --listen's, with its port)
   std::string scale_down_idle = "60s";
+  std::string fair_share_half_life = "7d";
 };
 
 // The dashboard's built files: --web-dir, else web/dist of the source tree the binary was
@@ -141,6 +142,8 @@ Result<std::unique_ptr<Server>> StartServer(const ServerArgs& a) {
   if (!probation) return InvalidArgument("--gpu-probation: " + probation.error().message());
   auto telemetry = ParseDuration(a.telemetry_events);
   if (!telemetry) return InvalidArgument("--telemetry-events: " + telemetry.error().message());
+  auto half_life = ParseDuration(a.fair_share_half_life);
+  if (!half_life || half_life->value() <= 0) return InvalidArgument("--fair-share-half-life: expected a positive duration, e.g. 7d or 10m");
   auto lease = ParseDuration(a.lease);
   if (!lease || lease->value() < 500) return InvalidArgument("--lease: expected a duration of at least 500ms, e.g. 2s");
   srv->controller = std::make_unique<Controller>(
@@ -156,6 +159,7 @@ Result<std::unique_ptr<Server>> StartServer(const ServerArgs& a) {
                         .events_retain = a.events_retain,
                         .checkpoint_max_bytes = static_cast<int64_t>(a.checkpoint_max_mib) << 20,
                         .stall = Millis{700},
+                        .fair_share_half_life = *half_life,
                         .allow_workdir = {a.allow_workdir.begin(), a.allow_workdir.end()}},
       std::move(*policy));
   if (Status s = srv->controller->Recover(); !s.ok()) return tl::unexpected(s);
@@ -520,7 +524,9 @@ void AddPoolCommands(CLI::App& app, int* exit_code) {
       ->expected(1)->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
   server->add_option("--data-dir", s->data_dir, "store, tokens and job logs");
   server->add_option("--fleet", s->fleet, "fleet file with providers, sites, links and prices (nodes come from agents)");
-  server->add_option("--policy", s->policy, "scheduling policy (see `gpupool policies`)");
+  server->add_option("--policy", s->policy, "scheduling policy (see `gpupool policies`); fairshare/POLICY or drf/POLICY orders tenants by share");
+  server->add_option("--fair-share-half-life", s->fair_share_half_life,
+                     "the half-life of a tenant's decayed GPU usage under fairshare (default 7d, as Slurm's)");
   server->add_option("--seed", s->seed, "seed for randomised policies");
   server->add_option("--header-timeout", s->header_timeout,
                      "a request's header must arrive within this, else the connection is closed (slow clients), default 15s");
