@@ -437,8 +437,8 @@ nlohmann::json TenantRowJson(const TenantRow& r) {
   nlohmann::json models = nlohmann::json::array();
   auto gpus = [](int64_t milli) { return static_cast<double>(milli) / 1000; };
   for (const TenantModelRow& m : r.models) {
-    nlohmann::json one{{"model", m.model}, {"quota", gpus(m.nominal)}, {"used", gpus(m.used)}, {"borrowed", gpus(m.borrowed)},
-                       {"lent", gpus(m.lent)}};
+    nlohmann::json one{{"model", m.model}, {"used", gpus(m.used)}, {"borrowed", gpus(m.borrowed)}, {"lent", gpus(m.lent)}};
+    if (m.nominal >= 0) one["quota"] = gpus(m.nominal);  // none: no quota, unlimited
     if (m.borrow_limit) one["borrow_limit"] = gpus(*m.borrow_limit);
     if (m.lend_limit) one["lend_limit"] = gpus(*m.lend_limit);
     models.push_back(std::move(one));

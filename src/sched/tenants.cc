@@ -244,8 +244,9 @@ std::vector<TenantRow> TenantBook::Rows(const Fleet& fleet) const {
     for (size_t m = 0; m < fleet.models.size() && m < 63; ++m) {
       const Limits& l = e.limits[m];
       if (l.nominal == 0 && e.gpu[m] == 0 && !e.config.quota.count(fleet.models[m].name)) continue;
-      TenantModelRow mr{.model = fleet.models[m].name, .nominal = l.nominal, .used = e.gpu[m],
-                        .borrowed = std::max<int64_t>(0, e.gpu[m] - l.nominal)};
+      // An unlimited tenant has no quota to borrow beyond (nominal -1: none).
+      TenantModelRow mr{.model = fleet.models[m].name, .nominal = e.limited ? l.nominal : -1, .used = e.gpu[m],
+                        .borrowed = e.limited ? std::max<int64_t>(0, e.gpu[m] - l.nominal) : 0};
       if (l.borrow >= 0) mr.borrow_limit = l.borrow;
       if (l.lend >= 0) mr.lend_limit = l.lend;
       // Lent: the cohort's borrowing, met from its members' free parts in name order.

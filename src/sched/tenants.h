@@ -53,7 +53,7 @@ TenantUseDelta UseOf(const TaskAllocation& a);
 // Per-model figures of one tenant, for `gpupool tenants` (thousandths of a GPU).
 struct TenantModelRow {
   std::string model;
-  int64_t nominal = 0, used = 0, borrowed = 0, lent = 0;
+  int64_t nominal = 0, used = 0, borrowed = 0, lent = 0;  // nominal -1: no quota (unlimited)
   std::optional<int64_t> borrow_limit, lend_limit;
 };
 struct TenantRow {
