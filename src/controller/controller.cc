@@ -743,7 +743,7 @@ std::string Controller::Explain(JobId id) const {
       out += fmt::format("  task {} on {} GPUs [{}]\n", t, j->tasks[t].node, GpuList(j->tasks[t].allocation.gpu_mask));
     }
     if (!j->message.empty()) out += "  " + j->message + "\n";
-    return out;
+    return out + TenantStanding(j->spec.tenant);
   }
   if (explain_capacity) {
     if (const std::string why = explain_capacity(id); !why.empty()) out += "  waits for " + why + "\n";
@@ -756,13 +756,31 @@ std::string Controller::Explain(JobId id) const {
   // Every node judged now (O(nodes), only when asked); a pass itself looks at few.
   const std::optional<Decision> d = cluster_.ExplainQueued(id);
   if (!d) return out + "  not yet considered by the scheduler\n";
-  const PendingJob pj{.spec = &j->spec};
   out += fmt::format("  {} ({} nodes in the fleet)\n", d->outcome == Outcome::kNever ? "cannot run on this fleet" : "waiting for resources",
                      nodes_.size());
   for (const ReasonCount& rc : d->reasons()) {
-    out += fmt::format("  {} node(s): {}\n", rc.nodes, DescribeReason(rc.example, fleet_, pj));
+    out += fmt::format("  {} node(s): {}\n", rc.nodes, cluster_.Describe(rc.example, *j));
   }
   if (d->reasons().empty()) out += "  it fits now: the next pass places it\n";
+  return out + TenantStanding(j->spec.tenant);
+}
+
+// Where a tenant stands: its quota and use per model, its weight, decayed usage and rank
+// under fair share.
+std::string Controller::TenantStanding(const std::string& tenant) const {
+  if (tenant.empty()) return {};
+  const std::vector<TenantRow> rows = cluster_.tenants().Rows(fleet_);
+  auto it = std::find_if(rows.begin(), rows.end(), [&](const TenantRow& r) { return r.name == tenant; });
+  if (it == rows.end()) return {};
+  auto gpus = [](int64_t milli) { return fmt::format("{:g}", static_cast<double>(milli) / 1000); };
+  std::string out = fmt::format("  tenant {}: weight {}, decayed usage {:.2f} GPU-h, fair-share rank {} of {}{}\n", it->name,
+                                it->weight, it->decayed_gpu_ms / 3'600'000.0, it->rank, rows.size(),
+                                it->cohort.empty() ? "" : ", cohort " + it->cohort);
+  for (const TenantModelRow& m : it->models) {
+    out += m.nominal < 0 ? fmt::format("    {}: uses {} (no quota)\n", m.model, gpus(m.used))
+                         : fmt::format("    {}: uses {} of its quota {}, borrowed {}, lent {}\n", m.model, gpus(m.used),
+                                       gpus(m.nominal), gpus(m.borrowed), gpus(m.lent));
+  }
   return out;
 }
 

@@ -220,6 +220,8 @@ class Controller {
   Status CheckTenants(const std::vector<TenantConfig>& tenants) const;
   // The access records' tenants (quotas, cohorts, weights, orders) applied to the scheduler.
   Status ApplyTenants();
+  // For explain: the tenant's quota and use per model, weight, decayed usage and rank ("" none).
+  std::string TenantStanding(const std::string& tenant) const;
   const TenantBook& tenant_book() const { return cluster_.tenants(); }
   Access& access() { return access_; }
   const Access& access() const { return access_; }

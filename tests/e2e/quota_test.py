@@ -68,7 +68,9 @@ def quota_and_borrowing(gpupool, c):
         want = "quota: a uses 4 of 4 H100 and asks 1; it may borrow 2 more (limit 2); cohort lab can lend 0 (b uses 4 of its 4)"
         c.check(job["state"] == "queued" and want in job["message"], f"a at its quota waits with the numbers: {job['message']!r}")
         s, ex = pool.call("GET", f"/v1/jobs/{over}/explain")
-        c.check(s == 200 and "quota" in str(ex), f"explain names the quota: {str(ex)[:300]}")
+        text = ex.get("explain", "") if isinstance(ex, dict) else ""
+        c.check(s == 200 and want in text and "tenant a: weight 1" in text and "H100: uses 4 of its quota 4, borrowed 0, lent 0" in text,
+                f"explain gives the quota's numbers and where the tenant stands: {text}")
         rows, text = tenants_rows(cli)
         c.check(rows.get("a", {}).get("used") == "4" and rows.get("b", {}).get("used") == "4" and rows["a"]["borrowed"] == "0",
                 f"`gpupool tenants`: a uses 4, b 4, nothing borrowed:\n{text}")
