@@ -86,6 +86,23 @@ void Controller::CollectMetrics(Families& out) const {
   for (const auto& [tenant, use] : TenantsInUse()) {
     for (const auto& [model, gpus] : use.gpus) AddValue(held, {{"tenant", tenant.empty() ? "default" : tenant}, {"model", model}}, gpus);
   }
+  // Quotas (Kueue's ClusterQueue figures) and fair share, per tenant that has a quota.
+  auto& quota = FamilyIn(out, "gpupool_tenant_quota_gpus", "A tenant's nominal quota, by GPU model.", MetricType::Gauge);
+  auto& borrowed = FamilyIn(out, "gpupool_tenant_borrowed_gpus", "GPUs a tenant holds beyond its quota, borrowed from its cohort.",
+                            MetricType::Gauge);
+  auto& lent = FamilyIn(out, "gpupool_tenant_lent_gpus", "GPUs of a tenant's quota that others in its cohort hold.", MetricType::Gauge);
+  auto& decayed = FamilyIn(out, "gpupool_tenant_decayed_usage_gpu_hours",
+                           "A tenant's GPU usage decayed with the fair-share half-life.", MetricType::Gauge);
+  for (const TenantRow& r : cluster_.tenants().Rows(fleet_)) {
+    AddValue(decayed, {{"tenant", r.name}}, r.decayed_gpu_ms / 3'600'000.0);
+    for (const TenantModelRow& m : r.models) {
+      if (m.nominal < 0) continue;
+      const std::vector<std::pair<std::string, std::string>> labels = {{"tenant", r.name}, {"model", m.model}};
+      AddValue(quota, labels, static_cast<double>(m.nominal) / 1000);
+      AddValue(borrowed, labels, static_cast<double>(m.borrowed) / 1000);
+      AddValue(lent, labels, static_cast<double>(m.lent) / 1000);
+    }
+  }
   auto& q = FamilyIn(out, "gpupool_queue_length", "Queued jobs by tenant and the reason they wait.", MetricType::Gauge);
   for (const auto& [k, n] : queue) AddValue(q, {{"tenant", k.first}, {"reason", k.second}}, n);
   AddValue(FamilyIn(out, "gpupool_placements_total", "Jobs placed (attempts started) since the server started.", MetricType::Counter),

@@ -93,6 +93,10 @@ def quota_and_borrowing(gpupool, c):
         rows, text = tenants_rows(cli)
         c.check(rows.get("a", {}).get("used") == "6" and rows["a"]["borrowed"] == "2" and rows.get("b", {}).get("lent") == "2"
                 and rows["b"]["used"] == "0", f"`gpupool tenants` matches: a uses 6, borrowed 2; b lent 2:\n{text}")
+        s, metrics = pool.call("GET", "/metrics")
+        for line in ('gpupool_tenant_quota_gpus{tenant="a",model="H100"} 4', 'gpupool_tenant_borrowed_gpus{tenant="a",model="H100"} 2',
+                     'gpupool_tenant_lent_gpus{tenant="b",model="H100"} 2'):
+            c.check(line in metrics, f"/metrics: {line}")
         s, nodes = pool.call("GET", "/v1/nodes")
         free = sum(n.get("free_gpus", 0) for n in nodes.get("nodes", [])) if isinstance(nodes, dict) else None
         c.check(free == 6, f"6 GPUs stay free: the limit, not the capacity, holds a back ({free} free)")
