@@ -67,7 +67,7 @@ void RegisterTenantPlugins(Registry& r) {
                  "limit and the lenders' lending limits)",
                  Registry::Of<AdmissionCheck, Quota>());
   r.AddShareOrder("fairshare",
-                  "between tenants: least decayed GPU-time (half-life) per unit of weight first (Slurm's fair share); "
+                  "between tenants: least decayed GPU-time (half-life), with what its running jobs hold, per unit of weight first (Slurm's fair share); "
                   "within a tenant, its own order (fifo unless set)",
                   Registry::Of<ShareOrder, FairShare>());
   r.AddShareOrder("drf",

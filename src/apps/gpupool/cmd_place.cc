@@ -138,6 +138,10 @@ void AddPoliciesCommand(CLI::App& app, int* exit_code) {
     for (const auto& e : r.Policies()) fmt::print("  {:<14} {}\n", e.name, e.description);
     fmt::print("queue orders:\n");
     for (const auto& e : r.QueueOrders()) fmt::print("  {:<14} {}\n", e.name, e.description);
+    fmt::print("share orders (between tenants, in the queue's place: SHARE/POLICY):\n");
+    for (const auto& e : r.ShareOrders()) fmt::print("  {:<14} {}\n", e.name, e.description);
+    fmt::print("admission stages (every policy runs all of them, after the filters):\n");
+    for (const auto& e : r.Admissions()) fmt::print("  {:<14} {}\n", e.name, e.description);
     fmt::print("filters (every policy runs all of them):\n");
     for (const auto& e : r.Filters()) fmt::print("  {:<14} {}\n", e.name, e.description);
     fmt::print("scorers:\n");
