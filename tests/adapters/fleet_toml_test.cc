@@ -77,6 +77,18 @@ TEST(FleetFileTest, BadFilesNameLineAndField) {
        "max: unknown field"},
       {"autoscale's unknown field", "[[offer]]\nprovider = \"p\"\nsite = \"s\"\ngpu_model = \"H100\"\nprice = 20\n[autoscale]\ncap = 3\n",
        "[autoscale]: cap: unknown field"},
+      {"a tenant's negative quota", "[[tenant]]\nname = \"llm\"\nquota = { H100 = -4 }\n" "[[nodes]]\nname = \"n\"\nsite = \"s\"\nprovider = \"p\"\n",
+       "f.toml:7: [[tenant]] 'llm': quota.H100: expected a whole number of GPUs, 0..1000000"},
+      {"a tenant's absurd borrowing limit", "[[tenant]]\nname = \"llm\"\nborrow_limit = { H100 = 5000000 }\n" "[[nodes]]\nname = \"n\"\nsite = \"s\"\nprovider = \"p\"\n",
+       "[[tenant]] 'llm': borrow_limit.H100: expected a whole number of GPUs"},
+      {"a tenant's weight", "[[tenant]]\nname = \"llm\"\nweight = 0\n" "[[nodes]]\nname = \"n\"\nsite = \"s\"\nprovider = \"p\"\n", "f.toml:7: [[tenant]] 'llm': weight: must be 1..1000, got 0"},
+      {"a tenant named twice", "[[tenant]]\nname = \"llm\"\n[[tenant]]\nname = \"llm\"\n" "[[nodes]]\nname = \"n\"\nsite = \"s\"\nprovider = \"p\"\n",
+       "f.toml:8: [[tenant]] 'llm': name: used by another [[tenant]]"},
+      {"a cohort named like a tenant (no nesting, no cycle)",
+       "[[tenant]]\nname = \"a\"\ncohort = \"b\"\n[[tenant]]\nname = \"b\"\ncohort = \"a\"\n" "[[nodes]]\nname = \"n\"\nsite = \"s\"\nprovider = \"p\"\n",
+       "f.toml: [[tenant]] 'a': cohort: 'b' is a tenant's name"},
+      {"a tenant's bad name", "[[tenant]]\nname = \"Research Team\"\n" "[[nodes]]\nname = \"n\"\nsite = \"s\"\nprovider = \"p\"\n", "[[tenant]] #1: name: 1 to 63 of a-z"},
+      {"a tenant's unknown field", "[[tenant]]\nname = \"llm\"\nquotas = 3\n" "[[nodes]]\nname = \"n\"\nsite = \"s\"\nprovider = \"p\"\n", "[[tenant]] 'llm': quotas: unknown field"},
       {"a provider's quota", "[[provider]]\nname = \"q\"\nmax_gpus = -1\n[[nodes]]\nname = \"n\"\nsite = \"s\"\nprovider = \"p\"\n",
        "[[provider]] 'q': max_gpus: must be 0..10000000, got -1"},
   };
@@ -85,6 +97,27 @@ TEST(FleetFileTest, BadFilesNameLineAndField) {
     ASSERT_FALSE(f.has_value()) << c.name;
     EXPECT_NE(f.error().message().find(c.want), std::string::npos) << c.name << ": got " << f.error().message();
   }
+}
+
+TEST(FleetFileTest, Tenants) {
+  auto f = ParseFleetToml(
+      "[[provider]]\nname = \"p\"\n[[site]]\nname = \"s\"\n[[nodes]]\nname = \"n\"\nsite = \"s\"\nprovider = \"p\"\n"
+      "[[tenant]]\nname = \"llm\"\nweight = 2\ncohort = \"research\"\nquota = { H100 = 64, A100 = 8 }\n"
+      "borrow_limit = { H100 = 16 }\nlend_limit = { A100 = 4 }\norder = \"sjf\"\n[[tenant]]\nname = \"6214e9\"\n",
+      "f.toml");
+  ASSERT_TRUE(f) << f.error().message();
+  ASSERT_EQ(f->tenants.size(), 2u);
+  const TenantConfig& t = f->tenants[0];
+  EXPECT_EQ(t.name, "llm");
+  EXPECT_EQ(t.weight, 2);
+  EXPECT_EQ(t.cohort, "research");
+  EXPECT_EQ(t.order, "sjf");
+  EXPECT_EQ(t.quota.at("H100").nominal, 64);
+  EXPECT_EQ(t.quota.at("H100").borrow_limit, 16);
+  EXPECT_FALSE(t.quota.at("H100").lend_limit);
+  EXPECT_EQ(t.quota.at("A100").lend_limit, 4);
+  EXPECT_EQ(f->tenants[1].name, "6214e9") << "Philly's virtual clusters are names too";
+  EXPECT_EQ(f->tenants[1].weight, 1);
 }
 
 // Offers: what each field says, what it defaults to (the price from the provider's price per

@@ -71,6 +71,9 @@ if [ "$(grep -c '<svg ' "$TMP/cmp/index.html")" -eq 3 ] && [ -s "$TMP/cmp/las-sp
 check "csv of several policies has one header" 0 "^sjf," -- "$GP" sim --fleet 2x4xV100 --trace "$TRACES/tiresias/60_job.csv" --policy fifo,sjf --format csv
 if [ "$("$GP" sim --fleet 2x4xV100 --trace "$TRACES/tiresias/60_job.csv" --policy fifo,sjf --format csv | grep -c '^policy,')" -eq 1 ]; then
   pass=$((pass + 1)); else echo "FAIL one csv header for several policies"; fail=$((fail + 1)); fi
+check "the teams example fleet runs under fairshare" 0 '"jobs":60' -- "$GP" sim --fleet "$SRC/examples/fleets/philly-teams.toml" --trace "$TRACES/tiresias/60_job.csv" --policy fairshare/fifo --format json
+check "equal quotas and a share order" 0 '"jobs":60' -- "$GP" sim --fleet 4x4xV100 --trace "$TRACES/tiresias/60_job.csv" --policy drf/fifo --quotas equal --format json
+check "a bad half-life is named" 1 "--half-life" -- "$GP" sim --fleet 4x4xV100 --trace "$TRACES/tiresias/60_job.csv" --half-life 0s
 check "a bad policy in a list is named" 1 "unknown policy 'nope'" -- "$GP" sim --fleet 2x4xV100 --trace "$TRACES/tiresias/60_job.csv" --policy fifo,nope
 
 head -3 "$PHILLY" >"$TMP/broken.csv"
