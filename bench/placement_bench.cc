@@ -125,6 +125,46 @@ BENCHMARK_CAPTURE(BM_KeptPass, fifo, std::string("fifo"))->Args({1'000, 10'000})
     ->Args({10'000, 10'000})->Args({20'000, 10'000})->Args({10'000, 1'000})->Args({10'000, 30'000})->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(BM_KeptPass, balanced, std::string("balanced"))->Args({1'000, 10'000})->Args({2'500, 25'000})
     ->Args({5'000, 50'000})->Args({20'000, 200'000})->Unit(benchmark::kMillisecond);
+// Tenants: the kept pass with the jobs spread round-robin over T tenants, each with an equal
+// quota of the fleet's V100s in one cohort (so the quota stage judges every candidate and
+// borrowing is computed over the cohort), under plain fifo and under the share orders.
+// args: nodes, queued jobs, tenants.
+void RunTenantPass(benchmark::State& state, const std::string& policy_name) {
+  const Fleet& fleet = FleetOf(static_cast<int>(state.range(0)));
+  Backlog backlog = MakeBacklog(fleet, static_cast<int>(state.range(1)));
+  const int tenants = static_cast<int>(state.range(2));
+  SchedState st(fleet);
+  std::vector<TenantConfig> configs;
+  for (int t = 0; t < tenants; ++t) {
+    configs.push_back(TenantConfig{.name = "t" + std::to_string(t), .weight = 1 + t % 3, .cohort = "all",
+                                   .quota = {{"V100", QuotaLimits{.nominal = state.range(0) * 8 / tenants}}}});
+  }
+  if (!st.tenants().Configure(configs, fleet).ok()) std::abort();
+  for (size_t i = 0; i < backlog.pending.size(); ++i) {
+    backlog.specs[i].tenant = "t" + std::to_string(i % static_cast<size_t>(tenants));
+    backlog.pending[i].tenant = st.tenants().Intern(backlog.specs[i].tenant);
+  }
+  const Policy policy = *BuiltinRegistry().MakePolicy(policy_name);
+  JobQueue queue(*policy.queue);
+  for (const PendingJob& p : backlog.pending) queue.Add(p);
+  int64_t placements = 0;
+  for (auto _ : state) {
+    SplitMix64 rng(1);
+    const Plan plan = Schedule(st, queue, policy, rng);
+    placements += static_cast<int64_t>(plan.placements.size());
+    benchmark::DoNotOptimize(plan);
+  }
+  state.counters["placements/s"] = benchmark::Counter(static_cast<double>(placements), benchmark::Counter::kIsRate);
+  state.counters["placed/pass"] = static_cast<double>(placements) / static_cast<double>(state.iterations());
+}
+void BM_TenantPass(benchmark::State& s, const std::string& policy) { RunTenantPass(s, policy); }
+BENCHMARK_CAPTURE(BM_TenantPass, fifo_quota, std::string("fifo"))->Args({10'000, 100'000, 20})->Args({10'000, 100'000, 200})
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(BM_TenantPass, fairshare, std::string("fairshare/fifo"))->Args({10'000, 100'000, 20})
+    ->Args({10'000, 100'000, 200})->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(BM_TenantPass, drf, std::string("drf/fifo"))->Args({10'000, 100'000, 20})->Args({10'000, 100'000, 200})
+    ->Unit(benchmark::kMillisecond);
+
 // A pass over a long queue on a full fleet: every class blocked since its last failure, nothing
 // improved. It looks at no job (the cost of a pass in which nothing changed).
 void BM_KeptPassNothingChanged(benchmark::State& state) {

@@ -273,7 +273,7 @@ class Pass {
     }
     free_gpu_milli_ -= std::popcount(a.gpu_mask) * a.share.value();
     overlay_.Place(pos, n);
-    pass_use_.Add(job.tenant, n.model_bit, UseOf(a), +1);
+    pass_use_.Add(st_.tenants(), job.tenant, n.model_bit, UseOf(a), +1);
     return a;
   }
 
@@ -286,7 +286,7 @@ class Pass {
     }
     free_gpu_milli_ += std::popcount(a.gpu_mask) * a.share.value();
     overlay_.Place(a.node.value(), n);
-    pass_use_.Add(tenant, n.model_bit, UseOf(a), -1);
+    pass_use_.Add(st_.tenants(), tenant, n.model_bit, UseOf(a), -1);
   }
 
   const SchedState& st_;

@@ -19,12 +19,20 @@ TenantUseDelta UseOf(const TaskAllocation& a) {
                         .memory = a.memory.value()};
 }
 
-void TenantPassUse::Add(TenantIndex t, uint8_t model_bit, const TenantUseDelta& d, int sign) {
+void TenantPassUse::Add(const TenantBook& book, TenantIndex t, uint8_t model_bit, const TenantUseDelta& d, int sign) {
+  const int32_t c = book.cohort(t);
+  const int64_t before = c >= 0 ? book.Contribution(t, model_bit, this) : 0;
   Use& u = by_tenant_[t];
   u.gpu[model_bit] += sign * d.gpu_milli;
   u.total.gpu_milli += sign * d.gpu_milli;
   u.total.cpu += sign * d.cpu;
   u.total.memory += sign * d.memory;
+  if (c >= 0) cohort_delta_[static_cast<uint64_t>(c) << 8 | model_bit] += book.Contribution(t, model_bit, this) - before;
+}
+
+int64_t TenantPassUse::CohortDelta(int32_t cohort, uint8_t model_bit) const {
+  auto it = cohort_delta_.find(static_cast<uint64_t>(cohort) << 8 | model_bit);
+  return it == cohort_delta_.end() ? 0 : it->second;
 }
 
 int64_t TenantPassUse::Gpu(TenantIndex t, uint8_t model_bit) const {
@@ -113,8 +121,13 @@ void TenantBook::Resolve(const Fleet& fleet) {
       cohorts_[static_cast<size_t>(e.cohort)].push_back(static_cast<TenantIndex>(t));
     }
   }
-  for (auto& members : cohorts_) {
+  cohort_room_.assign(cohorts_.size(), {});
+  for (size_t c = 0; c < cohorts_.size(); ++c) {
+    auto& members = cohorts_[c];
     std::sort(members.begin(), members.end(), [&](TenantIndex a, TenantIndex b) { return name(a) < name(b); });
+    for (TenantIndex s : members) {
+      for (uint8_t m = 0; m < 64; ++m) cohort_room_[c][m] += Contribution(s, m, nullptr);
+    }
   }
 }
 
@@ -133,7 +146,9 @@ void TenantBook::Advance(Entry& e, int64_t now_ms) const {
 void TenantBook::Charge(TenantIndex t, uint8_t model_bit, const TenantUseDelta& d, int sign, std::optional<Millis> now) {
   Entry& e = tenants_[t];
   if (now) Advance(e, now->value());
+  const int64_t before = e.cohort >= 0 ? Contribution(t, model_bit, nullptr) : 0;
   e.gpu[model_bit] += sign * d.gpu_milli;
+  if (e.cohort >= 0) cohort_room_[static_cast<size_t>(e.cohort)][model_bit] += Contribution(t, model_bit, nullptr) - before;
   e.held.gpu_milli += sign * d.gpu_milli;
   e.held.cpu += sign * d.cpu;
   e.held.memory += sign * d.memory;
@@ -157,13 +172,15 @@ int64_t TenantBook::Borrowed(TenantIndex s, uint8_t m, const TenantPassUse* pass
   return std::max<int64_t>(0, Used(s, m, pass) - tenants_[s].limits[m].nominal);
 }
 
+int64_t TenantBook::Contribution(TenantIndex t, uint8_t m, const TenantPassUse* pass) const {
+  return Free(t, m, pass) - Borrowed(t, m, pass);
+}
+
 int64_t TenantBook::CohortRoom(TenantIndex t, uint8_t m, const TenantPassUse* pass) const {
   const int32_t c = tenants_[t].cohort;
   if (c < 0) return 0;
-  int64_t room = 0;
-  for (TenantIndex s : cohorts_[static_cast<size_t>(c)]) {
-    if (s != t) room += Free(s, m, pass) - Borrowed(s, m, pass);
-  }
+  // O(1): the cohort's sum (kept by Charge), this pass's change to it, less t's own part.
+  const int64_t room = cohort_room_[static_cast<size_t>(c)][m] + (pass ? pass->CohortDelta(c, m) : 0) - Contribution(t, m, pass);
   return std::max<int64_t>(0, room);
 }
 

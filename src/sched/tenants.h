@@ -70,11 +70,15 @@ struct TenantRow {
 };
 
 // What a pass has placed so far, per tenant (its own increments on top of the book).
+class TenantBook;
 class TenantPassUse {
  public:
-  void Add(TenantIndex t, uint8_t model_bit, const TenantUseDelta& d, int sign);
+  // `book`: what the pass started from (to follow what each cohort can lend, in O(1)).
+  void Add(const TenantBook& book, TenantIndex t, uint8_t model_bit, const TenantUseDelta& d, int sign);
   int64_t Gpu(TenantIndex t, uint8_t model_bit) const;
   TenantUseDelta Total(TenantIndex t) const;
+  // How much what a cohort can lend of a model changed in this pass.
+  int64_t CohortDelta(int32_t cohort, uint8_t model_bit) const;
   bool empty() const { return by_tenant_.empty(); }
 
  private:
@@ -83,6 +87,7 @@ class TenantPassUse {
     TenantUseDelta total;
   };
   std::unordered_map<TenantIndex, Use> by_tenant_;
+  std::unordered_map<uint64_t, int64_t> cohort_delta_;  // (cohort << 8 | model) -> change
 };
 
 class TenantBook {
@@ -129,6 +134,11 @@ class TenantBook {
   // Every tenant known (configured, or with jobs), by name; ranks under fair share.
   std::vector<TenantRow> Rows(const Fleet& fleet) const;
 
+  // What t adds to its cohort's room for a model: the part of its quota it leaves others
+  // (free), less what it borrows itself. The cohort's room is the sum over its members.
+  int64_t Contribution(TenantIndex t, uint8_t m, const TenantPassUse* pass) const;
+  int32_t cohort(TenantIndex t) const { return tenants_[t].cohort; }
+
  private:
   struct Limits {
     int64_t nominal = 0;  // milli
@@ -156,6 +166,7 @@ class TenantBook {
   std::vector<Entry> tenants_;
   std::unordered_map<std::string, TenantIndex> by_name_;
   std::vector<std::vector<TenantIndex>> cohorts_;  // members, by name
+  std::vector<std::array<int64_t, 64>> cohort_room_;  // sum of the members' Contribution, kept by Charge
   std::vector<std::string> cohort_names_;
   int limited_ = 0;
   int64_t weight_total_ = 1;
