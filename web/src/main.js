@@ -130,8 +130,17 @@ function renderTenant() {
   const t = state.tenant;
   if (!t) return "";
   const list = (o) => Object.entries(o || {}).map(([m, n]) => `${n} ${esc(m)}`).join(", ") || "none";
+  const share = t.share || {};
+  const num = (v) => (v === undefined || v === null ? "–" : esc(String(v)));
+  // Per GPU model: its quota, what it uses, borrows from its cohort and lends to it.
+  const rows = (share.models || []).map((m) => `<tr class="quota" data-model="${esc(m.model)}"><td>${esc(m.model)}</td>
+      <td>${num(m.quota)}</td><td>${num(m.used)}</td><td>${num(m.borrowed)}</td><td>${num(m.lent)}</td>
+      <td>${m.borrow_limit !== undefined ? `borrow ≤ ${num(m.borrow_limit)}` : ""}${m.lend_limit !== undefined ? ` lend ≤ ${num(m.lend_limit)}` : ""}</td></tr>`).join("");
+  const table = rows ? `<table class="quota"><thead><tr><th>model</th><th>quota</th><th>used</th><th>borrowed</th><th>lent</th><th>limits</th></tr></thead>
+      <tbody>${rows}</tbody></table>` : "";
+  const standing = share.rank ? ` · decayed usage ${Number(share.decayed_gpu_hours || 0).toFixed(2)} GPU-h · fair-share rank ${share.rank}` : "";
   return `<section id="tenant"><h2>Tenant ${esc(t.name)}</h2><p class="note">weight ${t.weight}${t.cohort ? ` · cohort ${esc(t.cohort)}` : ""}
-    · quota: ${list(t.quota)} · in use: <span id="tenant-in-use">${list(t.in_use)}</span> · ${t.running} running · ${t.queued} queued</p></section>`;
+    · in use: <span id="tenant-in-use">${list(t.in_use)}</span> · ${t.running} running · ${t.queued} queued${standing}</p>${table}</section>`;
 }
 
 function renderCost() {

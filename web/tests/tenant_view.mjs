@@ -17,7 +17,10 @@ try {
   check(await page.locator(`tr.job[data-job="${other}"]`).count() === 0, `the other tenant's job ${other} is not`);
   await page.locator("#tenant").waitFor({ timeout: 10000 });
   const inUse = await page.locator("#tenant-in-use").textContent();
-  check(/H100/.test(inUse), `its tenant's quota and what it holds are shown (${inUse})`);
+  check(/H100/.test(inUse), `what its tenant holds is shown (${inUse})`);
+  const quota = await page.locator('tr.quota[data-model="H100"] td').allTextContents();
+  check(quota[1] === "4" && quota[2] === "1" && quota[3] === "0",
+    `its quota per model: quota 4, used 1, borrowed 0 (${quota.join(" | ")})`);
   const subjects = await page.locator(".events .subj").allTextContents();
   check(subjects.length > 0 && subjects.every((s) => s === `job/${mine}`),
     `the event feed has its own job's events only (${[...new Set(subjects)].join(", ")})`);
