@@ -395,21 +395,20 @@ Plan Schedule(const SchedState& state, const JobQueue& queue, const Policy& poli
     std::make_heap(g.heap.begin(), g.heap.end(), later);
     if (policy.share) g.rank = policy.share->Rank(g.tenant, pass.view());
   }
-  // The group whose head goes next: the smallest rank, ties by tenant name; -1 when all are empty.
-  auto next_group = [&]() -> int64_t {
-    int64_t best = -1;
-    for (size_t i = 0; i < groups.size(); ++i) {
-      const Group& g = groups[i];
-      if (g.heap.empty()) continue;
-      if (best < 0) {
-        best = static_cast<int64_t>(i);
-        continue;
-      }
-      const Group& b = groups[static_cast<size_t>(best)];
-      if (g.rank < b.rank || (g.rank == b.rank && book.name(g.tenant) < book.name(b.tenant))) best = static_cast<int64_t>(i);
-    }
-    return best;
+  // The groups with heads, the next first: the smallest rank, ties by tenant name (O(log
+  // tenants) a placement: only the group that placed changes its rank).
+  auto before = [&](size_t a, size_t b) {
+    const Group& x = groups[a];
+    const Group& y = groups[b];
+    if (x.rank != y.rank) return x.rank < y.rank;
+    if (x.tenant != y.tenant) return book.name(x.tenant) < book.name(y.tenant);
+    return a < b;
   };
+  std::set<size_t, decltype(before)> ready(before);
+  for (size_t i = 0; i < groups.size(); ++i) {
+    if (!groups[i].heap.empty()) ready.insert(i);
+  }
+  auto next_group = [&]() -> int64_t { return ready.empty() ? -1 : static_cast<int64_t>(*ready.begin()); };
   auto stop = [&](uint32_t cls, Decision d) {
     plan.decisions.push_back(d);
     plan.stopped.push_back(Stopped{.cls = cls, .decision = std::move(d)});
@@ -421,9 +420,18 @@ Plan Schedule(const SchedState& state, const JobQueue& queue, const Policy& poli
     }
     Group& group = groups[static_cast<size_t>(gi)];
     auto& heads = group.heap;
+    ready.erase(static_cast<size_t>(gi));  // back in below while it has heads, at its rank
     std::pop_heap(heads.begin(), heads.end(), later);
     Head h = heads.back();
     heads.pop_back();
+    struct Requeue {
+      std::set<size_t, decltype(before)>& ready;
+      const std::vector<Group>& groups;
+      size_t g;
+      ~Requeue() {
+        if (!groups[g].heap.empty()) ready.insert(g);
+      }
+    } requeue{ready, groups, static_cast<size_t>(gi)};
     const PendingJob& job = h.at->job;
     const JobSpec& s = *job.spec;
     ++plan.looked_at;

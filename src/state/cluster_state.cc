@@ -260,7 +260,7 @@ void ClusterState::Enqueue(JobRecord& j, Millis now) {
     return;
   }
   p->attained = Millis{j.attained_gpu_ms};
-  p->tenant = sched_.tenants().Intern(j.spec.tenant);
+  p->tenant = SchedTenant(j.spec.tenant);
   queue_.Add(*p);
 }
 
@@ -446,6 +446,7 @@ std::optional<Decision> ClusterState::ExplainQueued(JobId id) const {
   auto p = CompileJob(j->spec, sched_.fleet());
   if (!p) return std::nullopt;
   p->tenant = sched_.tenants().Find(j->spec.tenant).value_or(0);
+  if (!policy_.share && !sched_.tenants().limited(p->tenant)) p->tenant = 0;
   return ExplainJob(sched_, *p, policy_);
 }
 
@@ -484,6 +485,14 @@ void ClusterState::ReleaseTask(JobRecord& j, int task, std::optional<Millis> now
     return;
   }
   Charge(j, a, -1, now);
+}
+
+TenantIndex ClusterState::SchedTenant(const std::string& tenant) {
+  TenantBook& book = sched_.tenants();
+  const TenantIndex t = book.Intern(tenant);
+  // Only a share order or a quota tells one tenant's jobs from another's; otherwise they share
+  // classes of shape (a queue of many tenants costs no more than one of a single tenant).
+  return policy_.share || book.limited(t) ? t : 0;
 }
 
 void ClusterState::Charge(const JobRecord& j, const TaskAllocation& a, int sign, std::optional<Millis> now) {

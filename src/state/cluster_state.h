@@ -193,6 +193,8 @@ class ClusterState {
   // The tenant's books follow each allocation (+1) and release (-1) at `now` (nullopt: a
   // recovery or an undo, no time passing).
   void Charge(const JobRecord& j, const TaskAllocation& a, int sign, std::optional<Millis> now);
+  // The tenant the scheduler sees a job as: its own under a share order or a quota, else 0.
+  TenantIndex SchedTenant(const std::string& tenant);
   void Requeue(JobRecord& j, Millis now);
   void FinishIfDone(JobRecord& j, Millis now);
   void StopTask(JobRecord& j, int task, int grace_ms, Millis now);
