@@ -81,6 +81,21 @@ Status Controller::SetNodeOffer(const std::string& node, const std::string& offe
   return PersistNode(*slot);
 }
 
+// Each tenant's decayed usage, brought to now and kept in the store (a minute's worth at most
+// is lost to a crash), so that fair share remembers across a restart.
+void Controller::SaveDecayedUsage(Millis now) {
+  cluster_.AdvanceTenants(now);
+  const TenantBook& book = cluster_.tenants();
+  for (TenantIndex t = 1; t < book.size(); ++t) {
+    if (book.decayed(t) <= 0 || book.name(t).empty() || book.name(t).size() > 200) continue;
+    const std::string value = nlohmann::json{{"decayed_gpu_ms", book.decayed(t)}, {"as_of_ms", now.value()}}.dump();
+    if (Status s = journal_.PutMeta("fairshare/" + book.name(t), value); !s.ok()) {
+      fmt::print(stderr, "gpupool server: fair-share usage not stored: {}\n", s.message());
+      return;
+    }
+  }
+}
+
 Status Controller::CheckTenants(const std::vector<TenantConfig>& tenants) const {
   for (const TenantConfig& t : tenants) {
     if (t.order.empty()) continue;
@@ -249,6 +264,16 @@ Status Controller::Recover() {
   auto contents = journal_.Load();
   if (!contents) return contents.error();
   if (Status s = access_.Load(contents->meta); !s.ok()) return s;
+  // Fair share's memory: each tenant's decayed usage as last stored (it decays from then).
+  for (const auto& [key, text] : contents->meta) {
+    if (!key.starts_with("fairshare/")) continue;
+    auto j = nlohmann::json::parse(text, nullptr, false);
+    if (j.is_discarded() || !j.is_object() || !j.contains("decayed_gpu_ms") || !j["decayed_gpu_ms"].is_number() ||
+        !j.contains("as_of_ms") || !j["as_of_ms"].is_number_integer()) {
+      continue;  // unreadable: that tenant starts from no usage, as Slurm's would after a reset
+    }
+    cluster_.RestoreDecayed(key.substr(10), j["decayed_gpu_ms"].get<double>(), Millis{j["as_of_ms"].get<int64_t>()});
+  }
   next_event_seq_ = contents->last_event_seq + 1;
   if (Status s = ApplyTenants(); !s.ok()) {
     // Stored by an older version that checked less: the pool runs, without quotas, and says so.
@@ -603,6 +628,10 @@ void Controller::Tick() {
   TickOnce();
   FlushUsage();
   const int64_t now = clock_.Now().value();
+  if (now - last_fairshare_saved_ms_ >= 60'000) {
+    last_fairshare_saved_ms_ = now;
+    SaveDecayedUsage(Millis{now});
+  }
   if (options_.telemetry_events.value() > 0 && now - last_telemetry_event_ms_ >= options_.telemetry_events.value()) {
     last_telemetry_event_ms_ = now;
     for (const NodeSlot& slot : nodes_) {

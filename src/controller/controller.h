@@ -220,6 +220,8 @@ class Controller {
   Status CheckTenants(const std::vector<TenantConfig>& tenants) const;
   // The access records' tenants (quotas, cohorts, weights, orders) applied to the scheduler.
   Status ApplyTenants();
+  // Each tenant's decayed usage into the store (every minute, and when the server stops).
+  void SaveDecayedUsage(Millis now);
   // For explain: the tenant's quota and use per model, weight, decayed usage and rank ("" none).
   std::string TenantStanding(const std::string& tenant) const;
   const TenantBook& tenant_book() const { return cluster_.tenants(); }
@@ -483,6 +485,7 @@ class Controller {
   uint64_t next_event_seq_ = 1;
   uint64_t first_event_seq_ = 1;
   int64_t last_telemetry_event_ms_ = 0;
+  int64_t last_fairshare_saved_ms_ = 0;
   std::vector<Staged> staged_;   // submissions of this loop turn, not yet stored
   void FinishSubmits(std::vector<Staged> batch, const Status& written);
   struct Unnumber {  // what a failed write of submissions gives back

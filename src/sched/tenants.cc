@@ -154,6 +154,12 @@ void TenantBook::Charge(TenantIndex t, uint8_t model_bit, const TenantUseDelta& 
   e.held.memory += sign * d.memory;
 }
 
+void TenantBook::RestoreDecayed(TenantIndex t, double decayed_gpu_ms, Millis as_of) {
+  Entry& e = tenants_[t];
+  e.decayed = std::max(0.0, decayed_gpu_ms);
+  e.as_of_ms = as_of.value();
+}
+
 void TenantBook::AdvanceTo(Millis now) {
   for (Entry& e : tenants_) Advance(e, now.value());
 }

@@ -117,6 +117,9 @@ class TenantBook {
   void Charge(TenantIndex t, uint8_t model_bit, const TenantUseDelta& d, int sign, std::optional<Millis> now);
   // Every tenant's decayed usage brought to `now` (before a pass). O(tenants).
   void AdvanceTo(Millis now);
+  // A tenant's decayed usage as stored at `as_of` (a restart: it decays from then on).
+  void RestoreDecayed(TenantIndex t, double decayed_gpu_ms, Millis as_of);
+  int64_t decayed_as_of(TenantIndex t) const { return tenants_[t].as_of_ms; }
   double decayed(TenantIndex t) const { return tenants_[t].decayed; }
   // Held now (thousandths of a GPU) of one model, and in all.
   int64_t used(TenantIndex t, uint8_t model_bit) const { return tenants_[t].gpu[model_bit]; }

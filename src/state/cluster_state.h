@@ -120,6 +120,11 @@ class ClusterState {
   // nothing changes on error.
   Status ConfigureTenants(const std::vector<TenantConfig>& tenants);
   const TenantBook& tenants() const { return sched_.tenants(); }
+  // A tenant's decayed usage as stored (on recovery), and every tenant's brought to `now`.
+  void RestoreDecayed(const std::string& tenant, double gpu_ms, Millis as_of) {
+    sched_.tenants().RestoreDecayed(sched_.tenants().Intern(tenant), gpu_ms, as_of);
+  }
+  void AdvanceTenants(Millis now) { sched_.tenants().AdvanceTo(now); }
   // Fair share's half-life for decayed usage.
   void set_half_life(Millis h) { sched_.tenants().set_half_life(h); }
 

@@ -474,6 +474,37 @@ TEST(ControllerTest, AServerStallIsNotTheNodesSilence) {
   }
 }
 
+// Fair share remembers across a restart: a tenant's decayed usage is stored every minute (and
+// when the server stops) and restored, decaying from when it was stored. With the default
+// half-life (7 days), 2 GPUs held for 10 minutes are about 1,199.4 GPU-s: 2 x 600 s less the
+// decay over those 10 minutes (a factor of 2^(-600/604800) on average).
+TEST(ControllerTest, DecayedUsageSurvivesARestart) {
+  Scene e;
+  e.Join("n", 4);
+  ASSERT_TRUE(e.c->access().CreateTenant(Tenant{.name = "llm"}, 0));
+  ASSERT_TRUE(e.c->ApplyTenants().ok());
+  JobRecord r;
+  r.command = {"sleep", "1000"};
+  r.spec.gpus_per_task = 2;
+  r.spec.tenant = "llm";
+  const JobId id = *e.c->Submit(r);
+  e.c->Tick();
+  e.Beat("n");
+  e.Beat("n", {{.job = id.value(), .task = 0, .attempt = 1, .started_ms = e.clock.Now().value()}}, {{id.value(), 0, 1}});
+  e.clock.Advance(Millis{600'000});
+  e.c->Tick();  // a minute or more since the last save: stored
+  const TenantIndex t = *e.c->tenant_book().Find("llm");
+  const double held = e.c->tenant_book().decayed(t);
+  EXPECT_NEAR(held, 1'199'400, 200) << "GPU-ms";
+  ASSERT_TRUE(e.journal.Load()->meta.count("fairshare/llm"));
+  e.clock.Advance(Millis{1'000});
+  auto restarted = e.Make();
+  ASSERT_TRUE(restarted->Recover().ok());
+  const TenantIndex again = *restarted->tenant_book().Find("llm");
+  EXPECT_NEAR(restarted->tenant_book().decayed(again), held, 1) << "restored as stored";
+  EXPECT_EQ(restarted->tenant_book().decayed_as_of(again), e.clock.Now().value() - 1'000);
+}
+
 TEST(ControllerTest, RecoverAdoptsRunningJobs) {
   Scene e;
   e.Join("n", 2);

@@ -299,6 +299,7 @@ int RunServer(const ServerArgs& a) {
              host, (*srv)->port, (*srv)->admin_token_path, a.data_dir, host, (*srv)->port, (*srv)->api->IssueLoginCode());
   std::fflush(stdout);
   (*srv)->loop.Run();
+  (*srv)->controller->SaveDecayedUsage((*srv)->clock.Now());  // fair share remembers past a stop
   return 0;
 }
 
