@@ -113,6 +113,27 @@ def quota_and_borrowing(gpupool, c):
         rows, text = tenants_rows(cli)
         c.check(rows.get("a", {}).get("used") == "5" and rows["a"]["borrowed"] == "1" and rows.get("b", {}).get("used") == "4",
                 f"`gpupool tenants`: a uses 5 (1 borrowed, returning as its jobs end), b its 4:\n{text}")
+
+        # Bad input: each refused naming the field; nothing already accepted is lost.
+        bad = [("PATCH", "/v1/tenants/a", {"quota": {"H100": -1}}, 400, "quota: H100=-1"),
+               ("PATCH", "/v1/tenants/a", {"borrow_limit": {"H100": 10 ** 9}}, 400, "borrow_limit: H100=1000000000"),
+               ("PATCH", "/v1/tenants/a", {"weight": 0}, 400, "weight"),
+               ("PATCH", "/v1/tenants/a", {"cohort": "b"}, 400, "cohort 'b' is a tenant's name"),
+               ("PATCH", "/v1/tenants/a", {"order": "random"}, 400, "unknown queue order 'random'"),
+               ("PATCH", "/v1/tenants/a", {"name": "z"}, 400, "cannot be renamed"),
+               ("PATCH", "/v1/tenants/nobody", {"weight": 2}, 404, "no tenant 'nobody'"),
+               ("POST", "/v1/tenants", {"name": "lab", "cohort": "x"}, 400, "cohort 'lab' is a tenant's name"),
+               ("POST", "/v1/tokens", {"tenant": "nobody"}, 400, "no tenant 'nobody'")]
+        for method, path, body, want, text_ in bad:
+            s, out = pool.call(method, path, body)
+            c.check(s == want and text_ in str(out), f"{method} {path} {body}: {want} naming it: {s} {out}")
+        s, a_now = pool.call("GET", "/v1/tenants/a")
+        c.check(a_now.get("quota") == {"H100": 4} and a_now.get("borrow_limit") == {"H100": 2} and a_now.get("cohort") == "lab",
+                f"a's quota, limit and cohort are as accepted: {a_now}")
+        r = cli("tenant", "set", "a", "--borrow-limit", "H100=3")
+        c.check(r.returncode == 0, f"`gpupool tenant set` changes one figure: {r.stdout}{r.stderr}")
+        s, a_now = pool.call("GET", "/v1/tenants/a")
+        c.check(a_now.get("quota") == {"H100": 4} and a_now.get("borrow_limit") == {"H100": 3}, f"the rest stays: {a_now}")
     finally:
         pool.stop()
 
