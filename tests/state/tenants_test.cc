@@ -14,17 +14,14 @@
 #include <algorithm>
 #include <map>
 
+#include "sched/fixtures.h"
 #include "sched/registry.h"
 #include "state/cluster_state.h"
 
 namespace gp {
 namespace {
 
-Policy MakePolicy(const std::string& name) {
-  auto p = BuiltinRegistry().MakePolicy(name);
-  if (!p) throw std::runtime_error(p.error().message());
-  return std::move(*p);
-}
+using testing::MakePolicy;
 
 struct Quiet final : ClusterListener {
   void JobChanged(const JobRecord&, std::string_view) override {}
