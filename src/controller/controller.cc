@@ -732,7 +732,9 @@ void Controller::ConfirmDown(std::vector<NodeId> silent, int turns) {
 }
 
 void Controller::Schedule() {
-  // Jobs failing over go back to the queue once every task has ended and the fence has passed.
+  // Jobs failing over go back to the queue once every task has ended and the fence has passed;
+  // jobs past their time limit are stopped.
+  cluster_.EnforceTimeLimits(clock_.Now());
   cluster_.RequeueReady(clock_.Now());
   StoreFailed(StoreChanged());
   // Every tick may place: a pass looks only at the classes of waiting jobs that something

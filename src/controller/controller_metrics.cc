@@ -65,7 +65,7 @@ void Controller::CollectMetrics(Families& out) const {
                     "The idle heartbeat interval the server asks agents for (it grows with the fleet).", MetricType::Gauge),
            {}, static_cast<double>(heartbeat_interval().value()) / 1000);
   std::map<std::string, int> jobs_by_state;
-  for (int s = 0; s <= static_cast<int>(JobState::kCancelled); ++s) jobs_by_state[std::string(JobStateName(static_cast<JobState>(s)))] = 0;
+  for (int s = 0; s <= static_cast<int>(JobState::kTimedOut); ++s) jobs_by_state[std::string(JobStateName(static_cast<JobState>(s)))] = 0;
   for (const auto& [id, j] : cluster_.jobs()) ++jobs_by_state[std::string(JobStateName(j.state))];
   auto& jobs = FamilyIn(out, "gpupool_jobs", "Jobs by state.", MetricType::Gauge);
   for (const auto& [state, n] : jobs_by_state) AddValue(jobs, {{"state", state}}, n);
@@ -91,10 +91,10 @@ void Controller::CollectMetrics(Families& out) const {
   auto& borrowed = FamilyIn(out, "gpupool_tenant_borrowed_gpus", "GPUs a tenant holds beyond its quota, borrowed from its cohort.",
                             MetricType::Gauge);
   auto& lent = FamilyIn(out, "gpupool_tenant_lent_gpus", "GPUs of a tenant's quota that others in its cohort hold.", MetricType::Gauge);
-  auto& decayed = FamilyIn(out, "gpupool_tenant_decayed_usage_gpu_hours",
-                           "A tenant's GPU usage decayed with the fair-share half-life.", MetricType::Gauge);
+  auto& decayed = FamilyIn(out, "gpupool_tenant_decayed_usage_gpu_seconds",
+                           "A tenant's GPU usage (GPU-seconds) decayed with the fair-share half-life.", MetricType::Gauge);
   for (const TenantRow& r : cluster_.tenants().Rows(fleet_)) {
-    AddValue(decayed, {{"tenant", r.name}}, r.decayed_gpu_ms / 3'600'000.0);
+    AddValue(decayed, {{"tenant", r.name}}, r.decayed_gpu_ms / 1'000.0);
     for (const TenantModelRow& m : r.models) {
       if (m.nominal < 0) continue;
       const std::vector<std::pair<std::string, std::string>> labels = {{"tenant", r.name}, {"model", m.model}};

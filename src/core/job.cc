@@ -24,6 +24,9 @@ Status ValidateJobSpec(const JobSpec& s) {
   if (s.memory_per_task.value() < 0) return bad("memory_per_task must not be negative");
   if (s.min_gpu_memory.value() < 0) return bad("min_gpu_memory must not be negative");
   if (s.estimated_duration && s.estimated_duration->value() < 0) return bad("estimated_duration must not be negative");
+  if (s.time_limit.value() != 0 && (s.time_limit.value() < 1'000 || s.time_limit.value() > 366LL * 86'400'000)) {
+    return bad("time limit must be 1s..366 days");
+  }
   if (s.max_price_per_gpu_hour && s.max_price_per_gpu_hour->value() < 0) return bad("max_price must not be negative");
   if (s.data && s.data->size.value() < 0) return bad("data size must not be negative");
   return Status::Ok();

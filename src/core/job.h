@@ -34,6 +34,10 @@ struct JobSpec {
   std::string tenant;
   Box<DataSet> data;                     // where its data lives (few jobs say)
   std::optional<Millis> estimated_duration;
+  // Slurm's --time: stopped (SIGTERM, then SIGKILL after the grace) this long after it started
+  // running, and ended as timed out. 0: none (a plain value: a job record must stay within its
+  // allocator size class, see cluster_state_test).
+  Millis time_limit{0};
   std::optional<MicroUsd> max_price_per_gpu_hour;
   Millis submit_time{0};
 

@@ -8,6 +8,8 @@
 #include <cmath>
 #include <span>
 #include <utility>
+#include <vector>
+#include <algorithm>
 
 namespace gp {
 namespace {
@@ -112,6 +114,52 @@ Result<Millis> ParseDuration(std::string_view text) {
   if (!v) return tl::unexpected(v.error());
   if (*v > 9.0e15) return InvalidArgument(fmt::format("'{}' is too large", text));
   return Millis{static_cast<int64_t>(std::llround(*v))};
+}
+
+Result<Millis> ParseTimeLimit(std::string_view text) {
+  text = Trim(text);
+  auto bad = [&] {
+    return InvalidArgument(fmt::format("'{}': expected a time limit as Slurm's --time (MM, MM:SS, HH:MM:SS, D-HH, "
+                                       "D-HH:MM, D-HH:MM:SS) or a duration (2h, 90m)",
+                                       text.substr(0, 40)));
+  };
+  if (text.empty()) return bad();
+  const bool slurm = std::all_of(text.begin(), text.end(), [](char c) { return (c >= '0' && c <= '9') || c == ':' || c == '-'; });
+  if (!slurm) return ParseDuration(text);
+  int64_t days = 0;
+  std::string_view rest = text;
+  const size_t dash = text.find('-');
+  auto number = [](std::string_view t, int64_t& out) {
+    if (t.empty() || t.size() > 9 || !std::all_of(t.begin(), t.end(), [](char c) { return c >= '0' && c <= '9'; })) return false;
+    const auto r = std::from_chars(t.data(), t.data() + t.size(), out);
+    return r.ec == std::errc() && r.ptr == t.data() + t.size();
+  };
+  if (dash != std::string_view::npos) {
+    if (!number(text.substr(0, dash), days)) return bad();
+    rest = text.substr(dash + 1);
+  }
+  std::vector<int64_t> parts;
+  size_t start = 0;
+  while (start <= rest.size()) {
+    const size_t colon = std::min(rest.find(':', start), rest.size());
+    int64_t v = 0;
+    if (!number(rest.substr(start, colon - start), v)) return bad();
+    parts.push_back(v);
+    start = colon + 1;
+  }
+  if (parts.size() > 3) return bad();
+  int64_t seconds = 0;
+  if (dash != std::string_view::npos) {
+    // D-HH, D-HH:MM, D-HH:MM:SS
+    seconds = parts[0] * 3600 + (parts.size() > 1 ? parts[1] * 60 : 0) + (parts.size() > 2 ? parts[2] : 0);
+  } else if (parts.size() == 1) {
+    seconds = parts[0] * 60;  // MM
+  } else if (parts.size() == 2) {
+    seconds = parts[0] * 60 + parts[1];  // MM:SS
+  } else {
+    seconds = parts[0] * 3600 + parts[1] * 60 + parts[2];  // HH:MM:SS
+  }
+  return Millis{(days * 86'400 + seconds) * 1000};
 }
 
 Result<double> ParseNumber(std::string_view text) {

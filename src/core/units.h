@@ -19,6 +19,10 @@ Result<MiB> ParseMiB(std::string_view text);
 Result<BitsPerSecond> ParseBandwidth(std::string_view text);
 // Durations: ms, s, m, h, d (e.g. "90s", "1.5h").
 Result<Millis> ParseDuration(std::string_view text);
+// A time limit as Slurm's --time spells it, or a duration: "MM", "MM:SS", "HH:MM:SS",
+// "D-HH", "D-HH:MM", "D-HH:MM:SS" (a bare number is minutes, as in Slurm), or "2h", "90s".
+// Errors say which forms are known.
+Result<Millis> ParseTimeLimit(std::string_view text);
 // A plain decimal number (no suffix).
 Result<double> ParseNumber(std::string_view text);
 // USD as a decimal ("2.10" or "$2.10") into micro-USD, rounded to nearest.

@@ -1,5 +1,7 @@
 #include "state/cluster_state.h"
 
+#include "core/units.h"
+
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -286,6 +288,7 @@ void ClusterState::Restore(JobRecord job, const std::function<std::optional<Node
     return;
   }
   if (IsTerminal(j.state) || j.tasks.empty()) return;
+  if (j.state == JobState::kRunning) Watch(j);
   // Placed before the restart: hold its resources again; its agent will report on it.
   for (size_t t = 0; t < j.tasks.size(); ++t) {
     TaskRecord& task = j.tasks[t];
@@ -462,6 +465,7 @@ void ClusterState::TaskStarted(JobRecord& j, int task, Millis started, Millis no
   j.state = JobState::kRunning;
   j.start_ms = started.value() > 0 ? started.value() : now.value();
   if (!j.failing_over) j.message.clear();
+  Watch(j);
   Changed(j, "started");
 }
 
@@ -565,8 +569,36 @@ void ClusterState::FinishIfDone(JobRecord& j, Millis now) {
   AddAttained(j, now);
   if (!j.exit_code) j.exit_code = 0;
   if (j.cancel_requested && (j.message.empty() || j.message == "cancelling")) j.message = "cancelled";
-  End(j, j.cancel_requested ? JobState::kCancelled : (*j.exit_code == 0 && !j.signal) ? JobState::kSucceeded : JobState::kFailed,
+  End(j,
+      j.cancel_requested ? JobState::kCancelled
+      : j.timed_out      ? JobState::kTimedOut
+      : (*j.exit_code == 0 && !j.signal) ? JobState::kSucceeded
+                                         : JobState::kFailed,
       now);
+}
+
+void ClusterState::Watch(const JobRecord& j) {
+  if (j.spec.time_limit.value() > 0 && j.start_ms > 0 && !j.timed_out) {
+    deadlines_.insert({j.start_ms + j.spec.time_limit.value(), j.spec.id.value(), j.attempt});
+  }
+}
+
+void ClusterState::EnforceTimeLimits(Millis now) {
+  while (!deadlines_.empty() && std::get<0>(*deadlines_.begin()) <= now.value()) {
+    const auto [at, id, attempt] = *deadlines_.begin();
+    deadlines_.erase(deadlines_.begin());
+    JobRecord* j = Find(JobId{id});
+    // A deadline of an attempt that has ended (or moved) is stale.
+    if (!j || j->attempt != attempt || j->state != JobState::kRunning || j->timed_out || j->cancel_requested ||
+        j->failing_over) {
+      continue;
+    }
+    // Slurm's TIMEOUT: SIGTERM now, SIGKILL after the grace (the agent's, as for a cancel).
+    j->timed_out = true;
+    j->message = fmt::format("time limit {} reached: stopping", FormatMillis(j->spec.time_limit));
+    Touch(*j);
+    for (size_t t = 0; t < j->tasks.size(); ++t) StopTask(*j, static_cast<int>(t), -1, now);
+  }
 }
 
 void ClusterState::FailOver(JobRecord& j, const std::string& why, Millis fence_until, bool counts, int grace_ms,
@@ -640,9 +672,11 @@ void ClusterState::Requeue(JobRecord& j, Millis now) {
   j.start_ms = 0;
   const int limit = j.max_retries >= 0 ? j.max_retries : options_.max_retries;
   const int retries = j.failures;
-  if (retries > limit || j.cancel_requested) {
-    if (!j.cancel_requested) j.message = fmt::format("gave up after {} failed attempts: {}", retries, j.attempts.back().outcome);
-    End(j, j.cancel_requested ? JobState::kCancelled : JobState::kFailed, now);
+  if (retries > limit || j.cancel_requested || j.timed_out) {
+    if (!j.cancel_requested && !j.timed_out) {
+      j.message = fmt::format("gave up after {} failed attempts: {}", retries, j.attempts.back().outcome);
+    }
+    End(j, j.cancel_requested ? JobState::kCancelled : j.timed_out ? JobState::kTimedOut : JobState::kFailed, now);
     return;
   }
   j.state = JobState::kQueued;

@@ -19,6 +19,7 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <tuple>
 #include <vector>
 
 #include "core/rng.h"
@@ -175,6 +176,10 @@ class ClusterState {
   void FailJobsOn(NodeId node, int gpu, const std::string& why, Millis fence_until, bool counts, int grace_ms,
                   Millis now);
 
+  // Running jobs past their time limit are stopped (SIGTERM, SIGKILL after the grace) and end
+  // as timed out. O(log jobs with a limit) per job stopped; the owner calls it every tick.
+  void EnforceTimeLimits(Millis now);
+
   // Jobs changed since the last call (to store), in id order.
   std::vector<uint64_t> TakeChanged();
   int64_t placed_total() const { return placed_total_; }
@@ -204,6 +209,8 @@ class ClusterState {
   void FinishIfDone(JobRecord& j, Millis now);
   void StopTask(JobRecord& j, int task, int grace_ms, Millis now);
   void AddAttained(JobRecord& j, Millis now);
+  // A running job with a time limit is watched for its deadline.
+  void Watch(const JobRecord& j);
   void ApplyDecisions(const Plan& plan, Millis now, PassResult& out);
   // Arrays: records for the elements the scheduler may consider now (within max_running and
   // the window); an element's change counted by its array, whose state follows its elements.
@@ -222,6 +229,7 @@ class ClusterState {
   IdSet queued_;                        // state kQueued (in the queue, or waiting for backoff)
   std::set<std::pair<int64_t, uint64_t>> backoff_;  // (not before, job): queued, not yet placeable
   std::set<uint64_t> failing_;          // failing_over
+  std::set<std::tuple<int64_t, uint64_t, int>> deadlines_;  // (time limit reached at, job, attempt)
   IdSet unfinished_;                    // not terminal
   std::set<uint64_t> arrays_;           // arrays with elements not yet expanded
   std::vector<TaskSet> on_node_;

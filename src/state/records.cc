@@ -14,16 +14,18 @@ std::string_view JobStateName(JobState s) {
     case JobState::kSucceeded: return "succeeded";
     case JobState::kFailed: return "failed";
     case JobState::kCancelled: return "cancelled";
+    case JobState::kTimedOut: return "timed-out";
   }
   return "?";
 }
 
 Result<JobState> ParseJobState(std::string_view s) {
   for (auto st : {JobState::kQueued, JobState::kStarting, JobState::kRunning, JobState::kSucceeded, JobState::kFailed,
-                  JobState::kCancelled}) {
+                  JobState::kCancelled, JobState::kTimedOut}) {
     if (JobStateName(st) == s) return st;
   }
-  return InvalidArgument(fmt::format("unknown job state '{}'; expected queued, starting, running, succeeded, failed or cancelled", s));
+  return InvalidArgument(
+      fmt::format("unknown job state '{}'; expected queued, starting, running, succeeded, failed, cancelled or timed-out", s));
 }
 
 int64_t ArraySpec::size() const {

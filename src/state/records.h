@@ -22,11 +22,13 @@
 
 namespace gp {
 
-enum class JobState : uint8_t { kQueued, kStarting, kRunning, kSucceeded, kFailed, kCancelled };
+// kTimedOut: stopped at its time limit (Slurm's TIMEOUT); the last, so that existing stored
+// states keep their numbers.
+enum class JobState : uint8_t { kQueued, kStarting, kRunning, kSucceeded, kFailed, kCancelled, kTimedOut };
 std::string_view JobStateName(JobState s);
 Result<JobState> ParseJobState(std::string_view s);
 inline bool IsTerminal(JobState s) {
-  return s == JobState::kSucceeded || s == JobState::kFailed || s == JobState::kCancelled;
+  return s == JobState::kSucceeded || s == JobState::kFailed || s == JobState::kCancelled || s == JobState::kTimedOut;
 }
 
 // One attempt of one task: an attempt is an epoch; a report or a cancel for an older attempt
@@ -108,6 +110,7 @@ struct JobRecord {
   JobState state = JobState::kQueued;
   JobState counted = JobState::kQueued;  // an element: the state its array counted it in (not stored)
   bool cancel_requested = false;
+  bool timed_out = false;            // its time limit passed: its tasks are being stopped
   bool failing_over = false;         // the current attempt is being stopped; requeue when it has
   // Failover. `attempt` is the current placement's epoch (0 before the first). A job whose
   // placement failed through no fault of its own (its node died, a task was lost) goes back

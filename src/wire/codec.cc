@@ -339,7 +339,7 @@ Result<JobRecord> ParseSubmitRequest(std::string_view body) {
   return Guard([&]() -> Result<JobRecord> {
     const In j = ParseObject(body, "request body");
     OnlyFields(j, {"command", "gpus", "tasks", "gpu_model", "gpu_memory", "cpu", "memory", "priority", "tenant", "name",
-                   "data", "duration", "max_price", "env", "workdir", "max_retries", "array"});
+                   "data", "duration", "time", "max_price", "env", "workdir", "max_retries", "array"});
     JobRecord r;
     if (!j.contains("command")) throw Bad{"field 'command': required, e.g. [\"sh\", \"-c\", \"nvidia-smi\"]"};
     r.command = Strings(j, "command");
@@ -364,6 +364,10 @@ Result<JobRecord> ParseSubmitRequest(std::string_view body) {
       if (s.data->site.empty()) throw Bad{"field 'data.site': required"};
     }
     if (j.contains("duration") && !j["duration"].is_null()) s.estimated_duration = Unit<Millis>(j, "duration", ParseDuration, Millis{0});
+    if (j.contains("time") && !j["time"].is_null()) {
+      s.time_limit = Unit<Millis>(j, "time", ParseTimeLimit, Millis{0});
+      if (s.time_limit.value() < 1'000 || s.time_limit.value() > 366LL * 86'400'000) throw Bad{"field 'time': must be 1s..366 days"};
+    }
     if (j.contains("max_price") && !j["max_price"].is_null()) s.max_price_per_gpu_hour = UsdToMicro(Number(j, "max_price", 0, 1e6, 0));
     r.env = StringMap(j, "env");
     r.workdir = Str(j, "workdir");
@@ -418,6 +422,7 @@ std::string JobToJson(const JobRecord& r, std::optional<std::string_view> messag
     o.EndObject();
   }
   if (s.estimated_duration) o.Key("duration_ms").Int(s.estimated_duration->value());
+  if (s.time_limit.value() > 0) o.Key("time_limit_ms").Int(s.time_limit.value());
   if (s.max_price_per_gpu_hour) o.Key("max_price_micro_usd").Int(s.max_price_per_gpu_hour->value());
   o.Key("env").Env(r.env);
   o.Key("workdir").Str(r.workdir);
@@ -426,6 +431,7 @@ std::string JobToJson(const JobRecord& r, std::optional<std::string_view> messag
   o.Key("end_ms").Int(r.end_ms);
   o.Key("message").Str(message ? *message : std::string_view(r.message));
   o.Key("cancel_requested").Bool(r.cancel_requested);
+  if (r.timed_out) o.Key("timed_out").Bool(true);
   o.Key("placement").Array();
   for (const TaskRecord& t : r.tasks) {
     o.Object();
@@ -516,6 +522,7 @@ Result<JobRecord> JobFromJson(std::string_view json) {
     s.memory_per_task = MiB{Int(j, "memory_mib", 0, INT64_MAX, 0)};
     if (j.contains("data")) s.data = DataSet{.site = Str(Object(j, "data"), "site"), .size = Bytes{Int(Object(j, "data"), "bytes", 0, INT64_MAX, 0)}};
     if (j.contains("duration_ms")) s.estimated_duration = Millis{Int(j, "duration_ms", 0, INT64_MAX, 0)};
+    if (j.contains("time_limit_ms")) s.time_limit = Millis{Int(j, "time_limit_ms", 1'000, INT64_MAX, 1'000)};
     if (j.contains("max_price_micro_usd")) s.max_price_per_gpu_hour = MicroUsd{Int(j, "max_price_micro_usd", 0, INT64_MAX, 0)};
     r.env = StringMap(j, "env");
     r.workdir = Str(j, "workdir");
@@ -524,6 +531,7 @@ Result<JobRecord> JobFromJson(std::string_view json) {
     r.end_ms = Int(j, "end_ms", 0, INT64_MAX, 0);
     r.message = Str(j, "message");
     r.cancel_requested = Bool(j, "cancel_requested", false);
+    r.timed_out = Bool(j, "timed_out", false);
     r.attempt = static_cast<int>(Int(j, "attempt", 0, 1'000'000, 0));
     r.max_retries = static_cast<int>(Int(j, "max_retries", -1, 100, -1));
     r.failures = static_cast<int>(Int(j, "failures", 0, 1'000'000, 0));

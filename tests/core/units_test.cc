@@ -40,6 +40,21 @@ TEST(UnitsTest, BandwidthAndDuration) {
   EXPECT_EQ(ParseDuration("35ms")->value(), 35);
   EXPECT_EQ(ParseDuration("1.5h")->value(), 5'400'000);
   EXPECT_FALSE(ParseDuration("soon").has_value());
+  // Slurm's --time forms, and durations.
+  const std::pair<const char*, int64_t> limits[] = {
+      {"30", 1'800'000},          {"30:15", 1'815'000},         {"1:30:00", 5'400'000},     {"2-0", 172'800'000},
+      {"1-12", 129'600'000},      {"1-12:30", 131'400'000},     {"1-12:00:30", 129'630'000}, {"2h", 7'200'000},
+      {"90s", 90'000}};
+  for (const auto& [text, ms] : limits) {
+    auto v = ParseTimeLimit(text);
+    ASSERT_TRUE(v) << text << ": " << v.error().message();
+    EXPECT_EQ(v->value(), ms) << text;
+  }
+  for (const char* bad : {"", "1:2:3:4", "1-", "-5", "a:b", "1--2", "soon"}) {
+    auto v = ParseTimeLimit(bad);
+    EXPECT_FALSE(v.has_value()) << bad;
+  }
+  EXPECT_NE(ParseTimeLimit("1:2:3:4").error().message().find("D-HH:MM:SS"), std::string::npos);
   auto err = ParseBandwidth("10 furlongs");
   ASSERT_FALSE(err.has_value());
   EXPECT_NE(err.error().message().find("Gbps"), std::string::npos) << "the error lists the units";

@@ -152,6 +152,42 @@ TEST(ClusterStateLifecycle, EachPathEndsInItsOneState) {
   }
 }
 
+// A time limit (Slurm's --time): the job runs; at start + limit its tasks are asked to stop
+// (the agent sends SIGTERM, then SIGKILL after its grace); when they end, the job is timed out,
+// not failed, and its GPUs are free. A job that ends before its limit is untouched, and a
+// limit counts from the attempt's start (a requeued job gets its full limit again).
+TEST(ClusterStateLifecycle, ATimeLimitStopsTheJobAndItEndsTimedOut) {
+  Pool p("1x2xV100");
+  p.rec.stop_at_once = false;
+  JobRecord r{.spec = JobSpec{.id = JobId{p.cs->next_id()}, .tasks = 1, .gpus_per_task = 2, .time_limit = Millis{60'000}}};
+  p.cs->Accept(std::move(r));
+  const JobId id{p.cs->next_id() - 1};
+  p.cs->Pass(p.now);
+  p.StartAll(id);
+  p.cs->EnforceTimeLimits(p.now + Millis{59'999});
+  EXPECT_TRUE(p.rec.to_stop.empty()) << "not before its limit";
+  p.cs->EnforceTimeLimits(p.now + Millis{60'000});
+  ASSERT_EQ(p.rec.to_stop.size(), 1u) << "at its limit, its task is stopped";
+  EXPECT_TRUE(p.Job(id).timed_out);
+  EXPECT_NE(p.Job(id).message.find("time limit 1m00s reached"), std::string::npos) << p.Job(id).message;
+  p.cs->EnforceTimeLimits(p.now + Millis{70'000});
+  EXPECT_EQ(p.rec.to_stop.size(), 1u) << "asked once";
+  p.cs->TaskEnded(p.Job(id), 0, std::nullopt, 15, "", p.now + Millis{61'000});  // SIGTERM
+  EXPECT_EQ(p.Job(id).state, JobState::kTimedOut);
+  EXPECT_EQ(JobStateName(p.Job(id).state), "timed-out");
+  EXPECT_EQ(p.rec.events[id.value()].back(), "timed-out");
+  EXPECT_EQ(p.cs->sched().free_gpu_milli(), 2'000) << "its GPUs are back";
+  // One that ends in time is untouched by its deadline.
+  JobRecord quick{.spec = JobSpec{.id = JobId{p.cs->next_id()}, .tasks = 1, .gpus_per_task = 1, .time_limit = Millis{60'000}}};
+  p.cs->Accept(std::move(quick));
+  const JobId q{p.cs->next_id() - 1};
+  p.cs->Pass(p.now);
+  p.StartAll(q);
+  p.EndAll(q, 0);
+  p.cs->EnforceTimeLimits(p.now + Millis{600'000});
+  EXPECT_EQ(p.Job(q).state, JobState::kSucceeded);
+}
+
 TEST(ClusterStateLifecycle, CancelledWhileQueuedNeverRuns) {
   Pool p("1x8xH100");
   const JobId big = p.Submit(1, 8);

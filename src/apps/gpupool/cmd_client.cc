@@ -144,7 +144,7 @@ struct SubmitArgs {
   int tasks = 1;
   std::vector<std::string> models;
   int priority = 0;
-  std::string tenant, data, name, memory, gpu_memory, duration, workdir;
+  std::string tenant, data, name, memory, gpu_memory, duration, time, workdir;
   double cpu = 0;
   double max_price = -1;
   int max_retries = -1;
@@ -162,6 +162,7 @@ int Submit(const Conn& c, const SubmitArgs& a) {
   if (!a.memory.empty()) req["memory"] = a.memory;
   if (!a.gpu_memory.empty()) req["gpu_memory"] = a.gpu_memory;
   if (!a.duration.empty()) req["duration"] = a.duration;
+  if (!a.time.empty()) req["time"] = a.time;
   if (!a.workdir.empty()) req["workdir"] = a.workdir;
   if (a.max_price >= 0) req["max_price"] = a.max_price;
   if (a.max_retries >= 0) req["max_retries"] = a.max_retries;
@@ -600,6 +601,9 @@ void AddClientCommands(CLI::App& app, int* exit_code) {
   submit->add_option("--memory", sa->memory, "memory per task, e.g. 16GiB");
   submit->add_option("--gpu-memory", sa->gpu_memory, "minimum memory per GPU, e.g. 40GiB");
   submit->add_option("--duration", sa->duration, "estimated run time, e.g. 2h");
+  submit->add_option("--time", sa->time,
+                     "time limit, as Slurm's --time (30, 1:30:00, 1-12:00:00) or 2h: SIGTERM at the limit, SIGKILL after "
+                     "the grace, and the job ends timed-out");
   submit->add_option("--max-price", sa->max_price, "price ceiling, USD per GPU-hour");
   submit->add_option("--env", sa->env, "KEY=VALUE for the job (repeatable)")->expected(1)->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
   submit->add_option("--workdir", sa->workdir, "working directory on the node");
