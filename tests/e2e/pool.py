@@ -164,11 +164,11 @@ class Pool:
         deadline = time.time() + timeout
         while time.time() < deadline:
             jobs = {j["id"]: j for j in self.all_jobs()}
-            if all(jobs.get(i, {}).get("state") in ("succeeded", "failed", "cancelled") for i in ids):
+            if all(jobs.get(i, {}).get("state") in ("succeeded", "failed", "cancelled", "timed-out") for i in ids):
                 return jobs
             time.sleep(0.1)
         raise RuntimeError("jobs did not finish: " + ", ".join(
-            f"{i}:{jobs.get(i, {}).get('state')}" for i in ids if jobs.get(i, {}).get("state") not in ("succeeded", "failed", "cancelled")))
+            f"{i}:{jobs.get(i, {}).get('state')}" for i in ids if jobs.get(i, {}).get("state") not in ("succeeded", "failed", "cancelled", "timed-out")))
 
     def stop_server(self):
         self.server.terminate()
