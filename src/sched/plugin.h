@@ -38,6 +38,9 @@ class QueueOrder {
  public:
   virtual ~QueueOrder() = default;
   virtual QueueKey Key(const PendingJob& job) const = 0;
+  // true: strict head of line: nothing behind the first waiting job starts before it does
+  // (no skipping ahead, as a strict FIFO); false: a job that cannot start is passed over.
+  virtual bool HeadOfLine() const { return false; }
 };
 
 class Filter {

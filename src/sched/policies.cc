@@ -31,6 +31,8 @@ void RegisterPolicies(Registry& r) {
   r.AddPolicy({.name = "data-local", .description = "FIFO; the shortest data transfer time, then packing",
                .queue = "fifo", .scorers = {{"transfer-time", 1.0}, {"best-fit", 0.1}, kGang},
                .order = O::kNearestFirst, .candidate_limit = 16});
+  r.AddPolicy({.name = "first-fit", .description = "FIFO; the first node in id order that fits (every node judged: for reproductions)",
+               .queue = "fifo", .scorers = {{"first-fit", 1.0}}, .candidate_limit = 0});
   r.AddPolicy({.name = "random", .description = "FIFO; a seeded random feasible node (baseline)",
                .queue = "fifo", .scorers = {{"random", 1.0}, kGang}, .candidate_limit = 16});
 }

@@ -18,6 +18,10 @@ void Registry::AddQueueOrder(std::string name, std::string description, Factory<
   queue_order_.push_back(name);
   queues_[std::move(name)] = {std::move(description), std::move(f)};
 }
+void Registry::AddQueueOrder(std::string name, std::string description, Factory<QueueOrder> f, ArgsFactory with_args) {
+  queue_args_[name] = std::move(with_args);
+  AddQueueOrder(std::move(name), std::move(description), std::move(f));
+}
 void Registry::AddFilter(std::string name, std::string description, Factory<Filter> f) {
   filter_order_.push_back(name);
   filters_[std::move(name)] = {std::move(description), std::move(f)};
@@ -36,6 +40,16 @@ void Registry::AddShareOrder(std::string name, std::string description, Factory<
 }
 
 Result<std::unique_ptr<QueueOrder>> Registry::MakeQueueOrder(const std::string& name) const {
+  if (auto colon = name.find(':'); colon != std::string::npos) {
+    auto a = queue_args_.find(name.substr(0, colon));
+    if (a == queue_args_.end()) {
+      return InvalidArgument(fmt::format("queue order '{}' takes no arguments (those that do: las)", name.substr(0, colon)));
+    }
+    if (colon + 1 == name.size()) {
+      return a->second("-");  // "las:" with nothing after the colon: refused by the order, naming its form
+    }
+    return a->second(std::string_view(name).substr(colon + 1));
+  }
   auto q = queues_.find(name);
   if (q == queues_.end()) {
     return InvalidArgument(fmt::format("unknown queue order '{}'; known: {}", name, KnownNames(queue_order_, queues_)));
@@ -54,12 +68,14 @@ Result<Policy> Registry::MakePolicy(const PolicyRecipe& recipe) const {
     p.share = sh->second.make();
     p.queue = queues_.at("fifo").make();
   } else {
-    auto q = queues_.find(recipe.queue);
-    if (q == queues_.end()) {
+    const std::string base = recipe.queue.substr(0, recipe.queue.find(':'));
+    if (!queues_.count(base)) {
       return InvalidArgument(fmt::format("unknown queue order '{}'; known: {}, {}", recipe.queue,
                                          KnownNames(queue_order_, queues_), KnownNames(share_order_, shares_)));
     }
-    p.queue = q->second.make();
+    auto q = MakeQueueOrder(recipe.queue);
+    if (!q) return tl::unexpected(q.error());
+    p.queue = std::move(*q);
   }
   p.admission_names = recipe.admissions.empty() ? admission_order_ : recipe.admissions;
   for (const std::string& name : p.admission_names) {

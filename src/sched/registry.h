@@ -67,6 +67,9 @@ class Registry {
   }
 
   void AddQueueOrder(std::string name, std::string description, Factory<QueueOrder> f);
+  // A queue order that takes arguments after its name: "las:3250:7200" calls with_args("3250:7200").
+  using ArgsFactory = std::function<Result<std::unique_ptr<QueueOrder>>(std::string_view args)>;
+  void AddQueueOrder(std::string name, std::string description, Factory<QueueOrder> f, ArgsFactory with_args);
   void AddFilter(std::string name, std::string description, Factory<Filter> f);
   void AddScorer(std::string name, std::string description, Factory<Scorer> f);
   void AddAdmission(std::string name, std::string description, Factory<AdmissionCheck> f);
@@ -100,6 +103,7 @@ class Registry {
     Factory<T> make;
   };
   std::map<std::string, Slot<QueueOrder>> queues_;
+  std::map<std::string, ArgsFactory> queue_args_;
   std::vector<std::string> queue_order_;
   std::map<std::string, Slot<Filter>> filters_;
   std::vector<std::string> filter_order_;

@@ -380,11 +380,14 @@ Plan Schedule(const SchedState& state, const JobQueue& queue, const Policy& poli
   std::vector<Group> groups;
   std::unordered_map<TenantIndex, size_t> group_of;
   const auto& classes = queue.classes();
+  // Strict head of line (no share order): the pass ends at the first job that cannot start,
+  // and a blocked class is looked at too, so that nothing behind it is placed.
+  const bool head_of_line = policy.queue->HeadOfLine() && !policy.share;
   for (uint32_t c = 0; c < classes.size(); ++c) {
     const JobQueue::Class& k = classes[c];
     if (k.jobs.empty()) continue;
     // Blocked since it last failed, and nothing it could use has improved: it fails again.
-    if (k.blocked_at > 0 && state.ImprovedSince(k.shape.mask) <= k.blocked_at) continue;
+    if (!head_of_line && k.blocked_at > 0 && state.ImprovedSince(k.shape.mask) <= k.blocked_at) continue;
     const TenantIndex t = policy.share ? k.shape.tenant : 0;
     auto [g, fresh] = group_of.try_emplace(t, groups.size());
     if (fresh) groups.push_back(Group{.tenant = t});
@@ -409,11 +412,13 @@ Plan Schedule(const SchedState& state, const JobQueue& queue, const Policy& poli
     if (!groups[i].heap.empty()) ready.insert(i);
   }
   auto next_group = [&]() -> int64_t { return ready.empty() ? -1 : static_cast<int64_t>(*ready.begin()); };
+  bool halted = false;  // head of line: the first job could not start
   auto stop = [&](uint32_t cls, Decision d) {
     plan.decisions.push_back(d);
     plan.stopped.push_back(Stopped{.cls = cls, .decision = std::move(d)});
+    halted = head_of_line;
   };
-  for (int64_t gi = next_group(); gi >= 0; gi = next_group()) {
+  for (int64_t gi = next_group(); gi >= 0 && !halted; gi = next_group()) {
     if (max_placements > 0 && plan.placements.size() >= max_placements) {
       plan.capped = true;  // the rest is not judged now: nothing is blocked for it
       break;

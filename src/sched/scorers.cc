@@ -103,6 +103,15 @@ class GangLocality final : public Scorer {
   }
 };
 
+// First fit: the lowest node id wins (with every feasible node scored: the first in id order
+// that fits), the placement Tiresias' simulator uses.
+class FirstFit final : public Scorer {
+ public:
+  double Score(const PendingJob&, const TaskDemand&, const NodeState& n, const ScoreContext& c) const override {
+    return 1.0 - static_cast<double>(n.id.value()) / (static_cast<double>(c.fleet.nodes.size()) + 1.0);
+  }
+};
+
 // A seeded random score: the baseline a researcher compares against.
 class RandomScore final : public Scorer {
  public:
@@ -121,6 +130,7 @@ void RegisterScorers(Registry& r) {
   r.AddScorer("transfer-time", "shorter time to move the job's data to the node wins", Registry::Of<Scorer, TransferTime>());
   r.AddScorer("gang-locality", "nodes already holding a task of the same gang win", Registry::Of<Scorer, GangLocality>());
   r.AddScorer("random", "seeded random (a baseline)", Registry::Of<Scorer, RandomScore>());
+  r.AddScorer("first-fit", "the lowest node id that fits (Tiresias' placement)", Registry::Of<Scorer, FirstFit>());
 }
 
 }  // namespace gp

@@ -37,6 +37,70 @@ TEST(ScheduleTest, BestFitPacksSpreadSpreads) {
   EXPECT_EQ(spread.placements[0].tasks[0].node, NodeId{2});
 }
 
+// First fit (Tiresias' placement): three 4-GPU nodes with 1, 4 and 2 GPUs free. A 2-GPU job
+// goes to the first node in id order that fits (node 1), where best fit fills node 2.
+TEST(ScheduleTest, FirstFitTakesTheLowestIdThatFits) {
+  const Fleet fleet = Uniform(3, 4);
+  SchedState s(fleet);
+  Occupy(s, 0, 3);
+  Occupy(s, 2, 2);
+  Jobs jobs(fleet);
+  jobs.Add({.gpus_per_task = 2});
+  EXPECT_EQ(RunPolicy(s, jobs.pending(), "first-fit").placements.at(0).tasks[0].node, NodeId{1});
+  EXPECT_EQ(RunPolicy(s, jobs.pending(), "fifo").placements.at(0).tasks[0].node, NodeId{2});
+}
+
+// Skip-ahead FIFO and strict FIFO: one 4-GPU node with 2 GPUs in use; job 1 (first) asks 4,
+// job 2 asks 1. `fifo` passes over job 1 and starts job 2; `fifo-strict` starts nothing until
+// job 1 can (head of line), in this pass and in the next one on the same state.
+TEST(ScheduleTest, StrictFifoStartsNothingAheadOfTheFirstJob) {
+  const Fleet fleet = Uniform(1, 4);
+  SchedState s(fleet);
+  Occupy(s, 0, 2);
+  Jobs jobs(fleet);
+  jobs.Add({.gpus_per_task = 4, .submit_time = Millis{1}});
+  jobs.Add({.gpus_per_task = 1, .submit_time = Millis{2}});
+  EXPECT_EQ(RunPolicy(s, jobs.pending(), "fifo").placements.size(), 1u);
+  EXPECT_EQ(RunPolicy(s, jobs.pending(), "fifo-strict/fifo").placements.size(), 0u);
+  // The kept queue, as the state owner runs it: the head's class is blocked after it failed,
+  // and the next pass still starts nothing behind it.
+  const Policy strict = MakePolicy("fifo-strict/fifo");
+  JobQueue queue(*strict.queue);
+  for (const PendingJob& p : jobs.pending()) queue.Add(p);
+  SplitMix64 rng(1);
+  const Plan first = Schedule(s, queue, strict, rng);
+  ASSERT_EQ(first.stopped.size(), 1u);
+  queue.Block(first.stopped[0].cls, s.generation(), first.stopped[0].decision);
+  EXPECT_EQ(Schedule(s, queue, strict, rng).placements.size(), 0u);
+}
+
+// Tiresias' thresholds as parameters: las:3250:7200 has three queues (below 3,250 GPU-s, below
+// 7,200, the rest); plain las two (below 3,600).
+TEST(QueueOrderTest, LasQueuesByThresholds) {
+  const Fleet fleet = Uniform(1, 8);
+  Jobs jobs(fleet);
+  const Policy three = MakePolicy("las:3250:7200/fifo");
+  const Policy two = MakePolicy("las");
+  const struct {
+    int64_t attained_s;
+    int64_t three, two;
+  } cases[] = {{0, 0, 0}, {3'249, 0, 0}, {3'250, 1, 0}, {3'600, 1, 1}, {7'199, 1, 1}, {7'200, 2, 1}, {100'000, 2, 1}};
+  for (const auto& c : cases) {
+    PendingJob& p = jobs.Add({});
+    p.attained = Millis{c.attained_s * 1000};
+    EXPECT_EQ(three.queue->Key(p)[0], c.three) << c.attained_s;
+    EXPECT_EQ(two.queue->Key(p)[0], c.two) << c.attained_s;
+  }
+  for (const char* bad : {"las:abc/fifo", "las:7200:3250/fifo", "las:0/fifo", "las:/fifo"}) {
+    auto p = BuiltinRegistry().MakePolicy(bad);
+    ASSERT_FALSE(p) << bad;
+    EXPECT_NE(p.error().message().find("increasing thresholds in GPU-seconds"), std::string::npos) << p.error().message();
+  }
+  auto none = BuiltinRegistry().MakePolicy("fifo:3/fifo");
+  ASSERT_FALSE(none);
+  EXPECT_NE(none.error().message().find("takes no arguments"), std::string::npos) << none.error().message();
+}
+
 // The seed article's section 4.2: loads 1.8, 1.6, 1.4, 0.8; the task goes to node 4.
 TEST(ScheduleTest, LeastLoadedChoosesSeedNodeFour) {
   Fleet fleet = Uniform(4, 8);
