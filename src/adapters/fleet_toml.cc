@@ -365,6 +365,9 @@ void ReadTenant(Fleet& fleet, const toml::table& t, const std::string& source, i
   }
   if (c.cohort == c.name) s.Fail(t.get("cohort"), "cohort", "a tenant cannot be its own cohort");
   c.order = s.String("order").value_or("");
+  for (auto [key, field] : {std::pair<const char*, Millis*>{"default_time", &c.default_time}, {"max_time", &c.max_time}}) {
+    if (auto v = s.Unit<Millis>(key, ParseTimeLimit, "m")) *field = *v;
+  }
   // GPUs per model: { H100 = 64 }.
   auto per_model = [&](std::string_view key, void (*set)(QuotaLimits&, int64_t)) {
     const toml::table* m = s.Table(key);

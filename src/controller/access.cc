@@ -3,10 +3,12 @@
 #include <fmt/format.h>
 
 #include <functional>
+#include <tuple>
 #include <nlohmann/json.hpp>
 
 #include "adapters/tokens.h"
 #include "core/tenant.h"
+#include "core/units.h"
 
 namespace gp {
 
@@ -52,7 +54,8 @@ Status CheckName(const std::string& name, const char* field) {
 }  // namespace
 
 TenantConfig ConfigOf(const Tenant& t) {
-  return TenantConfig{.name = t.name, .weight = t.weight, .cohort = t.cohort, .quota = t.quota, .order = t.order};
+  return TenantConfig{.name = t.name, .weight = t.weight, .cohort = t.cohort, .quota = t.quota, .order = t.order,
+                      .default_time = t.default_time, .max_time = t.max_time};
 }
 
 Json TenantJson(const Tenant& t) {
@@ -63,7 +66,8 @@ Json TenantJson(const Tenant& t) {
     if (q.lend_limit) lend[model] = *q.lend_limit;
   }
   return Json{{"name", t.name}, {"weight", t.weight}, {"cohort", t.cohort}, {"quota", quota}, {"borrow_limit", borrow},
-              {"lend_limit", lend}, {"order", t.order}, {"created_ms", t.created_ms}};
+              {"lend_limit", lend}, {"order", t.order}, {"default_time_ms", t.default_time.value()},
+              {"max_time_ms", t.max_time.value()}, {"created_ms", t.created_ms}};
 }
 
 Result<Tenant> TenantFromJson(const Json& j, Tenant t) {
@@ -75,6 +79,21 @@ Result<Tenant> TenantFromJson(const Json& j, Tenant t) {
   };
   for (const auto& [key, out] : {std::pair<const char*, std::string*>{"name", &t.name}, {"cohort", &t.cohort}, {"order", &t.order}}) {
     if (Status s = text(key, *out); !s.ok()) return tl::unexpected(s);
+  }
+  // Time limits: "2h", "1-12:00:00" (Slurm's --time forms); stored as *_ms.
+  for (const auto& [key, stored, field] : {std::tuple{"default_time", "default_time_ms", &t.default_time},
+                                           std::tuple{"max_time", "max_time_ms", &t.max_time}}) {
+    if (j.contains(stored) && j[stored].is_number_integer()) *field = Millis{j[stored].get<int64_t>()};
+    if (!j.contains(key) || j[key].is_null()) continue;
+    if (!j[key].is_string()) return Error(StatusCode::kInvalidArgument, fmt::format("field '{}': expected a time such as \"2h\"", key));
+    const std::string given = j[key].get<std::string>();
+    if (given.empty() || given == "none") {
+      *field = Millis{0};
+      continue;
+    }
+    auto v = ParseTimeLimit(given);
+    if (!v) return Error(StatusCode::kInvalidArgument, fmt::format("field '{}': {}", key, v.error().message()));
+    *field = *v;
   }
   if (j.contains("weight")) {
     if (!j["weight"].is_number_integer()) return Error(StatusCode::kInvalidArgument, "field 'weight': expected a whole number 1..1000");

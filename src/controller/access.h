@@ -31,6 +31,8 @@ struct Tenant {
   std::string cohort;                          // the group it borrows from and lends to ("" none)
   std::map<std::string, QuotaLimits> quota;    // per GPU model: nominal, borrowing and lending limits
   std::string order;                           // its own queue order under a share order ("" fifo)
+  Millis default_time{0};                      // a job's time limit when it gives none (0: max_time, or none)
+  Millis max_time{0};                          // the longest time limit a job may ask (0: none)
   int64_t created_ms = 0;
 };
 // What the scheduler applies of a tenant.

@@ -342,6 +342,7 @@ Status Controller::Validate(JobRecord& r) {
   r.exit_code.reset();
   r.array_of = 0;  // elements are the server's to make
   r.progress.reset();  // an array's progress is the server's (and a plain job has none)
+  if (Status s = cluster_.Limit(r.spec); !s.ok()) return s;
   if (r.array) {
     // Checked once for every element: they share the spec.
     if (Status s = cluster_.Admit(r.spec); !s.ok()) return s;

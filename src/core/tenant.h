@@ -10,6 +10,7 @@
 #include <optional>
 #include <string>
 
+#include "core/quantity.h"
 #include "core/status.h"
 
 namespace gp {
@@ -28,6 +29,10 @@ struct TenantConfig {
   std::string cohort;                         // "" none
   std::map<std::string, QuotaLimits> quota;   // by GPU model name
   std::string order;                          // its own queue order ("" the policy's)
+  // Time limits (Slurm's partition DefaultTime and MaxTime): a job without --time gets
+  // default_time (else max_time); one asking more than max_time is refused. 0: none.
+  Millis default_time{0};
+  Millis max_time{0};
 };
 
 // Checks one tenant's figures; errors name the field ("tenant llm: quota H100: borrow limit

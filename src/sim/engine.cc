@@ -125,10 +125,12 @@ class SimListener final : public ClusterListener {
  public:
   explicit SimListener(const SimOptions& o) : options_(o) {}
   void JobChanged(const JobRecord& j, std::string_view what) override {
+    if (j.state == JobState::kTimedOut && what == "timed-out") ++timed_out;
     if (options_.on_event) options_.on_event(now_, fmt::format("job.{}", what), fmt::format("job/{}", j.spec.id.value()), JobEventData(j, what));
   }
   bool StopTask(const JobRecord&, int, int) override { return true; }
   Millis now_{0};
+  int64_t timed_out = 0;  // jobs stopped at their time limit
 
  private:
   const SimOptions& options_;
@@ -358,7 +360,7 @@ Status Engine::Load(const Trace& trace) {
   for (size_t i = 0; i < jobs_.size(); ++i) {
     // Admission, as the cluster state judges it: out of the scheduler's range (say 17 GPUs on
     // one node) or never able to run on this fleet: refused, counted, never stopping the run.
-    if (!Admit(jobs_[i].spec).ok()) {
+    if (!cluster_.Limit(jobs_[i].spec).ok() || !Admit(jobs_[i].spec).ok()) {
       results_[i].outcome = Outcome::kNever;
       continue;
     }
@@ -496,7 +498,9 @@ Status Engine::StartPlacements(const std::vector<JobId>& placed, Millis now) {
         if (model == *m) full = d;
       }
     }
-    const Millis run{static_cast<int64_t>(std::llround(static_cast<double>(full.value()) * (1.0 - j.progress)))};
+    Millis run{static_cast<int64_t>(std::llround(static_cast<double>(full.value()) * (1.0 - j.progress)))};
+    // A time limit stops it (ClusterState::EnforceTimeLimits ends it timed out at that instant).
+    if (j.spec.time_limit.value() > 0) run = std::min(run, j.spec.time_limit);
     j.full_run = full;
     j.attempt_start = now;
     ++j.epoch;
@@ -889,6 +893,7 @@ Result<SimReport> Engine::Run() {
     }
     Integrate(now);
     bool freed = false;
+    cluster_.EnforceTimeLimits(now);  // before the completions: a job at its limit ends timed out
     while (!running_.empty() && running_.top().at == now) {
       const Completion c = running_.top();
       running_.pop();
@@ -960,6 +965,7 @@ Result<SimReport> Engine::Run() {
       ++r.unschedulable;
       continue;
     }
+    r.timed_out = listener_.timed_out;
     if (j.outcome != Outcome::kPlaced) continue;  // still waiting when events ran out
     ++r.finished;
     jct.push_back(static_cast<double>((j.finish - j.submit).value()) / 1000.0);

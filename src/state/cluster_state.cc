@@ -236,6 +236,21 @@ Status ClusterState::Admit(const JobSpec& spec) const {
   return Status::Ok();
 }
 
+Status ClusterState::Limit(JobSpec& spec) const {
+  const auto t = sched_.tenants().Find(spec.tenant);
+  if (!t) return Status::Ok();
+  const TenantConfig& c = sched_.tenants().config(*t);
+  if (spec.time_limit.value() == 0) {
+    spec.time_limit = c.default_time.value() > 0 ? c.default_time : c.max_time;
+    return Status::Ok();
+  }
+  if (c.max_time.value() > 0 && spec.time_limit > c.max_time) {
+    return Status(StatusCode::kInvalidArgument, fmt::format("field 'time': {} is over tenant {}'s maximum of {}",
+                                                            FormatMillis(spec.time_limit), spec.tenant, FormatMillis(c.max_time)));
+  }
+  return Status::Ok();
+}
+
 void ClusterState::Accept(JobRecord job) {
   const uint64_t id = job.spec.id.value();
   next_id_ = std::max(next_id_, id + 1);
@@ -578,7 +593,7 @@ void ClusterState::FinishIfDone(JobRecord& j, Millis now) {
 }
 
 void ClusterState::Watch(const JobRecord& j) {
-  if (j.spec.time_limit.value() > 0 && j.start_ms > 0 && !j.timed_out) {
+  if (j.spec.time_limit.value() > 0 && j.state == JobState::kRunning && !j.timed_out) {
     deadlines_.insert({j.start_ms + j.spec.time_limit.value(), j.spec.id.value(), j.attempt});
   }
 }

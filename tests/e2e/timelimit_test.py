@@ -48,6 +48,18 @@ def main(gpupool):
         c.check(s == 400 and "time" in str(body) and "D-HH:MM:SS" in str(body), f"a malformed limit names the field: {s} {body}")
         s, body = pool.call("POST", "/v1/jobs", {"command": ["true"], "time": "0s"})
         c.check(s == 400 and "field 'time'" in str(body), f"a zero limit is refused: {s} {body}")
+        # A tenant's default and maximum (Slurm's DefaultTime and MaxTime).
+        r = subprocess.run([gpupool, "tenant", "create", "batch", "--default-time", "0:30:00", "--max-time", "2h", *conn],
+                           capture_output=True, text=True)
+        c.check(r.returncode == 0, f"tenant with time limits: {r.stdout}{r.stderr}")
+        tok = subprocess.run([gpupool, "token", "create", "--tenant", "batch", *conn], capture_output=True, text=True).stdout.strip()
+        s, body = pool.call("POST", "/v1/jobs", {"command": ["true"], "time": "3h"}, token=tok)
+        c.check(s == 400 and "is over tenant batch's maximum of 2h" in str(body), f"over the tenant's maximum: {s} {body}")
+        s, body = pool.call("POST", "/v1/jobs", {"command": ["true"]}, token=tok)
+        c.check(s == 201, f"a job without a limit is accepted: {s} {body}")
+        if s == 201:
+            j = pool.call("GET", f"/v1/jobs/{body['id']}")[1]
+            c.check(j.get("time_limit_ms") == 1_800_000, f"and gets the tenant's default of 30 minutes: {j.get('time_limit_ms')}")
         r = subprocess.run([gpupool, "jobs", *conn, "--state", "timed-out"], capture_output=True, text=True)
         c.check(r.returncode == 0 and polite in r.stdout and stubborn in r.stdout,
                 f"`gpupool jobs --state timed-out` lists them: {r.stdout}{r.stderr}")

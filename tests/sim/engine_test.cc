@@ -306,6 +306,25 @@ TEST(FairnessTest, FairShareGivesWeightedSharesWindowByWindow) {
   EXPECT_LT(fifo->fairness.jain, 0.95) << "fifo: alternate submissions, equal shares, not 1:2";
 }
 
+// Time limits in the simulator: tenant a's jobs get its default limit of 30 s; a 60 s job is
+// stopped at 30 s (its GPUs free then, so b's job waiting behind it starts at 30 s), a 10 s
+// job finishes; b has no limit.
+TEST(FairnessTest, TimeLimitsStopJobsAtTheirLimit) {
+  const Fleet fleet = *ParseFleetShorthand("1x1xV100");
+  Trace trace{.jobs = {Job("long", 0, 60, 1), Job("short", 0, 10, 1), Job("b", 1, 60, 1)}};
+  trace.jobs[0].tenant = trace.jobs[1].tenant = "a";
+  trace.jobs[2].tenant = "b";
+  SimOptions o{.tenants = {{.name = "a", .default_time = Millis{30'000}}}};
+  auto r = RunSimulation(fleet, trace, P("fifo"), o);
+  ASSERT_TRUE(r) << r.error().message();
+  EXPECT_EQ(r->per_job[0].finish, Millis{30'000}) << "stopped at its limit";
+  EXPECT_EQ(r->per_job[1].start, Millis{30'000});
+  EXPECT_EQ(r->per_job[1].finish, Millis{40'000}) << "within its limit: its own duration";
+  EXPECT_EQ(r->per_job[2].start, Millis{40'000});
+  EXPECT_EQ(r->per_job[2].finish, Millis{100'000}) << "b has no limit";
+  EXPECT_EQ(r->timed_out, 1);
+}
+
 // Equal quotas: each of the trace's tenants gets the same part of each model in one cohort;
 // a job above what its tenant could ever hold (its quota plus all the others') never runs.
 TEST(FairnessTest, EqualQuotasLendIdleShares) {

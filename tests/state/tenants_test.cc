@@ -211,6 +211,35 @@ TEST(QuotaAdmission, ConfigurationErrorsNameTheField) {
   EXPECT_FALSE(p.Placed(id)) << "keep's quota of 4 still holds";
 }
 
+// A tenant's time limits, as Slurm's partition DefaultTime and MaxTime: a job without a limit
+// gets the default (or the maximum when no default); one above the maximum is refused, naming
+// both; a job of a tenant without limits keeps what it gave.
+TEST(QuotaAdmission, TenantTimeLimits) {
+  Pool p("1x8xH100");
+  ASSERT_TRUE(p.cs->ConfigureTenants({{.name = "llm", .default_time = Millis{3'600'000}, .max_time = Millis{86'400'000}},
+                                      {.name = "batch", .max_time = Millis{7'200'000}}})
+                  .ok());
+  const struct {
+    const char* tenant;
+    int64_t asked_ms;
+    int64_t want_ms;  // -1: refused
+  } cases[] = {{"llm", 0, 3'600'000}, {"llm", 600'000, 600'000}, {"llm", 86'400'000, 86'400'000}, {"llm", 90'000'000, -1},
+               {"batch", 0, 7'200'000}, {"batch", 7'200'001, -1}, {"other", 0, 0}, {"other", 90'000'000, 90'000'000}};
+  for (const auto& c : cases) {
+    JobSpec s{.tenant = c.tenant, .time_limit = Millis{c.asked_ms}};
+    const Status st = p.cs->Limit(s);
+    if (c.want_ms < 0) {
+      EXPECT_FALSE(st.ok()) << c.tenant << " " << c.asked_ms;
+      EXPECT_NE(st.message().find(fmt::format("is over tenant {}'s maximum", c.tenant)), std::string::npos) << st.message();
+    } else {
+      EXPECT_TRUE(st.ok()) << st.message();
+      EXPECT_EQ(s.time_limit.value(), c.want_ms) << c.tenant << " " << c.asked_ms;
+    }
+  }
+  const Status bad = p.cs->ConfigureTenants({{.name = "x", .default_time = Millis{7'200'000}, .max_time = Millis{3'600'000}}});
+  EXPECT_NE(bad.message().find("default time is above its max time"), std::string::npos) << bad.message();
+}
+
 // On a fixed fleet (the simulator) a job above what its tenant could ever hold is refused.
 TEST(QuotaAdmission, AFixedFleetRefusesWhatTheQuotaNeverAllows) {
   Pool p("4x8xH100", "fifo", ClusterOptions{.never = NeverFits::kRefuse});
