@@ -387,6 +387,30 @@ void ReadTenant(Fleet& fleet, const toml::table& t, const std::string& source, i
   fleet.tenants.push_back(std::move(c));
 }
 
+// A priority class: [[priority_class]] name = "high", value = 1000, preemptible = false,
+// min_run = "10m".
+void ReadPriorityClass(Fleet& fleet, const toml::table& t, const std::string& source, int i) {
+  Section s(t, source, fmt::format("[[priority_class]] #{}", i));
+  PriorityClass c;
+  c.name = s.RequiredString("name");
+  if (!ValidTenantName(c.name)) s.Fail(t.get("name"), "name", "1 to 63 of a-z, 0-9 and '-', starting and ending with a letter or digit");
+  s.Rename(fmt::format("[[priority_class]] '{}'", c.name));
+  const auto value = s.Int("value", -1'000'000, 1'000'000);
+  if (!value) s.Fail(nullptr, "value", "required: a whole number, -1000000..1000000");
+  c.value = static_cast<int>(*value);
+  for (const PriorityClass& other : fleet.priority_classes) {
+    if (other.name == c.name) s.Fail(t.get("name"), "name", "used by another [[priority_class]]");
+    if (other.value == c.value) s.Fail(t.get("value"), "value", fmt::format("used by [[priority_class]] '{}'", other.name));
+  }
+  if (const toml::node* p = s.Get("preemptible")) {
+    if (!p->is_boolean()) s.Fail(p, "preemptible", "expected true or false");
+    c.preemptible = *p->value<bool>();
+  }
+  if (auto v = s.Unit<Millis>("min_run", ParseDuration, "s")) c.min_run = *v;
+  s.RejectUnknown();
+  fleet.priority_classes.push_back(std::move(c));
+}
+
 }  // namespace
 
 Result<Fleet> ParseFleetToml(std::string_view text, const std::string& source) {
@@ -401,9 +425,9 @@ Result<Fleet> ParseFleetToml(std::string_view text, const std::string& source) {
     for (const auto& [k, v] : root) {
       const std::string_view key = k.str();
       if (key != "provider" && key != "site" && key != "link" && key != "nodes" && key != "name" && key != "failures" &&
-          key != "offer" && key != "autoscale" && key != "tenant") {
+          key != "offer" && key != "autoscale" && key != "tenant" && key != "priority_class") {
         throw FieldError{fmt::format("{}:{}: unknown section '{}'; expected [[provider]], [[site]], [[link]], [[nodes]], [[offer]], "
-                                     "[[tenant]], [autoscale] or [failures]",
+                                     "[[tenant]], [[priority_class]], [autoscale] or [failures]",
                                      source, v.source().begin.line, key)};
       }
     }
@@ -413,6 +437,7 @@ Result<Fleet> ParseFleetToml(std::string_view text, const std::string& source) {
     ForEachEntry(root, "nodes", source, [&](const toml::table& t, int i) { ReadNodes(fleet, t, source, i); });
     ForEachEntry(root, "offer", source, [&](const toml::table& t, int i) { ReadOffer(fleet, t, source, i); });
     ForEachEntry(root, "tenant", source, [&](const toml::table& t, int i) { ReadTenant(fleet, t, source, i); });
+    ForEachEntry(root, "priority_class", source, [&](const toml::table& t, int i) { ReadPriorityClass(fleet, t, source, i); });
     for (const TenantConfig& c : fleet.tenants) {
       for (const TenantConfig& o : fleet.tenants) {
         if (c.cohort == o.name) {

@@ -574,7 +574,7 @@ std::string Api::TenantMayNot(const Caller& caller, const std::string& m, const 
   const bool read = m == "GET";
   const std::string_view what = p.size() >= 2 ? p[1] : std::string_view();
   if (read && (what == "health" || what == "policies" || what == "jobs" || what == "events" || what == "nodes" ||
-               what == "node-groups" || what == "offers" || what == "usage" || what == "whoami" ||
+               what == "node-groups" || what == "offers" || what == "usage" || what == "whoami" || what == "priority-classes" ||
                (what == "tenants" && p.size() <= 3))) {
     return {};
   }
@@ -668,6 +668,13 @@ void Api::Route(const HttpRequest& r, const Caller& caller, Respond& respond) {
     return;
   }
   if (p[1] == "events" && p.size() == 2 && m == "GET") return EventsRoute(r, caller, std::move(respond));
+  if (p[1] == "priority-classes" && p.size() == 2 && m == "GET") {
+    nlohmann::json list = nlohmann::json::array();
+    for (const PriorityClass& c : c_.fleet().priority_classes) {
+      list.push_back({{"name", c.name}, {"value", c.value}, {"preemptible", c.preemptible}, {"min_run_ms", c.min_run.value()}});
+    }
+    return respond(Json(200, nlohmann::json{{"priority_classes", list}}.dump()));
+  }
   if (p[1] == "policies" && p.size() == 2 && m == "GET") {
     nlohmann::json list = nlohmann::json::array();
     for (const auto& e : BuiltinRegistry().Policies()) list.push_back({{"name", e.name}, {"description", e.description}});
@@ -676,7 +683,13 @@ void Api::Route(const HttpRequest& r, const Caller& caller, Respond& respond) {
   }
   if (p[1] == "jobs") {
     if (p.size() == 2 && m == "POST") {
-      auto req = ParseSubmitRequest(r.body);
+      auto req = ParseSubmitRequest(r.body, [this](std::string_view name) -> Result<int> {
+        if (const PriorityClass* c = c_.fleet().FindPriorityClass(name)) return c->value;
+        std::string known;
+        for (const PriorityClass& c : c_.fleet().priority_classes) known += (known.empty() ? "" : ", ") + c.name;
+        return Error(StatusCode::kInvalidArgument, fmt::format("unknown priority class '{}'; known: {}", name.substr(0, 64),
+                                                               known.empty() ? "none (give a number)" : known));
+      });
       if (!req) return respond(Fail(400, req.error().message()));
       if (tenant) req->spec.tenant = caller.tenant;  // a job's tenant is its token's, whatever the body says
       // Answered once stored: with the other submissions of this loop turn, in one write.

@@ -288,4 +288,11 @@ Result<Fleet> ParseFleetShorthand(std::string_view text) {
   return fleet;
 }
 
+const PriorityClass* Fleet::FindPriorityClass(std::string_view name) const {
+  for (const PriorityClass& c : priority_classes) {
+    if (c.name == name) return &c;
+  }
+  return nullptr;
+}
+
 }  // namespace gp

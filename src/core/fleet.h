@@ -166,6 +166,7 @@ class Fleet {
   std::vector<Node> nodes;
   std::vector<Offer> offers;  // capacity to acquire when work waits
   std::vector<TenantConfig> tenants;  // [[tenant]]: quotas, weights and cohorts (the simulator's)
+  std::vector<PriorityClass> priority_classes;  // [[priority_class]]: priorities by name
   AutoscaleLimits autoscale;
   FailureModel failures;  // from the fleet file's [failures] section
 
@@ -174,6 +175,7 @@ class Fleet {
   Result<GpuModelId> InternModel(std::string_view name);
   std::optional<GpuModelId> FindModel(std::string_view name) const;  // case-insensitive
   std::optional<SiteId> FindSite(std::string_view name) const;
+  const PriorityClass* FindPriorityClass(std::string_view name) const;
   std::optional<ProviderId> FindProvider(std::string_view name) const;
   std::optional<NodeId> FindNode(std::string_view name) const;
 

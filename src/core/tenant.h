@@ -23,6 +23,16 @@ struct QuotaLimits {
 
 inline constexpr int64_t kMaxQuotaGpus = 1'000'000;
 
+// A priority by name, as Kubernetes' PriorityClass and Slurm's QOS: `gpupool submit --priority
+// high` is the class's value. Whether a job of the class may be preempted, and how long it
+// runs before it may be, are for preemption (not built yet).
+struct PriorityClass {
+  std::string name;
+  int value = 0;            // -1,000,000..1,000,000; higher first under the priority order
+  bool preemptible = true;
+  Millis min_run{0};        // run time before it may be preempted (against thrash)
+};
+
 struct TenantConfig {
   std::string name;
   int weight = 1;                             // 1..1000

@@ -335,7 +335,7 @@ auto Guard(F&& f) -> decltype(f()) {
 
 }  // namespace
 
-Result<JobRecord> ParseSubmitRequest(std::string_view body) {
+Result<JobRecord> ParseSubmitRequest(std::string_view body, const PriorityResolver& priority_class) {
   return Guard([&]() -> Result<JobRecord> {
     const In j = ParseObject(body, "request body");
     OnlyFields(j, {"command", "gpus", "tasks", "gpu_model", "gpu_memory", "cpu", "memory", "priority", "tenant", "name",
@@ -352,7 +352,16 @@ Result<JobRecord> ParseSubmitRequest(std::string_view body) {
     s.min_gpu_memory = Unit<MiB>(j, "gpu_memory", ParseMiB, MiB{0});
     s.cpu_per_task = MilliCpu{static_cast<int64_t>(Number(j, "cpu", 0, 100'000, 0) * 1000)};
     s.memory_per_task = Unit<MiB>(j, "memory", ParseMiB, MiB{0});
-    s.priority = static_cast<int>(Int(j, "priority", -1'000'000, 1'000'000, 0));
+    if (j.contains("priority") && j["priority"].is_string()) {
+      // A priority class by name.
+      const std::string name = j["priority"].get<std::string>();
+      if (!priority_class) throw Bad{fmt::format("field 'priority': '{}': this pool has no priority classes (give a number)", name.substr(0, 64))};
+      auto v = priority_class(name);
+      if (!v) throw Bad{"field 'priority': " + v.error().message()};
+      s.priority = *v;
+    } else {
+      s.priority = static_cast<int>(Int(j, "priority", -1'000'000, 1'000'000, 0));
+    }
     s.tenant = Str(j, "tenant", "default");
     s.name = Str(j, "name");
     if (s.name.size() > 256) throw Bad{"field 'name': at most 256 characters"};

@@ -7,6 +7,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <functional>
 #include <string_view>
 #include <vector>
 
@@ -17,7 +18,9 @@
 namespace gp {
 
 // POST /v1/jobs. The id and submit time are left for the controller to set.
-Result<JobRecord> ParseSubmitRequest(std::string_view body);
+// A priority class's value by name (nullptr: the pool has none); its error names what is known.
+using PriorityResolver = std::function<Result<int>(std::string_view name)>;
+Result<JobRecord> ParseSubmitRequest(std::string_view body, const PriorityResolver& priority_class = nullptr);
 
 // A job as the API shows it and the journal stores it (the one form serves both).
 // `message`, when given, is shown instead of the record's (a waiting job's, which its class keeps).

@@ -89,6 +89,10 @@ TEST(FleetFileTest, BadFilesNameLineAndField) {
        "f.toml: [[tenant]] 'a': cohort: 'b' is a tenant's name"},
       {"a tenant's bad name", "[[tenant]]\nname = \"Research Team\"\n" "[[nodes]]\nname = \"n\"\nsite = \"s\"\nprovider = \"p\"\n", "[[tenant]] #1: name: 1 to 63 of a-z"},
       {"a tenant's unknown field", "[[tenant]]\nname = \"llm\"\nquotas = 3\n" "[[nodes]]\nname = \"n\"\nsite = \"s\"\nprovider = \"p\"\n", "[[tenant]] 'llm': quotas: unknown field"},
+      {"a priority class without a value", "[[priority_class]]\nname = \"high\"\n" "[[nodes]]\nname = \"n\"\nsite = \"s\"\nprovider = \"p\"\n",
+       "f.toml:5: [[priority_class]] 'high': value: required"},
+      {"two priority classes of one value", "[[priority_class]]\nname = \"high\"\nvalue = 10\n[[priority_class]]\nname = \"top\"\nvalue = 10\n" "[[nodes]]\nname = \"n\"\nsite = \"s\"\nprovider = \"p\"\n",
+       "f.toml:10: [[priority_class]] 'top': value: used by [[priority_class]] 'high'"},
       {"a provider's quota", "[[provider]]\nname = \"q\"\nmax_gpus = -1\n[[nodes]]\nname = \"n\"\nsite = \"s\"\nprovider = \"p\"\n",
        "[[provider]] 'q': max_gpus: must be 0..10000000, got -1"},
   };
@@ -118,6 +122,23 @@ TEST(FleetFileTest, Tenants) {
   EXPECT_EQ(t.quota.at("A100").lend_limit, 4);
   EXPECT_EQ(f->tenants[1].name, "6214e9") << "Philly's virtual clusters are names too";
   EXPECT_EQ(f->tenants[1].weight, 1);
+}
+
+TEST(FleetFileTest, PriorityClasses) {
+  auto f = ParseFleetToml(
+      "[[provider]]\nname = \"p\"\n[[site]]\nname = \"s\"\n[[nodes]]\nname = \"n\"\nsite = \"s\"\nprovider = \"p\"\n"
+      "[[priority_class]]\nname = \"high\"\nvalue = 1000\npreemptible = false\nmin_run = \"10m\"\n"
+      "[[priority_class]]\nname = \"low\"\nvalue = -10\n",
+      "f.toml");
+  ASSERT_TRUE(f) << f.error().message();
+  ASSERT_EQ(f->priority_classes.size(), 2u);
+  const PriorityClass* high = f->FindPriorityClass("high");
+  ASSERT_NE(high, nullptr);
+  EXPECT_EQ(high->value, 1000);
+  EXPECT_FALSE(high->preemptible);
+  EXPECT_EQ(high->min_run, Millis{600'000});
+  EXPECT_TRUE(f->FindPriorityClass("low")->preemptible);
+  EXPECT_EQ(f->FindPriorityClass("none"), nullptr);
 }
 
 // Offers: what each field says, what it defaults to (the price from the provider's price per

@@ -53,6 +53,27 @@ TEST(CodecHostileTest, SubmitRequests) {
   for (const Case& c : cases) Expect(c, StatusOf(ParseSubmitRequest(c.body)));
 }
 
+// A priority by a class's name, resolved by the pool; a number stays a number; an unknown name
+// and a pool without classes are refused naming the field.
+TEST(CodecHostileTest, PriorityByClassName) {
+  const PriorityResolver classes = [](std::string_view name) -> Result<int> {
+    if (name == "high") return 1000;
+    return Error(StatusCode::kInvalidArgument, "unknown priority class '" + std::string(name) + "'; known: high");
+  };
+  auto named = ParseSubmitRequest(R"({"command": ["true"], "priority": "high"})", classes);
+  ASSERT_TRUE(named) << named.error().message();
+  EXPECT_EQ(named->spec.priority, 1000);
+  auto number = ParseSubmitRequest(R"({"command": ["true"], "priority": 7})", classes);
+  ASSERT_TRUE(number);
+  EXPECT_EQ(number->spec.priority, 7);
+  auto unknown = ParseSubmitRequest(R"({"command": ["true"], "priority": "urgent"})", classes);
+  ASSERT_FALSE(unknown);
+  EXPECT_EQ(unknown.error().message(), "field 'priority': unknown priority class 'urgent'; known: high");
+  auto none = ParseSubmitRequest(R"({"command": ["true"], "priority": "high"})");
+  ASSERT_FALSE(none);
+  EXPECT_NE(none.error().message().find("this pool has no priority classes"), std::string::npos) << none.error().message();
+}
+
 TEST(CodecHostileTest, ManyKeysParseInLinearTime) {
   // 95,000 keys in a 1 MiB object: an ordered JSON object made this quadratic (seconds on the
   // server's one loop). Refused at once for its first unknown field.

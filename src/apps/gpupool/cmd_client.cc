@@ -143,7 +143,7 @@ struct SubmitArgs {
   int gpus = 0;
   int tasks = 1;
   std::vector<std::string> models;
-  int priority = 0;
+  std::string priority;  // a number or a priority class's name
   std::string tenant, data, name, memory, gpu_memory, duration, time, workdir;
   double cpu = 0;
   double max_price = -1;
@@ -154,7 +154,16 @@ struct SubmitArgs {
 };
 
 int Submit(const Conn& c, const SubmitArgs& a) {
-  json req{{"command", a.command}, {"gpus", a.gpus}, {"tasks", a.tasks}, {"priority", a.priority}};
+  json req{{"command", a.command}, {"gpus", a.gpus}, {"tasks", a.tasks}};
+  if (!a.priority.empty()) {
+    int n = 0;
+    const auto r = std::from_chars(a.priority.data(), a.priority.data() + a.priority.size(), n);
+    if (r.ec == std::errc() && r.ptr == a.priority.data() + a.priority.size()) {
+      req["priority"] = n;
+    } else {
+      req["priority"] = a.priority;  // a class's name, resolved by the server
+    }
+  }
   if (!a.models.empty()) req["gpu_model"] = a.models;
   if (!a.tenant.empty()) req["tenant"] = a.tenant;
   if (!a.name.empty()) req["name"] = a.name;
@@ -595,7 +604,9 @@ void AddClientCommands(CLI::App& app, int* exit_code) {
   submit->add_option("--gpus", sa->gpus, "GPUs per task")->check(CLI::Range(0, 16));
   submit->add_option("--tasks", sa->tasks, "tasks (a gang: all start together)")->check(CLI::Range(1, 4096));
   submit->add_option("--gpu-model", sa->models, "allowed GPU model (repeatable)")->expected(1)->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
-  submit->add_option("--priority", sa->priority, "priority (higher first under the priority policy)");
+  submit->add_option("--priority", sa->priority,
+                     "a number or a priority class's name (the fleet file's [[priority_class]]); higher first under the "
+                     "priority order");
   submit->add_option("--tenant", sa->tenant, "tenant");
   submit->add_option("--data", sa->data, "data set as SITE:SIZE");
   submit->add_option("--name", sa->name, "job name");
