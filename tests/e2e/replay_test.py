@@ -87,7 +87,9 @@ def main(gpupool):
                 freed = max([t for t in ends if t <= v["placed"][0]], default=v["submitted"][0])
                 decide = max(decide, v["placed"][0] - freed)
         start = max(v["started"][0] - v["placed"][0] for v in live.values())
-        latency = decide + start
+        # Each of the two parts is read from whole-millisecond event times, so each may be short
+        # by up to a millisecond: the tolerance allows for that resolution.
+        latency = decide + start + 2
         print(f"launch latency of the live pool: {latency:.0f} ms (deciding {decide:.0f} ms, starting {start:.0f} ms)", flush=True)
         for name, *_ in JOBS:
             lv, sv = live.get(name, {}), sim.get(name, {})
