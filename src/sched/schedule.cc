@@ -425,18 +425,14 @@ Plan Schedule(const SchedState& state, const JobQueue& queue, const Policy& poli
     }
     Group& group = groups[static_cast<size_t>(gi)];
     auto& heads = group.heap;
-    ready.erase(static_cast<size_t>(gi));  // back in below while it has heads, at its rank
     std::pop_heap(heads.begin(), heads.end(), later);
     Head h = heads.back();
     heads.pop_back();
-    struct Requeue {
-      std::set<size_t, decltype(before)>& ready;
-      const std::vector<Group>& groups;
-      size_t g;
-      ~Requeue() {
-        if (!groups[g].heap.empty()) ready.insert(g);
-      }
-    } requeue{ready, groups, static_cast<size_t>(gi)};
+    // The group leaves the ready set when it has no head left; its rank (the set's order)
+    // changes only when it places, below.
+    auto leave_if_done = [&] {
+      if (heads.empty()) ready.erase(static_cast<size_t>(gi));
+    };
     const PendingJob& job = h.at->job;
     const JobSpec& s = *job.spec;
     ++plan.looked_at;
@@ -448,20 +444,24 @@ Plan Schedule(const SchedState& state, const JobQueue& queue, const Policy& poli
       stop(h.cls, Decision{.job = s.id, .outcome = need > pass.total_gpu_milli() ? Outcome::kNever : Outcome::kNotNow,
                            .reason_set = std::make_shared<const std::vector<ReasonCount>>(
                                std::vector<ReasonCount>{{r, static_cast<int>(state.size())}})});
+      leave_if_done();
       continue;
     }
     ++plan.searched;
     if (auto tasks = pass.PlaceJob(job)) {
       plan.placements.push_back(Placement{.job = s.id, .tasks = std::move(*tasks)});
       plan.decisions.push_back(Decision{.job = s.id, .outcome = Outcome::kPlaced});
+      ready.erase(static_cast<size_t>(gi));  // out while its rank changes
       if (++h.at != classes[h.cls].jobs.end()) {
         heads.push_back(h);
         std::push_heap(heads.begin(), heads.end(), later);
       }
       if (policy.share) group.rank = policy.share->Rank(group.tenant, pass.view());
+      if (!heads.empty()) ready.insert(static_cast<size_t>(gi));
       continue;
     }
     stop(h.cls, pass.Explain(job));
+    leave_if_done();
   }
   plan.internal = std::move(pass.internal());
   return plan;
