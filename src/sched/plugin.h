@@ -41,6 +41,10 @@ class QueueOrder {
   // true: strict head of line: nothing behind the first waiting job starts before it does
   // (no skipping ahead, as a strict FIFO); false: a job that cannot start is passed over.
   virtual bool HeadOfLine() const { return false; }
+  // How the job stands for preemption: a job may preempt only jobs that stand lower. Its
+  // priority, unless the order says otherwise (least-attained-service: its queue, the first
+  // highest). `job.attained` includes a running job's current run.
+  virtual int64_t Standing(const PendingJob& job) const { return job.spec->priority; }
 };
 
 class Filter {

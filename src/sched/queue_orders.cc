@@ -49,12 +49,14 @@ class ShortestFirst final : public QueueOrder {
 class LeastAttained final : public QueueOrder {
  public:
   explicit LeastAttained(std::vector<int64_t> thresholds_ms) : thresholds_ms_(std::move(thresholds_ms)) {}
-  QueueKey Key(const PendingJob& j) const override {
-    const auto queue = std::upper_bound(thresholds_ms_.begin(), thresholds_ms_.end(), j.attained.value()) - thresholds_ms_.begin();
-    return {static_cast<int64_t>(queue), j.spec->submit_time.value(), 0};
-  }
+  QueueKey Key(const PendingJob& j) const override { return {Level(j), j.spec->submit_time.value(), 0}; }
+  // A job of a higher queue (less attained) preempts one of a lower queue, as in Tiresias.
+  int64_t Standing(const PendingJob& j) const override { return -Level(j); }
 
  private:
+  int64_t Level(const PendingJob& j) const {
+    return std::upper_bound(thresholds_ms_.begin(), thresholds_ms_.end(), j.attained.value()) - thresholds_ms_.begin();
+  }
   std::vector<int64_t> thresholds_ms_;  // GPU-ms, increasing
 };
 

@@ -57,11 +57,37 @@ Result<std::unique_ptr<QueueOrder>> Registry::MakeQueueOrder(const std::string& 
   return q->second.make();
 }
 
+Result<PreemptionRules> ParsePreemption(std::string_view text) {
+  PreemptionRules r;
+  if (text == "off" || text == "none") return r;
+  if (text == "on") return PreemptionRules{.priority = true, .reclaim = true};
+  size_t start = 0;
+  while (start <= text.size()) {
+    const size_t comma = std::min(text.find(',', start), text.size());
+    const std::string_view w = text.substr(start, comma - start);
+    if (w == "priority") {
+      r.priority = true;
+    } else if (w == "reclaim") {
+      r.reclaim = true;
+    } else {
+      return InvalidArgument(fmt::format("preemption: '{}': expected off, on, priority, reclaim or priority,reclaim",
+                                         text.substr(0, 80)));
+    }
+    start = comma + 1;
+  }
+  return r;
+}
+
+std::string PreemptionName(const PreemptionRules& r) {
+  if (r.priority && r.reclaim) return "priority,reclaim";
+  return r.priority ? "priority" : r.reclaim ? "reclaim" : "off";
+}
+
 void Registry::AddPolicy(PolicyRecipe recipe) { policies_.push_back(std::move(recipe)); }
 
 Result<Policy> Registry::MakePolicy(const PolicyRecipe& recipe) const {
   Policy p{.name = recipe.name, .description = recipe.description, .queue_name = recipe.queue,
-           .order = recipe.order, .candidate_limit = recipe.candidate_limit};
+           .order = recipe.order, .candidate_limit = recipe.candidate_limit, .preemption = recipe.preemption};
   if (auto sh = shares_.find(recipe.queue); sh != shares_.end()) {
     // Between tenants by share; within each, FIFO unless the tenant names its own order.
     p.share_name = recipe.queue;
@@ -108,7 +134,7 @@ Result<Policy> Registry::MakePolicy(const PolicyRecipe& recipe) const {
 PolicyRecipe Registry::RecipeOf(const Policy& p) {
   PolicyRecipe r{.name = p.name, .description = p.description, .queue = p.share ? p.share_name : p.queue_name,
                  .admissions = p.admission_names, .filters = p.filter_names,
-                 .order = p.order, .candidate_limit = p.candidate_limit};
+                 .order = p.order, .candidate_limit = p.candidate_limit, .preemption = p.preemption};
   for (const WeightedScorer& s : p.scorers) r.scorers.emplace_back(s.name, s.weight);
   return r;
 }

@@ -23,6 +23,19 @@ enum class CandidateOrder : uint8_t {
   kNearestFirst,   // nodes with the shortest time to bring the job's data first, then the fewest free GPUs
 };
 
+// When a job that cannot be placed may stop running ones to make room (Kubernetes' preemption,
+// Kueue's reclaim within a cohort, Slurm's QOS preemption). Off unless asked.
+struct PreemptionRules {
+  bool priority = false;  // a job preempts jobs that stand below it (its priority; under las, its queue)
+  bool reclaim = false;   // a tenant within its nominal quota takes back what others of its cohort borrow
+  int max_per_pass = 8;   // waiting jobs looked at for victims per pass (as Slurm's bf_max_job_test)
+  bool any() const { return priority || reclaim; }
+  bool operator==(const PreemptionRules&) const = default;
+};
+// "off", "priority", "reclaim", "priority,reclaim" (or "on": both); the error lists the words.
+Result<PreemptionRules> ParsePreemption(std::string_view text);
+std::string PreemptionName(const PreemptionRules& r);
+
 struct WeightedScorer {
   std::string name;
   double weight = 1.0;
@@ -43,6 +56,7 @@ struct Policy {
   std::vector<WeightedScorer> scorers;
   CandidateOrder order = CandidateOrder::kTightestFirst;
   int candidate_limit = 8;  // feasible nodes scored per task; 0 = every feasible node
+  PreemptionRules preemption;
 };
 
 struct PolicyRecipe {
@@ -54,6 +68,7 @@ struct PolicyRecipe {
   std::vector<std::pair<std::string, double>> scorers;
   CandidateOrder order = CandidateOrder::kTightestFirst;
   int candidate_limit = 8;
+  PreemptionRules preemption;
 };
 
 class Registry {

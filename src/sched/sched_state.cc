@@ -1,6 +1,7 @@
 #include "sched/sched_state.h"
 
 #include <algorithm>
+#include <bit>
 
 namespace gp {
 
@@ -81,6 +82,78 @@ uint64_t SchedState::ImprovedSince(uint64_t mask) const {
   uint64_t g = 0;
   for (uint64_t m = mask; m != 0; m &= m - 1) g = std::max(g, improved_[static_cast<size_t>(std::countr_zero(m))]);
   return g;
+}
+
+void SchedState::AddRunning(JobId id, RunningJob job) {
+  if (running_.count(id.value())) {
+    // Placed again: the old entry's nodes forget it.
+    for (const TaskAllocation& a : running_[id.value()].tasks) {
+      auto& on = running_on_[a.node.value()];
+      on.erase(std::remove(on.begin(), on.end(), id.value()), on.end());
+    }
+  }
+  job.gpu_milli = 0;
+  for (const TaskAllocation& a : job.tasks) {
+    job.gpu_milli += std::popcount(a.gpu_mask) * a.share.value();
+    if (running_on_.size() <= a.node.value()) running_on_.resize(a.node.value() + 1);
+    auto& on = running_on_[a.node.value()];
+    if (std::find(on.begin(), on.end(), id.value()) == on.end()) on.insert(std::upper_bound(on.begin(), on.end(), id.value()), id.value());
+  }
+  running_[id.value()] = std::move(job);
+}
+
+void SchedState::RunningReleased(JobId id, const TaskAllocation& a) {
+  auto it = running_.find(id.value());
+  if (it == running_.end()) return;
+  auto& tasks = it->second.tasks;
+  auto t = std::find_if(tasks.begin(), tasks.end(), [&](const TaskAllocation& x) {
+    return x.node == a.node && x.gpu_mask == a.gpu_mask && x.share == a.share && x.cpu == a.cpu && x.memory == a.memory;
+  });
+  if (t == tasks.end()) return;
+  it->second.gpu_milli -= std::popcount(t->gpu_mask) * t->share.value();
+  tasks.erase(t);
+  const bool still_here = std::any_of(tasks.begin(), tasks.end(), [&](const TaskAllocation& x) { return x.node == a.node; });
+  if (!still_here && a.node.value() < running_on_.size()) {
+    auto& on = running_on_[a.node.value()];
+    on.erase(std::remove(on.begin(), on.end(), id.value()), on.end());
+  }
+  if (tasks.empty()) running_.erase(it);
+}
+
+void SchedState::RunningStarted(JobId id, Millis at) {
+  if (auto it = running_.find(id.value()); it != running_.end()) it->second.since = at;
+}
+
+void SchedState::RunningStopping(JobId id) {
+  if (auto it = running_.find(id.value()); it != running_.end()) it->second.stopping = true;
+}
+
+const RunningJob* SchedState::FindRunning(JobId id) const {
+  auto it = running_.find(id.value());
+  return it == running_.end() ? nullptr : &it->second;
+}
+
+const std::vector<uint64_t>& SchedState::RunningOn(NodeId node) const {
+  static const std::vector<uint64_t> kNone;
+  return node.value() < running_on_.size() ? running_on_[node.value()] : kNone;
+}
+
+TaskAllocation FreePart(const NodeState& n, const TaskAllocation& a) {
+  TaskAllocation p = a;
+  if (a.share < kWholeGpu) {
+    uint16_t m = 0;
+    for (int i = 0; i < n.gpu_count; ++i) {
+      if ((a.gpu_mask >> i & 1) && !(n.quarantined >> i & 1) && n.gpu_free[static_cast<size_t>(i)] >= a.share.value()) {
+        m = static_cast<uint16_t>(m | (1u << i));
+      }
+    }
+    p.gpu_mask = m;
+  } else {
+    p.gpu_mask = static_cast<uint16_t>(a.gpu_mask & n.WholeFreeMask());
+  }
+  p.cpu = std::min(a.cpu, n.cpu_free);
+  p.memory = std::min(a.memory, n.memory_free);
+  return p;
 }
 
 bool NoBetter(const NodeState& after, const NodeState& before) {

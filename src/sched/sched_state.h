@@ -20,8 +20,10 @@
 #include <vector>
 
 #include "core/fleet.h"
+#include "core/job.h"
 #include "core/status.h"
 #include "sched/index.h"
+#include "sched/pending.h"
 #include "sched/snapshot.h"
 #include "sched/tenants.h"
 
@@ -29,6 +31,21 @@ namespace gp {
 
 // What FitsFleet reads of a node: the properties that do not change with use. Nodes with the
 // same figures form one class, so the admission check costs O(classes), not O(nodes).
+// A job that holds resources, as preemption sees it: what it holds where, how it stands
+// against others and whether it may be preempted now. The state owner keeps one per placed
+// job (SchedState::AddRunning and the calls after it).
+struct RunningJob {
+  const JobSpec* spec = nullptr;          // the owner's, outliving the entry
+  TenantIndex tenant = 0;                 // as the scheduler sees it (0: no quota, no share)
+  std::vector<TaskAllocation> tasks;      // its allocations not yet given back
+  Millis since{0};                        // placed (then started running): its run, for min_run and lost work
+  Millis attained{0};                     // GPU-ms before this attempt (least-attained-service)
+  int64_t gpu_milli = 0;                  // thousandths of a GPU it holds in all
+  bool preemptible = true;                // its priority class's
+  Millis min_run{0};                      // its priority class's: run before it may be preempted
+  bool stopping = false;                  // being stopped (failover, cancel, time limit, preemption): not a victim
+};
+
 struct CapacityKey {
   uint8_t model_bit = kNoGpuModelBit;
   uint8_t gpu_count = 0;
@@ -88,6 +105,23 @@ class SchedState {
   int64_t total_cpu() const { return total_cpu_; }
   int64_t total_memory() const { return total_memory_; }
 
+  // --- what runs (for preemption) and what is held for a job that preempted ---
+  // A job was placed (its allocations already made with Allocate). Replaces an older entry.
+  void AddRunning(JobId id, RunningJob job);
+  // One of its allocations was given back (Release); the entry goes with its last.
+  void RunningReleased(JobId id, const TaskAllocation& a);
+  void RunningStarted(JobId id, Millis at);
+  void RunningStopping(JobId id);
+  const std::map<uint64_t, RunningJob>& running() const { return running_; }
+  const RunningJob* FindRunning(JobId id) const;
+  // Jobs with an allocation on the node, in id order.
+  const std::vector<uint64_t>& RunningOn(NodeId node) const;
+  // Held for a job that preempted others (a nominated reservation): a pass treats what is free
+  // of these allocations as taken, so that no one else starts on them while the victims stop.
+  void Reserve(JobId id, std::vector<TaskAllocation> tasks) { reservations_[id.value()] = std::move(tasks); }
+  void Unreserve(JobId id) { reservations_.erase(id.value()); }
+  const std::map<uint64_t, std::vector<TaskAllocation>>& reservations() const { return reservations_; }
+
   const FreeGpuIndex& index() const { return index_; }
   const std::map<CapacityKey, int>& capacities() const { return capacities_; }
 
@@ -109,10 +143,17 @@ class SchedState {
   int64_t total_memory_ = 0;
   uint64_t generation_ = 0;
   TenantBook tenants_;
+  std::map<uint64_t, RunningJob> running_;
+  std::vector<std::vector<uint64_t>> running_on_;
+  std::map<uint64_t, std::vector<TaskAllocation>> reservations_;
 };
 
 // Whether `after` can fit nothing that `before` could not (every free figure the same or less,
 // no better health, no GPU back): a change that is not an improvement.
 bool NoBetter(const NodeState& after, const NodeState& before);
+
+// The part of an allocation that is free on the node now (its GPUs that are free, as much CPU
+// and memory as is free): what a reservation holds of it while the rest is still in use.
+TaskAllocation FreePart(const NodeState& n, const TaskAllocation& a);
 
 }  // namespace gp

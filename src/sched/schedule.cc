@@ -167,6 +167,19 @@ class Pass {
       });
       for (int32_t s : slot_order_.slots) slot_order_.rank.push_back(slots[static_cast<size_t>(s)].key.price);
     }
+    // What is held for jobs that preempted (their victims are stopping) is taken, as far as it
+    // is free now; the rest is still the victims'.
+    for (const auto& [id, tasks] : st.reservations()) {
+      for (const TaskAllocation& a : tasks) {
+        if (a.node.value() >= st.size()) continue;
+        const TaskAllocation part = FreePart(Node(a.node.value()), a);
+        if (part.gpu_mask == 0 && part.cpu.value() == 0 && part.memory.value() == 0) continue;
+        NodeState& n = Touch(a.node.value());
+        if (!Allocate(n, part).ok()) continue;  // no task slot left: nothing more to hold
+        free_gpu_milli_ -= std::popcount(part.gpu_mask) * part.share.value();
+        overlay_.Place(a.node.value(), n);
+      }
+    }
   }
 
   int64_t total_gpu_milli() const { return st_.total_gpu_milli(); }
@@ -193,6 +206,9 @@ class Pass {
     }
     return done;
   }
+
+  // The cheapest victims that make room for the job, and where it then runs (FindPreemption).
+  std::optional<Preemption> Preempt(const PendingJob& job, Millis now);
 
   // Why the job (which just failed to place) waits: its first task judged on every candidate
   // the index offers; the nodes it passes over counted under the index's own reason.
@@ -302,6 +318,154 @@ class Pass {
   SlotOrder nearest_;
   std::vector<Status> internal_;
 };
+
+std::optional<Preemption> Pass::Preempt(const PendingJob& job, Millis now) {
+  const PreemptionRules& rules = policy_.preemption;
+  if (!rules.any()) return std::nullopt;
+  const TaskDemand d = DemandOf(*job.spec);
+  const TenantBook& book = st_.tenants();
+  const int64_t standing = policy_.queue->Standing(job);
+  const int64_t need = static_cast<int64_t>(job.spec->tasks) * d.gpus * d.share.value();
+  // The running jobs that may be preempted now, and how each stands.
+  struct Candidate {
+    const RunningJob* r;
+    int64_t standing;
+    int64_t run_ms;
+  };
+  std::unordered_map<uint64_t, Candidate> cands;
+  std::vector<uint32_t> nodes;
+  const bool may_reclaim = rules.reclaim && book.limited(job.tenant) && book.cohort(job.tenant) >= 0;
+  for (const auto& [id, r] : st_.running()) {
+    if (r.stopping || !r.preemptible || r.tasks.empty()) continue;
+    const int64_t run = std::max<int64_t>(0, now.value() - r.since.value());
+    if (run < r.min_run.value()) continue;
+    const PendingJob as{.spec = r.spec, .attained = Millis{r.attained.value() + r.gpu_milli * run / 1000}, .tenant = r.tenant};
+    const int64_t s = policy_.queue->Standing(as);
+    const bool lower = rules.priority && s < standing;
+    const bool other = may_reclaim && r.tenant != job.tenant && book.cohort(r.tenant) == book.cohort(job.tenant);
+    if (!lower && !other) continue;
+    cands.emplace(id, Candidate{&r, s, run});
+    for (const TaskAllocation& a : r.tasks) nodes.push_back(a.node.value());
+  }
+  if (cands.empty()) return std::nullopt;
+  std::sort(nodes.begin(), nodes.end());
+  nodes.erase(std::unique(nodes.begin(), nodes.end()), nodes.end());
+  // Whether the candidate may go to make room on a node of this model, as things stand in this
+  // pass (a borrower stops being one as its jobs go): it stands lower and is of the job's own
+  // tenant, or of one with no quota of its own, or of one that borrows the model; or the job's
+  // tenant reclaims, within its nominal quota, from a borrower of its cohort.
+  auto eligible = [&](const Candidate& c, uint8_t m) {
+    const TenantIndex t = c.r->tenant;
+    const bool borrows = book.limited(t) && book.Borrowed(t, m, &pass_use_) > 0;
+    if (rules.priority && c.standing < standing && (t == job.tenant || !book.limited(t) || borrows)) return true;
+    return may_reclaim && t != job.tenant && book.cohort(t) == book.cohort(job.tenant) && borrows &&
+           book.Used(job.tenant, m, &pass_use_) + need <= book.Nominal(job.tenant, m);
+  };
+  auto reclaimed = [&](const Candidate& c) { return !(rules.priority && c.standing < standing); };
+  // The least valuable first: lowest standing, fewest GPUs, least run lost, then id.
+  auto cheaper = [&](uint64_t a, uint64_t b) {
+    const Candidate& x = cands.at(a);
+    const Candidate& y = cands.at(b);
+    if (x.standing != y.standing) return x.standing < y.standing;
+    if (x.r->gpu_milli != y.r->gpu_milli) return x.r->gpu_milli < y.r->gpu_milli;
+    if (x.run_ms != y.run_ms) return x.run_ms < y.run_ms;
+    return a < b;
+  };
+  auto charge = [&](const RunningJob& r, int sign) {
+    for (const TaskAllocation& a : r.tasks) pass_use_.Add(book, r.tenant, st_.node(a.node).model_bit, UseOf(a), sign);
+  };
+  Preemption out{.job = job.spec->id};
+  std::set<uint64_t> gone;
+  std::vector<NodeId> gang;
+  const SlotOrder& order = SlotOrderFor(job);
+  for (int t = 0; t < job.spec->tasks; ++t) {
+    std::optional<TaskAllocation> a = PlaceTask(job, d, gang, order);
+    if (!a) {
+      // The node where the fewest jobs (then GPUs, then run time) make room for this task.
+      struct Cost {
+        size_t jobs = SIZE_MAX;
+        int64_t gpu_milli = 0, run_ms = 0;
+        auto operator<=>(const Cost&) const = default;
+      };
+      Cost best;
+      std::vector<uint64_t> best_set;
+      for (uint32_t pos : nodes) {
+        NodeState copy = Node(pos);
+        if (!(job.model_mask >> copy.model_bit & 1) || copy.gpu_count < d.gpus) continue;
+        std::vector<uint64_t> here;
+        for (uint64_t id : st_.RunningOn(copy.id)) {
+          if (cands.count(id) && !gone.count(id)) here.push_back(id);
+        }
+        std::sort(here.begin(), here.end(), cheaper);
+        auto release = [&](uint64_t id, int sign) {
+          const RunningJob& r = *cands.at(id).r;
+          for (const TaskAllocation& x : r.tasks) {
+            if (x.node != copy.id) continue;
+            if (!(sign < 0 ? Release(copy, x) : Allocate(copy, x)).ok()) return false;
+          }
+          charge(r, sign);
+          return true;
+        };
+        std::vector<uint64_t> taken;
+        bool fits = false;
+        for (uint64_t id : here) {
+          if (!eligible(cands.at(id), copy.model_bit) || !release(id, -1)) continue;
+          taken.push_back(id);
+          if (!FirstRejection(policy_, job, d, copy, view_)) {
+            fits = true;
+            break;
+          }
+        }
+        if (fits) {
+          // Spare every victim that is not needed, the most valuable first.
+          for (size_t k = taken.size(); k-- > 0;) {
+            if (!release(taken[k], +1)) continue;
+            if (!FirstRejection(policy_, job, d, copy, view_)) {
+              taken.erase(taken.begin() + static_cast<ptrdiff_t>(k));
+            } else if (!release(taken[k], -1)) {
+              fits = false;  // cannot happen: it was released from this very copy
+            }
+          }
+        }
+        for (uint64_t id : taken) charge(*cands.at(id).r, +1);
+        if (!fits) continue;
+        Cost c{.jobs = taken.size()};
+        for (uint64_t id : taken) {
+          c.gpu_milli += cands.at(id).r->gpu_milli;
+          c.run_ms += cands.at(id).run_ms;
+        }
+        if (c < best) {
+          best = c;
+          best_set = std::move(taken);
+        }
+      }
+      if (best.jobs == SIZE_MAX) return std::nullopt;
+      // Every task of each victim goes (a gang whole), on every node.
+      for (uint64_t id : best_set) {
+        const Candidate& c = cands.at(id);
+        for (const TaskAllocation& x : c.r->tasks) {
+          NodeState& n = Touch(x.node.value());
+          if (Status s = Release(n, x); !s.ok()) {
+            internal_.push_back(Status(StatusCode::kInternal, fmt::format("preemption: job {}'s allocation on node {} "
+                                                                          "does not release: {}", id, x.node.value(), s.message())));
+            return std::nullopt;
+          }
+          free_gpu_milli_ += std::popcount(x.gpu_mask) * x.share.value();
+          overlay_.Place(x.node.value(), n);
+        }
+        charge(*c.r, -1);
+        gone.insert(id);
+        out.victims.push_back(Victim{.job = JobId{id}, .reclaim = reclaimed(c)});
+      }
+      a = PlaceTask(job, d, gang, order);
+      if (!a) return std::nullopt;
+    }
+    out.tasks.push_back(*a);
+    if (std::find(gang.begin(), gang.end(), a->node) == gang.end()) gang.push_back(a->node);
+  }
+  if (out.victims.empty()) return std::nullopt;  // it fits without: the next pass places it
+  return out;
+}
 
 Decision Pass::Explain(const PendingJob& job) const {
   const TaskDemand d = DemandOf(*job.spec);
@@ -495,6 +659,12 @@ Plan Schedule(const SchedState& state, std::span<const PendingJob> pending, cons
   }
   plan.decisions = std::move(all);
   return plan;
+}
+
+std::optional<Preemption> FindPreemption(const SchedState& state, const PendingJob& job, const Policy& policy, Millis now,
+                                         Rng& rng) {
+  Pass pass(state, policy, rng);
+  return pass.Preempt(job, now);
 }
 
 bool FitsFleet(const SchedState& state, const PendingJob& job) {

@@ -73,6 +73,31 @@ Plan Schedule(const SchedState& state, const JobQueue& queue, const Policy& poli
 // per pending job, in queue order. For tests and one-off placements.
 Plan Schedule(const SchedState& state, std::span<const PendingJob> pending, const Policy& policy, Rng& rng);
 
+// Preemption (policy.preemption): for a job the pass could not place, the cheapest set of
+// running jobs whose removal lets it fit now, and where it would then run. A victim is a whole
+// job (every task of a gang, never part of one) that may be preempted now (its class is
+// preemptible and it has run its class's min_run) and that either stands below the job
+// (QueueOrder::Standing: its priority, or its queue under las) and is of the same tenant or
+// of one not within its own quota; or (reclaim) runs for another tenant of the job's cohort
+// that borrows the model, while the job's tenant stays within its nominal quota. Task by
+// task: where the task fits without preempting, it goes there; else on the node where the
+// fewest jobs (then the fewest GPUs, then the least run time lost) make room, each node's set
+// made minimal (no victim that could be spared). What a pass holds for a job that preempted
+// (SchedState::reservations) is not offered to another. Cost: O(running jobs) to find the
+// candidates, then per task O(candidate nodes x victims per node x filters). nullopt: no set of
+// victims makes room.
+struct Victim {
+  JobId job;
+  bool reclaim = false;  // taken back for the job's tenant's quota (else: it stands lower)
+};
+struct Preemption {
+  JobId job;
+  std::vector<Victim> victims;        // in the order chosen
+  std::vector<TaskAllocation> tasks;  // where the job runs once they have stopped, in rank order
+};
+std::optional<Preemption> FindPreemption(const SchedState& state, const PendingJob& job, const Policy& policy, Millis now,
+                                         Rng& rng);
+
 // Whether the job could ever run on this fleet: nodes whose static properties (model, GPU
 // memory, price) admit a task and whose total capacity could hold all its tasks at once,
 // whatever is in use now. The state owner asks at admission and refuses what never fits.

@@ -141,6 +141,11 @@ class TenantBook {
   // (free), less what it borrows itself. The cohort's room is the sum over its members.
   int64_t Contribution(TenantIndex t, uint8_t m, const TenantPassUse* pass) const;
   int32_t cohort(TenantIndex t) const { return tenants_[t].cohort; }
+  // t's nominal quota of the model (thousandths of a GPU), what it uses and what it borrows,
+  // with this pass's placements.
+  int64_t Nominal(TenantIndex t, uint8_t m) const { return tenants_[t].limits[m].nominal; }
+  int64_t Used(TenantIndex t, uint8_t m, const TenantPassUse* pass) const;
+  int64_t Borrowed(TenantIndex s, uint8_t m, const TenantPassUse* pass) const;
 
  private:
   struct Limits {
@@ -158,9 +163,7 @@ class TenantBook {
     double decayed = 0;
     int64_t as_of_ms = -1;
   };
-  int64_t Used(TenantIndex t, uint8_t m, const TenantPassUse* pass) const;
   int64_t Free(TenantIndex s, uint8_t m, const TenantPassUse* pass) const;
-  int64_t Borrowed(TenantIndex s, uint8_t m, const TenantPassUse* pass) const;
   // What the cohort can lend t in all (with what t borrows now): the others' free parts less
   // what the others borrow.
   int64_t CohortRoom(TenantIndex t, uint8_t m, const TenantPassUse* pass) const;

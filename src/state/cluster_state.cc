@@ -40,6 +40,8 @@ void ClusterState::End(JobRecord& j, JobState state, Millis now) {
     queued_.erase(id);
     queue_.Remove(j.spec.id);
     backoff_.erase({j.not_before_ms, id});
+    if (nominated_.erase(id) > 0) sched_.Unreserve(j.spec.id);
+    preempt_tried_.erase(id);
   }
   j.state = state;
   j.end_ms = now.value();
@@ -318,6 +320,8 @@ void ClusterState::Restore(JobRecord job, const std::function<std::optional<Node
     }
     Charge(j, task.allocation, +1, std::nullopt);
   }
+  sched_.AddRunning(j.spec.id, RunningOf(j, Millis{j.start_ms}));
+  if (j.failing_over || j.cancel_requested || j.timed_out) sched_.RunningStopping(j.spec.id);
 }
 
 ClusterState::PassResult ClusterState::Pass(Millis now) {
@@ -343,6 +347,7 @@ ClusterState::PassResult ClusterState::Pass(Millis now) {
       if (queue_.Contains(JobId{id})) Enqueue(jobs_.at(id), now);
     }
   }
+  if (!nominated_.empty()) SettleNominations(now, out);
   if (queue_.empty() || sched_.empty()) return out;
   sched_.tenants().AdvanceTo(now);
   const Plan plan = Schedule(sched_, queue_, policy_, rng_, options_.max_placements_per_pass);
@@ -371,25 +376,157 @@ ClusterState::PassResult ClusterState::Pass(Millis now) {
       }
       continue;
     }
-    out.undo.push_back({p.job, j.message, j.start_ms});
-    for (const TaskAllocation& a : p.tasks) Charge(j, a, +1, now);
-    j.tasks.clear();
-    ++j.attempt;
-    j.start_ms = 0;
-    for (const TaskAllocation& a : p.tasks) {
-      TrackTask(a.node, TaskKey{p.job.value(), static_cast<int>(j.tasks.size()), j.attempt});
-      j.tasks.push_back(TaskRecord{.node = sched_.fleet().node(a.node).name, .allocation = a});
-    }
-    j.state = JobState::kStarting;
-    queued_.erase(p.job.value());
-    queue_.Remove(p.job);
-    j.message.clear();
-    ++placed_total_;
-    Changed(j, "placed");
-    out.placed.push_back(p.job);
+    Place(j, p.tasks, now, out);
   }
   ApplyDecisions(plan, now, out);
+  if (policy_.preemption.any()) {
+    Preempt(plan, now, out);
+    // The simulator's victims stop at once: their preemptors start in this same pass.
+    if (!out.preempted.empty()) {
+      RequeueReady(now);
+      SettleNominations(now, out);
+    }
+  }
   return out;
+}
+
+void ClusterState::Place(JobRecord& j, const std::vector<TaskAllocation>& tasks, Millis now, PassResult& out) {
+  const JobId id = j.spec.id;
+  out.undo.push_back({id, j.message, j.start_ms});
+  for (const TaskAllocation& a : tasks) Charge(j, a, +1, now);
+  j.tasks.clear();
+  ++j.attempt;
+  j.start_ms = 0;
+  for (const TaskAllocation& a : tasks) {
+    TrackTask(a.node, TaskKey{id.value(), static_cast<int>(j.tasks.size()), j.attempt});
+    j.tasks.push_back(TaskRecord{.node = sched_.fleet().node(a.node).name, .allocation = a});
+  }
+  sched_.AddRunning(id, RunningOf(j, now));
+  j.state = JobState::kStarting;
+  queued_.erase(id.value());
+  queue_.Remove(id);
+  preempt_tried_.erase(id.value());
+  j.message.clear();
+  ++placed_total_;
+  Changed(j, "placed");
+  out.placed.push_back(id);
+}
+
+RunningJob ClusterState::RunningOf(const JobRecord& j, Millis since) const {
+  RunningJob r{.spec = &j.spec, .since = since, .attained = Millis{j.attained_gpu_ms}};
+  if (auto t = sched_.tenants().Find(j.spec.tenant)) r.tenant = policy_.share || sched_.tenants().limited(*t) ? *t : 0;
+  for (const TaskRecord& t : j.tasks) {
+    if (!t.exit_code && !t.signal) r.tasks.push_back(t.allocation);
+  }
+  // Its priority class's settings (classes have distinct values); a bare number: preemptible.
+  for (const PriorityClass& c : sched_.fleet().priority_classes) {
+    if (c.value == j.spec.priority) {
+      r.preemptible = c.preemptible;
+      r.min_run = c.min_run;
+    }
+  }
+  return r;
+}
+
+void ClusterState::SettleNominations(Millis now, PassResult& out) {
+  for (auto it = nominated_.begin(); it != nominated_.end();) {
+    const Nomination& n = it->second;
+    if (std::any_of(n.victims.begin(), n.victims.end(), [&](JobId v) { return sched_.FindRunning(v) != nullptr; })) {
+      ++it;
+      continue;
+    }
+    // Every victim has stopped: the job takes what was held for it, or (when that no longer
+    // fits: a node went down) waits again and may preempt anew.
+    JobRecord& j = jobs_.at(it->first);
+    sched_.Unreserve(j.spec.id);
+    std::vector<TaskAllocation> done;
+    for (const TaskAllocation& a : n.tasks) {
+      if (!sched_.Allocate(a).ok()) break;
+      done.push_back(a);
+    }
+    const std::vector<TaskAllocation> tasks = n.tasks;
+    it = nominated_.erase(it);
+    if (done.size() == tasks.size()) {
+      Place(j, tasks, now, out);
+      continue;
+    }
+    for (const TaskAllocation& a : done) {
+      if (!sched_.Release(a).ok()) Inconsistent(Status(StatusCode::kInternal, "undoing a nominated allocation failed"));
+    }
+    j.message = "waiting: what its preemption freed is no longer there";
+    Enqueue(j, now);
+  }
+}
+
+void ClusterState::Preempt(const Plan& plan, Millis now, PassResult& out) {
+  // Who looks for victims: the jobs this pass judged and could not place (new information),
+  // then the first job of each class blocked since an earlier pass, at most every
+  // preempt_retry (a running job may have become preemptible since: its min_run passed, or
+  // under las it was demoted); at most max_per_pass searches.
+  std::vector<JobId> who;
+  for (const Stopped& st : plan.stopped) {
+    if (st.decision.outcome == Outcome::kNotNow) who.push_back(st.decision.job);
+  }
+  std::vector<const JobQueue::Entry*> heads;
+  for (const JobQueue::Class& c : queue_.classes()) {
+    if (!c.jobs.empty() && c.blocked_at > 0) heads.push_back(&*c.jobs.begin());
+  }
+  std::sort(heads.begin(), heads.end(), [](const JobQueue::Entry* a, const JobQueue::Entry* b) { return *a < *b; });
+  for (const JobQueue::Entry* e : heads) {
+    if (std::find(who.begin(), who.end(), e->id) != who.end()) continue;
+    auto tried = preempt_tried_.find(e->id.value());
+    if (tried != preempt_tried_.end() && now.value() < tried->second + options_.preempt_retry.value()) continue;
+    who.push_back(e->id);
+  }
+  if (preempt_tried_.size() > 100'000) preempt_tried_.clear();
+  int searched = 0;
+  for (size_t w = 0; w < who.size(); ++w) {
+    const JobId id = who[w];
+    if (searched >= policy_.preemption.max_per_pass) break;
+    JobRecord* j = Find(id);
+    if (!j || j->state != JobState::kQueued || !queue_.Contains(id) || nominated_.count(id.value())) continue;
+    auto p = CompileJob(j->spec, sched_.fleet());
+    if (!p) continue;
+    p->attained = Millis{j->attained_gpu_ms};
+    p->tenant = SchedTenant(j->spec.tenant);
+    ++searched;
+    auto found = FindPreemption(sched_, *p, policy_, now, rng_);
+    if (!found) {
+      preempt_tried_[id.value()] = now.value();
+      continue;
+    }
+    preempt_tried_.erase(id.value());
+    // The job waits out of the queue for its victims; what it will take is held for it. The
+    // next job of its class may preempt too, in this pass.
+    const int64_t cls = queue_.ClassOf(id);
+    queue_.Remove(id);
+    if (cls >= 0 && !queue_.classes()[static_cast<size_t>(cls)].jobs.empty()) {
+      who.push_back(queue_.classes()[static_cast<size_t>(cls)].jobs.begin()->id);
+    }
+    sched_.Reserve(id, found->tasks);
+    Nomination& n = nominated_[id.value()];
+    n.tasks = found->tasks;
+    n.at = now;
+    std::string names;
+    for (const Victim& v : found->victims) {
+      JobRecord& victim = jobs_.at(v.job.value());
+      n.victims.push_back(v.job);
+      names += fmt::format("{}{}", names.empty() ? "" : ", ", v.job.value());
+      const std::string why =
+          v.reclaim ? fmt::format("preempted by job {}: tenant {} takes back its quota, which tenant {} borrowed", id.value(),
+                                  j->spec.tenant, victim.spec.tenant)
+                    : fmt::format("preempted by job {}, which stands higher ({} {} against {})", id.value(),
+                                  policy_.queue_name.rfind("las", 0) == 0 ? "queue" : "priority",
+                                  policy_.queue->Standing(*p), policy_.queue->Standing(PendingJob{
+                                      .spec = &victim.spec, .attained = Millis{victim.attained_gpu_ms}}));
+      StopAttempt(victim, why, "preempted", now, /*counts=*/false, options_.preempt_grace_ms, now);
+      out.preempted.push_back(v.job);
+      out.preempted_by.push_back(id);
+    }
+    j->message = fmt::format("preempting job{} {}: starts when they have stopped", found->victims.size() > 1 ? "s" : "", names);
+    Changed(*j, "preempting");
+    out.preemptors.push_back(id);
+  }
 }
 
 void ClusterState::ApplyDecisions(const Plan& plan, Millis now, PassResult& out) {
@@ -479,6 +616,7 @@ void ClusterState::TaskStarted(JobRecord& j, int task, Millis started, Millis no
   if (j.state != JobState::kStarting) return;
   j.state = JobState::kRunning;
   j.start_ms = started.value() > 0 ? started.value() : now.value();
+  sched_.RunningStarted(j.spec.id, Millis{j.start_ms});
   if (!j.failing_over) j.message.clear();
   Watch(j);
   Changed(j, "started");
@@ -503,6 +641,7 @@ void ClusterState::ReleaseTask(JobRecord& j, int task, std::optional<Millis> now
     Inconsistent(s);
     return;
   }
+  sched_.RunningReleased(j.spec.id, a);
   Charge(j, a, -1, now);
 }
 
@@ -561,6 +700,7 @@ void ClusterState::TaskEnded(JobRecord& j, int task, std::optional<int> code, st
     j.signal = t.signal;
     if (!why.empty()) j.message = fmt::format("task {}: {}", task, why);
     // A gang lives or dies together: stop its other tasks.
+    sched_.RunningStopping(j.spec.id);
     for (size_t o = 0; o < j.tasks.size(); ++o) {
       if (static_cast<int>(o) != task) StopTask(j, static_cast<int>(o), -1, now);
     }
@@ -610,6 +750,7 @@ void ClusterState::EnforceTimeLimits(Millis now) {
     }
     // Slurm's TIMEOUT: SIGTERM now, SIGKILL after the grace (the agent's, as for a cancel).
     j->timed_out = true;
+    sched_.RunningStopping(j->spec.id);
     j->message = fmt::format("time limit {} reached: stopping", FormatMillis(j->spec.time_limit));
     Touch(*j);
     for (size_t t = 0; t < j->tasks.size(); ++t) StopTask(*j, static_cast<int>(t), -1, now);
@@ -618,14 +759,21 @@ void ClusterState::EnforceTimeLimits(Millis now) {
 
 void ClusterState::FailOver(JobRecord& j, const std::string& why, Millis fence_until, bool counts, int grace_ms,
                             Millis now) {
+  StopAttempt(j, fmt::format("attempt {} failed: {}; placing the job again", j.attempt, why), "failing_over", fence_until,
+              counts, grace_ms, now);
+}
+
+void ClusterState::StopAttempt(JobRecord& j, std::string message, std::string_view event, Millis fence_until, bool counts,
+                               int grace_ms, Millis now) {
   if (IsTerminal(j.state) || j.failing_over) return;
   j.failing_over = true;
   if (counts) ++j.failures;
   failing_.insert(j.spec.id.value());
+  sched_.RunningStopping(j.spec.id);
   j.fence_until_ms = std::max(j.fence_until_ms, fence_until.value());
-  j.message = fmt::format("attempt {} failed: {}; placing the job again", j.attempt, why);
-  ++failovers_total_;
-  Changed(j, "failing_over");
+  j.message = std::move(message);
+  ++(event == "preempted" ? preemptions_total_ : failovers_total_);
+  Changed(j, event);
   for (size_t t = 0; t < j.tasks.size(); ++t) {
     // A task on a node that is down cannot be told: its lease ends it (RequeueReady).
     if (sched_.node(j.tasks[t].allocation.node).health != Health::kUnhealthy) StopTask(j, static_cast<int>(t), grace_ms, now);
@@ -725,6 +873,7 @@ Status ClusterState::Cancel(JobId id, Millis now) {
     End(j, JobState::kCancelled, now);
     return Status::Ok();
   }
+  sched_.RunningStopping(j.spec.id);
   for (size_t t = 0; t < j.tasks.size(); ++t) StopTask(j, static_cast<int>(t), -1, now);
   if (!IsTerminal(j.state)) j.message = "cancelling";
   FinishIfDone(j, now);

@@ -44,6 +44,11 @@ struct ClusterOptions {
   // Placements per pass at most (0: no limit); a capped pass says `more` and the owner passes
   // again (the live server, so that one turn of its loop stays short).
   size_t max_placements_per_pass = 0;
+  // A preempted job's grace between SIGTERM and SIGKILL, to checkpoint (-1: the agent's own).
+  int preempt_grace_ms = -1;
+  // A waiting job whose search for victims found none is searched again after this long (or
+  // at once when a pass judges its class afresh).
+  Millis preempt_retry{1'000};
 };
 
 // What the owner hears of: each change of a job (the event type: "submitted", "placed",
@@ -147,6 +152,11 @@ class ClusterState {
       int64_t start_ms = 0;
     };
     std::vector<Undo> undo;
+    // Jobs preempted in this pass (they are stopping; the simulator's have stopped and wait
+    // again), and the jobs they make room for.
+    std::vector<JobId> preempted;
+    std::vector<JobId> preempted_by;  // each one's preemptor, in the same order
+    std::vector<JobId> preemptors;
   };
   // Jobs whose backoff has ended join the queue; one Schedule() over it; the plan applied.
   // Cheap to call often: classes blocked since they last failed are not looked at until a
@@ -169,6 +179,13 @@ class ClusterState {
   // (whole) once every task has ended and `fence_until` has passed. `counts`: against the retry
   // limit (an eviction does not). `grace_ms` < 0: the agent's own grace.
   void FailOver(JobRecord& j, const std::string& why, Millis fence_until, bool counts, int grace_ms, Millis now);
+  // Jobs that preempted others and wait for them to stop, with what is held for each.
+  struct Nomination {
+    std::vector<TaskAllocation> tasks;
+    std::vector<JobId> victims;
+    Millis at{0};
+  };
+  const std::map<uint64_t, Nomination>& nominated() const { return nominated_; }
   // The task was lost (its lease ran out, its agent no longer runs it): fail over, then end it.
   void TaskLost(JobRecord& j, int task, const std::string& why, const std::string& how, Millis now);
   // Jobs failing over whose tasks have all ended (those on down nodes end here: their leases
@@ -187,6 +204,7 @@ class ClusterState {
   std::vector<uint64_t> TakeChanged();
   int64_t placed_total() const { return placed_total_; }
   int64_t failovers_total() const { return failovers_total_; }
+  int64_t preemptions_total() const { return preemptions_total_; }
   // Inconsistencies found: a release the state refused (a double free), a plan's node that
   // refused its allocation, a node that passed every filter and that Allocate refused. A bug if
   // ever > 0; the last one says what it was.
@@ -209,6 +227,17 @@ class ClusterState {
   // The tenant the scheduler sees a job as: its own under a share order or a quota, else 0.
   TenantIndex SchedTenant(const std::string& tenant);
   void Requeue(JobRecord& j, Millis now);
+  // Stops the current attempt (every task, with the grace) and requeues it once all have ended.
+  void StopAttempt(JobRecord& j, std::string message, std::string_view event, Millis fence_until, bool counts, int grace_ms,
+                   Millis now);
+  // The job holds these allocations now (made with sched_.Allocate): it is placed.
+  void Place(JobRecord& j, const std::vector<TaskAllocation>& tasks, Millis now, PassResult& out);
+  // Jobs that preempted and whose victims have all stopped start where they were promised.
+  void SettleNominations(Millis now, PassResult& out);
+  // Waiting jobs that the pass could not place look for victims (policy.preemption).
+  void Preempt(const Plan& plan, Millis now, PassResult& out);
+  // A priority class's preemption settings for a job (by its priority's value).
+  RunningJob RunningOf(const JobRecord& j, Millis since) const;
   void FinishIfDone(JobRecord& j, Millis now);
   void StopTask(JobRecord& j, int task, int grace_ms, Millis now);
   void AddAttained(JobRecord& j, Millis now);
@@ -238,11 +267,14 @@ class ClusterState {
   std::vector<TaskSet> on_node_;
   std::set<uint64_t> changed_;
   std::unordered_map<int64_t, std::string> class_message_;
-  std::map<std::string, std::unique_ptr<QueueOrder>> tenant_orders_;  // why each blocked class waits
+  std::map<std::string, std::unique_ptr<QueueOrder>> tenant_orders_;
+  std::map<uint64_t, Nomination> nominated_;
+  std::unordered_map<uint64_t, int64_t> preempt_tried_;  // job -> when its last search found no victims
   uint64_t next_id_ = 1;
   size_t models_seen_ = 0;  // the fleet's GPU models when the queue was last compiled
   int64_t placed_total_ = 0;
   int64_t failovers_total_ = 0;
+  int64_t preemptions_total_ = 0;
   int64_t inconsistencies_ = 0;
   Status last_inconsistency_;
 };
