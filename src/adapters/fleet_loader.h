@@ -11,11 +11,15 @@
 
 namespace gp {
 
+// Whether a fleet file must list nodes (or offers): a simulation's must; a live server's need
+// not, its nodes come from the agents that join (the file gives sites, prices, tenants,
+// priority classes).
+enum class FleetNodes : uint8_t { kRequired, kFromAgents };
 // Picks the reader by the argument: shorthand, "local" (this machine, GPUs from NVML) or
 // "local:8xH100" (this machine with simulated GPUs), *.csv, else TOML.
-Result<Fleet> LoadFleet(const std::string& spec);
+Result<Fleet> LoadFleet(const std::string& spec, FleetNodes nodes = FleetNodes::kRequired);
 // `source` names the text in messages ("fleet.toml").
-Result<Fleet> ParseFleetToml(std::string_view text, const std::string& source);
+Result<Fleet> ParseFleetToml(std::string_view text, const std::string& source, FleetNodes nodes = FleetNodes::kRequired);
 Result<Fleet> ParseFleetNodeCsv(std::string text, const std::string& source);
 
 }  // namespace gp

@@ -413,7 +413,7 @@ void ReadPriorityClass(Fleet& fleet, const toml::table& t, const std::string& so
 
 }  // namespace
 
-Result<Fleet> ParseFleetToml(std::string_view text, const std::string& source) {
+Result<Fleet> ParseFleetToml(std::string_view text, const std::string& source, FleetNodes nodes) {
   toml::table root;
   try {
     root = toml::parse(text, source);
@@ -465,7 +465,7 @@ Result<Fleet> ParseFleetToml(std::string_view text, const std::string& source) {
   } catch (const FieldError& e) {
     return InvalidArgument(e.message);
   }
-  if (fleet.nodes.empty() && fleet.offers.empty()) {
+  if (nodes == FleetNodes::kRequired && fleet.nodes.empty() && fleet.offers.empty()) {
     return InvalidArgument(fmt::format("{}: no [[nodes]] and no [[offer]]; a fleet needs nodes, or offers to get them from", source));
   }
   return fleet;

@@ -33,7 +33,8 @@ Controller::Controller(Fleet base, Journal& journal, const Clock& clock, Control
       cluster_(fleet_, std::move(policy),
                ClusterOptions{.seed = options_.seed, .max_retries = options_.max_retries, .backoff = options_.backoff,
                               .backoff_max = Millis{60'000}, .never = NeverFits::kWait,
-                              .max_placements_per_pass = options_.max_placements_per_pass},
+                              .max_placements_per_pass = options_.max_placements_per_pass,
+                              .preempt_grace_ms = options_.preempt_grace_ms},
                listener_) {
   cluster_.set_half_life(options_.fair_share_half_life);
 }

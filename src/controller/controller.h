@@ -79,6 +79,8 @@ struct ControllerOptions {
   Millis stall{0};
   // Fair share: the half-life of each tenant's decayed GPU usage.
   Millis fair_share_half_life{7LL * 24 * 3'600'000};
+  // A preempted job's grace between SIGTERM and SIGKILL (-1: the agent's own).
+  int preempt_grace_ms = -1;
   // Heartbeats: an idle agent's interval is at least `heartbeat_base`, and grows with the fleet
   // so that all nodes together send about `heartbeat_rate` per second (as Nomad sizes its
   // heartbeat TTLs), but never past the lease less `heartbeat_margin` (each answer renews the

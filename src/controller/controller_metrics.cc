@@ -109,6 +109,10 @@ void Controller::CollectMetrics(Families& out) const {
            {}, static_cast<double>(cluster_.placed_total()));
   AddValue(FamilyIn(out, "gpupool_failovers_total", "Jobs moved off a failed node or GPU since the server started.", MetricType::Counter),
            {}, static_cast<double>(cluster_.failovers_total()));
+  AddValue(FamilyIn(out, "gpupool_preemptions_total",
+                    "Running jobs stopped to make room for a job that stands higher, or to give a tenant back its quota, "
+                    "since the server started.", MetricType::Counter),
+           {}, static_cast<double>(cluster_.preemptions_total()));
   AddValue(FamilyIn(out, "gpupool_server_stalls_total", "Times the server's own loop stalled over 700 ms; no node was blamed for the silence.",
                     MetricType::Counter), {}, static_cast<double>(stats_.stalls));
   AddValue(FamilyIn(out, "gpupool_heartbeats_unread_at_deadline_total",

@@ -139,7 +139,6 @@ int Fleet::TotalGpus() const {
 
 Status Fleet::Validate() const {
   auto bad = [](std::string msg) { return Status(StatusCode::kInvalidArgument, std::move(msg)); };
-  if (nodes.empty() && offers.empty()) return bad("the fleet has no nodes and no offers");
   std::set<std::string_view> names;
   for (size_t i = 0; i < nodes.size(); ++i) {
     const Node& n = nodes[i];

@@ -336,7 +336,8 @@ std::optional<Preemption> Pass::Preempt(const PendingJob& job, Millis now) {
   std::vector<uint32_t> nodes;
   const bool may_reclaim = rules.reclaim && book.limited(job.tenant) && book.cohort(job.tenant) >= 0;
   for (const auto& [id, r] : st_.running()) {
-    if (r.stopping || !r.preemptible || r.tasks.empty()) continue;
+    // A job placed at this very instant is never a victim (it has not run).
+    if (r.stopping || !r.preemptible || r.tasks.empty() || r.since.value() >= now.value()) continue;
     const int64_t run = std::max<int64_t>(0, now.value() - r.since.value());
     if (run < r.min_run.value()) continue;
     const PendingJob as{.spec = r.spec, .attained = Millis{r.attained.value() + r.gpu_milli * run / 1000}, .tenant = r.tenant};

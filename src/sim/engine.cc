@@ -207,6 +207,9 @@ class Engine {
   // Jobs with a task on `node` (on GPU `gpu` only, when >= 0) lose their work since the last
   // checkpoint and wait again. Returns whether any job was hit.
   Result<bool> FailJobs(uint32_t node, int gpu, Millis now);
+  // A job the pass preempted (the cluster state has stopped and requeued it): it checkpointed
+  // at SIGTERM, so it keeps all its progress, and gives back its GPUs.
+  void Preempted(size_t i, Millis now);
   Status OnFault(const Fault& f, Millis now);
   MicroUsd CostOf(const SimJob& j, Millis elapsed) const;
 
@@ -228,6 +231,7 @@ class Engine {
   std::vector<char> node_down_;
   SplitMix64 fault_rng_{0};
   int64_t failures_ = 0;
+  int64_t preemptions_ = 0;
   int64_t node_failures_ = 0;
   int64_t gpu_failures_ = 0;
   double lost_gpu_milli_ms_ = 0;
@@ -540,6 +544,20 @@ void Engine::Released(size_t i, Millis now) {
   }
   j.tasks.clear();
   running_jobs_.erase(i);
+}
+
+void Engine::Preempted(size_t i, Millis now) {
+  SimJob& j = jobs_[i];
+  const Millis elapsed = now - j.attempt_start;
+  results_[i].cost += CostOf(j, elapsed);
+  if (j.full_run.value() > 0) {
+    j.progress = std::min(0.999999, j.progress + static_cast<double>(elapsed.value()) / static_cast<double>(j.full_run.value()));
+  }
+  Released(i, now);
+  ++j.epoch;  // its completion event is now stale
+  if (j.spec.gpus_per_task > 0) ++waiting_gpu_jobs_;
+  TenantMoves(i, +1, 0);
+  ++preemptions_;
 }
 
 // Exponential time to the next failure of this node, from the failure generator.
@@ -931,6 +949,7 @@ Result<SimReport> Engine::Run() {
     if (!cluster_.queued().empty() && (freed || arrived)) {
       ++passes_;
       const ClusterState::PassResult pass = cluster_.Pass(now);
+      for (JobId id : pass.preempted) Preempted(id.value() - 1, now);
       if (Status s = StartPlacements(pass.placed, now); !s.ok()) return tl::unexpected(s);
       for (JobId id : pass.refused) {
         const size_t i = id.value() - 1;
@@ -952,6 +971,7 @@ Result<SimReport> Engine::Run() {
   SimReport r{.policy = policy_.name, .seed = options_.seed, .jobs = static_cast<int64_t>(total), .passes = passes_,
               .failures = failures_, .node_failures = node_failures_, .gpu_failures = gpu_failures_,
               .lost_gpu_hours = lost_gpu_milli_ms_ / 1000.0 / 3'600'000.0};
+  r.preemptions = preemptions_;
   if (options_.failures || !options_.scripted_failures.empty() || (options_.autoscale && node_failures_ > 0)) {
     r.recovery = options_.recovery == Recovery::kCheckpoint ? "checkpoint" : "restart";
   }

@@ -158,6 +158,7 @@ struct SimReport {
   int64_t finished = 0;
   int64_t unschedulable = 0;   // refused as "never" (too big for the fleet, unknown model, ...)
   int64_t timed_out = 0;       // stopped at their time limit (counted among the finished)
+  int64_t preemptions = 0;     // running jobs stopped to make room (they resumed later)
   double avg_jct_s = 0;        // over finished jobs: finish - submit
   double p50_jct_s = 0;
   double p99_jct_s = 0;

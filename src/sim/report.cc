@@ -23,6 +23,7 @@ std::string FormatReportTable(const SimReport& r) {
   out += fmt::format("simulation report (policy {}, seed {})\n", r.policy, r.seed);
   row("jobs", fmt::format("{} ({} finished{}, {} unschedulable)", r.jobs, r.finished,
                           r.timed_out > 0 ? fmt::format(", {} at their time limit", r.timed_out) : "", r.unschedulable));
+  if (r.preemptions > 0) row("preemptions", fmt::format("{}", r.preemptions));
   row("average JCT", fmt::format("{:.1f} s", r.avg_jct_s));
   row("median JCT", fmt::format("{:.1f} s", r.p50_jct_s));
   row("p99 JCT", fmt::format("{:.1f} s", r.p99_jct_s));
@@ -66,6 +67,7 @@ std::string FormatReportJson(const SimReport& r) {
   j["finished"] = r.finished;
   j["unschedulable"] = r.unschedulable;
   j["timed_out"] = r.timed_out;
+  j["preemptions"] = r.preemptions;
   j["avg_jct_s"] = Round(r.avg_jct_s, 3);
   j["p50_jct_s"] = Round(r.p50_jct_s, 3);
   j["p99_jct_s"] = Round(r.p99_jct_s, 3);

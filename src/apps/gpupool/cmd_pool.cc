@@ -65,6 +65,8 @@ struct ServerArgs {
   std::string advertise;         // the address agents the pool starts join (default: --listen's, with its port)
   std::string scale_down_idle = "60s";
   std::string fair_share_half_life = "7d";
+  std::string preemption = "off";
+  std::string preempt_grace;  // default: the agent's own grace
 };
 
 // The dashboard's built files: --web-dir, else web/dist of the source tree the binary was
@@ -127,7 +129,7 @@ Result<std::unique_ptr<Server>> StartServer(const ServerArgs& a) {
   srv->journal = std::move(*journal);
   Fleet base;
   if (!a.fleet.empty()) {
-    auto f = LoadFleet(a.fleet);
+    auto f = LoadFleet(a.fleet, FleetNodes::kFromAgents);
     if (!f) return tl::unexpected(f.error());
     base = std::move(*f);
   }
@@ -142,6 +144,15 @@ Result<std::unique_ptr<Server>> StartServer(const ServerArgs& a) {
   if (!probation) return InvalidArgument("--gpu-probation: " + probation.error().message());
   auto telemetry = ParseDuration(a.telemetry_events);
   if (!telemetry) return InvalidArgument("--telemetry-events: " + telemetry.error().message());
+  auto preemption = ParsePreemption(a.preemption);
+  if (!preemption) return InvalidArgument("--preemption: " + preemption.error().message());
+  policy->preemption = *preemption;
+  int preempt_grace_ms = -1;
+  if (!a.preempt_grace.empty()) {
+    auto g = ParseDuration(a.preempt_grace);
+    if (!g || g->value() > 3'600'000) return InvalidArgument("--preempt-grace: expected a duration up to 1h, e.g. 30s");
+    preempt_grace_ms = static_cast<int>(g->value());
+  }
   auto half_life = ParseDuration(a.fair_share_half_life);
   if (!half_life || half_life->value() <= 0) return InvalidArgument("--fair-share-half-life: expected a positive duration, e.g. 7d or 10m");
   auto lease = ParseDuration(a.lease);
@@ -160,6 +171,7 @@ Result<std::unique_ptr<Server>> StartServer(const ServerArgs& a) {
                         .checkpoint_max_bytes = static_cast<int64_t>(a.checkpoint_max_mib) << 20,
                         .stall = Millis{700},
                         .fair_share_half_life = *half_life,
+                        .preempt_grace_ms = preempt_grace_ms,
                         .allow_workdir = {a.allow_workdir.begin(), a.allow_workdir.end()}},
       std::move(*policy));
   if (Status s = srv->controller->Recover(); !s.ok()) return tl::unexpected(s);
@@ -528,6 +540,12 @@ void AddPoolCommands(CLI::App& app, int* exit_code) {
   server->add_option("--policy", s->policy, "scheduling policy (see `gpupool policies`); fairshare/POLICY or drf/POLICY orders tenants by share");
   server->add_option("--fair-share-half-life", s->fair_share_half_life,
                      "the half-life of a tenant's decayed GPU usage under fairshare (default 7d, as Slurm's)");
+  server->add_option("--preemption", s->preemption,
+                     "off (default); priority: a waiting job stops running ones that stand below it (lower priority, "
+                     "or a lower queue under las), the fewest needed, whole gangs; reclaim: a tenant within its quota "
+                     "takes back what others of its cohort borrow; on: both");
+  server->add_option("--preempt-grace", s->preempt_grace,
+                     "a preempted job's time between SIGTERM and SIGKILL, to checkpoint (default: the agent's grace)");
   server->add_option("--seed", s->seed, "seed for randomised policies");
   server->add_option("--header-timeout", s->header_timeout,
                      "a request's header must arrive within this, else the connection is closed (slow clients), default 15s");

@@ -40,6 +40,7 @@ struct SimArgs {
   std::vector<double> static_percentiles = {0.5, 0.95};
   std::string quotas = "fleet";
   std::string half_life = "7d";
+  std::string preemption = "off";
 };
 
 void DrawProgress(size_t done, size_t total) {
@@ -99,9 +100,12 @@ int RunSim(const SimArgs& a) {
   const std::vector<std::string> names = SplitPolicies(a.policy);
   if (names.empty()) return fail("--policy: expected a policy name, or several separated by commas");
   std::vector<Policy> policies;
+  auto preemption = ParsePreemption(a.preemption);
+  if (!preemption) return fail("--preemption: " + preemption.error().message());
   for (const std::string& name : names) {
     auto policy = BuiltinRegistry().MakePolicy(name);
     if (!policy) return fail("--policy: " + policy.error().message());
+    policy->preemption = *preemption;
     policies.push_back(std::move(*policy));
   }
   auto trace = ReadTrace(a.trace, a.trace_format, TraceOptions{.throughputs = a.throughputs});
@@ -274,6 +278,10 @@ void AddSimCommand(CLI::App& app, int* exit_code) {
                   "tenants' quotas: fleet (the fleet file's [[tenant]] tables; none: no quota) or equal (the trace's other "
                   "tenants get equal shares of each GPU model, in one cohort that lends freely)")
       ->check(CLI::IsMember({"fleet", "equal"}));
+  cmd->add_option("--preemption", args->preemption,
+                  "off (default); priority: a waiting job preempts running ones that stand below it (lower priority, or "
+                  "a lower queue under las: Tiresias); reclaim: a tenant within its quota takes back what its cohort "
+                  "borrows; on: both. A preempted job checkpoints and keeps its progress");
   cmd->add_option("--half-life", args->half_life, "fair share: the half-life of decayed usage (default 7d, as Slurm's)");
   cmd->add_option("--events", args->events, "write the simulated event log here (NDJSON CloudEvents, as GET /v1/events)");
   cmd->add_option("--checkpoint-interval", args->checkpoint_interval, "run time between checkpoints (recovery checkpoint)");
