@@ -195,6 +195,43 @@ void BM_SingleArrival(benchmark::State& state) {
   }
 }
 BENCHMARK(BM_SingleArrival)->Arg(1'000)->Arg(10'000)->Unit(benchmark::kMicrosecond);
+
+// Preemption's search (FindPreemption) on a full fleet: every GPU of every node runs a 1-GPU
+// job of priority 0 (8 x nodes running jobs, run times spread over an hour), and a job of
+// priority 10 that fits nowhere asks for victims. args: nodes, the job's tasks, GPUs a task.
+void BM_PreemptSearch(benchmark::State& state) {
+  const Fleet& fleet = FleetOf(static_cast<int>(state.range(0)));
+  SchedState st(fleet);
+  std::deque<JobSpec> specs;
+  SplitMix64 rng(3);
+  uint64_t id = 1;
+  for (size_t n = 0; n < st.size(); ++n) {
+    for (int g = 0; g < 8; ++g) {
+      const TaskAllocation a{.node = NodeId{static_cast<uint32_t>(n)}, .gpu_mask = static_cast<uint16_t>(1u << g)};
+      if (!st.Allocate(a).ok()) std::abort();
+      specs.push_back(JobSpec{.id = JobId{id}, .submit_time = Millis{0}});
+      st.AddRunning(JobId{id}, RunningJob{.spec = &specs.back(), .tasks = {a},
+                                          .since = Millis{static_cast<int64_t>(rng.Below(3'600'000))}});
+      ++id;
+    }
+  }
+  Policy policy = *BuiltinRegistry().MakePolicy("priority");
+  policy.preemption.priority = true;
+  const JobSpec high{.id = JobId{id}, .tasks = static_cast<int>(state.range(1)), .gpus_per_task = static_cast<int>(state.range(2)),
+                     .priority = 10, .submit_time = Millis{3'600'000}};
+  auto job = CompileJob(high, fleet);
+  int64_t victims = 0;
+  for (auto _ : state) {
+    SplitMix64 r(1);
+    auto p = FindPreemption(st, *job, policy, Millis{3'600'000}, r);
+    if (!p) std::abort();
+    victims += static_cast<int64_t>(p->victims.size());
+  }
+  state.counters["victims"] = static_cast<double>(victims) / static_cast<double>(state.iterations());
+  state.counters["running"] = static_cast<double>(st.running().size());
+}
+BENCHMARK(BM_PreemptSearch)->Args({1'000, 1, 1})->Args({1'000, 2, 8})->Args({10'000, 1, 1})->Args({10'000, 2, 8})
+    ->Args({10'000, 16, 8})->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_KeptPassNothingChanged)->Args({10'000, 100'000})->Unit(benchmark::kMicrosecond);
 
 void BM_SingleArrivalKept(benchmark::State& state, const std::string& policy_name) {

@@ -25,7 +25,7 @@ inline constexpr int64_t kMaxQuotaGpus = 1'000'000;
 
 // A priority by name, as Kubernetes' PriorityClass and Slurm's QOS: `gpupool submit --priority
 // high` is the class's value. Whether a job of the class may be preempted, and how long it
-// runs before it may be, are for preemption (not built yet).
+// runs before it may be (ClusterState finds a job's class by its priority's value).
 struct PriorityClass {
   std::string name;
   int value = 0;            // -1,000,000..1,000,000; higher first under the priority order
