@@ -459,13 +459,18 @@ void ClusterState::SettleNominations(Millis now, PassResult& out) {
 }
 
 void ClusterState::Preempt(const Plan& plan, Millis now, PassResult& out) {
-  // Who looks for victims: the jobs this pass judged and could not place (new information),
-  // then the first job of each class blocked since an earlier pass, at most every
-  // preempt_retry (a running job may have become preemptible since: its min_run passed, or
-  // under las it was demoted); at most max_per_pass searches.
+  // Who looks for victims: the jobs this pass judged and could not place, then the first job
+  // of each class blocked since an earlier pass (a running job may have become a victim since:
+  // its min_run passed, or under las it was demoted); a job whose search found none looks again
+  // only after preempt_retry, so that a busy pool does not search every pass; at most
+  // max_per_pass searches.
   std::vector<JobId> who;
+  auto due = [&](JobId id) {
+    auto tried = preempt_tried_.find(id.value());
+    return tried == preempt_tried_.end() || now.value() >= tried->second + options_.preempt_retry.value();
+  };
   for (const Stopped& st : plan.stopped) {
-    if (st.decision.outcome == Outcome::kNotNow) who.push_back(st.decision.job);
+    if (st.decision.outcome == Outcome::kNotNow && due(st.decision.job)) who.push_back(st.decision.job);
   }
   std::vector<const JobQueue::Entry*> heads;
   for (const JobQueue::Class& c : queue_.classes()) {
@@ -473,10 +478,7 @@ void ClusterState::Preempt(const Plan& plan, Millis now, PassResult& out) {
   }
   std::sort(heads.begin(), heads.end(), [](const JobQueue::Entry* a, const JobQueue::Entry* b) { return *a < *b; });
   for (const JobQueue::Entry* e : heads) {
-    if (std::find(who.begin(), who.end(), e->id) != who.end()) continue;
-    auto tried = preempt_tried_.find(e->id.value());
-    if (tried != preempt_tried_.end() && now.value() < tried->second + options_.preempt_retry.value()) continue;
-    who.push_back(e->id);
+    if (std::find(who.begin(), who.end(), e->id) == who.end() && due(e->id)) who.push_back(e->id);
   }
   if (preempt_tried_.size() > 100'000) preempt_tried_.clear();
   int searched = 0;
