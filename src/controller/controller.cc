@@ -1,5 +1,7 @@
 #include "controller/controller.h"
 
+#include <ctime>
+
 #include <fmt/format.h>
 
 #include <bit>
@@ -767,6 +769,18 @@ void Controller::Pass() {
   for (JobId id : pass.placed) Launch(*cluster_.Find(id));
 }
 
+namespace {
+// Wall-clock milliseconds as UTC, to the second: "2026-12-03T19:40:12Z".
+std::string UtcTime(Millis t) {
+  const std::time_t secs = static_cast<std::time_t>(t.value() / 1000);
+  std::tm tm{};
+  gmtime_r(&secs, &tm);
+  char when[32];
+  std::strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return when;
+}
+}  // namespace
+
 std::string Controller::Explain(JobId id) const {
   const JobRecord* j = FindJob(id);
   if (!j) return {};
@@ -795,6 +809,16 @@ std::string Controller::Explain(JobId id) const {
     out += fmt::format("  {} node(s): {}\n", rc.nodes, cluster_.Describe(rc.example, *j));
   }
   if (d->reasons().empty()) out += "  it fits now: the next pass places it\n";
+  if (const Reservation* r = cluster_.ReservationOf(id)) {
+    // Backfill: where and when it expects to start, as the running jobs end by their limits.
+    std::string where;
+    for (const TaskAllocation& a : r->tasks) {
+      where += fmt::format("{}{} GPUs [{}]", where.empty() ? "" : ", ", fleet_.node(a.node).name, GpuList(a.gpu_mask));
+    }
+    const int64_t in = std::max<int64_t>(0, r->start.value() - clock_.Now().value());
+    out += fmt::format("  reservation: starts by {} (in {}) on {}; jobs behind it start first only if they end before it\n",
+                       UtcTime(r->start), FormatMillis(Millis{in}), where);
+  }
   return out + TenantStanding(j->spec.tenant);
 }
 

@@ -1,5 +1,7 @@
 #include "sched/registry.h"
 
+#include <charconv>
+
 #include <fmt/format.h>
 
 namespace gp {
@@ -78,6 +80,19 @@ Result<PreemptionRules> ParsePreemption(std::string_view text) {
   return r;
 }
 
+Result<BackfillRules> ParseBackfill(std::string_view text) {
+  if (text == "off" || text == "0") return BackfillRules{};
+  if (text == "easy") return BackfillRules{.depth = 1};
+  if (text == "conservative") return BackfillRules{.depth = 64};
+  int depth = 0;
+  const auto r = std::from_chars(text.data(), text.data() + text.size(), depth);
+  if (r.ec != std::errc() || r.ptr != text.data() + text.size() || depth < 0 || depth > 1000) {
+    return InvalidArgument(fmt::format("backfill: '{}': expected off, easy (one reservation), conservative (64) or a "
+                                       "number of reservations 0..1000", text.substr(0, 80)));
+  }
+  return BackfillRules{.depth = depth};
+}
+
 std::string PreemptionName(const PreemptionRules& r) {
   if (r.priority && r.reclaim) return "priority,reclaim";
   return r.priority ? "priority" : r.reclaim ? "reclaim" : "off";
@@ -87,7 +102,8 @@ void Registry::AddPolicy(PolicyRecipe recipe) { policies_.push_back(std::move(re
 
 Result<Policy> Registry::MakePolicy(const PolicyRecipe& recipe) const {
   Policy p{.name = recipe.name, .description = recipe.description, .queue_name = recipe.queue,
-           .order = recipe.order, .candidate_limit = recipe.candidate_limit, .preemption = recipe.preemption};
+           .order = recipe.order, .candidate_limit = recipe.candidate_limit, .preemption = recipe.preemption,
+           .backfill = recipe.backfill};
   if (auto sh = shares_.find(recipe.queue); sh != shares_.end()) {
     // Between tenants by share; within each, FIFO unless the tenant names its own order.
     p.share_name = recipe.queue;
@@ -134,7 +150,8 @@ Result<Policy> Registry::MakePolicy(const PolicyRecipe& recipe) const {
 PolicyRecipe Registry::RecipeOf(const Policy& p) {
   PolicyRecipe r{.name = p.name, .description = p.description, .queue = p.share ? p.share_name : p.queue_name,
                  .admissions = p.admission_names, .filters = p.filter_names,
-                 .order = p.order, .candidate_limit = p.candidate_limit, .preemption = p.preemption};
+                 .order = p.order, .candidate_limit = p.candidate_limit, .preemption = p.preemption,
+                 .backfill = p.backfill};
   for (const WeightedScorer& s : p.scorers) r.scorers.emplace_back(s.name, s.weight);
   return r;
 }

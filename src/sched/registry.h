@@ -36,6 +36,20 @@ struct PreemptionRules {
 Result<PreemptionRules> ParsePreemption(std::string_view text);
 std::string PreemptionName(const PreemptionRules& r);
 
+// Backfill with reservations (Slurm's sched/backfill, EASY when depth is 1): the first `depth`
+// jobs of a pass that cannot start get a reservation at the earliest time the running jobs'
+// expected ends (time limit, else estimated duration) free enough for them; a job behind may
+// start now only if it is expected to end before every reservation it would overlap, or uses
+// none of their GPUs. 0: off (a job that cannot start is passed over, and under a head-of-line
+// order nothing behind it starts).
+struct BackfillRules {
+  int depth = 0;
+  int max_tries = 256;  // placements tried per reservation, at successive expected ends
+  bool operator==(const BackfillRules&) const = default;
+};
+// "off" (0), "easy" (1), "conservative" (64) or a depth 1..1000.
+Result<BackfillRules> ParseBackfill(std::string_view text);
+
 struct WeightedScorer {
   std::string name;
   double weight = 1.0;
@@ -57,6 +71,7 @@ struct Policy {
   CandidateOrder order = CandidateOrder::kTightestFirst;
   int candidate_limit = 8;  // feasible nodes scored per task; 0 = every feasible node
   PreemptionRules preemption;
+  BackfillRules backfill;
 };
 
 struct PolicyRecipe {
@@ -69,6 +84,7 @@ struct PolicyRecipe {
   CandidateOrder order = CandidateOrder::kTightestFirst;
   int candidate_limit = 8;
   PreemptionRules preemption;
+  BackfillRules backfill;
 };
 
 class Registry {

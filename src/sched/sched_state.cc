@@ -84,9 +84,16 @@ uint64_t SchedState::ImprovedSince(uint64_t mask) const {
   return g;
 }
 
+int64_t ExpectedEnd(const JobSpec& spec, Millis since) {
+  if (spec.time_limit.value() > 0) return since.value() + spec.time_limit.value();
+  if (spec.estimated_duration) return since.value() + spec.estimated_duration->value();
+  return -1;
+}
+
 void SchedState::AddRunning(JobId id, RunningJob job) {
   if (running_.count(id.value())) {
     // Placed again: the old entry's nodes forget it.
+    ends_.erase({running_[id.value()].end_ms, id.value()});
     for (const TaskAllocation& a : running_[id.value()].tasks) {
       auto& on = running_on_[a.node.value()];
       on.erase(std::remove(on.begin(), on.end(), id.value()), on.end());
@@ -99,6 +106,8 @@ void SchedState::AddRunning(JobId id, RunningJob job) {
     auto& on = running_on_[a.node.value()];
     if (std::find(on.begin(), on.end(), id.value()) == on.end()) on.insert(std::upper_bound(on.begin(), on.end(), id.value()), id.value());
   }
+  job.end_ms = job.spec ? ExpectedEnd(*job.spec, job.since) : -1;
+  if (job.end_ms >= 0) ends_.insert({job.end_ms, id.value()});
   running_[id.value()] = std::move(job);
 }
 
@@ -117,11 +126,20 @@ void SchedState::RunningReleased(JobId id, const TaskAllocation& a) {
     auto& on = running_on_[a.node.value()];
     on.erase(std::remove(on.begin(), on.end(), id.value()), on.end());
   }
-  if (tasks.empty()) running_.erase(it);
+  if (tasks.empty()) {
+    ends_.erase({it->second.end_ms, id.value()});
+    running_.erase(it);
+  }
 }
 
 void SchedState::RunningStarted(JobId id, Millis at) {
-  if (auto it = running_.find(id.value()); it != running_.end()) it->second.since = at;
+  auto it = running_.find(id.value());
+  if (it == running_.end()) return;
+  RunningJob& r = it->second;
+  r.since = at;
+  ends_.erase({r.end_ms, id.value()});
+  r.end_ms = r.spec ? ExpectedEnd(*r.spec, at) : -1;
+  if (r.end_ms >= 0) ends_.insert({r.end_ms, id.value()});
 }
 
 void SchedState::RunningStopping(JobId id) {

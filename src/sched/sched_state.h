@@ -17,6 +17,7 @@
 #include <array>
 #include <cstdint>
 #include <map>
+#include <set>
 #include <vector>
 
 #include "core/fleet.h"
@@ -44,7 +45,12 @@ struct RunningJob {
   bool preemptible = true;                // its priority class's
   Millis min_run{0};                      // its priority class's: run before it may be preempted
   bool stopping = false;                  // being stopped (failover, cancel, time limit, preemption): not a victim
+  int64_t end_ms = -1;                    // when it is expected to end: since + its time limit, else its
+                                          // estimated duration; -1: unknown (backfill's reservations)
 };
+// When a job placed at `since` is expected to end: its time limit, else its estimated duration
+// (-1: neither).
+int64_t ExpectedEnd(const JobSpec& spec, Millis since);
 
 struct CapacityKey {
   uint8_t model_bit = kNoGpuModelBit;
@@ -113,6 +119,9 @@ class SchedState {
   void RunningStarted(JobId id, Millis at);
   void RunningStopping(JobId id);
   const std::map<uint64_t, RunningJob>& running() const { return running_; }
+  // Running jobs with an expected end, by it (then id): what backfill walks to find when a
+  // waiting job could start.
+  const std::set<std::pair<int64_t, uint64_t>>& ends() const { return ends_; }
   const RunningJob* FindRunning(JobId id) const;
   // Jobs with an allocation on the node, in id order.
   const std::vector<uint64_t>& RunningOn(NodeId node) const;
@@ -145,6 +154,7 @@ class SchedState {
   TenantBook tenants_;
   std::map<uint64_t, RunningJob> running_;
   std::vector<std::vector<uint64_t>> running_on_;
+  std::set<std::pair<int64_t, uint64_t>> ends_;
   std::map<uint64_t, std::vector<TaskAllocation>> reservations_;
 };
 

@@ -7,6 +7,7 @@
 #include <limits>
 #include <map>
 #include <set>
+#include <tuple>
 #include <unordered_map>
 
 #include "core/models.h"
@@ -210,6 +211,16 @@ class Pass {
   // The cheapest victims that make room for the job, and where it then runs (FindPreemption).
   std::optional<Preemption> Preempt(const PendingJob& job, Millis now);
 
+  // Backfill: when and where the job could start as the running jobs end by their expected
+  // ends (the overlay is left as it was), with the earlier reservations held throughout.
+  std::optional<Reservation> Reserve(const PendingJob& job, Millis now);
+  void AddReservation(Reservation r) { reservations_.push_back(std::move(r)); }
+  const std::vector<Reservation>& reservations() const { return reservations_; }
+  // Holds what is free now of every reservation that starts after `after_ms` and before
+  // `until_ms` (-1: whenever); Unhold gives it back. Whether anything was held.
+  bool Hold(int64_t after_ms, int64_t until_ms);
+  void Unhold();
+
   // Why the job (which just failed to place) waits: its first task judged on every candidate
   // the index offers; the nodes it passes over counted under the index's own reason.
   Decision Explain(const PendingJob& job) const;
@@ -293,6 +304,26 @@ class Pass {
     return a;
   }
 
+  // A running job's use, off (-1) or back on (+1) the tenants' books of this pass.
+  void ChargeTasks(const std::vector<TaskAllocation>& tasks, TenantIndex tenant, int sign) {
+    for (const TaskAllocation& a : tasks) pass_use_.Add(st_.tenants(), tenant, st_.node(a.node).model_bit, UseOf(a), sign);
+  }
+  void ChargeRunning(const RunningJob& r, int sign) { ChargeTasks(r.tasks, r.tenant, sign); }
+
+ public:
+  // This pass's placements, with their expected ends (backfill counts them as running).
+  struct PassPlaced {
+    uint64_t id;
+    int64_t end;
+    TenantIndex tenant;
+    std::vector<TaskAllocation> tasks;
+  };
+  void Placed(const PendingJob& job, const std::vector<TaskAllocation>& tasks, Millis now) {
+    placed_.push_back(PassPlaced{job.spec->id.value(), ExpectedEnd(*job.spec, now), job.tenant, tasks});
+  }
+
+ private:
+
   void Undo(const TaskAllocation& a, TenantIndex tenant) {
     NodeState& n = Touch(a.node.value());
     if (Status s = Release(n, a); !s.ok()) {  // undoing this pass's own Allocate cannot fail
@@ -317,7 +348,133 @@ class Pass {
   SlotOrder slot_order_;
   SlotOrder nearest_;
   std::vector<Status> internal_;
+  std::vector<Reservation> reservations_;
+  std::vector<TaskAllocation> held_;  // parts of reservations held now
+  std::vector<PassPlaced> placed_;    // under backfill only
 };
+
+bool Pass::Hold(int64_t after_ms, int64_t until_ms) {
+  for (const Reservation& r : reservations_) {
+    if (r.start.value() <= after_ms) continue;                    // already in place (Reserve's walk)
+    if (until_ms >= 0 && until_ms <= r.start.value()) continue;  // it ends before this one starts
+    for (const TaskAllocation& a : r.tasks) {
+      const TaskAllocation part = FreePart(Node(a.node.value()), a);
+      if (part.gpu_mask == 0 && part.cpu.value() == 0 && part.memory.value() == 0) continue;
+      NodeState& n = Touch(a.node.value());
+      if (!Allocate(n, part).ok()) continue;
+      free_gpu_milli_ -= std::popcount(part.gpu_mask) * part.share.value();
+      overlay_.Place(a.node.value(), n);
+      held_.push_back(part);
+    }
+  }
+  return !held_.empty();
+}
+
+void Pass::Unhold() {
+  for (auto it = held_.rbegin(); it != held_.rend(); ++it) {
+    NodeState& n = Touch(it->node.value());
+    if (Status s = Release(n, *it); !s.ok()) {
+      internal_.push_back(Status(StatusCode::kInternal, fmt::format("backfill: a held part on node {} does not release: {}",
+                                                                    it->node.value(), s.message())));
+      continue;
+    }
+    free_gpu_milli_ += std::popcount(it->gpu_mask) * it->share.value();
+    overlay_.Place(it->node.value(), n);
+  }
+  held_.clear();
+}
+
+std::optional<Reservation> Pass::Reserve(const PendingJob& job, Millis now) {
+  const JobSpec& s = *job.spec;
+  const int64_t need = static_cast<int64_t>(s.tasks) * s.gpus_per_task * s.gpu_share.value();
+  const int64_t length = ExpectedEnd(s, Millis{0});  // -1: unknown
+  // What happens, in order: running jobs end (by their expected ends; this pass's placements
+  // too; an overdue one is taken to end now), earlier reservations start and end. At one
+  // instant, ends come before starts.
+  struct Event {
+    int64_t at;
+    int kind;  // 0: ends (its GPUs come free), 1: a reservation starts (takes its GPUs)
+    uint64_t id;
+    const std::vector<TaskAllocation>* tasks;
+    TenantIndex tenant;
+    bool operator<(const Event& o) const { return std::tie(at, kind, id) < std::tie(o.at, o.kind, o.id); }
+  };
+  std::vector<Event> mine;
+  for (const PassPlaced& p : placed_) {
+    if (p.end >= 0) mine.push_back(Event{std::max(p.end, now.value()), 0, p.id, &p.tasks, p.tenant});
+  }
+  for (const Reservation& r : reservations_) {
+    mine.push_back(Event{r.start.value(), 1, r.job.value(), &r.tasks, r.tenant});
+    if (r.end.value() >= 0) mine.push_back(Event{r.end.value(), 0, r.job.value(), &r.tasks, r.tenant});
+  }
+  std::sort(mine.begin(), mine.end());
+  const auto& ends = st_.ends();
+  auto it = ends.begin();
+  size_t m = 0;
+  auto next = [&]() -> std::optional<Event> {
+    for (; it != ends.end(); ++it) {
+      if (const RunningJob* r = st_.FindRunning(JobId{it->second})) {
+        const Event e{std::max(it->first, now.value()), 0, it->second, &r->tasks, r->tenant};
+        if (m < mine.size() && mine[m] < e) return mine[m++];
+        ++it;
+        return e;
+      }
+    }
+    if (m < mine.size()) return mine[m++];
+    return std::nullopt;
+  };
+  struct Done {
+    const Event e;
+    std::vector<TaskAllocation> tasks;  // what was released (kind 0) or taken (kind 1)
+  };
+  std::vector<Done> done;
+  std::optional<Reservation> out;
+  int tries = 0;
+  std::optional<Event> e = next();
+  while (e && tries < policy_.backfill.max_tries) {
+    const int64_t t = e->at;
+    for (; e && e->at == t; e = next()) {
+      std::vector<TaskAllocation> changed;
+      for (const TaskAllocation& a : *e->tasks) {
+        NodeState& n = Touch(a.node.value());
+        if (!(e->kind == 0 ? Release(n, a) : Allocate(n, a)).ok()) continue;
+        free_gpu_milli_ += (e->kind == 0 ? 1 : -1) * std::popcount(a.gpu_mask) * a.share.value();
+        overlay_.Place(a.node.value(), n);
+        changed.push_back(a);
+      }
+      ChargeTasks(changed, e->tenant, e->kind == 0 ? -1 : +1);
+      done.push_back(Done{*e, std::move(changed)});
+    }
+    if (free_gpu_milli_ < need) continue;
+    ++tries;
+    // Held: the reservations still to start that it would overlap, running from t.
+    Hold(t, length < 0 ? -1 : t + length);
+    if (auto tasks = PlaceJob(job)) {
+      out = Reservation{.job = s.id, .start = Millis{t}, .end = Millis{length < 0 ? -1 : t + length}, .tasks = *tasks,
+                        .tenant = job.tenant};
+      for (auto a = tasks->rbegin(); a != tasks->rend(); ++a) Undo(*a, job.tenant);
+    }
+    Unhold();
+    if (out) break;
+  }
+  // The overlay as it was.
+  for (auto d = done.rbegin(); d != done.rend(); ++d) {
+    std::vector<TaskAllocation> back;
+    for (const TaskAllocation& a : d->tasks) {
+      NodeState& n = Touch(a.node.value());
+      if (Status st = d->e.kind == 0 ? Allocate(n, a) : Release(n, a); !st.ok()) {
+        internal_.push_back(Status(StatusCode::kInternal, fmt::format("backfill: job {}'s allocation on node {} does not "
+                                                                      "return: {}", d->e.id, a.node.value(), st.message())));
+        continue;
+      }
+      free_gpu_milli_ += (d->e.kind == 0 ? -1 : 1) * std::popcount(a.gpu_mask) * a.share.value();
+      overlay_.Place(a.node.value(), n);
+      back.push_back(a);
+    }
+    ChargeTasks(back, d->e.tenant, d->e.kind == 0 ? +1 : -1);
+  }
+  return out;
+}
 
 std::optional<Preemption> Pass::Preempt(const PendingJob& job, Millis now) {
   const PreemptionRules& rules = policy_.preemption;
@@ -372,9 +529,7 @@ std::optional<Preemption> Pass::Preempt(const PendingJob& job, Millis now) {
     if (x.run_ms != y.run_ms) return x.run_ms < y.run_ms;
     return a < b;
   };
-  auto charge = [&](const RunningJob& r, int sign) {
-    for (const TaskAllocation& a : r.tasks) pass_use_.Add(book, r.tenant, st_.node(a.node).model_bit, UseOf(a), sign);
-  };
+  auto charge = [&](const RunningJob& r, int sign) { ChargeRunning(r, sign); };
   Preemption out{.job = job.spec->id};
   std::set<uint64_t> gone;
   std::vector<NodeId> gang;
@@ -526,7 +681,8 @@ Decision Pass::Explain(const PendingJob& job) const {
 
 }  // namespace
 
-Plan Schedule(const SchedState& state, const JobQueue& queue, const Policy& policy, Rng& rng, size_t max_placements) {
+Plan Schedule(const SchedState& state, const JobQueue& queue, const Policy& policy, Rng& rng, size_t max_placements,
+              Millis now) {
   Plan plan;
   Pass pass(state, policy, rng);
   using It = std::set<JobQueue::Entry>::const_iterator;
@@ -547,12 +703,15 @@ Plan Schedule(const SchedState& state, const JobQueue& queue, const Policy& poli
   const auto& classes = queue.classes();
   // Strict head of line (no share order): the pass ends at the first job that cannot start,
   // and a blocked class is looked at too, so that nothing behind it is placed.
-  const bool head_of_line = policy.queue->HeadOfLine() && !policy.share;
+  // Under backfill, reservations replace the halt, and every class is looked at (the first
+  // jobs that cannot start must get their reservations every pass).
+  const bool backfill = policy.backfill.depth > 0;
+  const bool head_of_line = policy.queue->HeadOfLine() && !policy.share && !backfill;
   for (uint32_t c = 0; c < classes.size(); ++c) {
     const JobQueue::Class& k = classes[c];
     if (k.jobs.empty()) continue;
     // Blocked since it last failed, and nothing it could use has improved: it fails again.
-    if (!head_of_line && k.blocked_at > 0 && state.ImprovedSince(k.shape.mask) <= k.blocked_at) continue;
+    if (!head_of_line && !backfill && k.blocked_at > 0 && state.ImprovedSince(k.shape.mask) <= k.blocked_at) continue;
     const TenantIndex t = policy.share ? k.shape.tenant : 0;
     auto [g, fresh] = group_of.try_emplace(t, groups.size());
     if (fresh) groups.push_back(Group{.tenant = t});
@@ -578,9 +737,10 @@ Plan Schedule(const SchedState& state, const JobQueue& queue, const Policy& poli
   }
   auto next_group = [&]() -> int64_t { return ready.empty() ? -1 : static_cast<int64_t>(*ready.begin()); };
   bool halted = false;  // head of line: the first job could not start
+  bool held = false;  // the job being looked at was tried with reservations held
   auto stop = [&](uint32_t cls, Decision d) {
     plan.decisions.push_back(d);
-    plan.stopped.push_back(Stopped{.cls = cls, .decision = std::move(d)});
+    plan.stopped.push_back(Stopped{.cls = cls, .decision = std::move(d), .held = held});
     halted = head_of_line;
   };
   for (int64_t gi = next_group(); gi >= 0 && !halted; gi = next_group()) {
@@ -601,19 +761,46 @@ Plan Schedule(const SchedState& state, const JobQueue& queue, const Policy& poli
     const PendingJob& job = h.at->job;
     const JobSpec& s = *job.spec;
     ++plan.looked_at;
+    // Behind a reservation: what it holds is taken, unless this job is expected to end first.
+    held = backfill && !pass.reservations().empty() && pass.Hold(INT64_MIN, ExpectedEnd(s, now));
     const int64_t need = static_cast<int64_t>(s.tasks) * s.gpus_per_task * s.gpu_share.value();
+    // The first jobs that cannot start get reservations (backfill), with what they wait for.
+    auto reserve = [&] {
+      if (!backfill || static_cast<int>(pass.reservations().size()) >= policy.backfill.depth) return;
+      if (auto r = pass.Reserve(job, now)) {
+        plan.reservations.push_back(*r);
+        pass.AddReservation(std::move(*r));
+      }
+    };
+    // A job that got a reservation does not stop its class: the next job of the same shape
+    // is looked at too (it may get the next reservation, or be held out of this one).
+    auto reserve_and_go_on = [&] {
+      const size_t had = plan.reservations.size();
+      reserve();
+      if (plan.reservations.size() > had && std::next(h.at) != classes[h.cls].jobs.end()) {
+        heads.push_back(Head{std::next(h.at), h.cls});
+        std::push_heap(heads.begin(), heads.end(), later);
+      }
+    };
     if (need > pass.free_gpu_milli()) {
       // Too big for what is free in the whole cluster: not searched; within a pass free GPUs
       // only shrink, so the rest of the class is too big as well.
       const Reason r{ReasonCode::kClusterGpus, need, pass.free_gpu_milli(), pass.total_gpu_milli()};
+      if (held) pass.Unhold();
       stop(h.cls, Decision{.job = s.id, .outcome = need > pass.total_gpu_milli() ? Outcome::kNever : Outcome::kNotNow,
                            .reason_set = std::make_shared<const std::vector<ReasonCount>>(
                                std::vector<ReasonCount>{{r, static_cast<int>(state.size())}})});
+      if (need <= pass.total_gpu_milli()) reserve_and_go_on();
       leave_if_done();
       continue;
     }
     ++plan.searched;
-    if (auto tasks = pass.PlaceJob(job)) {
+    auto placed = pass.PlaceJob(job);
+    if (placed) {
+      if (held) pass.Unhold();
+    }
+    if (auto tasks = std::move(placed)) {
+      if (backfill) pass.Placed(job, *tasks, now);
       plan.placements.push_back(Placement{.job = s.id, .tasks = std::move(*tasks)});
       plan.decisions.push_back(Decision{.job = s.id, .outcome = Outcome::kPlaced});
       ready.erase(static_cast<size_t>(gi));  // out while its rank changes
@@ -625,7 +812,10 @@ Plan Schedule(const SchedState& state, const JobQueue& queue, const Policy& poli
       if (!heads.empty()) ready.insert(static_cast<size_t>(gi));
       continue;
     }
-    stop(h.cls, pass.Explain(job));
+    Decision why = pass.Explain(job);
+    if (held) pass.Unhold();
+    stop(h.cls, std::move(why));
+    if (plan.stopped.back().decision.outcome == Outcome::kNotNow) reserve_and_go_on();
     leave_if_done();
   }
   plan.internal = std::move(pass.internal());

@@ -44,6 +44,19 @@ struct Placement {
 struct Stopped {
   uint32_t cls = 0;
   Decision decision;  // .job: the job that was tried (or found too big)
+  // It was tried with GPUs held for a reservation it would overlap (backfill): it may fit once
+  // that reservation moves or starts, so the owner does not block its class.
+  bool held = false;
+};
+
+// Backfill: where and when a waiting job is expected to start (the earliest time the running
+// jobs' expected ends free enough for it), held against jobs that would delay it.
+struct Reservation {
+  JobId job;
+  Millis start{0};
+  Millis end{-1};                     // start + its time limit, else estimated duration; -1: unknown
+  std::vector<TaskAllocation> tasks;  // in rank order
+  TenantIndex tenant = 0;
 };
 
 struct Plan {
@@ -62,13 +75,27 @@ struct Plan {
   // ever any; the job concerned is not placed, and the owner counts and reports each.
   std::vector<Status> internal;
   bool capped = false;  // it stopped at max_placements with jobs left to look at: pass again
+  std::vector<Reservation> reservations;  // backfill's, in the order made (at most policy.backfill.depth)
 };
 
 // A pass over the owner's queue (built with this policy's queue order). Classes blocked since
 // their last failure are not looked at unless a node they may use improved since.
 // `max_placements` > 0 ends the pass after that many placements (a live server keeps each
 // turn of its loop short; the rest is placed by the next pass, in the same order).
-Plan Schedule(const SchedState& state, const JobQueue& queue, const Policy& policy, Rng& rng, size_t max_placements = 0);
+//
+// Backfill (policy.backfill.depth > 0; Slurm's EASY with depth 1): blocked classes are looked
+// at every pass (as under a head-of-line order), and the first `depth` jobs that cannot start
+// get a Reservation: time is walked on the overlay from `now` through the running jobs'
+// expected ends (SchedState::ends; this pass's placements too) and the earlier reservations'
+// starts and ends, and at each instant the job is tried with the GPUs of every reservation it
+// would overlap held, at most max_tries placements. A job looked at after a reservation is
+// tried with that reservation's GPUs held (what of them is free now) unless it is expected to
+// end (`now` + its time limit, else its estimated duration) by the reservation's start; a job
+// with neither is held out of every reservation. So no job started now delays a reservation,
+// as long as jobs end by their limits. Cost: per reservation O(running jobs ending before it x
+// their tasks + tries x a placement).
+Plan Schedule(const SchedState& state, const JobQueue& queue, const Policy& policy, Rng& rng, size_t max_placements = 0,
+              Millis now = Millis{0});
 // A pass over a list of jobs (a queue made for the occasion, none blocked); decisions has one
 // per pending job, in queue order. For tests and one-off placements.
 Plan Schedule(const SchedState& state, std::span<const PendingJob> pending, const Policy& policy, Rng& rng);

@@ -950,6 +950,10 @@ Result<SimReport> Engine::Run() {
       ++passes_;
       const ClusterState::PassResult pass = cluster_.Pass(now);
       for (JobId id : pass.preempted) Preempted(id.value() - 1, now);
+      for (const Reservation& rv : pass.reservations) {
+        Millis& first = results_[rv.job.value() - 1].reserved;
+        if (first.value() < 0) first = rv.start;
+      }
       if (Status s = StartPlacements(pass.placed, now); !s.ok()) return tl::unexpected(s);
       for (JobId id : pass.refused) {
         const size_t i = id.value() - 1;

@@ -87,6 +87,7 @@ struct SimJobResult {
   Millis finish{-1};
   NodeId first_node;
   MicroUsd cost{0};
+  Millis reserved{-1};  // backfill: the start of its first reservation (-1: it never had one)
 };
 
 // The cluster between two scheduling instants: from `t` on, `queued` jobs waited and `busy_gpus`

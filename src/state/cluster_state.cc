@@ -350,7 +350,10 @@ ClusterState::PassResult ClusterState::Pass(Millis now) {
   if (!nominated_.empty()) SettleNominations(now, out);
   if (queue_.empty() || sched_.empty()) return out;
   sched_.tenants().AdvanceTo(now);
-  const Plan plan = Schedule(sched_, queue_, policy_, rng_, options_.max_placements_per_pass);
+  const Plan plan = Schedule(sched_, queue_, policy_, rng_, options_.max_placements_per_pass, now);
+  reservations_.clear();
+  for (const Reservation& r : plan.reservations) reservations_[r.job.value()] = r;
+  out.reservations = plan.reservations;
   out.ran = plan.looked_at > 0;
   out.more = out.more || plan.capped;
   for (const Status& s : plan.internal) Inconsistent(s);
@@ -535,8 +538,11 @@ void ClusterState::ApplyDecisions(const Plan& plan, Millis now, PassResult& out)
   for (const Stopped& st : plan.stopped) {
     const Decision& d = st.decision;
     const bool refuse = d.outcome == Outcome::kNever && options_.never == NeverFits::kRefuse;
+    // Tried with a reservation's GPUs held (backfill): it may fit once the reservation starts
+    // or moves, which no node's change would tell; it is not blocked.
+    const bool block = !st.held;
     if (!refuse && options_.never == NeverFits::kRefuse) {  // the simulator shows no messages
-      queue_.Block(st.cls, sched_.generation(), d);
+      if (block) queue_.Block(st.cls, sched_.generation(), d);
       continue;
     }
     if (refuse) {
@@ -551,7 +557,7 @@ void ClusterState::ApplyDecisions(const Plan& plan, Millis now, PassResult& out)
       }
       continue;
     }
-    queue_.Block(st.cls, sched_.generation(), d);
+    if (block) queue_.Block(st.cls, sched_.generation(), d);
     // Why they wait, once for the class (MessageOf shows it for each of its jobs).
     const JobRecord& tried = jobs_.at(d.job.value());
     std::string msg = d.outcome == Outcome::kNever ? "cannot run on the current fleet: " : "waiting: ";

@@ -157,6 +157,7 @@ class ClusterState {
     std::vector<JobId> preempted;
     std::vector<JobId> preempted_by;  // each one's preemptor, in the same order
     std::vector<JobId> preemptors;
+    std::vector<Reservation> reservations;  // backfill's, made by this pass
   };
   // Jobs whose backoff has ended join the queue; one Schedule() over it; the plan applied.
   // Cheap to call often: classes blocked since they last failed are not looked at until a
@@ -186,6 +187,11 @@ class ClusterState {
     Millis at{0};
   };
   const std::map<uint64_t, Nomination>& nominated() const { return nominated_; }
+  // Backfill: the reservations of the last pass (where and when each job expects to start).
+  const Reservation* ReservationOf(JobId id) const {
+    auto it = reservations_.find(id.value());
+    return it == reservations_.end() ? nullptr : &it->second;
+  }
   // The task was lost (its lease ran out, its agent no longer runs it): fail over, then end it.
   void TaskLost(JobRecord& j, int task, const std::string& why, const std::string& how, Millis now);
   // Jobs failing over whose tasks have all ended (those on down nodes end here: their leases
@@ -269,6 +275,7 @@ class ClusterState {
   std::unordered_map<int64_t, std::string> class_message_;
   std::map<std::string, std::unique_ptr<QueueOrder>> tenant_orders_;
   std::map<uint64_t, Nomination> nominated_;
+  std::map<uint64_t, Reservation> reservations_;
   std::unordered_map<uint64_t, int64_t> preempt_tried_;  // job -> when its last search found no victims
   uint64_t next_id_ = 1;
   size_t models_seen_ = 0;  // the fleet's GPU models when the queue was last compiled
