@@ -770,14 +770,14 @@ void Controller::Pass() {
 }
 
 namespace {
-// Wall-clock milliseconds as UTC, to the second: "2026-12-03T19:40:12Z".
+// Wall-clock milliseconds as UTC: "2026-12-03T19:40:12.345Z".
 std::string UtcTime(Millis t) {
   const std::time_t secs = static_cast<std::time_t>(t.value() / 1000);
   std::tm tm{};
   gmtime_r(&secs, &tm);
   char when[32];
-  std::strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return when;
+  std::strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%S", &tm);
+  return fmt::format("{}.{:03}Z", when, t.value() % 1000);
 }
 }  // namespace
 
