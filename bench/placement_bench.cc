@@ -230,6 +230,74 @@ void BM_PreemptSearch(benchmark::State& state) {
   state.counters["victims"] = static_cast<double>(victims) / static_cast<double>(state.iterations());
   state.counters["running"] = static_cast<double>(st.running().size());
 }
+// A pass with backfill (and the preemption searches a pass may add): every node of 8 GPUs runs
+// 7 1-GPU jobs with time limits (1 to 24 h, started over the last hour: 7 x nodes running jobs
+// with expected ends), and the queue holds jobs of 1 to 8 GPUs (MakeBacklog) with limits. The
+// free GPU of each node takes a 1-GPU job; the first larger jobs get reservations, the rest are
+// tried with them held. args: nodes, queued jobs, reservations (0: backfill off); the label
+// says whether the preemption searches of one pass (up to 8, the jobs it could not place, of priority 1 over
+// running jobs of 0: every queued job stands above every running one) are included.
+void RunBackfillPass(benchmark::State& state, bool preempt) {
+  const Fleet& fleet = FleetOf(static_cast<int>(state.range(0)));
+  Backlog backlog = MakeBacklog(fleet, static_cast<int>(state.range(1)));
+  SplitMix64 rng(5);
+  for (size_t i = 0; i < backlog.specs.size(); ++i) {
+    backlog.specs[i].time_limit = Millis{static_cast<int64_t>(600'000 + rng.Below(7'200'000))};
+    backlog.specs[i].priority = preempt ? 1 : 0;
+    backlog.specs[i].submit_time = Millis{3'600'000 + static_cast<int64_t>(i)};
+  }
+  SchedState st(fleet);
+  std::deque<JobSpec> running;
+  uint64_t id = 1'000'000'000;
+  for (size_t n = 0; n < st.size(); ++n) {
+    for (int g = 0; g < 7; ++g) {
+      const TaskAllocation a{.node = NodeId{static_cast<uint32_t>(n)}, .gpu_mask = static_cast<uint16_t>(1u << g)};
+      if (!st.Allocate(a).ok()) std::abort();
+      running.push_back(JobSpec{.id = JobId{id}, .time_limit = Millis{static_cast<int64_t>(3'600'000 * (1 + rng.Below(24)))}});
+      st.AddRunning(JobId{id}, RunningJob{.spec = &running.back(), .tasks = {a},
+                                          .since = Millis{static_cast<int64_t>(rng.Below(3'600'000))}});
+      ++id;
+    }
+  }
+  Policy policy = *BuiltinRegistry().MakePolicy("fifo");
+  policy.backfill.depth = static_cast<int>(state.range(2));
+  policy.preemption.priority = preempt;
+  JobQueue queue(*policy.queue);
+  for (const PendingJob& p : backlog.pending) queue.Add(p);
+  const Millis now{3'600'000};
+  int64_t placed = 0, reserved = 0, victims = 0;
+  for (auto _ : state) {
+    SplitMix64 r(1);
+    const Plan plan = Schedule(st, queue, policy, r, 0, now);
+    placed += static_cast<int64_t>(plan.placements.size());
+    reserved += static_cast<int64_t>(plan.reservations.size());
+    if (preempt) {
+      int searched = 0;
+      for (const Stopped& sp : plan.stopped) {
+        if (searched >= policy.preemption.max_per_pass) break;
+        const PendingJob* p = nullptr;
+        for (const JobQueue::Entry& e : queue.classes()[sp.cls].jobs) {
+          if (e.id == sp.decision.job) p = &e.job;
+          break;
+        }
+        if (!p) continue;
+        ++searched;
+        if (auto f = FindPreemption(st, *p, policy, now, r)) victims += static_cast<int64_t>(f->victims.size());
+      }
+    }
+    benchmark::DoNotOptimize(plan);
+  }
+  const auto it = static_cast<double>(state.iterations());
+  state.counters["placed/pass"] = static_cast<double>(placed) / it;
+  state.counters["reservations/pass"] = static_cast<double>(reserved) / it;
+  if (preempt) state.counters["victims/pass"] = static_cast<double>(victims) / it;
+}
+void BM_BackfillPass(benchmark::State& s) { RunBackfillPass(s, false); }
+void BM_BackfillPreemptPass(benchmark::State& s) { RunBackfillPass(s, true); }
+BENCHMARK(BM_BackfillPass)->Args({10'000, 100'000, 0})->Args({10'000, 100'000, 1})->Args({10'000, 100'000, 64})
+    ->Args({10'000, 1'000, 1})->Args({10'000, 10'000, 1})->Args({10'000, 30'000, 1})->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_BackfillPreemptPass)->Args({10'000, 100'000, 1})->Args({10'000, 100'000, 64})->Unit(benchmark::kMillisecond);
+
 BENCHMARK(BM_PreemptSearch)->Args({1'000, 1, 1})->Args({1'000, 2, 8})->Args({10'000, 1, 1})->Args({10'000, 2, 8})
     ->Args({10'000, 16, 8})->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_KeptPassNothingChanged)->Args({10'000, 100'000})->Unit(benchmark::kMicrosecond);

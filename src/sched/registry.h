@@ -29,6 +29,7 @@ struct PreemptionRules {
   bool priority = false;  // a job preempts jobs that stand below it (its priority; under las, its queue)
   bool reclaim = false;   // a tenant within its nominal quota takes back what others of its cohort borrow
   int max_per_pass = 8;   // waiting jobs looked at for victims per pass (as Slurm's bf_max_job_test)
+  int node_limit = 128;   // per task, nodes where victims would make room that are compared (Nomad's limit)
   bool any() const { return priority || reclaim; }
   bool operator==(const PreemptionRules&) const = default;
 };

@@ -483,31 +483,32 @@ std::optional<Preemption> Pass::Preempt(const PendingJob& job, Millis now) {
   const TenantBook& book = st_.tenants();
   const int64_t standing = policy_.queue->Standing(job);
   const int64_t need = static_cast<int64_t>(job.spec->tasks) * d.gpus * d.share.value();
-  // The running jobs that may be preempted now, and how each stands.
+  // The running jobs that may be preempted now, and how each stands: judged as the nodes they
+  // run on are tried (the search need not walk every running job).
   struct Candidate {
     const RunningJob* r;
     int64_t standing;
     int64_t run_ms;
   };
   std::unordered_map<uint64_t, Candidate> cands;
-  std::vector<uint32_t> nodes;
+  std::unordered_map<uint64_t, bool> judged;
   const bool may_reclaim = rules.reclaim && book.limited(job.tenant) && book.cohort(job.tenant) >= 0;
-  for (const auto& [id, r] : st_.running()) {
+  auto candidate = [&](uint64_t id) -> bool {
+    auto [j, fresh] = judged.try_emplace(id, false);
+    if (!fresh) return j->second;
+    const RunningJob* r = st_.FindRunning(JobId{id});
     // A job placed at this very instant is never a victim (it has not run).
-    if (r.stopping || !r.preemptible || r.tasks.empty() || r.since.value() >= now.value()) continue;
-    const int64_t run = std::max<int64_t>(0, now.value() - r.since.value());
-    if (run < r.min_run.value()) continue;
-    const PendingJob as{.spec = r.spec, .attained = Millis{r.attained.value() + r.gpu_milli * run / 1000}, .tenant = r.tenant};
+    if (!r || r->stopping || !r->preemptible || r->tasks.empty() || r->since.value() >= now.value()) return false;
+    const int64_t run = std::max<int64_t>(0, now.value() - r->since.value());
+    if (run < r->min_run.value()) return false;
+    const PendingJob as{.spec = r->spec, .attained = Millis{r->attained.value() + r->gpu_milli * run / 1000}, .tenant = r->tenant};
     const int64_t s = policy_.queue->Standing(as);
     const bool lower = rules.priority && s < standing;
-    const bool other = may_reclaim && r.tenant != job.tenant && book.cohort(r.tenant) == book.cohort(job.tenant);
-    if (!lower && !other) continue;
-    cands.emplace(id, Candidate{&r, s, run});
-    for (const TaskAllocation& a : r.tasks) nodes.push_back(a.node.value());
-  }
-  if (cands.empty()) return std::nullopt;
-  std::sort(nodes.begin(), nodes.end());
-  nodes.erase(std::unique(nodes.begin(), nodes.end()), nodes.end());
+    const bool other = may_reclaim && r->tenant != job.tenant && book.cohort(r->tenant) == book.cohort(job.tenant);
+    if (!lower && !other) return false;
+    cands.emplace(id, Candidate{r, s, run});
+    return j->second = true;
+  };
   // Whether the candidate may go to make room on a node of this model, as things stand in this
   // pass (a borrower stops being one as its jobs go): it stands lower and is of the job's own
   // tenant, or of one with no quota of its own, or of one that borrows the model; or the job's
@@ -545,13 +546,16 @@ std::optional<Preemption> Pass::Preempt(const PendingJob& job, Millis now) {
       };
       Cost best;
       std::vector<uint64_t> best_set;
-      for (uint32_t pos : nodes) {
-        NodeState copy = Node(pos);
-        if (!(job.model_mask >> copy.model_bit & 1) || copy.gpu_count < d.gpus) continue;
+      int feasible = 0;
+      for (uint32_t pos = 0; pos < st_.size() && feasible < rules.node_limit; ++pos) {
+        const NodeState& at = Node(pos);
+        if (!(job.model_mask >> at.model_bit & 1) || at.gpu_count < d.gpus || st_.RunningOn(at.id).empty()) continue;
         std::vector<uint64_t> here;
-        for (uint64_t id : st_.RunningOn(copy.id)) {
-          if (cands.count(id) && !gone.count(id)) here.push_back(id);
+        for (uint64_t id : st_.RunningOn(at.id)) {
+          if (!gone.count(id) && candidate(id)) here.push_back(id);
         }
+        if (here.empty()) continue;
+        NodeState copy = at;
         std::sort(here.begin(), here.end(), cheaper);
         auto release = [&](uint64_t id, int sign) {
           const RunningJob& r = *cands.at(id).r;
@@ -585,6 +589,7 @@ std::optional<Preemption> Pass::Preempt(const PendingJob& job, Millis now) {
         }
         for (uint64_t id : taken) charge(*cands.at(id).r, +1);
         if (!fits) continue;
+        ++feasible;
         Cost c{.jobs = taken.size()};
         for (uint64_t id : taken) {
           c.gpu_milli += cands.at(id).r->gpu_milli;
