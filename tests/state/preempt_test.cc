@@ -7,8 +7,9 @@
 //     lender needs; with preemption off nothing is stopped;
 //   - properties over random pools: every victim stands below the job (outside reclaim), every
 //     task of every victim is stopped (no gang partly evicted), no victim is younger than its
-//     min_run, the job starts where it was promised, and what is held for it is not taken by
-//     another job while its victims stop.
+//     min_run, the job starts where it was promised, what is held for it is not taken by
+//     another job while its victims stop, and the events tell it all (preempted, requeued;
+//     preempting, placed).
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 #include <rapidcheck.h>
@@ -329,6 +330,25 @@ RC_GTEST_PROP(PreemptionProperty, VictimsAreWholeLowerAndOldEnough, ()) {
                                   std::pair<uint64_t, int>{v.value(), static_cast<int>(t)}) != pool.listener.stops.end();
       RC_ASSERT(told || was.tasks[t].exit_code || was.tasks[t].signal);
     }
+  }
+  // Every victim's story is in its events: preempted, then (once stopped) requeued; the
+  // preemptor's: preempting, then placed once they have all stopped.
+  auto events_of = [&](JobId id) {
+    std::vector<std::string> out;
+    for (const auto& [j, what] : pool.listener.events) {
+      if (j == id.value()) out.push_back(what);
+    }
+    return out;
+  };
+  for (size_t k = 0; k < r.preempted.size(); ++k) {
+    const auto ev = events_of(r.preempted[k]);
+    const auto p = std::find(ev.begin(), ev.end(), "preempted");
+    RC_ASSERT(p != ev.end());
+    if (!pool.listener.hold) RC_ASSERT(std::find(p, ev.end(), "requeued") != ev.end());
+    const auto by = events_of(r.preempted_by[k]);
+    const auto q = std::find(by.begin(), by.end(), "preempting");
+    RC_ASSERT(q != by.end());
+    if (!pool.listener.hold) RC_ASSERT(std::find(q, by.end(), "placed") != by.end());
   }
   // Running jobs not chosen keep running.
   for (const auto& [id, was] : before) {
