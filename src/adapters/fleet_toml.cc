@@ -365,6 +365,7 @@ void ReadTenant(Fleet& fleet, const toml::table& t, const std::string& source, i
   }
   if (c.cohort == c.name) s.Fail(t.get("cohort"), "cohort", "a tenant cannot be its own cohort");
   c.order = s.String("order").value_or("");
+  c.priority = s.String("priority").value_or("");  // a [[priority_class]]'s name, checked once all are read
   for (auto [key, field] : {std::pair<const char*, Millis*>{"default_time", &c.default_time}, {"max_time", &c.max_time}}) {
     if (auto v = s.Unit<Millis>(key, ParseTimeLimit, "m")) *field = *v;
   }
@@ -407,6 +408,9 @@ void ReadPriorityClass(Fleet& fleet, const toml::table& t, const std::string& so
     c.preemptible = *p->value<bool>();
   }
   if (auto v = s.Unit<Millis>("min_run", ParseDuration, "s")) c.min_run = *v;
+  if (auto v = s.Unit<Millis>("default_time", ParseTimeLimit, "m")) c.default_time = *v;
+  if (auto v = s.Unit<Millis>("max_time", ParseTimeLimit, "m")) c.max_time = *v;
+  if (c.max_time.value() > 0 && c.default_time > c.max_time) s.Fail(t.get("default_time"), "default_time", "above max_time");
   s.RejectUnknown();
   fleet.priority_classes.push_back(std::move(c));
 }
@@ -464,6 +468,14 @@ Result<Fleet> ParseFleetToml(std::string_view text, const std::string& source, F
     }
   } catch (const FieldError& e) {
     return InvalidArgument(e.message);
+  }
+  for (const TenantConfig& t : fleet.tenants) {
+    if (!t.priority.empty() && !fleet.FindPriorityClass(t.priority)) {
+      std::string known;
+      for (const PriorityClass& c : fleet.priority_classes) known += (known.empty() ? "" : ", ") + c.name;
+      return InvalidArgument(fmt::format("{}: [[tenant]] '{}': priority: unknown priority class '{}'; known: {}", source, t.name,
+                                         t.priority, known.empty() ? "none" : known));
+    }
   }
   if (nodes == FleetNodes::kRequired && fleet.nodes.empty() && fleet.offers.empty()) {
     return InvalidArgument(fmt::format("{}: no [[nodes]] and no [[offer]]; a fleet needs nodes, or offers to get them from", source));

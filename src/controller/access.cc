@@ -55,7 +55,7 @@ Status CheckName(const std::string& name, const char* field) {
 
 TenantConfig ConfigOf(const Tenant& t) {
   return TenantConfig{.name = t.name, .weight = t.weight, .cohort = t.cohort, .quota = t.quota, .order = t.order,
-                      .default_time = t.default_time, .max_time = t.max_time};
+                      .default_time = t.default_time, .max_time = t.max_time, .priority = t.priority};
 }
 
 Json TenantJson(const Tenant& t) {
@@ -67,7 +67,7 @@ Json TenantJson(const Tenant& t) {
   }
   return Json{{"name", t.name}, {"weight", t.weight}, {"cohort", t.cohort}, {"quota", quota}, {"borrow_limit", borrow},
               {"lend_limit", lend}, {"order", t.order}, {"default_time_ms", t.default_time.value()},
-              {"max_time_ms", t.max_time.value()}, {"created_ms", t.created_ms}};
+              {"max_time_ms", t.max_time.value()}, {"priority", t.priority}, {"created_ms", t.created_ms}};
 }
 
 Result<Tenant> TenantFromJson(const Json& j, Tenant t) {
@@ -77,7 +77,8 @@ Result<Tenant> TenantFromJson(const Json& j, Tenant t) {
     out = j[key].get<std::string>();
     return Status::Ok();
   };
-  for (const auto& [key, out] : {std::pair<const char*, std::string*>{"name", &t.name}, {"cohort", &t.cohort}, {"order", &t.order}}) {
+  for (const auto& [key, out] : {std::pair<const char*, std::string*>{"name", &t.name}, {"cohort", &t.cohort}, {"order", &t.order},
+                                                                          {"priority", &t.priority}}) {
     if (Status s = text(key, *out); !s.ok()) return tl::unexpected(s);
   }
   // Time limits: "2h", "1-12:00:00" (Slurm's --time forms); stored as *_ms.

@@ -33,6 +33,7 @@ struct Tenant {
   std::string order;                           // its own queue order under a share order ("" fifo)
   Millis default_time{0};                      // a job's time limit when it gives none (0: max_time, or none)
   Millis max_time{0};                          // the longest time limit a job may ask (0: none)
+  std::string priority;                        // the priority class of its jobs that give none ("" none)
   int64_t created_ms = 0;
 };
 // What the scheduler applies of a tenant.

@@ -671,7 +671,8 @@ void Api::Route(const HttpRequest& r, const Caller& caller, Respond& respond) {
   if (p[1] == "priority-classes" && p.size() == 2 && m == "GET") {
     nlohmann::json list = nlohmann::json::array();
     for (const PriorityClass& c : c_.fleet().priority_classes) {
-      list.push_back({{"name", c.name}, {"value", c.value}, {"preemptible", c.preemptible}, {"min_run_ms", c.min_run.value()}});
+      list.push_back({{"name", c.name}, {"value", c.value}, {"preemptible", c.preemptible}, {"min_run_ms", c.min_run.value()},
+                      {"default_time_ms", c.default_time.value()}, {"max_time_ms", c.max_time.value()}});
     }
     return respond(Json(200, nlohmann::json{{"priority_classes", list}}.dump()));
   }

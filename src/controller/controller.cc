@@ -101,6 +101,12 @@ void Controller::SaveDecayedUsage(Millis now) {
 
 Status Controller::CheckTenants(const std::vector<TenantConfig>& tenants) const {
   for (const TenantConfig& t : tenants) {
+    if (!t.priority.empty() && !fleet_.FindPriorityClass(t.priority)) {
+      std::string known;
+      for (const PriorityClass& c : fleet_.priority_classes) known += (known.empty() ? "" : ", ") + c.name;
+      return Status(StatusCode::kInvalidArgument, fmt::format("priority: unknown priority class '{}'; known: {}",
+                                                              t.priority.substr(0, 64), known.empty() ? "none" : known));
+    }
     if (t.order.empty()) continue;
     if (auto q = BuiltinRegistry().MakeQueueOrder(t.order); !q) {
       return Status(StatusCode::kInvalidArgument, fmt::format("order: {}", q.error().message()));
@@ -345,7 +351,7 @@ Status Controller::Validate(JobRecord& r) {
   r.exit_code.reset();
   r.array_of = 0;  // elements are the server's to make
   r.progress.reset();  // an array's progress is the server's (and a plain job has none)
-  if (Status s = cluster_.Limit(r.spec); !s.ok()) return s;
+  if (Status s = cluster_.Limit(r.spec, r.priority_unset); !s.ok()) return s;
   if (r.array) {
     // Checked once for every element: they share the spec.
     if (Status s = cluster_.Admit(r.spec); !s.ok()) return s;

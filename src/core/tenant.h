@@ -31,6 +31,10 @@ struct PriorityClass {
   int value = 0;            // -1,000,000..1,000,000; higher first under the priority order
   bool preemptible = true;
   Millis min_run{0};        // run time before it may be preempted (against thrash)
+  // Time limits of its jobs (Slurm's QOS MaxWall): a job without --time gets default_time when
+  // its tenant gives none; none may ask more than max_time (nor more than its tenant's). 0: none.
+  Millis default_time{0};
+  Millis max_time{0};
 };
 
 struct TenantConfig {
@@ -43,6 +47,9 @@ struct TenantConfig {
   // default_time (else max_time); one asking more than max_time is refused. 0: none.
   Millis default_time{0};
   Millis max_time{0};
+  // The priority class of its jobs that give no priority (Kubernetes' globalDefault, per
+  // tenant); "" none.
+  std::string priority;
 };
 
 // Checks one tenant's figures; errors name the field ("tenant llm: quota H100: borrow limit

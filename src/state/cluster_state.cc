@@ -238,17 +238,37 @@ Status ClusterState::Admit(const JobSpec& spec) const {
   return Status::Ok();
 }
 
-Status ClusterState::Limit(JobSpec& spec) const {
+const PriorityClass* ClusterState::ClassOf(int priority) const {
+  for (const PriorityClass& c : sched_.fleet().priority_classes) {
+    if (c.value == priority) return &c;
+  }
+  return nullptr;
+}
+
+Status ClusterState::Limit(JobSpec& spec, bool priority_unset) const {
   const auto t = sched_.tenants().Find(spec.tenant);
-  if (!t) return Status::Ok();
-  const TenantConfig& c = sched_.tenants().config(*t);
+  static const TenantConfig kNone;
+  const TenantConfig& c = t ? sched_.tenants().config(*t) : kNone;
+  if (priority_unset && !c.priority.empty()) {
+    if (const PriorityClass* pc = sched_.fleet().FindPriorityClass(c.priority)) spec.priority = pc->value;
+  }
+  const PriorityClass* pc = ClassOf(spec.priority);
+  const Millis class_max = pc ? pc->max_time : Millis{0};
+  // The smaller of the maxima that are set.
+  Millis max = c.max_time;
+  if (class_max.value() > 0 && (max.value() == 0 || class_max < max)) max = class_max;
   if (spec.time_limit.value() == 0) {
-    spec.time_limit = c.default_time.value() > 0 ? c.default_time : c.max_time;
+    spec.time_limit = c.default_time.value() > 0 ? c.default_time : pc && pc->default_time.value() > 0 ? pc->default_time : max;
+    if (max.value() > 0 && spec.time_limit > max) spec.time_limit = max;
     return Status::Ok();
   }
   if (c.max_time.value() > 0 && spec.time_limit > c.max_time) {
     return Status(StatusCode::kInvalidArgument, fmt::format("field 'time': {} is over tenant {}'s maximum of {}",
                                                             FormatMillis(spec.time_limit), spec.tenant, FormatMillis(c.max_time)));
+  }
+  if (class_max.value() > 0 && spec.time_limit > class_max) {
+    return Status(StatusCode::kInvalidArgument, fmt::format("field 'time': {} is over priority class {}'s maximum of {}",
+                                                            FormatMillis(spec.time_limit), pc->name, FormatMillis(class_max)));
   }
   return Status::Ok();
 }
@@ -421,12 +441,10 @@ RunningJob ClusterState::RunningOf(const JobRecord& j, Millis since) const {
   for (const TaskRecord& t : j.tasks) {
     if (!t.exit_code && !t.signal) r.tasks.push_back(t.allocation);
   }
-  // Its priority class's settings (classes have distinct values); a bare number: preemptible.
-  for (const PriorityClass& c : sched_.fleet().priority_classes) {
-    if (c.value == j.spec.priority) {
-      r.preemptible = c.preemptible;
-      r.min_run = c.min_run;
-    }
+  // Its priority class's settings; a bare number: preemptible.
+  if (const PriorityClass* c = ClassOf(j.spec.priority)) {
+    r.preemptible = c->preemptible;
+    r.min_run = c->min_run;
   }
   return r;
 }

@@ -91,9 +91,13 @@ class ClusterState {
   // error names the field or says why it never fits. A live pool's fleet may grow: there a job
   // that does not fit yet waits, with the reason.
   Status Admit(const JobSpec& spec) const;
-  // The tenant's time limits: a job without one gets its default (else its maximum); one above
-  // its maximum is refused, naming both. Before Admit, on the spec to be stored.
-  Status Limit(JobSpec& spec) const;
+  // A job submitted without a priority gets its tenant's default priority class. Then its time
+  // limit: a job without one gets its tenant's default, else its priority class's, else the
+  // smaller maximum; one above its tenant's or its class's maximum is refused, naming it.
+  // Before Admit, on the spec to be stored.
+  Status Limit(JobSpec& spec, bool priority_unset = false) const;
+  // The priority class whose value is this priority (classes have distinct values), or nullptr.
+  const PriorityClass* ClassOf(int priority) const;
   // A job enters the queue (its id set: next_id() for a new one). Emits nothing: the owner
   // emits "submitted" before it stores the job, and calls this once it is stored.
   void Accept(JobRecord job);

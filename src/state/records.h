@@ -112,6 +112,7 @@ struct JobRecord {
   bool cancel_requested = false;
   bool timed_out = false;            // its time limit passed: its tasks are being stopped
   bool failing_over = false;         // the current attempt is being stopped; requeue when it has
+  bool priority_unset = false;       // submitted without a priority: its tenant's default class applies (not stored)
   // Failover. `attempt` is the current placement's epoch (0 before the first). A job whose
   // placement failed through no fault of its own (its node died, a task was lost) goes back
   // to the queue until it has been retried `max_retries` times (-1: the server's default).

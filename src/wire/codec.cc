@@ -362,6 +362,7 @@ Result<JobRecord> ParseSubmitRequest(std::string_view body, const PriorityResolv
     } else {
       s.priority = static_cast<int>(Int(j, "priority", -1'000'000, 1'000'000, 0));
     }
+    r.priority_unset = !j.contains("priority") || j["priority"].is_null();
     s.tenant = Str(j, "tenant", "default");
     s.name = Str(j, "name");
     if (s.name.size() > 256) throw Bad{"field 'name': at most 256 characters"};

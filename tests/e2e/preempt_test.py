@@ -35,6 +35,7 @@ value = 0
 [[priority_class]]
 name = "high"
 value = 1000
+max_time = "1h"
 """
 
 
@@ -135,6 +136,23 @@ def priority_scenario(gpupool, c):
               f"{len(preempted)} jobs preempted, the minimum; all resumed from their checkpoints", flush=True)
         for i in low:
             pool.call("POST", f"/v1/jobs/{i}/cancel")
+
+        # A tenant's default class applies to its jobs that give no priority; a class's maximum
+        # time limit holds; an unknown class is refused, naming the known ones.
+        admin = ["--server", f"127.0.0.1:{pool.port}", "--token", pool.token]
+        r = subprocess.run([gpupool, "tenant", "create", "ops", "--priority", "high", *admin], capture_output=True, text=True)
+        c.check(r.returncode == 0, f"tenant ops with default class high: {r.stdout}{r.stderr}")
+        tok = subprocess.run([gpupool, "token", "create", "--tenant", "ops", "--name", "ops", *admin], capture_output=True,
+                             text=True).stdout.strip()
+        s, body = pool.call("POST", "/v1/jobs", {"command": ["true"], "gpus": 1}, token=tok)
+        got = job(pool, body["id"]) if s == 201 else {}
+        c.check(got.get("priority") == 1000 and got.get("time_limit_ms") == 3_600_000,
+                f"a job of ops without --priority is of class high, with its maximum as its limit: {got.get('priority')}, "
+                f"{got.get('time_limit_ms')}")
+        s, body = pool.call("POST", "/v1/jobs", {"command": ["true"], "gpus": 1, "priority": "high", "time": "2h"})
+        c.check(s == 400 and "over priority class high's maximum of 1h" in str(body), f"class high's max time holds: {s} {body}")
+        s, body = pool.call("PATCH", "/v1/tenants/ops", {"priority": "urgent"})
+        c.check(s == 400 and "unknown priority class 'urgent'; known: low, high" in str(body), f"an unknown class: {s} {body}")
     finally:
         pool.stop()
 

@@ -240,6 +240,50 @@ TEST(QuotaAdmission, TenantTimeLimits) {
   EXPECT_NE(bad.message().find("default time is above its max time"), std::string::npos) << bad.message();
 }
 
+// Priority classes with time limits (Slurm's QOS MaxWall) and a tenant's default class: a job
+// that gives no priority gets its tenant's class; its time limit is its tenant's default, else
+// its class's, else the smaller maximum; a limit above either maximum is refused, naming it.
+TEST(QuotaAdmission, ClassTimeLimitsAndATenantsDefaultClass) {
+  Fleet fleet = *ParseFleetShorthand("1x8xH100");
+  fleet.priority_classes = {{.name = "batch", .value = 10, .default_time = Millis{600'000}, .max_time = Millis{3'600'000}},
+                            {.name = "urgent", .value = 100, .max_time = Millis{1'800'000}}};
+  Quiet quiet;
+  ClusterState cs(fleet, MakePolicy("fifo"), {}, quiet);
+  ASSERT_TRUE(cs.ConfigureTenants({{.name = "research", .priority = "batch"},
+                                   {.name = "ops", .max_time = Millis{900'000}, .priority = "urgent"}})
+                  .ok());
+  const struct {
+    const char* tenant;
+    int priority;
+    bool unset;
+    int64_t asked_ms;
+    int want_priority;
+    int64_t want_ms;  // -1: refused
+    const char* refusal;
+  } cases[] = {
+      {"research", 0, true, 0, 10, 600'000, ""},              // its default class, the class's default time
+      {"research", 100, false, 0, 100, 1'800'000, ""},        // a class given wins; no default: the class's max
+      {"research", 0, true, 3'600'000, 10, 3'600'000, ""},    // at the class's max
+      {"research", 0, true, 3'600'001, 10, -1, "over priority class batch's maximum"},
+      {"ops", 0, true, 0, 100, 900'000, ""},                  // the smaller max (tenant 15m, class 30m)
+      {"ops", 0, true, 1'000'000, 100, -1, "over tenant ops's maximum"},
+      {"other", 0, true, 0, 0, 0, ""},                        // no tenant default, no class: unchanged
+      {"other", 10, false, 0, 10, 600'000, ""},               // a class by value gives its default
+  };
+  for (const auto& c : cases) {
+    JobSpec s{.priority = c.priority, .tenant = c.tenant, .time_limit = Millis{c.asked_ms}};
+    const Status st = cs.Limit(s, c.unset);
+    SCOPED_TRACE(fmt::format("{} priority {} asked {}", c.tenant, c.priority, c.asked_ms));
+    EXPECT_EQ(s.priority, c.want_priority);
+    if (c.want_ms < 0) {
+      EXPECT_NE(st.message().find(c.refusal), std::string::npos) << st.message();
+    } else {
+      EXPECT_TRUE(st.ok()) << st.message();
+      EXPECT_EQ(s.time_limit.value(), c.want_ms);
+    }
+  }
+}
+
 // On a fixed fleet (the simulator) a job above what its tenant could ever hold is refused.
 TEST(QuotaAdmission, AFixedFleetRefusesWhatTheQuotaNeverAllows) {
   Pool p("4x8xH100", "fifo", ClusterOptions{.never = NeverFits::kRefuse});

@@ -434,7 +434,7 @@ std::optional<json> PerModel(const std::string& flag, const std::string& text) {
 }
 
 struct TenantFields {
-  std::string name, cohort, quota, borrow_limit, lend_limit, order, default_time, max_time;
+  std::string name, cohort, quota, borrow_limit, lend_limit, order, default_time, max_time, priority;
   int weight = 0;  // 0: not given
 };
 
@@ -447,6 +447,7 @@ int TenantWrite(const Conn& c, const TenantFields& f, bool create) {
   if (!f.order.empty()) body["order"] = f.order;
   if (!f.default_time.empty()) body["default_time"] = f.default_time;
   if (!f.max_time.empty()) body["max_time"] = f.max_time;
+  if (!f.priority.empty()) body["priority"] = f.priority == "none" ? "" : f.priority;
   for (const auto& [flag, key, text] : {std::tuple{"--quota", "quota", &f.quota}, std::tuple{"--borrow-limit", "borrow_limit", &f.borrow_limit},
                                         std::tuple{"--lend-limit", "lend_limit", &f.lend_limit}}) {
     if (text->empty()) continue;
@@ -716,6 +717,8 @@ void AddClientCommands(CLI::App& app, int* exit_code) {
     cmd->add_option("--order", ta->order, "its own queue order under a share order: fifo, priority, sjf or las");
     cmd->add_option("--default-time", ta->default_time, "a job's time limit when it gives none, e.g. 2h or 1-00:00:00 (none: unset)");
     cmd->add_option("--max-time", ta->max_time, "the longest time limit its jobs may ask (none: unset)");
+    cmd->add_option("--priority", ta->priority,
+                    "the priority class of its jobs that give no --priority (a [[priority_class]] of the fleet file; none: unset)");
   };
   CLI::App* tcreate = tenant->add_subcommand("create", "A new tenant");
   tenant_flags(tcreate);
