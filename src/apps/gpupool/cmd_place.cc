@@ -9,6 +9,27 @@
 #include "sched/schedule.h"
 
 namespace gp::app {
+
+void AddSchedulingFlags(CLI::App* cmd, SchedulingFlags& flags) {
+  cmd->add_option("--preemption", flags.preemption,
+                  "off (default); priority: a waiting job stops running ones that stand below it (lower priority, or a "
+                  "lower queue under las, as Tiresias), the fewest needed, whole gangs; reclaim: a tenant within its "
+                  "quota takes back what others of its cohort borrow; on: both");
+  cmd->add_option("--backfill", flags.backfill,
+                  "off (default); easy: the first job that cannot start gets a reservation (when the running jobs' time "
+                  "limits, else estimated durations, free enough GPUs), and jobs behind it start only if they end before "
+                  "it or use none of its GPUs; conservative (64 reservations) or a number. `explain` shows a reservation");
+}
+
+std::optional<std::string> ApplySchedulingFlags(const SchedulingFlags& flags, Policy& policy) {
+  auto preemption = ParsePreemption(flags.preemption);
+  if (!preemption) return "--preemption: " + preemption.error().message();
+  auto backfill = ParseBackfill(flags.backfill);
+  if (!backfill) return "--backfill: " + backfill.error().message();
+  policy.preemption = *preemption;
+  policy.backfill = *backfill;
+  return std::nullopt;
+}
 namespace {
 
 struct PlaceArgs {

@@ -65,9 +65,8 @@ struct ServerArgs {
   std::string advertise;         // the address agents the pool starts join (default: --listen's, with its port)
   std::string scale_down_idle = "60s";
   std::string fair_share_half_life = "7d";
-  std::string preemption = "off";
+  SchedulingFlags scheduling;
   std::string preempt_grace;  // default: the agent's own grace
-  std::string backfill = "off";
 };
 
 // The dashboard's built files: --web-dir, else web/dist of the source tree the binary was
@@ -145,12 +144,7 @@ Result<std::unique_ptr<Server>> StartServer(const ServerArgs& a) {
   if (!probation) return InvalidArgument("--gpu-probation: " + probation.error().message());
   auto telemetry = ParseDuration(a.telemetry_events);
   if (!telemetry) return InvalidArgument("--telemetry-events: " + telemetry.error().message());
-  auto preemption = ParsePreemption(a.preemption);
-  if (!preemption) return InvalidArgument("--preemption: " + preemption.error().message());
-  policy->preemption = *preemption;
-  auto backfill = ParseBackfill(a.backfill);
-  if (!backfill) return InvalidArgument("--backfill: " + backfill.error().message());
-  policy->backfill = *backfill;
+  if (auto e = ApplySchedulingFlags(a.scheduling, *policy)) return InvalidArgument(*e);
   int preempt_grace_ms = -1;
   if (!a.preempt_grace.empty()) {
     auto g = ParseDuration(a.preempt_grace);
@@ -544,14 +538,7 @@ void AddPoolCommands(CLI::App& app, int* exit_code) {
   server->add_option("--policy", s->policy, "scheduling policy (see `gpupool policies`); fairshare/POLICY or drf/POLICY orders tenants by share");
   server->add_option("--fair-share-half-life", s->fair_share_half_life,
                      "the half-life of a tenant's decayed GPU usage under fairshare (default 7d, as Slurm's)");
-  server->add_option("--preemption", s->preemption,
-                     "off (default); priority: a waiting job stops running ones that stand below it (lower priority, "
-                     "or a lower queue under las), the fewest needed, whole gangs; reclaim: a tenant within its quota "
-                     "takes back what others of its cohort borrow; on: both");
-  server->add_option("--backfill", s->backfill,
-                     "off (default); easy: the first job that cannot start gets a reservation (when the running jobs' "
-                     "time limits free enough GPUs), and jobs behind it start only if their limits end before it or they "
-                     "use none of its GPUs; conservative (64 reservations) or a number. `explain` shows a reservation");
+  AddSchedulingFlags(server, s->scheduling);
   server->add_option("--preempt-grace", s->preempt_grace,
                      "a preempted job's time between SIGTERM and SIGKILL, to checkpoint (default: the agent's grace)");
   server->add_option("--seed", s->seed, "seed for randomised policies");

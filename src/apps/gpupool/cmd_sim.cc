@@ -40,8 +40,7 @@ struct SimArgs {
   std::vector<double> static_percentiles = {0.5, 0.95};
   std::string quotas = "fleet";
   std::string half_life = "7d";
-  std::string preemption = "off";
-  std::string backfill = "off";
+  SchedulingFlags scheduling;
 };
 
 void DrawProgress(size_t done, size_t total) {
@@ -101,15 +100,11 @@ int RunSim(const SimArgs& a) {
   const std::vector<std::string> names = SplitPolicies(a.policy);
   if (names.empty()) return fail("--policy: expected a policy name, or several separated by commas");
   std::vector<Policy> policies;
-  auto preemption = ParsePreemption(a.preemption);
-  if (!preemption) return fail("--preemption: " + preemption.error().message());
-  auto backfill = ParseBackfill(a.backfill);
-  if (!backfill) return fail("--backfill: " + backfill.error().message());
+
   for (const std::string& name : names) {
     auto policy = BuiltinRegistry().MakePolicy(name);
     if (!policy) return fail("--policy: " + policy.error().message());
-    policy->preemption = *preemption;
-    policy->backfill = *backfill;
+    if (auto e = ApplySchedulingFlags(a.scheduling, *policy)) return fail(*e);
     policies.push_back(std::move(*policy));
   }
   auto trace = ReadTrace(a.trace, a.trace_format, TraceOptions{.throughputs = a.throughputs});
@@ -282,14 +277,7 @@ void AddSimCommand(CLI::App& app, int* exit_code) {
                   "tenants' quotas: fleet (the fleet file's [[tenant]] tables; none: no quota) or equal (the trace's other "
                   "tenants get equal shares of each GPU model, in one cohort that lends freely)")
       ->check(CLI::IsMember({"fleet", "equal"}));
-  cmd->add_option("--preemption", args->preemption,
-                  "off (default); priority: a waiting job preempts running ones that stand below it (lower priority, or "
-                  "a lower queue under las: Tiresias); reclaim: a tenant within its quota takes back what its cohort "
-                  "borrows; on: both. A preempted job checkpoints and keeps its progress");
-  cmd->add_option("--backfill", args->backfill,
-                  "off (default); easy: the first job that cannot start gets a reservation, and jobs behind it start "
-                  "only if they end before it (by their estimated durations) or use none of its GPUs; conservative "
-                  "(64 reservations) or a number");
+  AddSchedulingFlags(cmd, args->scheduling);
   cmd->add_option("--half-life", args->half_life, "fair share: the half-life of decayed usage (default 7d, as Slurm's)");
   cmd->add_option("--events", args->events, "write the simulated event log here (NDJSON CloudEvents, as GET /v1/events)");
   cmd->add_option("--checkpoint-interval", args->checkpoint_interval, "run time between checkpoints (recovery checkpoint)");

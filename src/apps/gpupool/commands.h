@@ -4,10 +4,22 @@
 #pragma once
 
 #include <CLI/CLI.hpp>
+#include <optional>
 #include <string>
 #include <vector>
 
+#include "sched/registry.h"
+
 namespace gp::app {
+
+// --preemption and --backfill, as the server and the simulator both take them (cmd_place.cc).
+struct SchedulingFlags {
+  std::string preemption = "off";
+  std::string backfill = "off";
+};
+void AddSchedulingFlags(CLI::App* cmd, SchedulingFlags& flags);
+// Sets them on the policy; the error names the flag.
+std::optional<std::string> ApplySchedulingFlags(const SchedulingFlags& flags, Policy& policy);
 
 // The words after "--" on the command line (a job's command), set by main().
 std::vector<std::string>& TrailingCommand();
