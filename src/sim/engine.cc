@@ -207,6 +207,10 @@ class Engine {
   // Jobs with a task on `node` (on GPU `gpu` only, when >= 0) lose their work since the last
   // checkpoint and wait again. Returns whether any job was hit.
   Result<bool> FailJobs(uint32_t node, int gpu, Millis now);
+  // Under least-attained-service with preemption, a running job is demoted when its attained
+  // service crosses a threshold (Tiresias): a wake-up at that instant, so that a pass may let a
+  // job of a higher queue preempt it then, not at the next arrival or completion.
+  void WakeAtNextDemotion(size_t i, Millis now);
   // A job the pass preempted (the cluster state has stopped and requeued it): it checkpointed
   // at SIGTERM, so it keeps all its progress, and gives back its GPUs.
   void Preempted(size_t i, Millis now);
@@ -227,6 +231,7 @@ class Engine {
   std::vector<SimJobResult> results_;
   std::priority_queue<Completion, std::vector<Completion>, std::greater<>> running_;
   std::priority_queue<Fault, std::vector<Fault>, std::greater<>> faults_;
+  std::priority_queue<Completion, std::vector<Completion>, std::greater<>> demotions_;  // (at, job, epoch)
   std::set<size_t> running_jobs_;
   std::vector<char> node_down_;
   SplitMix64 fault_rng_{0};
@@ -517,6 +522,7 @@ Status Engine::StartPlacements(const std::vector<JobId>& placed, Millis now) {
     TenantMoves(i, -1, +1);
     running_.push({r.finish, i, j.epoch});
     running_jobs_.insert(i);
+    WakeAtNextDemotion(i, now);
   }
   return Status::Ok();
 }
@@ -544,6 +550,24 @@ void Engine::Released(size_t i, Millis now) {
   }
   j.tasks.clear();
   running_jobs_.erase(i);
+}
+
+void Engine::WakeAtNextDemotion(size_t i, Millis now) {
+  if (!policy_.preemption.priority) return;
+  const SimJob& j = jobs_[i];
+  const JobRecord* rec = cluster_.Find(JobId{i + 1});
+  if (!rec) return;
+  int64_t gpu_milli = 0;
+  for (const TaskAllocation& a : j.tasks) gpu_milli += std::popcount(a.gpu_mask) * a.share.value();
+  if (gpu_milli <= 0) return;
+  // Attained so far: what its record holds (earlier attempts) and this attempt's run.
+  const int64_t attained = rec->attained_gpu_ms + gpu_milli * (now - j.attempt_start).value() / 1000;
+  const auto next = policy_.queue->NextStandingChange(PendingJob{.spec = &rec->spec, .attained = Millis{attained}});
+  if (!next) return;
+  // Crossing at now + (next - attained) GPU-ms over its GPUs, rounded up to the millisecond.
+  const int64_t ms = ((*next - attained) * 1000 + gpu_milli - 1) / gpu_milli;
+  const Millis at = now + Millis{std::max<int64_t>(1, ms)};
+  if (at < results_[i].finish) demotions_.push({at, i, j.epoch});
 }
 
 void Engine::Preempted(size_t i, Millis now) {
@@ -901,6 +925,7 @@ Result<SimReport> Engine::Run() {
     if (next < arrival_order_.size()) now = jobs_[arrival_order_[next]].spec.submit_time;
     if (!running_.empty()) now = std::min(now, running_.top().at);
     if (!faults_.empty()) now = std::min(now, faults_.top().at);
+    if (!demotions_.empty()) now = std::min(now, demotions_.top().at);
     if (!scale_.empty()) now = std::min(now, scale_.top().at);
     listener_.now_ = now;
     // The state since the last instant, for the timeline (a point only when it changed).
@@ -925,6 +950,15 @@ Result<SimReport> Engine::Run() {
       freed = true;
       ++done_;
     }
+    // Running jobs demoted at this instant (least-attained-service): a pass may preempt them.
+    bool demoted = false;
+    while (!demotions_.empty() && demotions_.top().at == now) {
+      const Completion d = demotions_.top();
+      demotions_.pop();
+      if (d.epoch != jobs_[d.job].epoch || !running_jobs_.count(d.job)) continue;  // it stopped since
+      demoted = true;
+      WakeAtNextDemotion(d.job, now);
+    }
     while (!faults_.empty() && faults_.top().at == now) {
       const Fault f = faults_.top();
       faults_.pop();
@@ -946,7 +980,7 @@ Result<SimReport> Engine::Run() {
     }
     // Nothing freed and nothing arrived: the jobs that waited then still cannot fit. (Within a
     // pass the queue passes over the classes that failed before and have had nothing freed.)
-    if (!cluster_.queued().empty() && (freed || arrived)) {
+    if (!cluster_.queued().empty() && (freed || arrived || demoted)) {
       ++passes_;
       const ClusterState::PassResult pass = cluster_.Pass(now);
       for (JobId id : pass.preempted) Preempted(id.value() - 1, now);

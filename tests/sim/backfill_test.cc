@@ -152,5 +152,22 @@ TEST(Preemption, LasPreemptsARunningJobOfALowerQueue) {
   EXPECT_EQ(b->preemptions, 1);
 }
 
+// Demotion fires at the exact crossing time (as in Tiresias): LONG (t=0, 1000 s) runs on the one
+// GPU; SHORT (t=50, 50 s) arrives while LONG, with 50 GPU-s, is still in the first queue of
+// las:100, so it waits (equal standing). At t=100 LONG crosses 100 GPU-s and is demoted: SHORT
+// preempts it then (not at LONG's end), runs 100..150, and LONG ends at 1050.
+TEST(Preemption, LasDemotesAtTheCrossingTime) {
+  const Fleet fleet = *ParseFleetShorthand("1x1xH100");
+  const Trace trace{.jobs = {Job("LONG", 0, 1000, 1), Job("SHORT", 50, 50, 1)}};
+  Policy on = testing::P("las:100/fifo");
+  on.preemption.priority = true;
+  auto r = RunSimulation(fleet, trace, on, {});
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->per_job[1].start.value(), 100'000);
+  EXPECT_EQ(r->per_job[1].finish.value(), 150'000);
+  EXPECT_EQ(r->per_job[0].finish.value(), 1'050'000);
+  EXPECT_EQ(r->preemptions, 1);
+}
+
 }  // namespace
 }  // namespace gp
