@@ -393,7 +393,8 @@ Result<std::vector<UsageTotal>> SqliteJournal::UsageTotals(int64_t since_ms, con
 }
 
 Status SqliteJournal::PutMeta(std::string_view key, std::string_view value) {
-  if (Status s = Upsert("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", key, value); !s.ok()) return s;
+  const char* sql = value.empty() ? "DELETE FROM meta WHERE key = ? AND ? IS NOT NULL" : "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)";
+  if (Status s = Upsert(sql, key, value); !s.ok()) return s;
   return Sync();
 }
 

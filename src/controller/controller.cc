@@ -43,6 +43,13 @@ Controller::Controller(Fleet base, Journal& journal, const Clock& clock, Control
 
 void Controller::Listener::JobChanged(const JobRecord& j, std::string_view what) {
   c_.Emit(fmt::format("job.{}", what), fmt::format("job/{}", j.spec.id.value()), JobEventData(j, what));
+  const uint64_t id = j.spec.id.value();
+  if (what == "preempting") {
+    c_.StoreNomination(j);
+  } else if (c_.stored_nominations_.count(id) && !c_.cluster_.nominated().count(id)) {
+    // It started where it was promised, ended, or waits again: its hold is done with.
+    if (c_.journal_.PutMeta(fmt::format("nomination/{}", id), "").ok()) c_.stored_nominations_.erase(id);
+  }
   // A finished job's carried checkpoints are done with; a failed one's are kept to look at.
   if (what == "succeeded" || what == "cancelled") c_.checkpoints_->Discard(j.spec.id);
 }
@@ -340,7 +347,53 @@ Status Controller::Recover() {
     if (j.state == JobState::kStarting) Launch(j);
   }
   cluster_.RecountArrays();
+  // Jobs that had preempted others wait for them again, holding what they were promised (a
+  // nomination that no longer holds is dropped: the job waits as any other).
+  for (const auto& [key, text] : contents->meta) {
+    if (!key.starts_with("nomination/")) continue;
+    uint64_t id = 0;
+    std::vector<std::pair<std::string, TaskAllocation>> tasks;
+    std::vector<JobId> victims;
+    auto j = nlohmann::json::parse(text, nullptr, false);
+    bool ok = j.is_object() && j.contains("tasks") && j["tasks"].is_array() && j.contains("victims") && j["victims"].is_array();
+    const std::string_view digits = std::string_view(key).substr(11);
+    ok = ok && std::from_chars(digits.data(), digits.data() + digits.size(), id).ec == std::errc();
+    try {
+      for (const auto& t : ok ? j["tasks"] : nlohmann::json::array()) {
+        tasks.emplace_back(t.at("node").get<std::string>(),
+                           TaskAllocation{.gpu_mask = t.at("gpu_mask").get<uint16_t>(), .share = GpuMilli{t.at("share").get<int64_t>()},
+                                          .cpu = MilliCpu{t.at("cpu").get<int64_t>()}, .memory = MiB{t.at("memory").get<int64_t>()}});
+      }
+      for (const auto& v : ok ? j["victims"] : nlohmann::json::array()) victims.push_back(JobId{v.get<uint64_t>()});
+    } catch (const nlohmann::json::exception&) {
+      ok = false;
+    }
+    if (ok && cluster_.RestoreNomination(JobId{id}, tasks, victims, node_of).ok()) {
+      stored_nominations_.insert(id);
+    } else {
+      (void)journal_.PutMeta(key, "");
+    }
+  }
   return Status::Ok();
+}
+
+// A job that preempted: where it will run and for whom it waits, kept until it starts (or
+// waits again), so that a restart during its victims' grace does not forget what it holds.
+void Controller::StoreNomination(const JobRecord& j) {
+  const auto it = cluster_.nominated().find(j.spec.id.value());
+  if (it == cluster_.nominated().end()) return;
+  nlohmann::json tasks = nlohmann::json::array(), victims = nlohmann::json::array();
+  for (const TaskAllocation& a : it->second.tasks) {
+    tasks.push_back({{"node", fleet_.node(a.node).name}, {"gpu_mask", a.gpu_mask}, {"share", a.share.value()},
+                     {"cpu", a.cpu.value()}, {"memory", a.memory.value()}});
+  }
+  for (JobId v : it->second.victims) victims.push_back(v.value());
+  const std::string key = fmt::format("nomination/{}", j.spec.id.value());
+  if (Status s = journal_.PutMeta(key, nlohmann::json{{"tasks", tasks}, {"victims", victims}}.dump()); !s.ok()) {
+    fmt::print(stderr, "gpupool server: a preemption's hold not stored: {}\n", s.message());
+    return;
+  }
+  stored_nominations_.insert(j.spec.id.value());
 }
 
 Status Controller::Validate(JobRecord& r) {

@@ -363,6 +363,9 @@ class Controller {
   // What the cluster state tells the controller: each job change becomes an event (and a
   // finished job's carried checkpoints are discarded); each task to stop is taken back from
   // its node's outbox, or asked of its agent.
+  void StoreNomination(const JobRecord& j);
+  std::set<uint64_t> stored_nominations_;  // jobs whose preemption's hold is in the store
+
   class Listener final : public ClusterListener {
    public:
     explicit Listener(Controller& c) : c_(c) {}

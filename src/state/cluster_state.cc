@@ -476,7 +476,35 @@ void ClusterState::SettleNominations(Millis now, PassResult& out) {
     }
     j.message = "waiting: what its preemption freed is no longer there";
     Enqueue(j, now);
+    Changed(j, "requeued");
   }
+}
+
+Status ClusterState::RestoreNomination(JobId id, const std::vector<std::pair<std::string, TaskAllocation>>& tasks,
+                                       const std::vector<JobId>& victims,
+                                       const std::function<std::optional<NodeId>(const std::string&)>& node_of) {
+  const JobRecord* j = Find(id);
+  if (!j || j->state != JobState::kQueued || !queue_.Contains(id) || nominated_.count(id.value())) {
+    return Status(StatusCode::kFailedPrecondition, fmt::format("job {} no longer waits", id.value()));
+  }
+  for (JobId v : victims) {
+    const JobRecord* vr = Find(v);
+    if (vr && !IsTerminal(vr->state) && vr->state != JobState::kQueued && !vr->failing_over) {
+      return Status(StatusCode::kFailedPrecondition, fmt::format("victim {} was not stored as stopping", v.value()));
+    }
+  }
+  Nomination n{.victims = victims};
+  for (const auto& [node, a] : tasks) {
+    auto at = node_of(node);
+    if (!at) return Status(StatusCode::kNotFound, fmt::format("node '{}' is unknown", node));
+    TaskAllocation moved = a;
+    moved.node = *at;
+    n.tasks.push_back(moved);
+  }
+  queue_.Remove(id);
+  sched_.Reserve(id, n.tasks);
+  nominated_[id.value()] = std::move(n);
+  return Status::Ok();
 }
 
 void ClusterState::Preempt(const Plan& plan, Millis now, PassResult& out) {

@@ -191,6 +191,13 @@ class ClusterState {
     Millis at{0};
   };
   const std::map<uint64_t, Nomination>& nominated() const { return nominated_; }
+  // A nomination as stored (the owner keeps one per job that preempted), after Restore of every
+  // job: the job waits for its victims again, holding what it was promised. Refused (and the
+  // job waits in the queue as any other) when the job no longer waits, a node is unknown, or a
+  // victim was not stored as stopping (a crash came between the two writes).
+  Status RestoreNomination(JobId id, const std::vector<std::pair<std::string, TaskAllocation>>& tasks,
+                           const std::vector<JobId>& victims,
+                           const std::function<std::optional<NodeId>(const std::string&)>& node_of);
   // Backfill: the reservations of the last pass (where and when each job expects to start).
   const Reservation* ReservationOf(JobId id) const {
     auto it = reservations_.find(id.value());

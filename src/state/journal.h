@@ -81,6 +81,7 @@ class Journal {
   }
   virtual Status PutNode(std::string_view name, std::string_view json, const Events& events) = 0;
   virtual Status PutEvents(const Events& events) = 0;
+  // An empty value removes the key.
   virtual Status PutMeta(std::string_view key, std::string_view value) = 0;
   virtual Result<JournalContents> Load() = 0;
   // Events with seq > after, oldest first, at most `limit`.
@@ -138,7 +139,11 @@ class MemoryJournal final : public Journal {
     return out;
   }
   Status PutMeta(std::string_view key, std::string_view value) override {
-    c_.meta[std::string(key)] = value;
+    if (value.empty()) {
+      c_.meta.erase(std::string(key));
+    } else {
+      c_.meta[std::string(key)] = value;
+    }
     return Status::Ok();
   }
   Status PutUsage(const std::vector<UsageRecord>& rows) override {

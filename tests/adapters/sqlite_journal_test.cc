@@ -114,6 +114,30 @@ TEST(SqliteJournalTest, LaterWritesAreDurableInOrderAndEventsShowOnlyOnceDurable
 // Usage totals, table-driven: the store's GROUP BY and the in-memory SumUsage agree with
 // each other and with sums worked out by hand; records that ended before `since` are left
 // out; a reopened store has them all.
+// Meta keys (decayed usage, a preemption's hold) are put, replaced and, with an empty value,
+// removed, in the store and in the memory journal alike.
+TEST(SqliteJournalTest, MetaIsPutReplacedAndRemoved) {
+  const auto dir = std::filesystem::temp_directory_path() / fmt::format("gpupool-meta-{}", ::getpid());
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  MemoryJournal mem;
+  auto disk = SqliteJournal::Open((dir / "store.db").string());
+  ASSERT_TRUE(disk) << disk.error().message();
+  for (Journal* j : std::vector<Journal*>{&mem, disk->get()}) {
+    ASSERT_TRUE(j->PutMeta("nomination/7", "{\"a\":1}").ok());
+    ASSERT_TRUE(j->PutMeta("nomination/8", "{}").ok());
+    ASSERT_TRUE(j->PutMeta("nomination/7", "{\"a\":2}").ok());
+    ASSERT_TRUE(j->PutMeta("nomination/8", "").ok());
+    auto c = j->Load();
+    ASSERT_TRUE(c) << c.error().message();
+    EXPECT_EQ(c->meta.count("nomination/8"), 0u);
+    ASSERT_EQ(c->meta.count("nomination/7"), 1u);
+    EXPECT_EQ(c->meta.at("nomination/7"), "{\"a\":2}");
+  }
+  disk->reset();
+  std::filesystem::remove_all(dir);
+}
+
 TEST(SqliteJournalTest, UsageTotalsByColumnsAndSince) {
   const auto dir = std::filesystem::temp_directory_path() / fmt::format("gpupool-usage-{}", ::getpid());
   std::filesystem::remove_all(dir);

@@ -10,7 +10,9 @@
 2. Reclaim within a cohort: tenants a and b have 4 H100 each in cohort lab (8 in all). While a
    is idle b runs 8 jobs (4 borrowed). a submits 3: exactly 3 of b's jobs are preempted (as far
    as a needs), a's 3 run, and b keeps the rest; `explain`-free: the victims' messages name the
-   reclaim."""
+   reclaim.
+3. A restart during the victims' grace: the job keeps what was held for it and starts there;
+   no further job is preempted."""
 import itertools
 import os
 import subprocess
@@ -199,10 +201,63 @@ def reclaim_scenario(gpupool, c):
         pool.stop()
 
 
+# Saves its count on SIGTERM but takes 3 s to stop (a checkpoint being written).
+SLOW_STOP = ("n=0; trap 'sleep 3; exit 0' TERM; "
+             'while [ $n -lt 600 ]; do n=$((n+1)); sleep 0.1; done')
+
+
+def restart_scenario(gpupool, c):
+    """The server is killed (-9) while the victims of a preemption are still stopping: after the
+    restart the job keeps what was held for it and starts there once they stop; no further job
+    is preempted (without the stored hold it would look for victims again and stop 8 more)."""
+    pool = Pool(gpupool)
+    try:
+        fleet = os.path.join(pool.dir, "fleet.toml")
+        os.makedirs(pool.dir, exist_ok=True)
+        open(fleet, "w").write(FLEET)
+        pool.start_server("--fleet", fleet, "--preemption", "priority", "--preempt-grace", "10s")
+        pool.start_agent("n1", "8xH100")
+        pool.start_agent("n2", "8xH100")
+        pool.wait_nodes(2)
+        low = [pool.submit(["sh", "-c", SLOW_STOP], gpus=1, priority="low") for _ in range(16)]
+        jobs = wait(pool, low, lambda j: j["state"] == "running")
+        c.check(all(j["state"] == "running" for j in jobs.values()), "restart: 16 low jobs run on 2 x 8 GPUs")
+        time.sleep(1.0)
+        high = pool.submit(["sh", "-c", "sleep 2"], gpus=8, priority="high")
+        stopping = wait(pool, low, lambda j: True, timeout=1)
+        deadline = time.time() + 5
+        while time.time() < deadline:
+            stopping = [i for i in low if job(pool, i)["failing_over"]]
+            if len(stopping) == 8:
+                break
+            time.sleep(0.1)
+        c.check(len(stopping) == 8, f"restart: 8 victims stopping before the restart ({len(stopping)})")
+        pool.kill_server()
+        pool.start_server()
+        done = wait(pool, [high], lambda j: j["state"] in ("running", "succeeded"), timeout=20)[high]
+        c.check(done["state"] in ("running", "succeeded"), f"restart: the job starts after the restart ({done['state']}, "
+                f"{done['message']!r})")
+        time.sleep(1.0)
+        preempted = [i for i in low if job(pool, i)["attempt"] >= 2 or job(pool, i)["failing_over"]
+                     or job(pool, i)["state"] == "queued"]
+        c.check(sorted(preempted) == sorted(stopping),
+                f"restart: only the first 8 were preempted ({len(preempted)}: {sorted(preempted)} against {sorted(stopping)})")
+        victim_nodes = {job(pool, i)["attempts"][0]["nodes"][0] for i in stopping if job(pool, i)["attempts"]}
+        c.check({t["node"] for t in done["placement"]} <= victim_nodes,
+                f"restart: it runs where it was promised ({done['placement'][0]['node']} in {victim_nodes})")
+        print(f"restart: killed during the victims' grace; after the restart job {high} started on "
+              f"{done['placement'][0]['node']} and {len(preempted)} jobs were preempted in all", flush=True)
+        for i in low:
+            pool.call("POST", f"/v1/jobs/{i}/cancel")
+    finally:
+        pool.stop()
+
+
 def main(gpupool):
     c = Checks()
     priority_scenario(gpupool, c)
     reclaim_scenario(gpupool, c)
+    restart_scenario(gpupool, c)
     return c.done()
 
 

@@ -16,6 +16,7 @@
 #include <rapidcheck/gtest.h>
 
 #include <algorithm>
+#include <deque>
 #include <map>
 #include <set>
 
@@ -289,6 +290,66 @@ TEST(Preemption, WhatIsHeldForTheJobIsNotTakenWhileItsVictimsStop) {
   EXPECT_TRUE(pool.Running(high)) << pool.Job(high).message;
   EXPECT_EQ(pool.cs->preemptions_total(), 4);
   EXPECT_EQ(pool.cs->failovers_total(), 0);
+}
+
+// A restart while the victims stop: the owner stores each nomination and gives it back after
+// every job is restored; the job keeps its hold and starts where it was promised, and nobody
+// else is preempted. A nomination whose victims were not stored as stopping is refused.
+TEST(Preemption, ANominationSurvivesARestart) {
+  Pool pool("2x8xH100", "priority");
+  pool.listener.hold = true;
+  std::vector<JobId> low;
+  for (int k = 0; k < 16; ++k) low.push_back(pool.Submit(1, 1, 0));
+  pool.Pass();
+  pool.now += Millis{1'000};
+  const JobId high = pool.Submit(1, 8, 10);
+  const auto r = pool.Pass();
+  ASSERT_EQ(r.preempted.size(), 8u);
+  const ClusterState::Nomination promised = pool.cs->nominated().at(high.value());
+  std::vector<std::pair<std::string, TaskAllocation>> stored;
+  for (const TaskAllocation& a : promised.tasks) stored.emplace_back(pool.fleet.node(a.node).name, a);
+  auto node_of = [&](const std::string& name) -> std::optional<NodeId> {
+    for (const Node& n : pool.fleet.nodes) {
+      if (n.name == name) return n.id;
+    }
+    return std::nullopt;
+  };
+  // The restart: a new state from the stored records (each with a listener that outlives it).
+  std::deque<Listener> listeners;
+  auto restart = [&](const std::vector<JobId>& victims, bool victims_stored_stopping) {
+    Listener& quiet = listeners.emplace_back();
+    quiet.hold = true;
+    Policy policy = testing::MakePolicy("priority");
+    policy.preemption.priority = true;
+    auto cs = std::make_unique<ClusterState>(pool.fleet, std::move(policy), ClusterOptions{}, quiet);
+    for (const auto& [id, j] : pool.cs->jobs()) {
+      JobRecord copy = j;
+      if (!victims_stored_stopping) copy.failing_over = false;
+      cs->Restore(std::move(copy), node_of);
+    }
+    Status s = cs->RestoreNomination(high, stored, victims, node_of);
+    return std::make_pair(std::move(cs), s);
+  };
+  auto [bad, refused] = restart(promised.victims, false);
+  EXPECT_FALSE(refused.ok());
+  EXPECT_NE(refused.message().find("was not stored as stopping"), std::string::npos) << refused.message();
+  auto [cs, s] = restart(promised.victims, true);
+  ASSERT_TRUE(s.ok()) << s.message();
+  EXPECT_EQ(cs->nominated().count(high.value()), 1u);
+  // Nothing else starts on what is held, and the job waits for no new victims.
+  const auto again = cs->Pass(pool.now);
+  EXPECT_TRUE(again.preempted.empty());
+  // The victims stop: the job starts exactly where it was promised.
+  for (JobId v : promised.victims) {
+    JobRecord& vr = *cs->Find(v);
+    for (size_t t = 0; t < vr.tasks.size(); ++t) cs->TaskEnded(vr, static_cast<int>(t), std::nullopt, 15, "", pool.now);
+  }
+  cs->RequeueReady(pool.now);
+  cs->Pass(pool.now);
+  const JobRecord& j = *cs->Find(high);
+  ASSERT_EQ(j.state, JobState::kStarting);
+  EXPECT_EQ(j.tasks[0].allocation.node, promised.tasks[0].node);
+  EXPECT_EQ(j.tasks[0].allocation.gpu_mask, promised.tasks[0].gpu_mask);
 }
 
 // --- properties ---
