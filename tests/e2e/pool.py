@@ -170,6 +170,11 @@ class Pool:
         raise RuntimeError("jobs did not finish: " + ", ".join(
             f"{i}:{jobs.get(i, {}).get('state')}" for i in ids if jobs.get(i, {}).get("state") not in ("succeeded", "failed", "cancelled", "timed-out")))
 
+    def cli(self, *args):
+        """Runs `gpupool ARGS` against this pool with the admin token; the CompletedProcess."""
+        return subprocess.run([self.gpupool, *args, "--server", f"127.0.0.1:{self.port}", "--token", self.token],
+                              capture_output=True, text=True)
+
     def stop_server(self):
         self.server.terminate()
         self.server.wait(timeout=20)

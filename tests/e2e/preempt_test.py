@@ -141,11 +141,9 @@ def priority_scenario(gpupool, c):
 
         # A tenant's default class applies to its jobs that give no priority; a class's maximum
         # time limit holds; an unknown class is refused, naming the known ones.
-        admin = ["--server", f"127.0.0.1:{pool.port}", "--token", pool.token]
-        r = subprocess.run([gpupool, "tenant", "create", "ops", "--priority", "high", *admin], capture_output=True, text=True)
+        r = pool.cli("tenant", "create", "ops", "--priority", "high")
         c.check(r.returncode == 0, f"tenant ops with default class high: {r.stdout}{r.stderr}")
-        tok = subprocess.run([gpupool, "token", "create", "--tenant", "ops", "--name", "ops", *admin], capture_output=True,
-                             text=True).stdout.strip()
+        tok = pool.cli("token", "create", "--tenant", "ops", "--name", "ops").stdout.strip()
         s, body = pool.call("POST", "/v1/jobs", {"command": ["true"], "gpus": 1}, token=tok)
         got = job(pool, body["id"]) if s == 201 else {}
         c.check(got.get("priority") == 1000 and got.get("time_limit_ms") == 3_600_000,
@@ -163,18 +161,13 @@ def reclaim_scenario(gpupool, c):
     pool = Pool(gpupool)
     try:
         pool.start_server("--preemption", "reclaim", "--preempt-grace", "2s")
-        pool.start_agent("n1", "4xH100")
-        pool.start_agent("n2", "4xH100")
+        for n in ("n1", "n2"):
+            pool.start_agent(n, "4xH100")
         pool.wait_nodes(2)
-        admin = ["--server", f"127.0.0.1:{pool.port}", "--token", pool.token]
-
-        def cli(*args):
-            return subprocess.run([gpupool, *args, *admin], capture_output=True, text=True)
-
         for name in ("a", "b"):
-            r = cli("tenant", "create", name, "--cohort", "lab", "--quota", "H100=4")
+            r = pool.cli("tenant", "create", name, "--cohort", "lab", "--quota", "H100=4")
             c.check(r.returncode == 0, f"tenant {name}: {r.stdout}{r.stderr}")
-        tok = {t: cli("token", "create", "--tenant", t, "--name", t).stdout.strip() for t in ("a", "b")}
+        tok = {t: pool.cli("token", "create", "--tenant", t, "--name", t).stdout.strip() for t in ("a", "b")}
 
         def submit(t):
             s, body = pool.call("POST", "/v1/jobs", {"command": ["sleep", "120"], "gpus": 1}, token=tok[t])

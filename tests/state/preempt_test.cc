@@ -70,6 +70,15 @@ struct Pool {
     for (size_t t = 0; t < j.tasks.size(); ++t) cs->TaskStarted(j, static_cast<int>(t), now, now);
   }
   const JobRecord& Job(JobId id) { return *cs->Find(id); }
+  // `n` 1-GPU jobs of priority 0 placed; a second later a 1-task job of `gpus` GPUs and
+  // priority 10 arrives and a pass runs: the job and that pass.
+  std::pair<JobId, ClusterState::PassResult> FillThenAsk(int n, int gpus) {
+    for (int k = 0; k < n; ++k) Submit(1, 1, 0);
+    Pass();
+    now += Millis{1'000};
+    const JobId high = Submit(1, gpus, 10);
+    return {high, Pass()};
+  }
   bool Running(JobId id) { return Job(id).state == JobState::kRunning || Job(id).state == JobState::kStarting; }
 };
 
@@ -262,12 +271,7 @@ TEST(Preemption, WhatIsHeldForTheJobIsNotTakenWhileItsVictimsStop) {
   // The victims keep running through their grace (an agent's): the freed GPUs are the job's.
   Pool pool("1x8xH100", "priority");
   pool.listener.hold = true;
-  std::vector<JobId> low;
-  for (int k = 0; k < 8; ++k) low.push_back(pool.Submit(1, 1, 0));
-  pool.Pass();
-  pool.now += Millis{1'000};
-  const JobId high = pool.Submit(1, 4, 10);
-  const auto r = pool.Pass();
+  const auto [high, r] = pool.FillThenAsk(8, 4);
   ASSERT_EQ(r.preempted.size(), 4u);
   EXPECT_FALSE(pool.Running(high)) << "its victims have not stopped yet";
   // Two victims stop; a small job of higher priority than the rest arrives: the two free GPUs
@@ -298,12 +302,7 @@ TEST(Preemption, WhatIsHeldForTheJobIsNotTakenWhileItsVictimsStop) {
 TEST(Preemption, ANominationSurvivesARestart) {
   Pool pool("2x8xH100", "priority");
   pool.listener.hold = true;
-  std::vector<JobId> low;
-  for (int k = 0; k < 16; ++k) low.push_back(pool.Submit(1, 1, 0));
-  pool.Pass();
-  pool.now += Millis{1'000};
-  const JobId high = pool.Submit(1, 8, 10);
-  const auto r = pool.Pass();
+  const auto [high, r] = pool.FillThenAsk(16, 8);
   ASSERT_EQ(r.preempted.size(), 8u);
   const ClusterState::Nomination promised = pool.cs->nominated().at(high.value());
   std::vector<std::pair<std::string, TaskAllocation>> stored;
