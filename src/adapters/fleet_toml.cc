@@ -341,6 +341,14 @@ void ReadOffer(Fleet& fleet, const toml::table& t, const std::string& source, in
   fleet.offers.push_back(std::move(o));
 }
 
+// default_time and max_time, as Slurm's --time spells them (a bare number: minutes), of a
+// [[tenant]] or a [[priority_class]].
+void ReadTimeLimits(Section& s, Millis& default_time, Millis& max_time) {
+  for (auto [key, field] : {std::pair<const char*, Millis*>{"default_time", &default_time}, {"max_time", &max_time}}) {
+    if (auto v = s.Unit<Millis>(key, ParseTimeLimit, "m")) *field = *v;
+  }
+}
+
 // A tenant: its weight, cohort, own queue order and quotas per GPU model, e.g.
 //   [[tenant]]
 //   name = "llm"
@@ -366,9 +374,7 @@ void ReadTenant(Fleet& fleet, const toml::table& t, const std::string& source, i
   if (c.cohort == c.name) s.Fail(t.get("cohort"), "cohort", "a tenant cannot be its own cohort");
   c.order = s.String("order").value_or("");
   c.priority = s.String("priority").value_or("");  // a [[priority_class]]'s name, checked once all are read
-  for (auto [key, field] : {std::pair<const char*, Millis*>{"default_time", &c.default_time}, {"max_time", &c.max_time}}) {
-    if (auto v = s.Unit<Millis>(key, ParseTimeLimit, "m")) *field = *v;
-  }
+  ReadTimeLimits(s, c.default_time, c.max_time);
   // GPUs per model: { H100 = 64 }.
   auto per_model = [&](std::string_view key, void (*set)(QuotaLimits&, int64_t)) {
     const toml::table* m = s.Table(key);
@@ -408,8 +414,7 @@ void ReadPriorityClass(Fleet& fleet, const toml::table& t, const std::string& so
     c.preemptible = *p->value<bool>();
   }
   if (auto v = s.Unit<Millis>("min_run", ParseDuration, "s")) c.min_run = *v;
-  if (auto v = s.Unit<Millis>("default_time", ParseTimeLimit, "m")) c.default_time = *v;
-  if (auto v = s.Unit<Millis>("max_time", ParseTimeLimit, "m")) c.max_time = *v;
+  ReadTimeLimits(s, c.default_time, c.max_time);
   if (c.max_time.value() > 0 && c.default_time > c.max_time) s.Fail(t.get("default_time"), "default_time", "above max_time");
   s.RejectUnknown();
   fleet.priority_classes.push_back(std::move(c));
@@ -470,11 +475,9 @@ Result<Fleet> ParseFleetToml(std::string_view text, const std::string& source, F
     return InvalidArgument(e.message);
   }
   for (const TenantConfig& t : fleet.tenants) {
-    if (!t.priority.empty() && !fleet.FindPriorityClass(t.priority)) {
-      std::string known;
-      for (const PriorityClass& c : fleet.priority_classes) known += (known.empty() ? "" : ", ") + c.name;
-      return InvalidArgument(fmt::format("{}: [[tenant]] '{}': priority: unknown priority class '{}'; known: {}", source, t.name,
-                                         t.priority, known.empty() ? "none" : known));
+    if (t.priority.empty()) continue;
+    if (auto c = fleet.PriorityClassNamed(t.priority); !c) {
+      return InvalidArgument(fmt::format("{}: [[tenant]] '{}': priority: {}", source, t.name, c.error().message()));
     }
   }
   if (nodes == FleetNodes::kRequired && fleet.nodes.empty() && fleet.offers.empty()) {

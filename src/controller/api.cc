@@ -685,11 +685,9 @@ void Api::Route(const HttpRequest& r, const Caller& caller, Respond& respond) {
   if (p[1] == "jobs") {
     if (p.size() == 2 && m == "POST") {
       auto req = ParseSubmitRequest(r.body, [this](std::string_view name) -> Result<int> {
-        if (const PriorityClass* c = c_.fleet().FindPriorityClass(name)) return c->value;
-        std::string known;
-        for (const PriorityClass& c : c_.fleet().priority_classes) known += (known.empty() ? "" : ", ") + c.name;
-        return Error(StatusCode::kInvalidArgument, fmt::format("unknown priority class '{}'; known: {}", name.substr(0, 64),
-                                                               known.empty() ? "none (give a number)" : known));
+        auto c = c_.fleet().PriorityClassNamed(name);
+        if (!c) return tl::unexpected(c.error());
+        return (*c)->value;
       });
       if (!req) return respond(Fail(400, req.error().message()));
       if (tenant) req->spec.tenant = caller.tenant;  // a job's tenant is its token's, whatever the body says

@@ -108,11 +108,10 @@ void Controller::SaveDecayedUsage(Millis now) {
 
 Status Controller::CheckTenants(const std::vector<TenantConfig>& tenants) const {
   for (const TenantConfig& t : tenants) {
-    if (!t.priority.empty() && !fleet_.FindPriorityClass(t.priority)) {
-      std::string known;
-      for (const PriorityClass& c : fleet_.priority_classes) known += (known.empty() ? "" : ", ") + c.name;
-      return Status(StatusCode::kInvalidArgument, fmt::format("priority: unknown priority class '{}'; known: {}",
-                                                              t.priority.substr(0, 64), known.empty() ? "none" : known));
+    if (!t.priority.empty()) {
+      if (auto c = fleet_.PriorityClassNamed(t.priority); !c) {
+        return Status(StatusCode::kInvalidArgument, "priority: " + c.error().message());
+      }
     }
     if (t.order.empty()) continue;
     if (auto q = BuiltinRegistry().MakeQueueOrder(t.order); !q) {

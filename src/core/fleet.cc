@@ -294,4 +294,12 @@ const PriorityClass* Fleet::FindPriorityClass(std::string_view name) const {
   return nullptr;
 }
 
+Result<const PriorityClass*> Fleet::PriorityClassNamed(std::string_view name) const {
+  if (const PriorityClass* c = FindPriorityClass(name)) return c;
+  std::string known;
+  for (const PriorityClass& c : priority_classes) known += (known.empty() ? "" : ", ") + c.name;
+  return Error(StatusCode::kInvalidArgument, fmt::format("unknown priority class '{}'; known: {}", name.substr(0, 64),
+                                                         known.empty() ? "none" : known));
+}
+
 }  // namespace gp

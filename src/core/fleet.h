@@ -176,6 +176,8 @@ class Fleet {
   std::optional<GpuModelId> FindModel(std::string_view name) const;  // case-insensitive
   std::optional<SiteId> FindSite(std::string_view name) const;
   const PriorityClass* FindPriorityClass(std::string_view name) const;
+  // The class, or an error naming the known ones: "unknown priority class 'x'; known: low, high".
+  Result<const PriorityClass*> PriorityClassNamed(std::string_view name) const;
   std::optional<ProviderId> FindProvider(std::string_view name) const;
   std::optional<NodeId> FindNode(std::string_view name) const;
 

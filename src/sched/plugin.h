@@ -45,6 +45,8 @@ class QueueOrder {
   // priority, unless the order says otherwise (least-attained-service: its queue, the first
   // highest). `job.attained` includes a running job's current run.
   virtual int64_t Standing(const PendingJob& job) const { return job.spec->priority; }
+  // What a standing is, in words ("priority", "queue"), for messages.
+  virtual std::string_view StandingName() const { return "priority"; }
   // The attained service (GPU-ms) at which a running job's standing next changes (under
   // least-attained-service, its next threshold), or nullopt: it never does by running.
   virtual std::optional<int64_t> NextStandingChange(const PendingJob& /*job*/) const { return std::nullopt; }

@@ -52,6 +52,7 @@ class LeastAttained final : public QueueOrder {
   QueueKey Key(const PendingJob& j) const override { return {Level(j), j.spec->submit_time.value(), 0}; }
   // A job of a higher queue (less attained) preempts one of a lower queue, as in Tiresias.
   int64_t Standing(const PendingJob& j) const override { return -Level(j); }
+  std::string_view StandingName() const override { return "queue"; }
   std::optional<int64_t> NextStandingChange(const PendingJob& j) const override {
     const auto next = std::upper_bound(thresholds_ms_.begin(), thresholds_ms_.end(), j.attained.value());
     if (next == thresholds_ms_.end()) return std::nullopt;

@@ -530,7 +530,6 @@ std::optional<Preemption> Pass::Preempt(const PendingJob& job, Millis now) {
     if (x.run_ms != y.run_ms) return x.run_ms < y.run_ms;
     return a < b;
   };
-  auto charge = [&](const RunningJob& r, int sign) { ChargeRunning(r, sign); };
   Preemption out{.job = job.spec->id};
   std::set<uint64_t> gone;
   std::vector<NodeId> gang;
@@ -563,7 +562,7 @@ std::optional<Preemption> Pass::Preempt(const PendingJob& job, Millis now) {
             if (x.node != copy.id) continue;
             if (!(sign < 0 ? Release(copy, x) : Allocate(copy, x)).ok()) return false;
           }
-          charge(r, sign);
+          ChargeRunning(r, sign);
           return true;
         };
         std::vector<uint64_t> taken;
@@ -587,7 +586,7 @@ std::optional<Preemption> Pass::Preempt(const PendingJob& job, Millis now) {
             }
           }
         }
-        for (uint64_t id : taken) charge(*cands.at(id).r, +1);
+        for (uint64_t id : taken) ChargeRunning(*cands.at(id).r, +1);
         if (!fits) continue;
         ++feasible;
         Cost c{.jobs = taken.size()};
@@ -614,7 +613,7 @@ std::optional<Preemption> Pass::Preempt(const PendingJob& job, Millis now) {
           free_gpu_milli_ += std::popcount(x.gpu_mask) * x.share.value();
           overlay_.Place(x.node.value(), n);
         }
-        charge(*c.r, -1);
+        ChargeRunning(*c.r, -1);
         gone.insert(id);
         out.victims.push_back(Victim{.job = JobId{id}, .reclaim = reclaimed(c)});
       }

@@ -436,8 +436,7 @@ void ClusterState::Place(JobRecord& j, const std::vector<TaskAllocation>& tasks,
 }
 
 RunningJob ClusterState::RunningOf(const JobRecord& j, Millis since) const {
-  RunningJob r{.spec = &j.spec, .since = since, .attained = Millis{j.attained_gpu_ms}};
-  if (auto t = sched_.tenants().Find(j.spec.tenant)) r.tenant = policy_.share || sched_.tenants().limited(*t) ? *t : 0;
+  RunningJob r{.spec = &j.spec, .tenant = SchedTenantOf(j.spec.tenant), .since = since, .attained = Millis{j.attained_gpu_ms}};
   for (const TaskRecord& t : j.tasks) {
     if (!t.exit_code && !t.signal) r.tasks.push_back(t.allocation);
   }
@@ -567,7 +566,7 @@ void ClusterState::Preempt(const Plan& plan, Millis now, PassResult& out) {
           v.reclaim ? fmt::format("preempted by job {}: tenant {} takes back its quota, which tenant {} borrowed", id.value(),
                                   j->spec.tenant, victim.spec.tenant)
                     : fmt::format("preempted by job {}, which stands higher ({} {} against {})", id.value(),
-                                  policy_.queue_name.rfind("las", 0) == 0 ? "queue" : "priority",
+                                  policy_.queue->StandingName(),
                                   policy_.queue->Standing(*p), policy_.queue->Standing(PendingJob{
                                       .spec = &victim.spec, .attained = Millis{victim.attained_gpu_ms}}));
       StopAttempt(victim, why, "preempted", now, /*counts=*/false, options_.preempt_grace_ms, now);
@@ -654,8 +653,7 @@ std::optional<Decision> ClusterState::ExplainQueued(JobId id) const {
   if (!j || j->state != JobState::kQueued) return std::nullopt;
   auto p = CompileJob(j->spec, sched_.fleet());
   if (!p) return std::nullopt;
-  p->tenant = sched_.tenants().Find(j->spec.tenant).value_or(0);
-  if (!policy_.share && !sched_.tenants().limited(p->tenant)) p->tenant = 0;
+  p->tenant = SchedTenantOf(j->spec.tenant);
   return ExplainJob(sched_, *p, policy_);
 }
 
@@ -699,12 +697,16 @@ void ClusterState::ReleaseTask(JobRecord& j, int task, std::optional<Millis> now
   Charge(j, a, -1, now);
 }
 
-TenantIndex ClusterState::SchedTenant(const std::string& tenant) {
-  TenantBook& book = sched_.tenants();
-  const TenantIndex t = book.Intern(tenant);
+TenantIndex ClusterState::SchedTenantOf(const std::string& tenant) const {
   // Only a share order or a quota tells one tenant's jobs from another's; otherwise they share
   // classes of shape (a queue of many tenants costs no more than one of a single tenant).
-  return policy_.share || book.limited(t) ? t : 0;
+  const TenantIndex t = sched_.tenants().Find(tenant).value_or(0);
+  return policy_.share || sched_.tenants().limited(t) ? t : 0;
+}
+
+TenantIndex ClusterState::SchedTenant(const std::string& tenant) {
+  sched_.tenants().Intern(tenant);
+  return SchedTenantOf(tenant);
 }
 
 void ClusterState::Charge(const JobRecord& j, const TaskAllocation& a, int sign, std::optional<Millis> now) {

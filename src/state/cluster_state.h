@@ -243,6 +243,8 @@ class ClusterState {
   void Charge(const JobRecord& j, const TaskAllocation& a, int sign, std::optional<Millis> now);
   // The tenant the scheduler sees a job as: its own under a share order or a quota, else 0.
   TenantIndex SchedTenant(const std::string& tenant);
+  // The same for a tenant already known (0 for one never seen), without interning it.
+  TenantIndex SchedTenantOf(const std::string& tenant) const;
   void Requeue(JobRecord& j, Millis now);
   // Stops the current attempt (every task, with the grace) and requeues it once all have ended.
   void StopAttempt(JobRecord& j, std::string message, std::string_view event, Millis fence_until, bool counts, int grace_ms,
