@@ -5,7 +5,9 @@
 #include <boost/asio.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <algorithm>
 #include <charconv>
+#include <thread>
 #include <list>
 #include <limits>
 #include <sys/resource.h>
@@ -577,11 +579,25 @@ void EventLoop::Stop() { impl_->io.stop(); }
 
 struct HttpClient::Impl {
   asio::io_context io;
+  std::vector<std::pair<std::string, std::string>> servers;  // host, port
+  size_t current = 0;
   std::string host;
   std::string port;
   std::string token;
   std::optional<beast::tcp_stream> stream;
   beast::flat_buffer buffer;
+  bool connect_failed = false;  // the last call never reached a server: nothing was sent
+
+  void Use(size_t i) {
+    current = i % servers.size();
+    host = servers[current].first;
+    port = servers[current].second;
+    stream.reset();
+    buffer.clear();
+  }
+  // One request to the current server; reconnects once if the kept-alive connection was closed.
+  Result<HttpResponse> CallOne(const std::string& method, const std::string& target, const std::string& body, Millis timeout,
+                               Millis connect_timeout, size_t max_response);
 };
 
 HttpClient::HttpClient() : impl_(std::make_unique<Impl>()) {}
@@ -590,21 +606,87 @@ HttpClient& HttpClient::operator=(HttpClient&&) noexcept = default;
 HttpClient::~HttpClient() = default;
 
 Result<HttpClient> HttpClient::Create(const std::string& base, std::string token) {
-  auto hp = SplitHostPort(base);
-  if (!hp) return tl::unexpected(hp.error());
   HttpClient c;
-  c.impl_->host = hp->first;
-  c.impl_->port = hp->second;
+  for (std::string_view rest = base; !rest.empty();) {
+    const size_t comma = rest.find(',');
+    std::string one(rest.substr(0, comma));
+    rest = comma == std::string_view::npos ? std::string_view() : rest.substr(comma + 1);
+    while (!one.empty() && one.front() == ' ') one.erase(0, 1);
+    while (!one.empty() && one.back() == ' ') one.pop_back();
+    if (one.empty()) continue;
+    auto hp = SplitHostPort(one);
+    if (!hp) return tl::unexpected(hp.error());
+    c.impl_->servers.push_back(*hp);
+  }
+  if (c.impl_->servers.empty()) return InvalidArgument(fmt::format("'{}': expected HOST:PORT[,HOST:PORT...]", base));
+  c.impl_->Use(0);
   c.impl_->token = std::move(token);
   return c;
 }
 
+std::string HttpClient::server() const { return impl_->host + ":" + impl_->port; }
+
+void HttpClient::Failover() { impl_->Use(impl_->current + 1); }
+
+namespace {
+std::string HeaderOf(const HttpResponse& r, std::string_view name) {
+  for (const auto& [k, v] : r.headers) {
+    if (boost::beast::iequals(k, name)) return v;
+  }
+  return "";
+}
+}  // namespace
+
+// With several servers (a leader and its standbys): a server that refuses the connection, or a
+// standby that says it is one (503, X-Gpupool-Role: follower), sends the call to the next; a
+// redirect (307/308: a standby naming the leader) is followed. Either way nothing was done by
+// the server left, so even a submission is safe to send again. When every server refused, the
+// call waits a little and goes round again while its time lasts (an election under way).
 Result<HttpResponse> HttpClient::Call(const std::string& method, const std::string& target, const std::string& body,
                                       Millis timeout, size_t max_response) {
+  Impl& c = *impl_;
+  const auto start = std::chrono::steady_clock::now();
+  auto left = [&] {
+    const auto spent = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - start).count();
+    return Millis{std::max<int64_t>(0, timeout.value() - spent)};
+  };
+  const bool many = c.servers.size() > 1;
+  size_t passed = 0;  // servers passed over in a row
+  int redirects = 0;
+  for (;;) {
+    const Millis budget = left();
+    auto r = c.CallOne(method, target, body, budget, many ? std::min(budget, Millis{2'000}) : budget, max_response);
+    bool next = false;
+    if (!r) {
+      next = many && c.connect_failed;
+    } else if ((r->status == 307 || r->status == 308) && redirects < 4) {
+      auto hp = SplitHostPort(HeaderOf(*r, "X-Gpupool-Leader"));
+      if (hp) {
+        ++redirects;
+        auto it = std::find(c.servers.begin(), c.servers.end(), *hp);
+        if (it == c.servers.end()) it = c.servers.insert(c.servers.end(), *hp);
+        c.Use(static_cast<size_t>(it - c.servers.begin()));
+        continue;
+      }
+    } else if (r->status == 503 && HeaderOf(*r, "X-Gpupool-Role") == "follower") {
+      next = true;  // a standby that knows no leader yet
+    }
+    if (!next) return r;
+    c.Use(c.current + 1);
+    if (++passed < c.servers.size()) continue;
+    if (left() <= Millis{250}) return r;
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    passed = 0;
+  }
+}
+
+Result<HttpResponse> HttpClient::Impl::CallOne(const std::string& method, const std::string& target, const std::string& body,
+                                               Millis timeout, Millis connect_timeout, size_t max_response) {
   // Asynchronous operations run to completion on this client's own io_context: Beast enforces
   // a stream's timeout only on asynchronous operations, and a call must never hang on a server
   // that went away mid-request.
-  Impl& c = *impl_;
+  Impl& c = *this;
+  c.connect_failed = false;
   const auto limit = std::chrono::milliseconds(timeout.value());
   for (int attempt = 0; attempt < 2; ++attempt) {
     beast::error_code ec;
@@ -615,9 +697,12 @@ Result<HttpResponse> HttpClient::Call(const std::string& method, const std::stri
     if (!c.stream) {
       tcp::resolver resolver(c.io);
       auto endpoints = resolver.resolve(c.host, c.port, ec);
-      if (ec) return Error(StatusCode::kNotFound, fmt::format("cannot resolve {}: {}", c.host, ec.message()));
+      if (ec) {
+        c.connect_failed = true;
+        return Error(StatusCode::kNotFound, fmt::format("cannot resolve {}: {}", c.host, ec.message()));
+      }
       c.stream.emplace(c.io);
-      c.stream->expires_after(limit);
+      c.stream->expires_after(std::chrono::milliseconds(connect_timeout.value()));
       c.stream->async_connect(endpoints, [&](beast::error_code e, const tcp::endpoint&) {
         ec = e;
         c.stream->expires_never();  // done: stop the timer, or run() would wait for it
@@ -625,6 +710,7 @@ Result<HttpResponse> HttpClient::Call(const std::string& method, const std::stri
       run();
       if (ec) {
         c.stream.reset();
+        c.connect_failed = true;
         return Error(ec == asio::error::connection_refused ? StatusCode::kUnavailable : StatusCode::kFailedPrecondition,
                      fmt::format("cannot reach the server at {}:{}: {}", c.host, c.port, ec.message()));
       }
@@ -670,6 +756,9 @@ Result<HttpResponse> HttpClient::Call(const std::string& method, const std::stri
     }
     auto& res = parser.get();
     HttpResponse out{.status = static_cast<int>(res.result_int()), .body = std::move(res.body())};
+    for (const char* name : {"Location", "X-Gpupool-Leader", "X-Gpupool-Role", "X-Gpupool-Epoch", "Retry-After"}) {
+      if (auto it = res.find(name); it != res.end()) out.headers.emplace_back(name, std::string(it->value()));
+    }
     if (!res.keep_alive()) c.stream.reset();
     return out;
   }

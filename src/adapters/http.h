@@ -127,15 +127,22 @@ class EventLoop {
 
 class HttpClient {
  public:
-  // base: "http://127.0.0.1:7070" or "127.0.0.1:7070".
+  // base: "http://127.0.0.1:7070" or "127.0.0.1:7070"; or several, comma-separated (a leader
+  // and its standbys): see Call.
   static Result<HttpClient> Create(const std::string& base, std::string token);
   HttpClient(HttpClient&&) noexcept;
   HttpClient& operator=(HttpClient&&) noexcept;
   ~HttpClient();
   // One request; reconnects once if the kept-alive connection was closed.
   // Answers over `max_response` bytes are refused (an error naming the limit).
+  // With several servers, a call that one of them refused or passed on (a standby: 503 with
+  // X-Gpupool-Role: follower, or 307 naming the leader in X-Gpupool-Leader) goes to the next or
+  // to the leader named, round again while `timeout` lasts; what was sent and not answered is
+  // never sent again.
   Result<HttpResponse> Call(const std::string& method, const std::string& target, const std::string& body = "",
                             Millis timeout = Millis{30'000}, size_t max_response = 256u << 20);
+  std::string server() const;  // HOST:PORT the next call goes to
+  void Failover();             // the next call goes to the next server given
 
  private:
   HttpClient();

@@ -1,0 +1,70 @@
+// The controller's journal in etcd, for several servers of which one leads (docs/live-pool.md).
+// Every write is a transaction whose compare says "the leader key still has the create
+// revision I saw when I was elected": a server that stopped leading (paused past its lease, cut
+// off) can never write again, and learns it from the first write it tries (fencing). A write
+// of jobs with their events goes in as few transactions as etcd's limits allow (128 operations,
+// 1.5 MiB a request), a job always with its own events.
+//
+// Keys under the prefix P (default /gpupool): P/leader (the leader's address, on its lease),
+// P/jobs/<id, 20 digits>, P/nodes/<name>, P/meta/<key>, P/events/<seq, 20 digits>,
+// P/usage/<end ms>/<start ms>/<node>/<job>/<kind>, P/sinks/<name>.
+#pragma once
+
+#include <functional>
+#include <string>
+
+#include "adapters/etcd.h"
+#include "state/journal.h"
+
+namespace gp {
+
+struct EtcdFence {
+  std::string key;             // the leader key
+  int64_t create_revision = 0; // as created by this server's election: its epoch
+};
+
+class EtcdJournal final : public Journal {
+ public:
+  // `deposed` is called once, from the writing thread, when a write finds that this server no
+  // longer leads; the write fails (kFailedPrecondition).
+  EtcdJournal(EtcdClient& etcd, std::string prefix, EtcdFence fence, std::function<void(const std::string&)> deposed);
+
+  Status PutJobs(const std::vector<std::pair<uint64_t, std::string>>& jobs, const Events& events) override;
+  Status PutNode(std::string_view name, std::string_view json, const Events& events) override;
+  Status PutEvents(const Events& events) override;
+  Status PutMeta(std::string_view key, std::string_view value) override;
+  Result<JournalContents> Load() override;
+  Result<Events> EventsAfter(uint64_t after, size_t limit) override;
+  Status PruneEvents(uint64_t up_to) override;
+  Status PutUsage(const std::vector<UsageRecord>& rows) override;
+  Result<std::vector<UsageTotal>> UsageTotals(int64_t since_ms, const std::vector<std::string>& by) override;
+
+  // Drops etcd's history older than the revision the last call saw (so at least one period of
+  // history stays), and defragments the member answering when its file is over `defrag_bytes`.
+  Status Maintain(int64_t defrag_bytes);
+  int64_t transactions() const { return transactions_; }
+  int64_t revision() const { return revision_; }
+
+  // Keys, for tests and tools.
+  std::string JobKey(uint64_t id) const;
+  std::string EventKey(uint64_t seq) const;
+
+ private:
+  // Each unit stays in one transaction; units are packed in order into as few as the limits allow.
+  Status Commit(const std::vector<std::vector<EtcdOp>>& units);
+  Status CommitOne(std::vector<EtcdOp> ops);
+  std::vector<EtcdOp> EventOps(const Events& events) const;
+  // Every key of [start, PrefixEnd(start)) at one revision, page by page.
+  Status Scan(const std::string& start, const std::function<Status(const EtcdKv&)>& each, int64_t& revision);
+
+  EtcdClient& etcd_;
+  std::string prefix_;
+  EtcdFence fence_;
+  std::function<void(const std::string&)> deposed_;
+  bool is_deposed_ = false;
+  int64_t transactions_ = 0;
+  int64_t revision_ = 0;
+  int64_t compact_to_ = 0;  // the revision seen at the last Maintain
+};
+
+}  // namespace gp
