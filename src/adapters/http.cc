@@ -587,6 +587,7 @@ struct HttpClient::Impl {
   std::optional<beast::tcp_stream> stream;
   beast::flat_buffer buffer;
   bool connect_failed = false;  // the last call never reached a server: nothing was sent
+  bool wait_for_leader = true;
 
   void Use(size_t i) {
     current = i % servers.size();
@@ -628,6 +629,10 @@ std::string HttpClient::server() const { return impl_->host + ":" + impl_->port;
 
 void HttpClient::Failover() { impl_->Use(impl_->current + 1); }
 
+size_t HttpClient::servers() const { return impl_->servers.size(); }
+
+void HttpClient::set_wait_for_leader(bool wait) { impl_->wait_for_leader = wait; }
+
 namespace {
 std::string HeaderOf(const HttpResponse& r, std::string_view name) {
   for (const auto& [k, v] : r.headers) {
@@ -659,24 +664,31 @@ Result<HttpResponse> HttpClient::Call(const std::string& method, const std::stri
     bool next = false;
     if (!r) {
       next = many && c.connect_failed;
-    } else if ((r->status == 307 || r->status == 308) && redirects < 4) {
+    } else if (r->status == 307 || r->status == 308) {
       auto hp = SplitHostPort(HeaderOf(*r, "X-Gpupool-Leader"));
-      if (hp) {
+      if (hp && redirects < 4) {
         ++redirects;
         auto it = std::find(c.servers.begin(), c.servers.end(), *hp);
         if (it == c.servers.end()) it = c.servers.insert(c.servers.end(), *hp);
         c.Use(static_cast<size_t>(it - c.servers.begin()));
         continue;
       }
+      next = hp.has_value();  // a leader named that does not answer (its lease has not run out yet)
     } else if (r->status == 503 && HeaderOf(*r, "X-Gpupool-Role") == "follower") {
       next = true;  // a standby that knows no leader yet
     }
     if (!next) return r;
     c.Use(c.current + 1);
     if (++passed < c.servers.size()) continue;
-    if (left() <= Millis{250}) return r;
+    if (!c.wait_for_leader || left() <= Millis{250}) {
+      // Every server refused, or is a standby that knows no leader that answers: none leads now.
+      return Error(StatusCode::kUnavailable, fmt::format("{} {}: no server leads now ({}{})", method, target,
+                                                         r ? fmt::format("HTTP {} from ", r->status) : r.error().message() + "; last ",
+                                                         c.host + ":" + c.port));
+    }
     std::this_thread::sleep_for(std::chrono::milliseconds(200));
     passed = 0;
+    redirects = 0;
   }
 }
 

@@ -142,6 +142,10 @@ class HttpClient {
   Result<HttpResponse> Call(const std::string& method, const std::string& target, const std::string& body = "",
                             Millis timeout = Millis{30'000}, size_t max_response = 256u << 20);
   std::string server() const;  // HOST:PORT the next call goes to
+  size_t servers() const;      // how many were given (and learnt from redirects)
+  // Off: once every server has refused or passed the call on, it fails at once (kUnavailable)
+  // rather than going round again (an agent, which keeps its tasks' leases meanwhile).
+  void set_wait_for_leader(bool wait);
   void Failover();             // the next call goes to the next server given
 
  private:

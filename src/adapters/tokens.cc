@@ -48,7 +48,8 @@ std::string Sha256Hex(std::string_view text) {
 }
 
 Status StoreSecret(const std::string& path, const std::string& secret) {
-  const std::string tmp = path + ".tmp";
+  // Aside under a name of this process's own: several processes may store the same secret at once.
+  const std::string tmp = fmt::format("{}.{}.tmp", path, getpid());
   const int fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
   if (fd < 0) return Status(StatusCode::kFailedPrecondition, fmt::format("{}: cannot create: {}", tmp, std::strerror(errno)));
   fchmod(fd, 0600);

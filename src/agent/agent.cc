@@ -183,6 +183,15 @@ Status Agent::Register() {
   }
   const nlohmann::json reply = nlohmann::json::parse(res->body, nullptr, false);
   if (!reply.is_object()) return Status(StatusCode::kFailedPrecondition, "register: the server's answer is not JSON");
+  if (reply.contains("epoch") && reply["epoch"].is_number_unsigned()) {
+    const uint64_t epoch = reply["epoch"].get<uint64_t>();
+    if (epoch < epoch_) {
+      client_.Failover();
+      return Status(StatusCode::kFailedPrecondition,
+                    fmt::format("register: {} no longer leads (epoch {} < {})", o_.server, epoch, epoch_));
+    }
+    epoch_ = epoch;
+  }
   if (reply.contains("lease_ms") && reply["lease_ms"].is_number_integer()) {
     lease_ms_ = static_cast<int>(std::clamp<int64_t>(reply["lease_ms"].get<int64_t>(), 200, 600'000));
   }
@@ -203,6 +212,7 @@ Status Agent::Register() {
   auto client = HttpClient::Create(o_.server, credential_);
   if (!client) return client.error();
   client_ = std::move(*client);
+  client_.set_wait_for_leader(false);
   carrier_->SetToken(credential_);
   telemetry_due_ = true;  // a server that forgot the node learns its load at once
   RenewLease();
@@ -261,7 +271,9 @@ void Agent::Adopt() {
 
 // While the server's process is down (connection refused: its host answers, so no other server
 // can have given this node's work away), the tasks keep their leases, renewed faster than they
-// run out; when it is back it adopts them, as after any restart.
+// run out; when it is back it adopts them, as after any restart. With several servers the same
+// holds while none leads (each refused, or is a standby naming no leader that answers): no
+// server can give work away before it leads, and a new leader first waits to hear from nodes.
 void Agent::RenewLeaseWhileAway(int64_t& backoff) {
   RenewLease();
   backoff = std::min<int64_t>(backoff, std::max(50, lease_ms_ / 4));
@@ -342,17 +354,39 @@ Status Agent::Run(const std::atomic<bool>& stop) {
     // Idle: as long as this agent's interval or the server's (which grows with the fleet).
     const int idle_ms = std::max(static_cast<int>(o_.interval.value()), server_interval_ms_);
     hb.wait_ms = !to_start_.empty() ? 0 : (active ? 20 : idle_ms);
-    auto res = client_.Call("POST", "/v1/agent/heartbeat", HeartbeatToJson(hb), Millis{hb.wait_ms + 10'000});
-    if (!res || res->status != 200) {
+    // With standbys to turn to, a server silent for 2 s past the wait is passed over sooner.
+    const bool standbys = client_.servers() > 1;
+    auto res = client_.Call("POST", "/v1/agent/heartbeat", HeartbeatToJson(hb), Millis{hb.wait_ms + (standbys ? 2'000 : 10'000)});
+    if (!res && standbys) client_.Failover();  // silent or gone: the next server, next time
+    // With several servers, a reply from one that no longer leads (an older epoch than one
+    // already seen: paused or cut off while another was elected) is as if none had come: its
+    // commands are not acted on and the reports it took are sent again, to the leader.
+    Result<HeartbeatReply> reply = Error(StatusCode::kFailedPrecondition, "no reply");
+    bool stale = false;
+    if (res && res->status == 200) {
+      reply = ParseReply(res->body);
+      if (reply && reply->epoch < epoch_) {
+        stale = true;
+        fmt::print(stderr, "gpupool agent: a reply from {}, which no longer leads (epoch {} < {}): not acted on\n", client_.server(),
+                   reply->epoch, epoch_);
+        client_.Failover();
+      } else if (reply) {
+        epoch_ = reply->epoch;
+      }
+    }
+    if (!res || res->status != 200 || stale) {
       const bool too_big = res && res->status == 413;
-      if (res) fmt::print(stderr, "gpupool agent: heartbeat: HTTP {}: {}\n", res->status, res->body.substr(0, 300));
+      if (res && !stale) fmt::print(stderr, "gpupool agent: heartbeat: HTTP {}: {}\n", res->status, res->body.substr(0, 300));
       if (res && res->status == 404) registered = false;  // the server forgot us: register again
       // Not this node's credential (the server lost it, or another agent took the node over
       // while this one was cut off): register again, proving who we are, or stop.
       if (res && res->status == 401) registered = false;
       // Reports are kept and sent again; tasks keep running while the server is away.
       for (const auto& key : done) tasks_[key].reported_running = false;
-      backoff = std::min<int64_t>(backoff * 2, 2'000);
+      // No server leads now (an election under way): look again soon, keeping the leases, so
+      // that the new leader hears from this node before its failure detector gives up on it.
+      const bool electing = standbys && !res && res.error().code() == StatusCode::kUnavailable;
+      backoff = electing ? 200 : std::min<int64_t>(backoff * 2, 2'000);
       // Refused: the server's process is down and its host reachable, so no server can place
       // this node's work elsewhere meanwhile; a restarted server recovers it from its journal.
       // Keep the leases. A timeout (a cut network, a dead host) lets them run out.
@@ -389,7 +423,6 @@ Status Agent::Run(const std::atomic<bool>& stop) {
       std::ofstream(TaskDir(key) / "reported") << "1\n";  // the server has its end: never again
       tasks_.erase(key);
     }
-    auto reply = ParseReply(res->body);
     if (!reply) {
       fmt::print(stderr, "gpupool agent: bad reply from server: {}\n", reply.error().message());
       continue;

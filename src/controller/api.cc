@@ -267,13 +267,18 @@ void Api::Wake(const std::string& node) {
   if (parked_.count(node) && woken_.insert(node).second) ScheduleDrain();
 }
 
+std::string Api::ReplyText(HeartbeatReply reply) const {
+  reply.epoch = c_.epoch();
+  return ReplyToJson(reply);
+}
+
 void Api::Unpark(const std::string& node, bool always) {
   auto it = parked_.find(node);
   if (it == parked_.end() || (!always && !c_.HasWork(node))) return;
   Parked p = std::move(it->second);
   parked_.erase(it);
   due_.erase({p.deadline_ms, node});
-  p.respond(Json(200, ReplyToJson(c_.TakeWork(node))));
+  p.respond(Json(200, ReplyText(c_.TakeWork(node))));
 }
 
 void Api::ScheduleDrain() {
@@ -954,6 +959,7 @@ void Api::Route(const HttpRequest& r, const Caller& caller, Respond& respond) {
       nlohmann::json out{{"node", reg_done->node}, {"lease_ms", c_.lease().value()},
                          {"interval_ms", c_.heartbeat_interval().value()},
                          {"checkpoint_max_bytes", c_.checkpoint_max_bytes()}};
+      if (c_.epoch() > 0) out["epoch"] = c_.epoch();
       if (!reg_done->credential.empty()) out["credential"] = reg_done->credential;
       return respond(Json(200, out.dump()));
     }
@@ -1034,12 +1040,12 @@ void Api::HandleBeat(const std::string& body, const std::string& caller_node, Re
 
 void Api::Answer(const std::string& node, int wait_ms, const HeartbeatReply& reply, Respond respond) {
   if (!reply.start.empty() || !reply.cancel.empty() || !reply.selftest.empty() || wait_ms == 0) {
-    return respond(Json(200, ReplyToJson(reply)));
+    return respond(Json(200, ReplyText(reply)));
   }
   // Nothing to say now: hold the request until work arrives or the wait ends (long poll).
   if (auto old = parked_.find(node); old != parked_.end()) {
     due_.erase({old->second.deadline_ms, node});
-    old->second.respond(Json(200, ReplyToJson({})));
+    old->second.respond(Json(200, ReplyText({})));
     parked_.erase(old);
   }
   // No timer per poll: one ticker (kPollTick) finds the polls whose wait is over.

@@ -147,6 +147,8 @@ class Api {
   // down, whether its next heartbeat already waits there unread (Controller::node_speaking).
   absl::btree_map<std::string, std::weak_ptr<const HttpConnection>> links_;
   static constexpr Millis kPollTick{10};             // how often due polls are looked for
+  // A heartbeat reply as sent: with the controller's epoch.
+  std::string ReplyText(HeartbeatReply reply) const;
   void Unpark(const std::string& node, bool always);
   void ScheduleDrain();
   static int64_t SteadyMs();

@@ -952,6 +952,7 @@ std::string ReplyToJson(const HeartbeatReply& r) {
   o.EndArray();
   if (!r.selftest.empty()) o.Key("selftest").Ints(r.selftest);
   if (r.interval_ms > 0) o.Key("interval_ms").Int(r.interval_ms);
+  if (r.epoch > 0) o.Key("epoch").UInt(r.epoch);
   o.EndObject();
   return o.Text();
 }
@@ -970,6 +971,7 @@ Result<HeartbeatReply> ParseReply(std::string_view body) {
                                    .carry_checkpoint = Bool(t, "carry_checkpoint", false)});
     }
     r.interval_ms = static_cast<int>(Int(j, "interval_ms", 0, 600'000, 0));
+    r.epoch = static_cast<uint64_t>(Int(j, "epoch", 0, INT64_MAX, 0));
     for (const In& g : Array(j, "selftest")) r.selftest.push_back(static_cast<int>(Whole(g, "selftest[]", 0, kMaxGpusPerNode - 1)));
     for (const In& p : Array(j, "cancel")) {
       if (!p.is_array() || (p.size() != 3 && p.size() != 4)) throw Bad{"field 'cancel': expected [[job, task, attempt(, grace_ms)], ...]"};

@@ -125,6 +125,9 @@ struct HeartbeatReply {
   std::map<TaskKey, int> grace_ms;  // a cancel's own grace before SIGKILL (else the agent's)
   // The idle heartbeat interval the server asks for (it grows with the fleet); 0: unchanged.
   int interval_ms = 0;
+  // The leader's epoch (several servers on etcd; 0: one server): an agent that has seen a
+  // newer one acts on nothing in this reply, which comes from a server that no longer leads.
+  uint64_t epoch = 0;
 };
 std::string ReplyToJson(const HeartbeatReply& r);
 Result<HeartbeatReply> ParseReply(std::string_view body);

@@ -14,6 +14,8 @@
 #include <fstream>
 #include <set>
 
+#include "adapters/etcd.h"
+#include "adapters/etcd_journal.h"
 #include "adapters/fleet_loader.h"
 #include "adapters/http.h"
 #include "adapters/sqlite_journal.h"
@@ -26,6 +28,9 @@
 #include "controller/autoscaler.h"
 #include "adapters/kafka_sink.h"
 #include "core/units.h"
+#include "wire/codec.h"
+
+#include <nlohmann/json.hpp>
 
 namespace gp::app {
 namespace {
@@ -67,6 +72,9 @@ struct ServerArgs {
   std::string fair_share_half_life = "7d";
   SchedulingFlags scheduling;
   std::string preempt_grace;  // default: the agent's own grace
+  std::string store = "sqlite";  // or etcd://HOST:PORT[,HOST:PORT...]
+  std::string store_prefix = "/gpupool";
+  std::string leader_ttl = "3s";
 };
 
 // The dashboard's built files: --web-dir, else web/dist of the source tree the binary was
@@ -87,9 +95,12 @@ struct Server {
   // A write still on the journal's thread hands its outcome to the loop: it is done before the
   // loop and the controller go.
   ~Server() {
-    if (journal) journal->WaitForWrites();
+    if (sqlite) sqlite->WaitForWrites();
   }
-  std::unique_ptr<SqliteJournal> journal;
+  std::unique_ptr<EtcdClient> etcd;  // with --store etcd://
+  std::unique_ptr<Journal> journal;  // set once this server leads
+  SqliteJournal* sqlite = nullptr;   // journal, when it is SQLite's
+  EtcdJournal* etcd_journal = nullptr;
   std::unique_ptr<Controller> controller;
   std::unique_ptr<Api> api;
   std::unique_ptr<KafkaSink> kafka;  // destroyed before the controller and loop it is wired to
@@ -99,13 +110,52 @@ struct Server {
   uint16_t port = 0;
   std::string admin_token_path;
   std::string admin_token;
+  std::string join_token;
+  // Leadership (etcd): who leads as this server last read it, this server's address, and the
+  // epoch it leads in (the leader key's create revision; 0 with SQLite: one server).
+  std::string advertise;
+  std::string leader;
+  uint64_t epoch = 0;
+
+  // What a standby answers: the leader's address (307, X-Gpupool-Leader), or 503 while none is
+  // known; clients given several servers follow either (HttpClient::Call).
+  HttpResponse Standby(const HttpRequest& r) const {
+    HttpResponse out;
+    out.headers.emplace_back("X-Gpupool-Role", "follower");
+    if (!leader.empty() && leader != advertise) {
+      out.status = 307;
+      std::string target = r.path;
+      char sep = '?';
+      for (const auto& [k, v] : r.query) {
+        target += sep + k + "=" + v;
+        sep = '&';
+      }
+      out.headers.emplace_back("Location", "http://" + leader + target);
+      out.headers.emplace_back("X-Gpupool-Leader", leader);
+      out.body = ErrorJson(fmt::format("this server is a standby; the leader is at {}", leader));
+      return out;
+    }
+    out.status = 503;
+    out.headers.emplace_back("Retry-After", "1");
+    out.body = ErrorJson("this server is a standby and no leader is known yet (an election is under way)");
+    return out;
+  }
+  // GET /v1/leader, on every server: its role, the leader it knows, and the epoch.
+  HttpResponse LeaderInfo() const {
+    nlohmann::json j{{"role", api ? "leader" : "standby"}, {"server", advertise}, {"leader", api ? advertise : leader},
+                     {"epoch", epoch}, {"store", etcd ? "etcd" : "sqlite"}};
+    return HttpResponse{.status = 200, .body = j.dump()};
+  }
 };
 
-Result<std::unique_ptr<Server>> StartServer(const ServerArgs& a) {
+Status BadArg(std::string message) { return Status(StatusCode::kInvalidArgument, std::move(message)); }
+
+// The data directory: logs, checkpoints and uploads in 0700 directories.
+Status PrepareDataDir(const ServerArgs& a) {
   namespace fs = std::filesystem;
   std::error_code ec;
   fs::create_directories(a.data_dir, ec);
-  if (ec) return Error(StatusCode::kFailedPrecondition, fmt::format("--data-dir {}: {}", a.data_dir, ec.message()));
+  if (ec) return Status(StatusCode::kFailedPrecondition, fmt::format("--data-dir {}: {}", a.data_dir, ec.message()));
   // 0711: a job's user (an agent's task, on the same host) may pass through to the agent work
   // directories that `dev` keeps here, but may list nothing; what is secret inside is 0600 or
   // in 0700 directories (tokens, the store, logs, checkpoints, uploads).
@@ -114,49 +164,78 @@ Result<std::unique_ptr<Server>> StartServer(const ServerArgs& a) {
     fs::create_directories(fs::path(a.data_dir) / d, ec);
     fs::permissions(fs::path(a.data_dir) / d, fs::perms::owner_all, ec);
   }
-  auto srv = std::make_unique<Server>();
-  srv->admin_token_path = (fs::path(a.data_dir) / "admin.token").string();
-  auto admin = LoadOrCreateToken(srv->admin_token_path);
-  if (!admin) return tl::unexpected(admin.error());
-  srv->admin_token = *admin;
-  auto join = LoadOrCreateToken((fs::path(a.data_dir) / "join.token").string());
-  if (!join) return tl::unexpected(join.error());
-  auto journal = SqliteJournal::Open((fs::path(a.data_dir) / "gpupool.db").string());
-  if (!journal) return tl::unexpected(journal.error());
-  for (const char* f : {"gpupool.db", "gpupool.db-wal", "gpupool.db-shm"}) {
-    fs::permissions(fs::path(a.data_dir) / f, fs::perms::owner_read | fs::perms::owner_write, ec);  // jobs' env may hold secrets
+  return Status::Ok();
+}
+
+// Serves --listen (and --also-listen): the API once this server leads, a standby's answer before.
+Status ListenAll(Server& srv, const ServerArgs& a) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  auto header_timeout = ParseDuration(a.header_timeout);
+  if (!header_timeout || header_timeout->value() < 100) return BadArg("--header-timeout: expected a duration such as 15s");
+  // Uploads are spooled beside the checkpoint store, so that storing one is a rename.
+  const fs::path spool = fs::path(a.data_dir) / "uploads";
+  fs::create_directories(spool, ec);
+  const ServerLimits limits{.header_timeout = *header_timeout, .spool_dir = spool};
+  Server* s = &srv;
+  auto admit = [s](const RequestHead& h) {
+    if (!s->api || h.target == "/v1/leader") return Admission{};  // a standby's answer, and who leads: no token
+    return s->api->Admit(h);
+  };
+  auto handle = [s](HttpRequest r, Respond respond) {
+    if (r.method == "GET" && r.path == "/v1/leader") return respond(s->LeaderInfo());
+    if (s->api) return s->api->Handle(std::move(r), std::move(respond));
+    respond(s->Standby(r));
+  };
+  auto port = srv.loop.Listen(a.listen, handle, admit, limits);
+  if (!port) return port.error();
+  srv.port = *port;
+  for (const std::string& more : a.also_listen) {
+    auto p = srv.loop.Listen(more, handle, admit, limits);
+    if (!p) return p.error();
   }
-  srv->journal = std::move(*journal);
+  if (srv.advertise.empty()) {
+    srv.advertise = a.advertise.empty() ? a.listen.substr(0, a.listen.rfind(':')) + ":" + std::to_string(*port) : a.advertise;
+  }
+  return Status::Ok();
+}
+
+// Builds the controller and everything around it on `journal`: this server leads from now on.
+Status StartLeader(Server& srv, const ServerArgs& a, std::unique_ptr<Journal> journal) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  srv.journal = std::move(journal);
   Fleet base;
   if (!a.fleet.empty()) {
     auto f = LoadFleet(a.fleet, FleetNodes::kFromAgents);
-    if (!f) return tl::unexpected(f.error());
+    if (!f) return f.error();
     base = std::move(*f);
   }
   auto policy = BuiltinRegistry().MakePolicy(a.policy);
-  if (!policy) return tl::unexpected(Status(policy.error().code(), "--policy: " + policy.error().message()));
+  if (!policy) return Status(policy.error().code(), "--policy: " + policy.error().message());
   auto pause = ParseDuration(a.acceptable_pause);
-  if (!pause) return InvalidArgument("--acceptable-pause: " + pause.error().message());
+  if (!pause) return BadArg("--acceptable-pause: " + pause.error().message());
   if (!(a.suspect_phi > 0 && a.down_phi > a.suspect_phi)) {
-    return InvalidArgument("--suspect-phi and --down-phi: expected 0 < suspect < down, e.g. 3 and 8");
+    return BadArg("--suspect-phi and --down-phi: expected 0 < suspect < down, e.g. 3 and 8");
   }
   auto probation = ParseDuration(a.gpu_probation);
-  if (!probation) return InvalidArgument("--gpu-probation: " + probation.error().message());
+  if (!probation) return BadArg("--gpu-probation: " + probation.error().message());
   auto telemetry = ParseDuration(a.telemetry_events);
-  if (!telemetry) return InvalidArgument("--telemetry-events: " + telemetry.error().message());
-  if (auto e = ApplySchedulingFlags(a.scheduling, *policy)) return InvalidArgument(*e);
+  if (!telemetry) return BadArg("--telemetry-events: " + telemetry.error().message());
+  if (auto e = ApplySchedulingFlags(a.scheduling, *policy)) return BadArg(*e);
   int preempt_grace_ms = -1;
   if (!a.preempt_grace.empty()) {
     auto g = ParseDuration(a.preempt_grace);
-    if (!g || g->value() > 3'600'000) return InvalidArgument("--preempt-grace: expected a duration up to 1h, e.g. 30s");
+    if (!g || g->value() > 3'600'000) return BadArg("--preempt-grace: expected a duration up to 1h, e.g. 30s");
     preempt_grace_ms = static_cast<int>(g->value());
   }
   auto half_life = ParseDuration(a.fair_share_half_life);
-  if (!half_life || half_life->value() <= 0) return InvalidArgument("--fair-share-half-life: expected a positive duration, e.g. 7d or 10m");
+  if (!half_life || half_life->value() <= 0) return BadArg("--fair-share-half-life: expected a positive duration, e.g. 7d or 10m");
   auto lease = ParseDuration(a.lease);
-  if (!lease || lease->value() < 500) return InvalidArgument("--lease: expected a duration of at least 500ms, e.g. 2s");
-  srv->controller = std::make_unique<Controller>(
-      std::move(base), *srv->journal, srv->clock,
+  if (!lease || lease->value() < 500) return BadArg("--lease: expected a duration of at least 500ms, e.g. 2s");
+  if (a.checkpoint_max_mib < 1) return BadArg("--checkpoint-max-mib: expected at least 1");
+  srv.controller = std::make_unique<Controller>(
+      std::move(base), *srv.journal, srv.clock,
       ControllerOptions{.policy = a.policy, .seed = a.seed, .log_dir = fs::path(a.data_dir) / "logs",
                         .detector = PhiOptions{.acceptable_pause = *pause, .suspect_phi = a.suspect_phi, .down_phi = a.down_phi},
                         .lease = *lease,
@@ -170,29 +249,35 @@ Result<std::unique_ptr<Server>> StartServer(const ServerArgs& a) {
                         .stall = Millis{700},
                         .fair_share_half_life = *half_life,
                         .preempt_grace_ms = preempt_grace_ms,
-                        .allow_workdir = {a.allow_workdir.begin(), a.allow_workdir.end()}},
+                        .allow_workdir = {a.allow_workdir.begin(), a.allow_workdir.end()},
+                        .epoch = srv.epoch},
       std::move(*policy));
-  if (Status s = srv->controller->Recover(); !s.ok()) return tl::unexpected(s);
-  srv->api = std::make_unique<Api>(*srv->controller, srv->loop,
-                                   ApiOptions{.admin_token = *admin, .join_token = *join, .event_source = "gpupool://" + a.listen,
-                                              .web_dir = FindWebDir(a.web_dir), .body_limit = a.body_limit,
-                                              .max_queued_heartbeats = a.max_queued_heartbeats,
-                                              .metrics_gpu_series_nodes = a.metrics_gpu_series_nodes});
-  Api* api = srv->api.get();
+  if (Status s = srv.controller->Recover(); !s.ok()) return s;
+  // Uploads left by a crash (of this server, or of the leader before it).
+  const fs::path spool = fs::path(a.data_dir) / "uploads";
+  for (const auto& old : fs::directory_iterator(spool, ec)) fs::remove(old.path(), ec);
+  srv.api = std::make_unique<Api>(*srv.controller, srv.loop,
+                                  ApiOptions{.admin_token = srv.admin_token, .join_token = srv.join_token,
+                                             .event_source = "gpupool://" + a.listen,
+                                             .web_dir = FindWebDir(a.web_dir), .body_limit = a.body_limit,
+                                             .max_queued_heartbeats = a.max_queued_heartbeats,
+                                             .metrics_gpu_series_nodes = a.metrics_gpu_series_nodes});
+  Api* api = srv.api.get();
   if (!a.events.empty()) {
+    if (!srv.sqlite) return BadArg("--events: the Kafka sink reads the SQLite store; with --store etcd it is not available yet");
     auto opts = ParseKafkaUrl(a.events);
-    if (!opts) return tl::unexpected(opts.error());
+    if (!opts) return opts.error();
     opts->source = "gpupool://" + a.listen;
     auto source = OpenSqliteEventSource((fs::path(a.data_dir) / "gpupool.db").string(),
-                                        [j = srv->journal.get()] { return j->durable_event_seq(); });
-    if (!source) return tl::unexpected(source.error());
+                                        [j = srv.sqlite] { return j->durable_event_seq(); });
+    if (!source) return source.error();
     auto sink = KafkaSink::Start(std::move(*opts), std::move(*source));
-    if (!sink) return tl::unexpected(sink.error());
-    srv->kafka = std::move(*sink);
-    KafkaSink* k = srv->kafka.get();
-    Controller* ctl = srv->controller.get();
+    if (!sink) return sink.error();
+    srv.kafka = std::move(*sink);
+    KafkaSink* k = srv.kafka.get();
+    Controller* ctl = srv.controller.get();
     api->AddEventListener([k] { k->Wake(); });
-    srv->controller->sinks_delivered = [k] { return k->stats().delivered; };
+    srv.controller->sinks_delivered = [k] { return k->stats().delivered; };
     api->AddMetrics([k, ctl](Families& out) {
       const KafkaSink::Stats st = k->stats();
       const std::vector<std::pair<std::string, std::string>> label = {{"sink", k->name()}};
@@ -207,28 +292,10 @@ Result<std::unique_ptr<Server>> StartServer(const ServerArgs& a) {
     });
     k->Wake();
   }
-  if (a.checkpoint_max_mib < 1) return InvalidArgument("--checkpoint-max-mib: expected at least 1");
-  // Uploads are spooled beside the checkpoint store, so that storing one is a rename.
-  const fs::path spool = fs::path(a.data_dir) / "uploads";
-  fs::create_directories(spool, ec);
-  for (const auto& old : fs::directory_iterator(spool, ec)) fs::remove(old.path(), ec);  // a crash's leftovers
-  auto header_timeout = ParseDuration(a.header_timeout);
-  if (!header_timeout || header_timeout->value() < 100) return InvalidArgument("--header-timeout: expected a duration such as 15s");
-  const ServerLimits limits{.header_timeout = *header_timeout, .spool_dir = spool};
-  auto admit = [api](const RequestHead& h) { return api->Admit(h); };
-  auto port = srv->loop.Listen(a.listen, [api](HttpRequest r, Respond respond) { api->Handle(std::move(r), std::move(respond)); },
-                               admit, limits);
-  if (!port) return tl::unexpected(port.error());
-  srv->port = *port;
-  for (const std::string& more : a.also_listen) {
-    auto p = srv->loop.Listen(more, [api](HttpRequest r, Respond respond) { api->Handle(std::move(r), std::move(respond)); },
-                              admit, limits);
-    if (!p) return tl::unexpected(p.error());
-  }
   // Providers whose nodes the pool acquires itself (docs/providers.md).
   std::vector<std::unique_ptr<Provisioner>> provisioners;
   bool any = false;
-  for (const Provider& p : srv->controller->fleet().providers) {
+  for (const Provider& p : srv.controller->fleet().providers) {
     const ProvisionerSpec& v = p.provisioner;
     std::unique_ptr<Provisioner> made;
     if (v.kind == ProvisionerSpec::Kind::kExec) {
@@ -246,22 +313,179 @@ Result<std::unique_ptr<Server>> StartServer(const ServerArgs& a) {
   }
   if (any) {
     auto idle = ParseDuration(a.scale_down_idle);
-    if (!idle) return InvalidArgument("--scale-down-idle: " + idle.error().message());
-    std::string advertise = a.advertise;
-    if (advertise.empty()) advertise = a.listen.substr(0, a.listen.rfind(':')) + ":" + std::to_string(*port);
-    srv->autoscaler = std::make_unique<Autoscaler>(*srv->controller, srv->loop, std::move(provisioners),
-                                                   AutoscalerOptions{.server = advertise, .join_token = *join, .idle_after = *idle});
-    srv->autoscaler->Start();
-    Autoscaler* as = srv->autoscaler.get();
+    if (!idle) return BadArg("--scale-down-idle: " + idle.error().message());
+    srv.autoscaler = std::make_unique<Autoscaler>(*srv.controller, srv.loop, std::move(provisioners),
+                                                  AutoscalerOptions{.server = srv.advertise, .join_token = srv.join_token, .idle_after = *idle});
+    srv.autoscaler->Start();
+    Autoscaler* as = srv.autoscaler.get();
     api->offers = [as] { return as->OffersJson(); };
     api->AddMetrics([as](Families& f) { as->CollectMetrics(f); });
   }
-  Controller* c = srv->controller.get();
-  srv->loop.Every(Millis{100}, [c] { c->Tick(); });  // detection, fences, backoffs: cheap (live jobs only)
+  Controller* c = srv.controller.get();
+  srv.loop.Every(Millis{100}, [c] { c->Tick(); });  // detection, fences, backoffs: cheap (live jobs only)
+  api->Poke();
+  return Status::Ok();
+}
+
+// One server on a SQLite file of its own (the default, and `dev`).
+Result<std::unique_ptr<Server>> StartServer(const ServerArgs& a) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  if (Status s = PrepareDataDir(a); !s.ok()) return tl::unexpected(s);
+  auto srv = std::make_unique<Server>();
+  srv->admin_token_path = (fs::path(a.data_dir) / "admin.token").string();
+  auto admin = LoadOrCreateToken(srv->admin_token_path);
+  if (!admin) return tl::unexpected(admin.error());
+  srv->admin_token = *admin;
+  auto join = LoadOrCreateToken((fs::path(a.data_dir) / "join.token").string());
+  if (!join) return tl::unexpected(join.error());
+  srv->join_token = *join;
+  auto journal = SqliteJournal::Open((fs::path(a.data_dir) / "gpupool.db").string());
+  if (!journal) return tl::unexpected(journal.error());
+  for (const char* f : {"gpupool.db", "gpupool.db-wal", "gpupool.db-shm"}) {
+    fs::permissions(fs::path(a.data_dir) / f, fs::perms::owner_read | fs::perms::owner_write, ec);  // jobs' env may hold secrets
+  }
+  srv->sqlite = journal->get();
+  if (Status s = ListenAll(*srv, a); !s.ok()) return tl::unexpected(s);
+  if (Status s = StartLeader(*srv, a, std::move(*journal)); !s.ok()) return tl::unexpected(s);
   EventLoop* loop = &srv->loop;
   srv->loop.OnSignals([loop](int) { loop->Stop(); });
-  api->Poke();
   return srv;
+}
+
+// A secret every server of the pool shares, kept in etcd (created by the first server that
+// asks) and written to `path` (0600) for the CLI and agents on this host.
+Result<std::string> SharedSecret(EtcdClient& etcd, const std::string& key, const std::string& path) {
+  auto fresh = NewSecret();
+  if (!fresh) return tl::unexpected(fresh.error());
+  auto r = etcd.Txn({EtcdCreated{.key = key, .create_revision = 0}}, {EtcdOp::Put(key, *fresh), EtcdOp::Get(key)}, {EtcdOp::Get(key)});
+  if (!r) return tl::unexpected(r.error());
+  if (r->ranges.empty() || r->ranges[0].kvs.empty()) return Error(StatusCode::kFailedPrecondition, "etcd: " + key + " is not there");
+  const std::string secret = r->ranges[0].kvs[0].value;
+  if (Status s = StoreSecret(path, secret); !s.ok()) return tl::unexpected(s);
+  return secret;
+}
+
+// Several servers on etcd: each serves as a standby until it wins the election (creating the
+// leader key on a lease of --leader-ttl, kept alive), then leads with every write fenced by
+// that key's create revision (EtcdJournal). A leader that cannot renew its lease, or whose
+// write finds another leader, stops at once: the process exits, writing nothing more.
+int RunEtcdServer(const ServerArgs& a) {
+  namespace fs = std::filesystem;
+  auto fail = [](const std::string& why) {
+    fmt::print(stderr, "gpupool server: {}\n", why);
+    return 1;
+  };
+  const std::string endpoints = a.store.substr(std::string("etcd://").size());
+  auto ttl = ParseDuration(a.leader_ttl);
+  if (!ttl || ttl->value() < 2'000 || ttl->value() % 1000 != 0) {
+    return fail("--leader-ttl: expected whole seconds, at least 2s (etcd's shortest lease), e.g. 3s");
+  }
+  if (a.store_prefix.empty() || a.store_prefix[0] != '/' || a.store_prefix.back() == '/') {
+    return fail("--store-prefix: expected a key prefix such as /gpupool (a leading /, no trailing /)");
+  }
+  if (Status s = PrepareDataDir(a); !s.ok()) return fail(s.message());
+  auto srv = std::make_unique<Server>();
+  auto etcd = EtcdClient::Connect(endpoints, Millis{std::max<int64_t>(2'000, ttl->value() - 500)});
+  if (!etcd) return fail("--store: " + etcd.error().message());
+  srv->etcd = std::move(*etcd);
+  srv->admin_token_path = (fs::path(a.data_dir) / "admin.token").string();
+  auto admin = SharedSecret(*srv->etcd, a.store_prefix + "/secrets/admin-token", srv->admin_token_path);
+  if (!admin) return fail("--store " + a.store + ": " + admin.error().message());
+  srv->admin_token = *admin;
+  auto join = SharedSecret(*srv->etcd, a.store_prefix + "/secrets/join-token", (fs::path(a.data_dir) / "join.token").string());
+  if (!join) return fail("--store " + a.store + ": " + join.error().message());
+  srv->join_token = *join;
+  if (Status s = ListenAll(*srv, a); !s.ok()) return fail(s.message());
+  const std::string host = a.listen.substr(0, a.listen.rfind(':'));
+  fmt::print("gpupool server listening on http://{}:{} (standby until elected; store {}{})\n  admin token: {}\n  join token:  {}/join.token\n",
+             host, srv->port, a.store, a.store_prefix, srv->admin_token_path, a.data_dir);
+  std::fflush(stdout);
+
+  Server* s = srv.get();
+  const std::string leader_key = a.store_prefix + "/leader";
+  const int64_t ttl_s = ttl->value() / 1000;
+  auto stop_now = [](const std::string& why) {
+    // Nothing more from this process: no write, no answer, no command to an agent.
+    fmt::print(stderr, "gpupool server: no longer the leader ({}); stopping\n", why);
+    std::_Exit(75);
+  };
+  auto lease_id = std::make_shared<int64_t>(0);
+  auto last_renewed = std::make_shared<std::chrono::steady_clock::time_point>();
+  auto campaign = [s, a, leader_key, ttl_s, lease_id, last_renewed, stop_now] {
+    if (s->api) return;
+    auto cur = s->etcd->Range(leader_key);
+    if (!cur) {
+      fmt::print(stderr, "gpupool server: etcd: {}\n", cur.error().message());
+      return;
+    }
+    if (!cur->kvs.empty()) {
+      s->leader = cur->kvs[0].value;
+      return;
+    }
+    auto lease = s->etcd->LeaseGrant(ttl_s);
+    if (!lease) return;
+    auto won = s->etcd->Txn({EtcdCreated{.key = leader_key, .create_revision = 0}},
+                            {EtcdOp::Put(leader_key, s->advertise, *lease), EtcdOp::Get(leader_key)}, {EtcdOp::Get(leader_key)});
+    if (!won || won->ranges.empty() || won->ranges[0].kvs.empty()) {
+      (void)s->etcd->LeaseRevoke(*lease);  // best effort: it expires anyway
+      return;
+    }
+    const EtcdKv& key = won->ranges[0].kvs[0];
+    if (!won->succeeded && key.lease != *lease) {
+      s->leader = key.value;  // another server was quicker
+      (void)s->etcd->LeaseRevoke(*lease);
+      return;
+    }
+    *lease_id = *lease;
+    *last_renewed = std::chrono::steady_clock::now();
+    s->epoch = static_cast<uint64_t>(key.create_revision);
+    s->leader = s->advertise;
+    auto journal = std::make_unique<EtcdJournal>(*s->etcd, a.store_prefix, EtcdFence{.key = leader_key, .create_revision = key.create_revision},
+                                                 stop_now);
+    s->etcd_journal = journal.get();
+    const auto t0 = std::chrono::steady_clock::now();
+    if (Status st = StartLeader(*s, a, std::move(journal)); !st.ok()) {
+      fmt::print(stderr, "gpupool server: {}\n", st.message());
+      (void)s->etcd->LeaseRevoke(*lease);  // let another server lead
+      std::_Exit(1);
+    }
+    fmt::print("gpupool server: leading (epoch {}), state recovered from etcd in {} ms\n", s->epoch,
+               std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0).count());
+    std::fflush(stdout);
+  };
+  // A standby looks for a leader four times a second: a lease that ran out is taken over
+  // within --leader-ttl and a quarter of a second.
+  srv->loop.Every(Millis{250}, campaign);
+  srv->loop.Post(campaign);
+  // The leader renews its lease three times a TTL; if it could not for a whole TTL, another
+  // server may lead by now: it stops.
+  srv->loop.Every(Millis{ttl->value() / 3}, [s, lease_id, last_renewed, ttl, stop_now] {
+    if (!s->api || *lease_id == 0) return;
+    auto left = s->etcd->LeaseKeepAlive(*lease_id);
+    const auto now = std::chrono::steady_clock::now();
+    if (left && *left > 0) {
+      *last_renewed = now;
+      return;
+    }
+    if (left || now - *last_renewed >= std::chrono::milliseconds(ttl->value())) {
+      stop_now(left ? "its lease in etcd ran out" : "its lease could not be renewed: " + left.error().message());
+    }
+  });
+  // etcd keeps every revision until compacted: the history older than a minute goes, and the
+  // member's file is defragmented past 256 MiB (well inside etcd's 2 GiB default quota).
+  srv->loop.Every(Millis{60'000}, [s] {
+    if (!s->etcd_journal) return;
+    if (Status st = s->etcd_journal->Maintain(int64_t{256} << 20); !st.ok()) {
+      fmt::print(stderr, "gpupool server: etcd maintenance: {}\n", st.message());
+    }
+  });
+  EventLoop* loop = &srv->loop;
+  srv->loop.OnSignals([loop](int) { loop->Stop(); });
+  srv->loop.Run();
+  if (srv->controller) srv->controller->SaveDecayedUsage(srv->clock.Now());
+  if (*lease_id != 0) (void)srv->etcd->LeaseRevoke(*lease_id);  // a clean stop hands over at once
+  return 0;
 }
 
 // `--config FILE`: lines of `key = value` (listen, data_dir, fleet, policy, seed); flags given
@@ -296,6 +520,11 @@ Status ApplyConfig(const std::string& path, ServerArgs& a, const std::set<std::s
 }
 
 int RunServer(const ServerArgs& a) {
+  if (a.store.starts_with("etcd://")) return RunEtcdServer(a);
+  if (a.store != "sqlite") {
+    fmt::print(stderr, "gpupool server: --store: expected sqlite or etcd://HOST:PORT[,HOST:PORT...], got '{}'\n", a.store);
+    return 1;
+  }
   auto srv = StartServer(a);
   if (!srv) {
     fmt::print(stderr, "gpupool server: {}\n", srv.error().message());
@@ -581,6 +810,12 @@ void AddPoolCommands(CLI::App& app, int* exit_code) {
   server->add_option("--telemetry-events", s->telemetry_events, "a node.telemetry event per node this often (default 0s: none)");
   server->add_option("--max-retries", s->max_retries, "how often a job is placed again after failures not its own")
       ->check(CLI::Range(0, 100));
+  server->add_option("--store", s->store,
+                     "where the state lives: sqlite (default: DATA_DIR/gpupool.db, one server) or etcd://HOST:PORT[,HOST:PORT...] "
+                     "(several servers, one leading; see docs/live-pool.md)");
+  server->add_option("--store-prefix", s->store_prefix, "etcd: the key prefix of this pool's state (default /gpupool)");
+  server->add_option("--leader-ttl", s->leader_ttl,
+                     "etcd: the leader's lease; a standby takes over within this (plus 250ms) of the leader's end (default 3s)");
   server->add_option("--config", s->config, "file of `key = value` lines: listen, data_dir, fleet, policy, seed");
   server->callback([s, server, exit_code] {
     if (!s->config.empty()) {
