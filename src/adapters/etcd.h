@@ -93,6 +93,7 @@ class EtcdClient {
   // The end of a range covering every key that starts with `prefix` (etcd's prefix range).
   static std::string PrefixEnd(std::string_view prefix);
   const std::string& endpoints() const { return endpoints_; }
+  Millis timeout() const { return timeout_; }
 
  private:
   EtcdClient(HttpClient http, std::string endpoints, Millis timeout)

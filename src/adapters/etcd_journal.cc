@@ -69,14 +69,65 @@ std::vector<EtcdOp> EtcdJournal::EventOps(const Events& events) const {
   return ops;
 }
 
-Status EtcdJournal::CommitOne(std::vector<EtcdOp> ops) {
+EtcdJournal::~EtcdJournal() {
+  WaitForWrites();
+  {
+    std::lock_guard lock(mu_);
+    stop_ = true;
+  }
+  wake_.notify_all();
+  if (writer_.joinable()) writer_.join();
+}
+
+void EtcdJournal::PutJobsLater(std::vector<std::pair<uint64_t, std::string>> jobs, Events events, WriteDone done) {
+  std::lock_guard lock(mu_);
+  if (!writer_.joinable()) {
+    auto c = EtcdClient::Connect(etcd_.endpoints(), etcd_.timeout());
+    if (!c) {
+      done(c.error());
+      return;
+    }
+    writer_etcd_ = std::move(*c);
+    writer_ = std::thread([this] { WriterLoop(); });
+  }
+  queue_.push_back(Later{std::move(jobs), std::move(events), std::move(done)});
+  wake_.notify_one();
+}
+
+void EtcdJournal::WriterLoop() {
+  std::unique_lock lock(mu_);
+  for (;;) {
+    wake_.wait(lock, [&] { return stop_ || !queue_.empty(); });
+    if (queue_.empty()) return;  // stopping, and nothing left
+    std::vector<Later> batch(std::make_move_iterator(queue_.begin()), std::make_move_iterator(queue_.end()));
+    queue_.clear();
+    writing_ = true;
+    lock.unlock();
+    std::vector<std::vector<EtcdOp>> units;
+    for (const Later& l : batch) {
+      for (auto& u : JobUnits(l.jobs, l.events)) units.push_back(std::move(u));
+    }
+    const Status s = Commit(units, writer_etcd_.get());
+    for (Later& l : batch) l.done(s);
+    lock.lock();
+    writing_ = false;
+    idle_.notify_all();
+  }
+}
+
+void EtcdJournal::WaitForWrites() {
+  std::unique_lock lock(mu_);
+  idle_.wait(lock, [&] { return queue_.empty() && !writing_; });
+}
+
+Status EtcdJournal::CommitOne(std::vector<EtcdOp> ops, EtcdClient& client) {
   if (ops.empty()) return Status::Ok();
   if (is_deposed_) return Status(StatusCode::kFailedPrecondition, "this server no longer leads: it writes nothing");
-  auto r = etcd_.Txn({EtcdCreated{.key = fence_.key, .create_revision = fence_.create_revision}}, ops);
+  auto r = client.Txn({EtcdCreated{.key = fence_.key, .create_revision = fence_.create_revision}}, ops);
   if (!r) return r.error();
   ++transactions_;
   if (!r->succeeded) {
-    is_deposed_ = true;
+    if (is_deposed_.exchange(true)) return Status(StatusCode::kFailedPrecondition, "this server no longer leads");
     const std::string why = fmt::format("the leader key {} is no longer the one this server created at revision {}", fence_.key,
                                         fence_.create_revision);
     if (deposed_) deposed_(why);
@@ -86,14 +137,16 @@ Status EtcdJournal::CommitOne(std::vector<EtcdOp> ops) {
   return Status::Ok();
 }
 
-Status EtcdJournal::Commit(const std::vector<std::vector<EtcdOp>>& units) {
+Status EtcdJournal::Commit(const std::vector<std::vector<EtcdOp>>& units, EtcdClient* client) {
+  EtcdClient& c = client ? *client : etcd_;
+  if (!client) WaitForWrites();  // a write of the loop's own goes after those handed to the writer
   std::vector<EtcdOp> txn;
   size_t bytes = 0;
   for (const std::vector<EtcdOp>& unit : units) {
     size_t unit_bytes = 0;
     for (const EtcdOp& op : unit) unit_bytes += OpBytes(op);
     if (!txn.empty() && (txn.size() + unit.size() > kMaxOps || bytes + unit_bytes > kMaxBytes)) {
-      if (Status s = CommitOne(std::move(txn)); !s.ok()) return s;
+      if (Status s = CommitOne(std::move(txn), c); !s.ok()) return s;
       txn.clear();
       bytes = 0;
     }
@@ -105,10 +158,15 @@ Status EtcdJournal::Commit(const std::vector<std::vector<EtcdOp>>& units) {
     txn.insert(txn.end(), unit.begin(), unit.end());
     bytes += unit_bytes;
   }
-  return CommitOne(std::move(txn));
+  return CommitOne(std::move(txn), c);
 }
 
 Status EtcdJournal::PutJobs(const std::vector<std::pair<uint64_t, std::string>>& jobs, const Events& events) {
+  return Commit(JobUnits(jobs, events));
+}
+
+std::vector<std::vector<EtcdOp>> EtcdJournal::JobUnits(const std::vector<std::pair<uint64_t, std::string>>& jobs,
+                                                       const Events& events) const {
   // A job with the events about it: in one transaction, as SQLite's outbox has them.
   std::map<std::string, std::vector<const EventRecord*>> by_subject;
   for (const EventRecord& e : events) by_subject[e.subject].push_back(&e);
@@ -125,7 +183,7 @@ Status EtcdJournal::PutJobs(const std::vector<std::pair<uint64_t, std::string>>&
   for (const auto& [subject, list] : by_subject) {
     for (const EventRecord* e : list) units.push_back({EtcdOp::Put(EventKey(e->seq), EventJson(*e))});
   }
-  return Commit(units);
+  return units;
 }
 
 Status EtcdJournal::PutNode(std::string_view name, std::string_view json, const Events& events) {

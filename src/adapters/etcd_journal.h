@@ -10,8 +10,14 @@
 // P/usage/<end ms>/<start ms>/<node>/<job>/<kind>, P/sinks/<name>.
 #pragma once
 
+#include <atomic>
+#include <condition_variable>
+#include <deque>
 #include <functional>
+#include <memory>
+#include <mutex>
 #include <string>
+#include <thread>
 
 #include "adapters/etcd.h"
 #include "state/journal.h"
@@ -28,6 +34,16 @@ class EtcdJournal final : public Journal {
   // `deposed` is called once, from the writing thread, when a write finds that this server no
   // longer leads; the write fails (kFailedPrecondition).
   EtcdJournal(EtcdClient& etcd, std::string prefix, EtcdFence fence, std::function<void(const std::string&)> deposed);
+  ~EtcdJournal() override;
+
+  // Handed to a writer thread of its own (a connection of its own to etcd), which commits what
+  // was handed to it meanwhile together, in order, and calls each `done` from that thread: the
+  // loop goes on accepting while a transaction is under way, and the next one carries all that
+  // arrived (group commit, as SqliteJournal's syncer). Every other write waits for those
+  // handed before it.
+  void PutJobsLater(std::vector<std::pair<uint64_t, std::string>> jobs, Events events, WriteDone done) override;
+  // Waits until everything handed to the writer is committed (or failed) and its `done` called.
+  void WaitForWrites();
 
   Status PutJobs(const std::vector<std::pair<uint64_t, std::string>>& jobs, const Events& events) override;
   Status PutNode(std::string_view name, std::string_view json, const Events& events) override;
@@ -42,17 +58,20 @@ class EtcdJournal final : public Journal {
   // Drops etcd's history older than the revision the last call saw (so at least one period of
   // history stays), and defragments the member answering when its file is over `defrag_bytes`.
   Status Maintain(int64_t defrag_bytes);
-  int64_t transactions() const { return transactions_; }
-  int64_t revision() const { return revision_; }
+  int64_t transactions() const { return transactions_.load(); }
+  int64_t revision() const { return revision_.load(); }
 
   // Keys, for tests and tools.
   std::string JobKey(uint64_t id) const;
   std::string EventKey(uint64_t seq) const;
 
  private:
-  // Each unit stays in one transaction; units are packed in order into as few as the limits allow.
-  Status Commit(const std::vector<std::vector<EtcdOp>>& units);
-  Status CommitOne(std::vector<EtcdOp> ops);
+  // Each unit stays in one transaction; units are packed in order into as few as the limits
+  // allow, sent over `client` (the loop's, or the writer thread's own).
+  Status Commit(const std::vector<std::vector<EtcdOp>>& units, EtcdClient* client = nullptr);
+  Status CommitOne(std::vector<EtcdOp> ops, EtcdClient& client);
+  std::vector<std::vector<EtcdOp>> JobUnits(const std::vector<std::pair<uint64_t, std::string>>& jobs, const Events& events) const;
+  void WriterLoop();
   std::vector<EtcdOp> EventOps(const Events& events) const;
   // Every key of [start, PrefixEnd(start)) at one revision, page by page.
   Status Scan(const std::string& start, const std::function<Status(const EtcdKv&)>& each, int64_t& revision);
@@ -61,10 +80,24 @@ class EtcdJournal final : public Journal {
   std::string prefix_;
   EtcdFence fence_;
   std::function<void(const std::string&)> deposed_;
-  bool is_deposed_ = false;
-  int64_t transactions_ = 0;
-  int64_t revision_ = 0;
+  std::atomic<bool> is_deposed_ = false;
+  std::atomic<int64_t> transactions_ = 0;
+  std::atomic<int64_t> revision_ = 0;
   int64_t compact_to_ = 0;  // the revision seen at the last Maintain
+
+  struct Later {
+    std::vector<std::pair<uint64_t, std::string>> jobs;
+    Events events;
+    WriteDone done;
+  };
+  std::unique_ptr<EtcdClient> writer_etcd_;  // the writer thread's connection
+  std::thread writer_;
+  std::mutex mu_;
+  std::condition_variable wake_;
+  std::condition_variable idle_;
+  std::deque<Later> queue_;
+  bool writing_ = false;
+  bool stop_ = false;
 };
 
 }  // namespace gp

@@ -5,6 +5,8 @@
 
 #include <fmt/format.h>
 
+#include <mutex>
+
 #include "adapters/etcd.h"
 #include "adapters/etcd_journal.h"
 #include "etcd_test_server.h"
@@ -106,6 +108,32 @@ TEST_F(EtcdJournalTest, WhatIsWrittenLoadsBackAndJobsGoWithTheirEvents) {
   auto first = j.EventsAfter(0, 1);
   ASSERT_TRUE(first && first->size() == 1);
   EXPECT_EQ(first->front().seq, 101u);
+}
+
+TEST_F(EtcdJournalTest, WritesHandedLaterAreCommittedTogetherInOrder) {
+  EtcdJournal j = Journal(Elect());
+  std::mutex mu;
+  std::vector<uint64_t> done;
+  for (uint64_t id = 1; id <= 60; ++id) {
+    j.PutJobsLater({{id, fmt::format("{{\"id\":{}}}", id)}}, {Ev(id, fmt::format("job/{}", id))}, [&, id](Status s) {
+      EXPECT_TRUE(s.ok()) << s.message();
+      std::lock_guard lock(mu);
+      done.push_back(id);
+    });
+  }
+  // A write of the caller's own goes after those handed before it.
+  ASSERT_TRUE(j.PutJobs({{61, "{}"}}, {Ev(61, "job/61")}).ok());
+  {
+    std::lock_guard lock(mu);
+    ASSERT_EQ(done.size(), 60u) << "every write handed earlier was done before";
+    for (size_t k = 0; k < done.size(); ++k) EXPECT_EQ(done[k], k + 1) << "in the order handed";
+  }
+  // Handed while a transaction was under way, they went in fewer transactions than writes.
+  EXPECT_LT(j.transactions(), 61);
+  auto c = j.Load();
+  ASSERT_TRUE(c);
+  EXPECT_EQ(c->jobs.size(), 61u);
+  EXPECT_EQ(c->last_event_seq, 61u);
 }
 
 TEST_F(EtcdJournalTest, UsageIsSummedFromATime) {

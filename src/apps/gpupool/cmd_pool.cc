@@ -96,6 +96,7 @@ struct Server {
   // loop and the controller go.
   ~Server() {
     if (sqlite) sqlite->WaitForWrites();
+    if (etcd_journal) etcd_journal->WaitForWrites();
   }
   std::unique_ptr<EtcdClient> etcd;  // with --store etcd://
   std::unique_ptr<Journal> journal;  // set once this server leads
