@@ -5,7 +5,8 @@
   throughput: trivial jobs/s run to completion end to end through one agent
   latency:    submit-to-running, p50 and p99: from just before the submit is sent to the moment
               the job's process runs (the job is `date +%s%N`, which prints that moment)
-Usage: python3 bench/pool_bench.py build/gpupool [jobs]. Figures go in docs/benchmarks.md."""
+Usage: python3 bench/pool_bench.py build/gpupool [jobs]. Figures go in docs/benchmarks.md.
+BENCH_ETCD=3: the server stores in etcd (--store etcd://), on 3 members the benchmark starts."""
 import http.client
 import json
 import os
@@ -17,7 +18,18 @@ import time
 EXTRA = tuple(os.environ.get("BENCH_SERVER_ARGS", "").split())  # more `gpupool server` flags
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests", "e2e"))
-from pool import Pool  # noqa: E402
+from pool import Etcd, Pool  # noqa: E402
+
+ETCD = None  # with BENCH_ETCD: the members started
+_STARTED = [0]
+
+
+def store_args():
+    """--store etcd://... with a prefix of its own for each server started (a fresh pool)."""
+    if ETCD is None:
+        return ()
+    _STARTED[0] += 1
+    return ("--store", "etcd://" + ETCD.endpoints(), "--store-prefix", f"/bench{_STARTED[0]}")
 
 
 def submit_loop(port, token, n, out):
@@ -35,7 +47,7 @@ def submit_loop(port, token, n, out):
 
 
 def accept_rate(gpupool, n):
-    pool = Pool(gpupool).start_server()
+    pool = Pool(gpupool).start_server(*store_args(), *EXTRA)
     try:
         ids, threads = [], []
         t0 = time.perf_counter()
@@ -57,7 +69,7 @@ def accept_rate_ab(gpupool, n=20000, conns=8):
     import subprocess
     if not shutil.which("ab"):
         return None
-    pool = Pool(gpupool).start_server()
+    pool = Pool(gpupool).start_server(*store_args(), *EXTRA)
     try:
         body = os.path.join(pool.dir, "body.json")
         with open(body, "w") as f:
@@ -73,7 +85,7 @@ def accept_rate_ab(gpupool, n=20000, conns=8):
 
 
 def end_to_end(gpupool, n):
-    pool = Pool(gpupool).start_server(*EXTRA)
+    pool = Pool(gpupool).start_server(*store_args(), *EXTRA)
     pool.start_agent("bench", "8xH100")
     try:
         pool.wait_nodes(1)
@@ -110,8 +122,21 @@ def end_to_end(gpupool, n):
 
 
 def main():
+    global ETCD
     gpupool = sys.argv[1]
     n = int(sys.argv[2]) if len(sys.argv) > 2 else 2000
+    if int(os.environ.get("BENCH_ETCD", "0")) > 0:
+        import tempfile
+        ETCD = Etcd(tempfile.mkdtemp(prefix="gpupool-bench-etcd-"), int(os.environ["BENCH_ETCD"]))
+        print(f"store: etcd, {len(ETCD.client)} members on loopback")
+    try:
+        run(gpupool, n)
+    finally:
+        if ETCD:
+            ETCD.stop()
+
+
+def run(gpupool, n):
     accepted = accept_rate(gpupool, n)
     accepted_ab = accept_rate_ab(gpupool)
     rate, p50, p99 = end_to_end(gpupool, n)

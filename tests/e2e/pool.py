@@ -1,5 +1,6 @@
 """Helpers for the end-to-end tests: start a real gpupool server and agents on loopback, talk
 to the REST API, and stop everything afterwards. Standard library only."""
+import base64
 import json
 import os
 import re
@@ -16,6 +17,107 @@ def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+class NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None
+
+
+_NO_REDIRECT = urllib.request.build_opener(NoRedirect)
+
+
+def http(method, url, body=None, token=None, timeout=5):
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, method=method)
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
+    req.add_header("Content-Type", "application/json")
+    try:
+        with _NO_REDIRECT.open(req, timeout=timeout) as r:
+            text, status = r.read().decode(), r.status
+    except urllib.error.HTTPError as e:
+        text, status = e.read().decode(), e.code
+    try:
+        return status, json.loads(text)
+    except ValueError:
+        return status, text
+
+
+class Etcd:
+    """Three etcd members (Debian's etcd-server) on loopback."""
+
+    def __init__(self, base, n=3):
+        self.base = base
+        self.names = [f"e{i}" for i in range(n)]
+        self.client = [free_port() for _ in self.names]
+        self.peer = [free_port() for _ in self.names]
+        self.cluster = ",".join(f"{nm}=http://127.0.0.1:{p}" for nm, p in zip(self.names, self.peer))
+        self.procs = [None] * n
+        for i in range(n):
+            self.start(i, "new")
+        self.wait_healthy()
+
+    def start(self, i, state):
+        c, p = f"http://127.0.0.1:{self.client[i]}", f"http://127.0.0.1:{self.peer[i]}"
+        log = open(f"{self.base}/{self.names[i]}.log", "a")
+        self.procs[i] = subprocess.Popen(
+            ["etcd", "--name", self.names[i], "--data-dir", f"{self.base}/{self.names[i]}", "--listen-client-urls", c,
+             "--advertise-client-urls", c, "--listen-peer-urls", p, "--initial-advertise-peer-urls", p,
+             "--initial-cluster", self.cluster, "--initial-cluster-state", state, "--initial-cluster-token", "gpupool-ha",
+             "--log-level", "error"], stdout=log, stderr=log)
+
+    def endpoints(self):
+        return ",".join(f"127.0.0.1:{p}" for p in self.client)
+
+    def wait_healthy(self, timeout=30):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            ok = 0
+            for i, p in enumerate(self.client):
+                if self.procs[i] is None or self.procs[i].poll() is not None:
+                    continue
+                try:
+                    status, body = http("GET", f"http://127.0.0.1:{p}/health", timeout=1)
+                    ok += status == 200 and str(body.get("health")) == "true"
+                except OSError:
+                    pass
+            if ok == sum(1 for pr in self.procs if pr and pr.poll() is None):
+                return
+            time.sleep(0.1)
+        raise RuntimeError("etcd is not healthy")
+
+    def leader(self):
+        for i, p in enumerate(self.client):
+            if self.procs[i].poll() is not None:
+                continue
+            try:
+                status, body = http("POST", f"http://127.0.0.1:{p}/v3/maintenance/status", {}, timeout=2)
+                if status == 200 and body["header"]["member_id"] == body["leader"]:
+                    return i
+            except (OSError, KeyError):
+                pass
+        return None
+
+    def range_prefix(self, prefix):
+        """Every key and value under `prefix`, from any live member."""
+        end = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+        for i, p in enumerate(self.client):
+            if self.procs[i].poll() is not None:
+                continue
+            status, body = http("POST", f"http://127.0.0.1:{p}/v3/kv/range", {
+                "key": base64.b64encode(prefix.encode()).decode(), "range_end": base64.b64encode(end.encode()).decode()}, timeout=10)
+            if status == 200:
+                return {base64.b64decode(kv["key"]).decode(): base64.b64decode(kv.get("value", "")).decode()
+                        for kv in body.get("kvs", [])}
+        raise RuntimeError("no etcd member answered")
+
+    def stop(self):
+        for p in self.procs:
+            if p and p.poll() is None:
+                p.kill()
+                p.wait()
+
 
 
 class Pool:
@@ -45,6 +147,14 @@ class Pool:
         if "listening" not in line:
             raise RuntimeError(f"server did not start: {line}{self.server.stdout.read()}")
         self.token = open(f"{self.dir}/server/admin.token").read().strip()
+        if any(str(a).startswith("etcd://") for a in self.server_extra):
+            # Several servers may share the store: this one serves once elected.
+            deadline = time.time() + 20
+            while time.time() < deadline:
+                status, body = http("GET", f"http://127.0.0.1:{self.port}/v1/leader", timeout=2)
+                if status == 200 and body.get("role") == "leader":
+                    break
+                time.sleep(0.05)
         return self
 
     def start_agent(self, name, gpus, interval="200ms", server=None, prefix=(), extra=(), metrics="off", work=None,
