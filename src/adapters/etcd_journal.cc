@@ -158,7 +158,21 @@ Status EtcdJournal::Commit(const std::vector<std::vector<EtcdOp>>& units, EtcdCl
     txn.insert(txn.end(), unit.begin(), unit.end());
     bytes += unit_bytes;
   }
-  return CommitOne(std::move(txn), c);
+  if (Status s = CommitOne(std::move(txn), c); !s.ok()) return s;
+  // Every event of this write is committed now, and every earlier write's before it.
+  const std::string events = prefix_ + "/events/";
+  uint64_t top = 0;
+  for (const std::vector<EtcdOp>& unit : units) {
+    for (const EtcdOp& op : unit) {
+      if (op.kind == EtcdOp::Kind::kPut && op.key.starts_with(events)) {
+        top = std::max<uint64_t>(top, std::strtoull(op.key.c_str() + events.size(), nullptr, 10));
+      }
+    }
+  }
+  uint64_t seen = durable_seq_.load();
+  while (top > seen && !durable_seq_.compare_exchange_weak(seen, top)) {
+  }
+  return Status::Ok();
 }
 
 Status EtcdJournal::PutJobs(const std::vector<std::pair<uint64_t, std::string>>& jobs, const Events& events) {
@@ -255,21 +269,28 @@ Result<JournalContents> EtcdJournal::Load() {
     (descend ? c.last_event_seq : c.first_event_seq) = seq;
   }
   revision_ = revision;
+  durable_seq_ = c.last_event_seq;
   return c;
 }
 
-Result<Events> EtcdJournal::EventsAfter(uint64_t after, size_t limit) {
-  const std::string events = prefix_ + "/events/";
-  auto page = etcd_.Range(EventKey(after + 1), EtcdRangeOptions{.range_end = EtcdClient::PrefixEnd(events),
-                                                                .limit = static_cast<int64_t>(std::min<size_t>(limit, 10'000))});
+Result<Events> EtcdEventsAfter(EtcdClient& etcd, const std::string& prefix, uint64_t after, size_t limit, uint64_t durable) {
+  const std::string events = prefix + "/events/";
+  auto page = etcd.Range(events + Digits(after + 1), EtcdRangeOptions{.range_end = EtcdClient::PrefixEnd(events),
+                                                                      .limit = static_cast<int64_t>(std::min<size_t>(limit, 10'000))});
   if (!page) return tl::unexpected(page.error());
   Events out;
   for (const EtcdKv& kv : page->kvs) {
-    auto e = ParseEvent(std::strtoull(kv.key.c_str() + events.size(), nullptr, 10), kv.value);
+    const uint64_t seq = std::strtoull(kv.key.c_str() + events.size(), nullptr, 10);
+    if (seq > durable) break;  // a write still under way may hold earlier ones
+    auto e = ParseEvent(seq, kv.value);
     if (!e) return tl::unexpected(e.error());
     out.push_back(std::move(*e));
   }
   return out;
+}
+
+Result<Events> EtcdJournal::EventsAfter(uint64_t after, size_t limit) {
+  return EtcdEventsAfter(etcd_, prefix_, after, limit, durable_seq_.load());
 }
 
 Status EtcdJournal::PruneEvents(uint64_t up_to) { return Commit({{EtcdOp::Delete(EventKey(0), EventKey(up_to + 1))}}); }

@@ -58,6 +58,10 @@ class EtcdJournal final : public Journal {
   // Drops etcd's history older than the revision the last call saw (so at least one period of
   // history stays), and defragments the member answering when its file is over `defrag_bytes`.
   Status Maintain(int64_t defrag_bytes);
+  // Every event up to this number is committed (writes are committed in order, so a later
+  // one's success covers every earlier one): readers and sinks go no further, so that none
+  // skips an event whose transaction is still under way.
+  uint64_t durable_event_seq() const { return durable_seq_.load(); }
   int64_t transactions() const { return transactions_.load(); }
   int64_t revision() const { return revision_.load(); }
 
@@ -83,6 +87,7 @@ class EtcdJournal final : public Journal {
   std::atomic<bool> is_deposed_ = false;
   std::atomic<int64_t> transactions_ = 0;
   std::atomic<int64_t> revision_ = 0;
+  std::atomic<uint64_t> durable_seq_ = 0;
   int64_t compact_to_ = 0;  // the revision seen at the last Maintain
 
   struct Later {
@@ -99,5 +104,9 @@ class EtcdJournal final : public Journal {
   bool writing_ = false;
   bool stop_ = false;
 };
+
+// Events after `after` up to `durable`, oldest first, at most `limit` (and 10,000): for
+// EtcdJournal and for an event sink's connection of its own.
+Result<Events> EtcdEventsAfter(EtcdClient& etcd, const std::string& prefix, uint64_t after, size_t limit, uint64_t durable);
 
 }  // namespace gp

