@@ -377,6 +377,7 @@ Status Agent::Run(const std::atomic<bool>& stop) {
     if (!res || res->status != 200 || stale) {
       const bool too_big = res && res->status == 413;
       if (res && !stale) fmt::print(stderr, "gpupool agent: heartbeat: HTTP {}: {}\n", res->status, res->body.substr(0, 300));
+      if (!res && standbys) fmt::print(stderr, "gpupool agent: heartbeat: {}; next: {}\n", res.error().message(), client_.server());
       if (res && res->status == 404) registered = false;  // the server forgot us: register again
       // Not this node's credential (the server lost it, or another agent took the node over
       // while this one was cut off): register again, proving who we are, or stop.
@@ -411,6 +412,7 @@ Status Agent::Run(const std::atomic<bool>& stop) {
       continue;
     }
     backoff = 200;
+    if (standbys) carrier_->SetLeader(client_.server());
     if (hb.telemetry) telemetry_due_ = false;
     RenewLease();
     SaveShipped();

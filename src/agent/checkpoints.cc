@@ -62,6 +62,11 @@ void CheckpointCarrier::SetToken(std::string token) {
   token_ = std::move(token);
 }
 
+void CheckpointCarrier::SetLeader(std::string server) {
+  std::lock_guard lock(mu_);
+  leader_ = std::move(server);
+}
+
 void CheckpointCarrier::SetMaxBytes(int64_t max_bytes) {
   std::lock_guard lock(mu_);
   max_bytes_ = max_bytes;
@@ -70,13 +75,15 @@ void CheckpointCarrier::SetMaxBytes(int64_t max_bytes) {
 CheckpointCarrier::Done CheckpointCarrier::Transfer(const Work& w) {
   Done d{.key = w.key, .upload = w.upload, .status = Status::Ok(), .shipped = {}, .note = {}};
   std::string token;
+  std::string servers = server_;
   int64_t max_bytes = 0;
   {
     std::lock_guard lock(mu_);
     token = token_;
     max_bytes = max_bytes_;
+    if (!leader_.empty() && server_.find(',') != std::string::npos) servers = leader_ + "," + server_;
   }
-  auto client = HttpClient::Create(server_, token);
+  auto client = HttpClient::Create(servers, token);
   if (!client) {
     d.status = client.error();
     return d;

@@ -36,6 +36,8 @@ class CheckpointCarrier {
 
   // The node's credential (after registration) and the server's limit, for later transfers.
   void SetToken(std::string token);
+  // With several servers, transfers go first to the one that answers the agent now.
+  void SetLeader(std::string server);
   void SetMaxBytes(int64_t max_bytes);
   void Upload(const TaskKey& key, const std::filesystem::path& dir);
   void Download(const TaskKey& key, const std::filesystem::path& dir);
@@ -51,6 +53,7 @@ class CheckpointCarrier {
   Done Transfer(const Work& w);
 
   std::string server_;
+  std::string leader_;  // with several servers: the one the agent's heartbeats reach now (tried first)
   std::string token_;
   int64_t max_bytes_;
   std::mutex mu_;

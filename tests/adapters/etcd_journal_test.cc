@@ -195,6 +195,25 @@ TEST_F(EtcdJournalTest, ARecordTooLargeForOneTransactionIsRefusedByName) {
   EXPECT_TRUE(job->kvs.empty());
 }
 
+TEST_F(EtcdJournalTest, MaintainDropsHistoryBeforeThePreviousCall) {
+  EtcdJournal j = Journal(Elect());
+  ASSERT_TRUE(j.PutMeta("k", "1").ok());
+  const int64_t old = j.revision();
+  ASSERT_TRUE(j.PutMeta("k", "2").ok());
+  ASSERT_TRUE(j.Maintain(0).ok());  // remembers the revision now; drops nothing yet
+  auto still = etcd_->Range(prefix_ + "/meta/k", EtcdRangeOptions{.revision = old});
+  ASSERT_TRUE(still) << still.error().message();
+  ASSERT_EQ(still->kvs.size(), 1u);
+  EXPECT_EQ(still->kvs[0].value, "1");
+  ASSERT_TRUE(j.PutMeta("k", "3").ok());
+  ASSERT_TRUE(j.Maintain(0).ok());  // drops what came before the previous call
+  auto gone = etcd_->Range(prefix_ + "/meta/k", EtcdRangeOptions{.revision = old});
+  EXPECT_FALSE(gone) << "the history before the previous Maintain is compacted";
+  auto now = etcd_->Range(prefix_ + "/meta/k");
+  ASSERT_TRUE(now && now->kvs.size() == 1);
+  EXPECT_EQ(now->kvs[0].value, "3");
+}
+
 TEST_F(EtcdJournalTest, LeaseKeepAliveAndExpiry) {
   auto lease = etcd_->LeaseGrant(5);
   ASSERT_TRUE(lease);

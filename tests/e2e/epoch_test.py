@@ -4,6 +4,7 @@ leader's epoch. After a reply of epoch 5, a reply of epoch 4 that says "start th
 not acted on; the same start in a reply of a current epoch runs."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -98,6 +99,8 @@ def main():
             pass
         agent.wait(timeout=10)
         srv.shutdown()
+    if c.failed == 0:
+        shutil.rmtree(base, ignore_errors=True)
     return c.done()
 
 

@@ -14,6 +14,7 @@ servers on loopback, two agents and the CLI given every server's address.
 import base64
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -245,6 +246,8 @@ def main():
                 break
             time.sleep(0.1)
         c.check(r and r[0] == 200 and r[1]["state"] == "succeeded", "the new leader works (a job ran to its end)")
+        if not (r and r[0] == 200 and r[1]["state"] == "succeeded"):
+            print(f"job: {r}\nnodes: {servers.call('GET', '/v1/nodes')}", flush=True)
         keys_before = etcd.range_prefix("/gpupool/")
         servers.procs[old].send_signal(signal.SIGCONT)
         try:
@@ -315,6 +318,10 @@ def main():
                 a.kill()
         servers.stop()
         etcd.stop()
+    if c.failed == 0:
+        shutil.rmtree(base, ignore_errors=True)  # kept when something failed: the logs are in it
+    else:
+        print(f"logs: {base}")
     return c.done()
 
 

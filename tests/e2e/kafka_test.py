@@ -232,6 +232,8 @@ def across_leaders(c, gpupool, consumer, brokers, props):
                 s.kill()
                 s.wait()
         etcd.stop()
+        if c.failed == 0:
+            shutil.rmtree(base, ignore_errors=True)
 
 
 if __name__ == "__main__":
