@@ -416,7 +416,18 @@ Api::Caller Api::TenantCaller(std::string_view token) const {
   const int64_t now = c_.Now().value();
   auto t = c_.access().Who(token, now);
   if (!t) return {};
-  return Caller{.kind = Caller::Kind::kTenant, .tenant = t->tenant, .role = t->role, .token_id = t->id};
+  return Caller{.kind = Caller::Kind::kTenant, .tenant = t->tenant, .role = t->role, .token_id = t->id, .token_name = t->name};
+}
+
+std::string Api::ActorOf(const Caller& caller) {
+  switch (caller.kind) {
+    case Caller::Kind::kAdmin: return nlohmann::json{{"kind", "admin"}}.dump();
+    case Caller::Kind::kTenant:
+      return nlohmann::json{{"kind", "tenant"}, {"tenant", caller.tenant}, {"token", caller.token_id}, {"name", caller.token_name},
+                            {"role", RoleName(caller.role)}}
+          .dump();
+    default: return "";
+  }
 }
 
 Api::Caller Api::Identify(std::string_view authorization, std::string_view cookie) const {
@@ -518,6 +529,7 @@ void Api::AccessRoute(const HttpRequest& r, const Caller& caller, const std::vec
       auto made = create ? access.CreateTenant(std::move(*t), now) : access.UpdateTenant(std::move(*t));
       if (!made) return respond(Fail(HttpStatusOf(made.error()), made.error().message()));
       if (Status s = c_.ApplyTenants(); !s.ok()) return respond(Fail(500, s.message()));
+      c_.Emit(create ? "tenant.created" : "tenant.updated", "tenant/" + made->name, TenantJson(*made).dump());
       return respond(Json(create ? 201 : 200, TenantJson(*made).dump()));
     }
     if (p.size() == 3 && m == "GET") {
@@ -530,6 +542,7 @@ void Api::AccessRoute(const HttpRequest& r, const Caller& caller, const std::vec
     if (p.size() == 3 && m == "DELETE") {
       if (Status s = access.DeleteTenant(std::string(p[2])); !s.ok()) return respond(Fail(HttpStatusOf(s), s.message()));
       if (Status s = c_.ApplyTenants(); !s.ok()) return respond(Fail(500, s.message()));
+      c_.Emit("tenant.deleted", "tenant/" + std::string(p[2]), nlohmann::json{{"tenant", p[2]}}.dump());
       return respond(Json(200, nlohmann::json{{"deleted", p[2]}}.dump()));
     }
   }
@@ -563,11 +576,13 @@ void Api::AccessRoute(const HttpRequest& r, const Caller& caller, const std::vec
         return respond(Fail(made.error().code() == StatusCode::kNotFound ? 400 : HttpStatusOf(made.error()), made.error().message()));
       }
       nlohmann::json out = TokenToJson(made->second);
+      c_.Emit("token.created", "token/" + made->second.id, out.dump());  // without the secret
       out["token"] = made->first;  // shown this once; the server keeps its hash only
       return respond(Json(201, out.dump()));
     }
     if ((p.size() == 3 && m == "DELETE") || (p.size() == 4 && p[3] == "revoke" && m == "POST")) {
       if (Status s = access.Revoke(std::string(p[2])); !s.ok()) return respond(Fail(HttpStatusOf(s), s.message()));
+      c_.Emit("token.revoked", "token/" + std::string(p[2]), nlohmann::json{{"token", p[2]}}.dump());
       return respond(Json(200, nlohmann::json{{"revoked", p[2]}}.dump()));
     }
   }
@@ -645,7 +660,12 @@ void Api::Handle(HttpRequest r, Respond respond) {
   if (WebRoute(r, respond)) return;
   const Caller caller = Identify(r.authorization, r.cookie);
   if (std::string why = Forbidden(caller, r.method, r.path); !why.empty()) return respond(Fail(401, why));
+  // What a user's request changes is told as made by its caller: every event emitted while it
+  // is handled names them (a submission's job.submitted, emitted at its commit, too).
+  const bool change = r.method != "GET" && r.method != "HEAD";
+  if (change) c_.set_actor(ActorOf(caller));
   Route(r, caller, respond);
+  if (change) c_.set_actor("");
   c_.FlushEvents();  // what the request changed without a durable write (none usually)
 }
 

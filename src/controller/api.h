@@ -68,7 +68,10 @@ class Api {
     std::string tenant;        // kTenant: its tenant
     Role role = Role::kUser;   // kTenant: user or viewer
     std::string token_id;      // kTenant: which token
+    std::string token_name;    // kTenant: whom it was made for
   };
+  // The actor of a user's change (Controller::set_actor): JSON, "" for agents and nobody.
+  static std::string ActorOf(const Caller& caller);
   // Why a tenant's token may not make this request ("" if it may): users submit and cancel
   // their tenant's jobs and read; viewers only read; the rest is the admin's.
   static std::string TenantMayNot(const Caller& caller, const std::string& method, const std::vector<std::string_view>& path);

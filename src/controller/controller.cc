@@ -271,6 +271,9 @@ void Controller::FlushEvents() {
 }
 
 void Controller::Emit(std::string type, std::string subject, std::string data) {
+  if (!actor_.empty() && data.size() >= 2 && data.front() == '{' && data.back() == '}') {
+    data.insert(data.size() - 1, (data == "{}" ? "\"actor\":" : ",\"actor\":") + actor_);
+  }
   pending_events_.push_back(EventRecord{.seq = next_event_seq_++, .time_ms = clock_.Now().value(), .type = std::move(type),
                                         .subject = std::move(subject), .data = std::move(data)});
 }
@@ -440,7 +443,7 @@ void Controller::SubmitStaged(JobRecord r, std::function<void(Result<JobId>)> do
   next_submit_id_ = std::max(next_submit_id_, cluster_.next_id());
   r.spec.id = JobId{next_submit_id_++};
   if (r.array) next_submit_id_ += static_cast<uint64_t>(r.array->size());  // its elements' ids
-  staged_.push_back(Staged{.record = std::move(r), .done = std::move(done)});
+  staged_.push_back(Staged{.record = std::move(r), .done = std::move(done), .actor = actor_});
   if (staged_.size() == 1 && on_staged) on_staged();
 }
 
@@ -459,10 +462,13 @@ void Controller::CommitSubmits() {
   std::vector<std::pair<uint64_t, std::string>> rows;
   rows.reserve(batch->size());
   const Unnumber undo{.seq_before = next_event_seq_, .earlier = pending_events_};
+  const std::string actor = std::exchange(actor_, "");
   for (const Staged& s : *batch) {
+    actor_ = s.actor;
     Emit("job.submitted", fmt::format("job/{}", s.record.spec.id.value()), JobEventData(s.record, "submitted"));
     rows.emplace_back(s.record.spec.id.value(), JobToJson(s.record));
   }
+  actor_ = actor;
   Events events = std::move(pending_events_);
   pending_events_.clear();
   auto seq_after = next_event_seq_;
@@ -619,6 +625,10 @@ Status Controller::Cancel(JobId id) {
     if (Status s = cluster_.CancelElement(JobId{pending->array_of}, pending->array_index, clock_.Now()); !s.ok()) return s;
   } else if (Status s = cluster_.Cancel(id, clock_.Now()); !s.ok()) {
     return s;
+  } else if (const JobRecord* j = cluster_.Find(id); j && !IsTerminal(j->state)) {
+    // Running: it ends when its tasks have stopped (job.cancelled, reported by its agents); the
+    // request itself is an event now, naming who asked (the audit trail).
+    Emit("job.cancelling", fmt::format("job/{}", id.value()), JobEventData(*j, "cancelling"));
   }
   Status s = StoreChanged();
   StoreFailed(s);

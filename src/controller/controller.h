@@ -358,6 +358,13 @@ class Controller {
   // Writes the events that no state change has carried yet (a node turning suspect changes
   // nothing durable). The API calls it after every request and tick.
   void FlushEvents();
+  // Who makes the changes now: the API sets it around a user's request ({"kind": "admin"}, or a
+  // tenant's token: its tenant, id, name and role; never a secret), "" for the pool's own. Every
+  // event emitted meanwhile carries it as "actor" (an audit trail: `gpupool events --actor`).
+  void set_actor(std::string actor) { actor_ = std::move(actor); }
+  // An event about a change made outside the cluster state (tenants, tokens), stored with the
+  // next write (the API flushes after every request).
+  void Emit(std::string type, std::string subject, std::string data);
   std::function<void()> on_events;  // new events are in the store
 
   // What a node's detector says now ("ready", "suspect", "down", "draining").
@@ -424,6 +431,7 @@ class Controller {
   struct Staged {
     JobRecord record;
     std::function<void(Result<JobId>)> done;
+    std::string actor;  // who submitted it (its job.submitted event is emitted at the commit)
   };
   // Stores every job the cluster state changed since the last store, in one write with the
   // pending events.
@@ -437,7 +445,6 @@ class Controller {
   void TickOnce();
   void Pass();
   // Adds an event to those the next write carries (data: a JSON object's text).
-  void Emit(std::string type, std::string subject, std::string data);
   // Runs one journal write with the pending events; they are cleared only if it succeeds.
   Status WriteWithEvents(const std::function<Status(const Events&)>& put);
   Status PersistNode(const NodeSlot& slot);
@@ -509,6 +516,7 @@ class Controller {
   std::vector<StagedBeat> staged_beats_;  // heartbeats of this loop turn, applied, not yet stored
   Status ApplyHeartbeat(const gp::Heartbeat& h);
   uint64_t next_submit_id_ = 1;  // ids given to staged submissions
+  std::string actor_;            // set_actor
 };
 
 }  // namespace gp

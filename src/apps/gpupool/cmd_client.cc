@@ -529,9 +529,20 @@ int Usage(const Conn& c, const std::string& by, const std::string& since) {
   return 0;
 }
 
-// `gpupool events [-f] [--since N]`: the event log; -f follows it, resuming from the last
-// event seen across server restarts (the log is durable, so nothing is missed).
-int EventsCmd(const Conn& c, uint64_t since, bool follow) {
+// Whether an event's actor (who made the change, docs/api.md) is `who`: a token's name or
+// id, a tenant, or "admin".
+bool ActedBy(const json& e, const std::string& who) {
+  if (!e.contains("data") || !e["data"].is_object() || !e["data"].contains("actor") || !e["data"]["actor"].is_object()) return false;
+  const json& a = e["data"]["actor"];
+  for (const char* key : {"name", "token", "tenant", "kind"}) {
+    if (a.contains(key) && a[key].is_string() && a[key].get<std::string>() == who) return true;
+  }
+  return false;
+}
+
+// `gpupool events [-f] [--since N] [--actor WHO]`: the event log; -f follows it, resuming from
+// the last event seen across server restarts (the log is durable, so nothing is missed).
+int EventsCmd(const Conn& c, uint64_t since, bool follow, const std::string& actor) {
   int failures = 0;
   for (;;) {
     const std::string target = fmt::format("/v1/events?since={}&limit=1000{}", since, follow ? "&wait=25s" : "");
@@ -567,6 +578,7 @@ int EventsCmd(const Conn& c, uint64_t since, bool follow) {
       const json e = json::parse(line, nullptr, false);
       if (!e.is_object()) continue;
       since = std::max<uint64_t>(since, e.value("sequence", uint64_t{0}));
+      if (!actor.empty() && !ActedBy(e, actor)) continue;
       if (c.json_out) {
         fmt::print("{}\n", line);
       } else {
@@ -775,7 +787,10 @@ void AddClientCommands(CLI::App& app, int* exit_code) {
   AddConn(events, conn);
   events->add_option("--since", ev->first, "only events after this number (0: from the start)");
   events->add_flag("-f,--follow", ev->second, "keep printing new events as they happen");
-  events->callback([conn, ev, exit_code] { *exit_code = EventsCmd(*conn, ev->first, ev->second); });
+  auto actor = std::make_shared<std::string>();
+  events->add_option("--actor", *actor,
+                     "only the changes made by this token name or id, tenant, or 'admin' (who cancelled my job?)");
+  events->callback([conn, ev, actor, exit_code] { *exit_code = EventsCmd(*conn, ev->first, ev->second, *actor); });
 
   auto node_name = std::make_shared<std::string>();
   CLI::App* node = app.add_subcommand("node", "Show one node");
