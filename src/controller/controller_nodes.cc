@@ -126,10 +126,14 @@ Status Controller::MoveJobsOff(const std::string& name, const std::string& why, 
 }
 
 Status Controller::Evict(const std::string& name) {
+  if (SlotByName(name)) Emit("node.evicted", "node/" + name, nlohmann::json{{"node", name}}.dump());
   return MoveJobsOff(name, fmt::format("evicted: node {} was drained", name), -1);
 }
 
 Status Controller::Reclaim(const std::string& name, Millis notice) {
+  if (SlotByName(name)) {
+    Emit("node.reclaimed", "node/" + name, nlohmann::json{{"node", name}, {"notice_s", static_cast<double>(notice.value()) / 1000}}.dump());
+  }
   return MoveJobsOff(name, fmt::format("node {} reclaimed by its provider ({} notice)", name, FormatMillis(notice)),
                      static_cast<int>(notice.value()));
 }

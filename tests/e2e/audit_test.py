@@ -47,6 +47,12 @@ def main():
         r = pool.cli("token", "revoke", bob_id)
         c.check(r.returncode == 0, f"the admin revokes bob's token: {r.stderr}")
         pool.wait_jobs([job], timeout=30)
+        for args in (("gpu", "xid", "n1", "0", "79"), ("gpu", "undrain", "n1", "0"), ("reclaim", "n1", "--notice", "1s")):
+            r = pool.cli(*args)
+            c.check(r.returncode == 0, f"the admin runs `{' '.join(args)}`: {r.stderr}")
+        deadline = time.time() + 10
+        while time.time() < deadline and not any(e["type"] == "io.gpupool.node.reclaimed" for e in pool.all_events()):
+            time.sleep(0.1)
 
         events = pool.all_events()
         text = json.dumps(events)
@@ -67,7 +73,8 @@ def main():
         c.check(ended and actor(ended[-1]) is None,
                 f"the job's end, reported by its agent, is the pool's own (no actor): {[(e['type'], actor(e)) for e in ended]}")
         for typ, subject in (("node.drained", "node/n1"), ("node.undrained", "node/n1"), ("tenant.created", "tenant/team-a"),
-                             ("token.created", f"token/{bob_id}"), ("token.revoked", f"token/{bob_id}")):
+                             ("token.created", f"token/{bob_id}"), ("token.revoked", f"token/{bob_id}"),
+                             ("gpu.returned", "node/n1/gpu/0"), ("node.reclaimed", "node/n1")):
             found = [e for e in events if e["type"] == "io.gpupool." + typ and e["subject"] == subject]
             c.check(found and actor(found[0]) == {"kind": "admin"}, f"{typ} {subject}: made by the admin ({found[:1]})")
         changes = [e for e in events if e["type"].split(".")[-1] in ("created", "revoked", "drained", "undrained")]
