@@ -715,6 +715,7 @@ void Api::Route(const HttpRequest& r, const Caller& caller, Respond& respond) {
         return (*c)->value;
       });
       if (!req) return respond(Fail(400, req.error().message()));
+      if (Status st = c_.SealSecrets(*req); !st.ok()) return respond(Fail(400, st.message()));
       if (tenant) req->spec.tenant = caller.tenant;  // a job's tenant is its token's, whatever the body says
       // Answered once stored: with the other submissions of this loop turn, in one write.
       c_.SubmitStaged(std::move(*req), [this, respond](Result<JobId> id) {

@@ -225,7 +225,7 @@ std::vector<std::pair<uint64_t, std::string>> Controller::TakeChangedRows() {
   std::vector<std::pair<uint64_t, std::string>> rows;
   rows.reserve(ids.size());
   for (uint64_t id : ids) {
-    if (const JobRecord* j = cluster_.Find(JobId{id})) rows.emplace_back(id, JobToJson(*j));
+    if (const JobRecord* j = cluster_.Find(JobId{id})) rows.emplace_back(id, JobToJson(*j, std::nullopt, true));
   }
   return rows;
 }
@@ -466,7 +466,7 @@ void Controller::CommitSubmits() {
   for (const Staged& s : *batch) {
     actor_ = s.actor;
     Emit("job.submitted", fmt::format("job/{}", s.record.spec.id.value()), JobEventData(s.record, "submitted"));
-    rows.emplace_back(s.record.spec.id.value(), JobToJson(s.record));
+    rows.emplace_back(s.record.spec.id.value(), JobToJson(s.record, std::nullopt, true));
   }
   actor_ = actor;
   Events events = std::move(pending_events_);
@@ -609,7 +609,7 @@ std::optional<JobRecord> Controller::PendingElement(JobId id) const {
     JobRecord e{.spec = a.spec, .command = a.command, .env = a.env, .workdir = a.workdir};
     e.spec.id = id;
     e.array_of = a.spec.id.value();
-    e.array_index = a.array->IndexAt(pos);
+    e.array_index = static_cast<uint32_t>(a.array->IndexAt(pos));
     const bool cancelled = pos < a.arr().expanded || a.arr().early_cancel.count(pos) || IsTerminal(a.state);
     e.state = cancelled ? JobState::kCancelled : JobState::kQueued;
     e.message = cancelled ? "cancelled before it was expanded"
@@ -682,7 +682,15 @@ LaunchContext Controller::ContextOf(const JobRecord& j) const {
   const JobRecord* array = j.array_of != 0 ? cluster_.Find(JobId{j.array_of}) : nullptr;
   return LaunchContext{.master_address = master ? master->record.agent_address : "",
                        .checkpoint_root = options_.checkpoint_root,
-                       .array = array && array->array ? &*array->array : nullptr};
+                       .array = array && array->array ? &*array->array : nullptr,
+                       .open_secret = options_.open_secret};
+}
+
+Status Controller::SealSecrets(JobRecord& r) const {
+  if (!r.secrets) return Status::Ok();
+  if (!options_.seal_secret) return Status(StatusCode::kFailedPrecondition, "this server keeps no secrets key: jobs cannot have secrets");
+  for (auto& [name, value] : r.secrets->items) value = options_.seal_secret(value);
+  return Status::Ok();
 }
 
 void Controller::Launch(const JobRecord& j) {

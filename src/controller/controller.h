@@ -95,6 +95,10 @@ struct ControllerOptions {
   // Absolute directories a job may name as its workdir (and those below them); none by default:
   // a job runs in its task's own directory, and a relative workdir is inside it.
   std::vector<std::filesystem::path> allow_workdir;
+  // Seals a submitted job's secrets, and opens them for a task's environment (the server's
+  // SecretBox); none: jobs with secrets are refused.
+  std::function<std::string(std::string_view)> seal_secret;
+  std::function<Result<std::string>(std::string_view)> open_secret;
   // The leadership this controller works in (with several servers on etcd: the leader key's
   // create revision; 0: one server). Every answer to an agent carries it, and an agent acts on
   // no answer from an older one.
@@ -264,6 +268,9 @@ class Controller {
   const Policy& policy() const { return cluster_.policy(); }
   Millis lease() const { return options_.lease; }
   uint64_t epoch() const { return options_.epoch; }
+  // Seals the secrets of a submission just parsed (their values as given): refused when this
+  // server keeps no secrets key.
+  Status SealSecrets(JobRecord& r) const;
   // The idle heartbeat interval for the fleet's size now (ControllerOptions::heartbeat_*); O(1).
   Millis heartbeat_interval() const;
   // The API holds this node's heartbeat (queued, or a long poll): it is waiting on the server,

@@ -1,5 +1,7 @@
 #include "controller/launch.h"
 
+#include <fmt/format.h>
+
 #include <map>
 
 namespace gp {
@@ -47,6 +49,17 @@ std::optional<TaskLaunch> PrepareLaunch(const JobRecord& j, int i, const LaunchC
   }
   set("LOCAL_RANK", std::to_string(local));
   set("LOCAL_WORLD_SIZE", std::to_string(local_world));
+  if (j.secrets) {
+    for (const auto& [name, sealed] : j.secrets->items) {
+      auto value = ctx.open_secret ? ctx.open_secret(sealed) : Result<std::string>(Error(StatusCode::kFailedPrecondition, "no key"));
+      if (value) {
+        l.env.emplace_back(name, std::move(*value));
+      } else {
+        fmt::print(stderr, "gpupool server: job {}: secret {} not given to its task: {}\n", j.spec.id.value(), name,
+                   value.error().message());
+      }
+    }
+  }
   set("MASTER_ADDR", ctx.master_address.empty() ? "127.0.0.1" : ctx.master_address);
   set("MASTER_PORT", std::to_string(20000 + j.spec.id.value() % 20000));
   if (j.array_of != 0) {

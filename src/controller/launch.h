@@ -3,6 +3,7 @@
 #pragma once
 
 #include <filesystem>
+#include <functional>
 #include <optional>
 #include <string>
 #include <utility>
@@ -17,6 +18,9 @@ struct LaunchContext {
   std::string master_address;            // the agent address of task 0's node (MASTER_ADDR)
   std::filesystem::path checkpoint_root;  // shared checkpoint storage; empty: checkpoints are carried
   const ArraySpec* array = nullptr;       // an array element's array
+  // Opens a sealed secret for the task's environment (the server's SecretBox); none: a job
+  // with secrets gets none of them (and says so on the server's stderr).
+  std::function<Result<std::string>(std::string_view)> open_secret;
 };
 
 // Whether a task of the job's current attempt still waits to be launched: neither started nor

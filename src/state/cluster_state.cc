@@ -105,9 +105,10 @@ bool ClusterState::Expand(Millis now) {
       ++made;
       --budget;
       JobRecord e{.spec = a.spec, .command = a.command, .env = a.env, .workdir = a.workdir, .max_retries = a.max_retries};
+      e.secrets = a.secrets;  // sealed, as the array's
       e.spec.id = JobId{base + static_cast<uint64_t>(pos)};
       e.array_of = a.spec.id.value();
-      e.array_index = a.array->IndexAt(pos);
+      e.array_index = static_cast<uint32_t>(a.array->IndexAt(pos));
       ++a.arr().element_counts[static_cast<size_t>(JobState::kQueued)];
       const uint64_t id = e.spec.id.value();
       JobRecord& placed = jobs_[id] = std::move(e);

@@ -99,6 +99,12 @@ struct ArrayProgress {
   std::array<int64_t, 6> element_counts{};
 };
 
+// A job's secrets (`submit --secret`): name -> the value sealed (SecretBox), never the value
+// itself: the server opens them only to hand a task its environment.
+struct SealedSecrets {
+  std::vector<std::pair<std::string, std::string>> items;
+};
+
 // A job as the server keeps it. The server holds one per job in memory (100,000 at fleet
 // scale): what few jobs have is boxed (Box: a pointer when absent), and the small fields sit
 // together, so a record and its map node fit jemalloc's 512-byte class (a test checks the size).
@@ -119,6 +125,7 @@ struct JobRecord {
   int attempt = 0;
   int max_retries = -1;
   int failures = 0;                  // failovers that count against max_retries (not evictions)
+  uint32_t array_index = 0;          // an element's index in its array (at most 4,000,000,000); here: no padding
   std::vector<TaskRecord> tasks;     // empty until placed
   std::optional<int> exit_code;      // the job's: first non-zero task exit, else 0
   std::optional<int> signal;
@@ -137,9 +144,9 @@ struct JobRecord {
   // did, else failed (or cancelled).
   Box<ArraySpec> array;
   Box<ArrayProgress> progress;
-  // An element's: its array's id and its index (array_of 0: not an element).
+  Box<SealedSecrets> secrets;        // few jobs have any
+  // An element's: its array's id (0: not an element), and its index (array_index, above).
   uint64_t array_of = 0;
-  int64_t array_index = 0;
   bool is_array() const { return array.has_value(); }
   // The array's progress (made on first change); a record that is no array reads zeros.
   ArrayProgress& arr() { return progress.ensure(); }

@@ -339,7 +339,7 @@ Result<JobRecord> ParseSubmitRequest(std::string_view body, const PriorityResolv
   return Guard([&]() -> Result<JobRecord> {
     const In j = ParseObject(body, "request body");
     OnlyFields(j, {"command", "gpus", "tasks", "gpu_model", "gpu_memory", "cpu", "memory", "priority", "tenant", "name",
-                   "data", "duration", "time", "max_price", "env", "workdir", "max_retries", "array"});
+                   "data", "duration", "time", "max_price", "env", "secrets", "workdir", "max_retries", "array"});
     JobRecord r;
     if (!j.contains("command")) throw Bad{"field 'command': required, e.g. [\"sh\", \"-c\", \"nvidia-smi\"]"};
     r.command = Strings(j, "command");
@@ -383,6 +383,23 @@ Result<JobRecord> ParseSubmitRequest(std::string_view body, const PriorityResolv
     r.workdir = Str(j, "workdir");
     if (r.workdir.size() > 4096) throw Bad{"field 'workdir': at most 4096 characters"};
     if (r.env.size() > 1024) throw Bad{"field 'env': at most 1024 variables"};
+    if (j.contains("secrets") && !j["secrets"].is_null()) {
+      // The values as given: the API seals them before anything else sees the job.
+      auto items = StringMap(j, "secrets");
+      if (items.size() > 64) throw Bad{"field 'secrets': at most 64"};
+      for (const auto& [k, v] : items) {
+        CheckText(k, "secrets", true);
+        if (k.empty() || k.size() > 128 || k.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_") !=
+                                               std::string::npos || (k[0] >= '0' && k[0] <= '9')) {
+          throw Bad{fmt::format("field 'secrets': '{}' is not a variable name (letters, digits, _; not a digit first)", k.substr(0, 64))};
+        }
+        if (v.size() > 65536) throw Bad{fmt::format("field 'secrets': '{}' is over 64 KiB", k)};
+        for (const auto& [ek, ev] : r.env) {
+          if (ek == k) throw Bad{fmt::format("field 'secrets': '{}' is also in 'env'", k)};
+        }
+      }
+      if (!items.empty()) r.secrets = SealedSecrets{std::move(items)};
+    }
     CheckCommand(r.command, r.env, r.workdir);
     CheckText(s.name, "name", true);
     CheckText(s.tenant, "tenant", true);
@@ -398,7 +415,7 @@ Result<JobRecord> ParseSubmitRequest(std::string_view body, const PriorityResolv
   });
 }
 
-std::string JobToJson(const JobRecord& r, std::optional<std::string_view> message) {
+std::string JobToJson(const JobRecord& r, std::optional<std::string_view> message, bool store) {
   const JobSpec& s = r.spec;
   Out o;
   o.Object();
@@ -435,6 +452,15 @@ std::string JobToJson(const JobRecord& r, std::optional<std::string_view> messag
   if (s.time_limit.value() > 0) o.Key("time_limit_ms").Int(s.time_limit.value());
   if (s.max_price_per_gpu_hour) o.Key("max_price_micro_usd").Int(s.max_price_per_gpu_hour->value());
   o.Key("env").Env(r.env);
+  if (r.secrets && !r.secrets->items.empty()) {
+    if (store) {
+      o.Key("secrets").Env(r.secrets->items);  // sealed
+    } else {
+      std::vector<std::string> names;
+      for (const auto& [name, sealed] : r.secrets->items) names.push_back(name);
+      o.Key("secrets").Strs(names);  // set, never shown
+    }
+  }
   o.Key("workdir").Str(r.workdir);
   o.Key("submit_ms").Int(s.submit_time.value());
   o.Key("start_ms").Int(r.start_ms);
@@ -535,6 +561,7 @@ Result<JobRecord> JobFromJson(std::string_view json) {
     if (j.contains("time_limit_ms")) s.time_limit = Millis{Int(j, "time_limit_ms", 1'000, INT64_MAX, 1'000)};
     if (j.contains("max_price_micro_usd")) s.max_price_per_gpu_hour = MicroUsd{Int(j, "max_price_micro_usd", 0, INT64_MAX, 0)};
     r.env = StringMap(j, "env");
+    if (j.contains("secrets") && j["secrets"].is_object()) r.secrets = SealedSecrets{StringMap(j, "secrets")};
     r.workdir = Str(j, "workdir");
     s.submit_time = Millis{Int(j, "submit_ms", 0, INT64_MAX, 0)};
     r.start_ms = Int(j, "start_ms", 0, INT64_MAX, 0);
@@ -572,7 +599,7 @@ Result<JobRecord> JobFromJson(std::string_view json) {
         throw Bad{fmt::format("field 'array_job': expected a job number, got '{}'", parent)};
       }
       r.array_of = pv;
-      r.array_index = Int(j, "array_index", 0, INT64_MAX, 0);
+      r.array_index = static_cast<uint32_t>(Int(j, "array_index", 0, 4'000'000'000, 0));
     }
     if (j.contains("placement")) {
       for (const In& t : Array(j, "placement")) {

@@ -24,7 +24,9 @@ Result<JobRecord> ParseSubmitRequest(std::string_view body, const PriorityResolv
 
 // A job as the API shows it and the journal stores it (the one form serves both).
 // `message`, when given, is shown instead of the record's (a waiting job's, which its class keeps).
-std::string JobToJson(const JobRecord& job, std::optional<std::string_view> message = std::nullopt);
+// The job as the API shows it (its secrets by name only), or with `store` as the journal keeps
+// it (its secrets sealed).
+std::string JobToJson(const JobRecord& job, std::optional<std::string_view> message = std::nullopt, bool store = false);
 Result<JobRecord> JobFromJson(std::string_view json);
 
 // A node as the API shows it and the journal stores it. `free_gpus` and `load` are

@@ -150,6 +150,7 @@ struct SubmitArgs {
   int max_retries = -1;
   std::string array;
   std::vector<std::string> env;
+  std::vector<std::string> secrets;
   std::vector<std::string> command;
 };
 
@@ -194,6 +195,28 @@ int Submit(const Conn& c, const SubmitArgs& a) {
     env[kv.substr(0, eq)] = kv.substr(eq + 1);
   }
   if (!env.empty()) req["env"] = env;
+  // Secrets: NAME=VALUE, or NAME=@FILE for the file's content (kept off the command line, and
+  // out of the shell's history and `ps`).
+  json secrets = json::object();
+  for (const std::string& kv : a.secrets) {
+    const size_t eq = kv.find('=');
+    if (eq == std::string::npos || eq == 0) {
+      fmt::print(stderr, "gpupool submit: --secret: expected NAME=VALUE or NAME=@FILE, got a value without '='\n");
+      return 2;
+    }
+    std::string value = kv.substr(eq + 1);
+    if (value.starts_with("@")) {
+      std::ifstream f(value.substr(1), std::ios::binary);
+      if (!f) {
+        fmt::print(stderr, "gpupool submit: --secret {}: cannot read {}\n", kv.substr(0, eq), value.substr(1));
+        return 2;
+      }
+      value.assign(std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>());
+      while (!value.empty() && (value.back() == '\n' || value.back() == '\r')) value.pop_back();
+    }
+    secrets[kv.substr(0, eq)] = value;
+  }
+  if (!secrets.empty()) req["secrets"] = secrets;
   const auto text = RequestBody(req, "submit");
   if (!text) return 2;
   auto body = Call(c, "POST", "/v1/jobs", *text);
@@ -632,6 +655,10 @@ void AddClientCommands(CLI::App& app, int* exit_code) {
                      "the grace, and the job ends timed-out");
   submit->add_option("--max-price", sa->max_price, "price ceiling, USD per GPU-hour");
   submit->add_option("--env", sa->env, "KEY=VALUE for the job (repeatable)")->expected(1)->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+  submit->add_option("--secret", sa->secrets,
+                     "NAME=VALUE or NAME=@FILE: in the job's environment, never shown back (sealed in the store; repeatable)")
+      ->expected(1)
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
   submit->add_option("--workdir", sa->workdir, "working directory on the node");
   submit->add_option("--max-retries", sa->max_retries, "placements after failures not the job's own (default: the server's)")
       ->check(CLI::Range(0, 100));

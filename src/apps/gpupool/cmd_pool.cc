@@ -18,6 +18,7 @@
 #include "adapters/etcd_journal.h"
 #include "adapters/fleet_loader.h"
 #include "adapters/http.h"
+#include "adapters/secrets.h"
 #include "adapters/sqlite_journal.h"
 #include "adapters/tokens.h"
 #include "agent/agent.h"
@@ -75,6 +76,7 @@ struct ServerArgs {
   std::string store = "sqlite";  // or etcd://HOST:PORT[,HOST:PORT...]
   std::string store_prefix = "/gpupool";
   std::string leader_ttl = "3s";
+  std::string secrets_key_file;  // default: DATA_DIR/secrets.key
 };
 
 // The dashboard's built files: --web-dir, else web/dist of the source tree the binary was
@@ -235,6 +237,10 @@ Status StartLeader(Server& srv, const ServerArgs& a, std::unique_ptr<Journal> jo
   auto lease = ParseDuration(a.lease);
   if (!lease || lease->value() < 500) return BadArg("--lease: expected a duration of at least 500ms, e.g. 2s");
   if (a.checkpoint_max_mib < 1) return BadArg("--checkpoint-max-mib: expected at least 1");
+  // Jobs' secrets are sealed under a key kept apart from the store (docs/live-pool.md).
+  auto box = SecretBox::LoadOrCreate(a.secrets_key_file.empty() ? (fs::path(a.data_dir) / "secrets.key").string() : a.secrets_key_file);
+  if (!box) return Status(box.error().code(), "--secrets-key-file: " + box.error().message());
+  auto secrets = std::make_shared<SecretBox>(*box);
   srv.controller = std::make_unique<Controller>(
       std::move(base), *srv.journal, srv.clock,
       ControllerOptions{.policy = a.policy, .seed = a.seed, .log_dir = fs::path(a.data_dir) / "logs",
@@ -251,6 +257,8 @@ Status StartLeader(Server& srv, const ServerArgs& a, std::unique_ptr<Journal> jo
                         .fair_share_half_life = *half_life,
                         .preempt_grace_ms = preempt_grace_ms,
                         .allow_workdir = {a.allow_workdir.begin(), a.allow_workdir.end()},
+                        .seal_secret = [secrets](std::string_view v) { return secrets->Seal(v); },
+                        .open_secret = [secrets](std::string_view v) { return secrets->Open(v); },
                         .epoch = srv.epoch},
       std::move(*policy));
   if (Status s = srv.controller->Recover(); !s.ok()) return s;
@@ -820,6 +828,9 @@ void AddPoolCommands(CLI::App& app, int* exit_code) {
                      "where the state lives: sqlite (default: DATA_DIR/gpupool.db, one server) or etcd://HOST:PORT[,HOST:PORT...] "
                      "(several servers, one leading; see docs/live-pool.md)");
   server->add_option("--store-prefix", s->store_prefix, "etcd: the key prefix of this pool's state (default /gpupool)");
+  server->add_option("--secrets-key-file", s->secrets_key_file,
+                     "the key jobs' secrets are sealed under in the store (default DATA_DIR/secrets.key, made on first start; "
+                     "keep it apart from the store, and the same on every server of a pool)");
   server->add_option("--leader-ttl", s->leader_ttl,
                      "etcd: the leader's lease; a standby takes over within this (plus 250ms) of the leader's end (default 3s)");
   server->add_option("--config", s->config, "file of `key = value` lines: listen, data_dir, fleet, policy, seed");
