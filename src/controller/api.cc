@@ -650,6 +650,13 @@ void Api::Handle(HttpRequest r, Respond respond) {
   // Prometheus scrapes without a token, as from dcgm-exporter or node-exporter: the series
   // name nodes, GPUs and tenants, never jobs' commands or data.
   if (r.path == "/metrics" && r.method == "GET") {
+    if (!options_.metrics_token.empty()) {
+      constexpr std::string_view kBearer = "Bearer ";
+      const std::string_view given = r.authorization.starts_with(kBearer) ? std::string_view(r.authorization).substr(kBearer.size()) : "";
+      if (!SameSecret(given, options_.metrics_token) && !SameSecret(given, options_.admin_token)) {
+        return respond(Fail(401, "/metrics wants the metrics token (gpupool server --metrics-token-file) or the admin's"));
+      }
+    }
     return respond(HttpResponse{200, Metrics(), "text/plain; version=0.0.4; charset=utf-8"});
   }
   // Every name in a path or query is text: bytes that are not UTF-8 are refused here, before

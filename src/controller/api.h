@@ -37,6 +37,9 @@ struct ApiOptions {
   // nodes; past it they come from the agents' own /metrics (8 GPUs a node: 10,000 nodes
   // would be 480,000 series, 54 MB a scrape). Every node's own series stay.
   size_t metrics_gpu_series_nodes = 1'000;
+  // When set, /metrics wants this bearer token (or the admin's): for deployments where node
+  // and tenant names are themselves sensitive. Empty: Prometheus scrapes without one.
+  std::string metrics_token;
 };
 
 class Api {

@@ -109,6 +109,21 @@ def main(gpupool):
             prom_proc.terminate()
             prom_proc.wait(timeout=10)
         pool.stop()
+    # With --metrics-token-file, /metrics wants that token (or the admin's).
+    locked = Pool(gpupool)
+    try:
+        locked.start_server("--metrics-token-file", f"{locked.dir}/metrics.token")
+        token = open(f"{locked.dir}/metrics.token").read().strip()
+        status, _ = locked.call("GET", "/metrics", token=None)
+        c.check(status == 401, f"/metrics without a token is refused ({status})")
+        status, _ = locked.call("GET", "/metrics", token="not-it")
+        c.check(status == 401, f"/metrics with a wrong token is refused ({status})")
+        status, body = locked.call("GET", "/metrics", token=token)
+        c.check(status == 200 and "gpupool_" in body, f"/metrics with the metrics token answers ({status})")
+        status, _ = locked.call("GET", "/metrics")
+        c.check(status == 200, f"/metrics with the admin token answers ({status})")
+    finally:
+        locked.stop()
     return c.done()
 
 

@@ -77,6 +77,7 @@ struct ServerArgs {
   std::string store_prefix = "/gpupool";
   std::string leader_ttl = "3s";
   std::string secrets_key_file;  // default: DATA_DIR/secrets.key
+  std::string metrics_token_file;  // /metrics wants this token; default: none (open)
 };
 
 // The dashboard's built files: --web-dir, else web/dist of the source tree the binary was
@@ -241,6 +242,12 @@ Status StartLeader(Server& srv, const ServerArgs& a, std::unique_ptr<Journal> jo
   auto box = SecretBox::LoadOrCreate(a.secrets_key_file.empty() ? (fs::path(a.data_dir) / "secrets.key").string() : a.secrets_key_file);
   if (!box) return Status(box.error().code(), "--secrets-key-file: " + box.error().message());
   auto secrets = std::make_shared<SecretBox>(*box);
+  std::string metrics_token;
+  if (!a.metrics_token_file.empty()) {
+    auto t = LoadOrCreateToken(a.metrics_token_file);
+    if (!t) return Status(t.error().code(), "--metrics-token-file: " + t.error().message());
+    metrics_token = *t;
+  }
   srv.controller = std::make_unique<Controller>(
       std::move(base), *srv.journal, srv.clock,
       ControllerOptions{.policy = a.policy, .seed = a.seed, .log_dir = fs::path(a.data_dir) / "logs",
@@ -273,7 +280,8 @@ Status StartLeader(Server& srv, const ServerArgs& a, std::unique_ptr<Journal> jo
                                              .event_source = event_source,
                                              .web_dir = FindWebDir(a.web_dir), .body_limit = a.body_limit,
                                              .max_queued_heartbeats = a.max_queued_heartbeats,
-                                             .metrics_gpu_series_nodes = a.metrics_gpu_series_nodes});
+                                             .metrics_gpu_series_nodes = a.metrics_gpu_series_nodes,
+                                             .metrics_token = metrics_token});
   Api* api = srv.api.get();
   if (!a.events.empty()) {
     auto opts = ParseKafkaUrl(a.events);
@@ -828,6 +836,9 @@ void AddPoolCommands(CLI::App& app, int* exit_code) {
                      "where the state lives: sqlite (default: DATA_DIR/gpupool.db, one server) or etcd://HOST:PORT[,HOST:PORT...] "
                      "(several servers, one leading; see docs/live-pool.md)");
   server->add_option("--store-prefix", s->store_prefix, "etcd: the key prefix of this pool's state (default /gpupool)");
+  server->add_option("--metrics-token-file", s->metrics_token_file,
+                     "/metrics wants this bearer token (or the admin's); the file is made with a new token if missing "
+                     "(default: /metrics is open, as node-exporter's)");
   server->add_option("--secrets-key-file", s->secrets_key_file,
                      "the key jobs' secrets are sealed under in the store (default DATA_DIR/secrets.key, made on first start; "
                      "keep it apart from the store, and the same on every server of a pool)");
