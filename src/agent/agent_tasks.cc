@@ -104,6 +104,25 @@ void Agent::Start(const TaskLaunch& l, const std::string& note) {
   const TaskKey key{l.job, l.task, l.attempt};
   if (!seen_.insert(key).second) return;  // already launched once: never twice
   Task t{.launch = l, .started_ms = NowMs()};
+  // Its user: its tenant's (the process driver's mapping), else the agent's --job-user.
+  int uid = job_uid_;
+  int gid = job_gid_;
+  std::string user = TaskUser();
+  std::string refused;
+  if (!l.user.empty() && l.user != user) {
+    const passwd* pw = job_uid_ >= 0 ? getpwnam(l.user.c_str()) : nullptr;
+    if (job_uid_ < 0) {
+      refused = fmt::format("its tenant's jobs run as {}, and this agent does not run as root (it cannot switch users)", l.user);
+    } else if (!pw) {
+      refused = fmt::format("its tenant's jobs run as {}, and node {} has no such user", l.user, o_.name);
+    } else if (pw->pw_uid == 0) {
+      refused = fmt::format("its tenant's user {} is root: tasks never run as root", l.user);
+    } else {
+      uid = static_cast<int>(pw->pw_uid);
+      gid = static_cast<int>(pw->pw_gid);
+      user = l.user;
+    }
+  }
   const auto dir = TaskDir(key);
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);
@@ -112,7 +131,7 @@ void Agent::Start(const TaskLaunch& l, const std::string& note) {
   const std::string err = (dir / "stderr").string();
   std::ofstream(out, std::ios::trunc).close();
   std::ofstream(err, std::ios::trunc) << note;  // what the agent did for it first (a restore)
-  if (job_uid_ >= 0) {
+  if (uid >= 0) {
     // The task writes its output through the descriptors it is given; no other task may read
     // it, nor list the task directory (names are predictable).
     namespace fsp = std::filesystem;
@@ -125,11 +144,11 @@ void Agent::Start(const TaskLaunch& l, const std::string& note) {
   // the task directory above it holds the lease and status files, which it must not touch.
   const auto work = dir / "work";
   std::filesystem::create_directories(work, ec);
-  GiveTree(work, job_uid_, job_gid_);
+  GiveTree(work, uid, gid);
   if (l.carry_checkpoint) {
     t.ckpt_dir = CheckpointDir(key);
     std::filesystem::create_directories(t.ckpt_dir, ec);
-    GiveTree(t.ckpt_dir, job_uid_, job_gid_);
+    GiveTree(t.ckpt_dir, uid, gid);
     t.ckpt_seen = t.ckpt_sent = SignTree(t.ckpt_dir);  // what the pool has already
     env.emplace_back("GPUPOOL_CHECKPOINT_DIR", t.ckpt_dir.string());
     std::ofstream(dir / "carry") << t.ckpt_dir.string() << "\n";  // for an agent that adopts the task
@@ -138,8 +157,8 @@ void Agent::Start(const TaskLaunch& l, const std::string& note) {
   std::vector<std::string> args = {supervisor_, "--lease-file", (dir / "lease").string(), "--status-file",
                                    (dir / "status").string(), "--lease-ms", std::to_string(lease_ms_), "--grace-ms",
                                    std::to_string(o_.kill_grace.value()), "--"};
-  if (job_uid_ >= 0) {
-    args.insert(args.end() - 1, {"--uid", std::to_string(job_uid_), "--gid", std::to_string(job_gid_)});
+  if (uid >= 0) {
+    args.insert(args.end() - 1, {"--uid", std::to_string(uid), "--gid", std::to_string(gid)});
   }
   if (supervisor_ == o_.self_exe) args.insert(args.begin() + 1, "supervise");
   args.insert(args.end(), l.command.begin(), l.command.end());
@@ -151,9 +170,10 @@ void Agent::Start(const TaskLaunch& l, const std::string& note) {
   } else if (!l.workdir.empty()) {
     workdir = (work / l.workdir).string();
     std::filesystem::create_directories(workdir, ec);
-    GiveTree(workdir, job_uid_, job_gid_);
+    GiveTree(workdir, uid, gid);
   }
-  auto pid = SpawnInSession(std::move(args), Environment(env, workdir, TaskUser()), out, err, workdir);
+  auto pid = refused.empty() ? SpawnInSession(std::move(args), Environment(env, workdir, user), out, err, workdir)
+                             : Result<pid_t>(Error(StatusCode::kPermissionDenied, refused));
   if (!pid) {
     // Not started (no such program, no such directory...): say so where the user will look.
     std::ofstream(err, std::ios::app) << fmt::format("gpupool agent: cannot start {} in {}: {}\n", l.command[0], workdir,

@@ -67,7 +67,7 @@ Json TenantJson(const Tenant& t) {
   }
   return Json{{"name", t.name}, {"weight", t.weight}, {"cohort", t.cohort}, {"quota", quota}, {"borrow_limit", borrow},
               {"lend_limit", lend}, {"order", t.order}, {"default_time_ms", t.default_time.value()},
-              {"max_time_ms", t.max_time.value()}, {"priority", t.priority}, {"created_ms", t.created_ms}};
+              {"max_time_ms", t.max_time.value()}, {"priority", t.priority}, {"unix_user", t.unix_user}, {"created_ms", t.created_ms}};
 }
 
 Result<Tenant> TenantFromJson(const Json& j, Tenant t) {
@@ -78,8 +78,17 @@ Result<Tenant> TenantFromJson(const Json& j, Tenant t) {
     return Status::Ok();
   };
   for (const auto& [key, out] : {std::pair<const char*, std::string*>{"name", &t.name}, {"cohort", &t.cohort}, {"order", &t.order},
-                                                                          {"priority", &t.priority}}) {
+                                                                          {"priority", &t.priority}, {"unix_user", &t.unix_user}}) {
     if (Status s = text(key, *out); !s.ok()) return tl::unexpected(s);
+  }
+  // A POSIX user name (as useradd takes), never root: what its jobs run as.
+  if (!t.unix_user.empty() &&
+      (t.unix_user.size() > 32 || t.unix_user == "root" ||
+       t.unix_user.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789_-") != std::string::npos ||
+       !((t.unix_user[0] >= 'a' && t.unix_user[0] <= 'z') || t.unix_user[0] == '_'))) {
+    return Error(StatusCode::kInvalidArgument,
+                 fmt::format("field 'unix_user': '{}': expected a user name (a-z, 0-9, _ and -; a letter or _ first; not root)",
+                             t.unix_user.substr(0, 40)));
   }
   // Time limits: "2h", "1-12:00:00" (Slurm's --time forms); stored as *_ms.
   for (const auto& [key, stored, field] : {std::tuple{"default_time", "default_time_ms", &t.default_time},

@@ -34,6 +34,9 @@ struct Tenant {
   Millis default_time{0};                      // a job's time limit when it gives none (0: max_time, or none)
   Millis max_time{0};                          // the longest time limit a job may ask (0: none)
   std::string priority;                        // the priority class of its jobs that give none ("" none)
+  // The unix user its jobs run as under the process driver (an agent running as root switches
+  // to it; a node without that user fails the task, saying so). "": the agent's --job-user.
+  std::string unix_user;
   int64_t created_ms = 0;
 };
 // What the scheduler applies of a tenant.

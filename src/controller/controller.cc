@@ -683,7 +683,11 @@ LaunchContext Controller::ContextOf(const JobRecord& j) const {
   return LaunchContext{.master_address = master ? master->record.agent_address : "",
                        .checkpoint_root = options_.checkpoint_root,
                        .array = array && array->array ? &*array->array : nullptr,
-                       .open_secret = options_.open_secret};
+                       .open_secret = options_.open_secret,
+                       .user = [&]() -> std::string {
+                         const Tenant* t = access_.FindTenant(j.spec.tenant);
+                         return t ? t->unix_user : std::string();
+                       }()};
 }
 
 Status Controller::SealSecrets(JobRecord& r) const {

@@ -22,6 +22,7 @@ std::optional<TaskLaunch> PrepareLaunch(const JobRecord& j, int i, const LaunchC
   const std::string gpus = GpuList(t.allocation.gpu_mask);
   TaskLaunch l{.job = j.spec.id.value(), .task = i, .attempt = j.attempt, .command = j.command, .env = j.env, .workdir = j.workdir,
                .gpu_mask = t.allocation.gpu_mask, .cpu = t.allocation.cpu, .memory = t.allocation.memory};
+  l.user = ctx.user;
   l.env.reserve(l.env.size() + 24);
   auto set = [&](const char* k, std::string v) { l.env.emplace_back(k, std::move(v)); };
   set("CUDA_VISIBLE_DEVICES", gpus);

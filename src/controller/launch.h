@@ -21,6 +21,7 @@ struct LaunchContext {
   // Opens a sealed secret for the task's environment (the server's SecretBox); none: a job
   // with secrets gets none of them (and says so on the server's stderr).
   std::function<Result<std::string>(std::string_view)> open_secret;
+  std::string user;  // the job's tenant's unix user ("": the agent's own choice)
 };
 
 // Whether a task of the job's current attempt still waits to be launched: neither started nor

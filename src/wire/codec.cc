@@ -964,6 +964,7 @@ std::string ReplyToJson(const HeartbeatReply& r) {
     o.Key("cpu").Int(t.cpu.value());
     o.Key("memory").Int(t.memory.value());
     if (t.carry_checkpoint) o.Key("carry_checkpoint").Bool(true);
+    if (!t.user.empty()) o.Key("user").Str(t.user);
     o.EndObject();
   }
   o.EndArray();
@@ -995,7 +996,7 @@ Result<HeartbeatReply> ParseReply(std::string_view body) {
                                    .command = Strings(t, "command"), .env = StringMap(t, "env"), .workdir = Str(t, "workdir"),
                                    .gpu_mask = static_cast<uint16_t>(Int(t, "gpu_mask", 0, 0xFFFF, 0)),
                                    .cpu = MilliCpu{Int(t, "cpu", 0, INT64_MAX, 0)}, .memory = MiB{Int(t, "memory", 0, INT64_MAX, 0)},
-                                   .carry_checkpoint = Bool(t, "carry_checkpoint", false)});
+                                   .carry_checkpoint = Bool(t, "carry_checkpoint", false), .user = Str(t, "user")});
     }
     r.interval_ms = static_cast<int>(Int(j, "interval_ms", 0, 600'000, 0));
     r.epoch = static_cast<uint64_t>(Int(j, "epoch", 0, INT64_MAX, 0));

@@ -119,6 +119,8 @@ struct TaskLaunch {
   // No shared storage: the agent gives the task a local GPUPOOL_CHECKPOINT_DIR, restores it
   // from the server before a later attempt starts, and ships it back as it changes.
   bool carry_checkpoint = false;
+  // The unix user to run it as (its tenant's); "": the agent's --job-user.
+  std::string user;
 };
 struct HeartbeatReply {
   std::vector<TaskLaunch> start;

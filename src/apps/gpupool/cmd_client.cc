@@ -457,7 +457,7 @@ std::optional<json> PerModel(const std::string& flag, const std::string& text) {
 }
 
 struct TenantFields {
-  std::string name, cohort, quota, borrow_limit, lend_limit, order, default_time, max_time, priority;
+  std::string name, cohort, quota, borrow_limit, lend_limit, order, default_time, max_time, priority, unix_user;
   int weight = 0;  // 0: not given
 };
 
@@ -471,6 +471,7 @@ int TenantWrite(const Conn& c, const TenantFields& f, bool create) {
   if (!f.default_time.empty()) body["default_time"] = f.default_time;
   if (!f.max_time.empty()) body["max_time"] = f.max_time;
   if (!f.priority.empty()) body["priority"] = f.priority == "none" ? "" : f.priority;
+  if (!f.unix_user.empty()) body["unix_user"] = f.unix_user == "none" ? "" : f.unix_user;
   for (const auto& [flag, key, text] : {std::tuple{"--quota", "quota", &f.quota}, std::tuple{"--borrow-limit", "borrow_limit", &f.borrow_limit},
                                         std::tuple{"--lend-limit", "lend_limit", &f.lend_limit}}) {
     if (text->empty()) continue;
@@ -758,6 +759,8 @@ void AddClientCommands(CLI::App& app, int* exit_code) {
     cmd->add_option("--max-time", ta->max_time, "the longest time limit its jobs may ask (none: unset)");
     cmd->add_option("--priority", ta->priority,
                     "the priority class of its jobs that give no --priority (a [[priority_class]] of the fleet file; none: unset)");
+    cmd->add_option("--unix-user", ta->unix_user,
+                    "the unix user its jobs run as on nodes whose agent runs as root (none: the agent's --job-user)");
   };
   CLI::App* tcreate = tenant->add_subcommand("create", "A new tenant");
   tenant_flags(tcreate);
