@@ -170,7 +170,9 @@ Status Agent::Register() {
                     .gpu_source = std::string(gpus_->kind()), .gpus = *devices, .credential = credential_,
                     .max_tasks = MaxTasks(host->cpu_cores), .claim = o_.claim};
   // Registration is the join token's one call; everything after it uses the node's credential.
-  auto joiner = HttpClient::Create(o_.server, o_.join_token);
+  // With several servers, the one the heartbeats last reached first (the leader, likely).
+  const bool many = o_.server.find(',') != std::string::npos;
+  auto joiner = HttpClient::Create(many && registered_once_ ? client_.server() + "," + o_.server : o_.server, o_.join_token);
   if (!joiner) return joiner.error();
   auto res = joiner->Call("POST", "/v1/agent/register", RegisterToJson(r), Millis{10'000});
   if (!res) return res.error();
@@ -213,6 +215,7 @@ Status Agent::Register() {
   if (!client) return client.error();
   client_ = std::move(*client);
   client_.set_wait_for_leader(false);
+  registered_once_ = true;
   carrier_->SetToken(credential_);
   telemetry_due_ = true;  // a server that forgot the node learns its load at once
   RenewLease();

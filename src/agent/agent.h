@@ -141,6 +141,7 @@ class Agent {
   std::vector<GpuSelfTest> selftest_results_;  // to report in the next heartbeat
   int lease_ms_ = 2500;     // as the server says at registration
   int server_interval_ms_ = 0;  // the idle heartbeat interval the server asks for
+  bool registered_once_ = false;  // client_ holds a server that answered
   uint64_t epoch_ = 0;          // the newest leader epoch seen (several servers): older replies are not acted on
   std::string supervisor_;  // gpupool-supervise beside the agent's binary, else the binary itself
   int64_t last_log_scan_ms_ = 0;
