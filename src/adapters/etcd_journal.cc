@@ -221,9 +221,10 @@ Status EtcdJournal::PutMeta(std::string_view key, std::string_view value) {
   return Commit({{value.empty() ? EtcdOp::Delete(k) : EtcdOp::Put(k, std::string(value))}});
 }
 
-Status EtcdJournal::Scan(const std::string& start, const std::function<Status(const EtcdKv&)>& each, int64_t& revision) {
-  const std::string end = EtcdClient::PrefixEnd(start);
-  std::string from = start;
+Status EtcdJournal::Scan(const std::string& prefix, const std::string& start, const std::function<Status(const EtcdKv&)>& each,
+                         int64_t& revision) {
+  const std::string end = EtcdClient::PrefixEnd(prefix);
+  std::string from = start.empty() ? prefix : start;
   for (;;) {
     auto page = etcd_.Range(from, EtcdRangeOptions{.range_end = end, .limit = 1000, .revision = revision});
     if (!page) return page.error();
@@ -240,25 +241,22 @@ Result<JournalContents> EtcdJournal::Load() {
   JournalContents c;
   int64_t revision = 0;
   const std::string jobs = prefix_ + "/jobs/";
-  Status s = Scan(jobs, [&](const EtcdKv& kv) {
+  Status s = Scan(jobs, "", [&](const EtcdKv& kv) {
     const uint64_t id = std::strtoull(kv.key.c_str() + jobs.size(), nullptr, 10);
     if (id == 0) return Status(StatusCode::kFailedPrecondition, fmt::format("etcd: key '{}' names no job", kv.key));
     c.jobs[id] = kv.value;
     return Status::Ok();
   }, revision);
   if (!s.ok()) return tl::unexpected(s);
-  const std::string nodes = prefix_ + "/nodes/";
-  s = Scan(nodes, [&](const EtcdKv& kv) {
-    c.nodes[kv.key.substr(nodes.size())] = kv.value;
-    return Status::Ok();
-  }, revision);
-  if (!s.ok()) return tl::unexpected(s);
-  const std::string meta = prefix_ + "/meta/";
-  s = Scan(meta, [&](const EtcdKv& kv) {
-    c.meta[kv.key.substr(meta.size())] = kv.value;
-    return Status::Ok();
-  }, revision);
-  if (!s.ok()) return tl::unexpected(s);
+  // Nodes by name and meta by key: the rest of the key is the name.
+  for (auto [what, into] : {std::pair{"/nodes/", &c.nodes}, std::pair{"/meta/", &c.meta}}) {
+    const std::string start = prefix_ + what;
+    s = Scan(start, "", [&](const EtcdKv& kv) {
+      (*into)[kv.key.substr(start.size())] = kv.value;
+      return Status::Ok();
+    }, revision);
+    if (!s.ok()) return tl::unexpected(s);
+  }
   const std::string events = prefix_ + "/events/";
   for (bool descend : {false, true}) {
     auto one = etcd_.Range(events, EtcdRangeOptions{.range_end = EtcdClient::PrefixEnd(events), .limit = 1, .revision = revision,
@@ -307,19 +305,13 @@ Status EtcdJournal::PutUsage(const std::vector<UsageRecord>& rows) {
 Result<std::vector<UsageTotal>> EtcdJournal::UsageTotals(int64_t since_ms, const std::vector<std::string>& by) {
   std::vector<UsageRecord> rows;
   const std::string usage = prefix_ + "/usage/";
-  const std::string end = EtcdClient::PrefixEnd(usage);
-  std::string from = fmt::format("{}{:020}", usage, std::max<int64_t>(0, since_ms));
   int64_t revision = 0;
-  for (;;) {
-    auto page = etcd_.Range(from, EtcdRangeOptions{.range_end = end, .limit = 1000, .revision = revision});
-    if (!page) return tl::unexpected(page.error());
-    if (revision == 0) revision = page->revision;
-    for (const EtcdKv& kv : page->kvs) {
-      if (auto r = ParseUsage(kv.value)) rows.push_back(std::move(*r));
-    }
-    if (!page->more || page->kvs.empty()) break;
-    from = page->kvs.back().key + std::string(1, '\0');
-  }
+  // Keys start with the end time: the scan starts at `since_ms`.
+  Status s = Scan(usage, fmt::format("{}{:020}", usage, std::max<int64_t>(0, since_ms)), [&](const EtcdKv& kv) {
+    if (auto r = ParseUsage(kv.value)) rows.push_back(std::move(*r));
+    return Status::Ok();
+  }, revision);
+  if (!s.ok()) return tl::unexpected(s);
   return SumUsage(rows, since_ms, by);
 }
 

@@ -77,8 +77,10 @@ class EtcdJournal final : public Journal {
   std::vector<std::vector<EtcdOp>> JobUnits(const std::vector<std::pair<uint64_t, std::string>>& jobs, const Events& events) const;
   void WriterLoop();
   std::vector<EtcdOp> EventOps(const Events& events) const;
-  // Every key of [start, PrefixEnd(start)) at one revision, page by page.
-  Status Scan(const std::string& start, const std::function<Status(const EtcdKv&)>& each, int64_t& revision);
+  // Every key from `start` ("": `prefix`) to the end of `prefix`'s keys, at one revision (the
+  // first page's when `revision` is 0), page by page.
+  Status Scan(const std::string& prefix, const std::string& start, const std::function<Status(const EtcdKv&)>& each,
+              int64_t& revision);
 
   EtcdClient& etcd_;
   std::string prefix_;

