@@ -2,9 +2,16 @@
 
 #include <fmt/format.h>
 
+#include <openssl/pem.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+
 #include <boost/asio.hpp>
+#include <boost/asio/ssl.hpp>
 #include <boost/beast/core.hpp>
+#include <boost/beast/core/detect_ssl.hpp>
 #include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
 #include <algorithm>
 #include <charconv>
 #include <thread>
@@ -13,18 +20,22 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include "adapters/pki.h"
 #include "core/units.h"
 
 namespace gp {
 namespace asio = boost::asio;
 namespace beast = boost::beast;
 namespace http = beast::http;
+namespace ssl = asio::ssl;
 using tcp = asio::ip::tcp;
+using TlsSocket = ssl::stream<tcp::socket>;
 
 namespace {
 
 Result<std::pair<std::string, std::string>> SplitHostPort(std::string text) {
   if (text.starts_with("http://")) text = text.substr(7);
+  if (text.starts_with("https://")) text = text.substr(8);
   while (!text.empty() && text.back() == '/') text.pop_back();
   const size_t colon = text.rfind(':');
   if (colon == std::string::npos || colon == 0 || colon + 1 == text.size()) {
@@ -40,7 +51,12 @@ void ParseTarget(std::string_view target, HttpRequest& r) {
   r.query = ParseForm(target.substr(q + 1));
 }
 
-class Session;
+// A server-side connection, plain or TLS, as the loop's connection count sees it.
+class SessionBase : public HttpConnection {
+ public:
+  // Closes an idle connection to make room for a new one.
+  virtual void Evict() = 0;
+};
 
 // The connections open now, the most allowed, and those idle (waiting for a request's header),
 // oldest first (shared by every listener of a loop). At the limit, a new connection closes the
@@ -48,20 +64,51 @@ class Session;
 struct ConnectionCount {
   size_t open = 0;
   size_t max = 0;
-  std::list<std::weak_ptr<Session>> idle;
+  std::list<std::weak_ptr<SessionBase>> idle;
 };
+
+tcp::socket& Lowest(tcp::socket& s) { return s; }
+tcp::socket& Lowest(TlsSocket& s) { return s.next_layer(); }
+const tcp::socket& Lowest(const tcp::socket& s) { return s; }
+const tcp::socket& Lowest(const TlsSocket& s) { return s.next_layer(); }
+// Bytes decrypted and not yet read: input waiting as much as the kernel's.
+size_t Pending(const tcp::socket&) { return 0; }
+size_t Pending(const TlsSocket& s) { return static_cast<size_t>(SSL_pending(const_cast<TlsSocket&>(s).native_handle())); }
+
+// The verified client certificate of a TLS connection, or null.
+std::shared_ptr<const PeerCert> PeerOf(SSL* ssl) {
+  X509* x = SSL_get1_peer_certificate(ssl);
+  if (!x) return nullptr;
+  BIO* bio = BIO_new(BIO_s_mem());
+  PEM_write_bio_X509(bio, x);
+  char* data = nullptr;
+  const long n = BIO_get_mem_data(bio, &data);
+  std::string pem(data, static_cast<size_t>(n));
+  BIO_free(bio);
+  X509_free(x);
+  auto info = ReadCertInfo(pem);
+  if (!info) return nullptr;
+  return std::make_shared<const PeerCert>(PeerCert{.common_name = info->common_name, .serial = info->serial,
+                                                   .not_after_ms = info->not_after_ms});
+}
 
 // Answers that the connection layer gives by itself.
 HttpResponse TooLong(std::string_view what, size_t limit, int status) {
   return HttpResponse{status, fmt::format(R"({{"error":"request {} over {} bytes"}})", what, limit)};
 }
 
-class Session : public HttpConnection, public std::enable_shared_from_this<Session> {
+// One connection: plain (Stream = tcp::socket) or TLS (TlsSocket, its handshake done).
+template <class Stream>
+class Session : public SessionBase, public std::enable_shared_from_this<Session<Stream>> {
+  using std::enable_shared_from_this<Session<Stream>>::shared_from_this;
+  using std::enable_shared_from_this<Session<Stream>>::weak_from_this;
+
  public:
-  Session(tcp::socket socket, const HttpHandler& handler, const AdmitFn& admit, const ServerLimits& limits,
-          ConnectionCount& count)
-      : socket_(std::move(socket)), deadline_(socket_.get_executor()), handler_(handler), admit_(admit), limits_(limits),
-        count_(count) {
+  // `buffer`: bytes already read (the first ones, read to tell TLS from plain).
+  Session(Stream stream, beast::flat_buffer buffer, std::shared_ptr<const PeerCert> peer, const HttpHandler& handler,
+          const AdmitFn& admit, const ServerLimits& limits, ConnectionCount& count)
+      : socket_(std::move(stream)), deadline_(socket_.get_executor()), buffer_(std::move(buffer)), peer_(std::move(peer)),
+        handler_(handler), admit_(admit), limits_(limits), count_(count) {
     ++count_.open;
   }
   ~Session() {
@@ -73,10 +120,11 @@ class Session : public HttpConnection, public std::enable_shared_from_this<Sessi
   void Start() { Read(); }
 
   bool InputWaiting() const override {
-    if (!socket_.is_open()) return false;
+    if (!Lowest(socket_).is_open()) return false;
     boost::system::error_code ec;
-    const size_t unread = socket_.available(ec);  // FIONREAD: O(1)
+    const size_t unread = Lowest(socket_).available(ec);  // FIONREAD: O(1)
     if (!ec && unread > 0) return true;
+    if (Pending(socket_) > 0) return true;
     // Bytes read from the kernel and not yet parsed. (A request whose client stopped in the
     // middle does not count: a hung agent must not pass for a speaking one until a timeout.)
     return buffer_.size() > 0;
@@ -84,7 +132,7 @@ class Session : public HttpConnection, public std::enable_shared_from_this<Sessi
 
   // Closes an idle connection to make room for a new one; its descriptor is free at once, so
   // it leaves the count now (its handlers run later).
-  void Evict() {
+  void Evict() override {
     NotIdle();
     Uncount();
     Close();
@@ -108,7 +156,7 @@ class Session : public HttpConnection, public std::enable_shared_from_this<Sessi
   void Close() {
     boost::system::error_code ignored;
     deadline_.cancel();
-    socket_.close(ignored);
+    Lowest(socket_).close(ignored);
   }
 
   void Uncount() {
@@ -173,7 +221,7 @@ class Session : public HttpConnection, public std::enable_shared_from_this<Sessi
     try {
       adm = admit_(RequestHead{.method = req.method_string(), .target = req.target(),
                                .authorization = req[http::field::authorization], .cookie = req[http::field::cookie],
-                               .content_length = length});
+                               .content_length = length, .tls = kTls});
     } catch (const std::exception&) {
       adm.refuse = HttpResponse{500, R"({"error":"internal error while admitting the request"})"};
     }
@@ -247,6 +295,8 @@ class Session : public HttpConnection, public std::enable_shared_from_this<Sessi
     dropped_ = nullptr;  // handed over from here on
     HttpRequest r;
     r.connection = weak_from_this();
+    r.tls = kTls;
+    r.peer = peer_;
     auto fill = [&](const auto& req) {
       r.method = std::string(req.method_string());
       ParseTarget(req.target(), r);
@@ -349,7 +399,7 @@ class Session : public HttpConnection, public std::enable_shared_from_this<Sessi
       Read();
     } else {
       beast::error_code ignored;
-      socket_.shutdown(tcp::socket::shutdown_send, ignored);
+      Lowest(socket_).shutdown(tcp::socket::shutdown_send, ignored);
       if (draining_) {
         Deadline(std::chrono::seconds(10));
         Discard();
@@ -365,9 +415,11 @@ class Session : public HttpConnection, public std::enable_shared_from_this<Sessi
     });
   }
 
-  tcp::socket socket_;
+  static constexpr bool kTls = std::is_same_v<Stream, TlsSocket>;
+  Stream socket_;
   asio::steady_timer deadline_;
   beast::flat_buffer buffer_;
+  std::shared_ptr<const PeerCert> peer_;
   // Allocated while a request is read and dropped once it is handed over: a connection that
   // waits (a parked long poll, an idle keep-alive) holds no parser and no header fields.
   std::unique_ptr<http::request_parser<http::string_body>> parser_;
@@ -378,7 +430,7 @@ class Session : public HttpConnection, public std::enable_shared_from_this<Sessi
   const AdmitFn& admit_;
   const ServerLimits& limits_;  // owned by the event loop, which outlives its sessions
   ConnectionCount& count_;
-  std::list<std::weak_ptr<Session>>::iterator idle_it_;
+  std::list<std::weak_ptr<SessionBase>>::iterator idle_it_;
   bool idle_ = false;
   bool counted_ = true;
   size_t limit_ = 0;
@@ -389,17 +441,33 @@ class Session : public HttpConnection, public std::enable_shared_from_this<Sessi
   size_t discarded_ = 0;
 };
 
-// Answers a connection over the limit with 503 and closes it, without a session.
-void TurnAway(tcp::socket s) {
+// Answers a connection with `answer` (a whole HTTP response) and closes it, without a session.
+void AnswerAndClose(tcp::socket s, const std::string& answer) {
   auto sock = std::make_shared<tcp::socket>(std::move(s));
-  static const std::string kBusy =
-      "HTTP/1.1 503 Service Unavailable\r\nServer: gpupool\r\nContent-Type: application/json\r\nConnection: close\r\n"
-      "Retry-After: 1\r\nContent-Length: 52\r\n\r\n{\"error\":\"too many open connections; try again soon\"}";
-  asio::async_write(*sock, asio::buffer(kBusy), [sock](beast::error_code, size_t) {
+  asio::async_write(*sock, asio::buffer(answer), [sock](beast::error_code, size_t) {
     beast::error_code ignored;
     sock->shutdown(tcp::socket::shutdown_both, ignored);
     sock->close(ignored);
   });
+}
+
+// Answers a connection over the limit with 503 and closes it.
+void TurnAway(tcp::socket s) {
+  static const std::string kBusy =
+      "HTTP/1.1 503 Service Unavailable\r\nServer: gpupool\r\nContent-Type: application/json\r\nConnection: close\r\n"
+      "Retry-After: 1\r\nContent-Length: 52\r\n\r\n{\"error\":\"too many open connections; try again soon\"}";
+  AnswerAndClose(std::move(s), kBusy);
+}
+
+// Plain HTTP that came from another host to a server that takes it only over loopback.
+void RefusePlain(tcp::socket s) {
+  static const std::string kBody =
+      R"({"error":"this server takes plain HTTP over loopback only: use https:// with the pool's CA (the server's )"
+      R"(DATA_DIR/tls/ca.crt; `gpupool ca` prints it), or start the server with --insecure-http"})";
+  static const std::string kAnswer = fmt::format(
+      "HTTP/1.1 400 Bad Request\r\nServer: gpupool\r\nContent-Type: application/json\r\nConnection: close\r\n"
+      "Content-Length: {}\r\n\r\n{}", kBody.size(), kBody);
+  AnswerAndClose(std::move(s), kAnswer);
 }
 
 }  // namespace
@@ -449,6 +517,7 @@ std::string UrlDecode(std::string_view s) {
 }
 
 struct EventLoop::Impl {
+  struct Detect;
   // First, so it is destroyed last: sessions still queued in `io` when it goes update it.
   ConnectionCount connections;
   asio::io_context io{1};
@@ -457,6 +526,8 @@ struct EventLoop::Impl {
     HttpHandler handler;
     AdmitFn admit;
     ServerLimits limits;
+    std::unique_ptr<ssl::context> tls;  // null: plain HTTP only
+    bool plain_from_anywhere = false;
   };
   std::vector<std::unique_ptr<Listener>> listeners;
   std::unique_ptr<asio::signal_set> signals;
@@ -465,7 +536,7 @@ struct EventLoop::Impl {
   // Closes the oldest idle connection, if there is one.
   void EvictIdle() {
     while (!connections.idle.empty()) {
-      std::shared_ptr<Session> oldest = connections.idle.front().lock();
+      std::shared_ptr<SessionBase> oldest = connections.idle.front().lock();
       if (!oldest) {
         connections.idle.pop_front();
         continue;
@@ -475,35 +546,131 @@ struct EventLoop::Impl {
     }
   }
 
-  void Accept(tcp::acceptor& a, const Listener& l) {
-    a.async_accept([this, &a, &l](beast::error_code ec, tcp::socket s) {
-      if (ec == asio::error::no_descriptors || ec == asio::error::no_buffer_space || ec == asio::error::no_memory) {
-        // Out of file descriptors: accepting again at once would spin; wait for some to close.
-        auto pause = std::make_shared<asio::steady_timer>(io, std::chrono::milliseconds(50));
-        pause->async_wait([this, &a, &l, pause](beast::error_code) {
-          if (a.is_open()) Accept(a, l);
-        });
-        return;
-      }
-      if (!ec) {
-        if (connections.open >= connections.max) EvictIdle();
-        if (connections.open >= connections.max) {
-          TurnAway(std::move(s));
-        } else {
-          beast::error_code ignored;
-          s.set_option(tcp::no_delay(true), ignored);
-          std::make_shared<Session>(std::move(s), l.handler, l.admit, l.limits, connections)->Start();
-        }
-      }
-      if (a.is_open()) Accept(a, l);
+  void Accept(tcp::acceptor& a, const Listener& l);
+};
+
+// A new connection on a listener with TLS: its first bytes tell a TLS handshake from plain
+// HTTP (Beast's detect_ssl); TLS is then shaken hands on, and either way a session takes the
+// connection with what was read. The whole of it within the header's timeout.
+struct EventLoop::Impl::Detect : std::enable_shared_from_this<Detect> {
+  Detect(tcp::socket s, const Listener& listener, ConnectionCount& count)
+      : socket(std::move(s)), timer(socket.get_executor()), l(listener), connections(count) {}
+  tcp::socket socket;
+  std::optional<TlsSocket> tls;
+  beast::flat_buffer buffer;
+  asio::steady_timer timer;
+  const Listener& l;
+  ConnectionCount& connections;
+
+  void Run() {
+    timer.expires_after(std::chrono::milliseconds(l.limits.header_timeout.value()));
+    timer.async_wait([weak = weak_from_this()](beast::error_code ec) {
+      auto self = weak.lock();
+      if (ec || !self) return;
+      beast::error_code ignored;
+      (self->tls ? self->tls->next_layer() : self->socket).close(ignored);
+    });
+    beast::async_detect_ssl(socket, buffer, [self = shared_from_this()](beast::error_code ec, bool is_tls) {
+      self->Detected(ec, is_tls);
+    });
+  }
+
+  void Detected(beast::error_code ec, bool is_tls) {
+    if (ec) return;  // closed, or silent past the timeout
+    if (!is_tls) {
+      timer.cancel();
+      beast::error_code e;
+      const auto local = socket.local_endpoint(e);
+      if (!l.plain_from_anywhere && (e || !local.address().is_loopback())) return RefusePlain(std::move(socket));
+      std::make_shared<Session<tcp::socket>>(std::move(socket), std::move(buffer), nullptr, l.handler, l.admit, l.limits,
+                                             connections)
+          ->Start();
+      return;
+    }
+    tls.emplace(std::move(socket), *l.tls);
+    tls->async_handshake(ssl::stream_base::server, buffer.data(), [self = shared_from_this()](beast::error_code e, size_t used) {
+      self->timer.cancel();
+      if (e) return;  // a client that does not trust this server, or whose certificate is not the pool's
+      self->buffer.consume(used);
+      auto peer = PeerOf(self->tls->native_handle());
+      std::make_shared<Session<TlsSocket>>(std::move(*self->tls), std::move(self->buffer), std::move(peer), self->l.handler,
+                                           self->l.admit, self->l.limits, self->connections)
+          ->Start();
     });
   }
 };
 
+void EventLoop::Impl::Accept(tcp::acceptor& a, const Listener& l) {
+  a.async_accept([this, &a, &l](beast::error_code ec, tcp::socket s) {
+    if (ec == asio::error::no_descriptors || ec == asio::error::no_buffer_space || ec == asio::error::no_memory) {
+      // Out of file descriptors: accepting again at once would spin; wait for some to close.
+      auto pause = std::make_shared<asio::steady_timer>(io, std::chrono::milliseconds(50));
+      pause->async_wait([this, &a, &l, pause](beast::error_code) {
+        if (a.is_open()) Accept(a, l);
+      });
+      return;
+    }
+    if (!ec) {
+      if (connections.open >= connections.max) EvictIdle();
+      if (connections.open >= connections.max) {
+        TurnAway(std::move(s));
+      } else {
+        beast::error_code ignored;
+        s.set_option(tcp::no_delay(true), ignored);
+        if (l.tls) {
+          std::make_shared<Detect>(std::move(s), l, connections)->Run();
+        } else {
+          std::make_shared<Session<tcp::socket>>(std::move(s), beast::flat_buffer(), nullptr, l.handler, l.admit, l.limits,
+                                                 connections)
+              ->Start();
+        }
+      }
+    }
+    if (a.is_open()) Accept(a, l);
+  });
+}
+
+namespace {
+// The server's TLS context: TLS 1.2 and later, its certificate chain, and client certificates
+// of the given CA asked for but not required; an expired one passes the handshake (its request
+// is refused saying so).
+Result<std::unique_ptr<ssl::context>> ServerContext(const ServerTls& t) {
+  auto ctx = std::make_unique<ssl::context>(ssl::context::tls_server);
+  beast::error_code ec;
+  ctx->set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 | ssl::context::no_sslv3 |
+                       ssl::context::no_tlsv1 | ssl::context::no_tlsv1_1,
+                   ec);
+  if (!ec) ctx->use_certificate_chain(asio::buffer(t.cert_chain_pem), ec);
+  if (ec) return Error(StatusCode::kInvalidArgument, fmt::format("the server's certificate: {}", ec.message()));
+  ctx->use_private_key(asio::buffer(t.key_pem), ssl::context::pem, ec);
+  if (ec) return Error(StatusCode::kInvalidArgument, fmt::format("the server's key: {}", ec.message()));
+  if (!t.client_ca_pem.empty()) {
+    ctx->add_certificate_authority(asio::buffer(t.client_ca_pem), ec);
+    if (ec) return Error(StatusCode::kInvalidArgument, fmt::format("the client CA: {}", ec.message()));
+    static const unsigned char kContext[] = "gpupool";
+    SSL_CTX_set_session_id_context(ctx->native_handle(), kContext, sizeof(kContext) - 1);
+    ctx->set_verify_mode(ssl::verify_peer);
+    ctx->set_verify_callback([](bool preverified, ssl::verify_context& v) {
+      if (preverified) return true;
+      X509_STORE_CTX* x = v.native_handle();
+      return X509_STORE_CTX_get_error(x) == X509_V_ERR_CERT_HAS_EXPIRED && X509_STORE_CTX_get_error_depth(x) == 0;
+    });
+  }
+  return ctx;
+}
+}  // namespace
+
 EventLoop::EventLoop() : impl_(std::make_unique<Impl>()) {}
 EventLoop::~EventLoop() = default;
 
-Result<uint16_t> EventLoop::Listen(const std::string& listen, HttpHandler handler, AdmitFn admit, ServerLimits limits) {
+Result<uint16_t> EventLoop::Listen(const std::string& listen, HttpHandler handler, AdmitFn admit, ServerLimits limits,
+                                   std::optional<ServerTls> tls) {
+  std::unique_ptr<ssl::context> context;
+  if (tls) {
+    auto ctx = ServerContext(*tls);
+    if (!ctx) return tl::unexpected(ctx.error());
+    context = std::move(*ctx);
+  }
   auto hp = SplitHostPort(listen);
   if (!hp) return tl::unexpected(hp.error());
   beast::error_code ec;
@@ -530,7 +697,8 @@ Result<uint16_t> EventLoop::Listen(const std::string& listen, HttpHandler handle
     impl_->connections.max = fds > 256 ? fds - 128 : fds / 2;
   }
   if (limits.max_connections > 0) impl_->connections.max = limits.max_connections;
-  impl_->listeners.push_back(std::make_unique<Impl::Listener>(Impl::Listener{std::move(handler), std::move(admit), std::move(limits)}));
+  impl_->listeners.push_back(std::make_unique<Impl::Listener>(Impl::Listener{
+      std::move(handler), std::move(admit), std::move(limits), std::move(context), tls && tls->plain_from_anywhere}));
   impl_->Accept(*acceptor, *impl_->listeners.back());
   impl_->acceptors.push_back(std::move(acceptor));
   return bound;
@@ -577,6 +745,33 @@ void EventLoop::Run() {
 
 void EventLoop::Stop() { impl_->io.stop(); }
 
+// The client's TLS context for `t`, or an error naming what is wrong with it.
+Result<std::unique_ptr<ssl::context>> ClientContext(const ClientTls& t) {
+  auto ctx = std::make_unique<ssl::context>(ssl::context::tls_client);
+  beast::error_code ec;
+  ctx->set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 | ssl::context::no_sslv3 |
+                       ssl::context::no_tlsv1 | ssl::context::no_tlsv1_1,
+                   ec);
+  if (t.verify) {
+    if (t.ca_pem.empty()) {
+      return Error(StatusCode::kInvalidArgument,
+                   "https:// needs the pool's CA to check the server: give --ca FILE, set GPUPOOL_CA, or put ca = PATH in "
+                   "~/.config/gpupool/config (the server's DATA_DIR/tls/ca.crt)");
+    }
+    ctx->add_certificate_authority(asio::buffer(t.ca_pem), ec);
+    if (ec) return Error(StatusCode::kInvalidArgument, fmt::format("the CA: {}", ec.message()));
+    ctx->set_verify_mode(ssl::verify_peer);
+  } else {
+    ctx->set_verify_mode(ssl::verify_none);
+  }
+  if (!t.cert_pem.empty()) {
+    ctx->use_certificate_chain(asio::buffer(t.cert_pem), ec);
+    if (!ec) ctx->use_private_key(asio::buffer(t.key_pem), ssl::context::pem, ec);
+    if (ec) return Error(StatusCode::kInvalidArgument, fmt::format("the client certificate: {}", ec.message()));
+  }
+  return ctx;
+}
+
 struct HttpClient::Impl {
   asio::io_context io;
   std::vector<std::pair<std::string, std::string>> servers;  // host, port
@@ -584,7 +779,10 @@ struct HttpClient::Impl {
   std::string host;
   std::string port;
   std::string token;
+  ClientTls tls_config;
+  std::unique_ptr<ssl::context> tls;  // https: one context, every connection
   std::optional<beast::tcp_stream> stream;
+  std::optional<beast::ssl_stream<beast::tcp_stream>> tls_stream;
   beast::flat_buffer buffer;
   bool connect_failed = false;  // the last call never reached a server: nothing was sent
   bool wait_for_leader = true;
@@ -593,9 +791,20 @@ struct HttpClient::Impl {
     current = i % servers.size();
     host = servers[current].first;
     port = servers[current].second;
+    Drop();
+  }
+  void Drop() {
     stream.reset();
+    tls_stream.reset();
     buffer.clear();
   }
+  bool connected() const { return stream || tls_stream; }
+  // Connects to host:port (and shakes hands, with TLS) within `limit`.
+  beast::error_code Connect(std::chrono::milliseconds limit);
+  // Writes `req` and reads the answer into `parser` within `limit`, on whichever stream is open.
+  template <class Body>
+  beast::error_code Exchange(http::request<http::string_body>& req, http::response_parser<Body>& parser,
+                             std::chrono::milliseconds limit);
   // One request to the current server; reconnects once if the kept-alive connection was closed.
   Result<HttpResponse> CallOne(const std::string& method, const std::string& target, const std::string& body, Millis timeout,
                                Millis connect_timeout, size_t max_response);
@@ -606,8 +815,14 @@ HttpClient::HttpClient(HttpClient&&) noexcept = default;
 HttpClient& HttpClient::operator=(HttpClient&&) noexcept = default;
 HttpClient::~HttpClient() = default;
 
-Result<HttpClient> HttpClient::Create(const std::string& base, std::string token) {
+Result<HttpClient> HttpClient::Create(const std::string& base, std::string token, ClientTls tls) {
   HttpClient c;
+  if (base.find("https://") != std::string::npos) {
+    auto ctx = ClientContext(tls);
+    if (!ctx) return tl::unexpected(ctx.error());
+    c.impl_->tls = std::move(*ctx);
+    c.impl_->tls_config = std::move(tls);
+  }
   for (std::string_view rest = base; !rest.empty();) {
     const size_t comma = rest.find(',');
     std::string one(rest.substr(0, comma));
@@ -630,6 +845,20 @@ std::string HttpClient::server() const { return impl_->host + ":" + impl_->port;
 void HttpClient::Failover() { impl_->Use(impl_->current + 1); }
 
 size_t HttpClient::servers() const { return impl_->servers.size(); }
+
+bool HttpClient::tls() const { return impl_->tls != nullptr; }
+
+void HttpClient::set_client_certificate(std::string cert_pem, std::string key_pem) {
+  if (!impl_->tls) return;
+  ClientTls t = impl_->tls_config;
+  t.cert_pem = std::move(cert_pem);
+  t.key_pem = std::move(key_pem);
+  auto ctx = ClientContext(t);
+  if (!ctx) return;
+  impl_->Drop();
+  impl_->tls = std::move(*ctx);
+  impl_->tls_config = std::move(t);
+}
 
 void HttpClient::set_wait_for_leader(bool wait) { impl_->wait_for_leader = wait; }
 
@@ -692,6 +921,69 @@ Result<HttpResponse> HttpClient::Call(const std::string& method, const std::stri
   }
 }
 
+beast::error_code HttpClient::Impl::Connect(std::chrono::milliseconds limit) {
+  beast::error_code ec;
+  tcp::resolver resolver(io);
+  auto endpoints = resolver.resolve(host, port, ec);
+  if (ec) return ec;
+  auto run = [&] {
+    io.restart();
+    io.run();
+  };
+  beast::tcp_stream s(io);
+  s.expires_after(limit);
+  s.async_connect(endpoints, [&](beast::error_code e, const tcp::endpoint&) {
+    ec = e;
+    s.expires_never();  // done: stop the timer, or run() would wait for it
+  });
+  run();
+  if (ec) return ec;
+  s.socket().set_option(tcp::no_delay(true), ec);
+  if (!tls) {
+    stream.emplace(std::move(s));
+    return {};
+  }
+  tls_stream.emplace(std::move(s), *tls);
+  beast::error_code addr_ec;
+  asio::ip::make_address(host, addr_ec);
+  // SNI for a name (not for an address), and the server's certificate must name what was asked.
+  if (addr_ec) SSL_set_tlsext_host_name(tls_stream->native_handle(), host.c_str());
+  if (tls_config.verify) tls_stream->set_verify_callback(ssl::host_name_verification(host));
+  beast::get_lowest_layer(*tls_stream).expires_after(limit);
+  tls_stream->async_handshake(ssl::stream_base::client, [&](beast::error_code e) {
+    ec = e;
+    beast::get_lowest_layer(*tls_stream).expires_never();
+  });
+  run();
+  if (ec) tls_stream.reset();
+  return ec;
+}
+
+template <class Body>
+beast::error_code HttpClient::Impl::Exchange(http::request<http::string_body>& req, http::response_parser<Body>& parser,
+                                             std::chrono::milliseconds limit) {
+  beast::error_code ec;
+  auto go = [&](auto& s) {
+    beast::get_lowest_layer(s).expires_after(limit);
+    http::async_write(s, req, [&](beast::error_code e, size_t) {
+      ec = e;
+      if (e) {
+        beast::get_lowest_layer(s).expires_never();
+        return;
+      }
+      http::async_read(s, buffer, parser, [&](beast::error_code e2, size_t) {
+        ec = e2;
+        beast::get_lowest_layer(s).expires_never();
+      });
+    });
+    io.restart();
+    io.run();
+  };
+  if (tls_stream) go(*tls_stream);
+  else go(*stream);
+  return ec;
+}
+
 Result<HttpResponse> HttpClient::Impl::CallOne(const std::string& method, const std::string& target, const std::string& body,
                                                Millis timeout, Millis connect_timeout, size_t max_response) {
   // Asynchronous operations run to completion on this client's own io_context: Beast enforces
@@ -701,32 +993,24 @@ Result<HttpResponse> HttpClient::Impl::CallOne(const std::string& method, const 
   c.connect_failed = false;
   const auto limit = std::chrono::milliseconds(timeout.value());
   for (int attempt = 0; attempt < 2; ++attempt) {
-    beast::error_code ec;
-    auto run = [&] {
-      c.io.restart();
-      c.io.run();
-    };
-    if (!c.stream) {
-      tcp::resolver resolver(c.io);
-      auto endpoints = resolver.resolve(c.host, c.port, ec);
+    if (!c.connected()) {
+      beast::error_code ec = c.Connect(std::chrono::milliseconds(connect_timeout.value()));
       if (ec) {
+        c.Drop();
         c.connect_failed = true;
-        return Error(StatusCode::kNotFound, fmt::format("cannot resolve {}: {}", c.host, ec.message()));
-      }
-      c.stream.emplace(c.io);
-      c.stream->expires_after(std::chrono::milliseconds(connect_timeout.value()));
-      c.stream->async_connect(endpoints, [&](beast::error_code e, const tcp::endpoint&) {
-        ec = e;
-        c.stream->expires_never();  // done: stop the timer, or run() would wait for it
-      });
-      run();
-      if (ec) {
-        c.stream.reset();
-        c.connect_failed = true;
+        if (ec.category() == asio::error::get_ssl_category() || ec.category() == ssl::error::get_stream_category()) {
+          // Nothing was sent: the server's certificate is not the pool's (or names another host),
+          // or it refused this client's.
+          return Error(StatusCode::kPermissionDenied,
+                       fmt::format("TLS with {}:{} failed: {}{}", c.host, c.port, ec.message(),
+                                   tls_config.verify ? " (is the CA given the pool's, and the address one its certificate names?)" : ""));
+        }
+        if (ec.category() == asio::error::get_netdb_category() || ec.category() == asio::error::get_addrinfo_category()) {
+          return Error(StatusCode::kNotFound, fmt::format("cannot resolve {}: {}", c.host, ec.message()));
+        }
         return Error(ec == asio::error::connection_refused ? StatusCode::kUnavailable : StatusCode::kFailedPrecondition,
                      fmt::format("cannot reach the server at {}:{}: {}", c.host, c.port, ec.message()));
       }
-      c.stream->socket().set_option(tcp::no_delay(true));
     }
     http::request<http::string_body> req{http::string_to_verb(method), target, 11};
     req.set(http::field::host, c.host);
@@ -738,24 +1022,11 @@ Result<HttpResponse> HttpClient::Impl::CallOne(const std::string& method, const 
     req.prepare_payload();
     http::response_parser<http::string_body> parser;
     parser.body_limit(max_response);
-    c.stream->expires_after(limit);
-    http::async_write(*c.stream, req, [&](beast::error_code e, size_t) {
-      ec = e;
-      if (e) {
-        c.stream->expires_never();
-        return;
-      }
-      http::async_read(*c.stream, c.buffer, parser, [&](beast::error_code e2, size_t) {
-        ec = e2;
-        c.stream->expires_never();
-      });
-    });
-    run();
+    beast::error_code ec = c.Exchange(req, parser, limit);
     if (ec) {
-      c.stream.reset();
-      c.buffer.clear();
+      c.Drop();
       if (attempt == 0 && (ec == http::error::end_of_stream || ec == asio::error::connection_reset ||
-                           ec == asio::error::broken_pipe)) {
+                           ec == asio::error::broken_pipe || ec == ssl::error::stream_truncated)) {
         continue;  // the kept-alive connection had closed: once more on a fresh one
       }
       if (ec == http::error::body_limit) {
@@ -771,7 +1042,7 @@ Result<HttpResponse> HttpClient::Impl::CallOne(const std::string& method, const 
     for (const char* name : {"Location", "X-Gpupool-Leader", "X-Gpupool-Role", "X-Gpupool-Epoch", "Retry-After"}) {
       if (auto it = res.find(name); it != res.end()) out.headers.emplace_back(name, std::string(it->value()));
     }
-    if (!res.keep_alive()) c.stream.reset();
+    if (!res.keep_alive()) c.Drop();
     return out;
   }
   return Error(StatusCode::kFailedPrecondition, "unreachable");
@@ -871,6 +1142,9 @@ AsyncHttpClient::~AsyncHttpClient() {
 }
 
 Result<std::unique_ptr<AsyncHttpClient>> AsyncHttpClient::Create(EventLoop& loop, const std::string& base, std::string token) {
+  if (base.starts_with("https://")) {
+    return InvalidArgument(fmt::format("{}: this client speaks plain HTTP (over loopback, or to a server with --insecure-http)", base));
+  }
   auto hp = SplitHostPort(base);
   if (!hp) return tl::unexpected(hp.error());
   beast::error_code ec;

@@ -32,6 +32,15 @@ class HttpConnection {
   virtual bool InputWaiting() const = 0;
 };
 
+// The client certificate a TLS connection presented, verified against the listener's client
+// CA (mutual TLS): a node's. Its validity in time is the handler's to judge (an expired one
+// is let through the handshake so that the answer can say why it is refused).
+struct PeerCert {
+  std::string common_name;
+  std::string serial;  // hex
+  int64_t not_after_ms = 0;
+};
+
 struct HttpRequest {
   std::string method;  // "GET", "POST", ...
   std::string path;    // "/v1/jobs/12"
@@ -45,6 +54,8 @@ struct HttpRequest {
   std::string cookie;        // the Cookie header, as sent
   std::string content_type;  // of the body
   std::weak_ptr<const HttpConnection> connection;
+  bool tls = false;                       // it came over TLS
+  std::shared_ptr<const PeerCert> peer;   // and with this client certificate (null: none)
 };
 
 struct HttpResponse {
@@ -65,6 +76,7 @@ struct RequestHead {
   std::string_view authorization;
   std::string_view cookie;
   std::optional<uint64_t> content_length;
+  bool tls = false;
 };
 
 // The handler's word on a request before its body is read (as nginx's auth_request and
@@ -96,6 +108,27 @@ struct ServerLimits {
 };
 using HttpHandler = std::function<void(HttpRequest, Respond)>;
 
+// TLS on a listener (OpenSSL through Boost.Asio), on the same port as plain HTTP: a connection
+// whose first bytes are a TLS handshake gets TLS (Beast's detect_ssl), any other is plain HTTP,
+// answered only when it came over loopback or with `plain_from_anywhere` (--insecure-http);
+// from elsewhere it gets 400 saying to use HTTPS.
+struct ServerTls {
+  std::string cert_chain_pem;  // the server's certificate, then the CAs above it
+  std::string key_pem;
+  // Client certificates signed by this CA are taken (mutual TLS); a client need not send one.
+  std::string client_ca_pem;
+  bool plain_from_anywhere = false;
+};
+
+// TLS for a client: taken for https:// addresses.
+struct ClientTls {
+  std::string ca_pem;    // the CA that vouches for the server (its name is checked as well)
+  std::string cert_pem;  // a client certificate (a node's) and its key; empty: none
+  std::string key_pem;
+  // Off only to fetch what the caller checks itself (a CA against the join token's hash).
+  bool verify = true;
+};
+
 class EventLoop {
  public:
   EventLoop();
@@ -106,7 +139,9 @@ class EventLoop {
   // Serves HTTP on "ADDR:PORT" (port 0 picks a free one); returns the bound port. `admit` sees
   // each request's header first; requests with bodies over its limit get 413. Handlers run on
   // the loop thread; an exception out of one is answered with 500, never the server's end.
-  Result<uint16_t> Listen(const std::string& listen, HttpHandler handler, AdmitFn admit, ServerLimits limits = {});
+  // With `tls`, TLS and plain HTTP share the port (ServerTls).
+  Result<uint16_t> Listen(const std::string& listen, HttpHandler handler, AdmitFn admit, ServerLimits limits = {},
+                          std::optional<ServerTls> tls = std::nullopt);
   // Connections open now, over every listener.
   size_t open_connections() const;
   // Runs fn on the loop thread after `delay`; the returned function cancels it.
@@ -128,8 +163,9 @@ class EventLoop {
 class HttpClient {
  public:
   // base: "http://127.0.0.1:7070" or "127.0.0.1:7070"; or several, comma-separated (a leader
-  // and its standbys): see Call.
-  static Result<HttpClient> Create(const std::string& base, std::string token);
+  // and its standbys): see Call. "https://" on any of them: TLS to all, with `tls` (whose CA
+  // must then be given, unless tls.verify is off).
+  static Result<HttpClient> Create(const std::string& base, std::string token, ClientTls tls = {});
   HttpClient(HttpClient&&) noexcept;
   HttpClient& operator=(HttpClient&&) noexcept;
   ~HttpClient();
@@ -147,6 +183,10 @@ class HttpClient {
   // rather than going round again (an agent, which keeps its tasks' leases meanwhile).
   void set_wait_for_leader(bool wait);
   void Failover();             // the next call goes to the next server given
+  bool tls() const;
+  // Another client certificate (a rotated one) from the next connection on; the one open now
+  // is closed.
+  void set_client_certificate(std::string cert_pem, std::string key_pem);
 
  private:
   HttpClient();

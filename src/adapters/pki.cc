@@ -10,6 +10,7 @@
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
+#include <algorithm>
 #include <ctime>
 #include <memory>
 
@@ -74,11 +75,12 @@ Status AddExt(X509* cert, X509* issuer, int nid, const std::string& value) {
   return Status::Ok();
 }
 
-// A fresh key and a certificate for it, not yet signed.
-Result<std::pair<Key, Cert>> NewCert(std::string_view common_name, int days) {
-  if (days < 1 || days > 3650) return Error(StatusCode::kInvalidArgument, fmt::format("a certificate for {} days: expected 1..3650", days));
-  Key key(EVP_EC_gen("P-256"));
-  if (!key) return tl::unexpected(OpenSslError("an ECDSA P-256 key"));
+// A certificate for `key`, not yet signed, valid `seconds` from now (and a little before, for
+// clocks that differ: five minutes, or a tenth of a short certificate's life).
+Result<Cert> NewCertFor(EVP_PKEY* key, std::string_view common_name, int64_t seconds) {
+  if (seconds < 1 || seconds > 3650LL * 86400) {
+    return Error(StatusCode::kInvalidArgument, fmt::format("a certificate for {} s: expected 1 s to 3650 days", seconds));
+  }
   Cert cert(X509_new());
   X509_set_version(cert.get(), 2);
   unsigned char serial[16];
@@ -87,14 +89,48 @@ Result<std::pair<Key, Cert>> NewCert(std::string_view common_name, int days) {
   BIGNUM* bn = BN_bin2bn(serial, sizeof(serial), nullptr);
   BN_to_ASN1_INTEGER(bn, X509_get_serialNumber(cert.get()));
   BN_free(bn);
-  X509_gmtime_adj(X509_getm_notBefore(cert.get()), -300);  // five minutes of clock skew
-  X509_gmtime_adj(X509_getm_notAfter(cert.get()), static_cast<long>(days) * 86400);
-  X509_set_pubkey(cert.get(), key.get());
+  X509_gmtime_adj(X509_getm_notBefore(cert.get()), -static_cast<long>(std::min<int64_t>(300, seconds / 10)));
+  X509_gmtime_adj(X509_getm_notAfter(cert.get()), static_cast<long>(seconds));
+  X509_set_pubkey(cert.get(), key);
   X509_NAME* name = X509_get_subject_name(cert.get());
   X509_NAME_add_entry_by_txt(name, "O", MBSTRING_ASC, reinterpret_cast<const unsigned char*>("gpupool"), -1, -1, 0);
   X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8, reinterpret_cast<const unsigned char*>(std::string(common_name).c_str()), -1,
                              -1, 0);
-  return std::pair{std::move(key), std::move(cert)};
+  return cert;
+}
+
+// A fresh key and a certificate for it, not yet signed.
+Result<std::pair<Key, Cert>> NewCert(std::string_view common_name, int days) {
+  Key key(EVP_EC_gen("P-256"));
+  if (!key) return tl::unexpected(OpenSslError("an ECDSA P-256 key"));
+  auto cert = NewCertFor(key.get(), common_name, static_cast<int64_t>(days) * 86400);
+  if (!cert) return tl::unexpected(cert.error());
+  return std::pair{std::move(key), std::move(*cert)};
+}
+
+int64_t TimeMs(const ASN1_TIME* t) {
+  std::tm tm{};
+  if (ASN1_TIME_to_tm(t, &tm) != 1) return 0;
+  return static_cast<int64_t>(timegm(&tm)) * 1000;
+}
+
+// The extensions of a certificate `ca_cert` issues for a server or a client.
+Status AddLeafExtensions(X509* cert, X509* ca_cert, const std::vector<std::string>& names, CertUse use) {
+  std::string san;
+  for (const std::string& n : names) {
+    const bool ip = !n.empty() && n.find_first_not_of("0123456789.:abcdefABCDEF") == std::string::npos && n.find_first_of(".:") != std::string::npos;
+    san += (san.empty() ? "" : ",") + std::string(ip ? "IP:" : "DNS:") + n;
+  }
+  std::vector<std::pair<int, std::string>> exts = {
+      {NID_basic_constraints, "critical,CA:FALSE"},
+      {NID_key_usage, "critical,digitalSignature"},
+      {NID_ext_key_usage, use == CertUse::kServer ? "serverAuth" : "clientAuth"},
+      {NID_authority_key_identifier, "keyid:always"}};
+  if (!san.empty()) exts.emplace_back(NID_subject_alt_name, san);
+  for (const auto& [nid, value] : exts) {
+    if (Status st = AddExt(cert, ca_cert, nid, value); !st.ok()) return st;
+  }
+  return Status::Ok();
 }
 
 }  // namespace
@@ -123,20 +159,7 @@ Result<CertKey> IssueCert(const CertKey& ca, std::string_view common_name, const
   if (!made) return tl::unexpected(made.error());
   auto& [key, cert] = *made;
   X509_set_issuer_name(cert.get(), X509_get_subject_name(ca_cert->get()));
-  std::string san;
-  for (const std::string& n : names) {
-    const bool ip = !n.empty() && n.find_first_not_of("0123456789.:abcdefABCDEF") == std::string::npos && n.find_first_of(".:") != std::string::npos;
-    san += (san.empty() ? "" : ",") + std::string(ip ? "IP:" : "DNS:") + n;
-  }
-  std::vector<std::pair<int, std::string>> exts = {
-      {NID_basic_constraints, "critical,CA:FALSE"},
-      {NID_key_usage, "critical,digitalSignature"},
-      {NID_ext_key_usage, use == CertUse::kServer ? "serverAuth" : "clientAuth"},
-      {NID_authority_key_identifier, "keyid:always"}};
-  if (!san.empty()) exts.emplace_back(NID_subject_alt_name, san);
-  for (const auto& [nid, value] : exts) {
-    if (Status st = AddExt(cert.get(), ca_cert->get(), nid, value); !st.ok()) return tl::unexpected(st);
-  }
+  if (Status st = AddLeafExtensions(cert.get(), ca_cert->get(), names, use); !st.ok()) return tl::unexpected(st);
   if (X509_sign(cert.get(), ca_key->get(), EVP_sha256()) == 0) return tl::unexpected(OpenSslError("signing the certificate"));
   return CertKey{.cert_pem = CertPem(cert.get()), .key_pem = KeyPem(key.get())};
 }
@@ -173,11 +196,68 @@ Status VerifyCert(std::string_view ca_pem, std::string_view cert_pem) {
 }
 
 Result<int64_t> NotAfterMs(std::string_view cert_pem) {
+  auto info = ReadCertInfo(cert_pem);
+  if (!info) return tl::unexpected(info.error());
+  return info->not_after_ms;
+}
+
+Result<CertInfo> ReadCertInfo(std::string_view cert_pem) {
   auto cert = ReadCert(cert_pem);
   if (!cert) return tl::unexpected(cert.error());
-  std::tm tm{};
-  if (ASN1_TIME_to_tm(X509_get0_notAfter(cert->get()), &tm) != 1) return tl::unexpected(OpenSslError("the certificate's notAfter"));
-  return static_cast<int64_t>(timegm(&tm)) * 1000;
+  CertInfo out;
+  char cn[256] = {};
+  if (X509_NAME_get_text_by_NID(X509_get_subject_name(cert->get()), NID_commonName, cn, sizeof(cn)) > 0) out.common_name = cn;
+  BIGNUM* bn = ASN1_INTEGER_to_BN(X509_get_serialNumber(cert->get()), nullptr);
+  if (bn) {
+    char* hex = BN_bn2hex(bn);
+    out.serial = hex;
+    OPENSSL_free(hex);
+    BN_free(bn);
+  }
+  out.not_before_ms = TimeMs(X509_get0_notBefore(cert->get()));
+  out.not_after_ms = TimeMs(X509_get0_notAfter(cert->get()));
+  return out;
+}
+
+Result<CsrKey> MakeCsr(std::string_view common_name) {
+  Key key(EVP_EC_gen("P-256"));
+  if (!key) return tl::unexpected(OpenSslError("an ECDSA P-256 key"));
+  std::unique_ptr<X509_REQ, Deleter<X509_REQ, X509_REQ_free>> req(X509_REQ_new());
+  X509_REQ_set_version(req.get(), 0);
+  X509_NAME* name = X509_REQ_get_subject_name(req.get());
+  X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8, reinterpret_cast<const unsigned char*>(std::string(common_name).c_str()), -1,
+                             -1, 0);
+  X509_REQ_set_pubkey(req.get(), key.get());
+  if (X509_REQ_sign(req.get(), key.get(), EVP_sha256()) == 0) return tl::unexpected(OpenSslError("signing the request"));
+  Bio bio(BIO_new(BIO_s_mem()));
+  PEM_write_bio_X509_REQ(bio.get(), req.get());
+  char* data = nullptr;
+  const long n = BIO_get_mem_data(bio.get(), &data);
+  return CsrKey{.csr_pem = std::string(data, static_cast<size_t>(n)), .key_pem = KeyPem(key.get())};
+}
+
+Result<std::string> SignClientCsr(const CertKey& ca, std::string_view csr_pem, std::string_view common_name, int64_t seconds) {
+  auto ca_cert = ReadCert(ca.cert_pem);
+  if (!ca_cert) return tl::unexpected(ca_cert.error());
+  auto ca_key = ReadKey(ca.key_pem);
+  if (!ca_key) return tl::unexpected(ca_key.error());
+  Bio bio(BIO_new_mem_buf(csr_pem.data(), static_cast<int>(csr_pem.size())));
+  std::unique_ptr<X509_REQ, Deleter<X509_REQ, X509_REQ_free>> req(PEM_read_bio_X509_REQ(bio.get(), nullptr, nullptr, nullptr));
+  if (!req) {
+    ERR_clear_error();
+    return Error(StatusCode::kInvalidArgument, "csr: not a PEM certificate signing request");
+  }
+  Key pub(X509_REQ_get_pubkey(req.get()));
+  if (!pub || X509_REQ_verify(req.get(), pub.get()) != 1) {
+    ERR_clear_error();
+    return Error(StatusCode::kInvalidArgument, "csr: its signature does not match its key");
+  }
+  auto cert = NewCertFor(pub.get(), common_name, seconds);
+  if (!cert) return tl::unexpected(cert.error());
+  X509_set_issuer_name(cert->get(), X509_get_subject_name(ca_cert->get()));
+  if (Status st = AddLeafExtensions(cert->get(), ca_cert->get(), {}, CertUse::kClient); !st.ok()) return tl::unexpected(st);
+  if (X509_sign(cert->get(), ca_key->get(), EVP_sha256()) == 0) return tl::unexpected(OpenSslError("signing the certificate"));
+  return CertPem(cert->get());
 }
 
 }  // namespace gp

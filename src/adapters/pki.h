@@ -41,3 +41,29 @@ Status VerifyCert(std::string_view ca_pem, std::string_view cert_pem);
 Result<int64_t> NotAfterMs(std::string_view cert_pem);
 
 }  // namespace gp
+
+namespace gp {
+
+// What a certificate says of itself.
+struct CertInfo {
+  std::string common_name;
+  std::string serial;  // hex, as `openssl x509 -serial` prints it
+  int64_t not_before_ms = 0;
+  int64_t not_after_ms = 0;
+};
+Result<CertInfo> ReadCertInfo(std::string_view cert_pem);
+
+// A fresh key and a certificate signing request for it (PKCS#10), as an agent makes one: the
+// key never leaves the node.
+struct CsrKey {
+  std::string csr_pem;
+  std::string key_pem;
+};
+Result<CsrKey> MakeCsr(std::string_view common_name);
+
+// A client certificate (clientAuth) for the CSR's key, signed by `ca` (as Kubernetes' CSR
+// signer does for kubelets): the CSR's own signature must hold (its sender has the key); its
+// subject is not taken, the certificate names `common_name`. Valid for `seconds` from now.
+Result<std::string> SignClientCsr(const CertKey& ca, std::string_view csr_pem, std::string_view common_name, int64_t seconds);
+
+}  // namespace gp

@@ -67,5 +67,35 @@ TEST(PkiTest, ValidityIsWhatWasAskedAndBadInputIsRefused) {
   EXPECT_FALSE(IssueCert(CertKey{.cert_pem = ca->cert_pem, .key_pem = "no key"}, "n", {}, CertUse::kClient, 1));
 }
 
+// A node's key stays on the node: it sends a CSR, and the CA signs the key in it under the
+// name the server gives (not the one the CSR asks for), for the seconds asked.
+TEST(PkiTest, CsrIsSignedForItsKeyUnderTheServersName) {
+  auto ca = MakeCa("gpupool CA", 10);
+  ASSERT_TRUE(ca);
+  auto csr = MakeCsr("node-a");
+  ASSERT_TRUE(csr) << csr.error().message();
+  EXPECT_NE(csr->csr_pem.find("BEGIN CERTIFICATE REQUEST"), std::string::npos);
+  auto cert = SignClientCsr(*ca, csr->csr_pem, "node-b", 90);
+  ASSERT_TRUE(cert) << cert.error().message();
+  EXPECT_TRUE(VerifyCert(ca->cert_pem, *cert).ok());
+  auto info = ReadCertInfo(*cert);
+  ASSERT_TRUE(info);
+  EXPECT_EQ(info->common_name, "node-b") << "the server names the node, not the request";
+  EXPECT_FALSE(info->serial.empty());
+  EXPECT_NEAR(static_cast<double>(info->not_after_ms - info->not_before_ms), 99'000.0, 1'000.0) << "90 s, and 9 s of skew before";
+  auto again = SignClientCsr(*ca, csr->csr_pem, "node-b", 90);
+  ASSERT_TRUE(again);
+  EXPECT_NE(ReadCertInfo(*again)->serial, info->serial) << "each certificate its own serial";
+
+  // A request whose signature does not match its key (tampered) is refused, and so is junk.
+  std::string tampered = csr->csr_pem;
+  tampered[tampered.size() / 2] = tampered[tampered.size() / 2] == 'A' ? 'B' : 'A';
+  EXPECT_FALSE(SignClientCsr(*ca, tampered, "node-a", 60));
+  auto junk = SignClientCsr(*ca, "junk", "node-a", 60);
+  ASSERT_FALSE(junk);
+  EXPECT_NE(junk.error().message().find("csr"), std::string::npos) << junk.error().message();
+  EXPECT_FALSE(SignClientCsr(*ca, csr->csr_pem, "node-a", 0));
+}
+
 }  // namespace
 }  // namespace gp
