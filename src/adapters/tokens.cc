@@ -83,4 +83,12 @@ bool SameSecret(std::string_view a, std::string_view b) {
   return diff == 0;
 }
 
+JoinToken ParseJoinToken(std::string_view token) {
+  const size_t dot = token.find(".sha256:");
+  if (dot == std::string_view::npos) return JoinToken{.secret = std::string(token)};
+  return JoinToken{.secret = std::string(token.substr(0, dot)), .ca_hash = std::string(token.substr(dot + 1))};
+}
+
+std::string FormatJoinToken(const JoinToken& t) { return t.ca_hash.empty() ? t.secret : t.secret + "." + t.ca_hash; }
+
 }  // namespace gp

@@ -21,4 +21,15 @@ Status StoreSecret(const std::string& path, const std::string& secret);
 // Reads a token file (whitespace trimmed); the error names the path.
 Result<std::string> ReadToken(const std::string& path);
 
+// A join token as agents are given it: the secret, then optionally '.' and the hash of the CA
+// that vouches for the server ("SECRET.sha256:HEX": kubeadm's token and
+// discovery-token-ca-cert-hash in one string), so that an agent can check the server before it
+// sends the secret.
+struct JoinToken {
+  std::string secret;
+  std::string ca_hash;  // "sha256:..." or empty
+};
+JoinToken ParseJoinToken(std::string_view token);
+std::string FormatJoinToken(const JoinToken& t);
+
 }  // namespace gp

@@ -1,5 +1,7 @@
 #include "agent/agent.h"
 
+#include "adapters/pki.h"
+
 #include <fcntl.h>
 #include <pwd.h>
 #include <nlohmann/json.hpp>
@@ -87,12 +89,59 @@ Result<std::unique_ptr<Agent>> Agent::Create(AgentOptions o) {
       if (dir == dir.root_path()) break;
     }
   }
-  auto client = HttpClient::Create(o.server, o.join_token);
+  // The join token may carry the CA's hash; only its secret is ever sent.
+  const JoinToken join = ParseJoinToken(o.join_token);
+  o.join_token = join.secret;
+  const bool use_tls = o.server.find("https://") != std::string::npos;
+  if (!use_tls && !o.insecure_http) {
+    // The join token and the node's credential never go in clear to another host.
+    for (std::string_view rest = o.server; !rest.empty();) {
+      const size_t comma = rest.find(',');
+      std::string one(rest.substr(0, comma));
+      rest = comma == std::string_view::npos ? std::string_view() : rest.substr(comma + 1);
+      if (one.starts_with("http://")) one = one.substr(7);
+      const std::string host = one.substr(0, one.rfind(':'));
+      const bool loopback = host == "localhost" || host.starts_with("127.") || host == "::1" || host == "[::1]";
+      if (!loopback && !one.empty()) {
+        return InvalidArgument(fmt::format("--server {}: plain HTTP to another host would send the join token in clear; use "
+                                           "https://{} (the join token's CA hash checks the server), or --insecure-http",
+                                           one, one));
+      }
+    }
+  }
+  ClientTls tls;
+  if (use_tls) {
+    std::string ca_path = o.ca_file.empty() ? (o.work_dir / "ca.crt").string() : o.ca_file;
+    if (std::filesystem::exists(ca_path, ec)) {
+      std::ifstream in(ca_path);
+      tls.ca_pem.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+    } else if (!o.ca_file.empty()) {
+      return InvalidArgument(fmt::format("--ca {}: no such file", o.ca_file));
+    }
+    if (tls.ca_pem.empty() && join.ca_hash.empty()) {
+      return InvalidArgument("an https:// server needs the pool's CA: a join token that carries its hash (the server's "
+                             "DATA_DIR/join.token does), or --ca FILE");
+    }
+  }
+  if (!tls.ca_pem.empty() && !join.ca_hash.empty()) {
+    auto hash = PublicKeyHash(tls.ca_pem);
+    if (!hash || *hash != join.ca_hash) {
+      return InvalidArgument(fmt::format("the CA in {} is {}, and the join token expects {}: not joining (a CA kept from "
+                                         "another pool? remove it, and the agent fetches the server's and checks it)",
+                                         o.ca_file.empty() ? (o.work_dir / "ca.crt").string() : o.ca_file,
+                                         hash ? *hash : "not a certificate", join.ca_hash));
+    }
+  }
+  // A stand-in until registration (which makes the node's client), holding no secret.
+  auto client = HttpClient::Create(o.server, "", ClientTls{.verify = false});
   if (!client) return tl::unexpected(client.error());
   if (o.self_exe.empty()) o.self_exe = std::filesystem::read_symlink("/proc/self/exe", ec).string();
   auto agent = std::unique_ptr<Agent>(new Agent(std::move(o), std::move(gpus), std::move(*client)));
   agent->job_uid_ = uid;
   agent->job_gid_ = gid;
+  agent->use_tls_ = use_tls;
+  agent->ca_hash_ = join.ca_hash;
+  agent->tls_ = tls;
   if (auto cred = ReadToken(agent->CredentialPath().string())) agent->credential_ = *cred;
   agent->carrier_ = std::make_unique<CheckpointCarrier>(agent->o_.server, agent->o_.join_token,
                                                         agent->o_.checkpoint_max_mib << 20);
@@ -169,10 +218,23 @@ Status Agent::Register() {
                     .cpu_cores = host->cpu_cores, .memory_mib = host->memory.total.value(),
                     .gpu_source = std::string(gpus_->kind()), .gpus = *devices, .credential = credential_,
                     .max_tasks = MaxTasks(host->cpu_cores), .claim = o_.claim};
+  // Over TLS: the server is checked first (its CA against the join token's hash), and the
+  // node asks for its client certificate with a key it keeps (a CSR).
+  std::string key_pem;
+  if (use_tls_) {
+    if (tls_.ca_pem.empty()) {
+      if (Status s = TrustServer(); !s.ok()) return s;
+    }
+    auto csr = MakeCsr(o_.name);
+    if (!csr) return csr.error();
+    r.csr = csr->csr_pem;
+    key_pem = csr->key_pem;
+  }
   // Registration is the join token's one call; everything after it uses the node's credential.
   // With several servers, the one the heartbeats last reached first (the leader, likely).
   const bool many = o_.server.find(',') != std::string::npos;
-  auto joiner = HttpClient::Create(many && registered_once_ ? client_.server() + "," + o_.server : o_.server, o_.join_token);
+  auto joiner = HttpClient::Create(many && registered_once_ ? client_.server() + "," + o_.server : o_.server, o_.join_token,
+                                   ClientTls{.ca_pem = tls_.ca_pem});
   if (!joiner) return joiner.error();
   auto res = joiner->Call("POST", "/v1/agent/register", RegisterToJson(r), Millis{10'000});
   if (!res) return res.error();
@@ -211,14 +273,76 @@ Status Agent::Register() {
     }
   }
   if (credential_.empty()) return Status(StatusCode::kFailedPrecondition, "register: the server issued no credential");
-  auto client = HttpClient::Create(o_.server, credential_);
+  if (use_tls_) {
+    if (!reply.contains("certificate") || !reply["certificate"].is_string()) {
+      return Status(StatusCode::kFailedPrecondition, "register: the server issued no client certificate");
+    }
+    if (Status s = UseCertificate(reply["certificate"].get<std::string>(), key_pem); !s.ok()) return s;
+  }
+  auto client = HttpClient::Create(o_.server, credential_, tls_);
   if (!client) return client.error();
   client_ = std::move(*client);
   client_.set_wait_for_leader(false);
   registered_once_ = true;
-  carrier_->SetToken(credential_);
+  carrier_->SetCredentials(credential_, tls_);
   telemetry_due_ = true;  // a server that forgot the node learns its load at once
   RenewLease();
+  return Status::Ok();
+}
+
+Status Agent::TrustServer() {
+  auto fetcher = HttpClient::Create(o_.server, "", ClientTls{.verify = false});
+  if (!fetcher) return fetcher.error();
+  // Unverified, and nothing secret sent: what comes back is checked against the join token.
+  auto res = fetcher->Call("GET", "/v1/ca", "", Millis{10'000});
+  if (!res) return Status(res.error().code(), "fetching the pool's CA: " + res.error().message());
+  if (res->status != 200) {
+    return Status(StatusCode::kFailedPrecondition, fmt::format("fetching the pool's CA: HTTP {}: {}", res->status, res->body.substr(0, 200)));
+  }
+  auto hash = PublicKeyHash(res->body);
+  if (!hash || *hash != ca_hash_) {
+    return Status(StatusCode::kInvalidArgument,
+                  fmt::format("the server at {} has the CA {}, and the join token expects {}: not joining (is it the pool's "
+                              "server, and the token that pool's?)",
+                              fetcher->server(), hash ? *hash : "(not a certificate)", ca_hash_));
+  }
+  tls_.ca_pem = res->body;
+  if (Status s = StoreSecret(CaPath().string(), tls_.ca_pem); !s.ok()) {
+    fmt::print(stderr, "gpupool agent: cannot keep the pool's CA: {}\n", s.message());
+  }
+  return Status::Ok();
+}
+
+Status Agent::UseCertificate(const std::string& cert_pem, const std::string& key_pem) {
+  auto info = ReadCertInfo(cert_pem);
+  if (!info) return Status(StatusCode::kFailedPrecondition, "the server's client certificate: " + info.error().message());
+  tls_.cert_pem = cert_pem;
+  tls_.key_pem = key_pem;
+  for (const auto& [path, text] : {std::pair{KeyPath(), key_pem}, std::pair{CertPath(), cert_pem}}) {
+    if (Status s = StoreSecret(path.string(), text); !s.ok()) {
+      fmt::print(stderr, "gpupool agent: cannot keep the client certificate: {}\n", s.message());
+    }
+  }
+  const int64_t now = NowMs();
+  cert_renew_at_ms_ = now + std::max<int64_t>(0, info->not_after_ms - now) * 2 / 3;
+  return Status::Ok();
+}
+
+Status Agent::RotateCertificate() {
+  auto csr = MakeCsr(o_.name);
+  if (!csr) return csr.error();
+  auto res = client_.Call("POST", "/v1/agent/certificate", nlohmann::json{{"csr", csr->csr_pem}}.dump(), Millis{10'000});
+  if (!res) return res.error();
+  const nlohmann::json reply = nlohmann::json::parse(res->body, nullptr, false);
+  if (res->status != 200 || !reply.is_object() || !reply.contains("certificate") || !reply["certificate"].is_string()) {
+    return Status(StatusCode::kFailedPrecondition, fmt::format("HTTP {}: {}", res->status, res->body.substr(0, 300)));
+  }
+  if (Status s = UseCertificate(reply["certificate"].get<std::string>(), csr->key_pem); !s.ok()) return s;
+  client_.set_client_certificate(tls_.cert_pem, tls_.key_pem);
+  carrier_->SetCredentials(credential_, tls_);
+  auto info = ReadCertInfo(tls_.cert_pem);
+  fmt::print(stderr, "gpupool agent: client certificate rotated: serial {}, valid {} more\n", info ? info->serial : "?",
+             info ? FormatMillis(Millis{info->not_after_ms - NowMs()}) : "?");
   return Status::Ok();
 }
 
@@ -416,6 +540,13 @@ Status Agent::Run(const std::atomic<bool>& stop) {
     }
     backoff = 200;
     if (standbys) carrier_->SetLeader(client_.server());
+    // A client certificate is renewed at two thirds of its life, while it still works.
+    if (use_tls_ && cert_renew_at_ms_ > 0 && NowMs() >= cert_renew_at_ms_) {
+      if (Status s = RotateCertificate(); !s.ok()) {
+        fmt::print(stderr, "gpupool agent: rotating the client certificate: {}; trying again soon\n", s.message());
+        cert_renew_at_ms_ = NowMs() + 1'000;
+      }
+    }
     if (hb.telemetry) telemetry_due_ = false;
     RenewLease();
     SaveShipped();

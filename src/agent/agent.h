@@ -50,6 +50,11 @@ struct AgentOptions {
   // When the agent runs as root, tasks run as this user (they never get root, nor the agent's
   // files or environment); ignored otherwise (an agent cannot give what it does not have).
   std::string job_user = "nobody";
+  // TLS (https:// servers): the pool's CA, when not checked against the join token's hash
+  // (the agent keeps the one it checked in its work dir); and plain HTTP to another host,
+  // refused unless this is set.
+  std::string ca_file;
+  bool insecure_http = false;
 };
 
 }  // namespace gp
@@ -120,6 +125,17 @@ class Agent {
   bool ShipLogs(Task& t, TaskReport& r, int64_t& budget);
   void ReadStatus(const TaskKey& key, Task& t);  // the supervisor's status file: a lost lease
   std::filesystem::path CredentialPath() const { return o_.work_dir / "node.credential"; }
+  std::filesystem::path CaPath() const { return o_.work_dir / "ca.crt"; }
+  std::filesystem::path CertPath() const { return o_.work_dir / "node.crt"; }
+  std::filesystem::path KeyPath() const { return o_.work_dir / "node.key"; }
+  // TLS: the pool's CA, fetched from the server and checked against the join token's hash
+  // (kubeadm's discovery) unless one is given or kept; a mismatch is refused (kInvalidArgument).
+  Status TrustServer();
+  // Keeps a client certificate the server issued (and its key) and uses it from now on; it is
+  // renewed at two thirds of what is left of it now.
+  Status UseCertificate(const std::string& cert_pem, const std::string& key_pem);
+  // A new key and certificate before the one in use expires (POST /v1/agent/certificate).
+  Status RotateCertificate();
   // The user tasks run as: --job-user when the agent is root, else the agent's own.
   std::string TaskUser() const { return job_uid_ >= 0 ? o_.job_user : (getenv("USER") ? getenv("USER") : ""); }
   void RenewLeaseWhileAway(int64_t& backoff);
@@ -155,6 +171,11 @@ class Agent {
   std::array<int, kMaxGpusPerNode> last_xid_{};
   std::vector<GpuDevice> devices_;
   std::string credential_;  // this node's own, from the server (kept in the work dir)
+  bool use_tls_ = false;     // the server is https://
+  std::string ca_hash_;      // from the join token: the CA the server must have
+  ClientTls tls_;            // the CA, and the node's client certificate once issued
+  std::string pending_key_;  // the key of the CSR in flight (registration)
+  int64_t cert_renew_at_ms_ = 0;  // wall clock; 0: no certificate
   int job_uid_ = -1;         // tasks' user when the agent is root
   int job_gid_ = -1;
   std::string job_home_user_;

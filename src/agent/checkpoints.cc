@@ -57,9 +57,10 @@ void CheckpointCarrier::Loop() {
   }
 }
 
-void CheckpointCarrier::SetToken(std::string token) {
+void CheckpointCarrier::SetCredentials(std::string token, ClientTls tls) {
   std::lock_guard lock(mu_);
   token_ = std::move(token);
+  tls_ = std::move(tls);
 }
 
 void CheckpointCarrier::SetLeader(std::string server) {
@@ -75,15 +76,17 @@ void CheckpointCarrier::SetMaxBytes(int64_t max_bytes) {
 CheckpointCarrier::Done CheckpointCarrier::Transfer(const Work& w) {
   Done d{.key = w.key, .upload = w.upload, .status = Status::Ok(), .shipped = {}, .note = {}};
   std::string token;
+  ClientTls tls;
   std::string servers = server_;
   int64_t max_bytes = 0;
   {
     std::lock_guard lock(mu_);
     token = token_;
+    tls = tls_;
     max_bytes = max_bytes_;
     if (!leader_.empty() && server_.find(',') != std::string::npos) servers = leader_ + "," + server_;
   }
-  auto client = HttpClient::Create(servers, token);
+  auto client = HttpClient::Create(servers, token, tls);
   if (!client) {
     d.status = client.error();
     return d;

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "adapters/archive.h"
+#include "adapters/http.h"
 #include "core/status.h"
 #include "wire/codec.h"
 
@@ -34,8 +35,9 @@ class CheckpointCarrier {
   CheckpointCarrier(const CheckpointCarrier&) = delete;
   CheckpointCarrier& operator=(const CheckpointCarrier&) = delete;
 
-  // The node's credential (after registration) and the server's limit, for later transfers.
-  void SetToken(std::string token);
+  // The node's credential (after registration) and TLS (its client certificate), and the
+  // server's limit, for later transfers.
+  void SetCredentials(std::string token, ClientTls tls);
   // With several servers, transfers go first to the one that answers the agent now.
   void SetLeader(std::string server);
   void SetMaxBytes(int64_t max_bytes);
@@ -55,6 +57,7 @@ class CheckpointCarrier {
   std::string server_;
   std::string leader_;  // with several servers: the one the agent's heartbeats reach now (tried first)
   std::string token_;
+  ClientTls tls_;
   int64_t max_bytes_;
   std::mutex mu_;
   std::condition_variable cv_;

@@ -1,5 +1,7 @@
 #include "agent/hollow.h"
 
+#include "adapters/tokens.h"
+
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
@@ -56,6 +58,7 @@ Result<std::unique_ptr<Hollow>> Hollow::Create(EventLoop& loop, HollowOptions o)
   if (o.nodes < 1 || o.nodes > 100'000) return InvalidArgument(fmt::format("--nodes must be 1..100000, got {}", o.nodes));
   if (o.sites < 1 || o.sites > o.nodes) return InvalidArgument(fmt::format("--sites must be 1..{} (the nodes), got {}", o.nodes, o.sites));
   if (o.join_token.empty()) return InvalidArgument("a join token is required (--join-token-file)");
+  o.join_token = ParseJoinToken(o.join_token).secret;  // its CA hash is for TLS, which hollow agents do not speak
   if (o.duration.value() < 0) return InvalidArgument("--duration must not be negative");
   if (Status s = ValidateNodeName(o.prefix + "0"); !s.ok()) return InvalidArgument(fmt::format("--prefix: {}", s.message()));
   auto probe = SimulatedGpuSource::Parse(o.gpus, "hollow");

@@ -2,6 +2,8 @@
 // table and the handlers it names stay together so that every route, its authorisation and its
 // status codes read in one place).
 #include "controller/api.h"
+
+#include "adapters/pki.h"
 #include "controller/autoscaler.h"
 
 #include "core/units.h"
@@ -53,7 +55,7 @@ std::optional<std::string> QueryNumber(const HttpRequest& r, const char* key, T&
 }
 
 bool PublicPath(std::string_view method, std::string_view path) {
-  return (path == "/metrics" && method == "GET") || path == "/" || path == "/index.html" || path == "/login" ||
+  return (path == "/metrics" && method == "GET") || (path == "/v1/ca" && method == "GET") || path == "/" || path == "/index.html" || path == "/login" ||
          path == "/logout" || path.starts_with("/assets/");
 }
 
@@ -441,7 +443,8 @@ Api::Caller Api::Identify(std::string_view authorization, std::string_view cooki
   if (!authorization.starts_with(kBearer)) return {};
   const std::string_view token = authorization.substr(kBearer.size());
   if (SameSecret(token, options_.admin_token)) return Caller{.kind = Caller::Kind::kAdmin};
-  if (SameSecret(token, options_.join_token)) return Caller{.kind = Caller::Kind::kJoin};
+  // The join token as given to agents may carry the CA's hash after its secret (kubeadm's).
+  if (SameSecret(ParseJoinToken(token).secret, options_.join_token)) return Caller{.kind = Caller::Kind::kJoin};
   if (auto node = c_.NodeOfCredential(token)) return Caller{.kind = Caller::Kind::kNode, .node = *node};
   return TenantCaller(token);
 }
@@ -665,8 +668,17 @@ void Api::Handle(HttpRequest r, Respond respond) {
   for (const auto& [k, v] : r.query) utf8 = utf8 && IsValidUtf8(k) && IsValidUtf8(v);
   if (!utf8) return respond(Fail(400, "request target: not valid UTF-8 (percent-encode UTF-8 text)"));
   if (WebRoute(r, respond)) return;
+  // The CA that vouches for this server, for whoever asks: an agent checks it against its join
+  // token's hash before it trusts it (kubeadm's cluster-info).
+  if (r.path == "/v1/ca" && r.method == "GET") {
+    if (options_.ca_pem.empty()) return respond(Fail(404, "this server has no CA (it serves no TLS)"));
+    return respond(HttpResponse{200, options_.ca_pem, "application/x-pem-file"});
+  }
   const Caller caller = Identify(r.authorization, r.cookie);
   if (std::string why = Forbidden(caller, r.method, r.path); !why.empty()) return respond(Fail(401, why));
+  if (caller.kind == Caller::Kind::kNode && r.tls) {
+    if (auto [status, why] = NodeCertificateRefused(r, caller); status != 0) return respond(Fail(status, why));
+  }
   // What a user's request changes is told as made by its caller: every event emitted while it
   // is handled names them (a submission's job.submitted, emitted at its commit, too).
   const bool change = r.method != "GET" && r.method != "HEAD";
@@ -674,6 +686,34 @@ void Api::Handle(HttpRequest r, Respond respond) {
   Route(r, caller, respond);
   if (change) c_.set_actor("");
   c_.FlushEvents();  // what the request changed without a durable write (none usually)
+}
+
+std::pair<int, std::string> Api::NodeCertificateRefused(const HttpRequest& r, const Caller& caller) {
+  if (!r.peer) {
+    return {401, fmt::format("over TLS, node '{}''s requests need its client certificate (issued at registration)", caller.node)};
+  }
+  if (r.peer->common_name != caller.node) {
+    return {403, fmt::format("this client certificate is node '{}''s; the credential is node '{}''s", r.peer->common_name,
+                             caller.node)};
+  }
+  // Certificates' times are the wall clock's.
+  const int64_t now = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+  if (r.peer->not_after_ms <= now) {
+    return {401, fmt::format("node '{}''s client certificate (serial {}) expired {} ago; the agent registers again for a new one",
+                             caller.node, r.peer->serial, FormatMillis(Millis{now - r.peer->not_after_ms}))};
+  }
+  if (std::string why = c_.NodeCertificateRefused(caller.node, r.peer->serial); !why.empty()) return {401, why};
+  return {0, ""};
+}
+
+Result<std::string> Api::IssueNodeCertificate(const std::string& node, const std::string& csr) {
+  if (!options_.sign_node_certificate) return Error(StatusCode::kFailedPrecondition, "this server issues no client certificates");
+  auto cert = options_.sign_node_certificate(node, csr);
+  if (!cert) return tl::unexpected(cert.error());
+  auto info = ReadCertInfo(*cert);
+  if (!info) return tl::unexpected(info.error());
+  if (Status s = c_.RecordNodeCertificate(node, info->serial); !s.ok()) return tl::unexpected(s);
+  return *cert;
 }
 
 void Api::Route(const HttpRequest& r, const Caller& caller, Respond& respond) {
@@ -943,6 +983,12 @@ void Api::Route(const HttpRequest& r, const Caller& caller, Respond& respond) {
         Poke();
         return respond(Json(200, c_.NodeJson(name)));
       }
+      // Revokes the node's client certificates (mutual TLS): the agent must register again.
+      if (p.size() == 4 && p[3] == "certificates" && m == "DELETE") {
+        Status s = c_.RevokeNodeCertificates(name);
+        if (!s.ok()) return respond(Fail(HttpStatusOf(s), s.message()));
+        return respond(Json(200, c_.NodeJson(name)));
+      }
       if (p.size() == 4 && (p[3] == "drain" || p[3] == "undrain") && m == "POST") {
         const bool evict = p[3] == "drain" && r.query.count("evict") && r.query.at("evict") != "false";
         Status s = evict ? c_.Evict(name) : c_.SetDraining(name, p[3] == "drain");
@@ -989,7 +1035,22 @@ void Api::Route(const HttpRequest& r, const Caller& caller, Respond& respond) {
                          {"checkpoint_max_bytes", c_.checkpoint_max_bytes()}};
       if (c_.epoch() > 0) out["epoch"] = c_.epoch();
       if (!reg_done->credential.empty()) out["credential"] = reg_done->credential;
+      if (!reg->csr.empty()) {
+        auto cert = IssueNodeCertificate(reg_done->node, reg->csr);
+        if (!cert) return respond(Fail(HttpStatusOf(cert.error()), "csr: " + cert.error().message()));
+        out["certificate"] = *cert;
+      }
       return respond(Json(200, out.dump()));
+    }
+    // A new client certificate for the calling node, before its own expires (rotation).
+    if (p[2] == "certificate") {
+      const nlohmann::json body = nlohmann::json::parse(r.body, nullptr, false);
+      if (!body.is_object() || !body.contains("csr") || !body["csr"].is_string()) {
+        return respond(Fail(400, "field 'csr': expected a PEM certificate signing request"));
+      }
+      auto cert = IssueNodeCertificate(caller.node, body["csr"].get<std::string>());
+      if (!cert) return respond(Fail(HttpStatusOf(cert.error()), cert.error().message()));
+      return respond(Json(200, nlohmann::json{{"certificate", *cert}}.dump()));
     }
     if (p[2] == "heartbeat") return HeartbeatRoute(r, caller, std::move(respond));
   }

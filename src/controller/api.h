@@ -40,6 +40,11 @@ struct ApiOptions {
   // When set, /metrics wants this bearer token (or the admin's): for deployments where node
   // and tenant names are themselves sensitive. Empty: Prometheus scrapes without one.
   std::string metrics_token;
+  // TLS: the CA that vouches for this server (GET /v1/ca, for agents that check it against
+  // their join token's hash) and the signer of nodes' client certificates (a CSR for a node;
+  // unset: none are issued).
+  std::string ca_pem;
+  std::function<Result<std::string>(const std::string& node, const std::string& csr_pem)> sign_node_certificate;
 };
 
 class Api {
@@ -90,6 +95,11 @@ class Api {
   std::string Forbidden(const Caller& caller, std::string_view method, std::string_view path) const;
   void Route(const HttpRequest& r, const Caller& caller, Respond& respond);
   void HeartbeatRoute(const HttpRequest& r, const Caller& caller, Respond respond);
+  // Over TLS a node's requests come with its client certificate, in force and its own: why
+  // not ("" when they do), and the HTTP status to say it with.
+  std::pair<int, std::string> NodeCertificateRefused(const HttpRequest& r, const Caller& caller);
+  // Signs `csr` for `node` and records it: {"certificate": PEM}.
+  Result<std::string> IssueNodeCertificate(const std::string& node, const std::string& csr);
   void DrainBeats();
   void HandleBeat(const std::string& body, const std::string& caller_node, Respond respond);
   struct PendingBeat {

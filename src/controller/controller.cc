@@ -316,6 +316,7 @@ Status Controller::Recover() {
     NodeSlot& slot = nodes_[id->value()];
     slot.record.draining = n->draining;
     slot.record.credential_hash = n->credential_hash;
+    slot.record.cert_serials = n->cert_serials;
     slot.record.claim = n->claim;
     if (!n->credential_hash.empty()) by_credential_[n->credential_hash] = *id;
     for (size_t g = 0; g < n->gpu_health.size() && g < kMaxGpusPerNode; ++g) {

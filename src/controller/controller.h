@@ -293,6 +293,15 @@ class Controller {
   Result<Registration> Register(const RegisterRequest& r);
   // The node whose credential this is; nullopt when it is nobody's.
   std::optional<std::string> NodeOfCredential(std::string_view credential) const;
+  // Client certificates (mutual TLS). The server signs them (the API); the controller keeps
+  // which are in force for each node (NodeRecord::cert_serials), in the store.
+  Status RecordNodeCertificate(const std::string& node, const std::string& serial);
+  // "" when the certificate `serial` is one of `node`'s in force, else why not. The first use
+  // of the newest retires the one before it (a rotation is over).
+  std::string NodeCertificateRefused(const std::string& node, const std::string& serial);
+  // Revokes every certificate of the node (an event names who did it); the agent must register
+  // again, with the join token and its credential, for a new one.
+  Status RevokeNodeCertificates(const std::string& node);
   // Applies the agent's news and returns what it should start and stop now. The API has checked
   // that the caller's credential is h.node's; reports about other nodes' attempts are ignored.
   Result<HeartbeatReply> Heartbeat(const gp::Heartbeat& h);

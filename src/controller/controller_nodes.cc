@@ -233,6 +233,42 @@ std::optional<std::string> Controller::NodeOfCredential(std::string_view credent
   return nodes_[it->second.value()].record.spec.name;
 }
 
+Status Controller::RecordNodeCertificate(const std::string& node, const std::string& serial) {
+  NodeSlot* slot = SlotByName(node);
+  if (!slot) return Status(StatusCode::kNotFound, fmt::format("no node '{}'", node));
+  auto& serials = slot->record.cert_serials;
+  serials.push_back(serial);
+  if (serials.size() > 2) serials.erase(serials.begin(), serials.end() - 2);
+  Emit("node.certificate_issued", "node/" + node, nlohmann::json{{"node", node}, {"serial", serial}}.dump());
+  return PersistNode(*slot);
+}
+
+std::string Controller::NodeCertificateRefused(const std::string& node, const std::string& serial) {
+  NodeSlot* slot = SlotByName(node);
+  if (!slot) return fmt::format("no node '{}'", node);
+  auto& serials = slot->record.cert_serials;
+  auto it = std::find(serials.begin(), serials.end(), serial);
+  if (it == serials.end()) {
+    return fmt::format("node '{}''s client certificate (serial {}) is not in force: it was revoked or replaced; the agent "
+                       "registers again for a new one",
+                       node, serial);
+  }
+  if (it + 1 == serials.end() && serials.size() > 1) {
+    serials.erase(serials.begin(), it);  // the newest in use: the one before it is retired
+    if (Status s = PersistNode(*slot); !s.ok()) return "the server could not store the node: " + s.message();
+  }
+  return "";
+}
+
+Status Controller::RevokeNodeCertificates(const std::string& node) {
+  NodeSlot* slot = SlotByName(node);
+  if (!slot) return Status(StatusCode::kNotFound, fmt::format("no node '{}'", node));
+  const size_t n = slot->record.cert_serials.size();
+  slot->record.cert_serials.clear();
+  Emit("node.certificates_revoked", "node/" + node, nlohmann::json{{"node", node}, {"certificates", n}}.dump());
+  return PersistNode(*slot);
+}
+
 Result<Controller::Registration> Controller::Register(const RegisterRequest& r) {
   // A claim a real GPU cannot back: more than half again the memory its model has. (Checked
   // here, not on recovery: a node the store already holds is loaded as it was.)

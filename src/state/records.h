@@ -169,6 +169,9 @@ struct NodeRecord {
   // SHA-256 (hex) of the node's own credential, issued at its first registration; the journal
   // keeps it, the API never shows it.
   std::string credential_hash;
+  // The serials (hex) of the client certificates issued to the node that are in force, newest
+  // last: at most two (the one in use, and the one a rotation has just issued).
+  std::vector<std::string> cert_serials;
   int max_tasks = 0;  // tasks at once (0: no limit said)
   std::string claim;  // the claim it was acquired for from a provider ("" for a node someone else started)
   std::string offer;  // the offer that claim bought it from (its price and billing)

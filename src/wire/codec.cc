@@ -725,6 +725,7 @@ std::string NodeToJson(const NodeRecord& n, const Fleet& fleet, std::string_view
   HostOut(o, n.host);
   o.Key("labels").Env(n.spec.labels);
   if (!n.credential_hash.empty()) o.Key("credential_sha256").Str(n.credential_hash);
+  if (!n.cert_serials.empty()) o.Key("cert_serials").Strs(n.cert_serials);
   if (n.max_tasks > 0) o.Key("max_tasks").Int(n.max_tasks);
   if (!n.claim.empty()) o.Key("claim").Str(n.claim);
   if (!n.offer.empty()) o.Key("offer").Str(n.offer);
@@ -751,6 +752,7 @@ Result<NodeRecord> NodeFromJson(std::string_view json) {
     // GPUs come back as devices; the controller re-interns their models.
     n.gpu_model = Str(j, "model");
     n.credential_hash = Str(j, "credential_sha256");
+    n.cert_serials = Strings(j, "cert_serials");
     n.max_tasks = static_cast<int>(Int(j, "max_tasks", 0, kMaxTaskSlots, 0));
     n.claim = Str(j, "claim");
     n.offer = Str(j, "offer");
@@ -789,6 +791,7 @@ std::string RegisterToJson(const RegisterRequest& r) {
   if (!r.credential.empty()) o.Key("credential").Str(r.credential);
   if (r.max_tasks > 0) o.Key("max_tasks").Int(r.max_tasks);
   if (!r.claim.empty()) o.Key("claim").Str(r.claim);
+  if (!r.csr.empty()) o.Key("csr").Str(r.csr);
   o.EndObject();
   return o.Text();
 }
@@ -797,7 +800,7 @@ Result<RegisterRequest> ParseRegister(std::string_view body) {
   return Guard([&]() -> Result<RegisterRequest> {
     const In j = ParseObject(body, "register");
     OnlyFields(j, {"name", "site", "provider", "tier", "address", "cpu_cores", "memory_mib", "gpu_source", "gpus", "labels",
-                   "credential", "max_tasks", "claim"});
+                   "credential", "max_tasks", "claim", "csr"});
     RegisterRequest r;
     r.name = Str(j, "name");
     if (Status s = ValidateNodeName(r.name); !s.ok()) throw Bad{s.message()};
@@ -820,6 +823,8 @@ Result<RegisterRequest> ParseRegister(std::string_view body) {
     r.claim = Str(j, "claim");
     if (r.claim.size() > 128) throw Bad{"field 'claim': at most 128 characters"};
     CheckText(r.claim, "claim", true);
+    r.csr = Str(j, "csr");
+    if (r.csr.size() > 16 * 1024) throw Bad{"field 'csr': at most 16 KiB of PEM"};
     if (j.contains("gpus")) {
       if (!j["gpus"].is_array() || j["gpus"].size() > kMaxGpusPerNode) throw Bad{"field 'gpus': expected at most 16 GPUs"};
       for (const In& g : j["gpus"]) {

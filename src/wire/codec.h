@@ -53,6 +53,9 @@ struct RegisterRequest {
   int max_tasks = 0;
   // The claim it was created for, when the pool acquired it from a provider (docs/providers.md).
   std::string claim;
+  // A certificate signing request (PEM) for the node's client certificate (mutual TLS): over
+  // TLS the server answers with the certificate.
+  std::string csr;
 };
 // Node names are host names: letters, digits, '.', '-', '_' (so they are safe in paths, URLs
 // and terminals).

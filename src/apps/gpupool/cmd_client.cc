@@ -1,6 +1,7 @@
 // The user verbs: submit, jobs, job, logs, cancel, nodes, node, drain, undrain, wait, explain.
 // The server address and token come from --server/--token, then GPUPOOL_ADDR/GPUPOOL_TOKEN,
-// then ~/.config/gpupool/config ("server = HOST:PORT", "token = ..." or "token_file = PATH").
+// then ~/.config/gpupool/config ("server = HOST:PORT" or "https://HOST:PORT", "token = ..." or
+// "token_file = PATH", "ca = PATH" for https).
 // Exit codes: 0 done; 1 the server said no or could not be reached; 2 usage; `wait` exits with
 // the job's own exit code.
 #include <fmt/format.h>
@@ -42,6 +43,7 @@ using nlohmann::json;
 struct Conn {
   std::string server;
   std::string token;
+  std::string ca;  // the pool's CA (PEM file), for https://
   bool json_out = false;
 };
 
@@ -81,7 +83,16 @@ Result<HttpClient> Connect(const Conn& c) {
   if (token.empty()) {
     return InvalidArgument("no token: give --token, set GPUPOOL_TOKEN, or put token_file = PATH in ~/.config/gpupool/config");
   }
-  return HttpClient::Create(server, token);
+  ClientTls tls;
+  std::string ca = c.ca;
+  if (ca.empty()) ca = std::getenv("GPUPOOL_CA") ? std::getenv("GPUPOOL_CA") : "";
+  if (ca.empty()) ca = ConfigValue("ca");
+  if (!ca.empty() && server.find("https://") != std::string::npos) {
+    std::ifstream in(ca);
+    if (!in) return InvalidArgument(fmt::format("the CA {}: cannot read it", ca));
+    tls.ca_pem.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  }
+  return HttpClient::Create(server, token, tls);
 }
 
 // Calls the server; on a non-2xx answer prints its message and returns nullopt.
@@ -108,6 +119,7 @@ std::optional<std::string> Call(const Conn& c, const std::string& method, const 
 void AddConn(CLI::App* cmd, const std::shared_ptr<Conn>& c) {
   cmd->add_option("--server", c->server, "server HOST:PORT (default: $GPUPOOL_ADDR, config, 127.0.0.1:7070)");
   cmd->add_option("--token", c->token, "bearer token (default: $GPUPOOL_TOKEN, config)");
+  cmd->add_option("--ca", c->ca, "the pool's CA for an https:// server (default: $GPUPOOL_CA, config's ca = PATH)");
   cmd->add_flag("--json", c->json_out, "print JSON for scripts");
 }
 

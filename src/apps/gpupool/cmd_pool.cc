@@ -3,6 +3,9 @@
 // with simulated GPUs on this machine, for trying gpupool in one command).
 #include <fmt/format.h>
 #include <signal.h>
+#include <ifaddrs.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -18,6 +21,7 @@
 #include "adapters/etcd_journal.h"
 #include "adapters/fleet_loader.h"
 #include "adapters/http.h"
+#include "adapters/pki.h"
 #include "adapters/secrets.h"
 #include "adapters/sqlite_journal.h"
 #include "adapters/tokens.h"
@@ -78,6 +82,13 @@ struct ServerArgs {
   std::string leader_ttl = "3s";
   std::string secrets_key_file;  // default: DATA_DIR/secrets.key
   std::string metrics_token_file;  // /metrics wants this token; default: none (open)
+  // TLS (docs/live-pool.md): by default the pool's own CA in DATA_DIR/tls, made on first start.
+  std::string tls_cert;  // the operator's server certificate (PEM, chain), with --tls-key and --tls-ca
+  std::string tls_key;
+  std::string tls_ca;
+  std::vector<std::string> tls_san;  // more names or addresses for the server certificate the pool makes
+  bool insecure_http = false;        // plain HTTP from other hosts too
+  std::string node_cert_ttl = "30d";  // nodes' client certificates; agents rotate them at two thirds
 };
 
 // The dashboard's built files: --web-dir, else web/dist of the source tree the binary was
@@ -114,7 +125,15 @@ struct Server {
   uint16_t port = 0;
   std::string admin_token_path;
   std::string admin_token;
-  std::string join_token;
+  std::string join_token;       // its secret, which the API checks
+  std::string join_token_full;  // as agents are given it: the secret and the CA's hash
+  // TLS: what the listeners serve, the CA that vouches for the server (its hash in the join
+  // token), and the signer of nodes' client certificates.
+  std::optional<ServerTls> tls;
+  std::string ca_pem;
+  std::string ca_hash;
+  CertKey node_ca;
+  int64_t node_cert_seconds = 0;
   // Leadership (etcd): who leads as this server last read it, this server's address, and the
   // epoch it leads in (the leader key's create revision; 0 with SQLite: one server).
   std::string advertise;
@@ -134,7 +153,7 @@ struct Server {
         target += sep + k + "=" + v;
         sep = '&';
       }
-      out.headers.emplace_back("Location", "http://" + leader + target);
+      out.headers.emplace_back("Location", (r.tls ? "https://" : "http://") + leader + target);
       out.headers.emplace_back("X-Gpupool-Leader", leader);
       out.body = ErrorJson(fmt::format("this server is a standby; the leader is at {}", leader));
       return out;
@@ -172,6 +191,156 @@ Status PrepareDataDir(const ServerArgs& a) {
 }
 
 // Serves --listen (and --also-listen): the API once this server leads, a standby's answer before.
+// The names and addresses the server's certificate carries: the listen addresses (every
+// interface's for a wildcard), loopback, this host's name, --advertise's host and --tls-san.
+std::vector<std::string> ServerNames(const ServerArgs& a) {
+  std::set<std::string> names = {"127.0.0.1", "::1", "localhost"};
+  auto host_of = [](const std::string& hp) {
+    std::string h = hp.substr(0, hp.rfind(':'));
+    if (h.starts_with("https://")) h = h.substr(8);
+    if (h.size() > 2 && h.front() == '[' && h.back() == ']') h = h.substr(1, h.size() - 2);
+    return h;
+  };
+  bool wildcard = false;
+  std::vector<std::string> listens = a.also_listen;
+  listens.push_back(a.listen);
+  for (const std::string& l : listens) {
+    const std::string h = host_of(l);
+    if (h == "0.0.0.0" || h == "::" || h.empty()) wildcard = true;
+    else names.insert(h);
+  }
+  if (wildcard) {
+    ifaddrs* all = nullptr;
+    if (getifaddrs(&all) == 0) {
+      for (ifaddrs* i = all; i; i = i->ifa_next) {
+        if (!i->ifa_addr || (i->ifa_addr->sa_family != AF_INET && i->ifa_addr->sa_family != AF_INET6)) continue;
+        char text[INET6_ADDRSTRLEN] = {};
+        const void* addr = i->ifa_addr->sa_family == AF_INET ? static_cast<const void*>(&reinterpret_cast<sockaddr_in*>(i->ifa_addr)->sin_addr)
+                                                             : static_cast<const void*>(&reinterpret_cast<sockaddr_in6*>(i->ifa_addr)->sin6_addr);
+        if (inet_ntop(i->ifa_addr->sa_family, addr, text, sizeof(text)) && !std::string(text).starts_with("fe80")) names.insert(text);
+      }
+      freeifaddrs(all);
+    }
+  }
+  char hostname[256] = {};
+  if (gethostname(hostname, sizeof(hostname) - 1) == 0 && hostname[0] != '\0') names.insert(hostname);
+  if (!a.advertise.empty()) names.insert(host_of(a.advertise));
+  for (const std::string& n : a.tls_san) names.insert(n);
+  return {names.begin(), names.end()};
+}
+
+Result<std::string> ReadPem(const std::string& path, const char* flag) {
+  std::ifstream in(path);
+  if (!in) return Error(StatusCode::kInvalidArgument, fmt::format("{} {}: cannot read it", flag, path));
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  if (text.find("-----BEGIN") == std::string::npos) return Error(StatusCode::kInvalidArgument, fmt::format("{} {}: not PEM", flag, path));
+  return text;
+}
+
+// The pool's CA (the signer of nodes' client certificates, and of the server's own unless the
+// operator gives one): DATA_DIR/tls/ca.{crt,key}, made on first start; with etcd, the one all
+// the pool's servers share (kept in etcd beside the tokens).
+Result<CertKey> PoolCa(const ServerArgs& a, EtcdClient* etcd) {
+  namespace fs = std::filesystem;
+  const fs::path dir = fs::path(a.data_dir) / "tls";
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  fs::permissions(dir, fs::perms::owner_all | fs::perms::group_exec | fs::perms::others_exec, ec);
+  CertKey ca;
+  if (etcd) {
+    auto made = MakeCa("gpupool CA", 3650);
+    if (!made) return tl::unexpected(made.error());
+    const std::string cert_key = a.store_prefix + "/secrets/ca.crt";
+    const std::string key_key = a.store_prefix + "/secrets/ca.key";
+    auto r = etcd->Txn({EtcdCreated{.key = cert_key, .create_revision = 0}},
+                       {EtcdOp::Put(cert_key, made->cert_pem), EtcdOp::Put(key_key, made->key_pem), EtcdOp::Get(cert_key), EtcdOp::Get(key_key)},
+                       {EtcdOp::Get(cert_key), EtcdOp::Get(key_key)});
+    if (!r) return tl::unexpected(r.error());
+    if (r->ranges.size() < 2 || r->ranges[0].kvs.empty() || r->ranges[1].kvs.empty()) {
+      return Error(StatusCode::kFailedPrecondition, "etcd: the pool's CA is not there");
+    }
+    ca = CertKey{.cert_pem = r->ranges[0].kvs[0].value, .key_pem = r->ranges[1].kvs[0].value};
+  } else if (fs::exists(dir / "ca.key", ec)) {
+    auto cert = ReadPem((dir / "ca.crt").string(), "the pool's CA");
+    auto key = ReadPem((dir / "ca.key").string(), "the pool's CA key");
+    if (!cert) return tl::unexpected(cert.error());
+    if (!key) return tl::unexpected(key.error());
+    return CertKey{.cert_pem = *cert, .key_pem = *key};
+  } else {
+    auto made = MakeCa("gpupool CA", 3650);
+    if (!made) return tl::unexpected(made.error());
+    ca = *made;
+  }
+  if (Status s = StoreSecret((dir / "ca.key").string(), ca.key_pem); !s.ok()) return tl::unexpected(s);
+  std::ofstream((dir / "ca.crt").string()) << ca.cert_pem;
+  return ca;
+}
+
+// TLS for the server's listeners: the pool's CA, and the server's certificate (the operator's
+// with --tls-cert, else one the CA issues at every start for the names ServerNames finds).
+Status PrepareTls(Server& srv, const ServerArgs& a, EtcdClient* etcd) {
+  namespace fs = std::filesystem;
+  auto ttl = ParseDuration(a.node_cert_ttl);
+  if (!ttl || ttl->value() < 10'000) return BadArg("--node-cert-ttl: expected a duration of at least 10s, e.g. 30d");
+  srv.node_cert_seconds = ttl->value() / 1000;
+  auto ca = PoolCa(a, etcd);
+  if (!ca) return Status(ca.error().code(), "TLS: " + ca.error().message());
+  srv.node_ca = *ca;
+  ServerTls tls{.client_ca_pem = ca->cert_pem, .plain_from_anywhere = a.insecure_http};
+  const fs::path dir = fs::path(a.data_dir) / "tls";
+  if (!a.tls_cert.empty() || !a.tls_key.empty()) {
+    if (a.tls_cert.empty() || a.tls_key.empty() || a.tls_ca.empty()) {
+      return BadArg("--tls-cert, --tls-key and --tls-ca go together (the server's certificate, its key, and the CA that signed "
+                    "it, for agents and the CLI)");
+    }
+    auto cert = ReadPem(a.tls_cert, "--tls-cert");
+    auto key = ReadPem(a.tls_key, "--tls-key");
+    auto trust = ReadPem(a.tls_ca, "--tls-ca");
+    for (const auto* r : {&cert, &key, &trust}) {
+      if (!*r) return r->error();
+    }
+    if (Status s = VerifyCert(*trust, *cert); !s.ok()) return BadArg(fmt::format("--tls-cert {}: not signed by --tls-ca {}: {}", a.tls_cert, a.tls_ca, s.message()));
+    tls.cert_chain_pem = *cert;
+    tls.key_pem = *key;
+    srv.ca_pem = *trust;
+  } else {
+    auto server = IssueCert(*ca, "gpupool server", ServerNames(a), CertUse::kServer, 365);
+    if (!server) return Status(server.error().code(), "TLS: " + server.error().message());
+    tls.cert_chain_pem = server->cert_pem + ca->cert_pem;
+    tls.key_pem = server->key_pem;
+    srv.ca_pem = ca->cert_pem;
+    if (Status s = StoreSecret((dir / "server.key").string(), server->key_pem); !s.ok()) return s;
+    std::ofstream((dir / "server.crt").string()) << server->cert_pem;
+  }
+  auto hash = PublicKeyHash(srv.ca_pem);
+  if (!hash) return hash.error();
+  srv.ca_hash = *hash;
+  srv.tls = std::move(tls);
+  return Status::Ok();
+}
+
+// The address agents this server starts are given: plain HTTP over loopback, else HTTPS (they
+// check the server against the join token's CA hash).
+std::string AgentAddress(const std::string& advertise) {
+  const std::string host = advertise.substr(0, advertise.rfind(':'));
+  const bool loopback = host == "localhost" || host.starts_with("127.") || host == "::1" || host == "[::1]";
+  return loopback ? advertise : "https://" + advertise;
+}
+
+// The join token as agents are given it (with the CA's hash), in DATA_DIR/join.token.
+Status WriteJoinToken(Server& srv, const ServerArgs& a) {
+  srv.join_token_full = FormatJoinToken(JoinToken{.secret = srv.join_token, .ca_hash = srv.ca_hash});
+  return StoreSecret((std::filesystem::path(a.data_dir) / "join.token").string(), srv.join_token_full);
+}
+
+// What a starting server prints after its address: where the CA and the tokens are.
+std::string StartBanner(const Server& srv, const ServerArgs& a) {
+  const std::string ca = a.tls_ca.empty() ? (std::filesystem::path(a.data_dir) / "tls" / "ca.crt").string() : a.tls_ca;
+  return fmt::format("  plain HTTP:  {}\n  CA:          {} ({})\n  admin token: {}\n  join token:  {}/join.token (with the CA's hash)\n",
+                     a.insecure_http ? "from anywhere (--insecure-http)" : "over loopback only", ca, srv.ca_hash,
+                     srv.admin_token_path, a.data_dir);
+}
+
 Status ListenAll(Server& srv, const ServerArgs& a) {
   namespace fs = std::filesystem;
   std::error_code ec;
@@ -191,11 +360,11 @@ Status ListenAll(Server& srv, const ServerArgs& a) {
     if (s->api) return s->api->Handle(std::move(r), std::move(respond));
     respond(s->Standby(r));
   };
-  auto port = srv.loop.Listen(a.listen, handle, admit, limits);
+  auto port = srv.loop.Listen(a.listen, handle, admit, limits, srv.tls);
   if (!port) return port.error();
   srv.port = *port;
   for (const std::string& more : a.also_listen) {
-    auto p = srv.loop.Listen(more, handle, admit, limits);
+    auto p = srv.loop.Listen(more, handle, admit, limits, srv.tls);
     if (!p) return p.error();
   }
   if (srv.advertise.empty()) {
@@ -281,7 +450,12 @@ Status StartLeader(Server& srv, const ServerArgs& a, std::unique_ptr<Journal> jo
                                              .web_dir = FindWebDir(a.web_dir), .body_limit = a.body_limit,
                                              .max_queued_heartbeats = a.max_queued_heartbeats,
                                              .metrics_gpu_series_nodes = a.metrics_gpu_series_nodes,
-                                             .metrics_token = metrics_token});
+                                             .metrics_token = metrics_token,
+                                             .ca_pem = srv.ca_pem,
+                                             .sign_node_certificate = [ca = srv.node_ca, ttl = srv.node_cert_seconds](
+                                                                          const std::string& node, const std::string& csr) {
+                                               return SignClientCsr(ca, csr, node, ttl);
+                                             }});
   Api* api = srv.api.get();
   if (!a.events.empty()) {
     auto opts = ParseKafkaUrl(a.events);
@@ -337,7 +511,7 @@ Status StartLeader(Server& srv, const ServerArgs& a, std::unique_ptr<Journal> jo
     auto idle = ParseDuration(a.scale_down_idle);
     if (!idle) return BadArg("--scale-down-idle: " + idle.error().message());
     srv.autoscaler = std::make_unique<Autoscaler>(*srv.controller, srv.loop, std::move(provisioners),
-                                                  AutoscalerOptions{.server = srv.advertise, .join_token = srv.join_token, .idle_after = *idle});
+                                                  AutoscalerOptions{.server = AgentAddress(srv.advertise), .join_token = srv.join_token_full, .idle_after = *idle});
     srv.autoscaler->Start();
     Autoscaler* as = srv.autoscaler.get();
     api->offers = [as] { return as->OffersJson(); };
@@ -361,7 +535,9 @@ Result<std::unique_ptr<Server>> StartServer(const ServerArgs& a) {
   srv->admin_token = *admin;
   auto join = LoadOrCreateToken((fs::path(a.data_dir) / "join.token").string());
   if (!join) return tl::unexpected(join.error());
-  srv->join_token = *join;
+  srv->join_token = ParseJoinToken(*join).secret;
+  if (Status s = PrepareTls(*srv, a, nullptr); !s.ok()) return tl::unexpected(s);
+  if (Status s = WriteJoinToken(*srv, a); !s.ok()) return tl::unexpected(s);
   auto journal = SqliteJournal::Open((fs::path(a.data_dir) / "gpupool.db").string());
   if (!journal) return tl::unexpected(journal.error());
   for (const char* f : {"gpupool.db", "gpupool.db-wal", "gpupool.db-shm"}) {
@@ -418,10 +594,12 @@ int RunEtcdServer(const ServerArgs& a) {
   auto join = SharedSecret(*srv->etcd, a.store_prefix + "/secrets/join-token", (fs::path(a.data_dir) / "join.token").string());
   if (!join) return fail("--store " + a.store + ": " + join.error().message());
   srv->join_token = *join;
+  if (Status s = PrepareTls(*srv, a, srv->etcd.get()); !s.ok()) return fail(s.message());
+  if (Status s = WriteJoinToken(*srv, a); !s.ok()) return fail(s.message());
   if (Status s = ListenAll(*srv, a); !s.ok()) return fail(s.message());
   const std::string host = a.listen.substr(0, a.listen.rfind(':'));
-  fmt::print("gpupool server listening on http://{}:{} (standby until elected; store {}{})\n  admin token: {}\n  join token:  {}/join.token\n",
-             host, srv->port, a.store, a.store_prefix, srv->admin_token_path, a.data_dir);
+  fmt::print("gpupool server listening on https://{}:{} (standby until elected; store {}{})\n{}", host, srv->port, a.store,
+             a.store_prefix, StartBanner(*srv, a));
   std::fflush(stdout);
 
   Server* s = srv.get();
@@ -555,9 +733,11 @@ int RunServer(const ServerArgs& a) {
   const std::string host = a.listen.substr(0, a.listen.rfind(':'));
   // The tokens are named by where they are, never printed: output ends up in logs and
   // terminals' scrollback. The dashboard link carries a one-time code instead.
-  fmt::print("gpupool server listening on http://{}:{}\n  admin token: {}\n  join token:  {}/join.token\n"
-             "  dashboard:   http://{}:{}/?code={} (a one-time link, 15 min; or sign in with the admin token)\n",
-             host, (*srv)->port, (*srv)->admin_token_path, a.data_dir, host, (*srv)->port, (*srv)->api->IssueLoginCode());
+  const bool loopback = AgentAddress(a.listen) == a.listen;
+  fmt::print("gpupool server listening on https://{}:{}\n{}"
+             "  dashboard:   {}://{}:{}/?code={} (a one-time link, 15 min; or sign in with the admin token)\n",
+             host, (*srv)->port, StartBanner(**srv, a), loopback ? "http" : "https", host, (*srv)->port,
+             (*srv)->api->IssueLoginCode());
   std::fflush(stdout);
   (*srv)->loop.Run();
   (*srv)->controller->SaveDecayedUsage((*srv)->clock.Now());  // fair share remembers past a stop
@@ -710,7 +890,9 @@ int RunDev(const DevArgs& a) {
   for (const Node* n : picks) {
     const std::string work = (fs::path(a.data_dir) / "agents" / n->name).string();
     const std::string gpus = fmt::format("{}x{}", n->gpus.size(), fleet.model(n->gpus[0].model).name);
-    std::vector<std::string> args = {"/proc/self/exe", "agent", "--server", addr, "--join-token-file",
+    // TLS even on one machine: the agents check the server against the join token's CA hash
+    // and get their client certificates, as on a real fleet.
+    std::vector<std::string> args = {"/proc/self/exe", "agent", "--server", "https://" + addr, "--join-token-file",
                                      (fs::path(a.data_dir) / "join.token").string(), "--simulate-gpus", gpus,
                                      "--name", n->name, "--site", fleet.site(n->site).name,
                                      "--provider", fleet.provider(n->provider).name, "--tier",
@@ -737,17 +919,17 @@ int RunDev(const DevArgs& a) {
     self = rel.string();
   }
   fmt::print(
-      "gpupool dev: server on http://{} with {} agents, policy {}\n"
+      "gpupool dev: server on https://{} with {} agents, policy {}\n"
       "  dashboard: http://{}/?code={} (a one-time link; or sign in with the admin token)\n"
       "  admin token: {}/admin.token   data: {}\n"
       "  try it (in another terminal):\n"
-      "    export GPUPOOL_ADDR={} GPUPOOL_TOKEN=$(cat {}/admin.token)\n"
+      "    export GPUPOOL_ADDR=https://{} GPUPOOL_CA={}/tls/ca.crt GPUPOOL_TOKEN=$(cat {}/admin.token)\n"
       "    {} submit --gpus 2 -- sh -c 'echo hello from $GPUPOOL_NODE on GPUs $CUDA_VISIBLE_DEVICES'\n"
       "    {} wait 1; {} logs 1; {} jobs; {} nodes\n"
       "{}"
       "  Ctrl-C stops the pool.\n",
-      addr, agents.size(), sa.policy, addr, (*srv)->api->IssueLoginCode(), a.data_dir, a.data_dir, addr, a.data_dir, self, self, self, self,
-      self,
+      addr, agents.size(), sa.policy, addr, (*srv)->api->IssueLoginCode(), a.data_dir, a.data_dir, addr, a.data_dir, a.data_dir, self,
+      self, self, self, self,
       a.autoscale ? fmt::format("  autoscaling: nodes are bought from {} offers when jobs wait, given back after 20 s idle\n"
                                 "    {} offers; {} explain 1; {} usage --by offer,kind\n",
                                 fleet.offers.size(), self, self, self)
@@ -836,6 +1018,18 @@ void AddPoolCommands(CLI::App& app, int* exit_code) {
                      "where the state lives: sqlite (default: DATA_DIR/gpupool.db, one server) or etcd://HOST:PORT[,HOST:PORT...] "
                      "(several servers, one leading; see docs/live-pool.md)");
   server->add_option("--store-prefix", s->store_prefix, "etcd: the key prefix of this pool's state (default /gpupool)");
+  server->add_option("--tls-cert", s->tls_cert,
+                     "the server's certificate (PEM, with its chain), with --tls-key and --tls-ca (default: one the pool's "
+                     "own CA in DATA_DIR/tls issues at every start)");
+  server->add_option("--tls-key", s->tls_key, "the key of --tls-cert");
+  server->add_option("--tls-ca", s->tls_ca, "the CA that signed --tls-cert: served at /v1/ca, its hash in the join token");
+  server->add_option("--tls-san", s->tls_san,
+                     "another DNS name or address for the certificate the pool makes (repeatable; the listen addresses, "
+                     "loopback and the host's name are always in it)");
+  server->add_flag("--insecure-http", s->insecure_http,
+                   "answer plain HTTP from other hosts too (default: plain HTTP over loopback only; TLS from anywhere)");
+  server->add_option("--node-cert-ttl", s->node_cert_ttl,
+                     "how long nodes' client certificates last; agents rotate them at two thirds (default 30d)");
   server->add_option("--metrics-token-file", s->metrics_token_file,
                      "/metrics wants this bearer token (or the admin's); the file is made with a new token if missing "
                      "(default: /metrics is open, as node-exporter's)");
@@ -867,6 +1061,11 @@ void AddPoolCommands(CLI::App& app, int* exit_code) {
   agent->add_option("--server", a->options.server, "server address, HOST:PORT")->required();
   agent->add_option("--join-token", a->options.join_token, "the server's join token");
   agent->add_option("--join-token-file", a->join_token_file, "file holding the join token");
+  agent->add_option("--ca", a->options.ca_file,
+                    "the pool's CA for an https:// server (default: fetched from the server and checked against the join "
+                    "token's hash, then kept in the work dir)");
+  agent->add_flag("--insecure-http", a->options.insecure_http,
+                  "allow plain HTTP to a server on another host (the join token and credential go in clear)");
   agent->add_option("--simulate-gpus", a->options.simulate_gpus, "simulated GPUs, COUNTxMODEL (default: real GPUs via NVML)");
   agent->add_option("--work-dir", a->options.work_dir, "where task outputs are written");
   agent->add_option("--name", a->options.name, "node name (default: host name)");
