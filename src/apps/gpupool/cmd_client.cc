@@ -918,6 +918,16 @@ void AddClientCommands(CLI::App& app, int* exit_code) {
     *exit_code = 0;
   });
 
+  CLI::App* revoke = app.add_subcommand(
+      "revoke-certs", "Revoke a node's client certificates (mutual TLS): its agent must register again, with the join token and "
+                      "its credential, for a new one");
+  AddConn(revoke, conn);
+  revoke->add_option("name", *node_name, "node name")->required();
+  revoke->callback([conn, node_name, exit_code] {
+    *exit_code = Simple(*conn, "DELETE", "/v1/nodes/" + *node_name + "/certificates",
+                        fmt::format("revoked the client certificates of {}", *node_name));
+  });
+
   auto evict = std::make_shared<bool>(false);
   for (const char* verb : {"drain", "undrain"}) {
     CLI::App* d = app.add_subcommand(verb, std::string(verb) == "drain" ? "Stop placing new work on a node" : "Place work on a node again");
