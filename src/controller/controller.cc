@@ -305,7 +305,7 @@ Status Controller::Recover() {
     RegisterRequest r{.name = n->spec.name, .site = n->site, .provider = n->provider,
                       .tier = std::string(PriceTierName(n->spec.tier)), .address = n->agent_address,
                       .cpu_cores = static_cast<int>(n->spec.cpu.value() / 1000), .memory_mib = n->spec.memory.value(),
-                      .gpu_source = n->gpu_source, .max_tasks = n->max_tasks};
+                      .gpu_source = n->gpu_source, .max_tasks = n->max_tasks, .drivers = n->drivers};
     for (const Gpu& g : n->spec.gpus) {
       r.gpus.push_back(GpuDevice{.index = g.index, .uuid = g.uuid, .name = n->gpu_model, .memory = g.memory,
                                  .compute_capability = g.compute_capability, .nvlink_peers = g.nvlink_peers});

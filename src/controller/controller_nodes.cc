@@ -167,6 +167,17 @@ void FillRecord(NodeRecord& rec, const Node& n, const RegisterRequest& r, const 
 }
 }  // namespace
 
+namespace {
+// The drivers a node offers as NodeState::drivers' bits: process only when it said none.
+uint8_t DriverMask(const std::vector<std::string>& drivers) {
+  uint8_t mask = drivers.empty() ? 1 : 0;
+  for (const std::string& d : drivers) {
+    if (auto driver = ParseDriver(d)) mask = static_cast<uint8_t>(mask | 1u << static_cast<int>(*driver));
+  }
+  return mask;
+}
+}  // namespace
+
 Result<NodeId> Controller::AddOrUpdateNode(const RegisterRequest& r) {
   auto site = fleet_.FindSite(r.site);
   if (!site) {
@@ -210,17 +221,23 @@ Result<NodeId> Controller::AddOrUpdateNode(const RegisterRequest& r) {
     s.record.released = false;  // an agent under a released node's name: listed again
     fleet_.nodes[n.id.value()] = std::move(n);
     s.record.max_tasks = r.max_tasks;
-    sched.Update(n.id, [&](NodeState& st) { st.task_slots = static_cast<uint16_t>(r.max_tasks); });
+    s.record.drivers = r.drivers;
+    sched.Update(n.id, [&](NodeState& st) {
+      st.task_slots = static_cast<uint16_t>(r.max_tasks);
+      st.drivers = DriverMask(r.drivers);
+    });
     return n.id;
   }
   n.id = NodeId{static_cast<uint32_t>(fleet_.nodes.size())};
   fleet_.nodes.push_back(n);
   NodeState st = MakeNodeState(fleet_, n);
   st.task_slots = static_cast<uint16_t>(r.max_tasks);
+  st.drivers = DriverMask(r.drivers);
   sched.AddNode(st);
   NodeSlot slot;
   FillRecord(slot.record, n, r, model_name);
   slot.record.max_tasks = r.max_tasks;
+  slot.record.drivers = r.drivers;
   nodes_.push_back(std::move(slot));
   node_ids_[n.name] = n.id;
   return n.id;

@@ -23,6 +23,12 @@ std::optional<TaskLaunch> PrepareLaunch(const JobRecord& j, int i, const LaunchC
   TaskLaunch l{.job = j.spec.id.value(), .task = i, .attempt = j.attempt, .command = j.command, .env = j.env, .workdir = j.workdir,
                .gpu_mask = t.allocation.gpu_mask, .cpu = t.allocation.cpu, .memory = t.allocation.memory};
   l.user = ctx.user;
+  if (j.spec.driver == Driver::kOci && j.container) {
+    l.driver = std::string(DriverName(j.spec.driver));
+    l.image = j.container->image;
+    l.rootfs = j.container->rootfs;
+    l.read_only_root = j.container->read_only;
+  }
   l.env.reserve(l.env.size() + 24);
   auto set = [&](const char* k, std::string v) { l.env.emplace_back(k, std::move(v)); };
   set("CUDA_VISIBLE_DEVICES", gpus);

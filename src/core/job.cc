@@ -6,6 +6,14 @@
 
 namespace gp {
 
+std::string_view DriverName(Driver d) { return d == Driver::kOci ? "oci" : "process"; }
+
+std::optional<Driver> ParseDriver(std::string_view name) {
+  if (name == "process") return Driver::kProcess;
+  if (name == "oci") return Driver::kOci;
+  return std::nullopt;
+}
+
 Status ValidateJobSpec(const JobSpec& s) {
   auto bad = [](std::string m) { return Status(StatusCode::kInvalidArgument, std::move(m)); };
   if (s.tasks < 1 || s.tasks > kMaxTasksPerJob) {

@@ -6,6 +6,7 @@
 
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "core/box.h"
@@ -20,6 +21,15 @@ struct DataSet {
   Bytes size{0};
 };
 
+// How a job's tasks run on their nodes: process groups under the supervisor (the default), or
+// OCI containers (runc, a root file system, namespaces and cgroup limits, GPUs the CDI way).
+// A node runs the drivers it offers (NodeState::drivers); the scheduler's `driver` filter
+// places a job only where its driver is.
+enum class Driver : uint8_t { kProcess = 0, kOci = 1 };
+inline constexpr int kDriverCount = 2;
+std::string_view DriverName(Driver d);
+std::optional<Driver> ParseDriver(std::string_view name);
+
 struct JobSpec {
   JobId id;
   std::string name;
@@ -31,6 +41,7 @@ struct JobSpec {
   MilliCpu cpu_per_task{0};
   MiB memory_per_task{0};
   int priority = 0;                      // higher first under the priority queue order
+  Driver driver = Driver::kProcess;      // (in the padding after priority)
   std::string tenant;
   Box<DataSet> data;                     // where its data lives (few jobs say)
   std::optional<Millis> estimated_duration;

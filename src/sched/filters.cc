@@ -94,11 +94,22 @@ class TaskSlotFilter final : public Filter {
   }
 };
 
+// The node runs the job's driver (process groups, or OCI containers).
+class DriverFilter final : public Filter {
+ public:
+  std::optional<Reason> Check(const PendingJob& j, const TaskDemand&, const NodeState& n) const override {
+    const int d = static_cast<int>(j.spec->driver);
+    if (n.drivers >> d & 1) return std::nullopt;
+    return Reason{ReasonCode::kDriver, d, n.drivers, 0};
+  }
+};
+
 }  // namespace
 
 void RegisterFilters(Registry& r) {
   r.AddFilter("health", "the node is healthy (F_i = 1)", Registry::Of<Filter, HealthFilter>());
   r.AddFilter("draining", "the node is not draining", Registry::Of<Filter, DrainingFilter>());
+  r.AddFilter("driver", "the node runs the job's driver (process, or oci containers)", Registry::Of<Filter, DriverFilter>());
   r.AddFilter("gpu-model", "the node's GPU model is one the job allows", Registry::Of<Filter, GpuModelFilter>());
   r.AddFilter("gpu-memory", "each GPU has at least the job's minimum memory", Registry::Of<Filter, GpuMemoryFilter>());
   r.AddFilter("price-ceiling", "the node's GPU-hour price is within the job's ceiling", Registry::Of<Filter, PriceFilter>());

@@ -21,6 +21,7 @@ std::string_view ReasonName(ReasonCode code) {
     case ReasonCode::kClusterGpus: return "cluster-gpus";
     case ReasonCode::kTaskSlots: return "task-slots";
     case ReasonCode::kQuota: return "quota";
+    case ReasonCode::kDriver: return "driver";
     case ReasonCode::kCount: break;
   }
   return "?";
@@ -61,6 +62,14 @@ std::string DescribeReason(const Reason& r, const Fleet& fleet, const PendingJob
                          static_cast<double>(r.available) / 1000, static_cast<double>(r.capacity) / 1000);
     case ReasonCode::kTaskSlots:
       return fmt::format("tasks: the node runs at most {} at once (its CPUs and process limit), {} free", r.capacity, r.available);
+    case ReasonCode::kDriver: {
+      std::string offers;
+      for (int d = 0; d < kDriverCount; ++d) {
+        if (r.available >> d & 1) offers += std::string(offers.empty() ? "" : ", ") + std::string(DriverName(static_cast<Driver>(d)));
+      }
+      return fmt::format("driver: the job runs with {}, the node offers {}", DriverName(static_cast<Driver>(r.asked)),
+                         offers.empty() ? "none" : offers);
+    }
     case ReasonCode::kQuota: {
       const std::string model = r.model >= 0 && r.model < static_cast<int64_t>(fleet.models.size())
                                     ? fleet.models[static_cast<size_t>(r.model)].name

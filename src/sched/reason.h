@@ -27,6 +27,7 @@ enum class ReasonCode : uint8_t {
   kClusterGpus,    // whole cluster, thousandths of GPUs: asked in all, free, total
   kTaskSlots,      // tasks at once on the node: asked 1, free slots, slots
   kQuota,          // the tenant's quota, thousandths of a GPU of `model`: asked, it may take, nominal
+  kDriver,         // asked: the job's Driver, available: the node's drivers (bit mask)
   kCount
 };
 inline constexpr int kReasonCodeCount = static_cast<int>(ReasonCode::kCount);

@@ -22,6 +22,7 @@ struct NodeState {
   NodeId id;
   uint8_t model_bit = kNoGpuModelBit;  // GpuModelId value, or kNoGpuModelBit for no GPUs
   uint8_t gpu_count = 0;
+  uint8_t drivers = 0xff;              // bit d: the node runs Driver d (every one, unless the node said)
   MiB gpu_memory{0};
   SiteId site;
   MicroUsd price{0};                   // per GPU-hour

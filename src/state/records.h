@@ -105,6 +105,15 @@ struct SealedSecrets {
   std::vector<std::pair<std::string, std::string>> items;
 };
 
+// An oci job's container (JobSpec::driver): its root file system, a directory on the node, or
+// an image the node unpacks with its operator's tool (gpupool agent --oci-unpack); and whether
+// that root is mounted read-only.
+struct ContainerSpec {
+  std::string image;
+  std::string rootfs;
+  bool read_only = false;
+};
+
 // A job as the server keeps it. The server holds one per job in memory (100,000 at fleet
 // scale): what few jobs have is boxed (Box: a pointer when absent), and the small fields sit
 // together, so a record and its map node fit jemalloc's 512-byte class (a test checks the size).
@@ -145,6 +154,7 @@ struct JobRecord {
   Box<ArraySpec> array;
   Box<ArrayProgress> progress;
   Box<SealedSecrets> secrets;        // few jobs have any
+  Box<ContainerSpec> container;      // oci jobs only
   // An element's: its array's id (0: not an element), and its index (array_index, above).
   uint64_t array_of = 0;
   bool is_array() const { return array.has_value(); }
@@ -172,6 +182,7 @@ struct NodeRecord {
   // The serials (hex) of the client certificates issued to the node that are in force, newest
   // last: at most two (the one in use, and the one a rotation has just issued).
   std::vector<std::string> cert_serials;
+  std::vector<std::string> drivers;  // as registered ("process", "oci"); empty: process only
   int max_tasks = 0;  // tasks at once (0: no limit said)
   std::string claim;  // the claim it was acquired for from a provider ("" for a node someone else started)
   std::string offer;  // the offer that claim bought it from (its price and billing)

@@ -335,11 +335,39 @@ auto Guard(F&& f) -> decltype(f()) {
 
 }  // namespace
 
+// `driver`, and an oci job's `image` or `rootfs` and `read_only_root`: the fields of a
+// submission and of a stored record alike.
+static void ParseContainer(const In& j, JobRecord& r) {
+  const std::string driver = Str(j, "driver", "process");
+  auto d = ParseDriver(driver);
+  if (!d) throw Bad{fmt::format("field 'driver': '{}' is not a driver; expected process or oci", driver.substr(0, 64))};
+  r.spec.driver = *d;
+  ContainerSpec c{.image = Str(j, "image"), .rootfs = Str(j, "rootfs"), .read_only = Bool(j, "read_only_root", false)};
+  if (*d == Driver::kProcess) {
+    for (const char* f : {"image", "rootfs", "read_only_root"}) {
+      if (j.contains(f) && !j[f].is_null()) throw Bad{fmt::format("field '{}': only for driver \"oci\"", f)};
+    }
+    return;
+  }
+  if (c.image.empty() == c.rootfs.empty()) {
+    throw Bad{"field 'rootfs': driver \"oci\" wants a root file system: 'rootfs' (a directory on the node) or 'image', one of them"};
+  }
+  CheckText(c.image, "image", true);
+  CheckText(c.rootfs, "rootfs", true);
+  if (c.image.size() > 512) throw Bad{"field 'image': at most 512 characters"};
+  if (!c.rootfs.empty() && (c.rootfs[0] != '/' || c.rootfs.size() > 4096 || c.rootfs.find("/../") != std::string::npos ||
+                            c.rootfs.ends_with("/.."))) {
+    throw Bad{"field 'rootfs': expected an absolute path on the node, without '..'"};
+  }
+  r.container = std::move(c);
+}
+
 Result<JobRecord> ParseSubmitRequest(std::string_view body, const PriorityResolver& priority_class) {
   return Guard([&]() -> Result<JobRecord> {
     const In j = ParseObject(body, "request body");
     OnlyFields(j, {"command", "gpus", "tasks", "gpu_model", "gpu_memory", "cpu", "memory", "priority", "tenant", "name",
-                   "data", "duration", "time", "max_price", "env", "secrets", "workdir", "max_retries", "array"});
+                   "data", "duration", "time", "max_price", "env", "secrets", "workdir", "max_retries", "array", "driver",
+                   "image", "rootfs", "read_only_root"});
     JobRecord r;
     if (!j.contains("command")) throw Bad{"field 'command': required, e.g. [\"sh\", \"-c\", \"nvidia-smi\"]"};
     r.command = Strings(j, "command");
@@ -400,6 +428,7 @@ Result<JobRecord> ParseSubmitRequest(std::string_view body, const PriorityResolv
       }
       if (!items.empty()) r.secrets = SealedSecrets{std::move(items)};
     }
+    ParseContainer(j, r);
     CheckCommand(r.command, r.env, r.workdir);
     CheckText(s.name, "name", true);
     CheckText(s.tenant, "tenant", true);
@@ -462,6 +491,12 @@ std::string JobToJson(const JobRecord& r, std::optional<std::string_view> messag
     }
   }
   o.Key("workdir").Str(r.workdir);
+  if (s.driver != Driver::kProcess) o.Key("driver").Str(DriverName(s.driver));
+  if (r.container) {
+    if (!r.container->image.empty()) o.Key("image").Str(r.container->image);
+    if (!r.container->rootfs.empty()) o.Key("rootfs").Str(r.container->rootfs);
+    if (r.container->read_only) o.Key("read_only_root").Bool(true);
+  }
   o.Key("submit_ms").Int(s.submit_time.value());
   o.Key("start_ms").Int(r.start_ms);
   o.Key("end_ms").Int(r.end_ms);
@@ -563,6 +598,7 @@ Result<JobRecord> JobFromJson(std::string_view json) {
     r.env = StringMap(j, "env");
     if (j.contains("secrets") && j["secrets"].is_object()) r.secrets = SealedSecrets{StringMap(j, "secrets")};
     r.workdir = Str(j, "workdir");
+    ParseContainer(j, r);
     s.submit_time = Millis{Int(j, "submit_ms", 0, INT64_MAX, 0)};
     r.start_ms = Int(j, "start_ms", 0, INT64_MAX, 0);
     r.end_ms = Int(j, "end_ms", 0, INT64_MAX, 0);
@@ -726,6 +762,7 @@ std::string NodeToJson(const NodeRecord& n, const Fleet& fleet, std::string_view
   o.Key("labels").Env(n.spec.labels);
   if (!n.credential_hash.empty()) o.Key("credential_sha256").Str(n.credential_hash);
   if (!n.cert_serials.empty()) o.Key("cert_serials").Strs(n.cert_serials);
+  if (!n.drivers.empty()) o.Key("drivers").Strs(n.drivers);
   if (n.max_tasks > 0) o.Key("max_tasks").Int(n.max_tasks);
   if (!n.claim.empty()) o.Key("claim").Str(n.claim);
   if (!n.offer.empty()) o.Key("offer").Str(n.offer);
@@ -753,6 +790,7 @@ Result<NodeRecord> NodeFromJson(std::string_view json) {
     n.gpu_model = Str(j, "model");
     n.credential_hash = Str(j, "credential_sha256");
     n.cert_serials = Strings(j, "cert_serials");
+    n.drivers = Strings(j, "drivers");
     n.max_tasks = static_cast<int>(Int(j, "max_tasks", 0, kMaxTaskSlots, 0));
     n.claim = Str(j, "claim");
     n.offer = Str(j, "offer");
@@ -791,6 +829,7 @@ std::string RegisterToJson(const RegisterRequest& r) {
   if (!r.credential.empty()) o.Key("credential").Str(r.credential);
   if (r.max_tasks > 0) o.Key("max_tasks").Int(r.max_tasks);
   if (!r.claim.empty()) o.Key("claim").Str(r.claim);
+  if (!r.drivers.empty()) o.Key("drivers").Strs(r.drivers);
   if (!r.csr.empty()) o.Key("csr").Str(r.csr);
   o.EndObject();
   return o.Text();
@@ -800,7 +839,7 @@ Result<RegisterRequest> ParseRegister(std::string_view body) {
   return Guard([&]() -> Result<RegisterRequest> {
     const In j = ParseObject(body, "register");
     OnlyFields(j, {"name", "site", "provider", "tier", "address", "cpu_cores", "memory_mib", "gpu_source", "gpus", "labels",
-                   "credential", "max_tasks", "claim", "csr"});
+                   "credential", "max_tasks", "claim", "csr", "drivers"});
     RegisterRequest r;
     r.name = Str(j, "name");
     if (Status s = ValidateNodeName(r.name); !s.ok()) throw Bad{s.message()};
@@ -825,6 +864,10 @@ Result<RegisterRequest> ParseRegister(std::string_view body) {
     CheckText(r.claim, "claim", true);
     r.csr = Str(j, "csr");
     if (r.csr.size() > 16 * 1024) throw Bad{"field 'csr': at most 16 KiB of PEM"};
+    r.drivers = Strings(j, "drivers");
+    for (const std::string& d : r.drivers) {
+      if (!ParseDriver(d)) throw Bad{fmt::format("field 'drivers': '{}' is not a driver; expected process or oci", d.substr(0, 64))};
+    }
     if (j.contains("gpus")) {
       if (!j["gpus"].is_array() || j["gpus"].size() > kMaxGpusPerNode) throw Bad{"field 'gpus': expected at most 16 GPUs"};
       for (const In& g : j["gpus"]) {
@@ -970,6 +1013,10 @@ std::string ReplyToJson(const HeartbeatReply& r) {
     o.Key("memory").Int(t.memory.value());
     if (t.carry_checkpoint) o.Key("carry_checkpoint").Bool(true);
     if (!t.user.empty()) o.Key("user").Str(t.user);
+    if (!t.driver.empty()) o.Key("driver").Str(t.driver);
+    if (!t.image.empty()) o.Key("image").Str(t.image);
+    if (!t.rootfs.empty()) o.Key("rootfs").Str(t.rootfs);
+    if (t.read_only_root) o.Key("read_only_root").Bool(true);
     o.EndObject();
   }
   o.EndArray();
@@ -1001,7 +1048,9 @@ Result<HeartbeatReply> ParseReply(std::string_view body) {
                                    .command = Strings(t, "command"), .env = StringMap(t, "env"), .workdir = Str(t, "workdir"),
                                    .gpu_mask = static_cast<uint16_t>(Int(t, "gpu_mask", 0, 0xFFFF, 0)),
                                    .cpu = MilliCpu{Int(t, "cpu", 0, INT64_MAX, 0)}, .memory = MiB{Int(t, "memory", 0, INT64_MAX, 0)},
-                                   .carry_checkpoint = Bool(t, "carry_checkpoint", false), .user = Str(t, "user")});
+                                   .carry_checkpoint = Bool(t, "carry_checkpoint", false), .user = Str(t, "user"),
+                                   .driver = Str(t, "driver"), .image = Str(t, "image"), .rootfs = Str(t, "rootfs"),
+                                   .read_only_root = Bool(t, "read_only_root", false)});
     }
     r.interval_ms = static_cast<int>(Int(j, "interval_ms", 0, 600'000, 0));
     r.epoch = static_cast<uint64_t>(Int(j, "epoch", 0, INT64_MAX, 0));

@@ -53,6 +53,8 @@ struct RegisterRequest {
   int max_tasks = 0;
   // The claim it was created for, when the pool acquired it from a provider (docs/providers.md).
   std::string claim;
+  // The drivers the node runs tasks with ("process", "oci"); empty: process only.
+  std::vector<std::string> drivers;
   // A certificate signing request (PEM) for the node's client certificate (mutual TLS): over
   // TLS the server answers with the certificate.
   std::string csr;
@@ -124,6 +126,11 @@ struct TaskLaunch {
   bool carry_checkpoint = false;
   // The unix user to run it as (its tenant's); "": the agent's --job-user.
   std::string user;
+  // How to run it: "process" (empty) or "oci", with the container's root (JobRecord::container).
+  std::string driver;
+  std::string image;
+  std::string rootfs;
+  bool read_only_root = false;
 };
 struct HeartbeatReply {
   std::vector<TaskLaunch> start;

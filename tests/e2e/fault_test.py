@@ -289,7 +289,7 @@ def main(gpupool):
         extra = pool.agent_extra = ("--checkpoint-sync", "200ms", "--gpu-selftest", selftest)
         agents = {n: pool.start_agent(n, "2xH100", interval="500ms", extra=extra) for n in ("a", "b", "c")}
         if net.ok:
-            agents["cut"] = pool.start_agent("cut", "2xH100", interval="500ms", server=f"{net.host_ip}:{pool.port}",
+            agents["cut"] = pool.start_agent("cut", "2xH100", interval="500ms", server=f"https://{net.host_ip}:{pool.port}",
                                              prefix=("ip", "netns", "exec", net.ns), extra=extra)
             pool.wait_nodes(4)
             pool.call("POST", "/v1/nodes/cut/drain")  # only its own scenario uses it
