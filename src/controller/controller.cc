@@ -692,9 +692,9 @@ LaunchContext Controller::ContextOf(const JobRecord& j) const {
 }
 
 Status Controller::SealSecrets(JobRecord& r) const {
-  if (!r.secrets) return Status::Ok();
+  if (!r.extras) return Status::Ok();
   if (!options_.seal_secret) return Status(StatusCode::kFailedPrecondition, "this server keeps no secrets key: jobs cannot have secrets");
-  for (auto& [name, value] : r.secrets->items) value = options_.seal_secret(value);
+  for (auto& [name, value] : r.extras->secrets) value = options_.seal_secret(value);
   return Status::Ok();
 }
 

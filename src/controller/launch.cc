@@ -23,11 +23,12 @@ std::optional<TaskLaunch> PrepareLaunch(const JobRecord& j, int i, const LaunchC
   TaskLaunch l{.job = j.spec.id.value(), .task = i, .attempt = j.attempt, .command = j.command, .env = j.env, .workdir = j.workdir,
                .gpu_mask = t.allocation.gpu_mask, .cpu = t.allocation.cpu, .memory = t.allocation.memory};
   l.user = ctx.user;
-  if (j.spec.driver == Driver::kOci && j.container) {
+  if (j.spec.driver == Driver::kOci && j.extras && j.extras->container) {
+    const ContainerSpec& c = *j.extras->container;
     l.driver = std::string(DriverName(j.spec.driver));
-    l.image = j.container->image;
-    l.rootfs = j.container->rootfs;
-    l.read_only_root = j.container->read_only;
+    l.image = c.image;
+    l.rootfs = c.rootfs;
+    l.read_only_root = c.read_only;
   }
   l.env.reserve(l.env.size() + 24);
   auto set = [&](const char* k, std::string v) { l.env.emplace_back(k, std::move(v)); };
@@ -56,8 +57,8 @@ std::optional<TaskLaunch> PrepareLaunch(const JobRecord& j, int i, const LaunchC
   }
   set("LOCAL_RANK", std::to_string(local));
   set("LOCAL_WORLD_SIZE", std::to_string(local_world));
-  if (j.secrets) {
-    for (const auto& [name, sealed] : j.secrets->items) {
+  if (j.extras) {
+    for (const auto& [name, sealed] : j.extras->secrets) {
       auto value = ctx.open_secret ? ctx.open_secret(sealed) : Result<std::string>(Error(StatusCode::kFailedPrecondition, "no key"));
       if (value) {
         l.env.emplace_back(name, std::move(*value));

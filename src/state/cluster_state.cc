@@ -105,7 +105,7 @@ bool ClusterState::Expand(Millis now) {
       ++made;
       --budget;
       JobRecord e{.spec = a.spec, .command = a.command, .env = a.env, .workdir = a.workdir, .max_retries = a.max_retries};
-      e.secrets = a.secrets;  // sealed, as the array's
+      e.extras = a.extras;  // secrets sealed, and the container, as the array's
       e.spec.id = JobId{base + static_cast<uint64_t>(pos)};
       e.array_of = a.spec.id.value();
       e.array_index = static_cast<uint32_t>(a.array->IndexAt(pos));

@@ -99,12 +99,6 @@ struct ArrayProgress {
   std::array<int64_t, 6> element_counts{};
 };
 
-// A job's secrets (`submit --secret`): name -> the value sealed (SecretBox), never the value
-// itself: the server opens them only to hand a task its environment.
-struct SealedSecrets {
-  std::vector<std::pair<std::string, std::string>> items;
-};
-
 // An oci job's container (JobSpec::driver): its root file system, a directory on the node, or
 // an image the node unpacks with its operator's tool (gpupool agent --oci-unpack); and whether
 // that root is mounted read-only.
@@ -113,6 +107,15 @@ struct ContainerSpec {
   std::string rootfs;
   bool read_only = false;
 };
+
+// What few jobs have, in one box: their secrets (`submit --secret`: name -> the value sealed
+// by SecretBox, never the value itself; the server opens them only to hand a task its
+// environment), and an oci job's container.
+struct JobExtras {
+  std::vector<std::pair<std::string, std::string>> secrets;
+  std::optional<ContainerSpec> container;
+};
+
 
 // A job as the server keeps it. The server holds one per job in memory (100,000 at fleet
 // scale): what few jobs have is boxed (Box: a pointer when absent), and the small fields sit
@@ -153,8 +156,7 @@ struct JobRecord {
   // did, else failed (or cancelled).
   Box<ArraySpec> array;
   Box<ArrayProgress> progress;
-  Box<SealedSecrets> secrets;        // few jobs have any
-  Box<ContainerSpec> container;      // oci jobs only
+  Box<JobExtras> extras;             // few jobs have any
   // An element's: its array's id (0: not an element), and its index (array_index, above).
   uint64_t array_of = 0;
   bool is_array() const { return array.has_value(); }

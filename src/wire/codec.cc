@@ -359,7 +359,7 @@ static void ParseContainer(const In& j, JobRecord& r) {
                             c.rootfs.ends_with("/.."))) {
     throw Bad{"field 'rootfs': expected an absolute path on the node, without '..'"};
   }
-  r.container = std::move(c);
+  r.extras.ensure().container = std::move(c);
 }
 
 Result<JobRecord> ParseSubmitRequest(std::string_view body, const PriorityResolver& priority_class) {
@@ -426,7 +426,7 @@ Result<JobRecord> ParseSubmitRequest(std::string_view body, const PriorityResolv
           if (ek == k) throw Bad{fmt::format("field 'secrets': '{}' is also in 'env'", k)};
         }
       }
-      if (!items.empty()) r.secrets = SealedSecrets{std::move(items)};
+      if (!items.empty()) r.extras.ensure().secrets = std::move(items);
     }
     ParseContainer(j, r);
     CheckCommand(r.command, r.env, r.workdir);
@@ -481,21 +481,22 @@ std::string JobToJson(const JobRecord& r, std::optional<std::string_view> messag
   if (s.time_limit.value() > 0) o.Key("time_limit_ms").Int(s.time_limit.value());
   if (s.max_price_per_gpu_hour) o.Key("max_price_micro_usd").Int(s.max_price_per_gpu_hour->value());
   o.Key("env").Env(r.env);
-  if (r.secrets && !r.secrets->items.empty()) {
+  if (r.extras && !r.extras->secrets.empty()) {
     if (store) {
-      o.Key("secrets").Env(r.secrets->items);  // sealed
+      o.Key("secrets").Env(r.extras->secrets);  // sealed
     } else {
       std::vector<std::string> names;
-      for (const auto& [name, sealed] : r.secrets->items) names.push_back(name);
+      for (const auto& [name, sealed] : r.extras->secrets) names.push_back(name);
       o.Key("secrets").Strs(names);  // set, never shown
     }
   }
   o.Key("workdir").Str(r.workdir);
   if (s.driver != Driver::kProcess) o.Key("driver").Str(DriverName(s.driver));
-  if (r.container) {
-    if (!r.container->image.empty()) o.Key("image").Str(r.container->image);
-    if (!r.container->rootfs.empty()) o.Key("rootfs").Str(r.container->rootfs);
-    if (r.container->read_only) o.Key("read_only_root").Bool(true);
+  if (r.extras && r.extras->container) {
+    const ContainerSpec& c = *r.extras->container;
+    if (!c.image.empty()) o.Key("image").Str(c.image);
+    if (!c.rootfs.empty()) o.Key("rootfs").Str(c.rootfs);
+    if (c.read_only) o.Key("read_only_root").Bool(true);
   }
   o.Key("submit_ms").Int(s.submit_time.value());
   o.Key("start_ms").Int(r.start_ms);
@@ -596,7 +597,7 @@ Result<JobRecord> JobFromJson(std::string_view json) {
     if (j.contains("time_limit_ms")) s.time_limit = Millis{Int(j, "time_limit_ms", 1'000, INT64_MAX, 1'000)};
     if (j.contains("max_price_micro_usd")) s.max_price_per_gpu_hour = MicroUsd{Int(j, "max_price_micro_usd", 0, INT64_MAX, 0)};
     r.env = StringMap(j, "env");
-    if (j.contains("secrets") && j["secrets"].is_object()) r.secrets = SealedSecrets{StringMap(j, "secrets")};
+    if (j.contains("secrets") && j["secrets"].is_object()) r.extras.ensure().secrets = StringMap(j, "secrets");
     r.workdir = Str(j, "workdir");
     ParseContainer(j, r);
     s.submit_time = Millis{Int(j, "submit_ms", 0, INT64_MAX, 0)};
