@@ -145,6 +145,16 @@ Result<std::unique_ptr<Agent>> Agent::Create(AgentOptions o) {
   if (auto cred = ReadToken(agent->CredentialPath().string())) agent->credential_ = *cred;
   agent->carrier_ = std::make_unique<CheckpointCarrier>(agent->o_.server, agent->o_.join_token,
                                                         agent->o_.checkpoint_max_mib << 20);
+  agent->DetectDrivers();
+  if (agent->o_.drivers != "auto" && agent->o_.drivers.find("oci") != std::string::npos && !agent->oci_) {
+    return InvalidArgument("--drivers oci: " + agent->oci_why_not_);
+  }
+  for (std::string_view rest = agent->o_.drivers; agent->o_.drivers != "auto" && !rest.empty();) {
+    const size_t comma = rest.find(',');
+    const std::string d(rest.substr(0, comma));
+    if (!ParseDriver(d)) return InvalidArgument(fmt::format("--drivers: '{}' is not a driver; expected process, oci or auto", d));
+    rest = comma == std::string_view::npos ? std::string_view() : rest.substr(comma + 1);
+  }
   agent->Adopt();
   agent->StartMetrics();
   // The small supervisor binary beside this one; else this binary's `supervise` verb.
@@ -218,6 +228,8 @@ Status Agent::Register() {
                     .cpu_cores = host->cpu_cores, .memory_mib = host->memory.total.value(),
                     .gpu_source = std::string(gpus_->kind()), .gpus = *devices, .credential = credential_,
                     .max_tasks = MaxTasks(host->cpu_cores), .claim = o_.claim};
+  r.drivers = {"process"};
+  if (oci_) r.drivers.push_back("oci");
   // Over TLS: the server is checked first (its CA against the join token's hash), and the
   // node asks for its client certificate with a key it keeps (a CSR).
   std::string key_pem;
@@ -423,8 +435,9 @@ Status Agent::Run(const std::atomic<bool>& stop) {
       }
       registered = true;
       backoff = 200;
-      fmt::print(stderr, "gpupool agent: registered as {} with {}; cgroup limits: {}\n", o_.name, o_.server,
-                 cgroups_.available() ? "on" : "off (" + cgroups_.why_not() + ")");
+      fmt::print(stderr, "gpupool agent: registered as {} with {}; cgroup limits: {}; oci driver: {}\n", o_.name, o_.server,
+                 cgroups_.available() ? "on" : "off (" + cgroups_.why_not() + ")",
+                 oci_ ? fmt::format("on ({}, {} CDI specs)", runc_, cdi_.size()) : "off (" + oci_why_not_ + ")");
     }
     Reap();
     const int64_t now = NowMs();

@@ -17,6 +17,7 @@
 #include "adapters/procfs.h"
 #include "agent/cgroup.h"
 #include "agent/checkpoints.h"
+#include "agent/oci.h"
 #include "observe/metrics.h"
 #include "telemetry/gpu_source.h"
 #include "wire/codec.h"
@@ -55,6 +56,16 @@ struct AgentOptions {
   // refused unless this is set.
   std::string ca_file;
   bool insecure_http = false;
+  // Drivers (docs/live-pool.md): "auto" (process, and oci where the agent is root and runc
+  // runs), or a list: "process", "process,oci".
+  std::string drivers = "auto";
+  std::string runc = "runc";
+  // The operator's OCI tool that unpacks a job's `image` into a root file system, with {image}
+  // and {dir} replaced (e.g. "umoci unpack --image {image} {dir}": the root is DIR/rootfs).
+  std::string oci_unpack;
+  std::vector<std::string> cdi_dirs = {"/etc/cdi", "/var/run/cdi"};
+  std::string cdi_kind = "nvidia.com/gpu";  // the CDI kind whose devices are this node's GPUs
+  int64_t pids_limit = 4096;  // processes (and threads) a container may have at once; 0: no limit
 };
 
 }  // namespace gp
@@ -136,6 +147,17 @@ class Agent {
   Status UseCertificate(const std::string& cert_pem, const std::string& key_pem);
   // A new key and certificate before the one in use expires (POST /v1/agent/certificate).
   Status RotateCertificate();
+  // The oci driver: whether this node offers it (and why not), at start.
+  void DetectDrivers();
+  // Writes the task's bundle (TASK_DIR/bundle/config.json) and returns runc's command line;
+  // the error says why the task cannot run here.
+  Result<std::vector<std::string>> PrepareContainer(const TaskKey& key, const TaskLaunch& l,
+                                                    std::vector<std::pair<std::string, std::string>> env, int uid, int gid,
+                                                    const std::string& user, const std::filesystem::path& cwd);
+  // A job's image as a root file system: unpacked once by --oci-unpack, kept in the work dir.
+  Result<std::filesystem::path> ImageRootfs(const std::string& image);
+  // After an oci task ended: why (an OOM kill, from its cgroup), then its container deleted.
+  void ContainerEnded(const TaskKey& key, Task& t);
   // The user tasks run as: --job-user when the agent is root, else the agent's own.
   std::string TaskUser() const { return job_uid_ >= 0 ? o_.job_user : (getenv("USER") ? getenv("USER") : ""); }
   void RenewLeaseWhileAway(int64_t& backoff);
@@ -176,6 +198,11 @@ class Agent {
   ClientTls tls_;            // the CA, and the node's client certificate once issued
   std::string pending_key_;  // the key of the CSR in flight (registration)
   int64_t cert_renew_at_ms_ = 0;  // wall clock; 0: no certificate
+  bool oci_ = false;             // this node runs oci tasks
+  std::string oci_why_not_;
+  std::string runc_;             // runc's path
+  CdiRegistry cdi_;
+  std::string cgroup_prefix_;    // "/gpupool/<this agent>": its containers' cgroups below it
   int job_uid_ = -1;         // tasks' user when the agent is root
   int job_gid_ = -1;
   std::string job_home_user_;

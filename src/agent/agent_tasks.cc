@@ -157,11 +157,7 @@ void Agent::Start(const TaskLaunch& l, const std::string& note) {
   std::vector<std::string> args = {supervisor_, "--lease-file", (dir / "lease").string(), "--status-file",
                                    (dir / "status").string(), "--lease-ms", std::to_string(lease_ms_), "--grace-ms",
                                    std::to_string(o_.kill_grace.value()), "--"};
-  if (uid >= 0) {
-    args.insert(args.end() - 1, {"--uid", std::to_string(uid), "--gid", std::to_string(gid)});
-  }
   if (supervisor_ == o_.self_exe) args.insert(args.begin() + 1, "supervise");
-  args.insert(args.end(), l.command.begin(), l.command.end());
   // A relative workdir is inside the task's own directory (the server refused one that climbs
   // out); an absolute one is what the server's --allow-workdir let through.
   std::string workdir = work.string();
@@ -172,7 +168,32 @@ void Agent::Start(const TaskLaunch& l, const std::string& note) {
     std::filesystem::create_directories(workdir, ec);
     GiveTree(workdir, uid, gid);
   }
-  auto pid = refused.empty() ? SpawnInSession(std::move(args), Environment(env, workdir, user), out, err, workdir)
+  std::vector<std::string> command = l.command;
+  std::vector<std::string> spawn_env;
+  std::string spawn_cwd = workdir;
+  if (l.driver == "oci") {
+    // runc runs as root and starts the task as its user inside the container; after the task,
+    // the supervisor makes sure nothing of the container is left running (runc kill).
+    auto runc = refused.empty() ? PrepareContainer(key, l, env, uid, gid, user, workdir)
+                                : Result<std::vector<std::string>>(Error(StatusCode::kPermissionDenied, refused));
+    if (!runc) {
+      refused = runc.error().message();
+    } else {
+      command = *runc;
+      const std::string id = command.back();
+      for (const std::string& a : {runc_, std::string("--root"), (o_.work_dir / "runc").string(), std::string("kill"), id,
+                                   std::string("KILL")}) {
+        args.insert(args.end() - 1, {"--after", a});
+      }
+      spawn_env = {"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C.UTF-8"};
+      spawn_cwd = dir.string();
+    }
+  } else {
+    if (uid >= 0) args.insert(args.end() - 1, {"--uid", std::to_string(uid), "--gid", std::to_string(gid)});
+    spawn_env = Environment(env, workdir, user);
+  }
+  args.insert(args.end(), command.begin(), command.end());
+  auto pid = refused.empty() ? SpawnInSession(std::move(args), std::move(spawn_env), out, err, spawn_cwd)
                              : Result<pid_t>(Error(StatusCode::kPermissionDenied, refused));
   if (!pid) {
     // Not started (no such program, no such directory...): say so where the user will look.
@@ -343,7 +364,9 @@ void Agent::Exited(Task& t, int status) {
     t.exit_code = 128 + WTERMSIG(status);
   }
   kill(-t.pid, SIGKILL);  // anything the task left behind in its group
-  ReadStatus(TaskKey{t.launch.job, t.launch.task, t.launch.attempt}, t);
+  const TaskKey key{t.launch.job, t.launch.task, t.launch.attempt};
+  ReadStatus(key, t);
+  ContainerEnded(key, t);
 }
 
 void Agent::ReadStatus(const TaskKey& key, Task& t) {
@@ -400,6 +423,7 @@ void Agent::Reap() {
         t.exit_code = value;
       }
       ReadStatus(key, t);
+      ContainerEnded(key, t);
       any = true;
     } else if (kill(t.pid, 0) != 0) {
       t.exit_code = -1;  // vanished without a status: it did not end normally
@@ -461,6 +485,190 @@ bool Agent::ShipLogs(Task& t, TaskReport& r, int64_t& budget) {
     if (sent < size) complete = false;
   }
   return complete;
+}
+
+
+// --- the oci driver ---
+
+void Agent::DetectDrivers() {
+  const bool want = o_.drivers == "auto" || o_.drivers.find("oci") != std::string::npos;
+  if (!want) {
+    oci_why_not_ = "not among --drivers";
+    return;
+  }
+  if (geteuid() != 0) {
+    oci_why_not_ = "the agent does not run as root (runc needs it)";
+    return;
+  }
+  // runc: the path given, else found on PATH.
+  runc_.clear();
+  if (o_.runc.find('/') != std::string::npos) {
+    if (access(o_.runc.c_str(), X_OK) == 0) runc_ = o_.runc;
+  } else if (const char* path = getenv("PATH")) {
+    for (std::string_view rest = path; !rest.empty() && runc_.empty();) {
+      const size_t colon = rest.find(':');
+      const std::string candidate = std::string(rest.substr(0, colon)) + "/" + o_.runc;
+      if (access(candidate.c_str(), X_OK) == 0) runc_ = candidate;
+      rest = colon == std::string_view::npos ? std::string_view() : rest.substr(colon + 1);
+    }
+    for (const char* dir : {"/usr/sbin", "/usr/bin", "/sbin", "/usr/local/sbin", "/usr/local/bin"}) {
+      const std::string candidate = std::string(dir) + "/" + o_.runc;
+      if (runc_.empty() && access(candidate.c_str(), X_OK) == 0) runc_ = candidate;
+    }
+  }
+  if (runc_.empty()) {
+    oci_why_not_ = fmt::format("no {} on this node (Debian: apt install runc)", o_.runc);
+    return;
+  }
+  std::vector<std::filesystem::path> dirs(o_.cdi_dirs.begin(), o_.cdi_dirs.end());
+  auto cdi = CdiRegistry::Load(dirs);
+  if (!cdi) {
+    oci_why_not_ = cdi.error().message();
+    return;
+  }
+  cdi_ = std::move(*cdi);
+  // One cgroup subtree per agent: several agents on one machine (gpupool dev) never collide.
+  cgroup_prefix_ = "/gpupool/" + Sha256Hex(o_.work_dir.string()).substr(0, 12);
+  oci_ = true;
+}
+
+Result<std::filesystem::path> Agent::ImageRootfs(const std::string& image) {
+  if (o_.oci_unpack.empty()) {
+    return Error(StatusCode::kFailedPrecondition,
+                 fmt::format("image {}: this node unpacks no images (gpupool agent --oci-unpack CMD); give a rootfs", image));
+  }
+  const auto dir = o_.work_dir / "images" / Sha256Hex(image).substr(0, 24);
+  std::error_code ec;
+  if (std::filesystem::is_directory(dir / "rootfs", ec)) return dir / "rootfs";
+  const auto partial = dir.string() + ".partial";
+  std::filesystem::remove_all(partial, ec);
+  std::filesystem::create_directories(std::filesystem::path(partial).parent_path(), ec);
+  std::string cmd = o_.oci_unpack;
+  auto quoted = [](const std::string& s) {
+    std::string q = "'";
+    for (char ch : s) q += ch == '\'' ? std::string("'\\''") : std::string(1, ch);
+    return q + "'";
+  };
+  for (const auto& [key, value] : {std::pair{std::string("{image}"), quoted(image)}, std::pair{std::string("{dir}"), quoted(partial)}}) {
+    for (size_t at = cmd.find(key); at != std::string::npos; at = cmd.find(key, at + value.size())) cmd.replace(at, key.size(), value);
+  }
+  const std::string log = (o_.work_dir / "images" / "unpack.log").string();
+  const int rc = std::system(fmt::format("{} >{} 2>&1 </dev/null", cmd, quoted(log)).c_str());
+  if (rc != 0 || !std::filesystem::is_directory(std::filesystem::path(partial) / "rootfs", ec)) {
+    std::ifstream in(log);
+    std::string said((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    if (said.size() > 300) said = said.substr(said.size() - 300);
+    return Error(StatusCode::kFailedPrecondition,
+                 fmt::format("image {}: --oci-unpack did not make {}/rootfs (exit {}): {}", image, partial, rc, said));
+  }
+  std::filesystem::rename(partial, dir, ec);
+  if (ec) return Error(StatusCode::kFailedPrecondition, fmt::format("image {}: {}", image, ec.message()));
+  return dir / "rootfs";
+}
+
+Result<std::vector<std::string>> Agent::PrepareContainer(const TaskKey& key, const TaskLaunch& l,
+                                                         std::vector<std::pair<std::string, std::string>> env, int uid, int gid,
+                                                         const std::string& user, const std::filesystem::path& cwd) {
+  if (!oci_) return Error(StatusCode::kFailedPrecondition, fmt::format("node {} runs no oci tasks: {}", o_.name, oci_why_not_));
+  if (uid < 0) return Error(StatusCode::kFailedPrecondition, "an oci task needs a user to run as");
+  std::error_code ec;
+  std::filesystem::path rootfs;
+  if (!l.rootfs.empty()) {
+    if (!std::filesystem::is_directory(l.rootfs, ec)) {
+      return Error(StatusCode::kFailedPrecondition, fmt::format("rootfs {}: not a directory on node {}", l.rootfs, o_.name));
+    }
+    rootfs = l.rootfs;
+  } else {
+    auto unpacked = ImageRootfs(l.image);
+    if (!unpacked) return tl::unexpected(unpacked.error());
+    rootfs = *unpacked;
+  }
+  const auto dir = TaskDir(key);
+  const auto work = dir / "work";
+  OciTask t{.uid = static_cast<uint32_t>(uid), .gid = static_cast<uint32_t>(gid), .rootfs = std::filesystem::absolute(rootfs),
+            .read_only_root = l.read_only_root, .hostname = o_.name, .memory_bytes = l.memory.value() << 20,
+            .cpu_millicores = l.cpu.value(), .pids_limit = o_.pids_limit, .memory_swap_limit = SwapAccounting()};
+  // The task's own directory is /task inside; a carried checkpoint directory /checkpoint; a
+  // shared one (on the checkpoint root every node mounts) where it is on the host; an absolute
+  // workdir the server allowed, where it is.
+  t.binds.emplace_back(work, "/task");
+  std::string inside_cwd = "/task";
+  if (cwd.string().starts_with(work.string())) {
+    inside_cwd += cwd.string().substr(work.string().size());
+  } else {
+    t.binds.emplace_back(cwd, cwd.string());
+    inside_cwd = cwd.string();
+  }
+  for (auto& [k, v] : env) {
+    if (k != "GPUPOOL_CHECKPOINT_DIR") continue;
+    if (v == CheckpointDir(key).string()) {
+      t.binds.emplace_back(v, "/checkpoint");
+      v = "/checkpoint";
+    } else {
+      t.binds.emplace_back(v, v);
+    }
+  }
+  t.cwd = inside_cwd;
+  t.args = l.command;
+  t.env = Environment(env, "/task", user);
+  // The GPUs given, the CDI way: exactly their device nodes, mounts, environment and hooks.
+  CdiEdits edits;
+  std::vector<std::string> gpus;
+  for (int g = 0; g < kMaxGpusPerNode; ++g) {
+    if (l.gpu_mask >> g & 1) gpus.push_back(std::to_string(g));
+  }
+  std::string note;
+  if (!gpus.empty() && cdi_.has(o_.cdi_kind)) {
+    std::vector<std::string> names;
+    for (const std::string& g : gpus) {
+      // By index, else by the GPU's UUID (nvidia-ctk names devices both ways).
+      auto by_index = cdi_.Resolve(o_.cdi_kind, {g});
+      std::string uuid;
+      for (const GpuDevice& d : devices_) {
+        if (std::to_string(d.index) == g) uuid = d.uuid;
+      }
+      names.push_back(by_index || uuid.empty() ? g : uuid);
+    }
+    auto resolved = cdi_.Resolve(o_.cdi_kind, names);
+    if (!resolved) return tl::unexpected(resolved.error());
+    edits = std::move(*resolved);
+  } else if (!gpus.empty()) {
+    note = fmt::format("gpupool agent: no CDI spec of kind {} on node {} (/etc/cdi, /var/run/cdi): the container gets no GPU "
+                       "device nodes\n",
+                       o_.cdi_kind, o_.name);
+  }
+  t.cgroups_path = fmt::format("{}/j{}-t{}-a{}", cgroup_prefix_, key.job, key.task, key.attempt);
+  auto config = OciConfig(t, edits);
+  if (!config) return tl::unexpected(config.error());
+  const auto bundle = dir / "bundle";
+  std::filesystem::create_directories(bundle, ec);
+  std::ofstream(bundle / "config.json") << *config;
+  const std::string id = fmt::format("j{}-t{}-a{}", key.job, key.task, key.attempt);
+  std::ofstream(dir / "container") << id << "\n" << t.cgroups_path << "\n" << (l.memory.value()) << "\n";
+  if (!note.empty()) std::ofstream(dir / "stderr", std::ios::app) << note;
+  return std::vector<std::string>{runc_, "--root", (o_.work_dir / "runc").string(), "run", "--keep", "--bundle", bundle.string(), id};
+}
+
+void Agent::ContainerEnded(const TaskKey& key, Task& t) {
+  const auto dir = TaskDir(key);
+  std::ifstream in(dir / "container");
+  std::string id, cgroup;
+  int64_t memory_mib = 0;
+  if (!(in >> id >> cgroup)) return;
+  in >> memory_mib;
+  if (const int64_t kills = OomKills(cgroup); kills > 0) {
+    t.error = memory_mib > 0 ? fmt::format("OOM-killed: the container went over its memory limit of {} MiB", memory_mib)
+                             : std::string("OOM-killed: the container ran out of memory");
+    std::ofstream(dir / "stderr", std::ios::app) << "gpupool agent: " << t.error << "\n";
+  }
+  // runc answers for a container's own end with 128 + the signal that ended it.
+  if (t.exit_code && *t.exit_code > 128 && *t.exit_code < 128 + 65 && !t.signal) t.signal = *t.exit_code - 128;
+  const std::string root = (o_.work_dir / "runc").string();
+  if (!runc_.empty()) {
+    auto pid = SpawnInSession({runc_, "--root", root, "delete", "--force", id},
+                              {"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}, "/dev/null", "/dev/null", "/");
+    if (pid) waitpid(*pid, nullptr, 0);
+  }
 }
 
 }  // namespace gp

@@ -253,7 +253,6 @@ Result<std::string> OciConfig(const OciTask& t, const CdiEdits& cdi) {
         {"env", env},
         {"cwd", t.cwd},
         {"capabilities", {{"bounding", none}, {"effective", none}, {"permitted", none}, {"inheritable", none}, {"ambient", none}}},
-        {"rlimits", {{{"type", "RLIMIT_NOFILE"}, {"hard", 65536}, {"soft", 65536}}}},
         {"noNewPrivileges", true}}},
       {"root", {{"path", t.rootfs.string()}, {"readonly", t.read_only_root}}},
       {"hostname", t.hostname},

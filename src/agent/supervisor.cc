@@ -127,6 +127,22 @@ int Supervise(const SuperviseOptions& o, const std::vector<std::string>& argv) {
     if (kill_at != 0 && now >= kill_at) kill(-child, SIGKILL);
   }
   kill(-child, SIGKILL);  // anything the task left behind in its group
+  if (!o.after.empty()) {
+    std::vector<char*> after;
+    for (const std::string& a : o.after) after.push_back(const_cast<char*>(a.c_str()));
+    after.push_back(nullptr);
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
+    posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
+    pid_t pid = -1;
+    if (posix_spawnp(&pid, after[0], &fa, nullptr, after.data(), environ) == 0) {
+      int ignored = 0;
+      while (waitpid(pid, &ignored, 0) < 0 && errno == EINTR) {
+      }
+    }
+    posix_spawn_file_actions_destroy(&fa);
+  }
   if (!o.status_file.empty()) {
     const std::string tmp = o.status_file + ".tmp";
     if (FILE* f = std::fopen(tmp.c_str(), "w")) {

@@ -21,6 +21,9 @@ struct SuperviseOptions {
   // out of the task's reach); -1: as the supervisor's own user.
   int uid = -1;
   int gid = -1;
+  // Run once the task has ended, whatever ended it (its output discarded): for a container,
+  // `runc kill` of what runc may have left running when it was itself killed.
+  std::vector<std::string> after;
 };
 // The status file's text: "exit N" or "signal S", then " lost" when the lease ran out (the
 // attempt was stopped for want of word from the server, not by its own doing).

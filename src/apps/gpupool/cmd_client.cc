@@ -163,6 +163,8 @@ struct SubmitArgs {
   std::string array;
   std::vector<std::string> env;
   std::vector<std::string> secrets;
+  std::string driver, image, rootfs;  // an oci job's container
+  bool read_only_root = false;
   std::vector<std::string> command;
 };
 
@@ -186,6 +188,12 @@ int Submit(const Conn& c, const SubmitArgs& a) {
   if (!a.duration.empty()) req["duration"] = a.duration;
   if (!a.time.empty()) req["time"] = a.time;
   if (!a.workdir.empty()) req["workdir"] = a.workdir;
+  // --image or --rootfs alone mean the oci driver.
+  const std::string driver = !a.driver.empty() ? a.driver : (!a.image.empty() || !a.rootfs.empty() ? "oci" : "");
+  if (!driver.empty()) req["driver"] = driver;
+  if (!a.image.empty()) req["image"] = a.image;
+  if (!a.rootfs.empty()) req["rootfs"] = a.rootfs;
+  if (a.read_only_root) req["read_only_root"] = true;
   if (a.max_price >= 0) req["max_price"] = a.max_price;
   if (a.max_retries >= 0) req["max_retries"] = a.max_retries;
   if (!a.array.empty()) req["array"] = a.array;
@@ -673,6 +681,10 @@ void AddClientCommands(CLI::App& app, int* exit_code) {
       ->expected(1)
       ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
   submit->add_option("--workdir", sa->workdir, "working directory on the node");
+  submit->add_option("--driver", sa->driver, "process (the default) or oci: a container (runc), with --image or --rootfs");
+  submit->add_option("--image", sa->image, "the container's image, unpacked by the node's --oci-unpack tool (the oci driver)");
+  submit->add_option("--rootfs", sa->rootfs, "the container's root file system, a directory on the node (the oci driver)");
+  submit->add_flag("--read-only-root", sa->read_only_root, "mount the container's root file system read-only");
   submit->add_option("--max-retries", sa->max_retries, "placements after failures not the job's own (default: the server's)")
       ->check(CLI::Range(0, 100));
   submit->add_option("--array", sa->array,

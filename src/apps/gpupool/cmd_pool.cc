@@ -1066,6 +1066,18 @@ void AddPoolCommands(CLI::App& app, int* exit_code) {
                     "token's hash, then kept in the work dir)");
   agent->add_flag("--insecure-http", a->options.insecure_http,
                   "allow plain HTTP to a server on another host (the join token and credential go in clear)");
+  agent->add_option("--drivers", a->options.drivers,
+                    "how this node runs tasks: auto (process, and oci where the agent is root and runc runs), or a list: "
+                    "process, process,oci");
+  agent->add_option("--runc", a->options.runc, "the OCI runtime for oci tasks (default: runc on PATH)");
+  agent->add_option("--oci-unpack", a->options.oci_unpack,
+                    "the command that unpacks a job's image into {dir}/rootfs, e.g. 'umoci unpack --image {image} {dir}' "
+                    "(default: none; oci jobs give a rootfs)");
+  agent->add_option("--cdi-spec-dir", a->options.cdi_dirs, "where CDI specs are (repeatable; default /etc/cdi, /var/run/cdi)")
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+  agent->add_option("--cdi-kind", a->options.cdi_kind, "the CDI kind of this node's GPUs (default nvidia.com/gpu)");
+  agent->add_option("--pids-limit", a->options.pids_limit,
+                    "processes and threads an oci task may have at once (default 4096; 0: no limit)");
   agent->add_option("--simulate-gpus", a->options.simulate_gpus, "simulated GPUs, COUNTxMODEL (default: real GPUs via NVML)");
   agent->add_option("--work-dir", a->options.work_dir, "where task outputs are written");
   agent->add_option("--name", a->options.name, "node name (default: host name)");
@@ -1099,6 +1111,7 @@ void AddPoolCommands(CLI::App& app, int* exit_code) {
   supervise->add_option("--grace-ms", sv->grace_ms);
   supervise->add_option("--uid", sv->uid);
   supervise->add_option("--gid", sv->gid);
+  supervise->add_option("--after", sv->after)->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
   supervise->callback([sv, exit_code] { *exit_code = Supervise(*sv, TrailingCommand()); });
 
   auto ho = std::make_shared<HollowArgs>();
