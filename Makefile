@@ -65,6 +65,7 @@ bench: build
 	GPUPOOL_TRACES=$(abspath $(TRACES)) $(BUILD)/bench/gpupool_bench $(BENCH_ARGS)
 	python3 bench/pool_bench.py $(BUILD)/gpupool 2000
 	python3 bench/sim_scale.py $(BUILD)/gpupool --traces $(abspath $(TRACES))
+	python3 bench/driver_start.py $(BUILD)/gpupool 20
 
 # The live pool at fleet scale: a server and 10,000 hollow nodes on this machine, 100,000 jobs
 # as arrays (bench/scale.py; figures in docs/benchmarks.md). SCALE_ARGS to change the sizes.
