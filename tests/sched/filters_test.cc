@@ -42,6 +42,11 @@ TEST(FiltersTest, Table) {
        [](NodeState& n) { n.gpu_free.fill(0); n.gpu_free[5] = 400; }, ReasonCode::kGpuShare, 500, 400, 1000},
       {"cpu-only job ignores GPUs", [](JobSpec& j) { j.gpus_per_task = 0; j.gpu_models = {"H100"}; },
        [](NodeState& n) { n.gpu_free.fill(0); }, std::nullopt},
+      {"oci job on a node that offers only process", [](JobSpec& j) { j.driver = Driver::kOci; },
+       [](NodeState& n) { n.drivers = 1; }, ReasonCode::kDriver, 1, 1, 0},
+      {"oci job on a node that offers both", [](JobSpec& j) { j.driver = Driver::kOci; }, [](NodeState& n) { n.drivers = 3; },
+       std::nullopt},
+      {"process job on an oci-only node", [](JobSpec&) {}, [](NodeState& n) { n.drivers = 2; }, ReasonCode::kDriver, 0, 2, 0},
   };
   const Policy policy = testing::MakePolicy("fifo");
   for (const FilterCase& c : cases) {
@@ -73,6 +78,7 @@ TEST(ReasonTest, DescriptionsCarryTheNumbers) {
   EXPECT_EQ(DescribeReason({ReasonCode::kGpuModel, 0, 0, 0}, fleet, job),
             "GPU model: node has V100, job wants H100 or A100");
   EXPECT_EQ(DescribeReason({ReasonCode::kCpu, 8000, 2500, 64000}, fleet, job), "CPU: asked 8.0 cores, free 2.5 of 64.0");
+  EXPECT_EQ(DescribeReason({ReasonCode::kDriver, 1, 1, 0}, fleet, job), "driver: the job runs with oci, the node offers process");
 }
 
 struct QueueCase {

@@ -53,6 +53,51 @@ TEST(CodecHostileTest, SubmitRequests) {
   for (const Case& c : cases) Expect(c, StatusOf(ParseSubmitRequest(c.body)));
 }
 
+// The driver and an oci job's container: refused naming the field when they do not go
+// together; kept through the store and the launch.
+TEST(CodecDriverTest, ContainerFieldsGoTogetherAndRoundTrip) {
+  const std::vector<Case> cases = {
+      {"an unknown driver", R"({"command":["true"],"driver":"docker","rootfs":"/r"})", "field 'driver'", ""},
+      {"oci without a root", R"({"command":["true"],"driver":"oci"})", "field 'rootfs'", ""},
+      {"oci with both roots", R"({"command":["true"],"driver":"oci","rootfs":"/r","image":"x"})", "field 'rootfs'", ""},
+      {"a relative rootfs", R"({"command":["true"],"driver":"oci","rootfs":"r"})", "absolute path", ""},
+      {"a rootfs that climbs", R"({"command":["true"],"driver":"oci","rootfs":"/r/../etc"})", "'..'", ""},
+      {"a rootfs for a process job", R"({"command":["true"],"rootfs":"/r"})", "field 'rootfs': only for driver", ""},
+      {"read_only_root for a process job", R"({"command":["true"],"read_only_root":true})", "field 'read_only_root'", ""},
+      {"an oci job", R"({"command":["true"],"driver":"oci","image":"reg/app:1","read_only_root":true})", "", ""},
+      {"a process job", R"({"command":["true"],"driver":"process"})", "", ""},
+  };
+  for (const Case& c : cases) Expect(c, StatusOf(ParseSubmitRequest(c.body)));
+
+  auto r = ParseSubmitRequest(R"({"command":["true"],"driver":"oci","rootfs":"/srv/root","read_only_root":true})");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->spec.driver, Driver::kOci);
+  ASSERT_TRUE(r->extras && r->extras->container);
+  EXPECT_EQ(r->extras->container->rootfs, "/srv/root");
+  auto back = JobFromJson(JobToJson(*r, std::nullopt, /*store=*/true));
+  ASSERT_TRUE(back) << back.error().message();
+  EXPECT_EQ(back->spec.driver, Driver::kOci);
+  ASSERT_TRUE(back->extras && back->extras->container);
+  EXPECT_EQ(back->extras->container->rootfs, "/srv/root");
+  EXPECT_TRUE(back->extras->container->read_only);
+  auto plain = ParseSubmitRequest(R"({"command":["true"]})");
+  ASSERT_TRUE(plain);
+  EXPECT_FALSE(plain->extras) << "a process job without secrets boxes nothing";
+  EXPECT_EQ(JobToJson(*plain, std::nullopt, false).find("driver"), std::string::npos);
+
+  HeartbeatReply reply;
+  reply.start.push_back(TaskLaunch{.job = 1, .command = {"true"}, .driver = "oci", .image = "reg/app:1", .read_only_root = true});
+  auto parsed = ParseReply(ReplyToJson(reply));
+  ASSERT_TRUE(parsed);
+  EXPECT_EQ(parsed->start[0].driver, "oci");
+  EXPECT_EQ(parsed->start[0].image, "reg/app:1");
+  EXPECT_TRUE(parsed->start[0].read_only_root);
+  auto reg = ParseRegister(R"({"name":"n1","drivers":["process","oci"]})");
+  ASSERT_TRUE(reg);
+  EXPECT_EQ(reg->drivers.size(), 2u);
+  EXPECT_FALSE(ParseRegister(R"({"name":"n1","drivers":["lxc"]})"));
+}
+
 // A priority by a class's name, resolved by the pool; a number stays a number; an unknown name
 // and a pool without classes are refused naming the field.
 TEST(CodecHostileTest, PriorityByClassName) {
