@@ -145,6 +145,7 @@ Result<std::unique_ptr<Agent>> Agent::Create(AgentOptions o) {
   if (auto cred = ReadToken(agent->CredentialPath().string())) agent->credential_ = *cred;
   agent->carrier_ = std::make_unique<CheckpointCarrier>(agent->o_.server, agent->o_.join_token,
                                                         agent->o_.checkpoint_max_mib << 20);
+  agent->cgroups_ = CgroupLimiter::Detect("/sys/fs/cgroup", Sha256Hex(agent->o_.work_dir.string()).substr(0, 12));
   agent->DetectDrivers();
   if (agent->o_.drivers != "auto" && agent->o_.drivers.find("oci") != std::string::npos && !agent->oci_) {
     return InvalidArgument("--drivers oci: " + agent->oci_why_not_);
@@ -436,7 +437,8 @@ Status Agent::Run(const std::atomic<bool>& stop) {
       registered = true;
       backoff = 200;
       fmt::print(stderr, "gpupool agent: registered as {} with {}; cgroup limits: {}; oci driver: {}\n", o_.name, o_.server,
-                 cgroups_.available() ? "on" : "off (" + cgroups_.why_not() + ")",
+                 cgroups_.available() ? (cgroups_.v1() ? "on (v1: cpu, memory, pids, devices)" : "on (v2: cpu, memory, pids)")
+                                      : "off (" + cgroups_.why_not() + ")",
                  oci_ ? fmt::format("on ({}, {} CDI specs)", runc_, cdi_.size()) : "off (" + oci_why_not_ + ")");
     }
     Reap();

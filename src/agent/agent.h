@@ -65,7 +65,7 @@ struct AgentOptions {
   std::string oci_unpack;
   std::vector<std::string> cdi_dirs = {"/etc/cdi", "/var/run/cdi"};
   std::string cdi_kind = "nvidia.com/gpu";  // the CDI kind whose devices are this node's GPUs
-  int64_t pids_limit = 4096;  // processes (and threads) a container may have at once; 0: no limit
+  int64_t pids_limit = 4096;  // processes (and threads) a task may have at once; 0: no limit
 };
 
 }  // namespace gp
@@ -158,6 +158,8 @@ class Agent {
   Result<std::filesystem::path> ImageRootfs(const std::string& image);
   // After an oci task ended: why (an OOM kill, from its cgroup), then its container deleted.
   void ContainerEnded(const TaskKey& key, Task& t);
+  // The kernel killed the task for its memory limit: said in its error and its stderr.
+  void NoteOom(const TaskKey& key, Task& t, int64_t memory_mib);
   // The user tasks run as: --job-user when the agent is root, else the agent's own.
   std::string TaskUser() const { return job_uid_ >= 0 ? o_.job_user : (getenv("USER") ? getenv("USER") : ""); }
   void RenewLeaseWhileAway(int64_t& backoff);
@@ -183,7 +185,7 @@ class Agent {
   uint64_t epoch_ = 0;          // the newest leader epoch seen (several servers): older replies are not acted on
   std::string supervisor_;  // gpupool-supervise beside the agent's binary, else the binary itself
   int64_t last_log_scan_ms_ = 0;
-  CgroupLimiter cgroups_ = CgroupLimiter::Detect();
+  CgroupLimiter cgroups_;  // detected at start (Create), with this agent's scope
   int64_t last_sample_ms_ = 0;
   bool telemetry_due_ = true;  // a sample taken since the last heartbeat that carried one
   HostSample host_sample_;
@@ -203,6 +205,9 @@ class Agent {
   std::string runc_;             // runc's path
   CdiRegistry cdi_;
   std::string cgroup_prefix_;    // "/gpupool/<this agent>": its containers' cgroups below it
+  // Per GPU, the device rules ("c 195:1 rwm") of its own nodes: denied to a process task that
+  // was not given it (cgroup v1's devices controller).
+  std::array<std::vector<std::string>, kMaxGpusPerNode> gpu_device_rules_;
   int job_uid_ = -1;         // tasks' user when the agent is root
   int job_gid_ = -1;
   std::string job_home_user_;

@@ -11,6 +11,7 @@
 #include <spawn.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -191,6 +192,28 @@ void Agent::Start(const TaskLaunch& l, const std::string& note) {
   } else {
     if (uid >= 0) args.insert(args.end() - 1, {"--uid", std::to_string(uid), "--gid", std::to_string(gid)});
     spawn_env = Environment(env, workdir, user);
+    if (cgroups_.available()) {
+      // Its limits, and the other GPUs' device nodes denied; the supervisor joins the cgroups
+      // before it starts the task.
+      CgroupLimits limits{.cpu = l.cpu, .memory = l.memory, .pids = o_.pids_limit};
+      for (int g = 0; g < kMaxGpusPerNode; ++g) {
+        if (l.gpu_mask >> g & 1) continue;
+        for (const std::string& rule : gpu_device_rules_[static_cast<size_t>(g)]) {
+          bool given = false;
+          for (int h = 0; h < kMaxGpusPerNode; ++h) {
+            const auto& mine = gpu_device_rules_[static_cast<size_t>(h)];
+            given = given || ((l.gpu_mask >> h & 1) && std::find(mine.begin(), mine.end(), rule) != mine.end());
+          }
+          if (!given) limits.deny_devices.push_back(rule);
+        }
+      }
+      auto dirs = cgroups_.Prepare(dir.filename().string(), limits);
+      if (dirs) {
+        for (const std::string& d : *dirs) args.insert(args.end() - 1, {"--cgroup", d});
+      } else {
+        fmt::print(stderr, "gpupool agent: job {} task {}: no cgroup limits: {}\n", l.job, l.task, dirs.error().message());
+      }
+    }
   }
   args.insert(args.end(), command.begin(), command.end());
   auto pid = refused.empty() ? SpawnInSession(std::move(args), std::move(spawn_env), out, err, spawn_cwd)
@@ -206,12 +229,6 @@ void Agent::Start(const TaskLaunch& l, const std::string& note) {
     t.pid = *pid;
     by_pid_[t.pid] = key;
     std::ofstream(dir / "pid") << t.pid << "\n";
-  }
-  if (t.pid > 0 && cgroups_.available() && (l.cpu.value() > 0 || l.memory.value() > 0)) {
-    // Limits apply from here on; what the task did in its first instant is not capped.
-    if (Status s = cgroups_.Place(t.pid, TaskDir(key).filename().string(), l.cpu, l.memory); !s.ok()) {
-      fmt::print(stderr, "gpupool agent: job {} task {}: no cgroup limits: {}\n", l.job, l.task, s.message());
-    }
   }
   tasks_[key] = std::move(t);
   MarkGpus();
@@ -395,7 +412,9 @@ void Agent::Reap() {
     by_pid_.erase(it);
     if (t == tasks_.end()) continue;
     Exited(t->second, status);
-    cgroups_.Remove(TaskDir(t->first).filename().string());
+    const std::string name = TaskDir(t->first).filename().string();
+    if (t->second.launch.driver != "oci" && cgroups_.OomKills(name) > 0) NoteOom(t->first, t->second, t->second.launch.memory.value());
+    cgroups_.Remove(name);
     any = true;
   }
   const int64_t now = NowMs();
@@ -491,6 +510,30 @@ bool Agent::ShipLogs(Task& t, TaskReport& r, int64_t& budget) {
 // --- the oci driver ---
 
 void Agent::DetectDrivers() {
+  // The CDI specs say which device nodes are which GPU's: for containers (oci) and for the
+  // process driver's device rules alike.
+  std::vector<std::filesystem::path> dirs(o_.cdi_dirs.begin(), o_.cdi_dirs.end());
+  auto cdi = CdiRegistry::Load(dirs);
+  if (cdi) cdi_ = std::move(*cdi);
+  auto devices = gpus_->Devices();
+  for (const GpuDevice& d : devices ? *devices : std::vector<GpuDevice>{}) {
+    if (d.index < 0 || d.index >= kMaxGpusPerNode) continue;
+    std::vector<std::string> hosts;
+    // The device's own nodes only (a spec's common ones, /dev/nvidiactl, every GPU needs).
+    const CdiEdits* own = cdi_.Own(o_.cdi_kind, std::to_string(d.index));
+    if (!own && !d.uuid.empty()) own = cdi_.Own(o_.cdi_kind, d.uuid);
+    if (own) {
+      for (const CdiDeviceNode& n : own->device_nodes) hosts.push_back(n.host_path.empty() ? n.path : n.host_path);
+    } else {
+      hosts.push_back(fmt::format("/dev/nvidia{}", d.index));  // NVIDIA's own names, where there is no spec
+    }
+    for (const std::string& h : hosts) {
+      struct stat st {};
+      if (stat(h.c_str(), &st) != 0 || !(S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode))) continue;
+      gpu_device_rules_[static_cast<size_t>(d.index)].push_back(
+          fmt::format("{} {}:{} rwm", S_ISCHR(st.st_mode) ? 'c' : 'b', gnu_dev_major(st.st_rdev), gnu_dev_minor(st.st_rdev)));
+    }
+  }
   const bool want = o_.drivers == "auto" || o_.drivers.find("oci") != std::string::npos;
   if (!want) {
     oci_why_not_ = "not among --drivers";
@@ -520,13 +563,10 @@ void Agent::DetectDrivers() {
     oci_why_not_ = fmt::format("no {} on this node (Debian: apt install runc)", o_.runc);
     return;
   }
-  std::vector<std::filesystem::path> dirs(o_.cdi_dirs.begin(), o_.cdi_dirs.end());
-  auto cdi = CdiRegistry::Load(dirs);
   if (!cdi) {
     oci_why_not_ = cdi.error().message();
     return;
   }
-  cdi_ = std::move(*cdi);
   // One cgroup subtree per agent: several agents on one machine (gpupool dev) never collide.
   cgroup_prefix_ = "/gpupool/" + Sha256Hex(o_.work_dir.string()).substr(0, 12);
   oci_ = true;
@@ -649,6 +689,12 @@ Result<std::vector<std::string>> Agent::PrepareContainer(const TaskKey& key, con
   return std::vector<std::string>{runc_, "--root", (o_.work_dir / "runc").string(), "run", "--keep", "--bundle", bundle.string(), id};
 }
 
+void Agent::NoteOom(const TaskKey& key, Task& t, int64_t memory_mib) {
+  t.error = memory_mib > 0 ? fmt::format("OOM-killed: the task went over its memory limit of {} MiB", memory_mib)
+                           : std::string("OOM-killed: the task ran out of memory");
+  std::ofstream(TaskDir(key) / "stderr", std::ios::app) << "gpupool agent: " << t.error << "\n";
+}
+
 void Agent::ContainerEnded(const TaskKey& key, Task& t) {
   const auto dir = TaskDir(key);
   std::ifstream in(dir / "container");
@@ -656,11 +702,7 @@ void Agent::ContainerEnded(const TaskKey& key, Task& t) {
   int64_t memory_mib = 0;
   if (!(in >> id >> cgroup)) return;
   in >> memory_mib;
-  if (const int64_t kills = OomKills(cgroup); kills > 0) {
-    t.error = memory_mib > 0 ? fmt::format("OOM-killed: the container went over its memory limit of {} MiB", memory_mib)
-                             : std::string("OOM-killed: the container ran out of memory");
-    std::ofstream(dir / "stderr", std::ios::app) << "gpupool agent: " << t.error << "\n";
-  }
+  if (OomKills(cgroup) > 0) NoteOom(key, t, memory_mib);
   // runc answers for a container's own end with 128 + the signal that ended it.
   if (t.exit_code && *t.exit_code > 128 && *t.exit_code < 128 + 65 && !t.signal) t.signal = *t.exit_code - 128;
   const std::string root = (o_.work_dir / "runc").string();

@@ -156,6 +156,16 @@ bool CdiRegistry::has(std::string_view kind) const {
   return std::any_of(specs_.begin(), specs_.end(), [&](const CdiSpec& s) { return s.kind == kind; });
 }
 
+const CdiEdits* CdiRegistry::Own(std::string_view kind, std::string_view name) const {
+  for (const CdiSpec& s : specs_) {
+    if (s.kind != kind) continue;
+    for (const auto& [n, edits] : s.devices) {
+      if (n == name) return &edits;
+    }
+  }
+  return nullptr;
+}
+
 Result<CdiEdits> CdiRegistry::Resolve(std::string_view kind, const std::vector<std::string>& names) const {
   CdiEdits out;
   std::vector<const CdiSpec*> used;

@@ -72,6 +72,8 @@ class CdiRegistry {
   // The edits that give a container the devices `names` of `kind` (CDI's fully-qualified
   // kind=name), their specs' common edits once; a name no spec has is an error.
   Result<CdiEdits> Resolve(std::string_view kind, const std::vector<std::string>& names) const;
+  // One device's own edits, without its spec's common ones; nullptr when no spec has it.
+  const CdiEdits* Own(std::string_view kind, std::string_view name) const;
   size_t size() const { return specs_.size(); }
 
  private:

@@ -39,6 +39,17 @@ int64_t LeaseAgeMs(const std::string& path) {
 
 int Supervise(const SuperviseOptions& o, const std::vector<std::string>& argv) {
   if (argv.empty()) return 2;
+  for (const std::string& dir : o.cgroups) {
+    const std::string procs = dir + "/cgroup.procs";
+    const int fd = open(procs.c_str(), O_WRONLY | O_CLOEXEC);
+    char pid[32];
+    const int n = std::snprintf(pid, sizeof(pid), "%d", static_cast<int>(getpid()));
+    if (fd < 0 || write(fd, pid, static_cast<size_t>(n)) != n) {
+      std::fprintf(stderr, "gpupool: cannot join the task's cgroup %s: %s; it runs without that limit\n", dir.c_str(),
+                   std::strerror(errno));
+    }
+    if (fd >= 0) close(fd);
+  }
   // SIGCHLD, SIGTERM and SIGINT are taken synchronously with sigtimedwait: the supervisor
   // reacts to the task's exit at once and looks at the lease every 100 ms.
   sigset_t wait_for;

@@ -24,6 +24,9 @@ struct SuperviseOptions {
   // Run once the task has ended, whatever ended it (its output discarded): for a container,
   // `runc kill` of what runc may have left running when it was itself killed.
   std::vector<std::string> after;
+  // cgroup directories the supervisor joins before it starts the task (its limits: nothing the
+  // task does escapes them).
+  std::vector<std::string> cgroups;
 };
 // The status file's text: "exit N" or "signal S", then " lost" when the lease ran out (the
 // attempt was stopped for want of word from the server, not by its own doing).

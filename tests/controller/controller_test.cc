@@ -3,7 +3,10 @@
 #include <gtest/gtest.h>
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <sys/vfs.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -972,11 +975,57 @@ TEST(CgroupTest, CpuMaxAndDetection) {
   const CgroupLimiter none = CgroupLimiter::Detect("/nonexistent");
   EXPECT_FALSE(none.available());
   EXPECT_NE(none.why_not().find("/nonexistent"), std::string::npos);
+}
+
+// On a cgroup v1 host as root (this project's machines): a task's cgroups get their limits in
+// each hierarchy, the GPUs not given are denied in the devices one, and a process that joins
+// them is in them; Remove takes them away.
+TEST(CgroupTest, V1LimitsAndDeviceRulesWhereTheHostHasThem) {
   struct statfs fs {};
-  if (statfs("/sys/fs/cgroup", &fs) == 0 && static_cast<long>(fs.f_type) != 0x63677270) {
-    const CgroupLimiter v1 = CgroupLimiter::Detect();
-    EXPECT_FALSE(v1.available());
-    EXPECT_NE(v1.why_not().find("not a cgroup v2 mount"), std::string::npos);
+  if (geteuid() != 0 || statfs("/sys/fs/cgroup/memory", &fs) != 0 || static_cast<long>(fs.f_type) != 0x27e0eb) {
+    GTEST_SKIP() << "needs root and a cgroup v1 memory hierarchy";
+  }
+  const std::string scope = "test-" + std::to_string(getpid());
+  const CgroupLimiter c = CgroupLimiter::Detect("/sys/fs/cgroup", scope);
+  ASSERT_TRUE(c.available()) << c.why_not();
+  EXPECT_TRUE(c.v1());
+  auto dirs = c.Prepare("task-1", CgroupLimits{.cpu = MilliCpu{1500}, .memory = MiB{64}, .pids = 32, .deny_devices = {"c 1:7 rwm"}});
+  ASSERT_TRUE(dirs) << dirs.error().message();
+  auto read = [](const std::string& f) {
+    std::ifstream in(f);
+    std::string all((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    return all;
+  };
+  const std::string base = "/sys/fs/cgroup/{}/gpupool/" + scope + "/task-1/";
+  auto at = [&](const char* ctrl, const char* file) { return fmt::format(fmt::runtime(base), ctrl) + file; };
+  EXPECT_EQ(read(at("memory", "memory.limit_in_bytes")), std::to_string(64 << 20) + "\n");
+  EXPECT_EQ(read(at("cpu", "cpu.cfs_quota_us")), "150000\n");
+  if (std::filesystem::exists(at("pids", "pids.max"))) {
+    EXPECT_EQ(read(at("pids", "pids.max")), "32\n");
+  }
+  // A child joins them, as the supervisor does, and is in them: the denied node (/dev/full)
+  // will not open, /dev/null still does.
+  const bool devices = std::filesystem::exists(at("devices", "devices.deny"));
+  const pid_t child = fork();
+  if (child == 0) {
+    if (!CgroupLimiter::Join(*dirs).ok()) _exit(1);
+    const int full = open("/dev/full", O_RDONLY);
+    const int full_errno = errno;
+    const int null = open("/dev/null", O_RDONLY);
+    if (null < 0) _exit(2);
+    if (devices && (full >= 0 || full_errno != EPERM)) _exit(3);
+    std::ifstream mine("/proc/self/cgroup");
+    std::string all((std::istreambuf_iterator<char>(mine)), std::istreambuf_iterator<char>());
+    _exit(all.find("gpupool/test-") != std::string::npos ? 0 : 4);
+  }
+  int status = 0;
+  waitpid(child, &status, 0);
+  EXPECT_TRUE(WIFEXITED(status)) << status;
+  EXPECT_EQ(WEXITSTATUS(status), 0) << "1: cannot join; 2: /dev/null refused; 3: /dev/full opened; 4: not in the cgroup";
+  c.Remove("task-1");
+  EXPECT_FALSE(std::filesystem::exists(fmt::format(fmt::runtime(base), "memory")));
+  for (const char* ctrl : {"cpu", "memory", "pids", "devices"}) {
+    rmdir(fmt::format("/sys/fs/cgroup/{}/gpupool/{}", ctrl, scope).c_str());
   }
 }
 

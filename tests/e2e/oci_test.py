@@ -1,6 +1,7 @@
 """The oci driver on real containers: runc, with a busybox-static root file system built here
-and now, and CDI specs written for two fake GPUs (device nodes that are /dev/null and /dev/zero
-on the host).
+and now, and CDI specs written for two fake GPUs (device nodes that are /dev/full and /dev/zero
+on the host). And the process driver's limits on the same node, where its cgroups allow (v1
+here): memory, processes, and the other GPU's device denied.
 
 - A task runs as its tenant's unix user, in its own root, with its directory at /task; the
   agent's work directory (its credential) is not there to read.
@@ -12,7 +13,9 @@ on the host).
 - An image (an OCI image layout made with umoci) is unpacked by the node's --oci-unpack tool
   and runs.
 - A node that does not offer oci never gets an oci job: `explain` says why it waits.
-- Bad oci submissions are refused naming the field."""
+- Bad oci submissions are refused naming the field.
+- The process driver (cgroups): a task given one GPU cannot open the other's device node; over
+  its memory limit it ends OOM-killed, saying so; a fork bomb stops at the process limit."""
 import os
 import shutil
 import subprocess
@@ -47,7 +50,7 @@ devices:
     containerEdits:
       deviceNodes:
         - path: /dev/fakegpu0
-          hostPath: /dev/null
+          hostPath: /dev/full
       env: [FAKE_GPU=zero]
   - name: "1"
     containerEdits:
@@ -205,6 +208,43 @@ def main():
             c.check(status == 400 and f"'{field}'" in msg, f"{body} is refused naming '{field}': {status} {msg}")
         log.flush()
         c.check("oci driver: on" in open(f"{pool.dir}/agent.log").read(), "the agent said at start that it runs oci tasks")
+        # --- the process driver's limits, on the same node ---
+        if os.path.isdir("/sys/fs/cgroup/devices") or os.path.exists("/sys/fs/cgroup/cgroup.controllers"):
+            devices = os.path.isdir("/sys/fs/cgroup/devices")
+            pool.call("POST", "/v1/nodes/plain/drain")  # on n1, whose CDI specs name the GPUs' nodes
+            probe = ("head -c1 /dev/full >/dev/null 2>&1 && echo gpu0-node-opens || echo gpu0-node-denied; "
+                     "head -c1 /dev/zero >/dev/null 2>&1 && echo gpu1-node-opens || echo gpu1-node-denied; sleep 1")
+            pids = []
+            for _ in range(2):
+                status, body = pool.call("POST", "/v1/jobs", {"command": ["sh", "-c", probe], "gpus": 1})
+                pids.append(body.get("id"))
+            jobs = pool.wait_jobs(pids, timeout=60)
+            for i in pids:
+                gpu = jobs[i]["gpus"][0]
+                text = pool.call("GET", f"/v1/jobs/{i}/logs?task=0&stream=stdout")[1]
+                mine, other = (f"gpu{gpu}-node-opens", f"gpu{1 - gpu}-node-denied")
+                if devices:
+                    c.check(isinstance(text, str) and mine in text and other in text,
+                            f"a process task given GPU {gpu} opens its device node and not the other's: {text!r}")
+            status, body = pool.call("POST", "/v1/jobs", {
+                # (not from /dev/zero: a task given no GPU may not open the fake GPU 1's node)
+                "command": ["sh", "-c", "x=$(yes aaaaaaaa | head -c 200000000); echo survived"], "memory": "32MiB"})
+            oom = body.get("id")
+            j = pool.wait_jobs([oom], timeout=60)[oom]
+            c.check(j["state"] == "failed" and "OOM-killed" in j.get("message", ""),
+                    f"a process task over its memory limit ends OOM-killed ({j['state']}: {j.get('message')})")
+            # Without a pid namespace /proc shows the host's processes: the subshell counts its own
+            # forks in a file, read back with a builtin.
+            counted = ("(i=0; while [ $i -lt 300 ]; do sleep 3 & i=$((i+1)); echo $i > started; done); "
+                       "read n < started; echo alive=$n; wait")
+            status, body = pool.call("POST", "/v1/jobs", {"command": ["sh", "-c", counted]})
+            fb = body.get("id")
+            pool.wait_jobs([fb], timeout=60)
+            text = pool.call("GET", f"/v1/jobs/{fb}/logs?task=0&stream=stdout")[1]
+            alive = [int(x.split("=")[1]) for x in (text.splitlines() if isinstance(text, str) else []) if x.startswith("alive=")]
+            c.check(alive and alive[0] <= 64, f"a process task's fork bomb stops at the limit of 64: {alive}")
+        else:
+            print("note: no cgroup hierarchy here; the process driver's limits were not checked")
         leftover = subprocess.run(["runc", "--root", f"{agent_dir}/runc", "list", "-q"], capture_output=True, text=True).stdout.split()
         c.check(not leftover, f"no container is left behind: {leftover}")
     finally:

@@ -29,6 +29,7 @@ int main(int argc, char** argv) {
     else if (a == "--uid") o.uid = std::atoi(argv[++i]);
     else if (a == "--gid") o.gid = std::atoi(argv[++i]);
     else if (a == "--after") o.after.push_back(argv[++i]);
+    else if (a == "--cgroup") o.cgroups.push_back(argv[++i]);
     else {
       std::fprintf(stderr, "gpupool-supervise: unknown option %s\n", argv[i]);
       return 2;

@@ -1077,7 +1077,7 @@ void AddPoolCommands(CLI::App& app, int* exit_code) {
       ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
   agent->add_option("--cdi-kind", a->options.cdi_kind, "the CDI kind of this node's GPUs (default nvidia.com/gpu)");
   agent->add_option("--pids-limit", a->options.pids_limit,
-                    "processes and threads an oci task may have at once (default 4096; 0: no limit)");
+                    "processes and threads a task may have at once, where cgroups allow (default 4096; 0: no limit)");
   agent->add_option("--simulate-gpus", a->options.simulate_gpus, "simulated GPUs, COUNTxMODEL (default: real GPUs via NVML)");
   agent->add_option("--work-dir", a->options.work_dir, "where task outputs are written");
   agent->add_option("--name", a->options.name, "node name (default: host name)");
@@ -1112,6 +1112,7 @@ void AddPoolCommands(CLI::App& app, int* exit_code) {
   supervise->add_option("--uid", sv->uid);
   supervise->add_option("--gid", sv->gid);
   supervise->add_option("--after", sv->after)->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+  supervise->add_option("--cgroup", sv->cgroups)->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
   supervise->callback([sv, exit_code] { *exit_code = Supervise(*sv, TrailingCommand()); });
 
   auto ho = std::make_shared<HollowArgs>();
