@@ -459,6 +459,16 @@ void TurnAway(tcp::socket s) {
   AnswerAndClose(std::move(s), kBusy);
 }
 
+// A TLS context of either side: TLS 1.2 and later only.
+std::unique_ptr<ssl::context> TlsContext(ssl::context::method method) {
+  auto ctx = std::make_unique<ssl::context>(method);
+  beast::error_code ignored;
+  ctx->set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 | ssl::context::no_sslv3 |
+                       ssl::context::no_tlsv1 | ssl::context::no_tlsv1_1,
+                   ignored);
+  return ctx;
+}
+
 // Plain HTTP that came from another host to a server that takes it only over loopback.
 void RefusePlain(tcp::socket s) {
   static const std::string kBody =
@@ -635,12 +645,9 @@ namespace {
 // of the given CA asked for but not required; an expired one passes the handshake (its request
 // is refused saying so).
 Result<std::unique_ptr<ssl::context>> ServerContext(const ServerTls& t) {
-  auto ctx = std::make_unique<ssl::context>(ssl::context::tls_server);
+  auto ctx = TlsContext(ssl::context::tls_server);
   beast::error_code ec;
-  ctx->set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 | ssl::context::no_sslv3 |
-                       ssl::context::no_tlsv1 | ssl::context::no_tlsv1_1,
-                   ec);
-  if (!ec) ctx->use_certificate_chain(asio::buffer(t.cert_chain_pem), ec);
+  ctx->use_certificate_chain(asio::buffer(t.cert_chain_pem), ec);
   if (ec) return Error(StatusCode::kInvalidArgument, fmt::format("the server's certificate: {}", ec.message()));
   ctx->use_private_key(asio::buffer(t.key_pem), ssl::context::pem, ec);
   if (ec) return Error(StatusCode::kInvalidArgument, fmt::format("the server's key: {}", ec.message()));
@@ -747,11 +754,8 @@ void EventLoop::Stop() { impl_->io.stop(); }
 
 // The client's TLS context for `t`, or an error naming what is wrong with it.
 Result<std::unique_ptr<ssl::context>> ClientContext(const ClientTls& t) {
-  auto ctx = std::make_unique<ssl::context>(ssl::context::tls_client);
+  auto ctx = TlsContext(ssl::context::tls_client);
   beast::error_code ec;
-  ctx->set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 | ssl::context::no_sslv3 |
-                       ssl::context::no_tlsv1 | ssl::context::no_tlsv1_1,
-                   ec);
   if (t.verify) {
     if (t.ca_pem.empty()) {
       return Error(StatusCode::kInvalidArgument,

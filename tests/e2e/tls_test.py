@@ -122,6 +122,10 @@ def main(gpupool):
         r = cli(gpupool, ["jobs"], env)
         c.check(r.returncode == 0, f"... and with server and ca in ~/.config/gpupool/config ({r.stderr.strip()[:200]})")
 
+        # --- the dashboard, over HTTPS on the same port ---
+        status, text = https(pool.port, "GET", "/", ca=ca)
+        c.check(status == 200 and "<html" in text.lower(), f"the dashboard's page is served over HTTPS ({status})")
+
         # --- from another host's address ---
         os.chmod(pool.dir, 0o711)
         if ip:
