@@ -46,6 +46,11 @@ void Controller::WriteNodeMetrics(std::string& text, bool gpus_too) const {
   for (const NodeSlot& s : nodes_) {
     out.Sample("gpupool_node_gpus_quarantined", {{"node", s.record.spec.name}}, static_cast<double>(s.quarantine.count()));
   }
+  out.Family("gpupool_node_up", "1 while the node is heard from (ready, suspect or draining), 0 once it is down.",
+             prometheus::MetricType::Gauge);
+  for (const NodeSlot& s : nodes_) {
+    if (!s.record.released) out.Sample("gpupool_node_up", {{"node", s.record.spec.name}}, s.down ? 0 : 1);
+  }
   out.Family("gpupool_node_gpus_free", "Whole GPUs of the node free for placement.", prometheus::MetricType::Gauge);
   for (const NodeSlot& s : nodes_) {
     out.Sample("gpupool_node_gpus_free", {{"node", s.record.spec.name}}, cluster_.sched().node(s.record.spec.id).WholeFreeGpus());
@@ -69,10 +74,14 @@ void Controller::CollectMetrics(Families& out) const {
   for (const auto& [id, j] : cluster_.jobs()) ++jobs_by_state[std::string(JobStateName(j.state))];
   auto& jobs = FamilyIn(out, "gpupool_jobs", "Jobs by state.", MetricType::Gauge);
   for (const auto& [state, n] : jobs_by_state) AddValue(jobs, {{"state", state}}, n);
-  // Why queued jobs wait: the first reason of the last pass's decision, per tenant.
+  // Why queued jobs wait: the first reason of the last pass's decision, per tenant; and the
+  // longest any of a tenant's has waited (what an alert on a stuck queue watches).
   std::map<std::pair<std::string, std::string>, int> queue;
+  std::map<std::string, int64_t> oldest;
   for (uint64_t id : cluster_.queued()) {
     const JobRecord& j = cluster_.jobs().at(id);
+    int64_t& wait = oldest[j.spec.tenant.empty() ? "default" : j.spec.tenant];
+    wait = std::max(wait, now - j.spec.submit_time.value());
     std::string reason = "pending";  // not looked at by a pass yet
     if (j.not_before_ms > now) {
       reason = "backoff";
@@ -105,6 +114,9 @@ void Controller::CollectMetrics(Families& out) const {
   }
   auto& q = FamilyIn(out, "gpupool_queue_length", "Queued jobs by tenant and the reason they wait.", MetricType::Gauge);
   for (const auto& [k, n] : queue) AddValue(q, {{"tenant", k.first}, {"reason", k.second}}, n);
+  auto& waited = FamilyIn(out, "gpupool_queue_oldest_wait_seconds", "The longest a tenant's queued job has waited since it was submitted.",
+                          MetricType::Gauge);
+  for (const auto& [tenant, ms] : oldest) AddValue(waited, {{"tenant", tenant}}, static_cast<double>(std::max<int64_t>(0, ms)) / 1000);
   AddValue(FamilyIn(out, "gpupool_placements_total", "Jobs placed (attempts started) since the server started.", MetricType::Counter),
            {}, static_cast<double>(cluster_.placed_total()));
   AddValue(FamilyIn(out, "gpupool_failovers_total", "Jobs moved off a failed node or GPU since the server started.", MetricType::Counter),

@@ -63,7 +63,9 @@ def main(gpupool):
         d = os.path.join(pool.dir, "prometheus")
         os.makedirs(d)
         with open(f"{d}/prometheus.yml", "w") as f:
-            f.write("global:\n  scrape_interval: 1s\n  scrape_timeout: 900ms\nscrape_configs:\n"
+            rules = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "examples", "prometheus", "gpupool-rules.yml")
+            f.write(f"global:\n  scrape_interval: 1s\n  scrape_timeout: 900ms\n  evaluation_interval: 1s\n"
+                    f"rule_files: ['{os.path.abspath(rules)}']\nscrape_configs:\n"
                     f"  - job_name: gpupool-server\n    static_configs:\n      - targets: ['127.0.0.1:{pool.port}']\n"
                     "  - job_name: gpupool-agent\n    static_configs:\n"
                     f"      - targets: ['127.0.0.1:{ports['a']}', '127.0.0.1:{ports['b']}']\n")
@@ -89,6 +91,8 @@ def main(gpupool):
             'gpupool_schedule_decision_seconds_count{job="gpupool-server"} >= 1': 1,
             'gpupool_nodes{job="gpupool-server", state="ready"} == 2': 1,
             'gpupool_agent_tasks_running{job="gpupool-agent"}': 2,
+            'gpupool_node_up{job="gpupool-server"} == 1': 2,
+            'gpupool_queue_oldest_wait_seconds{job="gpupool-server", tenant="vision"} > 0': 1,
         }
         got = {}
         deadline = time.time() + 40
@@ -102,6 +106,12 @@ def main(gpupool):
             time.sleep(0.5)
         for q, n in want.items():
             c.check(got.get(q) == n, f"Prometheus has {n} series for {q} (got {got.get(q)})")
+        # The alerting rules of examples/prometheus load and evaluate against the live series.
+        with urllib.request.urlopen(f"http://127.0.0.1:{prom}/api/v1/rules", timeout=5) as r:
+            groups = json.load(r)["data"]["groups"]
+        rules = [x for g in groups for x in g["rules"]]
+        c.check(len(rules) == 4 and all(x.get("health") == "ok" for x in rules),
+                f"the 4 alerting rules loaded and evaluate: {[(x['name'], x.get('health'), x.get('lastError')) for x in rules]}")
         ok = sum(1 for q, n in want.items() if got.get(q) == n)
         print(f"Prometheus scraped the server and 2 agents: {ok}/{len(want)} expected series queries answered")
     finally:
