@@ -408,6 +408,7 @@ Status Controller::Validate(JobRecord& r) {
   r.array_of = 0;  // elements are the server's to make
   r.progress.reset();  // an array's progress is the server's (and a plain job has none)
   if (Status s = cluster_.Limit(r.spec, r.priority_unset); !s.ok()) return s;
+  if (Status s = cluster_.CheckDependencies(r); !s.ok()) return s;
   if (r.array) {
     // Checked once for every element: they share the spec.
     if (Status s = cluster_.Admit(r.spec); !s.ok()) return s;
@@ -876,6 +877,7 @@ std::string Controller::Explain(JobId id) const {
   if (explain_capacity) {
     if (const std::string why = explain_capacity(id); !why.empty()) out += "  waits for " + why + "\n";
   }
+  if (cluster_.held(id)) return out + "  " + j->message + "\n" + TenantStanding(j->spec.tenant);
   if (nodes_.empty()) return out + "  no node has registered yet\n";
   if (j->not_before_ms > clock_.Now().value()) {
     out += fmt::format("  backing off after {} failed attempts: placed again in {}\n", j->failures,

@@ -79,6 +79,8 @@ struct SimJob {
   int epoch = 0;
   Millis attempt_start{0};
   Millis full_run{0};
+  bool fails = false;                      // ends failed (the trace says it did)
+  std::optional<JobExtras> dependencies;   // held until met (Slurm's --dependency)
 };
 
 struct Completion {
@@ -126,11 +128,14 @@ class SimListener final : public ClusterListener {
   explicit SimListener(const SimOptions& o) : options_(o) {}
   void JobChanged(const JobRecord& j, std::string_view what) override {
     if (j.state == JobState::kTimedOut && what == "timed-out") ++timed_out;
+    // A job its dependencies ended before it ran (the engine counts it done).
+    if (j.state == JobState::kCancelled && j.tasks.empty()) cancelled.push_back(j.spec.id);
     if (options_.on_event) options_.on_event(now_, fmt::format("job.{}", what), fmt::format("job/{}", j.spec.id.value()), JobEventData(j, what));
   }
   bool StopTask(const JobRecord&, int, int) override { return true; }
   Millis now_{0};
   int64_t timed_out = 0;  // jobs stopped at their time limit
+  std::vector<JobId> cancelled;
 
  private:
   const SimOptions& options_;
@@ -178,6 +183,8 @@ class Engine {
   void Integrate(Millis until);
   Status StartPlacements(const std::vector<JobId>& placed, Millis now);
   void Released(size_t i, Millis now);
+  // Jobs their dependencies ended before they ran: done, and counted as cancelled.
+  void TakeCancelled();
   void TenantMoves(size_t i, int wait, int run);
   void TenantIntegrate(Millis until);
   void CloseWindow(Millis end);
@@ -357,6 +364,10 @@ Status Engine::Load(const Trace& trace) {
                      .memory_per_task = MiB{t.memory.value() / tasks}, .priority = t.priority, .tenant = t.tenant,
                      .estimated_duration = t.duration, .submit_time = t.submit};
     j.duration = t.duration;
+    j.fails = t.fails;
+    if (!t.after.empty() || t.singleton) {
+      j.dependencies = JobExtras{.after = t.after, .singleton = t.singleton};
+    }
     for (const auto& [model, d] : t.duration_by_model) {
       if (auto m = fleet_.FindModel(model)) j.duration_by_model.emplace_back(*m, d);
     }
@@ -537,6 +548,16 @@ MicroUsd Engine::CostOf(const SimJob& j, Millis elapsed) const {
 
 // The job's tasks have ended (ClusterState released their allocations): the engine's own
 // accounting follows.
+void Engine::TakeCancelled() {
+  for (JobId id : std::exchange(listener_.cancelled, {})) {
+    const size_t i = id.value() - 1;
+    results_[i].cancelled = true;
+    if (jobs_[i].spec.gpus_per_task > 0) --waiting_gpu_jobs_;
+    TenantMoves(i, -1, 0);
+    ++done_;
+  }
+}
+
 void Engine::Released(size_t i, Millis now) {
   SimJob& j = jobs_[i];
   TenantMoves(i, 0, -1);
@@ -945,7 +966,8 @@ Result<SimReport> Engine::Run() {
       results_[c.job].cost += CostOf(j, now - j.attempt_start);
       JobRecord* rec = cluster_.Find(JobId{c.job + 1});
       if (!rec) return Error(StatusCode::kInternal, fmt::format("finished job {} is not in the cluster state", c.job + 1));
-      for (size_t t = 0; t < rec->tasks.size(); ++t) cluster_.TaskEnded(*rec, static_cast<int>(t), 0, std::nullopt, "", now);
+      const int code = j.fails ? 1 : 0;
+      for (size_t t = 0; t < rec->tasks.size(); ++t) cluster_.TaskEnded(*rec, static_cast<int>(t), code, std::nullopt, "", now);
       Released(c.job, now);
       freed = true;
       ++done_;
@@ -970,6 +992,7 @@ Result<SimReport> Engine::Run() {
     while (next < arrival_order_.size() && jobs_[arrival_order_[next]].spec.submit_time == now) {
       const size_t i = arrival_order_[next++];
       JobRecord rec{.spec = jobs_[i].spec};
+      if (jobs_[i].dependencies) rec.extras = *jobs_[i].dependencies;
       if (options_.on_event) {
         options_.on_event(now, "job.submitted", fmt::format("job/{}", i + 1), JobEventData(rec, "submitted"));
       }
@@ -978,6 +1001,7 @@ Result<SimReport> Engine::Run() {
       if (jobs_[i].spec.gpus_per_task > 0) ++waiting_gpu_jobs_;
       TenantMoves(i, +1, 0);
     }
+    TakeCancelled();  // ended on arrival: a dependency already out of reach
     // Nothing freed and nothing arrived: the jobs that waited then still cannot fit. (Within a
     // pass the queue passes over the classes that failed before and have had nothing freed.)
     if (!cluster_.queued().empty() && (freed || arrived || demoted)) {
@@ -996,6 +1020,7 @@ Result<SimReport> Engine::Run() {
         TenantMoves(i, -1, 0);
         ++done_;
       }
+      TakeCancelled();
       if (options_.progress && (passes_ & 1023) == 0) options_.progress(done_, total);
     }
     if (!options_.autoscale) continue;
@@ -1021,6 +1046,10 @@ Result<SimReport> Engine::Run() {
     first = std::min(first, j.submit);
     if (j.outcome == Outcome::kNever) {
       ++r.unschedulable;
+      continue;
+    }
+    if (j.cancelled) {
+      ++r.cancelled;
       continue;
     }
     r.timed_out = listener_.timed_out;

@@ -88,6 +88,7 @@ struct SimJobResult {
   NodeId first_node;
   MicroUsd cost{0};
   Millis reserved{-1};  // backfill: the start of its first reservation (-1: it never had one)
+  bool cancelled = false;  // ended by a dependency that could no longer be met (never ran)
 };
 
 // The cluster between two scheduling instants: from `t` on, `queued` jobs waited and `busy_gpus`
@@ -159,6 +160,7 @@ struct SimReport {
   int64_t finished = 0;
   int64_t unschedulable = 0;   // refused as "never" (too big for the fleet, unknown model, ...)
   int64_t timed_out = 0;       // stopped at their time limit (counted among the finished)
+  int64_t cancelled = 0;       // ended by a dependency that could no longer be met, never run
   int64_t preemptions = 0;     // running jobs stopped to make room (they resumed later)
   double avg_jct_s = 0;        // over finished jobs: finish - submit
   double p50_jct_s = 0;

@@ -21,8 +21,9 @@ std::string FormatReportTable(const SimReport& r) {
   std::string out;
   auto row = [&](std::string_view k, const std::string& v) { out += fmt::format("  {:<22} {}\n", k, v); };
   out += fmt::format("simulation report (policy {}, seed {})\n", r.policy, r.seed);
-  row("jobs", fmt::format("{} ({} finished{}, {} unschedulable)", r.jobs, r.finished,
-                          r.timed_out > 0 ? fmt::format(", {} at their time limit", r.timed_out) : "", r.unschedulable));
+  row("jobs", fmt::format("{} ({} finished{}, {} unschedulable{})", r.jobs, r.finished,
+                          r.timed_out > 0 ? fmt::format(", {} at their time limit", r.timed_out) : "", r.unschedulable,
+                          r.cancelled > 0 ? fmt::format(", {} cancelled by their dependencies", r.cancelled) : ""));
   if (r.preemptions > 0) row("preemptions", fmt::format("{}", r.preemptions));
   row("average JCT", fmt::format("{:.1f} s", r.avg_jct_s));
   row("median JCT", fmt::format("{:.1f} s", r.p50_jct_s));
@@ -67,6 +68,7 @@ std::string FormatReportJson(const SimReport& r) {
   j["finished"] = r.finished;
   j["unschedulable"] = r.unschedulable;
   j["timed_out"] = r.timed_out;
+  j["cancelled"] = r.cancelled;
   j["preemptions"] = r.preemptions;
   j["avg_jct_s"] = Round(r.avg_jct_s, 3);
   j["p50_jct_s"] = Round(r.p50_jct_s, 3);

@@ -15,6 +15,7 @@
 #include <string_view>
 #include <vector>
 
+#include "state/records.h"
 #include "core/quantity.h"
 #include "core/status.h"
 
@@ -35,6 +36,11 @@ struct TraceJob {
   std::string tenant;           // the team it belongs to, where the trace says (Philly's virtual cluster)
   // When the trace's throughput table gives a run time per GPU model (Gavel): model -> time.
   std::vector<std::pair<std::string, Millis>> duration_by_model;
+  // Slurm's dependencies, on other jobs of the trace by their position + 1 (a live pool's log
+  // has them): held until met, cancelled when they never can be.
+  std::vector<Dependency> after;
+  bool singleton = false;
+  bool fails = false;  // it ends failed (as it did in the log), for its afterok/afternotok dependents
 };
 
 struct Trace {

@@ -53,6 +53,8 @@ struct LiveJob {
   int line = 0;
   int64_t submitted = -1, placed = -1, ended = -1;
   TraceJob job;
+  JobExtras dependencies;  // as submitted, by the live pool's ids
+  bool cancelled = false;
 };
 
 class EventsReader final : public TraceReader {
@@ -120,11 +122,19 @@ class EventsReader final : public TraceReader {
           if (data->contains("gpu_models")) t.gpu_models = (*data)["gpu_models"].get<std::vector<std::string>>();
           t.priority = static_cast<int>(priority);
           if (auto tn = data->find("tenant"); tn != data->end() && tn->is_string()) t.tenant = tn->get<std::string>();
+          if (auto dep = data->find("dependency"); dep != data->end()) {
+            if (!dep->is_string()) return fail("field 'data.dependency': expected text such as afterok:12");
+            if (Status s = ParseDependencies(dep->get<std::string>(), j.dependencies); !s.ok()) return fail(s.message());
+          }
           order.push_back(id);
         } else if (what == "placed") {
           if (auto it = jobs.find(id); it != jobs.end()) it->second.placed = *at;
         } else if (what == "succeeded" || what == "failed" || what == "cancelled") {
-          if (auto it = jobs.find(id); it != jobs.end()) it->second.ended = *at;
+          if (auto it = jobs.find(id); it != jobs.end()) {
+            it->second.ended = *at;
+            it->second.job.fails = what == "failed";
+            it->second.cancelled = what == "cancelled";
+          }
         }
       } catch (const Json::exception& x) {
         return fail(fmt::format("job {}: a field of the wrong type ({})", id, x.what()));
@@ -132,6 +142,7 @@ class EventsReader final : public TraceReader {
     }
     Trace trace{.path = path, .format = "events"};
     int64_t first = -1;
+    std::map<uint64_t, uint64_t> position;  // live id -> the replay's (its place in the trace + 1)
     for (const std::string& id : order) {
       const LiveJob& j = jobs.at(id);
       if (first < 0) first = j.submitted;
@@ -139,11 +150,20 @@ class EventsReader final : public TraceReader {
         return InvalidArgument(fmt::format("{}:{}: job {} was submitted before the first submission: the log is out of order",
                                            path, j.line, id));
       }
-      if (j.placed < 0 || j.ended < j.placed) continue;  // never ran, or still running
+      // A job its dependencies ended before it ran is replayed too, so that the replay judges
+      // them again (it runs for no time if they are met there).
+      const bool held_out = j.placed < 0 && j.cancelled && j.dependencies.has_dependencies();
+      if (!held_out && (j.placed < 0 || j.ended < j.placed)) continue;  // never ran, or still running
       TraceJob t = j.job;
       t.submit = Millis{j.submitted - first};
-      t.duration = Millis{j.ended - j.placed};
+      t.duration = held_out ? Millis{0} : Millis{j.ended - j.placed};
+      t.singleton = j.dependencies.singleton;
+      for (const Dependency& d : j.dependencies.after) {
+        // On a job the replay has (an earlier one): its position; on one it left out, dropped.
+        if (auto p = position.find(d.job); p != position.end()) t.after.push_back(Dependency{.kind = d.kind, .job = p->second});
+      }
       trace.jobs.push_back(std::move(t));
+      position[std::stoull(id)] = trace.jobs.size();
     }
     if (order.empty()) return InvalidArgument(fmt::format("{}: no job.submitted event: nothing to replay", path));
     return trace;

@@ -5,6 +5,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <charconv>
 #include <bit>
 #include <nlohmann/json.hpp>
 
@@ -38,6 +39,12 @@ void ClusterState::End(JobRecord& j, JobState state, Millis now) {
   const uint64_t id = j.spec.id.value();
   if (j.state == JobState::kQueued) {
     queued_.erase(id);
+    if (held_.erase(id) > 0 && j.extras && j.extras->singleton) {
+      if (auto s = singletons_.find({j.spec.tenant, j.spec.name}); s != singletons_.end()) {
+        s->second.erase(id);
+        if (s->second.empty()) singletons_.erase(s);
+      }
+    }
     queue_.Remove(j.spec.id);
     backoff_.erase({j.not_before_ms, id});
     if (nominated_.erase(id) > 0) sched_.Unreserve(j.spec.id);
@@ -55,7 +62,14 @@ void ClusterState::TrackTask(NodeId node, const TaskKey& key) {
 
 void ClusterState::Changed(const JobRecord& j, std::string_view what) {
   Touch(j);
-  if (IsTerminal(j.state)) unfinished_.erase(j.spec.id.value());  // every end passes here
+  if (IsTerminal(j.state)) {
+    unfinished_.erase(j.spec.id.value());  // every end passes here
+    // Jobs held for it are judged again at the next pass (not here: the caller may be walking
+    // a set that a release would change).
+    if (dependents_.count(j.spec.id.value()) > 0 || (!singletons_.empty() && singletons_.count({j.spec.tenant, j.spec.name}) > 0)) {
+      ended_with_dependents_.push_back(j.spec.id.value());
+    }
+  }
   listener_.JobChanged(j, what);
   if (j.array_of != 0) {
     JobRecord& e = jobs_.at(j.spec.id.value());
@@ -274,6 +288,128 @@ Status ClusterState::Limit(JobSpec& spec, bool priority_unset) const {
   return Status::Ok();
 }
 
+namespace {
+const char* DependencyKindName(DependencyKind k) {
+  return k == DependencyKind::kAfterOk ? "afterok" : k == DependencyKind::kAfterAny ? "afterany" : "afternotok";
+}
+}  // namespace
+
+Status ClusterState::CheckDependencies(const JobRecord& job) const {
+  if (!job.extras) return Status::Ok();
+  for (const Dependency& d : job.extras->after) {
+    if (!Find(JobId{d.job})) {
+      return Status(StatusCode::kInvalidArgument, fmt::format("field 'dependency': {}:{}: there is no job {}",
+                                                              DependencyKindName(d.kind), d.job, d.job));
+    }
+  }
+  return Status::Ok();
+}
+
+ClusterState::Verdict ClusterState::Judge(const JobRecord& j, std::string& why) const {
+  why.clear();
+  if (!j.extras) return Verdict::kMet;
+  for (const Dependency& d : j.extras->after) {
+    const JobRecord* dep = Find(JobId{d.job});
+    const char* kind = DependencyKindName(d.kind);
+    if (!dep) {
+      why = fmt::format("its dependency {}:{} can never be met: there is no job {}", kind, d.job, d.job);
+      return Verdict::kNever;
+    }
+    if (!IsTerminal(dep->state)) {
+      why += fmt::format("{}{}:{} (job {} {})", why.empty() ? "" : ", ", kind, d.job, d.job, JobStateName(dep->state));
+      continue;
+    }
+    const bool succeeded = dep->state == JobState::kSucceeded;
+    if ((d.kind == DependencyKind::kAfterOk && !succeeded) || (d.kind == DependencyKind::kAfterNotOk && succeeded)) {
+      why = fmt::format("its dependency {}:{} can never be met: job {} {}", kind, d.job, d.job, JobStateName(dep->state));
+      return Verdict::kNever;
+    }
+  }
+  if (j.extras->singleton && j.array_of == 0) {
+    // An earlier job of its tenant with its name that has not ended (ids grow with submission).
+    for (uint64_t id : unfinished_) {
+      if (id >= j.spec.id.value()) break;
+      const JobRecord& o = jobs_.at(id);
+      if (o.array_of == 0 && o.spec.name == j.spec.name && o.spec.tenant == j.spec.tenant) {
+        why += fmt::format("{}singleton (job {} of the same name {})", why.empty() ? "" : ", ", id, JobStateName(o.state));
+        break;
+      }
+    }
+  }
+  return why.empty() ? Verdict::kMet : Verdict::kWait;
+}
+
+bool ClusterState::Hold(JobRecord& j, Millis now) {
+  if (!j.extras || !j.extras->has_dependencies() || j.array_of != 0) return false;
+  std::string why;
+  const Verdict v = Judge(j, why);
+  if (v == Verdict::kMet) return false;
+  if (v == Verdict::kNever) {
+    j.message = why;
+    End(j, JobState::kCancelled, now);
+    return true;
+  }
+  const uint64_t id = j.spec.id.value();
+  held_.insert(id);
+  j.message = "waiting for its dependencies: " + why;
+  for (const Dependency& d : j.extras->after) {
+    const JobRecord* dep = Find(JobId{d.job});
+    if (dep && !IsTerminal(dep->state)) dependents_[d.job].push_back(id);
+  }
+  if (j.extras->singleton) singletons_[{j.spec.tenant, j.spec.name}].insert(id);
+  Touch(j);
+  return true;
+}
+
+void ClusterState::ReleaseDependents(Millis now) {
+  while (!ended_with_dependents_.empty()) {
+    std::vector<uint64_t> look;
+    for (uint64_t id : std::exchange(ended_with_dependents_, {})) {
+      if (auto it = dependents_.find(id); it != dependents_.end()) {
+        look.insert(look.end(), it->second.begin(), it->second.end());
+        dependents_.erase(it);
+      }
+      const JobRecord& ended = jobs_.at(id);
+      if (auto s = singletons_.find({ended.spec.tenant, ended.spec.name}); s != singletons_.end()) {
+        look.insert(look.end(), s->second.begin(), s->second.end());
+      }
+    }
+    std::sort(look.begin(), look.end());  // in submission order: an earlier singleton goes first
+    look.erase(std::unique(look.begin(), look.end()), look.end());
+    for (uint64_t id : look) {
+      if (held_.count(id) == 0) continue;
+      JobRecord& j = jobs_.at(id);
+      std::string why;
+      const Verdict v = Judge(j, why);
+      if (v == Verdict::kWait) {
+        j.message = "waiting for its dependencies: " + why;
+        Touch(j);
+        continue;
+      }
+      held_.erase(id);
+      if (j.extras->singleton) {
+        auto s = singletons_.find({j.spec.tenant, j.spec.name});
+        if (s != singletons_.end()) {
+          s->second.erase(id);
+          if (s->second.empty()) singletons_.erase(s);
+        }
+      }
+      if (v == Verdict::kNever) {
+        j.message = why;
+        End(j, JobState::kCancelled, now);
+        continue;
+      }
+      j.message.clear();
+      Touch(j);
+      if (j.array) {
+        arrays_.insert(id);
+      } else {
+        Enqueue(j, now);
+      }
+    }
+  }
+}
+
 void ClusterState::Accept(JobRecord job) {
   const uint64_t id = job.spec.id.value();
   next_id_ = std::max(next_id_, id + 1);
@@ -281,6 +417,7 @@ void ClusterState::Accept(JobRecord job) {
   j.state = JobState::kQueued;
   queued_.insert(id);
   unfinished_.insert(id);
+  if (Hold(j, j.spec.submit_time)) return;
   if (j.array) {
     // One record; its elements' ids follow it, and get records as the scheduler needs them.
     next_id_ = std::max(next_id_, id + 1 + static_cast<uint64_t>(j.array->size()));
@@ -318,6 +455,7 @@ void ClusterState::Restore(JobRecord job, const std::function<std::optional<Node
   if (j.failing_over) failing_.insert(id);
   if (j.state == JobState::kQueued) {
     queued_.insert(id);
+    if (Hold(j, j.spec.submit_time)) return;
     if (j.not_before_ms > 0) {
       backoff_.insert({j.not_before_ms, id});
     } else {
@@ -347,6 +485,7 @@ void ClusterState::Restore(JobRecord job, const std::function<std::optional<Node
 
 ClusterState::PassResult ClusterState::Pass(Millis now) {
   PassResult out;
+  ReleaseDependents(now);
   out.more = Expand(now);
   while (!backoff_.empty() && backoff_.begin()->first <= now.value()) {
     const uint64_t id = backoff_.begin()->second;
@@ -966,6 +1105,7 @@ std::string JobEventData(const JobRecord& j, std::string_view what) {
     if (j.spec.memory_per_task.value() > 0) d["memory_per_task_mib"] = j.spec.memory_per_task.value();
     if (!j.spec.gpu_models.empty()) d["gpu_models"] = j.spec.gpu_models;
     if (j.spec.priority != 0) d["priority"] = j.spec.priority;
+    if (j.extras && j.extras->has_dependencies()) d["dependency"] = DependencyText(*j.extras);
   }
   return d.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }

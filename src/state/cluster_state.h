@@ -109,6 +109,12 @@ class ClusterState {
   // Job arrays: the id of the element of `array` with `index` (it may not be expanded yet:
   // Find says), or nullopt when the job is no array or has no such index.
   std::optional<JobId> ElementId(JobId array, int64_t index) const;
+  // Dependencies (Slurm's --dependency): every job named exists (an error naming the first that
+  // does not). A queued job whose dependencies are not met yet is held out of the queue (its
+  // message says for what); once they are it joins the queue; once they can no longer be it
+  // ends, cancelled, saying why. Releases are judged at the start of each Pass.
+  Status CheckDependencies(const JobRecord& job) const;
+  bool held(JobId id) const { return held_.count(id.value()) > 0; }
   // Cancels one element of an array, with a record or not yet expanded (then it never is).
   Status CancelElement(JobId array, int64_t index, Millis now);
   // After Restore of every stored job: each array counts its elements again (O(jobs), once).
@@ -229,6 +235,13 @@ class ClusterState {
   const Status& last_inconsistency() const { return last_inconsistency_; }
 
  private:
+  enum class Verdict { kMet, kWait, kNever };
+  // Whether the job's dependencies are met now; `why` says what it waits for, or why never.
+  Verdict Judge(const JobRecord& j, std::string& why) const;
+  // A queued job with dependencies not met: held (true), or ended for good (true); else false.
+  bool Hold(JobRecord& j, Millis now);
+  // The jobs held for those that ended since the last call, judged again.
+  void ReleaseDependents(Millis now);
   void Changed(const JobRecord& j, std::string_view what);
   // The job ends in `state` (terminal) at `now`, out of the queue if it waited: every end.
   void End(JobRecord& j, JobState state, Millis now);
@@ -278,6 +291,10 @@ class ClusterState {
   JobQueue queue_;
   std::map<uint64_t, JobRecord> jobs_;  // by id: ordered, so listings are stable
   IdSet queued_;                        // state kQueued (in the queue, or waiting for backoff)
+  IdSet held_;                          // queued, held until their dependencies are met
+  std::unordered_map<uint64_t, std::vector<uint64_t>> dependents_;  // job -> held jobs that wait for it
+  std::map<std::pair<std::string, std::string>, std::set<uint64_t>> singletons_;  // (tenant, name) -> held singletons
+  std::vector<uint64_t> ended_with_dependents_;  // ended since the last ReleaseDependents
   std::set<std::pair<int64_t, uint64_t>> backoff_;  // (not before, job): queued, not yet placeable
   std::set<uint64_t> failing_;          // failing_over
   std::set<std::tuple<int64_t, uint64_t, int>> deadlines_;  // (time limit reached at, job, attempt)

@@ -134,4 +134,63 @@ Result<ArraySpec> ParseArraySpec(std::string_view text) {
   return a;
 }
 
+Status ParseDependencies(std::string_view text, JobExtras& extras) {
+  extras.after.clear();
+  extras.singleton = false;
+  if (text.find('?') != std::string_view::npos) {
+    return Status(StatusCode::kInvalidArgument, "field 'dependency': '?' (any of) is not supported; give every dependency joined by ','");
+  }
+  for (std::string_view rest = text; !rest.empty();) {
+    const size_t comma = rest.find(',');
+    const std::string_view one = rest.substr(0, comma);
+    rest = comma == std::string_view::npos ? std::string_view() : rest.substr(comma + 1);
+    if (one == "singleton") {
+      extras.singleton = true;
+      continue;
+    }
+    const size_t colon = one.find(':');
+    const std::string_view kind = one.substr(0, colon);
+    DependencyKind k;
+    if (kind == "afterok") k = DependencyKind::kAfterOk;
+    else if (kind == "afterany") k = DependencyKind::kAfterAny;
+    else if (kind == "afternotok") k = DependencyKind::kAfterNotOk;
+    else {
+      return Status(StatusCode::kInvalidArgument, fmt::format("field 'dependency': '{}' is not a dependency; expected afterok:ID[:ID...], "
+                                         "afterany:ID, afternotok:ID or singleton",
+                                         std::string(one.substr(0, 64))));
+    }
+    if (colon == std::string_view::npos) return Status(StatusCode::kInvalidArgument, fmt::format("field 'dependency': {} names no job", kind));
+    for (std::string_view ids = one.substr(colon + 1); ;) {
+      const size_t c = ids.find(':');
+      const std::string_view id = ids.substr(0, c);
+      uint64_t job = 0;
+      auto [p, ec] = std::from_chars(id.data(), id.data() + id.size(), job);
+      if (ec != std::errc() || p != id.data() + id.size() || job == 0) {
+        return Status(StatusCode::kInvalidArgument, fmt::format("field 'dependency': '{}' is not a job id", std::string(id.substr(0, 32))));
+      }
+      extras.after.push_back(Dependency{.kind = k, .job = job});
+      if (c == std::string_view::npos) break;
+      ids = ids.substr(c + 1);
+    }
+    if (extras.after.size() > 1000) return Status(StatusCode::kInvalidArgument, "field 'dependency': at most 1000 jobs");
+  }
+  return Status::Ok();
+}
+
+std::string DependencyText(const JobExtras& extras) {
+  std::string out;
+  for (size_t i = 0; i < extras.after.size(); ++i) {
+    const Dependency& d = extras.after[i];
+    const bool same = i > 0 && extras.after[i - 1].kind == d.kind;
+    if (same) {
+      out += fmt::format(":{}", d.job);
+      continue;
+    }
+    const char* kind = d.kind == DependencyKind::kAfterOk ? "afterok" : d.kind == DependencyKind::kAfterAny ? "afterany" : "afternotok";
+    out += fmt::format("{}{}:{}", out.empty() ? "" : ",", kind, d.job);
+  }
+  if (extras.singleton) out += out.empty() ? "singleton" : ",singleton";
+  return out;
+}
+
 }  // namespace gp

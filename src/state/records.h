@@ -108,14 +108,35 @@ struct ContainerSpec {
   bool read_only = false;
 };
 
+// Slurm's --dependency: a job that waits for others. afterok: they all succeeded; afterany:
+// they all ended; afternotok: they all ended without succeeding (failed, cancelled, timed
+// out). A dependency that can no longer be met (afterok on a job that failed) ends the job,
+// cancelled, saying which and why.
+enum class DependencyKind : uint8_t { kAfterOk, kAfterAny, kAfterNotOk };
+struct Dependency {
+  DependencyKind kind = DependencyKind::kAfterOk;
+  uint64_t job = 0;
+  bool operator==(const Dependency&) const = default;
+};
+
 // What few jobs have, in one box: their secrets (`submit --secret`: name -> the value sealed
 // by SecretBox, never the value itself; the server opens them only to hand a task its
 // environment), and an oci job's container.
 struct JobExtras {
   std::vector<std::pair<std::string, std::string>> secrets;
   std::optional<ContainerSpec> container;
+  std::vector<Dependency> after;
+  // Slurm's singleton: it starts only once every job of its tenant with its name submitted
+  // before it has ended.
+  bool singleton = false;
+  bool has_dependencies() const { return singleton || !after.empty(); }
 };
 
+
+// Slurm's --dependency text, "afterok:12:13,afterany:14,singleton" (a comma is "and"; "?" for
+// "or" is not taken), into `extras`; the error names what is wrong. And back.
+Status ParseDependencies(std::string_view text, JobExtras& extras);
+std::string DependencyText(const JobExtras& extras);
 
 // A job as the server keeps it. The server holds one per job in memory (100,000 at fleet
 // scale): what few jobs have is boxed (Box: a pointer when absent), and the small fields sit

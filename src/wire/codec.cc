@@ -335,9 +335,17 @@ auto Guard(F&& f) -> decltype(f()) {
 
 }  // namespace
 
-// `driver`, and an oci job's `image` or `rootfs` and `read_only_root`: the fields of a
-// submission and of a stored record alike.
-static void ParseContainer(const In& j, JobRecord& r) {
+// `dependency`, `driver`, and an oci job's `image` or `rootfs` and `read_only_root`: the fields
+// of a submission and of a stored record alike.
+static void ParseJobExtras(const In& j, JobRecord& r) {
+  if (j.contains("dependency") && !j["dependency"].is_null()) {
+    JobExtras deps;
+    if (Status s = ParseDependencies(Str(j, "dependency"), deps); !s.ok()) throw Bad{s.message()};
+    if (deps.has_dependencies()) {
+      r.extras.ensure().after = std::move(deps.after);
+      r.extras.ensure().singleton = deps.singleton;
+    }
+  }
   const std::string driver = Str(j, "driver", "process");
   auto d = ParseDriver(driver);
   if (!d) throw Bad{fmt::format("field 'driver': '{}' is not a driver; expected process or oci", driver.substr(0, 64))};
@@ -367,7 +375,7 @@ Result<JobRecord> ParseSubmitRequest(std::string_view body, const PriorityResolv
     const In j = ParseObject(body, "request body");
     OnlyFields(j, {"command", "gpus", "tasks", "gpu_model", "gpu_memory", "cpu", "memory", "priority", "tenant", "name",
                    "data", "duration", "time", "max_price", "env", "secrets", "workdir", "max_retries", "array", "driver",
-                   "image", "rootfs", "read_only_root"});
+                   "image", "rootfs", "read_only_root", "dependency"});
     JobRecord r;
     if (!j.contains("command")) throw Bad{"field 'command': required, e.g. [\"sh\", \"-c\", \"nvidia-smi\"]"};
     r.command = Strings(j, "command");
@@ -428,7 +436,7 @@ Result<JobRecord> ParseSubmitRequest(std::string_view body, const PriorityResolv
       }
       if (!items.empty()) r.extras.ensure().secrets = std::move(items);
     }
-    ParseContainer(j, r);
+    ParseJobExtras(j, r);
     CheckCommand(r.command, r.env, r.workdir);
     CheckText(s.name, "name", true);
     CheckText(s.tenant, "tenant", true);
@@ -492,6 +500,7 @@ std::string JobToJson(const JobRecord& r, std::optional<std::string_view> messag
   }
   o.Key("workdir").Str(r.workdir);
   if (s.driver != Driver::kProcess) o.Key("driver").Str(DriverName(s.driver));
+  if (r.extras && r.extras->has_dependencies()) o.Key("dependency").Str(DependencyText(*r.extras));
   if (r.extras && r.extras->container) {
     const ContainerSpec& c = *r.extras->container;
     if (!c.image.empty()) o.Key("image").Str(c.image);
@@ -599,7 +608,7 @@ Result<JobRecord> JobFromJson(std::string_view json) {
     r.env = StringMap(j, "env");
     if (j.contains("secrets") && j["secrets"].is_object()) r.extras.ensure().secrets = StringMap(j, "secrets");
     r.workdir = Str(j, "workdir");
-    ParseContainer(j, r);
+    ParseJobExtras(j, r);
     s.submit_time = Millis{Int(j, "submit_ms", 0, INT64_MAX, 0)};
     r.start_ms = Int(j, "start_ms", 0, INT64_MAX, 0);
     r.end_ms = Int(j, "end_ms", 0, INT64_MAX, 0);

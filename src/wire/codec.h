@@ -29,6 +29,7 @@ Result<JobRecord> ParseSubmitRequest(std::string_view body, const PriorityResolv
 std::string JobToJson(const JobRecord& job, std::optional<std::string_view> message = std::nullopt, bool store = false);
 Result<JobRecord> JobFromJson(std::string_view json);
 
+
 // A node as the API shows it and the journal stores it. `free_gpus` and `load` are
 // the controller's view at the time; `state` is ready, draining or down.
 std::string NodeToJson(const NodeRecord& node, const Fleet& fleet, std::string_view state, int free_gpus);

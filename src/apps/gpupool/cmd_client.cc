@@ -164,6 +164,7 @@ struct SubmitArgs {
   std::vector<std::string> env;
   std::vector<std::string> secrets;
   std::string driver, image, rootfs;  // an oci job's container
+  std::string dependency;             // Slurm's: afterok:ID[:ID...],afterany:ID,afternotok:ID,singleton
   bool read_only_root = false;
   std::vector<std::string> command;
 };
@@ -194,6 +195,7 @@ int Submit(const Conn& c, const SubmitArgs& a) {
   if (!a.image.empty()) req["image"] = a.image;
   if (!a.rootfs.empty()) req["rootfs"] = a.rootfs;
   if (a.read_only_root) req["read_only_root"] = true;
+  if (!a.dependency.empty()) req["dependency"] = a.dependency;
   if (a.max_price >= 0) req["max_price"] = a.max_price;
   if (a.max_retries >= 0) req["max_retries"] = a.max_retries;
   if (!a.array.empty()) req["array"] = a.array;
@@ -681,6 +683,10 @@ void AddClientCommands(CLI::App& app, int* exit_code) {
       ->expected(1)
       ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
   submit->add_option("--workdir", sa->workdir, "working directory on the node");
+  submit->add_option("--dependency,-d", sa->dependency,
+                     "start after other jobs, as Slurm's: afterok:ID[:ID...] (they succeeded), afterany:ID (they ended), "
+                     "afternotok:ID (they failed), singleton (after the earlier jobs of this name); joined by ','. One "
+                     "that can no longer be met ends the job, cancelled, saying why");
   submit->add_option("--driver", sa->driver, "process (the default) or oci: a container (runc), with --image or --rootfs");
   submit->add_option("--image", sa->image, "the container's image, unpacked by the node's --oci-unpack tool (the oci driver)");
   submit->add_option("--rootfs", sa->rootfs, "the container's root file system, a directory on the node (the oci driver)");
