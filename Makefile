@@ -5,7 +5,7 @@ TRACES  ?= ../shared/traces
 JOBS    ?= $(shell nproc)
 CMAKE_FLAGS ?= -DCMAKE_BUILD_TYPE=Release
 
-.PHONY: bench-scale all bootstrap configure build npm web test run sim-demo bench soak fuzz clean format
+.PHONY: deb bench-scale all bootstrap configure build npm web test run sim-demo bench soak fuzz clean format
 
 all: build
 
@@ -44,6 +44,12 @@ test: build web
 FUZZ_RUNS ?= 10000000
 fuzz: bootstrap
 	scripts/fuzz long $(FUZZ_RUNS)
+
+# The Debian package: build/gpupool_VERSION_ARCH.deb (CPack), with the dashboard, systemd units,
+# their configuration in /etc/gpupool, the man page and bash completion.
+deb: build web
+	cd $(BUILD) && cpack -G DEB
+	@ls $(BUILD)/gpupool_*.deb
 
 # The main job: first the scheduler on its own (a 1-second replay of the Philly trace and the
 # seed article's example), then a whole pool on this machine (server + agents with simulated

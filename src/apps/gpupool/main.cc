@@ -7,7 +7,7 @@
 #include "apps/gpupool/commands.h"
 
 int main(int argc, char** argv) {
-  CLI::App app{"gpupool: pool GPUs from many sources into one fleet and schedule work on it"};
+  CLI::App app{"gpupool: pool GPUs from many sources into one fleet and schedule work on it", "gpupool"};
   app.set_version_flag("--version", "gpupool 0.1.0");
   app.require_subcommand(1);
   int exit_code = 0;
