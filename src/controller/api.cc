@@ -764,6 +764,11 @@ void Api::Route(const HttpRequest& r, const Caller& caller, Respond& respond) {
       if (!req) return respond(Fail(400, req.error().message()));
       if (Status st = c_.SealSecrets(*req); !st.ok()) return respond(Fail(400, st.message()));
       if (tenant) req->spec.tenant = caller.tenant;  // a job's tenant is its token's, whatever the body says
+      if (auto dry = r.query.find("dry_run"); dry != r.query.end() && dry->second != "0" && dry->second != "false") {
+        auto what = c_.DryRun(std::move(*req));
+        if (!what) return respond(Fail(HttpStatusOf(what.error()), what.error().message()));
+        return respond(Json(200, *what));
+      }
       // Answered once stored: with the other submissions of this loop turn, in one write.
       c_.SubmitStaged(std::move(*req), [this, respond](Result<JobId> id) {
         if (!id) return respond(Fail(HttpStatusOf(id.error()), id.error().message()));

@@ -863,6 +863,33 @@ std::string UtcTime(Millis t) {
 }
 }  // namespace
 
+Result<std::string> Controller::DryRun(JobRecord r) {
+  if (Status s = Validate(r); !s.ok()) return tl::unexpected(s);
+  auto run = cluster_.DryRun(r.spec);
+  if (!run) return tl::unexpected(run.error());
+  nlohmann::json placement = nlohmann::json::array();
+  std::string text = fmt::format("job ({}): would be submitted as {} task(s) of {} GPU(s)\n", r.spec.name, r.spec.tasks,
+                                 r.spec.gpus_per_task);
+  if (r.extras && r.extras->has_dependencies()) {
+    text += fmt::format("  it would wait first for its dependencies: {}\n", DependencyText(*r.extras));
+  }
+  if (run->tasks) {
+    for (const TaskAllocation& a : *run->tasks) {
+      placement.push_back({{"node", fleet_.node(a.node).name}, {"gpus", GpuList(a.gpu_mask)}});
+      text += fmt::format("  task {} would run on {} GPUs [{}]\n", placement.size() - 1, fleet_.node(a.node).name, GpuList(a.gpu_mask));
+    }
+  } else {
+    const Decision& d = run->decision;
+    text += fmt::format("  {} ({} nodes in the fleet)\n", d.outcome == Outcome::kNever ? "it could not run on this fleet" : "it would wait",
+                        nodes_.size());
+    for (const ReasonCount& rc : d.reasons()) text += fmt::format("  {} node(s): {}\n", rc.nodes, cluster_.Describe(rc.example, r));
+  }
+  r.spec.id = JobId{0};
+  return nlohmann::json{{"dry_run", true}, {"job", nlohmann::json::parse(JobToJson(r, std::nullopt, false))}, {"placement", placement},
+                        {"explain", text}}
+      .dump();
+}
+
 std::string Controller::Explain(JobId id) const {
   const JobRecord* j = FindJob(id);
   if (!j) return {};

@@ -197,6 +197,9 @@ class Controller {
   std::string NodeJson(const std::string& name) const;
   // Why a job waits: the last pass's decision, per reason with node counts and numbers.
   std::string Explain(JobId id) const;
+  // A submission checked as a real one is, and where it would land now, without storing it
+  // (POST /v1/jobs?dry_run=1, `gpupool run --dry-run`): {"dry_run", "job", "placement", "explain"}.
+  Result<std::string> DryRun(JobRecord r);
   // The offer an acquired node was bought from (the autoscaler says so when it joins): its
   // price and billing are the node's in usage records. Stored with the node.
   Status SetNodeOffer(const std::string& node, const std::string& offer);

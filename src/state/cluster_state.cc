@@ -788,6 +788,20 @@ void ClusterState::Unplace(const PassResult& pass) {
   }
 }
 
+Result<ClusterState::DryRunResult> ClusterState::DryRun(const JobSpec& spec) const {
+  JobSpec s = spec;
+  s.id = JobId{next_id_};
+  auto p = CompileJob(s, sched_.fleet());
+  if (!p) return tl::unexpected(p.error());
+  p->tenant = SchedTenantOf(s.tenant);
+  DryRunResult out;
+  SplitMix64 rng(options_.seed);
+  const Plan plan = Schedule(sched_, std::span<const PendingJob>(&*p, 1), policy_, rng);
+  if (!plan.placements.empty()) out.tasks = plan.placements.front().tasks;
+  out.decision = ExplainJob(sched_, *p, policy_);
+  return out;
+}
+
 std::optional<Decision> ClusterState::ExplainQueued(JobId id) const {
   const JobRecord* j = Find(id);
   if (!j || j->state != JobState::kQueued) return std::nullopt;

@@ -175,6 +175,13 @@ class ClusterState {
   PassResult Pass(Millis now);
   // A pass's placements that the owner could not store: back to the queue as they were.
   void Unplace(const PassResult& pass);
+  // What would become of a job with `spec` submitted now, nothing changed (a dry run): where
+  // the pass would place it (nullopt: nowhere now) and every node's judgement. O(nodes).
+  struct DryRunResult {
+    std::optional<std::vector<TaskAllocation>> tasks;
+    Decision decision;
+  };
+  Result<DryRunResult> DryRun(const JobSpec& spec) const;
   // Every node judged for a waiting job, as the state stands now (O(nodes): for `explain`);
   // nullopt when the job is not waiting.
   std::optional<Decision> ExplainQueued(JobId id) const;

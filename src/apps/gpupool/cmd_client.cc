@@ -14,6 +14,8 @@
 #include <optional>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <set>
+#include <toml++/toml.h>
 #include <sstream>
 #include <thread>
 
@@ -169,6 +171,137 @@ struct SubmitArgs {
   std::vector<std::string> command;
 };
 
+// A secret's value as given: VALUE, or @FILE for the file's content (its last newline off).
+Result<std::string> SecretValue(std::string value) {
+  if (!value.starts_with("@")) return value;
+  std::ifstream f(value.substr(1), std::ios::binary);
+  if (!f) return InvalidArgument(fmt::format("cannot read {}", value.substr(1)));
+  value.assign(std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>());
+  while (!value.empty() && (value.back() == '\n' || value.back() == '\r')) value.pop_back();
+  return value;
+}
+
+// --- job files: gpupool run job.toml ---
+
+// A job file (TOML): the fields of POST /v1/jobs (docs/jobs.md), plus `script` (a multi-line
+// shell script, run with /bin/sh, instead of `command`). The error names the file, the line
+// and the field.
+Result<json> ReadJobFile(const std::string& path) {
+  toml::table t;
+  try {
+    t = toml::parse_file(path);
+  } catch (const toml::parse_error& e) {
+    return InvalidArgument(fmt::format("{}:{}:{}: {}", path, e.source().begin.line, e.source().begin.column, e.description()));
+  }
+  json req = json::object();
+  auto at = [&](const toml::node& n, std::string_view key, std::string_view what) {
+    return InvalidArgument(fmt::format("{}:{}: field '{}': {}", path, n.source().begin.line, key, what));
+  };
+  auto text_map = [&](const toml::node& n, std::string_view key, bool secrets) -> Result<json> {
+    const toml::table* m = n.as_table();
+    if (!m) return at(n, key, "expected a table of NAME = \"value\"");
+    json out = json::object();
+    for (const auto& [k, v] : *m) {
+      if (!v.is_string()) return at(v, fmt::format("{}.{}", key, k.str()), "expected a string");
+      std::string value = *v.value<std::string>();
+      if (secrets) {
+        auto opened = SecretValue(value);
+        if (!opened) return at(v, fmt::format("{}.{}", key, k.str()), opened.error().message());
+        value = *opened;
+      }
+      out[std::string(k.str())] = value;
+    }
+    return out;
+  };
+  static const std::set<std::string> kStrings = {"name", "tenant", "gpu_memory", "memory", "duration", "time", "workdir", "array",
+                                                 "dependency", "driver", "image", "rootfs"};
+  for (const auto& [key_view, v] : t) {
+    const std::string key(key_view.str());
+    if (key == "command") {
+      if (v.is_string()) {
+        req["command"] = *v.value<std::string>();
+      } else if (const toml::array* a = v.as_array()) {
+        json args = json::array();
+        for (const auto& e : *a) {
+          if (!e.is_string()) return at(e, key, "expected an array of strings");
+          args.push_back(*e.value<std::string>());
+        }
+        req["command"] = args;
+      } else {
+        return at(v, key, "expected an array of strings, e.g. [\"python\", \"train.py\"]");
+      }
+    } else if (key == "script") {
+      if (!v.is_string()) return at(v, key, "expected a string (a multi-line one: \"\"\"...\"\"\")");
+      req["command"] = json::array({"/bin/sh", "-c", *v.value<std::string>()});
+    } else if (key == "gpus" || key == "tasks" || key == "max_retries") {
+      if (!v.is_integer()) return at(v, key, "expected a whole number");
+      req[key] = *v.value<int64_t>();
+    } else if (key == "cpu" || key == "max_price") {
+      if (!v.is_number()) return at(v, key, "expected a number");
+      req[key] = *v.value<double>();
+    } else if (key == "priority") {
+      if (v.is_integer()) req[key] = *v.value<int64_t>();
+      else if (v.is_string()) req[key] = *v.value<std::string>();
+      else return at(v, key, "expected a number or a priority class's name");
+    } else if (key == "read_only_root") {
+      if (!v.is_boolean()) return at(v, key, "expected true or false");
+      req[key] = *v.value<bool>();
+    } else if (key == "gpu_model") {
+      if (v.is_string()) {
+        req[key] = *v.value<std::string>();
+      } else if (const toml::array* a = v.as_array()) {
+        json models = json::array();
+        for (const auto& e : *a) {
+          if (!e.is_string()) return at(e, key, "expected GPU model names");
+          models.push_back(*e.value<std::string>());
+        }
+        req[key] = models;
+      } else {
+        return at(v, key, "expected a model name or a list of them");
+      }
+    } else if (key == "env" || key == "secrets") {
+      auto m = text_map(v, key, key == "secrets");
+      if (!m) return tl::unexpected(m.error());
+      req[key] = *m;
+    } else if (key == "data") {
+      const toml::table* d = v.as_table();
+      if (!d || !(*d)["site"].is_string() || !(*d)["size"].is_string()) {
+        return at(v, key, "expected { site = \"dc-east\", size = \"2TB\" }");
+      }
+      req[key] = {{"site", *(*d)["site"].value<std::string>()}, {"size", *(*d)["size"].value<std::string>()}};
+    } else if (kStrings.count(key)) {
+      if (!v.is_string()) return at(v, key, "expected a string");
+      req[key] = *v.value<std::string>();
+    } else {
+      return at(v, key, "not a job field (docs/jobs.md lists them)");
+    }
+  }
+  if (t.contains("command") && t.contains("script")) return InvalidArgument(fmt::format("{}: give `command` or `script`, not both", path));
+  if (!req.contains("command")) return InvalidArgument(fmt::format("{}: field 'command' (or 'script'): required", path));
+  return req;
+}
+
+int RunJobFile(const Conn& c, const std::string& path, bool dry_run) {
+  auto req = ReadJobFile(path);
+  if (!req) {
+    fmt::print(stderr, "gpupool run: {}\n", req.error().message());
+    return 2;
+  }
+  const auto text = RequestBody(*req, "run");
+  if (!text) return 2;
+  auto body = Call(c, "POST", dry_run ? "/v1/jobs?dry_run=1" : "/v1/jobs", *text);
+  if (!body) return 1;
+  const json j = json::parse(*body);
+  if (c.json_out) {
+    fmt::print("{}\n", *body);
+  } else if (dry_run) {
+    fmt::print("{}", j.value("explain", std::string()));
+  } else {
+    fmt::print("{}\n", j["id"].get<std::string>());
+  }
+  return 0;
+}
+
 int Submit(const Conn& c, const SubmitArgs& a) {
   json req{{"command", a.command}, {"gpus", a.gpus}, {"tasks", a.tasks}};
   if (!a.priority.empty()) {
@@ -226,17 +359,12 @@ int Submit(const Conn& c, const SubmitArgs& a) {
       fmt::print(stderr, "gpupool submit: --secret: expected NAME=VALUE or NAME=@FILE, got a value without '='\n");
       return 2;
     }
-    std::string value = kv.substr(eq + 1);
-    if (value.starts_with("@")) {
-      std::ifstream f(value.substr(1), std::ios::binary);
-      if (!f) {
-        fmt::print(stderr, "gpupool submit: --secret {}: cannot read {}\n", kv.substr(0, eq), value.substr(1));
-        return 2;
-      }
-      value.assign(std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>());
-      while (!value.empty() && (value.back() == '\n' || value.back() == '\r')) value.pop_back();
+    auto value = SecretValue(kv.substr(eq + 1));
+    if (!value) {
+      fmt::print(stderr, "gpupool submit: --secret {}: {}\n", kv.substr(0, eq), value.error().message());
+      return 2;
     }
-    secrets[kv.substr(0, eq)] = value;
+    secrets[kv.substr(0, eq)] = *value;
   }
   if (!secrets.empty()) req["secrets"] = secrets;
   const auto text = RequestBody(req, "submit");
@@ -657,6 +785,14 @@ std::vector<std::string>& TrailingCommand() {
 
 void AddClientCommands(CLI::App& app, int* exit_code) {
   auto conn = std::make_shared<Conn>();
+  auto job_file = std::make_shared<std::string>();
+  auto dry_run = std::make_shared<bool>(false);
+  CLI::App* run = app.add_subcommand("run", "Submit the job a job file describes (TOML: the API's fields, docs/jobs.md)");
+  AddConn(run, conn);
+  run->add_option("file", *job_file, "the job file, e.g. job.toml")->required();
+  run->add_flag("--dry-run", *dry_run, "show what would be submitted and where it would land now, submitting nothing");
+  run->callback([conn, job_file, dry_run, exit_code] { *exit_code = RunJobFile(*conn, *job_file, *dry_run); });
+
   auto sa = std::make_shared<SubmitArgs>();
   CLI::App* submit = app.add_subcommand("submit", "Submit a job: gpupool submit --gpus 2 -- CMD ARGS...");
   AddConn(submit, conn);
