@@ -19,6 +19,7 @@ from pool import Checks, Pool  # noqa: E402
 
 
 def submit(pool, *args):
+    """`gpupool submit ARGS` (flags before the job's `--`)."""
     r = subprocess.run([pool.gpupool, "submit", "--server", f"127.0.0.1:{pool.port}", "--token", pool.token, *args],
                        capture_output=True, text=True)
     return r.stdout.strip(), r

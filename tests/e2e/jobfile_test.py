@@ -45,8 +45,7 @@ def main():
         path = os.path.join(pool.dir, "job.toml")
         with open(path, "w") as f:
             f.write(JOB.replace("{secret}", secret))
-        run = lambda *a: subprocess.run([gpupool, "run", "--server", f"127.0.0.1:{pool.port}", "--token", pool.token, *a],  # noqa: E731
-                                        capture_output=True, text=True)
+        run = lambda *a: pool.cli("run", *a)  # noqa: E731
         before = len(pool.all_jobs())
         dry = run(path, "--dry-run")
         c.check(dry.returncode == 0 and "would run on n1 GPUs [0,1]" in dry.stdout,
