@@ -45,6 +45,12 @@ std::optional<TaskLaunch> PrepareLaunch(const JobRecord& j, int i, const LaunchC
     l.carry_checkpoint = true;  // the agent sets GPUPOOL_CHECKPOINT_DIR to a directory of its own
   }
   set("GPUPOOL_NODE", t.node);
+  {
+    // Every task's node, in task order (what `gpupool sbatch` gives as SLURM_JOB_NODELIST).
+    std::string nodes;
+    for (const TaskRecord& other : j.tasks) nodes += (nodes.empty() ? "" : ",") + other.node;
+    set("GPUPOOL_NODES", std::move(nodes));
+  }
   set("GPUPOOL_GPUS", gpus);
   set("RANK", std::to_string(i));
   set("WORLD_SIZE", std::to_string(world));

@@ -12,16 +12,19 @@
 #include <cstdint>
 #include <cstdlib>
 #include <optional>
+#include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <toml++/toml.h>
 #include <sstream>
 #include <thread>
+#include <unistd.h>
 
 #include "adapters/http.h"
 #include "adapters/tokens.h"
 #include "apps/gpupool/commands.h"
+#include "apps/gpupool/sbatch.h"
 #include "core/units.h"
 
 namespace gp::app {
@@ -299,6 +302,73 @@ int RunJobFile(const Conn& c, const std::string& path, bool dry_run) {
   } else {
     fmt::print("{}\n", j["id"].get<std::string>());
   }
+  return 0;
+}
+
+// --- sbatch: a Slurm batch script, unchanged ---
+
+int Sbatch(const Conn& c, const std::vector<std::string>& args, bool parsable) {
+  // Slurm's options, then the script, then its arguments.
+  static const std::set<std::string> kWithValue = {"-J", "-G", "-N", "-n", "-c", "-t", "-a", "-o", "-e", "-D", "-d", "-p", "-A",
+                                                   "-q", "-C"};
+  SbatchInput in;
+  size_t i = 0;
+  for (; i < args.size(); ++i) {
+    const std::string& a = args[i];
+    if (!a.starts_with("-")) break;
+    in.options.push_back(a);
+    const bool long_without_value = a.starts_with("--") && a.find('=') == std::string::npos && a != "--exclusive";
+    if ((long_without_value || kWithValue.count(a)) && i + 1 < args.size()) in.options.push_back(args[++i]);
+  }
+  if (i >= args.size()) {
+    fmt::print(stderr, "gpupool sbatch: expected a batch script: gpupool sbatch [OPTIONS] script.sh [ARGS...]\n");
+    return 2;
+  }
+  in.script_path = args[i];
+  in.script_args.assign(args.begin() + static_cast<long>(i) + 1, args.end());
+  std::ifstream f(in.script_path, std::ios::binary);
+  if (!f) {
+    fmt::print(stderr, "gpupool sbatch: cannot read {}\n", in.script_path);
+    return 2;
+  }
+  in.script_text.assign(std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>());
+  std::error_code ec;
+  in.submit_dir = std::filesystem::current_path(ec).string();
+  char host[256] = {};
+  if (gethostname(host, sizeof(host) - 1) == 0) in.submit_host = host;
+  for (char** e = environ; e && *e; ++e) {
+    const std::string kv = *e;
+    const size_t eq = kv.find('=');
+    if (eq != std::string::npos) in.environment[kv.substr(0, eq)] = kv.substr(eq + 1);
+  }
+  // The pool's GPU models and its largest node (for --constraint, --partition, --exclusive).
+  if (auto nodes = Call(c, "GET", "/v1/nodes")) {
+    const json j = json::parse(*nodes, nullptr, false);
+    if (j.is_object() && j.contains("nodes")) {
+      for (const json& n : j["nodes"]) {
+        const std::string model = n.value("model", "");
+        if (!model.empty() && std::find(in.gpu_models.begin(), in.gpu_models.end(), model) == in.gpu_models.end()) {
+          in.gpu_models.push_back(model);
+        }
+        if (n.contains("gpus") && n["gpus"].is_array()) in.node_gpus = std::max(in.node_gpus, static_cast<int>(n["gpus"].size()));
+      }
+    }
+  } else {
+    return 1;
+  }
+  auto req = SbatchRequest(in);
+  if (!req) {
+    fmt::print(stderr, "gpupool sbatch: {}\n", req.error().message());
+    return 2;
+  }
+  const auto text = RequestBody(*req, "sbatch");
+  if (!text) return 2;
+  auto body = Call(c, "POST", "/v1/jobs", *text);
+  if (!body) return 1;
+  const json j = json::parse(*body);
+  if (c.json_out) fmt::print("{}\n", *body);
+  else if (parsable) fmt::print("{}\n", j["id"].get<std::string>());
+  else fmt::print("Submitted batch job {}\n", j["id"].get<std::string>());
   return 0;
 }
 
@@ -785,6 +855,15 @@ std::vector<std::string>& TrailingCommand() {
 
 void AddClientCommands(CLI::App& app, int* exit_code) {
   auto conn = std::make_shared<Conn>();
+  auto parsable = std::make_shared<bool>(false);
+  CLI::App* sbatch = app.add_subcommand(
+      "sbatch", "Run a Slurm batch script unchanged: its #SBATCH lines (and Slurm's options here, which override them) make "
+                "the job (docs/slurm.md)");
+  AddConn(sbatch, conn);
+  sbatch->add_flag("--parsable", *parsable, "print the job id alone");
+  sbatch->allow_extras();
+  sbatch->callback([conn, sbatch, parsable, exit_code] { *exit_code = Sbatch(*conn, sbatch->remaining(), *parsable); });
+
   auto job_file = std::make_shared<std::string>();
   auto dry_run = std::make_shared<bool>(false);
   CLI::App* run = app.add_subcommand("run", "Submit the job a job file describes (TOML: the API's fields, docs/jobs.md)");
