@@ -14,6 +14,7 @@
 #include <optional>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <toml++/toml.h>
@@ -184,6 +185,21 @@ Result<std::string> SecretValue(std::string value) {
   return value;
 }
 
+// POSTs a submission `req` for `verb` (run, submit, sbatch) and prints the answer: the JSON
+// with --json, else `say` of it (the job id, by default). 2: a request that cannot be sent;
+// 1: refused or unreachable.
+int PostJob(const Conn& c, const json& req, const char* verb, const std::string& target = "/v1/jobs",
+            const std::function<std::string(const json&)>& say = {}) {
+  const auto text = RequestBody(req, verb);
+  if (!text) return 2;
+  auto body = Call(c, "POST", target, *text);
+  if (!body) return 1;
+  const json j = json::parse(*body);
+  if (c.json_out) fmt::print("{}\n", *body);
+  else fmt::print("{}", say ? say(j) : j["id"].get<std::string>() + "\n");
+  return 0;
+}
+
 // --- job files: gpupool run job.toml ---
 
 // A job file (TOML): the fields of POST /v1/jobs (docs/jobs.md), plus `script` (a multi-line
@@ -290,19 +306,8 @@ int RunJobFile(const Conn& c, const std::string& path, bool dry_run) {
     fmt::print(stderr, "gpupool run: {}\n", req.error().message());
     return 2;
   }
-  const auto text = RequestBody(*req, "run");
-  if (!text) return 2;
-  auto body = Call(c, "POST", dry_run ? "/v1/jobs?dry_run=1" : "/v1/jobs", *text);
-  if (!body) return 1;
-  const json j = json::parse(*body);
-  if (c.json_out) {
-    fmt::print("{}\n", *body);
-  } else if (dry_run) {
-    fmt::print("{}", j.value("explain", std::string()));
-  } else {
-    fmt::print("{}\n", j["id"].get<std::string>());
-  }
-  return 0;
+  if (!dry_run) return PostJob(c, *req, "run");
+  return PostJob(c, *req, "run", "/v1/jobs?dry_run=1", [](const json& j) { return j.value("explain", std::string()); });
 }
 
 // --- sbatch: a Slurm batch script, unchanged ---
@@ -361,15 +366,10 @@ int Sbatch(const Conn& c, const std::vector<std::string>& args, bool parsable) {
     fmt::print(stderr, "gpupool sbatch: {}\n", req.error().message());
     return 2;
   }
-  const auto text = RequestBody(*req, "sbatch");
-  if (!text) return 2;
-  auto body = Call(c, "POST", "/v1/jobs", *text);
-  if (!body) return 1;
-  const json j = json::parse(*body);
-  if (c.json_out) fmt::print("{}\n", *body);
-  else if (parsable) fmt::print("{}\n", j["id"].get<std::string>());
-  else fmt::print("Submitted batch job {}\n", j["id"].get<std::string>());
-  return 0;
+  return PostJob(c, *req, "sbatch", "/v1/jobs", [parsable](const json& j) {
+    const std::string id = j["id"].get<std::string>();
+    return parsable ? id + "\n" : "Submitted batch job " + id + "\n";
+  });
 }
 
 int Submit(const Conn& c, const SubmitArgs& a) {
@@ -437,17 +437,7 @@ int Submit(const Conn& c, const SubmitArgs& a) {
     secrets[kv.substr(0, eq)] = *value;
   }
   if (!secrets.empty()) req["secrets"] = secrets;
-  const auto text = RequestBody(req, "submit");
-  if (!text) return 2;
-  auto body = Call(c, "POST", "/v1/jobs", *text);
-  if (!body) return 1;
-  const json j = json::parse(*body);
-  if (c.json_out) {
-    fmt::print("{}\n", *body);
-  } else {
-    fmt::print("{}\n", j["id"].get<std::string>());
-  }
-  return 0;
+  return PostJob(c, req, "submit");
 }
 
 // Up to `want` entries of a paged listing (`GET PATH?QUERYlimit=N`, answered as {KEY: [...],
