@@ -221,6 +221,10 @@ class AsyncHttpClient {
 // hollow fleet's sockets); returns the limit now in force (SIZE_MAX: none).
 size_t RaiseOpenFileLimit();
 
+// Whether `host` (a name or an address, as in HOST:PORT) is this machine's loopback: where
+// plain HTTP stays allowed.
+bool IsLoopbackHost(std::string_view host);
+
 // Percent-decoding of a query component ("a%20b" -> "a b").
 std::string UrlDecode(std::string_view s);
 // "a=1&b=x%20y" (a query string or an application/x-www-form-urlencoded body) -> {a: 1, b: x y}.

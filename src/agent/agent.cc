@@ -101,8 +101,7 @@ Result<std::unique_ptr<Agent>> Agent::Create(AgentOptions o) {
       rest = comma == std::string_view::npos ? std::string_view() : rest.substr(comma + 1);
       if (one.starts_with("http://")) one = one.substr(7);
       const std::string host = one.substr(0, one.rfind(':'));
-      const bool loopback = host == "localhost" || host.starts_with("127.") || host == "::1" || host == "[::1]";
-      if (!loopback && !one.empty()) {
+      if (!IsLoopbackHost(host) && !one.empty()) {
         return InvalidArgument(fmt::format("--server {}: plain HTTP to another host would send the join token in clear; use "
                                            "https://{} (the join token's CA hash checks the server), or --insecure-http",
                                            one, one));

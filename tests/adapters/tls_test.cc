@@ -178,5 +178,12 @@ TEST(TlsTest, PlainHttpFromAnotherHostIsTurnedAwayUnlessAllowed) {
   EXPECT_EQ(plain->status, 200);
 }
 
+TEST(TlsTest, LoopbackHostsAreToldFromOthers) {
+  for (const char* host : {"localhost", "127.0.0.1", "127.1.2.3", "::1", "[::1]"}) EXPECT_TRUE(IsLoopbackHost(host)) << host;
+  for (const char* host : {"10.0.0.5", "192.0.2.2", "example.org", "127.example.org", "", "[::2]"}) {
+    EXPECT_FALSE(IsLoopbackHost(host)) << host;
+  }
+}
+
 }  // namespace
 }  // namespace gp

@@ -323,8 +323,7 @@ Status PrepareTls(Server& srv, const ServerArgs& a, EtcdClient* etcd) {
 // check the server against the join token's CA hash).
 std::string AgentAddress(const std::string& advertise) {
   const std::string host = advertise.substr(0, advertise.rfind(':'));
-  const bool loopback = host == "localhost" || host.starts_with("127.") || host == "::1" || host == "[::1]";
-  return loopback ? advertise : "https://" + advertise;
+  return IsLoopbackHost(host) ? advertise : "https://" + advertise;
 }
 
 // The join token as agents are given it (with the CA's hash), in DATA_DIR/join.token.
